@@ -1,0 +1,112 @@
+//! Site configuration: reads TOML files once into a validated model that the rest of provd
+//! trusts without re-checking.
+//!
+//! `wire` is the on-disk syntax (serde, unknown keys denied); `model` is what the daemon uses;
+//! `validate` turns one into the other and reports every problem it finds, each naming the
+//! file, the line and the key. `provd check` and `provd serve` call the same `load`, so a
+//! config that passes `check` is exactly a config the daemon accepts.
+//!
+//! This module never touches the network or the store.
+
+mod model;
+mod validate;
+mod wire;
+
+pub use model::*;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in one file. `line` is 1-based; `key` is the dotted path of the offending key
+/// (e.g. `sites.dc1.subnets[0].pools[1]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: ", self.file.display(), line)?,
+            None => write!(f, "{}: ", self.file.display())?,
+        }
+        if !self.key.is_empty() {
+            write!(f, "key `{}`: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// All problems found in a set of files. Displayed one per line.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Expand the paths given on the command line: a directory stands for every `*.toml` in it
+/// (sorted, so that error order and precedence are stable).
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let entries = std::fs::read_dir(p).map_err(|e| io_error(p, &e))?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    if out.is_empty() {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: paths.first().cloned().unwrap_or_default(),
+            line: None,
+            key: String::new(),
+            message: "no config files found".into(),
+        }]));
+    }
+    Ok(out)
+}
+
+/// Read, parse and validate a set of config files (or directories of them).
+pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
+    let files = expand_paths(paths)?;
+    let mut sources = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| io_error(f, &e))?;
+        sources.push((f.clone(), text));
+    }
+    load_from_strs(&sources)
+}
+
+/// Parse and validate already-read sources; used by `load` and by tests.
+pub fn load_from_strs(sources: &[(PathBuf, String)]) -> Result<Config, ConfigErrors> {
+    validate::build(sources)
+}
+
+fn io_error(path: &Path, e: &std::io::Error) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        key: String::new(),
+        message: format!("cannot read: {e}"),
+    }])
+}

@@ -1,0 +1,165 @@
+//! The validated configuration model. Every value here has passed `validate`: prefixes are
+//! network addresses, pools lie inside their subnet and do not overlap, MACs, hostnames and
+//! reserved IPs are unique, every host's profile exists.
+
+use crate::mac::MacAddr;
+use ipnet::Ipv4Net;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/provd";
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:6767";
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+pub const DEFAULT_LEASE_TIME: u32 = 3600;
+/// RFC 2131 leaves the offer hold time to the server; ISC and Kea hold for tens of seconds.
+pub const DEFAULT_OFFER_HOLD: u32 = 30;
+/// How long a DECLINEd address stays out of the pool (RFC 2131 §3.1.5: "mark the address as
+/// not available"); Kea's default probation period is one day, ISC's is an hour.
+pub const DEFAULT_DECLINE_QUARANTINE: u32 = 3600;
+pub const DEFAULT_IPXE_SCRIPT_URL: &str = "http://{server}:{port}/boot/{mac}.ipxe";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub files: Vec<PathBuf>,
+    pub daemon: Daemon,
+    pub profiles: BTreeMap<String, Profile>,
+    pub sites: BTreeMap<String, Site>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub state_dir: PathBuf,
+    pub api_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub os: String,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub kernel_args: String,
+    pub kickstart: Option<String>,
+    pub vars: toml::Table,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    pub description: String,
+    /// The address clients are told about: server identifier fallback, next-server, URLs.
+    pub server_address: Ipv4Addr,
+    pub http_port: u16,
+    pub listen: Vec<Listen>,
+    pub dhcp: DhcpPolicy,
+    pub pxe: PxePolicy,
+    pub subnets: Vec<Subnet>,
+    pub hosts: Vec<Host>,
+    pub vars: toml::Table,
+}
+
+/// An interface provd answers DHCP on, and the address it answers from (option 54).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub interface: String,
+    pub address: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownClients {
+    /// Lease and boot file, like a known host without a profile.
+    Boot,
+    /// A lease only: no next-server or boot file.
+    LeaseOnly,
+    /// No answer at all: only hosts listed in the config are served.
+    Ignore,
+}
+
+#[derive(Debug, Clone)]
+pub struct DhcpPolicy {
+    pub unknown_clients: UnknownClients,
+    pub offer_hold: u32,
+    pub decline_quarantine: u32,
+    /// Authoritative servers NAK an INIT-REBOOT for an address they know is wrong for the
+    /// client (RFC 2131 §4.3.2); non-authoritative ones stay silent.
+    pub authoritative: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PxePolicy {
+    /// Option 93 architecture number -> boot file (or an http:// URL for UEFI HTTP boot).
+    pub arch_files: BTreeMap<u16, String>,
+    /// URL template handed to iPXE: `{server}`, `{port}`, `{mac}` (hyphenated), `{site}`.
+    pub ipxe_script_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Subnet {
+    pub prefix: Ipv4Net,
+    pub pools: Vec<Pool>,
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub lease_time: u32,
+    pub max_lease_time: u32,
+}
+
+/// An inclusive address range inside a subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+}
+
+impl Pool {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.start <= ip && ip <= self.end
+    }
+    pub fn len(&self) -> u64 {
+        u64::from(u32::from(self.end)) - u64::from(u32::from(self.start)) + 1
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    pub fn overlaps(&self, other: &Pool) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub mac: MacAddr,
+    pub hostname: String,
+    pub ip: Option<Ipv4Addr>,
+    pub profile: Option<String>,
+    pub vars: toml::Table,
+}
+
+/// Option 93 values from RFC 4578 §2.1 and the IANA registry that firmware sends in practice.
+pub mod arch {
+    pub const BIOS_X86: u16 = 0;
+    pub const EFI_IA32: u16 = 6;
+    pub const EFI_BC: u16 = 7;
+    pub const EFI_X64: u16 = 9;
+    pub const EFI_ARM64: u16 = 11;
+    pub const EFI_X64_HTTP: u16 = 16;
+}
+
+impl Config {
+    /// The sites this process serves: the named ones, or every site when none is named.
+    pub fn select_sites(&self, names: &[String]) -> Result<Vec<&Site>, String> {
+        if names.is_empty() {
+            return Ok(self.sites.values().collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.sites.get(n).ok_or_else(|| {
+                    let known: Vec<&str> = self.sites.keys().map(String::as_str).collect();
+                    format!("no site named {n:?} (known: {})", known.join(", "))
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,128 @@
+//! The site-config file format exactly as written on disk ("wire" structs).
+//!
+//! These structs only describe syntax: every table denies unknown keys so that a typo is an
+//! error, and fields that later checks must point at are `Spanned` so an error can name the
+//! line. Nothing here decides whether a value makes sense; `model` does that.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use toml::Spanned;
+
+/// One config file. Several files are merged: sites and profiles must be unique across them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWire {
+    pub daemon: Option<Spanned<DaemonWire>>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Spanned<ProfileWire>>,
+    #[serde(default)]
+    pub sites: BTreeMap<String, Spanned<SiteWire>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonWire {
+    pub state_dir: Option<String>,
+    pub api_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileWire {
+    pub os: String,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    #[serde(default)]
+    pub kernel_args: String,
+    pub kickstart: Option<String>,
+    #[serde(default)]
+    pub vars: toml::Table,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteWire {
+    #[serde(default)]
+    pub description: String,
+    pub server_address: Ipv4Addr,
+    pub http_port: Option<u16>,
+    pub listen: Spanned<Vec<Spanned<ListenWire>>>,
+    #[serde(default)]
+    pub dhcp: DhcpWire,
+    #[serde(default)]
+    pub pxe: PxeWire,
+    #[serde(default)]
+    pub subnets: Vec<Spanned<SubnetWire>>,
+    #[serde(default)]
+    pub hosts: Vec<Spanned<HostWire>>,
+    #[serde(default)]
+    pub vars: toml::Table,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenWire {
+    pub interface: Spanned<String>,
+    pub address: Spanned<Ipv4Addr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpWire {
+    pub unknown_clients: Option<UnknownClientsWire>,
+    pub offer_hold: Option<u32>,
+    pub decline_quarantine: Option<u32>,
+    pub authoritative: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownClientsWire {
+    Boot,
+    LeaseOnly,
+    Ignore,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PxeWire {
+    pub bios: Option<String>,
+    pub uefi_x64: Option<String>,
+    /// Extra or overriding mappings: option 93 architecture number (as a string key) -> file.
+    #[serde(default)]
+    pub arch: BTreeMap<String, Spanned<String>>,
+    pub ipxe_script_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetWire {
+    pub prefix: Spanned<String>,
+    #[serde(default)]
+    pub pools: Vec<Spanned<PoolWire>>,
+    pub router: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub lease_time: Option<u32>,
+    pub max_lease_time: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolWire {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostWire {
+    pub mac: Spanned<String>,
+    pub hostname: Spanned<String>,
+    pub ip: Option<Spanned<Ipv4Addr>>,
+    pub profile: Option<Spanned<String>>,
+    #[serde(default)]
+    pub vars: toml::Table,
+}

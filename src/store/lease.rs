@@ -1,0 +1,31 @@
+//! The stored form of a lease. Offers are never stored: only what a client was told it may
+//! use (bound), gave back (released), refused (declined) or outlived (expired).
+
+use crate::mac::MacAddr;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    Bound,
+    Released,
+    /// The client said the address is in use by someone else (DHCPDECLINE); quarantined until
+    /// `ends`.
+    Declined,
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub ip: Ipv4Addr,
+    /// Hex of the client identifier (option 61) or, without one, of htype + chaddr.
+    pub client_id: String,
+    pub mac: Option<MacAddr>,
+    pub hostname: Option<String>,
+    pub state: LeaseState,
+    /// Unix seconds.
+    pub starts: u64,
+    pub ends: u64,
+    pub site: String,
+}

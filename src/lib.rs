@@ -4,6 +4,11 @@
 //!
 //! The library holds every module; `main.rs` is the thin command-line edge.
 
+pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod daemon;
+pub mod dhcp;
+pub mod http;
 pub mod mac;
 pub mod store;

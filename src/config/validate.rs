@@ -23,10 +23,19 @@ struct Source<'a> {
 impl Source<'_> {
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
-    fn error(&self, span: Option<Range<usize>>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    fn error(
+        &self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
             line: span.map(|s| self.line_of(s.start)),
@@ -60,27 +69,44 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
     for (src, wire) in &parsed {
         if let Some(d) = &wire.daemon {
             if let Some((_, first)) = &daemon {
-                errors.push(src.error(Some(d.span()), "daemon", format!("[daemon] given twice (first at {first})")));
+                errors.push(src.error(
+                    Some(d.span()),
+                    "daemon",
+                    format!("[daemon] given twice (first at {first})"),
+                ));
             } else {
                 daemon = Some((convert_daemon(d.get_ref()), src.place(&d.span())));
             }
         }
         for (name, p) in &wire.profiles {
             if let Some((_, first)) = profiles.get(name) {
-                errors.push(src.error(Some(p.span()), format!("profiles.{name}"), format!("profile defined twice (first at {first})")));
+                errors.push(src.error(
+                    Some(p.span()),
+                    format!("profiles.{name}"),
+                    format!("profile defined twice (first at {first})"),
+                ));
                 continue;
             }
-            profiles.insert(name.clone(), (convert_profile(name, p.get_ref()), src.place(&p.span())));
+            profiles.insert(
+                name.clone(),
+                (convert_profile(name, p.get_ref()), src.place(&p.span())),
+            );
         }
     }
     // Sites second, so host profile references can be checked against every file's profiles.
     for (src, wire) in &parsed {
         for (name, s) in &wire.sites {
             if let Some((_, first)) = sites.get(name) {
-                errors.push(src.error(Some(s.span()), format!("sites.{name}"), format!("site defined twice (first at {first})")));
+                errors.push(src.error(
+                    Some(s.span()),
+                    format!("sites.{name}"),
+                    format!("site defined twice (first at {first})"),
+                ));
                 continue;
             }
-            if let Some(site) = convert_site(src, name, s.get_ref(), &profiles, &mut uniq, &mut errors) {
+            if let Some(site) =
+                convert_site(src, name, s.get_ref(), &profiles, &mut uniq, &mut errors)
+            {
                 sites.insert(name.clone(), (site, src.place(&s.span())));
             }
         }
@@ -88,21 +114,32 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
 
     if sites.is_empty() && errors.is_empty() {
         let file = sources.first().map(|s| s.0.clone()).unwrap_or_default();
-        errors.push(ConfigError { file, line: None, key: "sites".into(), message: "no [sites.NAME] table in any file".into() });
+        errors.push(ConfigError {
+            file,
+            line: None,
+            key: "sites".into(),
+            message: "no [sites.NAME] table in any file".into(),
+        });
     }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
     Ok(Config {
         files: sources.iter().map(|s| s.0.clone()).collect(),
-        daemon: daemon.map(|d| d.0).unwrap_or_else(|| convert_daemon(&DaemonWire { state_dir: None, api_listen: None })),
+        daemon: daemon.map(|d| d.0).unwrap_or_else(|| {
+            convert_daemon(&DaemonWire {
+                state_dir: None,
+                api_listen: None,
+            })
+        }),
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
         sites: sites.into_iter().map(|(k, v)| (k, v.0)).collect(),
     })
 }
 
 fn parse_file(src: &Source) -> Result<FileWire, ConfigError> {
-    let de = toml::Deserializer::parse(src.text).map_err(|e| src.error(e.span(), "", e.message().to_string()))?;
+    let de = toml::Deserializer::parse(src.text)
+        .map_err(|e| src.error(e.span(), "", e.message().to_string()))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
@@ -114,8 +151,14 @@ fn parse_file(src: &Source) -> Result<FileWire, ConfigError> {
 
 fn convert_daemon(d: &DaemonWire) -> Daemon {
     Daemon {
-        state_dir: PathBuf::from(d.state_dir.clone().unwrap_or_else(|| DEFAULT_STATE_DIR.into())),
-        api_listen: d.api_listen.unwrap_or_else(|| DEFAULT_API_LISTEN.parse::<SocketAddr>().expect("constant")),
+        state_dir: PathBuf::from(
+            d.state_dir
+                .clone()
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        ),
+        api_listen: d
+            .api_listen
+            .unwrap_or_else(|| DEFAULT_API_LISTEN.parse::<SocketAddr>().expect("constant")),
     }
 }
 
@@ -154,18 +197,36 @@ fn convert_site(
 
     let mut listen = Vec::new();
     if w.listen.get_ref().is_empty() {
-        errors.push(src.error(Some(w.listen.span()), key("listen"), "at least one listen interface is required: provd only serves interfaces named here"));
+        errors.push(src.error(
+            Some(w.listen.span()),
+            key("listen"),
+            "at least one listen interface is required: provd only serves interfaces named here",
+        ));
     }
     for (i, l) in w.listen.get_ref().iter().enumerate() {
         let l = l.get_ref();
         let iface = l.interface.get_ref();
         if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
-            errors.push(src.error(Some(l.interface.span()), key(&format!("listen[{i}].interface")), format!("{iface:?} is not a valid Linux interface name")));
+            errors.push(src.error(
+                Some(l.interface.span()),
+                key(&format!("listen[{i}].interface")),
+                format!("{iface:?} is not a valid Linux interface name"),
+            ));
         }
-        if let Some(first) = uniq.interfaces.insert(iface.clone(), src.place(&l.interface.span())) {
-            errors.push(src.error(Some(l.interface.span()), key(&format!("listen[{i}].interface")), format!("interface {iface} is already served (first at {first})")));
+        if let Some(first) = uniq
+            .interfaces
+            .insert(iface.clone(), src.place(&l.interface.span()))
+        {
+            errors.push(src.error(
+                Some(l.interface.span()),
+                key(&format!("listen[{i}].interface")),
+                format!("interface {iface} is already served (first at {first})"),
+            ));
         }
-        listen.push(Listen { interface: iface.clone(), address: *l.address.get_ref() });
+        listen.push(Listen {
+            interface: iface.clone(),
+            address: *l.address.get_ref(),
+        });
     }
 
     let mut subnets = Vec::new();
@@ -179,7 +240,11 @@ fn convert_site(
         if !subnets.is_empty() && !subnets.iter().any(|s| s.prefix.contains(&addr)) {
             // Not fatal by itself for a relay-only interface, but then direct clients on it
             // would have no subnet: say so now rather than drop their packets silently later.
-            errors.push(src.error(Some(l.get_ref().address.span()), key(&format!("listen[{i}].address")), format!("{addr} is in none of this site's subnets")));
+            errors.push(src.error(
+                Some(l.get_ref().address.span()),
+                key(&format!("listen[{i}].address")),
+                format!("{addr} is in none of this site's subnets"),
+            ));
         }
     }
 
@@ -195,24 +260,54 @@ fn convert_site(
             }
         };
         if let Some(first) = uniq.macs.insert(mac, src.place(&h.mac.span())) {
-            errors.push(src.error(Some(h.mac.span()), hkey("mac"), format!("duplicate MAC {mac} (first at {first})")));
+            errors.push(src.error(
+                Some(h.mac.span()),
+                hkey("mac"),
+                format!("duplicate MAC {mac} (first at {first})"),
+            ));
         }
         let hostname = h.hostname.get_ref().to_ascii_lowercase();
         if !valid_hostname(&hostname) {
-            errors.push(src.error(Some(h.hostname.span()), hkey("hostname"), format!("{hostname:?} is not a valid host name (letters, digits, '-', '.' labels)")));
+            errors.push(src.error(
+                Some(h.hostname.span()),
+                hkey("hostname"),
+                format!("{hostname:?} is not a valid host name (letters, digits, '-', '.' labels)"),
+            ));
         }
-        if let Some(first) = uniq.hostnames.insert(hostname.clone(), src.place(&h.hostname.span())) {
-            errors.push(src.error(Some(h.hostname.span()), hkey("hostname"), format!("duplicate hostname {hostname} (first at {first})")));
+        if let Some(first) = uniq
+            .hostnames
+            .insert(hostname.clone(), src.place(&h.hostname.span()))
+        {
+            errors.push(src.error(
+                Some(h.hostname.span()),
+                hkey("hostname"),
+                format!("duplicate hostname {hostname} (first at {first})"),
+            ));
         }
         let ip = h.ip.as_ref().map(|ip| {
             let addr = *ip.get_ref();
             if let Some(first) = uniq.reserved.insert(addr, src.place(&ip.span())) {
-                errors.push(src.error(Some(ip.span()), hkey("ip"), format!("duplicate reserved IP {addr} (first at {first})")));
+                errors.push(src.error(
+                    Some(ip.span()),
+                    hkey("ip"),
+                    format!("duplicate reserved IP {addr} (first at {first})"),
+                ));
             }
             if !subnets.iter().any(|s| s.prefix.contains(&addr)) {
-                errors.push(src.error(Some(ip.span()), hkey("ip"), format!("reserved IP {addr} is outside every subnet of site {name}")));
-            } else if subnets.iter().any(|s| addr == s.prefix.network() || addr == s.prefix.broadcast()) {
-                errors.push(src.error(Some(ip.span()), hkey("ip"), format!("reserved IP {addr} is a network or broadcast address")));
+                errors.push(src.error(
+                    Some(ip.span()),
+                    hkey("ip"),
+                    format!("reserved IP {addr} is outside every subnet of site {name}"),
+                ));
+            } else if subnets
+                .iter()
+                .any(|s| addr == s.prefix.network() || addr == s.prefix.broadcast())
+            {
+                errors.push(src.error(
+                    Some(ip.span()),
+                    hkey("ip"),
+                    format!("reserved IP {addr} is a network or broadcast address"),
+                ));
             }
             addr
         });
@@ -220,9 +315,23 @@ fn convert_site(
             && !profiles.contains_key(p.get_ref())
         {
             let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
-            errors.push(src.error(Some(p.span()), hkey("profile"), format!("no profile named {:?} (known: {})", p.get_ref(), known.join(", "))));
+            errors.push(src.error(
+                Some(p.span()),
+                hkey("profile"),
+                format!(
+                    "no profile named {:?} (known: {})",
+                    p.get_ref(),
+                    known.join(", ")
+                ),
+            ));
         }
-        hosts.push(Host { mac, hostname, ip, profile: h.profile.as_ref().map(|p| p.get_ref().clone()), vars: h.vars.clone() });
+        hosts.push(Host {
+            mac,
+            hostname,
+            ip,
+            profile: h.profile.as_ref().map(|p| p.get_ref().clone()),
+            vars: h.vars.clone(),
+        });
     }
 
     let pxe = convert_pxe(src, &key("pxe.arch"), &w.pxe, errors);
@@ -233,7 +342,10 @@ fn convert_site(
             UnknownClientsWire::Ignore => UnknownClients::Ignore,
         },
         offer_hold: w.dhcp.offer_hold.unwrap_or(DEFAULT_OFFER_HOLD),
-        decline_quarantine: w.dhcp.decline_quarantine.unwrap_or(DEFAULT_DECLINE_QUARANTINE),
+        decline_quarantine: w
+            .dhcp
+            .decline_quarantine
+            .unwrap_or(DEFAULT_DECLINE_QUARANTINE),
         authoritative: w.dhcp.authoritative.unwrap_or(true),
     };
 
@@ -254,21 +366,45 @@ fn convert_site(
     })
 }
 
-fn convert_subnet(src: &Source, key: &str, s: &Spanned<SubnetWire>, uniq: &mut Uniqueness, errors: &mut Vec<ConfigError>) -> Option<Subnet> {
+fn convert_subnet(
+    src: &Source,
+    key: &str,
+    s: &Spanned<SubnetWire>,
+    uniq: &mut Uniqueness,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Subnet> {
     let w = s.get_ref();
     let prefix: Ipv4Net = match w.prefix.get_ref().parse() {
         Ok(p) => p,
         Err(_) => {
-            errors.push(src.error(Some(w.prefix.span()), format!("{key}.prefix"), format!("{:?} is not an IPv4 prefix like 10.0.0.0/24", w.prefix.get_ref())));
+            errors.push(src.error(
+                Some(w.prefix.span()),
+                format!("{key}.prefix"),
+                format!(
+                    "{:?} is not an IPv4 prefix like 10.0.0.0/24",
+                    w.prefix.get_ref()
+                ),
+            ));
             return None;
         }
     };
     if prefix.network() != prefix.addr() {
-        errors.push(src.error(Some(w.prefix.span()), format!("{key}.prefix"), format!("{prefix} has host bits set; did you mean {}?", prefix.trunc())));
+        errors.push(src.error(
+            Some(w.prefix.span()),
+            format!("{key}.prefix"),
+            format!(
+                "{prefix} has host bits set; did you mean {}?",
+                prefix.trunc()
+            ),
+        ));
         return None;
     }
     if prefix.prefix_len() > 30 {
-        errors.push(src.error(Some(w.prefix.span()), format!("{key}.prefix"), format!("{prefix} is too small to hold clients (longest allowed is /30)")));
+        errors.push(src.error(
+            Some(w.prefix.span()),
+            format!("{key}.prefix"),
+            format!("{prefix} is too small to hold clients (longest allowed is /30)"),
+        ));
         return None;
     }
     for (other, first) in &uniq.subnets {
@@ -281,39 +417,86 @@ fn convert_subnet(src: &Source, key: &str, s: &Spanned<SubnetWire>, uniq: &mut U
     let mut pools: Vec<Pool> = Vec::new();
     for (j, p) in w.pools.iter().enumerate() {
         let pkey = format!("{key}.pools[{j}]");
-        let pool = Pool { start: p.get_ref().start, end: p.get_ref().end };
+        let pool = Pool {
+            start: p.get_ref().start,
+            end: p.get_ref().end,
+        };
         if pool.start > pool.end {
-            errors.push(src.error(Some(p.span()), &pkey, format!("pool start {} is after its end {}", pool.start, pool.end)));
+            errors.push(src.error(
+                Some(p.span()),
+                &pkey,
+                format!("pool start {} is after its end {}", pool.start, pool.end),
+            ));
             continue;
         }
         if !prefix.contains(&pool.start) || !prefix.contains(&pool.end) {
-            errors.push(src.error(Some(p.span()), &pkey, format!("pool {}-{} is not inside subnet {prefix}", pool.start, pool.end)));
+            errors.push(src.error(
+                Some(p.span()),
+                &pkey,
+                format!(
+                    "pool {}-{} is not inside subnet {prefix}",
+                    pool.start, pool.end
+                ),
+            ));
             continue;
         }
         if pool.contains(prefix.network()) || pool.contains(prefix.broadcast()) {
-            errors.push(src.error(Some(p.span()), &pkey, format!("pool {}-{} includes the network or broadcast address of {prefix}", pool.start, pool.end)));
+            errors.push(src.error(
+                Some(p.span()),
+                &pkey,
+                format!(
+                    "pool {}-{} includes the network or broadcast address of {prefix}",
+                    pool.start, pool.end
+                ),
+            ));
             continue;
         }
         if let Some((k, other)) = pools.iter().enumerate().find(|(_, o)| o.overlaps(&pool)) {
-            errors.push(src.error(Some(p.span()), &pkey, format!("pool {}-{} overlaps pools[{k}] {}-{}", pool.start, pool.end, other.start, other.end)));
+            errors.push(src.error(
+                Some(p.span()),
+                &pkey,
+                format!(
+                    "pool {}-{} overlaps pools[{k}] {}-{}",
+                    pool.start, pool.end, other.start, other.end
+                ),
+            ));
             continue;
         }
         pools.push(pool);
     }
     let lease_time = w.lease_time.unwrap_or(DEFAULT_LEASE_TIME);
     if lease_time < 60 {
-        errors.push(src.error(Some(s.span()), format!("{key}.lease_time"), "lease_time must be at least 60 seconds"));
+        errors.push(src.error(
+            Some(s.span()),
+            format!("{key}.lease_time"),
+            "lease_time must be at least 60 seconds",
+        ));
     }
     let max_lease_time = w.max_lease_time.unwrap_or(lease_time);
     if max_lease_time < lease_time {
-        errors.push(src.error(Some(s.span()), format!("{key}.max_lease_time"), "max_lease_time is shorter than lease_time"));
+        errors.push(src.error(
+            Some(s.span()),
+            format!("{key}.max_lease_time"),
+            "max_lease_time is shorter than lease_time",
+        ));
     }
-    Some(Subnet { prefix, pools, router: w.router, dns: w.dns.clone(), domain: w.domain.clone(), lease_time, max_lease_time })
+    Some(Subnet {
+        prefix,
+        pools,
+        router: w.router,
+        dns: w.dns.clone(),
+        domain: w.domain.clone(),
+        lease_time,
+        max_lease_time,
+    })
 }
 
 fn convert_pxe(src: &Source, key: &str, w: &PxeWire, errors: &mut Vec<ConfigError>) -> PxePolicy {
     let mut arch_files = BTreeMap::new();
-    arch_files.insert(arch::BIOS_X86, w.bios.clone().unwrap_or_else(|| "undionly.kpxe".into()));
+    arch_files.insert(
+        arch::BIOS_X86,
+        w.bios.clone().unwrap_or_else(|| "undionly.kpxe".into()),
+    );
     let uefi = w.uefi_x64.clone().unwrap_or_else(|| "ipxe.efi".into());
     arch_files.insert(arch::EFI_BC, uefi.clone());
     arch_files.insert(arch::EFI_X64, uefi);
@@ -322,10 +505,20 @@ fn convert_pxe(src: &Source, key: &str, w: &PxeWire, errors: &mut Vec<ConfigErro
             Ok(n) => {
                 arch_files.insert(n, file.get_ref().clone());
             }
-            Err(_) => errors.push(src.error(Some(file.span()), format!("{key}.{code}"), format!("{code:?} is not an option 93 architecture number (0-65535)"))),
+            Err(_) => errors.push(src.error(
+                Some(file.span()),
+                format!("{key}.{code}"),
+                format!("{code:?} is not an option 93 architecture number (0-65535)"),
+            )),
         }
     }
-    PxePolicy { arch_files, ipxe_script_url: w.ipxe_script_url.clone().unwrap_or_else(|| DEFAULT_IPXE_SCRIPT_URL.into()) }
+    PxePolicy {
+        arch_files,
+        ipxe_script_url: w
+            .ipxe_script_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_IPXE_SCRIPT_URL.into()),
+    }
 }
 
 fn valid_hostname(name: &str) -> bool {
@@ -336,6 +529,8 @@ fn valid_hostname(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }

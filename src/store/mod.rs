@@ -31,13 +31,22 @@ const MAX_BATCH: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create state directory {path}: {source}")]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("lease database {path}: {source}")]
-    Open { path: PathBuf, source: redb::DatabaseError },
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
     #[error("lease database: {0}")]
     Db(#[from] redb::Error),
     #[error("corrupt lease record for {ip}: {source}")]
-    Record { ip: Ipv4Addr, source: serde_json::Error },
+    Record {
+        ip: Ipv4Addr,
+        source: serde_json::Error,
+    },
     #[error("the lease committer has stopped")]
     CommitterGone,
 }
@@ -91,9 +100,15 @@ pub fn db_path(state_dir: &Path) -> PathBuf {
 impl LeaseStore {
     /// Open (or create) the database under `state_dir` and start the committer thread.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir { path: state_dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
         let path = db_path(state_dir);
-        let db = Database::create(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
         // Create the table up front so readers never see "table does not exist".
         let txn = db.begin_write()?;
         txn.open_table(LEASES)?;
@@ -117,7 +132,9 @@ impl LeaseStore {
     /// Persist records durably; resolves after the fsync of the transaction holding them.
     pub async fn persist(&self, records: Vec<LeaseRecord>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.queue.send(CommitRequest { records, done }).map_err(|_| StoreError::CommitterGone)?;
+        self.queue
+            .send(CommitRequest { records, done })
+            .map_err(|_| StoreError::CommitterGone)?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(StoreError::Db(redb::Error::Corrupted(msg))),
@@ -128,7 +145,9 @@ impl LeaseStore {
     /// Blocking variant for code that is not async (tests, tools).
     pub fn persist_blocking(&self, records: Vec<LeaseRecord>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.queue.send(CommitRequest { records, done }).map_err(|_| StoreError::CommitterGone)?;
+        self.queue
+            .send(CommitRequest { records, done })
+            .map_err(|_| StoreError::CommitterGone)?;
         match wait.blocking_recv() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(StoreError::Db(redb::Error::Corrupted(msg))),
@@ -141,7 +160,8 @@ impl LeaseStore {
 /// the daemon is down). redb takes an exclusive lock, so this fails while a daemon runs.
 pub fn read_leases_offline(state_dir: &Path) -> Result<Vec<LeaseRecord>, StoreError> {
     let path = db_path(state_dir);
-    let db = redb::ReadOnlyDatabase::open(&path).map_err(|source| StoreError::Open { path, source })?;
+    let db =
+        redb::ReadOnlyDatabase::open(&path).map_err(|source| StoreError::Open { path, source })?;
     read_all(&db)
 }
 
@@ -156,7 +176,8 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Vec<LeaseRecord>, StoreError> 
     for row in table.iter()? {
         let (k, v) = row?;
         let ip = Ipv4Addr::from(k.value());
-        let rec: LeaseRecord = serde_json::from_slice(v.value()).map_err(|source| StoreError::Record { ip, source })?;
+        let rec: LeaseRecord = serde_json::from_slice(v.value())
+            .map_err(|source| StoreError::Record { ip, source })?;
         out.push(rec);
     }
     Ok(out)
@@ -164,7 +185,11 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Vec<LeaseRecord>, StoreError> 
 
 /// The group-commit loop: block for the first request, take whatever else is already queued,
 /// write it all in one durable transaction, then answer every waiter.
-fn committer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<CommitRequest>, stats: Arc<StoreStats>) {
+fn committer(
+    db: Arc<Database>,
+    mut rx: mpsc::UnboundedReceiver<CommitRequest>,
+    stats: Arc<StoreStats>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         let mut count = batch[0].records.len();
@@ -181,8 +206,12 @@ fn committer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<CommitRequest>, 
         match &result {
             Ok(()) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.records_committed.fetch_add(count as u64, Ordering::Relaxed);
-                stats.largest_batch.fetch_max(count as u64, Ordering::Relaxed);
+                stats
+                    .records_committed
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                stats
+                    .largest_batch
+                    .fetch_max(count as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 stats.commit_failures.fetch_add(1, Ordering::Relaxed);
@@ -197,7 +226,8 @@ fn committer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<CommitRequest>, 
 
 fn write_batch(db: &Database, batch: &[CommitRequest]) -> Result<(), StoreError> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate).map_err(|e| StoreError::Db(redb::Error::Corrupted(e.to_string())))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| StoreError::Db(redb::Error::Corrupted(e.to_string())))?;
     {
         let mut table = txn.open_table(LEASES)?;
         for rec in batch.iter().flat_map(|r| &r.records) {
@@ -231,7 +261,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = LeaseStore::open(dir.path()).unwrap();
-            store.persist_blocking(vec![rec([10, 0, 0, 5], "aa"), rec([10, 0, 0, 2], "bb")]).unwrap();
+            store
+                .persist_blocking(vec![rec([10, 0, 0, 5], "aa"), rec([10, 0, 0, 2], "bb")])
+                .unwrap();
             let mut released = rec([10, 0, 0, 5], "aa");
             released.state = LeaseState::Released;
             store.persist_blocking(vec![released]).unwrap();
@@ -263,7 +295,8 @@ mod tests {
                 let s = store.clone();
                 tasks.push(tokio::spawn(async move {
                     let ip = 0x0a00_0000 + i;
-                    s.persist(vec![rec(Ipv4Addr::from(ip).octets(), &format!("{i:x}"))]).await
+                    s.persist(vec![rec(Ipv4Addr::from(ip).octets(), &format!("{i:x}"))])
+                        .await
                 }));
             }
             for t in tasks {
@@ -272,6 +305,9 @@ mod tests {
         });
         assert_eq!(store.load_leases().unwrap().len(), 2000);
         let commits = store.stats.commits.load(Ordering::Relaxed);
-        assert!(commits < 2000, "expected grouping, got {commits} commits for 2000 leases");
+        assert!(
+            commits < 2000,
+            "expected grouping, got {commits} commits for 2000 leases"
+        );
     }
 }

@@ -1,0 +1,121 @@
+//! `provd leases list` and `provd stats`: ask the daemon's API; when no daemon answers, read
+//! the lease database directly (redb locks it while a daemon holds it, so this never reads
+//! a database under a live writer).
+
+use super::ServerTarget;
+use crate::clock::unix_now;
+use crate::http::StatsView;
+use crate::store::{self, LeaseRecord};
+use anyhow::Context;
+use clap::Subcommand;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum LeasesCommand {
+    /// List every stored lease (bound, released, declined, expired).
+    List {
+        #[command(flatten)]
+        target: ServerTarget,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: LeasesCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        LeasesCommand::List { target, json } => list(&target, json),
+    }
+}
+
+enum Fetch<T> {
+    Ok(T),
+    /// Nothing listens at the address: the daemon is not running.
+    NoDaemon,
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<Fetch<T>> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    match agent.get(url).call() {
+        Ok(mut resp) => {
+            let body = resp
+                .body_mut()
+                .read_to_string()
+                .with_context(|| format!("reading {url}"))?;
+            Ok(Fetch::Ok(
+                serde_json::from_str(&body).with_context(|| format!("decoding {url}"))?,
+            ))
+        }
+        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Ok(Fetch::NoDaemon)
+        }
+        Err(ureq::Error::ConnectionFailed) => Ok(Fetch::NoDaemon),
+        Err(e) => Err(anyhow::anyhow!("{url}: {e}")),
+    }
+}
+
+fn list(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
+    let (base, state_dir) = target.resolve();
+    let leases: Vec<LeaseRecord> = match get_json(&format!("{base}/api/leases"))? {
+        Fetch::Ok(l) => l,
+        Fetch::NoDaemon => {
+            eprintln!(
+                "provd: no daemon at {base}; reading {}",
+                store::db_path(&state_dir).display()
+            );
+            store::read_leases_offline(&state_dir)?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&leases)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = unix_now();
+    println!(
+        "{:<16} {:<9} {:<18} {:<24} {:<12} SITE",
+        "ADDRESS", "STATE", "MAC", "HOSTNAME", "ENDS"
+    );
+    for l in &leases {
+        let ends = if l.ends > now {
+            format!("in {}s", l.ends - now)
+        } else {
+            format!("{}s ago", now - l.ends)
+        };
+        println!(
+            "{:<16} {:<9} {:<18} {:<24} {:<12} {}",
+            l.ip,
+            format!("{:?}", l.state).to_lowercase(),
+            l.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            l.hostname.as_deref().unwrap_or("-"),
+            ends,
+            l.site
+        );
+    }
+    eprintln!("{} lease(s)", leases.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stats(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
+    let (base, _) = target.resolve();
+    let view: StatsView = match get_json(&format!("{base}/api/stats"))? {
+        Fetch::Ok(v) => v,
+        Fetch::NoDaemon => {
+            anyhow::bail!("no daemon answers at {base} (is `provd serve` running? use --server)")
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "leases bound: {}  known: {}",
+        view.leases_bound, view.leases_known
+    );
+    for (k, v) in view.dhcp.iter().chain(view.store.iter()) {
+        println!("{k:<28} {v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,183 @@
+//! The command line (clap). Thin: each command parses its arguments and calls the module
+//! that does the work, or the running daemon's API. Exit codes: 0 success, 1 failure,
+//! 2 usage error (clap's own).
+
+mod leases;
+
+use crate::config;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const DEFAULT_CONFIG: &str = "/etc/provd";
+
+#[derive(Parser)]
+#[command(name = "provd", version, about = "Network-boot bare servers into KVM hypervisors and run VMs on them.", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: DHCP on the interfaces the config names, and the API.
+    Serve {
+        /// Site config files or directories of *.toml files.
+        #[arg(long = "config", short = 'c', env = "PROVD_CONFIG", default_value = DEFAULT_CONFIG, num_args = 1..)]
+        config: Vec<PathBuf>,
+        /// Serve only this site (repeatable). Default: every site in the config.
+        #[arg(long)]
+        site: Vec<String>,
+        /// Where leases are stored (overrides [daemon] state_dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Address of the API (overrides [daemon] api_listen).
+        #[arg(long)]
+        api_listen: Option<SocketAddr>,
+    },
+    /// Validate site config files with the daemon's own checks; exit 1 on any error.
+    Check {
+        /// Files or directories of *.toml files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show leases.
+    Leases {
+        #[command(subcommand)]
+        command: leases::LeasesCommand,
+    },
+    /// Show the daemon's packet and store counters.
+    Stats {
+        #[command(flatten)]
+        target: ServerTarget,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a client command finds the daemon (or, when it is down, its state directory).
+#[derive(clap::Args, Clone)]
+pub struct ServerTarget {
+    /// The daemon's API address, e.g. 127.0.0.1:6767. Default: [daemon] api_listen of the config.
+    #[arg(long)]
+    server: Option<String>,
+    /// Config used to find the API address and state directory.
+    #[arg(long = "config", short = 'c', env = "PROVD_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: Vec<PathBuf>,
+    /// State directory to read when the daemon is not running.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+impl ServerTarget {
+    /// (API base URL, state dir). A missing or broken config falls back to the defaults:
+    /// a client command should still work against a daemon started with flags only.
+    fn resolve(&self) -> (String, PathBuf) {
+        let cfg = config::load(&self.config).ok();
+        let api = self.server.clone().unwrap_or_else(|| {
+            cfg.as_ref()
+                .map(|c| c.daemon.api_listen.to_string())
+                .unwrap_or_else(|| config::DEFAULT_API_LISTEN.to_string())
+        });
+        let base = if api.starts_with("http://") {
+            api
+        } else {
+            format!("http://{api}")
+        };
+        let state = self.state_dir.clone().unwrap_or_else(|| {
+            cfg.map(|c| c.daemon.state_dir)
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR))
+        });
+        (base, state)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            site,
+            state_dir,
+            api_listen,
+        } => serve(config, site, state_dir, api_listen),
+        Command::Check { files } => check(&files),
+        Command::Leases { command } => leases::run(command),
+        Command::Stats { target, json } => leases::stats(&target, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("provd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROVD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(
+    config: Vec<PathBuf>,
+    sites: Vec<String>,
+    state_dir: Option<PathBuf>,
+    api_listen: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = match config::load(&config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "provd: config has {} error(s); not starting",
+                errors.0.len()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(crate::daemon::run(
+        cfg,
+        crate::daemon::ServeOptions {
+            sites,
+            state_dir,
+            api_listen,
+        },
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    match config::load(files) {
+        Ok(cfg) => {
+            let hosts: usize = cfg.sites.values().map(|s| s.hosts.len()).sum();
+            let subnets: usize = cfg.sites.values().map(|s| s.subnets.len()).sum();
+            println!(
+                "ok: {} file(s), {} site(s), {} subnet(s), {} host(s), {} profile(s)",
+                cfg.files.len(),
+                cfg.sites.len(),
+                subnets,
+                hosts,
+                cfg.profiles.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s)", errors.0.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

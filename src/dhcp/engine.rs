@@ -1,0 +1,346 @@
+//! The RFC 2131 server state machine: one parsed request in, one decision out.
+//!
+//! Pure apart from the in-memory lease table it owns: no sockets, no store, time passed in.
+//! A decision that changes a lease the client will rely on carries the `LeaseRecord` to
+//! persist; the I/O layer must make it durable before sending the reply.
+
+use crate::config::{Site, Subnet, UnknownClients};
+use crate::dhcp::leases::LeaseTable;
+use crate::dhcp::packet::Request;
+use crate::dhcp::pxe::{self, BootAnswer};
+use crate::dhcp::reply::{self, Destination, Grant};
+use crate::dhcp::topology::{Ingress, Topology};
+use crate::store::LeaseRecord;
+use dhcproto::v4::{Message, MessageType};
+use std::net::Ipv4Addr;
+
+/// Why a request got no answer. Each is counted; none is an error of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// giaddr or receiving interface matches no served subnet.
+    NoSubnet,
+    /// MAC not in the config and the site ignores unknown clients.
+    UnknownClient,
+    PoolExhausted,
+    /// REQUEST naming another server: the client chose someone else.
+    OtherServer,
+    /// INIT-REBOOT/RENEW for an address we have no record of and may not vouch for.
+    NoRecord,
+    /// RELEASE/DECLINE for a lease that is not this client's.
+    NotClientsLease,
+    /// A REQUEST with neither requested address nor ciaddr, and similar.
+    Malformed,
+    /// Message types a server does not answer (OFFER, ACK, ... sent to us).
+    Unsupported,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::NoSubnet,
+        DropReason::UnknownClient,
+        DropReason::PoolExhausted,
+        DropReason::OtherServer,
+        DropReason::NoRecord,
+        DropReason::NotClientsLease,
+        DropReason::Malformed,
+        DropReason::Unsupported,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NoSubnet => "no_subnet",
+            DropReason::UnknownClient => "unknown_client",
+            DropReason::PoolExhausted => "pool_exhausted",
+            DropReason::OtherServer => "other_server",
+            DropReason::NoRecord => "no_record",
+            DropReason::NotClientsLease => "not_clients_lease",
+            DropReason::Malformed => "malformed_request",
+            DropReason::Unsupported => "unsupported_type",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Reply {
+        msg: Message,
+        kind: MessageType,
+        dest: Destination,
+        persist: Option<LeaseRecord>,
+    },
+    /// RELEASE and DECLINE: persist, answer nothing.
+    Persist(LeaseRecord),
+    Drop(DropReason),
+}
+
+pub struct Engine {
+    pub topology: Topology,
+    pub table: LeaseTable,
+}
+
+/// Everything decided about a client before looking at its message type.
+struct Context<'a> {
+    req: &'a Request,
+    site: &'a Site,
+    subnet: &'a Subnet,
+    server_id: Ipv4Addr,
+    reserved_ip: Option<Ipv4Addr>,
+    hostname: Option<String>,
+    boot: Option<BootAnswer>,
+}
+
+impl Engine {
+    pub fn new(topology: Topology, table: LeaseTable) -> Self {
+        Engine { topology, table }
+    }
+
+    pub fn handle(&mut self, req: &Request, ingress: &Ingress, now: u64) -> Outcome {
+        let Engine { topology, table } = self;
+        let giaddr = req.giaddr();
+        let found = if giaddr.is_unspecified() {
+            topology
+                .subnet_for(ingress.listen.address)
+                .filter(|(si, _)| *si == ingress.site)
+        } else {
+            topology.subnet_for(giaddr)
+        };
+        let Some((site_idx, subnet)) = found else {
+            return Outcome::Drop(DropReason::NoSubnet);
+        };
+        let site = &topology.sites[site_idx];
+        let host = topology.host(req.mac).map(|(_, h)| h);
+        if host.is_none() && site.dhcp.unknown_clients == UnknownClients::Ignore {
+            return Outcome::Drop(DropReason::UnknownClient);
+        }
+        let may_boot = host.is_some() || site.dhcp.unknown_clients == UnknownClients::Boot;
+        let ctx = Context {
+            req,
+            site,
+            subnet,
+            server_id: ingress.listen.address,
+            reserved_ip: host
+                .and_then(|h| h.ip)
+                .filter(|ip| subnet.prefix.contains(ip)),
+            hostname: host
+                .map(|h| h.hostname.clone())
+                .or_else(|| req.hostname.clone()),
+            boot: if may_boot {
+                pxe::decide(req, site, req.mac)
+            } else {
+                None
+            },
+        };
+        let reserved = &topology.reserved;
+        match req.msg_type {
+            MessageType::Discover => discover(table, reserved, &ctx, now),
+            MessageType::Request => request(table, reserved, &ctx, now),
+            MessageType::Decline => match req.requested_ip {
+                Some(ip) => table
+                    .decline(
+                        ip,
+                        &req.client,
+                        site.dhcp.decline_quarantine,
+                        now,
+                        &site.name,
+                    )
+                    .map_or(Outcome::Drop(DropReason::NotClientsLease), Outcome::Persist),
+                None => Outcome::Drop(DropReason::Malformed),
+            },
+            MessageType::Release => table
+                .release(req.ciaddr(), &req.client, now, &site.name)
+                .map_or(Outcome::Drop(DropReason::NotClientsLease), Outcome::Persist),
+            MessageType::Inform => {
+                // §4.3.5: configuration only; no yiaddr, no lease time.
+                let msg = ctx.grant(MessageType::Ack, Ipv4Addr::UNSPECIFIED, None);
+                let dest = reply::destination(req, MessageType::Ack, Ipv4Addr::UNSPECIFIED);
+                Outcome::Reply {
+                    msg,
+                    kind: MessageType::Ack,
+                    dest,
+                    persist: None,
+                }
+            }
+            _ => Outcome::Drop(DropReason::Unsupported),
+        }
+    }
+}
+
+impl Context<'_> {
+    fn lease_time(&self) -> u32 {
+        match self.req.requested_lease {
+            Some(t) => t.clamp(60, self.subnet.max_lease_time),
+            None => self.subnet.lease_time,
+        }
+    }
+
+    fn grant(&self, kind: MessageType, yiaddr: Ipv4Addr, lease: Option<u32>) -> Message {
+        reply::grant(
+            self.req,
+            &Grant {
+                kind,
+                yiaddr,
+                server_id: self.server_id,
+                subnet: self.subnet,
+                lease,
+                hostname: self.hostname.as_deref(),
+                boot: self.boot.as_ref(),
+                next_server: self.site.server_address,
+                vendor_class: self
+                    .boot
+                    .as_ref()
+                    .and_then(|_| pxe::vendor_class_reply(self.req)),
+            },
+        )
+    }
+
+    fn nak(&self, why: &str) -> Outcome {
+        let msg = reply::nak(self.req, self.server_id, why);
+        let dest = reply::destination(self.req, MessageType::Nak, Ipv4Addr::UNSPECIFIED);
+        Outcome::Reply {
+            msg,
+            kind: MessageType::Nak,
+            dest,
+            persist: None,
+        }
+    }
+
+    /// May this client hold `ip` now? A client with a usable reservation may hold only that;
+    /// otherwise any free pool address that is nobody's reservation.
+    fn permitted(
+        &self,
+        table: &LeaseTable,
+        reserved: &crate::dhcp::leases::Reserved,
+        ip: Ipv4Addr,
+        now: u64,
+    ) -> bool {
+        let client = &self.req.client;
+        if let Some(r) = self.reserved_ip
+            && table.available_for(r, client, now)
+        {
+            return ip == r;
+        }
+        self.subnet.pools.iter().any(|p| p.contains(ip))
+            && !reserved.contains(&ip)
+            && table.available_for(ip, client, now)
+    }
+
+    fn ack(&self, table: &mut LeaseTable, ip: Ipv4Addr, now: u64) -> Outcome {
+        let lease = self.lease_time();
+        let record = table.bind(
+            ip,
+            &self.req.client,
+            self.req.mac,
+            self.hostname.clone(),
+            lease,
+            now,
+            &self.site.name,
+        );
+        let msg = self.grant(MessageType::Ack, ip, Some(lease));
+        let dest = reply::destination(self.req, MessageType::Ack, ip);
+        Outcome::Reply {
+            msg,
+            kind: MessageType::Ack,
+            dest,
+            persist: Some(record),
+        }
+    }
+}
+
+fn discover(
+    table: &mut LeaseTable,
+    reserved: &crate::dhcp::leases::Reserved,
+    ctx: &Context,
+    now: u64,
+) -> Outcome {
+    let client = &ctx.req.client;
+    let ip = match ctx.reserved_ip {
+        Some(r) if table.available_for(r, client, now) => Some(r),
+        Some(r) => {
+            tracing::warn!(
+                "reserved address {r} for {} is held by another client; offering a pool address",
+                ctx.req.mac.map(|m| m.to_string()).unwrap_or_default()
+            );
+            table.allocate(ctx.subnet, client, ctx.req.requested_ip, reserved, now)
+        }
+        None => table.allocate(ctx.subnet, client, ctx.req.requested_ip, reserved, now),
+    };
+    let Some(ip) = ip else {
+        return Outcome::Drop(DropReason::PoolExhausted);
+    };
+    table.offer(ip, client, ctx.req.mac, ctx.site.dhcp.offer_hold, now);
+    let msg = ctx.grant(MessageType::Offer, ip, Some(ctx.lease_time()));
+    let dest = reply::destination(ctx.req, MessageType::Offer, ip);
+    Outcome::Reply {
+        msg,
+        kind: MessageType::Offer,
+        dest,
+        persist: None,
+    }
+}
+
+/// RFC 2131 §4.3.2: the client's state is told apart by server identifier, requested
+/// address and ciaddr.
+fn request(
+    table: &mut LeaseTable,
+    reserved: &crate::dhcp::leases::Reserved,
+    ctx: &Context,
+    now: u64,
+) -> Outcome {
+    let req = ctx.req;
+    let ciaddr = req.ciaddr();
+    if let Some(sid) = req.server_id {
+        // SELECTING.
+        if sid != ctx.server_id {
+            table.withdraw_offer(&req.client);
+            return Outcome::Drop(DropReason::OtherServer);
+        }
+        let ip = match req
+            .requested_ip
+            .or((!ciaddr.is_unspecified()).then_some(ciaddr))
+        {
+            Some(ip) => ip,
+            None => return Outcome::Drop(DropReason::Malformed),
+        };
+        return if ctx.permitted(table, reserved, ip, now) {
+            ctx.ack(table, ip, now)
+        } else {
+            ctx.nak("requested address not available")
+        };
+    }
+    if let Some(ip) = req.requested_ip.filter(|_| ciaddr.is_unspecified()) {
+        // INIT-REBOOT: the client verifies an address it remembers.
+        if !ctx.subnet.prefix.contains(&ip) {
+            return ctx.nak("wrong network");
+        }
+        return verify(table, reserved, ctx, ip, now);
+    }
+    if !ciaddr.is_unspecified() {
+        // RENEWING (unicast to us) or REBINDING (broadcast): same checks.
+        if !ctx.subnet.prefix.contains(&ciaddr) {
+            return ctx.nak("wrong network");
+        }
+        return verify(table, reserved, ctx, ciaddr, now);
+    }
+    Outcome::Drop(DropReason::Malformed)
+}
+
+/// Confirm or refuse an address the client believes it has.
+fn verify(
+    table: &mut LeaseTable,
+    reserved: &crate::dhcp::leases::Reserved,
+    ctx: &Context,
+    ip: Ipv4Addr,
+    now: u64,
+) -> Outcome {
+    if ctx.permitted(table, reserved, ip, now) {
+        return ctx.ack(table, ip, now);
+    }
+    let ours_to_judge = table.get(ip).is_some()
+        || table.address_of(&ctx.req.client).is_some()
+        || ctx.reserved_ip.is_some();
+    if ours_to_judge || ctx.site.dhcp.authoritative {
+        ctx.nak("address not valid for this client")
+    } else {
+        // §4.3.2: with no record of the client, a non-authoritative server stays silent.
+        Outcome::Drop(DropReason::NoRecord)
+    }
+}

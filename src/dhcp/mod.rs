@@ -1,0 +1,24 @@
+//! The DHCPv4 server: sockets, decode/encode (dhcproto), lease allocation, PXE/iPXE
+//! answers, relays.
+//!
+//! Layers, each with one job:
+//! - `packet`: bytes -> checked `Request` (pure)
+//! - `topology`: which site/subnet/host a request belongs to (pure, built from config)
+//! - `leases`: the in-memory lease table and allocation (pure)
+//! - `pxe`: what a booting client loads (pure)
+//! - `engine`: RFC 2131 decisions (pure but for the lease table it owns)
+//! - `reply`: building replies and choosing their destination (pure)
+//! - `socket`, `server`: the only I/O; `stats`: counters
+//!
+//! Must never: answer on an interface the config does not name, send an ACK before its
+//! lease is durable, or panic on a packet.
+
+pub mod engine;
+pub mod leases;
+pub mod packet;
+pub mod pxe;
+pub mod reply;
+pub mod server;
+pub mod socket;
+pub mod stats;
+pub mod topology;

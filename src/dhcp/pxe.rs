@@ -1,0 +1,82 @@
+//! What a network-booting client is told to load: the policy "given this client, what does
+//! it boot?" in one pure function.
+//!
+//! - Firmware PXE (option 93, or vendor class "PXEClient" alone, as old BIOS ROMs send) gets
+//!   a TFTP file chosen by architecture (RFC 4578 §2.1): BIOS -> undionly.kpxe, x64 UEFI ->
+//!   ipxe.efi, anything else as the site maps it. A mapping to an http:// URL is UEFI HTTP
+//!   boot, which must be answered with vendor class "HTTPClient" (UEFI spec 2.x §24.7).
+//! - iPXE itself (user class "iPXE" or option 175) gets the URL of its per-host script, so
+//!   the chain does not loop back into loading iPXE again.
+//! - Anything else (an OS's dhclient) gets no boot file.
+
+use crate::config::{PxePolicy, Site, arch};
+use crate::dhcp::packet::Request;
+use crate::mac::MacAddr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootAnswer {
+    /// TFTP file name; next-server is the site's server address.
+    Tftp(String),
+    /// An http:// URL (iPXE script, or UEFI HTTP boot image).
+    Http(String),
+}
+
+impl BootAnswer {
+    pub fn file(&self) -> &str {
+        match self {
+            BootAnswer::Tftp(f) | BootAnswer::Http(f) => f,
+        }
+    }
+}
+
+/// Decide the boot answer for `req`, or `None` when the client is not booting or its
+/// architecture is not mapped.
+pub fn decide(req: &Request, site: &Site, mac: Option<MacAddr>) -> Option<BootAnswer> {
+    if req.is_ipxe {
+        return Some(BootAnswer::Http(script_url(&site.pxe, site, mac)));
+    }
+    let arch = req
+        .arch
+        .or_else(|| is_pxe_client(req).then_some(arch::BIOS_X86))?;
+    let file = site.pxe.arch_files.get(&arch)?;
+    if file.starts_with("http://") || file.starts_with("https://") {
+        Some(BootAnswer::Http(fill(file, site, mac)))
+    } else {
+        Some(BootAnswer::Tftp(file.clone()))
+    }
+}
+
+/// The vendor class (option 60) to put in the answer: firmware checks for its own class
+/// string before it accepts boot information from a DHCP offer.
+pub fn vendor_class_reply(req: &Request) -> Option<&'static str> {
+    let vc = req.vendor_class.as_deref()?;
+    if vc.starts_with(b"PXEClient") {
+        Some("PXEClient")
+    } else if vc.starts_with(b"HTTPClient") {
+        Some("HTTPClient")
+    } else {
+        None
+    }
+}
+
+fn is_pxe_client(req: &Request) -> bool {
+    req.vendor_class
+        .as_deref()
+        .is_some_and(|v| v.starts_with(b"PXEClient"))
+}
+
+fn script_url(pxe: &PxePolicy, site: &Site, mac: Option<MacAddr>) -> String {
+    fill(&pxe.ipxe_script_url, site, mac)
+}
+
+fn fill(template: &str, site: &Site, mac: Option<MacAddr>) -> String {
+    template
+        .replace("{server}", &site.server_address.to_string())
+        .replace("{port}", &site.http_port.to_string())
+        .replace("{site}", &site.name)
+        .replace(
+            "{mac}",
+            &mac.map(|m| m.hyphenated())
+                .unwrap_or_else(|| "unknown".into()),
+        )
+}

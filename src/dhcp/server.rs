@@ -1,0 +1,224 @@
+//! The DHCP I/O loop: receive, parse, decide, persist, send.
+//!
+//! One task per interface socket shares one `Engine` behind a mutex held only for the
+//! decision (microseconds). A decision that binds a lease is answered from a spawned task
+//! *after* the store's durable commit resolves, so the receive loop never waits for an fsync
+//! and many leases share one commit. Only socket setup failures are fatal; every bad packet
+//! is counted and dropped.
+
+use crate::clock::unix_now;
+use crate::dhcp::engine::{Engine, Outcome};
+use crate::dhcp::packet::{self, ParseError};
+use crate::dhcp::reply::Destination;
+use crate::dhcp::socket::{self, CLIENT_PORT, SERVER_PORT};
+use crate::dhcp::stats::DhcpStats;
+use crate::dhcp::topology::Ingress;
+use crate::store::LeaseStore;
+use dhcproto::v4::{Message, MessageType};
+use dhcproto::{Encodable, Encoder};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+/// BOOTP's minimum message size (RFC 1542 §3.4); some relays and old clients drop less.
+const MIN_REPLY_LEN: usize = 300;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for DHCP on interface {interface} ({address}): {source}")]
+pub struct ListenError {
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub source: std::io::Error,
+}
+
+#[derive(Clone)]
+pub struct Shared {
+    pub engine: Arc<Mutex<Engine>>,
+    pub store: LeaseStore,
+    pub stats: Arc<DhcpStats>,
+}
+
+/// Bind every configured interface, then serve until `shutdown` turns true.
+pub async fn serve(shared: Shared, shutdown: watch::Receiver<bool>) -> Result<(), ListenError> {
+    let ingresses = shared
+        .engine
+        .lock()
+        .expect("engine lock")
+        .topology
+        .ingresses();
+    let mut sockets = Vec::new();
+    for ing in ingresses {
+        let sock = socket::bind_interface(&ing.listen.interface).map_err(|source| ListenError {
+            interface: ing.listen.interface.clone(),
+            address: ing.listen.address,
+            source,
+        })?;
+        tracing::info!(
+            "DHCP listening on {} ({}) for site {}",
+            ing.listen.interface,
+            ing.listen.address,
+            ing.site
+        );
+        sockets.push((Arc::new(sock), ing));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (sock, ing) in sockets {
+        tasks.spawn(receive_loop(shared.clone(), sock, ing, shutdown.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn receive_loop(
+    shared: Shared,
+    sock: Arc<UdpSocket>,
+    ingress: Ingress,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, _peer) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("recv on {}: {e}", ingress.listen.interface);
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        handle_datagram(&shared, &sock, &ingress, &buf[..n]);
+    }
+}
+
+fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, bytes: &[u8]) {
+    let req = match packet::parse(bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.stats.inc(malformed_counter(e));
+            tracing::debug!(
+                "dropped malformed packet on {}: {e}",
+                ingress.listen.interface
+            );
+            return;
+        }
+    };
+    shared.stats.inc(received_counter(req.msg_type));
+    let outcome = shared
+        .engine
+        .lock()
+        .expect("engine lock")
+        .handle(&req, ingress, unix_now());
+    match outcome {
+        Outcome::Drop(reason) => {
+            shared.stats.inc(&format!("dropped_{}", reason.name()));
+        }
+        Outcome::Persist(record) => {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = shared.store.persist(vec![record]).await {
+                    shared.stats.inc("persist_failures");
+                    tracing::error!("could not persist release/decline: {e}");
+                }
+            });
+        }
+        Outcome::Reply {
+            msg,
+            kind,
+            dest,
+            persist: None,
+        } => send(shared, sock, ingress, &msg, kind, dest),
+        Outcome::Reply {
+            msg,
+            kind,
+            dest,
+            persist: Some(record),
+        } => {
+            let (shared, sock, ingress) = (shared.clone(), sock.clone(), ingress.clone());
+            tokio::spawn(async move {
+                // The ACK leaves only once the lease is durable: a crash before this point
+                // loses an unacknowledged lease, which the client simply asks for again.
+                match shared.store.persist(vec![record]).await {
+                    Ok(()) => send(&shared, &sock, &ingress, &msg, kind, dest),
+                    Err(e) => {
+                        shared.stats.inc("persist_failures");
+                        tracing::error!("lease not persisted, ACK withheld: {e}");
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn send(
+    shared: &Shared,
+    sock: &UdpSocket,
+    ingress: &Ingress,
+    msg: &Message,
+    kind: MessageType,
+    dest: Destination,
+) {
+    let mut bytes = Vec::with_capacity(MIN_REPLY_LEN);
+    if let Err(e) = msg.encode(&mut Encoder::new(&mut bytes)) {
+        shared.stats.inc("send_errors");
+        tracing::error!("could not encode reply: {e}");
+        return;
+    }
+    if bytes.len() < MIN_REPLY_LEN {
+        bytes.resize(MIN_REPLY_LEN, 0);
+    }
+    let to = match dest {
+        Destination::Relay(ip) => SocketAddrV4::new(ip, SERVER_PORT),
+        Destination::Unicast(ip) => SocketAddrV4::new(ip, CLIENT_PORT),
+        Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
+        Destination::Hardware { ip, mac } => {
+            match socket::set_arp_entry(sock, &ingress.listen.interface, ip, mac) {
+                Ok(()) => SocketAddrV4::new(ip, CLIENT_PORT),
+                Err(e) => {
+                    tracing::debug!("ARP entry for {ip} failed ({e}); broadcasting instead");
+                    SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
+                }
+            }
+        }
+    };
+    // try_send_to: the socket is non-blocking and replies are small; if the kernel buffer
+    // is full the client retransmits, which is better than stalling every other client.
+    match sock.try_send_to(&bytes, to.into()) {
+        Ok(_) => shared.stats.inc(sent_counter(kind)),
+        Err(e) => {
+            shared.stats.inc("send_errors");
+            tracing::debug!("send to {to} failed: {e}");
+        }
+    }
+}
+
+fn malformed_counter(e: ParseError) -> &'static str {
+    match e {
+        ParseError::Truncated => "malformed_truncated",
+        ParseError::BadCookie => "malformed_bad_cookie",
+        ParseError::BadHlen => "malformed_bad_hlen",
+        ParseError::NotRequest => "malformed_not_request",
+        ParseError::BadOptions => "malformed_bad_options",
+        ParseError::NoMessageType => "malformed_no_message_type",
+    }
+}
+
+fn received_counter(t: MessageType) -> &'static str {
+    match t {
+        MessageType::Discover => "received_discover",
+        MessageType::Request => "received_request",
+        MessageType::Decline => "received_decline",
+        MessageType::Release => "received_release",
+        MessageType::Inform => "received_inform",
+        _ => "received_other",
+    }
+}
+
+fn sent_counter(t: MessageType) -> &'static str {
+    match t {
+        MessageType::Offer => "sent_offer",
+        MessageType::Nak => "sent_nak",
+        _ => "sent_ack",
+    }
+}

@@ -1,0 +1,80 @@
+//! Lookup tables over the served sites: which subnet a packet belongs to (by relay giaddr
+//! or by receiving interface), which configured host a MAC is, which addresses are reserved.
+//!
+//! Built once from the validated config; read-only afterwards.
+
+use crate::config::{Config, Host, Listen, Site, Subnet};
+use crate::dhcp::leases::Reserved;
+use crate::mac::MacAddr;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+pub struct Topology {
+    pub sites: Vec<Site>,
+    /// (site index, subnet index) for every subnet of every served site.
+    subnets: Vec<(usize, usize)>,
+    hosts: HashMap<MacAddr, (usize, usize)>,
+    pub reserved: Reserved,
+}
+
+/// Where a packet came in: the listen entry (interface + our address on it) and its site.
+#[derive(Debug, Clone)]
+pub struct Ingress {
+    pub site: usize,
+    pub listen: Listen,
+}
+
+impl Topology {
+    pub fn new(config: &Config, served: &[&Site]) -> Self {
+        let sites: Vec<Site> = served.iter().map(|s| (*s).clone()).collect();
+        let mut subnets = Vec::new();
+        let mut hosts = HashMap::new();
+        for (si, site) in sites.iter().enumerate() {
+            subnets.extend((0..site.subnets.len()).map(|ni| (si, ni)));
+            for (hi, h) in site.hosts.iter().enumerate() {
+                hosts.insert(h.mac, (si, hi));
+            }
+        }
+        // Reservations of every configured site, served or not: an address reserved anywhere
+        // is never handed out dynamically.
+        let reserved = config
+            .sites
+            .values()
+            .flat_map(|s| s.hosts.iter().filter_map(|h| h.ip))
+            .collect();
+        Topology {
+            sites,
+            subnets,
+            hosts,
+            reserved,
+        }
+    }
+
+    /// Every listen entry of every served site, with its site index.
+    pub fn ingresses(&self) -> Vec<Ingress> {
+        self.sites
+            .iter()
+            .enumerate()
+            .flat_map(|(si, s)| {
+                s.listen.iter().map(move |l| Ingress {
+                    site: si,
+                    listen: l.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The served subnet containing `addr`, with its site index.
+    pub fn subnet_for(&self, addr: Ipv4Addr) -> Option<(usize, &Subnet)> {
+        self.subnets
+            .iter()
+            .map(|&(si, ni)| (si, &self.sites[si].subnets[ni]))
+            .find(|(_, s)| s.prefix.contains(&addr))
+    }
+
+    /// The configured host with this MAC, and its site index.
+    pub fn host(&self, mac: Option<MacAddr>) -> Option<(usize, &Host)> {
+        let &(si, hi) = self.hosts.get(&mac?)?;
+        Some((si, &self.sites[si].hosts[hi]))
+    }
+}

@@ -24,24 +24,13 @@ pub struct ServeOptions {
 }
 
 pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
-    let served = config
-        .select_sites(&opts.sites)
-        .map_err(anyhow::Error::msg)?;
-    let state_dir = opts
-        .state_dir
-        .unwrap_or_else(|| config.daemon.state_dir.clone());
+    let served = config.select_sites(&opts.sites).map_err(anyhow::Error::msg)?;
+    let state_dir = opts.state_dir.unwrap_or_else(|| config.daemon.state_dir.clone());
     let store = LeaseStore::open(&state_dir)?;
     let records = store.load_leases()?;
-    tracing::info!(
-        "loaded {} lease records from {}",
-        records.len(),
-        state_dir.display()
-    );
+    tracing::info!("loaded {} lease records from {}", records.len(), state_dir.display());
     let topology = Topology::new(&config, &served);
-    let engine = Arc::new(Mutex::new(Engine::new(
-        topology,
-        LeaseTable::restore(&records),
-    )));
+    let engine = Arc::new(Mutex::new(Engine::new(topology, LeaseTable::restore(&records))));
     let stats = Arc::new(DhcpStats::default());
     let (stop_tx, stop_rx) = watch::channel(false);
 

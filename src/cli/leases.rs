@@ -49,9 +49,7 @@ fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<Fetch<T
                 serde_json::from_str(&body).with_context(|| format!("decoding {url}"))?,
             ))
         }
-        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Ok(Fetch::NoDaemon)
-        }
+        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(Fetch::NoDaemon),
         Err(ureq::Error::ConnectionFailed) => Ok(Fetch::NoDaemon),
         Err(e) => Err(anyhow::anyhow!("{url}: {e}")),
     }
@@ -110,10 +108,7 @@ pub fn stats(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "leases bound: {}  known: {}",
-        view.leases_bound, view.leases_known
-    );
+    println!("leases bound: {}  known: {}", view.leases_bound, view.leases_known);
     for (k, v) in view.dhcp.iter().chain(view.store.iter()) {
         println!("{k:<28} {v}");
     }

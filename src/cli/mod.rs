@@ -136,16 +136,11 @@ fn serve(
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!(
-                "provd: config has {} error(s); not starting",
-                errors.0.len()
-            );
+            eprintln!("provd: config has {} error(s); not starting", errors.0.len());
             return Ok(ExitCode::FAILURE);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(crate::daemon::run(
         cfg,
         crate::daemon::ServeOptions {

@@ -148,18 +148,32 @@ pub mod arch {
 
 impl Config {
     /// The sites this process serves: the named ones, or every site when none is named.
+    /// One process cannot serve two sites on the same interface: say which to pick.
     pub fn select_sites(&self, names: &[String]) -> Result<Vec<&Site>, String> {
-        if names.is_empty() {
-            return Ok(self.sites.values().collect());
-        }
-        names
-            .iter()
-            .map(|n| {
-                self.sites.get(n).ok_or_else(|| {
-                    let known: Vec<&str> = self.sites.keys().map(String::as_str).collect();
-                    format!("no site named {n:?} (known: {})", known.join(", "))
+        let sites: Vec<&Site> = if names.is_empty() {
+            self.sites.values().collect()
+        } else {
+            names
+                .iter()
+                .map(|n| {
+                    self.sites.get(n).ok_or_else(|| {
+                        let known: Vec<&str> = self.sites.keys().map(String::as_str).collect();
+                        format!("no site named {n:?} (known: {})", known.join(", "))
+                    })
                 })
-            })
-            .collect()
+                .collect::<Result<_, _>>()?
+        };
+        let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+        for s in &sites {
+            for l in &s.listen {
+                if let Some(other) = owner.insert(&l.interface, &s.name) {
+                    return Err(format!(
+                        "sites {other} and {} both listen on {}; serve one of them with --site NAME",
+                        s.name, l.interface
+                    ));
+                }
+            }
+        }
+        Ok(sites)
     }
 }

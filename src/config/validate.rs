@@ -23,19 +23,10 @@ struct Source<'a> {
 impl Source<'_> {
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
     }
 
-    fn error(
-        &self,
-        span: Option<Range<usize>>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> ConfigError {
+    fn error(&self, span: Option<Range<usize>>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
             line: span.map(|s| self.line_of(s.start)),
@@ -87,10 +78,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 ));
                 continue;
             }
-            profiles.insert(
-                name.clone(),
-                (convert_profile(name, p.get_ref()), src.place(&p.span())),
-            );
+            profiles.insert(name.clone(), (convert_profile(name, p.get_ref()), src.place(&p.span())));
         }
     }
     // Sites second, so host profile references can be checked against every file's profiles.
@@ -104,9 +92,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 ));
                 continue;
             }
-            if let Some(site) =
-                convert_site(src, name, s.get_ref(), &profiles, &mut uniq, &mut errors)
-            {
+            if let Some(site) = convert_site(src, name, s.get_ref(), &profiles, &mut uniq, &mut errors) {
                 sites.insert(name.clone(), (site, src.place(&s.span())));
             }
         }
@@ -138,24 +124,29 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
 }
 
 fn parse_file(src: &Source) -> Result<FileWire, ConfigError> {
-    let de = toml::Deserializer::parse(src.text)
-        .map_err(|e| src.error(e.span(), "", e.message().to_string()))?;
+    let de = toml::Deserializer::parse(src.text).map_err(|e| src.error(e.span(), "", e.message().to_string()))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        // serde_path_to_error prints "." for the root; an empty key reads better.
-        let key = if key == "." { String::new() } else { key };
-        src.error(inner.span(), key, inner.message().to_string())
+        src.error(inner.span(), clean_key_path(&key), inner.message().to_string())
     })
+}
+
+/// serde_path_to_error sees `toml::Spanned`'s private wrapper fields and prints "." for the
+/// root; neither means anything to a user editing the file.
+fn clean_key_path(path: &str) -> String {
+    if path == "." {
+        return String::new();
+    }
+    path.split('.')
+        .filter(|seg| !seg.starts_with("$__serde_spanned"))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn convert_daemon(d: &DaemonWire) -> Daemon {
     Daemon {
-        state_dir: PathBuf::from(
-            d.state_dir
-                .clone()
-                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
-        ),
+        state_dir: PathBuf::from(d.state_dir.clone().unwrap_or_else(|| DEFAULT_STATE_DIR.into())),
         api_listen: d
             .api_listen
             .unwrap_or_else(|| DEFAULT_API_LISTEN.parse::<SocketAddr>().expect("constant")),
@@ -181,7 +172,6 @@ struct Uniqueness {
     hostnames: HashMap<String, String>,
     reserved: HashMap<Ipv4Addr, String>,
     subnets: Vec<(Ipv4Net, String)>,
-    interfaces: HashMap<String, String>,
 }
 
 fn convert_site(
@@ -196,6 +186,9 @@ fn convert_site(
     let key = |rest: &str| format!("sites.{name}.{rest}");
 
     let mut listen = Vec::new();
+    // Interfaces are unique per site only: sites usually run on different machines, each
+    // with its own eth1. Sites served by one process are checked in `Config::select_sites`.
+    let mut site_ifaces: HashMap<String, String> = HashMap::new();
     if w.listen.get_ref().is_empty() {
         errors.push(src.error(
             Some(w.listen.span()),
@@ -213,14 +206,11 @@ fn convert_site(
                 format!("{iface:?} is not a valid Linux interface name"),
             ));
         }
-        if let Some(first) = uniq
-            .interfaces
-            .insert(iface.clone(), src.place(&l.interface.span()))
-        {
+        if let Some(first) = site_ifaces.insert(iface.clone(), src.place(&l.interface.span())) {
             errors.push(src.error(
                 Some(l.interface.span()),
                 key(&format!("listen[{i}].interface")),
-                format!("interface {iface} is already served (first at {first})"),
+                format!("interface {iface} is listed twice (first at {first})"),
             ));
         }
         listen.push(Listen {
@@ -274,10 +264,7 @@ fn convert_site(
                 format!("{hostname:?} is not a valid host name (letters, digits, '-', '.' labels)"),
             ));
         }
-        if let Some(first) = uniq
-            .hostnames
-            .insert(hostname.clone(), src.place(&h.hostname.span()))
-        {
+        if let Some(first) = uniq.hostnames.insert(hostname.clone(), src.place(&h.hostname.span())) {
             errors.push(src.error(
                 Some(h.hostname.span()),
                 hkey("hostname"),
@@ -318,11 +305,7 @@ fn convert_site(
             errors.push(src.error(
                 Some(p.span()),
                 hkey("profile"),
-                format!(
-                    "no profile named {:?} (known: {})",
-                    p.get_ref(),
-                    known.join(", ")
-                ),
+                format!("no profile named {:?} (known: {})", p.get_ref(), known.join(", ")),
             ));
         }
         hosts.push(Host {
@@ -342,10 +325,7 @@ fn convert_site(
             UnknownClientsWire::Ignore => UnknownClients::Ignore,
         },
         offer_hold: w.dhcp.offer_hold.unwrap_or(DEFAULT_OFFER_HOLD),
-        decline_quarantine: w
-            .dhcp
-            .decline_quarantine
-            .unwrap_or(DEFAULT_DECLINE_QUARANTINE),
+        decline_quarantine: w.dhcp.decline_quarantine.unwrap_or(DEFAULT_DECLINE_QUARANTINE),
         authoritative: w.dhcp.authoritative.unwrap_or(true),
     };
 
@@ -380,10 +360,7 @@ fn convert_subnet(
             errors.push(src.error(
                 Some(w.prefix.span()),
                 format!("{key}.prefix"),
-                format!(
-                    "{:?} is not an IPv4 prefix like 10.0.0.0/24",
-                    w.prefix.get_ref()
-                ),
+                format!("{:?} is not an IPv4 prefix like 10.0.0.0/24", w.prefix.get_ref()),
             ));
             return None;
         }
@@ -392,10 +369,7 @@ fn convert_subnet(
         errors.push(src.error(
             Some(w.prefix.span()),
             format!("{key}.prefix"),
-            format!(
-                "{prefix} has host bits set; did you mean {}?",
-                prefix.trunc()
-            ),
+            format!("{prefix} has host bits set; did you mean {}?", prefix.trunc()),
         ));
         return None;
     }
@@ -409,7 +383,11 @@ fn convert_subnet(
     }
     for (other, first) in &uniq.subnets {
         if other.contains(&prefix) || prefix.contains(other) {
-            errors.push(src.error(Some(w.prefix.span()), format!("{key}.prefix"), format!("{prefix} overlaps subnet {other} (at {first}); a relay's giaddr would be ambiguous")));
+            errors.push(src.error(
+                Some(w.prefix.span()),
+                format!("{key}.prefix"),
+                format!("{prefix} overlaps subnet {other} (at {first}); a relay's giaddr would be ambiguous"),
+            ));
         }
     }
     uniq.subnets.push((prefix, src.place(&w.prefix.span())));
@@ -433,10 +411,7 @@ fn convert_subnet(
             errors.push(src.error(
                 Some(p.span()),
                 &pkey,
-                format!(
-                    "pool {}-{} is not inside subnet {prefix}",
-                    pool.start, pool.end
-                ),
+                format!("pool {}-{} is not inside subnet {prefix}", pool.start, pool.end),
             ));
             continue;
         }
@@ -493,10 +468,7 @@ fn convert_subnet(
 
 fn convert_pxe(src: &Source, key: &str, w: &PxeWire, errors: &mut Vec<ConfigError>) -> PxePolicy {
     let mut arch_files = BTreeMap::new();
-    arch_files.insert(
-        arch::BIOS_X86,
-        w.bios.clone().unwrap_or_else(|| "undionly.kpxe".into()),
-    );
+    arch_files.insert(arch::BIOS_X86, w.bios.clone().unwrap_or_else(|| "undionly.kpxe".into()));
     let uefi = w.uefi_x64.clone().unwrap_or_else(|| "ipxe.efi".into());
     arch_files.insert(arch::EFI_BC, uefi.clone());
     arch_files.insert(arch::EFI_X64, uefi);
@@ -529,8 +501,6 @@ fn valid_hostname(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }

@@ -117,12 +117,8 @@ impl Engine {
             site,
             subnet,
             server_id: ingress.listen.address,
-            reserved_ip: host
-                .and_then(|h| h.ip)
-                .filter(|ip| subnet.prefix.contains(ip)),
-            hostname: host
-                .map(|h| h.hostname.clone())
-                .or_else(|| req.hostname.clone()),
+            reserved_ip: host.and_then(|h| h.ip).filter(|ip| subnet.prefix.contains(ip)),
+            hostname: host.map(|h| h.hostname.clone()).or_else(|| req.hostname.clone()),
             boot: if may_boot {
                 pxe::decide(req, site, req.mac)
             } else {
@@ -135,13 +131,7 @@ impl Engine {
             MessageType::Request => request(table, reserved, &ctx, now),
             MessageType::Decline => match req.requested_ip {
                 Some(ip) => table
-                    .decline(
-                        ip,
-                        &req.client,
-                        site.dhcp.decline_quarantine,
-                        now,
-                        &site.name,
-                    )
+                    .decline(ip, &req.client, site.dhcp.decline_quarantine, now, &site.name)
                     .map_or(Outcome::Drop(DropReason::NotClientsLease), Outcome::Persist),
                 None => Outcome::Drop(DropReason::Malformed),
             },
@@ -184,10 +174,7 @@ impl Context<'_> {
                 hostname: self.hostname.as_deref(),
                 boot: self.boot.as_ref(),
                 next_server: self.site.server_address,
-                vendor_class: self
-                    .boot
-                    .as_ref()
-                    .and_then(|_| pxe::vendor_class_reply(self.req)),
+                vendor_class: self.boot.as_ref().and_then(|_| pxe::vendor_class_reply(self.req)),
             },
         )
     }
@@ -205,13 +192,7 @@ impl Context<'_> {
 
     /// May this client hold `ip` now? A client with a usable reservation may hold only that;
     /// otherwise any free pool address that is nobody's reservation.
-    fn permitted(
-        &self,
-        table: &LeaseTable,
-        reserved: &crate::dhcp::leases::Reserved,
-        ip: Ipv4Addr,
-        now: u64,
-    ) -> bool {
+    fn permitted(&self, table: &LeaseTable, reserved: &crate::dhcp::leases::Reserved, ip: Ipv4Addr, now: u64) -> bool {
         let client = &self.req.client;
         if let Some(r) = self.reserved_ip
             && table.available_for(r, client, now)
@@ -245,12 +226,7 @@ impl Context<'_> {
     }
 }
 
-fn discover(
-    table: &mut LeaseTable,
-    reserved: &crate::dhcp::leases::Reserved,
-    ctx: &Context,
-    now: u64,
-) -> Outcome {
+fn discover(table: &mut LeaseTable, reserved: &crate::dhcp::leases::Reserved, ctx: &Context, now: u64) -> Outcome {
     let client = &ctx.req.client;
     let ip = match ctx.reserved_ip {
         Some(r) if table.available_for(r, client, now) => Some(r),
@@ -279,12 +255,7 @@ fn discover(
 
 /// RFC 2131 §4.3.2: the client's state is told apart by server identifier, requested
 /// address and ciaddr.
-fn request(
-    table: &mut LeaseTable,
-    reserved: &crate::dhcp::leases::Reserved,
-    ctx: &Context,
-    now: u64,
-) -> Outcome {
+fn request(table: &mut LeaseTable, reserved: &crate::dhcp::leases::Reserved, ctx: &Context, now: u64) -> Outcome {
     let req = ctx.req;
     let ciaddr = req.ciaddr();
     if let Some(sid) = req.server_id {
@@ -293,10 +264,7 @@ fn request(
             table.withdraw_offer(&req.client);
             return Outcome::Drop(DropReason::OtherServer);
         }
-        let ip = match req
-            .requested_ip
-            .or((!ciaddr.is_unspecified()).then_some(ciaddr))
-        {
+        let ip = match req.requested_ip.or((!ciaddr.is_unspecified()).then_some(ciaddr)) {
             Some(ip) => ip,
             None => return Outcome::Drop(DropReason::Malformed),
         };
@@ -334,9 +302,8 @@ fn verify(
     if ctx.permitted(table, reserved, ip, now) {
         return ctx.ack(table, ip, now);
     }
-    let ours_to_judge = table.get(ip).is_some()
-        || table.address_of(&ctx.req.client).is_some()
-        || ctx.reserved_ip.is_some();
+    let ours_to_judge =
+        table.get(ip).is_some() || table.address_of(&ctx.req.client).is_some() || ctx.reserved_ip.is_some();
     if ours_to_judge || ctx.site.dhcp.authoritative {
         ctx.nak("address not valid for this client")
     } else {

@@ -158,8 +158,7 @@ impl LeaseTable {
             }
         }
         for pool in &subnet.pools {
-            let found = pool_addresses(pool)
-                .find(|ip| !reserved.contains(ip) && self.available_for(*ip, client, now));
+            let found = pool_addresses(pool).find(|ip| !reserved.contains(ip) && self.available_for(*ip, client, now));
             if found.is_some() {
                 return found;
             }
@@ -185,14 +184,7 @@ impl LeaseTable {
 
     /// Hold `ip` for `client` until `now + hold`. An existing binding of the same client is
     /// kept as it is (re-offering a bound address must not shorten its lease).
-    pub fn offer(
-        &mut self,
-        ip: Ipv4Addr,
-        client: &ClientKey,
-        mac: Option<MacAddr>,
-        hold: u32,
-        now: u64,
-    ) {
+    pub fn offer(&mut self, ip: Ipv4Addr, client: &ClientKey, mac: Option<MacAddr>, hold: u32, now: u64) {
         if let Some(b) = self.by_ip.get(&ip)
             && &b.client == client
             && b.state == BindState::Bound
@@ -248,13 +240,7 @@ impl LeaseTable {
     }
 
     /// The client gave the address back; returns the record to persist, if it was the client's.
-    pub fn release(
-        &mut self,
-        ip: Ipv4Addr,
-        client: &ClientKey,
-        now: u64,
-        site: &str,
-    ) -> Option<LeaseRecord> {
+    pub fn release(&mut self, ip: Ipv4Addr, client: &ClientKey, now: u64, site: &str) -> Option<LeaseRecord> {
         let b = self.by_ip.get_mut(&ip)?;
         if &b.client != client || b.state != BindState::Bound {
             return None;
@@ -368,11 +354,7 @@ mod tests {
         let b = t.allocate(&s, &key(2), None, &reserved, 0).unwrap();
         assert_eq!(b, ip("10.0.0.12"), "10.0.0.11 is reserved for another host");
         t.offer(b, &key(2), None, 30, 0);
-        assert_eq!(
-            t.allocate(&s, &key(3), None, &reserved, 0),
-            None,
-            "pool exhausted"
-        );
+        assert_eq!(t.allocate(&s, &key(3), None, &reserved, 0), None, "pool exhausted");
         // The same client asking again gets the same offer.
         assert_eq!(t.allocate(&s, &key(1), None, &reserved, 0), Some(a));
     }
@@ -424,10 +406,7 @@ mod tests {
         let mut t = LeaseTable::new();
         let none = Reserved::new();
         let a = t.bind(ip("10.0.0.10"), &key(1), None, None, 100, 0, "s").ip;
-        assert!(
-            t.release(a, &key(2), 5, "s").is_none(),
-            "only the owner may release"
-        );
+        assert!(t.release(a, &key(2), 5, "s").is_none(), "only the owner may release");
         let rec = t.release(a, &key(1), 5, "s").unwrap();
         assert_eq!(rec.state, LeaseState::Released);
         assert_eq!(
@@ -443,25 +422,13 @@ mod tests {
             None,
             "quarantined, even for the decliner"
         );
-        assert_eq!(
-            t.allocate(&s, &key(3), None, &none, 1008),
-            Some(a),
-            "quarantine over"
-        );
+        assert_eq!(t.allocate(&s, &key(3), None, &none, 1008), Some(a), "quarantine over");
     }
 
     #[test]
     fn restore_rebuilds_bindings_from_records() {
         let mut t = LeaseTable::new();
-        let r1 = t.bind(
-            ip("10.0.0.10"),
-            &key(1),
-            None,
-            Some("h".into()),
-            100,
-            0,
-            "s",
-        );
+        let r1 = t.bind(ip("10.0.0.10"), &key(1), None, Some("h".into()), 100, 0, "s");
         let r2 = t.bind(ip("10.0.0.11"), &key(2), None, None, 100, 0, "s");
         let r2 = t.release(r2.ip, &key(2), 1, "s").unwrap();
         let t2 = LeaseTable::restore(&[r1, r2]);

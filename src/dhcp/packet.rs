@@ -243,8 +243,7 @@ mod tests {
     pub(crate) fn discover(mac: [u8; 6]) -> Message {
         let mut m = Message::default();
         m.set_chaddr(&mac);
-        m.opts_mut()
-            .insert(DhcpOption::MessageType(MessageType::Discover));
+        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Discover));
         m
     }
 
@@ -259,8 +258,7 @@ mod tests {
         let mut m = discover([1, 2, 3, 4, 5, 6]);
         let plain = parse(&encode(&m)).unwrap();
         assert_eq!(plain.client.0, vec![1, 1, 2, 3, 4, 5, 6], "htype + chaddr");
-        m.opts_mut()
-            .insert(DhcpOption::ClientIdentifier(vec![0xff, 9, 9]));
+        m.opts_mut().insert(DhcpOption::ClientIdentifier(vec![0xff, 9, 9]));
         let with_id = parse(&encode(&m)).unwrap();
         assert_eq!(with_id.client.0, vec![0xff, 9, 9]);
         assert_eq!(with_id.mac.unwrap().to_string(), "01:02:03:04:05:06");
@@ -272,8 +270,7 @@ mod tests {
         m.opts_mut().insert(DhcpOption::UserClass(b"iPXE".to_vec()));
         assert!(parse(&encode(&m)).unwrap().is_ipxe);
         let mut m = discover([1; 6]);
-        m.opts_mut()
-            .insert(DhcpOption::UserClass(b"\x04iPXE".to_vec()));
+        m.opts_mut().insert(DhcpOption::UserClass(b"\x04iPXE".to_vec()));
         assert!(parse(&encode(&m)).unwrap().is_ipxe);
         let mut m = discover([1; 6]);
         m.opts_mut()
@@ -318,11 +315,9 @@ mod tests {
     #[test]
     fn every_truncation_and_bit_flip_of_a_packet_is_handled() {
         let mut m = discover([1; 6]);
+        m.opts_mut().insert(DhcpOption::ClientSystemArchitecture(7.into()));
         m.opts_mut()
-            .insert(DhcpOption::ClientSystemArchitecture(7.into()));
-        m.opts_mut().insert(DhcpOption::ClassIdentifier(
-            b"PXEClient:Arch:00007".to_vec(),
-        ));
+            .insert(DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007".to_vec()));
         let good = encode(&m);
         for n in 0..good.len() {
             let _ = parse(&good[..n]);

@@ -35,9 +35,7 @@ pub fn decide(req: &Request, site: &Site, mac: Option<MacAddr>) -> Option<BootAn
     if req.is_ipxe {
         return Some(BootAnswer::Http(script_url(&site.pxe, site, mac)));
     }
-    let arch = req
-        .arch
-        .or_else(|| is_pxe_client(req).then_some(arch::BIOS_X86))?;
+    let arch = req.arch.or_else(|| is_pxe_client(req).then_some(arch::BIOS_X86))?;
     let file = site.pxe.arch_files.get(&arch)?;
     if file.starts_with("http://") || file.starts_with("https://") {
         Some(BootAnswer::Http(fill(file, site, mac)))
@@ -60,9 +58,7 @@ pub fn vendor_class_reply(req: &Request) -> Option<&'static str> {
 }
 
 fn is_pxe_client(req: &Request) -> bool {
-    req.vendor_class
-        .as_deref()
-        .is_some_and(|v| v.starts_with(b"PXEClient"))
+    req.vendor_class.as_deref().is_some_and(|v| v.starts_with(b"PXEClient"))
 }
 
 fn script_url(pxe: &PxePolicy, site: &Site, mac: Option<MacAddr>) -> String {
@@ -76,7 +72,6 @@ fn fill(template: &str, site: &Site, mac: Option<MacAddr>) -> String {
         .replace("{site}", &site.name)
         .replace(
             "{mac}",
-            &mac.map(|m| m.hyphenated())
-                .unwrap_or_else(|| "unknown".into()),
+            &mac.map(|m| m.hyphenated()).unwrap_or_else(|| "unknown".into()),
         )
 }

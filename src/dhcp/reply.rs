@@ -89,16 +89,14 @@ pub fn grant(req: &Request, g: &Grant) -> Message {
         let file = boot.file();
         if let BootAnswer::Tftp(_) = boot {
             m.set_siaddr(g.next_server);
-            m.opts_mut().insert(DhcpOption::TFTPServerName(
-                g.next_server.to_string().into_bytes(),
-            ));
+            m.opts_mut()
+                .insert(DhcpOption::TFTPServerName(g.next_server.to_string().into_bytes()));
         }
         if file.len() <= FILE_FIELD_MAX {
             m.set_fname_str(file);
         }
         // Option 67 as well: UEFI and iPXE read it, and a long URL only fits there.
-        m.opts_mut()
-            .insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+        m.opts_mut().insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
     }
     m
 }

@@ -41,12 +41,7 @@ pub struct Shared {
 
 /// Bind every configured interface, then serve until `shutdown` turns true.
 pub async fn serve(shared: Shared, shutdown: watch::Receiver<bool>) -> Result<(), ListenError> {
-    let ingresses = shared
-        .engine
-        .lock()
-        .expect("engine lock")
-        .topology
-        .ingresses();
+    let ingresses = shared.engine.lock().expect("engine lock").topology.ingresses();
     let mut sockets = Vec::new();
     for ing in ingresses {
         let sock = socket::bind_interface(&ing.listen.interface).map_err(|source| ListenError {
@@ -70,12 +65,7 @@ pub async fn serve(shared: Shared, shutdown: watch::Receiver<bool>) -> Result<()
     Ok(())
 }
 
-async fn receive_loop(
-    shared: Shared,
-    sock: Arc<UdpSocket>,
-    ingress: Ingress,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn receive_loop(shared: Shared, sock: Arc<UdpSocket>, ingress: Ingress, mut shutdown: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 2048];
     loop {
         let (n, _peer) = tokio::select! {
@@ -97,10 +87,7 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
         Ok(r) => r,
         Err(e) => {
             shared.stats.inc(malformed_counter(e));
-            tracing::debug!(
-                "dropped malformed packet on {}: {e}",
-                ingress.listen.interface
-            );
+            tracing::debug!("dropped malformed packet on {}: {e}", ingress.listen.interface);
             return;
         }
     };
@@ -151,14 +138,7 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
     }
 }
 
-fn send(
-    shared: &Shared,
-    sock: &UdpSocket,
-    ingress: &Ingress,
-    msg: &Message,
-    kind: MessageType,
-    dest: Destination,
-) {
+fn send(shared: &Shared, sock: &UdpSocket, ingress: &Ingress, msg: &Message, kind: MessageType, dest: Destination) {
     let mut bytes = Vec::with_capacity(MIN_REPLY_LEN);
     if let Err(e) = msg.encode(&mut Encoder::new(&mut bytes)) {
         shared.stats.inc("send_errors");
@@ -172,15 +152,13 @@ fn send(
         Destination::Relay(ip) => SocketAddrV4::new(ip, SERVER_PORT),
         Destination::Unicast(ip) => SocketAddrV4::new(ip, CLIENT_PORT),
         Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
-        Destination::Hardware { ip, mac } => {
-            match socket::set_arp_entry(sock, &ingress.listen.interface, ip, mac) {
-                Ok(()) => SocketAddrV4::new(ip, CLIENT_PORT),
-                Err(e) => {
-                    tracing::debug!("ARP entry for {ip} failed ({e}); broadcasting instead");
-                    SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
-                }
+        Destination::Hardware { ip, mac } => match socket::set_arp_entry(sock, &ingress.listen.interface, ip, mac) {
+            Ok(()) => SocketAddrV4::new(ip, CLIENT_PORT),
+            Err(e) => {
+                tracing::debug!("ARP entry for {ip} failed ({e}); broadcasting instead");
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
             }
-        }
+        },
     };
     // try_send_to: the socket is non-blocking and replies are small; if the kernel buffer
     // is full the client retransmits, which is better than stalling every other client.

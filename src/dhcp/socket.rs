@@ -31,12 +31,7 @@ pub fn bind_interface(iface: &str) -> io::Result<tokio::net::UdpSocket> {
 
 /// Add a complete ARP entry `ip -> mac` on `iface` (SIOCSARP), as ISC dhcpd and dnsmasq do
 /// before unicasting to a client that cannot answer ARP yet.
-pub fn set_arp_entry(
-    sock: &impl AsRawFd,
-    iface: &str,
-    ip: Ipv4Addr,
-    mac: MacAddr,
-) -> io::Result<()> {
+pub fn set_arp_entry(sock: &impl AsRawFd, iface: &str, ip: Ipv4Addr, mac: MacAddr) -> io::Result<()> {
     // SAFETY: arpreq is plain old data; every field is initialised below before the ioctl,
     // and the sockaddr casts follow the kernel's layout for AF_INET / ARPHRD_ETHER.
     unsafe {

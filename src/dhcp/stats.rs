@@ -59,9 +59,7 @@ impl DhcpStats {
     }
 
     pub fn get(&self, name: &str) -> u64 {
-        self.counters
-            .get(name)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+        self.counters.get(name).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, u64> {

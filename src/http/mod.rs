@@ -56,14 +56,8 @@ fn stats_view(s: &ApiState) -> StatsView {
     let st = &s.store.stats;
     let store = [
         ("commits", st.commits.load(Ordering::Relaxed)),
-        (
-            "records_committed",
-            st.records_committed.load(Ordering::Relaxed),
-        ),
-        (
-            "commit_failures",
-            st.commit_failures.load(Ordering::Relaxed),
-        ),
+        ("records_committed", st.records_committed.load(Ordering::Relaxed)),
+        ("commit_failures", st.commit_failures.load(Ordering::Relaxed)),
         ("largest_batch", st.largest_batch.load(Ordering::Relaxed)),
     ]
     .into_iter()

@@ -31,22 +31,13 @@ const MAX_BATCH: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create state directory {path}: {source}")]
-    StateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    StateDir { path: PathBuf, source: std::io::Error },
     #[error("lease database {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: redb::DatabaseError,
-    },
+    Open { path: PathBuf, source: redb::DatabaseError },
     #[error("lease database: {0}")]
     Db(#[from] redb::Error),
     #[error("corrupt lease record for {ip}: {source}")]
-    Record {
-        ip: Ipv4Addr,
-        source: serde_json::Error,
-    },
+    Record { ip: Ipv4Addr, source: serde_json::Error },
     #[error("the lease committer has stopped")]
     CommitterGone,
 }
@@ -160,8 +151,7 @@ impl LeaseStore {
 /// the daemon is down). redb takes an exclusive lock, so this fails while a daemon runs.
 pub fn read_leases_offline(state_dir: &Path) -> Result<Vec<LeaseRecord>, StoreError> {
     let path = db_path(state_dir);
-    let db =
-        redb::ReadOnlyDatabase::open(&path).map_err(|source| StoreError::Open { path, source })?;
+    let db = redb::ReadOnlyDatabase::open(&path).map_err(|source| StoreError::Open { path, source })?;
     read_all(&db)
 }
 
@@ -176,8 +166,7 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Vec<LeaseRecord>, StoreError> 
     for row in table.iter()? {
         let (k, v) = row?;
         let ip = Ipv4Addr::from(k.value());
-        let rec: LeaseRecord = serde_json::from_slice(v.value())
-            .map_err(|source| StoreError::Record { ip, source })?;
+        let rec: LeaseRecord = serde_json::from_slice(v.value()).map_err(|source| StoreError::Record { ip, source })?;
         out.push(rec);
     }
     Ok(out)
@@ -185,11 +174,7 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Vec<LeaseRecord>, StoreError> 
 
 /// The group-commit loop: block for the first request, take whatever else is already queued,
 /// write it all in one durable transaction, then answer every waiter.
-fn committer(
-    db: Arc<Database>,
-    mut rx: mpsc::UnboundedReceiver<CommitRequest>,
-    stats: Arc<StoreStats>,
-) {
+fn committer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<CommitRequest>, stats: Arc<StoreStats>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         let mut count = batch[0].records.len();
@@ -206,12 +191,8 @@ fn committer(
         match &result {
             Ok(()) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .records_committed
-                    .fetch_add(count as u64, Ordering::Relaxed);
-                stats
-                    .largest_batch
-                    .fetch_max(count as u64, Ordering::Relaxed);
+                stats.records_committed.fetch_add(count as u64, Ordering::Relaxed);
+                stats.largest_batch.fetch_max(count as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 stats.commit_failures.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,125 @@
+//! Config validation against fixture files: every good fixture loads; every bad fixture
+//! fails with an error naming the file, the line and the key its first line promises
+//! (`# expect: LINE | KEY | MESSAGE SUBSTRING`). Also runs the real `provd check` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(kind);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    assert!(!v.is_empty());
+    v
+}
+
+#[test]
+fn good_fixtures_and_shipped_site_configs_load() {
+    let mut files = fixtures("good");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("site-configs");
+    for e in std::fs::read_dir(shipped).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    for f in files {
+        if let Err(e) = provd::config::load(std::slice::from_ref(&f)) {
+            panic!("{} should load:\n{e}", f.display());
+        }
+    }
+}
+
+#[test]
+fn each_bad_fixture_names_file_line_and_key() {
+    for f in fixtures("bad") {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# expect:")
+            .expect("fixture header");
+        let parts: Vec<&str> = expect.split('|').map(str::trim).collect();
+        let (line, key, msg) = (parts[0].parse::<usize>().unwrap(), parts[1], parts[2]);
+        let errors = match provd::config::load(std::slice::from_ref(&f)) {
+            Ok(_) => panic!("{} should fail", f.display()),
+            Err(e) => e.0,
+        };
+        let hit = errors
+            .iter()
+            .any(|e| e.file == f && e.line == Some(line) && e.key == key && e.message.contains(msg));
+        assert!(
+            hit,
+            "{}: wanted line {line} key {key:?} message ~{msg:?}, got:\n{errors:#?}",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn duplicates_across_files_point_at_the_first_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.toml");
+    let b = dir.path().join("b.toml");
+    let site = |name: &str, net: u8| {
+        format!(
+            "[sites.{name}]\nserver_address = \"10.{net}.0.1\"\nlisten = [{{ interface = \"eth0\", address = \"10.{net}.0.1\" }}]\n\
+             [[sites.{name}.subnets]]\nprefix = \"10.{net}.0.0/24\"\n[[sites.{name}.hosts]]\nmac = \"52:54:00:00:00:01\"\nhostname = \"h{net}\"\n"
+        )
+    };
+    std::fs::write(&a, site("one", 1)).unwrap();
+    std::fs::write(&b, site("two", 2)).unwrap();
+    let errors = provd::config::load(&[dir.path().to_path_buf()]).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].file, b);
+    assert_eq!(errors[0].line, Some(7));
+    assert!(
+        errors[0].message.contains(&format!("{}:7", a.display())),
+        "{}",
+        errors[0].message
+    );
+}
+
+#[test]
+fn provd_check_exit_status_and_output() {
+    let bin = env!("CARGO_BIN_EXE_provd");
+    let good = fixtures("good");
+    let out = Command::new(bin).arg("check").args(&good).output().unwrap();
+    // Two good files that each define [daemon]/sites can conflict; check them one at a time.
+    for f in &good {
+        let out = Command::new(bin).arg("check").arg(f).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
+    }
+    drop(out);
+    let bad = fixtures("bad")
+        .into_iter()
+        .find(|f| f.ends_with("dup_mac.toml"))
+        .unwrap();
+    let out = Command::new(bin).arg("check").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:12: key `sites.a.hosts[1].mac`", bad.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn serving_two_sites_on_one_interface_is_refused_with_advice() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("site-configs/example.toml");
+    let cfg = provd::config::load(&[f]).unwrap();
+    let err = cfg.select_sites(&[]).unwrap_err();
+    assert!(err.contains("both listen on eth1") && err.contains("--site"), "{err}");
+    assert_eq!(cfg.select_sites(&["dc2".into()]).unwrap().len(), 1);
+    assert!(
+        cfg.select_sites(&["nope".into()])
+            .unwrap_err()
+            .contains("known: dc1, dc2")
+    );
+}

@@ -174,6 +174,9 @@ impl Config {
                 }
             }
         }
+        if sites.iter().all(|s| s.listen.is_empty()) {
+            return Err("none of the selected sites has a listen interface: nothing to serve".into());
+        }
         Ok(sites)
     }
 }

@@ -98,6 +98,17 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
         }
     }
 
+    if errors.is_empty() && !sites.is_empty() && sites.values().all(|(s, _)| s.listen.is_empty()) {
+        let (_, (_, first)) = sites.iter().next().expect("not empty");
+        errors.push(ConfigError {
+            file: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
+            line: None,
+            key: "listen".into(),
+            message: format!(
+                "no site has a listen interface (first site at {first}): provd only serves interfaces named in `listen`"
+            ),
+        });
+    }
     if sites.is_empty() && errors.is_empty() {
         let file = sources.first().map(|s| s.0.clone()).unwrap_or_default();
         errors.push(ConfigError {
@@ -189,14 +200,7 @@ fn convert_site(
     // Interfaces are unique per site only: sites usually run on different machines, each
     // with its own eth1. Sites served by one process are checked in `Config::select_sites`.
     let mut site_ifaces: HashMap<String, String> = HashMap::new();
-    if w.listen.get_ref().is_empty() {
-        errors.push(src.error(
-            Some(w.listen.span()),
-            key("listen"),
-            "at least one listen interface is required: provd only serves interfaces named here",
-        ));
-    }
-    for (i, l) in w.listen.get_ref().iter().enumerate() {
+    for (i, l) in w.listen.iter().enumerate() {
         let l = l.get_ref();
         let iface = l.interface.get_ref();
         if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
@@ -225,7 +229,7 @@ fn convert_site(
             subnets.push(subnet);
         }
     }
-    for (i, l) in w.listen.get_ref().iter().enumerate() {
+    for (i, l) in w.listen.iter().enumerate() {
         let addr = *l.get_ref().address.get_ref();
         if !subnets.is_empty() && !subnets.iter().any(|s| s.prefix.contains(&addr)) {
             // Not fatal by itself for a relay-only interface, but then direct clients on it

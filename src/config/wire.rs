@@ -47,7 +47,9 @@ pub struct SiteWire {
     pub description: String,
     pub server_address: Ipv4Addr,
     pub http_port: Option<u16>,
-    pub listen: Spanned<Vec<Spanned<ListenWire>>>,
+    /// Empty for a site reached only through relays of another site's interface.
+    #[serde(default)]
+    pub listen: Vec<Spanned<ListenWire>>,
     #[serde(default)]
     pub dhcp: DhcpWire,
     #[serde(default)]

@@ -148,10 +148,15 @@ impl LeaseStore {
 }
 
 /// Read the leases of a database that no daemon holds open (for `provd leases list` when
-/// the daemon is down). redb takes an exclusive lock, so this fails while a daemon runs.
+/// the daemon is down). Opened read-write on purpose: after a kill -9 redb must repair the
+/// file before anything can be read, and a read-only open refuses to. redb's exclusive lock
+/// makes this fail (rather than race) while a daemon holds the database.
 pub fn read_leases_offline(state_dir: &Path) -> Result<Vec<LeaseRecord>, StoreError> {
     let path = db_path(state_dir);
-    let db = redb::ReadOnlyDatabase::open(&path).map_err(|source| StoreError::Open { path, source })?;
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let db = Database::open(&path).map_err(|source| StoreError::Open { path, source })?;
     read_all(&db)
 }
 

@@ -1,0 +1,276 @@
+//! Shared harness for black-box tests: network namespaces, veth links, the real `provd`
+//! binary started inside a namespace, and sockets opened inside a namespace.
+//!
+//! Every resource is a guard whose Drop removes it (kills processes, deletes namespaces),
+//! so a failing assertion still cleans up. Traffic only ever goes to addresses inside the
+//! namespaces a test creates.
+#![allow(dead_code)]
+
+pub mod client;
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn provd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_provd")
+}
+
+/// Fail loudly (not skip) when the test cannot do its job: a skipped test proves nothing.
+pub fn require_root_and_tools(tools: &[&str]) {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "black-box tests need root (network namespaces); run them as root"
+    );
+    for t in tools {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(
+            found,
+            "{t} is not installed: run .ci/run or install the packages it lists"
+        );
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn sh(script: &str) -> Output {
+    run(Command::new("sh").arg("-c").arg(script))
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, deleted (with everything in it) on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("pvt-{tag}-{}-{n}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(Command::new("ip").args(["netns", "add", &name]));
+        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Netns { name }
+    }
+
+    /// A command that runs inside this namespace.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    pub fn sh(&self, script: &str) -> Output {
+        run(self.cmd("sh").arg("-c").arg(script))
+    }
+
+    /// Run `f` on a thread that has entered this namespace; sockets it opens stay there.
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let fd = File::open(&path).unwrap();
+            assert_eq!(
+                unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
+                0,
+                "setns {path}"
+            );
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill anything still running inside, then remove the namespace.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "for p in $(ip netns pids {0} 2>/dev/null); do kill -9 $p; done; ip netns del {0}",
+                self.name
+            ))
+            .output();
+    }
+}
+
+/// A veth pair with one end in each namespace, addresses assigned and links up.
+pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) {
+    run(Command::new("ip").args([
+        "-n", &a.name, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+    ]));
+    for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
+        if !addr.is_empty() {
+            run(Command::new("ip").args(["-n", &ns.name, "addr", "add", addr, "dev", ifname]));
+        }
+        run(Command::new("ip").args(["-n", &ns.name, "link", "set", ifname, "up"]));
+    }
+}
+
+/// A temporary directory for one test (config, state, logs).
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Workdir {
+        Workdir {
+            dir: tempfile::Builder::new().prefix("provd-test-").tempdir().unwrap(),
+        }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+/// `provd serve` running inside a namespace; killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub ns: String,
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(ns: &Netns, config: &Path, state_dir: &Path, log: &Path) -> Daemon {
+        let logf = File::options().create(true).append(true).open(log).unwrap();
+        let child = ns
+            .cmd(provd_bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .env("PROVD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            log: log.to_path_buf(),
+            ns: ns.name.clone(),
+            config: config.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+        };
+        d.wait_for_log("DHCP listening", Duration::from_secs(20));
+        d
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("provd exited ({status}) before {needle:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {needle:?}; log:\n{}", self.log_text());
+    }
+
+    /// `kill -9`: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // `ip netns exec` execs provd, so the child pid is provd itself.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the orderly path.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Run a provd client command inside the daemon's namespace.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns, provd_bin()]).args(args);
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state_dir);
+        run(&mut c)
+    }
+
+    pub fn leases(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["leases", "list", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let out = self.cli(&["stats", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- provd log ({}) ---\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// Poll `f` until it returns Some, or panic with `what` after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

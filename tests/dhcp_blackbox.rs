@@ -1,0 +1,789 @@
+//! Black-box DHCP tests: the real `provd` binary in a network namespace, against real
+//! clients (ISC dhclient, busybox udhcpc, Kea's perfdhcp) and against crafted packets.
+//! Needs root; every namespace, process and file is removed even when a test fails.
+
+mod common;
+
+use common::client::{self, bind, dora_relayed, exchange, mac, msg_type, request};
+use common::{Daemon, Netns, Workdir, require_root_and_tools, veth, wait_until};
+use dhcproto::v4::{DhcpOption, MessageType, OptionCode, UnknownOption};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Server namespace + client namespace joined by veth `vs` (server) / `vc` (client) on
+/// 10.N.0.0/24, provd started with `site_toml` (which should listen on vs = 10.N.0.1).
+struct Lab {
+    srv: Netns,
+    cli: Netns,
+    work: Workdir,
+    daemon: Daemon,
+    net: u8,
+}
+
+impl Lab {
+    fn start(tag: &str, net: u8, site_toml: &str) -> Lab {
+        let srv = Netns::new(&format!("{tag}s"));
+        let cli = Netns::new(&format!("{tag}c"));
+        veth(
+            &srv,
+            "vs",
+            &format!("10.{net}.0.1/24"),
+            &cli,
+            "vc",
+            &format!("10.{net}.0.2/24"),
+        );
+        let work = Workdir::new();
+        let cfg = work.write("site.toml", site_toml);
+        let daemon = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
+        Lab {
+            srv,
+            cli,
+            work,
+            daemon,
+            net,
+        }
+    }
+
+    fn server(&self) -> SocketAddr {
+        SocketAddr::from(([10, self.net, 0, 1], 67))
+    }
+
+    fn restart(&mut self) {
+        self.daemon.stop();
+        self.daemon = Daemon::start(
+            &self.srv,
+            &self.daemon.config.clone(),
+            &self.daemon.state_dir.clone(),
+            &self.work.path("provd.log"),
+        );
+    }
+}
+
+fn basic_site(net: u8, lease_time: u32) -> String {
+    format!(
+        r#"
+[sites.t]
+server_address = "10.{net}.0.1"
+listen = [{{ interface = "vs", address = "10.{net}.0.1" }}]
+[sites.t.pxe]
+uefi_x64 = "snponly.efi"
+[[sites.t.subnets]]
+prefix = "10.{net}.0.0/24"
+router = "10.{net}.0.1"
+dns = ["10.{net}.0.53"]
+domain = "test.example"
+lease_time = {lease_time}
+pools = [{{ start = "10.{net}.0.100", end = "10.{net}.0.200" }}]
+"#
+    )
+}
+
+fn lease_for<'a>(leases: &'a [serde_json::Value], mac: &str) -> Option<&'a serde_json::Value> {
+    leases.iter().find(|l| l["mac"] == mac)
+}
+
+fn iface_mac(ns: &Netns, ifname: &str) -> String {
+    let out = ns.sh(&format!("cat /sys/class/net/{ifname}/address"));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A dhclient-script / udhcpc script that records each event and configures the address,
+/// touching only the test interface in the test namespace (never resolv.conf).
+fn event_script(work: &Workdir, events: &std::path::Path) -> std::path::PathBuf {
+    let p = work.write(
+        "client-script.sh",
+        &format!(
+            r#"#!/bin/sh
+ev="${{reason:-$1}}"; addr="${{new_ip_address:-$ip}}"; dev="${{interface}}"
+echo "$ev $addr" >> {log}
+case "$ev" in
+  BOUND|RENEW|REBIND|REBOOT|bound|renew) ip addr replace "$addr/24" dev "$dev" ;;
+  RELEASE|EXPIRE|STOP|deconfig) ip addr flush dev "$dev" scope global; ip addr add 0.0.0.0 dev "$dev" 2>/dev/null; true ;;
+esac
+exit 0
+"#,
+            log = events.display()
+        ),
+    );
+    Command::new("chmod").arg("+x").arg(&p).status().unwrap();
+    p
+}
+
+fn read_events(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn dhclient_obtains_renews_and_releases() {
+    require_root_and_tools(&["ip", "dhclient"]);
+    let lab = Lab::start("dhcl", 71, &basic_site(71, 60));
+    // The client side has no address: dhclient must get one by broadcast.
+    lab.cli.sh("ip addr flush dev vc");
+    let events = lab.work.path("events");
+    let script = event_script(&lab.work, &events);
+    let (lf, pf) = (lab.work.path("dhclient.leases"), lab.work.path("dhclient.pid"));
+    let mut dh = lab
+        .cli
+        .cmd("dhclient")
+        .args(["-4", "-d", "-v", "-sf"])
+        .arg(&script)
+        .arg("-lf")
+        .arg(&lf)
+        .arg("-pf")
+        .arg(&pf)
+        .arg("vc")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = scopeguard(move || {
+        let _ = dh.kill();
+        let _ = dh.wait();
+    });
+    let bound = wait_until("dhclient BOUND", Duration::from_secs(30), || {
+        read_events(&events)
+            .lines()
+            .find(|l| l.starts_with("BOUND"))
+            .map(str::to_string)
+    });
+    let ip: Ipv4Addr = bound.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        (Ipv4Addr::new(10, 71, 0, 100)..=Ipv4Addr::new(10, 71, 0, 200)).contains(&ip),
+        "{ip}"
+    );
+    let mac = iface_mac(&lab.cli, "vc");
+    let lease = lease_for(&lab.daemon.leases(), &mac).cloned().expect("lease stored");
+    assert_eq!(lease["ip"], ip.to_string());
+    assert_eq!(lease["state"], "bound");
+    let first_ends = lease["ends"].as_u64().unwrap();
+
+    // T1 is 30 s for a 60 s lease: dhclient renews by unicast with ciaddr set (RENEWING).
+    wait_until("dhclient RENEW", Duration::from_secs(60), || {
+        read_events(&events).contains(&format!("RENEW {ip}")).then_some(())
+    });
+    let renewed = lease_for(&lab.daemon.leases(), &mac).cloned().unwrap();
+    assert_eq!(renewed["ip"], ip.to_string());
+    assert!(
+        renewed["ends"].as_u64().unwrap() > first_ends,
+        "renewal extends the lease"
+    );
+    assert!(lab.daemon.stats()["dhcp"]["sent_ack"].as_u64().unwrap() >= 2);
+
+    // dhclient -r sends DHCPRELEASE (and stops the running client via its pid file).
+    drop(guard);
+    let out = lab
+        .cli
+        .cmd("dhclient")
+        .args(["-4", "-r", "-v", "-sf"])
+        .arg(&script)
+        .arg("-lf")
+        .arg(&lf)
+        .arg("-pf")
+        .arg(&pf)
+        .arg("vc")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until("lease released", Duration::from_secs(10), || {
+        (lease_for(&lab.daemon.leases(), &mac)?["state"] == "released").then_some(())
+    });
+}
+
+#[test]
+fn udhcpc_obtains_renews_and_releases() {
+    require_root_and_tools(&["ip", "busybox"]);
+    let lab = Lab::start("udh", 72, &basic_site(72, 600));
+    lab.cli.sh("ip addr flush dev vc");
+    let events = lab.work.path("events");
+    let script = event_script(&lab.work, &events);
+    let mut u = lab
+        .cli
+        .cmd("busybox")
+        .args(["udhcpc", "-f", "-i", "vc", "-t", "10", "-T", "1", "-s"])
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = u.id() as i32;
+    let _guard = scopeguard(move || {
+        let _ = u.kill();
+        let _ = u.wait();
+    });
+    let bound = wait_until("udhcpc bound", Duration::from_secs(30), || {
+        read_events(&events)
+            .lines()
+            .find(|l| l.starts_with("bound"))
+            .map(str::to_string)
+    });
+    let ip = bound.split_whitespace().nth(1).unwrap().to_string();
+    let mac = iface_mac(&lab.cli, "vc");
+    assert_eq!(lease_for(&lab.daemon.leases(), &mac).unwrap()["ip"], ip);
+    let acks_before = lab.daemon.stats()["dhcp"]["sent_ack"].as_u64().unwrap();
+
+    // SIGUSR1: renew now (unicast REQUEST with ciaddr, RFC 2131 RENEWING).
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    wait_until("udhcpc renew", Duration::from_secs(20), || {
+        read_events(&events).contains(&format!("renew {ip}")).then_some(())
+    });
+    assert!(lab.daemon.stats()["dhcp"]["sent_ack"].as_u64().unwrap() > acks_before);
+    assert_eq!(lease_for(&lab.daemon.leases(), &mac).unwrap()["state"], "bound");
+
+    // SIGUSR2: release.
+    unsafe { libc::kill(pid, libc::SIGUSR2) };
+    wait_until("lease released", Duration::from_secs(10), || {
+        (lease_for(&lab.daemon.leases(), &mac)?["state"] == "released").then_some(())
+    });
+}
+
+#[test]
+fn perfdhcp_10000_relayed_exchanges_with_unique_addresses() {
+    require_root_and_tools(&["ip", "perfdhcp"]);
+    let net = 73;
+    let site = format!(
+        r#"
+[sites.p]
+server_address = "10.{net}.0.1"
+listen = [{{ interface = "vs", address = "10.{net}.0.1" }}]
+[[sites.p.subnets]]
+prefix = "10.{net}.0.0/16"
+pools = [{{ start = "10.{net}.1.0", end = "10.{net}.255.254" }}]
+"#
+    );
+    let srv = Netns::new("perfs");
+    let cli = Netns::new("perfc");
+    veth(
+        &srv,
+        "vs",
+        &format!("10.{net}.0.1/16"),
+        &cli,
+        "vc",
+        &format!("10.{net}.0.2/16"),
+    );
+    let work = Workdir::new();
+    let cfg = work.write("site.toml", &site);
+    let daemon = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
+    let out = cli
+        .cmd("perfdhcp")
+        .args([
+            "-4",
+            "-r",
+            "2000",
+            "-n",
+            "10000",
+            "-R",
+            "100000",
+            "-p",
+            "60",
+            "-l",
+            &format!("10.{net}.0.2"),
+            &format!("10.{net}.0.1"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |section: &str, name: &str| -> u64 {
+        let s = &text[text.find(section).unwrap_or_else(|| panic!("no {section} in:\n{text}"))..];
+        let line = s.lines().find(|l| l.trim_start().starts_with(name)).unwrap();
+        line.split(':')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    for section in ["DISCOVER-OFFER", "REQUEST-ACK"] {
+        assert_eq!(field(section, "non unique addresses"), 0, "{text}");
+        assert_eq!(field(section, "rejected leases"), 0, "{text}");
+    }
+    let acks = field("REQUEST-ACK", "received packets");
+    assert!(acks >= 9_900, "only {acks} ACKs for 10,000 exchanges:\n{text}");
+    // Every ACK perfdhcp saw is a distinct durable lease in provd's store.
+    let leases = daemon.leases();
+    let mut ips: Vec<&str> = leases
+        .iter()
+        .filter(|l| l["state"] == "bound")
+        .map(|l| l["ip"].as_str().unwrap())
+        .collect();
+    let total = ips.len();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), total);
+    assert!(
+        total as u64 >= acks,
+        "store has {total} bound leases, perfdhcp saw {acks} ACKs"
+    );
+}
+
+#[test]
+fn relayed_clients_land_in_the_subnet_and_site_of_their_giaddr() {
+    require_root_and_tools(&["ip"]);
+    let net = 74;
+    let site = format!(
+        r#"
+[sites.main]
+server_address = "10.{net}.0.1"
+listen = [{{ interface = "vs", address = "10.{net}.0.1" }}]
+[[sites.main.subnets]]
+prefix = "10.{net}.0.0/24"
+pools = [{{ start = "10.{net}.0.100", end = "10.{net}.0.200" }}]
+[[sites.main.subnets]]
+prefix = "10.{net}.1.0/24"
+router = "10.{net}.1.1"
+pools = [{{ start = "10.{net}.1.100", end = "10.{net}.1.110" }}]
+
+# A second site with no interface of its own, reached only through a relay.
+[sites.remote]
+server_address = "10.{net}.0.1"
+[[sites.remote.subnets]]
+prefix = "10.{net}.2.0/24"
+router = "10.{net}.2.1"
+pools = [{{ start = "10.{net}.2.50", end = "10.{net}.2.60" }}]
+"#
+    );
+    let lab = Lab::start("rel", net, &site);
+    // The "relay" lives in the client namespace: giaddrs 10.N.1.1 and 10.N.2.1 are its
+    // addresses, and the server routes to them through the veth.
+    lab.cli.sh(&format!(
+        "ip addr add 10.{net}.1.1/32 dev vc; ip addr add 10.{net}.2.1/32 dev vc"
+    ));
+    lab.srv.sh(&format!(
+        "ip route add 10.{net}.1.0/24 via 10.{net}.0.2; ip route add 10.{net}.2.0/24 via 10.{net}.0.2"
+    ));
+    let server = lab.server();
+    let results = lab.cli.enter(move || {
+        let sock = bind(67, None);
+        let mut out = Vec::new();
+        for (i, g) in [[10, net, 1, 1], [10, net, 2, 1], [10, net, 1, 1]]
+            .into_iter()
+            .enumerate()
+        {
+            let giaddr = Ipv4Addr::from(g);
+            // Option 82 with circuit-id and remote-id, plus an unknown sub-option 9.
+            let opt82 = vec![1, 3, b'p', b'1', b'7', 2, 2, 0xab, 0xcd, 9, 1, 0xee];
+            let mut d = request(
+                MessageType::Discover,
+                mac(0x7400 + i as u32),
+                100 + i as u32,
+                Some(giaddr),
+            );
+            d.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
+                OptionCode::RelayAgentInformation,
+                opt82.clone(),
+            )));
+            let offer = exchange(&sock, server, &d).expect("offer via relay");
+            let echoed = client::encode(&offer);
+            let (_, ack) = dora_relayed(&sock, server, giaddr, mac(0x7400 + i as u32), 100 + i as u32);
+            out.push((
+                giaddr,
+                offer.yiaddr(),
+                ack.yiaddr(),
+                msg_type(&ack),
+                offer.opts().get(OptionCode::Router).cloned(),
+                find_opt(&echoed, 82),
+            ));
+            let _ = opt82;
+        }
+        out
+    });
+    let opt82 = vec![1, 3, b'p', b'1', b'7', 2, 2, 0xab, 0xcd, 9, 1, 0xee];
+    for (giaddr, offered, acked, kind, router, echoed82) in &results {
+        assert_eq!(*kind, Some(MessageType::Ack));
+        assert_eq!(offered, acked);
+        let o = giaddr.octets();
+        assert_eq!(&acked.octets()[..3], &o[..3], "client relayed via {giaddr} got {acked}");
+        assert_eq!(router.clone(), Some(DhcpOption::Router(vec![*giaddr])));
+        assert_eq!(echoed82.as_deref(), Some(&opt82[..]), "option 82 echoed verbatim");
+    }
+    let leases = lab.daemon.leases();
+    let remote = leases
+        .iter()
+        .find(|l| l["ip"].as_str().unwrap().starts_with(&format!("10.{net}.2.")))
+        .unwrap();
+    assert_eq!(remote["site"], "remote");
+    // A giaddr in no configured subnet is dropped and counted, not answered.
+    let unanswered = lab.cli.enter(move || {
+        let sock = bind(67, None);
+        let d = request(
+            MessageType::Discover,
+            mac(0x7499),
+            999,
+            Some(Ipv4Addr::new(192, 0, 2, 1)),
+        );
+        sock.send_to(&client::encode(&d), server).unwrap();
+        let mut buf = [0u8; 1500];
+        sock.recv_from(&mut buf).ok()
+    });
+    assert!(unanswered.is_none());
+    wait_until("dropped_no_subnet counted", Duration::from_secs(5), || {
+        (lab.daemon.stats()["dhcp"]["dropped_no_subnet"] == 1).then_some(())
+    });
+}
+
+/// The raw payload of option `code` in an encoded message.
+fn find_opt(bytes: &[u8], code: u8) -> Option<Vec<u8>> {
+    let mut i = 240;
+    while i + 1 < bytes.len() {
+        match bytes[i] {
+            0 => i += 1,
+            255 => return None,
+            c => {
+                let len = bytes[i + 1] as usize;
+                if c == code {
+                    return Some(bytes[i + 2..i + 2 + len].to_vec());
+                }
+                i += 2 + len;
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_known_client_gets_its_address_back_after_restart() {
+    require_root_and_tools(&["ip"]);
+    let net = 75;
+    let mut lab = Lab::start("rst", net, &basic_site(net, 3600));
+    let server = lab.server();
+    let giaddr = Ipv4Addr::new(10, net, 0, 2);
+    // Take a few addresses so the one we check is not simply the first of the pool.
+    let first = lab.cli.enter(move || {
+        let sock = bind(67, None);
+        let mut got = Vec::new();
+        for i in 0..5 {
+            got.push(dora_relayed(&sock, server, giaddr, mac(0x7500 + i), i).1.yiaddr());
+        }
+        got
+    });
+    lab.restart();
+    let (again, reboot_ack, other) = lab.cli.enter(move || {
+        let sock = bind(67, None);
+        let offer = exchange(
+            &sock,
+            server,
+            &request(MessageType::Discover, mac(0x7503), 50, Some(giaddr)),
+        )
+        .unwrap();
+        // INIT-REBOOT: REQUEST with requested-ip and no server identifier.
+        let mut r = request(MessageType::Request, mac(0x7504), 51, Some(giaddr));
+        r.opts_mut().insert(DhcpOption::RequestedIpAddress(first[4]));
+        let reboot = exchange(&sock, server, &r).unwrap();
+        // Another client claiming that address is refused.
+        let mut r = request(MessageType::Request, mac(0x7599), 52, Some(giaddr));
+        r.opts_mut().insert(DhcpOption::RequestedIpAddress(first[4]));
+        let other = exchange(&sock, server, &r).unwrap();
+        (offer.yiaddr(), (msg_type(&reboot), reboot.yiaddr()), msg_type(&other))
+    });
+    let first = lab.daemon.leases();
+    let expected: Ipv4Addr = first.iter().find(|l| l["mac"] == "52:54:00:00:75:03").unwrap()["ip"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(again, expected);
+    assert_eq!(reboot_ack.0, Some(MessageType::Ack));
+    assert_eq!(other, Some(MessageType::Nak));
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_lease() {
+    require_root_and_tools(&["ip"]);
+    let net = 76;
+    let site = format!(
+        r#"
+[sites.k]
+server_address = "10.{net}.0.1"
+listen = [{{ interface = "vs", address = "10.{net}.0.1" }}]
+[[sites.k.subnets]]
+prefix = "10.{net}.0.0/16"
+pools = [{{ start = "10.{net}.1.0", end = "10.{net}.200.255" }}]
+"#
+    );
+    let mut lab = Lab::start("k9", net, &site);
+    lab.srv.sh(&format!("ip addr replace 10.{net}.0.1/16 dev vs"));
+    lab.cli.sh(&format!("ip addr replace 10.{net}.0.2/16 dev vc"));
+    lab.cli.sh(&format!(
+        "for i in 10 11 12 13; do ip addr add 10.{net}.0.$i/16 dev vc; done"
+    ));
+    let server = lab.server();
+    // Four relays hammer the server with DORAs and record every ACK they receive. The
+    // server is killed mid-stream; afterwards every recorded ACK must be in the store.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<([u8; 6], Ipv4Addr)>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4u32 {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let path = format!("/var/run/netns/{}", lab.cli.name);
+        workers.push(std::thread::spawn(move || {
+            let fd = std::fs::File::open(&path).unwrap();
+            assert_eq!(
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET) },
+                0
+            );
+            // Each worker is a relay with its own giaddr, so replies (sent to giaddr:67)
+            // reach exactly the worker that asked.
+            let giaddr = Ipv4Addr::new(10, net, 0, 10 + w as u8);
+            let sock = client::bind_addr(giaddr, 67);
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let m = mac(0x7600_0000 + w * 0x10_0000 + i);
+                let xid = w << 24 | i;
+                let Some(offer) = exchange(&sock, server, &request(MessageType::Discover, m, xid, Some(giaddr))) else {
+                    break;
+                };
+                let mut req = request(MessageType::Request, m, xid, Some(giaddr));
+                req.opts_mut().insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+                req.opts_mut()
+                    .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, net, 0, 1)));
+                let bytes = client::encode(&req);
+                sock.send_to(&bytes, server).unwrap();
+                let mut buf = [0u8; 1500];
+                if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    let r = client::decode(&buf[..n]);
+                    if r.xid() == xid && msg_type(&r) == Some(MessageType::Ack) {
+                        acked.lock().unwrap().push((m, r.yiaddr()));
+                    }
+                } else {
+                    break;
+                }
+                i += 1;
+            }
+        }));
+    }
+    wait_until("some ACKs", Duration::from_secs(30), || {
+        (acked.lock().unwrap().len() >= 300).then_some(())
+    });
+    lab.daemon.kill9();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    // Read the store with the daemon down (the offline path), then after a restart (the API).
+    let offline = lab.daemon.leases();
+    lab.restart();
+    let online = lab.daemon.leases();
+    for leases in [&offline, &online] {
+        for (m, ip) in &acked {
+            let mac_s = m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+            let l = leases
+                .iter()
+                .find(|l| l["ip"] == ip.to_string())
+                .unwrap_or_else(|| panic!("ACKed {ip} for {mac_s} missing after kill -9"));
+            assert_eq!(l["mac"], mac_s);
+            assert_eq!(l["state"], "bound");
+        }
+    }
+    eprintln!("{} ACKed leases all survived kill -9", acked.len());
+}
+
+#[test]
+fn pxe_and_ipxe_clients_get_the_boot_file_for_their_architecture() {
+    require_root_and_tools(&["ip"]);
+    let net = 77;
+    let lab = Lab::start("pxe", net, &basic_site(net, 3600));
+    let server = lab.server();
+    let giaddr = Ipv4Addr::new(10, net, 0, 2);
+    let cases: Vec<(&str, Option<u16>, Option<&str>, bool)> = vec![
+        ("bios", Some(0), Some("PXEClient:Arch:00000:UNDI:002001"), false),
+        ("efi-bc", Some(7), Some("PXEClient:Arch:00007:UNDI:003016"), false),
+        ("efi-x64", Some(9), Some("PXEClient:Arch:00009:UNDI:003016"), false),
+        ("ipxe", Some(0), Some("PXEClient:Arch:00000:UNDI:002001"), true),
+        ("old-rom", None, Some("PXEClient"), false),
+        (
+            "arm64-unmapped",
+            Some(11),
+            Some("PXEClient:Arch:00011:UNDI:003016"),
+            false,
+        ),
+        ("plain", None, None, false),
+    ];
+    let replies = lab.cli.enter(move || {
+        let sock = bind(67, None);
+        cases
+            .iter()
+            .enumerate()
+            .map(|(i, (name, arch, vc, ipxe))| {
+                let mut d = request(
+                    MessageType::Discover,
+                    mac(0x7700 + i as u32),
+                    700 + i as u32,
+                    Some(giaddr),
+                );
+                if let Some(a) = arch {
+                    d.opts_mut().insert(DhcpOption::ClientSystemArchitecture((*a).into()));
+                }
+                if let Some(v) = vc {
+                    d.opts_mut().insert(DhcpOption::ClassIdentifier(v.as_bytes().to_vec()));
+                }
+                if *ipxe {
+                    d.opts_mut().insert(DhcpOption::UserClass(b"iPXE".to_vec()));
+                }
+                let o = exchange(&sock, server, &d).unwrap_or_else(|| panic!("{name}: no offer"));
+                // dhcproto's decoder keeps the NUL that ends the `file` field.
+                let file = o
+                    .fname_str()
+                    .and_then(|r| r.ok())
+                    .map(|f| f.trim_end_matches('\0').to_string());
+                let vc = match o.opts().get(OptionCode::ClassIdentifier) {
+                    Some(DhcpOption::ClassIdentifier(v)) => Some(String::from_utf8_lossy(v).to_string()),
+                    _ => None,
+                };
+                (name.to_string(), file, o.siaddr(), vc)
+            })
+            .collect::<Vec<_>>()
+    });
+    let server_ip = Ipv4Addr::new(10, net, 0, 1);
+    let want: Vec<(&str, Option<String>, Ipv4Addr, Option<&str>)> = vec![
+        ("bios", Some("undionly.kpxe".into()), server_ip, Some("PXEClient")),
+        ("efi-bc", Some("snponly.efi".into()), server_ip, Some("PXEClient")),
+        ("efi-x64", Some("snponly.efi".into()), server_ip, Some("PXEClient")),
+        (
+            "ipxe",
+            Some(format!("http://10.{net}.0.1:8080/boot/52-54-00-00-77-03.ipxe")),
+            Ipv4Addr::UNSPECIFIED,
+            Some("PXEClient"),
+        ),
+        ("old-rom", Some("undionly.kpxe".into()), server_ip, Some("PXEClient")),
+        ("arm64-unmapped", None, Ipv4Addr::UNSPECIFIED, None),
+        ("plain", None, Ipv4Addr::UNSPECIFIED, None),
+    ];
+    for ((name, file, siaddr, vc), (wname, wfile, wsiaddr, wvc)) in replies.iter().zip(want) {
+        assert_eq!(name, wname);
+        assert_eq!(file, &wfile, "{name}: boot file");
+        assert_eq!(*siaddr, wsiaddr, "{name}: next-server");
+        assert_eq!(vc.as_deref(), wvc, "{name}: option 60");
+    }
+}
+
+#[test]
+fn a_corpus_of_malformed_packets_is_counted_and_the_server_keeps_serving() {
+    require_root_and_tools(&["ip"]);
+    let net = 78;
+    let lab = Lab::start("mal", net, &basic_site(net, 3600));
+    let server = lab.server();
+    let giaddr = Ipv4Addr::new(10, net, 0, 2);
+    let corpus = malformed_corpus(giaddr);
+    let sent = corpus.len() as u64;
+    let ack = lab.cli.enter(move || {
+        let sock = bind(67, None);
+        for p in &corpus {
+            sock.send_to(p, server).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        dora_relayed(&sock, server, giaddr, mac(0x7800), 1).1
+    });
+    assert_eq!(msg_type(&ack), Some(MessageType::Ack));
+    let stats = lab.daemon.stats();
+    let malformed: u64 = stats["dhcp"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("malformed_"))
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(malformed, sent, "every malformed packet counted: {stats:#}");
+    assert!(lab.daemon.log_text().lines().all(|l| !l.contains("panicked")));
+}
+
+/// Hostile packets: truncations, bad cookies, oversized hlen, option lengths running past
+/// the end, missing message type, replies sent to the server, and seeded random garbage.
+fn malformed_corpus(giaddr: Ipv4Addr) -> Vec<Vec<u8>> {
+    let good = client::encode(&request(MessageType::Discover, mac(0x78ff), 9, Some(giaddr)));
+    let mut v: Vec<Vec<u8>> = vec![vec![], vec![1], good[..100].to_vec(), good[..239].to_vec()];
+    let mut bad_cookie = good.clone();
+    bad_cookie[238] = 0;
+    v.push(bad_cookie);
+    let mut big_hlen = good.clone();
+    big_hlen[2] = 255;
+    v.push(big_hlen);
+    let mut reply = good.clone();
+    reply[0] = 2;
+    v.push(reply);
+    let mut overrun = good[..240].to_vec();
+    overrun.extend_from_slice(&[53, 1, 1, 12, 250, b'x']);
+    v.push(overrun);
+    let mut no_type = good[..240].to_vec();
+    no_type.extend_from_slice(&[12, 1, b'x', 255]);
+    v.push(no_type);
+    let mut bad_type_len = good[..240].to_vec();
+    bad_type_len.extend_from_slice(&[53, 0, 255]);
+    v.push(bad_type_len);
+    // Seeded xorshift so the corpus is the same every run.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..200 {
+        let len = (next() % 600) as usize;
+        v.push((0..len).map(|_| next() as u8).collect());
+    }
+    for _ in 0..200 {
+        // A valid header followed by random, wrongly-framed options.
+        let mut p = good[..240].to_vec();
+        p.extend([53, 1, 1]);
+        p.push(12);
+        p.push(200);
+        p.extend((0..(next() % 100) as usize).map(|_| next() as u8));
+        v.push(p);
+    }
+    v
+}
+
+#[test]
+fn provd_never_answers_on_an_interface_its_config_does_not_name() {
+    require_root_and_tools(&["ip"]);
+    let net = 79;
+    let lab = Lab::start("ifc", net, &basic_site(net, 3600));
+    // A second link into the server namespace that the config does not mention.
+    let other = Netns::new("ifco");
+    veth(
+        &lab.srv,
+        "vx",
+        &format!("10.{net}.9.1/24"),
+        &other,
+        "vo",
+        &format!("10.{net}.9.2/24"),
+    );
+    let direct_discover = |n: u32| {
+        let mut d = request(MessageType::Discover, mac(0x7900 + n), 900 + n, None);
+        d.set_flags(client::broadcast_flag());
+        d
+    };
+    let on_other = other.enter(move || {
+        let sock = bind(68, Some("vo"));
+        exchange(&sock, SocketAddr::from((Ipv4Addr::BROADCAST, 67)), &direct_discover(1))
+    });
+    assert!(on_other.is_none(), "provd answered on an interface not in its config");
+    let on_served = lab.cli.enter(move || {
+        let sock = bind(68, Some("vc"));
+        exchange(&sock, SocketAddr::from((Ipv4Addr::BROADCAST, 67)), &direct_discover(2))
+    });
+    let offer = on_served.expect("OFFER on the configured interface");
+    assert_eq!(msg_type(&offer), Some(MessageType::Offer));
+    assert_eq!(
+        lab.daemon.stats()["dhcp"]["received_discover"],
+        1,
+        "the packet on vx never reached provd"
+    );
+}
+
+/// Run `f` on drop (cleanup that must happen even if an assertion fails first).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct G<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for G<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    G(Some(f))
+}

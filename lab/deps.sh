@@ -1,0 +1,27 @@
+#!/bin/bash
+# Install what provd's tests, lab and benchmarks need on Debian 12 (idempotent; installs only
+# what is missing). Needs root and access to the Debian package registry.
+set -euo pipefail
+PKGS=(
+  iproute2            # ip netns / veth for every black-box test
+  isc-dhcp-client     # dhclient: a real DHCP client
+  busybox-static      # udhcpc: a second real DHCP client
+  kea-admin           # perfdhcp: load generator (and Kea's tools)
+  kea-dhcp4-server    # Kea: benchmark baseline
+  isc-dhcp-server     # ISC dhcpd: benchmark baseline (and failover partner later)
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# The Debian packages enable services we do not want running outside the tests.
+for svc in isc-dhcp-server kea-dhcp4-server; do
+  command -v service >/dev/null && service "$svc" stop >/dev/null 2>&1 || true
+done
+echo "dependencies present"

@@ -1,0 +1,9 @@
+#!/bin/bash
+# The test command (README and .ci/run): install missing dependencies, then run every test
+# tier: unit tests, in-process tests, and black-box tests of the real binary in network
+# namespaces against real clients. Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "the tests need root (network namespaces): sudo $0"; exit 1; }
+lab/deps.sh
+cargo test --locked "$@"

@@ -1,0 +1,203 @@
+//! TFTP (read-only): boot assets from `boot-assets/` and files generated per client
+//! (pxelinux and GRUB configs), with blksize, tsize, timeout and windowsize.
+//!
+//! Our own tokio implementation rather than async-tftp: that crate ignores an ERROR sent
+//! after its OACK and keeps retransmitting until its retries run out (its issue #18), which
+//! is what every PXE ROM triggers; lab/bench/tftp-oack-error measures both side by side.
+//!
+//! `codec` is pure; `transfer` runs one transfer on its own socket (a new TID, RFC 1350 §4);
+//! this file accepts requests, resolves paths, caps concurrency. Never serves a path outside
+//! the root (see `served_root`), never accepts writes.
+
+pub mod codec;
+pub mod transfer;
+
+use crate::served_root::{self, Refusal};
+use codec::{ErrorCode, Packet};
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::UdpSocket;
+use tokio::sync::{Semaphore, watch};
+use transfer::{Outcome, Source};
+
+/// More transfers than this at once are refused with an error (memory stays bounded: each
+/// holds one window of blocks).
+pub const MAX_TRANSFERS: usize = 2048;
+const MAX_RETRIES: u32 = 5;
+const DEFAULT_TIMEOUT_SECS: u8 = 2;
+
+/// Files that do not exist on disk but are rendered for the asking client.
+pub trait GeneratedFiles: Send + Sync {
+    /// `None`: not a generated name, look on disk. `Some(Err)`: a generated name that cannot
+    /// be produced for this client (unknown host, render error), answered "file not found".
+    fn generate(&self, client: Ipv4Addr, path: &str) -> Option<Result<Vec<u8>, String>>;
+}
+
+/// No generated files (tests and tools that serve a plain directory).
+pub struct NoGenerated;
+impl GeneratedFiles for NoGenerated {
+    fn generate(&self, _: Ipv4Addr, _: &str) -> Option<Result<Vec<u8>, String>> {
+        None
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct TftpStats {
+    pub requests: AtomicU64,
+    pub completed: AtomicU64,
+    pub aborted_by_client: AtomicU64,
+    pub timed_out: AtomicU64,
+    pub failed: AtomicU64,
+    pub refused_outside_root: AtomicU64,
+    pub not_found: AtomicU64,
+    pub malformed: AtomicU64,
+    pub bytes_sent: AtomicU64,
+}
+
+impl TftpStats {
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("requests", l(&self.requests)),
+            ("completed", l(&self.completed)),
+            ("aborted_by_client", l(&self.aborted_by_client)),
+            ("timed_out", l(&self.timed_out)),
+            ("failed", l(&self.failed)),
+            ("refused_outside_root", l(&self.refused_outside_root)),
+            ("not_found", l(&self.not_found)),
+            ("malformed", l(&self.malformed)),
+            ("bytes_sent", l(&self.bytes_sent)),
+        ]
+    }
+}
+
+pub struct TftpServer {
+    root: PathBuf,
+    generated: Arc<dyn GeneratedFiles>,
+    pub stats: Arc<TftpStats>,
+}
+
+impl TftpServer {
+    pub fn new(root: PathBuf, generated: Arc<dyn GeneratedFiles>, stats: Arc<TftpStats>) -> std::io::Result<Self> {
+        let root = served_root::canonical_root(&root)?;
+        Ok(TftpServer { root, generated, stats })
+    }
+
+    /// Serve on `sock` (bound by the caller, usually to a site address, port 69) until
+    /// `shutdown` turns true.
+    pub async fn serve(self: Arc<Self>, sock: UdpSocket, mut shutdown: watch::Receiver<bool>) {
+        let local_ip = sock.local_addr().map(|a| a.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+        let permits = Arc::new(Semaphore::new(MAX_TRANSFERS));
+        // Clients retransmit RRQs while we are already answering; one transfer per peer.
+        let active: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+        let mut buf = vec![0u8; 1024];
+        loop {
+            let (n, peer) = tokio::select! {
+                r = sock.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
+                _ = shutdown.changed() => return,
+            };
+            let (filename, options) = match codec::decode(&buf[..n]) {
+                Ok(Packet::Request { write: false, filename, options, .. }) => (filename, options),
+                Ok(Packet::Request { write: true, .. }) => {
+                    let _ = sock.send_to(&codec::error(ErrorCode::AccessViolation, "read-only server"), peer).await;
+                    continue;
+                }
+                // Stray ACK/ERROR/DATA on port 69 belong to no transfer; garbage is counted.
+                Ok(_) => continue,
+                Err(_) => {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            if !active.lock().expect("active set").insert(peer) {
+                continue;
+            }
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                active.lock().expect("active set").remove(&peer);
+                let _ = sock.send_to(&codec::error(ErrorCode::NotDefined, "server busy, retry"), peer).await;
+                continue;
+            };
+            let (me, active) = (self.clone(), active.clone());
+            tokio::spawn(async move {
+                me.run_transfer(local_ip, peer, filename, options).await;
+                active.lock().expect("active set").remove(&peer);
+                drop(permit);
+            });
+        }
+    }
+
+    async fn run_transfer(&self, local_ip: std::net::IpAddr, peer: SocketAddr, filename: String, options: Vec<(String, String)>) {
+        // A new socket per transfer: its port is the server's transfer ID (RFC 1350 §4).
+        let Ok(sock) = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await else { return };
+        if sock.connect(peer).await.is_err() {
+            return;
+        }
+        let client_ip = match peer.ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
+        let (source, size) = match self.open(client_ip, &filename).await {
+            Ok(s) => s,
+            Err((code, msg)) => {
+                let _ = sock.send(&codec::error(code, &msg)).await;
+                return;
+            }
+        };
+        let neg = codec::negotiate(&options, Some(size), DEFAULT_TIMEOUT_SECS);
+        let outcome = transfer::send(&sock, source, &neg, MAX_RETRIES).await;
+        let s = &self.stats;
+        match outcome {
+            Outcome::Completed { bytes } => {
+                s.completed.fetch_add(1, Ordering::Relaxed);
+                s.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                tracing::debug!("tftp {peer} {filename}: {bytes} bytes");
+            }
+            Outcome::AbortedByClient => {
+                s.aborted_by_client.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::TimedOut => {
+                s.timed_out.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("tftp {peer} {filename}: client stopped acknowledging");
+            }
+            Outcome::Failed => {
+                s.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn open(&self, client: Ipv4Addr, filename: &str) -> Result<(Source, u64), (ErrorCode, String)> {
+        if let Some(generated) = self.generated.generate(client, filename) {
+            return match generated {
+                Ok(bytes) => {
+                    let len = bytes.len() as u64;
+                    Ok((Source::Memory { bytes, pos: 0 }, len))
+                }
+                Err(why) => {
+                    tracing::info!("tftp {client} {filename}: {why}");
+                    self.stats.not_found.fetch_add(1, Ordering::Relaxed);
+                    Err((ErrorCode::FileNotFound, "file not found".into()))
+                }
+            };
+        }
+        match served_root::resolve(&self.root, filename) {
+            Ok(path) => {
+                let file = tokio::fs::File::open(&path).await.map_err(|_| (ErrorCode::FileNotFound, "file not found".to_string()))?;
+                let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+                Ok((Source::File(file), len))
+            }
+            Err(Refusal::OutsideRoot) => {
+                tracing::warn!("tftp {client}: refused {filename:?}: outside the served directory");
+                self.stats.refused_outside_root.fetch_add(1, Ordering::Relaxed);
+                Err((ErrorCode::AccessViolation, "access violation".into()))
+            }
+            Err(Refusal::NotFound) => {
+                self.stats.not_found.fetch_add(1, Ordering::Relaxed);
+                Err((ErrorCode::FileNotFound, "file not found".into()))
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! One read transfer: OACK negotiation, then windows of DATA blocks until the last one is
+//! acknowledged.
+//!
+//! The rule async-tftp 0.4 breaks (its issue #18; measured in BENCHMARKS.md): a client may
+//! answer the OACK, or any DATA, with an ERROR. PXE firmware does exactly that after asking
+//! only for `tsize` ("ask tsize, get OACK, send ERROR, ask again"). An ERROR from the peer
+//! ends the transfer at once; nothing is retransmitted after it.
+
+use super::codec::{self, ErrorCode, Negotiated, Packet};
+use std::io;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::UdpSocket;
+
+/// What a transfer reads from: a file on disk or bytes rendered in memory.
+pub enum Source {
+    File(tokio::fs::File),
+    Memory { bytes: Vec<u8>, pos: usize },
+}
+
+impl Source {
+    /// Fill `buf` as far as the source allows; returns the count (short only at the end).
+    async fn read_block(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::File(f) => {
+                let mut filled = 0;
+                while filled < buf.len() {
+                    let n = f.read(&mut buf[filled..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                Ok(filled)
+            }
+            Source::Memory { bytes, pos } => {
+                let n = buf.len().min(bytes.len() - *pos);
+                buf[..n].copy_from_slice(&bytes[*pos..*pos + n]);
+                *pos += n;
+                Ok(n)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Completed { bytes: u64 },
+    /// The client sent ERROR (e.g. after an OACK it only wanted for tsize).
+    AbortedByClient,
+    /// No acknowledgement after every retry.
+    TimedOut,
+    Failed,
+}
+
+/// Serve `source` to the peer `sock` is connected to.
+pub async fn send(sock: &UdpSocket, mut source: Source, neg: &Negotiated, max_retries: u32) -> Outcome {
+    let timeout = Duration::from_secs(u64::from(neg.timeout_secs));
+    let mut buf = vec![0u8; 2048.max(neg.block_size + 4)];
+
+    if !neg.oack.is_empty() {
+        let oack = codec::encode(&Packet::OAck { options: neg.oack.clone() });
+        match exchange(sock, &[oack], 0, 1, timeout, max_retries, &mut buf).await {
+            Ok(_) => {}
+            Err(o) => return o,
+        }
+    }
+
+    // The window holds encoded DATA packets not yet acknowledged; `base` is the block number
+    // of its first packet (u64 internally; the wire number wraps to 0 as tftp-hpa does).
+    let mut window: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    let mut base: u64 = 1;
+    let mut next: u64 = 1;
+    let mut finished_reading = false;
+    let mut sent_bytes: u64 = 0;
+    let mut block = vec![0u8; neg.block_size];
+    loop {
+        while !finished_reading && window.len() < neg.window_size as usize {
+            let n = match source.read_block(&mut block).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!("tftp read failed: {e}");
+                    let _ = sock.send(&codec::error(ErrorCode::NotDefined, "read error")).await;
+                    return Outcome::Failed;
+                }
+            };
+            let mut pkt = Vec::with_capacity(n + 4);
+            codec::encode_data(next as u16, &block[..n], &mut pkt);
+            window.push_back(pkt);
+            sent_bytes += n as u64;
+            next += 1;
+            // A short block (possibly empty) ends the file (RFC 1350 §6).
+            if n < neg.block_size {
+                finished_reading = true;
+            }
+        }
+        if window.is_empty() {
+            return Outcome::Completed { bytes: sent_bytes };
+        }
+        let packets: Vec<Vec<u8>> = window.iter().cloned().collect();
+        match exchange(sock, &packets, base as u16, window.len(), timeout, max_retries, &mut buf).await {
+            Ok(acked) => {
+                window.drain(..acked);
+                base += acked as u64;
+            }
+            Err(o) => return o,
+        }
+        if finished_reading && window.is_empty() {
+            return Outcome::Completed { bytes: sent_bytes };
+        }
+    }
+}
+
+/// Send `packets` (numbered from `first`; the OACK counts as block 0) and wait for an ACK
+/// inside the window. Returns how many packets the ACK covers. Retransmits the whole window
+/// on timeout (RFC 7440 §4). An ERROR from the peer ends everything.
+async fn exchange(
+    sock: &UdpSocket,
+    packets: &[Vec<u8>],
+    first: u16,
+    len: usize,
+    timeout: Duration,
+    max_retries: u32,
+    buf: &mut [u8],
+) -> Result<usize, Outcome> {
+    for _attempt in 0..=max_retries {
+        for p in packets {
+            if sock.send(p).await.is_err() {
+                return Err(Outcome::Failed);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let n = match tokio::time::timeout_at(deadline, sock.recv(buf)).await {
+                Err(_) => break, // timed out: retransmit
+                Ok(Err(_)) => return Err(Outcome::Failed),
+                Ok(Ok(n)) => n,
+            };
+            match codec::decode(&buf[..n]) {
+                Ok(Packet::Ack { block }) => {
+                    let offset = block.wrapping_sub(first) as usize;
+                    if offset < len {
+                        return Ok(offset + 1);
+                    }
+                    // A duplicate ACK of an older block: keep waiting (no Sorcerer's
+                    // Apprentice retransmission, RFC 1123 §4.2.3.1).
+                }
+                Ok(Packet::Error { .. }) => return Err(Outcome::AbortedByClient),
+                _ => {
+                    let _ = sock.send(&codec::error(ErrorCode::IllegalOperation, "expected ACK")).await;
+                    return Err(Outcome::Failed);
+                }
+            }
+        }
+    }
+    Err(Outcome::TimedOut)
+}

@@ -11,4 +11,6 @@ pub mod daemon;
 pub mod dhcp;
 pub mod http;
 pub mod mac;
+pub mod served_root;
 pub mod store;
+pub mod tftp;

@@ -65,7 +65,11 @@ mod tests {
         assert_eq!(resolve(&root, "sub/../../x"), Err(Refusal::OutsideRoot));
         assert_eq!(resolve(&root, "/etc/passwd"), Err(Refusal::OutsideRoot));
         assert_eq!(resolve(&root, "escape"), Err(Refusal::OutsideRoot));
-        assert_eq!(resolve(&root, "sub"), Err(Refusal::NotFound), "directories are not served");
+        assert_eq!(
+            resolve(&root, "sub"),
+            Err(Refusal::NotFound),
+            "directories are not served"
+        );
         assert_eq!(resolve(&root, "missing"), Err(Refusal::NotFound));
         assert_eq!(resolve(&root, ""), Err(Refusal::NotFound));
     }

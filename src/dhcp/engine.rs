@@ -379,7 +379,10 @@ hostname = "known"
     }
 
     fn select(e: &mut Engine, ing: &Ingress, last: u8, addr: Ipv4Addr) -> Outcome {
-        let opts = vec![DhcpOption::RequestedIpAddress(addr), DhcpOption::ServerIdentifier(ip("10.0.0.1"))];
+        let opts = vec![
+            DhcpOption::RequestedIpAddress(addr),
+            DhcpOption::ServerIdentifier(ip("10.0.0.1")),
+        ];
         e.handle(&req(MessageType::Request, last, opts, None), ing, NOW)
     }
 
@@ -403,27 +406,49 @@ hostname = "known"
     fn unknown_client_policies() {
         let pxe = vec![DhcpOption::ClientSystemArchitecture(0.into())];
         let (mut e, ing) = engine("ignore", true);
-        assert!(matches!(e.handle(&req(MessageType::Discover, 9, pxe.clone(), None), &ing, NOW), Outcome::Drop(DropReason::UnknownClient)));
-        assert_eq!(reply(&e.handle(&req(MessageType::Discover, 2, pxe.clone(), None), &ing, NOW)).0, MessageType::Offer);
+        assert!(matches!(
+            e.handle(&req(MessageType::Discover, 9, pxe.clone(), None), &ing, NOW),
+            Outcome::Drop(DropReason::UnknownClient)
+        ));
+        assert_eq!(
+            reply(&e.handle(&req(MessageType::Discover, 2, pxe.clone(), None), &ing, NOW)).0,
+            MessageType::Offer
+        );
 
         let (mut e, ing) = engine("lease-only", true);
         let boot_file = |o: &Outcome| match o {
             Outcome::Reply { msg, .. } => msg.fname().is_some(),
             _ => panic!(),
         };
-        assert!(!boot_file(&e.handle(&req(MessageType::Discover, 9, pxe.clone(), None), &ing, NOW)), "unknown: lease only");
-        assert!(boot_file(&e.handle(&req(MessageType::Discover, 2, pxe.clone(), None), &ing, NOW)), "known host boots");
+        assert!(
+            !boot_file(&e.handle(&req(MessageType::Discover, 9, pxe.clone(), None), &ing, NOW)),
+            "unknown: lease only"
+        );
+        assert!(
+            boot_file(&e.handle(&req(MessageType::Discover, 2, pxe.clone(), None), &ing, NOW)),
+            "known host boots"
+        );
 
         let (mut e, ing) = engine("boot", true);
-        assert!(boot_file(&e.handle(&req(MessageType::Discover, 9, pxe, None), &ing, NOW)));
+        assert!(boot_file(&e.handle(
+            &req(MessageType::Discover, 9, pxe, None),
+            &ing,
+            NOW
+        )));
     }
 
     #[test]
     fn request_for_another_server_withdraws_our_offer() {
         let (mut e, ing) = engine("boot", true);
         let (_, offered) = reply(&e.handle(&req(MessageType::Discover, 9, vec![], None), &ing, NOW));
-        let opts = vec![DhcpOption::RequestedIpAddress(ip("10.0.0.77")), DhcpOption::ServerIdentifier(ip("10.0.0.254"))];
-        assert!(matches!(e.handle(&req(MessageType::Request, 9, opts, None), &ing, NOW), Outcome::Drop(DropReason::OtherServer)));
+        let opts = vec![
+            DhcpOption::RequestedIpAddress(ip("10.0.0.77")),
+            DhcpOption::ServerIdentifier(ip("10.0.0.254")),
+        ];
+        assert!(matches!(
+            e.handle(&req(MessageType::Request, 9, opts, None), &ing, NOW),
+            Outcome::Drop(DropReason::OtherServer)
+        ));
         assert!(e.table.get(offered).is_none(), "offer released for others");
     }
 
@@ -433,19 +458,43 @@ hostname = "known"
         let (_, a) = reply(&e.handle(&req(MessageType::Discover, 9, vec![], None), &ing, NOW));
         assert_eq!(reply(&select(&mut e, &ing, 9, a)).0, MessageType::Ack);
         // INIT-REBOOT for its own address: ACK. For an address on another network: NAK.
-        let reboot = |addr| req(MessageType::Request, 9, vec![DhcpOption::RequestedIpAddress(addr)], None);
+        let reboot = |addr| {
+            req(
+                MessageType::Request,
+                9,
+                vec![DhcpOption::RequestedIpAddress(addr)],
+                None,
+            )
+        };
         assert_eq!(reply(&e.handle(&reboot(a), &ing, NOW)).0, MessageType::Ack);
-        assert_eq!(reply(&e.handle(&reboot(ip("192.168.1.5")), &ing, NOW)).0, MessageType::Nak);
+        assert_eq!(
+            reply(&e.handle(&reboot(ip("192.168.1.5")), &ing, NOW)).0,
+            MessageType::Nak
+        );
         // RENEWING (ciaddr set): ACK for the owner, NAK for a client claiming it.
-        assert_eq!(reply(&e.handle(&req(MessageType::Request, 9, vec![], Some(a)), &ing, NOW)).0, MessageType::Ack);
-        assert_eq!(reply(&e.handle(&req(MessageType::Request, 8, vec![], Some(a)), &ing, NOW)).0, MessageType::Nak);
+        assert_eq!(
+            reply(&e.handle(&req(MessageType::Request, 9, vec![], Some(a)), &ing, NOW)).0,
+            MessageType::Ack
+        );
+        assert_eq!(
+            reply(&e.handle(&req(MessageType::Request, 8, vec![], Some(a)), &ing, NOW)).0,
+            MessageType::Nak
+        );
     }
 
     #[test]
     fn non_authoritative_server_is_silent_about_clients_it_does_not_know() {
         let (mut e, ing) = engine("boot", false);
-        let reboot = req(MessageType::Request, 9, vec![DhcpOption::RequestedIpAddress(ip("10.0.0.20"))], None);
-        assert!(matches!(e.handle(&reboot, &ing, NOW), Outcome::Drop(DropReason::NoRecord)));
+        let reboot = req(
+            MessageType::Request,
+            9,
+            vec![DhcpOption::RequestedIpAddress(ip("10.0.0.20"))],
+            None,
+        );
+        assert!(matches!(
+            e.handle(&reboot, &ing, NOW),
+            Outcome::Drop(DropReason::NoRecord)
+        ));
         let (_, auth_ing) = engine("boot", true);
         let (mut auth, _) = engine("boot", true);
         assert_eq!(reply(&auth.handle(&reboot, &auth_ing, NOW)).0, MessageType::Nak);
@@ -456,14 +505,23 @@ hostname = "known"
         let (mut e, ing) = engine("boot", true);
         let (_, a) = reply(&e.handle(&req(MessageType::Discover, 9, vec![], None), &ing, NOW));
         reply(&select(&mut e, &ing, 9, a));
-        let d = e.handle(&req(MessageType::Decline, 9, vec![DhcpOption::RequestedIpAddress(a)], None), &ing, NOW);
+        let d = e.handle(
+            &req(MessageType::Decline, 9, vec![DhcpOption::RequestedIpAddress(a)], None),
+            &ing,
+            NOW,
+        );
         assert!(matches!(d, Outcome::Persist(ref r) if r.state == crate::store::LeaseState::Declined));
         let (_, b) = reply(&e.handle(&req(MessageType::Discover, 9, vec![], None), &ing, NOW));
         assert_ne!(a, b, "declined address is not offered again");
 
         let inform = e.handle(&req(MessageType::Inform, 7, vec![], Some(ip("10.0.0.9"))), &ing, NOW);
         match inform {
-            Outcome::Reply { kind, msg, dest, persist } => {
+            Outcome::Reply {
+                kind,
+                msg,
+                dest,
+                persist,
+            } => {
                 assert_eq!(kind, MessageType::Ack);
                 assert!(msg.yiaddr().is_unspecified());
                 assert!(msg.opts().get(dhcproto::v4::OptionCode::AddressLeaseTime).is_none());
@@ -487,6 +545,9 @@ hostname = "known"
         let ask = |t| req(MessageType::Discover, 9, vec![DhcpOption::AddressLeaseTime(t)], None);
         assert_eq!(lease_of(&e.handle(&ask(999_999), &ing, NOW)), 1200);
         assert_eq!(lease_of(&e.handle(&ask(5), &ing, NOW)), 60);
-        assert_eq!(lease_of(&e.handle(&req(MessageType::Discover, 9, vec![], None), &ing, NOW)), 600);
+        assert_eq!(
+            lease_of(&e.handle(&req(MessageType::Discover, 9, vec![], None), &ing, NOW)),
+            600
+        );
     }
 }

@@ -24,11 +24,26 @@ pub enum ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     /// Read or write request: filename, mode, options in the order sent (names lower-cased).
-    Request { write: bool, filename: String, mode: String, options: Vec<(String, String)> },
-    Data { block: u16, data: Vec<u8> },
-    Ack { block: u16 },
-    Error { code: u16, message: String },
-    OAck { options: Vec<(String, String)> },
+    Request {
+        write: bool,
+        filename: String,
+        mode: String,
+        options: Vec<(String, String)>,
+    },
+    Data {
+        block: u16,
+        data: Vec<u8>,
+    },
+    Ack {
+        block: u16,
+    },
+    Error {
+        code: u16,
+        message: String,
+    },
+    OAck {
+        options: Vec<(String, String)>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,15 +83,26 @@ pub fn decode(b: &[u8]) -> Result<Packet, DecodeError> {
                 return Err(DecodeError::OddOptions);
             }
             let opts = fields.split_off(2);
-            let options = opts.chunks(2).map(|p| (p[0].to_ascii_lowercase(), p[1].clone())).collect();
+            let options = opts
+                .chunks(2)
+                .map(|p| (p[0].to_ascii_lowercase(), p[1].clone()))
+                .collect();
             let mut it = fields.into_iter();
             let filename = it.next().expect("checked");
             let mode = it.next().expect("checked").to_ascii_lowercase();
-            Ok(Packet::Request { write: op == OP_WRQ, filename, mode, options })
+            Ok(Packet::Request {
+                write: op == OP_WRQ,
+                filename,
+                mode,
+                options,
+            })
         }
         OP_DATA => {
             let block = u16_at(rest)?;
-            Ok(Packet::Data { block, data: rest[2..].to_vec() })
+            Ok(Packet::Data {
+                block,
+                data: rest[2..].to_vec(),
+            })
         }
         OP_ACK => Ok(Packet::Ack { block: u16_at(rest)? }),
         OP_ERROR => {
@@ -84,14 +110,22 @@ pub fn decode(b: &[u8]) -> Result<Packet, DecodeError> {
             // Some clients omit the message's terminating NUL; accept what is there.
             let msg = &rest[2..];
             let msg = msg.split(|&c| c == 0).next().unwrap_or(&[]);
-            Ok(Packet::Error { code, message: String::from_utf8_lossy(msg).into_owned() })
+            Ok(Packet::Error {
+                code,
+                message: String::from_utf8_lossy(msg).into_owned(),
+            })
         }
         OP_OACK => {
             let fields = strings(rest)?;
             if fields.len() % 2 != 0 {
                 return Err(DecodeError::OddOptions);
             }
-            Ok(Packet::OAck { options: fields.chunks(2).map(|p| (p[0].to_ascii_lowercase(), p[1].clone())).collect() })
+            Ok(Packet::OAck {
+                options: fields
+                    .chunks(2)
+                    .map(|p| (p[0].to_ascii_lowercase(), p[1].clone()))
+                    .collect(),
+            })
         }
         other => Err(DecodeError::UnknownOpcode(other)),
     }
@@ -121,7 +155,12 @@ fn strings(b: &[u8]) -> Result<Vec<String>, DecodeError> {
 pub fn encode(p: &Packet) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     match p {
-        Packet::Request { write, filename, mode, options } => {
+        Packet::Request {
+            write,
+            filename,
+            mode,
+            options,
+        } => {
             out.extend_from_slice(&(if *write { OP_WRQ } else { OP_RRQ }).to_be_bytes());
             push_str(&mut out, filename);
             push_str(&mut out, mode);
@@ -164,7 +203,10 @@ pub fn encode_data(block: u16, data: &[u8], out: &mut Vec<u8>) {
 }
 
 pub fn error(code: ErrorCode, message: &str) -> Vec<u8> {
-    encode(&Packet::Error { code: code as u16, message: message.to_string() })
+    encode(&Packet::Error {
+        code: code as u16,
+        message: message.to_string(),
+    })
 }
 
 fn push_str(out: &mut Vec<u8>, s: &str) {
@@ -189,7 +231,12 @@ pub const MAX_BLOCK_SIZE: usize = 1468;
 pub const MAX_WINDOW_SIZE: u16 = 64;
 
 pub fn negotiate(options: &[(String, String)], file_size: Option<u64>, default_timeout: u8) -> Negotiated {
-    let mut n = Negotiated { block_size: DEFAULT_BLOCK_SIZE, window_size: 1, timeout_secs: default_timeout, oack: Vec::new() };
+    let mut n = Negotiated {
+        block_size: DEFAULT_BLOCK_SIZE,
+        window_size: 1,
+        timeout_secs: default_timeout,
+        oack: Vec::new(),
+    };
     for (name, value) in options {
         match name.as_str() {
             "blksize" => {
@@ -252,10 +299,18 @@ mod tests {
     #[test]
     fn data_ack_error_oack_round_trip() {
         for p in [
-            Packet::Data { block: 65535, data: vec![1, 2, 3] },
+            Packet::Data {
+                block: 65535,
+                data: vec![1, 2, 3],
+            },
             Packet::Ack { block: 0 },
-            Packet::Error { code: 8, message: "option negotiation".into() },
-            Packet::OAck { options: vec![("tsize".into(), "1024".into())] },
+            Packet::Error {
+                code: 8,
+                message: "option negotiation".into(),
+            },
+            Packet::OAck {
+                options: vec![("tsize".into(), "1024".into())],
+            },
         ] {
             assert_eq!(decode(&encode(&p)).unwrap(), p);
         }
@@ -269,11 +324,20 @@ mod tests {
         assert_eq!(decode(b""), Err(DecodeError::Short));
         assert_eq!(decode(b"\x00\x09"), Err(DecodeError::UnknownOpcode(9)));
         assert_eq!(decode(b"\x00\x01file"), Err(DecodeError::BadString));
-        assert_eq!(decode(b"\x00\x01file\x00octet\x00tsize\x00"), Err(DecodeError::OddOptions));
+        assert_eq!(
+            decode(b"\x00\x01file\x00octet\x00tsize\x00"),
+            Err(DecodeError::OddOptions)
+        );
         assert_eq!(decode(b"\x00\x01\xff\xfe\x00octet\x00"), Err(DecodeError::BadString));
         assert_eq!(decode(b"\x00\x04\x01"), Err(DecodeError::Short));
         // An ERROR without the final NUL is still understood (PXE ROMs send this).
-        assert_eq!(decode(b"\x00\x05\x00\x00abort").unwrap(), Packet::Error { code: 0, message: "abort".into() });
+        assert_eq!(
+            decode(b"\x00\x05\x00\x00abort").unwrap(),
+            Packet::Error {
+                code: 0,
+                message: "abort".into()
+            }
+        );
         for n in 0..40 {
             let _ = decode(&b"\x00\x01undionly.kpxe\x00octet\x00tsize\x000\x00blksize\x001468\x00"[..n]);
         }
@@ -281,8 +345,21 @@ mod tests {
 
     #[test]
     fn negotiation_clamps_and_ignores_unknown_options() {
-        let opts = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
-        let n = negotiate(&opts(&[("blksize", "65464"), ("tsize", "0"), ("windowsize", "1000"), ("multicast", "")]), Some(4096), 3);
+        let opts = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let n = negotiate(
+            &opts(&[
+                ("blksize", "65464"),
+                ("tsize", "0"),
+                ("windowsize", "1000"),
+                ("multicast", ""),
+            ]),
+            Some(4096),
+            3,
+        );
         assert_eq!(n.block_size, MAX_BLOCK_SIZE);
         assert_eq!(n.window_size, MAX_WINDOW_SIZE);
         assert_eq!(
@@ -292,6 +369,9 @@ mod tests {
         );
         let n = negotiate(&opts(&[("blksize", "4"), ("timeout", "0")]), None, 3);
         assert_eq!((n.block_size, n.timeout_secs), (DEFAULT_BLOCK_SIZE, 3));
-        assert!(n.oack.is_empty(), "invalid values are refused by leaving them out of the OACK");
+        assert!(
+            n.oack.is_empty(),
+            "invalid values are refused by leaving them out of the OACK"
+        );
     }
 }

@@ -89,7 +89,10 @@ impl TftpServer {
     /// Serve on `sock` (bound by the caller, usually to a site address, port 69) until
     /// `shutdown` turns true.
     pub async fn serve(self: Arc<Self>, sock: UdpSocket, mut shutdown: watch::Receiver<bool>) {
-        let local_ip = sock.local_addr().map(|a| a.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+        let local_ip = sock
+            .local_addr()
+            .map(|a| a.ip())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED.into());
         let permits = Arc::new(Semaphore::new(MAX_TRANSFERS));
         // Clients retransmit RRQs while we are already answering; one transfer per peer.
         let active: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
@@ -100,9 +103,16 @@ impl TftpServer {
                 _ = shutdown.changed() => return,
             };
             let (filename, options) = match codec::decode(&buf[..n]) {
-                Ok(Packet::Request { write: false, filename, options, .. }) => (filename, options),
+                Ok(Packet::Request {
+                    write: false,
+                    filename,
+                    options,
+                    ..
+                }) => (filename, options),
                 Ok(Packet::Request { write: true, .. }) => {
-                    let _ = sock.send_to(&codec::error(ErrorCode::AccessViolation, "read-only server"), peer).await;
+                    let _ = sock
+                        .send_to(&codec::error(ErrorCode::AccessViolation, "read-only server"), peer)
+                        .await;
                     continue;
                 }
                 // Stray ACK/ERROR/DATA on port 69 belong to no transfer; garbage is counted.
@@ -118,7 +128,9 @@ impl TftpServer {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 active.lock().expect("active set").remove(&peer);
-                let _ = sock.send_to(&codec::error(ErrorCode::NotDefined, "server busy, retry"), peer).await;
+                let _ = sock
+                    .send_to(&codec::error(ErrorCode::NotDefined, "server busy, retry"), peer)
+                    .await;
                 continue;
             };
             let (me, active) = (self.clone(), active.clone());
@@ -130,9 +142,17 @@ impl TftpServer {
         }
     }
 
-    async fn run_transfer(&self, local_ip: std::net::IpAddr, peer: SocketAddr, filename: String, options: Vec<(String, String)>) {
+    async fn run_transfer(
+        &self,
+        local_ip: std::net::IpAddr,
+        peer: SocketAddr,
+        filename: String,
+        options: Vec<(String, String)>,
+    ) {
         // A new socket per transfer: its port is the server's transfer ID (RFC 1350 §4).
-        let Ok(sock) = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await else { return };
+        let Ok(sock) = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await else {
+            return;
+        };
         if sock.connect(peer).await.is_err() {
             return;
         }
@@ -185,7 +205,9 @@ impl TftpServer {
         }
         match served_root::resolve(&self.root, filename) {
             Ok(path) => {
-                let file = tokio::fs::File::open(&path).await.map_err(|_| (ErrorCode::FileNotFound, "file not found".to_string()))?;
+                let file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|_| (ErrorCode::FileNotFound, "file not found".to_string()))?;
                 let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
                 Ok((Source::File(file), len))
             }

@@ -45,7 +45,9 @@ impl Source {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Completed { bytes: u64 },
+    Completed {
+        bytes: u64,
+    },
     /// The client sent ERROR (e.g. after an OACK it only wanted for tsize).
     AbortedByClient,
     /// No acknowledgement after every retry.
@@ -59,7 +61,9 @@ pub async fn send(sock: &UdpSocket, mut source: Source, neg: &Negotiated, max_re
     let mut buf = vec![0u8; 2048.max(neg.block_size + 4)];
 
     if !neg.oack.is_empty() {
-        let oack = codec::encode(&Packet::OAck { options: neg.oack.clone() });
+        let oack = codec::encode(&Packet::OAck {
+            options: neg.oack.clone(),
+        });
         match exchange(sock, &[oack], 0, 1, timeout, max_retries, &mut buf).await {
             Ok(_) => {}
             Err(o) => return o,
@@ -98,7 +102,17 @@ pub async fn send(sock: &UdpSocket, mut source: Source, neg: &Negotiated, max_re
             return Outcome::Completed { bytes: sent_bytes };
         }
         let packets: Vec<Vec<u8>> = window.iter().cloned().collect();
-        match exchange(sock, &packets, base as u16, window.len(), timeout, max_retries, &mut buf).await {
+        match exchange(
+            sock,
+            &packets,
+            base as u16,
+            window.len(),
+            timeout,
+            max_retries,
+            &mut buf,
+        )
+        .await
+        {
             Ok(acked) => {
                 window.drain(..acked);
                 base += acked as u64;
@@ -147,7 +161,9 @@ async fn exchange(
                 }
                 Ok(Packet::Error { .. }) => return Err(Outcome::AbortedByClient),
                 _ => {
-                    let _ = sock.send(&codec::error(ErrorCode::IllegalOperation, "expected ACK")).await;
+                    let _ = sock
+                        .send(&codec::error(ErrorCode::IllegalOperation, "expected ACK"))
+                        .await;
                     return Err(Outcome::Failed);
                 }
             }

@@ -1,21 +1,31 @@
-//! `provd serve`: wires config, store, DHCP and the API together and runs until SIGINT or
-//! SIGTERM. Startup failures (bad config, unusable state dir, an interface that cannot be
-//! bound, the API port taken) are reported and fatal; nothing after startup is.
+//! `provd serve`: wires config, store, inventory, DHCP, TFTP and HTTP together and runs
+//! until SIGINT or SIGTERM. Startup failures (bad config, missing templates or assets, an
+//! address or interface that cannot be bound) are reported and fatal; nothing after
+//! startup is.
+//!
+//! Listeners: DHCP on each configured interface; TFTP (port 69) and boot HTTP
+//! (`http_port`) on each served site's `server_address`; the admin API on `api_listen`.
 
+use crate::boot::Boot;
 use crate::config::Config;
 use crate::dhcp::engine::Engine;
 use crate::dhcp::leases::LeaseTable;
 use crate::dhcp::server::{self, Shared};
 use crate::dhcp::stats::DhcpStats;
 use crate::dhcp::topology::Topology;
-use crate::http::{self, ApiState};
-use crate::store::LeaseStore;
-use anyhow::Context;
-use std::net::SocketAddr;
+use crate::http::{self, AppState, HttpStats};
+use crate::inventory::{self, Inventory, Observation};
+use crate::mac::MacAddr;
+use crate::render::Renderer;
+use crate::store::Store;
+use crate::tftp::{TftpServer, TftpStats};
+use anyhow::{Context, bail};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 pub struct ServeOptions {
     pub sites: Vec<String>,
@@ -23,45 +33,82 @@ pub struct ServeOptions {
     pub api_listen: Option<SocketAddr>,
 }
 
+pub const TFTP_PORT: u16 = 69;
+
 pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
+    let config = Arc::new(config);
     let served = config.select_sites(&opts.sites).map_err(anyhow::Error::msg)?;
+    let served_names: Vec<String> = served.iter().map(|s| s.name.clone()).collect();
+
+    let renderer = Renderer::load(&config.daemon.templates_dir).with_context(|| format!("loading templates from {}", config.daemon.templates_dir.display()))?;
+    Boot::check_templates(&config, &renderer).map_err(anyhow::Error::msg)?;
+    let assets_root = crate::served_root::canonical_root(&config.daemon.assets_dir)
+        .with_context(|| format!("assets directory {} (create it, or run `provd assets init`)", config.daemon.assets_dir.display()))?;
+
     let state_dir = opts.state_dir.unwrap_or_else(|| config.daemon.state_dir.clone());
-    let store = LeaseStore::open(&state_dir)?;
+    let store = Store::open(&state_dir)?;
     let records = store.load_leases()?;
     tracing::info!("loaded {} lease records from {}", records.len(), state_dir.display());
+    let inventory = Arc::new(Inventory::load(store.clone(), &config, &served, inventory::DEFAULT_TOKEN_TTL)?);
     let topology = Topology::new(&config, &served);
     let engine = Arc::new(Mutex::new(Engine::new(topology, LeaseTable::restore(&records))));
-    let stats = Arc::new(DhcpStats::default());
+    let lease_owner = {
+        let engine = engine.clone();
+        Arc::new(move |ip: Ipv4Addr| engine.lock().expect("engine lock").table.get(ip).and_then(|b| b.mac))
+    };
+    let boot = Arc::new(Boot::new(config.clone(), served_names.clone(), renderer, inventory.clone(), lease_owner));
+
+    let dhcp_stats = Arc::new(DhcpStats::default());
+    let tftp_stats = Arc::new(TftpStats::default());
+    let http_stats = Arc::new(HttpStats::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Boot listeners (TFTP + HTTP) on each served site's server address.
+    let mut site_addrs: BTreeMap<(Ipv4Addr, u16), String> = BTreeMap::new();
+    for s in &served {
+        site_addrs.entry((s.server_address, s.http_port)).or_insert_with(|| s.name.clone());
+    }
+    let state = |listener_site: Option<String>| AppState {
+        boot: boot.clone(),
+        store: store.clone(),
+        engine: engine.clone(),
+        dhcp_stats: dhcp_stats.clone(),
+        tftp_stats: tftp_stats.clone(),
+        http_stats: http_stats.clone(),
+        assets_root: assets_root.clone(),
+        listener_site,
+    };
+    let tftp = Arc::new(TftpServer::new(assets_root.clone(), boot.clone(), tftp_stats.clone())?);
+    let mut tftp_bound = std::collections::BTreeSet::new();
+    for ((addr, port), site) in &site_addrs {
+        if tftp_bound.insert(*addr) {
+            let sock = tokio::net::UdpSocket::bind((*addr, TFTP_PORT)).await.with_context(|| format!("cannot listen for TFTP on {addr}:{TFTP_PORT} (site {site})"))?;
+            tracing::info!("TFTP on {addr}:{TFTP_PORT} serving {}", assets_root.display());
+            tasks.spawn(tftp.clone().serve(sock, stop_rx.clone()));
+        }
+        let http_addr = SocketAddr::from((*addr, *port));
+        let api = opts.api_listen.unwrap_or(config.daemon.api_listen);
+        if http_addr == api {
+            bail!("site {site}'s boot HTTP address {http_addr} is also the API address: give [daemon] api_listen another port");
+        }
+        let listener = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("cannot listen for HTTP on {http_addr} (site {site})"))?;
+        tracing::info!("boot HTTP on http://{http_addr} for site {site}");
+        tasks.spawn(serve_http(listener, http::boot_router(state(Some(site.clone()))), stop_rx.clone()));
+    }
 
     let api_addr = opts.api_listen.unwrap_or(config.daemon.api_listen);
-    let listener = tokio::net::TcpListener::bind(api_addr)
-        .await
-        .with_context(|| format!("cannot listen for the API on {api_addr}"))?;
+    let listener = tokio::net::TcpListener::bind(api_addr).await.with_context(|| format!("cannot listen for the API on {api_addr}"))?;
     tracing::info!("API on http://{api_addr}");
-    let app = http::router(ApiState {
-        store: store.clone(),
-        dhcp_stats: stats.clone(),
-        engine: engine.clone(),
-    });
-    let mut api_stop = stop_rx.clone();
-    let api = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.changed().await;
-            })
-            .await
-    });
+    tasks.spawn(serve_http(listener, http::api_router(state(None)), stop_rx.clone()));
 
-    let shared = Shared {
-        engine,
-        store,
-        stats: stats.clone(),
-    };
-    let dhcp = tokio::spawn(server::serve(shared, stop_rx.clone()));
-    tokio::spawn(log_stats_periodically(stats, stop_rx));
+    // DHCP tells the inventory about machines that network-boot (discovery).
+    let (observe_tx, observe_rx) = mpsc::channel(1024);
+    tasks.spawn(record_observations(inventory.clone(), observe_rx));
+    let shared = Shared { engine, store, stats: dhcp_stats.clone(), observer: Some(observe_tx) };
+    let mut dhcp = tokio::spawn(server::serve(shared, stop_rx.clone()));
+    tasks.spawn(log_stats_periodically(dhcp_stats, stop_rx));
 
-    let mut dhcp = dhcp;
     tokio::select! {
         r = &mut dhcp => {
             // The DHCP side only returns early when an interface could not be bound.
@@ -70,8 +117,27 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
     Ok(())
+}
+
+async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::error!("HTTP server stopped: {e}");
+    }
+}
+
+async fn record_observations(inventory: Arc<Inventory>, mut rx: mpsc::Receiver<(MacAddr, Observation)>) {
+    while let Some((mac, obs)) = rx.recv().await {
+        if let Err(e) = inventory.observe(mac, obs).await {
+            tracing::error!("inventory: {e}");
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -94,11 +160,7 @@ async fn log_stats_periodically(stats: Arc<DhcpStats>, mut stop: watch::Receiver
         }
         let now = stats.snapshot();
         if now != last {
-            let changed: Vec<String> = now
-                .iter()
-                .filter(|(k, v)| last.get(*k) != Some(v))
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+            let changed: Vec<String> = now.iter().filter(|(k, v)| last.get(*k) != Some(v)).map(|(k, v)| format!("{k}={v}")).collect();
             tracing::info!("dhcp counters: {}", changed.join(" "));
             last = now;
         }

@@ -14,3 +14,6 @@ pub mod mac;
 pub mod served_root;
 pub mod store;
 pub mod tftp;
+pub mod inventory;
+pub mod render;
+pub mod boot;

@@ -6,7 +6,7 @@ use super::ServerTarget;
 use crate::clock::unix_now;
 use crate::http::StatsView;
 use crate::store::{self, LeaseRecord};
-use anyhow::Context;
+use super::client::{Fetch, get_json, require};
 use clap::Subcommand;
 use std::process::ExitCode;
 
@@ -25,33 +25,6 @@ pub enum LeasesCommand {
 pub fn run(cmd: LeasesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LeasesCommand::List { target, json } => list(&target, json),
-    }
-}
-
-enum Fetch<T> {
-    Ok(T),
-    /// Nothing listens at the address: the daemon is not running.
-    NoDaemon,
-}
-
-fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<Fetch<T>> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .build()
-        .into();
-    match agent.get(url).call() {
-        Ok(mut resp) => {
-            let body = resp
-                .body_mut()
-                .read_to_string()
-                .with_context(|| format!("reading {url}"))?;
-            Ok(Fetch::Ok(
-                serde_json::from_str(&body).with_context(|| format!("decoding {url}"))?,
-            ))
-        }
-        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(Fetch::NoDaemon),
-        Err(ureq::Error::ConnectionFailed) => Ok(Fetch::NoDaemon),
-        Err(e) => Err(anyhow::anyhow!("{url}: {e}")),
     }
 }
 
@@ -98,19 +71,16 @@ fn list(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
 
 pub fn stats(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
     let (base, _) = target.resolve();
-    let view: StatsView = match get_json(&format!("{base}/api/stats"))? {
-        Fetch::Ok(v) => v,
-        Fetch::NoDaemon => {
-            anyhow::bail!("no daemon answers at {base} (is `provd serve` running? use --server)")
-        }
-    };
+    let view: StatsView = require(&base, get_json(&format!("{base}/api/stats"))?)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("leases bound: {}  known: {}", view.leases_bound, view.leases_known);
-    for (k, v) in view.dhcp.iter().chain(view.store.iter()) {
-        println!("{k:<28} {v}");
+    for (section, map) in [("dhcp", &view.dhcp), ("store", &view.store), ("tftp", &view.tftp), ("http", &view.http), ("hosts", &view.hosts)] {
+        for (k, v) in map {
+            println!("{section:<6} {k:<28} {v}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

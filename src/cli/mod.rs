@@ -2,6 +2,9 @@
 //! that does the work, or the running daemon's API. Exit codes: 0 success, 1 failure,
 //! 2 usage error (clap's own).
 
+mod assets;
+mod client;
+mod hosts;
 mod leases;
 
 use crate::config;
@@ -47,6 +50,30 @@ enum Command {
         #[command(subcommand)]
         command: leases::LeasesCommand,
     },
+    /// The inventory: hosts, their state and history, reinstall, netboot.
+    Hosts {
+        #[command(subcommand)]
+        command: hosts::HostsCommand,
+    },
+    /// Print what a host would get, rendered offline from the config and templates (the
+    /// token is a visible placeholder; no state changes).
+    Render {
+        /// ks (kickstart), ipxe, pxelinux or grub.
+        #[arg(value_parser = ["ks", "kickstart", "ipxe", "pxelinux", "grub"])]
+        kind: String,
+        /// Hostname or MAC.
+        host: String,
+        /// Which boot script to show.
+        #[arg(long, default_value = "install", value_parser = ["install", "local", "menu"])]
+        action: String,
+        #[arg(long = "config", short = 'c', env = "PROVD_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: Vec<PathBuf>,
+    },
+    /// Boot assets.
+    Assets {
+        #[command(subcommand)]
+        command: AssetsCommand,
+    },
     /// Show the daemon's packet and store counters.
     Stats {
         #[command(flatten)]
@@ -54,6 +81,20 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AssetsCommand {
+    /// Copy the iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi) from Debian's ipxe
+    /// package into the assets directory and check that each is what it claims to be.
+    Init {
+        /// Where the ipxe package put them.
+        #[arg(long, default_value = "/usr/lib/ipxe")]
+        from: PathBuf,
+        /// The assets directory ([daemon] assets_dir).
+        #[arg(long, default_value = "boot-assets")]
+        dir: PathBuf,
     },
 }
 
@@ -107,6 +148,9 @@ pub fn main() -> ExitCode {
         Command::Check { files } => check(&files),
         Command::Leases { command } => leases::run(command),
         Command::Stats { target, json } => leases::stats(&target, json),
+        Command::Hosts { command } => hosts::run(command),
+        Command::Render { kind, host, action, config } => render(&kind, &host, &action, &config),
+        Command::Assets { command: AssetsCommand::Init { from, dir } } => assets::init(&from, &dir),
     };
     match result {
         Ok(code) => code,
@@ -150,6 +194,32 @@ fn serve(
         },
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn render(kind: &str, host: &str, action: &str, config: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let cfg = match config::load(config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let renderer = crate::render::Renderer::load(&cfg.daemon.templates_dir)?;
+    let action = match action {
+        "local" => crate::render::Action::Local,
+        "menu" => crate::render::Action::Menu,
+        _ => crate::render::Action::Install,
+    };
+    match crate::boot::Boot::preview(&cfg, &renderer, kind, host, action) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("provd: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {

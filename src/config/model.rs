@@ -31,6 +31,11 @@ pub struct Config {
 pub struct Daemon {
     pub state_dir: PathBuf,
     pub api_listen: SocketAddr,
+    /// minijinja templates (iPXE, pxelinux, GRUB, kickstarts). Relative paths are taken
+    /// from the directory provd is started in.
+    pub templates_dir: PathBuf,
+    /// Files served read-only over TFTP and HTTP `/assets` (iPXE binaries, kernels).
+    pub assets_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]

@@ -124,10 +124,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
     Ok(Config {
         files: sources.iter().map(|s| s.0.clone()).collect(),
         daemon: daemon.map(|d| d.0).unwrap_or_else(|| {
-            convert_daemon(&DaemonWire {
-                state_dir: None,
-                api_listen: None,
-            })
+            convert_daemon(&DaemonWire { state_dir: None, api_listen: None, templates_dir: None, assets_dir: None })
         }),
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
         sites: sites.into_iter().map(|(k, v)| (k, v.0)).collect(),
@@ -161,6 +158,8 @@ fn convert_daemon(d: &DaemonWire) -> Daemon {
         api_listen: d
             .api_listen
             .unwrap_or_else(|| DEFAULT_API_LISTEN.parse::<SocketAddr>().expect("constant")),
+        templates_dir: PathBuf::from(d.templates_dir.clone().unwrap_or_else(|| "templates".into())),
+        assets_dir: PathBuf::from(d.assets_dir.clone().unwrap_or_else(|| "boot-assets".into())),
     }
 }
 

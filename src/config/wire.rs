@@ -25,6 +25,8 @@ pub struct FileWire {
 pub struct DaemonWire {
     pub state_dir: Option<String>,
     pub api_listen: Option<SocketAddr>,
+    pub templates_dir: Option<String>,
+    pub assets_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,6 +19,7 @@ pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 const RELAY_AGENT_INFO: u8 = 82;
 /// RFC 5071 iPXE encapsulated options; its presence means the client is iPXE.
 const IPXE_ENCAP: u8 = 175;
+const CLIENT_UUID: u8 = 97;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -74,6 +75,8 @@ pub struct Request {
     pub is_ipxe: bool,
     /// Raw option 82 payload, to echo.
     pub relay_info: Option<Vec<u8>>,
+    /// Option 97 (RFC 4578 §2.3): the machine's SMBIOS UUID, as PXE firmware sends it.
+    pub client_uuid: Option<String>,
 }
 
 impl Request {
@@ -85,6 +88,12 @@ impl Request {
     }
     pub fn broadcast_flag(&self) -> bool {
         self.msg.flags().broadcast()
+    }
+    /// A network-booting client (firmware PXE, UEFI HTTP boot, or iPXE).
+    pub fn is_booting(&self) -> bool {
+        self.arch.is_some()
+            || self.is_ipxe
+            || self.vendor_class.as_deref().is_some_and(|v| v.starts_with(b"PXEClient") || v.starts_with(b"HTTPClient"))
     }
 }
 
@@ -160,6 +169,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     };
     let is_ipxe = user_class_ipxe || raw_option(bytes, IPXE_ENCAP).is_some();
     let relay_info = raw_option(bytes, RELAY_AGENT_INFO).map(<[u8]>::to_vec);
+    let client_uuid = raw_option(bytes, CLIENT_UUID).and_then(format_uuid);
 
     Ok(Request {
         msg,
@@ -174,7 +184,18 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
         vendor_class,
         is_ipxe,
         relay_info,
+        client_uuid,
     })
+}
+
+/// Option 97 is a type byte (0) followed by 16 bytes of UUID.
+fn format_uuid(raw: &[u8]) -> Option<String> {
+    let b = match raw {
+        [0, rest @ ..] if rest.len() == 16 => rest,
+        _ => return None,
+    };
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Some(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]))
 }
 
 /// Option 77 per RFC 3004 is a list of length-prefixed classes, but iPXE and many clients

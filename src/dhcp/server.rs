@@ -13,13 +13,15 @@ use crate::dhcp::reply::Destination;
 use crate::dhcp::socket::{self, CLIENT_PORT, SERVER_PORT};
 use crate::dhcp::stats::DhcpStats;
 use crate::dhcp::topology::Ingress;
-use crate::store::LeaseStore;
+use crate::store::Store;
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Encodable, Encoder};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use crate::inventory::Observation;
+use crate::mac::MacAddr;
+use tokio::sync::{mpsc, watch};
 
 /// BOOTP's minimum message size (RFC 1542 §3.4); some relays and old clients drop less.
 const MIN_REPLY_LEN: usize = 300;
@@ -35,8 +37,11 @@ pub struct ListenError {
 #[derive(Clone)]
 pub struct Shared {
     pub engine: Arc<Mutex<Engine>>,
-    pub store: LeaseStore,
+    pub store: Store,
     pub stats: Arc<DhcpStats>,
+    /// Where facts about network-booting machines go (the inventory's discovery). Sent with
+    /// `try_send`: a full queue loses an observation, never delays a DHCP answer.
+    pub observer: Option<mpsc::Sender<(MacAddr, Observation)>>,
 }
 
 /// Bind every configured interface, then serve until `shutdown` turns true.
@@ -92,6 +97,16 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
         }
     };
     shared.stats.inc(received_counter(req.msg_type));
+    if let (Some(tx), Some(mac)) = (&shared.observer, req.mac)
+        && req.is_booting()
+    {
+        let obs = Observation {
+            arch: req.arch,
+            uuid: req.client_uuid.clone(),
+            vendor_class: req.vendor_class.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
+        };
+        let _ = tx.try_send((mac, obs));
+    }
     let outcome = shared
         .engine
         .lock()

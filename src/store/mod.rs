@@ -1,6 +1,7 @@
-//! The durable store (redb): lease records today; host state, tokens and certificates later.
+//! The durable store (redb): lease records and inventory host state (tokens and issued
+//! certificates join later).
 //!
-//! Durability contract: `LeaseStore::persist` resolves only after the record is in a redb
+//! Durability contract: `Store::persist` resolves only after the record is in a redb
 //! transaction committed with `Durability::Immediate` (checksummed and fsynced). The DHCP
 //! server sends a DHCPACK only after that, so a kill -9 can never lose an acknowledged lease.
 //!
@@ -24,6 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 /// Leases keyed by IPv4 address (as u32, so the table iterates in address order); the value
 /// is the JSON form of `LeaseRecord` (small, readable with any redb tool, easy to evolve).
 const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
+
+/// Inventory state per host, keyed by MAC (`52:54:00:..`); the value is JSON owned by the
+/// inventory module, which this module does not interpret.
+const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 
 /// The most records one transaction takes; bounds commit latency under a flood.
 const MAX_BATCH: usize = 4096;
@@ -78,7 +83,7 @@ struct CommitRequest {
 }
 
 #[derive(Clone)]
-pub struct LeaseStore {
+pub struct Store {
     db: Arc<Database>,
     queue: mpsc::UnboundedSender<CommitRequest>,
     pub stats: Arc<StoreStats>,
@@ -88,7 +93,7 @@ pub fn db_path(state_dir: &Path) -> PathBuf {
     state_dir.join("provd.redb")
 }
 
-impl LeaseStore {
+impl Store {
     /// Open (or create) the database under `state_dir` and start the committer thread.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
@@ -103,6 +108,7 @@ impl LeaseStore {
         // Create the table up front so readers never see "table does not exist".
         let txn = db.begin_write()?;
         txn.open_table(LEASES)?;
+        txn.open_table(HOSTS)?;
         txn.commit()?;
         let db = Arc::new(db);
         let stats = Arc::new(StoreStats::default());
@@ -112,7 +118,7 @@ impl LeaseStore {
             .name("lease-committer".into())
             .spawn(move || committer(db2, rx, stats2))
             .expect("spawn committer thread");
-        Ok(LeaseStore { db, queue, stats })
+        Ok(Store { db, queue, stats })
     }
 
     /// Every stored lease, in address order.
@@ -131,6 +137,29 @@ impl LeaseStore {
             Ok(Err(msg)) => Err(StoreError::Db(redb::Error::Corrupted(msg))),
             Err(_) => Err(StoreError::CommitterGone),
         }
+    }
+
+    /// Durably write one host's state (its own transaction, fsynced before returning).
+    /// Blocking: call from `spawn_blocking` in async code. Host changes are rare (boot
+    /// decisions, install events), so they do not need the lease path's group commit.
+    pub fn put_host_blocking(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate).map_err(|e| StoreError::Db(redb::Error::Corrupted(e.to_string())))?;
+        txn.open_table(HOSTS)?.insert(key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every stored host state as (key, JSON).
+    pub fn load_hosts(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HOSTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Blocking variant for code that is not async (tests, tools).
@@ -246,7 +275,7 @@ mod tests {
     fn persisted_leases_survive_reopen_and_last_write_wins() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = LeaseStore::open(dir.path()).unwrap();
+            let store = Store::open(dir.path()).unwrap();
             store
                 .persist_blocking(vec![rec([10, 0, 0, 5], "aa"), rec([10, 0, 0, 2], "bb")])
                 .unwrap();
@@ -273,7 +302,7 @@ mod tests {
     #[test]
     fn many_concurrent_persists_are_grouped() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LeaseStore::open(dir.path()).unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let mut tasks = Vec::new();

@@ -15,6 +15,8 @@ pub mod transfer;
 use crate::served_root::{self, Refusal};
 use codec::{ErrorCode, Packet};
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,18 +31,21 @@ pub const MAX_TRANSFERS: usize = 2048;
 const MAX_RETRIES: u32 = 5;
 const DEFAULT_TIMEOUT_SECS: u8 = 2;
 
+/// What `GeneratedFiles::generate` returns: `None`, not a generated name (look on disk);
+/// `Some(Err)`, a generated name that cannot be produced for this client (unknown host,
+/// render error), answered "file not found".
+pub type GeneratedFuture<'a> = Pin<Box<dyn Future<Output = Option<Result<Vec<u8>, String>>> + Send + 'a>>;
+
 /// Files that do not exist on disk but are rendered for the asking client.
 pub trait GeneratedFiles: Send + Sync {
-    /// `None`: not a generated name, look on disk. `Some(Err)`: a generated name that cannot
-    /// be produced for this client (unknown host, render error), answered "file not found".
-    fn generate(&self, client: Ipv4Addr, path: &str) -> Option<Result<Vec<u8>, String>>;
+    fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a>;
 }
 
 /// No generated files (tests and tools that serve a plain directory).
 pub struct NoGenerated;
 impl GeneratedFiles for NoGenerated {
-    fn generate(&self, _: Ipv4Addr, _: &str) -> Option<Result<Vec<u8>, String>> {
-        None
+    fn generate<'a>(&'a self, _: Ipv4Addr, _: &'a str) -> GeneratedFuture<'a> {
+        Box::pin(async { None })
     }
 }
 
@@ -190,7 +195,7 @@ impl TftpServer {
     }
 
     async fn open(&self, client: Ipv4Addr, filename: &str) -> Result<(Source, u64), (ErrorCode, String)> {
-        if let Some(generated) = self.generated.generate(client, filename) {
+        if let Some(generated) = self.generated.generate(client, filename).await {
             return match generated {
                 Ok(bytes) => {
                     let len = bytes.len() as u64;

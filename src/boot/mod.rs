@@ -1,0 +1,229 @@
+//! The boot chain's answers, shared by HTTP, TFTP and the CLI: a machine's boot script
+//! (iPXE, pxelinux or GRUB) according to the inventory's boot-once decision, and its
+//! kickstart behind its install token.
+//!
+//! Which site's URLs a machine gets: a configured host always gets its own site's server
+//! (even when it asks through another site's listener); an unknown machine gets the site
+//! of the listener it asked, or of the subnet its address is in.
+
+use crate::config::{Config, Host, Site};
+use crate::inventory::{BootDecision, Inventory, InventoryError};
+use crate::mac::MacAddr;
+use crate::render::{Action, HostContext, RenderError, Renderer};
+use crate::tftp::{GeneratedFiles, GeneratedFuture};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ipxe,
+    Pxelinux,
+    Grub,
+}
+
+impl Format {
+    pub fn template(self) -> &'static str {
+        match self {
+            Format::Ipxe => "ipxe/boot.ipxe.j2",
+            Format::Pxelinux => "pxelinux/boot.cfg.j2",
+            Format::Grub => "grub/grub.cfg.j2",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("unknown host")]
+    UnknownHost,
+    #[error("token refused")]
+    TokenRefused,
+    #[error("host {0} has no profile with a kickstart")]
+    NoKickstart(String),
+    #[error("{0}")]
+    Render(#[from] RenderError),
+    #[error("{0}")]
+    Inventory(InventoryError),
+}
+
+impl From<InventoryError> for BootError {
+    fn from(e: InventoryError) -> Self {
+        match e {
+            InventoryError::UnknownHost => BootError::UnknownHost,
+            InventoryError::TokenRefused => BootError::TokenRefused,
+            other => BootError::Inventory(other),
+        }
+    }
+}
+
+/// Looks up which MAC holds an IPv4 lease (for pxelinux/GRUB names made of a hex address).
+pub type LeaseLookup = Arc<dyn Fn(Ipv4Addr) -> Option<MacAddr> + Send + Sync>;
+
+pub struct Boot {
+    pub config: Arc<Config>,
+    served: Vec<String>,
+    pub renderer: Renderer,
+    pub inventory: Arc<Inventory>,
+    lease_owner: LeaseLookup,
+}
+
+/// The placeholder token in previews (`provd render`): visibly not a real token.
+pub const PREVIEW_TOKEN: &str = "PREVIEW-NOT-A-TOKEN";
+
+impl Boot {
+    pub fn new(config: Arc<Config>, served: Vec<String>, renderer: Renderer, inventory: Arc<Inventory>, lease_owner: LeaseLookup) -> Self {
+        Boot { config, served, renderer, inventory, lease_owner }
+    }
+
+    /// Every profile's kickstart must exist as a template: checked at start, not at the
+    /// first install.
+    pub fn check_templates(config: &Config, renderer: &Renderer) -> Result<(), String> {
+        let mut missing = Vec::new();
+        for f in [Format::Ipxe, Format::Pxelinux, Format::Grub] {
+            if !renderer.has(f.template()) {
+                missing.push(format!("{} (boot scripts)", f.template()));
+            }
+        }
+        for p in config.profiles.values() {
+            if let Some(ks) = &p.kickstart
+                && !renderer.has(ks)
+            {
+                missing.push(format!("{ks} (profile {})", p.name));
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing templates in {}: {}", renderer.dir().display(), missing.join(", ")))
+        }
+    }
+
+    fn configured(&self, mac: MacAddr) -> Option<(&Site, &Host)> {
+        self.config.sites.values().find_map(|s| s.hosts.iter().find(|h| h.mac == mac).map(|h| (s, h)))
+    }
+
+    /// The site for an unknown machine: the listener's, else the served site whose subnet
+    /// holds `ip`, else the first served site.
+    fn site_for_unknown(&self, listener_site: Option<&str>, ip: Option<Ipv4Addr>) -> &Site {
+        if let Some(s) = listener_site.and_then(|n| self.config.sites.get(n)) {
+            return s;
+        }
+        let served = || self.served.iter().filter_map(|n| self.config.sites.get(n));
+        ip.and_then(|ip| served().find(|s| s.subnets.iter().any(|n| n.prefix.contains(&ip))))
+            .or_else(|| served().next())
+            .expect("a daemon serves at least one site")
+    }
+
+    fn render(&self, template: &str, site: &Site, host: Option<&Host>, mac: MacAddr, ip: Option<Ipv4Addr>, action: Action, token: Option<&str>) -> Result<String, RenderError> {
+        let ctx = HostContext { config: &self.config, site, host, mac, ip, action, token };
+        self.renderer.render(template, &ctx.to_value())
+    }
+
+    /// The boot script `mac` gets now. May mint an install token (the inventory decides).
+    pub async fn script(&self, format: Format, mac: MacAddr, listener_site: Option<&str>, ip: Option<Ipv4Addr>) -> Result<String, BootError> {
+        let decision = self.inventory.boot(mac).await?;
+        let (action, token) = match &decision {
+            BootDecision::Install { token } => (Action::Install, Some(token.as_str())),
+            BootDecision::LocalDisk => (Action::Local, None),
+            BootDecision::Menu => (Action::Menu, None),
+        };
+        let (site, host) = match self.configured(mac) {
+            Some((s, h)) => (s, Some(h)),
+            None => (self.site_for_unknown(listener_site, ip), None),
+        };
+        Ok(self.render(format.template(), site, host, mac, ip.or(host.and_then(|h| h.ip)), action, token)?)
+    }
+
+    /// The kickstart of host `name` (hostname or MAC), if `token` is its open install token.
+    /// The fetch is counted only after the whole text rendered.
+    pub async fn kickstart(&self, name: &str, token: &str) -> Result<String, BootError> {
+        let mac = self.inventory.find(name).await.ok_or(BootError::UnknownHost)?;
+        let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
+        self.inventory.verify_token(mac, token).await?;
+        let ks = self.config.profiles.get(host.profile.as_deref().unwrap_or("")).and_then(|p| p.kickstart.clone());
+        let ks = ks.ok_or_else(|| BootError::NoKickstart(host.hostname.clone()))?;
+        let text = self.render(&ks, site, Some(host), mac, host.ip, Action::Install, Some(token))?;
+        self.inventory.kickstart_fetched(mac, token).await?;
+        Ok(text)
+    }
+
+    /// What `provd render` prints: offline, with a placeholder token, touching no state.
+    pub fn preview(config: &Config, renderer: &Renderer, what: &str, name: &str, action: Action) -> Result<String, String> {
+        let (site, host) = config
+            .sites
+            .values()
+            .find_map(|s| s.hosts.iter().find(|h| h.hostname == name.to_ascii_lowercase() || name.parse::<MacAddr>().ok() == Some(h.mac)).map(|h| (s, h)))
+            .ok_or_else(|| format!("no host named {name:?} in the config"))?;
+        let template = match what {
+            "ipxe" => Format::Ipxe.template().to_string(),
+            "pxelinux" => Format::Pxelinux.template().to_string(),
+            "grub" => Format::Grub.template().to_string(),
+            "ks" | "kickstart" => config
+                .profiles
+                .get(host.profile.as_deref().unwrap_or(""))
+                .and_then(|p| p.kickstart.clone())
+                .ok_or_else(|| format!("host {} has no profile with a kickstart", host.hostname))?,
+            other => return Err(format!("unknown kind {other:?}: use ipxe, pxelinux, grub or ks")),
+        };
+        let ctx = HostContext { config, site, host: Some(host), mac: host.mac, ip: host.ip, action, token: Some(PREVIEW_TOKEN) };
+        renderer.render(&template, &ctx.to_value()).map_err(|e| e.to_string())
+    }
+}
+
+/// TFTP names that are rendered per client instead of read from disk.
+#[derive(Debug, PartialEq, Eq)]
+enum Generated {
+    ByMac(Format, MacAddr),
+    ByIp(Format, Ipv4Addr),
+}
+
+/// `pxelinux.cfg/01-<mac>`, `pxelinux.cfg/<8 hex digits>`, `...grub.cfg-01-<mac>`,
+/// `...grub.cfg-<8 hex digits>` (the names PXELINUX and GRUB ask for, in that order).
+fn generated_name(path: &str) -> Option<Generated> {
+    let path = path.trim_start_matches('/');
+    let (format, tail) = if let Some(t) = path.strip_prefix("pxelinux.cfg/") {
+        (Format::Pxelinux, t)
+    } else if let Some(i) = path.rfind("grub.cfg-") {
+        (Format::Grub, &path[i + "grub.cfg-".len()..])
+    } else {
+        return None;
+    };
+    if let Some(mac) = tail.strip_prefix("01-") {
+        return mac.parse().ok().map(|m| Generated::ByMac(format, m));
+    }
+    if tail.len() == 8 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return u32::from_str_radix(tail, 16).ok().map(|n| Generated::ByIp(format, Ipv4Addr::from(n)));
+    }
+    None
+}
+
+impl GeneratedFiles for Boot {
+    fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a> {
+        Box::pin(async move {
+            let (format, mac) = match generated_name(path)? {
+                Generated::ByMac(f, m) => (f, m),
+                Generated::ByIp(f, ip) => match (self.lease_owner)(ip) {
+                    Some(m) => (f, m),
+                    None => return Some(Err(format!("no lease for {ip}"))),
+                },
+            };
+            Some(self.script(format, mac, None, Some(client)).await.map(String::into_bytes).map_err(|e| e.to_string()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names() {
+        let mac: MacAddr = "52:54:00:aa:bb:cc".parse().unwrap();
+        assert_eq!(generated_name("pxelinux.cfg/01-52-54-00-aa-bb-cc"), Some(Generated::ByMac(Format::Pxelinux, mac)));
+        assert_eq!(generated_name("/pxelinux.cfg/C0A8000B"), Some(Generated::ByIp(Format::Pxelinux, Ipv4Addr::new(192, 168, 0, 11))));
+        assert_eq!(generated_name("grub/grub.cfg-01-52-54-00-aa-bb-cc"), Some(Generated::ByMac(Format::Grub, mac)));
+        assert_eq!(generated_name("grub.cfg-0A000001"), Some(Generated::ByIp(Format::Grub, Ipv4Addr::new(10, 0, 0, 1))));
+        assert_eq!(generated_name("pxelinux.cfg/default"), None, "served from disk if present");
+        assert_eq!(generated_name("pxelinux.cfg/C0A8"), None, "partial hex prefixes fall through to disk");
+        assert_eq!(generated_name("undionly.kpxe"), None);
+    }
+}

@@ -1,0 +1,84 @@
+//! `provd assets init`: fill the assets directory with iPXE binaries from Debian's `ipxe`
+//! package and check them. Nothing binary lives in the repository.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// (file, what it is for, how to recognise it)
+const IPXE_FILES: &[(&str, &str, Kind)] = &[
+    ("undionly.kpxe", "BIOS PXE (option 93 = 0)", Kind::Pxe),
+    ("ipxe.efi", "x64 UEFI, iPXE's own NIC drivers (option 93 = 7, 9)", Kind::Efi),
+    ("snponly.efi", "x64 UEFI, the firmware's NIC driver (SNP)", Kind::Efi),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A PXE network bootstrap program: no header to check, but never empty or tiny.
+    Pxe,
+    /// A PE/COFF image: starts with "MZ" and carries a "PE\0\0" header where MZ points.
+    Efi,
+}
+
+fn check(bytes: &[u8], kind: Kind) -> Result<(), String> {
+    if bytes.len() < 16 * 1024 {
+        return Err(format!("only {} bytes: not an iPXE build", bytes.len()));
+    }
+    if let Kind::Efi = kind {
+        if &bytes[..2] != b"MZ" {
+            return Err("no MZ header: not an EFI executable".into());
+        }
+        let pe = u32::from_le_bytes(bytes[0x3c..0x40].try_into().expect("4 bytes")) as usize;
+        if bytes.get(pe..pe + 4) != Some(b"PE\0\0") {
+            return Err("no PE header: not an EFI executable".into());
+        }
+    }
+    Ok(())
+}
+
+pub fn init(from: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
+    if !from.is_dir() {
+        anyhow::bail!("{} does not exist: install Debian's ipxe package (apt-get install ipxe) or pass --from", from.display());
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut failed = false;
+    for (name, what, kind) in IPXE_FILES {
+        let src: PathBuf = from.join(name);
+        let dst = dir.join(name);
+        let result = std::fs::read(&src).map_err(|e| format!("cannot read {}: {e}", src.display())).and_then(|bytes| {
+            check(&bytes, *kind)?;
+            std::fs::write(&dst, &bytes).map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
+            // Read back: a short write or a full disk must not leave a broken boot file.
+            let written = std::fs::read(&dst).map_err(|e| e.to_string())?;
+            if written != bytes {
+                return Err(format!("{} differs from {} after copying", dst.display(), src.display()));
+            }
+            Ok(bytes.len())
+        });
+        match result {
+            Ok(len) => println!("ok   {:<14} {:>8} bytes  {what}", name, len),
+            Err(e) => {
+                failed = true;
+                eprintln!("FAIL {name:<14} {e}");
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_pe_images_and_rejects_junk() {
+        let mut efi = vec![0u8; 32 * 1024];
+        efi[..2].copy_from_slice(b"MZ");
+        efi[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+        efi[0x80..0x84].copy_from_slice(b"PE\0\0");
+        assert!(check(&efi, Kind::Efi).is_ok());
+        efi[0x80] = b'X';
+        assert!(check(&efi, Kind::Efi).is_err());
+        assert!(check(&[0u8; 100], Kind::Pxe).is_err());
+        assert!(check(&vec![1u8; 64 * 1024], Kind::Pxe).is_ok());
+    }
+}

@@ -1,0 +1,116 @@
+//! `provd hosts list|show|reinstall|netboot`: the inventory, through the daemon's API.
+
+use super::ServerTarget;
+use super::client::{get_json, post_json, require};
+use crate::clock::unix_now;
+use crate::inventory::HostRecord;
+use clap::Subcommand;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum HostsCommand {
+    /// Every host: configured ones and discovered machines.
+    List {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One host with its history.
+    Show {
+        /// Hostname or MAC.
+        host: String,
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install the host again at its next network boot (state -> assigned, netboot on).
+    Reinstall {
+        host: String,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
+    /// Allow (on) or stop (off) network installs for the host.
+    Netboot {
+        host: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
+}
+
+pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        HostsCommand::List { target, json } => {
+            let (base, _) = target.resolve();
+            let hosts: Vec<HostRecord> = require(&base, get_json(&format!("{base}/api/hosts"))?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&hosts)?);
+            } else {
+                println!("{:<20} {:<18} {:<11} {:<8} {:<10} {:<12} UPDATED", "HOST", "MAC", "STATUS", "NETBOOT", "SITE", "PROFILE");
+                for h in &hosts {
+                    println!(
+                        "{:<20} {:<18} {:<11} {:<8} {:<10} {:<12} {}",
+                        h.hostname.as_deref().unwrap_or("-"),
+                        h.mac,
+                        status(h),
+                        if h.netboot { "on" } else { "off" },
+                        h.site.as_deref().unwrap_or("-"),
+                        h.profile.as_deref().unwrap_or("-"),
+                        ago(h.updated)
+                    );
+                }
+            }
+        }
+        HostsCommand::Show { host, target, json } => {
+            let (base, _) = target.resolve();
+            let h: HostRecord = require(&base, get_json(&format!("{base}/api/hosts/{host}"))?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                println!("host      {}", h.hostname.as_deref().unwrap_or("-"));
+                println!("mac       {}", h.mac);
+                println!("status    {}", status(&h));
+                println!("netboot   {}", if h.netboot { "on" } else { "off" });
+                println!("site      {}", h.site.as_deref().unwrap_or("-"));
+                println!("profile   {}", h.profile.as_deref().unwrap_or("-"));
+                println!("arch      {}", h.arch.map(|a| a.to_string()).unwrap_or_else(|| "-".into()));
+                println!("uuid      {}", h.uuid.as_deref().unwrap_or("-"));
+                if let Some(s) = &h.install {
+                    println!("install   token issued {}, kickstart fetched {} time(s){}", ago(s.issued), s.kickstart_fetches, if s.closed { ", closed" } else { "" });
+                }
+                println!("history");
+                for e in &h.history {
+                    println!("  {:<12} {:<11} {}", ago(e.at), format!("{:?}", e.status).to_lowercase(), e.what);
+                }
+            }
+        }
+        HostsCommand::Reinstall { host, target } => {
+            let (base, _) = target.resolve();
+            let h: HostRecord = require(&base, post_json(&format!("{base}/api/hosts/{host}/reinstall"))?)?;
+            println!("{}: {} (netboot on): it installs at its next network boot", h.hostname.as_deref().unwrap_or(&host), status(&h));
+        }
+        HostsCommand::Netboot { host, state, target } => {
+            let (base, _) = target.resolve();
+            let h: HostRecord = require(&base, post_json(&format!("{base}/api/hosts/{host}/netboot/{state}"))?)?;
+            println!("{}: netboot {}", h.hostname.as_deref().unwrap_or(&host), if h.netboot { "on" } else { "off" });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(h: &HostRecord) -> String {
+    serde_json::to_value(h.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn ago(t: u64) -> String {
+    let now = unix_now();
+    match now.saturating_sub(t) {
+        0..=59 => format!("{}s ago", now.saturating_sub(t)),
+        s @ 60..=3599 => format!("{}m ago", s / 60),
+        s @ 3600..=86399 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86400),
+    }
+}

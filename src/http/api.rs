@@ -1,0 +1,170 @@
+//! Admin routes (API listener only): hosts, leases, sites, stats, metrics.
+
+use super::AppState;
+use crate::clock::unix_now;
+use crate::inventory::{HostRecord, InventoryError};
+use crate::store::LeaseRecord;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/hosts", get(hosts))
+        .route("/api/hosts/{host}", get(host))
+        .route("/api/hosts/{host}/reinstall", post(reinstall))
+        .route("/api/hosts/{host}/netboot/{onoff}", post(netboot))
+        .route("/api/leases", get(leases))
+        .route("/api/sites", get(sites))
+        .route("/api/stats", get(stats))
+        .route("/metrics", get(metrics))
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no such host" }))).into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+}
+
+async fn hosts(State(s): State<AppState>) -> Json<Vec<HostRecord>> {
+    Json(s.boot.inventory.list().await)
+}
+
+async fn host(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let inv = &s.boot.inventory;
+    match inv.find(&name).await {
+        Some(mac) => Json(inv.get(mac).await).into_response(),
+        None => not_found(),
+    }
+}
+
+fn host_result(r: Result<HostRecord, InventoryError>) -> Response {
+    match r {
+        Ok(h) => Json(h).into_response(),
+        Err(InventoryError::UnknownHost) => not_found(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn reinstall(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let inv = &s.boot.inventory;
+    let Some(mac) = inv.find(&name).await else { return not_found() };
+    host_result(inv.reinstall(mac).await)
+}
+
+async fn netboot(State(s): State<AppState>, Path((name, onoff)): Path<(String, String)>) -> Response {
+    let on = match onoff.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": "use on or off" }))).into_response(),
+    };
+    let inv = &s.boot.inventory;
+    let Some(mac) = inv.find(&name).await else { return not_found() };
+    host_result(inv.set_netboot(mac, on).await)
+}
+
+async fn leases(State(s): State<AppState>) -> Response {
+    let store = s.store.clone();
+    match tokio::task::spawn_blocking(move || store.load_leases()).await {
+        Ok(Ok(l)) => Json::<Vec<LeaseRecord>>(l).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+async fn sites(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let sites: Vec<serde_json::Value> = s
+        .boot
+        .config
+        .sites
+        .values()
+        .map(|site| {
+            serde_json::json!({
+                "name": site.name,
+                "description": site.description,
+                "server_address": site.server_address.to_string(),
+                "http_port": site.http_port,
+                "listen": site.listen.iter().map(|l| format!("{} ({})", l.interface, l.address)).collect::<Vec<_>>(),
+                "subnets": site.subnets.iter().map(|n| n.prefix.to_string()).collect::<Vec<_>>(),
+                "hosts": site.hosts.len(),
+            })
+        })
+        .collect();
+    Json(serde_json::json!(sites))
+}
+
+/// What `/api/stats` returns (and `provd stats` prints).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatsView {
+    pub dhcp: BTreeMap<String, u64>,
+    pub store: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub tftp: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub http: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, u64>,
+    pub leases_bound: u64,
+    pub leases_known: u64,
+}
+
+async fn stats_view(s: &AppState) -> StatsView {
+    let st = &s.store.stats;
+    let store = [
+        ("commits", st.commits.load(Ordering::Relaxed)),
+        ("records_committed", st.records_committed.load(Ordering::Relaxed)),
+        ("commit_failures", st.commit_failures.load(Ordering::Relaxed)),
+        ("largest_batch", st.largest_batch.load(Ordering::Relaxed)),
+    ];
+    let (bound, known) = {
+        let e = s.engine.lock().expect("engine lock");
+        (e.table.count_bound(unix_now()) as u64, e.table.len() as u64)
+    };
+    let owned = |v: Vec<(&'static str, u64)>| v.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let hosts = s
+        .boot
+        .inventory
+        .counts()
+        .await
+        .into_iter()
+        .map(|(k, v)| (serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), v as u64))
+        .collect();
+    StatsView {
+        dhcp: s.dhcp_stats.snapshot(),
+        store: owned(store.to_vec()),
+        tftp: owned(s.tftp_stats.snapshot()),
+        http: owned(s.http_stats.snapshot()),
+        hosts,
+        leases_bound: bound,
+        leases_known: known,
+    }
+}
+
+async fn stats(State(s): State<AppState>) -> Json<StatsView> {
+    Json(stats_view(&s).await)
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let v = stats_view(&s).await;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, label: &str, map: &BTreeMap<String, u64>| {
+        out.push_str(&format!("# TYPE {name} {kind}\n"));
+        for (k, n) in map {
+            out.push_str(&format!("{name}{{{label}=\"{k}\"}} {n}\n"));
+        }
+    };
+    family("provd_dhcp_events_total", "counter", "event", &v.dhcp);
+    family("provd_store_total", "counter", "what", &v.store);
+    family("provd_tftp_total", "counter", "what", &v.tftp);
+    family("provd_http_total", "counter", "what", &v.http);
+    family("provd_hosts", "gauge", "status", &v.hosts);
+    out.push_str(&format!("# TYPE provd_leases_bound gauge\nprovd_leases_bound {}\n", v.leases_bound));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

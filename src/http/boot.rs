@@ -1,0 +1,121 @@
+//! Boot-chain routes: what booting machines and installers fetch and report.
+
+use super::AppState;
+use crate::boot::{BootError, Format};
+use crate::inventory::InstallEvent;
+use crate::mac::MacAddr;
+use crate::served_root::{self, Refusal};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use std::sync::atomic::Ordering;
+use tower::ServiceExt;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/boot/{file}", get(boot_script))
+        .route("/ks/{host}", get(kickstart))
+        .route("/callback/{host}/{event}", post(callback))
+        .route("/assets/{*path}", get(asset))
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, text).into_response()
+}
+
+/// Map boot errors to responses that say nothing about why beyond the status.
+fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
+    match e {
+        BootError::UnknownHost => {
+            s.http_stats.not_found.fetch_add(1, Ordering::Relaxed);
+            plain(StatusCode::NOT_FOUND, "not found\n")
+        }
+        BootError::TokenRefused => {
+            s.http_stats.refused_token.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("{what}: token refused");
+            plain(StatusCode::FORBIDDEN, "forbidden\n")
+        }
+        other => {
+            s.http_stats.render_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("{what}: {other}");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "provd could not produce this file; see its log\n")
+        }
+    }
+}
+
+/// `/boot/<mac>.ipxe`: the iPXE script for that MAC now (install, local disk, or menu).
+async fn boot_script(State(s): State<AppState>, Path(file): Path<String>) -> Response {
+    let Some(mac) = file.strip_suffix(".ipxe").and_then(|m| m.parse::<MacAddr>().ok()) else {
+        s.http_stats.not_found.fetch_add(1, Ordering::Relaxed);
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    match s.boot.script(Format::Ipxe, mac, s.listener_site.as_deref(), None).await {
+        Ok(text) => {
+            s.http_stats.boot_scripts.fetch_add(1, Ordering::Relaxed);
+            ([("content-type", "text/plain; charset=utf-8")], text).into_response()
+        }
+        Err(e) => refuse(&s, e, &format!("boot script for {mac}")),
+    }
+}
+
+async fn kickstart(State(s): State<AppState>, Path(host): Path<String>, Query(q): Query<TokenQuery>) -> Response {
+    let token = q.token.unwrap_or_default();
+    match s.boot.kickstart(&host, &token).await {
+        Ok(text) => {
+            s.http_stats.kickstarts.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("kickstart served to {host}");
+            ([("content-type", "text/plain; charset=utf-8")], text).into_response()
+        }
+        Err(e) => refuse(&s, e, &format!("kickstart for {host:?}")),
+    }
+}
+
+/// `POST /callback/<host>/<event>?token=`: installing, post-started, installed, failed.
+/// The body, if any, is a short free-text detail kept in the host's history.
+async fn callback(State(s): State<AppState>, Path((host, event)): Path<(String, String)>, Query(q): Query<TokenQuery>, body: String) -> Response {
+    let Ok(event) = event.parse::<InstallEvent>() else {
+        return plain(StatusCode::BAD_REQUEST, "event must be installing, post-started, installed or failed\n");
+    };
+    let Some(mac) = s.boot.inventory.find(&host).await else {
+        return refuse(&s, BootError::UnknownHost, "callback");
+    };
+    match s.boot.inventory.event(mac, &q.token.unwrap_or_default(), event, body.trim()).await {
+        Ok(status) => {
+            s.http_stats.callbacks.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("install event from {host}: {event:?} -> {status:?}");
+            axum::Json(serde_json::json!({ "status": status })).into_response()
+        }
+        Err(e) => refuse(&s, e.into(), &format!("callback {event:?} from {host:?}")),
+    }
+}
+
+/// `/assets/<path>`: files under the assets directory, with Range and HEAD (tower-http).
+async fn asset(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Response {
+    match served_root::resolve(&s.assets_root, &path) {
+        Ok(file) => {
+            s.http_stats.assets.fetch_add(1, Ordering::Relaxed);
+            match tower_http::services::ServeFile::new(file).oneshot(req).await {
+                Ok(resp) => resp.map(Body::new),
+                Err(e) => match e {},
+            }
+        }
+        Err(Refusal::OutsideRoot) => {
+            s.http_stats.refused_outside_root.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("assets: refused {path:?}: outside the served directory");
+            plain(StatusCode::FORBIDDEN, "forbidden\n")
+        }
+        Err(Refusal::NotFound) => {
+            s.http_stats.not_found.fetch_add(1, Ordering::Relaxed);
+            plain(StatusCode::NOT_FOUND, "not found\n")
+        }
+    }
+}

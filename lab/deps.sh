@@ -9,6 +9,9 @@ PKGS=(
   kea-admin           # perfdhcp: load generator (and Kea's tools)
   kea-dhcp4-server    # Kea: benchmark baseline
   isc-dhcp-server     # ISC dhcpd: benchmark baseline (and failover partner later)
+  tftp-hpa            # tftp: a real TFTP client
+  curl                # HTTP (Range) and TFTP (blksize) client
+  ipxe                # iPXE binaries for `provd assets init`
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -19,6 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# ksvalidator (pykickstart) checks every rendered kickstart.
+if ! command -v ksvalidator >/dev/null; then
+  echo "installing pykickstart (pip)"
+  python3 -m pip install -q pykickstart 2>/dev/null || python3 -m pip install -q --break-system-packages pykickstart \
+    || { apt-get install -y -q python3-pip && python3 -m pip install -q --break-system-packages pykickstart; }
 fi
 # The Debian packages enable services we do not want running outside the tests.
 for svc in isc-dhcp-server kea-dhcp4-server; do

@@ -40,23 +40,39 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let served = config.select_sites(&opts.sites).map_err(anyhow::Error::msg)?;
     let served_names: Vec<String> = served.iter().map(|s| s.name.clone()).collect();
 
-    let renderer = Renderer::load(&config.daemon.templates_dir).with_context(|| format!("loading templates from {}", config.daemon.templates_dir.display()))?;
+    let renderer = Renderer::load(&config.daemon.templates_dir)
+        .with_context(|| format!("loading templates from {}", config.daemon.templates_dir.display()))?;
     Boot::check_templates(&config, &renderer).map_err(anyhow::Error::msg)?;
-    let assets_root = crate::served_root::canonical_root(&config.daemon.assets_dir)
-        .with_context(|| format!("assets directory {} (create it, or run `provd assets init`)", config.daemon.assets_dir.display()))?;
+    let assets_root = crate::served_root::canonical_root(&config.daemon.assets_dir).with_context(|| {
+        format!(
+            "assets directory {} (create it, or run `provd assets init`)",
+            config.daemon.assets_dir.display()
+        )
+    })?;
 
     let state_dir = opts.state_dir.unwrap_or_else(|| config.daemon.state_dir.clone());
     let store = Store::open(&state_dir)?;
     let records = store.load_leases()?;
     tracing::info!("loaded {} lease records from {}", records.len(), state_dir.display());
-    let inventory = Arc::new(Inventory::load(store.clone(), &config, &served, inventory::DEFAULT_TOKEN_TTL)?);
+    let inventory = Arc::new(Inventory::load(
+        store.clone(),
+        &config,
+        &served,
+        inventory::DEFAULT_TOKEN_TTL,
+    )?);
     let topology = Topology::new(&config, &served);
     let engine = Arc::new(Mutex::new(Engine::new(topology, LeaseTable::restore(&records))));
     let lease_owner = {
         let engine = engine.clone();
         Arc::new(move |ip: Ipv4Addr| engine.lock().expect("engine lock").table.get(ip).and_then(|b| b.mac))
     };
-    let boot = Arc::new(Boot::new(config.clone(), served_names.clone(), renderer, inventory.clone(), lease_owner));
+    let boot = Arc::new(Boot::new(
+        config.clone(),
+        served_names.clone(),
+        renderer,
+        inventory.clone(),
+        lease_owner,
+    ));
 
     let dhcp_stats = Arc::new(DhcpStats::default());
     let tftp_stats = Arc::new(TftpStats::default());
@@ -67,7 +83,9 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     // Boot listeners (TFTP + HTTP) on each served site's server address.
     let mut site_addrs: BTreeMap<(Ipv4Addr, u16), String> = BTreeMap::new();
     for s in &served {
-        site_addrs.entry((s.server_address, s.http_port)).or_insert_with(|| s.name.clone());
+        site_addrs
+            .entry((s.server_address, s.http_port))
+            .or_insert_with(|| s.name.clone());
     }
     let state = |listener_site: Option<String>| AppState {
         boot: boot.clone(),
@@ -83,29 +101,45 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let mut tftp_bound = std::collections::BTreeSet::new();
     for ((addr, port), site) in &site_addrs {
         if tftp_bound.insert(*addr) {
-            let sock = tokio::net::UdpSocket::bind((*addr, TFTP_PORT)).await.with_context(|| format!("cannot listen for TFTP on {addr}:{TFTP_PORT} (site {site})"))?;
+            let sock = crate::tftp::bind(SocketAddr::from((*addr, TFTP_PORT)))
+                .with_context(|| format!("cannot listen for TFTP on {addr}:{TFTP_PORT} (site {site})"))?;
             tracing::info!("TFTP on {addr}:{TFTP_PORT} serving {}", assets_root.display());
             tasks.spawn(tftp.clone().serve(sock, stop_rx.clone()));
         }
         let http_addr = SocketAddr::from((*addr, *port));
         let api = opts.api_listen.unwrap_or(config.daemon.api_listen);
         if http_addr == api {
-            bail!("site {site}'s boot HTTP address {http_addr} is also the API address: give [daemon] api_listen another port");
+            bail!(
+                "site {site}'s boot HTTP address {http_addr} is also the API address: give [daemon] api_listen another port"
+            );
         }
-        let listener = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("cannot listen for HTTP on {http_addr} (site {site})"))?;
+        let listener = tokio::net::TcpListener::bind(http_addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {http_addr} (site {site})"))?;
         tracing::info!("boot HTTP on http://{http_addr} for site {site}");
-        tasks.spawn(serve_http(listener, http::boot_router(state(Some(site.clone()))), stop_rx.clone()));
+        tasks.spawn(serve_http(
+            listener,
+            http::boot_router(state(Some(site.clone()))),
+            stop_rx.clone(),
+        ));
     }
 
     let api_addr = opts.api_listen.unwrap_or(config.daemon.api_listen);
-    let listener = tokio::net::TcpListener::bind(api_addr).await.with_context(|| format!("cannot listen for the API on {api_addr}"))?;
+    let listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .with_context(|| format!("cannot listen for the API on {api_addr}"))?;
     tracing::info!("API on http://{api_addr}");
     tasks.spawn(serve_http(listener, http::api_router(state(None)), stop_rx.clone()));
 
     // DHCP tells the inventory about machines that network-boot (discovery).
     let (observe_tx, observe_rx) = mpsc::channel(1024);
     tasks.spawn(record_observations(inventory.clone(), observe_rx));
-    let shared = Shared { engine, store, stats: dhcp_stats.clone(), observer: Some(observe_tx) };
+    let shared = Shared {
+        engine,
+        store,
+        stats: dhcp_stats.clone(),
+        observer: Some(observe_tx),
+    };
     let mut dhcp = tokio::spawn(server::serve(shared, stop_rx.clone()));
     tasks.spawn(log_stats_periodically(dhcp_stats, stop_rx));
 
@@ -117,7 +151,10 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     Ok(())
 }
 
@@ -160,7 +197,11 @@ async fn log_stats_periodically(stats: Arc<DhcpStats>, mut stop: watch::Receiver
         }
         let now = stats.snapshot();
         if now != last {
-            let changed: Vec<String> = now.iter().filter(|(k, v)| last.get(*k) != Some(v)).map(|(k, v)| format!("{k}={v}")).collect();
+            let changed: Vec<String> = now
+                .iter()
+                .filter(|(k, v)| last.get(*k) != Some(v))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             tracing::info!("dhcp counters: {}", changed.join(" "));
             last = now;
         }

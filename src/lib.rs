@@ -4,16 +4,16 @@
 //!
 //! The library holds every module; `main.rs` is the thin command-line edge.
 
+pub mod boot;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dhcp;
 pub mod http;
+pub mod inventory;
 pub mod mac;
+pub mod render;
 pub mod served_root;
 pub mod store;
 pub mod tftp;
-pub mod inventory;
-pub mod render;
-pub mod boot;

@@ -70,8 +70,20 @@ pub struct Boot {
 pub const PREVIEW_TOKEN: &str = "PREVIEW-NOT-A-TOKEN";
 
 impl Boot {
-    pub fn new(config: Arc<Config>, served: Vec<String>, renderer: Renderer, inventory: Arc<Inventory>, lease_owner: LeaseLookup) -> Self {
-        Boot { config, served, renderer, inventory, lease_owner }
+    pub fn new(
+        config: Arc<Config>,
+        served: Vec<String>,
+        renderer: Renderer,
+        inventory: Arc<Inventory>,
+        lease_owner: LeaseLookup,
+    ) -> Self {
+        Boot {
+            config,
+            served,
+            renderer,
+            inventory,
+            lease_owner,
+        }
     }
 
     /// Every profile's kickstart must exist as a template: checked at start, not at the
@@ -93,12 +105,19 @@ impl Boot {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(format!("missing templates in {}: {}", renderer.dir().display(), missing.join(", ")))
+            Err(format!(
+                "missing templates in {}: {}",
+                renderer.dir().display(),
+                missing.join(", ")
+            ))
         }
     }
 
     fn configured(&self, mac: MacAddr) -> Option<(&Site, &Host)> {
-        self.config.sites.values().find_map(|s| s.hosts.iter().find(|h| h.mac == mac).map(|h| (s, h)))
+        self.config
+            .sites
+            .values()
+            .find_map(|s| s.hosts.iter().find(|h| h.mac == mac).map(|h| (s, h)))
     }
 
     /// The site for an unknown machine: the listener's, else the served site whose subnet
@@ -113,13 +132,36 @@ impl Boot {
             .expect("a daemon serves at least one site")
     }
 
-    fn render(&self, template: &str, site: &Site, host: Option<&Host>, mac: MacAddr, ip: Option<Ipv4Addr>, action: Action, token: Option<&str>) -> Result<String, RenderError> {
-        let ctx = HostContext { config: &self.config, site, host, mac, ip, action, token };
+    fn render(
+        &self,
+        template: &str,
+        site: &Site,
+        host: Option<&Host>,
+        mac: MacAddr,
+        ip: Option<Ipv4Addr>,
+        action: Action,
+        token: Option<&str>,
+    ) -> Result<String, RenderError> {
+        let ctx = HostContext {
+            config: &self.config,
+            site,
+            host,
+            mac,
+            ip,
+            action,
+            token,
+        };
         self.renderer.render(template, &ctx.to_value())
     }
 
     /// The boot script `mac` gets now. May mint an install token (the inventory decides).
-    pub async fn script(&self, format: Format, mac: MacAddr, listener_site: Option<&str>, ip: Option<Ipv4Addr>) -> Result<String, BootError> {
+    pub async fn script(
+        &self,
+        format: Format,
+        mac: MacAddr,
+        listener_site: Option<&str>,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<String, BootError> {
         let decision = self.inventory.boot(mac).await?;
         let (action, token) = match &decision {
             BootDecision::Install { token } => (Action::Install, Some(token.as_str())),
@@ -130,7 +172,15 @@ impl Boot {
             Some((s, h)) => (s, Some(h)),
             None => (self.site_for_unknown(listener_site, ip), None),
         };
-        Ok(self.render(format.template(), site, host, mac, ip.or(host.and_then(|h| h.ip)), action, token)?)
+        Ok(self.render(
+            format.template(),
+            site,
+            host,
+            mac,
+            ip.or(host.and_then(|h| h.ip)),
+            action,
+            token,
+        )?)
     }
 
     /// The kickstart of host `name` (hostname or MAC), if `token` is its open install token.
@@ -139,7 +189,11 @@ impl Boot {
         let mac = self.inventory.find(name).await.ok_or(BootError::UnknownHost)?;
         let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
         self.inventory.verify_token(mac, token).await?;
-        let ks = self.config.profiles.get(host.profile.as_deref().unwrap_or("")).and_then(|p| p.kickstart.clone());
+        let ks = self
+            .config
+            .profiles
+            .get(host.profile.as_deref().unwrap_or(""))
+            .and_then(|p| p.kickstart.clone());
         let ks = ks.ok_or_else(|| BootError::NoKickstart(host.hostname.clone()))?;
         let text = self.render(&ks, site, Some(host), mac, host.ip, Action::Install, Some(token))?;
         self.inventory.kickstart_fetched(mac, token).await?;
@@ -147,11 +201,22 @@ impl Boot {
     }
 
     /// What `provd render` prints: offline, with a placeholder token, touching no state.
-    pub fn preview(config: &Config, renderer: &Renderer, what: &str, name: &str, action: Action) -> Result<String, String> {
+    pub fn preview(
+        config: &Config,
+        renderer: &Renderer,
+        what: &str,
+        name: &str,
+        action: Action,
+    ) -> Result<String, String> {
         let (site, host) = config
             .sites
             .values()
-            .find_map(|s| s.hosts.iter().find(|h| h.hostname == name.to_ascii_lowercase() || name.parse::<MacAddr>().ok() == Some(h.mac)).map(|h| (s, h)))
+            .find_map(|s| {
+                s.hosts
+                    .iter()
+                    .find(|h| h.hostname == name.to_ascii_lowercase() || name.parse::<MacAddr>().ok() == Some(h.mac))
+                    .map(|h| (s, h))
+            })
             .ok_or_else(|| format!("no host named {name:?} in the config"))?;
         let template = match what {
             "ipxe" => Format::Ipxe.template().to_string(),
@@ -164,7 +229,15 @@ impl Boot {
                 .ok_or_else(|| format!("host {} has no profile with a kickstart", host.hostname))?,
             other => return Err(format!("unknown kind {other:?}: use ipxe, pxelinux, grub or ks")),
         };
-        let ctx = HostContext { config, site, host: Some(host), mac: host.mac, ip: host.ip, action, token: Some(PREVIEW_TOKEN) };
+        let ctx = HostContext {
+            config,
+            site,
+            host: Some(host),
+            mac: host.mac,
+            ip: host.ip,
+            action,
+            token: Some(PREVIEW_TOKEN),
+        };
         renderer.render(&template, &ctx.to_value()).map_err(|e| e.to_string())
     }
 }
@@ -191,7 +264,9 @@ fn generated_name(path: &str) -> Option<Generated> {
         return mac.parse().ok().map(|m| Generated::ByMac(format, m));
     }
     if tail.len() == 8 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return u32::from_str_radix(tail, 16).ok().map(|n| Generated::ByIp(format, Ipv4Addr::from(n)));
+        return u32::from_str_radix(tail, 16)
+            .ok()
+            .map(|n| Generated::ByIp(format, Ipv4Addr::from(n)));
     }
     None
 }
@@ -206,7 +281,12 @@ impl GeneratedFiles for Boot {
                     None => return Some(Err(format!("no lease for {ip}"))),
                 },
             };
-            Some(self.script(format, mac, None, Some(client)).await.map(String::into_bytes).map_err(|e| e.to_string()))
+            Some(
+                self.script(format, mac, None, Some(client))
+                    .await
+                    .map(String::into_bytes)
+                    .map_err(|e| e.to_string()),
+            )
         })
     }
 }
@@ -218,12 +298,32 @@ mod tests {
     #[test]
     fn generated_names() {
         let mac: MacAddr = "52:54:00:aa:bb:cc".parse().unwrap();
-        assert_eq!(generated_name("pxelinux.cfg/01-52-54-00-aa-bb-cc"), Some(Generated::ByMac(Format::Pxelinux, mac)));
-        assert_eq!(generated_name("/pxelinux.cfg/C0A8000B"), Some(Generated::ByIp(Format::Pxelinux, Ipv4Addr::new(192, 168, 0, 11))));
-        assert_eq!(generated_name("grub/grub.cfg-01-52-54-00-aa-bb-cc"), Some(Generated::ByMac(Format::Grub, mac)));
-        assert_eq!(generated_name("grub.cfg-0A000001"), Some(Generated::ByIp(Format::Grub, Ipv4Addr::new(10, 0, 0, 1))));
-        assert_eq!(generated_name("pxelinux.cfg/default"), None, "served from disk if present");
-        assert_eq!(generated_name("pxelinux.cfg/C0A8"), None, "partial hex prefixes fall through to disk");
+        assert_eq!(
+            generated_name("pxelinux.cfg/01-52-54-00-aa-bb-cc"),
+            Some(Generated::ByMac(Format::Pxelinux, mac))
+        );
+        assert_eq!(
+            generated_name("/pxelinux.cfg/C0A8000B"),
+            Some(Generated::ByIp(Format::Pxelinux, Ipv4Addr::new(192, 168, 0, 11)))
+        );
+        assert_eq!(
+            generated_name("grub/grub.cfg-01-52-54-00-aa-bb-cc"),
+            Some(Generated::ByMac(Format::Grub, mac))
+        );
+        assert_eq!(
+            generated_name("grub.cfg-0A000001"),
+            Some(Generated::ByIp(Format::Grub, Ipv4Addr::new(10, 0, 0, 1)))
+        );
+        assert_eq!(
+            generated_name("pxelinux.cfg/default"),
+            None,
+            "served from disk if present"
+        );
+        assert_eq!(
+            generated_name("pxelinux.cfg/C0A8"),
+            None,
+            "partial hex prefixes fall through to disk"
+        );
         assert_eq!(generated_name("undionly.kpxe"), None);
     }
 }

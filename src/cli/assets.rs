@@ -7,7 +7,11 @@ use std::process::ExitCode;
 /// (file, what it is for, how to recognise it)
 const IPXE_FILES: &[(&str, &str, Kind)] = &[
     ("undionly.kpxe", "BIOS PXE (option 93 = 0)", Kind::Pxe),
-    ("ipxe.efi", "x64 UEFI, iPXE's own NIC drivers (option 93 = 7, 9)", Kind::Efi),
+    (
+        "ipxe.efi",
+        "x64 UEFI, iPXE's own NIC drivers (option 93 = 7, 9)",
+        Kind::Efi,
+    ),
     ("snponly.efi", "x64 UEFI, the firmware's NIC driver (SNP)", Kind::Efi),
 ];
 
@@ -37,23 +41,32 @@ fn check(bytes: &[u8], kind: Kind) -> Result<(), String> {
 
 pub fn init(from: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
     if !from.is_dir() {
-        anyhow::bail!("{} does not exist: install Debian's ipxe package (apt-get install ipxe) or pass --from", from.display());
+        anyhow::bail!(
+            "{} does not exist: install Debian's ipxe package (apt-get install ipxe) or pass --from",
+            from.display()
+        );
     }
     std::fs::create_dir_all(dir)?;
     let mut failed = false;
     for (name, what, kind) in IPXE_FILES {
         let src: PathBuf = from.join(name);
         let dst = dir.join(name);
-        let result = std::fs::read(&src).map_err(|e| format!("cannot read {}: {e}", src.display())).and_then(|bytes| {
-            check(&bytes, *kind)?;
-            std::fs::write(&dst, &bytes).map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
-            // Read back: a short write or a full disk must not leave a broken boot file.
-            let written = std::fs::read(&dst).map_err(|e| e.to_string())?;
-            if written != bytes {
-                return Err(format!("{} differs from {} after copying", dst.display(), src.display()));
-            }
-            Ok(bytes.len())
-        });
+        let result = std::fs::read(&src)
+            .map_err(|e| format!("cannot read {}: {e}", src.display()))
+            .and_then(|bytes| {
+                check(&bytes, *kind)?;
+                std::fs::write(&dst, &bytes).map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
+                // Read back: a short write or a full disk must not leave a broken boot file.
+                let written = std::fs::read(&dst).map_err(|e| e.to_string())?;
+                if written != bytes {
+                    return Err(format!(
+                        "{} differs from {} after copying",
+                        dst.display(),
+                        src.display()
+                    ));
+                }
+                Ok(bytes.len())
+            });
         match result {
             Ok(len) => println!("ok   {:<14} {:>8} bytes  {what}", name, len),
             Err(e) => {

@@ -10,21 +10,33 @@ pub enum Fetch<T> {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).http_status_as_error(false).build().into()
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
-fn classify<T: serde::de::DeserializeOwned>(url: &str, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> anyhow::Result<Fetch<T>> {
+fn classify<T: serde::de::DeserializeOwned>(
+    url: &str,
+    r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> anyhow::Result<Fetch<T>> {
     match r {
         Ok(mut resp) => {
             let status = resp.status();
-            let body = resp.body_mut().read_to_string().with_context(|| format!("reading {url}"))?;
+            let body = resp
+                .body_mut()
+                .read_to_string()
+                .with_context(|| format!("reading {url}"))?;
             if status == 404 {
                 anyhow::bail!("not found: {url}");
             }
             if !status.is_success() {
                 anyhow::bail!("{url}: HTTP {status}: {}", body.trim());
             }
-            Ok(Fetch::Ok(serde_json::from_str(&body).with_context(|| format!("decoding {url}"))?))
+            Ok(Fetch::Ok(
+                serde_json::from_str(&body).with_context(|| format!("decoding {url}"))?,
+            ))
         }
         Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(Fetch::NoDaemon),
         Err(ureq::Error::ConnectionFailed) => Ok(Fetch::NoDaemon),

@@ -49,7 +49,10 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&hosts)?);
             } else {
-                println!("{:<20} {:<18} {:<11} {:<8} {:<10} {:<12} UPDATED", "HOST", "MAC", "STATUS", "NETBOOT", "SITE", "PROFILE");
+                println!(
+                    "{:<20} {:<18} {:<11} {:<8} {:<10} {:<12} UPDATED",
+                    "HOST", "MAC", "STATUS", "NETBOOT", "SITE", "PROFILE"
+                );
                 for h in &hosts {
                     println!(
                         "{:<20} {:<18} {:<11} {:<8} {:<10} {:<12} {}",
@@ -76,33 +79,57 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
                 println!("netboot   {}", if h.netboot { "on" } else { "off" });
                 println!("site      {}", h.site.as_deref().unwrap_or("-"));
                 println!("profile   {}", h.profile.as_deref().unwrap_or("-"));
-                println!("arch      {}", h.arch.map(|a| a.to_string()).unwrap_or_else(|| "-".into()));
+                println!(
+                    "arch      {}",
+                    h.arch.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+                );
                 println!("uuid      {}", h.uuid.as_deref().unwrap_or("-"));
                 if let Some(s) = &h.install {
-                    println!("install   token issued {}, kickstart fetched {} time(s){}", ago(s.issued), s.kickstart_fetches, if s.closed { ", closed" } else { "" });
+                    println!(
+                        "install   token issued {}, kickstart fetched {} time(s){}",
+                        ago(s.issued),
+                        s.kickstart_fetches,
+                        if s.closed { ", closed" } else { "" }
+                    );
                 }
                 println!("history");
                 for e in &h.history {
-                    println!("  {:<12} {:<11} {}", ago(e.at), format!("{:?}", e.status).to_lowercase(), e.what);
+                    println!(
+                        "  {:<12} {:<11} {}",
+                        ago(e.at),
+                        format!("{:?}", e.status).to_lowercase(),
+                        e.what
+                    );
                 }
             }
         }
         HostsCommand::Reinstall { host, target } => {
             let (base, _) = target.resolve();
             let h: HostRecord = require(&base, post_json(&format!("{base}/api/hosts/{host}/reinstall"))?)?;
-            println!("{}: {} (netboot on): it installs at its next network boot", h.hostname.as_deref().unwrap_or(&host), status(&h));
+            println!(
+                "{}: {} (netboot on): it installs at its next network boot",
+                h.hostname.as_deref().unwrap_or(&host),
+                status(&h)
+            );
         }
         HostsCommand::Netboot { host, state, target } => {
             let (base, _) = target.resolve();
             let h: HostRecord = require(&base, post_json(&format!("{base}/api/hosts/{host}/netboot/{state}"))?)?;
-            println!("{}: netboot {}", h.hostname.as_deref().unwrap_or(&host), if h.netboot { "on" } else { "off" });
+            println!(
+                "{}: netboot {}",
+                h.hostname.as_deref().unwrap_or(&host),
+                if h.netboot { "on" } else { "off" }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn status(h: &HostRecord) -> String {
-    serde_json::to_value(h.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(h.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn ago(t: u64) -> String {

@@ -3,10 +3,10 @@
 //! a database under a live writer).
 
 use super::ServerTarget;
+use super::client::{Fetch, get_json, require};
 use crate::clock::unix_now;
 use crate::http::StatsView;
 use crate::store::{self, LeaseRecord};
-use super::client::{Fetch, get_json, require};
 use clap::Subcommand;
 use std::process::ExitCode;
 
@@ -77,7 +77,13 @@ pub fn stats(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("leases bound: {}  known: {}", view.leases_bound, view.leases_known);
-    for (section, map) in [("dhcp", &view.dhcp), ("store", &view.store), ("tftp", &view.tftp), ("http", &view.http), ("hosts", &view.hosts)] {
+    for (section, map) in [
+        ("dhcp", &view.dhcp),
+        ("store", &view.store),
+        ("tftp", &view.tftp),
+        ("http", &view.http),
+        ("hosts", &view.hosts),
+    ] {
         for (k, v) in map {
             println!("{section:<6} {k:<28} {v}");
         }

@@ -149,8 +149,15 @@ pub fn main() -> ExitCode {
         Command::Leases { command } => leases::run(command),
         Command::Stats { target, json } => leases::stats(&target, json),
         Command::Hosts { command } => hosts::run(command),
-        Command::Render { kind, host, action, config } => render(&kind, &host, &action, &config),
-        Command::Assets { command: AssetsCommand::Init { from, dir } } => assets::init(&from, &dir),
+        Command::Render {
+            kind,
+            host,
+            action,
+            config,
+        } => render(&kind, &host, &action, &config),
+        Command::Assets {
+            command: AssetsCommand::Init { from, dir },
+        } => assets::init(&from, &dir),
     };
     match result {
         Ok(code) => code,

@@ -124,7 +124,12 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
     Ok(Config {
         files: sources.iter().map(|s| s.0.clone()).collect(),
         daemon: daemon.map(|d| d.0).unwrap_or_else(|| {
-            convert_daemon(&DaemonWire { state_dir: None, api_listen: None, templates_dir: None, assets_dir: None })
+            convert_daemon(&DaemonWire {
+                state_dir: None,
+                api_listen: None,
+                templates_dir: None,
+                assets_dir: None,
+            })
         }),
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
         sites: sites.into_iter().map(|(k, v)| (k, v.0)).collect(),

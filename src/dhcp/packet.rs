@@ -93,7 +93,10 @@ impl Request {
     pub fn is_booting(&self) -> bool {
         self.arch.is_some()
             || self.is_ipxe
-            || self.vendor_class.as_deref().is_some_and(|v| v.starts_with(b"PXEClient") || v.starts_with(b"HTTPClient"))
+            || self
+                .vendor_class
+                .as_deref()
+                .is_some_and(|v| v.starts_with(b"PXEClient") || v.starts_with(b"HTTPClient"))
     }
 }
 
@@ -195,7 +198,14 @@ fn format_uuid(raw: &[u8]) -> Option<String> {
         _ => return None,
     };
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Some(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]))
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
 }
 
 /// Option 77 per RFC 3004 is a list of length-prefixed classes, but iPXE and many clients

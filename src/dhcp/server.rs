@@ -13,14 +13,14 @@ use crate::dhcp::reply::Destination;
 use crate::dhcp::socket::{self, CLIENT_PORT, SERVER_PORT};
 use crate::dhcp::stats::DhcpStats;
 use crate::dhcp::topology::Ingress;
+use crate::inventory::Observation;
+use crate::mac::MacAddr;
 use crate::store::Store;
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Encodable, Encoder};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
-use crate::inventory::Observation;
-use crate::mac::MacAddr;
 use tokio::sync::{mpsc, watch};
 
 /// BOOTP's minimum message size (RFC 1542 §3.4); some relays and old clients drop less.
@@ -103,7 +103,10 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
         let obs = Observation {
             arch: req.arch,
             uuid: req.client_uuid.clone(),
-            vendor_class: req.vendor_class.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
+            vendor_class: req
+                .vendor_class
+                .as_ref()
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
         };
         let _ = tx.try_send((mac, obs));
     }

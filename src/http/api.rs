@@ -26,11 +26,19 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no such host" }))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": "no such host" })),
+    )
+        .into_response()
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({ "error": e.to_string() })),
+    )
+        .into_response()
 }
 
 async fn hosts(State(s): State<AppState>) -> Json<Vec<HostRecord>> {
@@ -55,7 +63,9 @@ fn host_result(r: Result<HostRecord, InventoryError>) -> Response {
 
 async fn reinstall(State(s): State<AppState>, Path(name): Path<String>) -> Response {
     let inv = &s.boot.inventory;
-    let Some(mac) = inv.find(&name).await else { return not_found() };
+    let Some(mac) = inv.find(&name).await else {
+        return not_found();
+    };
     host_result(inv.reinstall(mac).await)
 }
 
@@ -63,10 +73,18 @@ async fn netboot(State(s): State<AppState>, Path((name, onoff)): Path<(String, S
     let on = match onoff.as_str() {
         "on" => true,
         "off" => false,
-        _ => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": "use on or off" }))).into_response(),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": "use on or off" })),
+            )
+                .into_response();
+        }
     };
     let inv = &s.boot.inventory;
-    let Some(mac) = inv.find(&name).await else { return not_found() };
+    let Some(mac) = inv.find(&name).await else {
+        return not_found();
+    };
     host_result(inv.set_netboot(mac, on).await)
 }
 
@@ -134,7 +152,15 @@ async fn stats_view(s: &AppState) -> StatsView {
         .counts()
         .await
         .into_iter()
-        .map(|(k, v)| (serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), v as u64))
+        .map(|(k, v)| {
+            (
+                serde_json::to_value(k)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                v as u64,
+            )
+        })
         .collect();
     StatsView {
         dhcp: s.dhcp_stats.snapshot(),
@@ -165,6 +191,9 @@ async fn metrics(State(s): State<AppState>) -> Response {
     family("provd_tftp_total", "counter", "what", &v.tftp);
     family("provd_http_total", "counter", "what", &v.http);
     family("provd_hosts", "gauge", "status", &v.hosts);
-    out.push_str(&format!("# TYPE provd_leases_bound gauge\nprovd_leases_bound {}\n", v.leases_bound));
+    out.push_str(&format!(
+        "# TYPE provd_leases_bound gauge\nprovd_leases_bound {}\n",
+        v.leases_bound
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

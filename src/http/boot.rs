@@ -47,7 +47,10 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
         other => {
             s.http_stats.render_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("{what}: {other}");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "provd could not produce this file; see its log\n")
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "provd could not produce this file; see its log\n",
+            )
         }
     }
 }
@@ -81,14 +84,27 @@ async fn kickstart(State(s): State<AppState>, Path(host): Path<String>, Query(q)
 
 /// `POST /callback/<host>/<event>?token=`: installing, post-started, installed, failed.
 /// The body, if any, is a short free-text detail kept in the host's history.
-async fn callback(State(s): State<AppState>, Path((host, event)): Path<(String, String)>, Query(q): Query<TokenQuery>, body: String) -> Response {
+async fn callback(
+    State(s): State<AppState>,
+    Path((host, event)): Path<(String, String)>,
+    Query(q): Query<TokenQuery>,
+    body: String,
+) -> Response {
     let Ok(event) = event.parse::<InstallEvent>() else {
-        return plain(StatusCode::BAD_REQUEST, "event must be installing, post-started, installed or failed\n");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "event must be installing, post-started, installed or failed\n",
+        );
     };
     let Some(mac) = s.boot.inventory.find(&host).await else {
         return refuse(&s, BootError::UnknownHost, "callback");
     };
-    match s.boot.inventory.event(mac, &q.token.unwrap_or_default(), event, body.trim()).await {
+    match s
+        .boot
+        .inventory
+        .event(mac, &q.token.unwrap_or_default(), event, body.trim())
+        .await
+    {
         Ok(status) => {
             s.http_stats.callbacks.fetch_add(1, Ordering::Relaxed);
             tracing::info!("install event from {host}: {event:?} -> {status:?}");

@@ -82,7 +82,11 @@ impl HostRecord {
     }
     fn note(&mut self, what: impl Into<String>, now: u64) {
         self.updated = now;
-        self.history.push(HistoryEntry { at: now, status: self.status, what: what.into() });
+        self.history.push(HistoryEntry {
+            at: now,
+            status: self.status,
+            what: what.into(),
+        });
         if self.history.len() > HISTORY_LIMIT {
             self.history.remove(0);
         }
@@ -168,7 +172,14 @@ impl Inventory {
         let mut names = HashMap::new();
         for site in served {
             for h in &site.hosts {
-                configured.insert(h.mac, Configured { hostname: h.hostname.clone(), site: site.name.clone(), profile: h.profile.clone() });
+                configured.insert(
+                    h.mac,
+                    Configured {
+                        hostname: h.hostname.clone(),
+                        site: site.name.clone(),
+                        profile: h.profile.clone(),
+                    },
+                );
                 names.insert(h.hostname.clone(), h.mac);
             }
         }
@@ -182,7 +193,13 @@ impl Inventory {
                 Err(e) => tracing::error!("ignoring unreadable host record {key}: {e}"),
             }
         }
-        let inv = Inventory { hosts: Mutex::new(hosts), configured, names, store, token_ttl };
+        let inv = Inventory {
+            hosts: Mutex::new(hosts),
+            configured,
+            names,
+            store,
+            token_ttl,
+        };
         inv.reconcile_blocking()?;
         Ok(inv)
     }
@@ -221,11 +238,17 @@ impl Inventory {
 
     fn persist_blocking(&self, r: &HostRecord) -> Result<(), InventoryError> {
         let json = serde_json::to_vec(r).expect("host records serialize");
-        self.store.put_host_blocking(&r.mac.to_string(), &json).map_err(|e| InventoryError::Store(e.to_string()))
+        self.store
+            .put_host_blocking(&r.mac.to_string(), &json)
+            .map_err(|e| InventoryError::Store(e.to_string()))
     }
 
     async fn persist(&self, r: &HostRecord) -> Result<(), InventoryError> {
-        let (store, key, json) = (self.store.clone(), r.mac.to_string(), serde_json::to_vec(r).expect("serializes"));
+        let (store, key, json) = (
+            self.store.clone(),
+            r.mac.to_string(),
+            serde_json::to_vec(r).expect("serializes"),
+        );
         tokio::task::spawn_blocking(move || store.put_host_blocking(&key, &json))
             .await
             .map_err(|e| InventoryError::Store(e.to_string()))?
@@ -290,7 +313,9 @@ impl Inventory {
             return Ok(BootDecision::Menu);
         }
         let r = hosts.get_mut(&mac).expect("configured hosts are reconciled at load");
-        let installable = r.netboot && r.profile.is_some() && matches!(r.status, Status::Assigned | Status::Installing | Status::Failed);
+        let installable = r.netboot
+            && r.profile.is_some()
+            && matches!(r.status, Status::Assigned | Status::Installing | Status::Failed);
         if !installable {
             return Ok(BootDecision::LocalDisk);
         }
@@ -298,7 +323,13 @@ impl Inventory {
             return Ok(BootDecision::Install { token: s.token.clone() });
         }
         let token = token::mint();
-        r.install = Some(InstallSession { token: token.clone(), issued: now, expires: now + self.token_ttl, kickstart_fetches: 0, closed: false });
+        r.install = Some(InstallSession {
+            token: token.clone(),
+            issued: now,
+            expires: now + self.token_ttl,
+            kickstart_fetches: 0,
+            closed: false,
+        });
         r.note("install token issued", now);
         let r = r.clone();
         self.persist(&r).await?;
@@ -340,19 +371,33 @@ impl Inventory {
 
     /// An installer callback. `installed` turns netboot off (boot once); `installed` and
     /// `failed` spend the token.
-    pub async fn event(&self, mac: MacAddr, token: &str, event: InstallEvent, detail: &str) -> Result<Status, InventoryError> {
+    pub async fn event(
+        &self,
+        mac: MacAddr,
+        token: &str,
+        event: InstallEvent,
+        detail: &str,
+    ) -> Result<Status, InventoryError> {
         let now = unix_now();
         let mut hosts = self.hosts.lock().await;
         let r = hosts.get_mut(&mac).ok_or(InventoryError::UnknownHost)?;
         Self::check_token(r, token, now)?;
-        let detail = if detail.is_empty() { String::new() } else { format!(": {}", detail.chars().take(500).collect::<String>()) };
+        let detail = if detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", detail.chars().take(500).collect::<String>())
+        };
         match event {
             InstallEvent::Installing => r.set_status(Status::Installing, format!("installer: installing{detail}"), now),
             InstallEvent::PostStarted => r.note(format!("installer: post-started{detail}"), now),
             InstallEvent::Installed => {
                 r.netboot = false;
                 r.install.as_mut().expect("checked").closed = true;
-                r.set_status(Status::Installed, format!("installer: installed{detail}; netboot off"), now);
+                r.set_status(
+                    Status::Installed,
+                    format!("installer: installed{detail}; netboot off"),
+                    now,
+                );
             }
             InstallEvent::Failed => {
                 // Netboot off too: a host that fails its install must not loop through

@@ -35,20 +35,54 @@ async fn install_then_boot_local_until_reinstall() {
     let hv = mac("52:54:00:00:00:01");
     assert_eq!(inv.get(hv).await.unwrap().status, Status::Assigned);
 
-    let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else { panic!("should install") };
-    assert_eq!(inv.boot(hv).await.unwrap(), BootDecision::Install { token: token.clone() }, "same session on a re-boot");
-    assert_eq!(inv.kickstart_fetched(hv, "wrong").await, Err(InventoryError::TokenRefused));
-    assert_eq!(inv.kickstart_fetched(hv, &token).await.unwrap().status, Status::Installing);
-    assert_eq!(inv.event(hv, &token, InstallEvent::PostStarted, "").await.unwrap(), Status::Installing);
-    assert_eq!(inv.event(hv, &token, InstallEvent::Installed, "done").await.unwrap(), Status::Installed);
-    assert_eq!(inv.event(hv, &token, InstallEvent::Installed, "").await, Err(InventoryError::TokenRefused), "token spent");
-    assert_eq!(inv.kickstart_fetched(hv, &token).await, Err(InventoryError::TokenRefused));
+    let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else {
+        panic!("should install")
+    };
+    assert_eq!(
+        inv.boot(hv).await.unwrap(),
+        BootDecision::Install { token: token.clone() },
+        "same session on a re-boot"
+    );
+    assert_eq!(
+        inv.kickstart_fetched(hv, "wrong").await,
+        Err(InventoryError::TokenRefused)
+    );
+    assert_eq!(
+        inv.kickstart_fetched(hv, &token).await.unwrap().status,
+        Status::Installing
+    );
+    assert_eq!(
+        inv.event(hv, &token, InstallEvent::PostStarted, "").await.unwrap(),
+        Status::Installing
+    );
+    assert_eq!(
+        inv.event(hv, &token, InstallEvent::Installed, "done").await.unwrap(),
+        Status::Installed
+    );
+    assert_eq!(
+        inv.event(hv, &token, InstallEvent::Installed, "").await,
+        Err(InventoryError::TokenRefused),
+        "token spent"
+    );
+    assert_eq!(
+        inv.kickstart_fetched(hv, &token).await,
+        Err(InventoryError::TokenRefused)
+    );
     assert_eq!(inv.boot(hv).await.unwrap(), BootDecision::LocalDisk, "boot once");
 
     inv.reinstall(hv).await.unwrap();
-    let BootDecision::Install { token: t2 } = inv.boot(hv).await.unwrap() else { panic!("reinstall") };
+    let BootDecision::Install { token: t2 } = inv.boot(hv).await.unwrap() else {
+        panic!("reinstall")
+    };
     assert_ne!(t2, token);
-    let hist: Vec<String> = inv.get(hv).await.unwrap().history.iter().map(|h| h.what.clone()).collect();
+    let hist: Vec<String> = inv
+        .get(hv)
+        .await
+        .unwrap()
+        .history
+        .iter()
+        .map(|h| h.what.clone())
+        .collect();
     assert!(hist.iter().any(|h| h.contains("operator: reinstall")), "{hist:?}");
 }
 
@@ -61,11 +95,26 @@ async fn state_survives_reload_and_unknown_macs_are_discovered() {
         let (store, cfg) = setup(dir.path());
         let served = cfg.select_sites(&[]).unwrap();
         let inv = Inventory::load(store, &cfg, &served, 60).unwrap();
-        let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else { panic!() };
+        let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else {
+            panic!()
+        };
         inv.event(hv, &token, InstallEvent::Installed, "").await.unwrap();
-        inv.observe(stranger, Observation { arch: Some(7), uuid: Some("u-1".into()), vendor_class: Some("PXEClient".into()) }).await.unwrap();
+        inv.observe(
+            stranger,
+            Observation {
+                arch: Some(7),
+                uuid: Some("u-1".into()),
+                vendor_class: Some("PXEClient".into()),
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(inv.boot(stranger).await.unwrap(), BootDecision::Menu);
-        assert_eq!(inv.boot(mac("52:54:00:00:00:02")).await.unwrap(), BootDecision::LocalDisk, "no profile: nothing to install");
+        assert_eq!(
+            inv.boot(mac("52:54:00:00:00:02")).await.unwrap(),
+            BootDecision::LocalDisk,
+            "no profile: nothing to install"
+        );
     }
     std::thread::sleep(std::time::Duration::from_millis(100));
     let (store, cfg) = setup(dir.path());
@@ -74,7 +123,10 @@ async fn state_survives_reload_and_unknown_macs_are_discovered() {
     assert_eq!(inv.get(hv).await.unwrap().status, Status::Installed);
     assert_eq!(inv.boot(hv).await.unwrap(), BootDecision::LocalDisk);
     let s = inv.get(stranger).await.unwrap();
-    assert_eq!((s.status, s.arch, s.uuid.as_deref()), (Status::Discovered, Some(7), Some("u-1")));
+    assert_eq!(
+        (s.status, s.arch, s.uuid.as_deref()),
+        (Status::Discovered, Some(7), Some("u-1"))
+    );
 }
 
 #[tokio::test]
@@ -84,8 +136,13 @@ async fn expired_tokens_are_refused() {
     let served = cfg.select_sites(&[]).unwrap();
     let inv = Inventory::load(store, &cfg, &served, 0).unwrap();
     let hv = mac("52:54:00:00:00:01");
-    let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else { panic!() };
-    assert_eq!(inv.kickstart_fetched(hv, &token).await, Err(InventoryError::TokenRefused));
+    let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        inv.kickstart_fetched(hv, &token).await,
+        Err(InventoryError::TokenRefused)
+    );
 }
 
 #[test]

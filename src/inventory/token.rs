@@ -4,7 +4,9 @@ use std::io::Read;
 
 pub fn mint() -> String {
     let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).expect("the kernel's random source is readable");
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("the kernel's random source is readable");
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -49,12 +49,24 @@ impl Renderer {
             .expect("static syntax config");
         env.set_syntax(syntax);
         let mut files = Vec::new();
-        collect(dir, dir, &mut files).map_err(|e| RenderError { template: dir.display().to_string(), line: None, message: e.to_string() })?;
+        collect(dir, dir, &mut files).map_err(|e| RenderError {
+            template: dir.display().to_string(),
+            line: None,
+            message: e.to_string(),
+        })?;
         for (name, path) in files {
-            let text = std::fs::read_to_string(&path).map_err(|e| RenderError { template: name.clone(), line: None, message: e.to_string() })?;
-            env.add_template_owned(name.clone(), text).map_err(|e| RenderError::from_minijinja(&name, &e))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| RenderError {
+                template: name.clone(),
+                line: None,
+                message: e.to_string(),
+            })?;
+            env.add_template_owned(name.clone(), text)
+                .map_err(|e| RenderError::from_minijinja(&name, &e))?;
         }
-        Ok(Renderer { env, dir: dir.to_path_buf() })
+        Ok(Renderer {
+            env,
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -72,7 +84,10 @@ impl Renderer {
     }
 
     pub fn render(&self, name: &str, ctx: &Value) -> Result<String, RenderError> {
-        let t = self.env.get_template(name).map_err(|e| RenderError::from_minijinja(name, &e))?;
+        let t = self
+            .env
+            .get_template(name)
+            .map_err(|e| RenderError::from_minijinja(name, &e))?;
         t.render(ctx).map_err(|e| RenderError::from_minijinja(name, &e))
     }
 }
@@ -85,7 +100,11 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io
         if p.is_dir() {
             collect(root, &p, out)?;
         } else if p.is_file() {
-            let name = p.strip_prefix(root).expect("under root").to_string_lossy().replace('\\', "/");
+            let name = p
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .replace('\\', "/");
             out.push((name, p));
         }
     }
@@ -216,7 +235,10 @@ mod tests {
         let mut base: toml::Table = toml::from_str("a = 1\nb = 1\n[t]\nx = 1\ny = 1").unwrap();
         merge(&mut base, &toml::from_str("b = 2\n[t]\ny = 2").unwrap());
         merge(&mut base, &toml::from_str("c = 3").unwrap());
-        assert_eq!(base, toml::from_str::<toml::Table>("a = 1\nb = 2\nc = 3\n[t]\nx = 1\ny = 2").unwrap());
+        assert_eq!(
+            base,
+            toml::from_str::<toml::Table>("a = 1\nb = 2\nc = 3\n[t]\nx = 1\ny = 2").unwrap()
+        );
     }
 
     #[test]
@@ -226,7 +248,12 @@ mod tests {
         std::fs::write(dir.path().join("k/t.j2"), "line one\n{{ vars.disk }}\n").unwrap();
         let r = Renderer::load(dir.path()).unwrap();
         assert_eq!(r.names(), vec!["k/t.j2"]);
-        let e = r.render("k/t.j2", &Value::from(minijinja::value::Serde(serde_json::json!({ "vars": {} })))).unwrap_err();
+        let e = r
+            .render(
+                "k/t.j2",
+                &Value::from(minijinja::value::Serde(serde_json::json!({ "vars": {} }))),
+            )
+            .unwrap_err();
         assert_eq!((e.template.as_str(), e.line), ("k/t.j2", Some(2)));
         assert!(e.to_string().contains("vars.disk"), "{e}");
     }

@@ -144,7 +144,8 @@ impl Store {
     /// decisions, install events), so they do not need the lease path's group commit.
     pub fn put_host_blocking(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate).map_err(|e| StoreError::Db(redb::Error::Corrupted(e.to_string())))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::Db(redb::Error::Corrupted(e.to_string())))?;
         txn.open_table(HOSTS)?.insert(key, value)?;
         txn.commit()?;
         Ok(())

@@ -16,9 +16,9 @@ use crate::served_root::{self, Refusal};
 use codec::{ErrorCode, Packet};
 use std::collections::HashSet;
 use std::future::Future;
-use std::pin::Pin;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
@@ -77,6 +77,20 @@ impl TftpStats {
             ("bytes_sent", l(&self.bytes_sent)),
         ]
     }
+}
+
+/// Bind the request socket. A rack powering on sends hundreds of RRQs at once; the default
+/// receive buffer (about 200 KiB, ~270 queued datagrams) would drop part of that burst.
+pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = s.set_recv_buffer_size(8 << 20);
+    s.bind(&addr.into())?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
 }
 
 pub struct TftpServer {

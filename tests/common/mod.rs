@@ -152,6 +152,8 @@ impl Workdir {
 pub struct Daemon {
     child: Option<Child>,
     pub log: PathBuf,
+    /// Byte offset in `log` where this run's lines begin.
+    log_from: usize,
     pub ns: String,
     pub config: PathBuf,
     pub state_dir: PathBuf,
@@ -159,6 +161,8 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(ns: &Netns, config: &Path, state_dir: &Path, log: &Path) -> Daemon {
+        // A restart appends to the same log: only lines written from now on count.
+        let from = std::fs::metadata(log).map(|m| m.len() as usize).unwrap_or(0);
         let logf = File::options().create(true).append(true).open(log).unwrap();
         let child = ns
             .cmd(provd_bin())
@@ -174,6 +178,7 @@ impl Daemon {
         let mut d = Daemon {
             child: Some(child),
             log: log.to_path_buf(),
+            log_from: from,
             ns: ns.name.clone(),
             config: config.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
@@ -193,7 +198,7 @@ impl Daemon {
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if self.log_text().contains(needle) {
+            if self.log_text().get(self.log_from..).is_some_and(|t| t.contains(needle)) {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {

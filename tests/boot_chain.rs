@@ -1,0 +1,706 @@
+//! Black-box tests of the boot chain: the real `provd` in a namespace serving TFTP and HTTP
+//! to real clients (curl over TFTP and HTTP, the tftp-hpa client) and to crafted TFTP
+//! sequences; tokens, boot-once and two sites end to end. Needs root.
+
+mod common;
+
+use common::{Daemon, Netns, Workdir, require_root_and_tools, veth};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const HV_MAC: &str = "52:54:00:00:81:01";
+
+fn repo(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// Server + client namespaces, an assets dir with the real iPXE binaries (`provd assets
+/// init`) and a 1 MiB pseudo-random file, and provd serving `extra` sites config.
+struct Boot {
+    srv: Netns,
+    cli: Netns,
+    work: Workdir,
+    daemon: Daemon,
+    net: u8,
+}
+
+impl Boot {
+    fn start(tag: &str, net: u8) -> Boot {
+        require_root_and_tools(&["ip", "curl", "tftp"]);
+        let srv = Netns::new(&format!("{tag}s"));
+        let cli = Netns::new(&format!("{tag}c"));
+        veth(
+            &srv,
+            "vs",
+            &format!("10.{net}.0.1/24"),
+            &cli,
+            "vc",
+            &format!("10.{net}.0.2/24"),
+        );
+        let work = Workdir::new();
+        let assets = work.path("assets");
+        let out = Command::new(common::provd_bin())
+            .args(["assets", "init", "--dir"])
+            .arg(&assets)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "provd assets init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut x: u32 = 12345;
+        let blob: Vec<u8> = (0..(1 << 20))
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        std::fs::write(assets.join("blob.bin"), &blob).unwrap();
+        std::fs::create_dir_all(assets.join("el9")).unwrap();
+        std::fs::write(assets.join("el9/vmlinuz"), b"kernel").unwrap();
+        // A symlink leading out of the assets directory must be refused.
+        std::fs::write(work.path("secret.txt"), b"outside").unwrap();
+        std::os::unix::fs::symlink(work.path("secret.txt"), assets.join("escape")).unwrap();
+        let cfg = work.write(
+            "site.toml",
+            &format!(
+                r#"
+[daemon]
+templates_dir = "{templates}"
+assets_dir = "{assets}"
+api_listen = "127.0.0.1:6767"
+
+[profiles.el9]
+os = "el9"
+kernel = "el9/vmlinuz"
+initrd = "el9/initrd.img"
+kernel_args = "inst.text"
+kickstart = "kickstart/el-generic.ks.j2"
+vars = {{ install_url = "http://mirror.invalid/el9" }}
+
+[sites.b]
+server_address = "10.{net}.0.1"
+listen = [{{ interface = "vs", address = "10.{net}.0.1" }}]
+[[sites.b.subnets]]
+prefix = "10.{net}.0.0/24"
+domain = "b.test"
+pools = [{{ start = "10.{net}.0.100", end = "10.{net}.0.200" }}]
+[[sites.b.hosts]]
+mac = "{HV_MAC}"
+hostname = "hv81"
+ip = "10.{net}.0.81"
+profile = "el9"
+"#,
+                templates = repo("templates").display(),
+                assets = assets.display()
+            ),
+        );
+        let daemon = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
+        Boot {
+            srv,
+            cli,
+            work,
+            daemon,
+            net,
+        }
+    }
+
+    fn server(&self) -> String {
+        format!("10.{}.0.1", self.net)
+    }
+
+    /// curl inside the client namespace; returns (HTTP status or curl exit, body).
+    fn curl(&self, args: &[&str]) -> (String, Vec<u8>) {
+        let out = self
+            .cli
+            .cmd("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        let mut body = out.stdout;
+        let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+        let code = String::from_utf8_lossy(&body[split + 1..]).to_string();
+        body.truncate(split);
+        (code, body)
+    }
+
+    fn assets(&self) -> PathBuf {
+        self.work.path("assets")
+    }
+}
+
+fn rrq(file: &str, opts: &[(&str, &str)]) -> Vec<u8> {
+    let mut v = vec![0, 1];
+    for s in [file, "octet"]
+        .into_iter()
+        .chain(opts.iter().flat_map(|(a, b)| [*a, *b]))
+    {
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+    }
+    v
+}
+
+/// A complete TFTP download with our own minimal client (blksize 1468, windowsize 1).
+fn tftp_get(server: SocketAddr, file: &str) -> Result<Vec<u8>, String> {
+    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.send_to(&rrq(file, &[("blksize", "1468"), ("tsize", "0")]), server)
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 2048];
+    let mut data = Vec::new();
+    let mut expect: u16 = 1;
+    loop {
+        let (n, tid) = s.recv_from(&mut buf).map_err(|e| format!("recv: {e}"))?;
+        match buf[1] {
+            6 => {
+                s.send_to(&[0, 4, 0, 0], tid).unwrap();
+            }
+            3 => {
+                let block = u16::from_be_bytes([buf[2], buf[3]]);
+                if block == expect {
+                    data.extend_from_slice(&buf[4..n]);
+                    expect = expect.wrapping_add(1);
+                }
+                s.send_to(&[0, 4, buf[2], buf[3]], tid).unwrap();
+                if block == expect.wrapping_sub(1) && n - 4 < 1468 {
+                    return Ok(data);
+                }
+            }
+            5 => {
+                return Err(format!(
+                    "ERROR {} {}",
+                    u16::from_be_bytes([buf[2], buf[3]]),
+                    String::from_utf8_lossy(&buf[4..n])
+                ));
+            }
+            other => return Err(format!("opcode {other}")),
+        }
+    }
+}
+
+/// The TFTP error code the server answers `file` with.
+fn tftp_error_code(server: SocketAddr, file: &str) -> Option<u16> {
+    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.send_to(&rrq(file, &[]), server).unwrap();
+    let mut buf = [0u8; 600];
+    let (n, _) = s.recv_from(&mut buf).ok()?;
+    (n >= 4 && buf[1] == 5).then(|| u16::from_be_bytes([buf[2], buf[3]]))
+}
+
+#[test]
+fn tftp_serves_real_clients_with_options_and_refuses_escapes() {
+    let b = Boot::start("tftp", 81);
+    let srv = b.server();
+    let blob = std::fs::read(b.assets().join("blob.bin")).unwrap();
+    let ipxe = std::fs::read(b.assets().join("ipxe.efi")).unwrap();
+
+    // curl with blksize (RFC 2348) and the tsize it always sends.
+    let dl = b.work.path("curl.bin");
+    let out = b
+        .cli
+        .cmd("curl")
+        .args(["-s", "--tftp-blksize", "1468", "-o"])
+        .arg(&dl)
+        .arg(format!("tftp://{srv}/blob.bin"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl tftp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&dl).unwrap(), blob);
+    // tftp-hpa's client without options (plain RFC 1350, 512-byte blocks).
+    let dl2 = b.work.path("hpa.efi");
+    let out = b
+        .cli
+        .cmd("tftp")
+        .args(["-m", "binary", &srv, "-c", "get", "ipxe.efi"])
+        .arg(&dl2)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tftp-hpa: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&dl2).unwrap(), ipxe);
+
+    // Escapes: parent directories, absolute paths, a symlink out of the root.
+    let server: SocketAddr = format!("{srv}:69").parse().unwrap();
+    let codes = b.cli.enter(move || {
+        [
+            "../secret.txt",
+            "el9/../../secret.txt",
+            "/etc/passwd",
+            "escape",
+            "nope.bin",
+        ]
+        .map(|f| tftp_error_code(server, f))
+    });
+    assert_eq!(
+        codes,
+        [Some(2), Some(2), Some(2), Some(2), Some(1)],
+        "access violation x4, then file not found"
+    );
+    let stats = b.daemon.stats();
+    assert_eq!(stats["tftp"]["refused_outside_root"], 4);
+    assert!(stats["tftp"]["completed"].as_u64().unwrap() >= 2);
+}
+
+#[test]
+fn tftp_oack_then_error_ends_the_transfer_and_the_retry_succeeds() {
+    let b = Boot::start("oack", 82);
+    let server: SocketAddr = format!("{}:69", b.server()).parse().unwrap();
+    let expected = std::fs::read(b.assets().join("undionly.kpxe")).unwrap();
+    let size = expected.len().to_string();
+    let (after_error, retry) = b.cli.enter(move || {
+        // The PXE ROM pattern: ask with tsize, get the OACK, refuse it with ERROR 8.
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(&rrq("undionly.kpxe", &[("tsize", "0")]), server).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, tid) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(buf[1], 6, "OACK expected");
+        assert!(String::from_utf8_lossy(&buf[2..n]).contains(&size), "tsize answered");
+        s.send_to(b"\x00\x05\x00\x08TFTP Aborted\x00", tid).unwrap();
+        // The server's timeout is 2 s: a transfer that ignored the ERROR would retransmit
+        // its OACK within the next 5 s.
+        s.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
+        let start = Instant::now();
+        let mut after = 0;
+        while start.elapsed() < Duration::from_secs(5) {
+            if s.recv_from(&mut buf).is_ok() {
+                after += 1;
+            }
+        }
+        (after, tftp_get(server, "undionly.kpxe"))
+    });
+    assert_eq!(after_error, 0, "packets sent after the client's ERROR");
+    assert_eq!(retry.unwrap(), expected);
+    assert_eq!(b.daemon.stats()["tftp"]["aborted_by_client"], 1);
+}
+
+#[test]
+fn five_hundred_concurrent_tftp_transfers_of_the_ipxe_binary_all_complete() {
+    let b = Boot::start("t500", 83);
+    let server: SocketAddr = format!("{}:69", b.server()).parse().unwrap();
+    let expected = std::fs::read(b.assets().join("ipxe.efi")).unwrap();
+    let results = b.cli.enter(move || {
+        // Threads inherit nothing from setns'd parents, so each enters the namespace via
+        // the socket: sockets are created here (in the namespace) and moved to threads.
+        let socks: Vec<UdpSocket> = (0..500).map(|_| UdpSocket::bind("0.0.0.0:0").unwrap()).collect();
+        let handles: Vec<_> = socks
+            .into_iter()
+            .map(|s| std::thread::spawn(move || tftp_get_on(s, server, "ipxe.efi")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+    });
+    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of 500 failed, e.g. {:?}; server: {}",
+        failures.len(),
+        failures.first(),
+        b.daemon.stats()["tftp"]
+    );
+    assert!(results.iter().all(|r| r.as_ref().unwrap() == &expected));
+    assert_eq!(b.daemon.stats()["tftp"]["completed"], 500);
+}
+
+/// Like a real client (tftp-hpa, PXE ROMs): retransmit the RRQ while nothing answers.
+fn tftp_get_on(s: UdpSocket, server: SocketAddr, file: &str) -> Result<Vec<u8>, String> {
+    let mut buf = [0u8; 2048];
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut first = None;
+    for _ in 0..5 {
+        s.send_to(&rrq(file, &[("blksize", "1468")]), server)
+            .map_err(|e| e.to_string())?;
+        if let Ok((n, tid)) = s.recv_from(&mut buf) {
+            first = Some((n, tid));
+            break;
+        }
+    }
+    let (mut n, mut tid) = first.ok_or("no answer to 5 RRQs")?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut data = Vec::new();
+    let mut expect: u16 = 1;
+    loop {
+        match buf[1] {
+            6 => {
+                s.send_to(&[0, 4, 0, 0], tid).unwrap();
+            }
+            3 => {
+                let block = u16::from_be_bytes([buf[2], buf[3]]);
+                if block == expect {
+                    data.extend_from_slice(&buf[4..n]);
+                    expect = expect.wrapping_add(1);
+                }
+                s.send_to(&[0, 4, buf[2], buf[3]], tid).unwrap();
+                if block == expect.wrapping_sub(1) && n - 4 < 1468 {
+                    return Ok(data);
+                }
+            }
+            _ => return Err(format!("unexpected: {:?}", &buf[..n.min(40)])),
+        }
+        (n, tid) = s
+            .recv_from(&mut buf)
+            .map_err(|e| format!("recv after {} bytes: {e}", data.len()))?;
+    }
+}
+
+#[test]
+fn http_assets_support_range_and_head_and_refuse_escapes() {
+    let b = Boot::start("http", 84);
+    let base = format!("http://{}:8080", b.server());
+    let blob = std::fs::read(b.assets().join("blob.bin")).unwrap();
+    let (code, body) = b.curl(&["-r", "1000-1999", &format!("{base}/assets/blob.bin")]);
+    assert_eq!(code, "206");
+    assert_eq!(body, blob[1000..2000].to_vec());
+    let (code, body) = b.curl(&["-r", "-100", &format!("{base}/assets/blob.bin")]);
+    assert_eq!((code.as_str(), body), ("206", blob[blob.len() - 100..].to_vec()));
+    let out = b
+        .cli
+        .cmd("curl")
+        .args(["-sI", &format!("{base}/assets/blob.bin")])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        head.contains("content-length: 1048576") && head.contains("accept-ranges: bytes"),
+        "{head}"
+    );
+    for path in [
+        "/assets/../secret.txt",
+        "/assets/el9/../../secret.txt",
+        "/assets/%2e%2e/secret.txt",
+        "/assets/escape",
+    ] {
+        let (code, body) = b.curl(&["--path-as-is", &format!("{base}{path}")]);
+        assert!(code == "403" || code == "404", "{path}: {code}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("outside"),
+            "{path} leaked the file"
+        );
+    }
+    assert!(b.daemon.stats()["http"]["refused_outside_root"].as_u64().unwrap() >= 2);
+}
+
+fn token_in(script: &str) -> String {
+    let i = script.find("?token=").expect("install script has a kickstart token") + 7;
+    script[i..].split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
+    let b = Boot::start("tok", 85);
+    let base = format!("http://{}:8080", b.server());
+    let mac_h = HV_MAC.replace(':', "-");
+
+    // The install script, with the kickstart URL and its token.
+    let (code, script) = b.curl(&[&format!("{base}/boot/{mac_h}.ipxe")]);
+    let script = String::from_utf8(script).unwrap();
+    assert_eq!(code, "200");
+    assert!(
+        script.contains(&format!("kernel {base}/assets/el9/vmlinuz")),
+        "{script}"
+    );
+    assert!(script.contains(&format!("inst.ks={base}/ks/hv81?token=")), "{script}");
+    let token = token_in(&script);
+
+    // Wrong token, no token, and an unknown host.
+    assert_eq!(b.curl(&[&format!("{base}/ks/hv81?token=0000")]).0, "403");
+    assert_eq!(b.curl(&[&format!("{base}/ks/hv81")]).0, "403");
+    let (code, body) = b.curl(&[&format!("{base}/ks/nosuchhost?token={token}")]);
+    assert_eq!(
+        (code.as_str(), String::from_utf8(body).unwrap().as_str()),
+        ("404", "not found\n"),
+        "nothing leaked"
+    );
+
+    // The kickstart itself: rendered for this host, carrying the token for callbacks, valid.
+    let (code, ks) = b.curl(&[&format!("{base}/ks/hv81?token={token}")]);
+    let ks = String::from_utf8(ks).unwrap();
+    assert_eq!(code, "200");
+    assert!(
+        ks.contains("--hostname=hv81.b.test") && ks.contains(&format!("{base}/callback/hv81")) && ks.contains(&token),
+        "{ks}"
+    );
+    let ks_file = b.work.write("hv81.ks", &ks);
+    if Command::new("sh")
+        .args(["-c", "command -v ksvalidator"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        let out = Command::new("ksvalidator")
+            .args(["-v", "RHEL9"])
+            .arg(&ks_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ksvalidator: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    // Install events: wrong token refused, the right one accepted; `installed` spends it.
+    let cb = |event: &str, tok: &str| {
+        b.curl(&[
+            "-X",
+            "POST",
+            "--data",
+            "from test",
+            &format!("{base}/callback/hv81/{event}?token={tok}"),
+        ])
+        .0
+    };
+    assert_eq!(cb("installing", "bad"), "403");
+    assert_eq!(cb("installing", &token), "200");
+    assert_eq!(cb("post-started", &token), "200");
+    assert_eq!(cb("bogus", &token), "400");
+    assert_eq!(cb("installed", &token), "200");
+    assert_eq!(cb("installed", &token), "403", "a spent token is refused");
+    assert_eq!(b.curl(&[&format!("{base}/ks/hv81?token={token}")]).0, "403");
+    assert_eq!(
+        b.curl(&["-X", "POST", &format!("{base}/callback/ghost/installed?token={token}")])
+            .0,
+        "404"
+    );
+
+    // Boot once: now the host boots its disk, until an operator asks for a reinstall.
+    let (_, script) = b.curl(&[&format!("{base}/boot/{mac_h}.ipxe")]);
+    let script = String::from_utf8(script).unwrap();
+    assert!(
+        script.contains("boots from its local disk") && script.contains("\nexit"),
+        "{script}"
+    );
+    let show = String::from_utf8(b.daemon.cli(&["hosts", "show", "hv81"]).stdout).unwrap();
+    assert!(
+        show.contains("status    installed")
+            && show.contains("netboot   off")
+            && show.contains("kickstart fetched 1 time"),
+        "{show}"
+    );
+    assert!(
+        show.contains("installer: installed: from test"),
+        "history keeps the event: {show}"
+    );
+    b.daemon.cli(&["hosts", "reinstall", "hv81"]);
+    let (_, script) = b.curl(&[&format!("{base}/boot/{mac_h}.ipxe")]);
+    let new_token = token_in(&String::from_utf8(script).unwrap());
+    assert_ne!(new_token, token);
+    b.daemon.cli(&["hosts", "netboot", "hv81", "off"]);
+    let (_, script) = b.curl(&[&format!("{base}/boot/{mac_h}.ipxe")]);
+    assert!(String::from_utf8(script).unwrap().contains("local disk"));
+
+    // An unknown machine gets the menu and is recorded as discovered.
+    let (code, menu) = b.curl(&[&format!("{base}/boot/52-54-00-de-ad-01.ipxe")]);
+    assert_eq!(code, "200");
+    assert!(
+        String::from_utf8(menu)
+            .unwrap()
+            .contains("not in the inventory of site b")
+    );
+    let list: serde_json::Value = serde_json::from_slice(&b.daemon.cli(&["hosts", "list", "--json"]).stdout).unwrap();
+    let d = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["mac"] == "52:54:00:de:ad:01")
+        .expect("discovered host listed");
+    assert_eq!(d["status"], "discovered");
+
+    // State survives a restart.
+    let (srv, cfg, state, log) = (
+        b.srv,
+        b.daemon.config.clone(),
+        b.daemon.state_dir.clone(),
+        b.daemon.log.clone(),
+    );
+    let mut d = b.daemon;
+    d.stop();
+    let d2 = Daemon::start(&srv, &cfg, &state, &log);
+    let h: serde_json::Value = serde_json::from_slice(&d2.cli(&["hosts", "show", "hv81", "--json"]).stdout).unwrap();
+    assert_eq!(
+        (h["status"].as_str(), h["netboot"].as_bool()),
+        (Some("assigned"), Some(false))
+    );
+}
+
+#[test]
+fn pxelinux_configs_are_generated_per_client_over_tftp() {
+    let b = Boot::start("pxl", 86);
+    let srv = b.server();
+    let mac_h = HV_MAC.replace(':', "-");
+    let out = b
+        .cli
+        .cmd("curl")
+        .args(["-s", &format!("tftp://{srv}/pxelinux.cfg/01-{mac_h}")])
+        .output()
+        .unwrap();
+    let cfg = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        cfg.contains("LABEL install") && cfg.contains("KERNEL el9/vmlinuz") && cfg.contains("/ks/hv81?token="),
+        "{cfg}"
+    );
+    let out = b
+        .cli
+        .cmd("curl")
+        .args(["-s", &format!("tftp://{srv}/grub/grub.cfg-01-{mac_h}")])
+        .output()
+        .unwrap();
+    let grub = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        grub.contains(&format!("linux (http,{srv}:8080)/assets/el9/vmlinuz")),
+        "{grub}"
+    );
+    // By hex IP: the address must be leased to the MAC first; unleased -> file not found.
+    let server: SocketAddr = format!("{srv}:69").parse().unwrap();
+    assert_eq!(
+        b.cli.enter(move || tftp_error_code(server, "pxelinux.cfg/0A56000B")),
+        Some(1)
+    );
+}
+
+#[test]
+fn each_host_gets_its_own_sites_urls_with_two_sites_in_one_config() {
+    require_root_and_tools(&["ip", "curl"]);
+    let srv = Netns::new("2sts");
+    let cli = Netns::new("2stc");
+    veth(&srv, "va", "10.87.0.1/24", &cli, "ca", "10.87.0.2/24");
+    veth(&srv, "vb", "10.88.0.1/24", &cli, "cb", "10.88.0.2/24");
+    let work = Workdir::new();
+    std::fs::create_dir(work.path("assets")).unwrap();
+    let cfg = work.write(
+        "sites.toml",
+        &format!(
+            r#"
+[daemon]
+templates_dir = "{templates}"
+assets_dir = "{assets}"
+[profiles.el9]
+os = "el9"
+kernel = "el9/vmlinuz"
+initrd = "el9/initrd.img"
+kickstart = "kickstart/el-generic.ks.j2"
+vars = {{ install_url = "http://mirror.invalid/el9" }}
+[sites.north]
+server_address = "10.87.0.1"
+listen = [{{ interface = "va", address = "10.87.0.1" }}]
+[[sites.north.subnets]]
+prefix = "10.87.0.0/24"
+pools = [{{ start = "10.87.0.100", end = "10.87.0.200" }}]
+[[sites.north.hosts]]
+mac = "52:54:00:00:87:01"
+hostname = "n1"
+profile = "el9"
+[sites.south]
+server_address = "10.88.0.1"
+http_port = 8081
+listen = [{{ interface = "vb", address = "10.88.0.1" }}]
+[[sites.south.subnets]]
+prefix = "10.88.0.0/24"
+pools = [{{ start = "10.88.0.100", end = "10.88.0.200" }}]
+[[sites.south.hosts]]
+mac = "52:54:00:00:88:01"
+hostname = "s1"
+profile = "el9"
+"#,
+            templates = repo("templates").display(),
+            assets = work.path("assets").display()
+        ),
+    );
+    let _d = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
+    let get = |url: &str| String::from_utf8(cli.cmd("curl").args(["-s", url]).output().unwrap().stdout).unwrap();
+    let n = get("http://10.87.0.1:8080/boot/52-54-00-00-87-01.ipxe");
+    let s = get("http://10.88.0.1:8081/boot/52-54-00-00-88-01.ipxe");
+    assert!(n.contains("http://10.87.0.1:8080/ks/n1?token="), "{n}");
+    assert!(s.contains("http://10.88.0.1:8081/ks/s1?token="), "{s}");
+    // Asking through the other site's listener still gives the host its own site's URLs.
+    let cross = get("http://10.87.0.1:8080/boot/52-54-00-00-88-01.ipxe");
+    assert!(
+        cross.contains("http://10.88.0.1:8081/assets/el9/vmlinuz") && !cross.contains("10.87.0.1"),
+        "{cross}"
+    );
+    // An unknown machine gets the site of the listener it asked.
+    assert!(get("http://10.88.0.1:8081/boot/52-54-00-00-99-99.ipxe").contains("site south"));
+}
+
+#[test]
+fn every_shipped_template_renders_for_every_host_of_every_site_config_and_kickstarts_validate() {
+    let has_ksvalidator = Command::new("sh")
+        .args(["-c", "command -v ksvalidator"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(
+        has_ksvalidator,
+        "ksvalidator (pykickstart) is not installed: run lab/deps.sh"
+    );
+    let renderer = provd::render::Renderer::load(&repo("templates")).unwrap();
+    let work = Workdir::new();
+    let mut rendered = 0;
+    for entry in std::fs::read_dir(repo("site-configs")).unwrap() {
+        let file = entry.unwrap().path();
+        let cfg = provd::config::load(std::slice::from_ref(&file)).unwrap();
+        provd::boot::Boot::check_templates(&cfg, &renderer).unwrap();
+        for site in cfg.sites.values() {
+            for host in &site.hosts {
+                for kind in ["ipxe", "pxelinux", "grub"] {
+                    for action in [
+                        provd::render::Action::Install,
+                        provd::render::Action::Local,
+                        provd::render::Action::Menu,
+                    ] {
+                        if action == provd::render::Action::Install && host.profile.is_none() {
+                            continue;
+                        }
+                        let text = provd::boot::Boot::preview(&cfg, &renderer, kind, &host.hostname, action)
+                            .unwrap_or_else(|e| panic!("{} {} {kind}: {e}", file.display(), host.hostname));
+                        assert!(!text.trim().is_empty());
+                        rendered += 1;
+                    }
+                }
+                let Some(profile) = host.profile.as_ref().and_then(|p| cfg.profiles.get(p)) else {
+                    continue;
+                };
+                let ks =
+                    provd::boot::Boot::preview(&cfg, &renderer, "ks", &host.hostname, provd::render::Action::Install)
+                        .unwrap();
+                assert!(ks.contains(&format!(
+                    "http://{}:{}/callback/{}",
+                    site.server_address, site.http_port, host.hostname
+                )));
+                let version = if profile.os == "el8" { "RHEL8" } else { "RHEL9" };
+                let path = work.write(&format!("{}.ks", host.hostname), &ks);
+                let out = Command::new("ksvalidator")
+                    .args(["-v", version])
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{} ({version}): {}{}",
+                    host.hostname,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                rendered += 1;
+            }
+        }
+    }
+    assert!(
+        rendered >= 20,
+        "only {rendered} renders: the site configs lost their hosts?"
+    );
+}

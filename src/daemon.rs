@@ -66,6 +66,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         let engine = engine.clone();
         Arc::new(move |ip: Ipv4Addr| engine.lock().expect("engine lock").table.get(ip).and_then(|b| b.mac))
     };
+    let journal = Arc::new(crate::journal::Journal::new(lease_owner.clone()));
     let boot = Arc::new(Boot::new(
         config.clone(),
         served_names.clone(),
@@ -95,9 +96,11 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         tftp_stats: tftp_stats.clone(),
         http_stats: http_stats.clone(),
         assets_root: assets_root.clone(),
+        journal: journal.clone(),
         listener_site,
     };
-    let tftp = Arc::new(TftpServer::new(assets_root.clone(), boot.clone(), tftp_stats.clone())?);
+    let tftp =
+        Arc::new(TftpServer::new(assets_root.clone(), boot.clone(), tftp_stats.clone())?.with_journal(journal.clone()));
     let mut tftp_bound = std::collections::BTreeSet::new();
     for ((addr, port), site) in &site_addrs {
         if tftp_bound.insert(*addr) {
@@ -139,6 +142,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         store,
         stats: dhcp_stats.clone(),
         observer: Some(observe_tx),
+        journal: Some(journal),
     };
     let mut dhcp = tokio::spawn(server::serve(shared, stop_rx.clone()));
     tasks.spawn(log_stats_periodically(dhcp_stats, stop_rx));
@@ -159,7 +163,8 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
 }
 
 async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
-    let r = axum::serve(listener, app)
+    // Peer addresses reach handlers (the journal maps them to MACs through leases).
+    let r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = stop.changed().await;
         })

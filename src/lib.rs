@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod dhcp;
 pub mod http;
 pub mod inventory;
+pub mod journal;
 pub mod mac;
 pub mod render;
 pub mod served_root;

@@ -97,6 +97,11 @@ pub struct PxePolicy {
     pub arch_files: BTreeMap<u16, String>,
     /// URL template handed to iPXE: `{server}`, `{port}`, `{mac}` (hyphenated), `{site}`.
     pub ipxe_script_url: String,
+    /// Put vendor class "PXEClient" (option 60) in answers to PXE firmware. Off by default:
+    /// EDK2/OVMF treat a PXEClient offer without PXE boot-item options as a BINL offer and
+    /// ask port 4011 for the boot file (PXE-E16 when nothing answers there); a plain offer
+    /// with a boot file is what ISC dhcpd and dnsmasq send and every firmware accepts.
+    pub answer_pxeclient: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -498,6 +498,7 @@ fn convert_pxe(src: &Source, key: &str, w: &PxeWire, errors: &mut Vec<ConfigErro
             .ipxe_script_url
             .clone()
             .unwrap_or_else(|| DEFAULT_IPXE_SCRIPT_URL.into()),
+        answer_pxeclient: w.answer_pxeclient.unwrap_or(false),
     }
 }
 

@@ -97,6 +97,7 @@ pub struct PxeWire {
     #[serde(default)]
     pub arch: BTreeMap<String, Spanned<String>>,
     pub ipxe_script_url: Option<String>,
+    pub answer_pxeclient: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

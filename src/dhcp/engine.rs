@@ -174,7 +174,10 @@ impl Context<'_> {
                 hostname: self.hostname.as_deref(),
                 boot: self.boot.as_ref(),
                 next_server: self.site.server_address,
-                vendor_class: self.boot.as_ref().and_then(|_| pxe::vendor_class_reply(self.req)),
+                vendor_class: self
+                    .boot
+                    .as_ref()
+                    .and_then(|_| pxe::vendor_class_reply(self.req, &self.site.pxe)),
             },
         )
     }

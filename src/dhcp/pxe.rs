@@ -44,12 +44,13 @@ pub fn decide(req: &Request, site: &Site, mac: Option<MacAddr>) -> Option<BootAn
     }
 }
 
-/// The vendor class (option 60) to put in the answer: firmware checks for its own class
-/// string before it accepts boot information from a DHCP offer.
-pub fn vendor_class_reply(req: &Request) -> Option<&'static str> {
+/// The vendor class (option 60) to put in the answer. UEFI HTTP boot only accepts an offer
+/// that says "HTTPClient" (UEFI spec 2.x §24.7). "PXEClient" is answered only when the site
+/// asks for it (`pxe.answer_pxeclient`; see `PxePolicy` for why it is off by default).
+pub fn vendor_class_reply(req: &Request, pxe: &PxePolicy) -> Option<&'static str> {
     let vc = req.vendor_class.as_deref()?;
     if vc.starts_with(b"PXEClient") {
-        Some("PXEClient")
+        pxe.answer_pxeclient.then_some("PXEClient")
     } else if vc.starts_with(b"HTTPClient") {
         Some("HTTPClient")
     } else {

@@ -14,6 +14,7 @@ use crate::dhcp::socket::{self, CLIENT_PORT, SERVER_PORT};
 use crate::dhcp::stats::DhcpStats;
 use crate::dhcp::topology::Ingress;
 use crate::inventory::Observation;
+use crate::journal::Journal;
 use crate::mac::MacAddr;
 use crate::store::Store;
 use dhcproto::v4::{Message, MessageType};
@@ -42,6 +43,7 @@ pub struct Shared {
     /// Where facts about network-booting machines go (the inventory's discovery). Sent with
     /// `try_send`: a full queue loses an observation, never delays a DHCP answer.
     pub observer: Option<mpsc::Sender<(MacAddr, Observation)>>,
+    pub journal: Option<Arc<Journal>>,
 }
 
 /// Bind every configured interface, then serve until `shutdown` turns true.
@@ -181,7 +183,27 @@ fn send(shared: &Shared, sock: &UdpSocket, ingress: &Ingress, msg: &Message, kin
     // try_send_to: the socket is non-blocking and replies are small; if the kernel buffer
     // is full the client retransmits, which is better than stalling every other client.
     match sock.try_send_to(&bytes, to.into()) {
-        Ok(_) => shared.stats.inc(sent_counter(kind)),
+        Ok(_) => {
+            shared.stats.inc(sent_counter(kind));
+            if let (Some(j), MessageType::Ack) = (&shared.journal, kind)
+                && !msg.yiaddr().is_unspecified()
+            {
+                let file = msg
+                    .fname_str()
+                    .and_then(|r| r.ok())
+                    .map(|f| f.trim_end_matches('\0').to_string());
+                let detail = match file {
+                    Some(f) => format!("{} boot file {f}", msg.yiaddr()),
+                    None => format!("{} (no boot file)", msg.yiaddr()),
+                };
+                j.record(
+                    MacAddr::from_chaddr(msg.chaddr()),
+                    Some(msg.yiaddr()),
+                    "dhcp-ack",
+                    detail,
+                );
+            }
+        }
         Err(e) => {
             shared.stats.inc("send_errors");
             tracing::debug!("send to {to} failed: {e}");

@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/leases", get(leases))
         .route("/api/sites", get(sites))
         .route("/api/stats", get(stats))
+        .route("/api/events", get(events))
         .route("/metrics", get(metrics))
 }
 
@@ -86,6 +87,27 @@ async fn netboot(State(s): State<AppState>, Path((name, onoff)): Path<(String, S
         return not_found();
     };
     host_result(inv.set_netboot(mac, on).await)
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    mac: Option<String>,
+}
+
+/// The boot journal, all of it or one MAC's (`?mac=52:54:00:..`).
+async fn events(State(s): State<AppState>, axum::extract::Query(q): axum::extract::Query<EventsQuery>) -> Response {
+    let mac = match q.mac.as_deref().map(str::parse::<crate::mac::MacAddr>) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": e.to_string() })),
+            )
+                .into_response();
+        }
+    };
+    Json(s.journal.events(mac)).into_response()
 }
 
 async fn leases(State(s): State<AppState>) -> Response {

@@ -7,11 +7,12 @@ use crate::mac::MacAddr;
 use crate::served_root::{self, Refusal};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use tower::ServiceExt;
 
@@ -61,7 +62,22 @@ async fn boot_script(State(s): State<AppState>, Path(file): Path<String>) -> Res
         s.http_stats.not_found.fetch_add(1, Ordering::Relaxed);
         return plain(StatusCode::NOT_FOUND, "not found\n");
     };
-    match s.boot.script(Format::Ipxe, mac, s.listener_site.as_deref(), None).await {
+    let result = s.boot.script(Format::Ipxe, mac, s.listener_site.as_deref(), None).await;
+    if let Ok(text) = &result {
+        // The first echo line says what the script does (install, local disk, menu).
+        let what = text
+            .lines()
+            .find(|l| l.starts_with("echo provd:"))
+            .unwrap_or("")
+            .trim_start_matches("echo provd: ");
+        s.journal.record(Some(mac), None, "boot-script", what);
+    }
+    boot_script_response(&s, mac, result)
+}
+
+fn boot_script_response(s: &AppState, mac: MacAddr, result: Result<String, BootError>) -> Response {
+    let s = s.clone();
+    match result {
         Ok(text) => {
             s.http_stats.boot_scripts.fetch_add(1, Ordering::Relaxed);
             ([("content-type", "text/plain; charset=utf-8")], text).into_response()
@@ -76,6 +92,9 @@ async fn kickstart(State(s): State<AppState>, Path(host): Path<String>, Query(q)
         Ok(text) => {
             s.http_stats.kickstarts.fetch_add(1, Ordering::Relaxed);
             tracing::info!("kickstart served to {host}");
+            let mac = s.boot.inventory.find(&host).await;
+            s.journal
+                .record(mac, None, "kickstart", format!("{} bytes", text.len()));
             ([("content-type", "text/plain; charset=utf-8")], text).into_response()
         }
         Err(e) => refuse(&s, e, &format!("kickstart for {host:?}")),
@@ -108,6 +127,7 @@ async fn callback(
         Ok(status) => {
             s.http_stats.callbacks.fetch_add(1, Ordering::Relaxed);
             tracing::info!("install event from {host}: {event:?} -> {status:?}");
+            s.journal.record(Some(mac), None, "callback", event.as_str());
             axum::Json(serde_json::json!({ "status": status })).into_response()
         }
         Err(e) => refuse(&s, e.into(), &format!("callback {event:?} from {host:?}")),
@@ -115,10 +135,25 @@ async fn callback(
 }
 
 /// `/assets/<path>`: files under the assets directory, with Range and HEAD (tower-http).
-async fn asset(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Response {
+async fn asset(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(path): Path<String>,
+    req: Request,
+) -> Response {
     match served_root::resolve(&s.assets_root, &path) {
         Ok(file) => {
             s.http_stats.assets.fetch_add(1, Ordering::Relaxed);
+            if let IpAddr::V4(ip) = peer.ip() {
+                let range = req
+                    .headers()
+                    .get("range")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default();
+                s.journal
+                    .record_ip(ip, "http-asset", format!("{} {path}{range}", req.method()));
+            }
             match tower_http::services::ServeFile::new(file).oneshot(req).await {
                 Ok(resp) => resp.map(Body::new),
                 Err(e) => match e {},

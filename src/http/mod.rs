@@ -15,6 +15,7 @@ mod boot;
 use crate::boot::Boot;
 use crate::dhcp::engine::Engine;
 use crate::dhcp::stats::DhcpStats;
+use crate::journal::Journal;
 use crate::store::Store;
 use crate::tftp::TftpStats;
 use axum::Router;
@@ -63,6 +64,7 @@ pub struct AppState {
     pub tftp_stats: Arc<TftpStats>,
     pub http_stats: Arc<HttpStats>,
     pub assets_root: PathBuf,
+    pub journal: Arc<Journal>,
     pub listener_site: Option<String>,
 }
 

@@ -116,6 +116,17 @@ pub enum InstallEvent {
     Failed,
 }
 
+impl InstallEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallEvent::Installing => "installing",
+            InstallEvent::PostStarted => "post-started",
+            InstallEvent::Installed => "installed",
+            InstallEvent::Failed => "failed",
+        }
+    }
+}
+
 impl std::str::FromStr for InstallEvent {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {

@@ -12,6 +12,7 @@
 pub mod codec;
 pub mod transfer;
 
+use crate::journal::Journal;
 use crate::served_root::{self, Refusal};
 use codec::{ErrorCode, Packet};
 use std::collections::HashSet;
@@ -97,12 +98,24 @@ pub struct TftpServer {
     root: PathBuf,
     generated: Arc<dyn GeneratedFiles>,
     pub stats: Arc<TftpStats>,
+    journal: Option<Arc<Journal>>,
 }
 
 impl TftpServer {
     pub fn new(root: PathBuf, generated: Arc<dyn GeneratedFiles>, stats: Arc<TftpStats>) -> std::io::Result<Self> {
         let root = served_root::canonical_root(&root)?;
-        Ok(TftpServer { root, generated, stats })
+        Ok(TftpServer {
+            root,
+            generated,
+            stats,
+            journal: None,
+        })
+    }
+
+    /// Record completed transfers in the boot journal.
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
     /// Serve on `sock` (bound by the caller, usually to a site address, port 69) until
@@ -194,6 +207,9 @@ impl TftpServer {
                 s.completed.fetch_add(1, Ordering::Relaxed);
                 s.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
                 tracing::debug!("tftp {peer} {filename}: {bytes} bytes");
+                if let Some(j) = &self.journal {
+                    j.record_ip(client_ip, "tftp", format!("{filename} ({bytes} bytes)"));
+                }
             }
             Outcome::AbortedByClient => {
                 s.aborted_by_client.fetch_add(1, Ordering::Relaxed);

@@ -74,6 +74,12 @@ enum Command {
         #[command(subcommand)]
         command: AssetsCommand,
     },
+    /// The QEMU PXE lab: real BIOS and UEFI VMs network-boot against provd in a private
+    /// network namespace (needs root).
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
     /// Show the daemon's packet and store counters.
     Stats {
         #[command(flatten)]
@@ -82,6 +88,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Create the lab network, start provd in it, boot the VMs, and show their progress
+    /// (DHCP, iPXE, kernel, kickstart, %post, installed, local boot) until each boots from
+    /// its disk. Installs missing Debian packages first unless --no-install.
+    Up {
+        /// How many VMs (1-8).
+        #[arg(long, default_value_t = 2)]
+        vms: usize,
+        /// bios (SeaBIOS + iPXE ROM), uefi (OVMF's own PXE), or mixed (alternating).
+        #[arg(long, default_value = "mixed", value_parser = ["bios", "uefi", "mixed"])]
+        firmware: String,
+        #[arg(long = "config", short = 'c', default_value = "site-configs/lab.toml")]
+        config: Vec<PathBuf>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// Only say which packages are missing; do not install them.
+        #[arg(long)]
+        no_install: bool,
+    },
+    /// What the running lab's VMs are doing.
+    Status,
+    /// Remove every namespace, process and file the lab made.
+    Down,
 }
 
 #[derive(Subcommand)]
@@ -158,6 +191,7 @@ pub fn main() -> ExitCode {
         Command::Assets {
             command: AssetsCommand::Init { from, dir },
         } => assets::init(&from, &dir),
+        Command::Lab { command } => lab(command),
     };
     match result {
         Ok(code) => code,
@@ -201,6 +235,30 @@ fn serve(
         },
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn lab(cmd: LabCommand) -> anyhow::Result<ExitCode> {
+    let ok = match cmd {
+        LabCommand::Up { vms, firmware, config, timeout, no_install } => crate::lab::up(crate::lab::UpOptions {
+            vms,
+            firmware,
+            config,
+            timeout: std::time::Duration::from_secs(timeout),
+            install_packages: !no_install,
+        })?,
+        LabCommand::Status => crate::lab::status()?,
+        LabCommand::Down => {
+            crate::lab::down()?;
+            println!("provd lab: removed");
+            true
+        }
+    };
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `provd assets init`, for the lab to call when the assets directory is empty.
+pub fn assets_init(from: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    assets::init(from, dir)
 }
 
 fn render(kind: &str, host: &str, action: &str, config: &[PathBuf]) -> anyhow::Result<ExitCode> {

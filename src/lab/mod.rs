@@ -1,0 +1,451 @@
+//! The QEMU PXE lab: real BIOS and UEFI virtual machines network-boot against provd inside a
+//! private network namespace, install through the mini-installer (lab/installer), and come
+//! back to boot from their disks.
+//!
+//! `up` creates namespace `provd-lab` with bridge `labbr0` and one tap per VM, starts
+//! `provd serve` there with the lab site config, boots the VMs (TCG), shows each VM's
+//! progress as provd's journal and the VM's console report it, and prints a summary (also
+//! written to `/tmp/provd-lab/summary.json`). The lab keeps running until `down`, which
+//! removes every namespace, process and file `up` made. Nothing touches a real network.
+
+pub mod progress;
+pub mod vm;
+
+use crate::config::Config;
+use crate::journal::BootEvent;
+use crate::mac::MacAddr;
+use anyhow::{Context, bail};
+use progress::{Progress, Stage};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vm::{Firmware, VmSpec};
+
+pub const NAMESPACE: &str = "provd-lab";
+pub const BRIDGE: &str = "labbr0";
+pub const WORK_DIR: &str = "/tmp/provd-lab";
+pub const MAX_VMS: usize = 8;
+
+/// What `up` started, so `status` and `down` can find it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LabState {
+    pub started: u64,
+    pub config: Vec<PathBuf>,
+    pub api: String,
+    pub provd_pid: u32,
+    pub vms: Vec<VmSpec>,
+    /// Unix time each VM was powered on.
+    pub powered_on: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VmSummary {
+    pub name: String,
+    pub firmware: Firmware,
+    pub mac: MacAddr,
+    pub powered_on: u64,
+    pub progress: Progress,
+    /// Seconds from power-on to `installed`, and to the local boot.
+    pub to_installed: Option<u64>,
+    pub to_local_boot: Option<u64>,
+    pub ok: bool,
+}
+
+pub struct UpOptions {
+    pub vms: usize,
+    pub firmware: String,
+    pub config: Vec<PathBuf>,
+    pub timeout: Duration,
+    pub install_packages: bool,
+}
+
+fn work() -> PathBuf {
+    PathBuf::from(WORK_DIR)
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("ip").args(args))
+}
+
+/// (thing needed, Debian package that provides it)
+fn prerequisites(firmwares: &[Firmware]) -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![
+        ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
+        ("/usr/bin/qemu-img", "qemu-utils"),
+        ("/bin/busybox", "busybox-static"),
+        ("/usr/lib/ipxe/ipxe.efi", "ipxe"),
+    ];
+    if firmwares.contains(&Firmware::Bios) {
+        v.push((vm::IPXE_ROM, "ipxe-qemu"));
+    }
+    if firmwares.contains(&Firmware::Uefi) {
+        v.push((vm::OVMF_CODE, "ovmf"));
+    }
+    v
+}
+
+fn cloud_kernel_installed() -> bool {
+    std::fs::read_dir("/boot").map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with("-cloud-amd64") && e.file_name().to_string_lossy().starts_with("vmlinuz-"))).unwrap_or(false)
+}
+
+/// Install what is missing (Debian), or say exactly what to install.
+fn ensure_prerequisites(firmwares: &[Firmware], install: bool) -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = prerequisites(firmwares).into_iter().filter(|(p, _)| !Path::new(p).exists()).map(|(_, pkg)| pkg).collect();
+    if !cloud_kernel_installed() {
+        missing.push("linux-image-cloud-amd64");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let command = format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
+    if !install {
+        bail!("the lab needs Debian packages that are not installed; run:\n  {command}\n(or lab/deps.sh, which also handles the qemu-utils version pin)");
+    }
+    println!("provd lab: installing {}", missing.join(" "));
+    let status = Command::new("sh").arg("-c").arg(format!("DEBIAN_FRONTEND=noninteractive {command}")).status()?;
+    if !status.success() {
+        bail!("could not install the lab's packages; run `{command}` (or lab/deps.sh) yourself and try again");
+    }
+    Ok(())
+}
+
+/// iPXE binaries and the mini-installer in the assets directory, built if missing.
+fn ensure_assets(config: &Config) -> anyhow::Result<()> {
+    let assets = &config.daemon.assets_dir;
+    if !assets.join("ipxe.efi").exists() {
+        println!("provd lab: copying iPXE binaries into {}", assets.display());
+        let code = crate::cli::assets_init(Path::new("/usr/lib/ipxe"), assets)?;
+        if code != std::process::ExitCode::SUCCESS {
+            bail!("provd assets init failed");
+        }
+    }
+    if !assets.join("lab/vmlinuz").exists() || !assets.join("lab/installer.cpio.gz").exists() {
+        let script = Path::new("lab/build-installer.sh");
+        if !script.exists() {
+            bail!("{} lacks lab/vmlinuz and lab/installer.cpio.gz, and lab/build-installer.sh is not here: run provd lab from the provd source tree", assets.display());
+        }
+        println!("provd lab: building the mini-installer (lab/build-installer.sh)");
+        run(Command::new("bash").arg(script).arg(assets.join("lab")))?;
+    }
+    Ok(())
+}
+
+/// Run `f` on a thread inside the lab namespace (for talking to provd's API on loopback).
+fn in_namespace<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    let ns = File::open(format!("/var/run/netns/{NAMESPACE}")).context("the lab namespace is gone")?;
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only; the fd is a valid namespace file.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(anyhow::anyhow!("setns: {}", std::io::Error::last_os_error()));
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+}
+
+fn fetch_events(api: &str) -> anyhow::Result<Vec<BootEvent>> {
+    let url = format!("http://{api}/api/events");
+    in_namespace(move || -> anyhow::Result<Vec<BootEvent>> {
+        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+        let body = agent.get(&url).call()?.body_mut().read_to_string()?;
+        Ok(serde_json::from_str(&body)?)
+    })?
+}
+
+fn progress_of(vm: &VmSpec, events: &[BootEvent]) -> Progress {
+    let mine: Vec<BootEvent> = events.iter().filter(|e| e.mac == Some(vm.mac)).cloned().collect();
+    let console = std::fs::read(&vm.serial_log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    progress::derive(&mine, &console, vm.firmware)
+}
+
+pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the lab needs root (network namespaces, taps): sudo provd lab up");
+    }
+    if opts.vms == 0 || opts.vms > MAX_VMS {
+        bail!("--vms must be 1 to {MAX_VMS} (site-configs/lab.toml defines {MAX_VMS} lab hosts)");
+    }
+    if Path::new(&format!("/var/run/netns/{NAMESPACE}")).exists() {
+        bail!("a lab is already running (namespace {NAMESPACE}); `provd lab down` first");
+    }
+    let config = crate::config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let site = config.sites.values().next().context("the lab config has no site")?;
+    let listen = site.listen.first().context("the lab site has no listen interface")?;
+    if listen.interface != BRIDGE {
+        bail!("the lab site must listen on {BRIDGE} (it listens on {})", listen.interface);
+    }
+    let subnet = site.subnets.iter().find(|s| s.prefix.contains(&listen.address)).context("no subnet holds the lab server address")?;
+    if site.hosts.len() < opts.vms {
+        bail!("the lab config defines {} hosts; --vms {} needs as many", site.hosts.len(), opts.vms);
+    }
+    let firmwares: Vec<Firmware> = (1..=opts.vms).map(|i| vm::firmware_for(&opts.firmware, i)).collect();
+    ensure_prerequisites(&firmwares, opts.install_packages)?;
+    ensure_assets(&config)?;
+
+    let w = work();
+    let _ = std::fs::remove_dir_all(&w);
+    std::fs::create_dir_all(&w)?;
+
+    // Network: namespace, bridge with provd's address, one tap per VM.
+    ip(&["netns", "add", NAMESPACE])?;
+    let setup = || -> anyhow::Result<()> {
+        ip(&["-n", NAMESPACE, "link", "set", "lo", "up"])?;
+        ip(&["-n", NAMESPACE, "link", "add", BRIDGE, "type", "bridge"])?;
+        ip(&["-n", NAMESPACE, "addr", "add", &format!("{}/{}", listen.address, subnet.prefix.prefix_len()), "dev", BRIDGE])?;
+        ip(&["-n", NAMESPACE, "link", "set", BRIDGE, "up"])?;
+        for i in 1..=opts.vms {
+            let tap = format!("ltap{i}");
+            ip(&["-n", NAMESPACE, "tuntap", "add", &tap, "mode", "tap"])?;
+            ip(&["-n", NAMESPACE, "link", "set", &tap, "master", BRIDGE, "up"])?;
+        }
+        Ok(())
+    };
+    if let Err(e) = setup() {
+        let _ = down();
+        return Err(e);
+    }
+
+    let result = start_and_watch(&opts, &config, &firmwares, &w);
+    if result.is_err() {
+        eprintln!("provd lab: stopping what was started (provd lab down)");
+        let _ = down();
+    }
+    result
+}
+
+fn spawn_in_namespace(program: &Path, args: &[String], log: &Path) -> anyhow::Result<u32> {
+    let logf = File::create(log)?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", NAMESPACE])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        // Its own process group: a Ctrl-C at `provd lab up` must not kill the lab.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    Ok(child.id())
+}
+
+fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w: &Path) -> anyhow::Result<bool> {
+    let api = config.daemon.api_listen.to_string();
+    let provd = std::env::current_exe()?;
+    let mut args: Vec<String> = vec!["serve".into()];
+    for c in &opts.config {
+        args.push("--config".into());
+        args.push(c.display().to_string());
+    }
+    args.extend(["--state-dir".into(), w.join("state").display().to_string()]);
+    let provd_log = w.join("provd.log");
+    let provd_pid = spawn_in_namespace(&provd, &args, &provd_log)?;
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&provd_log).unwrap_or_default();
+        if log.contains("DHCP listening") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(20) || !Path::new(&format!("/proc/{provd_pid}")).exists() {
+            bail!("provd did not start; its log ({}):\n{log}", provd_log.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let site = config.sites.values().next().expect("checked");
+    let mut vms = Vec::new();
+    let mut powered_on = Vec::new();
+    for (i, fw) in firmwares.iter().enumerate() {
+        let host = &site.hosts[i];
+        let spec = VmSpec::new(i + 1, *fw, host.mac, &host.hostname, w);
+        run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&spec.disk).arg("1G"))?;
+        if let Some(vars) = &spec.vars {
+            std::fs::copy(vm::OVMF_VARS, vars).context("copying the OVMF variable store")?;
+        }
+        spawn_in_namespace(Path::new("/usr/bin/qemu-system-x86_64"), &spec.qemu_args(), &w.join(format!("{}.qemu.log", spec.name)))?;
+        powered_on.push(crate::clock::unix_now());
+        vms.push(spec);
+    }
+    let state = LabState { started: crate::clock::unix_now(), config: opts.config.clone(), api: api.clone(), provd_pid, vms, powered_on };
+    std::fs::write(w.join("lab.json"), serde_json::to_vec_pretty(&state)?)?;
+
+    let counts = |f: Firmware| firmwares.iter().filter(|x| **x == f).count();
+    println!(
+        "provd lab: {} VM(s) ({} bios, {} uefi) on {BRIDGE} in namespace {NAMESPACE}; provd at {} (log {})",
+        state.vms.len(),
+        counts(Firmware::Bios),
+        counts(Firmware::Uefi),
+        site.server_address,
+        provd_log.display()
+    );
+    watch(&state, opts.timeout)
+}
+
+/// Print each VM's stages as they happen; returns whether every VM reached its local boot.
+fn watch(state: &LabState, timeout: Duration) -> anyhow::Result<bool> {
+    let start = Instant::now();
+    let mut shown: Vec<Vec<Stage>> = vec![Vec::new(); state.vms.len()];
+    let mut failed_shown = vec![false; state.vms.len()];
+    let mut summaries;
+    loop {
+        let events = fetch_events(&state.api).unwrap_or_default();
+        summaries = Vec::new();
+        for (i, vm) in state.vms.iter().enumerate() {
+            let p = progress_of(vm, &events);
+            for (stage, at, detail) in &p.reached {
+                if !shown[i].contains(stage) {
+                    shown[i].push(*stage);
+                    println!("[{:>4}s] {:<8} {:<5} {:<10} {}", at.saturating_sub(state.powered_on[i]), vm.name, vm.firmware.name(), stage.name(), detail);
+                }
+            }
+            if let Some(f) = &p.failed
+                && !failed_shown[i]
+            {
+                failed_shown[i] = true;
+                println!("[{:>4}s] {:<8} {:<5} FAILED     {f}", start.elapsed().as_secs(), vm.name, vm.firmware.name());
+            }
+            summaries.push(summary(vm, state.powered_on[i], p));
+        }
+        if summaries.iter().all(|s| s.progress.done()) || start.elapsed() > timeout {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // A BIOS VM prints the installed boot sector's message a moment after provd says "local
+    // disk"; give the consoles a few seconds to show it.
+    let grace = Instant::now();
+    while grace.elapsed() < Duration::from_secs(20)
+        && state.vms.iter().zip(&summaries).any(|(vm, s)| vm.firmware == Firmware::Bios && s.ok && !s.progress.disk_booted)
+    {
+        std::thread::sleep(Duration::from_secs(1));
+        let events = fetch_events(&state.api).unwrap_or_default();
+        summaries = state.vms.iter().enumerate().map(|(i, vm)| summary(vm, state.powered_on[i], progress_of(vm, &events))).collect();
+    }
+
+    print_summary(&summaries, start.elapsed() > timeout);
+    std::fs::write(work().join("summary.json"), serde_json::to_vec_pretty(&summaries)?)?;
+    let all_ok = summaries.iter().all(|s| s.ok);
+    if !all_ok {
+        for (vm, s) in state.vms.iter().zip(&summaries) {
+            if !s.ok {
+                let console = std::fs::read(&vm.serial_log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let tail: Vec<&str> = console.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+                println!("--- last console lines of {} ({}) ---\n{}", vm.name, vm.serial_log.display(), tail.join("\n"));
+            }
+        }
+    }
+    println!("The lab keeps running: `provd lab status`, `provd lab down` (removes everything).");
+    Ok(all_ok)
+}
+
+fn summary(vm: &VmSpec, powered_on: u64, p: Progress) -> VmSummary {
+    let since = |s: Stage| p.at(s).map(|t| t.saturating_sub(powered_on));
+    VmSummary {
+        name: vm.name.clone(),
+        firmware: vm.firmware,
+        mac: vm.mac,
+        powered_on,
+        to_installed: since(Stage::Installed),
+        to_local_boot: since(Stage::LocalBoot),
+        ok: p.failed.is_none() && p.at(Stage::LocalBoot).is_some(),
+        progress: p,
+    }
+}
+
+fn print_summary(summaries: &[VmSummary], timed_out: bool) {
+    println!();
+    println!("{:<8} {:<5} {:<22} {:>6} {:>10} {:>11} {:<9} RESULT", "VM", "FW", "FIRST STAGE FILE", "DHCP", "INSTALLED", "LOCAL BOOT", "DISK");
+    for s in summaries {
+        let p = &s.progress;
+        let file = p.tftp_files.first().cloned().unwrap_or_else(|| if s.firmware == Firmware::Bios { "(iPXE option ROM)".into() } else { "-".into() });
+        let t = |v: Option<u64>| v.map(|x| format!("{x}s")).unwrap_or_else(|| "-".into());
+        let result = if s.ok {
+            "ok".to_string()
+        } else if let Some(f) = &p.failed {
+            format!("FAILED: {f}")
+        } else {
+            format!("stopped after {}", p.last().map(Stage::name).unwrap_or("power-on"))
+        };
+        println!(
+            "{:<8} {:<5} {:<22} {:>6} {:>10} {:>11} {:<9} {}",
+            s.name,
+            s.firmware.name(),
+            file,
+            t(p.at(Stage::Dhcp).map(|x| x.saturating_sub(s.powered_on))),
+            t(s.to_installed),
+            t(s.to_local_boot),
+            if p.disk_booted { "booted" } else { "-" },
+            result
+        );
+    }
+    if timed_out {
+        println!("(timed out waiting for every VM)");
+    }
+}
+
+pub fn status() -> anyhow::Result<bool> {
+    let path = work().join("lab.json");
+    let Ok(bytes) = std::fs::read(&path) else {
+        println!("no lab is running (no {})", path.display());
+        return Ok(false);
+    };
+    let state: LabState = serde_json::from_slice(&bytes)?;
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+    println!("lab started {}s ago; provd pid {} ({})", crate::clock::unix_now().saturating_sub(state.started), state.provd_pid, if alive(state.provd_pid) { "running" } else { "gone" });
+    let events = fetch_events(&state.api).unwrap_or_default();
+    for (i, vm) in state.vms.iter().enumerate() {
+        let running = std::fs::read_to_string(&vm.pidfile).ok().and_then(|p| p.trim().parse::<u32>().ok()).is_some_and(alive);
+        let p = progress_of(vm, &events);
+        println!(
+            "{:<8} {:<5} {:<17} {:<8} last stage: {}{}",
+            vm.name,
+            vm.firmware.name(),
+            vm.mac,
+            if running { "running" } else { "stopped" },
+            p.last().map(Stage::name).unwrap_or("none yet"),
+            if p.disk_booted { " (booted from disk)" } else { "" }
+        );
+        let _ = i;
+    }
+    Ok(true)
+}
+
+/// Remove everything `up` made. Safe to run at any time, any number of times.
+pub fn down() -> anyhow::Result<()> {
+    // Every process in the namespace (provd, QEMU) goes, then the namespace with its bridge
+    // and taps, then the work directory.
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", NAMESPACE]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    if let Ok(bytes) = std::fs::read(work().join("lab.json"))
+        && let Ok(state) = serde_json::from_slice::<LabState>(&bytes)
+    {
+        unsafe { libc::kill(state.provd_pid as i32, libc::SIGKILL) };
+        for vm in &state.vms {
+            if let Some(pid) = std::fs::read_to_string(&vm.pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    if Path::new(&format!("/var/run/netns/{NAMESPACE}")).exists() {
+        ip(&["netns", "del", NAMESPACE])?;
+    }
+    let _ = std::fs::remove_dir_all(work());
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Where each lab VM is in the boot chain, derived (purely) from provd's boot journal and
+//! the VM's serial console. The journal is the authority for what provd served; the console
+//! adds what only the VM can see (the kernel starting, the disk booting).
+
+use super::vm::Firmware;
+use crate::journal::BootEvent;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// First DHCP ACK from provd.
+    Dhcp,
+    /// iPXE is running: UEFI fetched ipxe.efi/snponly.efi over TFTP; a BIOS VM's NIC ROM is
+    /// iPXE already and got its script URL straight from DHCP.
+    Ipxe,
+    /// provd served the install script.
+    Script,
+    /// Kernel and initrd fetched over HTTP.
+    Kernel,
+    Kickstart,
+    /// The kickstart's %post reported in.
+    Post,
+    Installed,
+    /// After `installed`, provd told the VM to boot its disk.
+    LocalBoot,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 8] =
+        [Stage::Dhcp, Stage::Ipxe, Stage::Script, Stage::Kernel, Stage::Kickstart, Stage::Post, Stage::Installed, Stage::LocalBoot];
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Dhcp => "dhcp",
+            Stage::Ipxe => "ipxe",
+            Stage::Script => "script",
+            Stage::Kernel => "kernel",
+            Stage::Kickstart => "kickstart",
+            Stage::Post => "%post",
+            Stage::Installed => "installed",
+            Stage::LocalBoot => "local boot",
+        }
+    }
+}
+
+/// What has happened to one VM so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Each stage reached, with the Unix time provd recorded it.
+    pub reached: Vec<(Stage, u64, String)>,
+    pub tftp_files: Vec<String>,
+    pub kickstart_fetches: usize,
+    /// The installer or an install callback reported failure.
+    pub failed: Option<String>,
+    /// The console shows the installed boot sector running (BIOS VMs).
+    pub disk_booted: bool,
+}
+
+impl Progress {
+    pub fn at(&self, s: Stage) -> Option<u64> {
+        self.reached.iter().find(|(st, _, _)| *st == s).map(|(_, t, _)| *t)
+    }
+    pub fn last(&self) -> Option<Stage> {
+        self.reached.iter().map(|(s, _, _)| *s).max()
+    }
+    pub fn done(&self) -> bool {
+        self.at(Stage::LocalBoot).is_some() || self.failed.is_some()
+    }
+}
+
+/// Text the installed boot sector prints (lab/build-installer.sh).
+pub const DISK_BOOT_MARK: &str = "provd-lab: booted from local disk";
+const INSTALLER_FAILED: &str = "provd-installer: FAILED";
+
+pub fn derive(events: &[BootEvent], console: &str, firmware: Firmware) -> Progress {
+    let mut p = Progress::default();
+    let reach = |p: &mut Progress, s: Stage, at: u64, detail: &str| {
+        if p.at(s).is_none() {
+            p.reached.push((s, at, detail.to_string()));
+        }
+    };
+    let mut kernel = false;
+    let mut initrd = false;
+    for e in events {
+        match e.kind.as_str() {
+            "dhcp-ack" => {
+                reach(&mut p, Stage::Dhcp, e.at, &e.detail);
+                if firmware == Firmware::Bios && e.detail.contains("boot file http") {
+                    reach(&mut p, Stage::Ipxe, e.at, "NIC option ROM (iPXE)");
+                }
+            }
+            "tftp" => {
+                let file = e.detail.split_whitespace().next().unwrap_or("").to_string();
+                if file.ends_with(".efi") || file.ends_with(".kpxe") {
+                    reach(&mut p, Stage::Ipxe, e.at, &format!("TFTP {file}"));
+                }
+                p.tftp_files.push(file);
+            }
+            "boot-script" => {
+                if e.detail.starts_with("installing") {
+                    reach(&mut p, Stage::Script, e.at, &e.detail);
+                } else if e.detail.contains("local disk") && p.at(Stage::Installed).is_some() {
+                    reach(&mut p, Stage::LocalBoot, e.at, &e.detail);
+                }
+            }
+            "http-asset" => {
+                kernel |= e.detail.contains("vmlinuz");
+                initrd |= e.detail.contains("initrd") || e.detail.contains("installer.cpio");
+                if kernel && initrd {
+                    reach(&mut p, Stage::Kernel, e.at, "kernel and initrd over HTTP");
+                }
+            }
+            "kickstart" => {
+                p.kickstart_fetches += 1;
+                reach(&mut p, Stage::Kickstart, e.at, &e.detail);
+            }
+            "callback" => match e.detail.as_str() {
+                "post-started" => reach(&mut p, Stage::Post, e.at, "%post started"),
+                "installed" => reach(&mut p, Stage::Installed, e.at, "installer reported installed"),
+                "failed" => p.failed = Some("installer reported failed".into()),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    p.reached.sort_by_key(|(s, _, _)| *s);
+    p.disk_booted = console.contains(DISK_BOOT_MARK);
+    if p.failed.is_none()
+        && let Some(line) = console.lines().find(|l| l.contains(INSTALLER_FAILED))
+    {
+        p.failed = Some(line.trim().to_string());
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(at: u64, kind: &str, detail: &str) -> BootEvent {
+        BootEvent { at, mac: None, ip: None, kind: kind.into(), detail: detail.into() }
+    }
+
+    #[test]
+    fn a_uefi_install_then_local_boot() {
+        let events = [
+            ev(10, "dhcp-ack", "10.200.0.12 boot file ipxe.efi"),
+            ev(11, "tftp", "ipxe.efi (850528 bytes)"),
+            ev(20, "dhcp-ack", "10.200.0.12 boot file http://x/boot/m.ipxe"),
+            ev(30, "boot-script", "installing lab-2 with profile lab-mini (site lab)"),
+            ev(30, "http-asset", "GET lab/vmlinuz"),
+            ev(31, "http-asset", "GET lab/installer.cpio.gz"),
+            ev(35, "kickstart", "793 bytes"),
+            ev(35, "callback", "installing"),
+            ev(35, "callback", "post-started"),
+            ev(36, "callback", "installed"),
+            ev(60, "boot-script", "lab-2 boots from its local disk"),
+        ];
+        let p = derive(&events, "", Firmware::Uefi);
+        assert_eq!(p.reached.iter().map(|r| r.0).collect::<Vec<_>>(), Stage::ALL.to_vec());
+        assert_eq!(p.at(Stage::Ipxe), Some(11));
+        assert_eq!(p.tftp_files, ["ipxe.efi"]);
+        assert_eq!(p.kickstart_fetches, 1);
+        assert!(p.done() && p.failed.is_none());
+    }
+
+    #[test]
+    fn bios_ipxe_rom_needs_no_tftp_and_local_boot_only_counts_after_install() {
+        let events = [
+            ev(1, "dhcp-ack", "10.200.0.11 boot file http://x/boot/m.ipxe"),
+            ev(2, "boot-script", "lab-1 boots from its local disk"),
+        ];
+        let p = derive(&events, "", Firmware::Bios);
+        assert_eq!(p.at(Stage::Ipxe), Some(1));
+        assert_eq!(p.at(Stage::LocalBoot), None, "a local-disk answer before any install is not the second boot");
+        let p = derive(&[], "x\nprovd-installer: FAILED: no DHCP lease\n", Firmware::Bios);
+        assert_eq!(p.failed.as_deref(), Some("provd-installer: FAILED: no DHCP lease"));
+        assert!(derive(&[], "\r\nprovd-lab: booted from local disk (installed by provd)", Firmware::Bios).disk_booted);
+    }
+}

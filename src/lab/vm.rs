@@ -1,0 +1,134 @@
+//! QEMU command lines for lab VMs (pure): BIOS VMs boot SeaBIOS with the NIC's iPXE option
+//! ROM; UEFI VMs boot OVMF with the firmware's own PXE stack (`romfile=` empty), as a real
+//! server's UEFI NIC would. Always TCG: KVM is not usable on the machines this runs on.
+
+use crate::mac::MacAddr;
+use std::path::{Path, PathBuf};
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// QEMU's default ROM for virtio-net-pci (from Debian's ipxe-qemu): iPXE for BIOS and UEFI.
+pub const IPXE_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+
+impl Firmware {
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct VmSpec {
+    pub index: usize,
+    pub name: String,
+    pub firmware: Firmware,
+    pub mac: MacAddr,
+    pub tap: String,
+    pub disk: PathBuf,
+    pub serial_log: PathBuf,
+    /// UEFI only: this VM's copy of the OVMF variable store.
+    pub vars: Option<PathBuf>,
+    pub pidfile: PathBuf,
+}
+
+impl VmSpec {
+    pub fn new(index: usize, firmware: Firmware, mac: MacAddr, hostname: &str, dir: &Path) -> VmSpec {
+        VmSpec {
+            index,
+            name: hostname.to_string(),
+            firmware,
+            mac,
+            tap: format!("ltap{index}"),
+            disk: dir.join(format!("{hostname}.qcow2")),
+            serial_log: dir.join(format!("{hostname}.serial.log")),
+            vars: (firmware == Firmware::Uefi).then(|| dir.join(format!("{hostname}.OVMF_VARS.fd"))),
+            pidfile: dir.join(format!("{hostname}.pid")),
+        }
+    }
+
+    /// Arguments for qemu-system-x86_64. Network first, then the disk (bootindex), so the
+    /// VM asks provd at every boot and provd decides install or local disk.
+    pub fn qemu_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "-name".into(),
+            self.name.clone(),
+            "-accel".into(),
+            "tcg".into(),
+            "-m".into(),
+            "768".into(),
+            "-smp".into(),
+            "1".into(),
+            "-display".into(),
+            "none".into(),
+            "-monitor".into(),
+            "none".into(),
+            "-serial".into(),
+            format!("file:{}", self.serial_log.display()),
+            "-pidfile".into(),
+            self.pidfile.display().to_string(),
+            "-netdev".into(),
+            format!("tap,id=n0,ifname={},script=no,downscript=no", self.tap),
+        ];
+        match self.firmware {
+            Firmware::Bios => {
+                a.extend(["-machine".into(), "pc".into()]);
+                a.extend(["-device".into(), format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", self.mac)]);
+            }
+            Firmware::Uefi => {
+                let vars = self.vars.as_ref().expect("UEFI VMs have a vars file");
+                a.extend(["-machine".into(), "q35".into()]);
+                a.extend(["-drive".into(), format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
+                a.extend(["-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", vars.display())]);
+                // romfile= (empty): no iPXE ROM, so OVMF's own PXE does DHCP and TFTP.
+                a.extend(["-device".into(), format!("virtio-net-pci,netdev=n0,mac={},romfile=,bootindex=1", self.mac)]);
+            }
+        }
+        a.extend(["-drive".into(), format!("file={},if=none,id=d0,format=qcow2", self.disk.display())]);
+        a.extend(["-device".into(), "virtio-blk-pci,drive=d0,bootindex=2".into()]);
+        a
+    }
+}
+
+/// Firmware of VM `index` (1-based) for a `--firmware` choice: mixed alternates, BIOS first.
+pub fn firmware_for(choice: &str, index: usize) -> Firmware {
+    match choice {
+        "uefi" => Firmware::Uefi,
+        "bios" => Firmware::Bios,
+        _ if index % 2 == 1 => Firmware::Bios,
+        _ => Firmware::Uefi,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bios_uses_the_ipxe_rom_and_uefi_the_firmware_pxe_stack() {
+        let mac: MacAddr = "52:54:00:00:c0:01".parse().unwrap();
+        let bios = VmSpec::new(1, Firmware::Bios, mac, "lab-1", Path::new("/w")).qemu_args().join(" ");
+        assert!(bios.contains("-accel tcg") && bios.contains("-machine pc"));
+        assert!(bios.contains("virtio-net-pci,netdev=n0,mac=52:54:00:00:c0:01,bootindex=1"));
+        assert!(!bios.contains("romfile") && !bios.contains("pflash"));
+        assert!(bios.contains("tap,id=n0,ifname=ltap1,script=no,downscript=no"));
+        let uefi = VmSpec::new(2, Firmware::Uefi, mac, "lab-2", Path::new("/w")).qemu_args().join(" ");
+        assert!(uefi.contains("romfile=,bootindex=1") && uefi.contains(OVMF_CODE) && uefi.contains("/w/lab-2.OVMF_VARS.fd"));
+        assert!(uefi.contains("virtio-blk-pci,drive=d0,bootindex=2"));
+    }
+
+    #[test]
+    fn mixed_alternates_starting_with_bios() {
+        let f: Vec<Firmware> = (1..=4).map(|i| firmware_for("mixed", i)).collect();
+        assert_eq!(f, [Firmware::Bios, Firmware::Uefi, Firmware::Bios, Firmware::Uefi]);
+        assert_eq!(firmware_for("uefi", 1), Firmware::Uefi);
+    }
+}

@@ -12,6 +12,10 @@ PKGS=(
   tftp-hpa            # tftp: a real TFTP client
   curl                # HTTP (Range) and TFTP (blksize) client
   ipxe                # iPXE binaries for `provd assets init`
+  qemu-system-x86     # the lab's VMs (TCG)
+  ipxe-qemu           # iPXE option ROMs for BIOS VMs
+  ovmf                # UEFI firmware for UEFI VMs
+  linux-image-cloud-amd64  # the lab mini-installer's kernel
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -21,7 +25,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  extra=()
+  # Some machines carry a newer qemu-utils (a backport with no repository behind it) that
+  # Breaks Debian 12's qemu-system-x86; take qemu-utils from the same release instead.
+  if printf '%s\n' "${missing[@]}" | grep -qx qemu-system-x86; then
+    want=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    have=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    if [ -n "$have" ] && [ -n "$want" ] && [ "$have" != "$want" ]; then
+      extra=("qemu-utils=$want" --allow-downgrades)
+    fi
+  fi
+  apt-get install -y -q --no-install-recommends "${missing[@]}" "${extra[@]}"
 fi
 # ksvalidator (pykickstart) checks every rendered kickstart.
 if ! command -v ksvalidator >/dev/null; then

@@ -288,6 +288,52 @@ fn tftp_oack_then_error_ends_the_transfer_and_the_retry_succeeds() {
 }
 
 #[test]
+fn tftp_windowsize_sends_whole_windows_acknowledged_by_their_last_block() {
+    let b = Boot::start("win", 89);
+    let server: SocketAddr = format!("{}:69", b.server()).parse().unwrap();
+    let expected = std::fs::read(b.assets().join("blob.bin")).unwrap();
+    let (granted, data, acks) = b.cli.enter(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(&rrq("blob.bin", &[("blksize", "1468"), ("windowsize", "8")]), server)
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, tid) = s.recv_from(&mut buf).unwrap();
+        let granted = String::from_utf8_lossy(&buf[2..n]).to_string();
+        s.send_to(&[0, 4, 0, 0], tid).unwrap();
+        let (mut data, mut acks, mut expect, mut in_window) = (Vec::new(), 0, 1u16, 0);
+        loop {
+            let (n, _) = s.recv_from(&mut buf).unwrap();
+            let block = u16::from_be_bytes([buf[2], buf[3]]);
+            assert_eq!(block, expect, "in-order delivery on a clean link");
+            data.extend_from_slice(&buf[4..n]);
+            expect = expect.wrapping_add(1);
+            in_window += 1;
+            let last = n - 4 < 1468;
+            // RFC 7440: acknowledge the last block of each window (or the final block).
+            if in_window == 8 || last {
+                s.send_to(&[0, 4, buf[2], buf[3]], tid).unwrap();
+                acks += 1;
+                in_window = 0;
+            }
+            if last {
+                return (granted, data, acks);
+            }
+        }
+    });
+    assert!(
+        granted.contains("windowsize\08"),
+        "OACK grants windowsize 8: {granted:?}"
+    );
+    assert_eq!(data, expected);
+    assert_eq!(
+        acks,
+        expected.len().div_ceil(1468 * 8),
+        "one ACK per window of 8 blocks"
+    );
+}
+
+#[test]
 fn five_hundred_concurrent_tftp_transfers_of_the_ipxe_binary_all_complete() {
     let b = Boot::start("t500", 83);
     let server: SocketAddr = format!("{}:69", b.server()).parse().unwrap();
@@ -518,6 +564,37 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
         .find(|h| h["mac"] == "52:54:00:de:ad:01")
         .expect("discovered host listed");
     assert_eq!(d["status"], "discovered");
+
+    // Metrics and sites on the API listener (loopback in the server namespace) ...
+    let api = |path: &str| {
+        String::from_utf8(
+            b.srv
+                .cmd("curl")
+                .args(["-s", &format!("http://127.0.0.1:6767{path}")])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+    };
+    let metrics = api("/metrics");
+    for line in [
+        "provd_http_total{what=\"kickstarts\"} 1",
+        "provd_http_total{what=\"refused_token\"} 5",
+        "provd_hosts{status=\"discovered\"} 1",
+        "provd_tftp_total{what=\"completed\"}",
+        "provd_dhcp_events_total{event=\"received_discover\"}",
+    ] {
+        assert!(metrics.contains(line), "metrics lack {line}:\n{metrics}");
+    }
+    let sites: serde_json::Value = serde_json::from_str(&api("/api/sites")).unwrap();
+    assert_eq!(sites[0]["name"], "b");
+    // ... and never on a boot listener.
+    assert_eq!(b.curl(&[&format!("{base}/api/hosts")]).0, "404");
+    assert_eq!(
+        b.curl(&["-X", "POST", &format!("{base}/api/hosts/hv81/reinstall")]).0,
+        "404"
+    );
 
     // State survives a restart.
     let (srv, cfg, state, log) = (

@@ -27,13 +27,24 @@ fn in_lab(args: &[&str]) -> serde_json::Value {
         .args(["--server", "127.0.0.1:6767", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn events(mac: &str) -> Vec<serde_json::Value> {
     let out = Command::new("ip")
-        .args(["netns", "exec", "provd-lab", "curl", "-s", &format!("http://127.0.0.1:6767/api/events?mac={mac}")])
+        .args([
+            "netns",
+            "exec",
+            "provd-lab",
+            "curl",
+            "-s",
+            &format!("http://127.0.0.1:6767/api/events?mac={mac}"),
+        ])
         .output()
         .unwrap();
     serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
@@ -46,7 +57,17 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
     let _guard = LabGuard;
 
     let mut child = Command::new(provd_bin())
-        .args(["lab", "up", "--vms", "2", "--firmware", "mixed", "--timeout", "600", "--no-install"])
+        .args([
+            "lab",
+            "up",
+            "--vms",
+            "2",
+            "--firmware",
+            "mixed",
+            "--timeout",
+            "600",
+            "--no-install",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -67,21 +88,38 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
     println!("{output}");
     assert!(status.success(), "provd lab up failed:\n{output}");
 
-    let summary: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read("/tmp/provd-lab/summary.json").unwrap()).unwrap();
+    let summary: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read("/tmp/provd-lab/summary.json").unwrap()).unwrap();
     assert_eq!(summary.len(), 2);
     let leases = in_lab(&["leases", "list"]);
-    for (vm, firmware, ip) in [(&summary[0], "bios", "10.200.0.11"), (&summary[1], "uefi", "10.200.0.12")] {
+    for (vm, firmware, ip) in [
+        (&summary[0], "bios", "10.200.0.11"),
+        (&summary[1], "uefi", "10.200.0.12"),
+    ] {
         let name = vm["name"].as_str().unwrap();
         let mac = vm["mac"].as_str().unwrap();
         assert_eq!(vm["firmware"], firmware);
         assert_eq!(vm["ok"], true, "{name}: {vm:#}");
 
         // The lease: the host's reserved address, bound in provd's store.
-        let lease = leases.as_array().unwrap().iter().find(|l| l["mac"] == mac).unwrap_or_else(|| panic!("no lease for {mac}"));
-        assert_eq!((lease["ip"].as_str(), lease["state"].as_str()), (Some(ip), Some("bound")));
+        let lease = leases
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["mac"] == mac)
+            .unwrap_or_else(|| panic!("no lease for {mac}"));
+        assert_eq!(
+            (lease["ip"].as_str(), lease["state"].as_str()),
+            (Some(ip), Some("bound"))
+        );
 
         let ev = events(mac);
-        let kinds = |k: &str| ev.iter().filter(|e| e["kind"] == k).map(|e| e["detail"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+        let kinds = |k: &str| {
+            ev.iter()
+                .filter(|e| e["kind"] == k)
+                .map(|e| e["detail"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
         // The right first-stage file per firmware: OVMF's PXE fetched ipxe.efi over TFTP; the
         // BIOS VM's NIC ROM is iPXE already, so DHCP gave it the script URL and no TFTP file.
         let acks = kinds("dhcp-ack");
@@ -89,33 +127,74 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
             assert!(acks[0].ends_with("boot file ipxe.efi"), "{acks:?}");
             assert!(kinds("tftp").iter().any(|t| t.starts_with("ipxe.efi (")), "{ev:#?}");
         } else {
-            assert!(acks[0].contains(&format!("boot file http://10.200.0.1:8080/boot/{}.ipxe", mac.replace(':', "-"))), "{acks:?}");
+            assert!(
+                acks[0].contains(&format!(
+                    "boot file http://10.200.0.1:8080/boot/{}.ipxe",
+                    mac.replace(':', "-")
+                )),
+                "{acks:?}"
+            );
             assert!(kinds("tftp").is_empty(), "{ev:#?}");
         }
         // The per-host iPXE script, the kernel and initrd over HTTP, the kickstart once.
-        assert!(kinds("boot-script").iter().any(|s| s.starts_with(&format!("installing {name} with profile lab-mini"))));
+        assert!(
+            kinds("boot-script")
+                .iter()
+                .any(|s| s.starts_with(&format!("installing {name} with profile lab-mini")))
+        );
         let assets = kinds("http-asset");
-        assert!(assets.iter().any(|a| a == "GET lab/vmlinuz") && assets.iter().any(|a| a == "GET lab/installer.cpio.gz"), "{assets:?}");
+        assert!(
+            assets.iter().any(|a| a == "GET lab/vmlinuz") && assets.iter().any(|a| a == "GET lab/installer.cpio.gz"),
+            "{assets:?}"
+        );
         assert_eq!(kinds("kickstart").len(), 1, "the kickstart is fetched exactly once");
         assert_eq!(kinds("callback"), ["installing", "post-started", "installed"]);
         // The second boot was told to boot locally (after `installed`, in journal order).
-        let installed_at = ev.iter().position(|e| e["kind"] == "callback" && e["detail"] == "installed").unwrap();
-        assert!(ev[installed_at..].iter().any(|e| e["kind"] == "boot-script" && e["detail"].as_str().unwrap().contains("boots from its local disk")));
+        let installed_at = ev
+            .iter()
+            .position(|e| e["kind"] == "callback" && e["detail"] == "installed")
+            .unwrap();
+        assert!(
+            ev[installed_at..]
+                .iter()
+                .any(|e| e["kind"] == "boot-script"
+                    && e["detail"].as_str().unwrap().contains("boots from its local disk"))
+        );
 
         // The inventory: installed, netboot off, the token spent, one kickstart fetch.
         let host = in_lab(&["hosts", "show", name]);
-        assert_eq!((host["status"].as_str(), host["netboot"].as_bool()), (Some("installed"), Some(false)));
-        assert_eq!((host["install"]["closed"].as_bool(), host["install"]["kickstart_fetches"].as_u64()), (Some(true), Some(1)));
+        assert_eq!(
+            (host["status"].as_str(), host["netboot"].as_bool()),
+            (Some("installed"), Some(false))
+        );
+        assert_eq!(
+            (
+                host["install"]["closed"].as_bool(),
+                host["install"]["kickstart_fetches"].as_u64()
+            ),
+            (Some(true), Some(1))
+        );
 
         // The console: the installer ran %pre and %post, and the local boot happened.
-        let console = String::from_utf8_lossy(&std::fs::read(format!("/tmp/provd-lab/{name}.serial.log")).unwrap()).to_string();
-        for line in ["provd-installer: running %pre", "provd-installer: %post done", "provd-installer: install complete; rebooting"] {
+        let console =
+            String::from_utf8_lossy(&std::fs::read(format!("/tmp/provd-lab/{name}.serial.log")).unwrap()).to_string();
+        for line in [
+            "provd-installer: running %pre",
+            "provd-installer: %post done",
+            "provd-installer: install complete; rebooting",
+        ] {
             assert!(console.contains(line), "{name} console lacks {line:?}");
         }
         if firmware == "bios" {
-            assert!(console.contains("provd-lab: booted from local disk"), "{name}: the installed boot sector did not run");
+            assert!(
+                console.contains("provd-lab: booted from local disk"),
+                "{name}: the installed boot sector did not run"
+            );
         } else {
-            assert!(console.contains(&format!("provd: {name} boots from its local disk")), "{name}: iPXE did not print the local-boot script");
+            assert!(
+                console.contains(&format!("provd: {name} boots from its local disk")),
+                "{name}: iPXE did not print the local-boot script"
+            );
         }
     }
 }

@@ -239,7 +239,13 @@ fn serve(
 
 fn lab(cmd: LabCommand) -> anyhow::Result<ExitCode> {
     let ok = match cmd {
-        LabCommand::Up { vms, firmware, config, timeout, no_install } => crate::lab::up(crate::lab::UpOptions {
+        LabCommand::Up {
+            vms,
+            firmware,
+            config,
+            timeout,
+            no_install,
+        } => crate::lab::up(crate::lab::UpOptions {
             vms,
             firmware,
             config,

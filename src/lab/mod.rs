@@ -97,12 +97,23 @@ fn prerequisites(firmwares: &[Firmware]) -> Vec<(&'static str, &'static str)> {
 }
 
 fn cloud_kernel_installed() -> bool {
-    std::fs::read_dir("/boot").map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with("-cloud-amd64") && e.file_name().to_string_lossy().starts_with("vmlinuz-"))).unwrap_or(false)
+    std::fs::read_dir("/boot")
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.file_name().to_string_lossy().ends_with("-cloud-amd64")
+                    && e.file_name().to_string_lossy().starts_with("vmlinuz-")
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// Install what is missing (Debian), or say exactly what to install.
 fn ensure_prerequisites(firmwares: &[Firmware], install: bool) -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = prerequisites(firmwares).into_iter().filter(|(p, _)| !Path::new(p).exists()).map(|(_, pkg)| pkg).collect();
+    let mut missing: Vec<&str> = prerequisites(firmwares)
+        .into_iter()
+        .filter(|(p, _)| !Path::new(p).exists())
+        .map(|(_, pkg)| pkg)
+        .collect();
     if !cloud_kernel_installed() {
         missing.push("linux-image-cloud-amd64");
     }
@@ -111,10 +122,15 @@ fn ensure_prerequisites(firmwares: &[Firmware], install: bool) -> anyhow::Result
     }
     let command = format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
     if !install {
-        bail!("the lab needs Debian packages that are not installed; run:\n  {command}\n(or lab/deps.sh, which also handles the qemu-utils version pin)");
+        bail!(
+            "the lab needs Debian packages that are not installed; run:\n  {command}\n(or lab/deps.sh, which also handles the qemu-utils version pin)"
+        );
     }
     println!("provd lab: installing {}", missing.join(" "));
-    let status = Command::new("sh").arg("-c").arg(format!("DEBIAN_FRONTEND=noninteractive {command}")).status()?;
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("DEBIAN_FRONTEND=noninteractive {command}"))
+        .status()?;
     if !status.success() {
         bail!("could not install the lab's packages; run `{command}` (or lab/deps.sh) yourself and try again");
     }
@@ -134,7 +150,10 @@ fn ensure_assets(config: &Config) -> anyhow::Result<()> {
     if !assets.join("lab/vmlinuz").exists() || !assets.join("lab/installer.cpio.gz").exists() {
         let script = Path::new("lab/build-installer.sh");
         if !script.exists() {
-            bail!("{} lacks lab/vmlinuz and lab/installer.cpio.gz, and lab/build-installer.sh is not here: run provd lab from the provd source tree", assets.display());
+            bail!(
+                "{} lacks lab/vmlinuz and lab/installer.cpio.gz, and lab/build-installer.sh is not here: run provd lab from the provd source tree",
+                assets.display()
+            );
         }
         println!("provd lab: building the mini-installer (lab/build-installer.sh)");
         run(Command::new("bash").arg(script).arg(assets.join("lab")))?;
@@ -159,7 +178,10 @@ fn in_namespace<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> an
 fn fetch_events(api: &str) -> anyhow::Result<Vec<BootEvent>> {
     let url = format!("http://{api}/api/events");
     in_namespace(move || -> anyhow::Result<Vec<BootEvent>> {
-        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
         let body = agent.get(&url).call()?.body_mut().read_to_string()?;
         Ok(serde_json::from_str(&body)?)
     })?
@@ -167,7 +189,9 @@ fn fetch_events(api: &str) -> anyhow::Result<Vec<BootEvent>> {
 
 fn progress_of(vm: &VmSpec, events: &[BootEvent]) -> Progress {
     let mine: Vec<BootEvent> = events.iter().filter(|e| e.mac == Some(vm.mac)).cloned().collect();
-    let console = std::fs::read(&vm.serial_log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let console = std::fs::read(&vm.serial_log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     progress::derive(&mine, &console, vm.firmware)
 }
 
@@ -185,11 +209,22 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
     let site = config.sites.values().next().context("the lab config has no site")?;
     let listen = site.listen.first().context("the lab site has no listen interface")?;
     if listen.interface != BRIDGE {
-        bail!("the lab site must listen on {BRIDGE} (it listens on {})", listen.interface);
+        bail!(
+            "the lab site must listen on {BRIDGE} (it listens on {})",
+            listen.interface
+        );
     }
-    let subnet = site.subnets.iter().find(|s| s.prefix.contains(&listen.address)).context("no subnet holds the lab server address")?;
+    let subnet = site
+        .subnets
+        .iter()
+        .find(|s| s.prefix.contains(&listen.address))
+        .context("no subnet holds the lab server address")?;
     if site.hosts.len() < opts.vms {
-        bail!("the lab config defines {} hosts; --vms {} needs as many", site.hosts.len(), opts.vms);
+        bail!(
+            "the lab config defines {} hosts; --vms {} needs as many",
+            site.hosts.len(),
+            opts.vms
+        );
     }
     let firmwares: Vec<Firmware> = (1..=opts.vms).map(|i| vm::firmware_for(&opts.firmware, i)).collect();
     ensure_prerequisites(&firmwares, opts.install_packages)?;
@@ -204,7 +239,15 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
     let setup = || -> anyhow::Result<()> {
         ip(&["-n", NAMESPACE, "link", "set", "lo", "up"])?;
         ip(&["-n", NAMESPACE, "link", "add", BRIDGE, "type", "bridge"])?;
-        ip(&["-n", NAMESPACE, "addr", "add", &format!("{}/{}", listen.address, subnet.prefix.prefix_len()), "dev", BRIDGE])?;
+        ip(&[
+            "-n",
+            NAMESPACE,
+            "addr",
+            "add",
+            &format!("{}/{}", listen.address, subnet.prefix.prefix_len()),
+            "dev",
+            BRIDGE,
+        ])?;
         ip(&["-n", NAMESPACE, "link", "set", BRIDGE, "up"])?;
         for i in 1..=opts.vms {
             let tap = format!("ltap{i}");
@@ -271,15 +314,29 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
     for (i, fw) in firmwares.iter().enumerate() {
         let host = &site.hosts[i];
         let spec = VmSpec::new(i + 1, *fw, host.mac, &host.hostname, w);
-        run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&spec.disk).arg("1G"))?;
+        run(Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&spec.disk)
+            .arg("1G"))?;
         if let Some(vars) = &spec.vars {
             std::fs::copy(vm::OVMF_VARS, vars).context("copying the OVMF variable store")?;
         }
-        spawn_in_namespace(Path::new("/usr/bin/qemu-system-x86_64"), &spec.qemu_args(), &w.join(format!("{}.qemu.log", spec.name)))?;
+        spawn_in_namespace(
+            Path::new("/usr/bin/qemu-system-x86_64"),
+            &spec.qemu_args(),
+            &w.join(format!("{}.qemu.log", spec.name)),
+        )?;
         powered_on.push(crate::clock::unix_now());
         vms.push(spec);
     }
-    let state = LabState { started: crate::clock::unix_now(), config: opts.config.clone(), api: api.clone(), provd_pid, vms, powered_on };
+    let state = LabState {
+        started: crate::clock::unix_now(),
+        config: opts.config.clone(),
+        api: api.clone(),
+        provd_pid,
+        vms,
+        powered_on,
+    };
     std::fs::write(w.join("lab.json"), serde_json::to_vec_pretty(&state)?)?;
 
     let counts = |f: Firmware| firmwares.iter().filter(|x| **x == f).count();
@@ -308,14 +365,26 @@ fn watch(state: &LabState, timeout: Duration) -> anyhow::Result<bool> {
             for (stage, at, detail) in &p.reached {
                 if !shown[i].contains(stage) {
                     shown[i].push(*stage);
-                    println!("[{:>4}s] {:<8} {:<5} {:<10} {}", at.saturating_sub(state.powered_on[i]), vm.name, vm.firmware.name(), stage.name(), detail);
+                    println!(
+                        "[{:>4}s] {:<8} {:<5} {:<10} {}",
+                        at.saturating_sub(state.powered_on[i]),
+                        vm.name,
+                        vm.firmware.name(),
+                        stage.name(),
+                        detail
+                    );
                 }
             }
             if let Some(f) = &p.failed
                 && !failed_shown[i]
             {
                 failed_shown[i] = true;
-                println!("[{:>4}s] {:<8} {:<5} FAILED     {f}", start.elapsed().as_secs(), vm.name, vm.firmware.name());
+                println!(
+                    "[{:>4}s] {:<8} {:<5} FAILED     {f}",
+                    start.elapsed().as_secs(),
+                    vm.name,
+                    vm.firmware.name()
+                );
             }
             summaries.push(summary(vm, state.powered_on[i], p));
         }
@@ -328,11 +397,20 @@ fn watch(state: &LabState, timeout: Duration) -> anyhow::Result<bool> {
     // disk"; give the consoles a few seconds to show it.
     let grace = Instant::now();
     while grace.elapsed() < Duration::from_secs(20)
-        && state.vms.iter().zip(&summaries).any(|(vm, s)| vm.firmware == Firmware::Bios && s.ok && !s.progress.disk_booted)
+        && state
+            .vms
+            .iter()
+            .zip(&summaries)
+            .any(|(vm, s)| vm.firmware == Firmware::Bios && s.ok && !s.progress.disk_booted)
     {
         std::thread::sleep(Duration::from_secs(1));
         let events = fetch_events(&state.api).unwrap_or_default();
-        summaries = state.vms.iter().enumerate().map(|(i, vm)| summary(vm, state.powered_on[i], progress_of(vm, &events))).collect();
+        summaries = state
+            .vms
+            .iter()
+            .enumerate()
+            .map(|(i, vm)| summary(vm, state.powered_on[i], progress_of(vm, &events)))
+            .collect();
     }
 
     print_summary(&summaries, start.elapsed() > timeout);
@@ -341,9 +419,23 @@ fn watch(state: &LabState, timeout: Duration) -> anyhow::Result<bool> {
     if !all_ok {
         for (vm, s) in state.vms.iter().zip(&summaries) {
             if !s.ok {
-                let console = std::fs::read(&vm.serial_log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-                let tail: Vec<&str> = console.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-                println!("--- last console lines of {} ({}) ---\n{}", vm.name, vm.serial_log.display(), tail.join("\n"));
+                let console = std::fs::read(&vm.serial_log)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                let tail: Vec<&str> = console
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                println!(
+                    "--- last console lines of {} ({}) ---\n{}",
+                    vm.name,
+                    vm.serial_log.display(),
+                    tail.join("\n")
+                );
             }
         }
     }
@@ -367,10 +459,19 @@ fn summary(vm: &VmSpec, powered_on: u64, p: Progress) -> VmSummary {
 
 fn print_summary(summaries: &[VmSummary], timed_out: bool) {
     println!();
-    println!("{:<8} {:<5} {:<22} {:>6} {:>10} {:>11} {:<9} RESULT", "VM", "FW", "FIRST STAGE FILE", "DHCP", "INSTALLED", "LOCAL BOOT", "DISK");
+    println!(
+        "{:<8} {:<5} {:<22} {:>6} {:>10} {:>11} {:<9} RESULT",
+        "VM", "FW", "FIRST STAGE FILE", "DHCP", "INSTALLED", "LOCAL BOOT", "DISK"
+    );
     for s in summaries {
         let p = &s.progress;
-        let file = p.tftp_files.first().cloned().unwrap_or_else(|| if s.firmware == Firmware::Bios { "(iPXE option ROM)".into() } else { "-".into() });
+        let file = p.tftp_files.first().cloned().unwrap_or_else(|| {
+            if s.firmware == Firmware::Bios {
+                "(iPXE option ROM)".into()
+            } else {
+                "-".into()
+            }
+        });
         let t = |v: Option<u64>| v.map(|x| format!("{x}s")).unwrap_or_else(|| "-".into());
         let result = if s.ok {
             "ok".to_string()
@@ -404,10 +505,18 @@ pub fn status() -> anyhow::Result<bool> {
     };
     let state: LabState = serde_json::from_slice(&bytes)?;
     let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
-    println!("lab started {}s ago; provd pid {} ({})", crate::clock::unix_now().saturating_sub(state.started), state.provd_pid, if alive(state.provd_pid) { "running" } else { "gone" });
+    println!(
+        "lab started {}s ago; provd pid {} ({})",
+        crate::clock::unix_now().saturating_sub(state.started),
+        state.provd_pid,
+        if alive(state.provd_pid) { "running" } else { "gone" }
+    );
     let events = fetch_events(&state.api).unwrap_or_default();
     for (i, vm) in state.vms.iter().enumerate() {
-        let running = std::fs::read_to_string(&vm.pidfile).ok().and_then(|p| p.trim().parse::<u32>().ok()).is_some_and(alive);
+        let running = std::fs::read_to_string(&vm.pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_some_and(alive);
         let p = progress_of(vm, &events);
         println!(
             "{:<8} {:<5} {:<17} {:<8} last stage: {}{}",
@@ -428,7 +537,10 @@ pub fn down() -> anyhow::Result<()> {
     // Every process in the namespace (provd, QEMU) goes, then the namespace with its bridge
     // and taps, then the work directory.
     if let Ok(out) = Command::new("ip").args(["netns", "pids", NAMESPACE]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        for pid in String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
@@ -437,7 +549,10 @@ pub fn down() -> anyhow::Result<()> {
     {
         unsafe { libc::kill(state.provd_pid as i32, libc::SIGKILL) };
         for vm in &state.vms {
-            if let Some(pid) = std::fs::read_to_string(&vm.pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            if let Some(pid) = std::fs::read_to_string(&vm.pidfile)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }

@@ -27,8 +27,16 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 8] =
-        [Stage::Dhcp, Stage::Ipxe, Stage::Script, Stage::Kernel, Stage::Kickstart, Stage::Post, Stage::Installed, Stage::LocalBoot];
+    pub const ALL: [Stage; 8] = [
+        Stage::Dhcp,
+        Stage::Ipxe,
+        Stage::Script,
+        Stage::Kernel,
+        Stage::Kickstart,
+        Stage::Post,
+        Stage::Installed,
+        Stage::LocalBoot,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Stage::Dhcp => "dhcp",
@@ -138,7 +146,13 @@ mod tests {
     use super::*;
 
     fn ev(at: u64, kind: &str, detail: &str) -> BootEvent {
-        BootEvent { at, mac: None, ip: None, kind: kind.into(), detail: detail.into() }
+        BootEvent {
+            at,
+            mac: None,
+            ip: None,
+            kind: kind.into(),
+            detail: detail.into(),
+        }
     }
 
     #[test]
@@ -172,9 +186,20 @@ mod tests {
         ];
         let p = derive(&events, "", Firmware::Bios);
         assert_eq!(p.at(Stage::Ipxe), Some(1));
-        assert_eq!(p.at(Stage::LocalBoot), None, "a local-disk answer before any install is not the second boot");
+        assert_eq!(
+            p.at(Stage::LocalBoot),
+            None,
+            "a local-disk answer before any install is not the second boot"
+        );
         let p = derive(&[], "x\nprovd-installer: FAILED: no DHCP lease\n", Firmware::Bios);
         assert_eq!(p.failed.as_deref(), Some("provd-installer: FAILED: no DHCP lease"));
-        assert!(derive(&[], "\r\nprovd-lab: booted from local disk (installed by provd)", Firmware::Bios).disk_booted);
+        assert!(
+            derive(
+                &[],
+                "\r\nprovd-lab: booted from local disk (installed by provd)",
+                Firmware::Bios
+            )
+            .disk_booted
+        );
     }
 }

@@ -81,18 +81,33 @@ impl VmSpec {
         match self.firmware {
             Firmware::Bios => {
                 a.extend(["-machine".into(), "pc".into()]);
-                a.extend(["-device".into(), format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", self.mac)]);
+                a.extend([
+                    "-device".into(),
+                    format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", self.mac),
+                ]);
             }
             Firmware::Uefi => {
                 let vars = self.vars.as_ref().expect("UEFI VMs have a vars file");
                 a.extend(["-machine".into(), "q35".into()]);
-                a.extend(["-drive".into(), format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
-                a.extend(["-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", vars.display())]);
+                a.extend([
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+                ]);
+                a.extend([
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+                ]);
                 // romfile= (empty): no iPXE ROM, so OVMF's own PXE does DHCP and TFTP.
-                a.extend(["-device".into(), format!("virtio-net-pci,netdev=n0,mac={},romfile=,bootindex=1", self.mac)]);
+                a.extend([
+                    "-device".into(),
+                    format!("virtio-net-pci,netdev=n0,mac={},romfile=,bootindex=1", self.mac),
+                ]);
             }
         }
-        a.extend(["-drive".into(), format!("file={},if=none,id=d0,format=qcow2", self.disk.display())]);
+        a.extend([
+            "-drive".into(),
+            format!("file={},if=none,id=d0,format=qcow2", self.disk.display()),
+        ]);
         a.extend(["-device".into(), "virtio-blk-pci,drive=d0,bootindex=2".into()]);
         a
     }
@@ -115,13 +130,19 @@ mod tests {
     #[test]
     fn bios_uses_the_ipxe_rom_and_uefi_the_firmware_pxe_stack() {
         let mac: MacAddr = "52:54:00:00:c0:01".parse().unwrap();
-        let bios = VmSpec::new(1, Firmware::Bios, mac, "lab-1", Path::new("/w")).qemu_args().join(" ");
+        let bios = VmSpec::new(1, Firmware::Bios, mac, "lab-1", Path::new("/w"))
+            .qemu_args()
+            .join(" ");
         assert!(bios.contains("-accel tcg") && bios.contains("-machine pc"));
         assert!(bios.contains("virtio-net-pci,netdev=n0,mac=52:54:00:00:c0:01,bootindex=1"));
         assert!(!bios.contains("romfile") && !bios.contains("pflash"));
         assert!(bios.contains("tap,id=n0,ifname=ltap1,script=no,downscript=no"));
-        let uefi = VmSpec::new(2, Firmware::Uefi, mac, "lab-2", Path::new("/w")).qemu_args().join(" ");
-        assert!(uefi.contains("romfile=,bootindex=1") && uefi.contains(OVMF_CODE) && uefi.contains("/w/lab-2.OVMF_VARS.fd"));
+        let uefi = VmSpec::new(2, Firmware::Uefi, mac, "lab-2", Path::new("/w"))
+            .qemu_args()
+            .join(" ");
+        assert!(
+            uefi.contains("romfile=,bootindex=1") && uefi.contains(OVMF_CODE) && uefi.contains("/w/lab-2.OVMF_VARS.fd")
+        );
         assert!(uefi.contains("virtio-blk-pci,drive=d0,bootindex=2"));
     }
 

@@ -40,11 +40,11 @@ fn oack_then_error(server: SocketAddr) -> (usize, f64) {
     let mut last = 0.0;
     s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     while start.elapsed() < Duration::from_secs(WATCH_SECS) {
-        if let Ok((_, from)) = s.recv_from(&mut buf) {
-            if from == tid {
-                after += 1;
-                last = start.elapsed().as_secs_f64();
-            }
+        if let Ok((_, from)) = s.recv_from(&mut buf)
+            && from == tid
+        {
+            after += 1;
+            last = start.elapsed().as_secs_f64();
         }
     }
     (after, last)

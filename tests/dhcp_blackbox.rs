@@ -289,7 +289,6 @@ pools = [{{ start = "10.{net}.1.0", end = "10.{net}.255.254" }}]
         line.split(':')
             .nth(1)
             .unwrap()
-            .trim()
             .split_whitespace()
             .next()
             .unwrap()

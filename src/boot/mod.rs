@@ -132,25 +132,7 @@ impl Boot {
             .expect("a daemon serves at least one site")
     }
 
-    fn render(
-        &self,
-        template: &str,
-        site: &Site,
-        host: Option<&Host>,
-        mac: MacAddr,
-        ip: Option<Ipv4Addr>,
-        action: Action,
-        token: Option<&str>,
-    ) -> Result<String, RenderError> {
-        let ctx = HostContext {
-            config: &self.config,
-            site,
-            host,
-            mac,
-            ip,
-            action,
-            token,
-        };
+    fn render(&self, template: &str, ctx: HostContext) -> Result<String, RenderError> {
         self.renderer.render(template, &ctx.to_value())
     }
 
@@ -172,14 +154,18 @@ impl Boot {
             Some((s, h)) => (s, Some(h)),
             None => (self.site_for_unknown(listener_site, ip), None),
         };
+        let ip = ip.or(host.and_then(|h| h.ip));
         Ok(self.render(
             format.template(),
-            site,
-            host,
-            mac,
-            ip.or(host.and_then(|h| h.ip)),
-            action,
-            token,
+            HostContext {
+                config: &self.config,
+                site,
+                host,
+                mac,
+                ip,
+                action,
+                token,
+            },
         )?)
     }
 
@@ -195,7 +181,16 @@ impl Boot {
             .get(host.profile.as_deref().unwrap_or(""))
             .and_then(|p| p.kickstart.clone());
         let ks = ks.ok_or_else(|| BootError::NoKickstart(host.hostname.clone()))?;
-        let text = self.render(&ks, site, Some(host), mac, host.ip, Action::Install, Some(token))?;
+        let ctx = HostContext {
+            config: &self.config,
+            site,
+            host: Some(host),
+            mac,
+            ip: host.ip,
+            action: Action::Install,
+            token: Some(token),
+        };
+        let text = self.render(&ks, ctx)?;
         self.inventory.kickstart_fetched(mac, token).await?;
         Ok(text)
     }

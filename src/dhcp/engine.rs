@@ -5,7 +5,7 @@
 //! persist; the I/O layer must make it durable before sending the reply.
 
 use crate::config::{Site, Subnet, UnknownClients};
-use crate::dhcp::leases::LeaseTable;
+use crate::dhcp::leases::{ClientFacts, LeaseTable};
 use crate::dhcp::packet::Request;
 use crate::dhcp::pxe::{self, BootAnswer};
 use crate::dhcp::reply::{self, Destination, Grant};
@@ -209,15 +209,11 @@ impl Context<'_> {
 
     fn ack(&self, table: &mut LeaseTable, ip: Ipv4Addr, now: u64) -> Outcome {
         let lease = self.lease_time();
-        let record = table.bind(
-            ip,
-            &self.req.client,
-            self.req.mac,
-            self.hostname.clone(),
-            lease,
-            now,
-            &self.site.name,
-        );
+        let facts = ClientFacts {
+            mac: self.req.mac,
+            hostname: self.hostname.clone(),
+        };
+        let record = table.bind(ip, &self.req.client, facts, lease, now, &self.site.name);
         let msg = self.grant(MessageType::Ack, ip, Some(lease));
         let dest = reply::destination(self.req, MessageType::Ack, ip);
         Outcome::Reply {

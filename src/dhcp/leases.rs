@@ -55,6 +55,13 @@ pub struct LeaseTable {
     cursors: HashMap<Ipv4Addr, u32>,
 }
 
+/// What a lease records about its client besides its key.
+#[derive(Debug, Clone, Default)]
+pub struct ClientFacts {
+    pub mac: Option<MacAddr>,
+    pub hostname: Option<String>,
+}
+
 /// Addresses that dynamic allocation must never hand out (reservations of other hosts).
 pub type Reserved = HashSet<Ipv4Addr>;
 
@@ -221,12 +228,12 @@ impl LeaseTable {
         &mut self,
         ip: Ipv4Addr,
         client: &ClientKey,
-        mac: Option<MacAddr>,
-        hostname: Option<String>,
+        facts: ClientFacts,
         lease: u32,
         now: u64,
         site: &str,
     ) -> LeaseRecord {
+        let ClientFacts { mac, hostname } = facts;
         let b = Binding {
             client: client.clone(),
             mac,
@@ -365,7 +372,7 @@ mod tests {
         let mut t = LeaseTable::new();
         let none = Reserved::new();
         let a = t.allocate(&s, &key(1), None, &none, 0).unwrap();
-        t.bind(a, &key(1), None, None, 100, 0, "s");
+        t.bind(a, &key(1), ClientFacts::default(), 100, 0, "s");
         let b = t.allocate(&s, &key(2), None, &none, 0).unwrap();
         t.offer(b, &key(2), None, 30, 0);
         assert_eq!(
@@ -388,7 +395,7 @@ mod tests {
             t.allocate(&s, &key(1), Some(ip("10.0.0.15")), &none, 0),
             Some(ip("10.0.0.15"))
         );
-        t.bind(ip("10.0.0.15"), &key(1), None, None, 100, 0, "s");
+        t.bind(ip("10.0.0.15"), &key(1), ClientFacts::default(), 100, 0, "s");
         assert_ne!(
             t.allocate(&s, &key(2), Some(ip("10.0.0.15")), &none, 0),
             Some(ip("10.0.0.15"))
@@ -405,7 +412,7 @@ mod tests {
         let s = subnet(&[("10.0.0.10", "10.0.0.10")]);
         let mut t = LeaseTable::new();
         let none = Reserved::new();
-        let a = t.bind(ip("10.0.0.10"), &key(1), None, None, 100, 0, "s").ip;
+        let a = t.bind(ip("10.0.0.10"), &key(1), ClientFacts::default(), 100, 0, "s").ip;
         assert!(t.release(a, &key(2), 5, "s").is_none(), "only the owner may release");
         let rec = t.release(a, &key(1), 5, "s").unwrap();
         assert_eq!(rec.state, LeaseState::Released);
@@ -414,7 +421,7 @@ mod tests {
             Some(a),
             "released address is reusable"
         );
-        t.bind(a, &key(2), None, None, 100, 6, "s");
+        t.bind(a, &key(2), ClientFacts::default(), 100, 6, "s");
         let rec = t.decline(a, &key(2), 1000, 7, "s").unwrap();
         assert_eq!(rec.state, LeaseState::Declined);
         assert_eq!(
@@ -428,8 +435,18 @@ mod tests {
     #[test]
     fn restore_rebuilds_bindings_from_records() {
         let mut t = LeaseTable::new();
-        let r1 = t.bind(ip("10.0.0.10"), &key(1), None, Some("h".into()), 100, 0, "s");
-        let r2 = t.bind(ip("10.0.0.11"), &key(2), None, None, 100, 0, "s");
+        let r1 = t.bind(
+            ip("10.0.0.10"),
+            &key(1),
+            ClientFacts {
+                mac: None,
+                hostname: Some("h".into()),
+            },
+            100,
+            0,
+            "s",
+        );
+        let r2 = t.bind(ip("10.0.0.11"), &key(2), ClientFacts::default(), 100, 0, "s");
         let r2 = t.release(r2.ip, &key(2), 1, "s").unwrap();
         let t2 = LeaseTable::restore(&[r1, r2]);
         assert_eq!(t2.address_of(&key(1)), Some(ip("10.0.0.10")));

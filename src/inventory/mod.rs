@@ -315,11 +315,12 @@ impl Inventory {
         let now = unix_now();
         let mut hosts = self.hosts.lock().await;
         if !self.configured.contains_key(&mac) {
-            if !hosts.contains_key(&mac) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = hosts.entry(mac) {
                 let mut r = new_record(mac, now);
                 r.note("asked for a boot script", now);
+                // Durable first: the record exists in memory only once it is on disk.
                 self.persist(&r).await?;
-                hosts.insert(mac, r);
+                slot.insert(r);
             }
             return Ok(BootDecision::Menu);
         }

@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "the tests need root (network namespaces): sudo $0"; exit 1; }
 lab/deps.sh
-cargo test --locked "$@"
+cargo test --locked --no-fail-fast "$@"

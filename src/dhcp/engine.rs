@@ -550,3 +550,47 @@ hostname = "known"
         );
     }
 }
+
+#[cfg(test)]
+mod pxeclient_tests {
+    use super::*;
+    use crate::config;
+    use crate::dhcp::packet;
+    use dhcproto::v4::{DhcpOption, Message, OptionCode};
+    use dhcproto::{Encodable, Encoder};
+
+    fn offer_vendor_class(answer_pxeclient: bool) -> Option<Vec<u8>> {
+        let toml = format!(
+            "[sites.s]\nserver_address = \"10.0.0.1\"\nlisten = [{{ interface = \"eth0\", address = \"10.0.0.1\" }}]\n\
+             [sites.s.pxe]\nanswer_pxeclient = {answer_pxeclient}\n\
+             [[sites.s.subnets]]\nprefix = \"10.0.0.0/24\"\npools = [{{ start = \"10.0.0.100\", end = \"10.0.0.110\" }}]\n"
+        );
+        let cfg = config::load_from_strs(&[("t.toml".into(), toml)]).unwrap();
+        let served = cfg.select_sites(&[]).unwrap();
+        let topo = Topology::new(&cfg, &served);
+        let ingress = topo.ingresses().remove(0);
+        let mut engine = Engine::new(topo, LeaseTable::new());
+        let mut m = Message::default();
+        m.set_chaddr(&[0x52, 0x54, 0, 0, 0, 9]);
+        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Discover));
+        m.opts_mut().insert(DhcpOption::ClientSystemArchitecture(0.into()));
+        m.opts_mut().insert(DhcpOption::ClassIdentifier(
+            b"PXEClient:Arch:00000:UNDI:002001".to_vec(),
+        ));
+        let mut b = Vec::new();
+        m.encode(&mut Encoder::new(&mut b)).unwrap();
+        match engine.handle(&packet::parse(&b).unwrap(), &ingress, 1000) {
+            Outcome::Reply { msg, .. } => match msg.opts().get(OptionCode::ClassIdentifier) {
+                Some(DhcpOption::ClassIdentifier(v)) => Some(v.clone()),
+                _ => None,
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pxeclient_is_answered_only_when_the_site_asks_for_it() {
+        assert_eq!(offer_vendor_class(false), None);
+        assert_eq!(offer_vendor_class(true), Some(b"PXEClient".to_vec()));
+    }
+}

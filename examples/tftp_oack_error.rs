@@ -112,7 +112,7 @@ fn main() {
         provd::tftp::TftpServer::new(
             dir.path().to_path_buf(),
             Arc::new(provd::tftp::NoGenerated),
-            Arc::default(),
+            Arc::new(provd::tftp::TftpStats::new(provd::tftp::COUNTERS)),
         )
         .unwrap(),
     );

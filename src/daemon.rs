@@ -75,9 +75,9 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         lease_owner,
     ));
 
-    let dhcp_stats = Arc::new(DhcpStats::default());
-    let tftp_stats = Arc::new(TftpStats::default());
-    let http_stats = Arc::new(HttpStats::default());
+    let dhcp_stats = Arc::new(crate::dhcp::stats::counters());
+    let tftp_stats = Arc::new(TftpStats::new(crate::tftp::COUNTERS));
+    let http_stats = Arc::new(HttpStats::new(crate::http::COUNTERS));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod dhcp;
 pub mod http;

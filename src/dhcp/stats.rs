@@ -1,16 +1,10 @@
-//! Packet counters: what came in, what went out, what was dropped and why. Lock-free
-//! (atomics in a map fixed at start), shown by the API's stats view, `/metrics`, and a
-//! periodic log line.
+//! DHCP packet counters: what came in, what went out, what was dropped and why. Shown by
+//! the API's stats view, `/metrics`, and a periodic log line.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+pub use crate::counters::Counters as DhcpStats;
 
-pub struct DhcpStats {
-    counters: BTreeMap<&'static str, AtomicU64>,
-}
-
-/// Every counter name, so the map never changes shape after start.
-const NAMES: &[&str] = &[
+/// Every DHCP counter name (see `Counters`).
+pub const NAMES: &[&str] = &[
     "received_discover",
     "received_request",
     "received_decline",
@@ -40,41 +34,7 @@ const NAMES: &[&str] = &[
     "dropped_unsupported_type",
 ];
 
-impl Default for DhcpStats {
-    fn default() -> Self {
-        DhcpStats {
-            counters: NAMES.iter().map(|n| (*n, AtomicU64::new(0))).collect(),
-        }
-    }
-}
-
-impl DhcpStats {
-    pub fn inc(&self, name: &str) {
-        match self.counters.get(name) {
-            Some(c) => {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-            None => debug_assert!(false, "unknown counter {name}"),
-        }
-    }
-
-    pub fn get(&self, name: &str) -> u64 {
-        self.counters.get(name).map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counters
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
-            .collect()
-    }
-
-    /// Sum of all `malformed_*` counters.
-    pub fn malformed_total(&self) -> u64 {
-        self.counters
-            .iter()
-            .filter(|(k, _)| k.starts_with("malformed_"))
-            .map(|(_, v)| v.load(Ordering::Relaxed))
-            .sum()
-    }
+/// A fresh set of DHCP counters.
+pub fn counters() -> DhcpStats {
+    DhcpStats::new(NAMES)
 }

@@ -187,8 +187,8 @@ async fn stats_view(s: &AppState) -> StatsView {
     StatsView {
         dhcp: s.dhcp_stats.snapshot(),
         store: owned(store.to_vec()),
-        tftp: owned(s.tftp_stats.snapshot()),
-        http: owned(s.http_stats.snapshot()),
+        tftp: s.tftp_stats.snapshot(),
+        http: s.http_stats.snapshot(),
         hosts,
         leases_bound: bound,
         leases_known: known,

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use tower::ServiceExt;
 
 pub fn routes() -> Router<AppState> {
@@ -37,16 +36,16 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
 fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
     match e {
         BootError::UnknownHost => {
-            s.http_stats.not_found.fetch_add(1, Ordering::Relaxed);
+            s.http_stats.inc("not_found");
             plain(StatusCode::NOT_FOUND, "not found\n")
         }
         BootError::TokenRefused => {
-            s.http_stats.refused_token.fetch_add(1, Ordering::Relaxed);
+            s.http_stats.inc("refused_token");
             tracing::warn!("{what}: token refused");
             plain(StatusCode::FORBIDDEN, "forbidden\n")
         }
         other => {
-            s.http_stats.render_errors.fetch_add(1, Ordering::Relaxed);
+            s.http_stats.inc("render_errors");
             tracing::error!("{what}: {other}");
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -59,7 +58,7 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
 /// `/boot/<mac>.ipxe`: the iPXE script for that MAC now (install, local disk, or menu).
 async fn boot_script(State(s): State<AppState>, Path(file): Path<String>) -> Response {
     let Some(mac) = file.strip_suffix(".ipxe").and_then(|m| m.parse::<MacAddr>().ok()) else {
-        s.http_stats.not_found.fetch_add(1, Ordering::Relaxed);
+        s.http_stats.inc("not_found");
         return plain(StatusCode::NOT_FOUND, "not found\n");
     };
     let result = s.boot.script(Format::Ipxe, mac, s.listener_site.as_deref(), None).await;
@@ -79,7 +78,7 @@ fn boot_script_response(s: &AppState, mac: MacAddr, result: Result<String, BootE
     let s = s.clone();
     match result {
         Ok(text) => {
-            s.http_stats.boot_scripts.fetch_add(1, Ordering::Relaxed);
+            s.http_stats.inc("boot_scripts");
             ([("content-type", "text/plain; charset=utf-8")], text).into_response()
         }
         Err(e) => refuse(&s, e, &format!("boot script for {mac}")),
@@ -90,7 +89,7 @@ async fn kickstart(State(s): State<AppState>, Path(host): Path<String>, Query(q)
     let token = q.token.unwrap_or_default();
     match s.boot.kickstart(&host, &token).await {
         Ok(text) => {
-            s.http_stats.kickstarts.fetch_add(1, Ordering::Relaxed);
+            s.http_stats.inc("kickstarts");
             tracing::info!("kickstart served to {host}");
             let mac = s.boot.inventory.find(&host).await;
             s.journal
@@ -125,7 +124,7 @@ async fn callback(
         .await
     {
         Ok(status) => {
-            s.http_stats.callbacks.fetch_add(1, Ordering::Relaxed);
+            s.http_stats.inc("callbacks");
             tracing::info!("install event from {host}: {event:?} -> {status:?}");
             s.journal.record(Some(mac), None, "callback", event.as_str());
             axum::Json(serde_json::json!({ "status": status })).into_response()
@@ -143,7 +142,7 @@ async fn asset(
 ) -> Response {
     match served_root::resolve(&s.assets_root, &path) {
         Ok(file) => {
-            s.http_stats.assets.fetch_add(1, Ordering::Relaxed);
+            s.http_stats.inc("assets");
             if let IpAddr::V4(ip) = peer.ip() {
                 let range = req
                     .headers()
@@ -160,12 +159,12 @@ async fn asset(
             }
         }
         Err(Refusal::OutsideRoot) => {
-            s.http_stats.refused_outside_root.fetch_add(1, Ordering::Relaxed);
+            s.http_stats.inc("refused_outside_root");
             tracing::warn!("assets: refused {path:?}: outside the served directory");
             plain(StatusCode::FORBIDDEN, "forbidden\n")
         }
         Err(Refusal::NotFound) => {
-            s.http_stats.not_found.fetch_add(1, Ordering::Relaxed);
+            s.http_stats.inc("not_found");
             plain(StatusCode::NOT_FOUND, "not found\n")
         }
     }

@@ -20,38 +20,23 @@ use crate::store::Store;
 use crate::tftp::TftpStats;
 use axum::Router;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use api::StatsView;
 
-#[derive(Debug, Default)]
-pub struct HttpStats {
-    pub boot_scripts: AtomicU64,
-    pub kickstarts: AtomicU64,
-    pub callbacks: AtomicU64,
-    pub assets: AtomicU64,
-    pub refused_token: AtomicU64,
-    pub not_found: AtomicU64,
-    pub refused_outside_root: AtomicU64,
-    pub render_errors: AtomicU64,
-}
+pub use crate::counters::Counters as HttpStats;
 
-impl HttpStats {
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
-            ("boot_scripts", l(&self.boot_scripts)),
-            ("kickstarts", l(&self.kickstarts)),
-            ("callbacks", l(&self.callbacks)),
-            ("assets", l(&self.assets)),
-            ("refused_token", l(&self.refused_token)),
-            ("not_found", l(&self.not_found)),
-            ("refused_outside_root", l(&self.refused_outside_root)),
-            ("render_errors", l(&self.render_errors)),
-        ]
-    }
-}
+/// Every HTTP counter name.
+pub const COUNTERS: &[&str] = &[
+    "boot_scripts",
+    "kickstarts",
+    "callbacks",
+    "assets",
+    "refused_token",
+    "not_found",
+    "refused_outside_root",
+    "render_errors",
+];
 
 /// Everything handlers share. `listener_site` is the site whose address this listener is
 /// bound to (None for the API listener).

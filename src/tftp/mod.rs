@@ -20,7 +20,6 @@ use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, watch};
@@ -50,35 +49,20 @@ impl GeneratedFiles for NoGenerated {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct TftpStats {
-    pub requests: AtomicU64,
-    pub completed: AtomicU64,
-    pub aborted_by_client: AtomicU64,
-    pub timed_out: AtomicU64,
-    pub failed: AtomicU64,
-    pub refused_outside_root: AtomicU64,
-    pub not_found: AtomicU64,
-    pub malformed: AtomicU64,
-    pub bytes_sent: AtomicU64,
-}
+pub use crate::counters::Counters as TftpStats;
 
-impl TftpStats {
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
-            ("requests", l(&self.requests)),
-            ("completed", l(&self.completed)),
-            ("aborted_by_client", l(&self.aborted_by_client)),
-            ("timed_out", l(&self.timed_out)),
-            ("failed", l(&self.failed)),
-            ("refused_outside_root", l(&self.refused_outside_root)),
-            ("not_found", l(&self.not_found)),
-            ("malformed", l(&self.malformed)),
-            ("bytes_sent", l(&self.bytes_sent)),
-        ]
-    }
-}
+/// Every TFTP counter name.
+pub const COUNTERS: &[&str] = &[
+    "requests",
+    "completed",
+    "aborted_by_client",
+    "timed_out",
+    "failed",
+    "refused_outside_root",
+    "not_found",
+    "malformed",
+    "bytes_sent",
+];
 
 /// Bind the request socket. A rack powering on sends hundreds of RRQs at once; the default
 /// receive buffer (about 200 KiB, ~270 queued datagrams) would drop part of that burst.
@@ -150,14 +134,14 @@ impl TftpServer {
                 // Stray ACK/ERROR/DATA on port 69 belong to no transfer; garbage is counted.
                 Ok(_) => continue,
                 Err(_) => {
-                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    self.stats.inc("malformed");
                     continue;
                 }
             };
             if !active.lock().expect("active set").insert(peer) {
                 continue;
             }
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.stats.inc("requests");
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 active.lock().expect("active set").remove(&peer);
                 let _ = sock
@@ -204,22 +188,22 @@ impl TftpServer {
         let s = &self.stats;
         match outcome {
             Outcome::Completed { bytes } => {
-                s.completed.fetch_add(1, Ordering::Relaxed);
-                s.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                s.inc("completed");
+                s.add("bytes_sent", bytes);
                 tracing::debug!("tftp {peer} {filename}: {bytes} bytes");
                 if let Some(j) = &self.journal {
                     j.record_ip(client_ip, "tftp", format!("{filename} ({bytes} bytes)"));
                 }
             }
             Outcome::AbortedByClient => {
-                s.aborted_by_client.fetch_add(1, Ordering::Relaxed);
+                s.inc("aborted_by_client");
             }
             Outcome::TimedOut => {
-                s.timed_out.fetch_add(1, Ordering::Relaxed);
+                s.inc("timed_out");
                 tracing::info!("tftp {peer} {filename}: client stopped acknowledging");
             }
             Outcome::Failed => {
-                s.failed.fetch_add(1, Ordering::Relaxed);
+                s.inc("failed");
             }
         }
     }
@@ -233,7 +217,7 @@ impl TftpServer {
                 }
                 Err(why) => {
                     tracing::info!("tftp {client} {filename}: {why}");
-                    self.stats.not_found.fetch_add(1, Ordering::Relaxed);
+                    self.stats.inc("not_found");
                     Err((ErrorCode::FileNotFound, "file not found".into()))
                 }
             };
@@ -248,11 +232,11 @@ impl TftpServer {
             }
             Err(Refusal::OutsideRoot) => {
                 tracing::warn!("tftp {client}: refused {filename:?}: outside the served directory");
-                self.stats.refused_outside_root.fetch_add(1, Ordering::Relaxed);
+                self.stats.inc("refused_outside_root");
                 Err((ErrorCode::AccessViolation, "access violation".into()))
             }
             Err(Refusal::NotFound) => {
-                self.stats.not_found.fetch_add(1, Ordering::Relaxed);
+                self.stats.inc("not_found");
                 Err((ErrorCode::FileNotFound, "file not found".into()))
             }
         }

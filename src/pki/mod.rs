@@ -1,0 +1,248 @@
+//! provd's certificate authority (rcgen): the CA itself, and certificates for libvirt TLS.
+//!
+//! - `init` creates the CA: key written 0600 and never served; certificate 0644.
+//! - `sign_host` turns a host's CSR into a libvirt server certificate and a client
+//!   certificate (migration needs both directions). Only the CSR's public key is used:
+//!   subject and SANs come from the inventory (FQDN, short name, the host's addresses),
+//!   never from the CSR; a CSR whose common name names another host is refused.
+//! - `issue_client` makes a key and client certificate for operators and `provd vm`.
+//!
+//! Key usages are what libvirt checks (virNetTLSContextCheckCertKeyUsage): digital signature
+//! and key encipherment on both leaf certificates, serverAuth / clientAuth as extended key
+//! usage, and a CA with basic constraints and keyCertSign.
+//!
+//! Renewing the CA: `provd pki init --force --dir NEW` makes a new CA; hosts get certificates
+//! from it when they are reinstalled (or re-enrolled), and clients must trust both CAs
+//! (concatenate them in cacert.pem) until every host has moved.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+pub const CA_CERT: &str = "ca-cert.pem";
+pub const CA_KEY: &str = "ca-key.pem";
+pub const DEFAULT_CA_DAYS: i64 = 3650;
+pub const DEFAULT_LEAF_DAYS: i64 = 825;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{0} already exists; refusing to replace a CA (use --force to make a new one)")]
+    Exists(PathBuf),
+    #[error("no CA in {dir}: run `provd pki init`")]
+    NoCa { dir: PathBuf },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the CSR is not valid: {0}")]
+    BadCsr(String),
+    #[error("the CSR names {named:?}, not this host ({host})")]
+    WrongHost { named: String, host: String },
+    #[error("certificate generation failed: {0}")]
+    Generate(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn rcgen_failed(e: rcgen::Error) -> PkiError {
+    PkiError::Generate(e.to_string())
+}
+
+/// Who a host certificate is for, as the inventory knows it.
+#[derive(Debug, Clone)]
+pub struct HostIdentity {
+    pub fqdn: String,
+    pub short: String,
+    pub addresses: Vec<IpAddr>,
+    pub organization: String,
+}
+
+/// A host's libvirt certificates (PEM), all signed by `ca`.
+#[derive(Debug, Clone)]
+pub struct HostCerts {
+    pub ca: String,
+    pub server: String,
+    pub client: String,
+}
+
+pub struct Ca {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), PkiError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io(path))?;
+    // mode() applies only when the file is created; make sure an existing file is tightened.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))?;
+    f.write_all(text.as_bytes()).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    let now = OffsetDateTime::now_utc();
+    // A little slack for hosts whose clock is behind before NTP runs.
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(days);
+}
+
+/// Create a CA in `dir`: `ca-key.pem` (0600) and `ca-cert.pem`.
+pub fn init(dir: &Path, name: &str, days: i64, force: bool) -> Result<(), PkiError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
+    if !force {
+        for p in [&cert_path, &key_path] {
+            if p.exists() {
+                return Err(PkiError::Exists(p.clone()));
+            }
+        }
+    }
+    let key = KeyPair::generate().map_err(rcgen_failed)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "provd");
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut params, days);
+    let cert = params.self_signed(&key).map_err(rcgen_failed)?;
+    write_file(&key_path, &key.serialize_pem(), 0o600)?;
+    write_file(&cert_path, &cert.pem(), 0o644)?;
+    Ok(())
+}
+
+impl Ca {
+    pub fn load(dir: &Path) -> Result<Ca, PkiError> {
+        let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
+        if !cert_path.exists() || !key_path.exists() {
+            return Err(PkiError::NoCa { dir: dir.to_path_buf() });
+        }
+        let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+        let key =
+            KeyPair::from_pem(&std::fs::read_to_string(&key_path).map_err(io(&key_path))?).map_err(rcgen_failed)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(rcgen_failed)?;
+        Ok(Ca { cert_pem, issuer })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    fn leaf(
+        &self,
+        cn: &str,
+        org: &str,
+        sans: Vec<SanType>,
+        purpose: ExtendedKeyUsagePurpose,
+        days: i64,
+    ) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, org);
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params.subject_alt_names = sans;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![purpose];
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, days);
+        params
+    }
+
+    /// Server and client certificates for the key in `csr_pem`, for `host`.
+    pub fn sign_host(&self, csr_pem: &str, host: &HostIdentity, days: i64) -> Result<HostCerts, PkiError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::BadCsr(e.to_string()))?;
+        // The CSR's subject is not used, but a CSR made for another machine is a mistake
+        // worth stopping: say so rather than certify the wrong key.
+        if let Some(named) = csr.params.distinguished_name.get(&DnType::CommonName) {
+            let named = dn_value(named);
+            let ok = named.eq_ignore_ascii_case(&host.fqdn) || named.eq_ignore_ascii_case(&host.short);
+            if !ok {
+                return Err(PkiError::WrongHost {
+                    named,
+                    host: host.fqdn.clone(),
+                });
+            }
+        }
+        let mut sans = vec![SanType::DnsName(host.fqdn.clone().try_into().map_err(rcgen_failed)?)];
+        if host.short != host.fqdn {
+            sans.push(SanType::DnsName(host.short.clone().try_into().map_err(rcgen_failed)?));
+        }
+        sans.extend(host.addresses.iter().map(|ip| SanType::IpAddress(*ip)));
+        let server = self.leaf(
+            &host.fqdn,
+            &host.organization,
+            sans.clone(),
+            ExtendedKeyUsagePurpose::ServerAuth,
+            days,
+        );
+        let client = self.leaf(
+            &host.fqdn,
+            &host.organization,
+            sans,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            days,
+        );
+        Ok(HostCerts {
+            ca: self.cert_pem.clone(),
+            server: server
+                .signed_by(&csr.public_key, &self.issuer)
+                .map_err(rcgen_failed)?
+                .pem(),
+            client: client
+                .signed_by(&csr.public_key, &self.issuer)
+                .map_err(rcgen_failed)?
+                .pem(),
+        })
+    }
+
+    /// A new key and client certificate named `name` (operators, `provd vm`). Returns
+    /// (certificate PEM, key PEM).
+    pub fn issue_client(&self, name: &str, days: i64) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate().map_err(rcgen_failed)?;
+        let params = self.leaf(name, "provd", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, days);
+        let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_failed)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+fn dn_value(v: &rcgen::DnValue) -> String {
+    match v {
+        rcgen::DnValue::Utf8String(s) => s.clone(),
+        rcgen::DnValue::PrintableString(s) => s.as_str().to_string(),
+        rcgen::DnValue::Ia5String(s) => s.as_str().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Write an operator's client certificate and key where virsh looks for them in `dir`
+/// (`clientcert.pem`, `clientkey.pem` 0600, `cacert.pem`).
+pub fn write_client(dir: &Path, ca: &Ca, cert: &str, key: &str) -> Result<(), PkiError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    write_file(&dir.join("cacert.pem"), ca.cert_pem(), 0o644)?;
+    write_file(&dir.join("clientcert.pem"), cert, 0o644)?;
+    write_file(&dir.join("clientkey.pem"), key, 0o600)
+}
+
+#[cfg(test)]
+mod tests;

@@ -67,13 +67,40 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         Arc::new(move |ip: Ipv4Addr| engine.lock().expect("engine lock").table.get(ip).and_then(|b| b.mac))
     };
     let journal = Arc::new(crate::journal::Journal::new(lease_owner.clone()));
-    let boot = Arc::new(Boot::new(
+    let boot = Boot::new(
         config.clone(),
         served_names.clone(),
         renderer,
         inventory.clone(),
         lease_owner,
-    ));
+    );
+    let pki_dir = config.daemon.pki_dir(&state_dir);
+    let boot = match crate::pki::Ca::load(&pki_dir) {
+        Ok(ca) => {
+            tracing::info!(
+                "CA loaded from {}: hosts can have libvirt certificates signed",
+                pki_dir.display()
+            );
+            let engine = engine.clone();
+            let addresses = Arc::new(move |mac: MacAddr| {
+                engine
+                    .lock()
+                    .expect("engine lock")
+                    .table
+                    .bound_addresses_of(mac, crate::clock::unix_now())
+            });
+            boot.with_pki(ca, addresses)
+        }
+        Err(crate::pki::PkiError::NoCa { .. }) => {
+            tracing::info!(
+                "no CA in {}: certificate requests are refused until `provd pki init`",
+                pki_dir.display()
+            );
+            boot
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let boot = Arc::new(boot);
 
     let dhcp_stats = Arc::new(crate::dhcp::stats::counters());
     let tftp_stats = Arc::new(TftpStats::new(crate::tftp::COUNTERS));

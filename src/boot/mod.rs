@@ -9,6 +9,7 @@
 use crate::config::{Config, Host, Site};
 use crate::inventory::{BootDecision, Inventory, InventoryError};
 use crate::mac::MacAddr;
+use crate::pki::{Ca, HostIdentity, PkiError, Role};
 use crate::render::{Action, HostContext, RenderError, Renderer};
 use crate::tftp::{GeneratedFiles, GeneratedFuture};
 use std::net::Ipv4Addr;
@@ -43,6 +44,10 @@ pub enum BootError {
     Render(#[from] RenderError),
     #[error("{0}")]
     Inventory(InventoryError),
+    #[error("this provd has no CA: run `provd pki init`")]
+    NoCa,
+    #[error("{0}")]
+    Certificate(#[from] PkiError),
 }
 
 impl From<InventoryError> for BootError {
@@ -58,12 +63,18 @@ impl From<InventoryError> for BootError {
 /// Looks up which MAC holds an IPv4 lease (for pxelinux/GRUB names made of a hex address).
 pub type LeaseLookup = Arc<dyn Fn(Ipv4Addr) -> Option<MacAddr> + Send + Sync>;
 
+/// The addresses a MAC holds leases on (for certificate SANs).
+pub type LeaseAddresses = Arc<dyn Fn(MacAddr) -> Vec<Ipv4Addr> + Send + Sync>;
+
 pub struct Boot {
     pub config: Arc<Config>,
     served: Vec<String>,
     pub renderer: Renderer,
     pub inventory: Arc<Inventory>,
     lease_owner: LeaseLookup,
+    lease_addresses: Option<LeaseAddresses>,
+    /// The CA that signs hosts' libvirt certificates, when `provd pki init` has made one.
+    ca: Option<Ca>,
 }
 
 /// The placeholder token in previews (`provd render`): visibly not a real token.
@@ -83,7 +94,53 @@ impl Boot {
             renderer,
             inventory,
             lease_owner,
+            lease_addresses: None,
+            ca: None,
         }
+    }
+
+    /// Sign hosts' CSRs with `ca`; SANs include the addresses `leases` reports for a host.
+    pub fn with_pki(mut self, ca: Ca, leases: LeaseAddresses) -> Self {
+        self.ca = Some(ca);
+        self.lease_addresses = Some(leases);
+        self
+    }
+
+    /// `POST /pki/sign`: a libvirt `role` certificate for host `name`'s CSR, if `token` is
+    /// its install token and has not signed that role yet. Returns the certificate PEM.
+    pub async fn sign_csr(&self, name: &str, token: &str, role: Role, csr_pem: &str) -> Result<String, BootError> {
+        let mac = self.inventory.find(name).await.ok_or(BootError::UnknownHost)?;
+        let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
+        self.inventory.verify_signing_token(mac, token, role.name()).await?;
+        let ca = self.ca.as_ref().ok_or(BootError::NoCa)?;
+        let domain = site.subnets.iter().find_map(|s| s.domain.clone());
+        let fqdn = match &domain {
+            Some(d) if !host.hostname.contains('.') => format!("{}.{d}", host.hostname),
+            _ => host.hostname.clone(),
+        };
+        let mut addresses: Vec<std::net::IpAddr> = host.ip.into_iter().map(Into::into).collect();
+        if let Some(leases) = &self.lease_addresses {
+            for ip in leases(mac) {
+                if !addresses.contains(&ip.into()) {
+                    addresses.push(ip.into());
+                }
+            }
+        }
+        let short = host.hostname.split('.').next().unwrap_or(&host.hostname).to_string();
+        let identity = HostIdentity {
+            fqdn,
+            short,
+            addresses,
+            unit: format!("site {}", site.name),
+        };
+        let cert = ca.sign_host(csr_pem, &identity, role, crate::pki::DEFAULT_LEAF_DAYS)?;
+        self.inventory.certificate_issued(mac, token, role.name()).await?;
+        Ok(cert)
+    }
+
+    /// The CA certificate hosts and clients must trust, if this provd has a CA.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_ref().map(Ca::cert_pem)
     }
 
     /// Every profile's kickstart must exist as a template: checked at start, not at the

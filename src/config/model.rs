@@ -36,6 +36,14 @@ pub struct Daemon {
     pub templates_dir: PathBuf,
     /// Files served read-only over TFTP and HTTP `/assets` (iPXE binaries, kernels).
     pub assets_dir: PathBuf,
+    /// The CA (`provd pki init`); default `<state_dir>/pki`. Never under `assets_dir`.
+    pub pki_dir: Option<PathBuf>,
+}
+
+impl Daemon {
+    pub fn pki_dir(&self, state_dir: &std::path::Path) -> PathBuf {
+        self.pki_dir.clone().unwrap_or_else(|| state_dir.join("pki"))
+    }
 }
 
 #[derive(Debug, Clone)]

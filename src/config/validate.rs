@@ -129,6 +129,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 api_listen: None,
                 templates_dir: None,
                 assets_dir: None,
+                pki_dir: None,
             })
         }),
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
@@ -165,6 +166,7 @@ fn convert_daemon(d: &DaemonWire) -> Daemon {
             .unwrap_or_else(|| DEFAULT_API_LISTEN.parse::<SocketAddr>().expect("constant")),
         templates_dir: PathBuf::from(d.templates_dir.clone().unwrap_or_else(|| "templates".into())),
         assets_dir: PathBuf::from(d.assets_dir.clone().unwrap_or_else(|| "boot-assets".into())),
+        pki_dir: d.pki_dir.as_ref().map(PathBuf::from),
     }
 }
 

@@ -27,6 +27,7 @@ pub struct DaemonWire {
     pub api_listen: Option<SocketAddr>,
     pub templates_dir: Option<String>,
     pub assets_dir: Option<String>,
+    pub pki_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -117,6 +117,18 @@ impl LeaseTable {
         self.by_ip.is_empty()
     }
 
+    /// Addresses bound to `mac` and not expired at `now`.
+    pub fn bound_addresses_of(&self, mac: MacAddr, now: u64) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self
+            .by_ip
+            .iter()
+            .filter(|(_, b)| b.mac == Some(mac) && b.state == BindState::Bound && b.ends > now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Active bindings (bound and not expired) at `now`.
     pub fn count_bound(&self, now: u64) -> usize {
         self.by_ip

@@ -4,6 +4,7 @@ use super::AppState;
 use crate::boot::{BootError, Format};
 use crate::inventory::InstallEvent;
 use crate::mac::MacAddr;
+use crate::pki::Role;
 use crate::served_root::{self, Refusal};
 use axum::Router;
 use axum::body::Body;
@@ -21,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ks/{host}", get(kickstart))
         .route("/callback/{host}/{event}", post(callback))
         .route("/assets/{*path}", get(asset))
+        .route("/pki/sign/{host}", post(sign))
 }
 
 #[derive(Deserialize)]
@@ -44,6 +46,11 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
             tracing::warn!("{what}: token refused");
             plain(StatusCode::FORBIDDEN, "forbidden\n")
         }
+        BootError::Certificate(e) => {
+            tracing::warn!("{what}: {e}");
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+        BootError::NoCa => (StatusCode::SERVICE_UNAVAILABLE, "this provd has no CA yet\n").into_response(),
         other => {
             s.http_stats.inc("render_errors");
             tracing::error!("{what}: {other}");
@@ -130,6 +137,40 @@ async fn callback(
             axum::Json(serde_json::json!({ "status": status })).into_response()
         }
         Err(e) => refuse(&s, e.into(), &format!("callback {event:?} from {host:?}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct SignQuery {
+    token: Option<String>,
+    role: Option<String>,
+}
+
+/// `POST /pki/sign/<host>?token=&role=server|client` with a PEM CSR as the body. The answer
+/// is two PEM certificates, each after a `# provd: <what>` line: the CA, then the host's
+/// certificate for that role (a shell splits it with awk). Each role is signed once per
+/// install token.
+async fn sign(
+    State(s): State<AppState>,
+    Path(host): Path<String>,
+    Query(q): Query<SignQuery>,
+    csr: String,
+) -> Response {
+    let role = match q.role.as_deref().unwrap_or("server").parse::<Role>() {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    match s.boot.sign_csr(&host, &q.token.unwrap_or_default(), role, &csr).await {
+        Ok(cert) => {
+            s.http_stats.inc("certificates");
+            let mac = s.boot.inventory.find(&host).await;
+            s.journal
+                .record(mac, None, "pki", format!("{} certificate issued", role.name()));
+            let ca = s.boot.ca_pem().unwrap_or_default();
+            let body = format!("# provd: ca\n{ca}# provd: {}\n{cert}", role.name());
+            ([("content-type", "application/x-pem-file")], body).into_response()
+        }
+        Err(e) => refuse(&s, e, &format!("{} certificate request from {host:?}", role.name())),
     }
 }
 

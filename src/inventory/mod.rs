@@ -56,6 +56,9 @@ pub struct InstallSession {
     pub kickstart_fetches: u32,
     /// Spent by `installed` or `failed`; a closed session's token is refused.
     pub closed: bool,
+    /// Certificate roles ("server", "client") already signed with this token: each once.
+    #[serde(default)]
+    pub certificates_issued: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +344,7 @@ impl Inventory {
             expires: now + self.token_ttl,
             kickstart_fetches: 0,
             closed: false,
+            certificates_issued: Vec::new(),
         });
         r.note("install token issued", now);
         let r = r.clone();
@@ -360,6 +364,36 @@ impl Inventory {
         let hosts = self.hosts.lock().await;
         let r = hosts.get(&mac).ok_or(InventoryError::UnknownHost)?;
         Self::check_token(r, token, unix_now())
+    }
+
+    /// May `token` have a `role` certificate signed for `mac`? Open, unexpired, and not used
+    /// for that role yet. Changes nothing (signing happens between this and
+    /// `certificate_issued`).
+    pub async fn verify_signing_token(&self, mac: MacAddr, token: &str, role: &str) -> Result<(), InventoryError> {
+        let hosts = self.hosts.lock().await;
+        let r = hosts.get(&mac).ok_or(InventoryError::UnknownHost)?;
+        Self::check_token(r, token, unix_now())?;
+        match &r.install {
+            Some(s) if !s.certificates_issued.iter().any(|x| x == role) => Ok(()),
+            _ => Err(InventoryError::TokenRefused),
+        }
+    }
+
+    /// Record that `token` was spent on a `role` certificate. Checks again under the lock,
+    /// so of two racing requests only one gets its certificate.
+    pub async fn certificate_issued(&self, mac: MacAddr, token: &str, role: &str) -> Result<(), InventoryError> {
+        let now = unix_now();
+        let mut hosts = self.hosts.lock().await;
+        let r = hosts.get_mut(&mac).ok_or(InventoryError::UnknownHost)?;
+        Self::check_token(r, token, now)?;
+        let s = r.install.as_mut().expect("checked");
+        if s.certificates_issued.iter().any(|x| x == role) {
+            return Err(InventoryError::TokenRefused);
+        }
+        s.certificates_issued.push(role.to_string());
+        r.note(format!("libvirt TLS {role} certificate issued"), now);
+        let r = r.clone();
+        self.persist(&r).await
     }
 
     /// A kickstart fetch with `token`: allowed while the session is open; counted.

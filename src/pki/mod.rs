@@ -1,10 +1,14 @@
 //! provd's certificate authority (rcgen): the CA itself, and certificates for libvirt TLS.
 //!
 //! - `init` creates the CA: key written 0600 and never served; certificate 0644.
-//! - `sign_host` turns a host's CSR into a libvirt server certificate and a client
-//!   certificate (migration needs both directions). Only the CSR's public key is used:
+//! - `sign_host` turns a host's CSR into a libvirt server or client certificate (a host needs
+//!   both: migration connects in both directions). Only the CSR's public key is used:
 //!   subject and SANs come from the inventory (FQDN, short name, the host's addresses),
-//!   never from the CSR; a CSR whose common name names another host is refused.
+//!   never from the CSR; a CSR whose common name names another host is refused. The two
+//!   roles take two keys because libvirt wants the client key readable by client tools
+//!   (0644) and the server key by root only (0600), as `virt-pki-validate` checks.
+//! - Every certificate carries O=provd, the CA's organization (virt-pki-validate requires
+//!   CA, server and client to agree); the site is in OU, for `tls_allowed_dn_list`.
 //! - `issue_client` makes a key and client certificate for operators and `provd vm`.
 //!
 //! Key usages are what libvirt checks (virNetTLSContextCheckCertKeyUsage): digital signature
@@ -56,21 +60,42 @@ fn rcgen_failed(e: rcgen::Error) -> PkiError {
     PkiError::Generate(e.to_string())
 }
 
+pub const ORGANIZATION: &str = "provd";
+
 /// Who a host certificate is for, as the inventory knows it.
 #[derive(Debug, Clone)]
 pub struct HostIdentity {
     pub fqdn: String,
     pub short: String,
     pub addresses: Vec<IpAddr>,
-    pub organization: String,
+    /// Goes in OU (e.g. "site dc1").
+    pub unit: String,
 }
 
-/// A host's libvirt certificates (PEM), all signed by `ca`.
-#[derive(Debug, Clone)]
-pub struct HostCerts {
-    pub ca: String,
-    pub server: String,
-    pub client: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Client,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Client => "client",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "server" => Ok(Role::Server),
+            "client" => Ok(Role::Client),
+            other => Err(format!("role must be server or client, not {other:?}")),
+        }
+    }
 }
 
 pub struct Ca {
@@ -114,7 +139,7 @@ pub fn init(dir: &Path, name: &str, days: i64, force: bool) -> Result<(), PkiErr
     let key = KeyPair::generate().map_err(rcgen_failed)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "provd");
+    dn.push(DnType::OrganizationName, ORGANIZATION);
     dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -150,14 +175,17 @@ impl Ca {
     fn leaf(
         &self,
         cn: &str,
-        org: &str,
+        unit: Option<&str>,
         sans: Vec<SanType>,
         purpose: ExtendedKeyUsagePurpose,
         days: i64,
     ) -> CertificateParams {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, org);
+        dn.push(DnType::OrganizationName, ORGANIZATION);
+        if let Some(u) = unit {
+            dn.push(DnType::OrganizationalUnitName, u);
+        }
         dn.push(DnType::CommonName, cn);
         params.distinguished_name = dn;
         params.subject_alt_names = sans;
@@ -169,8 +197,8 @@ impl Ca {
         params
     }
 
-    /// Server and client certificates for the key in `csr_pem`, for `host`.
-    pub fn sign_host(&self, csr_pem: &str, host: &HostIdentity, days: i64) -> Result<HostCerts, PkiError> {
+    /// A `role` certificate for the key in `csr_pem`, for `host`.
+    pub fn sign_host(&self, csr_pem: &str, host: &HostIdentity, role: Role, days: i64) -> Result<String, PkiError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::BadCsr(e.to_string()))?;
         // The CSR's subject is not used, but a CSR made for another machine is a mistake
         // worth stopping: say so rather than certify the wrong key.
@@ -189,38 +217,22 @@ impl Ca {
             sans.push(SanType::DnsName(host.short.clone().try_into().map_err(rcgen_failed)?));
         }
         sans.extend(host.addresses.iter().map(|ip| SanType::IpAddress(*ip)));
-        let server = self.leaf(
-            &host.fqdn,
-            &host.organization,
-            sans.clone(),
-            ExtendedKeyUsagePurpose::ServerAuth,
-            days,
-        );
-        let client = self.leaf(
-            &host.fqdn,
-            &host.organization,
-            sans,
-            ExtendedKeyUsagePurpose::ClientAuth,
-            days,
-        );
-        Ok(HostCerts {
-            ca: self.cert_pem.clone(),
-            server: server
-                .signed_by(&csr.public_key, &self.issuer)
-                .map_err(rcgen_failed)?
-                .pem(),
-            client: client
-                .signed_by(&csr.public_key, &self.issuer)
-                .map_err(rcgen_failed)?
-                .pem(),
-        })
+        let purpose = match role {
+            Role::Server => ExtendedKeyUsagePurpose::ServerAuth,
+            Role::Client => ExtendedKeyUsagePurpose::ClientAuth,
+        };
+        let params = self.leaf(&host.fqdn, Some(host.unit.as_str()), sans, purpose, days);
+        Ok(params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(rcgen_failed)?
+            .pem())
     }
 
     /// A new key and client certificate named `name` (operators, `provd vm`). Returns
     /// (certificate PEM, key PEM).
     pub fn issue_client(&self, name: &str, days: i64) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate().map_err(rcgen_failed)?;
-        let params = self.leaf(name, "provd", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, days);
+        let params = self.leaf(name, None, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, days);
         let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_failed)?;
         Ok((cert.pem(), key.serialize_pem()))
     }

@@ -44,7 +44,7 @@ fn hv() -> HostIdentity {
         fqdn: "hv01.dc1.example.net".into(),
         short: "hv01".into(),
         addresses: vec!["10.10.0.11".parse().unwrap()],
-        organization: "provd site dc1".into(),
+        unit: "site dc1".into(),
     }
 }
 
@@ -65,9 +65,10 @@ fn host_certificates_carry_inventory_names_and_libvirt_usages_and_verify() {
     let d = tempfile::tempdir().unwrap();
     init(d.path(), "provd test CA", 30, false).unwrap();
     let ca = Ca::load(d.path()).unwrap();
-    let certs = ca.sign_host(&csr(d.path(), "hv01"), &hv(), 30).unwrap();
-    std::fs::write(d.path().join("server.pem"), &certs.server).unwrap();
-    std::fs::write(d.path().join("client.pem"), &certs.client).unwrap();
+    let server = ca.sign_host(&csr(d.path(), "hv01"), &hv(), Role::Server, 30).unwrap();
+    std::fs::write(d.path().join("server.pem"), &server).unwrap();
+    let client = ca.sign_host(&csr(d.path(), "hv01"), &hv(), Role::Client, 30).unwrap();
+    std::fs::write(d.path().join("client.pem"), &client).unwrap();
     let server = openssl(&["x509", "-in", "server.pem", "-noout", "-text"], d.path());
     for want in [
         "DNS:hv01.dc1.example.net",
@@ -92,8 +93,9 @@ fn host_certificates_carry_inventory_names_and_libvirt_usages_and_verify() {
         &["verify", "-CAfile", CA_CERT, "-purpose", "sslclient", "client.pem"],
         d.path(),
     );
-    // The certificate is for the key the host made: its public key matches host.key's.
-    let cert_key = openssl(&["x509", "-in", "server.pem", "-noout", "-pubkey"], d.path());
+    // The certificate is for the key the host made: its public key matches host.key's
+    // (the client CSR above was made last, so host.key is the client's key now).
+    let cert_key = openssl(&["x509", "-in", "client.pem", "-noout", "-pubkey"], d.path());
     let host_key = openssl(&["pkey", "-in", "host.key", "-pubout"], d.path());
     assert_eq!(cert_key, host_key);
 }
@@ -103,15 +105,21 @@ fn bad_csrs_and_csrs_for_other_hosts_are_refused() {
     let d = tempfile::tempdir().unwrap();
     init(d.path(), "provd test CA", 30, false).unwrap();
     let ca = Ca::load(d.path()).unwrap();
-    assert!(matches!(ca.sign_host("not a csr", &hv(), 30), Err(PkiError::BadCsr(_))));
+    assert!(matches!(
+        ca.sign_host("not a csr", &hv(), Role::Server, 30),
+        Err(PkiError::BadCsr(_))
+    ));
     let mut tampered = csr(d.path(), "hv01");
     // Flip one character inside the base64 body: the signature no longer verifies.
     let i = tampered.find("MII").unwrap() + 40;
     let c = tampered.as_bytes()[i];
     tampered.replace_range(i..i + 1, if c == b'A' { "B" } else { "A" });
-    assert!(matches!(ca.sign_host(&tampered, &hv(), 30), Err(PkiError::BadCsr(_))));
+    assert!(matches!(
+        ca.sign_host(&tampered, &hv(), Role::Server, 30),
+        Err(PkiError::BadCsr(_))
+    ));
     let other = csr(d.path(), "hv99.dc1.example.net");
-    match ca.sign_host(&other, &hv(), 30) {
+    match ca.sign_host(&other, &hv(), Role::Server, 30) {
         Err(PkiError::WrongHost { named, .. }) => assert_eq!(named, "hv99.dc1.example.net"),
         r => panic!("{:?}", r.map(|_| ())),
     }

@@ -124,6 +124,8 @@ fn default_vars() -> toml::Table {
         // What iPXE runs to leave the network boot: back to the firmware, which then boots
         // the next device (the disk) in its boot order.
         ("local_boot", "exit"),
+        // The client certificate CN that provd's own tools use (`provd pki issue-client`).
+        ("provd_client_cn", "provd"),
     ] {
         t.insert(k.into(), toml::Value::String(v.into()));
     }

@@ -16,6 +16,11 @@ PKGS=(
   ipxe-qemu           # iPXE option ROMs for BIOS VMs
   ovmf                # UEFI firmware for UEFI VMs
   linux-image-cloud-amd64  # the lab mini-installer's kernel
+  libvirt-daemon-system    # libvirtd for the TLS test (started by the test, in a namespace)
+  libvirt-daemon-driver-qemu
+  libvirt-clients     # virsh, virt-pki-validate, virt-pki-query-dn
+  gnutls-bin          # certtool (virt-pki-validate uses it)
+  openssl             # hosts make keys and CSRs with it in %post
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -35,7 +40,15 @@ if [ ${#missing[@]} -gt 0 ]; then
       extra=("qemu-utils=$want" --allow-downgrades)
     fi
   fi
-  apt-get install -y -q --no-install-recommends "${missing[@]}" "${extra[@]}"
+  # Installing libvirt must not start daemons here (no systemd, but sysvinit scripts would
+  # run): a libvirtd in the root namespace would bring up its default NAT network. The
+  # standard Debian way to say "start nothing" is a policy-rc.d that exits 101.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
+  fi
+  apt-get install -y -q --no-install-recommends "${missing[@]}" "${extra[@]}" || { [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d; exit 1; }
+  [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d
 fi
 # ksvalidator (pykickstart) checks every rendered kickstart.
 if ! command -v ksvalidator >/dev/null; then

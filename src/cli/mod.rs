@@ -133,7 +133,7 @@ enum PkiCommand {
         #[arg(long, default_value_t = crate::pki::DEFAULT_CA_DAYS)]
         days: i64,
         /// The CA's common name.
-        #[arg(long, default_value = "provd CA")]
+        #[arg(long, default_value = crate::pki::DEFAULT_CA_NAME)]
         name: String,
         /// Make a new CA even if one exists (see the pki module docs on renewal).
         #[arg(long)]

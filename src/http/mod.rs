@@ -32,6 +32,7 @@ pub const COUNTERS: &[&str] = &[
     "kickstarts",
     "callbacks",
     "assets",
+    "certificates",
     "refused_token",
     "not_found",
     "refused_outside_root",

@@ -7,8 +7,9 @@
 //!   never from the CSR; a CSR whose common name names another host is refused. The two
 //!   roles take two keys because libvirt wants the client key readable by client tools
 //!   (0644) and the server key by root only (0600), as `virt-pki-validate` checks.
-//! - Every certificate carries O=provd, the CA's organization (virt-pki-validate requires
-//!   CA, server and client to agree); the site is in OU, for `tls_allowed_dn_list`.
+//! - Leaf certificates carry the CA's common name as their organization (O): that is the
+//!   pairing libvirt's tools expect (virt-pki-validate compares the CA's CN with the leaves'
+//!   O). The default CA name is "provd"; the site goes in OU, for `tls_allowed_dn_list`.
 //! - `issue_client` makes a key and client certificate for operators and `provd vm`.
 //!
 //! Key usages are what libvirt checks (virNetTLSContextCheckCertKeyUsage): digital signature
@@ -60,7 +61,8 @@ fn rcgen_failed(e: rcgen::Error) -> PkiError {
     PkiError::Generate(e.to_string())
 }
 
-pub const ORGANIZATION: &str = "provd";
+/// The default CA name, and so the organization of every certificate it signs.
+pub const DEFAULT_CA_NAME: &str = "provd";
 
 /// Who a host certificate is for, as the inventory knows it.
 #[derive(Debug, Clone)]
@@ -101,6 +103,8 @@ impl std::str::FromStr for Role {
 pub struct Ca {
     cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// The CA's common name: the O of every certificate it signs.
+    organization: String,
 }
 
 fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), PkiError> {
@@ -139,7 +143,7 @@ pub fn init(dir: &Path, name: &str, days: i64, force: bool) -> Result<(), PkiErr
     let key = KeyPair::generate().map_err(rcgen_failed)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, ORGANIZATION);
+    dn.push(DnType::OrganizationName, name);
     dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -164,8 +168,13 @@ impl Ca {
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
         let key =
             KeyPair::from_pem(&std::fs::read_to_string(&key_path).map_err(io(&key_path))?).map_err(rcgen_failed)?;
+        let organization = ca_common_name(&cert_pem).unwrap_or_else(|| DEFAULT_CA_NAME.into());
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(rcgen_failed)?;
-        Ok(Ca { cert_pem, issuer })
+        Ok(Ca {
+            cert_pem,
+            issuer,
+            organization,
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -182,7 +191,7 @@ impl Ca {
     ) -> CertificateParams {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, ORGANIZATION);
+        dn.push(DnType::OrganizationName, self.organization.as_str());
         if let Some(u) = unit {
             dn.push(DnType::OrganizationalUnitName, u);
         }
@@ -236,6 +245,14 @@ impl Ca {
         let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_failed)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
+}
+
+/// The subject CN of a PEM certificate (rcgen's `Issuer` does not expose it).
+fn ca_common_name(pem: &str) -> Option<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(cn)
 }
 
 fn dn_value(v: &rcgen::DnValue) -> String {

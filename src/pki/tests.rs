@@ -51,7 +51,7 @@ fn hv() -> HostIdentity {
 #[test]
 fn ca_key_is_private_and_never_replaced_silently() {
     let d = tempfile::tempdir().unwrap();
-    init(d.path(), "provd test CA", 30, false).unwrap();
+    init(d.path(), "provd", 30, false).unwrap();
     let mode = std::fs::metadata(d.path().join(CA_KEY)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     assert!(matches!(init(d.path(), "again", 30, false), Err(PkiError::Exists(_))));
@@ -63,7 +63,7 @@ fn ca_key_is_private_and_never_replaced_silently() {
 #[test]
 fn host_certificates_carry_inventory_names_and_libvirt_usages_and_verify() {
     let d = tempfile::tempdir().unwrap();
-    init(d.path(), "provd test CA", 30, false).unwrap();
+    init(d.path(), "provd", 30, false).unwrap();
     let ca = Ca::load(d.path()).unwrap();
     let server = ca.sign_host(&csr(d.path(), "hv01"), &hv(), Role::Server, 30).unwrap();
     std::fs::write(d.path().join("server.pem"), &server).unwrap();
@@ -103,7 +103,7 @@ fn host_certificates_carry_inventory_names_and_libvirt_usages_and_verify() {
 #[test]
 fn bad_csrs_and_csrs_for_other_hosts_are_refused() {
     let d = tempfile::tempdir().unwrap();
-    init(d.path(), "provd test CA", 30, false).unwrap();
+    init(d.path(), "provd", 30, false).unwrap();
     let ca = Ca::load(d.path()).unwrap();
     assert!(matches!(
         ca.sign_host("not a csr", &hv(), Role::Server, 30),
@@ -128,7 +128,7 @@ fn bad_csrs_and_csrs_for_other_hosts_are_refused() {
 #[test]
 fn operator_client_certificates_verify_as_clients() {
     let d = tempfile::tempdir().unwrap();
-    init(d.path(), "provd test CA", 30, false).unwrap();
+    init(d.path(), "provd", 30, false).unwrap();
     let ca = Ca::load(d.path()).unwrap();
     let (cert, key) = ca.issue_client("operator", 30).unwrap();
     let out = d.path().join("client");

@@ -126,6 +126,8 @@ fn default_vars() -> toml::Table {
         ("local_boot", "exit"),
         // The client certificate CN that provd's own tools use (`provd pki issue-client`).
         ("provd_client_cn", "provd"),
+        // The CA's name (`provd pki init --name`): the O of every certificate it signs.
+        ("pki_organization", "provd"),
     ] {
         t.insert(k.into(), toml::Value::String(v.into()));
     }

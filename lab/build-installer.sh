@@ -24,6 +24,23 @@ add_module() {
   echo "$m.ko" >> "$W/modules.order"
 }
 for m in virtio_pci virtio_net virtio_blk; do add_module "$m"; done
+# Real bash, openssl and curl, which a hypervisor kickstart's %post needs (its interpreter,
+# its key and CSR, its requests to provd): each binary with the shared libraries ldd names,
+# at their own paths, as dracut does.
+add_binary() {
+  local bin=$1 lib
+  install -D "$bin" "$W$bin"
+  for lib in $(ldd "$bin" | grep -o '/[^ )]*'); do
+    [ -e "$W$lib" ] || install -D "$lib" "$W$lib"
+  done
+}
+# install(1) too: Debian's busybox-static does not build that applet.
+for b in /bin/bash /usr/bin/openssl /usr/bin/curl /usr/bin/install; do add_binary "$b"; done
+# openssl reads its configuration at start; curl needs nothing else for plain HTTP.
+install -D /usr/lib/ssl/openssl.cnf "$W/usr/lib/ssl/openssl.cnf"
+# %post sets owners by name (chown root:root).
+echo 'root:x:0:0:root:/:/bin/sh' > "$W/etc/passwd"
+echo 'root:x:0:' > "$W/etc/group"
 cp lab/installer/init lab/installer/udhcpc.script "$W/"
 cp lab/installer/shims/* "$W/shims/"
 chmod +x "$W/init" "$W/udhcpc.script" "$W"/shims/*

@@ -322,18 +322,16 @@ exec libvirtd --listen -f $W/libvirtd.conf > $W/libvirtd.log 2>&1
             .output()
             .unwrap()
     };
-    let mut last = None;
     let start = std::time::Instant::now();
     let ok = loop {
         let out = virsh(&operator);
         if out.status.success() {
             break out;
         }
-        last = Some(String::from_utf8_lossy(&out.stderr).to_string());
         if start.elapsed() > Duration::from_secs(30) {
             panic!(
                 "libvirtd never accepted provd's client over TLS; virsh: {}\nlibvirtd log:\n{}",
-                last.unwrap_or_default(),
+                String::from_utf8_lossy(&out.stderr),
                 std::fs::read_to_string(w.join("libvirtd.log")).unwrap_or_default()
             );
         }

@@ -140,7 +140,7 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
         assert!(
             kinds("boot-script")
                 .iter()
-                .any(|s| s.starts_with(&format!("installing {name} with profile lab-mini")))
+                .any(|s| s.starts_with(&format!("installing {name} with profile lab-hypervisor")))
         );
         let assets = kinds("http-asset");
         assert!(
@@ -149,6 +149,8 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
         );
         assert_eq!(kinds("kickstart").len(), 1, "the kickstart is fetched exactly once");
         assert_eq!(kinds("callback"), ["installing", "post-started", "installed"]);
+        // The hypervisor kickstart's real %post had both libvirt certificates signed.
+        assert_eq!(kinds("pki"), ["server certificate issued", "client certificate issued"]);
         // The second boot was told to boot locally (after `installed`, in journal order).
         let installed_at = ev
             .iter()
@@ -174,12 +176,18 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
             ),
             (Some(true), Some(1))
         );
+        assert_eq!(
+            host["install"]["certificates_issued"],
+            serde_json::json!(["server", "client"])
+        );
 
         // The console: the installer ran %pre and %post, and the local boot happened.
         let console =
             String::from_utf8_lossy(&std::fs::read(format!("/tmp/provd-lab/{name}.serial.log")).unwrap()).to_string();
         for line in [
-            "provd-installer: running %pre",
+            "provd-installer: running %pre (/bin/sh)",
+            "provd-installer: running %post (/bin/bash)",
+            "provd-installer: shim: systemctl enable virtqemud.socket virtproxyd.socket virtproxyd-tls.socket",
             "provd-installer: %post done",
             "provd-installer: install complete; rebooting",
         ] {

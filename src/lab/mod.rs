@@ -294,6 +294,9 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
         args.push(c.display().to_string());
     }
     args.extend(["--state-dir".into(), w.join("state").display().to_string()]);
+    // The lab's own CA, so the hypervisor kickstart's %post can have its certificates signed.
+    let pki_dir = config.daemon.pki_dir(&w.join("state"));
+    crate::pki::init(&pki_dir, crate::pki::DEFAULT_CA_NAME, 30, false)?;
     let provd_log = w.join("provd.log");
     let provd_pid = spawn_in_namespace(&provd, &args, &provd_log)?;
     let start = Instant::now();

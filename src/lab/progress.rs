@@ -58,6 +58,9 @@ pub struct Progress {
     pub reached: Vec<(Stage, u64, String)>,
     pub tftp_files: Vec<String>,
     pub kickstart_fetches: usize,
+    /// Certificates provd signed for the VM's %post (libvirt server and client).
+    #[serde(default)]
+    pub certificates: Vec<String>,
     /// The installer or an install callback reported failure.
     pub failed: Option<String>,
     /// The console shows the installed boot sector running (BIOS VMs).
@@ -118,6 +121,7 @@ pub fn derive(events: &[BootEvent], console: &str, firmware: Firmware) -> Progre
                     reach(&mut p, Stage::Kernel, e.at, "kernel and initrd over HTTP");
                 }
             }
+            "pki" => p.certificates.push(e.detail.clone()),
             "kickstart" => {
                 p.kickstart_fetches += 1;
                 reach(&mut p, Stage::Kickstart, e.at, &e.detail);

@@ -154,3 +154,46 @@ fn tokens_are_random_and_compared_exactly() {
     assert!(!token::equal(&a, &b));
     assert!(!token::equal(&a, &a[..31]));
 }
+
+#[tokio::test]
+async fn signing_tokens_are_bound_to_host_single_use_per_role_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, cfg) = setup(dir.path());
+    let served = cfg.select_sites(&[]).unwrap();
+    let inv = Inventory::load(store, &cfg, &served, 60).unwrap();
+    let hv = mac("52:54:00:00:00:01");
+    let other = mac("52:54:00:00:00:02");
+    let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        inv.verify_signing_token(other, &token, "server").await,
+        Err(InventoryError::TokenRefused),
+        "bound to its host"
+    );
+    inv.verify_signing_token(hv, &token, "server").await.unwrap();
+    inv.certificate_issued(hv, &token, "server").await.unwrap();
+    assert_eq!(
+        inv.verify_signing_token(hv, &token, "server").await,
+        Err(InventoryError::TokenRefused),
+        "once per role"
+    );
+    assert_eq!(
+        inv.certificate_issued(hv, &token, "server").await,
+        Err(InventoryError::TokenRefused)
+    );
+    inv.verify_signing_token(hv, &token, "client").await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (store, cfg) = setup(dir.path());
+    let served = cfg.select_sites(&[]).unwrap();
+    let expired = Inventory::load(store, &cfg, &served, 0).unwrap();
+    let BootDecision::Install { token } = expired.boot(hv).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        expired.verify_signing_token(hv, &token, "server").await,
+        Err(InventoryError::TokenRefused),
+        "expired"
+    );
+}

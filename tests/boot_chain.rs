@@ -12,10 +12,6 @@ use std::time::{Duration, Instant};
 
 const HV_MAC: &str = "52:54:00:00:81:01";
 
-fn repo(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
 /// Server + client namespaces, an assets dir with the real iPXE binaries (`provd assets
 /// init`) and a 1 MiB pseudo-random file, and provd serving `extra` sites config.
 struct Boot {
@@ -29,16 +25,7 @@ struct Boot {
 impl Boot {
     fn start(tag: &str, net: u8) -> Boot {
         require_root_and_tools(&["ip", "curl", "tftp"]);
-        let srv = Netns::new(&format!("{tag}s"));
-        let cli = Netns::new(&format!("{tag}c"));
-        veth(
-            &srv,
-            "vs",
-            &format!("10.{net}.0.1/24"),
-            &cli,
-            "vc",
-            &format!("10.{net}.0.2/24"),
-        );
+        let (srv, cli) = common::ns_pair(tag, net, 24);
         let work = Workdir::new();
         let assets = work.path("assets");
         let out = Command::new(common::provd_bin())
@@ -94,7 +81,7 @@ hostname = "hv81"
 ip = "10.{net}.0.81"
 profile = "el9"
 "#,
-                templates = repo("templates").display(),
+                templates = common::repo("templates").display(),
                 assets = assets.display()
             ),
         );
@@ -692,7 +679,7 @@ mac = "52:54:00:00:88:01"
 hostname = "s1"
 profile = "el9"
 "#,
-            templates = repo("templates").display(),
+            templates = common::repo("templates").display(),
             assets = work.path("assets").display()
         ),
     );
@@ -724,10 +711,10 @@ fn every_shipped_template_renders_for_every_host_of_every_site_config_and_kickst
         has_ksvalidator,
         "ksvalidator (pykickstart) is not installed: run lab/deps.sh"
     );
-    let renderer = provd::render::Renderer::load(&repo("templates")).unwrap();
+    let renderer = provd::render::Renderer::load(&common::repo("templates")).unwrap();
     let work = Workdir::new();
     let mut rendered = 0;
-    for entry in std::fs::read_dir(repo("site-configs")).unwrap() {
+    for entry in std::fs::read_dir(common::repo("site-configs")).unwrap() {
         let file = entry.unwrap().path();
         let cfg = provd::config::load(std::slice::from_ref(&file)).unwrap();
         provd::boot::Boot::check_templates(&cfg, &renderer).unwrap();

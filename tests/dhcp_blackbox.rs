@@ -23,16 +23,7 @@ struct Lab {
 
 impl Lab {
     fn start(tag: &str, net: u8, site_toml: &str) -> Lab {
-        let srv = Netns::new(&format!("{tag}s"));
-        let cli = Netns::new(&format!("{tag}c"));
-        veth(
-            &srv,
-            "vs",
-            &format!("10.{net}.0.1/24"),
-            &cli,
-            "vc",
-            &format!("10.{net}.0.2/24"),
-        );
+        let (srv, cli) = common::ns_pair(tag, net, 24);
         let work = Workdir::new();
         let cfg = work.write("site.toml", site_toml);
         let daemon = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
@@ -251,16 +242,7 @@ prefix = "10.{net}.0.0/16"
 pools = [{{ start = "10.{net}.1.0", end = "10.{net}.255.254" }}]
 "#
     );
-    let srv = Netns::new("perfs");
-    let cli = Netns::new("perfc");
-    veth(
-        &srv,
-        "vs",
-        &format!("10.{net}.0.1/16"),
-        &cli,
-        "vc",
-        &format!("10.{net}.0.2/16"),
-    );
+    let (srv, cli) = common::ns_pair("perf", net, 16);
     let work = Workdir::new();
     let cfg = work.write("site.toml", &site);
     let daemon = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));

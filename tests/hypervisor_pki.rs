@@ -17,10 +17,6 @@ use std::time::Duration;
 const MAC: &str = "52:54:00:00:90:01";
 const FQDN: &str = "hv01.h.test";
 
-fn repo(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
 /// `/etc/netns/<ns>/hosts`: `ip netns exec` bind-mounts it over /etc/hosts for that
 /// namespace only. Removed on drop.
 struct NetnsHosts(PathBuf);
@@ -111,7 +107,7 @@ hostname = "hv01"
 ip = "10.90.0.11"
 profile = "el9-kvm"
 "#,
-            templates = repo("templates").display(),
+            templates = common::repo("templates").display(),
             assets = w.join("assets").display()
         ),
     );

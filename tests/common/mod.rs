@@ -127,6 +127,27 @@ pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: 
     }
 }
 
+/// The usual two-namespace layout: `<tag>s` (server, `vs` = 10.N.0.1) and `<tag>c`
+/// (client, `vc` = 10.N.0.2), joined by a veth, with the given prefix length.
+pub fn ns_pair(tag: &str, net: u8, prefix_len: u8) -> (Netns, Netns) {
+    let srv = Netns::new(&format!("{tag}s"));
+    let cli = Netns::new(&format!("{tag}c"));
+    veth(
+        &srv,
+        "vs",
+        &format!("10.{net}.0.1/{prefix_len}"),
+        &cli,
+        "vc",
+        &format!("10.{net}.0.2/{prefix_len}"),
+    );
+    (srv, cli)
+}
+
+/// A path in the provd source tree.
+pub fn repo(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
 /// A temporary directory for one test (config, state, logs).
 pub struct Workdir {
     pub dir: tempfile::TempDir,

@@ -21,6 +21,8 @@ PKGS=(
   libvirt-clients     # virsh, virt-pki-validate, virt-pki-query-dn
   gnutls-bin          # certtool (virt-pki-validate uses it)
   openssl             # hosts make keys and CSRs with it in %post
+  libvirt-dev         # building provd: the virt crate links libvirt
+  pkg-config          # ... and finds it with pkg-config
 )
 missing=()
 for p in "${PKGS[@]}"; do

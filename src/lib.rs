@@ -21,3 +21,4 @@ pub mod render;
 pub mod served_root;
 pub mod store;
 pub mod tftp;
+pub mod vm;

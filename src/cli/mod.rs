@@ -6,6 +6,7 @@ mod assets;
 mod client;
 mod hosts;
 mod leases;
+mod vm;
 
 use crate::config;
 use clap::{Parser, Subcommand};
@@ -68,6 +69,11 @@ enum Command {
         action: String,
         #[arg(long = "config", short = 'c', env = "PROVD_CONFIG", default_value = DEFAULT_CONFIG)]
         config: Vec<PathBuf>,
+    },
+    /// Virtual machines on libvirt (any --connect URI).
+    Vm {
+        #[command(subcommand)]
+        command: vm::VmCommand,
     },
     /// provd's certificate authority for libvirt TLS.
     Pki {
@@ -248,6 +254,7 @@ pub fn main() -> ExitCode {
         } => assets::init(&from, &dir),
         Command::Lab { command } => lab(command),
         Command::Pki { command } => pki(command),
+        Command::Vm { command } => vm::run(command),
     };
     match result {
         Ok(code) => code,

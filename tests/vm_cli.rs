@@ -1,0 +1,61 @@
+//! `provd vm` through the real binary on libvirt's test driver (`test:///default`, an
+//! in-memory hypervisor holding one running domain named "test"; every process gets a fresh
+//! copy, so each command is checked on its own).
+
+mod common;
+
+use std::process::Command;
+
+fn vm(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(common::provd_bin())
+        .arg("vm")
+        .args(args)
+        .args(["--connect", "test:///default"])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn vm_commands_report_state_and_refuse_with_clear_errors() {
+    let (ok, out, _) = vm(&["list", "--json"]);
+    assert!(ok);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (list[0]["name"].as_str(), list[0]["state"].as_str()),
+        (Some("test"), Some("running"))
+    );
+    let (ok, out, _) = vm(&["host-info", "--json"]);
+    assert!(
+        ok && serde_json::from_str::<serde_json::Value>(&out).unwrap()["cpus"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let (ok, out, _) = vm(&["info", "test", "--xml"]);
+    assert!(ok && out.contains("<domain type='test'"), "{out}");
+    assert!(vm(&["destroy", "test"]).0);
+    let (ok, _, err) = vm(&["start", "test"]);
+    assert!(
+        !ok && err.contains("\"test\" is running; start needs it shut off"),
+        "{err}"
+    );
+    let (ok, _, err) = vm(&["undefine", "test"]);
+    assert!(!ok && err.contains("undefine needs it shut off"), "{err}");
+    let (ok, _, err) = vm(&["info", "nosuch"]);
+    assert!(
+        !ok && err.contains("no domain named \"nosuch\" on test:///default"),
+        "{err}"
+    );
+    let out = Command::new(common::provd_bin())
+        .args(["vm", "list", "--connect", "nosuchdriver:///"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot connect to nosuchdriver:///")
+    );
+}

@@ -134,12 +134,6 @@ impl Pool {
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         self.start <= ip && ip <= self.end
     }
-    pub fn len(&self) -> u64 {
-        u64::from(u32::from(self.end)) - u64::from(u32::from(self.start)) + 1
-    }
-    pub fn is_empty(&self) -> bool {
-        false
-    }
     pub fn overlaps(&self, other: &Pool) -> bool {
         self.start <= other.end && other.start <= self.end
     }

@@ -18,7 +18,7 @@
 mod token;
 
 use crate::clock::unix_now;
-use crate::config::{Config, Site};
+use crate::config::Site;
 use crate::mac::MacAddr;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
@@ -181,7 +181,7 @@ pub struct Observation {
 
 impl Inventory {
     /// Load stored state and reconcile it with the config of the served sites.
-    pub fn load(store: Store, config: &Config, served: &[&Site], token_ttl: u64) -> Result<Self, InventoryError> {
+    pub fn load(store: Store, served: &[&Site], token_ttl: u64) -> Result<Self, InventoryError> {
         let mut configured = HashMap::new();
         let mut names = HashMap::new();
         for site in served {
@@ -197,7 +197,6 @@ impl Inventory {
                 names.insert(h.hostname.clone(), h.mac);
             }
         }
-        let _ = config;
         let mut hosts = HashMap::new();
         for (key, json) in store.load_hosts().map_err(|e| InventoryError::Store(e.to_string()))? {
             match serde_json::from_slice::<HostRecord>(&json) {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::Config;
 
 fn setup(dir: &std::path::Path) -> (Store, Config) {
     let toml = r#"
@@ -31,7 +32,7 @@ async fn install_then_boot_local_until_reinstall() {
     let dir = tempfile::tempdir().unwrap();
     let (store, cfg) = setup(dir.path());
     let served = cfg.select_sites(&[]).unwrap();
-    let inv = Inventory::load(store, &cfg, &served, 60).unwrap();
+    let inv = Inventory::load(store, &served, 60).unwrap();
     let hv = mac("52:54:00:00:00:01");
     assert_eq!(inv.get(hv).await.unwrap().status, Status::Assigned);
 
@@ -94,7 +95,7 @@ async fn state_survives_reload_and_unknown_macs_are_discovered() {
     {
         let (store, cfg) = setup(dir.path());
         let served = cfg.select_sites(&[]).unwrap();
-        let inv = Inventory::load(store, &cfg, &served, 60).unwrap();
+        let inv = Inventory::load(store, &served, 60).unwrap();
         let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else {
             panic!()
         };
@@ -119,7 +120,7 @@ async fn state_survives_reload_and_unknown_macs_are_discovered() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     let (store, cfg) = setup(dir.path());
     let served = cfg.select_sites(&[]).unwrap();
-    let inv = Inventory::load(store, &cfg, &served, 60).unwrap();
+    let inv = Inventory::load(store, &served, 60).unwrap();
     assert_eq!(inv.get(hv).await.unwrap().status, Status::Installed);
     assert_eq!(inv.boot(hv).await.unwrap(), BootDecision::LocalDisk);
     let s = inv.get(stranger).await.unwrap();
@@ -134,7 +135,7 @@ async fn expired_tokens_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (store, cfg) = setup(dir.path());
     let served = cfg.select_sites(&[]).unwrap();
-    let inv = Inventory::load(store, &cfg, &served, 0).unwrap();
+    let inv = Inventory::load(store, &served, 0).unwrap();
     let hv = mac("52:54:00:00:00:01");
     let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else {
         panic!()
@@ -160,7 +161,7 @@ async fn signing_tokens_are_bound_to_host_single_use_per_role_and_expire() {
     let dir = tempfile::tempdir().unwrap();
     let (store, cfg) = setup(dir.path());
     let served = cfg.select_sites(&[]).unwrap();
-    let inv = Inventory::load(store, &cfg, &served, 60).unwrap();
+    let inv = Inventory::load(store, &served, 60).unwrap();
     let hv = mac("52:54:00:00:00:01");
     let other = mac("52:54:00:00:00:02");
     let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else {
@@ -187,7 +188,7 @@ async fn signing_tokens_are_bound_to_host_single_use_per_role_and_expire() {
     let dir = tempfile::tempdir().unwrap();
     let (store, cfg) = setup(dir.path());
     let served = cfg.select_sites(&[]).unwrap();
-    let expired = Inventory::load(store, &cfg, &served, 0).unwrap();
+    let expired = Inventory::load(store, &served, 0).unwrap();
     let BootDecision::Install { token } = expired.boot(hv).await.unwrap() else {
         panic!()
     };

@@ -515,7 +515,7 @@ pub fn status() -> anyhow::Result<bool> {
         if alive(state.provd_pid) { "running" } else { "gone" }
     );
     let events = fetch_events(&state.api).unwrap_or_default();
-    for (i, vm) in state.vms.iter().enumerate() {
+    for vm in &state.vms {
         let running = std::fs::read_to_string(&vm.pidfile)
             .ok()
             .and_then(|p| p.trim().parse::<u32>().ok())
@@ -530,7 +530,6 @@ pub fn status() -> anyhow::Result<bool> {
             p.last().map(Stage::name).unwrap_or("none yet"),
             if p.disk_booted { " (booted from disk)" } else { "" }
         );
-        let _ = i;
     }
     Ok(true)
 }

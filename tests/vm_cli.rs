@@ -59,3 +59,42 @@ fn vm_commands_report_state_and_refuse_with_clear_errors() {
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot connect to nosuchdriver:///")
     );
 }
+
+#[test]
+fn vm_init_uses_the_configs_profiles_and_names_unknown_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vm.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sites.a]\nserver_address = \"10.0.0.1\"\nlisten = [{{ interface = \"eth0\", address = \"10.0.0.1\" }}]\n\
+             [vm.disk_profiles.small]\ndisks = [{{ name = \"system\", size_gib = 1, dir = \"{d}\" }}, {{ name = \"swap\", size_gib = 1, format = \"raw\", dir = \"{d}\" }}]\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let (ok, out, err) = vm(&[
+        "init",
+        "web",
+        "1",
+        "256",
+        "--disk-profile",
+        "small",
+        "--start",
+        "--vnc",
+        "--config",
+        &cfg,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("web: running (1 vCPU, 256 MiB") && out.contains("VNC has no authentication"),
+        "{out}"
+    );
+    assert!(dir.path().join("web_system.qcow2").exists() && dir.path().join("web_swap.img").exists());
+    let (ok, _, err) = vm(&["init", "db", "1", "256", "--disk-profile", "huge", "--config", &cfg]);
+    assert!(
+        !ok && err.contains("no disk profile \"huge\" (known: default, small)"),
+        "{err}"
+    );
+}

@@ -38,6 +38,36 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create a VM: disks from a disk profile (the first from --image if given), NICs from a
+    /// NIC profile ([vm] in the site config; "default" is Salt Virt's: one 8 GiB qcow2 virtio
+    /// disk, eth0 bridged to br0), then define it (and start it with --start).
+    Init {
+        name: String,
+        /// Virtual CPUs.
+        cpus: u32,
+        /// Memory in MiB.
+        memory: u64,
+        /// A disk image to copy into the first disk.
+        #[arg(long)]
+        image: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "default")]
+        disk_profile: String,
+        #[arg(long, default_value = "default")]
+        nic_profile: String,
+        /// A VNC console on 127.0.0.1 (autoport). VNC has no authentication.
+        #[arg(long)]
+        vnc: bool,
+        #[arg(long)]
+        start: bool,
+        /// libvirt domain type: kvm (default) or qemu (TCG, where KVM is not usable).
+        #[arg(long)]
+        domain_type: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Site config with [vm] profiles; without one, the built-in defaults are used.
+        #[arg(long = "config", short = 'c', env = "PROVD_CONFIG")]
+        config: Vec<std::path::PathBuf>,
+    },
     /// Start a shut-off domain.
     Start {
         name: String,
@@ -110,6 +140,53 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
                     "uri        {}\nhostname   {}\ncpu        {} x {}\nmemory     {} MiB ({} MiB free)\ndomains    {}",
                     i.uri, i.hostname, i.cpus, i.cpu_model, i.memory_mib, i.free_memory_mib, i.domains
                 );
+            }
+        }
+        VmCommand::Init {
+            name,
+            cpus,
+            memory,
+            image,
+            disk_profile,
+            nic_profile,
+            vnc,
+            start,
+            domain_type,
+            target,
+            config,
+        } => {
+            let profiles = if config.is_empty() {
+                crate::config::VmProfiles::default()
+            } else {
+                crate::config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?.vm
+            };
+            fn known<T>(m: &std::collections::BTreeMap<String, T>) -> String {
+                m.keys().cloned().collect::<Vec<String>>().join(", ")
+            }
+            let disks = profiles.disks.get(&disk_profile).ok_or_else(|| {
+                anyhow::anyhow!("no disk profile {disk_profile:?} (known: {})", known(&profiles.disks))
+            })?;
+            let nics = profiles
+                .nics
+                .get(&nic_profile)
+                .ok_or_else(|| anyhow::anyhow!("no NIC profile {nic_profile:?} (known: {})", known(&profiles.nics)))?;
+            let d = Hypervisor::connect(&target.connect)?.init(&vm::InitRequest {
+                name: &name,
+                vcpus: cpus,
+                memory_mib: memory,
+                image: image.as_deref(),
+                disks,
+                nics,
+                vnc,
+                start,
+                domain_type: domain_type.as_deref(),
+            })?;
+            println!(
+                "{}: {} ({} vCPU, {} MiB, uuid {})",
+                d.name, d.state, d.vcpus, d.memory_mib, d.uuid
+            );
+            if vnc {
+                println!("warning: VNC has no authentication; it listens on 127.0.0.1 only");
             }
         }
         VmCommand::Start { name, target } => {

@@ -25,6 +25,59 @@ pub struct Config {
     pub daemon: Daemon,
     pub profiles: BTreeMap<String, Profile>,
     pub sites: BTreeMap<String, Site>,
+    pub vm: VmProfiles,
+}
+
+/// Disk and NIC profiles for `provd vm init`/`deploy`. "default" always exists: Salt Virt's
+/// defaults (one 8 GiB qcow2 virtio system disk; eth0 bridged to br0, virtio) unless the
+/// config defines its own "default".
+#[derive(Debug, Clone)]
+pub struct VmProfiles {
+    pub disks: BTreeMap<String, Vec<DiskSpec>>,
+    pub nics: BTreeMap<String, Vec<NicSpec>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub name: String,
+    pub size_gib: u32,
+    /// qcow2 or raw.
+    pub format: String,
+    /// virtio, scsi, sata or ide.
+    pub bus: String,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicSpec {
+    pub name: String,
+    pub bridge: String,
+    pub model: String,
+    pub mac: Option<MacAddr>,
+}
+
+pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/libvirt/images";
+
+impl Default for VmProfiles {
+    fn default() -> Self {
+        let disk = DiskSpec {
+            name: "system".into(),
+            size_gib: 8,
+            format: "qcow2".into(),
+            bus: "virtio".into(),
+            dir: DEFAULT_IMAGE_DIR.into(),
+        };
+        let nic = NicSpec {
+            name: "eth0".into(),
+            bridge: "br0".into(),
+            model: "virtio".into(),
+            mac: None,
+        };
+        VmProfiles {
+            disks: [("default".to_string(), vec![disk])].into(),
+            nics: [("default".to_string(), vec![nic])].into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -56,6 +56,8 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
     let mut profiles: BTreeMap<String, (Profile, String)> = BTreeMap::new();
     let mut sites: BTreeMap<String, (Site, String)> = BTreeMap::new();
     let mut uniq = Uniqueness::default();
+    let mut vm = VmProfiles::default();
+    let mut vm_seen: Option<String> = None;
 
     for (src, wire) in &parsed {
         if let Some(d) = &wire.daemon {
@@ -67,6 +69,14 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 ));
             } else {
                 daemon = Some((convert_daemon(d.get_ref()), src.place(&d.span())));
+            }
+        }
+        if let Some(v) = &wire.vm {
+            if let Some(first) = &vm_seen {
+                errors.push(src.error(Some(v.span()), "vm", format!("[vm] given twice (first at {first})")));
+            } else {
+                vm_seen = Some(src.place(&v.span()));
+                convert_vm(src, v.get_ref(), &mut vm, &mut errors);
             }
         }
         for (name, p) in &wire.profiles {
@@ -134,6 +144,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
         }),
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
         sites: sites.into_iter().map(|(k, v)| (k, v.0)).collect(),
+        vm,
     })
 }
 
@@ -167,6 +178,64 @@ fn convert_daemon(d: &DaemonWire) -> Daemon {
         templates_dir: PathBuf::from(d.templates_dir.clone().unwrap_or_else(|| "templates".into())),
         assets_dir: PathBuf::from(d.assets_dir.clone().unwrap_or_else(|| "boot-assets".into())),
         pki_dir: d.pki_dir.as_ref().map(PathBuf::from),
+    }
+}
+
+fn convert_vm(src: &Source, w: &VmWire, out: &mut VmProfiles, errors: &mut Vec<ConfigError>) {
+    for (name, p) in &w.disk_profiles {
+        let key = format!("vm.disk_profiles.{name}");
+        let mut disks = Vec::new();
+        for (i, d) in p.get_ref().disks.iter().enumerate() {
+            let span = d.span();
+            let d = d.get_ref();
+            let format = d.format.clone().unwrap_or_else(|| "qcow2".into());
+            let bus = d.bus.clone().unwrap_or_else(|| "virtio".into());
+            let mut bad = |what: String| errors.push(src.error(Some(span.clone()), format!("{key}.disks[{i}]"), what));
+            if !["qcow2", "raw"].contains(&format.as_str()) {
+                bad(format!("format {format:?}: use qcow2 or raw"));
+            }
+            if !["virtio", "scsi", "sata", "ide"].contains(&bus.as_str()) {
+                bad(format!("bus {bus:?}: use virtio, scsi, sata or ide"));
+            }
+            if d.size_gib == 0 {
+                bad("size_gib must be at least 1".into());
+            }
+            if disks.iter().any(|x: &DiskSpec| x.name == d.name) {
+                bad(format!("disk name {:?} used twice", d.name));
+            }
+            disks.push(DiskSpec {
+                name: d.name.clone(),
+                size_gib: d.size_gib,
+                format,
+                bus,
+                dir: PathBuf::from(d.dir.clone().unwrap_or_else(|| DEFAULT_IMAGE_DIR.into())),
+            });
+        }
+        if disks.is_empty() {
+            errors.push(src.error(Some(p.span()), key.clone(), "a disk profile needs at least one disk"));
+        }
+        out.disks.insert(name.clone(), disks);
+    }
+    for (name, p) in &w.nic_profiles {
+        let key = format!("vm.nic_profiles.{name}");
+        let mut nics = Vec::new();
+        for (i, n) in p.get_ref().nics.iter().enumerate() {
+            let mac = match n.mac.as_deref().map(str::parse::<MacAddr>) {
+                None => None,
+                Some(Ok(m)) => Some(m),
+                Some(Err(e)) => {
+                    errors.push(src.error(Some(p.span()), format!("{key}.nics[{i}].mac"), e.to_string()));
+                    None
+                }
+            };
+            nics.push(NicSpec {
+                name: n.name.clone(),
+                bridge: n.bridge.clone(),
+                model: n.model.clone().unwrap_or_else(|| "virtio".into()),
+                mac,
+            });
+        }
+        out.nics.insert(name.clone(), nics);
     }
 }
 

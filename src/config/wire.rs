@@ -18,6 +18,49 @@ pub struct FileWire {
     pub profiles: BTreeMap<String, Spanned<ProfileWire>>,
     #[serde(default)]
     pub sites: BTreeMap<String, Spanned<SiteWire>>,
+    pub vm: Option<Spanned<VmWire>>,
+}
+
+/// `[vm]`: disk and NIC profiles for `provd vm`, shared by every site (Salt Virt's
+/// `virt:disk` and `virt:nic`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmWire {
+    #[serde(default)]
+    pub disk_profiles: BTreeMap<String, Spanned<DiskProfileWire>>,
+    #[serde(default)]
+    pub nic_profiles: BTreeMap<String, Spanned<NicProfileWire>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskProfileWire {
+    pub disks: Vec<Spanned<DiskWire>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskWire {
+    pub name: String,
+    pub size_gib: u32,
+    pub format: Option<String>,
+    pub bus: Option<String>,
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicProfileWire {
+    pub nics: Vec<NicWire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicWire {
+    pub name: String,
+    pub bridge: String,
+    pub model: Option<String>,
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,9 +10,17 @@
 //! must call it from `spawn_blocking`. Errors name the URI and the domain and carry
 //! libvirt's own message.
 
+pub mod xml;
+
+use crate::config::{DiskSpec, NicSpec};
+use crate::mac::MacAddr;
 use serde::Serialize;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use virt::connect::Connect;
 use virt::domain::Domain;
+use xml::{AttachedDisk, DomainSpec};
 
 pub const DEFAULT_URI: &str = "qemu:///system";
 
@@ -36,6 +44,61 @@ pub enum VmError {
         what: &'static str,
         needs: &'static str,
     },
+    #[error("a domain named {name:?} already exists on {uri}")]
+    Exists { name: String, uri: String },
+    #[error("disk {path}: {message}")]
+    Disk { path: PathBuf, message: String },
+}
+
+/// What `provd vm init` asks for.
+pub struct InitRequest<'a> {
+    pub name: &'a str,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// Copied (converted) into the first disk, which is then grown to its profile size.
+    pub image: Option<&'a Path>,
+    pub disks: &'a [DiskSpec],
+    pub nics: &'a [NicSpec],
+    pub vnc: bool,
+    pub start: bool,
+    /// Override the libvirt domain type ("kvm", or "qemu" where KVM is not usable).
+    pub domain_type: Option<&'a str>,
+}
+
+fn qemu_img(args: &[&str], path: &Path) -> Result<(), VmError> {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .map_err(|e| VmError::Disk {
+            path: path.into(),
+            message: format!("qemu-img: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(VmError::Disk {
+            path: path.into(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A locally administered MAC in QEMU's 52:54:00 range, random in its last three bytes.
+fn random_mac() -> MacAddr {
+    let mut b = [0u8; 3];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("the kernel's random source is readable");
+    MacAddr([0x52, 0x54, 0x00, b[0], b[1], b[2]])
+}
+
+/// Removes the files it holds unless emptied: a failed init leaves no disk behind.
+struct CreatedDisks(Vec<PathBuf>);
+impl Drop for CreatedDisks {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// One domain as `provd vm list` shows it.
@@ -192,6 +255,90 @@ impl Hypervisor {
         d.destroy().map_err(self.err("destroying", name))
     }
 
+    /// Create the disks of a disk profile, define the domain, optionally start it. All or
+    /// nothing up to the definition: a failure removes the disks this call created, and an
+    /// existing file is never overwritten.
+    pub fn init(&self, r: &InitRequest) -> Result<DomainSummary, VmError> {
+        if self.conn.lookup_domain_by_name(r.name).is_ok() {
+            return Err(VmError::Exists {
+                name: r.name.into(),
+                uri: self.uri.clone(),
+            });
+        }
+        let domain_type = match r.domain_type {
+            Some(t) => t.to_string(),
+            None if self
+                .conn
+                .driver_type()
+                .map(|t| t.eq_ignore_ascii_case("test"))
+                .unwrap_or(false) =>
+            {
+                "test".into()
+            }
+            None => "kvm".into(),
+        };
+        let mut created = CreatedDisks(Vec::new());
+        let mut disks = Vec::new();
+        for (i, spec) in r.disks.iter().enumerate() {
+            let path = spec.dir.join(format!(
+                "{}_{}.{}",
+                r.name,
+                spec.name,
+                if spec.format == "raw" { "img" } else { "qcow2" }
+            ));
+            if path.exists() {
+                return Err(VmError::Disk {
+                    path,
+                    message: "already exists; refusing to overwrite it".into(),
+                });
+            }
+            let size = format!("{}G", spec.size_gib);
+            let p = path.display().to_string();
+            match (i, r.image) {
+                (0, Some(image)) => {
+                    qemu_img(
+                        &["convert", "-O", &spec.format, &image.display().to_string(), &p],
+                        &path,
+                    )?;
+                    created.0.push(path.clone());
+                    // Grow to the profile size; an image already larger keeps its size.
+                    let _ = qemu_img(&["resize", "-f", &spec.format, &p, &size], &path);
+                }
+                _ => {
+                    qemu_img(&["create", "-q", "-f", &spec.format, &p, &size], &path)?;
+                    created.0.push(path.clone());
+                }
+            }
+            disks.push(AttachedDisk {
+                spec: spec.clone(),
+                path,
+            });
+        }
+        let nics = r
+            .nics
+            .iter()
+            .map(|n| (n.clone(), n.mac.unwrap_or_else(random_mac)))
+            .collect();
+        let spec = DomainSpec {
+            name: r.name.into(),
+            domain_type,
+            vcpus: r.vcpus,
+            memory_mib: r.memory_mib,
+            disks,
+            nics,
+            vnc: r.vnc,
+        };
+        let d = self
+            .conn
+            .define_domain_xml(&xml::domain_xml(&spec))
+            .map_err(self.err("defining", r.name))?;
+        created.0.clear(); // defined: the disks now belong to the domain
+        if r.start {
+            d.create().map_err(self.err("starting (it is defined)", r.name))?;
+        }
+        self.summary(&d)
+    }
+
     /// Remove the definition (disks stay). Refuses a running domain: stop or destroy it first.
     pub fn undefine(&self, name: &str) -> Result<(), VmError> {
         let d = self.domain(name)?;
@@ -233,6 +380,53 @@ mod tests {
         h.undefine("test").unwrap();
         assert!(h.list().unwrap().is_empty());
         assert!(matches!(h.info("test"), Err(VmError::NoDomain { .. })));
+    }
+
+    #[test]
+    fn init_creates_profile_disks_defines_and_starts_and_never_clobbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = |name: &str, gib| DiskSpec {
+            name: name.into(),
+            size_gib: gib,
+            format: "qcow2".into(),
+            bus: "virtio".into(),
+            dir: dir.path().into(),
+        };
+        let disks = [disk("system", 2), disk("data", 1)];
+        let nics = crate::config::VmProfiles::default().nics["default"].clone();
+        let h = Hypervisor::connect("test:///default").unwrap();
+        let req = |name| InitRequest {
+            name,
+            vcpus: 2,
+            memory_mib: 512,
+            image: None,
+            disks: &disks,
+            nics: &nics,
+            vnc: true,
+            start: true,
+            domain_type: None,
+        };
+        let d = h.init(&req("web")).unwrap();
+        assert_eq!((d.state.as_str(), d.vcpus, d.memory_mib), ("running", 2, 512));
+        let xml = h.xml("web").unwrap();
+        assert!(
+            xml.contains(&format!("{}/web_system.qcow2", dir.path().display())) && xml.contains("bridge='br0'"),
+            "{xml}"
+        );
+        let info = Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(dir.path().join("web_system.qcow2"))
+            .output()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(info["virtual-size"], 2u64 << 30);
+        assert!(matches!(h.init(&req("web")), Err(VmError::Exists { .. })));
+        // A disk file in the way: refused, and the disks made before it are removed again.
+        std::fs::write(dir.path().join("db_data.qcow2"), b"precious").unwrap();
+        assert!(matches!(h.init(&req("db")), Err(VmError::Disk { .. })));
+        assert!(!dir.path().join("db_system.qcow2").exists(), "all or nothing");
+        assert_eq!(std::fs::read(dir.path().join("db_data.qcow2")).unwrap(), b"precious");
+        assert!(matches!(h.info("db"), Err(VmError::NoDomain { .. })));
     }
 
     #[test]

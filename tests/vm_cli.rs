@@ -98,3 +98,21 @@ fn vm_init_uses_the_configs_profiles_and_names_unknown_ones() {
         "{err}"
     );
 }
+
+#[test]
+fn vm_purge_and_console_refuse_clearly_without_libvirt_noise() {
+    let (ok, _, err) = vm(&["purge", "test"]);
+    assert!(
+        !ok && err.contains("purge (without --force) needs it shut off"),
+        "{err}"
+    );
+    let (ok, out, err) = vm(&["purge", "test", "--force"]);
+    assert!(ok && out.contains("test: undefined"), "{err}");
+    let (ok, _, err) = vm(&["console", "test"]);
+    assert!(!ok && err.contains("no graphics device"), "{err}");
+    let (_, _, err) = vm(&["info", "nosuch"]);
+    assert!(
+        !err.contains("libvirt: "),
+        "libvirt's own stderr printer must be silenced: {err}"
+    );
+}

@@ -86,6 +86,21 @@ pub enum VmCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Undefine a domain and delete its own disks (not shared, read-only or CD-ROM ones).
+    Purge {
+        name: String,
+        /// Power a running domain off first.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Where the domain's graphical console listens (VNC or SPICE).
+    Console {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Remove a shut-off domain's definition (its disks stay).
     Undefine {
         name: String,
@@ -200,6 +215,20 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Destroy { name, target } => {
             Hypervisor::connect(&target.connect)?.destroy(&name)?;
             println!("{name}: powered off");
+        }
+        VmCommand::Purge { name, force, target } => {
+            let removed = Hypervisor::connect(&target.connect)?.purge(&name, force)?;
+            println!("{name}: undefined; removed {} disk(s)", removed.len());
+            for f in removed {
+                println!("  {}", f.display());
+            }
+        }
+        VmCommand::Console { name, target } => {
+            let (kind, addr) = Hypervisor::connect(&target.connect)?.console(&name)?;
+            println!("{kind}://{addr}");
+            if kind == "vnc" {
+                eprintln!("warning: VNC has no authentication; reach it through an SSH tunnel, never expose it");
+            }
         }
         VmCommand::Undefine { name, target } => {
             Hypervisor::connect(&target.connect)?.undefine(&name)?;

@@ -137,6 +137,9 @@ fn state_name(d: &Domain) -> String {
 
 impl Hypervisor {
     pub fn connect(uri: &str) -> Result<Hypervisor, VmError> {
+        // libvirt prints every error to stderr by default, even expected ones (a lookup that
+        // finds no domain); provd reports errors itself.
+        virt::error::clear_error_callback();
         let conn = Connect::open(Some(uri)).map_err(|e| VmError::Connect {
             uri: uri.to_string(),
             message: e.to_string(),
@@ -339,6 +342,62 @@ impl Hypervisor {
         self.summary(&d)
     }
 
+    /// Undefine a domain and delete its own disk files (`xml::owned_disk_files`). A running
+    /// domain is refused unless `force`, which powers it off first. Returns the files removed.
+    pub fn purge(&self, name: &str, force: bool) -> Result<Vec<PathBuf>, VmError> {
+        let d = self.domain(name)?;
+        if self.is_active(&d, name)? {
+            if !force {
+                return Err(VmError::WrongState {
+                    name: name.into(),
+                    state: state_name(&d),
+                    what: "purge (without --force)",
+                    needs: "shut off",
+                });
+            }
+            d.destroy().map_err(self.err("destroying", name))?;
+        }
+        let files = xml::owned_disk_files(&d.xml_desc(0).map_err(self.err("reading", name))?);
+        d.undefine().map_err(self.err("undefining", name))?;
+        let mut removed = Vec::new();
+        for f in files {
+            match std::fs::remove_file(&f) {
+                Ok(()) => removed.push(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(VmError::Disk {
+                        path: f,
+                        message: format!("undefined, but the disk could not be removed: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The console address: (kind, "host:port"). VNC has no authentication.
+    pub fn console(&self, name: &str) -> Result<(String, String), VmError> {
+        let d = self.domain(name)?;
+        let x = d.xml_desc(0).map_err(self.err("reading", name))?;
+        let Some((kind, listen, port)) = xml::graphics(&x) else {
+            return Err(VmError::Libvirt {
+                what: "console of",
+                name: name.into(),
+                uri: self.uri.clone(),
+                message: "it has no graphics device (create it with --vnc)".into(),
+            });
+        };
+        let Some(port) = port else {
+            return Err(VmError::WrongState {
+                name: name.into(),
+                state: state_name(&d),
+                what: "a console port",
+                needs: "running",
+            });
+        };
+        Ok((kind, format!("{listen}:{port}")))
+    }
+
     /// Remove the definition (disks stay). Refuses a running domain: stop or destroy it first.
     pub fn undefine(&self, name: &str) -> Result<(), VmError> {
         let d = self.domain(name)?;
@@ -427,6 +486,18 @@ mod tests {
         assert!(!dir.path().join("db_system.qcow2").exists(), "all or nothing");
         assert_eq!(std::fs::read(dir.path().join("db_data.qcow2")).unwrap(), b"precious");
         assert!(matches!(h.info("db"), Err(VmError::NoDomain { .. })));
+
+        // purge: refused while running unless forced; removes the domain's own disks only.
+        assert!(matches!(h.purge("web", false), Err(VmError::WrongState { .. })));
+        let removed = h.purge("web", true).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(!dir.path().join("web_system.qcow2").exists() && !dir.path().join("web_data.qcow2").exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("db_data.qcow2")).unwrap(),
+            b"precious",
+            "not web's disk"
+        );
+        assert!(matches!(h.info("web"), Err(VmError::NoDomain { .. })));
     }
 
     #[test]

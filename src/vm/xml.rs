@@ -84,9 +84,83 @@ pub fn domain_xml(d: &DomainSpec) -> String {
     x
 }
 
+/// Files of the domain's own writable disks, in XML order: `<disk type='file' device='disk'>`
+/// without `<readonly/>` or `<shareable/>` (those, and CD-ROMs, belong to others too).
+pub fn owned_disk_files(xml: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find("<disk ") {
+        let Some(len) = rest[start..].find("</disk>") else {
+            break;
+        };
+        let disk = &rest[start..start + len];
+        rest = &rest[start + len..];
+        let is_file_disk = disk.contains("device='disk'") || disk.contains("device=\"disk\"");
+        if !is_file_disk || disk.contains("<readonly/>") || disk.contains("<shareable/>") {
+            continue;
+        }
+        if let Some(file) = attr(disk, "<source file=") {
+            out.push(PathBuf::from(file));
+        }
+    }
+    out
+}
+
+/// The first graphics console: (type, listen address, port). Port is None until libvirt
+/// allocates one (autoport on a domain that is not running).
+pub fn graphics(xml: &str) -> Option<(String, String, Option<u16>)> {
+    let start = xml.find("<graphics ")?;
+    let tag = &xml[start..start + xml[start..].find('>')?];
+    let kind = attr(tag, "type=")?;
+    let listen = attr(tag, "listen=").unwrap_or_else(|| "127.0.0.1".into());
+    let port = attr(tag, "port=")
+        .and_then(|p| p.parse::<i32>().ok())
+        .filter(|p| *p > 0)
+        .map(|p| p as u16);
+    Some((kind, listen, port))
+}
+
+/// The value of `name='...'` or `name="..."` after the first occurrence of `name`.
+fn attr(text: &str, name: &str) -> Option<String> {
+    let i = text.find(name)? + name.len();
+    let quote = text[i..].chars().next()?;
+    if quote != '\'' && quote != '"' {
+        return None;
+    }
+    let value = &text[i + 1..];
+    Some(value[..value.find(quote)?].to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_disks_skip_shared_readonly_and_cdroms() {
+        let xml = "<domain><devices>\
+            <disk type='file' device='disk'><source file='/img/a.qcow2'/></disk>\
+            <disk type='file' device='cdrom'><source file='/iso/x.iso'/><readonly/></disk>\
+            <disk type='file' device='disk'><source file='/img/shared.raw'/><shareable/></disk>\
+            <disk type=\"file\" device=\"disk\"><source file=\"/img/b.qcow2\"/></disk>\
+            </devices></domain>";
+        assert_eq!(
+            owned_disk_files(xml),
+            [PathBuf::from("/img/a.qcow2"), PathBuf::from("/img/b.qcow2")]
+        );
+    }
+
+    #[test]
+    fn graphics_address_and_port() {
+        assert_eq!(
+            graphics("<graphics type='vnc' port='5901' autoport='yes' listen='127.0.0.1'>"),
+            Some(("vnc".into(), "127.0.0.1".into(), Some(5901)))
+        );
+        assert_eq!(
+            graphics("<graphics type='spice' port='-1' autoport='yes'/>"),
+            Some(("spice".into(), "127.0.0.1".into(), None))
+        );
+        assert_eq!(graphics("<domain/>"), None);
+    }
 
     #[test]
     fn disks_and_nics_follow_their_profiles() {

@@ -35,26 +35,17 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
-        DropReason::NoSubnet,
-        DropReason::UnknownClient,
-        DropReason::PoolExhausted,
-        DropReason::OtherServer,
-        DropReason::NoRecord,
-        DropReason::NotClientsLease,
-        DropReason::Malformed,
-        DropReason::Unsupported,
-    ];
-    pub fn name(self) -> &'static str {
+    /// The `DhcpStats` counter this reason is counted in (static: no allocation per packet).
+    pub fn counter(self) -> &'static str {
         match self {
-            DropReason::NoSubnet => "no_subnet",
-            DropReason::UnknownClient => "unknown_client",
-            DropReason::PoolExhausted => "pool_exhausted",
-            DropReason::OtherServer => "other_server",
-            DropReason::NoRecord => "no_record",
-            DropReason::NotClientsLease => "not_clients_lease",
-            DropReason::Malformed => "malformed_request",
-            DropReason::Unsupported => "unsupported_type",
+            DropReason::NoSubnet => "dropped_no_subnet",
+            DropReason::UnknownClient => "dropped_unknown_client",
+            DropReason::PoolExhausted => "dropped_pool_exhausted",
+            DropReason::OtherServer => "dropped_other_server",
+            DropReason::NoRecord => "dropped_no_record",
+            DropReason::NotClientsLease => "dropped_not_clients_lease",
+            DropReason::Malformed => "dropped_malformed_request",
+            DropReason::Unsupported => "dropped_unsupported_type",
         }
     }
 }

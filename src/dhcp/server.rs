@@ -119,7 +119,7 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
         .handle(&req, ingress, unix_now());
     match outcome {
         Outcome::Drop(reason) => {
-            shared.stats.inc(&format!("dropped_{}", reason.name()));
+            shared.stats.inc(reason.counter());
         }
         Outcome::Persist(record) => {
             let shared = shared.clone();

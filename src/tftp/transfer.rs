@@ -64,7 +64,7 @@ pub async fn send(sock: &UdpSocket, mut source: Source, neg: &Negotiated, max_re
         let oack = codec::encode(&Packet::OAck {
             options: neg.oack.clone(),
         });
-        match exchange(sock, &[oack], 0, 1, timeout, max_retries, &mut buf).await {
+        match exchange(sock, &[oack], 0, timeout, max_retries, &mut buf).await {
             Ok(_) => {}
             Err(o) => return o,
         }
@@ -101,12 +101,10 @@ pub async fn send(sock: &UdpSocket, mut source: Source, neg: &Negotiated, max_re
         if window.is_empty() {
             return Outcome::Completed { bytes: sent_bytes };
         }
-        let packets: Vec<Vec<u8>> = window.iter().cloned().collect();
         match exchange(
             sock,
-            &packets,
+            window.make_contiguous(),
             base as u16,
-            window.len(),
             timeout,
             max_retries,
             &mut buf,
@@ -132,7 +130,6 @@ async fn exchange(
     sock: &UdpSocket,
     packets: &[Vec<u8>],
     first: u16,
-    len: usize,
     timeout: Duration,
     max_retries: u32,
     buf: &mut [u8],
@@ -153,7 +150,7 @@ async fn exchange(
             match codec::decode(&buf[..n]) {
                 Ok(Packet::Ack { block }) => {
                     let offset = block.wrapping_sub(first) as usize;
-                    if offset < len {
+                    if offset < packets.len() {
                         return Ok(offset + 1);
                     }
                     // A duplicate ACK of an older block: keep waiting (no Sorcerer's

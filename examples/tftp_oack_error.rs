@@ -15,15 +15,14 @@ const WATCH_SECS: u64 = 8;
 const CLIENTS: usize = 500;
 
 fn rrq(file: &str, opts: &[(&str, &str)]) -> Vec<u8> {
-    let mut v = vec![0, 1];
-    for s in [file, "octet"]
-        .into_iter()
-        .chain(opts.iter().flat_map(|(a, b)| [*a, *b]))
-    {
-        v.extend_from_slice(s.as_bytes());
-        v.push(0);
-    }
-    v
+    use provd::tftp::codec::{Packet, encode};
+    let options = opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    encode(&Packet::Request {
+        write: false,
+        filename: file.into(),
+        mode: "octet".into(),
+        options,
+    })
 }
 
 /// Returns (packets received after our ERROR, seconds until the last one).

@@ -121,53 +121,19 @@ profile = "el9"
 }
 
 fn rrq(file: &str, opts: &[(&str, &str)]) -> Vec<u8> {
-    let mut v = vec![0, 1];
-    for s in [file, "octet"]
-        .into_iter()
-        .chain(opts.iter().flat_map(|(a, b)| [*a, *b]))
-    {
-        v.extend_from_slice(s.as_bytes());
-        v.push(0);
-    }
-    v
+    use provd::tftp::codec::{Packet, encode};
+    let options = opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    encode(&Packet::Request {
+        write: false,
+        filename: file.into(),
+        mode: "octet".into(),
+        options,
+    })
 }
 
 /// A complete TFTP download with our own minimal client (blksize 1468, windowsize 1).
 fn tftp_get(server: SocketAddr, file: &str) -> Result<Vec<u8>, String> {
-    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.send_to(&rrq(file, &[("blksize", "1468"), ("tsize", "0")]), server)
-        .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 2048];
-    let mut data = Vec::new();
-    let mut expect: u16 = 1;
-    loop {
-        let (n, tid) = s.recv_from(&mut buf).map_err(|e| format!("recv: {e}"))?;
-        match buf[1] {
-            6 => {
-                s.send_to(&[0, 4, 0, 0], tid).unwrap();
-            }
-            3 => {
-                let block = u16::from_be_bytes([buf[2], buf[3]]);
-                if block == expect {
-                    data.extend_from_slice(&buf[4..n]);
-                    expect = expect.wrapping_add(1);
-                }
-                s.send_to(&[0, 4, buf[2], buf[3]], tid).unwrap();
-                if block == expect.wrapping_sub(1) && n - 4 < 1468 {
-                    return Ok(data);
-                }
-            }
-            5 => {
-                return Err(format!(
-                    "ERROR {} {}",
-                    u16::from_be_bytes([buf[2], buf[3]]),
-                    String::from_utf8_lossy(&buf[4..n])
-                ));
-            }
-            other => return Err(format!("opcode {other}")),
-        }
-    }
+    tftp_get_on(UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?, server, file)
 }
 
 /// The TFTP error code the server answers `file` with.

@@ -40,6 +40,17 @@ pub fn request(kind: MessageType, mac: [u8; 6], xid: u32, giaddr: Option<Ipv4Add
 
 /// A UDP socket bound to 0.0.0.0:`port` inside the caller's current namespace.
 pub fn bind(port: u16, device: Option<&str>) -> UdpSocket {
+    socket_on(Ipv4Addr::UNSPECIFIED, port, device)
+}
+
+/// A UDP socket bound to `ip:port` (a relay listening on its own giaddr).
+pub fn bind_addr(ip: Ipv4Addr, port: u16) -> UdpSocket {
+    socket_on(ip, port, None)
+}
+
+/// Reusable (several test sockets share port 67/68), broadcast-capable, optionally pinned
+/// to a device, with a short read timeout so a missing answer fails fast.
+fn socket_on(ip: Ipv4Addr, port: u16, device: Option<&str>) -> UdpSocket {
     let s = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::DGRAM,
@@ -51,21 +62,6 @@ pub fn bind(port: u16, device: Option<&str>) -> UdpSocket {
     if let Some(d) = device {
         s.bind_device(Some(d.as_bytes())).unwrap();
     }
-    s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into()).unwrap();
-    let s: UdpSocket = s.into();
-    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    s
-}
-
-/// A UDP socket bound to `ip:port` (a relay listening on its own giaddr).
-pub fn bind_addr(ip: Ipv4Addr, port: u16) -> UdpSocket {
-    let s = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )
-    .unwrap();
-    s.set_reuse_address(true).unwrap();
     s.bind(&SocketAddr::from((ip, port)).into()).unwrap();
     let s: UdpSocket = s.into();
     s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();

@@ -417,11 +417,24 @@ impl Hypervisor {
 mod tests {
     use super::*;
 
-    /// libvirt's test driver: an in-memory hypervisor with one running domain, "test".
-    /// Each `test:///default` connection is its own fresh copy.
+    /// A private in-memory hypervisor (libvirt's test driver) with one running domain, "test".
+    /// Not `test:///default`: within one process every connection to it shares one state, so
+    /// parallel tests would see each other's domains. A node file opens its own instance.
+    fn private_driver() -> (tempfile::TempDir, Hypervisor) {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("node.xml");
+        std::fs::write(
+            &node,
+            "<node><domain type='test'><name>test</name><memory>524288</memory><vcpu>2</vcpu><os><type>hvm</type></os></domain></node>",
+        )
+        .unwrap();
+        let h = Hypervisor::connect(&format!("test://{}", node.display())).unwrap();
+        (dir, h)
+    }
+
     #[test]
     fn power_operations_on_the_test_driver() {
-        let h = Hypervisor::connect("test:///default").unwrap();
+        let (_node, h) = private_driver();
         let list = h.list().unwrap();
         assert_eq!(list.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["test"]);
         assert_eq!(list[0].state, "running");
@@ -453,7 +466,7 @@ mod tests {
         };
         let disks = [disk("system", 2), disk("data", 1)];
         let nics = crate::config::VmProfiles::default().nics["default"].clone();
-        let h = Hypervisor::connect("test:///default").unwrap();
+        let (_node, h) = private_driver();
         let req = |name| InitRequest {
             name,
             vcpus: 2,
@@ -502,7 +515,7 @@ mod tests {
 
     #[test]
     fn host_info_and_clear_connection_errors() {
-        let h = Hypervisor::connect("test:///default").unwrap();
+        let (_node, h) = private_driver();
         let info = h.host_info().unwrap();
         assert!(info.cpus > 0 && info.memory_mib > 0, "{info:?}");
         assert!(h.xml("test").unwrap().contains("<name>test</name>"));

@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod journal;
 pub mod lab;
 pub mod mac;
+pub mod nocloud;
 pub mod pki;
 pub mod render;
 pub mod served_root;

@@ -78,6 +78,13 @@ pub struct Boot {
 }
 
 /// The placeholder token in previews (`provd render`): visibly not a real token.
+impl Boot {
+    /// The sites this daemon serves (has listeners for), in config order.
+    pub fn served_sites(&self) -> &[String] {
+        &self.served
+    }
+}
+
 pub const PREVIEW_TOKEN: &str = "PREVIEW-NOT-A-TOKEN";
 
 impl Boot {

@@ -52,6 +52,18 @@ pub fn post_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<Fe
     classify(url, agent().post(url).send_empty())
 }
 
+/// POST a JSON body, decode a JSON answer.
+pub fn post_json_body<T: serde::de::DeserializeOwned>(url: &str, body: &impl serde::Serialize) -> anyhow::Result<Fetch<T>> {
+    let body = serde_json::to_string(body)?;
+    classify(
+        url,
+        agent()
+            .post(url)
+            .header("content-type", "application/json")
+            .send(body.as_str()),
+    )
+}
+
 /// Like `get_json`/`post_json` but a missing daemon is an error telling what to do.
 pub fn require<T>(base: &str, f: Fetch<T>) -> anyhow::Result<T> {
     match f {

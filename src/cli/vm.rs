@@ -1,5 +1,8 @@
 //! `provd vm`: VM lifecycle on any libvirt URI (default qemu:///system).
 
+use super::client::{post_json_body, require};
+use crate::vm::clone::{CloneEvent, CloneRequest};
+use crate::vm::placement::{self, Candidate};
 use crate::vm::{self, Hypervisor};
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -67,6 +70,79 @@ pub enum VmCommand {
         /// Site config with [vm] profiles; without one, the built-in defaults are used.
         #[arg(long = "config", short = 'c', env = "PROVD_CONFIG")]
         config: Vec<std::path::PathBuf>,
+    },
+    /// Make a shut-off domain into a template: virt-sysprep (libguestfs) removes what makes
+    /// it one machine (machine-id, SSH host keys, MAC-bound network config, DHCP leases, logs,
+    /// history; `provd vm sysprep --help` lists all), then provd marks it as a template.
+    /// libguestfs uses its direct backend unless LIBGUESTFS_BACKEND says otherwise; set
+    /// LIBGUESTFS_BACKEND_SETTINGS=force_tcg where KVM is unusable.
+    Sysprep {
+        template: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Clone a shut-off domain (virt-clone's semantics): new name, UUID, MACs, disk files and
+    /// NVRAM; graphics on autoport; read-only, shareable and CD-ROM disks shared. --linked
+    /// makes qcow2 overlays on the template's disks (instant; the template is then protected
+    /// while clones depend on it); --full (default) copies them. All or nothing.
+    Clone {
+        template: String,
+        name: String,
+        #[arg(long, conflicts_with = "full")]
+        linked: bool,
+        #[arg(long)]
+        full: bool,
+        /// Where the template is (a libvirt URI); same as --connect.
+        #[arg(long)]
+        hypervisor: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Clone a template onto the hypervisor with the most free memory that fits, give the VM
+    /// its first-boot identity (cloud-init NoCloud data served by the running provd, found
+    /// through the SMBIOS serial), and start it.
+    Deploy {
+        name: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Memory in MiB (default: the template's).
+        #[arg(long)]
+        memory: Option<u64>,
+        /// Replace the template's NICs with this NIC profile's.
+        #[arg(long)]
+        nic_profile: Option<String>,
+        /// Candidate hypervisors (libvirt URIs, repeatable). Default: --connect.
+        #[arg(long = "hypervisor")]
+        hypervisors: Vec<String>,
+        /// Overlay on the template's disk instead of a full copy.
+        #[arg(long)]
+        linked: bool,
+        /// A public key file to authorise for SSH (repeatable).
+        #[arg(long = "ssh-key")]
+        ssh_keys: Vec<std::path::PathBuf>,
+        /// The site whose provd serves the NoCloud data (when it serves several).
+        #[arg(long)]
+        site: Option<String>,
+        /// Define it but do not start it.
+        #[arg(long)]
+        no_start: bool,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        server: super::ServerTarget,
+    },
+    /// Live-migrate a running domain to DEST (a libvirt URI, e.g.
+    /// qemu+tls://hv02.example/system?pkipath=DIR): peer-to-peer and tunnelled through
+    /// libvirt's own connection, so over TLS when DEST is qemu+tls. The source hypervisor
+    /// connects to DEST itself with its own client certificate (the query part of DEST, e.g.
+    /// pkipath, is provd's and is not passed on). Refused when DEST lacks the memory.
+    Migrate {
+        name: String,
+        dest: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// Start a shut-off domain.
     Start {
@@ -143,6 +219,25 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
                         "name    {}\nuuid    {}\nstate   {}\nvcpus   {}\nmemory  {} MiB",
                         d.name, d.uuid, d.state, d.vcpus, d.memory_mib
                     );
+                    let meta = h.metadata(&name)?;
+                    if let Some(t) = meta.template {
+                        println!("template sysprepped {} ({})", t.sysprepped, t.operations);
+                        let clones = h.linked_clones_of(&name)?;
+                        if !clones.is_empty() {
+                            println!("linked clones {} (protected while they exist)", clones.join(", "));
+                        }
+                    }
+                    if let Some(c) = meta.clone_of {
+                        println!(
+                            "clone of {} ({}, template uuid {})",
+                            c.template_name,
+                            if c.linked { "linked" } else { "full" },
+                            c.template_uuid
+                        );
+                    }
+                    if let Some(url) = meta.nocloud {
+                        println!("nocloud {url}");
+                    }
                 }
             }
         }
@@ -204,6 +299,88 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
                 println!("warning: VNC has no authentication; it listens on 127.0.0.1 only");
             }
         }
+        VmCommand::Sysprep { template, target } => {
+            let h = Hypervisor::connect(&target.connect)?;
+            eprintln!("{template}: running virt-sysprep (one libguestfs appliance boot; under TCG this takes a minute)");
+            let report = h.sysprep(&template, &mut |line| eprintln!("  {line}"))?;
+            if !report.skipped.is_empty() {
+                eprintln!(
+                    "note: this virt-sysprep lacks {}; skipped",
+                    report.skipped.join(", ")
+                );
+            }
+            println!("{template}: sysprepped ({} operations) and marked as a template", report.ran.len());
+        }
+        VmCommand::Clone {
+            template,
+            name,
+            linked,
+            full: _,
+            hypervisor,
+            target,
+        } => {
+            let h = Hypervisor::connect(hypervisor.as_deref().unwrap_or(&target.connect))?;
+            let d = h.clone_domain(
+                &CloneRequest {
+                    template: &template,
+                    name: &name,
+                    linked,
+                    smbios_serial: None,
+                    nocloud_url: None,
+                    vcpus: None,
+                    memory_mib: None,
+                    nics: None,
+                },
+                &mut DiskProgress::default().callback(),
+            )?;
+            println!(
+                "{}: {} clone of {template} ({}, uuid {})",
+                d.name,
+                if linked { "linked" } else { "full" },
+                d.state,
+                d.uuid
+            );
+        }
+        VmCommand::Deploy {
+            name,
+            from,
+            cpus,
+            memory,
+            nic_profile,
+            hypervisors,
+            linked,
+            ssh_keys,
+            site,
+            no_start,
+            target,
+            server,
+        } => deploy(Deploy {
+            name,
+            from,
+            cpus,
+            memory,
+            nic_profile,
+            hypervisors: if hypervisors.is_empty() {
+                vec![target.connect]
+            } else {
+                hypervisors
+            },
+            linked,
+            ssh_keys,
+            site,
+            start: !no_start,
+            server,
+        })?,
+        VmCommand::Migrate { name, dest, target } => {
+            let src = Hypervisor::connect(&target.connect)?;
+            let dest_view = Hypervisor::connect(&dest)?;
+            // The source libvirtd dials DEST itself: provd's local query (pkipath) is not its.
+            let dest_for_source = dest.split('?').next().unwrap_or(&dest);
+            eprintln!("{name}: migrating live to {dest_for_source} (peer-to-peer, tunnelled)");
+            src.migrate(&name, dest_for_source, &dest_view)?;
+            let d = dest_view.info(&name)?;
+            println!("{name}: now {} on {}", d.state, dest_view.uri());
+        }
         VmCommand::Start { name, target } => {
             Hypervisor::connect(&target.connect)?.start(&name)?;
             println!("{name}: started");
@@ -236,4 +413,169 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Progress of a clone's disks: a bar per full copy on a terminal (the bytes written so far
+/// are read from the new file when it is local), one line per disk otherwise.
+#[derive(Default)]
+struct DiskProgress {
+    poller: Option<(std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
+    started: Option<std::time::Instant>,
+}
+
+impl DiskProgress {
+    fn callback(mut self) -> impl FnMut(CloneEvent) {
+        move |event| match event {
+            CloneEvent::DiskStart { disk, linked, bytes } => {
+                self.started = Some(std::time::Instant::now());
+                if linked {
+                    eprintln!("  {}: overlay {} on {}", disk.target, disk.dest.display(), disk.source.display());
+                    return;
+                }
+                eprintln!(
+                    "  {}: copying {} ({} MiB used) to {}",
+                    disk.target,
+                    disk.source.display(),
+                    bytes >> 20,
+                    disk.dest.display()
+                );
+                let bar = indicatif::ProgressBar::new(bytes.max(1));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("  {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                        .expect("a valid template"),
+                );
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (stop2, dest) = (stop.clone(), disk.dest.clone());
+                let poll = std::thread::spawn(move || {
+                    use std::os::unix::fs::MetadataExt;
+                    while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                        if let Ok(m) = std::fs::metadata(&dest) {
+                            bar.set_position(m.blocks() * 512);
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                    bar.finish_and_clear();
+                });
+                self.poller = Some((stop, poll));
+            }
+            CloneEvent::DiskDone { disk } => {
+                if let Some((stop, poll)) = self.poller.take() {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let _ = poll.join();
+                }
+                let secs = self.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+                eprintln!("  {}: done in {secs:.1} s", disk.target);
+            }
+        }
+    }
+}
+
+struct Deploy {
+    name: String,
+    from: String,
+    cpus: Option<u32>,
+    memory: Option<u64>,
+    nic_profile: Option<String>,
+    hypervisors: Vec<String>,
+    linked: bool,
+    ssh_keys: Vec<std::path::PathBuf>,
+    site: Option<String>,
+    start: bool,
+    server: super::ServerTarget,
+}
+
+fn deploy(d: Deploy) -> anyhow::Result<()> {
+    let nics = match &d.nic_profile {
+        None => None,
+        Some(p) => {
+            let cfg = crate::config::load(&d.server.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(
+                cfg.vm
+                    .nics
+                    .get(p)
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("no NIC profile {p:?} in the config"))?,
+            )
+        }
+    };
+    let mut keys = Vec::new();
+    for f in &d.ssh_keys {
+        let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+    }
+
+    // Look at every candidate; one that cannot be reached is reported and passed over.
+    let mut hosts = Vec::new();
+    let mut cands = Vec::new();
+    for uri in &d.hypervisors {
+        let h = match Hypervisor::connect(uri) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("warning: passing over {uri}: {e}");
+                continue;
+            }
+        };
+        let info = h.host_info()?;
+        let template = h.info(&d.from).ok();
+        cands.push(Candidate {
+            uri: uri.clone(),
+            free_memory_mib: info.free_memory_mib,
+            has_template: template.is_some(),
+            name_taken: h.info(&d.name).is_ok(),
+        });
+        hosts.push((h, template));
+    }
+    let need = match d.memory {
+        Some(m) => m,
+        None => hosts
+            .iter()
+            .find_map(|(_, t)| t.as_ref().map(|t| t.memory_mib))
+            .unwrap_or(0),
+    };
+    let i = placement::choose(&cands, &d.from, &d.name, need)?;
+    let (h, _) = &hosts[i];
+    eprintln!(
+        "{}: placed on {} ({} MiB free, needs {need} MiB)",
+        d.name, cands[i].uri, cands[i].free_memory_mib
+    );
+
+    // The identity first: a VM must never boot pointing at a seed that does not exist.
+    let (base, _) = d.server.resolve();
+    let seed: crate::nocloud::Seed = require(
+        &base,
+        post_json_body(
+            &format!("{base}/api/nocloud"),
+            &crate::nocloud::SeedRequest {
+                hostname: d.name.clone(),
+                ssh_keys: keys,
+                site: d.site.clone(),
+            },
+        )?,
+    )?;
+    let serial = format!("ds=nocloud-net;s={}", seed.url);
+    let vm = h.clone_domain(
+        &CloneRequest {
+            template: &d.from,
+            name: &d.name,
+            linked: d.linked,
+            smbios_serial: Some(&serial),
+            nocloud_url: Some(&seed.url),
+            vcpus: d.cpus,
+            memory_mib: d.memory,
+            nics: nics.as_deref(),
+        },
+        &mut DiskProgress::default().callback(),
+    )?;
+    if d.start {
+        h.start(&d.name)?;
+    }
+    println!(
+        "{}: deployed on {} ({}), instance {}, seed {}",
+        vm.name,
+        h.uri(),
+        if d.start { "started" } else { "defined" },
+        seed.instance_id,
+        seed.url
+    );
+    Ok(())
 }

@@ -19,6 +19,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/hosts/{host}", get(host))
         .route("/api/hosts/{host}/reinstall", post(reinstall))
         .route("/api/hosts/{host}/netboot/{onoff}", post(netboot))
+        .route("/api/nocloud", get(nocloud_list).post(nocloud_create))
         .route("/api/leases", get(leases))
         .route("/api/sites", get(sites))
         .route("/api/stats", get(stats))
@@ -40,6 +41,34 @@ fn internal(e: impl std::fmt::Display) -> Response {
         Json(serde_json::json!({ "error": e.to_string() })),
     )
         .into_response()
+}
+
+/// `POST /api/nocloud` {hostname, ssh_keys, site?}: store a first-boot seed for a VM about
+/// to be deployed; answers the seed with its URL on the site's boot listener.
+async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::nocloud::SeedRequest>) -> Response {
+    let bad = |e: String| (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))).into_response();
+    let served = s.boot.served_sites();
+    let site = match (&req.site, served) {
+        (Some(name), _) if served.contains(name) => name.clone(),
+        (Some(name), _) => return bad(format!("this provd does not serve a site named {name:?} (it serves: {})", served.join(", "))),
+        (None, [only]) => only.clone(),
+        (None, _) => return bad(format!("this provd serves several sites ({}): say which", served.join(", "))),
+    };
+    let Some(cfg) = s.boot.config.sites.get(&site) else {
+        return bad(format!("no site {site:?}"));
+    };
+    let base = format!("http://{}:{}", cfg.server_address, cfg.http_port);
+    let reg = s.nocloud.clone();
+    match tokio::task::spawn_blocking(move || reg.create_blocking(&req, &site, &base)).await {
+        Ok(Ok(seed)) => Json(seed).into_response(),
+        Ok(Err(crate::nocloud::SeedError::Store(e))) => internal(e),
+        Ok(Err(e)) => bad(e.to_string()),
+        Err(e) => internal(e),
+    }
+}
+
+async fn nocloud_list(State(s): State<AppState>) -> Json<Vec<crate::nocloud::Seed>> {
+    Json(s.nocloud.all())
 }
 
 async fn hosts(State(s): State<AppState>) -> Json<Vec<HostRecord>> {

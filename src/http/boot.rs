@@ -23,6 +23,30 @@ pub fn routes() -> Router<AppState> {
         .route("/callback/{host}/{event}", post(callback))
         .route("/assets/{*path}", get(asset))
         .route("/pki/sign/{host}", post(sign))
+        .route("/nocloud/{token}/{file}", get(nocloud))
+}
+
+/// `/nocloud/<token>/<file>`: a deployed VM's cloud-init NoCloud seed. Unknown tokens and
+/// file names are a plain 404 (the token is the secret; nothing says which part was wrong).
+async fn nocloud(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((token, file)): Path<(String, String)>,
+) -> Response {
+    let Some(seed) = s.nocloud.get(&token) else {
+        s.http_stats.inc("not_found");
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let Some(body) = seed.file(&file) else {
+        s.http_stats.inc("not_found");
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    s.http_stats.inc("nocloud");
+    if let IpAddr::V4(ip) = peer.ip() {
+        s.journal
+            .record_ip(ip, "nocloud", format!("{} {file}", seed.hostname));
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
 #[derive(Deserialize)]

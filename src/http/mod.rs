@@ -1,9 +1,10 @@
 //! One axum router for everything provd serves over HTTP.
 //!
 //! - Boot routes, on every site's boot listener: `/boot/<mac>.ipxe`, `/ks/<host>?token=`,
-//!   `POST /callback/<host>/<event>?token=`, `/assets/...` (Range and HEAD).
+//!   `POST /callback/<host>/<event>?token=`, `/assets/...` (Range and HEAD),
+//!   `/nocloud/<token>/<file>` (first-boot identity of deployed VMs).
 //! - Admin routes, only on the API listener (`[daemon] api_listen`, loopback by default):
-//!   `/api/hosts...`, `/api/leases`, `/api/sites`, `/api/stats`, `/metrics`. They are simply
+//!   `/api/hosts...`, `/api/nocloud`, `/api/leases`, `/api/sites`, `/api/stats`, `/metrics`. They are simply
 //!   absent from boot listeners, so a machine on the provisioning network cannot call them.
 //!
 //! Handlers never block the runtime (store reads go to the blocking pool) and never leak
@@ -36,6 +37,7 @@ pub const COUNTERS: &[&str] = &[
     "refused_token",
     "not_found",
     "refused_outside_root",
+    "nocloud",
     "render_errors",
 ];
 
@@ -51,6 +53,7 @@ pub struct AppState {
     pub http_stats: Arc<HttpStats>,
     pub assets_root: PathBuf,
     pub journal: Arc<Journal>,
+    pub nocloud: Arc<crate::nocloud::Registry>,
     pub listener_site: Option<String>,
 }
 

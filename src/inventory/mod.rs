@@ -15,7 +15,7 @@
 //! Must never: hand a token to a host other than the one it was minted for, or decide an
 //! install for a host whose netboot is off.
 
-mod token;
+pub mod token;
 
 use crate::clock::unix_now;
 use crate::config::Site;

@@ -29,6 +29,8 @@ const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
 /// Inventory state per host, keyed by MAC (`52:54:00:..`); the value is JSON owned by the
 /// inventory module, which this module does not interpret.
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
+/// NoCloud seeds of deployed VMs, by their URL token (JSON values, see `crate::nocloud`).
+const NOCLOUD: TableDefinition<&str, &[u8]> = TableDefinition::new("nocloud");
 
 /// The most records one transaction takes; bounds commit latency under a flood.
 const MAX_BATCH: usize = 4096;
@@ -109,6 +111,7 @@ impl Store {
         let txn = db.begin_write()?;
         txn.open_table(LEASES)?;
         txn.open_table(HOSTS)?;
+        txn.open_table(NOCLOUD)?;
         txn.commit()?;
         let db = Arc::new(db);
         let stats = Arc::new(StoreStats::default());
@@ -143,18 +146,36 @@ impl Store {
     /// Blocking: call from `spawn_blocking` in async code. Host changes are rare (boot
     /// decisions, install events), so they do not need the lease path's group commit.
     pub fn put_host_blocking(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| StoreError::Db(redb::Error::Corrupted(e.to_string())))?;
-        txn.open_table(HOSTS)?.insert(key, value)?;
-        txn.commit()?;
-        Ok(())
+        self.put_blocking(HOSTS, key, value)
     }
 
     /// Every stored host state as (key, JSON).
     pub fn load_hosts(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.load_all(HOSTS)
+    }
+
+    /// Durably write one NoCloud seed (blocking, like `put_host_blocking`).
+    pub fn put_nocloud_blocking(&self, token: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.put_blocking(NOCLOUD, token, value)
+    }
+
+    /// Every stored NoCloud seed as (token, JSON).
+    pub fn load_nocloud(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.load_all(NOCLOUD)
+    }
+
+    fn put_blocking(&self, table: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::Db(redb::Error::Corrupted(e.to_string())))?;
+        txn.open_table(table)?.insert(key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn load_all(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(HOSTS)?;
+        let table = txn.open_table(table)?;
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;

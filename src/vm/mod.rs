@@ -10,6 +10,13 @@
 //! must call it from `spawn_blocking`. Errors name the URI and the domain and carry
 //! libvirt's own message.
 
+pub mod clone;
+pub mod clone_xml;
+pub mod metadata;
+pub mod migrate;
+pub mod placement;
+pub mod storage;
+pub mod sysprep;
 pub mod xml;
 
 use crate::config::{DiskSpec, NicSpec};
@@ -46,6 +53,18 @@ pub enum VmError {
     },
     #[error("a domain named {name:?} already exists on {uri}")]
     Exists { name: String, uri: String },
+    #[error("{name:?} is the template of linked clones ({}); {what} would corrupt them: purge or full-clone them first", clones.join(", "))]
+    Protected {
+        name: String,
+        what: &'static str,
+        clones: Vec<String>,
+    },
+    #[error("{tool} on {name:?}: {message}")]
+    Tool {
+        tool: &'static str,
+        name: String,
+        message: String,
+    },
     #[error("disk {path}: {message}")]
     Disk { path: PathBuf, message: String },
 }
@@ -83,7 +102,7 @@ fn qemu_img(args: &[&str], path: &Path) -> Result<(), VmError> {
 }
 
 /// A locally administered MAC in QEMU's 52:54:00 range, random in its last three bytes.
-fn random_mac() -> MacAddr {
+pub(crate) fn random_mac() -> MacAddr {
     let mut b = [0u8; 3];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -124,11 +143,11 @@ pub struct HostInfo {
 }
 
 pub struct Hypervisor {
-    conn: Connect,
-    uri: String,
+    pub(crate) conn: Connect,
+    pub(crate) uri: String,
 }
 
-fn state_name(d: &Domain) -> String {
+pub(crate) fn state_name(d: &Domain) -> String {
     match d.state() {
         Ok((s, _)) => s.to_string().to_lowercase(),
         Err(_) => "unknown".into(),
@@ -154,7 +173,7 @@ impl Hypervisor {
         &self.uri
     }
 
-    fn err(&self, what: &'static str, name: &str) -> impl FnOnce(virt::error::Error) -> VmError + '_ {
+    pub(crate) fn err(&self, what: &'static str, name: &str) -> impl FnOnce(virt::error::Error) -> VmError + '_ {
         let name = name.to_string();
         move |e| VmError::Libvirt {
             what,
@@ -164,14 +183,14 @@ impl Hypervisor {
         }
     }
 
-    fn domain(&self, name: &str) -> Result<Domain, VmError> {
+    pub(crate) fn domain(&self, name: &str) -> Result<Domain, VmError> {
         self.conn.lookup_domain_by_name(name).map_err(|_| VmError::NoDomain {
             uri: self.uri.clone(),
             name: name.to_string(),
         })
     }
 
-    fn summary(&self, d: &Domain) -> Result<DomainSummary, VmError> {
+    pub(crate) fn summary(&self, d: &Domain) -> Result<DomainSummary, VmError> {
         let name = d.name().map_err(self.err("reading", "?"))?;
         let info = d.info().map_err(self.err("reading", &name))?;
         Ok(DomainSummary {
@@ -213,7 +232,7 @@ impl Hypervisor {
         })
     }
 
-    fn is_active(&self, d: &Domain, name: &str) -> Result<bool, VmError> {
+    pub(crate) fn is_active(&self, d: &Domain, name: &str) -> Result<bool, VmError> {
         d.is_active().map_err(self.err("reading", name))
     }
 
@@ -227,6 +246,7 @@ impl Hypervisor {
                 needs: "shut off",
             });
         }
+        self.refuse_if_backing(name, "starting it")?;
         d.create().map_err(self.err("starting", name))
     }
 
@@ -357,8 +377,13 @@ impl Hypervisor {
             }
             d.destroy().map_err(self.err("destroying", name))?;
         }
-        let files = xml::owned_disk_files(&d.xml_desc(0).map_err(self.err("reading", name))?);
-        d.undefine().map_err(self.err("undefining", name))?;
+        self.refuse_if_backing(name, "purging it")?;
+        let mut files = xml::owned_disk_files(&d.xml_desc(0).map_err(self.err("reading", name))?);
+        files.extend(xml::nvram_file(&d.xml_desc(0).map_err(self.err("reading", name))?));
+        // The NVRAM file is the domain's own too: libvirt removes it with this flag.
+        d.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM | virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+            .or_else(|_| d.undefine())
+            .map_err(self.err("undefining", name))?;
         let mut removed = Vec::new();
         for f in files {
             match std::fs::remove_file(&f) {
@@ -409,7 +434,11 @@ impl Hypervisor {
                 needs: "shut off",
             });
         }
-        d.undefine().map_err(self.err("undefining", name))
+        self.refuse_if_backing(name, "undefining it")?;
+        // Keep a UEFI domain's NVRAM (its disks stay too); plain undefine refuses one.
+        d.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+            .or_else(|_| d.undefine())
+            .map_err(self.err("undefining", name))
     }
 }
 

@@ -106,6 +106,18 @@ pub fn owned_disk_files(xml: &str) -> Vec<PathBuf> {
     out
 }
 
+/// The UEFI NVRAM file (`<os><nvram>PATH</nvram>`), if the domain has one.
+pub fn nvram_file(xml: &str) -> Option<PathBuf> {
+    let start = xml.find("<nvram")?;
+    let open_end = start + xml[start..].find('>')?;
+    if xml[start..=open_end].ends_with("/>") {
+        return None;
+    }
+    let close = open_end + xml[open_end..].find("</nvram>")?;
+    let path = xml[open_end + 1..close].trim();
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}
+
 /// The first graphics console: (type, listen address, port). Port is None until libvirt
 /// allocates one (autoport on a domain that is not running).
 pub fn graphics(xml: &str) -> Option<(String, String, Option<u16>)> {
@@ -147,6 +159,16 @@ mod tests {
             owned_disk_files(xml),
             [PathBuf::from("/img/a.qcow2"), PathBuf::from("/img/b.qcow2")]
         );
+    }
+
+    #[test]
+    fn nvram_path_when_present() {
+        assert_eq!(
+            nvram_file("<os><nvram template='/t.fd'>/var/lib/libvirt/qemu/nvram/a_VARS.fd</nvram></os>"),
+            Some(PathBuf::from("/var/lib/libvirt/qemu/nvram/a_VARS.fd"))
+        );
+        assert_eq!(nvram_file("<os><nvram template='/t.fd'/></os>"), None);
+        assert_eq!(nvram_file("<os/>"), None);
     }
 
     #[test]

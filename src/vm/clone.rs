@@ -1,0 +1,246 @@
+//! `provd vm clone`: a new domain from a shut-off template, linked (qcow2 overlays on the
+//! template's disks) or full (independent copies by libvirt's volume clone), all or
+//! nothing: any failure deletes the volumes this call made and undefines what it defined.
+//!
+//! A template with linked clones is protected: provd refuses to start, sysprep, undefine
+//! or purge it while any domain records it (by UUID) as its linked template, because
+//! writing to a backing file corrupts every overlay on it.
+
+use super::clone_xml::{self, ClonePlan, DiskCopy};
+use super::metadata::{CloneMark, VmMeta};
+use super::storage::Volumes;
+use super::{DomainSummary, Hypervisor, VmError};
+use crate::mac::MacAddr;
+use std::collections::HashSet;
+use virt::domain::Domain;
+
+/// libvirt's "inactive" (persistent definition) and "secure" (keep VNC passwords) XML flags.
+const XML_INACTIVE_SECURE: u32 = virt::sys::VIR_DOMAIN_XML_INACTIVE | virt::sys::VIR_DOMAIN_XML_SECURE;
+
+pub struct CloneRequest<'a> {
+    pub template: &'a str,
+    pub name: &'a str,
+    pub linked: bool,
+    /// `ds=nocloud-net;s=URL` for a deployed VM (SMBIOS system serial).
+    pub smbios_serial: Option<&'a str>,
+    /// The seed URL, recorded in the clone's metadata.
+    pub nocloud_url: Option<&'a str>,
+    /// New vCPU count / memory, for `deploy --cpus/--memory`.
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    /// Replace the template's NICs with these (`deploy --nic-profile`).
+    pub nics: Option<&'a [crate::config::NicSpec]>,
+}
+
+/// What a clone reports while it works (a CLI draws progress bars from these).
+pub enum CloneEvent<'a> {
+    /// A disk starts: full copies report the bytes the template's disk really uses.
+    DiskStart { disk: &'a DiskCopy, linked: bool, bytes: u64 },
+    DiskDone { disk: &'a DiskCopy },
+}
+
+impl Hypervisor {
+    pub(super) fn meta(&self, d: &Domain) -> VmMeta {
+        d.metadata(
+            virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(clone_xml::METADATA_NS),
+            virt::sys::VIR_DOMAIN_AFFECT_CONFIG,
+        )
+        .map(|x| VmMeta::parse(&x))
+        .unwrap_or_default()
+    }
+
+    pub(super) fn set_meta(&self, d: &Domain, name: &str, meta: &VmMeta) -> Result<(), VmError> {
+        d.set_metadata(
+            virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(&meta.to_xml()),
+            Some("provd"),
+            Some(clone_xml::METADATA_NS),
+            virt::sys::VIR_DOMAIN_AFFECT_CONFIG,
+        )
+        .map_err(self.err("writing provd metadata of", name))
+    }
+
+    /// provd's marks on a domain (template, clone-of, nocloud).
+    pub fn metadata(&self, name: &str) -> Result<VmMeta, VmError> {
+        Ok(self.meta(&self.domain(name)?))
+    }
+
+    /// Names of the domains whose disks are overlays on this one's.
+    pub fn linked_clones_of(&self, name: &str) -> Result<Vec<String>, VmError> {
+        let uuid = self.domain(name)?.uuid_string().map_err(self.err("reading", name))?;
+        let all = self.conn.list_all_domains(0).map_err(self.err("listing", "domains"))?;
+        let mut out: Vec<String> = all
+            .iter()
+            .filter(|d| {
+                self.meta(d)
+                    .clone_of
+                    .is_some_and(|c| c.linked && c.template_uuid == uuid)
+            })
+            .filter_map(|d| d.name().ok())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Refuse `what` on a template that linked clones depend on.
+    pub(super) fn refuse_if_backing(&self, name: &str, what: &'static str) -> Result<(), VmError> {
+        let clones = self.linked_clones_of(name)?;
+        if clones.is_empty() {
+            return Ok(());
+        }
+        Err(VmError::Protected {
+            name: name.into(),
+            what,
+            clones,
+        })
+    }
+
+    /// Every MAC address any domain on this hypervisor uses (clones must not reuse one).
+    fn macs_in_use(&self) -> HashSet<MacAddr> {
+        let mut used = HashSet::new();
+        for d in self.conn.list_all_domains(0).unwrap_or_default() {
+            let Ok(x) = d.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE) else {
+                continue;
+            };
+            for part in x.split("<mac address=").skip(1) {
+                if let Some(mac) = part.get(1..18).and_then(|m| m.parse().ok()) {
+                    used.insert(mac);
+                }
+            }
+        }
+        used
+    }
+
+    pub fn clone_domain(
+        &self,
+        r: &CloneRequest,
+        progress: &mut dyn FnMut(CloneEvent),
+    ) -> Result<DomainSummary, VmError> {
+        let template = self.domain(r.template)?;
+        if self.is_active(&template, r.template)? {
+            return Err(VmError::WrongState {
+                name: r.template.into(),
+                state: super::state_name(&template),
+                what: "clone",
+                needs: "shut off (a running disk is not a consistent copy)",
+            });
+        }
+        if self.conn.lookup_domain_by_name(r.name).is_ok() {
+            return Err(VmError::Exists {
+                name: r.name.into(),
+                uri: self.uri.clone(),
+            });
+        }
+        let template_uuid = template.uuid_string().map_err(self.err("reading", r.template))?;
+        let xml = template
+            .xml_desc(XML_INACTIVE_SECURE)
+            .map_err(self.err("reading", r.template))?;
+        let mut used = self.macs_in_use();
+        let mut fresh_mac = || loop {
+            let m = super::random_mac();
+            if used.insert(m) {
+                return m;
+            }
+        };
+        let plan_err = |e: clone_xml::CloneXmlError| VmError::Libvirt {
+            what: "cloning",
+            name: r.template.into(),
+            uri: self.uri.clone(),
+            message: e.to_string(),
+        };
+        let ClonePlan {
+            mut xml,
+            disks,
+            nvram,
+            ..
+        } = clone_xml::plan_clone(&xml, r.name, r.linked, &mut fresh_mac).map_err(plan_err)?;
+        if let Some(serial) = r.smbios_serial {
+            xml = clone_xml::set_smbios_serial(&xml, serial).map_err(plan_err)?;
+        }
+        if let Some(nics) = r.nics {
+            let with_macs: Vec<_> = nics.iter().map(|n| (n.clone(), n.mac.unwrap_or_else(&mut fresh_mac))).collect();
+            xml = clone_xml::set_nics(&xml, &with_macs).map_err(plan_err)?;
+        }
+        if r.vcpus.is_some() || r.memory_mib.is_some() {
+            xml = clone_xml::set_size(&xml, r.vcpus, r.memory_mib).map_err(plan_err)?;
+        }
+
+        let mut vols = Volumes::new(&self.conn);
+        for d in &disks {
+            if vols.exists(&d.dest) {
+                return Err(VmError::Disk {
+                    path: d.dest.clone(),
+                    message: "already exists; refusing to overwrite it".into(),
+                });
+            }
+        }
+        // From here on, undo what was made if anything fails.
+        let mut made: Vec<std::path::PathBuf> = Vec::new();
+        let result = (|| -> Result<Domain, VmError> {
+            let disk_err = |d: &DiskCopy| {
+                let path = d.dest.clone();
+                move |message: String| VmError::Disk { path, message }
+            };
+            for d in &disks {
+                let bytes = if r.linked {
+                    0
+                } else {
+                    vols.size(&d.source).map_err(disk_err(d))?.allocation
+                };
+                progress(CloneEvent::DiskStart {
+                    disk: d,
+                    linked: r.linked,
+                    bytes,
+                });
+                if r.linked {
+                    vols.create_overlay(&d.source, &d.source_format, &d.dest)
+                        .map_err(disk_err(d))?;
+                } else {
+                    vols.copy_full(&d.source, &d.source_format, &d.dest)
+                        .map_err(disk_err(d))?;
+                }
+                made.push(d.dest.clone());
+                progress(CloneEvent::DiskDone { disk: d });
+            }
+            if let Some((from, to)) = &nvram {
+                let e = |message: String| VmError::Disk {
+                    path: to.clone(),
+                    message,
+                };
+                if vols.exists(to) {
+                    return Err(e("already exists; refusing to overwrite it".into()));
+                }
+                vols.copy_full(from, "raw", to).map_err(e)?;
+                made.push(to.clone());
+            }
+            let dom = self
+                .conn
+                .define_domain_xml(&xml)
+                .map_err(self.err("defining", r.name))?;
+            let meta = VmMeta {
+                template: None,
+                clone_of: Some(CloneMark {
+                    template_name: r.template.into(),
+                    template_uuid,
+                    linked: r.linked,
+                }),
+                nocloud: r.nocloud_url.map(str::to_string),
+            };
+            if let Err(e) = self.set_meta(&dom, r.name, &meta) {
+                let _ = dom.undefine();
+                return Err(e);
+            }
+            Ok(dom)
+        })();
+        match result {
+            Ok(dom) => self.summary(&dom),
+            Err(e) => {
+                for path in made.iter().rev() {
+                    let _ = vols.delete(path);
+                }
+                Err(e)
+            }
+        }
+    }
+}

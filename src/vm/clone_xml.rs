@@ -1,0 +1,434 @@
+//! The XML half of a clone (pure): turns a template's libvirt domain XML into the clone's,
+//! with virt-clone's semantics, and lists the disks that must be copied or overlaid.
+//!
+//! What changes: the name; the UUID (removed, so libvirt makes a new one); every NIC's MAC
+//! (and its host-side `target` device name); graphics go back to autoport (a fixed port
+//! would collide with the template's); the UEFI NVRAM file gets a path of its own; each of
+//! the domain's own writable file disks gets a new path. What is shared, unchanged:
+//! read-only disks, shareable disks, CD-ROMs and floppies (virt-clone shares them too).
+//! provd's own metadata (`template`, `clone-of`) is dropped: the caller writes the clone's.
+
+use crate::mac::MacAddr;
+use std::path::{Path, PathBuf};
+use xmltree::{Element, XMLNode};
+
+/// The XML namespace of provd's per-domain metadata.
+pub const METADATA_NS: &str = "https://provd.dev/xmlns/vm/1";
+
+/// One disk of the template that the clone gets its own copy (or overlay) of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskCopy {
+    /// Guest device, e.g. "vda": for messages.
+    pub target: String,
+    pub source: PathBuf,
+    /// The template disk's format (qcow2, raw, ...).
+    pub source_format: String,
+    pub dest: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClonePlan {
+    pub xml: String,
+    pub disks: Vec<DiskCopy>,
+    /// (template's NVRAM file, the clone's), for UEFI domains.
+    pub nvram: Option<(PathBuf, PathBuf)>,
+    pub macs: Vec<MacAddr>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CloneXmlError {
+    #[error("the domain XML does not parse: {0}")]
+    Parse(String),
+    #[error("disk {target}: a {kind} disk cannot be cloned (only file disks can); make it read-only or shareable to share it")]
+    UnclonableDisk { target: String, kind: String },
+}
+
+fn child<'a>(e: &'a Element, name: &str) -> Option<&'a Element> {
+    e.get_child(name)
+}
+
+fn children_named<'a>(e: &'a mut Element, name: &'a str) -> impl Iterator<Item = &'a mut Element> + 'a {
+    e.children
+        .iter_mut()
+        .filter_map(XMLNode::as_mut_element)
+        .filter(move |c| c.name == name)
+}
+
+fn remove_children(e: &mut Element, name: &str) {
+    e.children
+        .retain(|n| n.as_element().map(|c| c.name != name).unwrap_or(true));
+}
+
+fn set_text(e: &mut Element, text: &str) {
+    e.children.retain(|n| n.as_element().is_some());
+    e.children.insert(0, XMLNode::Text(text.to_string()));
+}
+
+/// The clone's file for one of the template's: in the same directory; the template's name in
+/// the file name becomes the clone's ("centos.template_system.qcow2" ->
+/// "web1_system.qcow2"), otherwise the clone's name is put in front. A linked clone is
+/// always qcow2 (an overlay), whatever the template's format.
+pub fn clone_path(source: &Path, template: &str, clone: &str, linked: bool) -> PathBuf {
+    let dir = source.parent().unwrap_or(Path::new("/"));
+    let file = source
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut new = if !template.is_empty() && file.contains(template) {
+        file.replacen(template, clone, 1)
+    } else {
+        format!("{clone}-{file}")
+    };
+    if linked && !new.ends_with(".qcow2") {
+        let stem = Path::new(&new)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or(new.clone());
+        new = format!("{stem}.qcow2");
+    }
+    dir.join(new)
+}
+
+/// Build the clone's XML. `new_mac` is asked once per NIC.
+pub fn plan_clone(
+    template_xml: &str,
+    clone: &str,
+    linked: bool,
+    new_mac: &mut dyn FnMut() -> MacAddr,
+) -> Result<ClonePlan, CloneXmlError> {
+    let mut dom = Element::parse(template_xml.as_bytes()).map_err(|e| CloneXmlError::Parse(e.to_string()))?;
+    let template = child(&dom, "name")
+        .and_then(|n| n.get_text())
+        .map(|t| t.into_owned())
+        .unwrap_or_default();
+    if let Some(name) = dom.get_mut_child("name") {
+        set_text(name, clone);
+    }
+    remove_children(&mut dom, "uuid");
+    if let Some(meta) = dom.get_mut_child("metadata") {
+        meta.children.retain(|n| {
+            n.as_element()
+                .map(|c| c.namespace.as_deref() != Some(METADATA_NS))
+                .unwrap_or(true)
+        });
+    }
+
+    let mut nvram = None;
+    if let Some(os) = dom.get_mut_child("os")
+        && let Some(nv) = os.get_mut_child("nvram")
+        && let Some(path) = nv.get_text().map(|t| t.trim().to_string())
+        && !path.is_empty()
+    {
+        let old = PathBuf::from(&path);
+        let new = old
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join(format!("{clone}_VARS.fd"));
+        set_text(nv, &new.display().to_string());
+        nvram = Some((old, new));
+    }
+
+    let mut disks = Vec::new();
+    let mut macs = Vec::new();
+    if let Some(devices) = dom.get_mut_child("devices") {
+        for disk in children_named(devices, "disk") {
+            let device = disk.attributes.get("device").cloned().unwrap_or_else(|| "disk".into());
+            let shared = device != "disk" || disk.get_child("readonly").is_some() || disk.get_child("shareable").is_some();
+            if shared {
+                continue;
+            }
+            let target = disk
+                .get_child("target")
+                .and_then(|t| t.attributes.get("dev").cloned())
+                .unwrap_or_default();
+            let kind = disk.attributes.get("type").cloned().unwrap_or_else(|| "file".into());
+            let source = disk.get_child("source").and_then(|s| s.attributes.get("file").cloned());
+            let (true, Some(source)) = (kind == "file", source) else {
+                return Err(CloneXmlError::UnclonableDisk { target, kind });
+            };
+            let source = PathBuf::from(source);
+            let source_format = disk
+                .get_child("driver")
+                .and_then(|d| d.attributes.get("type").cloned())
+                .unwrap_or_else(|| "raw".into());
+            let dest = clone_path(&source, &template, clone, linked);
+            if let Some(s) = disk.get_mut_child("source") {
+                s.attributes.insert("file".into(), dest.display().to_string());
+            }
+            if linked && let Some(d) = disk.get_mut_child("driver") {
+                d.attributes.insert("type".into(), "qcow2".into());
+            }
+            // libvirt works the backing chain out itself from the image.
+            remove_children(disk, "backingStore");
+            disks.push(DiskCopy {
+                target,
+                source,
+                source_format,
+                dest,
+            });
+        }
+        for nic in children_named(devices, "interface") {
+            let mac = new_mac();
+            remove_children(nic, "mac");
+            // The host-side tap name ("vnet3") belongs to the running template, if any.
+            remove_children(nic, "target");
+            let mut m = Element::new("mac");
+            m.attributes.insert("address".into(), mac.to_string());
+            nic.children.push(XMLNode::Element(m));
+            macs.push(mac);
+        }
+        for g in children_named(devices, "graphics") {
+            g.attributes.insert("autoport".into(), "yes".into());
+            g.attributes.insert("port".into(), "-1".into());
+            g.attributes.remove("websocket");
+            if g.attributes.contains_key("tlsPort") {
+                g.attributes.insert("tlsPort".into(), "-1".into());
+            }
+        }
+    }
+    Ok(ClonePlan {
+        xml: write(&dom),
+        disks,
+        nvram,
+        macs,
+    })
+}
+
+/// Point cloud-init's NoCloud datasource at `seed_url` through the SMBIOS system serial
+/// (`ds=nocloud-net;s=URL`), which the guest reads from /sys/class/dmi/id/product_serial.
+pub fn set_smbios_serial(domain_xml: &str, serial: &str) -> Result<String, CloneXmlError> {
+    let mut dom = Element::parse(domain_xml.as_bytes()).map_err(|e| CloneXmlError::Parse(e.to_string()))?;
+    remove_children(&mut dom, "sysinfo");
+    let mut entry = Element::new("entry");
+    entry.attributes.insert("name".into(), "serial".into());
+    entry.children.push(XMLNode::Text(serial.into()));
+    let mut system = Element::new("system");
+    system.children.push(XMLNode::Element(entry));
+    let mut sysinfo = Element::new("sysinfo");
+    sysinfo.attributes.insert("type".into(), "smbios".into());
+    sysinfo.children.push(XMLNode::Element(system));
+    dom.children.push(XMLNode::Element(sysinfo));
+    if let Some(os) = dom.get_mut_child("os") {
+        remove_children(os, "smbios");
+        let mut smbios = Element::new("smbios");
+        smbios.attributes.insert("mode".into(), "sysinfo".into());
+        os.children.push(XMLNode::Element(smbios));
+    }
+    Ok(write(&dom))
+}
+
+/// Resize a domain: vCPUs and/or memory (MiB; `memory` and `currentMemory` both).
+pub fn set_size(domain_xml: &str, vcpus: Option<u32>, memory_mib: Option<u64>) -> Result<String, CloneXmlError> {
+    let mut dom = Element::parse(domain_xml.as_bytes()).map_err(|e| CloneXmlError::Parse(e.to_string()))?;
+    if let Some(n) = vcpus
+        && let Some(v) = dom.get_mut_child("vcpu")
+    {
+        set_text(v, &n.to_string());
+    }
+    if let Some(mib) = memory_mib {
+        for name in ["memory", "currentMemory"] {
+            if let Some(m) = dom.get_mut_child(name) {
+                m.attributes.insert("unit".into(), "MiB".into());
+                set_text(m, &mib.to_string());
+            }
+        }
+    }
+    Ok(write(&dom))
+}
+
+/// Replace every NIC with those of a NIC profile (each with the MAC given), for
+/// `deploy --nic-profile`.
+pub fn set_nics(domain_xml: &str, nics: &[(crate::config::NicSpec, MacAddr)]) -> Result<String, CloneXmlError> {
+    let mut dom = Element::parse(domain_xml.as_bytes()).map_err(|e| CloneXmlError::Parse(e.to_string()))?;
+    if let Some(devices) = dom.get_mut_child("devices") {
+        remove_children(devices, "interface");
+        for (nic, mac) in nics {
+            let mut iface = Element::new("interface");
+            iface.attributes.insert("type".into(), "bridge".into());
+            for (name, attr, value) in [
+                ("source", "bridge", nic.bridge.clone()),
+                ("mac", "address", mac.to_string()),
+                ("model", "type", nic.model.clone()),
+            ] {
+                let mut e = Element::new(name);
+                e.attributes.insert(attr.into(), value);
+                iface.children.push(XMLNode::Element(e));
+            }
+            devices.children.push(XMLNode::Element(iface));
+        }
+    }
+    Ok(write(&dom))
+}
+
+fn write(dom: &Element) -> String {
+    let mut out = Vec::new();
+    let config = xmltree::EmitterConfig::new()
+        .perform_indent(true)
+        .write_document_declaration(false);
+    dom.write_with_config(&mut out, config)
+        .expect("writing XML to memory cannot fail");
+    String::from_utf8(out).expect("xmltree writes UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = r#"<domain type='kvm'>
+  <name>centos.template</name>
+  <uuid>0b6ff8a8-4b38-4a3a-8f0a-3f4e0a6f6d11</uuid>
+  <metadata>
+    <provd:vm xmlns:provd="https://provd.dev/xmlns/vm/1"><provd:template sysprepped="2026-11-24T00:00:00Z"/></provd:vm>
+    <other:app xmlns:other="https://example.org/app"><keep/></other:app>
+  </metadata>
+  <memory unit='KiB'>1048576</memory>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>
+    <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/var/lib/libvirt/qemu/nvram/centos.template_VARS.fd</nvram>
+  </os>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='/var/lib/libvirt/images/centos.template_system.img'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/data/extra.qcow2'/>
+      <backingStore/>
+      <target dev='vdb' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='/data/shared.raw'/>
+      <target dev='vdc' bus='virtio'/>
+      <shareable/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <source file='/iso/tools.iso'/>
+      <target dev='sda' bus='sata'/>
+      <readonly/>
+    </disk>
+    <interface type='bridge'>
+      <mac address='52:54:00:aa:bb:01'/>
+      <source bridge='br0'/>
+      <target dev='vnet0'/>
+      <model type='virtio'/>
+    </interface>
+    <interface type='bridge'>
+      <mac address='52:54:00:aa:bb:02'/>
+      <source bridge='br1'/>
+      <model type='virtio'/>
+    </interface>
+    <graphics type='vnc' port='5900' autoport='no' websocket='5700' listen='127.0.0.1'/>
+  </devices>
+</domain>"#;
+
+    fn macs() -> impl FnMut() -> MacAddr {
+        let mut n = 0u8;
+        move || {
+            n += 1;
+            MacAddr([0x52, 0x54, 0x00, 0x10, 0x20, n])
+        }
+    }
+
+    #[test]
+    fn a_clone_gets_new_identity_and_own_disks_and_shares_the_rest() {
+        let plan = plan_clone(TEMPLATE, "web1", false, &mut macs()).unwrap();
+        let x = &plan.xml;
+        assert!(x.contains("<name>web1</name>") && !x.contains("centos.template</name>"), "{x}");
+        assert!(!x.contains("<uuid>"), "libvirt gives the clone a new UUID");
+        assert!(!x.contains("52:54:00:aa:bb:0"), "no MAC of the template survives: {x}");
+        assert_eq!(plan.macs.len(), 2);
+        assert!(x.contains("52:54:00:10:20:01") && x.contains("52:54:00:10:20:02"));
+        assert!(!x.contains("vnet0"), "the template's tap name is dropped");
+        assert!(x.contains("autoport=\"yes\"") && x.contains("port=\"-1\"") && !x.contains("websocket"));
+        assert_eq!(
+            plan.disks,
+            [
+                DiskCopy {
+                    target: "vda".into(),
+                    source: "/var/lib/libvirt/images/centos.template_system.img".into(),
+                    source_format: "raw".into(),
+                    dest: "/var/lib/libvirt/images/web1_system.img".into(),
+                },
+                DiskCopy {
+                    target: "vdb".into(),
+                    source: "/data/extra.qcow2".into(),
+                    source_format: "qcow2".into(),
+                    dest: "/data/web1-extra.qcow2".into(),
+                },
+            ]
+        );
+        assert!(x.contains("/var/lib/libvirt/images/web1_system.img") && x.contains("/data/web1-extra.qcow2"));
+        assert!(!x.contains("<backingStore"), "libvirt reads the chain from the image");
+        assert!(x.contains("/data/shared.raw") && x.contains("/iso/tools.iso"), "shared disks stay");
+        assert_eq!(
+            plan.nvram,
+            Some((
+                "/var/lib/libvirt/qemu/nvram/centos.template_VARS.fd".into(),
+                "/var/lib/libvirt/qemu/nvram/web1_VARS.fd".into()
+            ))
+        );
+        assert!(x.contains(">/var/lib/libvirt/qemu/nvram/web1_VARS.fd<"), "{x}");
+        assert!(!x.contains("sysprepped"), "the template mark is not inherited");
+        assert!(x.contains("https://example.org/app"), "others' metadata is kept");
+    }
+
+    #[test]
+    fn a_linked_clone_is_a_qcow2_overlay_whatever_the_template_format() {
+        let plan = plan_clone(TEMPLATE, "web2", true, &mut macs()).unwrap();
+        assert_eq!(plan.disks[0].dest, PathBuf::from("/var/lib/libvirt/images/web2_system.qcow2"));
+        assert_eq!(plan.disks[0].source_format, "raw");
+        assert!(!plan.xml.contains("type=\"raw\"/>\n      <source file=\"/var/lib/libvirt/images/web2"));
+        let parsed = Element::parse(plan.xml.as_bytes()).unwrap();
+        let first_disk = parsed.get_child("devices").unwrap().get_child("disk").unwrap();
+        assert_eq!(first_disk.get_child("driver").unwrap().attributes["type"], "qcow2");
+    }
+
+    #[test]
+    fn block_disks_are_refused_with_the_device_named() {
+        let xml = "<domain><name>t</name><devices><disk type='block' device='disk'><source dev='/dev/sdb'/><target dev='vdb' bus='virtio'/></disk></devices></domain>";
+        assert_eq!(
+            plan_clone(xml, "c", false, &mut macs()).unwrap_err(),
+            CloneXmlError::UnclonableDisk {
+                target: "vdb".into(),
+                kind: "block".into()
+            }
+        );
+        assert!(matches!(plan_clone("<domain", "c", false, &mut macs()), Err(CloneXmlError::Parse(_))));
+    }
+
+    #[test]
+    fn resizing_sets_vcpus_and_both_memory_elements() {
+        let x = "<domain><name>t</name><memory unit='KiB'>1048576</memory><currentMemory unit='KiB'>1048576</currentMemory><vcpu placement='static'>1</vcpu></domain>";
+        let y = set_size(x, Some(4), Some(2048)).unwrap();
+        assert!(y.contains("<memory unit=\"MiB\">2048</memory>") && y.contains("<currentMemory unit=\"MiB\">2048</currentMemory>"), "{y}");
+        assert!(y.contains("<vcpu placement=\"static\">4</vcpu>"), "{y}");
+        assert_eq!(set_size(x, None, None).unwrap().matches("1048576").count(), 2);
+    }
+
+    #[test]
+    fn a_nic_profile_replaces_the_templates_nics() {
+        let nic = crate::config::NicSpec {
+            name: "eth0".into(),
+            bridge: "br9".into(),
+            model: "e1000".into(),
+            mac: None,
+        };
+        let x = set_nics(TEMPLATE, &[(nic, MacAddr([0x52, 0x54, 0, 9, 9, 9]))]).unwrap();
+        assert_eq!(x.matches("<interface").count(), 1, "{x}");
+        assert!(x.contains("bridge=\"br9\"") && x.contains("52:54:00:09:09:09") && x.contains("type=\"e1000\""));
+        assert!(!x.contains("br1"));
+    }
+
+    #[test]
+    fn smbios_serial_points_at_the_nocloud_seed() {
+        let x = set_smbios_serial(TEMPLATE, "ds=nocloud-net;s=http://10.0.0.1:8080/nocloud/abc/").unwrap();
+        assert!(x.contains("<smbios mode=\"sysinfo\""), "{x}");
+        assert!(x.contains("<entry name=\"serial\">ds=nocloud-net;s=http://10.0.0.1:8080/nocloud/abc/</entry>"));
+        let again = set_smbios_serial(&x, "ds=nocloud-net;s=http://other/").unwrap();
+        assert_eq!(again.matches("<sysinfo").count(), 1, "replaced, not added");
+    }
+}

@@ -41,9 +41,9 @@ install -D /usr/lib/ssl/openssl.cnf "$W/usr/lib/ssl/openssl.cnf"
 # %post sets owners by name (chown root:root).
 echo 'root:x:0:0:root:/:/bin/sh' > "$W/etc/passwd"
 echo 'root:x:0:' > "$W/etc/group"
-cp lab/installer/init lab/installer/udhcpc.script "$W/"
+cp lab/installer/init lab/installer/udhcpc.script lab/installer/nocloud-guest "$W/"
 cp lab/installer/shims/* "$W/shims/"
-chmod +x "$W/init" "$W/udhcpc.script" "$W"/shims/*
+chmod +x "$W/init" "$W/udhcpc.script" "$W/nocloud-guest" "$W"/shims/*
 
 # The boot sector the installer writes to the VM's disk. Real-mode code at 0x7c00 that
 # writes its message to COM1 (polling the UART's transmit-empty bit) and halts, so the lab

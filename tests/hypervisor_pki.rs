@@ -221,7 +221,7 @@ touch $W/post.done
 virt-pki-validate > $W/validate.log 2>&1 || echo "exit $?" >> $W/validate.log
 touch $W/validate.done
 grep '^tls_allowed_dn_list' /etc/libvirt/virtproxyd.conf >> $W/libvirtd.conf
-exec libvirtd --listen -f $W/libvirtd.conf > $W/libvirtd.log 2>&1
+exec libvirtd --listen -p /run/libvirt/libvirtd.pid -f $W/libvirtd.conf > $W/libvirtd.log 2>&1
 "#,
             w = w.display(),
             interpreter = interpreter

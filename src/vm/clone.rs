@@ -244,3 +244,129 @@ impl Hypervisor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A private test driver holding a shut-off template whose disk is a volume of a dir pool,
+    /// and a running domain. Clones go through the same libvirt storage calls as on a real
+    /// hypervisor (the test driver keeps volumes in memory).
+    fn driver() -> (tempfile::TempDir, Hypervisor) {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("node.xml");
+        std::fs::write(
+            &node,
+            "<node>\
+             <domain type='test'><name>tpl</name><memory>524288</memory><vcpu>1</vcpu><os><type>hvm</type></os>\
+               <devices>\
+                 <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/pool/tpl_system.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+                 <disk type='file' device='cdrom'><source file='/iso/x.iso'/><target dev='sda' bus='sata'/><readonly/></disk>\
+                 <interface type='bridge'><mac address='52:54:00:00:00:01'/><source bridge='br0'/></interface>\
+               </devices></domain>\
+             <domain type='test'><name>broken</name><memory>524288</memory><vcpu>1</vcpu><os><type>hvm</type></os>\
+               <devices>\
+                 <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/pool/tpl_system.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+                 <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/pool/gone.qcow2'/><target dev='vdb' bus='virtio'/></disk>\
+               </devices></domain>\
+             <domain type='test'><name>busy</name><memory>524288</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>\
+             <pool type='dir'><name>images</name><target><path>/pool</path></target>\
+               <volume type='file'><name>tpl_system.qcow2</name><capacity unit='G'>8</capacity><allocation unit='M'>300</allocation>\
+                 <target><path>/pool/tpl_system.qcow2</path><format type='qcow2'/></target></volume>\
+             </pool>\
+             </node>",
+        )
+        .unwrap();
+        let h = Hypervisor::connect(&format!("test://{}", node.display())).unwrap();
+        // The node file's domains all start running; a template is shut off.
+        h.destroy("tpl").unwrap();
+        h.destroy("broken").unwrap();
+        (dir, h)
+    }
+
+    fn req<'a>(template: &'a str, name: &'a str, linked: bool) -> CloneRequest<'a> {
+        CloneRequest {
+            template,
+            name,
+            linked,
+            smbios_serial: None,
+            nocloud_url: None,
+            vcpus: None,
+            memory_mib: None,
+            nics: None,
+        }
+    }
+
+    #[test]
+    fn full_and_linked_clones_get_own_identity_and_disks() {
+        let (_d, h) = driver();
+        let mut events = Vec::new();
+        let full = h
+            .clone_domain(&req("tpl", "web1", false), &mut |e| {
+                events.push(match e {
+                    CloneEvent::DiskStart { disk, bytes, .. } => format!("start {} {bytes}", disk.target),
+                    CloneEvent::DiskDone { disk } => format!("done {}", disk.target),
+                })
+            })
+            .unwrap();
+        assert_eq!(events, ["start vda 314572800", "done vda"], "progress per disk, in bytes used");
+        let linked = h.clone_domain(&req("tpl", "web2", true), &mut |_| {}).unwrap();
+        let tpl = h.info("tpl").unwrap();
+        assert_eq!(full.state, "shutoff");
+        let uuids = [&tpl.uuid, &full.uuid, &linked.uuid];
+        assert!(uuids[0] != uuids[1] && uuids[1] != uuids[2] && uuids[0] != uuids[2], "{uuids:?}");
+        let (x1, x2) = (h.xml("web1").unwrap(), h.xml("web2").unwrap());
+        assert!(x1.contains("/pool/web1_system.qcow2") && x2.contains("/pool/web2_system.qcow2"));
+        assert!(x1.contains("/iso/x.iso") && x2.contains("/iso/x.iso"), "the CD-ROM is shared");
+        assert!(!x1.contains("52:54:00:00:00:01") && !x2.contains("52:54:00:00:00:01"));
+        let mut vols = super::super::storage::Volumes::new(&h.conn);
+        assert_eq!(vols.size(std::path::Path::new("/pool/web1_system.qcow2")).unwrap().capacity, 8 << 30);
+        assert_eq!(
+            vols.backing_path(std::path::Path::new("/pool/web2_system.qcow2")).unwrap(),
+            Some("/pool/tpl_system.qcow2".into())
+        );
+        assert_eq!(vols.backing_path(std::path::Path::new("/pool/web1_system.qcow2")).unwrap(), None);
+        drop(vols);
+
+        let meta = h.metadata("web2").unwrap().clone_of.unwrap();
+        assert_eq!((meta.template_name.as_str(), meta.linked, &meta.template_uuid), ("tpl", true, &tpl.uuid));
+        assert_eq!(h.linked_clones_of("tpl").unwrap(), ["web2"], "web1 is a full clone");
+
+        // The template is protected while web2 depends on it.
+        for refused in [h.start("tpl"), h.undefine("tpl"), h.purge("tpl", false).map(|_| ())] {
+            assert!(matches!(refused, Err(VmError::Protected { .. })), "{refused:?}");
+        }
+        h.purge("web2", false).unwrap();
+        assert!(h.linked_clones_of("tpl").unwrap().is_empty());
+        h.start("tpl").unwrap();
+    }
+
+    #[test]
+    fn refusals_leave_nothing_behind() {
+        let (_d, h) = driver();
+        // A running source, an existing name, and a clone whose disk path is taken.
+        assert!(matches!(
+            h.clone_domain(&req("busy", "x", false), &mut |_| {}),
+            Err(VmError::WrongState { .. })
+        ));
+        assert!(matches!(
+            h.clone_domain(&req("tpl", "busy", false), &mut |_| {}),
+            Err(VmError::Exists { .. })
+        ));
+        h.clone_domain(&req("tpl", "web1", true), &mut |_| {}).unwrap();
+        h.undefine("web1").unwrap(); // its disk stays
+        assert!(matches!(
+            h.clone_domain(&req("tpl", "web1", false), &mut |_| {}),
+            Err(VmError::Disk { .. })
+        ));
+        assert!(matches!(h.info("web1"), Err(VmError::NoDomain { .. })), "all or nothing");
+
+        // A failure after a disk was made (the second disk's source is missing) removes the
+        // first copy again and defines nothing.
+        let err = h.clone_domain(&req("broken", "web3", false), &mut |_| {});
+        assert!(matches!(err, Err(VmError::Disk { ref path, .. }) if path.ends_with("web3-gone.qcow2")), "{err:?}");
+        let mut vols = super::super::storage::Volumes::new(&h.conn);
+        assert!(!vols.exists(std::path::Path::new("/pool/web3-tpl_system.qcow2")), "the first copy was deleted again");
+        assert!(matches!(h.info("web3"), Err(VmError::NoDomain { .. })));
+    }
+}

@@ -177,6 +177,21 @@ pub fn plan_clone(
             nic.children.push(XMLNode::Element(m));
             macs.push(mac);
         }
+        // A file-backed serial console is a log: two domains must not append to one file.
+        for dev in ["serial", "console"] {
+            for c in children_named(devices, dev) {
+                if c.attributes.get("type").map(String::as_str) != Some("file") {
+                    continue;
+                }
+                if let Some(src) = c.get_mut_child("source")
+                    && let Some(path) = src.attributes.get("path").cloned()
+                {
+                    let p = Path::new(&path);
+                    let new = clone_path(p, &template, clone, false);
+                    src.attributes.insert("path".into(), new.display().to_string());
+                }
+            }
+        }
         for g in children_named(devices, "graphics") {
             g.attributes.insert("autoport".into(), "yes".into());
             g.attributes.insert("port".into(), "-1".into());
@@ -322,6 +337,7 @@ mod tests {
       <model type='virtio'/>
     </interface>
     <graphics type='vnc' port='5900' autoport='no' websocket='5700' listen='127.0.0.1'/>
+    <serial type='file'><source path='/var/log/vm/centos.template.log'/><target port='0'/></serial>
   </devices>
 </domain>"#;
 
@@ -373,6 +389,7 @@ mod tests {
         );
         assert!(x.contains(">/var/lib/libvirt/qemu/nvram/web1_VARS.fd<"), "{x}");
         assert!(!x.contains("sysprepped"), "the template mark is not inherited");
+        assert!(x.contains("/var/log/vm/web1.log") && !x.contains("centos.template.log"), "own console log");
         assert!(x.contains("https://example.org/app"), "others' metadata is kept");
     }
 

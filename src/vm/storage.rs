@@ -32,6 +32,14 @@ fn file_name(p: &Path) -> String {
     p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
+/// A pool's target directory, from its XML.
+fn pool_target(pool: &StoragePool) -> Option<PathBuf> {
+    let xml = pool.xml_desc(0).ok()?;
+    let dom = xmltree::Element::parse(xml.as_bytes()).ok()?;
+    let path = dom.get_child("target")?.get_child("path")?.get_text()?;
+    Some(PathBuf::from(path.trim()))
+}
+
 impl<'a> Volumes<'a> {
     pub fn new(conn: &'a Connect) -> Volumes<'a> {
         Volumes {
@@ -43,11 +51,20 @@ impl<'a> Volumes<'a> {
     /// The pool that holds `dir`, making a transient one if no pool does.
     fn pool_for_dir(&mut self, dir: &Path) -> Result<StoragePool, String> {
         let d = dir.display().to_string();
-        if let Ok(pool) = self.conn.lookup_storage_pool_by_target_path(&d) {
-            if pool.is_active().unwrap_or(false) {
-                let _ = pool.refresh(0);
-                return Ok(pool);
-            }
+        // Not every driver implements lookup by target path (the test driver does not), so
+        // fall back to reading each active pool's target.
+        let found = self.conn.lookup_storage_pool_by_target_path(&d).ok().or_else(|| {
+            self.conn
+                .list_all_storage_pools(virt::sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|p| pool_target(p).as_deref() == Some(dir))
+        });
+        if let Some(pool) = found
+            && pool.is_active().unwrap_or(false)
+        {
+            let _ = pool.refresh(0);
+            return Ok(pool);
         }
         let name = format!("provd-{}-{}", std::process::id(), self.transient_pools.len());
         let xml = format!(

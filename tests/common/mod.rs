@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod libvirtd;
 
 use std::fs::File;
 use std::io::Read;

@@ -1,0 +1,110 @@
+//! A real libvirtd (with virtlogd) for one test, isolated from the machine's own: it runs in
+//! the test's network namespace and in a private mount namespace where tmpfs covers
+//! /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt and /etc/libvirt/qemu (so no
+//! stored domain or autostart network of the host is seen, and nothing it writes
+//! survives), and where the test's own directory is bind-mounted on /run/libvirt: its
+//! socket is then reachable from outside as `qemu:///system?socket=<dir>/libvirt-sock`.
+//!
+//! Drop kills every process in the network namespace (QEMU guests, libvirtd, virtlogd),
+//! which also ends the mount namespace; the Netns guard then deletes the namespace.
+
+use super::{Netns, run};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Libvirtd {
+    child: Option<Child>,
+    pub uri: String,
+    pub run_dir: PathBuf,
+    pub log: PathBuf,
+    ns: String,
+}
+
+impl Libvirtd {
+    pub fn start(ns: &Netns, dir: &Path) -> Libvirtd {
+        let run_dir = dir.join("libvirt-run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let conf = dir.join("libvirtd.conf");
+        std::fs::write(&conf, "listen_tcp = 0\nlisten_tls = 0\n").unwrap();
+        let log = dir.join("libvirtd.log");
+        let script = format!(
+            "set -e
+mkdir -p /run/libvirt
+mount --bind {run} /run/libvirt
+for d in /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt/qemu; do mkdir -p $d; mount -t tmpfs tmpfs $d; done
+mkdir -p /var/lib/libvirt/qemu/nvram /var/log/libvirt/qemu /var/lib/libvirt/images
+virtlogd -d -p /run/libvirt/virtlogd.pid
+exec libvirtd -p /run/libvirt/libvirtd.pid -f {conf} > {log} 2>&1",
+            run = run_dir.display(),
+            conf = conf.display(),
+            log = log.display()
+        );
+        let child = ns
+            .cmd("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let uri = format!("qemu:///system?socket={}/libvirt-sock", run_dir.display());
+        let mut d = Libvirtd {
+            child: Some(child),
+            uri,
+            run_dir,
+            log,
+            ns: ns.name.clone(),
+        };
+        let start = Instant::now();
+        loop {
+            let ok = Command::new("virsh")
+                .args(["-q", "-c", &d.uri, "list"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("libvirtd exited ({status}); log:\n{}", d.log_text());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "libvirtd did not answer; log:\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `virsh -c <this libvirtd> args...`, which must succeed.
+    pub fn virsh(&self, args: &[&str]) -> String {
+        let out = run(Command::new("virsh").args(["-q", "-c", &self.uri]).args(args));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Libvirtd {
+    fn drop(&mut self) {
+        // Everything this libvirtd started lives in the namespace: guests, virtlogd, itself.
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.ns]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- libvirtd log ---\n{}", self.log_text());
+        }
+    }
+}

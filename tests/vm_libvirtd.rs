@@ -1,0 +1,281 @@
+//! `provd vm` against a real libvirtd + virtlogd (started by the test, TCG guests), with
+//! real libguestfs: a tiny CentOS-looking template image built by guestfish, virt-sysprep on
+//! it, a linked and a full clone, both booted; then `provd vm deploy` of a clone that fetches
+//! its NoCloud identity from a running provd over the bridge it is attached to.
+//!
+//! The guests boot Debian's cloud kernel with the lab's initramfs (direct kernel boot);
+//! the disk holds the template's "OS" that virt-sysprep inspects and cleans.
+
+mod common;
+
+use common::libvirtd::Libvirtd;
+use common::{Daemon, Netns, Workdir, repo, require_root_and_tools, run, wait_until};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const TEMPLATE: &str = "centos.template";
+
+fn provd_vm(uri: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(common::provd_bin())
+        .arg("vm")
+        .args(args)
+        .args(["--connect", uri])
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn ok_vm(uri: &str, args: &[&str]) -> String {
+    let (ok, out, err) = provd_vm(uri, args);
+    assert!(ok, "provd vm {args:?} failed:\n{out}\n{err}");
+    out + &err
+}
+
+fn sha256(p: &Path) -> String {
+    let out = run(Command::new("sha256sum").arg(p));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A 200 MB qcow2 with an ext4 file system that virt-sysprep inspects as CentOS Stream 9,
+/// with what sysprep must remove: a machine-id and an SSH host key.
+fn build_template_image(w: &Workdir, img: &Path) {
+    std::fs::write(
+        w.path("os-release"),
+        "NAME=\"CentOS Stream\"\nID=centos\nVERSION_ID=9\nPRETTY_NAME=\"CentOS Stream 9\"\n",
+    )
+    .unwrap();
+    std::fs::write(w.path("redhat-release"), "CentOS Stream release 9\n").unwrap();
+    std::fs::write(w.path("fstab"), "/dev/sda1 / ext4 defaults 0 1\n").unwrap();
+    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(img).arg("200M"));
+    let script = format!(
+        "run
+part-disk /dev/sda mbr
+mkfs ext4 /dev/sda1
+mount /dev/sda1 /
+mkdir-p /etc/ssh
+mkdir-p /bin
+upload {w}/os-release /etc/os-release
+upload {w}/redhat-release /etc/redhat-release
+upload {w}/fstab /etc/fstab
+upload /bin/busybox /bin/sh
+chmod 0755 /bin/sh
+write /etc/machine-id \"0123456789abcdef0123456789abcdef\\n\"
+write /etc/ssh/ssh_host_rsa_key \"template host key\"
+",
+        w = w.dir.path().display()
+    );
+    let mut child = Command::new("guestfish")
+        .args(["--format=qcow2", "-a"])
+        .arg(img)
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "guestfish could not build the template image");
+}
+
+/// One file of the image, read with guestfish (None if it does not exist).
+fn guest_file(img: &Path, path: &str) -> Option<String> {
+    let out = Command::new("guestfish")
+        .args(["--ro", "--format=qcow2", "-a"])
+        .arg(img)
+        .args(["-i", "cat", path])
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .output()
+        .unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn qemu_img_info(p: &Path) -> serde_json::Value {
+    let out = run(Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(p));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn console(w: &Workdir, name: &str) -> String {
+    std::fs::read_to_string(w.path(&format!("console/{name}.log"))).unwrap_or_default()
+}
+
+#[test]
+fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_libvirtd() {
+    require_root_and_tools(&[
+        "libvirtd",
+        "virtlogd",
+        "virsh",
+        "guestfish",
+        "virt-sysprep",
+        "qemu-img",
+        "qemu-system-x86_64",
+        "unshare",
+    ]);
+    let w = Workdir::new();
+    // QEMU runs as libvirt's unprivileged user: it must be able to reach the images.
+    std::fs::set_permissions(w.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let images = w.path("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(w.path("console")).unwrap();
+    // The lab's kernel and initramfs: with no inst.ks= it idles as a plain guest; with a
+    // NoCloud serial it fetches its identity.
+    let out = run(Command::new(repo("lab/build-installer.sh")).arg(w.path("boot")));
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+
+    let ns = Netns::new("vmlv");
+    ns.sh("ip link add br0 type bridge && ip addr add 10.231.0.1/24 dev br0 && ip link set br0 up");
+    let lv = Libvirtd::start(&ns, w.dir.path());
+    let uri = lv.uri.clone();
+
+    let tpl_disk = images.join(format!("{TEMPLATE}_system.qcow2"));
+    build_template_image(&w, &tpl_disk);
+    let xml = format!(
+        r#"<domain type='qemu'>
+  <name>{TEMPLATE}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{boot}/vmlinuz</kernel><initrd>{boot}/installer.cpio.gz</initrd>
+    <cmdline>console=ttyS0 panic=-1</cmdline></os>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='bridge'><mac address='52:54:00:77:00:01'/><source bridge='br0'/><model type='virtio'/></interface>
+    <serial type='file'><source path='{console}/{TEMPLATE}.log'/><target port='0'/></serial>
+    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
+  </devices>
+</domain>"#,
+        boot = w.path("boot").display(),
+        disk = tpl_disk.display(),
+        console = w.path("console").display(),
+    );
+    let xml_file = w.write("template.xml", &xml);
+    lv.virsh(&["define", &xml_file.display().to_string()]);
+
+    // sysprep: real virt-sysprep; the machine-id is emptied, the host key gone, the domain marked.
+    let out = ok_vm(&uri, &["sysprep", TEMPLATE]);
+    assert!(out.contains("Performing \"machine-id\"") && out.contains("marked as a template"), "{out}");
+    assert_eq!(guest_file(&tpl_disk, "/etc/machine-id").as_deref().map(str::trim), Some(""));
+    assert_eq!(guest_file(&tpl_disk, "/etc/ssh/ssh_host_rsa_key"), None, "host keys removed");
+    let meta = lv.virsh(&["metadata", TEMPLATE, "https://provd.dev/xmlns/vm/1"]);
+    assert!(meta.contains("template") && meta.contains("machine-id"), "{meta}");
+    let template_sum = sha256(&tpl_disk);
+
+    // Clones, linked and full.
+    let out = ok_vm(&uri, &["clone", TEMPLATE, "linked1", "--linked"]);
+    assert!(out.contains("linked clone of"), "{out}");
+    let out = ok_vm(&uri, &["clone", TEMPLATE, "full1", "--full"]);
+    assert!(out.contains("vda: done"), "per-disk progress: {out}");
+    let (linked_disk, full_disk) = (images.join("linked1_system.qcow2"), images.join("full1_system.qcow2"));
+    let info = qemu_img_info(&linked_disk);
+    assert_eq!(info["backing-filename"].as_str(), Some(tpl_disk.to_str().unwrap()), "{info}");
+    assert!(qemu_img_info(&full_disk).get("backing-filename").is_none(), "a full clone stands alone");
+    run(Command::new("qemu-img").args(["compare", "-U"]).arg(&tpl_disk).arg(&full_disk));
+    let uuids: Vec<String> = [TEMPLATE, "linked1", "full1"]
+        .iter()
+        .map(|d| lv.virsh(&["domuuid", d]).trim().to_string())
+        .collect();
+    let macs: Vec<String> = [TEMPLATE, "linked1", "full1"]
+        .iter()
+        .map(|d| lv.virsh(&["domiflist", d]))
+        .collect();
+    for i in 0..3 {
+        for j in i + 1..3 {
+            assert_ne!(uuids[i], uuids[j]);
+            assert_ne!(macs[i], macs[j], "MACs: {macs:?}");
+        }
+    }
+    // The template is protected while linked1 depends on it.
+    let (ok, _, err) = provd_vm(&uri, &["start", TEMPLATE]);
+    assert!(!ok && err.contains("template of linked clones (linked1)"), "{err}");
+
+    // Both clones boot and run (the lab kernel's plain-guest mode needs DHCP: provd serves it).
+    let cfg = w.write(
+        "site.toml",
+        &format!(
+            r#"
+[daemon]
+templates_dir = "{templates}"
+assets_dir = "{assets}"
+api_listen = "127.0.0.1:6767"
+
+[sites.vm]
+server_address = "10.231.0.1"
+listen = [{{ interface = "br0", address = "10.231.0.1" }}]
+dhcp = {{ unknown_clients = "lease-only" }}
+[[sites.vm.subnets]]
+prefix = "10.231.0.0/24"
+pools = [{{ start = "10.231.0.100", end = "10.231.0.200" }}]
+"#,
+            templates = repo("templates").display(),
+            assets = w.path("boot").display()
+        ),
+    );
+    let daemon = Daemon::start(&ns, &cfg, &w.path("state"), &w.path("provd.log"));
+    for clone in ["linked1", "full1"] {
+        ok_vm(&uri, &["start", clone]);
+    }
+    for clone in ["linked1", "full1"] {
+        wait_until(&format!("{clone} running as a guest"), Duration::from_secs(120), || {
+            console(&w, clone).contains("running as a plain guest").then_some(())
+        });
+    }
+    let out = ok_vm(&uri, &["console", "full1"]);
+    assert!(out.contains("vnc://127.0.0.1:59"), "{out}");
+    assert_eq!(sha256(&tpl_disk), template_sum, "the template's disk is unchanged");
+
+    // deploy: placed (one hypervisor here), cloned with a NoCloud serial, started; the guest
+    // fetches its identity from provd.
+    let key = w.write("id.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtest deployer@provd\n");
+    // Inside the namespace: the daemon's API is on that namespace's loopback.
+    let out = ns
+        .cmd(common::provd_bin())
+        .args(["vm", "deploy", "web7", "--from", TEMPLATE, "--linked", "--memory", "192", "--hypervisor", &uri])
+        .arg("--ssh-key")
+        .arg(&key)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--server", "127.0.0.1:6767"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "deploy: {text}");
+    assert!(text.contains("placed on") && text.contains("http://10.231.0.1:8080/nocloud/"), "{text}");
+    let line = wait_until("web7 fetched its identity", Duration::from_secs(120), || {
+        console(&w, "web7")
+            .lines()
+            .find(|l| l.contains("provd-guest: identity:"))
+            .map(str::to_string)
+    });
+    assert!(
+        line.contains("hostname=web7") && line.contains("ssh-keys=1") && line.contains("instance-id=i-"),
+        "{line}"
+    );
+    let dom = lv.virsh(&["dumpxml", "web7"]);
+    assert!(dom.contains("ds=nocloud-net;s=http://10.231.0.1:8080/nocloud/"), "{dom}");
+    assert!(dom.contains("<memory unit='KiB'>196608</memory>"), "--memory 192: {dom}");
+    let events = daemon.cli(&["stats", "--json"]);
+    assert!(String::from_utf8_lossy(&events.stdout).contains("\"nocloud\""));
+
+    // Purge: the clones' own disks go; the template's stays and is unprotected again.
+    for (clone, disk) in [("linked1", &linked_disk), ("full1", &full_disk)] {
+        ok_vm(&uri, &["purge", clone, "--force"]);
+        assert!(!disk.exists(), "{clone}'s disk removed");
+    }
+    ok_vm(&uri, &["purge", "web7", "--force"]);
+    assert!(tpl_disk.exists());
+    assert_eq!(sha256(&tpl_disk), template_sum, "the template's disk is unchanged");
+    ok_vm(&uri, &["start", TEMPLATE]);
+    drop(daemon);
+    drop(lv);
+}

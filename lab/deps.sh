@@ -21,6 +21,8 @@ PKGS=(
   libvirt-clients     # virsh, virt-pki-validate, virt-pki-query-dn
   gnutls-bin          # certtool (virt-pki-validate uses it)
   openssl             # hosts make keys and CSRs with it in %post
+  libguestfs-tools    # virt-sysprep and guestfish (vm sysprep; the VM test builds its template)
+  virtinst            # virt-clone: the clone benchmark's peer
   libvirt-dev         # building provd: the virt crate links libvirt
   pkg-config          # ... and finds it with pkg-config
 )

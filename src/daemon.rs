@@ -100,7 +100,8 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let dhcp_stats = Arc::new(crate::dhcp::stats::counters());
     let tftp_stats = Arc::new(TftpStats::new(crate::tftp::COUNTERS));
     let http_stats = Arc::new(HttpStats::new(crate::http::COUNTERS));
-    let nocloud = Arc::new(crate::nocloud::Registry::load(store.clone()).map_err(|e| anyhow::anyhow!("nocloud seeds: {e}"))?);
+    let nocloud =
+        Arc::new(crate::nocloud::Registry::load(store.clone()).map_err(|e| anyhow::anyhow!("nocloud seeds: {e}"))?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 

@@ -143,10 +143,7 @@ impl Registry {
         self.store
             .put_nocloud_blocking(&token, &json)
             .map_err(|e| SeedError::Store(e.to_string()))?;
-        self.seeds
-            .write()
-            .expect("seed lock")
-            .insert(token, seed.clone());
+        self.seeds.write().expect("seed lock").insert(token, seed.clone());
         Ok(seed)
     }
 
@@ -184,7 +181,8 @@ mod tests {
         assert!(seed.url.starts_with("http://10.0.0.1:8080/nocloud/") && seed.url.ends_with('/'));
         assert!(seed.meta_data().contains("local-hostname: \"web1\""));
         assert!(
-            seed.user_data().contains("  - \"ssh-ed25519 AAAA: \\\"quoted\\\" me@x\""),
+            seed.user_data()
+                .contains("  - \"ssh-ed25519 AAAA: \\\"quoted\\\" me@x\""),
             "{}",
             seed.user_data()
         );

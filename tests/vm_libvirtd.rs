@@ -57,7 +57,10 @@ fn build_template_image(w: &Workdir, img: &Path) {
     .unwrap();
     std::fs::write(w.path("redhat-release"), "CentOS Stream release 9\n").unwrap();
     std::fs::write(w.path("fstab"), "/dev/sda1 / ext4 defaults 0 1\n").unwrap();
-    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(img).arg("200M"));
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(img)
+        .arg("200M"));
     let script = format!(
         "run
 part-disk /dev/sda mbr
@@ -85,7 +88,10 @@ write /etc/ssh/ssh_host_rsa_key \"template host key\"
         .unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success(), "guestfish could not build the template image");
+    assert!(
+        child.wait().unwrap().success(),
+        "guestfish could not build the template image"
+    );
 }
 
 /// One file of the image, read with guestfish (None if it does not exist).
@@ -98,7 +104,9 @@ fn guest_file(img: &Path, path: &str) -> Option<String> {
         .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
         .output()
         .unwrap();
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn qemu_img_info(p: &Path) -> serde_json::Value {
@@ -164,9 +172,19 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
 
     // sysprep: real virt-sysprep; the machine-id is emptied, the host key gone, the domain marked.
     let out = ok_vm(&uri, &["sysprep", TEMPLATE]);
-    assert!(out.contains("Performing \"machine-id\"") && out.contains("marked as a template"), "{out}");
-    assert_eq!(guest_file(&tpl_disk, "/etc/machine-id").as_deref().map(str::trim), Some(""));
-    assert_eq!(guest_file(&tpl_disk, "/etc/ssh/ssh_host_rsa_key"), None, "host keys removed");
+    assert!(
+        out.contains("Performing \"machine-id\"") && out.contains("marked as a template"),
+        "{out}"
+    );
+    assert_eq!(
+        guest_file(&tpl_disk, "/etc/machine-id").as_deref().map(str::trim),
+        Some("")
+    );
+    assert_eq!(
+        guest_file(&tpl_disk, "/etc/ssh/ssh_host_rsa_key"),
+        None,
+        "host keys removed"
+    );
     let meta = lv.virsh(&["metadata", TEMPLATE, "https://provd.dev/xmlns/vm/1"]);
     assert!(meta.contains("template") && meta.contains("machine-id"), "{meta}");
     let template_sum = sha256(&tpl_disk);
@@ -178,9 +196,19 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
     assert!(out.contains("vda: done"), "per-disk progress: {out}");
     let (linked_disk, full_disk) = (images.join("linked1_system.qcow2"), images.join("full1_system.qcow2"));
     let info = qemu_img_info(&linked_disk);
-    assert_eq!(info["backing-filename"].as_str(), Some(tpl_disk.to_str().unwrap()), "{info}");
-    assert!(qemu_img_info(&full_disk).get("backing-filename").is_none(), "a full clone stands alone");
-    run(Command::new("qemu-img").args(["compare", "-U"]).arg(&tpl_disk).arg(&full_disk));
+    assert_eq!(
+        info["backing-filename"].as_str(),
+        Some(tpl_disk.to_str().unwrap()),
+        "{info}"
+    );
+    assert!(
+        qemu_img_info(&full_disk).get("backing-filename").is_none(),
+        "a full clone stands alone"
+    );
+    run(Command::new("qemu-img")
+        .args(["compare", "-U"])
+        .arg(&tpl_disk)
+        .arg(&full_disk));
     let uuids: Vec<String> = [TEMPLATE, "linked1", "full1"]
         .iter()
         .map(|d| lv.virsh(&["domuuid", d]).trim().to_string())
@@ -240,7 +268,18 @@ pools = [{{ start = "10.231.0.100", end = "10.231.0.200" }}]
     // Inside the namespace: the daemon's API is on that namespace's loopback.
     let out = ns
         .cmd(common::provd_bin())
-        .args(["vm", "deploy", "web7", "--from", TEMPLATE, "--linked", "--memory", "192", "--hypervisor", &uri])
+        .args([
+            "vm",
+            "deploy",
+            "web7",
+            "--from",
+            TEMPLATE,
+            "--linked",
+            "--memory",
+            "192",
+            "--hypervisor",
+            &uri,
+        ])
         .arg("--ssh-key")
         .arg(&key)
         .arg("--config")
@@ -250,7 +289,10 @@ pools = [{{ start = "10.231.0.100", end = "10.231.0.200" }}]
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "deploy: {text}");
-    assert!(text.contains("placed on") && text.contains("http://10.231.0.1:8080/nocloud/"), "{text}");
+    assert!(
+        text.contains("placed on") && text.contains("http://10.231.0.1:8080/nocloud/"),
+        "{text}"
+    );
     let line = wait_until("web7 fetched its identity", Duration::from_secs(120), || {
         console(&w, "web7")
             .lines()
@@ -262,8 +304,14 @@ pools = [{{ start = "10.231.0.100", end = "10.231.0.200" }}]
         "{line}"
     );
     let dom = lv.virsh(&["dumpxml", "web7"]);
-    assert!(dom.contains("ds=nocloud-net;s=http://10.231.0.1:8080/nocloud/"), "{dom}");
-    assert!(dom.contains("<memory unit='KiB'>196608</memory>"), "--memory 192: {dom}");
+    assert!(
+        dom.contains("ds=nocloud-net;s=http://10.231.0.1:8080/nocloud/"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<memory unit='KiB'>196608</memory>"),
+        "--memory 192: {dom}"
+    );
     let events = daemon.cli(&["stats", "--json"]);
     assert!(String::from_utf8_lossy(&events.stdout).contains("\"nocloud\""));
 

@@ -53,7 +53,10 @@ pub fn post_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<Fe
 }
 
 /// POST a JSON body, decode a JSON answer.
-pub fn post_json_body<T: serde::de::DeserializeOwned>(url: &str, body: &impl serde::Serialize) -> anyhow::Result<Fetch<T>> {
+pub fn post_json_body<T: serde::de::DeserializeOwned>(
+    url: &str,
+    body: &impl serde::Serialize,
+) -> anyhow::Result<Fetch<T>> {
     let body = serde_json::to_string(body)?;
     classify(
         url,

@@ -301,15 +301,17 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
         }
         VmCommand::Sysprep { template, target } => {
             let h = Hypervisor::connect(&target.connect)?;
-            eprintln!("{template}: running virt-sysprep (one libguestfs appliance boot; under TCG this takes a minute)");
+            eprintln!(
+                "{template}: running virt-sysprep (one libguestfs appliance boot; under TCG this takes a minute)"
+            );
             let report = h.sysprep(&template, &mut |line| eprintln!("  {line}"))?;
             if !report.skipped.is_empty() {
-                eprintln!(
-                    "note: this virt-sysprep lacks {}; skipped",
-                    report.skipped.join(", ")
-                );
+                eprintln!("note: this virt-sysprep lacks {}; skipped", report.skipped.join(", "));
             }
-            println!("{template}: sysprepped ({} operations) and marked as a template", report.ran.len());
+            println!(
+                "{template}: sysprepped ({} operations) and marked as a template",
+                report.ran.len()
+            );
         }
         VmCommand::Clone {
             template,
@@ -419,7 +421,10 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
 /// are read from the new file when it is local), one line per disk otherwise.
 #[derive(Default)]
 struct DiskProgress {
-    poller: Option<(std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
+    poller: Option<(
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
     started: Option<std::time::Instant>,
 }
 
@@ -429,7 +434,12 @@ impl DiskProgress {
             CloneEvent::DiskStart { disk, linked, bytes } => {
                 self.started = Some(std::time::Instant::now());
                 if linked {
-                    eprintln!("  {}: overlay {} on {}", disk.target, disk.dest.display(), disk.source.display());
+                    eprintln!(
+                        "  {}: overlay {} on {}",
+                        disk.target,
+                        disk.dest.display(),
+                        disk.source.display()
+                    );
                     return;
                 }
                 eprintln!(
@@ -441,8 +451,10 @@ impl DiskProgress {
                 );
                 let bar = indicatif::ProgressBar::new(bytes.max(1));
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("  {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                        .expect("a valid template"),
+                    indicatif::ProgressStyle::with_template(
+                        "  {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("a valid template"),
                 );
                 let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let (stop2, dest) = (stop.clone(), disk.dest.clone());
@@ -501,7 +513,12 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
     let mut keys = Vec::new();
     for f in &d.ssh_keys {
         let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-        keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
     }
 
     // Look at every candidate; one that cannot be reached is reported and passed over.

@@ -50,9 +50,19 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
     let served = s.boot.served_sites();
     let site = match (&req.site, served) {
         (Some(name), _) if served.contains(name) => name.clone(),
-        (Some(name), _) => return bad(format!("this provd does not serve a site named {name:?} (it serves: {})", served.join(", "))),
+        (Some(name), _) => {
+            return bad(format!(
+                "this provd does not serve a site named {name:?} (it serves: {})",
+                served.join(", ")
+            ));
+        }
         (None, [only]) => only.clone(),
-        (None, _) => return bad(format!("this provd serves several sites ({}): say which", served.join(", "))),
+        (None, _) => {
+            return bad(format!(
+                "this provd serves several sites ({}): say which",
+                served.join(", ")
+            ));
+        }
     };
     let Some(cfg) = s.boot.config.sites.get(&site) else {
         return bad(format!("no site {site:?}"));

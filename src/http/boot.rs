@@ -43,8 +43,7 @@ async fn nocloud(
     };
     s.http_stats.inc("nocloud");
     if let IpAddr::V4(ip) = peer.ip() {
-        s.journal
-            .record_ip(ip, "nocloud", format!("{} {file}", seed.hostname));
+        s.journal.record_ip(ip, "nocloud", format!("{} {file}", seed.hostname));
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }

@@ -35,8 +35,14 @@ pub struct CloneRequest<'a> {
 /// What a clone reports while it works (a CLI draws progress bars from these).
 pub enum CloneEvent<'a> {
     /// A disk starts: full copies report the bytes the template's disk really uses.
-    DiskStart { disk: &'a DiskCopy, linked: bool, bytes: u64 },
-    DiskDone { disk: &'a DiskCopy },
+    DiskStart {
+        disk: &'a DiskCopy,
+        linked: bool,
+        bytes: u64,
+    },
+    DiskDone {
+        disk: &'a DiskCopy,
+    },
 }
 
 impl Hypervisor {
@@ -150,16 +156,16 @@ impl Hypervisor {
             message: e.to_string(),
         };
         let ClonePlan {
-            mut xml,
-            disks,
-            nvram,
-            ..
+            mut xml, disks, nvram, ..
         } = clone_xml::plan_clone(&xml, r.name, r.linked, &mut fresh_mac).map_err(plan_err)?;
         if let Some(serial) = r.smbios_serial {
             xml = clone_xml::set_smbios_serial(&xml, serial).map_err(plan_err)?;
         }
         if let Some(nics) = r.nics {
-            let with_macs: Vec<_> = nics.iter().map(|n| (n.clone(), n.mac.unwrap_or_else(&mut fresh_mac))).collect();
+            let with_macs: Vec<_> = nics
+                .iter()
+                .map(|n| (n.clone(), n.mac.unwrap_or_else(&mut fresh_mac)))
+                .collect();
             xml = clone_xml::set_nics(&xml, &with_macs).map_err(plan_err)?;
         }
         if r.vcpus.is_some() || r.memory_mib.is_some() {
@@ -309,27 +315,50 @@ mod tests {
                 })
             })
             .unwrap();
-        assert_eq!(events, ["start vda 314572800", "done vda"], "progress per disk, in bytes used");
+        assert_eq!(
+            events,
+            ["start vda 314572800", "done vda"],
+            "progress per disk, in bytes used"
+        );
         let linked = h.clone_domain(&req("tpl", "web2", true), &mut |_| {}).unwrap();
         let tpl = h.info("tpl").unwrap();
         assert_eq!(full.state, "shutoff");
         let uuids = [&tpl.uuid, &full.uuid, &linked.uuid];
-        assert!(uuids[0] != uuids[1] && uuids[1] != uuids[2] && uuids[0] != uuids[2], "{uuids:?}");
+        assert!(
+            uuids[0] != uuids[1] && uuids[1] != uuids[2] && uuids[0] != uuids[2],
+            "{uuids:?}"
+        );
         let (x1, x2) = (h.xml("web1").unwrap(), h.xml("web2").unwrap());
         assert!(x1.contains("/pool/web1_system.qcow2") && x2.contains("/pool/web2_system.qcow2"));
-        assert!(x1.contains("/iso/x.iso") && x2.contains("/iso/x.iso"), "the CD-ROM is shared");
+        assert!(
+            x1.contains("/iso/x.iso") && x2.contains("/iso/x.iso"),
+            "the CD-ROM is shared"
+        );
         assert!(!x1.contains("52:54:00:00:00:01") && !x2.contains("52:54:00:00:00:01"));
         let mut vols = super::super::storage::Volumes::new(&h.conn);
-        assert_eq!(vols.size(std::path::Path::new("/pool/web1_system.qcow2")).unwrap().capacity, 8 << 30);
         assert_eq!(
-            vols.backing_path(std::path::Path::new("/pool/web2_system.qcow2")).unwrap(),
+            vols.size(std::path::Path::new("/pool/web1_system.qcow2"))
+                .unwrap()
+                .capacity,
+            8 << 30
+        );
+        assert_eq!(
+            vols.backing_path(std::path::Path::new("/pool/web2_system.qcow2"))
+                .unwrap(),
             Some("/pool/tpl_system.qcow2".into())
         );
-        assert_eq!(vols.backing_path(std::path::Path::new("/pool/web1_system.qcow2")).unwrap(), None);
+        assert_eq!(
+            vols.backing_path(std::path::Path::new("/pool/web1_system.qcow2"))
+                .unwrap(),
+            None
+        );
         drop(vols);
 
         let meta = h.metadata("web2").unwrap().clone_of.unwrap();
-        assert_eq!((meta.template_name.as_str(), meta.linked, &meta.template_uuid), ("tpl", true, &tpl.uuid));
+        assert_eq!(
+            (meta.template_name.as_str(), meta.linked, &meta.template_uuid),
+            ("tpl", true, &tpl.uuid)
+        );
         assert_eq!(h.linked_clones_of("tpl").unwrap(), ["web2"], "web1 is a full clone");
 
         // The template is protected while web2 depends on it.
@@ -359,14 +388,23 @@ mod tests {
             h.clone_domain(&req("tpl", "web1", false), &mut |_| {}),
             Err(VmError::Disk { .. })
         ));
-        assert!(matches!(h.info("web1"), Err(VmError::NoDomain { .. })), "all or nothing");
+        assert!(
+            matches!(h.info("web1"), Err(VmError::NoDomain { .. })),
+            "all or nothing"
+        );
 
         // A failure after a disk was made (the second disk's source is missing) removes the
         // first copy again and defines nothing.
         let err = h.clone_domain(&req("broken", "web3", false), &mut |_| {});
-        assert!(matches!(err, Err(VmError::Disk { ref path, .. }) if path.ends_with("web3-gone.qcow2")), "{err:?}");
+        assert!(
+            matches!(err, Err(VmError::Disk { ref path, .. }) if path.ends_with("web3-gone.qcow2")),
+            "{err:?}"
+        );
         let mut vols = super::super::storage::Volumes::new(&h.conn);
-        assert!(!vols.exists(std::path::Path::new("/pool/web3-tpl_system.qcow2")), "the first copy was deleted again");
+        assert!(
+            !vols.exists(std::path::Path::new("/pool/web3-tpl_system.qcow2")),
+            "the first copy was deleted again"
+        );
         assert!(matches!(h.info("web3"), Err(VmError::NoDomain { .. })));
     }
 }

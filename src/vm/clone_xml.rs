@@ -39,7 +39,9 @@ pub struct ClonePlan {
 pub enum CloneXmlError {
     #[error("the domain XML does not parse: {0}")]
     Parse(String),
-    #[error("disk {target}: a {kind} disk cannot be cloned (only file disks can); make it read-only or shareable to share it")]
+    #[error(
+        "disk {target}: a {kind} disk cannot be cloned (only file disks can); make it read-only or shareable to share it"
+    )]
     UnclonableDisk { target: String, kind: String },
 }
 
@@ -120,10 +122,7 @@ pub fn plan_clone(
         && !path.is_empty()
     {
         let old = PathBuf::from(&path);
-        let new = old
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .join(format!("{clone}_VARS.fd"));
+        let new = old.parent().unwrap_or(Path::new("/")).join(format!("{clone}_VARS.fd"));
         set_text(nv, &new.display().to_string());
         nvram = Some((old, new));
     }
@@ -133,7 +132,8 @@ pub fn plan_clone(
     if let Some(devices) = dom.get_mut_child("devices") {
         for disk in children_named(devices, "disk") {
             let device = disk.attributes.get("device").cloned().unwrap_or_else(|| "disk".into());
-            let shared = device != "disk" || disk.get_child("readonly").is_some() || disk.get_child("shareable").is_some();
+            let shared =
+                device != "disk" || disk.get_child("readonly").is_some() || disk.get_child("shareable").is_some();
             if shared {
                 continue;
             }
@@ -353,7 +353,10 @@ mod tests {
     fn a_clone_gets_new_identity_and_own_disks_and_shares_the_rest() {
         let plan = plan_clone(TEMPLATE, "web1", false, &mut macs()).unwrap();
         let x = &plan.xml;
-        assert!(x.contains("<name>web1</name>") && !x.contains("centos.template</name>"), "{x}");
+        assert!(
+            x.contains("<name>web1</name>") && !x.contains("centos.template</name>"),
+            "{x}"
+        );
         assert!(!x.contains("<uuid>"), "libvirt gives the clone a new UUID");
         assert!(!x.contains("52:54:00:aa:bb:0"), "no MAC of the template survives: {x}");
         assert_eq!(plan.macs.len(), 2);
@@ -379,7 +382,10 @@ mod tests {
         );
         assert!(x.contains("/var/lib/libvirt/images/web1_system.img") && x.contains("/data/web1-extra.qcow2"));
         assert!(!x.contains("<backingStore"), "libvirt reads the chain from the image");
-        assert!(x.contains("/data/shared.raw") && x.contains("/iso/tools.iso"), "shared disks stay");
+        assert!(
+            x.contains("/data/shared.raw") && x.contains("/iso/tools.iso"),
+            "shared disks stay"
+        );
         assert_eq!(
             plan.nvram,
             Some((
@@ -389,16 +395,26 @@ mod tests {
         );
         assert!(x.contains(">/var/lib/libvirt/qemu/nvram/web1_VARS.fd<"), "{x}");
         assert!(!x.contains("sysprepped"), "the template mark is not inherited");
-        assert!(x.contains("/var/log/vm/web1.log") && !x.contains("centos.template.log"), "own console log");
+        assert!(
+            x.contains("/var/log/vm/web1.log") && !x.contains("centos.template.log"),
+            "own console log"
+        );
         assert!(x.contains("https://example.org/app"), "others' metadata is kept");
     }
 
     #[test]
     fn a_linked_clone_is_a_qcow2_overlay_whatever_the_template_format() {
         let plan = plan_clone(TEMPLATE, "web2", true, &mut macs()).unwrap();
-        assert_eq!(plan.disks[0].dest, PathBuf::from("/var/lib/libvirt/images/web2_system.qcow2"));
+        assert_eq!(
+            plan.disks[0].dest,
+            PathBuf::from("/var/lib/libvirt/images/web2_system.qcow2")
+        );
         assert_eq!(plan.disks[0].source_format, "raw");
-        assert!(!plan.xml.contains("type=\"raw\"/>\n      <source file=\"/var/lib/libvirt/images/web2"));
+        assert!(
+            !plan
+                .xml
+                .contains("type=\"raw\"/>\n      <source file=\"/var/lib/libvirt/images/web2")
+        );
         let parsed = Element::parse(plan.xml.as_bytes()).unwrap();
         let first_disk = parsed.get_child("devices").unwrap().get_child("disk").unwrap();
         assert_eq!(first_disk.get_child("driver").unwrap().attributes["type"], "qcow2");
@@ -414,14 +430,21 @@ mod tests {
                 kind: "block".into()
             }
         );
-        assert!(matches!(plan_clone("<domain", "c", false, &mut macs()), Err(CloneXmlError::Parse(_))));
+        assert!(matches!(
+            plan_clone("<domain", "c", false, &mut macs()),
+            Err(CloneXmlError::Parse(_))
+        ));
     }
 
     #[test]
     fn resizing_sets_vcpus_and_both_memory_elements() {
         let x = "<domain><name>t</name><memory unit='KiB'>1048576</memory><currentMemory unit='KiB'>1048576</currentMemory><vcpu placement='static'>1</vcpu></domain>";
         let y = set_size(x, Some(4), Some(2048)).unwrap();
-        assert!(y.contains("<memory unit=\"MiB\">2048</memory>") && y.contains("<currentMemory unit=\"MiB\">2048</currentMemory>"), "{y}");
+        assert!(
+            y.contains("<memory unit=\"MiB\">2048</memory>")
+                && y.contains("<currentMemory unit=\"MiB\">2048</currentMemory>"),
+            "{y}"
+        );
         assert!(y.contains("<vcpu placement=\"static\">4</vcpu>"), "{y}");
         assert_eq!(set_size(x, None, None).unwrap().matches("1048576").count(), 2);
     }

@@ -115,7 +115,7 @@ mod tests {
         // libvirt hands the element back with its prefix and namespace.
         let from_libvirt = "<provd:vm xmlns:provd=\"https://provd.dev/xmlns/vm/1\"><provd:clone-of name=\"t\" uuid=\"u\" linked=\"no\"/></provd:vm>";
         let back = VmMeta::parse(from_libvirt);
-        assert_eq!(back.clone_of.unwrap().linked, false);
+        assert!(!back.clone_of.unwrap().linked);
         assert_eq!(VmMeta::parse("not xml"), VmMeta::default());
     }
 }

@@ -69,9 +69,59 @@ mod tests {
     #[test]
     fn refusals_name_the_reason() {
         assert_eq!(refuse_reason(1024, 4096, false, "vm", "d"), None);
-        assert!(refuse_reason(8192, 4096, false, "vm", "d").unwrap().contains("4096 MiB free; \"vm\" needs 8192 MiB"));
+        assert!(
+            refuse_reason(8192, 4096, false, "vm", "d")
+                .unwrap()
+                .contains("4096 MiB free; \"vm\" needs 8192 MiB")
+        );
         assert!(refuse_reason(1, 4096, true, "vm", "d").unwrap().contains("already has"));
-        assert_eq!(FLAGS & virt::sys::VIR_MIGRATE_TUNNELLED, virt::sys::VIR_MIGRATE_TUNNELLED);
-        assert_eq!(FLAGS & virt::sys::VIR_MIGRATE_PEER2PEER, virt::sys::VIR_MIGRATE_PEER2PEER);
+        assert_eq!(
+            FLAGS & virt::sys::VIR_MIGRATE_TUNNELLED,
+            virt::sys::VIR_MIGRATE_TUNNELLED
+        );
+        assert_eq!(
+            FLAGS & virt::sys::VIR_MIGRATE_PEER2PEER,
+            virt::sys::VIR_MIGRATE_PEER2PEER
+        );
+    }
+}
+
+#[cfg(test)]
+mod driver_tests {
+    use super::*;
+
+    fn driver(domain_mib: u64) -> (tempfile::TempDir, Hypervisor) {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("node.xml");
+        std::fs::write(
+            &node,
+            format!(
+                "<node><domain type='test'><name>vm</name><memory unit='MiB'>{domain_mib}</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain></node>"
+            ),
+        )
+        .unwrap();
+        let h = Hypervisor::connect(&format!("test://{}", node.display())).unwrap();
+        (dir, h)
+    }
+
+    #[test]
+    fn a_destination_that_cannot_hold_the_vm_is_refused_before_anything_moves() {
+        let (_a, src) = driver(64 << 20); // 64 TiB: no test host has that free
+        let (_b, dest) = driver(1);
+        dest.destroy("vm").unwrap();
+        dest.undefine("vm").unwrap();
+        let e = src.migrate("vm", "test:///elsewhere", &dest).unwrap_err().to_string();
+        assert!(e.contains("refused") && e.contains("MiB free"), "{e}");
+        assert_eq!(src.info("vm").unwrap().state, "running", "nothing moved");
+
+        let (_c, src) = driver(1);
+        let (_d, dest) = driver(1); // already has a domain named "vm"
+        let e = src.migrate("vm", "test:///elsewhere", &dest).unwrap_err().to_string();
+        assert!(e.contains("already has a domain named"), "{e}");
+        src.destroy("vm").unwrap();
+        assert!(matches!(
+            src.migrate("vm", "test:///elsewhere", &dest),
+            Err(VmError::WrongState { .. })
+        ));
     }
 }

@@ -67,7 +67,11 @@ mod tests {
     #[test]
     fn most_free_memory_among_those_with_the_template() {
         let cands = [c("a", 4000, true), c("b", 16000, false), c("c", 8000, true)];
-        assert_eq!(choose(&cands, "t", "vm", 1024), Ok(2), "b is emptiest but lacks the template");
+        assert_eq!(
+            choose(&cands, "t", "vm", 1024),
+            Ok(2),
+            "b is emptiest but lacks the template"
+        );
         assert_eq!(
             choose(&cands, "t", "vm", 9000),
             Err(PlacementError::NoRoom {

@@ -25,11 +25,16 @@ pub struct VolumeSize {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// A pool's target directory, from its XML.
@@ -96,7 +101,10 @@ impl<'a> Volumes<'a> {
     }
 
     pub fn size(&mut self, path: &Path) -> Result<VolumeSize, String> {
-        let info = self.volume(path)?.info().map_err(|e| format!("{}: {e}", path.display()))?;
+        let info = self
+            .volume(path)?
+            .info()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(VolumeSize {
             capacity: info.capacity,
             allocation: info.allocation,
@@ -141,7 +149,9 @@ impl<'a> Volumes<'a> {
 
     /// Delete a volume this run created (clean-up after a failure).
     pub fn delete(&mut self, path: &Path) -> Result<(), String> {
-        self.volume(path)?.delete(0).map_err(|e| format!("{}: {e}", path.display()))
+        self.volume(path)?
+            .delete(0)
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// The paths of a volume's backing chain, as libvirt reports it (first = direct backing).

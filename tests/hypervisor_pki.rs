@@ -9,31 +9,13 @@
 
 mod common;
 
-use common::{Daemon, Netns, Workdir, provd_bin, require_root_and_tools, veth, wait_until};
-use std::path::{Path, PathBuf};
+use common::{Daemon, Netns, NetnsHosts, Workdir, provd_bin, require_root_and_tools, veth, wait_until};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const MAC: &str = "52:54:00:00:90:01";
 const FQDN: &str = "hv01.h.test";
-
-/// `/etc/netns/<ns>/hosts`: `ip netns exec` bind-mounts it over /etc/hosts for that
-/// namespace only. Removed on drop.
-struct NetnsHosts(PathBuf);
-impl NetnsHosts {
-    fn new(ns: &Netns, text: &str) -> Self {
-        let dir = PathBuf::from("/etc/netns").join(&ns.name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("hosts"), text).unwrap();
-        NetnsHosts(dir)
-    }
-}
-impl Drop for NetnsHosts {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        let _ = std::fs::remove_dir("/etc/netns"); // only if now empty
-    }
-}
 
 struct Kill(Child);
 impl Drop for Kill {

@@ -120,7 +120,10 @@ fn vm_purge_and_console_refuse_clearly_without_libvirt_noise() {
 #[test]
 fn clone_sysprep_deploy_and_migrate_refuse_a_running_or_missing_source_clearly() {
     let (ok, _, err) = vm(&["clone", "test", "copy", "--linked"]);
-    assert!(!ok && err.contains("\"test\" is running; clone needs it shut off"), "{err}");
+    assert!(
+        !ok && err.contains("\"test\" is running; clone needs it shut off"),
+        "{err}"
+    );
     let (ok, _, err) = vm(&["sysprep", "test"]);
     assert!(!ok && err.contains("sysprep needs it shut off"), "{err}");
     let (ok, _, err) = vm(&["clone", "nosuch", "copy"]);
@@ -129,7 +132,10 @@ fn clone_sysprep_deploy_and_migrate_refuse_a_running_or_missing_source_clearly()
     assert!(!ok && err.contains("cannot be used with"), "{err}");
     // deploy checks placement before it asks provd for a seed: no daemon is needed to refuse.
     let (ok, _, err) = vm(&["deploy", "web1", "--from", "nosuch", "--server", "127.0.0.1:9"]);
-    assert!(!ok && err.contains("no hypervisor holds the template \"nosuch\""), "{err}");
+    assert!(
+        !ok && err.contains("no hypervisor holds the template \"nosuch\""),
+        "{err}"
+    );
     let (ok, _, err) = vm(&["migrate", "test", "test:///default"]);
     assert!(!ok && err.contains("already has a domain named \"test\""), "{err}");
 }

@@ -22,20 +22,39 @@ pub struct Libvirtd {
 }
 
 impl Libvirtd {
+    /// A libvirtd on its local socket only.
     pub fn start(ns: &Netns, dir: &Path) -> Libvirtd {
+        Self::start_with(ns, dir, None)
+    }
+
+    /// With `tls = Some((pki, address))`, libvirtd also listens for TLS on `address`:16514
+    /// with the certificates in `pki`, laid out as /etc/pki (CA/cacert.pem,
+    /// libvirt/servercert.pem, libvirt/clientcert.pem, libvirt/private/*.pem), which is
+    /// bind-mounted there; the client certificate is what this libvirtd presents when it
+    /// dials a peer itself (peer-to-peer migration).
+    pub fn start_with(ns: &Netns, dir: &Path, tls: Option<(&Path, &str)>) -> Libvirtd {
         let run_dir = dir.join("libvirt-run");
         std::fs::create_dir_all(&run_dir).unwrap();
         let conf = dir.join("libvirtd.conf");
-        std::fs::write(&conf, "listen_tcp = 0\nlisten_tls = 0\n").unwrap();
+        let (conf_text, pki_mount, listen) = match tls {
+            None => ("listen_tcp = 0\nlisten_tls = 0\n".to_string(), String::new(), ""),
+            Some((pki, addr)) => (
+                format!("listen_tcp = 0\nlisten_tls = 1\nlisten_addr = \"{addr}\"\n"),
+                format!("mount --bind {} /etc/pki", pki.display()),
+                "--listen",
+            ),
+        };
+        std::fs::write(&conf, conf_text).unwrap();
         let log = dir.join("libvirtd.log");
         let script = format!(
             "set -e
-mkdir -p /run/libvirt
+mkdir -p /run/libvirt /etc/pki
 mount --bind {run} /run/libvirt
+{pki_mount}
 for d in /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt/qemu; do mkdir -p $d; mount -t tmpfs tmpfs $d; done
 mkdir -p /var/lib/libvirt/qemu/nvram /var/log/libvirt/qemu /var/lib/libvirt/images
 virtlogd -d -p /run/libvirt/virtlogd.pid
-exec libvirtd -p /run/libvirt/libvirtd.pid -f {conf} > {log} 2>&1",
+exec libvirtd {listen} -p /run/libvirt/libvirtd.pid -f {conf} > {log} 2>&1",
             run = run_dir.display(),
             conf = conf.display(),
             log = log.display()

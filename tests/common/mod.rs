@@ -149,6 +149,24 @@ pub fn repo(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
 }
 
+/// `/etc/netns/<ns>/hosts`: `ip netns exec` bind-mounts it over /etc/hosts for that
+/// namespace only. Removed on drop.
+pub struct NetnsHosts(PathBuf);
+impl NetnsHosts {
+    pub fn new(ns: &Netns, text: &str) -> Self {
+        let dir = PathBuf::from("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), text).unwrap();
+        NetnsHosts(dir)
+    }
+}
+impl Drop for NetnsHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir("/etc/netns"); // only if now empty
+    }
+}
+
 /// A temporary directory for one test (config, state, logs).
 pub struct Workdir {
     pub dir: tempfile::TempDir,

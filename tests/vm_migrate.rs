@@ -1,0 +1,147 @@
+//! `provd vm migrate` between two real libvirtds over TLS with provd's CA: live,
+//! peer-to-peer, tunnelled. Two "hypervisors" are two network namespaces joined by a veth
+//! pair, each with its own libvirtd (private mount namespace, TLS on 16514) holding a
+//! server and a client certificate signed by provd's CA. provd, in the first namespace,
+//! talks to both with a client certificate from `provd pki issue-client`; the source
+//! libvirtd dials the destination with its own client certificate.
+
+mod common;
+
+use common::libvirtd::Libvirtd;
+use common::{Netns, NetnsHosts, Workdir, provd_bin, require_root_and_tools, run, veth, wait_until};
+use provd::pki::{Ca, HostIdentity, Role};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// /etc/pki for one host: provd's CA, a server and a client certificate for `fqdn`.
+fn host_pki(ca: &Ca, dir: &Path, fqdn: &str, ip: &str) {
+    let private = dir.join("libvirt/private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::create_dir_all(dir.join("CA")).unwrap();
+    std::fs::write(dir.join("CA/cacert.pem"), ca.cert_pem()).unwrap();
+    let host = HostIdentity {
+        fqdn: fqdn.into(),
+        short: fqdn.split('.').next().unwrap().into(),
+        addresses: vec![ip.parse().unwrap()],
+        unit: "site m".into(),
+    };
+    for (role, name) in [(Role::Server, "server"), (Role::Client, "client")] {
+        let key = private.join(format!("{name}key.pem"));
+        run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"));
+        let csr = run(Command::new("openssl")
+            .args(["req", "-new", "-subj", &format!("/CN={fqdn}"), "-key"])
+            .arg(&key));
+        let cert = ca
+            .sign_host(&String::from_utf8_lossy(&csr.stdout), &host, role, 30)
+            .unwrap();
+        std::fs::write(dir.join(format!("libvirt/{name}cert.pem")), cert).unwrap();
+    }
+}
+
+#[test]
+fn live_peer_to_peer_tunnelled_migration_over_tls_and_a_refusal() {
+    require_root_and_tools(&[
+        "libvirtd",
+        "virtlogd",
+        "virsh",
+        "openssl",
+        "qemu-system-x86_64",
+        "unshare",
+    ]);
+    let w = Workdir::new();
+    let pki = w.path("ca");
+    run(Command::new(provd_bin()).args(["pki", "init", "--pki-dir"]).arg(&pki));
+    let ca = Ca::load(&pki).unwrap();
+    run(Command::new(provd_bin())
+        .args(["pki", "issue-client", "provd", "--pki-dir"])
+        .arg(&pki)
+        .arg("--out")
+        .arg(w.path("client")));
+
+    let (a, b) = (Netns::new("mig-a"), Netns::new("mig-b"));
+    veth(&a, "va", "10.232.0.1/24", &b, "vb", "10.232.0.2/24");
+    let hosts = "127.0.0.1 localhost\n10.232.0.1 hva.m.test hva\n10.232.0.2 hvb.m.test hvb\n";
+    let _ha = NetnsHosts::new(&a, hosts);
+    let _hb = NetnsHosts::new(&b, hosts);
+    let (da, db) = (w.path("hva"), w.path("hvb"));
+    for (d, fqdn, ip) in [(&da, "hva.m.test", "10.232.0.1"), (&db, "hvb.m.test", "10.232.0.2")] {
+        std::fs::create_dir_all(d).unwrap();
+        host_pki(&ca, &d.join("pki"), fqdn, ip);
+    }
+    let lva = Libvirtd::start_with(&a, &da, Some((&da.join("pki"), "10.232.0.1")));
+    let lvb = Libvirtd::start_with(&b, &db, Some((&db.join("pki"), "10.232.0.2")));
+
+    // A diskless TCG guest: SeaBIOS finds nothing to boot and keeps trying; it runs.
+    let xml = w.write(
+        "guest.xml",
+        "<domain type='qemu'><name>mover</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='pc'>hvm</type></os><devices><serial type='pty'/></devices></domain>",
+    );
+    lva.virsh(&["define", &xml.display().to_string()]);
+    lva.virsh(&["start", "mover"]);
+
+    let client = w.path("client");
+    let dest = format!("qemu+tls://hvb.m.test/system?pkipath={}", client.display());
+    let vm = |args: &[&str]| {
+        let out = a
+            .cmd(provd_bin())
+            .arg("vm")
+            .args(args)
+            .args(["--connect", &lva.uri])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+
+    // provd reaches B over TLS with its own client certificate.
+    let out = a
+        .cmd(provd_bin())
+        .args(["vm", "host-info", "--json", "--connect", &dest])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "provd over TLS to hvb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (ok, text) = vm(&["migrate", "mover", &dest]);
+    assert!(
+        ok,
+        "migrate: {text}\nA's log:\n{}\nB's log:\n{}",
+        lva.log_text(),
+        lvb.log_text()
+    );
+    assert!(
+        text.contains("mover: now running on qemu+tls://hvb.m.test/system"),
+        "{text}"
+    );
+    // Exactly one place: running and persistent on B, gone from A.
+    assert_eq!(lvb.virsh(&["domstate", "mover"]).trim(), "running");
+    assert!(lvb.virsh(&["dominfo", "mover"]).contains("Persistent:     yes"));
+    assert!(!lva.virsh(&["list", "--all", "--name"]).contains("mover"));
+
+    // Back to A is refused when A already has a domain of that name.
+    lva.virsh(&["define", &xml.display().to_string()]);
+    let src_b = format!("qemu+tls://hvb.m.test/system?pkipath={}", client.display());
+    let dest_a = format!("qemu+tls://hva.m.test/system?pkipath={}", client.display());
+    let out = a
+        .cmd(provd_bin())
+        .args(["vm", "migrate", "mover", &dest_a, "--connect", &src_b])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("already has a domain named \"mover\""),
+        "{err}"
+    );
+    wait_until("mover still runs on B", Duration::from_secs(5), || {
+        (lvb.virsh(&["domstate", "mover"]).trim() == "running").then_some(())
+    });
+    drop(lva);
+    drop(lvb);
+}

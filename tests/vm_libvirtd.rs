@@ -244,9 +244,16 @@ dhcp = {{ unknown_clients = "lease-only" }}
 [[sites.vm.subnets]]
 prefix = "10.231.0.0/24"
 pools = [{{ start = "10.231.0.100", end = "10.231.0.200" }}]
+
+[vm.disk_profiles.web]
+disks = [
+    {{ name = "system", size_gib = 1, dir = "{images}" }},
+    {{ name = "data", size_gib = 2, dir = "{images}" }},
+]
 "#,
             templates = repo("templates").display(),
-            assets = w.path("boot").display()
+            assets = w.path("boot").display(),
+            images = images.display()
         ),
     );
     let daemon = Daemon::start(&ns, &cfg, &w.path("state"), &w.path("provd.log"));
@@ -277,6 +284,8 @@ pools = [{{ start = "10.231.0.100", end = "10.231.0.200" }}]
             "--linked",
             "--memory",
             "192",
+            "--disk-profile",
+            "web",
             "--hypervisor",
             &uri,
         ])
@@ -312,6 +321,14 @@ pools = [{{ start = "10.231.0.100", end = "10.231.0.200" }}]
         dom.contains("<memory unit='KiB'>196608</memory>"),
         "--memory 192: {dom}"
     );
+    // --disk-profile web: the 200 MB template disk grown to 1 GiB, plus a 2 GiB data disk.
+    let (web7_disk, web7_data) = (images.join("web7_system.qcow2"), images.join("web7_data.qcow2"));
+    assert_eq!(qemu_img_info(&web7_disk)["virtual-size"], 1u64 << 30);
+    assert_eq!(qemu_img_info(&web7_data)["virtual-size"], 2u64 << 30);
+    assert!(
+        dom.contains(web7_data.to_str().unwrap()) && dom.contains("dev='vdb'"),
+        "{dom}"
+    );
     let events = daemon.cli(&["stats", "--json"]);
     assert!(String::from_utf8_lossy(&events.stdout).contains("\"nocloud\""));
 
@@ -321,6 +338,10 @@ pools = [{{ start = "10.231.0.100", end = "10.231.0.200" }}]
         assert!(!disk.exists(), "{clone}'s disk removed");
     }
     ok_vm(&uri, &["purge", "web7", "--force"]);
+    assert!(
+        !web7_disk.exists() && !web7_data.exists(),
+        "purge removes web7's own disks"
+    );
     assert!(tpl_disk.exists());
     assert_eq!(sha256(&tpl_disk), template_sum, "the template's disk is unchanged");
     ok_vm(&uri, &["start", TEMPLATE]);

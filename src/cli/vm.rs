@@ -113,6 +113,10 @@ pub enum VmCommand {
         /// Replace the template's NICs with this NIC profile's.
         #[arg(long)]
         nic_profile: Option<String>,
+        /// A disk profile: its first disk is the template's (grown to the profile's size if
+        /// smaller), the others are added as new empty disks.
+        #[arg(long)]
+        disk_profile: Option<String>,
         /// Candidate hypervisors (libvirt URIs, repeatable). Default: --connect.
         #[arg(long = "hypervisor")]
         hypervisors: Vec<String>,
@@ -332,6 +336,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
                     vcpus: None,
                     memory_mib: None,
                     nics: None,
+                    disk_profile: None,
                 },
                 &mut DiskProgress::default().callback(),
             )?;
@@ -349,6 +354,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             cpus,
             memory,
             nic_profile,
+            disk_profile,
             hypervisors,
             linked,
             ssh_keys,
@@ -362,6 +368,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             cpus,
             memory,
             nic_profile,
+            disk_profile,
             hypervisors: if hypervisors.is_empty() {
                 vec![target.connect]
             } else {
@@ -488,6 +495,7 @@ struct Deploy {
     cpus: Option<u32>,
     memory: Option<u64>,
     nic_profile: Option<String>,
+    disk_profile: Option<String>,
     hypervisors: Vec<String>,
     linked: bool,
     ssh_keys: Vec<std::path::PathBuf>,
@@ -497,18 +505,31 @@ struct Deploy {
 }
 
 fn deploy(d: Deploy) -> anyhow::Result<()> {
+    // Profiles come from the site config; the built-in defaults when there is none.
+    let profiles = if d.nic_profile.is_some() || d.disk_profile.is_some() {
+        crate::config::load(&d.server.config).map(|c| c.vm).unwrap_or_default()
+    } else {
+        crate::config::VmProfiles::default()
+    };
     let nics = match &d.nic_profile {
         None => None,
-        Some(p) => {
-            let cfg = crate::config::load(&d.server.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Some(
-                cfg.vm
-                    .nics
-                    .get(p)
-                    .cloned()
-                    .ok_or_else(|| anyhow::anyhow!("no NIC profile {p:?} in the config"))?,
-            )
-        }
+        Some(p) => Some(
+            profiles
+                .nics
+                .get(p)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no NIC profile {p:?} in the config"))?,
+        ),
+    };
+    let disks = match &d.disk_profile {
+        None => None,
+        Some(p) => Some(
+            profiles
+                .disks
+                .get(p)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no disk profile {p:?} in the config"))?,
+        ),
     };
     let mut keys = Vec::new();
     for f in &d.ssh_keys {
@@ -580,6 +601,7 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
             vcpus: d.cpus,
             memory_mib: d.memory,
             nics: nics.as_deref(),
+            disk_profile: disks.as_deref(),
         },
         &mut DiskProgress::default().callback(),
     )?;

@@ -30,6 +30,9 @@ pub struct CloneRequest<'a> {
     pub memory_mib: Option<u64>,
     /// Replace the template's NICs with these (`deploy --nic-profile`).
     pub nics: Option<&'a [crate::config::NicSpec]>,
+    /// A disk profile (`deploy --disk-profile`): its first disk is the template's first
+    /// disk, grown to the profile's size if smaller; the others are new empty data disks.
+    pub disk_profile: Option<&'a [crate::config::DiskSpec]>,
 }
 
 /// What a clone reports while it works (a CLI draws progress bars from these).
@@ -172,7 +175,26 @@ impl Hypervisor {
             xml = clone_xml::set_size(&xml, r.vcpus, r.memory_mib).map_err(plan_err)?;
         }
 
+        let mut data_disks = Vec::new();
+        if let Some(profile) = r.disk_profile {
+            for spec in profile.iter().skip(1) {
+                let ext = if spec.format == "raw" { "img" } else { "qcow2" };
+                data_disks.push(super::xml::AttachedDisk {
+                    spec: spec.clone(),
+                    path: spec.dir.join(format!("{}_{}.{ext}", r.name, spec.name)),
+                });
+            }
+            xml = clone_xml::add_disks(&xml, &data_disks).map_err(plan_err)?;
+        }
         let mut vols = Volumes::new(&self.conn);
+        for d in &data_disks {
+            if vols.exists(&d.path) {
+                return Err(VmError::Disk {
+                    path: d.path.clone(),
+                    message: "already exists; refusing to overwrite it".into(),
+                });
+            }
+        }
         for d in &disks {
             if vols.exists(&d.dest) {
                 return Err(VmError::Disk {
@@ -208,6 +230,20 @@ impl Hypervisor {
                 }
                 made.push(d.dest.clone());
                 progress(CloneEvent::DiskDone { disk: d });
+            }
+            if let (Some(profile), Some(first)) = (r.disk_profile, disks.first())
+                && let Some(system) = profile.first()
+            {
+                vols.grow(&first.dest, u64::from(system.size_gib) << 30)
+                    .map_err(disk_err(first))?;
+            }
+            for d in &data_disks {
+                vols.create_empty(&d.path, &d.spec.format, u64::from(d.spec.size_gib) << 30)
+                    .map_err(|message| VmError::Disk {
+                        path: d.path.clone(),
+                        message,
+                    })?;
+                made.push(d.path.clone());
             }
             if let Some((from, to)) = &nvram {
                 let e = |message: String| VmError::Disk {
@@ -300,6 +336,7 @@ mod tests {
             vcpus: None,
             memory_mib: None,
             nics: None,
+            disk_profile: None,
         }
     }
 
@@ -368,6 +405,43 @@ mod tests {
         h.purge("web2", false).unwrap();
         assert!(h.linked_clones_of("tpl").unwrap().is_empty());
         h.start("tpl").unwrap();
+    }
+
+    #[test]
+    fn a_disk_profile_grows_the_system_disk_and_adds_data_disks() {
+        let (_d, h) = driver();
+        let spec = |name: &str, gib| crate::config::DiskSpec {
+            name: name.into(),
+            size_gib: gib,
+            format: "qcow2".into(),
+            bus: "virtio".into(),
+            dir: "/pool".into(),
+        };
+        // 4 GiB is less than the template's 8: the system disk keeps its size (never shrunk;
+        // growing is covered against a real libvirtd, the test driver cannot resize).
+        let profile = [spec("system", 4), spec("data", 2)];
+        let mut r = req("tpl", "db1", false);
+        r.disk_profile = Some(&profile);
+        h.clone_domain(&r, &mut |_| {}).unwrap();
+        let mut vols = super::super::storage::Volumes::new(&h.conn);
+        assert_eq!(
+            vols.size(std::path::Path::new("/pool/db1_system.qcow2"))
+                .unwrap()
+                .capacity,
+            8 << 30
+        );
+        assert_eq!(
+            vols.size(std::path::Path::new("/pool/db1_data.qcow2"))
+                .unwrap()
+                .capacity,
+            2 << 30
+        );
+        drop(vols);
+        let x = h.xml("db1").unwrap();
+        assert!(x.contains("/pool/db1_data.qcow2") && x.contains("dev='vdb'"), "{x}");
+        // Purge takes the data disk too: it is the domain's own.
+        let removed = h.purge("db1", false).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
     }
 
     #[test]

@@ -195,7 +195,7 @@ pub fn plan_clone(
         for g in children_named(devices, "graphics") {
             g.attributes.insert("autoport".into(), "yes".into());
             g.attributes.insert("port".into(), "-1".into());
-            g.attributes.remove("websocket");
+            g.attributes.shift_remove("websocket");
             if g.attributes.contains_key("tlsPort") {
                 g.attributes.insert("tlsPort".into(), "-1".into());
             }
@@ -271,6 +271,44 @@ pub fn set_nics(domain_xml: &str, nics: &[(crate::config::NicSpec, MacAddr)]) ->
             }
             devices.children.push(XMLNode::Element(iface));
         }
+    }
+    Ok(write(&dom))
+}
+
+/// Attach new file disks (`deploy --disk-profile`'s data disks), each on the first guest
+/// device name of its bus that the domain does not use yet.
+pub fn add_disks(domain_xml: &str, disks: &[super::xml::AttachedDisk]) -> Result<String, CloneXmlError> {
+    let mut dom = Element::parse(domain_xml.as_bytes()).map_err(|e| CloneXmlError::Parse(e.to_string()))?;
+    let Some(devices) = dom.get_mut_child("devices") else {
+        return Err(CloneXmlError::Parse("no <devices>".into()));
+    };
+    let mut used: std::collections::HashSet<String> = children_named(devices, "disk")
+        .filter_map(|d| d.get_child("target").and_then(|t| t.attributes.get("dev").cloned()))
+        .collect();
+    for disk in disks {
+        let dev = (0..26)
+            .map(|i| super::xml::device_name(&disk.spec.bus, i))
+            .find(|d| !used.contains(d))
+            .ok_or_else(|| CloneXmlError::Parse(format!("no free device name on bus {}", disk.spec.bus)))?;
+        used.insert(dev.clone());
+        let mut e = Element::new("disk");
+        e.attributes.insert("type".into(), "file".into());
+        e.attributes.insert("device".into(), "disk".into());
+        for (name, attrs) in [
+            (
+                "driver",
+                vec![("name", "qemu".to_string()), ("type", disk.spec.format.clone())],
+            ),
+            ("source", vec![("file", disk.path.display().to_string())]),
+            ("target", vec![("dev", dev.clone()), ("bus", disk.spec.bus.clone())]),
+        ] {
+            let mut c = Element::new(name);
+            for (k, v) in attrs {
+                c.attributes.insert(k.into(), v);
+            }
+            e.children.push(XMLNode::Element(c));
+        }
+        devices.children.push(XMLNode::Element(e));
     }
     Ok(write(&dom))
 }
@@ -461,6 +499,32 @@ mod tests {
         assert_eq!(x.matches("<interface").count(), 1, "{x}");
         assert!(x.contains("bridge=\"br9\"") && x.contains("52:54:00:09:09:09") && x.contains("type=\"e1000\""));
         assert!(!x.contains("br1"));
+    }
+
+    #[test]
+    fn data_disks_take_the_next_free_device_names() {
+        let disk = |name: &str, bus: &str| super::super::xml::AttachedDisk {
+            spec: crate::config::DiskSpec {
+                name: name.into(),
+                size_gib: 1,
+                format: "qcow2".into(),
+                bus: bus.into(),
+                dir: "/img".into(),
+            },
+            path: format!("/img/web1_{name}.qcow2").into(),
+        };
+        let x = add_disks(
+            TEMPLATE,
+            &[disk("data", "virtio"), disk("logs", "virtio"), disk("old", "sata")],
+        )
+        .unwrap();
+        // The template uses vda, vdb, vdc (virtio) and sda (the CD-ROM).
+        assert!(
+            x.contains("<target dev=\"vdd\" bus=\"virtio\"") && x.contains("<target dev=\"vde\" bus=\"virtio\""),
+            "{x}"
+        );
+        assert!(x.contains("<target dev=\"sdb\" bus=\"sata\""), "{x}");
+        assert!(x.contains("/img/web1_logs.qcow2"));
     }
 
     #[test]

@@ -384,8 +384,19 @@ impl Hypervisor {
         d.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM | virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
             .or_else(|_| d.undefine())
             .map_err(self.err("undefining", name))?;
+        // Through libvirt's storage API where it knows the file (works on remote hosts);
+        // a file no pool can see (the test driver's view of local files) is removed here.
+        let mut vols = storage::Volumes::new(&self.conn);
         let mut removed = Vec::new();
         for f in files {
+            if vols.exists(&f) {
+                vols.delete(&f).map_err(|message| VmError::Disk {
+                    path: f.clone(),
+                    message: format!("undefined, but the disk could not be removed: {message}"),
+                })?;
+                removed.push(f);
+                continue;
+            }
             match std::fs::remove_file(&f) {
                 Ok(()) => removed.push(f),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

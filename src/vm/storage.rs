@@ -147,6 +147,28 @@ impl<'a> Volumes<'a> {
         }
     }
 
+    /// A new empty volume (a data disk).
+    pub fn create_empty(&mut self, dest: &Path, format: &str, capacity: u64) -> Result<StorageVol, String> {
+        let pool = self.pool_for_dir(dest.parent().ok_or("no directory")?)?;
+        let xml = format!(
+            "<volume><name>{}</name><capacity>{capacity}</capacity><allocation>0</allocation>\
+             <target><format type='{}'/></target></volume>",
+            esc(&file_name(dest)),
+            esc(format)
+        );
+        StorageVol::create_xml(&pool, &xml, 0).map_err(|e| format!("{}: {e}", dest.display()))
+    }
+
+    /// Grow a volume to `capacity` bytes if it is smaller (never shrinks).
+    pub fn grow(&mut self, path: &Path, capacity: u64) -> Result<(), String> {
+        if self.size(path)?.capacity >= capacity {
+            return Ok(());
+        }
+        self.volume(path)?
+            .resize(capacity, 0)
+            .map_err(|e| format!("{}: growing to {capacity} bytes: {e}", path.display()))
+    }
+
     /// Delete a volume this run created (clean-up after a failure).
     pub fn delete(&mut self, path: &Path) -> Result<(), String> {
         self.volume(path)?

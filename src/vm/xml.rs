@@ -36,7 +36,7 @@ fn esc(s: &str) -> String {
 
 /// Guest device names per bus, in the order disks are attached: vda.. (virtio), sda..
 /// (scsi, sata), hda.. (ide).
-fn device_name(bus: &str, index: usize) -> String {
+pub fn device_name(bus: &str, index: usize) -> String {
     let prefix = match bus {
         "virtio" => "vd",
         "ide" => "hd",

@@ -11,6 +11,7 @@ pub mod config;
 pub mod counters;
 pub mod daemon;
 pub mod dhcp;
+pub mod failover;
 pub mod http;
 pub mod inventory;
 pub mod journal;

@@ -1,0 +1,12 @@
+//! DHCP failover with the ISC dhcpd protocol (draft-ietf-dhc-failover-12 as ISC DHCP 4.4
+//! speaks it), so that two provd servers, or a provd and an ISC dhcpd, share a pool and
+//! neither strands a client when the other dies.
+//!
+//! - `codec`: the TCP message format, every message type and option (pure).
+//! - `state`: the failover state machine and what each state may serve (pure).
+//! - `loadbalance`: which server answers a client in NORMAL state: RFC 3074's hash exactly
+//!   as ISC computes it (pure).
+
+pub mod codec;
+pub mod loadbalance;
+pub mod state;

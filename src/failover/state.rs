@@ -1,0 +1,442 @@
+//! The failover state machine (pure): draft-ietf-dhc-failover-12 section 9 with the choices
+//! ISC dhcpd 4.4 makes where the draft leaves room. Input: this server's state, what it
+//! knows, and one event; output: the next state and what to send.
+//!
+//! State numbers are the protocol's (section 12.24), including ISC's 254 for RECOVER-WAIT,
+//! which the draft describes but does not number.
+//!
+//! What each state means for DHCP service is `service()`: only NORMAL load-balances; the
+//! states where the partner is known or presumed down serve every client (and in
+//! PARTNER-DOWN may take over the partner's free addresses once MCLT has passed); the
+//! states where this server's data may be stale or in conflict serve nobody.
+
+use super::loadbalance::Role;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u8)]
+pub enum State {
+    Startup = 1,
+    Normal = 2,
+    CommunicationsInterrupted = 3,
+    PartnerDown = 4,
+    PotentialConflict = 5,
+    Recover = 6,
+    Paused = 7,
+    Shutdown = 8,
+    RecoverDone = 9,
+    ResolutionInterrupted = 10,
+    ConflictDone = 11,
+    RecoverWait = 254,
+}
+
+impl State {
+    pub const ALL: [State; 12] = [
+        State::Startup,
+        State::Normal,
+        State::CommunicationsInterrupted,
+        State::PartnerDown,
+        State::PotentialConflict,
+        State::Recover,
+        State::Paused,
+        State::Shutdown,
+        State::RecoverDone,
+        State::ResolutionInterrupted,
+        State::ConflictDone,
+        State::RecoverWait,
+    ];
+
+    pub fn from_u8(v: u8) -> Option<State> {
+        State::ALL.iter().copied().find(|s| *s as u8 == v)
+    }
+
+    /// The name ISC prints (and omshell shows).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Startup => "startup",
+            State::Normal => "normal",
+            State::CommunicationsInterrupted => "communications-interrupted",
+            State::PartnerDown => "partner-down",
+            State::PotentialConflict => "potential-conflict",
+            State::Recover => "recover",
+            State::Paused => "paused",
+            State::Shutdown => "shutdown",
+            State::RecoverDone => "recover-done",
+            State::ResolutionInterrupted => "resolution-interrupted",
+            State::ConflictDone => "conflict-done",
+            State::RecoverWait => "recover-wait",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The connection is up and the partner says (CONNECTACK, STATE) it is in this state.
+    PeerState(State),
+    /// The connection dropped, or nothing came within max-response-delay.
+    CommunicationsLost,
+    /// The operator says the partner is down (`provd failover partner-down`).
+    OperatorPartnerDown,
+    /// UPDDONE arrived for this server's UPDREQ/UPDREQALL.
+    UpdateDone,
+    /// MCLT has passed since this server entered RECOVER (stos + MCLT).
+    McltElapsed,
+    /// Orderly stop.
+    Shutdown,
+}
+
+/// What the server must send after a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Announce the new state (STATE message).
+    SendState,
+    /// Ask for every binding the partner has (RECOVER, POTENTIAL-CONFLICT).
+    SendUpdReqAll,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub state: State,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("partner-down is refused in {0}: the partner is talking to us (it is not down)")]
+    PartnerIsUp(&'static str),
+    #[error("partner-down is refused in {0}: this server has not recovered the partner's bindings")]
+    NotRecovered(&'static str),
+}
+
+/// What this server knows besides its own state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    pub role: Role,
+    /// The state saved before the last stop (STARTUP resolves to it).
+    pub saved: State,
+    /// The partner's last known state, if any.
+    pub peer: Option<State>,
+    /// Has MCLT passed since this server's start time of state (for RECOVER)?
+    pub mclt_elapsed: bool,
+}
+
+fn to(state: State, actions: &[Action]) -> Outcome {
+    Outcome {
+        state,
+        actions: actions.to_vec(),
+    }
+}
+
+fn stay(state: State) -> Outcome {
+    Outcome {
+        state,
+        actions: Vec::new(),
+    }
+}
+
+fn entered(state: State) -> Outcome {
+    match state {
+        State::Recover | State::PotentialConflict => to(state, &[Action::SendState, Action::SendUpdReqAll]),
+        _ => to(state, &[Action::SendState]),
+    }
+}
+
+/// Where a server in `me` goes when the partner is (or says it is) in `peer`.
+fn on_peer_state(me: State, peer: State, ctx: &Context) -> Outcome {
+    use State::*;
+    let go = |s: State| if s == me { stay(me) } else { entered(s) };
+    match me {
+        // A restart: take the saved state back, then react to the partner from there.
+        // A server that never ran (saved = Startup) has no bindings it can vouch for: RECOVER.
+        Startup => {
+            let from = match ctx.saved {
+                Startup | Shutdown | Paused => Recover,
+                RecoverWait => Recover,
+                s => s,
+            };
+            entered(on_peer_state(from, peer, ctx).state)
+        }
+        Normal | CommunicationsInterrupted | Paused => match peer {
+            Normal | CommunicationsInterrupted | RecoverDone | Startup | Paused => go(Normal),
+            // The partner served everyone; it may have given out our addresses.
+            PartnerDown => go(Recover),
+            // The partner lost its data: we hold everything, it catches up from us.
+            Recover | RecoverWait => go(PartnerDown),
+            // It promised to stop serving: taking over at once is safe.
+            Shutdown => go(PartnerDown),
+            PotentialConflict | ResolutionInterrupted | ConflictDone => go(PotentialConflict),
+        },
+        PartnerDown => match peer {
+            Recover | RecoverWait => stay(me),
+            RecoverDone => go(Normal),
+            Normal
+            | CommunicationsInterrupted
+            | PartnerDown
+            | PotentialConflict
+            | ResolutionInterrupted
+            | ConflictDone => go(PotentialConflict),
+            Startup | Paused | Shutdown => stay(me),
+        },
+        Recover | RecoverWait => match peer {
+            // Both recovering: a new pair; nothing to wait for.
+            Recover | RecoverWait | RecoverDone if me == RecoverWait => go(RecoverDone),
+            _ => stay(me),
+        },
+        RecoverDone => match peer {
+            Normal | RecoverDone => go(Normal),
+            _ => stay(me),
+        },
+        // Resolution goes on through UPDREQALL/UPDDONE, not through state changes.
+        PotentialConflict => stay(me),
+        // Back in touch: resolve again from the start.
+        ResolutionInterrupted => entered(PotentialConflict),
+        ConflictDone => match peer {
+            Normal => go(Normal),
+            _ => stay(me),
+        },
+        Shutdown => stay(me),
+    }
+}
+
+/// The next state. `Err` only for an operator request that would be unsafe.
+pub fn next(me: State, ctx: &Context, event: Event) -> Result<Outcome, Refused> {
+    use State::*;
+    Ok(match event {
+        Event::PeerState(peer) => on_peer_state(me, peer, ctx),
+        Event::CommunicationsLost => match me {
+            Normal | RecoverDone | Paused => entered(CommunicationsInterrupted),
+            PotentialConflict | ConflictDone => entered(ResolutionInterrupted),
+            _ => stay(me),
+        },
+        Event::OperatorPartnerDown => match me {
+            CommunicationsInterrupted | ResolutionInterrupted | Startup | Paused => entered(PartnerDown),
+            PartnerDown => stay(me),
+            Normal | PotentialConflict | ConflictDone | RecoverDone => return Err(Refused::PartnerIsUp(me.name())),
+            Recover | RecoverWait | Shutdown => return Err(Refused::NotRecovered(me.name())),
+        },
+        Event::UpdateDone => match me {
+            Recover => {
+                let peer_recovering = matches!(ctx.peer, Some(Recover | RecoverWait | RecoverDone));
+                if ctx.mclt_elapsed || peer_recovering {
+                    entered(RecoverDone)
+                } else {
+                    entered(RecoverWait)
+                }
+            }
+            PotentialConflict => match ctx.role {
+                Role::Primary => entered(ConflictDone),
+                Role::Secondary if ctx.peer == Some(ConflictDone) => entered(Normal),
+                Role::Secondary => stay(me),
+            },
+            _ => stay(me),
+        },
+        Event::McltElapsed => match me {
+            RecoverWait => entered(RecoverDone),
+            _ => stay(me),
+        },
+        Event::Shutdown => entered(Shutdown),
+    })
+}
+
+/// Which clients a server in `state` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Nobody (its bindings may be stale or in conflict).
+    None,
+    /// Its load-balancing share; new addresses from its own pool.
+    LoadBalanced,
+    /// Everybody; new addresses only from its own pool (the partner may be alive).
+    All,
+    /// Everybody; the partner's free addresses too once MCLT has passed since entering.
+    AllWithTakeover,
+}
+
+pub fn service(state: State, role: Role) -> Service {
+    match state {
+        State::Normal => Service::LoadBalanced,
+        State::ConflictDone if role == Role::Primary => Service::LoadBalanced,
+        State::CommunicationsInterrupted | State::Paused => Service::All,
+        State::PartnerDown => Service::AllWithTakeover,
+        _ => Service::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use State::*;
+
+    fn ctx(role: Role) -> Context {
+        Context {
+            role,
+            saved: Normal,
+            peer: None,
+            mclt_elapsed: false,
+        }
+    }
+
+    fn peer(me: State, p: State) -> State {
+        next(me, &ctx(Role::Primary), Event::PeerState(p)).unwrap().state
+    }
+
+    #[test]
+    fn numbers_and_names_are_the_protocols() {
+        assert_eq!(Normal as u8, 2);
+        assert_eq!(RecoverWait as u8, 254);
+        for s in State::ALL {
+            assert_eq!(State::from_u8(s as u8), Some(s));
+        }
+        assert_eq!(State::from_u8(12), None);
+        assert_eq!(CommunicationsInterrupted.name(), "communications-interrupted");
+    }
+
+    #[test]
+    fn normal_operation_and_losing_the_partner() {
+        assert_eq!(peer(Normal, Normal), Normal);
+        let o = next(Normal, &ctx(Role::Primary), Event::CommunicationsLost).unwrap();
+        assert_eq!(o, to(CommunicationsInterrupted, &[Action::SendState]));
+        assert_eq!(peer(CommunicationsInterrupted, Normal), Normal);
+        assert_eq!(peer(CommunicationsInterrupted, CommunicationsInterrupted), Normal);
+        assert_eq!(peer(CommunicationsInterrupted, Shutdown), PartnerDown);
+        assert_eq!(peer(Normal, Recover), PartnerDown);
+        assert_eq!(peer(CommunicationsInterrupted, RecoverWait), PartnerDown);
+        assert_eq!(peer(Normal, PartnerDown), Recover);
+        assert_eq!(peer(Normal, PotentialConflict), PotentialConflict);
+        assert_eq!(peer(Paused, Normal), Normal);
+    }
+
+    #[test]
+    fn partner_down_is_an_operator_decision_and_refused_when_unsafe() {
+        let c = ctx(Role::Secondary);
+        assert_eq!(
+            next(CommunicationsInterrupted, &c, Event::OperatorPartnerDown)
+                .unwrap()
+                .state,
+            PartnerDown
+        );
+        assert_eq!(
+            next(ResolutionInterrupted, &c, Event::OperatorPartnerDown)
+                .unwrap()
+                .state,
+            PartnerDown
+        );
+        assert!(matches!(
+            next(Normal, &c, Event::OperatorPartnerDown),
+            Err(Refused::PartnerIsUp(_))
+        ));
+        assert!(matches!(
+            next(Recover, &c, Event::OperatorPartnerDown),
+            Err(Refused::NotRecovered(_))
+        ));
+        assert_eq!(next(PartnerDown, &c, Event::OperatorPartnerDown).unwrap().actions, []);
+        // While partner-down: a recovering partner is fed; a finished one brings both to normal.
+        assert_eq!(peer(PartnerDown, Recover), PartnerDown);
+        assert_eq!(peer(PartnerDown, RecoverWait), PartnerDown);
+        assert_eq!(peer(PartnerDown, RecoverDone), Normal);
+        // A partner that also served alone: both may have allocated the same addresses.
+        assert_eq!(peer(PartnerDown, PartnerDown), PotentialConflict);
+        assert_eq!(peer(PartnerDown, Normal), PotentialConflict);
+        assert_eq!(peer(PartnerDown, CommunicationsInterrupted), PotentialConflict);
+        assert_eq!(
+            next(PartnerDown, &c, Event::CommunicationsLost).unwrap().state,
+            PartnerDown
+        );
+    }
+
+    #[test]
+    fn recover_asks_for_everything_then_waits_mclt_unless_both_are_new() {
+        let mut c = ctx(Role::Secondary);
+        let o = next(Normal, &c, Event::PeerState(PartnerDown)).unwrap();
+        assert_eq!(o.actions, [Action::SendState, Action::SendUpdReqAll]);
+        c.peer = Some(PartnerDown);
+        assert_eq!(next(Recover, &c, Event::UpdateDone).unwrap().state, RecoverWait);
+        assert_eq!(next(RecoverWait, &c, Event::McltElapsed).unwrap().state, RecoverDone);
+        c.mclt_elapsed = true;
+        assert_eq!(next(Recover, &c, Event::UpdateDone).unwrap().state, RecoverDone);
+        c.mclt_elapsed = false;
+        c.peer = Some(Recover);
+        assert_eq!(
+            next(Recover, &c, Event::UpdateDone).unwrap().state,
+            RecoverDone,
+            "a new pair"
+        );
+        assert_eq!(peer(RecoverWait, RecoverDone), RecoverDone);
+        assert_eq!(peer(Recover, Normal), Recover, "no shortcut before UPDDONE");
+        assert_eq!(peer(RecoverDone, Normal), Normal);
+        assert_eq!(peer(RecoverDone, RecoverDone), Normal);
+        assert_eq!(peer(RecoverDone, PartnerDown), RecoverDone);
+        assert_eq!(
+            next(RecoverDone, &c, Event::CommunicationsLost).unwrap().state,
+            CommunicationsInterrupted
+        );
+        assert_eq!(next(Recover, &c, Event::CommunicationsLost).unwrap().state, Recover);
+        assert_eq!(next(Recover, &c, Event::McltElapsed).unwrap().state, Recover);
+    }
+
+    #[test]
+    fn conflict_resolution_primary_first_then_secondary() {
+        let p = ctx(Role::Primary);
+        let mut s = ctx(Role::Secondary);
+        assert_eq!(
+            next(PotentialConflict, &p, Event::UpdateDone).unwrap().state,
+            ConflictDone
+        );
+        assert_eq!(
+            next(PotentialConflict, &s, Event::UpdateDone).unwrap().state,
+            PotentialConflict
+        );
+        s.peer = Some(ConflictDone);
+        assert_eq!(next(PotentialConflict, &s, Event::UpdateDone).unwrap().state, Normal);
+        assert_eq!(peer(ConflictDone, Normal), Normal);
+        assert_eq!(peer(ConflictDone, PotentialConflict), ConflictDone);
+        assert_eq!(
+            next(PotentialConflict, &p, Event::CommunicationsLost).unwrap().state,
+            ResolutionInterrupted
+        );
+        assert_eq!(
+            next(ConflictDone, &p, Event::CommunicationsLost).unwrap().state,
+            ResolutionInterrupted
+        );
+        assert_eq!(peer(ResolutionInterrupted, PotentialConflict), PotentialConflict);
+        assert_eq!(peer(PotentialConflict, Normal), PotentialConflict);
+    }
+
+    #[test]
+    fn startup_returns_to_the_saved_state_then_reacts() {
+        let mut c = ctx(Role::Primary);
+        c.saved = Normal;
+        assert_eq!(next(Startup, &c, Event::PeerState(Normal)).unwrap().state, Normal);
+        assert_eq!(next(Startup, &c, Event::PeerState(PartnerDown)).unwrap().state, Recover);
+        c.saved = PartnerDown;
+        assert_eq!(next(Startup, &c, Event::PeerState(Recover)).unwrap().state, PartnerDown);
+        c.saved = Startup; // never ran: nothing to vouch for
+        let o = next(Startup, &c, Event::PeerState(Normal)).unwrap();
+        assert_eq!((o.state, o.actions.contains(&Action::SendUpdReqAll)), (Recover, true));
+        assert_eq!(next(Startup, &c, Event::CommunicationsLost).unwrap().state, Startup);
+        assert_eq!(
+            next(Startup, &c, Event::OperatorPartnerDown).unwrap().state,
+            PartnerDown
+        );
+        assert_eq!(next(Normal, &c, Event::Shutdown).unwrap().state, Shutdown);
+        assert_eq!(peer(Shutdown, Normal), Shutdown);
+    }
+
+    #[test]
+    fn service_by_state() {
+        assert_eq!(service(Normal, Role::Secondary), Service::LoadBalanced);
+        assert_eq!(service(CommunicationsInterrupted, Role::Primary), Service::All);
+        assert_eq!(service(PartnerDown, Role::Primary), Service::AllWithTakeover);
+        assert_eq!(service(ConflictDone, Role::Primary), Service::LoadBalanced);
+        for s in [
+            Startup,
+            Recover,
+            RecoverWait,
+            RecoverDone,
+            PotentialConflict,
+            ResolutionInterrupted,
+            Shutdown,
+        ] {
+            assert_eq!(service(s, Role::Primary), Service::None, "{}", s.name());
+        }
+    }
+}

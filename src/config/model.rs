@@ -123,6 +123,39 @@ pub struct Site {
     pub subnets: Vec<Subnet>,
     pub hosts: Vec<Host>,
     pub vars: toml::Table,
+    pub failover: Option<Failover>,
+}
+
+/// ISC's defaults for a failover peer (dhcpd.conf(5)).
+pub const DEFAULT_FAILOVER_PORT: u16 = 647;
+pub const DEFAULT_MAX_RESPONSE_DELAY: u32 = 30;
+pub const DEFAULT_MAX_UNACKED_UPDATES: u32 = 10;
+pub const DEFAULT_MCLT: u32 = 3600;
+pub const DEFAULT_LOAD_BALANCE_MAX_SECONDS: u16 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailoverRole {
+    Primary,
+    Secondary,
+}
+
+/// A failover relationship with one partner (provd or ISC dhcpd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failover {
+    pub name: String,
+    pub role: FailoverRole,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub peer_address: Ipv4Addr,
+    pub peer_port: u16,
+    pub max_response_delay: u32,
+    pub max_unacked_updates: u32,
+    /// The primary's; a secondary's is 0 until the primary's CONNECT says.
+    pub mclt: u32,
+    /// The primary's hash bucket assignment; None on a secondary (learnt from CONNECT).
+    pub hba: Option<[u8; 32]>,
+    pub load_balance_max_seconds: u16,
+    pub pools: Vec<Pool>,
 }
 
 /// An interface provd answers DHCP on, and the address it answers from (option 54).

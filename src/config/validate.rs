@@ -407,6 +407,10 @@ fn convert_site(
         decline_quarantine: w.dhcp.decline_quarantine.unwrap_or(DEFAULT_DECLINE_QUARANTINE),
         authoritative: w.dhcp.authoritative.unwrap_or(true),
     };
+    let failover = w
+        .failover
+        .as_ref()
+        .and_then(|f| convert_failover(src, &key("failover"), f, &subnets, errors));
 
     if errors.len() > before {
         return None;
@@ -422,6 +426,156 @@ fn convert_site(
         subnets,
         hosts,
         vars: w.vars.clone(),
+        failover,
+    })
+}
+
+/// A failover peer block, with ISC's rules: mclt, split and hba belong to the primary.
+fn convert_failover(
+    src: &Source,
+    key: &str,
+    f: &Spanned<FailoverWire>,
+    subnets: &[Subnet],
+    errors: &mut Vec<ConfigError>,
+) -> Option<Failover> {
+    let before = errors.len();
+    let k = |rest: &str| format!("{key}.{rest}");
+    let w = f.get_ref();
+    let role = match w.role.get_ref().as_str() {
+        "primary" => FailoverRole::Primary,
+        "secondary" => FailoverRole::Secondary,
+        other => {
+            errors.push(src.error(
+                Some(w.role.span()),
+                k("role"),
+                format!("{other:?} is not a role: primary or secondary"),
+            ));
+            FailoverRole::Primary
+        }
+    };
+    let name = w.name.get_ref();
+    if name.is_empty() || name.len() > 255 {
+        errors.push(src.error(Some(w.name.span()), k("name"), "the relationship name must be 1 to 255 bytes"));
+    }
+    if *w.peer_address.get_ref() == w.address {
+        errors.push(src.error(
+            Some(w.peer_address.span()),
+            k("peer_address"),
+            "the peer's address is this server's own address",
+        ));
+    }
+    let secondary_may_not = |v: Option<Range<usize>>, field: &str, errors: &mut Vec<ConfigError>| {
+        if let Some(span) = v
+            && role == FailoverRole::Secondary
+        {
+            errors.push(src.error(
+                Some(span),
+                k(field),
+                format!("a secondary may not set {field}: it takes the primary's (from its CONNECT)"),
+            ));
+        }
+    };
+    secondary_may_not(w.mclt.as_ref().map(|m| m.span()), "mclt", errors);
+    secondary_may_not(w.split.as_ref().map(|m| m.span()), "split", errors);
+    secondary_may_not(w.hba.as_ref().map(|m| m.span()), "hba", errors);
+    let mut hba = None;
+    if role == FailoverRole::Primary {
+        hba = Some(match (&w.split, &w.hba) {
+            (Some(_), Some(h)) => {
+                errors.push(src.error(Some(h.span()), k("hba"), "give split or hba, not both"));
+                [0; 32]
+            }
+            (Some(split), None) => {
+                let n = *split.get_ref();
+                if n > 255 {
+                    errors.push(src.error(
+                        Some(split.span()),
+                        k("split"),
+                        format!("split {n} is above 255 (ISC's limit; use hba for every bucket)"),
+                    ));
+                }
+                crate::failover::loadbalance::hba_from_split(n.min(255) as u8)
+            }
+            (None, Some(h)) => {
+                let text = h.get_ref();
+                let bytes: Option<Vec<u8>> = (text.len() == 64)
+                    .then(|| {
+                        (0..32)
+                            .map(|i| u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok())
+                            .collect()
+                    })
+                    .flatten();
+                match bytes {
+                    Some(b) => b.try_into().expect("32 bytes"),
+                    None => {
+                        errors.push(src.error(Some(h.span()), k("hba"), "hba must be 64 hex digits (256 bits)"));
+                        [0; 32]
+                    }
+                }
+            }
+            (None, None) => crate::failover::loadbalance::hba_from_split(128),
+        });
+    }
+    let mclt = match (&w.mclt, role) {
+        (Some(m), FailoverRole::Primary) => {
+            if *m.get_ref() == 0 {
+                errors.push(src.error(Some(m.span()), k("mclt"), "mclt must be above 0 seconds"));
+            }
+            *m.get_ref()
+        }
+        (None, FailoverRole::Primary) => DEFAULT_MCLT,
+        (_, FailoverRole::Secondary) => 0,
+    };
+    let positive = |v: &Option<Spanned<u32>>, field: &str, default: u32, errors: &mut Vec<ConfigError>| match v {
+        Some(x) if *x.get_ref() == 0 => {
+            errors.push(src.error(Some(x.span()), k(field), format!("{field} must be above 0")));
+            default
+        }
+        Some(x) => *x.get_ref(),
+        None => default,
+    };
+    let max_response_delay = positive(&w.max_response_delay, "max_response_delay", DEFAULT_MAX_RESPONSE_DELAY, errors);
+    let max_unacked_updates =
+        positive(&w.max_unacked_updates, "max_unacked_updates", DEFAULT_MAX_UNACKED_UPDATES, errors);
+    let all_pools: Vec<Pool> = subnets.iter().flat_map(|s| s.pools.iter().copied()).collect();
+    let pools = match &w.pools {
+        None => all_pools.clone(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                let text = p.get_ref();
+                let found = text.split_once('-').and_then(|(a, b)| {
+                    let (a, b) = (a.trim().parse::<Ipv4Addr>().ok()?, b.trim().parse::<Ipv4Addr>().ok()?);
+                    all_pools.iter().find(|p| p.start == a && p.end == b).copied()
+                });
+                match found {
+                    Some(pool) => out.push(pool),
+                    None => errors.push(src.error(
+                        Some(p.span()),
+                        k(&format!("pools[{i}]")),
+                        format!("{text:?} is not one of this site's pools (write START-END as in the pool)"),
+                    )),
+                }
+            }
+            out
+        }
+    };
+    if pools.is_empty() && errors.len() == before {
+        errors.push(src.error(Some(f.span()), key, "the relationship covers no pool (the site has none)"));
+    }
+    (errors.len() == before).then(|| Failover {
+        name: name.clone(),
+        role,
+        address: w.address,
+        port: w.port.unwrap_or(DEFAULT_FAILOVER_PORT),
+        peer_address: *w.peer_address.get_ref(),
+        peer_port: w.peer_port.unwrap_or(DEFAULT_FAILOVER_PORT),
+        max_response_delay,
+        max_unacked_updates,
+        mclt,
+        hba,
+        load_balance_max_seconds: w.load_balance_max_seconds.unwrap_or(DEFAULT_LOAD_BALANCE_MAX_SECONDS),
+        pools,
     })
 }
 

@@ -106,6 +106,32 @@ pub struct SiteWire {
     pub hosts: Vec<Spanned<HostWire>>,
     #[serde(default)]
     pub vars: toml::Table,
+    /// DHCP failover with a partner (ISC's `failover peer` block).
+    pub failover: Option<Spanned<FailoverWire>>,
+}
+
+/// Mirrors ISC dhcpd's `failover peer "NAME" { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverWire {
+    /// The relationship name; both partners must use the same one.
+    pub name: Spanned<String>,
+    pub role: Spanned<String>,
+    pub address: Ipv4Addr,
+    pub port: Option<u16>,
+    pub peer_address: Spanned<Ipv4Addr>,
+    pub peer_port: Option<u16>,
+    pub max_response_delay: Option<Spanned<u32>>,
+    pub max_unacked_updates: Option<Spanned<u32>>,
+    /// Primary only: the secondary learns it from the primary's CONNECT.
+    pub mclt: Option<Spanned<u32>>,
+    /// Primary only: buckets 0..split are the primary's (0..=255).
+    pub split: Option<Spanned<u32>>,
+    /// Primary only: the hash bucket assignment as 64 hex digits (instead of split).
+    pub hba: Option<Spanned<String>>,
+    pub load_balance_max_seconds: Option<u16>,
+    /// The pools this relationship covers, as "START-END" of the site's pools; default all.
+    pub pools: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -105,6 +105,27 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
+    // Failover relationships: one peer task per served site that has a partner.
+    let mut failover_handles = Vec::new();
+    let mut failover_updates = std::collections::HashMap::new();
+    for site in &served {
+        if let Some(f) = &site.failover {
+            let (handle, updates) = crate::failover::peer::start(
+                crate::failover::peer::Relationship {
+                    cfg: f.clone(),
+                    site: site.name.clone(),
+                    engine: engine.clone(),
+                    store: store.clone(),
+                },
+                stop_rx.clone(),
+                &mut tasks,
+            );
+            failover_handles.push(handle);
+            failover_updates.insert(site.name.clone(), updates);
+        }
+    }
+    let failover_handles = Arc::new(failover_handles);
+
     // Boot listeners (TFTP + HTTP) on each served site's server address.
     let mut site_addrs: BTreeMap<(Ipv4Addr, u16), String> = BTreeMap::new();
     for s in &served {
@@ -122,6 +143,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         assets_root: assets_root.clone(),
         journal: journal.clone(),
         nocloud: nocloud.clone(),
+        failover: failover_handles.clone(),
         listener_site,
     };
     let tftp =
@@ -168,6 +190,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         stats: dhcp_stats.clone(),
         observer: Some(observe_tx),
         journal: Some(journal),
+        failover_updates: Arc::new(failover_updates),
     };
     let mut dhcp = tokio::spawn(server::serve(shared, stop_rx.clone()));
     tasks.spawn(log_stats_periodically(dhcp_stats, stop_rx));

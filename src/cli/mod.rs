@@ -4,6 +4,7 @@
 
 mod assets;
 mod client;
+mod failover;
 mod hosts;
 mod leases;
 mod vm;
@@ -98,6 +99,11 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// DHCP failover: the state of each relationship; declare a partner down.
+    Failover {
+        #[command(subcommand)]
+        command: failover::FailoverCommand,
     },
 }
 
@@ -242,6 +248,7 @@ pub fn main() -> ExitCode {
         Command::Check { files } => check(&files),
         Command::Leases { command } => leases::run(command),
         Command::Stats { target, json } => leases::stats(&target, json),
+        Command::Failover { command } => failover::run(command),
         Command::Hosts { command } => hosts::run(command),
         Command::Render {
             kind,

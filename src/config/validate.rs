@@ -455,7 +455,11 @@ fn convert_failover(
     };
     let name = w.name.get_ref();
     if name.is_empty() || name.len() > 255 {
-        errors.push(src.error(Some(w.name.span()), k("name"), "the relationship name must be 1 to 255 bytes"));
+        errors.push(src.error(
+            Some(w.name.span()),
+            k("name"),
+            "the relationship name must be 1 to 255 bytes",
+        ));
     }
     if *w.peer_address.get_ref() == w.address {
         errors.push(src.error(
@@ -534,9 +538,18 @@ fn convert_failover(
         Some(x) => *x.get_ref(),
         None => default,
     };
-    let max_response_delay = positive(&w.max_response_delay, "max_response_delay", DEFAULT_MAX_RESPONSE_DELAY, errors);
-    let max_unacked_updates =
-        positive(&w.max_unacked_updates, "max_unacked_updates", DEFAULT_MAX_UNACKED_UPDATES, errors);
+    let max_response_delay = positive(
+        &w.max_response_delay,
+        "max_response_delay",
+        DEFAULT_MAX_RESPONSE_DELAY,
+        errors,
+    );
+    let max_unacked_updates = positive(
+        &w.max_unacked_updates,
+        "max_unacked_updates",
+        DEFAULT_MAX_UNACKED_UPDATES,
+        errors,
+    );
     let all_pools: Vec<Pool> = subnets.iter().flat_map(|s| s.pools.iter().copied()).collect();
     let pools = match &w.pools {
         None => all_pools.clone(),
@@ -561,7 +574,11 @@ fn convert_failover(
         }
     };
     if pools.is_empty() && errors.len() == before {
-        errors.push(src.error(Some(f.span()), key, "the relationship covers no pool (the site has none)"));
+        errors.push(src.error(
+            Some(f.span()),
+            key,
+            "the relationship covers no pool (the site has none)",
+        ));
     }
     (errors.len() == before).then(|| Failover {
         name: name.clone(),

@@ -5,11 +5,12 @@
 //! persist; the I/O layer must make it durable before sending the reply.
 
 use crate::config::{Site, Subnet, UnknownClients};
-use crate::dhcp::leases::{ClientFacts, LeaseTable};
+use crate::dhcp::leases::{ClientFacts, LeaseTable, Owner};
 use crate::dhcp::packet::Request;
 use crate::dhcp::pxe::{self, BootAnswer};
 use crate::dhcp::reply::{self, Destination, Grant};
 use crate::dhcp::topology::{Ingress, Topology};
+use crate::failover::gate::{Gate, Refusal};
 use crate::store::LeaseRecord;
 use dhcproto::v4::{Message, MessageType};
 use std::net::Ipv4Addr;
@@ -32,6 +33,10 @@ pub enum DropReason {
     Malformed,
     /// Message types a server does not answer (OFFER, ACK, ... sent to us).
     Unsupported,
+    /// Failover: this server's state serves nobody (RECOVER, POTENTIAL-CONFLICT, ...).
+    FailoverNoService,
+    /// Failover: NORMAL, and load balancing gives this client to the partner.
+    FailoverPartnersClient,
 }
 
 impl DropReason {
@@ -46,6 +51,8 @@ impl DropReason {
             DropReason::NotClientsLease => "dropped_not_clients_lease",
             DropReason::Malformed => "dropped_malformed_request",
             DropReason::Unsupported => "dropped_unsupported_type",
+            DropReason::FailoverNoService => "dropped_failover_no_service",
+            DropReason::FailoverPartnersClient => "dropped_failover_partners_client",
         }
     }
 }
@@ -66,6 +73,8 @@ pub enum Outcome {
 pub struct Engine {
     pub topology: Topology,
     pub table: LeaseTable,
+    /// Failover gates by site index (None: the site has no failover partner).
+    pub failover: Vec<Option<Gate>>,
 }
 
 /// Everything decided about a client before looking at its message type.
@@ -77,15 +86,32 @@ struct Context<'a> {
     reserved_ip: Option<Ipv4Addr>,
     hostname: Option<String>,
     boot: Option<BootAnswer>,
+    gate: Option<&'a Gate>,
+    now: u64,
 }
 
 impl Engine {
     pub fn new(topology: Topology, table: LeaseTable) -> Self {
-        Engine { topology, table }
+        let failover = vec![None; topology.sites.len()];
+        Engine {
+            topology,
+            table,
+            failover,
+        }
+    }
+
+    /// The failover gate of a site (by name), if it has a partner.
+    pub fn gate_mut(&mut self, site: &str) -> Option<&mut Option<Gate>> {
+        let i = self.topology.sites.iter().position(|s| s.name == site)?;
+        self.failover.get_mut(i)
     }
 
     pub fn handle(&mut self, req: &Request, ingress: &Ingress, now: u64) -> Outcome {
-        let Engine { topology, table } = self;
+        let Engine {
+            topology,
+            table,
+            failover,
+        } = self;
         let giaddr = req.giaddr();
         let found = if giaddr.is_unspecified() {
             topology
@@ -102,6 +128,15 @@ impl Engine {
         if host.is_none() && site.dhcp.unknown_clients == UnknownClients::Ignore {
             return Outcome::Drop(DropReason::UnknownClient);
         }
+        let gate = failover.get(site_idx).and_then(Option::as_ref);
+        if let Some(g) = gate
+            && let Err(refusal) = g.admits(req)
+        {
+            return Outcome::Drop(match refusal {
+                Refusal::NoService => DropReason::FailoverNoService,
+                Refusal::PartnersClient => DropReason::FailoverPartnersClient,
+            });
+        }
         let may_boot = host.is_some() || site.dhcp.unknown_clients == UnknownClients::Boot;
         let ctx = Context {
             req,
@@ -115,6 +150,8 @@ impl Engine {
             } else {
                 None
             },
+            gate,
+            now,
         };
         let reserved = &topology.reserved;
         match req.msg_type {
@@ -151,6 +188,26 @@ impl Context<'_> {
             Some(t) => t.clamp(60, self.subnet.max_lease_time),
             None => self.subnet.lease_time,
         }
+    }
+
+    /// The lease time for `ip`, within what failover allows (the partner's acknowledged
+    /// time for this client's binding + MCLT).
+    fn lease_time_for(&self, table: &LeaseTable, ip: Ipv4Addr) -> u32 {
+        let wanted = self.lease_time();
+        match self.gate {
+            Some(g) if g.covers(ip) => {
+                let tsfp = table
+                    .get(ip)
+                    .filter(|b| b.client == self.req.client)
+                    .map_or(0, |b| b.tsfp);
+                g.clamp_lease(wanted, tsfp, self.now)
+            }
+            _ => wanted,
+        }
+    }
+
+    fn owner(&self) -> Owner<'_> {
+        self.gate.map_or(Owner::Any, |g| g.owner(self.now))
     }
 
     fn grant(&self, kind: MessageType, yiaddr: Ipv4Addr, lease: Option<u32>) -> Message {
@@ -193,13 +250,17 @@ impl Context<'_> {
         {
             return ip == r;
         }
+        let already_its = table
+            .get(ip)
+            .is_some_and(|b| &b.client == client && b.state == crate::dhcp::leases::BindState::Bound && b.ends > now);
         self.subnet.pools.iter().any(|p| p.contains(ip))
             && !reserved.contains(&ip)
             && table.available_for(ip, client, now)
+            && (already_its || table.may_take(ip, self.owner()))
     }
 
     fn ack(&self, table: &mut LeaseTable, ip: Ipv4Addr, now: u64) -> Outcome {
-        let lease = self.lease_time();
+        let lease = self.lease_time_for(table, ip);
         let facts = ClientFacts {
             mac: self.req.mac,
             hostname: self.hostname.clone(),
@@ -225,15 +286,15 @@ fn discover(table: &mut LeaseTable, reserved: &crate::dhcp::leases::Reserved, ct
                 "reserved address {r} for {} is held by another client; offering a pool address",
                 ctx.req.mac.map(|m| m.to_string()).unwrap_or_default()
             );
-            table.allocate(ctx.subnet, client, ctx.req.requested_ip, reserved, now)
+            table.allocate_owned(ctx.subnet, client, ctx.req.requested_ip, reserved, now, ctx.owner())
         }
-        None => table.allocate(ctx.subnet, client, ctx.req.requested_ip, reserved, now),
+        None => table.allocate_owned(ctx.subnet, client, ctx.req.requested_ip, reserved, now, ctx.owner()),
     };
     let Some(ip) = ip else {
         return Outcome::Drop(DropReason::PoolExhausted);
     };
     table.offer(ip, client, ctx.req.mac, ctx.site.dhcp.offer_hold, now);
-    let msg = ctx.grant(MessageType::Offer, ip, Some(ctx.lease_time()));
+    let msg = ctx.grant(MessageType::Offer, ip, Some(ctx.lease_time_for(table, ip)));
     let dest = reply::destination(ctx.req, MessageType::Offer, ip);
     Outcome::Reply {
         msg,

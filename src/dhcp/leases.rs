@@ -34,6 +34,10 @@ pub struct Binding {
     pub state: BindState,
     pub starts: u64,
     pub ends: u64,
+    /// Failover: potential expiry sent to / acknowledged by the partner, last transaction.
+    pub tstp: u64,
+    pub tsfp: u64,
+    pub cltt: u64,
 }
 
 impl Binding {
@@ -53,6 +57,20 @@ pub struct LeaseTable {
     /// Next address to try per pool (keyed by pool start), so allocation does not rescan
     /// the used part of a big pool for every client.
     cursors: HashMap<Ipv4Addr, u32>,
+    /// Failover: free addresses that are the secondary's to allocate (BACKUP). Every other
+    /// free address of a failover pool is the primary's (FREE).
+    backup: std::collections::BTreeSet<Ipv4Addr>,
+}
+
+/// Which free addresses a server may hand out (failover ownership).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// No failover, or the partner is down and MCLT has passed: any free address.
+    Any,
+    /// The primary: free addresses of `pools` not in BACKUP (and any outside `pools`).
+    Primary(&'a [Pool]),
+    /// The secondary: BACKUP addresses of `pools` (and any outside `pools`).
+    Secondary(&'a [Pool]),
 }
 
 /// What a lease records about its client besides its key.
@@ -60,6 +78,38 @@ pub struct LeaseTable {
 pub struct ClientFacts {
     pub mac: Option<MacAddr>,
     pub hostname: Option<String>,
+}
+
+/// One address as the failover partner describes it in a BNDUPD.
+#[derive(Debug, Clone)]
+pub struct PartnerBinding {
+    pub ip: Ipv4Addr,
+    /// Bound (active), Released, Expired, Declined (abandoned), Free or Backup.
+    pub state: LeaseState,
+    pub client: Option<ClientKey>,
+    pub mac: Option<MacAddr>,
+    pub starts: u64,
+    pub ends: u64,
+    /// What the partner now knows: the potential expiry it acknowledged by this update.
+    pub tsfp: u64,
+    pub cltt: u64,
+}
+
+/// The record of a free address and whose it is (FREE: primary's, BACKUP: secondary's).
+fn ownership_record(ip: Ipv4Addr, state: LeaseState, now: u64, site: &str) -> LeaseRecord {
+    LeaseRecord {
+        ip,
+        client_id: String::new(),
+        mac: None,
+        hostname: None,
+        state,
+        starts: now,
+        ends: now,
+        site: site.to_string(),
+        tstp: 0,
+        tsfp: 0,
+        cltt: 0,
+    }
 }
 
 /// Addresses that dynamic allocation must never hand out (reservations of other hosts).
@@ -74,15 +124,25 @@ impl LeaseTable {
     pub fn restore(records: &[LeaseRecord]) -> Self {
         let mut t = LeaseTable::new();
         for r in records {
-            let Some(client) = ClientKey::from_hex(&r.client_id) else {
-                continue;
-            };
             let state = match r.state {
                 LeaseState::Bound => BindState::Bound,
                 LeaseState::Released => BindState::Released,
                 LeaseState::Declined => BindState::Declined,
                 LeaseState::Expired => BindState::Expired,
+                LeaseState::Free | LeaseState::Backup => {
+                    t.forget(r.ip);
+                    if r.state == LeaseState::Backup {
+                        t.backup.insert(r.ip);
+                    } else {
+                        t.backup.remove(&r.ip);
+                    }
+                    continue;
+                }
             };
+            let Some(client) = ClientKey::from_hex(&r.client_id) else {
+                continue;
+            };
+            t.backup.remove(&r.ip);
             if state != BindState::Declined {
                 t.by_client.insert(client.clone(), r.ip);
             }
@@ -95,10 +155,184 @@ impl LeaseTable {
                     state,
                     starts: r.starts,
                     ends: r.ends,
+                    tstp: r.tstp,
+                    tsfp: r.tsfp,
+                    cltt: r.cltt,
                 },
             );
         }
         t
+    }
+
+    /// Drop whatever is known about `ip` (it became a free address).
+    fn forget(&mut self, ip: Ipv4Addr) {
+        if let Some(b) = self.by_ip.remove(&ip)
+            && self.by_client.get(&b.client) == Some(&ip)
+        {
+            self.by_client.remove(&b.client);
+        }
+    }
+
+    /// May a server with `owner` hand out `ip` (to a client that does not hold it yet)?
+    pub fn may_take(&self, ip: Ipv4Addr, owner: Owner) -> bool {
+        match owner {
+            Owner::Any => true,
+            Owner::Primary(pools) => !pools.iter().any(|p| p.contains(ip)) || !self.backup.contains(&ip),
+            Owner::Secondary(pools) => !pools.iter().any(|p| p.contains(ip)) || self.backup.contains(&ip),
+        }
+    }
+
+    pub fn is_backup(&self, ip: Ipv4Addr) -> bool {
+        self.backup.contains(&ip)
+    }
+
+    /// Free addresses of `pools` (no binding that holds them at `now`): (primary's, backup).
+    pub fn free_counts(&self, pools: &[Pool], now: u64) -> (usize, usize) {
+        let (mut free, mut backup) = (0, 0);
+        for pool in pools {
+            for ip in pool_addresses(pool) {
+                if self.by_ip.get(&ip).is_some_and(|b| b.holds_address(now)) {
+                    continue;
+                }
+                if self.backup.contains(&ip) {
+                    backup += 1;
+                } else {
+                    free += 1;
+                }
+            }
+        }
+        (free, backup)
+    }
+
+    /// Failover pool balancing (the primary): move free addresses to BACKUP until the
+    /// secondary holds half of the free ones. Returns the records to persist and send.
+    /// An expired binding moves only once `grace` (MCLT) has passed since its end: until then
+    /// the partner may have extended it without our having heard yet.
+    pub fn balance(&mut self, pools: &[Pool], now: u64, grace: u64, site: &str) -> Vec<LeaseRecord> {
+        let (free, backup) = self.free_counts(pools, now);
+        let want = (free + backup) / 2;
+        let mut moved = Vec::new();
+        if backup >= want {
+            return moved;
+        }
+        let mut need = want - backup;
+        // From the top of each pool: the primary allocates from the bottom (its cursor).
+        'pools: for pool in pools.iter().rev() {
+            let (start, end) = (u32::from(pool.start), u32::from(pool.end));
+            for n in (start..=end).rev() {
+                if need == 0 {
+                    break 'pools;
+                }
+                let ip = Ipv4Addr::from(n);
+                if self.backup.contains(&ip)
+                    || self
+                        .by_ip
+                        .get(&ip)
+                        .is_some_and(|b| b.holds_address(now) || b.ends + grace > now)
+                {
+                    continue;
+                }
+                self.forget(ip);
+                self.backup.insert(ip);
+                moved.push(ownership_record(ip, LeaseState::Backup, now, site));
+                need -= 1;
+            }
+        }
+        moved
+    }
+
+    /// The partner's view of one address (a BNDUPD), applied here. `client` is None for
+    /// FREE and BACKUP. Returns the record to persist.
+    pub fn apply_partner(&mut self, update: PartnerBinding, site: &str) -> LeaseRecord {
+        let PartnerBinding {
+            ip,
+            state,
+            client,
+            mac,
+            starts,
+            ends,
+            tsfp,
+            cltt,
+        } = update;
+        match (state, client) {
+            (LeaseState::Free | LeaseState::Backup, _) | (_, None) => {
+                self.forget(ip);
+                if state == LeaseState::Backup {
+                    self.backup.insert(ip);
+                } else {
+                    self.backup.remove(&ip);
+                }
+                let mut r = ownership_record(
+                    ip,
+                    if state == LeaseState::Backup {
+                        LeaseState::Backup
+                    } else {
+                        LeaseState::Free
+                    },
+                    starts,
+                    site,
+                );
+                r.tsfp = tsfp;
+                r
+            }
+            (state, Some(client)) => {
+                self.backup.remove(&ip);
+                let bind_state = match state {
+                    LeaseState::Bound => BindState::Bound,
+                    LeaseState::Released => BindState::Released,
+                    LeaseState::Declined => BindState::Declined,
+                    _ => BindState::Expired,
+                };
+                let hostname = self.by_ip.get(&ip).and_then(|b| b.hostname.clone());
+                self.set(
+                    ip,
+                    Binding {
+                        client,
+                        mac,
+                        hostname,
+                        state: bind_state,
+                        starts,
+                        ends,
+                        tstp: 0,
+                        tsfp,
+                        cltt,
+                    },
+                );
+                self.record(ip, site).expect("just set")
+            }
+        }
+    }
+
+    /// The partner acknowledged a binding update for `ip` up to `tsfp`.
+    pub fn acknowledged(&mut self, ip: Ipv4Addr, tsfp: u64, site: &str) -> Option<LeaseRecord> {
+        let b = self.by_ip.get_mut(&ip)?;
+        b.tsfp = b.tsfp.max(tsfp);
+        self.record(ip, site)
+    }
+
+    /// Note what is being sent to the partner for `ip` (tstp).
+    pub fn sent(&mut self, ip: Ipv4Addr, tstp: u64) {
+        if let Some(b) = self.by_ip.get_mut(&ip) {
+            b.tstp = tstp;
+        }
+    }
+
+    /// Every binding and BACKUP address in `pools`, as records (UPDREQALL answers).
+    pub fn records_in(&self, pools: &[Pool], site: &str) -> Vec<LeaseRecord> {
+        let mut out: Vec<LeaseRecord> = self
+            .by_ip
+            .keys()
+            .filter(|ip| pools.iter().any(|p| p.contains(**ip)))
+            .filter_map(|ip| self.record(*ip, site))
+            .collect();
+        out.extend(
+            self.backup
+                .iter()
+                .filter(|ip| pools.iter().any(|p| p.contains(**ip)) && !self.by_ip.contains_key(ip))
+                .map(|ip| ownership_record(*ip, LeaseState::Backup, 0, site)),
+        );
+        out.sort_by_key(|r| r.ip);
+        out
     }
 
     pub fn get(&self, ip: Ipv4Addr) -> Option<&Binding> {
@@ -155,11 +389,30 @@ impl LeaseTable {
         reserved: &Reserved,
         now: u64,
     ) -> Option<Ipv4Addr> {
+        self.allocate_owned(subnet, client, requested, reserved, now, Owner::Any)
+    }
+
+    /// `allocate`, handing out only addresses `owner` may (failover).
+    pub fn allocate_owned(
+        &mut self,
+        subnet: &Subnet,
+        client: &ClientKey,
+        requested: Option<Ipv4Addr>,
+        reserved: &Reserved,
+        now: u64,
+        owner: Owner,
+    ) -> Option<Ipv4Addr> {
         let in_pool = |ip: Ipv4Addr| subnet.pools.iter().any(|p| p.contains(ip));
+        // Its own current binding: a client keeps it whoever's pool it came from.
         if let Some(ip) = self.address_of(client)
             && in_pool(ip)
             && !reserved.contains(&ip)
             && self.available_for(ip, client, now)
+            && (self
+                .by_ip
+                .get(&ip)
+                .is_some_and(|b| &b.client == client && b.holds_address(now))
+                || self.may_take(ip, owner))
         {
             return Some(ip);
         }
@@ -167,17 +420,31 @@ impl LeaseTable {
             && in_pool(ip)
             && !reserved.contains(&ip)
             && self.available_for(ip, client, now)
+            && self.may_take(ip, owner)
         {
             return Some(ip);
         }
+        if let Owner::Secondary(pools) = owner {
+            // The secondary allocates from its BACKUP addresses only (within failover pools).
+            let found = self.backup.iter().copied().find(|ip| {
+                in_pool(*ip)
+                    && pools.iter().any(|p| p.contains(*ip))
+                    && !reserved.contains(ip)
+                    && self.available_for(*ip, client, now)
+            });
+            if found.is_some() {
+                return found;
+            }
+        }
         // Never-used addresses first (cheap, via the cursor), then reusable ones.
         for pool in &subnet.pools {
-            if let Some(ip) = self.next_unused(pool, reserved) {
+            if let Some(ip) = self.next_unused(pool, reserved, owner) {
                 return Some(ip);
             }
         }
         for pool in &subnet.pools {
-            let found = pool_addresses(pool).find(|ip| !reserved.contains(ip) && self.available_for(*ip, client, now));
+            let found = pool_addresses(pool)
+                .find(|ip| !reserved.contains(ip) && self.available_for(*ip, client, now) && self.may_take(*ip, owner));
             if found.is_some() {
                 return found;
             }
@@ -185,20 +452,23 @@ impl LeaseTable {
         None
     }
 
-    fn next_unused(&mut self, pool: &Pool, reserved: &Reserved) -> Option<Ipv4Addr> {
+    /// The first never-used address of `pool` that `owner` may take. The per-pool cursor
+    /// only ever passes addresses that are used or reserved (facts that do not depend on
+    /// who asks), so a partner-owned free address is skipped without being lost.
+    fn next_unused(&mut self, pool: &Pool, reserved: &Reserved, owner: Owner) -> Option<Ipv4Addr> {
         let (start, end) = (u32::from(pool.start), u32::from(pool.end));
         let cursor = self.cursors.entry(pool.start).or_insert(start);
         while *cursor <= end {
             let ip = Ipv4Addr::from(*cursor);
             if !self.by_ip.contains_key(&ip) && !reserved.contains(&ip) {
-                return Some(ip);
+                break;
             }
-            *cursor = match cursor.checked_add(1) {
-                Some(c) => c,
-                None => break,
-            };
+            *cursor = cursor.checked_add(1)?;
         }
-        None
+        let from = *cursor;
+        (from..=end)
+            .map(Ipv4Addr::from)
+            .find(|ip| !self.by_ip.contains_key(ip) && !reserved.contains(ip) && self.may_take(*ip, owner))
     }
 
     /// Hold `ip` for `client` until `now + hold`. An existing binding of the same client is
@@ -220,6 +490,9 @@ impl LeaseTable {
                 state: BindState::Offered,
                 starts: now,
                 ends: now + u64::from(hold),
+                tstp: 0,
+                tsfp: 0,
+                cltt: now,
             },
         );
     }
@@ -246,6 +519,13 @@ impl LeaseTable {
         site: &str,
     ) -> LeaseRecord {
         let ClientFacts { mac, hostname } = facts;
+        // What the partner already acknowledged for this address stays (MCLT arithmetic).
+        let tsfp = self
+            .by_ip
+            .get(&ip)
+            .filter(|b| &b.client == client)
+            .map_or(0, |b| b.tsfp);
+        self.backup.remove(&ip);
         let b = Binding {
             client: client.clone(),
             mac,
@@ -253,6 +533,9 @@ impl LeaseTable {
             state: BindState::Bound,
             starts: now,
             ends: now + u64::from(lease),
+            tstp: 0,
+            tsfp,
+            cltt: now,
         };
         self.set(ip, b);
         self.record(ip, site).expect("just inserted")
@@ -326,6 +609,9 @@ impl LeaseTable {
             starts: b.starts,
             ends: b.ends,
             site: site.to_string(),
+            tstp: b.tstp,
+            tsfp: b.tsfp,
+            cltt: b.cltt,
         })
     }
 }
@@ -360,6 +646,121 @@ mod tests {
     }
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn failover_balance_gives_the_secondary_half_and_each_takes_only_its_own() {
+        let s = subnet(&[("10.0.0.10", "10.0.0.19")]);
+        let pools = s.pools.clone();
+        let mut primary = LeaseTable::new();
+        let moved = primary.balance(&pools, 100, 60, "a");
+        assert_eq!(moved.len(), 5, "half of ten free addresses");
+        assert!(
+            moved
+                .iter()
+                .all(|r| r.state == LeaseState::Backup && u32::from(r.ip) >= u32::from(ip("10.0.0.15")))
+        );
+        assert!(
+            primary.balance(&pools, 100, 60, "a").is_empty(),
+            "balanced: nothing more moves"
+        );
+        assert_eq!(primary.free_counts(&pools, 100), (5, 5));
+        // The secondary learns the same from the BNDUPDs (restore = same state).
+        let mut secondary = LeaseTable::restore(&moved);
+        let r = &Reserved::new();
+        let mut got = Vec::new();
+        for n in 1..=6 {
+            got.push(secondary.allocate_owned(&s, &key(n), None, r, 100, Owner::Secondary(&pools)));
+            if let Some(a) = got.last().unwrap() {
+                secondary.bind(*a, &key(n), ClientFacts::default(), 600, 100, "a");
+            }
+        }
+        assert!(
+            got[..5]
+                .iter()
+                .all(|a| a.is_some_and(|a| u32::from(a) >= u32::from(ip("10.0.0.15")))),
+            "{got:?}"
+        );
+        assert_eq!(
+            got[5], None,
+            "the secondary's five are gone; the primary's are not its to give"
+        );
+        let mut got = Vec::new();
+        for n in 11..=16 {
+            got.push(primary.allocate_owned(&s, &key(n), None, r, 100, Owner::Primary(&pools)));
+            if let Some(a) = got.last().unwrap() {
+                primary.bind(*a, &key(n), ClientFacts::default(), 600, 100, "a");
+            }
+        }
+        assert!(
+            got[..5]
+                .iter()
+                .all(|a| a.is_some_and(|a| u32::from(a) < u32::from(ip("10.0.0.15")))),
+            "{got:?}"
+        );
+        assert_eq!(got[5], None);
+        // A requested address of the partner's is not taken either.
+        let mut fresh = LeaseTable::restore(&moved);
+        assert_ne!(
+            fresh.allocate_owned(&s, &key(40), Some(ip("10.0.0.19")), r, 100, Owner::Primary(&pools)),
+            Some(ip("10.0.0.19"))
+        );
+        // In partner-down after MCLT: anything free.
+        assert_eq!(
+            fresh.allocate_owned(&s, &key(40), Some(ip("10.0.0.19")), r, 100, Owner::Any),
+            Some(ip("10.0.0.19"))
+        );
+    }
+
+    #[test]
+    fn partner_updates_are_applied_and_survive_a_restore() {
+        let mut t = LeaseTable::new();
+        let r = t.apply_partner(
+            PartnerBinding {
+                ip: ip("10.0.0.10"),
+                state: LeaseState::Bound,
+                client: Some(key(1)),
+                mac: None,
+                starts: 100,
+                ends: 700,
+                tsfp: 900,
+                cltt: 100,
+            },
+            "a",
+        );
+        assert_eq!((r.state, r.tsfp, r.cltt), (LeaseState::Bound, 900, 100));
+        assert_eq!(t.address_of(&key(1)), Some(ip("10.0.0.10")));
+        assert!(
+            !t.available_for(ip("10.0.0.10"), &key(2), 200),
+            "the partner's client holds it"
+        );
+        let b = t.apply_partner(
+            PartnerBinding {
+                ip: ip("10.0.0.11"),
+                state: LeaseState::Backup,
+                client: None,
+                mac: None,
+                starts: 100,
+                ends: 100,
+                tsfp: 0,
+                cltt: 0,
+            },
+            "a",
+        );
+        let back = LeaseTable::restore(&[r.clone(), b]);
+        assert!(back.is_backup(ip("10.0.0.11")));
+        assert_eq!(back.get(ip("10.0.0.10")).map(|b| b.tsfp), Some(900));
+        let acked = t.acknowledged(ip("10.0.0.10"), 1500, "a").unwrap();
+        assert_eq!(acked.tsfp, 1500);
+        let pools = [Pool {
+            start: ip("10.0.0.10"),
+            end: ip("10.0.0.12"),
+        }];
+        let all = t.records_in(&pools, "a");
+        assert_eq!(
+            all.iter().map(|r| r.state).collect::<Vec<_>>(),
+            [LeaseState::Bound, LeaseState::Backup]
+        );
     }
 
     #[test]

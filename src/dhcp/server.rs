@@ -16,6 +16,7 @@ use crate::dhcp::topology::Ingress;
 use crate::inventory::Observation;
 use crate::journal::Journal;
 use crate::mac::MacAddr;
+use crate::store::LeaseRecord;
 use crate::store::Store;
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Encodable, Encoder};
@@ -44,6 +45,16 @@ pub struct Shared {
     /// `try_send`: a full queue loses an observation, never delays a DHCP answer.
     pub observer: Option<mpsc::Sender<(MacAddr, Observation)>>,
     pub journal: Option<Arc<Journal>>,
+    /// Failover, by site: every lease change, once durable, goes to the partner (BNDUPD).
+    pub failover_updates: Arc<std::collections::HashMap<String, mpsc::UnboundedSender<LeaseRecord>>>,
+}
+
+impl Shared {
+    fn tell_partner(&self, record: LeaseRecord) {
+        if let Some(tx) = self.failover_updates.get(&record.site) {
+            let _ = tx.send(record);
+        }
+    }
 }
 
 /// Bind every configured interface, then serve until `shutdown` turns true.
@@ -124,9 +135,12 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
         Outcome::Persist(record) => {
             let shared = shared.clone();
             tokio::spawn(async move {
-                if let Err(e) = shared.store.persist(vec![record]).await {
-                    shared.stats.inc("persist_failures");
-                    tracing::error!("could not persist release/decline: {e}");
+                match shared.store.persist(vec![record.clone()]).await {
+                    Ok(()) => shared.tell_partner(record),
+                    Err(e) => {
+                        shared.stats.inc("persist_failures");
+                        tracing::error!("could not persist release/decline: {e}");
+                    }
                 }
             });
         }
@@ -146,8 +160,11 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
             tokio::spawn(async move {
                 // The ACK leaves only once the lease is durable: a crash before this point
                 // loses an unacknowledged lease, which the client simply asks for again.
-                match shared.store.persist(vec![record]).await {
-                    Ok(()) => send(&shared, &sock, &ingress, &msg, kind, dest),
+                match shared.store.persist(vec![record.clone()]).await {
+                    Ok(()) => {
+                        send(&shared, &sock, &ingress, &msg, kind, dest);
+                        shared.tell_partner(record);
+                    }
                     Err(e) => {
                         shared.stats.inc("persist_failures");
                         tracing::error!("lease not persisted, ACK withheld: {e}");

@@ -32,6 +32,8 @@ pub const NAMES: &[&str] = &[
     "dropped_not_clients_lease",
     "dropped_malformed_request",
     "dropped_unsupported_type",
+    "dropped_failover_no_service",
+    "dropped_failover_partners_client",
 ];
 
 /// A fresh set of DHCP counters.

@@ -8,5 +8,7 @@
 //!   as ISC computes it (pure).
 
 pub mod codec;
+pub mod gate;
 pub mod loadbalance;
+pub mod peer;
 pub mod state;

@@ -104,7 +104,7 @@ pub struct Outcome {
 pub enum Refused {
     #[error("partner-down is refused in {0}: the partner is talking to us (it is not down)")]
     PartnerIsUp(&'static str),
-    #[error("partner-down is refused in {0}: this server has not recovered the partner's bindings")]
+    #[error("partner-down is refused in {0}: this server is shutting down")]
     NotRecovered(&'static str),
 }
 
@@ -211,8 +211,12 @@ pub fn next(me: State, ctx: &Context, event: Event) -> Result<Outcome, Refused> 
         Event::OperatorPartnerDown => match me {
             CommunicationsInterrupted | ResolutionInterrupted | Startup | Paused => entered(PartnerDown),
             PartnerDown => stay(me),
+            // Talking to the partner right now: it is not down.
             Normal | PotentialConflict | ConflictDone | RecoverDone => return Err(Refused::PartnerIsUp(me.name())),
-            Recover | RecoverWait | Shutdown => return Err(Refused::NotRecovered(me.name())),
+            // A server that never heard from its partner (a new pair, the other half not
+            // built yet) can only start serving this way; the operator vouches for it.
+            Recover | RecoverWait => entered(PartnerDown),
+            Shutdown => return Err(Refused::NotRecovered(me.name())),
         },
         Event::UpdateDone => match me {
             Recover => {
@@ -324,8 +328,12 @@ mod tests {
             next(Normal, &c, Event::OperatorPartnerDown),
             Err(Refused::PartnerIsUp(_))
         ));
+        assert_eq!(
+            next(Recover, &c, Event::OperatorPartnerDown).unwrap().state,
+            PartnerDown
+        );
         assert!(matches!(
-            next(Recover, &c, Event::OperatorPartnerDown),
+            next(Shutdown, &c, Event::OperatorPartnerDown),
             Err(Refused::NotRecovered(_))
         ));
         assert_eq!(next(PartnerDown, &c, Event::OperatorPartnerDown).unwrap().actions, []);

@@ -20,6 +20,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/hosts/{host}/reinstall", post(reinstall))
         .route("/api/hosts/{host}/netboot/{onoff}", post(netboot))
         .route("/api/nocloud", get(nocloud_list).post(nocloud_create))
+        .route("/api/failover", get(failover_status))
+        .route("/api/failover/{name}/partner-down", post(failover_partner_down))
         .route("/api/leases", get(leases))
         .route("/api/sites", get(sites))
         .route("/api/stats", get(stats))
@@ -74,6 +76,44 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
         Ok(Err(crate::nocloud::SeedError::Store(e))) => internal(e),
         Ok(Err(e)) => bad(e.to_string()),
         Err(e) => internal(e),
+    }
+}
+
+async fn failover_status(State(s): State<AppState>) -> Json<Vec<crate::failover::peer::Status>> {
+    Json(
+        s.failover
+            .iter()
+            .map(|h| h.status.lock().expect("status lock").clone())
+            .collect(),
+    )
+}
+
+/// `POST /api/failover/<name>/partner-down`: what omshell's `set local-state = 4` does for
+/// ISC. Refused (409) where it would be unsafe.
+async fn failover_partner_down(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let Some(h) = s
+        .failover
+        .iter()
+        .find(|h| h.status.lock().expect("status lock").name == name)
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("no failover relationship named {name:?}") })),
+        )
+            .into_response();
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if h.commands
+        .send(crate::failover::peer::Command::PartnerDown(tx))
+        .await
+        .is_err()
+    {
+        return internal("the failover task is not running");
+    }
+    match rx.await {
+        Ok(Ok(status)) => Json(status).into_response(),
+        Ok(Err(why)) => (StatusCode::CONFLICT, Json(serde_json::json!({ "error": why }))).into_response(),
+        Err(_) => internal("the failover task did not answer"),
     }
 }
 

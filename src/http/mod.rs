@@ -4,7 +4,7 @@
 //!   `POST /callback/<host>/<event>?token=`, `/assets/...` (Range and HEAD),
 //!   `/nocloud/<token>/<file>` (first-boot identity of deployed VMs).
 //! - Admin routes, only on the API listener (`[daemon] api_listen`, loopback by default):
-//!   `/api/hosts...`, `/api/nocloud`, `/api/leases`, `/api/sites`, `/api/stats`, `/metrics`. They are simply
+//!   `/api/hosts...`, `/api/nocloud`, `/api/failover`, `/api/leases`, `/api/sites`, `/api/stats`, `/metrics`. They are simply
 //!   absent from boot listeners, so a machine on the provisioning network cannot call them.
 //!
 //! Handlers never block the runtime (store reads go to the blocking pool) and never leak
@@ -54,6 +54,7 @@ pub struct AppState {
     pub assets_root: PathBuf,
     pub journal: Arc<Journal>,
     pub nocloud: Arc<crate::nocloud::Registry>,
+    pub failover: Arc<Vec<crate::failover::peer::Handle>>,
     pub listener_site: Option<String>,
 }
 

@@ -14,6 +14,10 @@ pub enum LeaseState {
     /// `ends`.
     Declined,
     Expired,
+    /// Failover: free, and the primary's to allocate (no client).
+    Free,
+    /// Failover: free, and the secondary's to allocate (no client).
+    Backup,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,4 +32,17 @@ pub struct LeaseRecord {
     pub starts: u64,
     pub ends: u64,
     pub site: String,
+    /// Failover times (unix seconds; 0 = none). tstp: the potential expiry last sent to the
+    /// partner; tsfp: the one the partner acknowledged (a client may be given at most tsfp +
+    /// MCLT); cltt: the client's last transaction.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tstp: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tsfp: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cltt: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }

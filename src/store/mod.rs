@@ -31,6 +31,8 @@ const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 /// NoCloud seeds of deployed VMs, by their URL token (JSON values, see `crate::nocloud`).
 const NOCLOUD: TableDefinition<&str, &[u8]> = TableDefinition::new("nocloud");
+/// Failover relationship state, by relationship name (JSON, see `crate::failover::peer`).
+const FAILOVER: TableDefinition<&str, &[u8]> = TableDefinition::new("failover");
 
 /// The most records one transaction takes; bounds commit latency under a flood.
 const MAX_BATCH: usize = 4096;
@@ -112,6 +114,7 @@ impl Store {
         txn.open_table(LEASES)?;
         txn.open_table(HOSTS)?;
         txn.open_table(NOCLOUD)?;
+        txn.open_table(FAILOVER)?;
         txn.commit()?;
         let db = Arc::new(db);
         let stats = Arc::new(StoreStats::default());
@@ -162,6 +165,15 @@ impl Store {
     /// Every stored NoCloud seed as (token, JSON).
     pub fn load_nocloud(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.load_all(NOCLOUD)
+    }
+
+    /// Durably write a failover relationship's state (blocking).
+    pub fn put_failover_blocking(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.put_blocking(FAILOVER, name, value)
+    }
+
+    pub fn load_failover(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.load_all(FAILOVER)
     }
 
     fn put_blocking(&self, table: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<(), StoreError> {
@@ -289,6 +301,9 @@ mod tests {
             state: LeaseState::Bound,
             starts: 100,
             ends: 200,
+            tstp: 0,
+            tsfp: 0,
+            cltt: 0,
             site: "s".into(),
         }
     }

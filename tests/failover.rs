@@ -1,0 +1,255 @@
+//! DHCP failover between two real servers in network namespaces: provd with provd, and
+//! provd with ISC dhcpd 4.4 (each way round). Clients are Kea's perfdhcp (broadcast, so both
+//! servers hear every request) and ISC dhclient, on a bridge that joins three namespaces.
+
+mod common;
+
+use common::{Daemon, Netns, Workdir, repo, require_root_and_tools, veth, wait_until};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Three hosts on one Ethernet: `a` (10.N.0.1, interface fa), `b` (10.N.0.2, fb) and the
+/// clients `c` (10.N.0.3, fc), joined by bridge fbr0 in a fourth namespace.
+struct Lan {
+    _br: Netns,
+    a: Netns,
+    b: Netns,
+    c: Netns,
+    net: u8,
+}
+
+fn lan(tag: &str, net: u8) -> Lan {
+    let br = Netns::new(&format!("{tag}br"));
+    let (a, b, c) = (
+        Netns::new(&format!("{tag}a")),
+        Netns::new(&format!("{tag}b")),
+        Netns::new(&format!("{tag}c")),
+    );
+    br.sh("ip link add fbr0 type bridge && ip link set fbr0 up");
+    for (ns, ifname, port, host) in [(&a, "fa", "pa", 1), (&b, "fb", "pb", 2), (&c, "fc", "pc", 3)] {
+        veth(ns, ifname, &format!("10.{net}.0.{host}/24"), &br, port, "");
+        br.sh(&format!("ip link set {port} master fbr0"));
+    }
+    Lan { _br: br, a, b, c, net }
+}
+
+/// A provd config for one half of a pair.
+fn provd_config(w: &Workdir, file: &str, net: u8, me: u8, role: &str, mclt: u32) -> std::path::PathBuf {
+    let peer = 3 - me;
+    let iface = if me == 1 { "fa" } else { "fb" };
+    let primary_only = if role == "primary" {
+        format!("mclt = {mclt}\nsplit = 128\n")
+    } else {
+        String::new()
+    };
+    std::fs::create_dir_all(w.path("assets")).unwrap();
+    w.write(
+        file,
+        &format!(
+            r#"
+[daemon]
+templates_dir = "{templates}"
+assets_dir = "{assets}"
+api_listen = "127.0.0.1:6767"
+
+[sites.fo]
+server_address = "10.{net}.0.{me}"
+listen = [{{ interface = "{iface}", address = "10.{net}.0.{me}" }}]
+dhcp = {{ unknown_clients = "lease-only" }}
+
+[[sites.fo.subnets]]
+prefix = "10.{net}.0.0/24"
+lease_time = 600
+pools = [{{ start = "10.{net}.0.100", end = "10.{net}.0.199" }}]
+
+[sites.fo.failover]
+name = "fo"
+role = "{role}"
+address = "10.{net}.0.{me}"
+peer_address = "10.{net}.0.{peer}"
+max_response_delay = 6
+load_balance_max_seconds = 3
+{primary_only}"#,
+            templates = repo("templates").display(),
+            assets = w.path("assets").display(),
+        ),
+    )
+}
+
+fn failover_status(d: &Daemon) -> Value {
+    let out = d.cli(&["failover", "status", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+fn wait_state(d: &Daemon, want: &str, secs: u64) -> Value {
+    wait_until(&format!("failover state {want}"), Duration::from_secs(secs), || {
+        let s = failover_status(d);
+        (s["state"] == want).then_some(s)
+    })
+}
+
+/// Bound leases in a provd store: ip -> client.
+fn bound(d: &Daemon) -> HashMap<String, String> {
+    d.leases()
+        .into_iter()
+        .filter(|l| l["state"] == "bound")
+        .map(|l| {
+            (
+                l["ip"].as_str().unwrap().to_string(),
+                l["client_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every record in a provd store: ip -> (state, client).
+fn records(d: &Daemon) -> HashMap<String, (String, String)> {
+    d.leases()
+        .into_iter()
+        .map(|l| {
+            (
+                l["ip"].as_str().unwrap().to_string(),
+                (
+                    l["state"].as_str().unwrap().to_string(),
+                    l["client_id"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// No address is bound to two clients, within or across the stores.
+fn assert_unique(stores: &[&HashMap<String, String>]) {
+    let mut owner: HashMap<&str, &str> = HashMap::new();
+    for s in stores {
+        for (ip, client) in s.iter() {
+            if let Some(other) = owner.insert(ip, client) {
+                assert_eq!(other, client, "{ip} is bound to two clients");
+            }
+        }
+    }
+}
+
+/// perfdhcp DORA in direct (broadcast) mode from the clients' namespace: `n` exchanges
+/// with `clients` distinct MACs (the MAC prefix makes runs distinct).
+fn perfdhcp(c: &Netns, clients: u32, mac: &str) -> String {
+    let out = c
+        .cmd("perfdhcp")
+        .args([
+            "-4",
+            "-l",
+            "fc",
+            "-r",
+            "40",
+            "-R",
+            &clients.to_string(),
+            "-n",
+            &clients.to_string(),
+        ])
+        .args(["-b", &format!("mac={mac}")])
+        .args(["-p", "20"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn stat(d: &Daemon, name: &str) -> u64 {
+    d.stats()["dhcp"][name].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn provd_pair_reaches_normal_splits_clients_survives_a_dead_partner_and_recovers() {
+    require_root_and_tools(&["ip", "perfdhcp"]);
+    let l = lan("fopp", 240);
+    let (wa, wb) = (Workdir::new(), Workdir::new());
+    let ca = provd_config(&wa, "a.toml", l.net, 1, "primary", 10);
+    let cb = provd_config(&wb, "b.toml", l.net, 2, "secondary", 0);
+    let a = Daemon::start(&l.a, &ca, &wa.path("state"), &wa.path("provd.log"));
+    let mut b = Daemon::start(&l.b, &cb, &wb.path("state"), &wb.path("provd.log"));
+
+    // A new pair: both come up in RECOVER, exchange (empty) updates, and reach NORMAL.
+    let sa = wait_state(&a, "normal", 60);
+    let sb = wait_state(&b, "normal", 60);
+    assert_eq!(
+        (sa["partner_state"].as_str(), sb["partner_state"].as_str()),
+        (Some("normal"), Some("normal"))
+    );
+    assert_eq!(sb["mclt"], 10, "the secondary learnt MCLT from the primary's CONNECT");
+    // The primary gave the secondary half the free addresses (POOLREQ -> BNDUPD backup).
+    wait_until("pool balanced", Duration::from_secs(20), || {
+        let backup = b.leases().iter().filter(|r| r["state"] == "backup").count();
+        (backup == 50).then_some(())
+    });
+
+    // Clients split between the two by the hash; both stores end up with every lease.
+    let out = perfdhcp(&l.c, 60, "00:0c:01:00:00:00");
+    let (acks_a, acks_b) = (stat(&a, "sent_ack"), stat(&b, "sent_ack"));
+    assert!(
+        acks_a > 10 && acks_b > 10,
+        "both answer their share: a {acks_a}, b {acks_b}\n{out}"
+    );
+    assert!(stat(&a, "dropped_failover_partners_client") > 0 && stat(&b, "dropped_failover_partners_client") > 0);
+    let (ba, bb) = wait_until("both stores agree", Duration::from_secs(20), || {
+        let (ba, bb) = (bound(&a), bound(&b));
+        (ba == bb && ba.len() as u64 >= acks_a + acks_b - 2).then_some((ba, bb))
+    });
+    assert_unique(&[&ba, &bb]);
+    // Each server allocated from its own half: the primary below .150, the secondary above.
+    let low = ba
+        .keys()
+        .filter(|ip| ip.rsplit('.').next().unwrap().parse::<u32>().unwrap() < 150)
+        .count();
+    assert!(low > 0 && low < ba.len(), "{ba:?}");
+
+    // The secondary dies: the primary sees the connection go and serves everyone, but new
+    // addresses only from its own half (the secondary may still have clients in its half).
+    b.kill9();
+    wait_state(&a, "communications-interrupted", 20);
+    let before = stat(&a, "sent_ack");
+    perfdhcp(&l.c, 20, "00:0c:02:00:00:00");
+    assert!(
+        stat(&a, "sent_ack") >= before + 15,
+        "the primary alone serves every client"
+    );
+    let high_before = bound(&a)
+        .keys()
+        .filter(|ip| ip.rsplit('.').next().unwrap().parse::<u32>().unwrap() >= 150)
+        .count();
+
+    // partner-down: after MCLT the primary may hand out the secondary's addresses too.
+    let out = a.cli(&["failover", "partner-down", "fo"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("partner-down"));
+    std::thread::sleep(Duration::from_secs(11));
+    perfdhcp(&l.c, 40, "00:0c:03:00:00:00");
+    let after = bound(&a);
+    let high_after = after
+        .keys()
+        .filter(|ip| ip.rsplit('.').next().unwrap().parse::<u32>().unwrap() >= 150)
+        .count();
+    assert!(
+        high_after > high_before,
+        "took over the partner's free addresses: {high_before} -> {high_after}"
+    );
+    assert_unique(&[&after]);
+
+    // The secondary returns: RECOVER (it learns everything), then both NORMAL again.
+    let b = Daemon::start(&l.b, &cb, &wb.path("state"), &wb.path("provd.log"));
+    wait_state(&b, "normal", 90);
+    wait_state(&a, "normal", 30);
+    let (ba, bb) = wait_until("stores merged", Duration::from_secs(20), || {
+        let (ba, bb) = (bound(&a), bound(&b));
+        (ba == bb).then_some((ba, bb))
+    });
+    // Every address the primary handed out alone is now known to the secondary, for the
+    // same client (or, expired since, as a free address of one of the two).
+    let known_b = records(&b);
+    for (ip, client) in &after {
+        let (state, c) = known_b
+            .get(ip)
+            .unwrap_or_else(|| panic!("{ip} unknown to the secondary"));
+        assert!(state != "bound" || c == client, "{ip}: {state} {c} vs {client}");
+    }
+    assert_unique(&[&ba, &bb]);
+}

@@ -253,3 +253,211 @@ fn provd_pair_reaches_normal_splits_clients_survives_a_dead_partner_and_recovers
     }
     assert_unique(&[&ba, &bb]);
 }
+
+/// ISC dhcpd 4.4 as one half of the pair, in its namespace; killed on drop.
+struct Isc {
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+    leases: std::path::PathBuf,
+}
+
+impl Isc {
+    fn start(ns: &Netns, w: &Workdir, net: u8, me: u8, role: &str, mclt: u32) -> Isc {
+        let peer = 3 - me;
+        let iface = if me == 1 { "fa" } else { "fb" };
+        let primary_only = if role == "primary" {
+            format!("  mclt {mclt};\n  split 128;\n")
+        } else {
+            String::new()
+        };
+        let conf = w.write(
+            "dhcpd.conf",
+            &format!(
+                r#"authoritative;
+ddns-update-style none;
+failover peer "fo" {{
+  {role};
+  address 10.{net}.0.{me};
+  port 647;
+  peer address 10.{net}.0.{peer};
+  peer port 647;
+  max-response-delay 6;
+  max-unacked-updates 10;
+  load balance max seconds 3;
+{primary_only}}}
+subnet 10.{net}.0.0 netmask 255.255.255.0 {{
+  default-lease-time 600;
+  max-lease-time 600;
+  pool {{
+    failover peer "fo";
+    range 10.{net}.0.100 10.{net}.0.199;
+  }}
+}}
+"#
+            ),
+        );
+        let leases = w.path("dhcpd.leases");
+        if !leases.exists() {
+            std::fs::write(&leases, "").unwrap();
+        }
+        let log = w.path("dhcpd.log");
+        let logf = std::fs::File::options().create(true).append(true).open(&log).unwrap();
+        let child = ns
+            .cmd("dhcpd")
+            .args(["-4", "-f", "-d", "-cf"])
+            .arg(&conf)
+            .arg("-lf")
+            .arg(&leases)
+            .arg("-pf")
+            .arg(w.path("dhcpd.pid"))
+            .arg(iface)
+            .stdout(std::process::Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .unwrap();
+        Isc {
+            child: Some(child),
+            log,
+            leases,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// ISC's own word for its state: the last "I move from X to Y".
+    fn state(&self) -> Option<String> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| l.split("I move from ").nth(1))
+            .last()
+            .and_then(|rest| rest.split(" to ").nth(1))
+            .map(|s| s.trim().to_string())
+    }
+
+    /// Active leases in ISC's lease file: ip -> hardware address.
+    fn active_leases(&self) -> HashMap<String, String> {
+        let text = std::fs::read_to_string(&self.leases).unwrap_or_default();
+        let mut out = HashMap::new();
+        for block in text.split("lease ").skip(1) {
+            let ip = block.split_whitespace().next().unwrap_or("").to_string();
+            let body = block.split('}').next().unwrap_or("");
+            let active = body.contains("binding state active;");
+            let hw = body
+                .split("hardware ethernet ")
+                .nth(1)
+                .and_then(|s| s.split(';').next())
+                .unwrap_or("")
+                .to_string();
+            // Later blocks for the same address supersede earlier ones.
+            if active {
+                out.insert(ip, hw);
+            } else {
+                out.remove(&ip);
+            }
+        }
+        out
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Isc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- ISC dhcpd log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// provd's client id for an Ethernet client without option 61: htype 01 + MAC, as hex.
+fn client_of(mac: &str) -> String {
+    format!("01{}", mac.replace(':', ""))
+}
+
+fn provd_with_isc(provd_role: &str, net: u8, tag: &str) {
+    require_root_and_tools(&["ip", "perfdhcp", "dhcpd"]);
+    let l = lan(tag, net);
+    let (wa, wb) = (Workdir::new(), Workdir::new());
+    let isc_role = if provd_role == "primary" {
+        "secondary"
+    } else {
+        "primary"
+    };
+    let ca = provd_config(&wa, "a.toml", l.net, 1, provd_role, 10);
+    let a = Daemon::start(&l.a, &ca, &wa.path("state"), &wa.path("provd.log"));
+    let mut isc = Isc::start(&l.b, &wb, l.net, 2, isc_role, 10);
+
+    let sa = wait_state(&a, "normal", 90);
+    assert_eq!(sa["partner_state"], "normal", "{sa}");
+    wait_until("ISC in normal", Duration::from_secs(30), || {
+        (isc.state().as_deref() == Some("normal")).then_some(())
+    });
+
+    // Clients: both answer their share; each one's leases reach the other's store.
+    let out = perfdhcp(&l.c, 60, "00:0c:11:00:00:00");
+    let acks_provd = stat(&a, "sent_ack");
+    let isc_acks = isc.log_text().matches("DHCPACK on").count();
+    assert!(
+        acks_provd > 5 && isc_acks > 5,
+        "provd {acks_provd} ACKs, ISC {isc_acks}\n{out}"
+    );
+    let (mine, theirs) = wait_until("leases exchanged", Duration::from_secs(30), || {
+        let mine = bound(&a);
+        let theirs = isc.active_leases();
+        let isc_in_provd = theirs.iter().all(|(ip, hw)| mine.get(ip) == Some(&client_of(hw)));
+        let provd_in_isc = mine
+            .iter()
+            .all(|(ip, c)| theirs.get(ip).map(|hw| client_of(hw)).as_ref() == Some(c));
+        (isc_in_provd && provd_in_isc && mine.len() as u64 >= acks_provd).then_some((mine, theirs))
+    });
+    assert!(
+        theirs.len() > mine.len() / 4,
+        "ISC's own leases are in provd's store too"
+    );
+    assert_unique(&[&mine]);
+
+    // ISC dies: provd serves everyone; partner-down; after MCLT the partner's addresses too.
+    isc.kill();
+    wait_state(&a, "communications-interrupted", 20);
+    let out = a.cli(&["failover", "partner-down", "fo"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("partner-down"));
+    std::thread::sleep(Duration::from_secs(11));
+    let before = stat(&a, "sent_ack");
+    perfdhcp(&l.c, 20, "00:0c:12:00:00:00");
+    assert!(stat(&a, "sent_ack") >= before + 15, "provd alone serves every client");
+
+    // ISC returns: it recovers from provd, then both are normal with the same leases.
+    let isc = Isc::start(&l.b, &wb, l.net, 2, isc_role, 10);
+    wait_state(&a, "normal", 120);
+    wait_until("ISC back in normal", Duration::from_secs(60), || {
+        (isc.state().as_deref() == Some("normal")).then_some(())
+    });
+    let provd_now = bound(&a);
+    wait_until("ISC learnt provd's leases", Duration::from_secs(30), || {
+        let theirs = isc.active_leases();
+        provd_now
+            .iter()
+            .filter(|(ip, _)| !theirs.contains_key(*ip))
+            .count()
+            .eq(&0)
+            .then_some(())
+    });
+}
+
+#[test]
+fn provd_primary_with_isc_dhcpd_secondary() {
+    provd_with_isc("primary", 241, "fopi");
+}
+
+#[test]
+fn provd_secondary_with_isc_dhcpd_primary() {
+    provd_with_isc("secondary", 242, "fosi");
+}

@@ -401,6 +401,16 @@ impl Peer {
                 let m = Message::new(MessageType::PoolReq, unix_now() as u32, self.next_xid());
                 let _ = self.send(&m).await;
             }
+            if self.state == State::Normal && self.role == Role::Primary {
+                match self.balance_pools().await {
+                    Ok(n) if n > 0 => tracing::info!(
+                        "failover {}: balanced pools: {n} address(es) to the secondary",
+                        self.rel.cfg.name
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("failover {}: pool balancing: {e}", self.rel.cfg.name),
+                }
+            }
         }
         Ok(())
     }
@@ -548,6 +558,15 @@ impl Peer {
                         self.persist_state().await;
                         self.publish_gate();
                     }
+                    // The primary rebalances once a minute in NORMAL (expired leases come back
+                    // to the free pool over time).
+                    if self.role == Role::Primary
+                        && self.state == State::Normal
+                        && self.writer.is_some()
+                        && now % 60 == 0
+                    {
+                        let _ = self.balance_pools().await;
+                    }
                     if let Some(due) = self.mclt_timer_due
                         && now >= due
                     {
@@ -679,6 +698,22 @@ impl Peer {
         self.publish_gate();
     }
 
+    /// The primary's pool balancing: half the free addresses to the secondary (BACKUP),
+    /// durable, then sent. ISC's primary does this by itself in NORMAL; so does provd's.
+    async fn balance_pools(&mut self) -> Result<u32, String> {
+        let moved = {
+            let mut engine = self.rel.engine.lock().expect("engine lock");
+            engine
+                .table
+                .balance(&self.rel.cfg.pools, unix_now(), u64::from(self.mclt), &self.rel.site)
+        };
+        let n = moved.len() as u32;
+        self.persist_records(moved.clone()).await?;
+        self.queue.extend(moved);
+        self.pump().await;
+        Ok(n)
+    }
+
     async fn persist_records(&self, records: Vec<LeaseRecord>) -> Result<(), String> {
         if records.is_empty() {
             return Ok(());
@@ -747,6 +782,10 @@ impl Peer {
                     .u8(code::SERVER_STATE)
                     .and_then(State::from_u8)
                     .ok_or("STATE without a known server-state")?;
+                // A partner still starting up reports the state it will resume, flagged
+                // STARTUP (ISC does): until the flag clears it is in STARTUP for us.
+                let starting = m.u8(code::SERVER_FLAGS).unwrap_or(0) & 1 != 0;
+                let s = if starting { State::Startup } else { s };
                 self.partner_state = Some(s);
                 self.partner_stos = m.u32(code::STOS).map_or(now, u64::from);
                 self.persist_state().await;
@@ -824,19 +863,14 @@ impl Peer {
                 if self.role != Role::Primary {
                     return Ok(());
                 }
-                let moved = {
-                    let mut engine = self.rel.engine.lock().expect("engine lock");
-                    engine
-                        .table
-                        .balance(&cfg.pools, now, u64::from(self.mclt), &self.rel.site)
-                };
-                let n = moved.len() as u32;
-                self.persist_records(moved.clone()).await?;
-                self.queue.extend(moved);
+                let n = self.balance_pools().await?;
+                tracing::info!(
+                    "failover {}: pool request from the partner: {n} address(es) moved to it",
+                    cfg.name
+                );
                 let resp = Message::new(MessageType::PoolResp, now as u32, m.xid)
                     .with(code::ADDRESSES_TRANSFERRED, Value::U32(n));
                 self.send(&resp).await?;
-                self.pump().await;
             }
             MessageType::PoolResp => {
                 tracing::info!(

@@ -134,9 +134,12 @@ fn stay(state: State) -> Outcome {
     }
 }
 
-fn entered(state: State) -> Outcome {
+/// Entering a state: announce it; RECOVER asks for everything; in POTENTIAL-CONFLICT the
+/// primary asks first, the secondary only once the primary is CONFLICT-DONE.
+fn entered(ctx: &Context, state: State) -> Outcome {
     match state {
-        State::Recover | State::PotentialConflict => to(state, &[Action::SendState, Action::SendUpdReqAll]),
+        State::Recover => to(state, &[Action::SendState, Action::SendUpdReqAll]),
+        State::PotentialConflict if ctx.role == Role::Primary => to(state, &[Action::SendState, Action::SendUpdReqAll]),
         _ => to(state, &[Action::SendState]),
     }
 }
@@ -144,7 +147,7 @@ fn entered(state: State) -> Outcome {
 /// Where a server in `me` goes when the partner is (or says it is) in `peer`.
 fn on_peer_state(me: State, peer: State, ctx: &Context) -> Outcome {
     use State::*;
-    let go = |s: State| if s == me { stay(me) } else { entered(s) };
+    let go = |s: State| if s == me { stay(me) } else { entered(ctx, s) };
     match me {
         // A restart: take the saved state back, then react to the partner from there.
         // A server that never ran (saved = Startup) has no bindings it can vouch for: RECOVER.
@@ -154,7 +157,7 @@ fn on_peer_state(me: State, peer: State, ctx: &Context) -> Outcome {
                 RecoverWait => Recover,
                 s => s,
             };
-            entered(on_peer_state(from, peer, ctx).state)
+            entered(ctx, on_peer_state(from, peer, ctx).state)
         }
         Normal | CommunicationsInterrupted | Paused => match peer {
             Normal | CommunicationsInterrupted | RecoverDone | Startup | Paused => go(Normal),
@@ -187,9 +190,13 @@ fn on_peer_state(me: State, peer: State, ctx: &Context) -> Outcome {
             _ => stay(me),
         },
         // Resolution goes on through UPDREQALL/UPDDONE, not through state changes.
+        // The secondary asks for the primary's bindings once the primary has ours.
+        PotentialConflict if peer == ConflictDone && ctx.role == Role::Secondary => {
+            to(PotentialConflict, &[Action::SendUpdReqAll])
+        }
         PotentialConflict => stay(me),
         // Back in touch: resolve again from the start.
-        ResolutionInterrupted => entered(PotentialConflict),
+        ResolutionInterrupted => entered(ctx, PotentialConflict),
         ConflictDone => match peer {
             Normal => go(Normal),
             _ => stay(me),
@@ -204,41 +211,41 @@ pub fn next(me: State, ctx: &Context, event: Event) -> Result<Outcome, Refused> 
     Ok(match event {
         Event::PeerState(peer) => on_peer_state(me, peer, ctx),
         Event::CommunicationsLost => match me {
-            Normal | RecoverDone | Paused => entered(CommunicationsInterrupted),
-            PotentialConflict | ConflictDone => entered(ResolutionInterrupted),
+            Normal | RecoverDone | Paused => entered(ctx, CommunicationsInterrupted),
+            PotentialConflict | ConflictDone => entered(ctx, ResolutionInterrupted),
             _ => stay(me),
         },
         Event::OperatorPartnerDown => match me {
-            CommunicationsInterrupted | ResolutionInterrupted | Startup | Paused => entered(PartnerDown),
+            CommunicationsInterrupted | ResolutionInterrupted | Startup | Paused => entered(ctx, PartnerDown),
             PartnerDown => stay(me),
             // Talking to the partner right now: it is not down.
             Normal | PotentialConflict | ConflictDone | RecoverDone => return Err(Refused::PartnerIsUp(me.name())),
             // A server that never heard from its partner (a new pair, the other half not
             // built yet) can only start serving this way; the operator vouches for it.
-            Recover | RecoverWait => entered(PartnerDown),
+            Recover | RecoverWait => entered(ctx, PartnerDown),
             Shutdown => return Err(Refused::NotRecovered(me.name())),
         },
         Event::UpdateDone => match me {
             Recover => {
                 let peer_recovering = matches!(ctx.peer, Some(Recover | RecoverWait | RecoverDone));
                 if ctx.mclt_elapsed || peer_recovering {
-                    entered(RecoverDone)
+                    entered(ctx, RecoverDone)
                 } else {
-                    entered(RecoverWait)
+                    entered(ctx, RecoverWait)
                 }
             }
             PotentialConflict => match ctx.role {
-                Role::Primary => entered(ConflictDone),
-                Role::Secondary if ctx.peer == Some(ConflictDone) => entered(Normal),
+                Role::Primary => entered(ctx, ConflictDone),
+                Role::Secondary if ctx.peer == Some(ConflictDone) => entered(ctx, Normal),
                 Role::Secondary => stay(me),
             },
             _ => stay(me),
         },
         Event::McltElapsed => match me {
-            RecoverWait => entered(RecoverDone),
+            RecoverWait => entered(ctx, RecoverDone),
             _ => stay(me),
         },
-        Event::Shutdown => entered(Shutdown),
+        Event::Shutdown => entered(ctx, Shutdown),
     })
 }
 

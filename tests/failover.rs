@@ -104,6 +104,26 @@ fn bound(d: &Daemon) -> HashMap<String, String> {
         .collect()
 }
 
+/// Bound leases that will not expire within the next few seconds (lease times are short
+/// here: MCLT 10 s bounds a lease the partner has not acknowledged yet).
+fn bound_unexpired(d: &Daemon) -> HashMap<String, String> {
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3;
+    d.leases()
+        .into_iter()
+        .filter(|l| l["state"] == "bound" && l["ends"].as_u64().unwrap_or(0) > soon)
+        .map(|l| {
+            (
+                l["ip"].as_str().unwrap().to_string(),
+                l["client_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Every record in a provd store: ip -> (state, client).
 fn records(d: &Daemon) -> HashMap<String, (String, String)> {
     d.leases()
@@ -330,8 +350,8 @@ subnet 10.{net}.0.0 netmask 255.255.255.0 {{
     fn state(&self) -> Option<String> {
         self.log_text()
             .lines()
-            .filter_map(|l| l.split("I move from ").nth(1))
-            .last()
+            .rev()
+            .find_map(|l| l.split("I move from ").nth(1))
             .and_then(|rest| rest.split(" to ").nth(1))
             .map(|s| s.trim().to_string())
     }
@@ -413,7 +433,7 @@ fn provd_with_isc(provd_role: &str, net: u8, tag: &str) {
         let mine = bound(&a);
         let theirs = isc.active_leases();
         let isc_in_provd = theirs.iter().all(|(ip, hw)| mine.get(ip) == Some(&client_of(hw)));
-        let provd_in_isc = mine
+        let provd_in_isc = bound_unexpired(&a)
             .iter()
             .all(|(ip, c)| theirs.get(ip).map(|hw| client_of(hw)).as_ref() == Some(c));
         (isc_in_provd && provd_in_isc && mine.len() as u64 >= acks_provd).then_some((mine, theirs))
@@ -440,14 +460,11 @@ fn provd_with_isc(provd_role: &str, net: u8, tag: &str) {
     wait_until("ISC back in normal", Duration::from_secs(60), || {
         (isc.state().as_deref() == Some("normal")).then_some(())
     });
-    let provd_now = bound(&a);
     wait_until("ISC learnt provd's leases", Duration::from_secs(30), || {
         let theirs = isc.active_leases();
-        provd_now
+        bound_unexpired(&a)
             .iter()
-            .filter(|(ip, _)| !theirs.contains_key(*ip))
-            .count()
-            .eq(&0)
+            .all(|(ip, c)| theirs.get(ip).map(|hw| client_of(hw)).as_ref() == Some(c))
             .then_some(())
     });
 }

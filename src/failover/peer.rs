@@ -563,7 +563,7 @@ impl Peer {
                     if self.role == Role::Primary
                         && self.state == State::Normal
                         && self.writer.is_some()
-                        && now % 60 == 0
+                        && now.is_multiple_of(60)
                     {
                         let _ = self.balance_pools().await;
                     }

@@ -229,6 +229,7 @@ pub fn start(
     let status = Arc::new(Mutex::new(status));
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let (upd_tx, upd_rx) = mpsc::unbounded_channel();
+    let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
     let mut peer = Peer {
         role: role_of(&rel.cfg),
         saved: saved.as_ref().map_or(State::Startup, |p| p.state),
@@ -249,6 +250,8 @@ pub fn start(
         mclt_timer_due: None,
         updates_sent: 0,
         updates_received: 0,
+        outbox: outbox_tx,
+        outbox_rx: Some(outbox_rx),
     };
     peer.publish_gate();
     tasks.spawn(async move { peer.run(upd_rx, cmd_rx, shutdown).await });
@@ -284,6 +287,9 @@ struct Peer {
     mclt_timer_due: Option<u64>,
     updates_sent: u64,
     updates_received: u64,
+    /// Messages produced off the main loop (BNDACKs after their write) to send in order.
+    outbox: mpsc::UnboundedSender<Message>,
+    outbox_rx: Option<mpsc::UnboundedReceiver<Message>>,
 }
 
 /// What the reader task hands the main loop.
@@ -455,8 +461,14 @@ impl Peer {
         let mut next_connect = 0u64;
         let mut next_contact = 0u64;
         let mut partner_receive_timer = cfg.max_response_delay;
+        let mut outbox = self.outbox_rx.take().expect("run once");
         loop {
             tokio::select! {
+                Some(m) = outbox.recv() => {
+                    if self.writer.is_some() && self.send(&m).await.is_err() {
+                        self.detach().await;
+                    }
+                }
                 _ = shutdown.changed() => {
                     let _ = self.event(Event::Shutdown).await;
                     return;
@@ -807,8 +819,19 @@ impl Peer {
                             let mut engine = self.rel.engine.lock().expect("engine lock");
                             engine.table.apply_partner(b, &self.rel.site)
                         };
-                        // Durable before the BNDACK: an acknowledged update is never lost.
-                        self.persist_records(vec![record]).await?;
+                        // Durable before the BNDACK: an acknowledged update is never lost. The
+                        // write runs beside the conversation (the store's group commit
+                        // batches concurrent ones); the BNDACK goes out when it is done.
+                        let (store, outbox) = (self.rel.store.clone(), self.outbox.clone());
+                        tokio::spawn(async move {
+                            match store.persist(vec![record]).await {
+                                Ok(()) => {
+                                    let _ = outbox.send(ack);
+                                }
+                                Err(e) => tracing::error!("failover: update not stored, not acknowledged: {e}"),
+                            }
+                        });
+                        return Ok(());
                     }
                     Err(e) => {
                         tracing::warn!("failover {}: rejecting a BNDUPD: {e}", cfg.name);
@@ -837,7 +860,11 @@ impl Peer {
                             .table
                             .acknowledged(ip, potential, &self.rel.site);
                     if let Some(r) = record {
-                        self.persist_records(vec![r]).await?;
+                        // Not awaited: a tsfp lost in a crash only shortens a later lease.
+                        let store = self.rel.store.clone();
+                        tokio::spawn(async move {
+                            let _ = store.persist(vec![r]).await;
+                        });
                     }
                 }
                 self.pump().await;

@@ -16,6 +16,8 @@ struct Lan {
     a: Netns,
     b: Netns,
     c: Netns,
+    /// A host with no address, for dhclient (interface fd).
+    d: Netns,
     net: u8,
 }
 
@@ -27,11 +29,29 @@ fn lan(tag: &str, net: u8) -> Lan {
         Netns::new(&format!("{tag}c")),
     );
     br.sh("ip link add fbr0 type bridge && ip link set fbr0 up");
-    for (ns, ifname, port, host) in [(&a, "fa", "pa", 1), (&b, "fb", "pb", 2), (&c, "fc", "pc", 3)] {
-        veth(ns, ifname, &format!("10.{net}.0.{host}/24"), &br, port, "");
+    let d = Netns::new(&format!("{tag}d"));
+    for (ns, ifname, port, host) in [
+        (&a, "fa", "pa", 1),
+        (&b, "fb", "pb", 2),
+        (&c, "fc", "pc", 3),
+        (&d, "fd", "pd", 0),
+    ] {
+        let addr = if host == 0 {
+            String::new()
+        } else {
+            format!("10.{net}.0.{host}/24")
+        };
+        veth(ns, ifname, &addr, &br, port, "");
         br.sh(&format!("ip link set {port} master fbr0"));
     }
-    Lan { _br: br, a, b, c, net }
+    Lan {
+        _br: br,
+        a,
+        b,
+        c,
+        d,
+        net,
+    }
 }
 
 /// A provd config for one half of a pair.
@@ -175,13 +195,43 @@ fn perfdhcp(c: &Netns, clients: u32, mac: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
+/// ISC dhclient, once, in namespace d: it gets (or re-confirms) a lease and exits; the
+/// lease file keeps what it holds. Returns the address it now has.
+fn dhclient_once(l: &Lan, w: &Workdir) -> String {
+    let lf = w.path("dhclient.leases");
+    let out =
+        l.d.cmd("dhclient")
+            .args(["-4", "-1", "-sf", "/bin/true", "-lf"])
+            .arg(&lf)
+            .arg("-pf")
+            .arg(w.path("dhclient.pid"))
+            .arg("fd")
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "dhclient: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It went to the background holding the lease: stop it (the lease file stays).
+    if let Ok(pid) = std::fs::read_to_string(w.path("dhclient.pid")) {
+        let _ = std::process::Command::new("kill").arg(pid.trim()).output();
+    }
+    let text = std::fs::read_to_string(&lf).unwrap();
+    text.rsplit("fixed-address ")
+        .next()
+        .and_then(|s| s.split(';').next())
+        .unwrap()
+        .to_string()
+}
+
 fn stat(d: &Daemon, name: &str) -> u64 {
     d.stats()["dhcp"][name].as_u64().unwrap_or(0)
 }
 
 #[test]
 fn provd_pair_reaches_normal_splits_clients_survives_a_dead_partner_and_recovers() {
-    require_root_and_tools(&["ip", "perfdhcp"]);
+    require_root_and_tools(&["ip", "perfdhcp", "dhclient"]);
     let l = lan("fopp", 240);
     let (wa, wb) = (Workdir::new(), Workdir::new());
     let ca = provd_config(&wa, "a.toml", l.net, 1, "primary", 10);
@@ -223,10 +273,21 @@ fn provd_pair_reaches_normal_splits_clients_survives_a_dead_partner_and_recovers
         .count();
     assert!(low > 0 && low < ba.len(), "{ba:?}");
 
+    // A real client (ISC dhclient) takes a lease from whichever server the hash picks.
+    let wd = Workdir::new();
+    let held = dhclient_once(&l, &wd);
+
     // The secondary dies: the primary sees the connection go and serves everyone, but new
     // addresses only from its own half (the secondary may still have clients in its half).
     b.kill9();
     wait_state(&a, "communications-interrupted", 20);
+    // The client comes back (INIT-REBOOT, or DISCOVER once its short lease ran out) and
+    // keeps its address, whichever server first gave it.
+    assert_eq!(
+        dhclient_once(&l, &wd),
+        held,
+        "the survivor renews the client's own address"
+    );
     let before = stat(&a, "sent_ack");
     perfdhcp(&l.c, 20, "00:0c:02:00:00:00");
     assert!(

@@ -274,16 +274,8 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             } else {
                 crate::config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?.vm
             };
-            fn known<T>(m: &std::collections::BTreeMap<String, T>) -> String {
-                m.keys().cloned().collect::<Vec<String>>().join(", ")
-            }
-            let disks = profiles.disks.get(&disk_profile).ok_or_else(|| {
-                anyhow::anyhow!("no disk profile {disk_profile:?} (known: {})", known(&profiles.disks))
-            })?;
-            let nics = profiles
-                .nics
-                .get(&nic_profile)
-                .ok_or_else(|| anyhow::anyhow!("no NIC profile {nic_profile:?} (known: {})", known(&profiles.nics)))?;
+            let disks = &profile(&profiles.disks, &disk_profile, "disk")?;
+            let nics = &profile(&profiles.nics, &nic_profile, "NIC")?;
             let d = Hypervisor::connect(&target.connect)?.init(&vm::InitRequest {
                 name: &name,
                 vcpus: cpus,
@@ -489,6 +481,14 @@ impl DiskProgress {
     }
 }
 
+/// A named profile, or an error that lists the known ones.
+fn profile<T: Clone>(m: &std::collections::BTreeMap<String, T>, name: &str, kind: &str) -> anyhow::Result<T> {
+    m.get(name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = m.keys().map(String::as_str).collect();
+        anyhow::anyhow!("no {kind} profile {name:?} (known: {})", known.join(", "))
+    })
+}
+
 struct Deploy {
     name: String,
     from: String,
@@ -511,26 +511,16 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
     } else {
         crate::config::VmProfiles::default()
     };
-    let nics = match &d.nic_profile {
-        None => None,
-        Some(p) => Some(
-            profiles
-                .nics
-                .get(p)
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("no NIC profile {p:?} in the config"))?,
-        ),
-    };
-    let disks = match &d.disk_profile {
-        None => None,
-        Some(p) => Some(
-            profiles
-                .disks
-                .get(p)
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("no disk profile {p:?} in the config"))?,
-        ),
-    };
+    let nics = d
+        .nic_profile
+        .as_deref()
+        .map(|p| profile(&profiles.nics, p, "NIC"))
+        .transpose()?;
+    let disks = d
+        .disk_profile
+        .as_deref()
+        .map(|p| profile(&profiles.disks, p, "disk"))
+        .transpose()?;
     let mut keys = Vec::new();
     for f in &d.ssh_keys {
         let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;

@@ -24,11 +24,16 @@ pub struct VolumeSize {
     pub allocation: u64,
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
+use super::xml::esc;
+
+/// A plain volume of `capacity` bytes, not preallocated (allocation 0: sparse).
+fn volume_xml(dest: &Path, format: &str, capacity: u64) -> String {
+    format!(
+        "<volume><name>{}</name><capacity>{capacity}</capacity><allocation>0</allocation>\
+         <target><format type='{}'/></target></volume>",
+        esc(&file_name(dest)),
+        esc(format)
+    )
 }
 
 fn file_name(p: &Path) -> String {
@@ -133,12 +138,7 @@ impl<'a> Volumes<'a> {
         let src = self.volume(source)?;
         let capacity = self.size(source)?.capacity;
         let pool = self.pool_for_dir(dest.parent().ok_or("no directory")?)?;
-        let xml = format!(
-            "<volume><name>{}</name><capacity>{capacity}</capacity><allocation>0</allocation>\
-             <target><format type='{}'/></target></volume>",
-            esc(&file_name(dest)),
-            esc(format)
-        );
+        let xml = volume_xml(dest, format, capacity);
         // libvirt refuses the reflink flag where it cannot honour it (qemu-img-made formats,
         // file systems without reflink, the test driver): then copy.
         match StorageVol::create_xml_from(&pool, &xml, &src, virt::sys::VIR_STORAGE_VOL_CREATE_REFLINK) {
@@ -150,12 +150,7 @@ impl<'a> Volumes<'a> {
     /// A new empty volume (a data disk).
     pub fn create_empty(&mut self, dest: &Path, format: &str, capacity: u64) -> Result<StorageVol, String> {
         let pool = self.pool_for_dir(dest.parent().ok_or("no directory")?)?;
-        let xml = format!(
-            "<volume><name>{}</name><capacity>{capacity}</capacity><allocation>0</allocation>\
-             <target><format type='{}'/></target></volume>",
-            esc(&file_name(dest)),
-            esc(format)
-        );
+        let xml = volume_xml(dest, format, capacity);
         StorageVol::create_xml(&pool, &xml, 0).map_err(|e| format!("{}: {e}", dest.display()))
     }
 

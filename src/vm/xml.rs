@@ -26,7 +26,8 @@ pub struct DomainSpec {
     pub vnc: bool,
 }
 
-fn esc(s: &str) -> String {
+/// Escape text for an XML attribute or element.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -155,6 +155,8 @@ fn on_peer_state(me: State, peer: State, ctx: &Context) -> Outcome {
             let from = match ctx.saved {
                 Startup | Shutdown | Paused => Recover,
                 RecoverWait => Recover,
+                // A resolution cut short by the restart starts over.
+                PotentialConflict | ConflictDone | ResolutionInterrupted => ResolutionInterrupted,
                 s => s,
             };
             entered(ctx, on_peer_state(from, peer, ctx).state)
@@ -199,6 +201,8 @@ fn on_peer_state(me: State, peer: State, ctx: &Context) -> Outcome {
         ResolutionInterrupted => entered(ctx, PotentialConflict),
         ConflictDone => match peer {
             Normal => go(Normal),
+            // The partner served alone meanwhile: resolve again.
+            PartnerDown => go(PotentialConflict),
             _ => stay(me),
         },
         Shutdown => stay(me),
@@ -453,5 +457,194 @@ mod tests {
         ] {
             assert_eq!(service(s, Role::Primary), Service::None, "{}", s.name());
         }
+    }
+
+    const EVENTS: [Event; 6] = [
+        Event::CommunicationsLost,
+        Event::OperatorPartnerDown,
+        Event::UpdateDone,
+        Event::McltElapsed,
+        Event::Shutdown,
+        Event::PeerState(Normal),
+    ];
+
+    #[test]
+    fn every_state_and_event_is_handled_and_safety_rules_hold() {
+        for role in [Role::Primary, Role::Secondary] {
+            for me in State::ALL {
+                for saved in State::ALL {
+                    for peer_known in [None, Some(Normal), Some(ConflictDone), Some(Recover)] {
+                        for mclt_elapsed in [false, true] {
+                            let c = Context {
+                                role,
+                                saved,
+                                peer: peer_known,
+                                mclt_elapsed,
+                            };
+                            let mut events: Vec<Event> = EVENTS.to_vec();
+                            events.extend(State::ALL.iter().map(|p| Event::PeerState(*p)));
+                            for e in events {
+                                let Ok(out) = next(me, &c, e) else { continue };
+                                // A partner in PARTNER-DOWN may have handed out our addresses:
+                                // never go to a serving state on its word without recovering.
+                                if e == Event::PeerState(PartnerDown) && me != PartnerDown {
+                                    assert_eq!(service(out.state, role), Service::None, "{me:?} -> {:?}", out.state);
+                                }
+                                // Losing the partner never leads to load balancing.
+                                if e == Event::CommunicationsLost {
+                                    assert_ne!(service(out.state, role), Service::LoadBalanced, "{me:?}");
+                                }
+                                // Taking over the partner's addresses is never automatic except
+                                // on the partner's own word (it shut down or it is recovering).
+                                if out.state == PartnerDown && me != PartnerDown {
+                                    assert!(
+                                        matches!(
+                                            e,
+                                            Event::OperatorPartnerDown
+                                                | Event::PeerState(Shutdown | Recover | RecoverWait)
+                                        ) || (me == Startup && saved == PartnerDown),
+                                        "{me:?} -> partner-down on {e:?}"
+                                    );
+                                }
+                                // Entering RECOVER always asks for the partner's bindings.
+                                if out.state == Recover && me != Recover {
+                                    assert!(out.actions.contains(&Action::SendUpdReqAll), "{me:?} {e:?}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Two state machines joined by a simulated link: each STATE one sends is an event for
+    /// the other; UPDREQALL is answered with UPDDONE at once (the bindings are not modelled).
+    struct Pair {
+        a: State,
+        b: State,
+        a_saved: State,
+        b_saved: State,
+        link: bool,
+        /// b is running (a always is here).
+        b_up: bool,
+        mclt_elapsed: bool,
+    }
+
+    impl Pair {
+        fn fresh() -> Pair {
+            Pair {
+                a: Startup,
+                b: Startup,
+                a_saved: Startup,
+                b_saved: Startup,
+                link: false,
+                b_up: true,
+                mclt_elapsed: false,
+            }
+        }
+
+        fn ctx(&self, primary: bool) -> Context {
+            Context {
+                role: if primary { Role::Primary } else { Role::Secondary },
+                saved: if primary { self.a_saved } else { self.b_saved },
+                peer: Some(if primary { self.b } else { self.a }),
+                mclt_elapsed: self.mclt_elapsed,
+            }
+        }
+
+        /// Deliver one event to one side, then propagate STATE/UPDREQALL until quiet.
+        fn deliver(&mut self, primary: bool, e: Event) {
+            let mut work = vec![(primary, e)];
+            let mut steps = 0;
+            while let Some((to_a, e)) = work.pop() {
+                steps += 1;
+                assert!(steps < 100, "no convergence: a {:?} b {:?}", self.a, self.b);
+                let me = if to_a { self.a } else { self.b };
+                let Ok(out) = next(me, &self.ctx(to_a), e) else {
+                    continue;
+                };
+                if to_a {
+                    self.a = out.state
+                } else {
+                    self.b = out.state
+                }
+                if !self.link {
+                    continue;
+                }
+                for action in out.actions {
+                    match action {
+                        Action::SendState => work.insert(0, (!to_a, Event::PeerState(out.state))),
+                        Action::SendUpdReqAll => work.insert(0, (to_a, Event::UpdateDone)),
+                    }
+                }
+            }
+        }
+
+        fn connect(&mut self) {
+            self.link = true;
+            let (a, b) = (self.a, self.b);
+            self.deliver(true, Event::PeerState(b));
+            self.deliver(false, Event::PeerState(a));
+            // Settle: announce states until both agree (a real link repeats STATE on change).
+            for _ in 0..10 {
+                let (a, b) = (self.a, self.b);
+                self.deliver(true, Event::PeerState(b));
+                self.deliver(false, Event::PeerState(a));
+                if (a, b) == (self.a, self.b) {
+                    break;
+                }
+            }
+        }
+
+        fn cut(&mut self) {
+            self.link = false;
+            self.deliver(true, Event::CommunicationsLost);
+            if self.b_up {
+                self.deliver(false, Event::CommunicationsLost);
+            }
+        }
+    }
+
+    #[test]
+    fn a_simulated_pair_converges_to_normal_after_each_failure() {
+        // A new pair.
+        let mut p = Pair::fresh();
+        p.connect();
+        assert_eq!((p.a, p.b), (Normal, Normal));
+
+        // The link breaks and comes back.
+        p.cut();
+        assert_eq!((p.a, p.b), (CommunicationsInterrupted, CommunicationsInterrupted));
+        p.connect();
+        assert_eq!((p.a, p.b), (Normal, Normal));
+
+        // b dies; the operator declares it down on a; b restarts from its saved state.
+        p.b_up = false;
+        p.cut();
+        p.deliver(true, Event::OperatorPartnerDown);
+        assert_eq!(p.a, PartnerDown);
+        p.b_saved = p.b;
+        p.b = Startup;
+        p.b_up = true;
+        p.connect();
+        // b recovered from a (UPDREQALL answered); with MCLT not yet passed it waits.
+        assert_eq!((p.a, p.b), (PartnerDown, RecoverWait));
+        p.mclt_elapsed = true;
+        p.deliver(false, Event::McltElapsed);
+        p.connect();
+        assert_eq!((p.a, p.b), (Normal, Normal));
+
+        // Split brain: both were declared partner-down while cut off.
+        p.cut();
+        p.deliver(true, Event::OperatorPartnerDown);
+        p.deliver(false, Event::OperatorPartnerDown);
+        assert_eq!((p.a, p.b), (PartnerDown, PartnerDown));
+        p.connect();
+        assert_eq!(
+            (p.a, p.b),
+            (Normal, Normal),
+            "potential-conflict resolved, primary first"
+        );
     }
 }

@@ -55,10 +55,7 @@ impl Boot {
             "site.toml",
             &format!(
                 r#"
-[daemon]
-templates_dir = "{templates}"
-assets_dir = "{assets}"
-api_listen = "127.0.0.1:6767"
+{daemon}
 
 [profiles.el9]
 os = "el9"
@@ -81,8 +78,7 @@ hostname = "hv81"
 ip = "10.{net}.0.81"
 profile = "el9"
 "#,
-                templates = common::repo("templates").display(),
-                assets = assets.display()
+                daemon = common::daemon_toml(&assets)
             ),
         );
         let daemon = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
@@ -614,9 +610,7 @@ fn each_host_gets_its_own_sites_urls_with_two_sites_in_one_config() {
         "sites.toml",
         &format!(
             r#"
-[daemon]
-templates_dir = "{templates}"
-assets_dir = "{assets}"
+{daemon}
 [profiles.el9]
 os = "el9"
 kernel = "el9/vmlinuz"
@@ -645,8 +639,7 @@ mac = "52:54:00:00:88:01"
 hostname = "s1"
 profile = "el9"
 "#,
-            templates = common::repo("templates").display(),
-            assets = work.path("assets").display()
+            daemon = common::daemon_toml(&work.path("assets"))
         ),
     );
     let _d = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));

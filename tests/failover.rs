@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Daemon, Netns, Workdir, repo, require_root_and_tools, veth, wait_until};
+use common::{Daemon, Netns, Workdir, require_root_and_tools, veth, wait_until};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -68,10 +68,7 @@ fn provd_config(w: &Workdir, file: &str, net: u8, me: u8, role: &str, mclt: u32)
         file,
         &format!(
             r#"
-[daemon]
-templates_dir = "{templates}"
-assets_dir = "{assets}"
-api_listen = "127.0.0.1:6767"
+{daemon}
 
 [sites.fo]
 server_address = "10.{net}.0.{me}"
@@ -91,8 +88,7 @@ peer_address = "10.{net}.0.{peer}"
 max_response_delay = 6
 load_balance_max_seconds = 3
 {primary_only}"#,
-            templates = repo("templates").display(),
-            assets = w.path("assets").display(),
+            daemon = common::daemon_toml(&w.path("assets")),
         ),
     )
 }

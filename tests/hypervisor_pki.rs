@@ -67,9 +67,7 @@ fn a_kickstarted_hypervisor_gets_certificates_that_libvirt_accepts_over_tls() {
         "site.toml",
         &format!(
             r#"
-[daemon]
-templates_dir = "{templates}"
-assets_dir = "{assets}"
+{daemon}
 [profiles.el9-kvm]
 os = "el9"
 kernel = "el9/vmlinuz"
@@ -89,8 +87,7 @@ hostname = "hv01"
 ip = "10.90.0.11"
 profile = "el9-kvm"
 "#,
-            templates = common::repo("templates").display(),
-            assets = w.join("assets").display()
+            daemon = common::daemon_toml(&w.join("assets"))
         ),
     );
     let state = w.join("state");

@@ -232,10 +232,7 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
         "site.toml",
         &format!(
             r#"
-[daemon]
-templates_dir = "{templates}"
-assets_dir = "{assets}"
-api_listen = "127.0.0.1:6767"
+{daemon}
 
 [sites.vm]
 server_address = "10.231.0.1"
@@ -251,8 +248,7 @@ disks = [
     {{ name = "data", size_gib = 2, dir = "{images}" }},
 ]
 "#,
-            templates = repo("templates").display(),
-            assets = w.path("boot").display(),
+            daemon = common::daemon_toml(&w.path("boot")),
             images = images.display()
         ),
     );

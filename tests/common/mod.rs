@@ -167,6 +167,16 @@ impl Drop for NetnsHosts {
     }
 }
 
+/// The `[daemon]` table every test config starts with: the source tree's templates, the
+/// test's assets directory, the API on the namespace's loopback.
+pub fn daemon_toml(assets: &Path) -> String {
+    format!(
+        "[daemon]\ntemplates_dir = \"{}\"\nassets_dir = \"{}\"\napi_listen = \"127.0.0.1:6767\"\n",
+        repo("templates").display(),
+        assets.display()
+    )
+}
+
 /// A temporary directory for one test (config, state, logs).
 pub struct Workdir {
     pub dir: tempfile::TempDir,

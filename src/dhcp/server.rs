@@ -50,9 +50,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn tell_partner(&self, record: LeaseRecord) {
-        if let Some(tx) = self.failover_updates.get(&record.site) {
-            let _ = tx.send(record);
+    /// A copy for the failover partner, only where the site has one (no clone otherwise).
+    fn partner_copy(&self, record: &LeaseRecord) -> Option<LeaseRecord> {
+        self.failover_updates.contains_key(&record.site).then(|| record.clone())
+    }
+
+    fn tell_partner(&self, record: Option<LeaseRecord>) {
+        if let Some(r) = record
+            && let Some(tx) = self.failover_updates.get(&r.site)
+        {
+            let _ = tx.send(r);
         }
     }
 }
@@ -135,8 +142,9 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
         Outcome::Persist(record) => {
             let shared = shared.clone();
             tokio::spawn(async move {
-                match shared.store.persist(vec![record.clone()]).await {
-                    Ok(()) => shared.tell_partner(record),
+                let for_partner = shared.partner_copy(&record);
+                match shared.store.persist(vec![record]).await {
+                    Ok(()) => shared.tell_partner(for_partner),
                     Err(e) => {
                         shared.stats.inc("persist_failures");
                         tracing::error!("could not persist release/decline: {e}");
@@ -160,10 +168,11 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
             tokio::spawn(async move {
                 // The ACK leaves only once the lease is durable: a crash before this point
                 // loses an unacknowledged lease, which the client simply asks for again.
-                match shared.store.persist(vec![record.clone()]).await {
+                let for_partner = shared.partner_copy(&record);
+                match shared.store.persist(vec![record]).await {
                     Ok(()) => {
                         send(&shared, &sock, &ingress, &msg, kind, dest);
-                        shared.tell_partner(record);
+                        shared.tell_partner(for_partner);
                     }
                     Err(e) => {
                         shared.stats.inc("persist_failures");

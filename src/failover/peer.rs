@@ -313,6 +313,7 @@ impl Peer {
         }
     }
 
+    /// What the DHCP engine decides by (state, MCLT, HBA): only when one of them changes.
     fn publish_gate(&self) {
         let gate = Gate {
             role: self.role,
@@ -326,6 +327,11 @@ impl Peer {
         if let Some(slot) = self.rel.engine.lock().expect("engine lock").gate_mut(&self.rel.site) {
             *slot = Some(gate);
         }
+        self.publish_status();
+    }
+
+    /// The API's view only (no engine lock: this runs for every BNDACK).
+    fn publish_status(&self) {
         let mut s = self.status.lock().expect("status lock");
         s.state = self.state;
         s.stos = self.stos;
@@ -585,7 +591,7 @@ impl Peer {
                         self.mclt_timer_due = None;
                         let _ = self.event(Event::McltElapsed).await;
                     }
-                    self.publish_gate();
+                    self.publish_status();
                 }
             }
         }
@@ -675,7 +681,7 @@ impl Peer {
         }
         self.update_done_due = None;
         let _ = self.event(Event::CommunicationsLost).await;
-        self.publish_gate();
+        self.publish_status();
     }
 
     /// Send queued BNDUPDs while the partner accepts more; then UPDDONE if one is due.
@@ -707,7 +713,7 @@ impl Peer {
             let m = Message::new(MessageType::UpdDone, unix_now() as u32, xid);
             let _ = self.send(&m).await;
         }
-        self.publish_gate();
+        self.publish_status();
     }
 
     /// The primary's pool balancing: half the free addresses to the secondary (BACKUP),
@@ -803,7 +809,7 @@ impl Peer {
                 self.persist_state().await;
                 tracing::info!("failover {}: partner is {}", cfg.name, s.name());
                 let _ = self.event(Event::PeerState(s)).await;
-                self.publish_gate();
+                self.publish_status();
                 self.pump().await;
             }
             MessageType::Contact => {}

@@ -3,10 +3,14 @@
 //! neither strands a client when the other dies.
 //!
 //! - `codec`: the TCP message format, every message type and option (pure).
+//! - `binding`: lease records to BNDUPDs and back (pure).
+//! - `peer`: the TCP conversation with the partner and the durable relationship state.
 //! - `state`: the failover state machine and what each state may serve (pure).
 //! - `loadbalance`: which server answers a client in NORMAL state: RFC 3074's hash exactly
 //!   as ISC computes it (pure).
+//! - `gate`: what the DHCP engine may answer, hand out and for how long, by state (pure).
 
+pub mod binding;
 pub mod codec;
 pub mod gate;
 pub mod loadbalance;

@@ -319,20 +319,27 @@ impl LeaseTable {
 
     /// Every binding and BACKUP address in `pools`, as records (UPDREQALL answers).
     pub fn records_in(&self, pools: &[Pool], site: &str) -> Vec<LeaseRecord> {
-        let mut out: Vec<LeaseRecord> = self
+        let mut ips: Vec<Ipv4Addr> = self
             .by_ip
             .keys()
+            .chain(self.backup.iter().filter(|ip| !self.by_ip.contains_key(ip)))
             .filter(|ip| pools.iter().any(|p| p.contains(**ip)))
-            .filter_map(|ip| self.record(*ip, site))
+            .copied()
             .collect();
-        out.extend(
-            self.backup
-                .iter()
-                .filter(|ip| pools.iter().any(|p| p.contains(**ip)) && !self.by_ip.contains_key(ip))
-                .map(|ip| ownership_record(*ip, LeaseState::Backup, 0, site)),
-        );
-        out.sort_by_key(|r| r.ip);
-        out
+        ips.sort();
+        ips.into_iter()
+            .filter_map(|ip| self.failover_record(ip, site))
+            .collect()
+    }
+
+    /// What the failover partner is told about `ip`: its binding, or that it is a BACKUP
+    /// address (None for an offer or an address nothing is known of).
+    pub fn failover_record(&self, ip: Ipv4Addr, site: &str) -> Option<LeaseRecord> {
+        match self.by_ip.get(&ip) {
+            Some(_) => self.record(ip, site),
+            None if self.backup.contains(&ip) => Some(ownership_record(ip, LeaseState::Backup, 0, site)),
+            None => None,
+        }
     }
 
     pub fn get(&self, ip: Ipv4Addr) -> Option<&Binding> {
@@ -648,6 +655,24 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// One client per key number allocates (as `owner` may) and binds what it got.
+    fn take_each(
+        t: &mut LeaseTable,
+        s: &Subnet,
+        clients: std::ops::RangeInclusive<u8>,
+        owner: Owner,
+    ) -> Vec<Option<Ipv4Addr>> {
+        clients
+            .map(|n| {
+                let got = t.allocate_owned(s, &key(n), None, &Reserved::new(), 100, owner);
+                if let Some(a) = got {
+                    t.bind(a, &key(n), ClientFacts::default(), 600, 100, "a");
+                }
+                got
+            })
+            .collect()
+    }
+
     #[test]
     fn failover_balance_gives_the_secondary_half_and_each_takes_only_its_own() {
         let s = subnet(&[("10.0.0.10", "10.0.0.19")]);
@@ -668,13 +693,7 @@ mod tests {
         // The secondary learns the same from the BNDUPDs (restore = same state).
         let mut secondary = LeaseTable::restore(&moved);
         let r = &Reserved::new();
-        let mut got = Vec::new();
-        for n in 1..=6 {
-            got.push(secondary.allocate_owned(&s, &key(n), None, r, 100, Owner::Secondary(&pools)));
-            if let Some(a) = got.last().unwrap() {
-                secondary.bind(*a, &key(n), ClientFacts::default(), 600, 100, "a");
-            }
-        }
+        let got = take_each(&mut secondary, &s, 1..=6, Owner::Secondary(&pools));
         assert!(
             got[..5]
                 .iter()
@@ -685,13 +704,7 @@ mod tests {
             got[5], None,
             "the secondary's five are gone; the primary's are not its to give"
         );
-        let mut got = Vec::new();
-        for n in 11..=16 {
-            got.push(primary.allocate_owned(&s, &key(n), None, r, 100, Owner::Primary(&pools)));
-            if let Some(a) = got.last().unwrap() {
-                primary.bind(*a, &key(n), ClientFacts::default(), 600, 100, "a");
-            }
-        }
+        let got = take_each(&mut primary, &s, 11..=16, Owner::Primary(&pools));
         assert!(
             got[..5]
                 .iter()

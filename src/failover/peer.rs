@@ -293,6 +293,7 @@ impl Peer {
     /// Apply an event: move, persist, tell the engine and the partner.
     async fn event(&mut self, e: Event) -> Result<(), Refused> {
         let out = state::next(self.state, &self.context(), e)?;
+        let entered_normal = out.state == State::Normal && self.state != State::Normal;
         if out.state != self.state {
             tracing::info!(
                 "failover {}: {} -> {} ({e:?})",
@@ -321,11 +322,13 @@ impl Peer {
                     tracing::warn!("failover {}: send: {err}", self.rel.cfg.name);
                 }
             }
-            if self.state == State::Normal && self.role == Role::Secondary {
+            // Entering NORMAL: the secondary asks for addresses, the primary hands them out
+            // (and again once a minute, from the timer).
+            if entered_normal && self.role == Role::Secondary {
                 let m = Message::new(MessageType::PoolReq, unix_now() as u32, self.next_xid());
                 let _ = self.send(&m).await;
             }
-            if self.state == State::Normal && self.role == Role::Primary {
+            if entered_normal && self.role == Role::Primary {
                 match self.balance_pools().await {
                     Ok(n) if n > 0 => tracing::info!(
                         "failover {}: balanced pools: {n} address(es) to the secondary",
@@ -474,19 +477,8 @@ impl Peer {
                         }
                     }
                     if self.state == State::Startup && self.writer.is_none() && now >= startup_deadline {
-                        // No partner within max-response-delay: go back to the state we left
-                        // in, as if the partner had stopped talking.
-                        let resumed = match self.saved {
-                            State::Startup | State::Shutdown | State::Paused | State::RecoverWait => State::Recover,
-                            State::Normal | State::RecoverDone => State::CommunicationsInterrupted,
-                            State::PotentialConflict | State::ConflictDone => State::ResolutionInterrupted,
-                            s => s,
-                        };
-                        tracing::info!("failover {}: no partner yet; resuming as {}", cfg.name, resumed.name());
-                        self.state = resumed;
-                        self.stos = now;
-                        self.persist_state().await;
-                        self.publish_gate();
+                        tracing::info!("failover {}: no partner within {} s", cfg.name, cfg.max_response_delay);
+                        let _ = self.event(Event::NoPartner).await;
                     }
                     // The primary rebalances once a minute in NORMAL (expired leases come back
                     // to the free pool over time).
@@ -581,12 +573,7 @@ impl Peer {
         {
             let engine = self.rel.engine.lock().expect("engine lock");
             for (_, (ip, _)) in lost.into_iter().rev() {
-                if let Some(r) = engine
-                    .table
-                    .records_in(&[crate::config::Pool { start: ip, end: ip }], &site)
-                    .into_iter()
-                    .next()
-                {
+                if let Some(r) = engine.table.failover_record(ip, &site) {
                     self.queue.push_front(r);
                 }
             }

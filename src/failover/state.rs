@@ -83,6 +83,8 @@ pub enum Event {
     McltElapsed,
     /// Orderly stop.
     Shutdown,
+    /// STARTUP lasted max-response-delay without a word from the partner.
+    NoPartner,
 }
 
 /// What the server must send after a transition.
@@ -141,6 +143,19 @@ fn entered(ctx: &Context, state: State) -> Outcome {
         State::Recover => to(state, &[Action::SendState, Action::SendUpdReqAll]),
         State::PotentialConflict if ctx.role == Role::Primary => to(state, &[Action::SendState, Action::SendUpdReqAll]),
         _ => to(state, &[Action::SendState]),
+    }
+}
+
+/// The state a server restarting in `saved` resumes when its partner stays silent: serving
+/// states lose their partner (COMMUNICATIONS-INTERRUPTED), an unfinished resolution is
+/// interrupted, a server with nothing to vouch for recovers.
+fn resumed_without_partner(saved: State) -> State {
+    use State::*;
+    match saved {
+        Startup | Shutdown | Paused | RecoverWait => Recover,
+        Normal | RecoverDone => CommunicationsInterrupted,
+        PotentialConflict | ConflictDone => ResolutionInterrupted,
+        s => s,
     }
 }
 
@@ -250,6 +265,11 @@ pub fn next(me: State, ctx: &Context, event: Event) -> Result<Outcome, Refused> 
             _ => stay(me),
         },
         Event::Shutdown => entered(ctx, Shutdown),
+        // Resume the state saved before the stop, as if the partner had then stopped talking.
+        Event::NoPartner => match me {
+            Startup => entered(ctx, resumed_without_partner(ctx.saved)),
+            _ => stay(me),
+        },
     })
 }
 
@@ -437,6 +457,24 @@ mod tests {
             PartnerDown
         );
         assert_eq!(next(Normal, &c, Event::Shutdown).unwrap().state, Shutdown);
+        // No partner within max-response-delay: resume as if it had stopped talking.
+        for (saved, resumed) in [
+            (Normal, CommunicationsInterrupted),
+            (RecoverDone, CommunicationsInterrupted),
+            (PartnerDown, PartnerDown),
+            (Startup, Recover),
+            (RecoverWait, Recover),
+            (ConflictDone, ResolutionInterrupted),
+            (CommunicationsInterrupted, CommunicationsInterrupted),
+        ] {
+            let c = Context { saved, ..c };
+            assert_eq!(next(Startup, &c, Event::NoPartner).unwrap().state, resumed, "{saved:?}");
+        }
+        assert_eq!(
+            next(Normal, &c, Event::NoPartner).unwrap().state,
+            Normal,
+            "only STARTUP resumes"
+        );
         assert_eq!(peer(Shutdown, Normal), Shutdown);
     }
 
@@ -459,7 +497,8 @@ mod tests {
         }
     }
 
-    const EVENTS: [Event; 6] = [
+    const EVENTS: [Event; 7] = [
+        Event::NoPartner,
         Event::CommunicationsLost,
         Event::OperatorPartnerDown,
         Event::UpdateDone,

@@ -8,7 +8,7 @@
 
 use crate::boot::Boot;
 use crate::config::Config;
-use crate::dhcp::engine::Engine;
+use crate::dhcp::Leases;
 use crate::dhcp::leases::LeaseTable;
 use crate::dhcp::server::{self, Shared};
 use crate::dhcp::stats::DhcpStats;
@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -56,18 +56,14 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!("loaded {} lease records from {}", records.len(), state_dir.display());
     let inventory = Arc::new(Inventory::load(store.clone(), &served, inventory::DEFAULT_TOKEN_TTL)?);
     let topology = Topology::new(&config, &served);
-    let engine = Arc::new(Mutex::new(Engine::new(topology, LeaseTable::restore(&records))));
-    let lease_owner = {
-        let engine = engine.clone();
-        Arc::new(move |ip: Ipv4Addr| engine.lock().expect("engine lock").table.get(ip).and_then(|b| b.mac))
-    };
-    let journal = Arc::new(crate::journal::Journal::new(lease_owner.clone()));
+    let leases = Leases::new(topology, LeaseTable::restore(&records));
+    let journal = Arc::new(crate::journal::Journal::new(leases.clone()));
     let boot = Boot::new(
         config.clone(),
         served_names.clone(),
         renderer,
         inventory.clone(),
-        lease_owner,
+        leases.clone(),
     );
     let pki_dir = config.daemon.pki_dir(&state_dir);
     let boot = match crate::pki::Ca::load(&pki_dir) {
@@ -76,15 +72,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
                 "CA loaded from {}: hosts can have libvirt certificates signed",
                 pki_dir.display()
             );
-            let engine = engine.clone();
-            let addresses = Arc::new(move |mac: MacAddr| {
-                engine
-                    .lock()
-                    .expect("engine lock")
-                    .table
-                    .bound_addresses_of(mac, crate::clock::unix_now())
-            });
-            boot.with_pki(ca, addresses)
+            boot.with_pki(ca)
         }
         Err(crate::pki::PkiError::NoCa { .. }) => {
             tracing::info!(
@@ -114,7 +102,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
                 crate::failover::peer::Relationship {
                     cfg: f.clone(),
                     site: site.name.clone(),
-                    engine: engine.clone(),
+                    leases: leases.clone(),
                     store: store.clone(),
                 },
                 stop_rx.clone(),
@@ -136,7 +124,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let state = |listener_site: Option<String>| AppState {
         boot: boot.clone(),
         store: store.clone(),
-        engine: engine.clone(),
+        leases: leases.clone(),
         dhcp_stats: dhcp_stats.clone(),
         tftp_stats: tftp_stats.clone(),
         http_stats: http_stats.clone(),
@@ -185,7 +173,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let (observe_tx, observe_rx) = mpsc::channel(1024);
     tasks.spawn(record_observations(inventory.clone(), observe_rx));
     let shared = Shared {
-        engine,
+        leases,
         store,
         stats: dhcp_stats.clone(),
         observer: Some(observe_tx),

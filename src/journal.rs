@@ -7,11 +7,12 @@
 //! fall off when it is full. It is not durable: the store holds what must survive.
 
 use crate::clock::unix_now;
+use crate::dhcp::Leases;
 use crate::mac::MacAddr;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 const CAPACITY: usize = 20_000;
 
@@ -25,19 +26,17 @@ pub struct BootEvent {
     pub detail: String,
 }
 
-/// Finds the MAC holding a lease on an address (TFTP and HTTP only see addresses).
-pub type MacOf = Arc<dyn Fn(Ipv4Addr) -> Option<MacAddr> + Send + Sync>;
-
 pub struct Journal {
     events: Mutex<VecDeque<BootEvent>>,
-    mac_of: MacOf,
+    /// Finds the MAC holding a lease on an address (TFTP and HTTP only see addresses).
+    leases: Leases,
 }
 
 impl Journal {
-    pub fn new(mac_of: MacOf) -> Self {
+    pub fn new(leases: Leases) -> Self {
         Journal {
             events: Mutex::new(VecDeque::new()),
-            mac_of,
+            leases,
         }
     }
 
@@ -58,7 +57,7 @@ impl Journal {
 
     /// Record an event seen from an address; the MAC comes from the lease table.
     pub fn record_ip(&self, ip: Ipv4Addr, kind: &str, detail: impl Into<String>) {
-        self.record((self.mac_of)(ip), Some(ip), kind, detail);
+        self.record(self.leases.mac_of(ip), Some(ip), kind, detail);
     }
 
     /// Events, oldest first, optionally only one MAC's.
@@ -75,9 +74,24 @@ mod tests {
     #[test]
     fn records_by_mac_resolving_addresses_through_leases() {
         let m: MacAddr = "52:54:00:00:00:01".parse().unwrap();
-        let j = Journal::new(Arc::new(move |ip: Ipv4Addr| {
-            (ip == Ipv4Addr::new(10, 0, 0, 5)).then_some(m)
-        }));
+        let lease = crate::store::LeaseRecord {
+            ip: Ipv4Addr::new(10, 0, 0, 5),
+            client_id: "01525400000001".into(),
+            mac: Some(m),
+            hostname: None,
+            state: crate::store::LeaseState::Bound,
+            starts: 1,
+            ends: u64::MAX / 2,
+            site: "s".into(),
+            tstp: 0,
+            tsfp: 0,
+            cltt: 0,
+        };
+        let leases = Leases::new(
+            crate::dhcp::topology::Topology::none(),
+            crate::dhcp::leases::LeaseTable::restore(&[lease]),
+        );
+        let j = Journal::new(leases);
         j.record(Some(m), None, "boot-script", "install");
         j.record_ip(Ipv4Addr::new(10, 0, 0, 5), "tftp", "undionly.kpxe");
         j.record_ip(Ipv4Addr::new(10, 0, 0, 6), "tftp", "other");

@@ -7,6 +7,7 @@
 //! of the listener it asked, or of the subnet its address is in.
 
 use crate::config::{Config, Host, Site};
+use crate::dhcp::Leases;
 use crate::inventory::{BootDecision, Inventory, InventoryError};
 use crate::mac::MacAddr;
 use crate::pki::{Ca, HostIdentity, PkiError, Role};
@@ -60,19 +61,14 @@ impl From<InventoryError> for BootError {
     }
 }
 
-/// Looks up which MAC holds an IPv4 lease (for pxelinux/GRUB names made of a hex address).
-pub type LeaseLookup = Arc<dyn Fn(Ipv4Addr) -> Option<MacAddr> + Send + Sync>;
-
-/// The addresses a MAC holds leases on (for certificate SANs).
-pub type LeaseAddresses = Arc<dyn Fn(MacAddr) -> Vec<Ipv4Addr> + Send + Sync>;
-
 pub struct Boot {
     pub config: Arc<Config>,
     served: Vec<String>,
     pub renderer: Renderer,
     pub inventory: Arc<Inventory>,
-    lease_owner: LeaseLookup,
-    lease_addresses: Option<LeaseAddresses>,
+    /// Which MAC holds an address (pxelinux/GRUB names made of a hex address) and which
+    /// addresses a MAC holds (certificate SANs).
+    leases: Leases,
     /// The CA that signs hosts' libvirt certificates, when `provd pki init` has made one.
     ca: Option<Ca>,
 }
@@ -93,23 +89,21 @@ impl Boot {
         served: Vec<String>,
         renderer: Renderer,
         inventory: Arc<Inventory>,
-        lease_owner: LeaseLookup,
+        leases: Leases,
     ) -> Self {
         Boot {
             config,
             served,
             renderer,
             inventory,
-            lease_owner,
-            lease_addresses: None,
+            leases,
             ca: None,
         }
     }
 
-    /// Sign hosts' CSRs with `ca`; SANs include the addresses `leases` reports for a host.
-    pub fn with_pki(mut self, ca: Ca, leases: LeaseAddresses) -> Self {
+    /// Sign hosts' CSRs with `ca`; SANs include the addresses the host holds leases on.
+    pub fn with_pki(mut self, ca: Ca) -> Self {
         self.ca = Some(ca);
-        self.lease_addresses = Some(leases);
         self
     }
 
@@ -126,11 +120,9 @@ impl Boot {
             _ => host.hostname.clone(),
         };
         let mut addresses: Vec<std::net::IpAddr> = host.ip.into_iter().map(Into::into).collect();
-        if let Some(leases) = &self.lease_addresses {
-            for ip in leases(mac) {
-                if !addresses.contains(&ip.into()) {
-                    addresses.push(ip.into());
-                }
+        for ip in self.leases.bound_addresses_of(mac, crate::clock::unix_now()) {
+            if !addresses.contains(&ip.into()) {
+                addresses.push(ip.into());
             }
         }
         let short = host.hostname.split('.').next().unwrap_or(&host.hostname).to_string();
@@ -335,7 +327,7 @@ impl GeneratedFiles for Boot {
         Box::pin(async move {
             let (format, mac) = match generated_name(path)? {
                 Generated::ByMac(f, m) => (f, m),
-                Generated::ByIp(f, ip) => match (self.lease_owner)(ip) {
+                Generated::ByIp(f, ip) => match self.leases.mac_of(ip) {
                     Some(m) => (f, m),
                     None => return Some(Err(format!("no lease for {ip}"))),
                 },

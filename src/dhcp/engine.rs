@@ -9,11 +9,12 @@ use crate::dhcp::leases::{ClientFacts, LeaseTable, Owner};
 use crate::dhcp::packet::Request;
 use crate::dhcp::pxe::{self, BootAnswer};
 use crate::dhcp::reply::{self, Destination, Grant};
+use crate::dhcp::rules::{PoolRules, Refusal};
 use crate::dhcp::topology::{Ingress, Topology};
-use crate::failover::gate::{Gate, Refusal};
 use crate::store::LeaseRecord;
 use dhcproto::v4::{Message, MessageType};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// Why a request got no answer. Each is counted; none is an error of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,11 +71,13 @@ pub enum Outcome {
     Drop(DropReason),
 }
 
+/// The decision core. Owned by `dhcp::Leases`, which holds it behind its lock; nothing else
+/// reaches its fields.
 pub struct Engine {
-    pub topology: Topology,
-    pub table: LeaseTable,
-    /// Failover gates by site index (None: the site has no failover partner).
-    pub failover: Vec<Option<Gate>>,
+    topology: Topology,
+    table: LeaseTable,
+    /// Pool-sharing rules by site index (None: the site has no failover partner).
+    rules: Vec<Option<Arc<dyn PoolRules>>>,
 }
 
 /// Everything decided about a client before looking at its message type.
@@ -86,32 +89,41 @@ struct Context<'a> {
     reserved_ip: Option<Ipv4Addr>,
     hostname: Option<String>,
     boot: Option<BootAnswer>,
-    gate: Option<&'a Gate>,
+    rules: Option<&'a dyn PoolRules>,
     now: u64,
 }
 
 impl Engine {
     pub fn new(topology: Topology, table: LeaseTable) -> Self {
-        let failover = vec![None; topology.sites.len()];
-        Engine {
-            topology,
-            table,
-            failover,
+        let rules = vec![None; topology.sites.len()];
+        Engine { topology, table, rules }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn table(&self) -> &LeaseTable {
+        &self.table
+    }
+
+    pub fn table_mut(&mut self) -> &mut LeaseTable {
+        &mut self.table
+    }
+
+    /// Replace the pool-sharing rules of `site`; false if this engine does not serve it.
+    pub fn set_rules(&mut self, site: &str, rules: Arc<dyn PoolRules>) -> bool {
+        match self.topology.sites.iter().position(|s| s.name == site) {
+            Some(i) => {
+                self.rules[i] = Some(rules);
+                true
+            }
+            None => false,
         }
     }
 
-    /// The failover gate of a site (by name), if it has a partner.
-    pub fn gate_mut(&mut self, site: &str) -> Option<&mut Option<Gate>> {
-        let i = self.topology.sites.iter().position(|s| s.name == site)?;
-        self.failover.get_mut(i)
-    }
-
     pub fn handle(&mut self, req: &Request, ingress: &Ingress, now: u64) -> Outcome {
-        let Engine {
-            topology,
-            table,
-            failover,
-        } = self;
+        let Engine { topology, table, rules } = self;
         let giaddr = req.giaddr();
         let found = if giaddr.is_unspecified() {
             topology
@@ -128,8 +140,8 @@ impl Engine {
         if host.is_none() && site.dhcp.unknown_clients == UnknownClients::Ignore {
             return Outcome::Drop(DropReason::UnknownClient);
         }
-        let gate = failover.get(site_idx).and_then(Option::as_ref);
-        if let Some(g) = gate
+        let site_rules = rules.get(site_idx).and_then(Option::as_deref);
+        if let Some(g) = site_rules
             && let Err(refusal) = g.admits(req)
         {
             return Outcome::Drop(match refusal {
@@ -150,7 +162,7 @@ impl Engine {
             } else {
                 None
             },
-            gate,
+            rules: site_rules,
             now,
         };
         let reserved = &topology.reserved;
@@ -194,7 +206,7 @@ impl Context<'_> {
     /// time for this client's binding + MCLT).
     fn lease_time_for(&self, table: &LeaseTable, ip: Ipv4Addr) -> u32 {
         let wanted = self.lease_time();
-        match self.gate {
+        match self.rules {
             Some(g) if g.covers(ip) => {
                 let tsfp = table
                     .get(ip)
@@ -207,7 +219,7 @@ impl Context<'_> {
     }
 
     fn owner(&self) -> Owner<'_> {
-        self.gate.map_or(Owner::Any, |g| g.owner(self.now))
+        self.rules.map_or(Owner::Any, |g| g.owner(self.now))
     }
 
     fn grant(&self, kind: MessageType, yiaddr: Ipv4Addr, lease: Option<u32>) -> Message {

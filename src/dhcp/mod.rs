@@ -7,6 +7,8 @@
 //! - `leases`: the in-memory lease table and allocation (pure)
 //! - `pxe`: what a booting client loads (pure)
 //! - `engine`: RFC 2131 decisions (pure but for the lease table it owns)
+//! - `rules`: the trait through which failover restricts the engine (one-way dependency)
+//! - `handle`: `Leases`, the one owner of the engine and its lock; everyone else calls it
 //! - `reply`: building replies and choosing their destination (pure)
 //! - `socket`, `server`: the only I/O; `stats`: counters
 //!
@@ -14,11 +16,15 @@
 //! lease is durable, or panic on a packet.
 
 pub mod engine;
+pub mod handle;
 pub mod leases;
 pub mod packet;
 pub mod pxe;
 pub mod reply;
+pub mod rules;
 pub mod server;
 pub mod socket;
 pub mod stats;
 pub mod topology;
+
+pub use handle::{LeaseCounts, Leases};

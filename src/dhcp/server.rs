@@ -1,13 +1,14 @@
 //! The DHCP I/O loop: receive, parse, decide, persist, send.
 //!
-//! One task per interface socket shares one `Engine` behind a mutex held only for the
+//! One task per interface socket shares one `Leases` handle, whose lock is held only for the
 //! decision (microseconds). A decision that binds a lease is answered from a spawned task
 //! *after* the store's durable commit resolves, so the receive loop never waits for an fsync
 //! and many leases share one commit. Only socket setup failures are fatal; every bad packet
 //! is counted and dropped.
 
 use crate::clock::unix_now;
-use crate::dhcp::engine::{Engine, Outcome};
+use crate::dhcp::Leases;
+use crate::dhcp::engine::Outcome;
 use crate::dhcp::packet::{self, ParseError};
 use crate::dhcp::reply::Destination;
 use crate::dhcp::socket::{self, CLIENT_PORT, SERVER_PORT};
@@ -21,7 +22,7 @@ use crate::store::Store;
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Encodable, Encoder};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -38,7 +39,7 @@ pub struct ListenError {
 
 #[derive(Clone)]
 pub struct Shared {
-    pub engine: Arc<Mutex<Engine>>,
+    pub leases: Leases,
     pub store: Store,
     pub stats: Arc<DhcpStats>,
     /// Where facts about network-booting machines go (the inventory's discovery). Sent with
@@ -66,7 +67,7 @@ impl Shared {
 
 /// Bind every configured interface, then serve until `shutdown` turns true.
 pub async fn serve(shared: Shared, shutdown: watch::Receiver<bool>) -> Result<(), ListenError> {
-    let ingresses = shared.engine.lock().expect("engine lock").topology.ingresses();
+    let ingresses = shared.leases.ingresses().to_vec();
     let mut sockets = Vec::new();
     for ing in ingresses {
         let sock = socket::bind_interface(&ing.listen.interface).map_err(|source| ListenError {
@@ -130,11 +131,7 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
         };
         let _ = tx.try_send((mac, obs));
     }
-    let outcome = shared
-        .engine
-        .lock()
-        .expect("engine lock")
-        .handle(&req, ingress, unix_now());
+    let outcome = shared.leases.decide(&req, ingress, unix_now());
     match outcome {
         Outcome::Drop(reason) => {
             shared.stats.inc(reason.counter());

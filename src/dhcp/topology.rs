@@ -50,6 +50,16 @@ impl Topology {
         }
     }
 
+    /// No served site: a lease table with nothing to serve (offline tools, tests).
+    pub fn none() -> Self {
+        Topology {
+            sites: Vec::new(),
+            subnets: Vec::new(),
+            hosts: HashMap::new(),
+            reserved: Reserved::default(),
+        }
+    }
+
     /// Every listen entry of every served site, with its site index.
     pub fn ingresses(&self) -> Vec<Ingress> {
         self.sites

@@ -9,6 +9,8 @@ use super::state::{Service, State};
 use crate::config::Pool;
 use crate::dhcp::leases::Owner;
 use crate::dhcp::packet::Request;
+use crate::dhcp::rules::PoolRules;
+pub use crate::dhcp::rules::Refusal;
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
 
 #[derive(Debug, Clone)]
@@ -23,15 +25,6 @@ pub struct Gate {
     pub pools: Vec<Pool>,
     /// When this server entered its current state (unix seconds).
     pub stos: u64,
-}
-
-/// Why failover kept a request from being answered (counted like other drops).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The state serves nobody (RECOVER, POTENTIAL-CONFLICT, STARTUP, ...).
-    NoService,
-    /// NORMAL, and the hash gives this client to the partner.
-    PartnersClient,
 }
 
 impl Gate {
@@ -100,6 +93,21 @@ impl Gate {
         let limit = tsfp.max(now) + u64::from(self.mclt);
         let end = (now + u64::from(wanted)).min(limit);
         (end.saturating_sub(now)).max(1) as u32
+    }
+}
+
+impl PoolRules for Gate {
+    fn admits(&self, req: &Request) -> Result<(), Refusal> {
+        Gate::admits(self, req)
+    }
+    fn owner(&self, now: u64) -> Owner<'_> {
+        Gate::owner(self, now)
+    }
+    fn covers(&self, ip: std::net::Ipv4Addr) -> bool {
+        Gate::covers(self, ip)
+    }
+    fn clamp_lease(&self, wanted: u32, tsfp: u64, now: u64) -> u32 {
+        Gate::clamp_lease(self, wanted, tsfp, now)
     }
 }
 

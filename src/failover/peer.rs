@@ -23,7 +23,7 @@ use super::loadbalance::Role;
 use super::state::{self, Action, Context, Event, Refused, State};
 use crate::clock::unix_now;
 use crate::config::{Failover, FailoverRole};
-use crate::dhcp::engine::Engine;
+use crate::dhcp::Leases;
 use crate::store::{LeaseRecord, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -89,7 +89,7 @@ fn role_of(f: &Failover) -> Role {
 pub struct Relationship {
     pub cfg: Failover,
     pub site: String,
-    pub engine: Arc<Mutex<Engine>>,
+    pub leases: Leases,
     pub store: Store,
 }
 
@@ -236,9 +236,7 @@ impl Peer {
             pools: self.rel.cfg.pools.clone(),
             stos: self.stos,
         };
-        if let Some(slot) = self.rel.engine.lock().expect("engine lock").gate_mut(&self.rel.site) {
-            *slot = Some(gate);
-        }
+        self.rel.leases.set_rules(&self.rel.site, Arc::new(gate));
         self.publish_status();
     }
 
@@ -569,14 +567,9 @@ impl Peer {
         // Unacknowledged updates go out again on the next connection.
         let mut lost: Vec<(u32, (Ipv4Addr, u64))> = self.in_flight.drain().collect();
         lost.sort_by_key(|(x, _)| *x);
-        let site = self.rel.site.clone();
-        {
-            let engine = self.rel.engine.lock().expect("engine lock");
-            for (_, (ip, _)) in lost.into_iter().rev() {
-                if let Some(r) = engine.table.failover_record(ip, &site) {
-                    self.queue.push_front(r);
-                }
-            }
+        let ips: Vec<Ipv4Addr> = lost.into_iter().map(|(_, (ip, _))| ip).collect();
+        for r in self.rel.leases.failover_records(&ips, &self.rel.site).into_iter().rev() {
+            self.queue.push_front(r);
         }
         self.update_done_due = None;
         let _ = self.event(Event::CommunicationsLost).await;
@@ -600,7 +593,7 @@ impl Peer {
                 self.queue.push_front(r);
                 return;
             }
-            self.rel.engine.lock().expect("engine lock").table.sent(r.ip, potential);
+            self.rel.leases.note_sent(r.ip, potential);
             self.in_flight.insert(xid, (r.ip, potential));
             self.updates_sent += 1;
         }
@@ -618,12 +611,10 @@ impl Peer {
     /// The primary's pool balancing: half the free addresses to the secondary (BACKUP),
     /// durable, then sent. ISC's primary does this by itself in NORMAL; so does provd's.
     async fn balance_pools(&mut self) -> Result<u32, String> {
-        let moved = {
-            let mut engine = self.rel.engine.lock().expect("engine lock");
-            engine
-                .table
-                .balance(&self.rel.cfg.pools, unix_now(), u64::from(self.mclt), &self.rel.site)
-        };
+        let moved = self
+            .rel
+            .leases
+            .balance(&self.rel.cfg.pools, unix_now(), u64::from(self.mclt), &self.rel.site);
         let n = moved.len() as u32;
         self.persist_records(moved.clone()).await?;
         self.queue.extend(moved);
@@ -720,10 +711,7 @@ impl Peer {
                 ack.time = now as u32;
                 match partner_binding(&m, now) {
                     Ok(b) => {
-                        let record = {
-                            let mut engine = self.rel.engine.lock().expect("engine lock");
-                            engine.table.apply_partner(b, &self.rel.site)
-                        };
+                        let record = self.rel.leases.apply_partner(b, &self.rel.site);
                         // Durable before the BNDACK: an acknowledged update is never lost. The
                         // write runs beside the conversation (the store's group commit
                         // batches concurrent ones); the BNDACK goes out when it is done.
@@ -757,13 +745,7 @@ impl Peer {
                         cfg.name
                     );
                 } else {
-                    let record =
-                        self.rel
-                            .engine
-                            .lock()
-                            .expect("engine lock")
-                            .table
-                            .acknowledged(ip, potential, &self.rel.site);
+                    let record = self.rel.leases.acknowledged(ip, potential, &self.rel.site);
                     if let Some(r) = record {
                         // Not awaited: a tsfp lost in a crash only shortens a later lease.
                         let store = self.rel.store.clone();
@@ -775,10 +757,7 @@ impl Peer {
                 self.pump().await;
             }
             MessageType::UpdReqAll | MessageType::UpdReq => {
-                let records = {
-                    let engine = self.rel.engine.lock().expect("engine lock");
-                    engine.table.records_in(&cfg.pools, &self.rel.site)
-                };
+                let records = self.rel.leases.records_in(&cfg.pools, &self.rel.site);
                 tracing::info!(
                     "failover {}: partner asked for updates; sending {} binding(s)",
                     cfg.name,

@@ -242,10 +242,8 @@ async fn stats_view(s: &AppState) -> StatsView {
         ("commit_failures", st.commit_failures.load(Ordering::Relaxed)),
         ("largest_batch", st.largest_batch.load(Ordering::Relaxed)),
     ];
-    let (bound, known) = {
-        let e = s.engine.lock().expect("engine lock");
-        (e.table.count_bound(unix_now()) as u64, e.table.len() as u64)
-    };
+    let counts = s.leases.counts(unix_now());
+    let (bound, known) = (counts.bound as u64, counts.known as u64);
     let owned = |v: Vec<(&'static str, u64)>| v.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let hosts = s
         .boot

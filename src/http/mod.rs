@@ -14,14 +14,14 @@ mod api;
 mod boot;
 
 use crate::boot::Boot;
-use crate::dhcp::engine::Engine;
+use crate::dhcp::Leases;
 use crate::dhcp::stats::DhcpStats;
 use crate::journal::Journal;
 use crate::store::Store;
 use crate::tftp::TftpStats;
 use axum::Router;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub use api::StatsView;
 
@@ -47,7 +47,7 @@ pub const COUNTERS: &[&str] = &[
 pub struct AppState {
     pub boot: Arc<Boot>,
     pub store: Store,
-    pub engine: Arc<Mutex<Engine>>,
+    pub leases: Leases,
     pub dhcp_stats: Arc<DhcpStats>,
     pub tftp_stats: Arc<TftpStats>,
     pub http_stats: Arc<HttpStats>,

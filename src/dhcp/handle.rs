@@ -1,0 +1,119 @@
+//! `Leases`: the one owner of the DHCP lease state, in the style of mini-redis's `Db`.
+//!
+//! The engine (topology, lease table, pool-sharing rules) sits behind a private lock that is
+//! held only for a decision or one table operation (microseconds, never across an await or
+//! an fsync). Everything else in provd (the DHCP loop, the failover relationship, the boot
+//! policy, the journal, the API) holds a cheap clone of this handle and calls its methods;
+//! no module outside `dhcp` takes a lock on DHCP state.
+//!
+//! Methods that change a lease return the `LeaseRecord` the caller must make durable (the
+//! store) before acting on it: the handle never does I/O.
+
+use crate::config::Pool;
+use crate::dhcp::engine::{Engine, Outcome};
+use crate::dhcp::leases::{LeaseTable, PartnerBinding};
+use crate::dhcp::packet::Request;
+use crate::dhcp::rules::PoolRules;
+use crate::dhcp::topology::{Ingress, Topology};
+use crate::mac::MacAddr;
+use crate::store::LeaseRecord;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A cheap, cloneable handle on the lease state.
+#[derive(Clone)]
+pub struct Leases {
+    engine: Arc<Mutex<Engine>>,
+    /// Every listen entry of the served sites: fixed at construction, so read without the lock.
+    ingresses: Arc<Vec<Ingress>>,
+}
+
+/// How many addresses are known and how many of them are bound now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseCounts {
+    pub bound: usize,
+    pub known: usize,
+}
+
+impl Leases {
+    pub fn new(topology: Topology, table: LeaseTable) -> Self {
+        let ingresses = Arc::new(topology.ingresses());
+        Leases {
+            engine: Arc::new(Mutex::new(Engine::new(topology, table))),
+            ingresses,
+        }
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        // A panic while holding the lock can only come from a bug in the engine; the table
+        // is still consistent per operation, so keep serving rather than poison everyone.
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where DHCP listens: one entry per configured interface of each served site.
+    pub fn ingresses(&self) -> &[Ingress] {
+        &self.ingresses
+    }
+
+    /// RFC 2131: the answer to one request (see `Engine::handle`).
+    pub fn decide(&self, req: &Request, ingress: &Ingress, now: u64) -> Outcome {
+        self.engine().handle(req, ingress, now)
+    }
+
+    /// Install the pool-sharing rules (a failover gate) of `site`; false if not served.
+    pub fn set_rules(&self, site: &str, rules: Arc<dyn PoolRules>) -> bool {
+        self.engine().set_rules(site, rules)
+    }
+
+    /// The MAC that holds (or last held) a lease on `ip`.
+    pub fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.engine().table().get(ip).and_then(|b| b.mac)
+    }
+
+    /// Addresses bound to `mac` and unexpired at `now`.
+    pub fn bound_addresses_of(&self, mac: MacAddr, now: u64) -> Vec<Ipv4Addr> {
+        self.engine().table().bound_addresses_of(mac, now)
+    }
+
+    pub fn counts(&self, now: u64) -> LeaseCounts {
+        let e = self.engine();
+        LeaseCounts {
+            bound: e.table().count_bound(now),
+            known: e.table().len(),
+        }
+    }
+
+    /// Failover: the partner's view of one address, applied. Returns the record to persist.
+    pub fn apply_partner(&self, update: PartnerBinding, site: &str) -> LeaseRecord {
+        self.engine().table_mut().apply_partner(update, site)
+    }
+
+    /// Failover: the partner acknowledged `ip` up to `tsfp`. Returns the record to persist.
+    pub fn acknowledged(&self, ip: Ipv4Addr, tsfp: u64, site: &str) -> Option<LeaseRecord> {
+        self.engine().table_mut().acknowledged(ip, tsfp, site)
+    }
+
+    /// Failover: `tstp` (the potential expiry) was sent to the partner for `ip`.
+    pub fn note_sent(&self, ip: Ipv4Addr, tstp: u64) {
+        self.engine().table_mut().sent(ip, tstp);
+    }
+
+    /// Failover: every binding and BACKUP address of `pools` (an UPDREQALL answer).
+    pub fn records_in(&self, pools: &[Pool], site: &str) -> Vec<LeaseRecord> {
+        self.engine().table().records_in(pools, site)
+    }
+
+    /// Failover: what the partner is told about each of `ips` (in order; unknown skipped).
+    pub fn failover_records(&self, ips: &[Ipv4Addr], site: &str) -> Vec<LeaseRecord> {
+        let e = self.engine();
+        ips.iter()
+            .filter_map(|ip| e.table().failover_record(*ip, site))
+            .collect()
+    }
+
+    /// Failover (primary): give half the free addresses of `pools` to the secondary.
+    /// Returns the records to persist and send.
+    pub fn balance(&self, pools: &[Pool], now: u64, grace: u64, site: &str) -> Vec<LeaseRecord> {
+        self.engine().table_mut().balance(pools, now, grace, site)
+    }
+}

@@ -49,6 +49,83 @@ pub enum StoreError {
     Record { ip: Ipv4Addr, source: serde_json::Error },
     #[error("the lease committer has stopped")]
     CommitterGone,
+    /// A group commit failed; every waiter gets the same kind and text.
+    #[error("commit failed ({kind}): {message}")]
+    Commit { kind: ErrorKind, message: String },
+}
+
+/// What kind of failure a store error is, kept from the OS error up to callers and logs: a
+/// full disk is not corruption, and an operator acts differently on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// No space left (ENOSPC, EDQUOT): free space; nothing on disk is damaged.
+    DiskFull,
+    /// Any other I/O error (the device, permissions, a previous I/O failure).
+    Io,
+    /// redb found a bad checksum or an impossible structure, or a record does not decode.
+    Corruption,
+    /// Everything else (the database is held by another process, the committer stopped...).
+    Other,
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorKind::DiskFull => "disk full",
+            ErrorKind::Io => "I/O error",
+            ErrorKind::Corruption => "corruption",
+            ErrorKind::Other => "database error",
+        })
+    }
+}
+
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::DiskFull,
+        _ if e.kind() == std::io::ErrorKind::StorageFull => ErrorKind::DiskFull,
+        _ => ErrorKind::Io,
+    }
+}
+
+fn redb_kind(e: &redb::Error) -> ErrorKind {
+    match e {
+        redb::Error::Io(io) => io_kind(io),
+        redb::Error::PreviousIo => ErrorKind::Io,
+        redb::Error::Corrupted(_) => ErrorKind::Corruption,
+        _ => ErrorKind::Other,
+    }
+}
+
+impl StoreError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::StateDir { source, .. } => io_kind(source),
+            StoreError::Open { source, .. } => match source {
+                redb::DatabaseError::Storage(redb::StorageError::Io(io)) => io_kind(io),
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => ErrorKind::Corruption,
+                _ => ErrorKind::Other,
+            },
+            StoreError::Db(e) => redb_kind(e),
+            StoreError::Record { .. } => ErrorKind::Corruption,
+            StoreError::CommitterGone => ErrorKind::Other,
+            StoreError::Commit { kind, .. } => *kind,
+        }
+    }
+
+    /// The committer's answer to its waiters (cloneable: one failure, many waiters).
+    fn to_commit(&self) -> StoreError {
+        match self {
+            StoreError::Commit { kind, message } => StoreError::Commit {
+                kind: *kind,
+                message: message.clone(),
+            },
+            other => StoreError::Commit {
+                kind: other.kind(),
+                message: other.to_string(),
+            },
+        }
+    }
 }
 
 impl From<redb::TransactionError> for StoreError {
@@ -71,6 +148,15 @@ impl From<redb::CommitError> for StoreError {
         StoreError::Db(e.into())
     }
 }
+impl From<redb::SetDurabilityError> for StoreError {
+    fn from(e: redb::SetDurabilityError) -> Self {
+        // Only raised for durability modes provd never asks for; not an I/O failure.
+        StoreError::Commit {
+            kind: ErrorKind::Other,
+            message: e.to_string(),
+        }
+    }
+}
 
 /// Counters a stats view can show.
 #[derive(Debug, Default)]
@@ -83,7 +169,7 @@ pub struct StoreStats {
 
 struct CommitRequest {
     records: Vec<LeaseRecord>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), StoreError>>,
 }
 
 #[derive(Clone)]
@@ -140,7 +226,7 @@ impl Store {
             .map_err(|_| StoreError::CommitterGone)?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(StoreError::Db(redb::Error::Corrupted(msg))),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::CommitterGone),
         }
     }
@@ -178,8 +264,7 @@ impl Store {
 
     fn put_blocking(&self, table: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| StoreError::Db(redb::Error::Corrupted(e.to_string())))?;
+        txn.set_durability(Durability::Immediate)?;
         txn.open_table(table)?.insert(key, value)?;
         txn.commit()?;
         Ok(())
@@ -204,7 +289,7 @@ impl Store {
             .map_err(|_| StoreError::CommitterGone)?;
         match wait.blocking_recv() {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(StoreError::Db(redb::Error::Corrupted(msg))),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::CommitterGone),
         }
     }
@@ -255,7 +340,7 @@ fn committer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<CommitRequest>, 
                 Err(_) => break,
             }
         }
-        let result = write_batch(&db, &batch).map_err(|e| e.to_string());
+        let result = write_batch(&db, &batch);
         match &result {
             Ok(()) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -264,19 +349,21 @@ fn committer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<CommitRequest>, 
             }
             Err(e) => {
                 stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("lease commit failed, {count} leases not acknowledged: {e}");
+                tracing::error!(kind = %e.kind(), "lease commit failed, {count} leases not acknowledged: {e}");
             }
         }
         for req in batch {
-            let _ = req.done.send(result.clone());
+            let _ = req.done.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.to_commit()),
+            });
         }
     }
 }
 
 fn write_batch(db: &Database, batch: &[CommitRequest]) -> Result<(), StoreError> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| StoreError::Db(redb::Error::Corrupted(e.to_string())))?;
+    txn.set_durability(Durability::Immediate)?;
     {
         let mut table = txn.open_table(LEASES)?;
         for rec in batch.iter().flat_map(|r| &r.records) {
@@ -334,6 +421,67 @@ mod tests {
         assert_eq!(leases.len(), 2);
         assert_eq!(leases[0].ip, Ipv4Addr::new(10, 0, 0, 2), "address order");
         assert_eq!(leases[1].state, LeaseState::Released);
+    }
+
+    #[test]
+    fn error_kinds_survive_from_the_os_error_to_the_waiter() {
+        let full = StoreError::Db(redb::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert_eq!(full.kind(), ErrorKind::DiskFull);
+        let quota = StoreError::Db(redb::Error::Io(std::io::Error::from_raw_os_error(libc::EDQUOT)));
+        assert_eq!(quota.kind(), ErrorKind::DiskFull);
+        let eio = StoreError::Db(redb::Error::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+        assert_eq!(eio.kind(), ErrorKind::Io);
+        assert_eq!(StoreError::Db(redb::Error::PreviousIo).kind(), ErrorKind::Io);
+        let bad = StoreError::Db(redb::Error::Corrupted("checksum".into()));
+        assert_eq!(bad.kind(), ErrorKind::Corruption);
+        // What each waiter of a failed group commit receives keeps the kind and says it.
+        let told = full.to_commit();
+        assert_eq!(told.kind(), ErrorKind::DiskFull);
+        assert!(told.to_string().contains("disk full"), "{told}");
+        assert_eq!(told.to_commit().kind(), ErrorKind::DiskFull);
+    }
+
+    /// A real full disk: a 2 MiB tmpfs (root only; the suite runs as root). Commits fail as
+    /// "disk full", not as corruption, and nothing reports success that was not written.
+    #[test]
+    fn a_full_disk_is_reported_as_disk_full() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "provd-test-full"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
+            }
+        }
+        let _guard = Unmount(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let mut failure = None;
+        for batch in 0..400u32 {
+            let records = (0..64u32)
+                .map(|i| {
+                    let mut r = rec(Ipv4Addr::from(0x0a00_0000 + batch * 64 + i).octets(), "aa");
+                    r.hostname = Some("h".repeat(200));
+                    r
+                })
+                .collect();
+            if let Err(e) = store.persist_blocking(records) {
+                failure = Some(e);
+                break;
+            }
+        }
+        let e = failure.expect("2 MiB fills up");
+        assert_eq!(e.kind(), ErrorKind::DiskFull, "{e}");
+        assert!(store.stats.commit_failures.load(Ordering::Relaxed) >= 1);
+        drop(store);
     }
 
     #[test]

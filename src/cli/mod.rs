@@ -2,7 +2,6 @@
 //! that does the work, or the running daemon's API. Exit codes: 0 success, 1 failure,
 //! 2 usage error (clap's own).
 
-mod assets;
 mod client;
 mod failover;
 mod hosts;
@@ -258,7 +257,7 @@ pub fn main() -> ExitCode {
         } => render(&kind, &host, &action, &config),
         Command::Assets {
             command: AssetsCommand::Init { from, dir },
-        } => assets::init(&from, &dir),
+        } => assets_init(&from, &dir),
         Command::Lab { command } => lab(command),
         Command::Pki { command } => pki(command),
         Command::Vm { command } => vm::run(command),
@@ -357,9 +356,19 @@ fn lab(cmd: LabCommand) -> anyhow::Result<ExitCode> {
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// `provd assets init`, for the lab to call when the assets directory is empty.
-pub fn assets_init(from: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    assets::init(from, dir)
+/// `provd assets init`: one line per file, failure if any file failed.
+fn assets_init(from: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for f in crate::assets::install_ipxe(from, dir)? {
+        match f.result {
+            Ok(len) => println!("ok   {:<14} {:>8} bytes  {}", f.name, len, f.purpose),
+            Err(e) => {
+                failed = true;
+                eprintln!("FAIL {:<14} {e}", f.name);
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn render(kind: &str, host: &str, action: &str, config: &[PathBuf]) -> anyhow::Result<ExitCode> {

@@ -2,7 +2,6 @@
 
 use super::client::{post_json_body, require};
 use crate::vm::clone::{CloneEvent, CloneRequest};
-use crate::vm::placement::{self, Candidate};
 use crate::vm::{self, Hypervisor};
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -374,13 +373,12 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
         })?,
         VmCommand::Migrate { name, dest, target } => {
             let src = Hypervisor::connect(&target.connect)?;
-            let dest_view = Hypervisor::connect(&dest)?;
-            // The source libvirtd dials DEST itself: provd's local query (pkipath) is not its.
-            let dest_for_source = dest.split('?').next().unwrap_or(&dest);
-            eprintln!("{name}: migrating live to {dest_for_source} (peer-to-peer, tunnelled)");
-            src.migrate(&name, dest_for_source, &dest_view)?;
-            let d = dest_view.info(&name)?;
-            println!("{name}: now {} on {}", d.state, dest_view.uri());
+            eprintln!(
+                "{name}: migrating live to {} (peer-to-peer, tunnelled)",
+                vm::deploy::uri_for_source(&dest)
+            );
+            let d = vm::deploy::migrate_live(&src, &name, &dest)?;
+            println!("{name}: now {} on {}", d.state, vm::deploy::uri_for_source(&dest));
         }
         VmCommand::Start { name, target } => {
             Hypervisor::connect(&target.connect)?.start(&name)?;
@@ -531,80 +529,51 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
                 .map(str::to_string),
         );
     }
-
-    // Look at every candidate; one that cannot be reached is reported and passed over.
-    let mut hosts = Vec::new();
-    let mut cands = Vec::new();
-    for uri in &d.hypervisors {
-        let h = match Hypervisor::connect(uri) {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("warning: passing over {uri}: {e}");
-                continue;
-            }
-        };
-        let info = h.host_info()?;
-        let template = h.info(&d.from).ok();
-        cands.push(Candidate {
-            uri: uri.clone(),
-            free_memory_mib: info.free_memory_mib,
-            has_template: template.is_some(),
-            name_taken: h.info(&d.name).is_ok(),
-        });
-        hosts.push((h, template));
-    }
-    let need = match d.memory {
-        Some(m) => m,
-        None => hosts
-            .iter()
-            .find_map(|(_, t)| t.as_ref().map(|t| t.memory_mib))
-            .unwrap_or(0),
-    };
-    let i = placement::choose(&cands, &d.from, &d.name, need)?;
-    let (h, _) = &hosts[i];
-    eprintln!(
-        "{}: placed on {} ({} MiB free, needs {need} MiB)",
-        d.name, cands[i].uri, cands[i].free_memory_mib
-    );
-
-    // The identity first: a VM must never boot pointing at a seed that does not exist.
     let (base, _) = d.server.resolve();
-    let seed: crate::nocloud::Seed = require(
-        &base,
-        post_json_body(
-            &format!("{base}/api/nocloud"),
-            &crate::nocloud::SeedRequest {
-                hostname: d.name.clone(),
-                ssh_keys: keys,
-                site: d.site.clone(),
-            },
-        )?,
-    )?;
-    let serial = format!("ds=nocloud-net;s={}", seed.url);
-    let vm = h.clone_domain(
-        &CloneRequest {
-            template: &d.from,
+    let issue_seed = || {
+        let request = crate::nocloud::SeedRequest {
+            hostname: d.name.clone(),
+            ssh_keys: keys,
+            site: d.site.clone(),
+        };
+        post_json_body(&format!("{base}/api/nocloud"), &request)
+            .and_then(|r| require::<crate::nocloud::Seed>(&base, r))
+            .map_err(|e| e.to_string())
+    };
+    let mut disk_progress = DiskProgress::default().callback();
+    let deployed = vm::deploy::deploy(
+        &vm::deploy::DeployRequest {
             name: &d.name,
-            linked: d.linked,
-            smbios_serial: Some(&serial),
-            nocloud_url: Some(&seed.url),
+            template: &d.from,
             vcpus: d.cpus,
             memory_mib: d.memory,
             nics: nics.as_deref(),
-            disk_profile: disks.as_deref(),
+            disks: disks.as_deref(),
+            linked: d.linked,
+            start: d.start,
+            hypervisors: &d.hypervisors,
         },
-        &mut DiskProgress::default().callback(),
+        issue_seed,
+        &mut |step| match step {
+            vm::deploy::DeployStep::PassedOver { uri, reason } => eprintln!("warning: passing over {uri}: {reason}"),
+            vm::deploy::DeployStep::Placed {
+                uri,
+                free_memory_mib,
+                need_mib,
+            } => eprintln!(
+                "{}: placed on {uri} ({free_memory_mib} MiB free, needs {need_mib} MiB)",
+                d.name
+            ),
+            vm::deploy::DeployStep::Disk(e) => disk_progress(e),
+        },
     )?;
-    if d.start {
-        h.start(&d.name)?;
-    }
     println!(
         "{}: deployed on {} ({}), instance {}, seed {}",
-        vm.name,
-        h.uri(),
-        if d.start { "started" } else { "defined" },
-        seed.instance_id,
-        seed.url
+        deployed.vm.name,
+        deployed.uri,
+        if deployed.started { "started" } else { "defined" },
+        deployed.seed.instance_id,
+        deployed.seed.url
     );
     Ok(())
 }

@@ -142,9 +142,12 @@ fn ensure_assets(config: &Config) -> anyhow::Result<()> {
     let assets = &config.daemon.assets_dir;
     if !assets.join("ipxe.efi").exists() {
         println!("provd lab: copying iPXE binaries into {}", assets.display());
-        let code = crate::cli::assets_init(Path::new("/usr/lib/ipxe"), assets)?;
-        if code != std::process::ExitCode::SUCCESS {
-            bail!("provd assets init failed");
+        let failed: Vec<String> = crate::assets::install_ipxe(Path::new(crate::assets::DEBIAN_IPXE_DIR), assets)?
+            .into_iter()
+            .filter_map(|f| f.result.err().map(|e| format!("{}: {e}", f.name)))
+            .collect();
+        if !failed.is_empty() {
+            bail!("iPXE binaries not installed: {}", failed.join("; "));
         }
     }
     if !assets.join("lab/vmlinuz").exists() || !assets.join("lab/installer.cpio.gz").exists() {

@@ -36,6 +36,7 @@ pub struct CloneRequest<'a> {
 }
 
 /// What a clone reports while it works (a CLI draws progress bars from these).
+#[derive(Debug)]
 pub enum CloneEvent<'a> {
     /// A disk starts: full copies report the bytes the template's disk really uses.
     DiskStart {

@@ -12,6 +12,7 @@
 
 pub mod clone;
 pub mod clone_xml;
+pub mod deploy;
 pub mod metadata;
 pub mod migrate;
 pub mod placement;

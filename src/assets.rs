@@ -1,8 +1,10 @@
-//! `provd assets init`: fill the assets directory with iPXE binaries from Debian's `ipxe`
-//! package and check them. Nothing binary lives in the repository.
+//! Boot assets: fill the assets directory with iPXE binaries from Debian's `ipxe` package
+//! and check that each is what it claims to be (`provd assets init`, and the lab when its
+//! assets directory is empty). Nothing binary lives in the repository.
+//!
+//! Library code: it reports per file and never prints; the CLI and the lab decide how to show it.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// (file, what it is for, how to recognise it)
 const IPXE_FILES: &[(&str, &str, Kind)] = &[
@@ -39,15 +41,38 @@ fn check(bytes: &[u8], kind: Kind) -> Result<(), String> {
     Ok(())
 }
 
-pub fn init(from: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
+/// Where the iPXE binaries come from by default (Debian's `ipxe` package).
+pub const DEBIAN_IPXE_DIR: &str = "/usr/lib/ipxe";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssetsError {
+    #[error("{0} does not exist: install Debian's ipxe package (apt-get install ipxe) or pass --from")]
+    NoSource(PathBuf),
+    #[error("cannot create {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+}
+
+/// What happened to one file.
+#[derive(Debug)]
+pub struct FileReport {
+    pub name: &'static str,
+    /// What the file is for.
+    pub purpose: &'static str,
+    /// Bytes copied, or why the file was not installed.
+    pub result: Result<usize, String>,
+}
+
+/// Copy and check every iPXE binary from `from` into `dir`. A file that fails is reported,
+/// and the others are still installed.
+pub fn install_ipxe(from: &Path, dir: &Path) -> Result<Vec<FileReport>, AssetsError> {
     if !from.is_dir() {
-        anyhow::bail!(
-            "{} does not exist: install Debian's ipxe package (apt-get install ipxe) or pass --from",
-            from.display()
-        );
+        return Err(AssetsError::NoSource(from.to_path_buf()));
     }
-    std::fs::create_dir_all(dir)?;
-    let mut failed = false;
+    std::fs::create_dir_all(dir).map_err(|source| AssetsError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut reports = Vec::new();
     for (name, what, kind) in IPXE_FILES {
         let src: PathBuf = from.join(name);
         let dst = dir.join(name);
@@ -67,15 +92,13 @@ pub fn init(from: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
                 }
                 Ok(bytes.len())
             });
-        match result {
-            Ok(len) => println!("ok   {:<14} {:>8} bytes  {what}", name, len),
-            Err(e) => {
-                failed = true;
-                eprintln!("FAIL {name:<14} {e}");
-            }
-        }
+        reports.push(FileReport {
+            name,
+            purpose: what,
+            result,
+        });
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(reports)
 }
 
 #[cfg(test)]

@@ -15,8 +15,10 @@ cargo build --release -q
 PROVD=$PWD/target/release/provd
 $PROVD lab down >/dev/null 2>&1 || true
 status=0
-$PROVD lab up "$@" || status=$?   # defaults: --vms 2 --firmware mixed
-if [ -z "$keep" ]; then
-  $PROVD lab down
+if [ -n "$keep" ]; then
+  $PROVD lab up "$@" || status=$?          # defaults: --vms 2 --firmware mixed
+else
+  $PROVD lab up --down "$@" || status=$?   # removes the lab after its summary
+  $PROVD lab down >/dev/null 2>&1 || true  # and after an interruption or an error
 fi
 exit $status

@@ -673,8 +673,12 @@ fn every_shipped_template_renders_for_every_host_of_every_site_config_and_kickst
     let renderer = provd::render::Renderer::load(&common::repo("templates")).unwrap();
     let work = Workdir::new();
     let mut rendered = 0;
-    for entry in std::fs::read_dir(common::repo("site-configs")).unwrap() {
-        let file = entry.unwrap().path();
+    let mut shipped: Vec<std::path::PathBuf> = std::fs::read_dir(common::repo("site-configs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    shipped.extend([common::repo("lab/lab.toml"), common::repo("lab/bench/bench.toml")]);
+    for file in shipped {
         let cfg = provd::config::load(std::slice::from_ref(&file)).unwrap();
         provd::boot::Boot::check_templates(&cfg, &renderer).unwrap();
         for site in cfg.sites.values() {

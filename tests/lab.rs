@@ -87,6 +87,8 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut output).unwrap();
     println!("{output}");
     assert!(status.success(), "provd lab up failed:\n{output}");
+    // Without --down the lab stays, and says so (with --down it says it was removed).
+    assert!(output.contains("The lab keeps running"), "{output}");
 
     let summary: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read("/tmp/provd-lab/summary.json").unwrap()).unwrap();

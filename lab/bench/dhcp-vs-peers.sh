@@ -47,7 +47,7 @@ setup() {
 start_server() {  # $1 = provd | kea | iscd
   case $1 in
   provd)
-    sed -e 's/pveth-s/bveth-s/' -e "s#/tmp/provd-bench-state#$W/provd-state#" "$ROOT/site-configs/bench.toml" > $W/bench.toml
+    sed -e 's/pveth-s/bveth-s/' -e "s#/tmp/provd-bench-state#$W/provd-state#" "$ROOT/lab/bench/bench.toml" > $W/bench.toml
     ip netns exec bsrv "$PROVD" serve --config $W/bench.toml > $W/srv.log 2>&1 & ;;
   kea)
     cat > $W/kea4.json <<EOT

@@ -118,7 +118,7 @@ enum LabCommand {
         /// bios (SeaBIOS + iPXE ROM), uefi (OVMF's own PXE), or mixed (alternating).
         #[arg(long, default_value = "mixed", value_parser = ["bios", "uefi", "mixed"])]
         firmware: String,
-        #[arg(long = "config", short = 'c', default_value = "site-configs/lab.toml")]
+        #[arg(long = "config", short = 'c', default_value = "lab/lab.toml")]
         config: Vec<PathBuf>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 900)]
@@ -126,6 +126,9 @@ enum LabCommand {
         /// Only say which packages are missing; do not install them.
         #[arg(long)]
         no_install: bool,
+        /// Remove the lab after the summary instead of leaving it running.
+        #[arg(long)]
+        down: bool,
     },
     /// What the running lab's VMs are doing.
     Status,
@@ -339,12 +342,14 @@ fn lab(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             config,
             timeout,
             no_install,
+            down,
         } => crate::lab::up(crate::lab::UpOptions {
             vms,
             firmware,
             config,
             timeout: std::time::Duration::from_secs(timeout),
             install_packages: !no_install,
+            remove_after: down,
         })?,
         LabCommand::Status => crate::lab::status()?,
         LabCommand::Down => {

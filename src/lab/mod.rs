@@ -61,6 +61,8 @@ pub struct UpOptions {
     pub config: Vec<PathBuf>,
     pub timeout: Duration,
     pub install_packages: bool,
+    /// Remove the lab once the summary is printed (`lab/run.sh` without `--keep`).
+    pub remove_after: bool,
 }
 
 fn work() -> PathBuf {
@@ -203,7 +205,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
         bail!("the lab needs root (network namespaces, taps): sudo provd lab up");
     }
     if opts.vms == 0 || opts.vms > MAX_VMS {
-        bail!("--vms must be 1 to {MAX_VMS} (site-configs/lab.toml defines {MAX_VMS} lab hosts)");
+        bail!("--vms must be 1 to {MAX_VMS} (lab/lab.toml defines {MAX_VMS} lab hosts)");
     }
     if Path::new(&format!("/var/run/netns/{NAMESPACE}")).exists() {
         bail!("a lab is already running (namespace {NAMESPACE}); `provd lab down` first");
@@ -268,6 +270,11 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
     if result.is_err() {
         eprintln!("provd lab: stopping what was started (provd lab down)");
         let _ = down();
+    } else if opts.remove_after {
+        down()?;
+        println!("The lab was removed (`sudo lab/run.sh --keep` leaves it running for `provd lab status`).");
+    } else {
+        println!("The lab keeps running: `provd lab status`, `provd lab down` (removes everything).");
     }
     result
 }
@@ -445,7 +452,6 @@ fn watch(state: &LabState, timeout: Duration) -> anyhow::Result<bool> {
             }
         }
     }
-    println!("The lab keeps running: `provd lab status`, `provd lab down` (removes everything).");
     Ok(all_ok)
 }
 

@@ -131,7 +131,7 @@ impl Registry {
         if let Some(i) = req.ssh_keys.iter().position(|k| k.contains('\n') || k.contains('\r')) {
             return Err(SeedError::BadKey(i));
         }
-        let token = crate::inventory::token::mint();
+        let token = crate::random::token();
         let seed = Seed {
             instance_id: format!("i-{}", &token[..16]),
             hostname: req.hostname.clone(),

@@ -1,6 +1,13 @@
-//! The boot chain's answers, shared by HTTP, TFTP and the CLI: a machine's boot script
-//! (iPXE, pxelinux or GRUB) according to the inventory's boot-once decision, and its
-//! kickstart behind its install token.
+//! The boot policy ("given this client, what does it boot now?", pixiecore's `Booter`) and
+//! the boot chain's answers built on it, shared by HTTP, TFTP and the CLI.
+//!
+//! `Boot::plan` is the one place that decides: it asks the inventory for the boot-once
+//! decision (install with a token, local disk, or the menu for an unknown machine) and
+//! resolves the site, host and address the answer is for. Every protocol asks it and gets
+//! a `Plan` value back; scripts (iPXE, pxelinux, GRUB) are rendered *from* the plan, and the
+//! journal records the plan's own description; nothing reads a decision back out of
+//! rendered text. The DHCP stage (which first-stage file a firmware loads) needs no
+//! inventory: it is `dhcp::pxe`, a pure function of the request and the site.
 //!
 //! Which site's URLs a machine gets: a configured host always gets its own site's server
 //! (even when it asks through another site's listener); an unknown machine gets the site
@@ -73,7 +80,53 @@ pub struct Boot {
     ca: Option<Ca>,
 }
 
-/// The placeholder token in previews (`provd render`): visibly not a real token.
+/// The decision for one machine, with the facts every protocol needs to answer it.
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    pub decision: BootDecision,
+    pub mac: MacAddr,
+    pub site: &'a Site,
+    /// The configured host (None for an unknown machine).
+    pub host: Option<&'a Host>,
+    /// The address the machine asked from, or its reservation.
+    pub ip: Option<Ipv4Addr>,
+}
+
+impl Plan<'_> {
+    pub fn action(&self) -> Action {
+        match self.decision {
+            BootDecision::Install { .. } => Action::Install,
+            BootDecision::LocalDisk => Action::Local,
+            BootDecision::Menu => Action::Menu,
+        }
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        match &self.decision {
+            BootDecision::Install { token } => Some(token),
+            _ => None,
+        }
+    }
+
+    /// One line saying what the machine was told (the journal's "boot-script" entry; the
+    /// lab's progress and its test read it).
+    pub fn describe(&self, config: &Config) -> String {
+        let name = self.host.map_or_else(|| self.mac.to_string(), |h| h.hostname.clone());
+        match &self.decision {
+            BootDecision::Install { .. } => {
+                let profile = self.host.and_then(|h| h.profile.as_deref()).unwrap_or("?");
+                let profile = config.profiles.get(profile).map_or(profile, |p| p.name.as_str());
+                format!("installing {name} with profile {profile} (site {})", self.site.name)
+            }
+            BootDecision::LocalDisk => format!("{name} boots from its local disk"),
+            BootDecision::Menu => format!(
+                "machine {} is not in the inventory of site {}.",
+                self.mac, self.site.name
+            ),
+        }
+    }
+}
+
 impl Boot {
     /// The sites this daemon serves (has listeners for), in config order.
     pub fn served_sites(&self) -> &[String] {
@@ -114,11 +167,7 @@ impl Boot {
         let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
         self.inventory.verify_signing_token(mac, token, role.name()).await?;
         let ca = self.ca.as_ref().ok_or(BootError::NoCa)?;
-        let domain = site.subnets.iter().find_map(|s| s.domain.clone());
-        let fqdn = match &domain {
-            Some(d) if !host.hostname.contains('.') => format!("{}.{d}", host.hostname),
-            _ => host.hostname.clone(),
-        };
+        let fqdn = site.fqdn(&host.hostname);
         let mut addresses: Vec<std::net::IpAddr> = host.ip.into_iter().map(Into::into).collect();
         for ip in self.leases.bound_addresses_of(mac, crate::clock::unix_now()) {
             if !addresses.contains(&ip.into()) {
@@ -170,10 +219,7 @@ impl Boot {
     }
 
     fn configured(&self, mac: MacAddr) -> Option<(&Site, &Host)> {
-        self.config
-            .sites
-            .values()
-            .find_map(|s| s.hosts.iter().find(|h| h.mac == mac).map(|h| (s, h)))
+        self.config.host(mac)
     }
 
     /// The site for an unknown machine: the listener's, else the served site whose subnet
@@ -192,37 +238,55 @@ impl Boot {
         self.renderer.render(template, &ctx.to_value())
     }
 
-    /// The boot script `mac` gets now. May mint an install token (the inventory decides).
+    /// The boot policy: what `mac` boots now, asked from `listener_site` or from address
+    /// `ip`. May mint an install token (the inventory's boot-once decision).
+    pub async fn plan(
+        &self,
+        mac: MacAddr,
+        listener_site: Option<&str>,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<Plan<'_>, BootError> {
+        let decision = self.inventory.boot(mac).await?;
+        let (site, host) = match self.configured(mac) {
+            Some((s, h)) => (s, Some(h)),
+            None => (self.site_for_unknown(listener_site, ip), None),
+        };
+        Ok(Plan {
+            decision,
+            mac,
+            site,
+            host,
+            ip: ip.or(host.and_then(|h| h.ip)),
+        })
+    }
+
+    /// A boot script in `format` for a plan.
+    pub fn render_plan(&self, format: Format, plan: &Plan) -> Result<String, BootError> {
+        Ok(self.render(
+            format.template(),
+            HostContext {
+                config: &self.config,
+                site: plan.site,
+                host: plan.host,
+                mac: plan.mac,
+                ip: plan.ip,
+                action: plan.action(),
+                token: plan.token(),
+            },
+        )?)
+    }
+
+    /// The boot script `mac` gets now, and the plan it was rendered from.
     pub async fn script(
         &self,
         format: Format,
         mac: MacAddr,
         listener_site: Option<&str>,
         ip: Option<Ipv4Addr>,
-    ) -> Result<String, BootError> {
-        let decision = self.inventory.boot(mac).await?;
-        let (action, token) = match &decision {
-            BootDecision::Install { token } => (Action::Install, Some(token.as_str())),
-            BootDecision::LocalDisk => (Action::Local, None),
-            BootDecision::Menu => (Action::Menu, None),
-        };
-        let (site, host) = match self.configured(mac) {
-            Some((s, h)) => (s, Some(h)),
-            None => (self.site_for_unknown(listener_site, ip), None),
-        };
-        let ip = ip.or(host.and_then(|h| h.ip));
-        Ok(self.render(
-            format.template(),
-            HostContext {
-                config: &self.config,
-                site,
-                host,
-                mac,
-                ip,
-                action,
-                token,
-            },
-        )?)
+    ) -> Result<(Plan<'_>, String), BootError> {
+        let plan = self.plan(mac, listener_site, ip).await?;
+        let text = self.render_plan(format, &plan)?;
+        Ok((plan, text))
     }
 
     /// The kickstart of host `name` (hostname or MAC), if `token` is its open install token.
@@ -260,14 +324,7 @@ impl Boot {
         action: Action,
     ) -> Result<String, String> {
         let (site, host) = config
-            .sites
-            .values()
-            .find_map(|s| {
-                s.hosts
-                    .iter()
-                    .find(|h| h.hostname == name.to_ascii_lowercase() || name.parse::<MacAddr>().ok() == Some(h.mac))
-                    .map(|h| (s, h))
-            })
+            .find_host(name)
             .ok_or_else(|| format!("no host named {name:?} in the config"))?;
         let template = match what {
             "ipxe" => Format::Ipxe.template().to_string(),
@@ -335,7 +392,7 @@ impl GeneratedFiles for Boot {
             Some(
                 self.script(format, mac, None, Some(client))
                     .await
-                    .map(String::into_bytes)
+                    .map(|(_, text)| text.into_bytes())
                     .map_err(|e| e.to_string()),
             )
         })

@@ -8,10 +8,12 @@
 //!
 //! This module never touches the network or the store.
 
+mod index;
 mod model;
 mod validate;
 mod wire;
 
+pub use index::{HostEntry, HostIndex};
 pub use model::*;
 
 use std::fmt;

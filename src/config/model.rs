@@ -26,6 +26,8 @@ pub struct Config {
     pub profiles: BTreeMap<String, Profile>,
     pub sites: BTreeMap<String, Site>,
     pub vm: VmProfiles,
+    /// Every configured host by MAC, name and reserved IP (built once from `sites`).
+    pub hosts: super::HostIndex,
 }
 
 /// Disk and NIC profiles for `provd vm init`/`deploy`. "default" always exists: Salt Virt's
@@ -244,7 +246,41 @@ pub mod arch {
     pub const EFI_X64_HTTP: u16 = 16;
 }
 
+impl Site {
+    /// Where this site's boot HTTP listener is reached: the base of every URL a booting
+    /// machine, an installer or a deployed VM is given.
+    pub fn boot_base_url(&self) -> String {
+        format!("http://{}:{}", self.server_address, self.http_port)
+    }
+
+    /// The DNS domain of the site (the first subnet that names one).
+    pub fn domain(&self) -> Option<&str> {
+        self.subnets.iter().find_map(|s| s.domain.as_deref())
+    }
+
+    /// A host's fully qualified name: its hostname, qualified with the site's domain unless
+    /// it already has dots.
+    pub fn fqdn(&self, hostname: &str) -> String {
+        match self.domain() {
+            Some(d) if !hostname.contains('.') => format!("{hostname}.{d}"),
+            _ => hostname.to_string(),
+        }
+    }
+}
+
 impl Config {
+    /// The configured host with this MAC and its site.
+    pub fn host(&self, mac: MacAddr) -> Option<(&Site, &Host)> {
+        let e = self.hosts.by_mac(mac)?;
+        Some((self.sites.get(&e.site)?, &e.host))
+    }
+
+    /// The configured host named `name` (hostname or MAC) and its site.
+    pub fn find_host(&self, name: &str) -> Option<(&Site, &Host)> {
+        let e = self.hosts.find(name)?;
+        Some((self.sites.get(&e.site)?, &e.host))
+    }
+
     /// The sites this process serves: the named ones, or every site when none is named.
     /// One process cannot serve two sites on the same interface: say which to pick.
     pub fn select_sites(&self, names: &[String]) -> Result<Vec<&Site>, String> {

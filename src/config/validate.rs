@@ -131,7 +131,9 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    let sites: BTreeMap<String, Site> = sites.into_iter().map(|(k, v)| (k, v.0)).collect();
     Ok(Config {
+        hosts: super::HostIndex::build(&sites),
         files: sources.iter().map(|s| s.0.clone()).collect(),
         daemon: daemon.map(|d| d.0).unwrap_or_else(|| {
             convert_daemon(&DaemonWire {
@@ -143,7 +145,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
             })
         }),
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
-        sites: sites.into_iter().map(|(k, v)| (k, v.0)).collect(),
+        sites,
         vm,
     })
 }

@@ -3,17 +3,17 @@
 //!
 //! Built once from the validated config; read-only afterwards.
 
-use crate::config::{Config, Host, Listen, Site, Subnet};
+use crate::config::{Config, Host, HostIndex, Listen, Site, Subnet};
 use crate::dhcp::leases::Reserved;
 use crate::mac::MacAddr;
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 pub struct Topology {
     pub sites: Vec<Site>,
     /// (site index, subnet index) for every subnet of every served site.
     subnets: Vec<(usize, usize)>,
-    hosts: HashMap<MacAddr, (usize, usize)>,
+    /// The config's host index (hosts of sites this process does not serve are skipped).
+    hosts: HostIndex,
     pub reserved: Reserved,
 }
 
@@ -28,24 +28,16 @@ impl Topology {
     pub fn new(config: &Config, served: &[&Site]) -> Self {
         let sites: Vec<Site> = served.iter().map(|s| (*s).clone()).collect();
         let mut subnets = Vec::new();
-        let mut hosts = HashMap::new();
         for (si, site) in sites.iter().enumerate() {
             subnets.extend((0..site.subnets.len()).map(|ni| (si, ni)));
-            for (hi, h) in site.hosts.iter().enumerate() {
-                hosts.insert(h.mac, (si, hi));
-            }
         }
         // Reservations of every configured site, served or not: an address reserved anywhere
         // is never handed out dynamically.
-        let reserved = config
-            .sites
-            .values()
-            .flat_map(|s| s.hosts.iter().filter_map(|h| h.ip))
-            .collect();
+        let reserved = config.hosts.reserved_ips().collect();
         Topology {
             sites,
             subnets,
-            hosts,
+            hosts: config.hosts.clone(),
             reserved,
         }
     }
@@ -55,7 +47,7 @@ impl Topology {
         Topology {
             sites: Vec::new(),
             subnets: Vec::new(),
-            hosts: HashMap::new(),
+            hosts: HostIndex::default(),
             reserved: Reserved::default(),
         }
     }
@@ -84,7 +76,8 @@ impl Topology {
 
     /// The configured host with this MAC, and its site index.
     pub fn host(&self, mac: Option<MacAddr>) -> Option<(usize, &Host)> {
-        let &(si, hi) = self.hosts.get(&mac?)?;
-        Some((si, &self.sites[si].hosts[hi]))
+        let e = self.hosts.by_mac(mac?)?;
+        let si = self.sites.iter().position(|s| s.name == e.site)?;
+        Some((si, &e.host))
     }
 }

@@ -69,7 +69,7 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
     let Some(cfg) = s.boot.config.sites.get(&site) else {
         return bad(format!("no site {site:?}"));
     };
-    let base = format!("http://{}:{}", cfg.server_address, cfg.http_port);
+    let base = cfg.boot_base_url();
     let reg = s.nocloud.clone();
     match tokio::task::spawn_blocking(move || reg.create_blocking(&req, &site, &base)).await {
         Ok(Ok(seed)) => Json(seed).into_response(),

@@ -91,16 +91,17 @@ async fn boot_script(State(s): State<AppState>, Path(file): Path<String>) -> Res
         s.http_stats.inc("not_found");
         return plain(StatusCode::NOT_FOUND, "not found\n");
     };
-    let result = s.boot.script(Format::Ipxe, mac, s.listener_site.as_deref(), None).await;
-    if let Ok(text) = &result {
-        // The first echo line says what the script does (install, local disk, menu).
-        let what = text
-            .lines()
-            .find(|l| l.starts_with("echo provd:"))
-            .unwrap_or("")
-            .trim_start_matches("echo provd: ");
-        s.journal.record(Some(mac), None, "boot-script", what);
-    }
+    let result = match s.boot.plan(mac, s.listener_site.as_deref(), None).await {
+        Ok(plan) => {
+            let text = s.boot.render_plan(Format::Ipxe, &plan);
+            if text.is_ok() {
+                s.journal
+                    .record(Some(mac), None, "boot-script", plan.describe(&s.boot.config));
+            }
+            text
+        }
+        Err(e) => Err(e),
+    };
     boot_script_response(&s, mac, result)
 }
 

@@ -336,7 +336,7 @@ impl Inventory {
         if let Some(s) = r.open_session(now) {
             return Ok(BootDecision::Install { token: s.token.clone() });
         }
-        let token = token::mint();
+        let token = crate::random::token();
         r.install = Some(InstallSession {
             token: token.clone(),
             issued: now,

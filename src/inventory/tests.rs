@@ -148,7 +148,7 @@ async fn expired_tokens_are_refused() {
 
 #[test]
 fn tokens_are_random_and_compared_exactly() {
-    let (a, b) = (token::mint(), token::mint());
+    let (a, b) = (crate::random::token(), crate::random::token());
     assert_eq!(a.len(), 32);
     assert_ne!(a, b);
     assert!(token::equal(&a, &a.clone()));

@@ -1,14 +1,5 @@
-//! Install tokens: 128 random bits from the kernel, hex encoded, compared in constant time.
-
-use std::io::Read;
-
-pub fn mint() -> String {
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("the kernel's random source is readable");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+//! Install tokens: minted by `crate::random::token` (128 random bits, hex), compared here in
+//! constant time.
 
 /// Constant-time comparison: the time taken does not reveal how much of a guess was right.
 pub fn equal(a: &str, b: &str) -> bool {

@@ -161,15 +161,11 @@ impl HostContext<'_> {
 
     pub fn to_value(&self) -> Value {
         let site = self.site;
-        let base = format!("http://{}:{}", site.server_address, site.http_port);
+        let base = site.boot_base_url();
         let profile = self.profile();
         let host_name = self.host.map(|h| h.hostname.clone());
-        let domain = site.subnets.iter().find_map(|s| s.domain.clone());
-        let fqdn = match (&host_name, &domain) {
-            (Some(h), Some(d)) if !h.contains('.') => Some(format!("{h}.{d}")),
-            (Some(h), _) => Some(h.clone()),
-            _ => None,
-        };
+        let domain = site.domain().map(str::to_string);
+        let fqdn = host_name.as_deref().map(|h| site.fqdn(h));
         let mut vars = default_vars();
         merge(&mut vars, &site.vars);
         if let Some(p) = profile {

@@ -23,7 +23,6 @@ pub mod xml;
 use crate::config::{DiskSpec, NicSpec};
 use crate::mac::MacAddr;
 use serde::Serialize;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use virt::connect::Connect;
@@ -105,9 +104,7 @@ fn qemu_img(args: &[&str], path: &Path) -> Result<(), VmError> {
 /// A locally administered MAC in QEMU's 52:54:00 range, random in its last three bytes.
 pub(crate) fn random_mac() -> MacAddr {
     let mut b = [0u8; 3];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("the kernel's random source is readable");
+    crate::random::fill(&mut b);
     MacAddr([0x52, 0x54, 0x00, b[0], b[1], b[2]])
 }
 

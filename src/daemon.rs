@@ -54,7 +54,12 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let store = Store::open(&state_dir)?;
     let records = store.load_leases()?;
     tracing::info!("loaded {} lease records from {}", records.len(), state_dir.display());
-    let inventory = Arc::new(Inventory::load(store.clone(), &served, inventory::DEFAULT_TOKEN_TTL)?);
+    let inventory = Arc::new(Inventory::load(
+        store.clone(),
+        &config.hosts,
+        &served,
+        inventory::DEFAULT_TOKEN_TTL,
+    )?);
     let topology = Topology::new(&config, &served);
     let leases = Leases::new(topology, LeaseTable::restore(&records));
     let journal = Arc::new(crate::journal::Journal::new(leases.clone()));

@@ -8,6 +8,11 @@
 //! installing. `reinstall` goes back to assigned. Every change is recorded in the host's
 //! history and made durable in the store before the caller answers anyone.
 //!
+//! Each change is a pure transition (`transition`): compute the next record, persist it,
+//! then publish it in memory. Writers of one host are serialised by that host's own lock;
+//! the map readers use is locked only to read or to publish (never across a write), so a
+//! slow fsync delays no reader, and a failed write changes nothing in memory.
+//!
 //! Tokens: an install session is minted when an installable host asks for its boot script.
 //! Its token authorises the kickstart fetch and the install events; it expires, and it is
 //! spent by the terminal event (installed or failed): reuse after that is refused.
@@ -16,19 +21,18 @@
 //! install for a host whose netboot is off.
 
 pub mod token;
+pub mod transition;
 
 use crate::clock::unix_now;
-use crate::config::Site;
+use crate::config::{HostEntry, HostIndex, Site};
 use crate::mac::MacAddr;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use tokio::sync::Mutex;
+use std::sync::{Arc, RwLock};
 
 /// How long an install token stays valid: long enough for a slow install over a WAN link.
 pub const DEFAULT_TOKEN_TTL: u64 = 4 * 3600;
-/// History entries kept per host (oldest dropped first).
-const HISTORY_LIMIT: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -76,28 +80,6 @@ pub struct HostRecord {
     pub updated: u64,
     pub history: Vec<HistoryEntry>,
     pub install: Option<InstallSession>,
-}
-
-impl HostRecord {
-    fn set_status(&mut self, status: Status, what: impl Into<String>, now: u64) {
-        self.status = status;
-        self.note(what, now);
-    }
-    fn note(&mut self, what: impl Into<String>, now: u64) {
-        self.updated = now;
-        self.history.push(HistoryEntry {
-            at: now,
-            status: self.status,
-            what: what.into(),
-        });
-        if self.history.len() > HISTORY_LIMIT {
-            self.history.remove(0);
-        }
-    }
-    /// The token in use, if a session is open and unexpired.
-    fn open_session(&self, now: u64) -> Option<&InstallSession> {
-        self.install.as_ref().filter(|s| !s.closed && s.expires > now)
-    }
 }
 
 /// What a host's boot script should do now.
@@ -155,18 +137,16 @@ pub enum InventoryError {
     Store(String),
 }
 
-/// What the config says about a host (the config wins over stored copies of these fields).
-#[derive(Debug, Clone)]
-struct Configured {
-    hostname: String,
-    site: String,
-    profile: Option<String>,
-}
-
 pub struct Inventory {
-    hosts: Mutex<HashMap<MacAddr, HostRecord>>,
-    configured: HashMap<MacAddr, Configured>,
-    names: HashMap<String, MacAddr>,
+    /// The published records: locked only to read or to publish, never across a write.
+    hosts: RwLock<HashMap<MacAddr, HostRecord>>,
+    /// One write lock per host: the read-compute-persist-publish of one host is serialised,
+    /// different hosts proceed in parallel.
+    writers: std::sync::Mutex<HashMap<MacAddr, Arc<tokio::sync::Mutex<()>>>>,
+    /// The config's host index, and the sites this process serves (hosts of other sites
+    /// are strangers here).
+    index: HostIndex,
+    served: Vec<String>,
     store: Store,
     token_ttl: u64,
 }
@@ -179,24 +159,15 @@ pub struct Observation {
     pub vendor_class: Option<String>,
 }
 
+/// What a transition asks the inventory to do.
+enum Change<T> {
+    Keep(T),
+    Write(HostRecord, T),
+}
+
 impl Inventory {
     /// Load stored state and reconcile it with the config of the served sites.
-    pub fn load(store: Store, served: &[&Site], token_ttl: u64) -> Result<Self, InventoryError> {
-        let mut configured = HashMap::new();
-        let mut names = HashMap::new();
-        for site in served {
-            for h in &site.hosts {
-                configured.insert(
-                    h.mac,
-                    Configured {
-                        hostname: h.hostname.clone(),
-                        site: site.name.clone(),
-                        profile: h.profile.clone(),
-                    },
-                );
-                names.insert(h.hostname.clone(), h.mac);
-            }
-        }
+    pub fn load(store: Store, index: &HostIndex, served: &[&Site], token_ttl: u64) -> Result<Self, InventoryError> {
         let mut hosts = HashMap::new();
         for (key, json) in store.load_hosts().map_err(|e| InventoryError::Store(e.to_string()))? {
             match serde_json::from_slice::<HostRecord>(&json) {
@@ -207,9 +178,10 @@ impl Inventory {
             }
         }
         let inv = Inventory {
-            hosts: Mutex::new(hosts),
-            configured,
-            names,
+            hosts: RwLock::new(hosts),
+            writers: std::sync::Mutex::new(HashMap::new()),
+            index: index.clone(),
+            served: served.iter().map(|s| s.name.clone()).collect(),
             store,
             token_ttl,
         };
@@ -217,33 +189,33 @@ impl Inventory {
         Ok(inv)
     }
 
-    /// Bring stored records in line with the config: new configured hosts become assigned,
-    /// discovered machines that now appear in the config are adopted.
+    /// A configured host of a served site.
+    fn configured(&self, mac: MacAddr) -> Option<&HostEntry> {
+        self.index.by_mac(mac).filter(|e| self.served.contains(&e.site))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<MacAddr, HostRecord>> {
+        self.hosts.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, r: HostRecord) {
+        self.hosts.write().unwrap_or_else(|p| p.into_inner()).insert(r.mac, r);
+    }
+
+    /// Bring stored records in line with the config (at load, before anyone else sees it).
     fn reconcile_blocking(&self) -> Result<(), InventoryError> {
         let now = unix_now();
-        let mut hosts = self.hosts.try_lock().expect("not shared yet");
-        for (mac, c) in &self.configured {
-            let changed = match hosts.get_mut(mac) {
-                None => {
-                    let mut r = new_record(*mac, now);
-                    r.set_status(Status::Assigned, "in config", now);
-                    r.netboot = c.profile.is_some();
-                    apply_config(&mut r, c);
-                    hosts.insert(*mac, r);
-                    true
-                }
-                Some(r) => {
-                    let before = r.clone();
-                    apply_config(r, c);
-                    if r.status == Status::Discovered {
-                        r.netboot = c.profile.is_some();
-                        r.set_status(Status::Assigned, "adopted: now in config", now);
-                    }
-                    *r != before
-                }
-            };
-            if changed {
-                self.persist_blocking(&hosts[mac])?;
+        let entries: Vec<HostEntry> = self
+            .index
+            .iter()
+            .filter(|e| self.served.contains(&e.site))
+            .cloned()
+            .collect();
+        for e in entries {
+            let current = self.read().get(&e.host.mac).cloned();
+            if let Some(next) = transition::reconcile(current.as_ref(), &e.site, &e.host, now) {
+                self.persist_blocking(&next)?;
+                self.publish(next);
             }
         }
         Ok(())
@@ -268,150 +240,126 @@ impl Inventory {
             .map_err(|e| InventoryError::Store(e.to_string()))
     }
 
+    fn writer(&self, mac: MacAddr) -> Arc<tokio::sync::Mutex<()>> {
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(mac)
+            .or_default()
+            .clone()
+    }
+
+    /// The one way a record changes: under the host's write lock, compute the next record
+    /// from the published one (pure), make it durable, then publish it. An error anywhere
+    /// leaves the published record as it was.
+    async fn update<T>(
+        &self,
+        mac: MacAddr,
+        f: impl FnOnce(Option<&HostRecord>, u64) -> Result<Change<T>, InventoryError>,
+    ) -> Result<T, InventoryError> {
+        let lock = self.writer(mac);
+        let _serialised = lock.lock().await;
+        let current = self.read().get(&mac).cloned();
+        match f(current.as_ref(), unix_now())? {
+            Change::Keep(out) => Ok(out),
+            Change::Write(next, out) => {
+                self.persist(&next).await?;
+                self.publish(next);
+                Ok(out)
+            }
+        }
+    }
+
+    /// `update` for a host that must exist.
+    async fn update_known(
+        &self,
+        mac: MacAddr,
+        f: impl FnOnce(&HostRecord, u64) -> Result<HostRecord, InventoryError>,
+    ) -> Result<HostRecord, InventoryError> {
+        self.update(mac, |r, now| {
+            let next = f(r.ok_or(InventoryError::UnknownHost)?, now)?;
+            Ok(Change::Write(next.clone(), next))
+        })
+        .await
+    }
+
     /// Hostname or MAC (any separator) -> MAC of a host the inventory knows.
     pub async fn find(&self, name: &str) -> Option<MacAddr> {
-        if let Some(mac) = self.names.get(&name.to_ascii_lowercase()) {
-            return Some(*mac);
+        if let Some(e) = self.index.by_name(name).filter(|e| self.served.contains(&e.site)) {
+            return Some(e.host.mac);
         }
         let mac: MacAddr = name.trim_end_matches(".ipxe").parse().ok()?;
-        self.hosts.lock().await.contains_key(&mac).then_some(mac)
+        self.read().contains_key(&mac).then_some(mac)
     }
 
     pub async fn get(&self, mac: MacAddr) -> Option<HostRecord> {
-        self.hosts.lock().await.get(&mac).cloned()
+        self.read().get(&mac).cloned()
     }
 
     pub async fn list(&self) -> Vec<HostRecord> {
-        let mut v: Vec<HostRecord> = self.hosts.lock().await.values().cloned().collect();
+        let mut v: Vec<HostRecord> = self.read().values().cloned().collect();
         v.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.mac.cmp(&b.mac)));
         v
     }
 
     pub fn is_configured(&self, mac: MacAddr) -> bool {
-        self.configured.contains_key(&mac)
+        self.configured(mac).is_some()
     }
 
     /// Record what DHCP saw; an unknown MAC becomes a discovered host.
     pub async fn observe(&self, mac: MacAddr, obs: Observation) -> Result<(), InventoryError> {
-        let now = unix_now();
-        let mut hosts = self.hosts.lock().await;
-        let r = hosts.entry(mac).or_insert_with(|| {
-            let mut r = new_record(mac, now);
-            r.note("seen booting", now);
-            r
-        });
-        let before = r.clone();
-        r.arch = obs.arch.or(r.arch);
-        r.uuid = obs.uuid.or(r.uuid.take());
-        r.vendor_class = obs.vendor_class.or(r.vendor_class.take());
-        if *r != before {
-            r.updated = now;
-            let r = r.clone();
-            self.persist(&r).await?;
-        }
-        Ok(())
+        self.update(mac, |r, now| {
+            Ok(match transition::observe(r, mac, obs, now) {
+                Some(next) => Change::Write(next, ()),
+                None => Change::Keep(()),
+            })
+        })
+        .await
     }
 
     /// The boot-once decision for `mac`, minting an install token when an install is due.
     pub async fn boot(&self, mac: MacAddr) -> Result<BootDecision, InventoryError> {
-        let now = unix_now();
-        let mut hosts = self.hosts.lock().await;
-        if !self.configured.contains_key(&mac) {
-            if let std::collections::hash_map::Entry::Vacant(slot) = hosts.entry(mac) {
-                let mut r = new_record(mac, now);
-                r.note("asked for a boot script", now);
-                // Durable first: the record exists in memory only once it is on disk.
-                self.persist(&r).await?;
-                slot.insert(r);
-            }
-            return Ok(BootDecision::Menu);
-        }
-        let r = hosts.get_mut(&mac).expect("configured hosts are reconciled at load");
-        let installable = r.netboot
-            && r.profile.is_some()
-            && matches!(r.status, Status::Assigned | Status::Installing | Status::Failed);
-        if !installable {
-            return Ok(BootDecision::LocalDisk);
-        }
-        if let Some(s) = r.open_session(now) {
-            return Ok(BootDecision::Install { token: s.token.clone() });
-        }
-        let token = crate::random::token();
-        r.install = Some(InstallSession {
-            token: token.clone(),
-            issued: now,
-            expires: now + self.token_ttl,
-            kickstart_fetches: 0,
-            closed: false,
-            certificates_issued: Vec::new(),
-        });
-        r.note("install token issued", now);
-        let r = r.clone();
-        self.persist(&r).await?;
-        Ok(BootDecision::Install { token })
-    }
-
-    fn check_token(r: &HostRecord, token: &str, now: u64) -> Result<(), InventoryError> {
-        match r.open_session(now) {
-            Some(s) if token::equal(&s.token, token) => Ok(()),
-            _ => Err(InventoryError::TokenRefused),
-        }
+        let configured = self.is_configured(mac);
+        let ttl = self.token_ttl;
+        self.update(mac, |r, now| {
+            // Durable first: a minted token (or a first record) exists only once on disk.
+            Ok(
+                match transition::boot(r, mac, configured, ttl, now, crate::random::token) {
+                    (decision, Some(next)) => Change::Write(next, decision),
+                    (decision, None) => Change::Keep(decision),
+                },
+            )
+        })
+        .await
     }
 
     /// Is `token` the open install token of `mac`? Changes nothing.
     pub async fn verify_token(&self, mac: MacAddr, token: &str) -> Result<(), InventoryError> {
-        let hosts = self.hosts.lock().await;
+        let hosts = self.read();
         let r = hosts.get(&mac).ok_or(InventoryError::UnknownHost)?;
-        Self::check_token(r, token, unix_now())
+        transition::check_token(r, token, unix_now())
     }
 
-    /// May `token` have a `role` certificate signed for `mac`? Open, unexpired, and not used
-    /// for that role yet. Changes nothing (signing happens between this and
-    /// `certificate_issued`).
+    /// May `token` have a `role` certificate signed for `mac`? Changes nothing (signing
+    /// happens between this and `certificate_issued`).
     pub async fn verify_signing_token(&self, mac: MacAddr, token: &str, role: &str) -> Result<(), InventoryError> {
-        let hosts = self.hosts.lock().await;
+        let hosts = self.read();
         let r = hosts.get(&mac).ok_or(InventoryError::UnknownHost)?;
-        Self::check_token(r, token, unix_now())?;
-        match &r.install {
-            Some(s) if !s.certificates_issued.iter().any(|x| x == role) => Ok(()),
-            _ => Err(InventoryError::TokenRefused),
-        }
+        transition::check_signing(r, token, role, unix_now())
     }
 
-    /// Record that `token` was spent on a `role` certificate. Checks again under the lock,
-    /// so of two racing requests only one gets its certificate.
+    /// Record that `token` was spent on a `role` certificate. Checked again under the host's
+    /// write lock, so of two racing requests only one gets its certificate.
     pub async fn certificate_issued(&self, mac: MacAddr, token: &str, role: &str) -> Result<(), InventoryError> {
-        let now = unix_now();
-        let mut hosts = self.hosts.lock().await;
-        let r = hosts.get_mut(&mac).ok_or(InventoryError::UnknownHost)?;
-        Self::check_token(r, token, now)?;
-        let s = r.install.as_mut().expect("checked");
-        if s.certificates_issued.iter().any(|x| x == role) {
-            return Err(InventoryError::TokenRefused);
-        }
-        s.certificates_issued.push(role.to_string());
-        r.note(format!("libvirt TLS {role} certificate issued"), now);
-        let r = r.clone();
-        self.persist(&r).await
+        self.update_known(mac, |r, now| transition::certificate_issued(r, token, role, now))
+            .await
+            .map(|_| ())
     }
 
     /// A kickstart fetch with `token`: allowed while the session is open; counted.
     pub async fn kickstart_fetched(&self, mac: MacAddr, token: &str) -> Result<HostRecord, InventoryError> {
-        let now = unix_now();
-        let mut hosts = self.hosts.lock().await;
-        let r = hosts.get_mut(&mac).ok_or(InventoryError::UnknownHost)?;
-        Self::check_token(r, token, now)?;
-        if let Some(s) = r.install.as_mut() {
-            s.kickstart_fetches += 1;
-        }
-        if r.status != Status::Installing {
-            r.set_status(Status::Installing, "kickstart fetched", now);
-        } else {
-            r.note("kickstart fetched", now);
-        }
-        let r = r.clone();
-        self.persist(&r).await?;
-        Ok(r)
+        self.update_known(mac, |r, now| transition::kickstart_fetched(r, token, now))
+            .await
     }
 
     /// An installer callback. `installed` turns netboot off (boot once); `installed` and
@@ -423,69 +371,26 @@ impl Inventory {
         event: InstallEvent,
         detail: &str,
     ) -> Result<Status, InventoryError> {
-        let now = unix_now();
-        let mut hosts = self.hosts.lock().await;
-        let r = hosts.get_mut(&mac).ok_or(InventoryError::UnknownHost)?;
-        Self::check_token(r, token, now)?;
-        let detail = if detail.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", detail.chars().take(500).collect::<String>())
-        };
-        match event {
-            InstallEvent::Installing => r.set_status(Status::Installing, format!("installer: installing{detail}"), now),
-            InstallEvent::PostStarted => r.note(format!("installer: post-started{detail}"), now),
-            InstallEvent::Installed => {
-                r.netboot = false;
-                r.install.as_mut().expect("checked").closed = true;
-                r.set_status(
-                    Status::Installed,
-                    format!("installer: installed{detail}; netboot off"),
-                    now,
-                );
-            }
-            InstallEvent::Failed => {
-                // Netboot off too: a host that fails its install must not loop through
-                // installs forever; an operator looks, then runs `provd hosts reinstall`.
-                r.netboot = false;
-                r.install.as_mut().expect("checked").closed = true;
-                r.set_status(Status::Failed, format!("installer: failed{detail}; netboot off"), now);
-            }
-        }
-        let r = r.clone();
-        self.persist(&r).await?;
-        Ok(r.status)
+        self.update_known(mac, |r, now| transition::event(r, token, event, detail, now))
+            .await
+            .map(|r| r.status)
     }
 
     /// Operator: install this host again at its next network boot.
     pub async fn reinstall(&self, mac: MacAddr) -> Result<HostRecord, InventoryError> {
-        let now = unix_now();
-        let mut hosts = self.hosts.lock().await;
-        let r = hosts.get_mut(&mac).ok_or(InventoryError::UnknownHost)?;
-        r.netboot = true;
-        r.install = None;
-        r.set_status(Status::Assigned, "operator: reinstall", now);
-        let r = r.clone();
-        self.persist(&r).await?;
-        Ok(r)
+        self.update_known(mac, |r, now| Ok(transition::reinstall(r, now))).await
     }
 
     /// Operator: allow or stop network installs without changing the state.
     pub async fn set_netboot(&self, mac: MacAddr, on: bool) -> Result<HostRecord, InventoryError> {
-        let now = unix_now();
-        let mut hosts = self.hosts.lock().await;
-        let r = hosts.get_mut(&mac).ok_or(InventoryError::UnknownHost)?;
-        r.netboot = on;
-        r.note(format!("operator: netboot {}", if on { "on" } else { "off" }), now);
-        let r = r.clone();
-        self.persist(&r).await?;
-        Ok(r)
+        self.update_known(mac, |r, now| Ok(transition::set_netboot(r, on, now)))
+            .await
     }
 
     /// Counts by status, for metrics.
     pub async fn counts(&self) -> BTreeMap<Status, usize> {
         let mut m = BTreeMap::new();
-        for r in self.hosts.lock().await.values() {
+        for r in self.read().values() {
             *m.entry(r.status).or_default() += 1;
         }
         m
@@ -501,30 +406,6 @@ impl Ord for Status {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (*self as u8).cmp(&(*other as u8))
     }
-}
-
-fn new_record(mac: MacAddr, now: u64) -> HostRecord {
-    HostRecord {
-        mac,
-        hostname: None,
-        site: None,
-        profile: None,
-        status: Status::Discovered,
-        netboot: false,
-        arch: None,
-        uuid: None,
-        vendor_class: None,
-        first_seen: now,
-        updated: now,
-        history: Vec::new(),
-        install: None,
-    }
-}
-
-fn apply_config(r: &mut HostRecord, c: &Configured) {
-    r.hostname = Some(c.hostname.clone());
-    r.site = Some(c.site.clone());
-    r.profile = c.profile.clone();
 }
 
 #[cfg(test)]

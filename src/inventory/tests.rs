@@ -32,7 +32,7 @@ async fn install_then_boot_local_until_reinstall() {
     let dir = tempfile::tempdir().unwrap();
     let (store, cfg) = setup(dir.path());
     let served = cfg.select_sites(&[]).unwrap();
-    let inv = Inventory::load(store, &served, 60).unwrap();
+    let inv = Inventory::load(store, &cfg.hosts, &served, 60).unwrap();
     let hv = mac("52:54:00:00:00:01");
     assert_eq!(inv.get(hv).await.unwrap().status, Status::Assigned);
 
@@ -95,7 +95,7 @@ async fn state_survives_reload_and_unknown_macs_are_discovered() {
     {
         let (store, cfg) = setup(dir.path());
         let served = cfg.select_sites(&[]).unwrap();
-        let inv = Inventory::load(store, &served, 60).unwrap();
+        let inv = Inventory::load(store, &cfg.hosts, &served, 60).unwrap();
         let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else {
             panic!()
         };
@@ -120,7 +120,7 @@ async fn state_survives_reload_and_unknown_macs_are_discovered() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     let (store, cfg) = setup(dir.path());
     let served = cfg.select_sites(&[]).unwrap();
-    let inv = Inventory::load(store, &served, 60).unwrap();
+    let inv = Inventory::load(store, &cfg.hosts, &served, 60).unwrap();
     assert_eq!(inv.get(hv).await.unwrap().status, Status::Installed);
     assert_eq!(inv.boot(hv).await.unwrap(), BootDecision::LocalDisk);
     let s = inv.get(stranger).await.unwrap();
@@ -135,7 +135,7 @@ async fn expired_tokens_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (store, cfg) = setup(dir.path());
     let served = cfg.select_sites(&[]).unwrap();
-    let inv = Inventory::load(store, &served, 0).unwrap();
+    let inv = Inventory::load(store, &cfg.hosts, &served, 0).unwrap();
     let hv = mac("52:54:00:00:00:01");
     let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else {
         panic!()
@@ -161,7 +161,7 @@ async fn signing_tokens_are_bound_to_host_single_use_per_role_and_expire() {
     let dir = tempfile::tempdir().unwrap();
     let (store, cfg) = setup(dir.path());
     let served = cfg.select_sites(&[]).unwrap();
-    let inv = Inventory::load(store, &served, 60).unwrap();
+    let inv = Inventory::load(store, &cfg.hosts, &served, 60).unwrap();
     let hv = mac("52:54:00:00:00:01");
     let other = mac("52:54:00:00:00:02");
     let BootDecision::Install { token } = inv.boot(hv).await.unwrap() else {
@@ -188,7 +188,7 @@ async fn signing_tokens_are_bound_to_host_single_use_per_role_and_expire() {
     let dir = tempfile::tempdir().unwrap();
     let (store, cfg) = setup(dir.path());
     let served = cfg.select_sites(&[]).unwrap();
-    let expired = Inventory::load(store, &served, 0).unwrap();
+    let expired = Inventory::load(store, &cfg.hosts, &served, 0).unwrap();
     let BootDecision::Install { token } = expired.boot(hv).await.unwrap() else {
         panic!()
     };
@@ -197,4 +197,26 @@ async fn signing_tokens_are_bound_to_host_single_use_per_role_and_expire() {
         Err(InventoryError::TokenRefused),
         "expired"
     );
+}
+
+/// A write that fails (a real full disk) changes nothing in memory: the caller gets the
+/// error and every reader still sees the last durable record.
+#[tokio::test]
+async fn a_failed_write_leaves_memory_as_it_was() {
+    let Some(fs) = crate::store::testing::SmallTmpfs::mount("4m") else {
+        return;
+    };
+    let (store, cfg) = setup(fs.path());
+    let served = cfg.select_sites(&[]).unwrap();
+    let inv = Inventory::load(store, &cfg.hosts, &served, 60).unwrap();
+    let hv = mac("52:54:00:00:00:01");
+    let before = inv.get(hv).await.unwrap();
+    assert!(before.netboot);
+    fs.fill();
+    let r = inv.set_netboot(hv, false).await;
+    assert!(matches!(r, Err(InventoryError::Store(_))), "{r:?}");
+    assert_eq!(inv.get(hv).await.unwrap(), before, "memory unchanged");
+    // A boot that would mint a token fails the same way and hands out no token.
+    assert!(matches!(inv.boot(hv).await, Err(InventoryError::Store(_))));
+    assert_eq!(inv.get(hv).await.unwrap().install, None);
 }

@@ -12,6 +12,8 @@
 //! This module knows nothing about DHCP rules; it stores what it is given.
 
 mod lease;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use lease::{LeaseRecord, LeaseState};
 
@@ -445,25 +447,10 @@ mod tests {
     /// "disk full", not as corruption, and nothing reports success that was not written.
     #[test]
     fn a_full_disk_is_reported_as_disk_full() {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a tmpfs needs root");
+        let Some(fs) = testing::SmallTmpfs::mount("2m") else {
             return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=2m", "provd-test-full"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(mounted.success());
-        struct Unmount<'a>(&'a Path);
-        impl Drop for Unmount<'_> {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
-            }
-        }
-        let _guard = Unmount(dir.path());
-        let store = Store::open(dir.path()).unwrap();
+        };
+        let store = Store::open(fs.path()).unwrap();
         let mut failure = None;
         for batch in 0..400u32 {
             let records = (0..64u32)
@@ -481,7 +468,6 @@ mod tests {
         let e = failure.expect("2 MiB fills up");
         assert_eq!(e.kind(), ErrorKind::DiskFull, "{e}");
         assert!(store.stats.commit_failures.load(Ordering::Relaxed) >= 1);
-        drop(store);
     }
 
     #[test]

@@ -1,0 +1,339 @@
+//! The inventory's state machine as pure functions: the current record (or none) and the
+//! time in, the next record (or a refusal) out. No locks, no store, no clock; the random
+//! token of a new install session is passed in.
+//!
+//! `Inventory` calls these, persists the result, and only then publishes it in memory, so a
+//! failed write leaves memory exactly as it was.
+
+use super::{
+    BootDecision, HistoryEntry, HostRecord, InstallEvent, InstallSession, InventoryError, Observation, Status, token,
+};
+use crate::config::Host;
+use crate::mac::MacAddr;
+
+/// History entries kept per host (oldest dropped first).
+const HISTORY_LIMIT: usize = 200;
+
+impl HostRecord {
+    pub(super) fn set_status(&mut self, status: Status, what: impl Into<String>, now: u64) {
+        self.status = status;
+        self.note(what, now);
+    }
+
+    pub(super) fn note(&mut self, what: impl Into<String>, now: u64) {
+        self.updated = now;
+        self.history.push(HistoryEntry {
+            at: now,
+            status: self.status,
+            what: what.into(),
+        });
+        if self.history.len() > HISTORY_LIMIT {
+            self.history.remove(0);
+        }
+    }
+
+    /// The session in use, if open and unexpired.
+    pub(super) fn open_session(&self, now: u64) -> Option<&InstallSession> {
+        self.install.as_ref().filter(|s| !s.closed && s.expires > now)
+    }
+}
+
+pub fn new_record(mac: MacAddr, now: u64) -> HostRecord {
+    HostRecord {
+        mac,
+        hostname: None,
+        site: None,
+        profile: None,
+        status: Status::Discovered,
+        netboot: false,
+        arch: None,
+        uuid: None,
+        vendor_class: None,
+        first_seen: now,
+        updated: now,
+        history: Vec::new(),
+        install: None,
+    }
+}
+
+fn apply_config(r: &mut HostRecord, site: &str, host: &Host) {
+    r.hostname = Some(host.hostname.clone());
+    r.site = Some(site.to_string());
+    r.profile = host.profile.clone();
+}
+
+/// Bring a stored record in line with the config: a new configured host becomes assigned
+/// (netboot on when it has a profile); a discovered machine that now appears in the config
+/// is adopted. None: nothing to change.
+pub fn reconcile(current: Option<&HostRecord>, site: &str, host: &Host, now: u64) -> Option<HostRecord> {
+    match current {
+        None => {
+            let mut r = new_record(host.mac, now);
+            r.set_status(Status::Assigned, "in config", now);
+            r.netboot = host.profile.is_some();
+            apply_config(&mut r, site, host);
+            Some(r)
+        }
+        Some(before) => {
+            let mut r = before.clone();
+            apply_config(&mut r, site, host);
+            if r.status == Status::Discovered {
+                r.netboot = host.profile.is_some();
+                r.set_status(Status::Assigned, "adopted: now in config", now);
+            }
+            (r != *before).then_some(r)
+        }
+    }
+}
+
+/// What DHCP saw about a booting machine. None: nothing new.
+pub fn observe(current: Option<&HostRecord>, mac: MacAddr, obs: Observation, now: u64) -> Option<HostRecord> {
+    let mut r = match current {
+        Some(r) => r.clone(),
+        None => {
+            let mut r = new_record(mac, now);
+            r.note("seen booting", now);
+            r
+        }
+    };
+    r.arch = obs.arch.or(r.arch);
+    r.uuid = obs.uuid.or(r.uuid.take());
+    r.vendor_class = obs.vendor_class.or(r.vendor_class.take());
+    match current {
+        Some(before) if *before == r => None,
+        Some(_) => {
+            r.updated = now;
+            Some(r)
+        }
+        None => Some(r),
+    }
+}
+
+/// The boot-once decision. `configured`: the host is in the config of a served site.
+/// `fresh_token` is called only when a new install session starts. Returns the decision and
+/// the record to store first (None: nothing changes).
+pub fn boot(
+    current: Option<&HostRecord>,
+    mac: MacAddr,
+    configured: bool,
+    token_ttl: u64,
+    now: u64,
+    fresh_token: impl FnOnce() -> String,
+) -> (BootDecision, Option<HostRecord>) {
+    if !configured {
+        let first = current.is_none().then(|| {
+            let mut r = new_record(mac, now);
+            r.note("asked for a boot script", now);
+            r
+        });
+        return (BootDecision::Menu, first);
+    }
+    let Some(r) = current else {
+        // Configured hosts are reconciled at load; one missing here gets nothing to install.
+        return (BootDecision::LocalDisk, None);
+    };
+    let installable =
+        r.netboot && r.profile.is_some() && matches!(r.status, Status::Assigned | Status::Installing | Status::Failed);
+    if !installable {
+        return (BootDecision::LocalDisk, None);
+    }
+    if let Some(s) = r.open_session(now) {
+        return (BootDecision::Install { token: s.token.clone() }, None);
+    }
+    let token = fresh_token();
+    let mut next = r.clone();
+    next.install = Some(InstallSession {
+        token: token.clone(),
+        issued: now,
+        expires: now + token_ttl,
+        kickstart_fetches: 0,
+        closed: false,
+        certificates_issued: Vec::new(),
+    });
+    next.note("install token issued", now);
+    (BootDecision::Install { token }, Some(next))
+}
+
+/// Is `token` the open install token of `r`?
+pub fn check_token(r: &HostRecord, token: &str, now: u64) -> Result<(), InventoryError> {
+    match r.open_session(now) {
+        Some(s) if token::equal(&s.token, token) => Ok(()),
+        _ => Err(InventoryError::TokenRefused),
+    }
+}
+
+/// May `token` have a `role` certificate signed? Open, unexpired, not used for that role.
+pub fn check_signing(r: &HostRecord, token: &str, role: &str, now: u64) -> Result<(), InventoryError> {
+    check_token(r, token, now)?;
+    match &r.install {
+        Some(s) if !s.certificates_issued.iter().any(|x| x == role) => Ok(()),
+        _ => Err(InventoryError::TokenRefused),
+    }
+}
+
+/// `token` was spent on a `role` certificate (each role once per session).
+pub fn certificate_issued(r: &HostRecord, token: &str, role: &str, now: u64) -> Result<HostRecord, InventoryError> {
+    check_signing(r, token, role, now)?;
+    let mut next = r.clone();
+    next.install
+        .as_mut()
+        .expect("checked")
+        .certificates_issued
+        .push(role.to_string());
+    next.note(format!("libvirt TLS {role} certificate issued"), now);
+    Ok(next)
+}
+
+/// A kickstart fetch with `token`: counted; the host is installing from now on.
+pub fn kickstart_fetched(r: &HostRecord, token: &str, now: u64) -> Result<HostRecord, InventoryError> {
+    check_token(r, token, now)?;
+    let mut next = r.clone();
+    if let Some(s) = next.install.as_mut() {
+        s.kickstart_fetches += 1;
+    }
+    if next.status != Status::Installing {
+        next.set_status(Status::Installing, "kickstart fetched", now);
+    } else {
+        next.note("kickstart fetched", now);
+    }
+    Ok(next)
+}
+
+/// An installer callback. `installed` turns netboot off (boot once); `installed` and
+/// `failed` spend the token.
+pub fn event(
+    r: &HostRecord,
+    token: &str,
+    event: InstallEvent,
+    detail: &str,
+    now: u64,
+) -> Result<HostRecord, InventoryError> {
+    check_token(r, token, now)?;
+    let mut next = r.clone();
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", detail.chars().take(500).collect::<String>())
+    };
+    match event {
+        InstallEvent::Installing => next.set_status(Status::Installing, format!("installer: installing{detail}"), now),
+        InstallEvent::PostStarted => next.note(format!("installer: post-started{detail}"), now),
+        InstallEvent::Installed => {
+            next.netboot = false;
+            next.install.as_mut().expect("checked").closed = true;
+            next.set_status(
+                Status::Installed,
+                format!("installer: installed{detail}; netboot off"),
+                now,
+            );
+        }
+        InstallEvent::Failed => {
+            // Netboot off too: a host that fails its install must not loop through installs
+            // forever; an operator looks, then runs `provd hosts reinstall`.
+            next.netboot = false;
+            next.install.as_mut().expect("checked").closed = true;
+            next.set_status(Status::Failed, format!("installer: failed{detail}; netboot off"), now);
+        }
+    }
+    Ok(next)
+}
+
+/// Operator: install again at the next network boot.
+pub fn reinstall(r: &HostRecord, now: u64) -> HostRecord {
+    let mut next = r.clone();
+    next.netboot = true;
+    next.install = None;
+    next.set_status(Status::Assigned, "operator: reinstall", now);
+    next
+}
+
+/// Operator: allow or stop network installs without changing the state.
+pub fn set_netboot(r: &HostRecord, on: bool, now: u64) -> HostRecord {
+    let mut next = r.clone();
+    next.netboot = on;
+    next.note(format!("operator: netboot {}", if on { "on" } else { "off" }), now);
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(profile: Option<&str>) -> Host {
+        Host {
+            mac: "52:54:00:00:00:01".parse().unwrap(),
+            hostname: "hv1".into(),
+            ip: None,
+            profile: profile.map(str::to_string),
+            vars: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_session_is_minted_once_and_spent_by_installed() {
+        let h = host(Some("p"));
+        let r = reconcile(None, "s", &h, 10).unwrap();
+        assert_eq!((r.status, r.netboot), (Status::Assigned, true));
+        assert!(reconcile(Some(&r), "s", &h, 11).is_none(), "nothing changes twice");
+
+        let (d, next) = boot(Some(&r), h.mac, true, 100, 20, || "t1".into());
+        assert_eq!(d, BootDecision::Install { token: "t1".into() });
+        let r = next.expect("a new session is stored first");
+        let (d, next) = boot(Some(&r), h.mac, true, 100, 21, || panic!("no second token"));
+        assert_eq!((d, next), (BootDecision::Install { token: "t1".into() }, None));
+
+        assert_eq!(kickstart_fetched(&r, "t2", 22), Err(InventoryError::TokenRefused));
+        let r = kickstart_fetched(&r, "t1", 22).unwrap();
+        assert_eq!(r.status, Status::Installing);
+        let r = certificate_issued(&r, "t1", "server", 23).unwrap();
+        assert_eq!(
+            certificate_issued(&r, "t1", "server", 23),
+            Err(InventoryError::TokenRefused),
+            "each role once"
+        );
+        let r = event(&r, "t1", InstallEvent::Installed, "ok", 24).unwrap();
+        assert_eq!((r.status, r.netboot), (Status::Installed, false));
+        assert_eq!(
+            event(&r, "t1", InstallEvent::Failed, "", 25),
+            Err(InventoryError::TokenRefused)
+        );
+        let (d, _) = boot(Some(&r), h.mac, true, 100, 26, || panic!("boot once"));
+        assert_eq!(d, BootDecision::LocalDisk);
+        // An expired session is refused.
+        let (_, next) = boot(Some(&reinstall(&r, 30)), h.mac, true, 5, 30, || "t3".into());
+        assert_eq!(check_token(&next.unwrap(), "t3", 36), Err(InventoryError::TokenRefused));
+    }
+
+    #[test]
+    fn unknown_machines_get_the_menu_and_one_record() {
+        let mac: MacAddr = "52:54:00:00:00:99".parse().unwrap();
+        let (d, first) = boot(None, mac, false, 100, 1, || panic!("no token for strangers"));
+        assert_eq!(d, BootDecision::Menu);
+        let first = first.unwrap();
+        assert_eq!(first.status, Status::Discovered);
+        assert_eq!(boot(Some(&first), mac, false, 100, 2, || panic!()).1, None);
+        let seen = observe(
+            Some(&first),
+            mac,
+            Observation {
+                arch: Some(7),
+                ..Default::default()
+            },
+            3,
+        )
+        .unwrap();
+        assert_eq!(seen.arch, Some(7));
+        assert!(
+            observe(
+                Some(&seen),
+                mac,
+                Observation {
+                    arch: Some(7),
+                    ..Default::default()
+                },
+                4
+            )
+            .is_none()
+        );
+    }
+}

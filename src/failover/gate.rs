@@ -13,7 +13,7 @@ use crate::dhcp::rules::PoolRules;
 pub use crate::dhcp::rules::Refusal;
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gate {
     pub role: Role,
     pub state: State,

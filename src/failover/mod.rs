@@ -3,16 +3,45 @@
 //! neither strands a client when the other dies.
 //!
 //! - `codec`: the TCP message format, every message type and option (pure).
+//! - `connection`: whole messages over one TCP connection (framing only).
 //! - `binding`: lease records to BNDUPDs and back (pure).
-//! - `peer`: the TCP conversation with the partner and the durable relationship state.
+//! - `session`: the conversation as a pure state machine, `(input, now) -> effects`.
+//! - `peer`: the driver: sockets, timers, and performing the session's effects.
 //! - `state`: the failover state machine and what each state may serve (pure).
 //! - `loadbalance`: which server answers a client in NORMAL state: RFC 3074's hash exactly
 //!   as ISC computes it (pure).
-//! - `gate`: what the DHCP engine may answer, hand out and for how long, by state (pure).
+//! - `gate`: what the DHCP engine may answer, hand out and for how long, by state (pure);
+//!   given to the engine as its `dhcp::rules::PoolRules`.
 
 pub mod binding;
 pub mod codec;
+pub mod connection;
 pub mod gate;
 pub mod loadbalance;
 pub mod peer;
+pub mod session;
 pub mod state;
+
+/// Why a failover conversation failed (the connection is dropped and retried; nothing here
+/// stops the DHCP server).
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad message: {0}")]
+    Decode(#[from] codec::DecodeError),
+    #[error("{0}")]
+    Closed(&'static str),
+    #[error("{0} received, but this server is the {1}")]
+    WrongRole(&'static str, &'static str),
+    #[error("refused the partner's CONNECT: {0}")]
+    RefusedConnect(&'static str),
+    #[error("the partner refused our CONNECT (reason {reason}): {text}")]
+    PartnerRefused { reason: u8, text: String },
+    #[error("STATE without a known server-state")]
+    BadState,
+    #[error("the partner disconnected")]
+    PartnerDisconnected,
+    #[error("could not store failover state: {0}")]
+    Store(#[from] crate::store::StoreError),
+}

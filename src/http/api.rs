@@ -112,7 +112,11 @@ async fn failover_partner_down(State(s): State<AppState>, Path(name): Path<Strin
     }
     match rx.await {
         Ok(Ok(status)) => Json(status).into_response(),
-        Ok(Err(why)) => (StatusCode::CONFLICT, Json(serde_json::json!({ "error": why }))).into_response(),
+        Ok(Err(why)) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": why.to_string() })),
+        )
+            .into_response(),
         Err(_) => internal("the failover task did not answer"),
     }
 }

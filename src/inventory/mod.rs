@@ -162,7 +162,7 @@ pub struct Observation {
 /// What a transition asks the inventory to do.
 enum Change<T> {
     Keep(T),
-    Write(HostRecord, T),
+    Write(Box<HostRecord>, T),
 }
 
 impl Inventory {
@@ -264,7 +264,7 @@ impl Inventory {
             Change::Keep(out) => Ok(out),
             Change::Write(next, out) => {
                 self.persist(&next).await?;
-                self.publish(next);
+                self.publish(*next);
                 Ok(out)
             }
         }
@@ -278,7 +278,7 @@ impl Inventory {
     ) -> Result<HostRecord, InventoryError> {
         self.update(mac, |r, now| {
             let next = f(r.ok_or(InventoryError::UnknownHost)?, now)?;
-            Ok(Change::Write(next.clone(), next))
+            Ok(Change::Write(Box::new(next.clone()), next))
         })
         .await
     }
@@ -310,7 +310,7 @@ impl Inventory {
     pub async fn observe(&self, mac: MacAddr, obs: Observation) -> Result<(), InventoryError> {
         self.update(mac, |r, now| {
             Ok(match transition::observe(r, mac, obs, now) {
-                Some(next) => Change::Write(next, ()),
+                Some(next) => Change::Write(Box::new(next), ()),
                 None => Change::Keep(()),
             })
         })
@@ -325,7 +325,7 @@ impl Inventory {
             // Durable first: a minted token (or a first record) exists only once on disk.
             Ok(
                 match transition::boot(r, mac, configured, ttl, now, crate::random::token) {
-                    (decision, Some(next)) => Change::Write(next, decision),
+                    (decision, Some(next)) => Change::Write(Box::new(next), decision),
                     (decision, None) => Change::Keep(decision),
                 },
             )

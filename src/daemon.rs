@@ -35,66 +35,144 @@ pub struct ServeOptions {
 
 pub const TFTP_PORT: u16 = 69;
 
+/// Everything `provd serve` is made of, built from the config and the state directory but
+/// bound to no socket: the daemon adds listeners; in-process tests call the routers, the
+/// TFTP server and the DHCP loop on it directly.
+pub struct Services {
+    pub config: Arc<Config>,
+    pub served: Vec<String>,
+    pub store: Store,
+    pub leases: Leases,
+    pub inventory: Arc<Inventory>,
+    pub boot: Arc<Boot>,
+    pub journal: Arc<crate::journal::Journal>,
+    pub nocloud: Arc<crate::nocloud::Registry>,
+    pub dhcp_stats: Arc<DhcpStats>,
+    pub tftp_stats: Arc<TftpStats>,
+    pub http_stats: Arc<HttpStats>,
+    pub assets_root: PathBuf,
+}
+
+impl Services {
+    /// Load templates, check assets, open the store and the inventory, restore leases, and
+    /// load the CA if there is one. Every failure here is a startup failure.
+    pub fn build(config: Arc<Config>, sites: &[String], state_dir: &std::path::Path) -> anyhow::Result<Services> {
+        let served = config.select_sites(sites).map_err(anyhow::Error::msg)?;
+        let served_names: Vec<String> = served.iter().map(|s| s.name.clone()).collect();
+
+        let renderer = Renderer::load(&config.daemon.templates_dir)
+            .with_context(|| format!("loading templates from {}", config.daemon.templates_dir.display()))?;
+        Boot::check_templates(&config, &renderer).map_err(anyhow::Error::msg)?;
+        let assets_root = crate::served_root::canonical_root(&config.daemon.assets_dir).with_context(|| {
+            format!(
+                "assets directory {} (create it, or run `provd assets init`)",
+                config.daemon.assets_dir.display()
+            )
+        })?;
+
+        let store = Store::open(state_dir)?;
+        let records = store.load_leases()?;
+        tracing::info!("loaded {} lease records from {}", records.len(), state_dir.display());
+        let inventory = Arc::new(Inventory::load(
+            store.clone(),
+            &config.hosts,
+            &served,
+            inventory::DEFAULT_TOKEN_TTL,
+        )?);
+        let topology = Topology::new(&config, &served);
+        let leases = Leases::new(topology, LeaseTable::restore(&records));
+        let journal = Arc::new(crate::journal::Journal::new(leases.clone()));
+        let boot = Boot::new(
+            config.clone(),
+            served_names.clone(),
+            renderer,
+            inventory.clone(),
+            leases.clone(),
+        );
+        let pki_dir = config.daemon.pki_dir(state_dir);
+        let boot = match crate::pki::Ca::load(&pki_dir) {
+            Ok(ca) => {
+                tracing::info!(
+                    "CA loaded from {}: hosts can have libvirt certificates signed",
+                    pki_dir.display()
+                );
+                boot.with_pki(ca)
+            }
+            Err(crate::pki::PkiError::NoCa { .. }) => {
+                tracing::info!(
+                    "no CA in {}: certificate requests are refused until `provd pki init`",
+                    pki_dir.display()
+                );
+                boot
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let nocloud =
+            Arc::new(crate::nocloud::Registry::load(store.clone()).map_err(|e| anyhow::anyhow!("nocloud seeds: {e}"))?);
+        Ok(Services {
+            served: served_names,
+            store,
+            leases,
+            inventory,
+            boot: Arc::new(boot),
+            journal,
+            nocloud,
+            dhcp_stats: Arc::new(crate::dhcp::stats::counters()),
+            tftp_stats: Arc::new(TftpStats::new(crate::tftp::COUNTERS)),
+            http_stats: Arc::new(HttpStats::new(crate::http::COUNTERS)),
+            assets_root,
+            config,
+        })
+    }
+
+    /// What the HTTP handlers of one listener share (`listener_site`: None for the API).
+    pub fn app_state(
+        &self,
+        failover: Arc<Vec<crate::failover::peer::Handle>>,
+        listener_site: Option<String>,
+    ) -> AppState {
+        AppState {
+            boot: self.boot.clone(),
+            store: self.store.clone(),
+            leases: self.leases.clone(),
+            dhcp_stats: self.dhcp_stats.clone(),
+            tftp_stats: self.tftp_stats.clone(),
+            http_stats: self.http_stats.clone(),
+            assets_root: self.assets_root.clone(),
+            journal: self.journal.clone(),
+            nocloud: self.nocloud.clone(),
+            failover,
+            listener_site,
+        }
+    }
+
+    /// The TFTP server (read-only assets plus per-host generated files).
+    pub fn tftp(&self) -> anyhow::Result<TftpServer> {
+        Ok(
+            TftpServer::new(self.assets_root.clone(), self.boot.clone(), self.tftp_stats.clone())?
+                .with_journal(self.journal.clone()),
+        )
+    }
+}
+
 pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| config.daemon.state_dir.clone());
+    let services = Services::build(config.clone(), &opts.sites, &state_dir)?;
     let served = config.select_sites(&opts.sites).map_err(anyhow::Error::msg)?;
-    let served_names: Vec<String> = served.iter().map(|s| s.name.clone()).collect();
-
-    let renderer = Renderer::load(&config.daemon.templates_dir)
-        .with_context(|| format!("loading templates from {}", config.daemon.templates_dir.display()))?;
-    Boot::check_templates(&config, &renderer).map_err(anyhow::Error::msg)?;
-    let assets_root = crate::served_root::canonical_root(&config.daemon.assets_dir).with_context(|| {
-        format!(
-            "assets directory {} (create it, or run `provd assets init`)",
-            config.daemon.assets_dir.display()
-        )
-    })?;
-
-    let state_dir = opts.state_dir.unwrap_or_else(|| config.daemon.state_dir.clone());
-    let store = Store::open(&state_dir)?;
-    let records = store.load_leases()?;
-    tracing::info!("loaded {} lease records from {}", records.len(), state_dir.display());
-    let inventory = Arc::new(Inventory::load(
-        store.clone(),
-        &config.hosts,
-        &served,
-        inventory::DEFAULT_TOKEN_TTL,
-    )?);
-    let topology = Topology::new(&config, &served);
-    let leases = Leases::new(topology, LeaseTable::restore(&records));
-    let journal = Arc::new(crate::journal::Journal::new(leases.clone()));
-    let boot = Boot::new(
-        config.clone(),
-        served_names.clone(),
-        renderer,
-        inventory.clone(),
-        leases.clone(),
+    let (store, leases, inventory) = (
+        services.store.clone(),
+        services.leases.clone(),
+        services.inventory.clone(),
     );
-    let pki_dir = config.daemon.pki_dir(&state_dir);
-    let boot = match crate::pki::Ca::load(&pki_dir) {
-        Ok(ca) => {
-            tracing::info!(
-                "CA loaded from {}: hosts can have libvirt certificates signed",
-                pki_dir.display()
-            );
-            boot.with_pki(ca)
-        }
-        Err(crate::pki::PkiError::NoCa { .. }) => {
-            tracing::info!(
-                "no CA in {}: certificate requests are refused until `provd pki init`",
-                pki_dir.display()
-            );
-            boot
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let boot = Arc::new(boot);
-
-    let dhcp_stats = Arc::new(crate::dhcp::stats::counters());
-    let tftp_stats = Arc::new(TftpStats::new(crate::tftp::COUNTERS));
-    let http_stats = Arc::new(HttpStats::new(crate::http::COUNTERS));
-    let nocloud =
-        Arc::new(crate::nocloud::Registry::load(store.clone()).map_err(|e| anyhow::anyhow!("nocloud seeds: {e}"))?);
+    let (journal, dhcp_stats, assets_root) = (
+        services.journal.clone(),
+        services.dhcp_stats.clone(),
+        services.assets_root.clone(),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -126,21 +204,8 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             .entry((s.server_address, s.http_port))
             .or_insert_with(|| s.name.clone());
     }
-    let state = |listener_site: Option<String>| AppState {
-        boot: boot.clone(),
-        store: store.clone(),
-        leases: leases.clone(),
-        dhcp_stats: dhcp_stats.clone(),
-        tftp_stats: tftp_stats.clone(),
-        http_stats: http_stats.clone(),
-        assets_root: assets_root.clone(),
-        journal: journal.clone(),
-        nocloud: nocloud.clone(),
-        failover: failover_handles.clone(),
-        listener_site,
-    };
-    let tftp =
-        Arc::new(TftpServer::new(assets_root.clone(), boot.clone(), tftp_stats.clone())?.with_journal(journal.clone()));
+    let state = |listener_site: Option<String>| services.app_state(failover_handles.clone(), listener_site);
+    let tftp = Arc::new(services.tftp()?);
     let mut tftp_bound = std::collections::BTreeSet::new();
     for ((addr, port), site) in &site_addrs {
         if tftp_bound.insert(*addr) {
@@ -178,6 +243,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let (observe_tx, observe_rx) = mpsc::channel(1024);
     tasks.spawn(record_observations(inventory.clone(), observe_rx));
     let shared = Shared {
+        ports: server::ReplyPorts::STANDARD,
         leases,
         store,
         stats: dhcp_stats.clone(),

@@ -37,8 +37,26 @@ pub struct ListenError {
     pub source: std::io::Error,
 }
 
+/// Where replies go: DHCP's own ports (RFC 2131 §4.1), or other ports for in-process tests
+/// that play client and relay on loopback without privileges or conflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyPorts {
+    /// Clients listen here (68).
+    pub client: u16,
+    /// Relays listen here (67).
+    pub server: u16,
+}
+
+impl ReplyPorts {
+    pub const STANDARD: ReplyPorts = ReplyPorts {
+        client: CLIENT_PORT,
+        server: SERVER_PORT,
+    };
+}
+
 #[derive(Clone)]
 pub struct Shared {
+    pub ports: ReplyPorts,
     pub leases: Leases,
     pub store: Store,
     pub stats: Arc<DhcpStats>,
@@ -89,6 +107,12 @@ pub async fn serve(shared: Shared, shutdown: watch::Receiver<bool>) -> Result<()
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Serve one already-bound socket as `ingress` until `shutdown` turns true (what `serve`
+/// does per interface; in-process tests bind 127.0.0.1 port 0 themselves).
+pub async fn serve_socket(shared: Shared, sock: UdpSocket, ingress: Ingress, shutdown: watch::Receiver<bool>) {
+    receive_loop(shared, Arc::new(sock), ingress, shutdown).await
 }
 
 async fn receive_loop(shared: Shared, sock: Arc<UdpSocket>, ingress: Ingress, mut shutdown: watch::Receiver<bool>) {
@@ -192,14 +216,14 @@ fn send(shared: &Shared, sock: &UdpSocket, ingress: &Ingress, msg: &Message, kin
         bytes.resize(MIN_REPLY_LEN, 0);
     }
     let to = match dest {
-        Destination::Relay(ip) => SocketAddrV4::new(ip, SERVER_PORT),
-        Destination::Unicast(ip) => SocketAddrV4::new(ip, CLIENT_PORT),
-        Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
+        Destination::Relay(ip) => SocketAddrV4::new(ip, shared.ports.server),
+        Destination::Unicast(ip) => SocketAddrV4::new(ip, shared.ports.client),
+        Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, shared.ports.client),
         Destination::Hardware { ip, mac } => match socket::set_arp_entry(sock, &ingress.listen.interface, ip, mac) {
-            Ok(()) => SocketAddrV4::new(ip, CLIENT_PORT),
+            Ok(()) => SocketAddrV4::new(ip, shared.ports.client),
             Err(e) => {
                 tracing::debug!("ARP entry for {ip} failed ({e}); broadcasting instead");
-                SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, shared.ports.client)
             }
         },
     };

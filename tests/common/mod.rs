@@ -6,6 +6,7 @@
 //! namespaces a test creates.
 #![allow(dead_code)]
 
+pub mod builder;
 pub mod client;
 pub mod libvirtd;
 

@@ -1,0 +1,353 @@
+//! The in-process tier: provd's own services (the same wiring `provd serve` uses,
+//! `daemon::Services`) exercised without root, namespaces or the binary. The HTTP routers
+//! are called with `tower::ServiceExt::oneshot`; TFTP and the DHCP loop serve sockets bound
+//! to 127.0.0.1 port 0. The config is a named fixture (`tests/fixtures/sites/loopback.toml`).
+//!
+//! The black-box tests keep proving the same paths against real clients; these are the fast,
+//! exact checks of what each route and packet gets.
+
+mod common;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use provd::daemon::Services;
+use provd::tftp::codec::{self as tftp, Packet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tower::ServiceExt;
+
+const HV1: &str = "52:54:00:7f:00:01";
+const HV1_PATH: &str = "52-54-00-7f-00-01";
+/// Where booting machines "are" in these tests (the router sees it as the peer address).
+const CLIENT: &str = "127.0.0.11:40000";
+
+struct Fixture {
+    services: Services,
+    _work: common::Workdir,
+}
+
+fn fixture() -> Fixture {
+    let work = common::Workdir::new();
+    let assets = work.path("assets");
+    std::fs::create_dir_all(assets.join("el9")).unwrap();
+    std::fs::write(assets.join("el9/vmlinuz"), vec![7u8; 3000]).unwrap();
+    std::fs::write(assets.join("hello.txt"), "hello from provd\n").unwrap();
+    let text = common::builder::config_with(&assets, &work.path("state"), &common::builder::fixture("loopback"));
+    let cfg = provd::config::load_from_strs(&[(work.path("provd.toml"), text)]).unwrap();
+    let services = Services::build(Arc::new(cfg), &[], &work.path("state")).unwrap();
+    Fixture { services, _work: work }
+}
+
+impl Fixture {
+    fn boot_router(&self) -> axum::Router {
+        provd::http::boot_router(self.services.app_state(Arc::new(Vec::new()), Some("loop".into())))
+    }
+
+    fn api_router(&self) -> axum::Router {
+        provd::http::api_router(self.services.app_state(Arc::new(Vec::new()), None))
+    }
+}
+
+async fn call(router: &axum::Router, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    // What axum's `into_make_service_with_connect_info` puts there for a real connection.
+    req.extensions_mut()
+        .insert(ConnectInfo(CLIENT.parse::<SocketAddr>().unwrap()));
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn token_in(script: &str) -> String {
+    let i = script.find("token=").expect("a token in the install script") + "token=".len();
+    script[i..].chars().take_while(|c| c.is_ascii_hexdigit()).collect()
+}
+
+fn journal_details(f: &Fixture, kind: &str) -> Vec<String> {
+    f.services
+        .journal
+        .events(Some(HV1.parse().unwrap()))
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.detail)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_boot_chain_through_the_router_installs_once_then_boots_locally() {
+    let f = fixture();
+    let boot = f.boot_router();
+    let (status, script) = call(&boot, "GET", &format!("/boot/{HV1_PATH}.ipxe"), "").await;
+    assert_eq!(status, StatusCode::OK, "{script}");
+    assert!(script.contains("http://127.0.0.1:8080/assets/el9/vmlinuz"), "{script}");
+    let token = token_in(&script);
+    assert_eq!(token.len(), 32);
+    // The journal says what the policy decided (no text scraped from the script).
+    assert_eq!(
+        journal_details(&f, "boot-script"),
+        ["installing hv1 with profile el9 (site loop)"]
+    );
+    // The same session on a second boot.
+    let (_, again) = call(&boot, "GET", &format!("/boot/{HV1_PATH}.ipxe"), "").await;
+    assert_eq!(token_in(&again), token);
+
+    // The kickstart: only with the token; unknown hosts are not found.
+    assert_eq!(
+        call(&boot, "GET", "/ks/hv1?token=0000", "").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&boot, "GET", "/ks/nobody?token=0000", "").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, ks) = call(&boot, "GET", &format!("/ks/hv1?token={token}"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ks.contains("hv1"), "{ks}");
+
+    // installed: the token is spent and the next boot is from the local disk.
+    let (status, body) = call(&boot, "POST", &format!("/callback/hv1/installed?token={token}"), "ok").await;
+    assert_eq!((status, body.contains("installed")), (StatusCode::OK, true), "{body}");
+    assert_eq!(
+        call(&boot, "POST", &format!("/callback/hv1/failed?token={token}"), "")
+            .await
+            .0,
+        StatusCode::FORBIDDEN,
+        "spent"
+    );
+    let (_, local) = call(&boot, "GET", &format!("/boot/{HV1_PATH}.ipxe"), "").await;
+    assert!(!local.contains("token="), "{local}");
+    assert_eq!(
+        journal_details(&f, "boot-script").last().map(String::as_str),
+        Some("hv1 boots from its local disk")
+    );
+    assert_eq!(journal_details(&f, "callback"), ["installed"]);
+}
+
+#[tokio::test]
+async fn an_unknown_machine_gets_the_menu() {
+    let f = fixture();
+    let (status, script) = call(&f.boot_router(), "GET", "/boot/52-54-00-7f-00-99.ipxe", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!script.contains("token="));
+    let events = f.services.journal.events(Some("52:54:00:7f:00:99".parse().unwrap()));
+    assert_eq!(
+        events[0].detail,
+        "machine 52:54:00:7f:00:99 is not in the inventory of site loop."
+    );
+    assert_eq!(
+        call(&f.boot_router(), "GET", "/boot/not-a-mac.ipxe", "").await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn assets_are_served_with_ranges_and_never_outside_the_root() {
+    let f = fixture();
+    let boot = f.boot_router();
+    let req = Request::builder()
+        .uri("/assets/el9/vmlinuz")
+        .header("range", "bytes=0-99")
+        .body(Body::empty())
+        .unwrap();
+    let mut req = req;
+    req.extensions_mut()
+        .insert(ConnectInfo(CLIENT.parse::<SocketAddr>().unwrap()));
+    let resp = boot.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().len(),
+        100
+    );
+    for evil in [
+        "/assets/../provd.toml",
+        "/assets/%2e%2e/provd.toml",
+        "/assets/el9/../../state/provd.redb",
+    ] {
+        let (status, _) = call(&boot, "GET", evil, "").await;
+        assert!(
+            status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
+            "{evil}: {status}"
+        );
+    }
+    assert_eq!(call(&boot, "GET", "/assets/missing", "").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn admin_routes_exist_only_on_the_api_listener() {
+    let f = fixture();
+    for path in ["/api/hosts", "/api/leases", "/api/stats", "/metrics"] {
+        assert_eq!(
+            call(&f.boot_router(), "GET", path, "").await.0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+        assert_eq!(call(&f.api_router(), "GET", path, "").await.0, StatusCode::OK, "{path}");
+    }
+    assert_eq!(
+        call(&f.boot_router(), "POST", "/api/hosts/hv1/reinstall", "").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, hosts) = call(&f.api_router(), "GET", "/api/hosts", "").await;
+    let hosts: serde_json::Value = serde_json::from_str(&hosts).unwrap();
+    assert_eq!(hosts.as_array().unwrap().len(), 2, "{hosts:#}");
+}
+
+/// A TFTP read over a real UDP socket on loopback: a file from the assets directory and a
+/// pxelinux file rendered for the host by the boot policy.
+#[tokio::test]
+async fn tftp_serves_assets_and_generated_files_on_loopback() {
+    let f = fixture();
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Arc::new(f.services.tftp().unwrap()).serve(server, stop_rx));
+
+    let read = |name: &'static str| async move {
+        let client = UdpSocket::bind("127.0.0.11:0").await.unwrap();
+        let rrq = tftp::encode(&Packet::Request {
+            write: false,
+            filename: name.into(),
+            mode: "octet".into(),
+            options: Vec::new(),
+        });
+        client.send_to(&rrq, addr).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            match tftp::decode(&buf[..n]).unwrap() {
+                Packet::Data { block, data } => {
+                    got.extend_from_slice(&data);
+                    client
+                        .send_to(&tftp::encode(&Packet::Ack { block }), from)
+                        .await
+                        .unwrap();
+                    if data.len() < 512 {
+                        return Ok(got);
+                    }
+                }
+                Packet::Error { code, message } => return Err((code, message)),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(read("hello.txt").await.unwrap(), b"hello from provd\n");
+    let cfg = String::from_utf8(read("pxelinux.cfg/01-52-54-00-7f-00-01").await.unwrap()).unwrap();
+    assert!(cfg.contains("el9/vmlinuz") && cfg.contains("token="), "{cfg}");
+    assert!(read("../provd.toml").await.is_err());
+    assert!(f.services.tftp_stats.snapshot()["requests"] >= 3);
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+}
+
+fn relayed(kind: MessageType, mac: [u8; 6], extra: Vec<DhcpOption>) -> Vec<u8> {
+    let mut m = Message::default();
+    m.set_opcode(Opcode::BootRequest);
+    m.set_chaddr(&mac);
+    m.set_giaddr(Ipv4Addr::LOCALHOST);
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    for o in extra {
+        m.opts_mut().insert(o);
+    }
+    let mut b = Vec::new();
+    m.encode(&mut Encoder::new(&mut b)).unwrap();
+    b
+}
+
+/// The DHCP receive loop on a loopback socket, with the test playing a relay (giaddr
+/// 127.0.0.1): DORA for a reserved host, the lease durable in the store before the ACK.
+#[tokio::test]
+async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
+    let f = fixture();
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let shared = provd::dhcp::server::Shared {
+        ports: provd::dhcp::server::ReplyPorts {
+            client: 1, // never used: every answer goes to the relay
+            server: relay.local_addr().unwrap().port(),
+        },
+        leases: f.services.leases.clone(),
+        store: f.services.store.clone(),
+        stats: f.services.dhcp_stats.clone(),
+        observer: None,
+        journal: Some(f.services.journal.clone()),
+        failover_updates: Arc::new(Default::default()),
+    };
+    let ingress = f.services.leases.ingresses()[0].clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(provd::dhcp::server::serve_socket(shared, server, ingress, stop_rx));
+
+    let mac = [0x52, 0x54, 0, 0x7f, 0, 1];
+    let exchange = |bytes: Vec<u8>| {
+        let relay = &relay;
+        async move {
+            relay.send_to(&bytes, server_addr).await.unwrap();
+            let mut buf = [0u8; 1500];
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), relay.recv_from(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            Message::decode(&mut Decoder::new(&buf[..n])).unwrap()
+        }
+    };
+    let offer = exchange(relayed(
+        MessageType::Discover,
+        mac,
+        vec![DhcpOption::ClientSystemArchitecture(7.into())],
+    ))
+    .await;
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(127, 0, 0, 11), "the reservation");
+    assert!(matches!(
+        offer.opts().get(OptionCode::MessageType),
+        Some(DhcpOption::MessageType(MessageType::Offer))
+    ));
+    assert_eq!(offer.fname_str().unwrap().unwrap().trim_end_matches('\0'), "ipxe.efi");
+    let ack = exchange(relayed(
+        MessageType::Request,
+        mac,
+        vec![
+            DhcpOption::RequestedIpAddress(offer.yiaddr()),
+            DhcpOption::ServerIdentifier(Ipv4Addr::LOCALHOST),
+        ],
+    ))
+    .await;
+    assert!(matches!(
+        ack.opts().get(OptionCode::MessageType),
+        Some(DhcpOption::MessageType(MessageType::Ack))
+    ));
+    // Durable before the ACK left: the store has it now.
+    let stored = f.services.store.load_leases().unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|r| r.ip == offer.yiaddr() && r.mac == Some(HV1.parse().unwrap()))
+    );
+    assert_eq!(f.services.leases.mac_of(offer.yiaddr()), Some(HV1.parse().unwrap()));
+
+    // Garbage is counted and dropped; the loop keeps serving.
+    relay.send_to(b"not dhcp", server_addr).await.unwrap();
+    let offer2 = exchange(relayed(MessageType::Discover, [0x52, 0x54, 0, 0x7f, 0, 0x55], vec![])).await;
+    assert!((100..=150).contains(&offer2.yiaddr().octets()[3]));
+    let stats = f.services.dhcp_stats.snapshot();
+    assert_eq!(
+        stats["malformed_truncated"] + stats["malformed_bad_cookie"],
+        1,
+        "{stats:?}"
+    );
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+}

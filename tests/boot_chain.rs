@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::builder::{self, SiteBuilder};
 use common::{Daemon, Netns, Workdir, require_root_and_tools, veth};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -51,36 +52,19 @@ impl Boot {
         // A symlink leading out of the assets directory must be refused.
         std::fs::write(work.path("secret.txt"), b"outside").unwrap();
         std::os::unix::fs::symlink(work.path("secret.txt"), assets.join("escape")).unwrap();
-        let cfg = work.write(
-            "site.toml",
-            &format!(
-                r#"
-{daemon}
-
-[profiles.el9]
-os = "el9"
-kernel = "el9/vmlinuz"
-initrd = "el9/initrd.img"
-kernel_args = "inst.text"
-kickstart = "kickstart/el-generic.ks.j2"
-vars = {{ install_url = "http://mirror.invalid/el9" }}
-
-[sites.b]
-server_address = "10.{net}.0.1"
-listen = [{{ interface = "vs", address = "10.{net}.0.1" }}]
-[[sites.b.subnets]]
-prefix = "10.{net}.0.0/24"
-domain = "b.test"
-pools = [{{ start = "10.{net}.0.100", end = "10.{net}.0.200" }}]
-[[sites.b.hosts]]
-mac = "{HV_MAC}"
-hostname = "hv81"
-ip = "10.{net}.0.81"
-profile = "el9"
-"#,
-                daemon = common::daemon_toml(&assets)
-            ),
-        );
+        let site = SiteBuilder::new("b", &format!("10.{net}.0.1"))
+            .listen("vs")
+            .subnet(
+                &format!("10.{net}.0.0/24"),
+                (&format!("10.{net}.0.100"), &format!("10.{net}.0.200")),
+                &["domain = \"b.test\""],
+            )
+            .host(
+                HV_MAC,
+                "hv81",
+                &[&format!("ip = \"10.{net}.0.81\""), "profile = \"el9\""],
+            );
+        let cfg = work.write("site.toml", &builder::config(&assets, &[site.toml()]));
         let daemon = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
         Boot {
             srv,
@@ -606,41 +590,18 @@ fn each_host_gets_its_own_sites_urls_with_two_sites_in_one_config() {
     veth(&srv, "vb", "10.88.0.1/24", &cli, "cb", "10.88.0.2/24");
     let work = Workdir::new();
     std::fs::create_dir(work.path("assets")).unwrap();
+    let north = SiteBuilder::new("north", "10.87.0.1")
+        .listen("va")
+        .subnet("10.87.0.0/24", ("10.87.0.100", "10.87.0.200"), &[])
+        .host("52:54:00:00:87:01", "n1", &["profile = \"el9\""]);
+    let south = SiteBuilder::new("south", "10.88.0.1")
+        .field("http_port = 8081")
+        .listen("vb")
+        .subnet("10.88.0.0/24", ("10.88.0.100", "10.88.0.200"), &[])
+        .host("52:54:00:00:88:01", "s1", &["profile = \"el9\""]);
     let cfg = work.write(
         "sites.toml",
-        &format!(
-            r#"
-{daemon}
-[profiles.el9]
-os = "el9"
-kernel = "el9/vmlinuz"
-initrd = "el9/initrd.img"
-kickstart = "kickstart/el-generic.ks.j2"
-vars = {{ install_url = "http://mirror.invalid/el9" }}
-[sites.north]
-server_address = "10.87.0.1"
-listen = [{{ interface = "va", address = "10.87.0.1" }}]
-[[sites.north.subnets]]
-prefix = "10.87.0.0/24"
-pools = [{{ start = "10.87.0.100", end = "10.87.0.200" }}]
-[[sites.north.hosts]]
-mac = "52:54:00:00:87:01"
-hostname = "n1"
-profile = "el9"
-[sites.south]
-server_address = "10.88.0.1"
-http_port = 8081
-listen = [{{ interface = "vb", address = "10.88.0.1" }}]
-[[sites.south.subnets]]
-prefix = "10.88.0.0/24"
-pools = [{{ start = "10.88.0.100", end = "10.88.0.200" }}]
-[[sites.south.hosts]]
-mac = "52:54:00:00:88:01"
-hostname = "s1"
-profile = "el9"
-"#,
-            daemon = common::daemon_toml(&work.path("assets"))
-        ),
+        &builder::config(&work.path("assets"), &[north.toml(), south.toml()]),
     );
     let _d = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
     let get = |url: &str| String::from_utf8(cli.cmd("curl").args(["-s", url]).output().unwrap().stdout).unwrap();

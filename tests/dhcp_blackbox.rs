@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::builder::SiteBuilder;
 use common::client::{self, bind, dora_relayed, exchange, mac, msg_type, request};
 use common::{Daemon, Netns, Workdir, require_root_and_tools, veth, wait_until};
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode, UnknownOption};
@@ -51,23 +52,29 @@ impl Lab {
     }
 }
 
+/// One site with a /16 whose pool runs from 10.N.1.0 to `last` (load tests).
+fn one_big_subnet(name: &str, net: u8, last: &str) -> String {
+    SiteBuilder::new(name, &format!("10.{net}.0.1"))
+        .listen("vs")
+        .subnet(&format!("10.{net}.0.0/16"), (&format!("10.{net}.1.0"), last), &[])
+        .toml()
+}
+
 fn basic_site(net: u8, lease_time: u32) -> String {
-    format!(
-        r#"
-[sites.t]
-server_address = "10.{net}.0.1"
-listen = [{{ interface = "vs", address = "10.{net}.0.1" }}]
-[sites.t.pxe]
-uefi_x64 = "snponly.efi"
-[[sites.t.subnets]]
-prefix = "10.{net}.0.0/24"
-router = "10.{net}.0.1"
-dns = ["10.{net}.0.53"]
-domain = "test.example"
-lease_time = {lease_time}
-pools = [{{ start = "10.{net}.0.100", end = "10.{net}.0.200" }}]
-"#
-    )
+    SiteBuilder::new("t", &format!("10.{net}.0.1"))
+        .listen("vs")
+        .pxe("uefi_x64 = \"snponly.efi\"")
+        .subnet(
+            &format!("10.{net}.0.0/24"),
+            (&format!("10.{net}.0.100"), &format!("10.{net}.0.200")),
+            &[
+                &format!("router = \"10.{net}.0.1\""),
+                &format!("dns = [\"10.{net}.0.53\"]"),
+                "domain = \"test.example\"",
+                &format!("lease_time = {lease_time}"),
+            ],
+        )
+        .toml()
 }
 
 fn lease_for<'a>(leases: &'a [serde_json::Value], mac: &str) -> Option<&'a serde_json::Value> {
@@ -232,16 +239,7 @@ fn udhcpc_obtains_renews_and_releases() {
 fn perfdhcp_10000_relayed_exchanges_with_unique_addresses() {
     require_root_and_tools(&["ip", "perfdhcp"]);
     let net = 73;
-    let site = format!(
-        r#"
-[sites.p]
-server_address = "10.{net}.0.1"
-listen = [{{ interface = "vs", address = "10.{net}.0.1" }}]
-[[sites.p.subnets]]
-prefix = "10.{net}.0.0/16"
-pools = [{{ start = "10.{net}.1.0", end = "10.{net}.255.254" }}]
-"#
-    );
+    let site = one_big_subnet("p", net, &format!("10.{net}.255.254"));
     let (srv, cli) = common::ns_pair("perf", net, 16);
     let work = Workdir::new();
     let cfg = work.write("site.toml", &site);
@@ -304,28 +302,25 @@ pools = [{{ start = "10.{net}.1.0", end = "10.{net}.255.254" }}]
 fn relayed_clients_land_in_the_subnet_and_site_of_their_giaddr() {
     require_root_and_tools(&["ip"]);
     let net = 74;
-    let site = format!(
-        r#"
-[sites.main]
-server_address = "10.{net}.0.1"
-listen = [{{ interface = "vs", address = "10.{net}.0.1" }}]
-[[sites.main.subnets]]
-prefix = "10.{net}.0.0/24"
-pools = [{{ start = "10.{net}.0.100", end = "10.{net}.0.200" }}]
-[[sites.main.subnets]]
-prefix = "10.{net}.1.0/24"
-router = "10.{net}.1.1"
-pools = [{{ start = "10.{net}.1.100", end = "10.{net}.1.110" }}]
-
-# A second site with no interface of its own, reached only through a relay.
-[sites.remote]
-server_address = "10.{net}.0.1"
-[[sites.remote.subnets]]
-prefix = "10.{net}.2.0/24"
-router = "10.{net}.2.1"
-pools = [{{ start = "10.{net}.2.50", end = "10.{net}.2.60" }}]
-"#
+    let main = SiteBuilder::new("main", &format!("10.{net}.0.1"))
+        .listen("vs")
+        .subnet(
+            &format!("10.{net}.0.0/24"),
+            (&format!("10.{net}.0.100"), &format!("10.{net}.0.200")),
+            &[],
+        )
+        .subnet(
+            &format!("10.{net}.1.0/24"),
+            (&format!("10.{net}.1.100"), &format!("10.{net}.1.110")),
+            &[&format!("router = \"10.{net}.1.1\"")],
+        );
+    // A second site with no interface of its own, reached only through a relay.
+    let remote = SiteBuilder::new("remote", &format!("10.{net}.0.1")).subnet(
+        &format!("10.{net}.2.0/24"),
+        (&format!("10.{net}.2.50"), &format!("10.{net}.2.60")),
+        &[&format!("router = \"10.{net}.2.1\"")],
     );
+    let site = format!("{}\n{}", main.toml(), remote.toml());
     let lab = Lab::start("rel", net, &site);
     // The "relay" lives in the client namespace: giaddrs 10.N.1.1 and 10.N.2.1 are its
     // addresses, and the server routes to them through the veth.
@@ -474,16 +469,7 @@ fn a_known_client_gets_its_address_back_after_restart() {
 fn kill_9_loses_no_acknowledged_lease() {
     require_root_and_tools(&["ip"]);
     let net = 76;
-    let site = format!(
-        r#"
-[sites.k]
-server_address = "10.{net}.0.1"
-listen = [{{ interface = "vs", address = "10.{net}.0.1" }}]
-[[sites.k.subnets]]
-prefix = "10.{net}.0.0/16"
-pools = [{{ start = "10.{net}.1.0", end = "10.{net}.200.255" }}]
-"#
-    );
+    let site = one_big_subnet("k", net, &format!("10.{net}.200.255"));
     let mut lab = Lab::start("k9", net, &site);
     lab.srv.sh(&format!("ip addr replace 10.{net}.0.1/16 dev vs"));
     lab.cli.sh(&format!("ip addr replace 10.{net}.0.2/16 dev vc"));

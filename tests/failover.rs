@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::builder::{self, SiteBuilder};
 use common::{Daemon, Netns, Workdir, require_root_and_tools, veth, wait_until};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -64,33 +65,19 @@ fn provd_config(w: &Workdir, file: &str, net: u8, me: u8, role: &str, mclt: u32)
         String::new()
     };
     std::fs::create_dir_all(w.path("assets")).unwrap();
-    w.write(
-        file,
-        &format!(
-            r#"
-{daemon}
-
-[sites.fo]
-server_address = "10.{net}.0.{me}"
-listen = [{{ interface = "{iface}", address = "10.{net}.0.{me}" }}]
-dhcp = {{ unknown_clients = "lease-only" }}
-
-[[sites.fo.subnets]]
-prefix = "10.{net}.0.0/24"
-lease_time = 600
-pools = [{{ start = "10.{net}.0.100", end = "10.{net}.0.199" }}]
-
-[sites.fo.failover]
-name = "fo"
-role = "{role}"
-address = "10.{net}.0.{me}"
-peer_address = "10.{net}.0.{peer}"
-max_response_delay = 6
-load_balance_max_seconds = 3
-{primary_only}"#,
-            daemon = common::daemon_toml(&w.path("assets")),
-        ),
-    )
+    let site = SiteBuilder::new("fo", &format!("10.{net}.0.{me}"))
+        .listen(iface)
+        .dhcp("unknown_clients = \"lease-only\"")
+        .subnet(
+            &format!("10.{net}.0.0/24"),
+            (&format!("10.{net}.0.100"), &format!("10.{net}.0.199")),
+            &["lease_time = 600"],
+        )
+        .raw(&format!(
+            "[sites.fo.failover]\nname = \"fo\"\nrole = \"{role}\"\naddress = \"10.{net}.0.{me}\"\n\
+             peer_address = \"10.{net}.0.{peer}\"\nmax_response_delay = 6\nload_balance_max_seconds = 3\n{primary_only}"
+        ));
+    w.write(file, &builder::config(&w.path("assets"), &[site.toml()]))
 }
 
 fn failover_status(d: &Daemon) -> Value {
@@ -104,6 +91,23 @@ fn wait_state(d: &Daemon, want: &str, secs: u64) -> Value {
         let s = failover_status(d);
         (s["state"] == want).then_some(s)
     })
+}
+
+/// Both in `want` *and* each knowing the other is: a server enters NORMAL when its partner
+/// is RECOVER-DONE, and hears the partner's own NORMAL a moment later; a single sample of
+/// one side can fall between the two.
+fn wait_pair_state(a: &Daemon, b: &Daemon, want: &str, secs: u64) -> (Value, Value) {
+    wait_until(
+        &format!("both {want}, each seeing the other {want}"),
+        Duration::from_secs(secs),
+        || {
+            let (sa, sb) = (failover_status(a), failover_status(b));
+            let agreed = [&sa, &sb]
+                .iter()
+                .all(|s| s["state"] == want && s["partner_state"] == want);
+            agreed.then_some((sa, sb))
+        },
+    )
 }
 
 /// Bound leases in a provd store: ip -> client.
@@ -236,8 +240,7 @@ fn provd_pair_reaches_normal_splits_clients_survives_a_dead_partner_and_recovers
     let mut b = Daemon::start(&l.b, &cb, &wb.path("state"), &wb.path("provd.log"));
 
     // A new pair: both come up in RECOVER, exchange (empty) updates, and reach NORMAL.
-    let sa = wait_state(&a, "normal", 60);
-    let sb = wait_state(&b, "normal", 60);
+    let (sa, sb) = wait_pair_state(&a, &b, "normal", 60);
     assert_eq!(
         (sa["partner_state"].as_str(), sb["partner_state"].as_str()),
         (Some("normal"), Some("normal"))
@@ -472,7 +475,11 @@ fn provd_with_isc(provd_role: &str, net: u8, tag: &str) {
     let a = Daemon::start(&l.a, &ca, &wa.path("state"), &wa.path("provd.log"));
     let mut isc = Isc::start(&l.b, &wb, l.net, 2, isc_role, 10);
 
-    let sa = wait_state(&a, "normal", 90);
+    // NORMAL may come while the partner is still RECOVER-DONE; its own NORMAL follows.
+    let sa = wait_until("normal with the partner normal", Duration::from_secs(90), || {
+        let s = failover_status(&a);
+        (s["state"] == "normal" && s["partner_state"] == "normal").then_some(s)
+    });
     assert_eq!(sa["partner_state"], "normal", "{sa}");
     wait_until("ISC in normal", Duration::from_secs(30), || {
         (isc.state().as_deref() == Some("normal")).then_some(())

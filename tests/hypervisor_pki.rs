@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::builder::{self, SiteBuilder};
 use common::{Daemon, Netns, NetnsHosts, Workdir, provd_bin, require_root_and_tools, veth, wait_until};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -63,33 +64,11 @@ fn a_kickstarted_hypervisor_gets_certificates_that_libvirt_accepts_over_tls() {
     let work = Workdir::new();
     let w = work.dir.path().to_path_buf();
     std::fs::create_dir(w.join("assets")).unwrap();
-    let cfg = work.write(
-        "site.toml",
-        &format!(
-            r#"
-{daemon}
-[profiles.el9-kvm]
-os = "el9"
-kernel = "el9/vmlinuz"
-initrd = "el9/initrd.img"
-kickstart = "kickstart/el9-kvm.ks.j2"
-vars = {{ install_url = "http://mirror.invalid/el9", boot_nic = "vh" }}
-[sites.h]
-server_address = "10.90.0.1"
-listen = [{{ interface = "vs", address = "10.90.0.1" }}]
-[[sites.h.subnets]]
-prefix = "10.90.0.0/24"
-domain = "h.test"
-pools = [{{ start = "10.90.0.100", end = "10.90.0.200" }}]
-[[sites.h.hosts]]
-mac = "{MAC}"
-hostname = "hv01"
-ip = "10.90.0.11"
-profile = "el9-kvm"
-"#,
-            daemon = common::daemon_toml(&w.join("assets"))
-        ),
-    );
+    let site = SiteBuilder::new("h", "10.90.0.1")
+        .listen("vs")
+        .subnet("10.90.0.0/24", ("10.90.0.100", "10.90.0.200"), &["domain = \"h.test\""])
+        .host(MAC, "hv01", &["ip = \"10.90.0.11\"", "profile = \"el9-kvm\""]);
+    let cfg = work.write("site.toml", &builder::config(&w.join("assets"), &[site.toml()]));
     let state = w.join("state");
     provd(&["pki", "init", "--pki-dir", &state.join("pki").display().to_string()]);
     let daemon = Daemon::start(&srv, &cfg, &state, &w.join("provd.log"));

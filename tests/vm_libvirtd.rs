@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::builder::{self, SiteBuilder};
 use common::libvirtd::Libvirtd;
 use common::{Daemon, Netns, Workdir, repo, require_root_and_tools, run, wait_until};
 use std::path::Path;
@@ -228,30 +229,16 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
     assert!(!ok && err.contains("template of linked clones (linked1)"), "{err}");
 
     // Both clones boot and run (the lab kernel's plain-guest mode needs DHCP: provd serves it).
-    let cfg = w.write(
-        "site.toml",
-        &format!(
-            r#"
-{daemon}
-
-[sites.vm]
-server_address = "10.231.0.1"
-listen = [{{ interface = "br0", address = "10.231.0.1" }}]
-dhcp = {{ unknown_clients = "lease-only" }}
-[[sites.vm.subnets]]
-prefix = "10.231.0.0/24"
-pools = [{{ start = "10.231.0.100", end = "10.231.0.200" }}]
-
-[vm.disk_profiles.web]
-disks = [
-    {{ name = "system", size_gib = 1, dir = "{images}" }},
-    {{ name = "data", size_gib = 2, dir = "{images}" }},
-]
-"#,
-            daemon = common::daemon_toml(&w.path("boot")),
+    let site = SiteBuilder::new("vm", "10.231.0.1")
+        .listen("br0")
+        .dhcp("unknown_clients = \"lease-only\"")
+        .subnet("10.231.0.0/24", ("10.231.0.100", "10.231.0.200"), &[])
+        .raw(&format!(
+            "[vm.disk_profiles.web]\ndisks = [\n    {{ name = \"system\", size_gib = 1, dir = \"{images}\" }},\n    \
+             {{ name = \"data\", size_gib = 2, dir = \"{images}\" }},\n]\n",
             images = images.display()
-        ),
-    );
+        ));
+    let cfg = w.write("site.toml", &builder::config(&w.path("boot"), &[site.toml()]));
     let daemon = Daemon::start(&ns, &cfg, &w.path("state"), &w.path("provd.log"));
     for clone in ["linked1", "full1"] {
         ok_vm(&uri, &["start", clone]);

@@ -14,6 +14,17 @@ pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// A config file's text: the `[daemon]` table for `assets`, the shared profiles fixture,
+/// then `sites` (each a `SiteBuilder::toml()` or a fixture).
+pub fn config(assets: &Path, sites: &[String]) -> String {
+    format!(
+        "{}\n{}\n{}",
+        super::daemon_toml(assets),
+        fixture("profiles"),
+        sites.join("\n")
+    )
+}
+
 /// A whole config: the `[daemon]` table for `assets` and `state`, then `sites`.
 pub fn config_with(assets: &Path, state: &Path, sites: &str) -> String {
     format!(
@@ -27,6 +38,7 @@ pub fn config_with(assets: &Path, state: &Path, sites: &str) -> String {
 pub struct SiteBuilder {
     name: String,
     server: String,
+    fields: Vec<String>,
     listen: Vec<(String, String)>,
     dhcp: Vec<String>,
     pxe: Vec<String>,
@@ -40,6 +52,7 @@ impl SiteBuilder {
         SiteBuilder {
             name: name.into(),
             server: server.into(),
+            fields: Vec::new(),
             listen: Vec::new(),
             dhcp: Vec::new(),
             pxe: Vec::new(),
@@ -47,6 +60,12 @@ impl SiteBuilder {
             hosts: Vec::new(),
             extra: String::new(),
         }
+    }
+
+    /// A key of the site table itself, e.g. `http_port = 8081`.
+    pub fn field(mut self, line: &str) -> Self {
+        self.fields.push(line.into());
+        self
     }
 
     /// Answer DHCP on `interface` from the server address.
@@ -101,6 +120,10 @@ impl SiteBuilder {
     pub fn toml(&self) -> String {
         let n = &self.name;
         let mut t = format!("[sites.{n}]\nserver_address = \"{}\"\n", self.server);
+        for f in &self.fields {
+            t.push_str(f);
+            t.push('\n');
+        }
         if !self.listen.is_empty() {
             let l: Vec<String> = self
                 .listen

@@ -87,7 +87,7 @@ impl Services {
             served_names.clone(),
             renderer,
             inventory.clone(),
-            leases.clone(),
+            Arc::new(leases.clone()),
         );
         let pki_dir = config.daemon.pki_dir(state_dir);
         let boot = match crate::pki::Ca::load(&pki_dir) {

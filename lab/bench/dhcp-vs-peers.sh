@@ -15,6 +15,8 @@
 set -u
 RATES=${1:-"250 500 750 1000 2000 4000 6000 8000 10000 12000 14000"}
 SECS=${2:-5}
+SERVERS=${SERVERS:-"provd kea iscd"}   # a subset for A/B runs (provd-ab.sh)
+MEMORY=${MEMORY:-1}                   # 0: skip the 60,000-lease memory reading
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PROVD=${PROVD:-$ROOT/target/release/provd}
@@ -92,7 +94,7 @@ measure() {  # $1 server, $2 rate, $3 secs
 declare -A BEST
 printf '%-6s %7s %5s %10s %8s %8s %s\n' server rate secs discovers acks loss% held
 rm -rf $LOGS
-for s in provd kea iscd; do
+for s in $SERVERS; do
   BEST[$s]=0
   for r in $RATES; do
     secs=$SECS
@@ -109,10 +111,11 @@ done
 
 echo
 echo "highest rate held with < 2.5% ACK loss (DORA/s):"
-for s in provd kea iscd; do echo "  $s ${BEST[$s]}"; done
+for s in $SERVERS; do echo "  $s ${BEST[$s]}"; done
 ratio() { awk -v a=$1 -v b=$2 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
-echo "  provd/kea  $(ratio ${BEST[provd]} ${BEST[kea]})"
-echo "  provd/iscd $(ratio ${BEST[provd]} ${BEST[iscd]})"
+echo "  provd/kea  $(ratio ${BEST[provd]:-0} ${BEST[kea]:-0})"
+echo "  provd/iscd $(ratio ${BEST[provd]:-0} ${BEST[iscd]:-0})"
+[ "$MEMORY" = 1 ] || exit 0
 
 # Resident memory after 60,000 leases.
 setup; start_server provd

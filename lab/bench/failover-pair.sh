@@ -15,6 +15,7 @@
 set -u
 RATES=${1:-"500 1000 2000 4000 6000 8000 10000 12000"}
 SECS=${2:-3}
+SETUPS=${SETUPS:-"provd-single provd-pair isc-pair"}   # a subset for A/B runs (provd-ab.sh)
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PROVD=${PROVD:-$ROOT/target/release/provd}
@@ -154,7 +155,7 @@ measure() {  # $1 setup, $2 rate, $3 secs
 declare -A BEST
 rm -rf $LOGS
 printf '%-13s %7s %5s %10s %8s %7s %s %s\n' setup rate secs discovers acks loss% held ready_s
-for s in provd-single provd-pair isc-pair; do
+for s in $SETUPS; do
   BEST[$s]=0
   for r in $RATES; do
     secs=$SECS
@@ -169,7 +170,7 @@ done
 
 echo
 echo "highest rate held with < 2.5% ACK loss (DORA/s):"
-for s in provd-single provd-pair isc-pair; do echo "  $s ${BEST[$s]}"; done
+for s in $SETUPS; do echo "  $s ${BEST[$s]}"; done
 ratio() { awk -v a=$1 -v b=$2 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
-echo "  provd-pair / isc-pair      $(ratio ${BEST[provd-pair]} ${BEST[isc-pair]})"
-echo "  provd-pair / provd-single  $(ratio ${BEST[provd-pair]} ${BEST[provd-single]})"
+echo "  provd-pair / isc-pair      $(ratio ${BEST[provd-pair]:-0} ${BEST[isc-pair]:-0})"
+echo "  provd-pair / provd-single  $(ratio ${BEST[provd-pair]:-0} ${BEST[provd-single]:-0})"

@@ -6,15 +6,20 @@
 //! resolves the site, host and address the answer is for. Every protocol asks it and gets
 //! a `Plan` value back; scripts (iPXE, pxelinux, GRUB) are rendered *from* the plan, and the
 //! journal records the plan's own description; nothing reads a decision back out of
-//! rendered text. The DHCP stage (which first-stage file a firmware loads) needs no
-//! inventory: it is `dhcp::pxe`, a pure function of the request and the site.
+//! rendered text. The firmware stage (which first-stage file the DHCP answer names) is
+//! `firmware`, a pure function of what the client said and its site: every chain reaches
+//! the per-host script through iPXE, so the inventory is asked once, at the script.
+//!
+//! This module knows leases only through `LeaseLookup` (which `dhcp::Leases` implements),
+//! so DHCP can ask the boot policy without a dependency cycle.
 //!
 //! Which site's URLs a machine gets: a configured host always gets its own site's server
 //! (even when it asks through another site's listener); an unknown machine gets the site
 //! of the listener it asked, or of the subnet its address is in.
 
+pub mod firmware;
+
 use crate::config::{Config, Host, Site};
-use crate::dhcp::Leases;
 use crate::inventory::{BootDecision, Inventory, InventoryError};
 use crate::mac::MacAddr;
 use crate::pki::{Ca, HostIdentity, PkiError, Role};
@@ -22,6 +27,14 @@ use crate::render::{Action, HostContext, RenderError, Renderer};
 use crate::tftp::{GeneratedFiles, GeneratedFuture};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+
+/// What the boot policy needs from the lease table.
+pub trait LeaseLookup: Send + Sync {
+    /// The MAC that holds (or last held) a lease on `ip`.
+    fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr>;
+    /// Addresses bound to `mac` and unexpired at `now`.
+    fn bound_addresses_of(&self, mac: MacAddr, now: u64) -> Vec<Ipv4Addr>;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -75,7 +88,7 @@ pub struct Boot {
     pub inventory: Arc<Inventory>,
     /// Which MAC holds an address (pxelinux/GRUB names made of a hex address) and which
     /// addresses a MAC holds (certificate SANs).
-    leases: Leases,
+    leases: Arc<dyn LeaseLookup>,
     /// The CA that signs hosts' libvirt certificates, when `provd pki init` has made one.
     ca: Option<Ca>,
 }
@@ -142,7 +155,7 @@ impl Boot {
         served: Vec<String>,
         renderer: Renderer,
         inventory: Arc<Inventory>,
-        leases: Leases,
+        leases: Arc<dyn LeaseLookup>,
     ) -> Self {
         Boot {
             config,

@@ -4,10 +4,10 @@
 //! A decision that changes a lease the client will rely on carries the `LeaseRecord` to
 //! persist; the I/O layer must make it durable before sending the reply.
 
+use crate::boot::firmware::{self, BootAnswer};
 use crate::config::{Site, Subnet, UnknownClients};
 use crate::dhcp::leases::{ClientFacts, LeaseTable, Owner};
 use crate::dhcp::packet::Request;
-use crate::dhcp::pxe::{self, BootAnswer};
 use crate::dhcp::reply::{self, Destination, Grant};
 use crate::dhcp::rules::{PoolRules, Refusal};
 use crate::dhcp::topology::{Ingress, Topology};
@@ -158,7 +158,7 @@ impl Engine {
             reserved_ip: host.and_then(|h| h.ip).filter(|ip| subnet.prefix.contains(ip)),
             hostname: host.map(|h| h.hostname.clone()).or_else(|| req.hostname.clone()),
             boot: if may_boot {
-                pxe::decide(req, site, req.mac)
+                firmware::answer(&req.firmware_facts(), site, req.mac)
             } else {
                 None
             },
@@ -237,7 +237,7 @@ impl Context<'_> {
                 vendor_class: self
                     .boot
                     .as_ref()
-                    .and_then(|_| pxe::vendor_class_reply(self.req, &self.site.pxe)),
+                    .and_then(|_| firmware::vendor_class_reply(&self.req.firmware_facts(), &self.site.pxe)),
             },
         )
     }

@@ -117,3 +117,12 @@ impl Leases {
         self.engine().table_mut().balance(pools, now, grace, site)
     }
 }
+
+impl crate::boot::LeaseLookup for Leases {
+    fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        Leases::mac_of(self, ip)
+    }
+    fn bound_addresses_of(&self, mac: MacAddr, now: u64) -> Vec<Ipv4Addr> {
+        Leases::bound_addresses_of(self, mac, now)
+    }
+}

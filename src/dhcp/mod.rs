@@ -5,7 +5,7 @@
 //! - `packet`: bytes -> checked `Request` (pure)
 //! - `topology`: which site/subnet/host a request belongs to (pure, built from config)
 //! - `leases`: the in-memory lease table and allocation (pure)
-//! - `pxe`: what a booting client loads (pure)
+//! - what a booting client loads is the boot policy's firmware stage (`boot::firmware`)
 //! - `engine`: RFC 2131 decisions (pure but for the lease table it owns)
 //! - `rules`: the trait through which failover restricts the engine (one-way dependency)
 //! - `handle`: `Leases`, the one owner of the engine and its lock; everyone else calls it
@@ -19,7 +19,6 @@ pub mod engine;
 pub mod handle;
 pub mod leases;
 pub mod packet;
-pub mod pxe;
 pub mod reply;
 pub mod rules;
 pub mod server;

@@ -90,6 +90,15 @@ impl Request {
         self.msg.flags().broadcast()
     }
     /// A network-booting client (firmware PXE, UEFI HTTP boot, or iPXE).
+    /// What the boot policy needs to know about the firmware (`boot::firmware`).
+    pub fn firmware_facts(&self) -> crate::boot::firmware::FirmwareFacts<'_> {
+        crate::boot::firmware::FirmwareFacts {
+            arch: self.arch,
+            is_ipxe: self.is_ipxe,
+            vendor_class: self.vendor_class.as_deref(),
+        }
+    }
+
     pub fn is_booting(&self) -> bool {
         self.arch.is_some()
             || self.is_ipxe

@@ -1,9 +1,9 @@
 //! Building DHCPOFFER / DHCPACK / DHCPNAK messages (RFC 2131 §4.3.1-4.3.5, table 3) and
 //! choosing where they go (§4.1). Pure: no I/O.
 
+use crate::boot::firmware::BootAnswer;
 use crate::config::Subnet;
 use crate::dhcp::packet::Request;
-use crate::dhcp::pxe::BootAnswer;
 use crate::mac::MacAddr;
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
 use std::net::Ipv4Addr;

@@ -1,5 +1,7 @@
-//! What a network-booting client is told to load: the policy "given this client, what does
-//! it boot?" in one pure function.
+//! The firmware stage of the boot policy: which first-stage file a network-booting client
+//! is told to load in its DHCP answer, in one pure function of what the client said and its
+//! site. (The script stage, install or local disk or menu, is `Boot::plan`: every chain
+//! reaches it through iPXE, so the inventory is asked once, there.)
 //!
 //! - Firmware PXE (option 93, or vendor class "PXEClient" alone, as old BIOS ROMs send) gets
 //!   a TFTP file chosen by architecture (RFC 4578 §2.1): BIOS -> undionly.kpxe, x64 UEFI ->
@@ -10,8 +12,18 @@
 //! - Anything else (an OS's dhclient) gets no boot file.
 
 use crate::config::{PxePolicy, Site, arch};
-use crate::dhcp::packet::Request;
 use crate::mac::MacAddr;
+
+/// What a DHCP request says about the firmware that sent it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FirmwareFacts<'a> {
+    /// Option 93 (client system architecture).
+    pub arch: Option<u16>,
+    /// iPXE itself is asking (user class "iPXE" or option 175).
+    pub is_ipxe: bool,
+    /// Option 60 (vendor class identifier).
+    pub vendor_class: Option<&'a [u8]>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BootAnswer {
@@ -29,9 +41,9 @@ impl BootAnswer {
     }
 }
 
-/// Decide the boot answer for `req`, or `None` when the client is not booting or its
+/// Decide the boot answer for a client, or `None` when it is not booting or its
 /// architecture is not mapped.
-pub fn decide(req: &Request, site: &Site, mac: Option<MacAddr>) -> Option<BootAnswer> {
+pub fn answer(req: &FirmwareFacts, site: &Site, mac: Option<MacAddr>) -> Option<BootAnswer> {
     if req.is_ipxe {
         return Some(BootAnswer::Http(script_url(&site.pxe, site, mac)));
     }
@@ -47,8 +59,8 @@ pub fn decide(req: &Request, site: &Site, mac: Option<MacAddr>) -> Option<BootAn
 /// The vendor class (option 60) to put in the answer. UEFI HTTP boot only accepts an offer
 /// that says "HTTPClient" (UEFI spec 2.x §24.7). "PXEClient" is answered only when the site
 /// asks for it (`pxe.answer_pxeclient`; see `PxePolicy` for why it is off by default).
-pub fn vendor_class_reply(req: &Request, pxe: &PxePolicy) -> Option<&'static str> {
-    let vc = req.vendor_class.as_deref()?;
+pub fn vendor_class_reply(req: &FirmwareFacts, pxe: &PxePolicy) -> Option<&'static str> {
+    let vc = req.vendor_class?;
     if vc.starts_with(b"PXEClient") {
         pxe.answer_pxeclient.then_some("PXEClient")
     } else if vc.starts_with(b"HTTPClient") {
@@ -58,8 +70,8 @@ pub fn vendor_class_reply(req: &Request, pxe: &PxePolicy) -> Option<&'static str
     }
 }
 
-fn is_pxe_client(req: &Request) -> bool {
-    req.vendor_class.as_deref().is_some_and(|v| v.starts_with(b"PXEClient"))
+fn is_pxe_client(req: &FirmwareFacts) -> bool {
+    req.vendor_class.is_some_and(|v| v.starts_with(b"PXEClient"))
 }
 
 fn script_url(pxe: &PxePolicy, site: &Site, mac: Option<MacAddr>) -> String {

@@ -51,6 +51,7 @@ pub struct Services {
     pub tftp_stats: Arc<TftpStats>,
     pub http_stats: Arc<HttpStats>,
     pub assets_root: PathBuf,
+    pub api_token: Arc<crate::http::auth::ApiToken>,
 }
 
 impl Services {
@@ -71,6 +72,12 @@ impl Services {
         })?;
 
         let store = Store::open(state_dir)?;
+        let api_token = Arc::new(crate::http::auth::ApiToken::load_or_create(state_dir).with_context(|| {
+            format!(
+                "the admin API token ({})",
+                crate::http::auth::token_path(state_dir).display()
+            )
+        })?);
         let records = store.load_leases()?;
         tracing::info!("loaded {} lease records from {}", records.len(), state_dir.display());
         let inventory = Arc::new(Inventory::load(
@@ -121,6 +128,7 @@ impl Services {
             tftp_stats: Arc::new(TftpStats::new(crate::tftp::COUNTERS)),
             http_stats: Arc::new(HttpStats::new(crate::http::COUNTERS)),
             assets_root,
+            api_token,
             config,
         })
     }
@@ -143,6 +151,7 @@ impl Services {
             nocloud: self.nocloud.clone(),
             failover,
             listener_site,
+            api_token: self.api_token.clone(),
         }
     }
 
@@ -157,6 +166,14 @@ impl Services {
 
 pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let api_addr = opts.api_listen.unwrap_or(config.daemon.api_listen);
+    if !api_addr.ip().is_loopback() {
+        bail!(
+            "[daemon] api_listen (or --api-listen) is {api_addr}: the admin API speaks plain HTTP, so provd \
+             serves it on a loopback address only (HTTPS with client certificates is not implemented yet); \
+             use e.g. api_listen = \"127.0.0.1:6767\" and reach it through SSH"
+        );
+    }
     let state_dir = opts
         .state_dir
         .clone()
@@ -232,7 +249,6 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         ));
     }
 
-    let api_addr = opts.api_listen.unwrap_or(config.daemon.api_listen);
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await
         .with_context(|| format!("cannot listen for the API on {api_addr}"))?;

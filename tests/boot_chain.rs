@@ -498,18 +498,52 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
         .expect("discovered host listed");
     assert_eq!(d["status"], "discovered");
 
-    // Metrics and sites on the API listener (loopback in the server namespace) ...
-    let api = |path: &str| {
+    // Metrics and sites on the API listener (loopback in the server namespace), the admin
+    // routes with the token from the daemon's state directory ...
+    let token = std::fs::read_to_string(b.daemon.state_dir.join("api-token")).unwrap();
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    let api_as = |path: &str, extra: &[&str]| {
         String::from_utf8(
             b.srv
                 .cmd("curl")
-                .args(["-s", &format!("http://127.0.0.1:6767{path}")])
+                .args(["-s", "-w", "\n%{http_code}"])
+                .args(extra)
+                .arg(format!("http://127.0.0.1:6767{path}"))
                 .output()
                 .unwrap()
                 .stdout,
         )
         .unwrap()
     };
+    let api = |path: &str| {
+        let out = api_as(path, &["-H", &bearer]);
+        out.rsplit_once('\n').map(|(body, _)| body.to_string()).unwrap_or(out)
+    };
+    // ... and without it, every admin route is refused (401), while /metrics stays open.
+    for (method, path) in [
+        ("GET", "/api/hosts"),
+        ("GET", "/api/hosts/hv81"),
+        ("POST", "/api/hosts/hv81/reinstall"),
+        ("POST", "/api/hosts/hv81/netboot/on"),
+        ("GET", "/api/nocloud"),
+        ("POST", "/api/nocloud"),
+        ("GET", "/api/failover"),
+        ("POST", "/api/failover/x/partner-down"),
+        ("GET", "/api/leases"),
+        ("GET", "/api/sites"),
+        ("GET", "/api/stats"),
+        ("GET", "/api/events"),
+    ] {
+        for extra in [
+            &["-X", method][..],
+            &["-X", method, "-H", "Authorization: Bearer wrong"][..],
+        ] {
+            let out = api_as(path, extra);
+            assert!(out.ends_with("\n401"), "{method} {path} {extra:?}: {out}");
+            assert!(!out.contains(token.trim()), "the token is never returned");
+        }
+    }
+    assert!(api_as("/metrics", &[]).ends_with("\n200"));
     let metrics = api("/metrics");
     for line in [
         "provd_http_total{what=\"kickstarts\"} 1",

@@ -159,3 +159,33 @@ fn serving_two_sites_on_one_interface_is_refused_with_advice() {
             .contains("known: dc1, dc2")
     );
 }
+
+/// The admin API speaks plain HTTP: `provd serve` refuses to put it anywhere but loopback,
+/// and says which key to change (before it binds or opens anything).
+#[test]
+fn serve_refuses_a_non_loopback_api_listen_naming_the_key() {
+    let bin = env!("CARGO_BIN_EXE_provd");
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("provd.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\napi_listen = \"0.0.0.0:6767\"\n[sites.a]\nserver_address = \"10.0.0.1\"\n\
+         listen = [{ interface = \"eth0\", address = \"10.0.0.1\" }]\n[[sites.a.subnets]]\nprefix = \"10.0.0.0/24\"\n",
+    )
+    .unwrap();
+    let state = work.path().join("state");
+    for extra in [&[][..], &["--api-listen", "10.0.0.1:6767"][..]] {
+        let out = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("[daemon] api_listen") && err.contains("loopback"), "{err}");
+        assert!(!state.exists(), "refused before anything was created");
+    }
+}

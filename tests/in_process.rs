@@ -54,11 +54,24 @@ impl Fixture {
 }
 
 async fn call(router: &axum::Router, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
+    call_as(router, method, uri, body, None).await
+}
+
+async fn call_as(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    authorization: Option<&str>,
+) -> (StatusCode, String) {
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
         .body(Body::from(body.to_string()))
         .unwrap();
+    if let Some(a) = authorization {
+        req.headers_mut().insert("authorization", a.parse().unwrap());
+    }
     // What axum's `into_make_service_with_connect_info` puts there for a real connection.
     req.extensions_mut()
         .insert(ConnectInfo(CLIENT.parse::<SocketAddr>().unwrap()));
@@ -183,21 +196,51 @@ async fn assets_are_served_with_ranges_and_never_outside_the_root() {
 }
 
 #[tokio::test]
-async fn admin_routes_exist_only_on_the_api_listener() {
+async fn admin_routes_exist_only_on_the_api_listener_and_need_the_token() {
     let f = fixture();
-    for path in ["/api/hosts", "/api/leases", "/api/stats", "/metrics"] {
+    let bearer = f.services.api_token.bearer();
+    let api = f.api_router();
+    for path in [
+        "/api/hosts",
+        "/api/leases",
+        "/api/stats",
+        "/api/events",
+        "/api/sites",
+        "/api/failover",
+    ] {
         assert_eq!(
             call(&f.boot_router(), "GET", path, "").await.0,
             StatusCode::NOT_FOUND,
             "{path}"
         );
-        assert_eq!(call(&f.api_router(), "GET", path, "").await.0, StatusCode::OK, "{path}");
+        assert_eq!(call(&api, "GET", path, "").await.0, StatusCode::UNAUTHORIZED, "{path}");
+        let wrong = call_as(&api, "GET", path, "", Some("Bearer 00")).await;
+        assert_eq!(wrong.0, StatusCode::UNAUTHORIZED, "{path}");
+        let (status, body) = call_as(&api, "GET", path, "", Some(&bearer)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(
+            !body.contains(bearer.trim_start_matches("Bearer ")),
+            "{path} returned the token"
+        );
     }
+    // Metrics: open on the admin listener, absent from boot listeners.
+    assert_eq!(call(&api, "GET", "/metrics", "").await.0, StatusCode::OK);
+    assert_eq!(
+        call(&f.boot_router(), "GET", "/metrics", "").await.0,
+        StatusCode::NOT_FOUND
+    );
+    // A write without the token changes nothing.
+    assert_eq!(
+        call(&api, "POST", "/api/hosts/hv1/netboot/off", "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(f.services.inventory.get(HV1.parse().unwrap()).await.unwrap().netboot);
     assert_eq!(
         call(&f.boot_router(), "POST", "/api/hosts/hv1/reinstall", "").await.0,
         StatusCode::NOT_FOUND
     );
-    let (_, hosts) = call(&f.api_router(), "GET", "/api/hosts", "").await;
+    assert!(f.services.http_stats.snapshot()["refused_unauthenticated"] >= 13);
+    let (_, hosts) = call_as(&api, "GET", "/api/hosts", "", Some(&bearer)).await;
     let hosts: serde_json::Value = serde_json::from_str(&hosts).unwrap();
     assert_eq!(hosts.as_array().unwrap().len(), 2, "{hosts:#}");
 }

@@ -24,7 +24,8 @@ fn in_lab(args: &[&str]) -> serde_json::Value {
     let out = Command::new("ip")
         .args(["netns", "exec", "provd-lab", provd_bin()])
         .args(args)
-        .args(["--server", "127.0.0.1:6767", "--json"])
+        // The lab's state directory holds the admin API token the CLI presents.
+        .args(["--server", "127.0.0.1:6767", "--state-dir", LAB_STATE, "--json"])
         .output()
         .unwrap();
     assert!(
@@ -35,7 +36,10 @@ fn in_lab(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+const LAB_STATE: &str = "/tmp/provd-lab/state";
+
 fn events(mac: &str) -> Vec<serde_json::Value> {
+    let token = std::fs::read_to_string(format!("{LAB_STATE}/api-token")).unwrap();
     let out = Command::new("ip")
         .args([
             "netns",
@@ -43,6 +47,8 @@ fn events(mac: &str) -> Vec<serde_json::Value> {
             "provd-lab",
             "curl",
             "-s",
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
             &format!("http://127.0.0.1:6767/api/events?mac={mac}"),
         ])
         .output()

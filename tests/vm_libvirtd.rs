@@ -277,6 +277,9 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
         .arg("--config")
         .arg(&cfg)
         .args(["--server", "127.0.0.1:6767"])
+        // The daemon's state directory: the CLI reads the admin API token there.
+        .arg("--state-dir")
+        .arg(w.path("state"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);

@@ -121,7 +121,7 @@ echo "  provd/iscd $(ratio ${BEST[provd]:-0} ${BEST[iscd]:-0})"
 setup; start_server provd
 ip netns exec bcli timeout 60 perfdhcp -4 -r 5000 -R 1000000 -n 60000 -p 20 -l 10.77.0.2 10.77.0.1 > $W/perf60k.txt 2>&1
 PID=$(ip netns pids bsrv | head -1)
-bound=$(ip netns exec bsrv "$PROVD" stats --json 2>/dev/null | awk -F: '/leases_bound/ {gsub(/[ ,]/, "", $2); print $2}')
+bound=$(ip netns exec bsrv "$PROVD" stats --json --config $W/bench.toml 2>/dev/null | awk -F: '/leases_bound/ {gsub(/[ ,]/, "", $2); print $2}')
 rss=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
 echo
 echo "provd resident memory after ${bound:-?} bound leases: $((rss / 1024)) MiB ($rss KiB)"

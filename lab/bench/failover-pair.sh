@@ -99,8 +99,10 @@ EOT
   touch $W/$1/dhcpd.leases
 }
 
-provd_api() {  # $1 = a|b
-  ip netns exec f$1 curl -s --max-time 2 http://127.0.0.1:6767/api/failover
+provd_api() {  # $1 = a|b; the admin API token is in the server's state directory
+  local auth=()
+  [ -f $W/$1/state/api-token ] && auth=(-H "Authorization: Bearer $(cat $W/$1/state/api-token)")
+  ip netns exec f$1 curl -s --max-time 2 "${auth[@]}" http://127.0.0.1:6767/api/failover
 }
 
 start() {  # $1 = provd-single | provd-pair | isc-pair

@@ -1,4 +1,6 @@
 //! Talking to the daemon's API from the command line (blocking HTTP; the CLI has no runtime).
+//! Every request carries the admin API's bearer token when the CLI has one (read from the
+//! daemon's `<state_dir>/api-token`, or `--token-file`).
 
 use anyhow::Context;
 use std::time::Duration;
@@ -15,6 +17,85 @@ fn agent() -> ureq::Agent {
         .http_status_as_error(false)
         .build()
         .into()
+}
+
+/// The daemon's API: where it is and the credential to present.
+pub struct Api {
+    pub base: String,
+    token: Option<String>,
+    /// Where the token was (or would have been) read, for error messages.
+    token_source: String,
+}
+
+impl Api {
+    pub fn new(base: String, token: Option<String>, token_source: String) -> Api {
+        Api {
+            base,
+            token,
+            token_source,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn request<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => r.header("authorization", &format!("Bearer {t}")),
+            None => r,
+        }
+    }
+
+    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<Fetch<T>> {
+        let url = self.url(path);
+        self.classify(&url, self.request(agent().get(&url)).call())
+    }
+
+    pub fn post<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<Fetch<T>> {
+        let url = self.url(path);
+        self.classify(&url, self.request(agent().post(&url)).send_empty())
+    }
+
+    /// POST a JSON body, decode a JSON answer.
+    pub fn post_body<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<Fetch<T>> {
+        let url = self.url(path);
+        let body = serde_json::to_string(body)?;
+        self.classify(
+            &url,
+            self.request(agent().post(&url))
+                .header("content-type", "application/json")
+                .send(body.as_str()),
+        )
+    }
+
+    /// A missing daemon is an error telling what to do.
+    pub fn require<T>(&self, f: Fetch<T>) -> anyhow::Result<T> {
+        require(&self.base, f)
+    }
+
+    fn classify<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Fetch<T>> {
+        if let Ok(resp) = &r
+            && resp.status() == 401
+        {
+            anyhow::bail!(
+                "{url}: the daemon wants its admin API token ({}): run this as a user who can read it, or pass --token-file",
+                match &self.token {
+                    Some(_) => format!("the one from {} was refused", self.token_source),
+                    None => format!("none could be read from {}", self.token_source),
+                }
+            );
+        }
+        classify(url, r)
+    }
 }
 
 fn classify<T: serde::de::DeserializeOwned>(
@@ -44,30 +125,7 @@ fn classify<T: serde::de::DeserializeOwned>(
     }
 }
 
-pub fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<Fetch<T>> {
-    classify(url, agent().get(url).call())
-}
-
-pub fn post_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<Fetch<T>> {
-    classify(url, agent().post(url).send_empty())
-}
-
-/// POST a JSON body, decode a JSON answer.
-pub fn post_json_body<T: serde::de::DeserializeOwned>(
-    url: &str,
-    body: &impl serde::Serialize,
-) -> anyhow::Result<Fetch<T>> {
-    let body = serde_json::to_string(body)?;
-    classify(
-        url,
-        agent()
-            .post(url)
-            .header("content-type", "application/json")
-            .send(body.as_str()),
-    )
-}
-
-/// Like `get_json`/`post_json` but a missing daemon is an error telling what to do.
+/// A missing daemon is an error telling what to do.
 pub fn require<T>(base: &str, f: Fetch<T>) -> anyhow::Result<T> {
     match f {
         Fetch::Ok(v) => Ok(v),

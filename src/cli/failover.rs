@@ -1,7 +1,6 @@
 //! `provd failover status|partner-down`: what omshell does for an ISC failover pair.
 
 use super::ServerTarget;
-use super::client::{get_json, post_json, require};
 use crate::failover::peer::Status;
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -60,8 +59,8 @@ fn print(s: &Status) {
 pub fn run(cmd: FailoverCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         FailoverCommand::Status { target, json } => {
-            let (base, _) = target.resolve();
-            let list: Vec<Status> = require(&base, get_json(&format!("{base}/api/failover"))?)?;
+            let api = target.api();
+            let list: Vec<Status> = api.require(api.get("/api/failover")?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
@@ -72,8 +71,8 @@ pub fn run(cmd: FailoverCommand) -> anyhow::Result<ExitCode> {
             }
         }
         FailoverCommand::PartnerDown { name, target } => {
-            let (base, _) = target.resolve();
-            let s: Status = require(&base, post_json(&format!("{base}/api/failover/{name}/partner-down"))?)?;
+            let api = target.api();
+            let s: Status = api.require(api.post(&format!("/api/failover/{name}/partner-down"))?)?;
             print(&s);
         }
     }

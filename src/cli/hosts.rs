@@ -1,7 +1,6 @@
 //! `provd hosts list|show|reinstall|netboot`: the inventory, through the daemon's API.
 
 use super::ServerTarget;
-use super::client::{get_json, post_json, require};
 use crate::clock::unix_now;
 use crate::inventory::HostRecord;
 use clap::Subcommand;
@@ -44,8 +43,8 @@ pub enum HostsCommand {
 pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         HostsCommand::List { target, json } => {
-            let (base, _) = target.resolve();
-            let hosts: Vec<HostRecord> = require(&base, get_json(&format!("{base}/api/hosts"))?)?;
+            let api = target.api();
+            let hosts: Vec<HostRecord> = api.require(api.get("/api/hosts")?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&hosts)?);
             } else {
@@ -68,8 +67,8 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         HostsCommand::Show { host, target, json } => {
-            let (base, _) = target.resolve();
-            let h: HostRecord = require(&base, get_json(&format!("{base}/api/hosts/{host}"))?)?;
+            let api = target.api();
+            let h: HostRecord = api.require(api.get(&format!("/api/hosts/{host}"))?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&h)?);
             } else {
@@ -104,8 +103,8 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         HostsCommand::Reinstall { host, target } => {
-            let (base, _) = target.resolve();
-            let h: HostRecord = require(&base, post_json(&format!("{base}/api/hosts/{host}/reinstall"))?)?;
+            let api = target.api();
+            let h: HostRecord = api.require(api.post(&format!("/api/hosts/{host}/reinstall"))?)?;
             println!(
                 "{}: {} (netboot on): it installs at its next network boot",
                 h.hostname.as_deref().unwrap_or(&host),
@@ -113,8 +112,8 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             );
         }
         HostsCommand::Netboot { host, state, target } => {
-            let (base, _) = target.resolve();
-            let h: HostRecord = require(&base, post_json(&format!("{base}/api/hosts/{host}/netboot/{state}"))?)?;
+            let api = target.api();
+            let h: HostRecord = api.require(api.post(&format!("/api/hosts/{host}/netboot/{state}"))?)?;
             println!(
                 "{}: netboot {}",
                 h.hostname.as_deref().unwrap_or(&host),

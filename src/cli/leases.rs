@@ -3,7 +3,7 @@
 //! a database under a live writer).
 
 use super::ServerTarget;
-use super::client::{Fetch, get_json, require};
+use super::client::Fetch;
 use crate::clock::unix_now;
 use crate::http::StatsView;
 use crate::store::{self, LeaseRecord};
@@ -30,7 +30,7 @@ pub fn run(cmd: LeasesCommand) -> anyhow::Result<ExitCode> {
 
 fn list(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
     let (base, state_dir) = target.resolve();
-    let leases: Vec<LeaseRecord> = match get_json(&format!("{base}/api/leases"))? {
+    let leases: Vec<LeaseRecord> = match target.api().get("/api/leases")? {
         Fetch::Ok(l) => l,
         Fetch::NoDaemon => {
             eprintln!(
@@ -70,8 +70,8 @@ fn list(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub fn stats(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
-    let (base, _) = target.resolve();
-    let view: StatsView = require(&base, get_json(&format!("{base}/api/stats"))?)?;
+    let api = target.api();
+    let view: StatsView = api.require(api.get("/api/stats")?)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(ExitCode::SUCCESS);

@@ -209,9 +209,13 @@ pub struct ServerTarget {
     /// Config used to find the API address and state directory.
     #[arg(long = "config", short = 'c', env = "PROVD_CONFIG", default_value = DEFAULT_CONFIG)]
     config: Vec<PathBuf>,
-    /// State directory to read when the daemon is not running.
+    /// State directory to read when the daemon is not running (and where the daemon's
+    /// admin API token is read from).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// The admin API token, from a file (default: <state_dir>/api-token).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 impl ServerTarget {
@@ -234,6 +238,18 @@ impl ServerTarget {
                 .unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR))
         });
         (base, state)
+    }
+
+    /// The daemon's API with its credential. An unreadable token is not an error here: the
+    /// daemon's 401 then says what to do.
+    fn api(&self) -> client::Api {
+        let (base, state) = self.resolve();
+        let file = self
+            .token_file
+            .clone()
+            .unwrap_or_else(|| crate::http::auth::token_path(&state));
+        let token = crate::http::auth::read_token(&file).ok();
+        client::Api::new(base, token, file.display().to_string())
     }
 }
 

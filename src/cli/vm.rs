@@ -1,6 +1,5 @@
 //! `provd vm`: VM lifecycle on any libvirt URI (default qemu:///system).
 
-use super::client::{post_json_body, require};
 use crate::vm::clone::{CloneEvent, CloneRequest};
 use crate::vm::{self, Hypervisor};
 use clap::Subcommand;
@@ -529,15 +528,15 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
                 .map(str::to_string),
         );
     }
-    let (base, _) = d.server.resolve();
+    let api = d.server.api();
     let issue_seed = || {
         let request = crate::nocloud::SeedRequest {
             hostname: d.name.clone(),
             ssh_keys: keys,
             site: d.site.clone(),
         };
-        post_json_body(&format!("{base}/api/nocloud"), &request)
-            .and_then(|r| require::<crate::nocloud::Seed>(&base, r))
+        api.post_body("/api/nocloud", &request)
+            .and_then(|r| api.require::<crate::nocloud::Seed>(r))
             .map_err(|e| e.to_string())
     };
     let mut disk_progress = DiskProgress::default().callback();

@@ -1,4 +1,5 @@
-//! Admin routes (API listener only): hosts, leases, sites, stats, metrics.
+//! Admin routes (API listener only): hosts, leases, sites, stats, events (behind the bearer
+//! token, see `auth`), and metrics (open).
 
 use super::AppState;
 use crate::clock::unix_now;
@@ -26,7 +27,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/sites", get(sites))
         .route("/api/stats", get(stats))
         .route("/api/events", get(events))
-        .route("/metrics", get(metrics))
+}
+
+/// Admin-listener routes that need no credential: Prometheus counters, no secrets.
+pub fn open_routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 fn not_found() -> Response {

@@ -3,14 +3,17 @@
 //! - Boot routes, on every site's boot listener: `/boot/<mac>.ipxe`, `/ks/<host>?token=`,
 //!   `POST /callback/<host>/<event>?token=`, `/assets/...` (Range and HEAD),
 //!   `/nocloud/<token>/<file>` (first-boot identity of deployed VMs).
-//! - Admin routes, only on the API listener (`[daemon] api_listen`, loopback by default):
-//!   `/api/hosts...`, `/api/nocloud`, `/api/failover`, `/api/leases`, `/api/sites`, `/api/stats`, `/metrics`. They are simply
-//!   absent from boot listeners, so a machine on the provisioning network cannot call them.
+//! - Admin routes, only on the API listener (`[daemon] api_listen`, loopback only):
+//!   `/api/hosts...`, `/api/nocloud`, `/api/failover`, `/api/leases`, `/api/sites`,
+//!   `/api/stats`, `/api/events`, each behind the bearer token (`auth`), and `/metrics`
+//!   (open: counters only). They are simply absent from boot listeners, so a machine on
+//!   the provisioning network cannot call them.
 //!
 //! Handlers never block the runtime (store reads go to the blocking pool) and never leak
 //! why a request was refused beyond its status code.
 
 mod api;
+pub mod auth;
 mod boot;
 
 use crate::boot::Boot;
@@ -39,6 +42,7 @@ pub const COUNTERS: &[&str] = &[
     "refused_outside_root",
     "nocloud",
     "render_errors",
+    "refused_unauthenticated",
 ];
 
 /// Everything handlers share. `listener_site` is the site whose address this listener is
@@ -56,6 +60,8 @@ pub struct AppState {
     pub nocloud: Arc<crate::nocloud::Registry>,
     pub failover: Arc<Vec<crate::failover::peer::Handle>>,
     pub listener_site: Option<String>,
+    /// The admin API's bearer token (checked on every `/api/...` route).
+    pub api_token: Arc<auth::ApiToken>,
 }
 
 /// Boot routes only (a site's boot listener).
@@ -63,7 +69,9 @@ pub fn boot_router(state: AppState) -> Router {
     boot::routes().with_state(state)
 }
 
-/// Boot and admin routes (the API listener).
+/// Boot and admin routes (the API listener). Every `/api/...` route needs the bearer token;
+/// `/metrics` does not.
 pub fn api_router(state: AppState) -> Router {
-    boot::routes().merge(api::routes()).with_state(state)
+    let admin = api::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+    boot::routes().merge(admin).merge(api::open_routes()).with_state(state)
 }

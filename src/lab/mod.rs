@@ -182,12 +182,19 @@ fn in_namespace<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> an
 
 fn fetch_events(api: &str) -> anyhow::Result<Vec<BootEvent>> {
     let url = format!("http://{api}/api/events");
+    // The lab's provd keeps its admin API token in the lab's state directory.
+    let token = crate::http::auth::read_token(&crate::http::auth::token_path(&work().join("state")))?;
     in_namespace(move || -> anyhow::Result<Vec<BootEvent>> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
             .build()
             .into();
-        let body = agent.get(&url).call()?.body_mut().read_to_string()?;
+        let body = agent
+            .get(&url)
+            .header("authorization", &format!("Bearer {token}"))
+            .call()?
+            .body_mut()
+            .read_to_string()?;
         Ok(serde_json::from_str(&body)?)
     })?
 }

@@ -181,6 +181,21 @@ pub struct Store {
     pub stats: Arc<StoreStats>,
 }
 
+/// Tighten `path` to `mode` (a directory or file provd owns); a failure is logged, not fatal
+/// (e.g. a state directory an operator manages with its own rights).
+fn private(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o777 == mode => {}
+        Ok(_) => {
+            if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+                tracing::warn!("cannot restrict {} to mode {mode:o}: {e}", path.display());
+            }
+        }
+        Err(e) => tracing::warn!("{}: {e}", path.display()),
+    }
+}
+
 pub fn db_path(state_dir: &Path) -> PathBuf {
     state_dir.join("provd.redb")
 }
@@ -192,11 +207,14 @@ impl Store {
             path: state_dir.to_path_buf(),
             source,
         })?;
+        // Leases, tokens and the API credential live here: nobody else reads them.
+        private(state_dir, 0o700);
         let path = db_path(state_dir);
         let db = Database::create(&path).map_err(|source| StoreError::Open {
             path: path.clone(),
             source,
         })?;
+        private(&path, 0o600);
         // Create the table up front so readers never see "table does not exist".
         let txn = db.begin_write()?;
         txn.open_table(LEASES)?;
@@ -423,6 +441,19 @@ mod tests {
         assert_eq!(leases.len(), 2);
         assert_eq!(leases[0].ip, Ipv4Addr::new(10, 0, 0, 2), "address order");
         assert_eq!(leases[1].state, LeaseState::Released);
+    }
+
+    #[test]
+    fn the_state_directory_and_the_database_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let _store = Store::open(&state).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&db_path(&state)), 0o600);
     }
 
     #[test]

@@ -178,6 +178,9 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| config.daemon.state_dir.clone());
+    for n in config.notes() {
+        tracing::warn!("{n}");
+    }
     let services = Services::build(config.clone(), &opts.sites, &state_dir)?;
     let served = config.select_sites(&opts.sites).map_err(anyhow::Error::msg)?;
     let (store, leases, inventory) = (

@@ -189,3 +189,30 @@ fn serve_refuses_a_non_loopback_api_listen_naming_the_key() {
         assert!(!state.exists(), "refused before anything was created");
     }
 }
+
+/// `provd check` explains the relay default: a site whose subnets only a relay reaches, with
+/// no relay trusted, gets a note saying its relayed requests are dropped.
+#[test]
+fn provd_check_notes_relayed_subnets_without_trusted_relays() {
+    let bin = env!("CARGO_BIN_EXE_provd");
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("provd.toml");
+    let site = |relays: &str| {
+        format!(
+            "[sites.a]\nserver_address = \"10.0.0.1\"\nlisten = [{{ interface = \"eth0\", address = \"10.0.0.1\" }}]\n\
+             [sites.a.dhcp]\n{relays}\n[[sites.a.subnets]]\nprefix = \"10.0.0.0/24\"\n\
+             [[sites.a.subnets]]\nprefix = \"10.0.1.0/24\"\n"
+        )
+    };
+    std::fs::write(&cfg, site("")).unwrap();
+    let out = Command::new(bin).arg("check").arg(&cfg).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("note: site a: 10.0.1.0/24 reached only through a relay, and no relay is trusted"),
+        "{text}"
+    );
+    std::fs::write(&cfg, site("relays = [\"10.0.0.254\"]")).unwrap();
+    let out = Command::new(bin).arg("check").arg(&cfg).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("note:"));
+}

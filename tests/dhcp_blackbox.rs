@@ -52,17 +52,22 @@ impl Lab {
     }
 }
 
-/// One site with a /16 whose pool runs from 10.N.1.0 to `last` (load tests).
-fn one_big_subnet(name: &str, net: u8, last: &str) -> String {
+/// One site with a /16 whose pool runs from 10.N.1.0 to `last` (load tests), trusting the
+/// relays at `relays` (the load generators relay from the client namespace).
+fn one_big_subnet(name: &str, net: u8, last: &str, relays: &str) -> String {
     SiteBuilder::new(name, &format!("10.{net}.0.1"))
         .listen("vs")
+        .dhcp(&format!("relays = [\"{relays}\"]"))
         .subnet(&format!("10.{net}.0.0/16"), (&format!("10.{net}.1.0"), last), &[])
         .toml()
 }
 
+/// The site most tests use; requests relayed from the client namespace (10.N.0.2) are
+/// trusted, as a site trusts its configured relay.
 fn basic_site(net: u8, lease_time: u32) -> String {
     SiteBuilder::new("t", &format!("10.{net}.0.1"))
         .listen("vs")
+        .dhcp(&format!("relays = [\"10.{net}.0.2\"]"))
         .pxe("uefi_x64 = \"snponly.efi\"")
         .subnet(
             &format!("10.{net}.0.0/24"),
@@ -239,7 +244,7 @@ fn udhcpc_obtains_renews_and_releases() {
 fn perfdhcp_10000_relayed_exchanges_with_unique_addresses() {
     require_root_and_tools(&["ip", "perfdhcp"]);
     let net = 73;
-    let site = one_big_subnet("p", net, &format!("10.{net}.255.254"));
+    let site = one_big_subnet("p", net, &format!("10.{net}.255.254"), &format!("10.{net}.0.2"));
     let (srv, cli) = common::ns_pair("perf", net, 16);
     let work = Workdir::new();
     let cfg = work.write("site.toml", &site);
@@ -302,8 +307,11 @@ fn perfdhcp_10000_relayed_exchanges_with_unique_addresses() {
 fn relayed_clients_land_in_the_subnet_and_site_of_their_giaddr() {
     require_root_and_tools(&["ip"]);
     let net = 74;
+    // The relay forwards from its address on the server's network, 10.N.0.2.
+    let relay = format!("relays = [\"10.{net}.0.2\"]");
     let main = SiteBuilder::new("main", &format!("10.{net}.0.1"))
         .listen("vs")
+        .dhcp(&relay)
         .subnet(
             &format!("10.{net}.0.0/24"),
             (&format!("10.{net}.0.100"), &format!("10.{net}.0.200")),
@@ -315,11 +323,13 @@ fn relayed_clients_land_in_the_subnet_and_site_of_their_giaddr() {
             &[&format!("router = \"10.{net}.1.1\"")],
         );
     // A second site with no interface of its own, reached only through a relay.
-    let remote = SiteBuilder::new("remote", &format!("10.{net}.0.1")).subnet(
-        &format!("10.{net}.2.0/24"),
-        (&format!("10.{net}.2.50"), &format!("10.{net}.2.60")),
-        &[&format!("router = \"10.{net}.2.1\"")],
-    );
+    let remote = SiteBuilder::new("remote", &format!("10.{net}.0.1"))
+        .dhcp(&relay)
+        .subnet(
+            &format!("10.{net}.2.0/24"),
+            (&format!("10.{net}.2.50"), &format!("10.{net}.2.60")),
+            &[&format!("router = \"10.{net}.2.1\"")],
+        );
     let site = format!("{}\n{}", main.toml(), remote.toml());
     let lab = Lab::start("rel", net, &site);
     // The "relay" lives in the client namespace: giaddrs 10.N.1.1 and 10.N.2.1 are its
@@ -398,6 +408,25 @@ fn relayed_clients_land_in_the_subnet_and_site_of_their_giaddr() {
     wait_until("dropped_no_subnet counted", Duration::from_secs(5), || {
         (lab.daemon.stats()["dhcp"]["dropped_no_subnet"] == 1).then_some(())
     });
+    // A machine on the boot wire that forges a giaddr (a served subnet's, even) is not a
+    // relay the config trusts: no OFFER, counted. Trust comes from the config, not the packet.
+    lab.cli.sh(&format!("ip addr add 10.{net}.0.66/24 dev vc"));
+    let forged = lab.cli.enter(move || {
+        let sock = client::bind_addr(Ipv4Addr::new(10, net, 0, 66), 67);
+        let d = request(
+            MessageType::Discover,
+            mac(0x7498),
+            998,
+            Some(Ipv4Addr::new(10, net, 1, 1)),
+        );
+        sock.send_to(&client::encode(&d), server).unwrap();
+        let mut buf = [0u8; 1500];
+        sock.recv_from(&mut buf).ok()
+    });
+    assert!(forged.is_none(), "an untrusted relay got an answer");
+    wait_until("dropped_untrusted_relay counted", Duration::from_secs(5), || {
+        (lab.daemon.stats()["dhcp"]["dropped_untrusted_relay"] == 1).then_some(())
+    });
 }
 
 /// The raw payload of option `code` in an encoded message.
@@ -469,7 +498,8 @@ fn a_known_client_gets_its_address_back_after_restart() {
 fn kill_9_loses_no_acknowledged_lease() {
     require_root_and_tools(&["ip"]);
     let net = 76;
-    let site = one_big_subnet("k", net, &format!("10.{net}.200.255"));
+    // Four relays at 10.N.0.10-13.
+    let site = one_big_subnet("k", net, &format!("10.{net}.200.255"), &format!("10.{net}.0.8/29"));
     let mut lab = Lab::start("k9", net, &site);
     lab.srv.sh(&format!("ip addr replace 10.{net}.0.1/16 dev vs"));
     lab.cli.sh(&format!("ip addr replace 10.{net}.0.2/16 dev vc"));

@@ -68,6 +68,8 @@ fn provd_config(w: &Workdir, file: &str, net: u8, me: u8, role: &str, mclt: u32)
     let site = SiteBuilder::new("fo", &format!("10.{net}.0.{me}"))
         .listen(iface)
         .dhcp("unknown_clients = \"lease-only\"")
+        // perfdhcp (10.N.0.3) always fills in giaddr, as a relay on this LAN would.
+        .dhcp(&format!("relays = [\"10.{net}.0.3\"]"))
         .subnet(
             &format!("10.{net}.0.0/24"),
             (&format!("10.{net}.0.100"), &format!("10.{net}.0.199")),
@@ -251,6 +253,42 @@ fn provd_pair_reaches_normal_splits_clients_survives_a_dead_partner_and_recovers
         let backup = b.leases().iter().filter(|r| r["state"] == "backup").count();
         (backup == 50).then_some(())
     });
+
+    // A machine that is not the configured partner (10.N.0.3) connects to the secondary's
+    // failover port and sends a well-formed CONNECT for this relationship: the connection
+    // is closed unanswered, and the real pair stays NORMAL and connected.
+    let (net, updates_before) = (l.net, failover_status(&b)["updates_received"].clone());
+    let answer = l.c.enter(move || {
+        use provd::failover::codec::{Message, MessageType, Value, code};
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect((std::net::Ipv4Addr::new(10, net, 0, 2), 647)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as u32;
+        let connect = Message::new(MessageType::Connect, now, 1)
+            .with(code::RELATIONSHIP_NAME, Value::Bytes(b"fo".to_vec()))
+            .with(code::MAX_UNACKED, Value::U32(10))
+            .with(code::RECEIVE_TIMER, Value::U32(6))
+            .with(code::MCLT, Value::U32(86_000))
+            .with(code::HBA, Value::Bytes(vec![0xff; 32]));
+        let _ = s.write_all(&connect.encode().unwrap());
+        let mut buf = [0u8; 64];
+        s.read(&mut buf).unwrap_or(0)
+    });
+    assert_eq!(answer, 0, "the impostor got an answer");
+    std::thread::sleep(Duration::from_secs(1));
+    let (sa, sb) = (failover_status(&a), failover_status(&b));
+    for s in [&sa, &sb] {
+        assert_eq!(
+            (s["state"].as_str(), s["connected"].as_bool()),
+            (Some("normal"), Some(true)),
+            "{s}"
+        );
+    }
+    assert_eq!(sb["mclt"], 10, "nothing learnt from the impostor");
+    assert_eq!(sb["updates_received"], updates_before);
 
     // Clients split between the two by the hash; both stores end up with every lease.
     let out = perfdhcp(&l.c, 60, "00:0c:01:00:00:00");

@@ -381,6 +381,20 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
     );
     assert_eq!(f.services.leases.mac_of(offer.yiaddr()), Some(HV1.parse().unwrap()));
 
+    // A forged giaddr from a source the site does not list as a relay: no answer, counted.
+    let impostor = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    impostor
+        .send_to(
+            &relayed(MessageType::Discover, [0x52, 0x54, 0, 0x7f, 0, 0x66], vec![]),
+            server_addr,
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let answered = tokio::time::timeout(Duration::from_millis(500), relay.recv_from(&mut buf)).await;
+    assert!(answered.is_err(), "an untrusted relay's request was answered");
+    assert_eq!(f.services.dhcp_stats.snapshot()["dropped_untrusted_relay"], 1);
+
     // Garbage is counted and dropped; the loop keeps serving.
     relay.send_to(b"not dhcp", server_addr).await.unwrap();
     let offer2 = exchange(relayed(MessageType::Discover, [0x52, 0x54, 0, 0x7f, 0, 0x55], vec![])).await;

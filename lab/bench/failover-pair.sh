@@ -63,7 +63,7 @@ api_listen = "127.0.0.1:6767"
 [sites.fo]
 server_address = "10.78.0.$me"
 listen = [{ interface = "$ifc", address = "10.78.0.$me" }]
-dhcp = { unknown_clients = "lease-only" }
+dhcp = { unknown_clients = "lease-only", relays = ["10.78.0.3"] }   # perfdhcp sets giaddr
 [[sites.fo.subnets]]
 prefix = "10.78.0.0/16"
 lease_time = 4000

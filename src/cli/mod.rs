@@ -431,6 +431,9 @@ fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 hosts,
                 cfg.profiles.len()
             );
+            for n in cfg.notes() {
+                println!("note: {n}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {

@@ -185,6 +185,9 @@ pub struct DhcpPolicy {
     /// Authoritative servers NAK an INIT-REBOOT for an address they know is wrong for the
     /// client (RFC 2131 §4.3.2); non-authoritative ones stay silent.
     pub authoritative: bool,
+    /// Relay agents this site trusts (the source address of a relayed packet must be in
+    /// one of these). Empty: relayed requests are dropped (nothing is trusted by default).
+    pub relays: Vec<Ipv4Net>,
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +250,19 @@ pub mod arch {
 }
 
 impl Site {
+    /// May a relayed request that arrived from `source` be served? Trust comes from the
+    /// config (`[sites.X.dhcp] relays`), never from what the packet says (its giaddr).
+    pub fn trusts_relay(&self, source: Ipv4Addr) -> bool {
+        self.dhcp.relays.iter().any(|r| r.contains(&source))
+    }
+
+    /// Subnets no listen interface of this site is on: reachable only through a relay.
+    pub fn relayed_subnets(&self) -> impl Iterator<Item = &Subnet> {
+        self.subnets
+            .iter()
+            .filter(|n| !self.listen.iter().any(|l| n.prefix.contains(&l.address)))
+    }
+
     /// Where this site's boot HTTP listener is reached: the base of every URL a booting
     /// machine, an installer or a deployed VM is given.
     pub fn boot_base_url(&self) -> String {
@@ -269,6 +285,26 @@ impl Site {
 }
 
 impl Config {
+    /// What `provd check` and `provd serve` should point out about a valid config: choices
+    /// whose consequences a reader might not expect.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for s in self.sites.values() {
+            let relayed: Vec<String> = s.relayed_subnets().map(|n| n.prefix.to_string()).collect();
+            if !relayed.is_empty() && s.dhcp.relays.is_empty() {
+                notes.push(format!(
+                    "site {}: {} reached only through a relay, and no relay is trusted: relayed \
+                     requests are dropped until [sites.{}.dhcp] relays lists the relays' addresses \
+                     (provd trusts relays by configuration, never by a packet's giaddr)",
+                    s.name,
+                    relayed.join(", "),
+                    s.name
+                ));
+            }
+        }
+        notes
+    }
+
     /// The configured host with this MAC and its site.
     pub fn host(&self, mac: MacAddr) -> Option<(&Site, &Host)> {
         let e = self.hosts.by_mac(mac)?;

@@ -183,6 +183,26 @@ fn convert_daemon(d: &DaemonWire) -> Daemon {
     }
 }
 
+/// Relay addresses or prefixes ("10.0.0.1" means 10.0.0.1/32).
+fn convert_relays(src: &Source, key: &str, w: &[Spanned<String>], errors: &mut Vec<ConfigError>) -> Vec<Ipv4Net> {
+    let mut out = Vec::new();
+    for (i, r) in w.iter().enumerate() {
+        let text = r.get_ref().trim();
+        let parsed = text
+            .parse::<Ipv4Net>()
+            .or_else(|_| text.parse::<Ipv4Addr>().map(Ipv4Net::from));
+        match parsed {
+            Ok(n) => out.push(n),
+            Err(_) => errors.push(src.error(
+                Some(r.span()),
+                format!("{key}[{i}]"),
+                format!("{text:?} is not an IPv4 address or prefix (e.g. \"10.0.1.1\" or \"10.0.1.0/24\")"),
+            )),
+        }
+    }
+    out
+}
+
 fn convert_vm(src: &Source, w: &VmWire, out: &mut VmProfiles, errors: &mut Vec<ConfigError>) {
     for (name, p) in &w.disk_profiles {
         let key = format!("vm.disk_profiles.{name}");
@@ -408,6 +428,12 @@ fn convert_site(
         offer_hold: w.dhcp.offer_hold.unwrap_or(DEFAULT_OFFER_HOLD),
         decline_quarantine: w.dhcp.decline_quarantine.unwrap_or(DEFAULT_DECLINE_QUARANTINE),
         authoritative: w.dhcp.authoritative.unwrap_or(true),
+        relays: convert_relays(
+            src,
+            &key("dhcp.relays"),
+            w.dhcp.relays.as_deref().unwrap_or(&[]),
+            errors,
+        ),
     };
     let failover = w
         .failover

@@ -148,6 +148,8 @@ pub struct DhcpWire {
     pub offer_hold: Option<u32>,
     pub decline_quarantine: Option<u32>,
     pub authoritative: Option<bool>,
+    /// Relay agents trusted to forward requests (addresses or prefixes).
+    pub relays: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

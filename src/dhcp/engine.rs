@@ -21,6 +21,8 @@ use std::sync::Arc;
 pub enum DropReason {
     /// giaddr or receiving interface matches no served subnet.
     NoSubnet,
+    /// A relayed request (giaddr set) from a source the site does not list as a relay.
+    UntrustedRelay,
     /// MAC not in the config and the site ignores unknown clients.
     UnknownClient,
     PoolExhausted,
@@ -45,6 +47,7 @@ impl DropReason {
     pub fn counter(self) -> &'static str {
         match self {
             DropReason::NoSubnet => "dropped_no_subnet",
+            DropReason::UntrustedRelay => "dropped_untrusted_relay",
             DropReason::UnknownClient => "dropped_unknown_client",
             DropReason::PoolExhausted => "dropped_pool_exhausted",
             DropReason::OtherServer => "dropped_other_server",
@@ -136,6 +139,10 @@ impl Engine {
             return Outcome::Drop(DropReason::NoSubnet);
         };
         let site = &topology.sites[site_idx];
+        // A giaddr is only a claim: trust the relay by its source address and the config.
+        if !giaddr.is_unspecified() && !req.source.is_some_and(|s| site.trusts_relay(s)) {
+            return Outcome::Drop(DropReason::UntrustedRelay);
+        }
         let host = topology.host(req.mac).map(|(_, h)| h);
         if host.is_none() && site.dhcp.unknown_clients == UnknownClients::Ignore {
             return Outcome::Drop(DropReason::UnknownClient);
@@ -498,6 +505,56 @@ hostname = "known"
             &ing,
             NOW
         )));
+    }
+
+    #[test]
+    fn relayed_requests_are_served_only_from_configured_relays() {
+        let toml = r#"
+[sites.s]
+server_address = "10.0.0.1"
+listen = [{ interface = "eth0", address = "10.0.0.1" }]
+[sites.s.dhcp]
+relays = ["10.0.0.2", "10.9.0.0/24"]
+[[sites.s.subnets]]
+prefix = "10.0.0.0/24"
+pools = [{ start = "10.0.0.100", end = "10.0.0.110" }]
+[[sites.s.subnets]]
+prefix = "10.0.1.0/24"
+pools = [{ start = "10.0.1.100", end = "10.0.1.110" }]
+"#;
+        let cfg = config::load_from_strs(&[("t.toml".into(), toml.into())]).unwrap();
+        let served = cfg.select_sites(&[]).unwrap();
+        let topo = Topology::new(&cfg, &served);
+        let ing = topo.ingresses().remove(0);
+        let mut e = Engine::new(topo, LeaseTable::new());
+        let relayed = |source: Option<Ipv4Addr>| {
+            let mut r = req(MessageType::Discover, 9, vec![], None);
+            r.msg.set_giaddr(ip("10.0.1.1"));
+            r.source = source;
+            r
+        };
+        for trusted in ["10.0.0.2", "10.9.0.77"] {
+            let o = e.handle(&relayed(Some(ip(trusted))), &ing, NOW);
+            assert_eq!(
+                reply(&o).1.octets()[2],
+                1,
+                "{trusted}: an address of the relayed subnet"
+            );
+        }
+        for untrusted in [Some(ip("10.0.0.3")), Some(ip("10.0.1.1")), None] {
+            assert!(
+                matches!(
+                    e.handle(&relayed(untrusted), &ing, NOW),
+                    Outcome::Drop(DropReason::UntrustedRelay)
+                ),
+                "{untrusted:?}"
+            );
+        }
+        // Direct requests (no giaddr) are not relay traffic.
+        assert_eq!(
+            reply(&e.handle(&req(MessageType::Discover, 8, vec![], None), &ing, NOW)).0,
+            MessageType::Offer
+        );
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub struct Request {
     pub relay_info: Option<Vec<u8>>,
     /// Option 97 (RFC 4578 §2.3): the machine's SMBIOS UUID, as PXE firmware sends it.
     pub client_uuid: Option<String>,
+    /// The IP source address the datagram came from (set by the receive loop; the codec
+    /// never sees it). A relayed request is served only from a trusted relay.
+    pub source: Option<Ipv4Addr>,
 }
 
 impl Request {
@@ -89,7 +92,6 @@ impl Request {
     pub fn broadcast_flag(&self) -> bool {
         self.msg.flags().broadcast()
     }
-    /// A network-booting client (firmware PXE, UEFI HTTP boot, or iPXE).
     /// What the boot policy needs to know about the firmware (`boot::firmware`).
     pub fn firmware_facts(&self) -> crate::boot::firmware::FirmwareFacts<'_> {
         crate::boot::firmware::FirmwareFacts {
@@ -99,6 +101,7 @@ impl Request {
         }
     }
 
+    /// A network-booting client (firmware PXE, UEFI HTTP boot, or iPXE).
     pub fn is_booting(&self) -> bool {
         self.arch.is_some()
             || self.is_ipxe
@@ -197,6 +200,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
         is_ipxe,
         relay_info,
         client_uuid,
+        source: None,
     })
 }
 

@@ -118,7 +118,7 @@ pub async fn serve_socket(shared: Shared, sock: UdpSocket, ingress: Ingress, shu
 async fn receive_loop(shared: Shared, sock: Arc<UdpSocket>, ingress: Ingress, mut shutdown: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 2048];
     loop {
-        let (n, _peer) = tokio::select! {
+        let (n, peer) = tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -128,12 +128,16 @@ async fn receive_loop(shared: Shared, sock: Arc<UdpSocket>, ingress: Ingress, mu
             },
             _ = shutdown.changed() => return,
         };
-        handle_datagram(&shared, &sock, &ingress, &buf[..n]);
+        let source = match peer.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        };
+        handle_datagram(&shared, &sock, &ingress, &buf[..n], source);
     }
 }
 
-fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, bytes: &[u8]) {
-    let req = match packet::parse(bytes) {
+fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, bytes: &[u8], source: Option<Ipv4Addr>) {
+    let mut req = match packet::parse(bytes) {
         Ok(r) => r,
         Err(e) => {
             shared.stats.inc(malformed_counter(e));
@@ -141,6 +145,7 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
             return;
         }
     };
+    req.source = source;
     shared.stats.inc(received_counter(req.msg_type));
     if let (Some(tx), Some(mac)) = (&shared.observer, req.mac)
         && req.is_booting()

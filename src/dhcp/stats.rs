@@ -25,6 +25,7 @@ pub const NAMES: &[&str] = &[
     "malformed_no_message_type",
     // Well-formed requests that get no answer, by reason (engine::DropReason names).
     "dropped_no_subnet",
+    "dropped_untrusted_relay",
     "dropped_unknown_client",
     "dropped_pool_exhausted",
     "dropped_other_server",

@@ -265,6 +265,12 @@ impl Message {
         self
     }
 
+    /// The message without option `code`.
+    pub fn without(mut self, code: u16) -> Message {
+        self.options.retain(|o| o.code != code);
+        self
+    }
+
     pub fn get(&self, code: u16) -> Option<&Value> {
         self.options.iter().find(|o| o.code == code).map(|o| &o.value)
     }

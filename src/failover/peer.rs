@@ -1,7 +1,8 @@
 //! One failover relationship at run time: the driver around the pure `Session`.
 //!
 //! It owns the I/O and nothing else: the listening socket (the secondary accepts only its
-//! configured partner's address), dialling (the primary), the `Connection`, the one-second
+//! configured partner's address, and never a second connection while one is established),
+//! dialling (the primary), the `Connection`, the one-second
 //! timer, and the effects the session asks for: persisting state (before anything that
 //! follows it), publishing the engine's rules, sending messages, and storing lease records
 //! off the loop (the store's group commit batches them) with their BNDACK or their BNDUPDs
@@ -209,7 +210,16 @@ impl Driver {
                             continue;
                         }
                         if self.conn.is_some() {
-                            tracing::warn!("failover {}: second connection from the partner; replacing the first", cfg.name);
+                            // An established conversation is never handed to a newcomer: a
+                            // partner that really restarted is heard again once this
+                            // connection fails or falls silent (max-response-delay).
+                            tracing::warn!(
+                                "failover {}: refused a second connection from {from}: one is established",
+                                cfg.name
+                            );
+                            self.session.note_error(format!("refused a second connection from {from}"));
+                            self.publish_status();
+                            continue;
                         }
                         self.connected(Connection::new(stream)).await;
                     }

@@ -33,6 +33,12 @@ pub const DIAL_INTERVAL: u64 = 5;
 pub const BALANCE_INTERVAL: u64 = 60;
 /// A partner's clock may differ from ours by this much before its CONNECT is refused.
 pub const MAX_CLOCK_SKEW: i64 = 60;
+/// The largest MCLT a partner's CONNECT may set (a day; ISC's default is an hour). A
+/// larger one would let a rogue or misconfigured primary stretch every lease.
+pub const MAX_MCLT: u32 = 86_400;
+/// The most unacknowledged updates a partner may ask us to keep in flight (ISC's default
+/// is 10); more would let it make us queue without bound.
+pub const MAX_UNACKED_LIMIT: u32 = 1_000;
 
 /// What is stored (and shown by `provd failover status`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -63,6 +69,9 @@ pub struct Status {
     pub queued_updates: usize,
     pub updates_sent: u64,
     pub updates_received: u64,
+    /// BNDUPDs refused because their address is outside this relationship's pools.
+    #[serde(default)]
+    pub updates_refused: u64,
     pub last_error: Option<String>,
 }
 
@@ -145,6 +154,7 @@ pub struct Session {
     partner_receive_timer: u32,
     updates_sent: u64,
     updates_received: u64,
+    updates_refused: u64,
     last_error: Option<String>,
 }
 
@@ -193,6 +203,7 @@ impl Session {
             partner_receive_timer: cfg.max_response_delay,
             updates_sent: 0,
             updates_received: 0,
+            updates_refused: 0,
             last_error: None,
             cfg,
             site,
@@ -254,6 +265,7 @@ impl Session {
             queued_updates: self.queue.len(),
             updates_sent: self.updates_sent,
             updates_received: self.updates_received,
+            updates_refused: self.updates_refused,
             last_error: self.last_error.clone(),
         }
     }
@@ -534,6 +546,10 @@ impl Session {
                     Some((codec::reject::TIME_MISMATCH, "clocks more than 60 s apart"))
                 } else if m.bytes(code::HBA).map(<[u8]>::len) != Some(codec::HBA_LEN) {
                     Some((codec::reject::HBA_CONFLICT, "invalid HBA"))
+                } else if m.u32(code::MCLT).is_some_and(|t| t == 0 || t > MAX_MCLT) {
+                    Some((codec::reject::INVALID_MCLT, "MCLT outside 1..=86400 seconds"))
+                } else if m.u32(code::MAX_UNACKED).is_some_and(|n| n > MAX_UNACKED_LIMIT) {
+                    Some((codec::reject::MISC, "max-unacked-updates above 1000"))
                 } else {
                     None
                 };
@@ -572,6 +588,9 @@ impl Session {
                         .unwrap_or_default();
                     return Err(FailoverError::PartnerRefused { reason, text });
                 }
+                if m.u32(code::MAX_UNACKED).is_some_and(|n| n > MAX_UNACKED_LIMIT) {
+                    return Err(FailoverError::Closed("the partner's max-unacked-updates is above 1000"));
+                }
                 self.partner_max_unacked = m.u32(code::MAX_UNACKED).unwrap_or(1).max(1);
                 let state = self.state_message(now);
                 fx.push(Effect::Send(state));
@@ -600,6 +619,23 @@ impl Session {
                 ack.kind = MessageType::BndAck;
                 ack.time = now as u32;
                 match partner_binding(&m, now) {
+                    // Only addresses the two servers share: anything else is not the
+                    // partner's to change here (configuration, not the packet, decides).
+                    Ok(b) if !self.cfg.pools.iter().any(|p| p.contains(b.ip)) => {
+                        self.updates_refused += 1;
+                        tracing::warn!(
+                            "failover {}: refused a BNDUPD for {}, outside the relationship's pools",
+                            self.cfg.name,
+                            b.ip
+                        );
+                        let ack = ack
+                            .with(code::REJECT_REASON, Value::U8(codec::reject::ILLEGAL_IP_ADDR))
+                            .with(
+                                code::MESSAGE,
+                                Value::Bytes(b"address outside the failover pools".to_vec()),
+                            );
+                        fx.push(Effect::Send(ack));
+                    }
                     Ok(b) => {
                         // Durable before the BNDACK: an acknowledged update is never lost.
                         let record = leases.apply_partner(b, &self.site);
@@ -850,6 +886,59 @@ mod tests {
             assert!(!s.is_connected());
             assert!(s.status().last_error.unwrap().contains("refused the partner's CONNECT"));
         }
+    }
+
+    #[test]
+    fn connect_parameters_are_bounded() {
+        let l = leases();
+        let mut primary = Session::new(cfg(FailoverRole::Primary), "s".into(), None, T0);
+        let good = primary.connect_message(T0);
+        for (bad, reason) in [
+            (
+                good.clone()
+                    .without(code::MCLT)
+                    .with(code::MCLT, Value::U32(MAX_MCLT + 1)),
+                codec::reject::INVALID_MCLT,
+            ),
+            (
+                good.clone().without(code::MCLT).with(code::MCLT, Value::U32(0)),
+                codec::reject::INVALID_MCLT,
+            ),
+            (
+                good.clone()
+                    .without(code::MAX_UNACKED)
+                    .with(code::MAX_UNACKED, Value::U32(MAX_UNACKED_LIMIT + 1)),
+                codec::reject::MISC,
+            ),
+        ] {
+            let mut s = Session::new(cfg(FailoverRole::Secondary), "s".into(), None, T0);
+            s.handle(Input::Connected, T0, &l);
+            let fx = s.handle(Input::Message(bad), T0, &l);
+            assert_eq!(messages(&fx)[0].u8(code::REJECT_REASON), Some(reason), "{fx:?}");
+            assert!(fx.contains(&Effect::Disconnect));
+            assert_eq!(s.status().mclt, 0, "nothing learnt from a refused CONNECT");
+        }
+        // A CONNECTACK asking for too many unacknowledged updates drops the connection.
+        primary.handle(Input::Connected, T0, &l);
+        let fx = primary.handle(Input::Message(connect_ack(MAX_UNACKED_LIMIT + 1)), T0, &l);
+        assert!(fx.contains(&Effect::Disconnect));
+    }
+
+    #[test]
+    fn a_bndupd_outside_the_pools_is_refused_and_counted() {
+        let l = leases();
+        let (mut s, _) = normal_primary(&l);
+        let outside = bndupd(&record(50, LeaseState::Bound), T0, 61);
+        let fx = s.handle(Input::Message(outside), T0, &l);
+        let m = messages(&fx);
+        assert_eq!(fx.len(), 1, "nothing stored: {fx:?}");
+        assert_eq!(
+            (m[0].kind, m[0].xid, m[0].u8(code::REJECT_REASON)),
+            (MessageType::BndAck, 61, Some(codec::reject::ILLEGAL_IP_ADDR))
+        );
+        assert_eq!(l.mac_of(ip(50)), None, "the lease table is unchanged");
+        assert_eq!(s.status().updates_refused, 1);
+        assert!(s.is_connected(), "a refused update is not a reason to disconnect");
     }
 
     #[test]

@@ -65,6 +65,9 @@ impl Boot {
                 &[&format!("ip = \"10.{net}.0.81\""), "profile = \"el9\""],
             );
         let cfg = work.write("site.toml", &builder::config(&assets, &[site.toml()]));
+        // The client namespace is hv81 too: its reserved address is where provd sends
+        // hv81's install secrets (and nowhere else).
+        cli.sh(&format!("ip addr add 10.{net}.0.81/24 dev vc"));
         let daemon = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
         Boot {
             srv,
@@ -79,12 +82,23 @@ impl Boot {
         format!("10.{}.0.1", self.net)
     }
 
-    /// curl inside the client namespace; returns (HTTP status or curl exit, body).
+    /// hv81's reserved address, which the client namespace also has.
+    fn host_address(&self) -> String {
+        format!("10.{}.0.81", self.net)
+    }
+
+    /// curl inside the client namespace as hv81 (from its reserved address); returns (HTTP
+    /// status or curl exit, body).
     fn curl(&self, args: &[&str]) -> (String, Vec<u8>) {
+        self.curl_from(&self.host_address(), args)
+    }
+
+    /// curl inside the client namespace from `address` (one of the namespace's).
+    fn curl_from(&self, address: &str, args: &[&str]) -> (String, Vec<u8>) {
         let out = self
             .cli
             .cmd("curl")
-            .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+            .args(["-s", "--interface", address, "-o", "-", "-w", "\n%{http_code}"])
             .args(args)
             .output()
             .unwrap();
@@ -393,6 +407,26 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
     assert!(script.contains(&format!("inst.ks={base}/ks/hv81?token=")), "{script}");
     let token = token_in(&script);
 
+    // The right token from another machine (10.N.0.2, not hv81's address): refused, for the
+    // kickstart, a callback and the boot script alike.
+    let elsewhere = format!("10.{}.0.2", b.net);
+    assert_eq!(
+        b.curl_from(&elsewhere, &[&format!("{base}/ks/hv81?token={token}")]).0,
+        "403"
+    );
+    assert_eq!(
+        b.curl_from(
+            &elsewhere,
+            &["-X", "POST", &format!("{base}/callback/hv81/installed?token={token}")]
+        )
+        .0,
+        "403"
+    );
+    assert_eq!(
+        b.curl_from(&elsewhere, &[&format!("{base}/boot/{mac_h}.ipxe")]).0,
+        "403"
+    );
+
     // Wrong token, no token, and an unknown host.
     assert_eq!(b.curl(&[&format!("{base}/ks/hv81?token=0000")]).0, "403");
     assert_eq!(b.curl(&[&format!("{base}/ks/hv81")]).0, "403");
@@ -588,7 +622,12 @@ fn pxelinux_configs_are_generated_per_client_over_tftp() {
     let out = b
         .cli
         .cmd("curl")
-        .args(["-s", &format!("tftp://{srv}/pxelinux.cfg/01-{mac_h}")])
+        .args([
+            "-s",
+            "--interface",
+            &b.host_address(),
+            &format!("tftp://{srv}/pxelinux.cfg/01-{mac_h}"),
+        ])
         .output()
         .unwrap();
     let cfg = String::from_utf8_lossy(&out.stdout).to_string();
@@ -599,7 +638,12 @@ fn pxelinux_configs_are_generated_per_client_over_tftp() {
     let out = b
         .cli
         .cmd("curl")
-        .args(["-s", &format!("tftp://{srv}/grub/grub.cfg-01-{mac_h}")])
+        .args([
+            "-s",
+            "--interface",
+            &b.host_address(),
+            &format!("tftp://{srv}/grub/grub.cfg-01-{mac_h}"),
+        ])
         .output()
         .unwrap();
     let grub = String::from_utf8_lossy(&out.stdout).to_string();
@@ -627,12 +671,13 @@ fn each_host_gets_its_own_sites_urls_with_two_sites_in_one_config() {
     let north = SiteBuilder::new("north", "10.87.0.1")
         .listen("va")
         .subnet("10.87.0.0/24", ("10.87.0.100", "10.87.0.200"), &[])
-        .host("52:54:00:00:87:01", "n1", &["profile = \"el9\""]);
+        // Reserved at the client namespace's own address: secrets go only there.
+        .host("52:54:00:00:87:01", "n1", &["ip = \"10.87.0.2\"", "profile = \"el9\""]);
     let south = SiteBuilder::new("south", "10.88.0.1")
         .field("http_port = 8081")
         .listen("vb")
         .subnet("10.88.0.0/24", ("10.88.0.100", "10.88.0.200"), &[])
-        .host("52:54:00:00:88:01", "s1", &["profile = \"el9\""]);
+        .host("52:54:00:00:88:01", "s1", &["ip = \"10.88.0.2\"", "profile = \"el9\""]);
     let cfg = work.write(
         "sites.toml",
         &builder::config(&work.path("assets"), &[north.toml(), south.toml()]),
@@ -643,8 +688,21 @@ fn each_host_gets_its_own_sites_urls_with_two_sites_in_one_config() {
     let s = get("http://10.88.0.1:8081/boot/52-54-00-00-88-01.ipxe");
     assert!(n.contains("http://10.87.0.1:8080/ks/n1?token="), "{n}");
     assert!(s.contains("http://10.88.0.1:8081/ks/s1?token="), "{s}");
-    // Asking through the other site's listener still gives the host its own site's URLs.
-    let cross = get("http://10.87.0.1:8080/boot/52-54-00-00-88-01.ipxe");
+    // Asking through the other site's listener (from its own address) still gives the host
+    // its own site's URLs.
+    let cross = String::from_utf8(
+        cli.cmd("curl")
+            .args([
+                "-s",
+                "--interface",
+                "10.88.0.2",
+                "http://10.87.0.1:8080/boot/52-54-00-00-88-01.ipxe",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     assert!(
         cross.contains("http://10.88.0.1:8081/assets/el9/vmlinuz") && !cross.contains("10.87.0.1"),
         "{cross}"

@@ -57,6 +57,17 @@ async fn call(router: &axum::Router, method: &str, uri: &str, body: &str) -> (St
     call_as(router, method, uri, body, None).await
 }
 
+/// A request from another machine's address.
+async fn call_from(router: &axum::Router, from: &str, method: &str, uri: &str) -> (StatusCode, String) {
+    let mut req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(from.parse::<SocketAddr>().unwrap()));
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 async fn call_as(
     router: &axum::Router,
     method: &str,
@@ -144,6 +155,59 @@ async fn the_boot_chain_through_the_router_installs_once_then_boots_locally() {
         Some("hv1 boots from its local disk")
     );
     assert_eq!(journal_details(&f, "callback"), ["installed"]);
+}
+
+/// Any machine can claim any MAC; only the address provd reserved or leased for that MAC
+/// gets its install secrets. A machine elsewhere gets 403 for the script (no token is
+/// minted), the kickstart, the callbacks and the certificate, even with the right token;
+/// each refusal is counted and journaled with both addresses.
+#[tokio::test]
+async fn install_secrets_go_only_to_the_address_of_the_lease() {
+    let f = fixture();
+    let boot = f.boot_router();
+    let stranger = "127.0.0.77:5000";
+    let (status, _) = call_from(&boot, stranger, "GET", &format!("/boot/{HV1_PATH}.ipxe")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let record = f.services.inventory.get(HV1.parse().unwrap()).await.unwrap();
+    assert!(record.install.is_none(), "no token was minted for the stranger");
+
+    // The real host (its reservation) gets the script and its token ...
+    let (_, script) = call(&boot, "GET", &format!("/boot/{HV1_PATH}.ipxe"), "").await;
+    let token = token_in(&script);
+    // ... which is worth nothing from anywhere else.
+    for (method, uri) in [
+        ("GET", format!("/ks/hv1?token={token}")),
+        ("POST", format!("/callback/hv1/installing?token={token}")),
+        ("POST", format!("/pki/sign/hv1?role=client&token={token}")),
+        ("GET", format!("/boot/{HV1_PATH}.ipxe")),
+    ] {
+        assert_eq!(
+            call_from(&boot, stranger, method, &uri).await.0,
+            StatusCode::FORBIDDEN,
+            "{uri}"
+        );
+    }
+    assert_eq!(f.services.http_stats.snapshot()["refused_address"], 5);
+    let refused: Vec<_> = journal_details(&f, "refused");
+    assert_eq!(refused.len(), 5);
+    assert!(
+        refused[1].contains("asked from 127.0.0.77; the host holds 127.0.0.11"),
+        "{refused:?}"
+    );
+    // The token is still good for the host itself: nothing was spent by the refusals.
+    assert_eq!(
+        call(&boot, "GET", &format!("/ks/hv1?token={token}"), "").await.0,
+        StatusCode::OK
+    );
+
+    // A host without a reservation: only its lease's address counts (here: none yet).
+    let plain_mac = "52-54-00-7f-00-02";
+    assert_eq!(
+        call_from(&boot, "127.0.0.12:1", "GET", &format!("/boot/{plain_mac}.ipxe"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]

@@ -57,6 +57,14 @@ impl Format {
 pub enum BootError {
     #[error("unknown host")]
     UnknownHost,
+    /// A configured host's boot script, kickstart, callback or certificate asked for from an
+    /// address that is neither its reservation nor one of its leases.
+    #[error("{mac} asked from {from}; it holds {}", fmt_addresses(.holds))]
+    WrongAddress {
+        mac: MacAddr,
+        from: Ipv4Addr,
+        holds: Vec<Ipv4Addr>,
+    },
     #[error("token refused")]
     TokenRefused,
     #[error("host {0} has no profile with a kickstart")]
@@ -69,6 +77,14 @@ pub enum BootError {
     NoCa,
     #[error("{0}")]
     Certificate(#[from] PkiError),
+}
+
+fn fmt_addresses(a: &[Ipv4Addr]) -> String {
+    if a.is_empty() {
+        "no lease and no reservation".into()
+    } else {
+        a.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(", ")
+    }
 }
 
 impl From<InventoryError> for BootError {
@@ -173,20 +189,68 @@ impl Boot {
         self
     }
 
-    /// `POST /pki/sign`: a libvirt `role` certificate for host `name`'s CSR, if `token` is
-    /// its install token and has not signed that role yet. Returns the certificate PEM.
-    pub async fn sign_csr(&self, name: &str, token: &str, role: Role, csr_pem: &str) -> Result<String, BootError> {
+    /// The addresses that may receive `host`'s install secrets (its token, kickstart,
+    /// certificates): its reservation and every address bound to its MAC now, by this
+    /// server or (through failover) by its partner.
+    pub fn secret_addresses(&self, mac: MacAddr, host: &Host) -> Vec<Ipv4Addr> {
+        let mut a: Vec<Ipv4Addr> = host.ip.into_iter().collect();
+        for ip in self.leases.bound_addresses_of(mac, crate::clock::unix_now()) {
+            if !a.contains(&ip) {
+                a.push(ip);
+            }
+        }
+        a
+    }
+
+    /// A secret of `host` goes only to the address provd leased or reserved for it: any
+    /// machine can claim any MAC, not the address provd gave that MAC.
+    fn check_source(&self, mac: MacAddr, host: &Host, from: Ipv4Addr) -> Result<(), BootError> {
+        let holds = self.secret_addresses(mac, host);
+        if holds.contains(&from) {
+            Ok(())
+        } else {
+            Err(BootError::WrongAddress { mac, from, holds })
+        }
+    }
+
+    /// The configured host named `name` (hostname or MAC), asked about from `from`.
+    async fn host_asked_from(&self, name: &str, from: Ipv4Addr) -> Result<(MacAddr, &Site, &Host), BootError> {
         let mac = self.inventory.find(name).await.ok_or(BootError::UnknownHost)?;
         let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
+        self.check_source(mac, host, from)?;
+        Ok((mac, site, host))
+    }
+
+    /// `POST /callback`: an installer's event for host `name`, from its own address, with
+    /// its open install token.
+    pub async fn callback(
+        &self,
+        name: &str,
+        token: &str,
+        event: crate::inventory::InstallEvent,
+        detail: &str,
+        from: Ipv4Addr,
+    ) -> Result<(MacAddr, crate::inventory::Status), BootError> {
+        let (mac, _, _) = self.host_asked_from(name, from).await?;
+        Ok((mac, self.inventory.event(mac, token, event, detail).await?))
+    }
+
+    /// `POST /pki/sign`: a libvirt `role` certificate for host `name`'s CSR, if it comes
+    /// from the host's own address with its install token, and that token has not signed
+    /// that role yet. Returns the certificate PEM.
+    pub async fn sign_csr(
+        &self,
+        name: &str,
+        token: &str,
+        role: Role,
+        csr_pem: &str,
+        from: Ipv4Addr,
+    ) -> Result<String, BootError> {
+        let (mac, site, host) = self.host_asked_from(name, from).await?;
         self.inventory.verify_signing_token(mac, token, role.name()).await?;
         let ca = self.ca.as_ref().ok_or(BootError::NoCa)?;
         let fqdn = site.fqdn(&host.hostname);
-        let mut addresses: Vec<std::net::IpAddr> = host.ip.into_iter().map(Into::into).collect();
-        for ip in self.leases.bound_addresses_of(mac, crate::clock::unix_now()) {
-            if !addresses.contains(&ip.into()) {
-                addresses.push(ip.into());
-            }
-        }
+        let addresses: Vec<std::net::IpAddr> = self.secret_addresses(mac, host).into_iter().map(Into::into).collect();
         let short = host.hostname.split('.').next().unwrap_or(&host.hostname).to_string();
         let identity = HostIdentity {
             fqdn,
@@ -251,25 +315,25 @@ impl Boot {
         self.renderer.render(template, &ctx.to_value())
     }
 
-    /// The boot policy: what `mac` boots now, asked from `listener_site` or from address
-    /// `ip`. May mint an install token (the inventory's boot-once decision).
-    pub async fn plan(
-        &self,
-        mac: MacAddr,
-        listener_site: Option<&str>,
-        ip: Option<Ipv4Addr>,
-    ) -> Result<Plan<'_>, BootError> {
-        let decision = self.inventory.boot(mac).await?;
+    /// The boot policy: what `mac` boots now, asked through `listener_site` from address
+    /// `from`. A configured host is answered only at an address it holds (checked before
+    /// the inventory may mint a token); an unknown machine gets the menu wherever it asks.
+    pub async fn plan(&self, mac: MacAddr, listener_site: Option<&str>, from: Ipv4Addr) -> Result<Plan<'_>, BootError> {
         let (site, host) = match self.configured(mac) {
-            Some((s, h)) => (s, Some(h)),
-            None => (self.site_for_unknown(listener_site, ip), None),
+            Some((s, h)) => {
+                self.check_source(mac, h, from)?;
+                (s, Some(h))
+            }
+            None => (self.site_for_unknown(listener_site, Some(from)), None),
         };
+        let decision = self.inventory.boot(mac).await?;
         Ok(Plan {
             decision,
             mac,
             site,
             host,
-            ip: ip.or(host.and_then(|h| h.ip)),
+            // The reservation; else the address it asked from (its lease, checked above).
+            ip: host.and_then(|h| h.ip).or(Some(from)),
         })
     }
 
@@ -289,24 +353,23 @@ impl Boot {
         )?)
     }
 
-    /// The boot script `mac` gets now, and the plan it was rendered from.
+    /// The boot script `mac` gets now, asked from `from`, and the plan it was rendered from.
     pub async fn script(
         &self,
         format: Format,
         mac: MacAddr,
         listener_site: Option<&str>,
-        ip: Option<Ipv4Addr>,
+        from: Ipv4Addr,
     ) -> Result<(Plan<'_>, String), BootError> {
-        let plan = self.plan(mac, listener_site, ip).await?;
+        let plan = self.plan(mac, listener_site, from).await?;
         let text = self.render_plan(format, &plan)?;
         Ok((plan, text))
     }
 
-    /// The kickstart of host `name` (hostname or MAC), if `token` is its open install token.
-    /// The fetch is counted only after the whole text rendered.
-    pub async fn kickstart(&self, name: &str, token: &str) -> Result<String, BootError> {
-        let mac = self.inventory.find(name).await.ok_or(BootError::UnknownHost)?;
-        let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
+    /// The kickstart of host `name` (hostname or MAC), asked from one of its addresses with
+    /// its open install token. The fetch is counted only after the whole text rendered.
+    pub async fn kickstart(&self, name: &str, token: &str, from: Ipv4Addr) -> Result<String, BootError> {
+        let (mac, site, host) = self.host_asked_from(name, from).await?;
         self.inventory.verify_token(mac, token).await?;
         let ks = self
             .config
@@ -403,7 +466,7 @@ impl GeneratedFiles for Boot {
                 },
             };
             Some(
-                self.script(format, mac, None, Some(client))
+                self.script(format, mac, None, client)
                     .await
                     .map(|(_, text)| text.into_bytes())
                     .map_err(|e| e.to_string()),

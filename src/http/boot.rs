@@ -60,6 +60,24 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
 /// Map boot errors to responses that say nothing about why beyond the status.
 fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
     match e {
+        BootError::WrongAddress { mac, from, ref holds } => {
+            // A machine that is not where provd put this MAC: counted, and both addresses
+            // go to the journal for the operator.
+            s.http_stats.inc("refused_address");
+            tracing::warn!("{what}: refused: {e}");
+            let holds = if holds.is_empty() {
+                "no lease or reservation".to_string()
+            } else {
+                holds.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            };
+            s.journal.record(
+                Some(mac),
+                Some(from),
+                "refused",
+                format!("{what}: asked from {from}; the host holds {holds}"),
+            );
+            plain(StatusCode::FORBIDDEN, "forbidden\n")
+        }
         BootError::UnknownHost => {
             s.http_stats.inc("not_found");
             plain(StatusCode::NOT_FOUND, "not found\n")
@@ -85,13 +103,29 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
     }
 }
 
-/// `/boot/<mac>.ipxe`: the iPXE script for that MAC now (install, local disk, or menu).
-async fn boot_script(State(s): State<AppState>, Path(file): Path<String>) -> Response {
+/// The IPv4 address a request came from (boot listeners are IPv4 site addresses).
+fn source(peer: SocketAddr) -> Option<std::net::Ipv4Addr> {
+    match peer.ip() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+    }
+}
+
+/// `/boot/<mac>.ipxe`: the iPXE script for that MAC now (install, local disk, or menu),
+/// only at an address the MAC holds when it is a configured host.
+async fn boot_script(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(file): Path<String>,
+) -> Response {
     let Some(mac) = file.strip_suffix(".ipxe").and_then(|m| m.parse::<MacAddr>().ok()) else {
         s.http_stats.inc("not_found");
         return plain(StatusCode::NOT_FOUND, "not found\n");
     };
-    let result = match s.boot.plan(mac, s.listener_site.as_deref(), None).await {
+    let Some(from) = source(peer) else {
+        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+    };
+    let result = match s.boot.plan(mac, s.listener_site.as_deref(), from).await {
         Ok(plan) => {
             let text = s.boot.render_plan(Format::Ipxe, &plan);
             if text.is_ok() {
@@ -116,9 +150,17 @@ fn boot_script_response(s: &AppState, mac: MacAddr, result: Result<String, BootE
     }
 }
 
-async fn kickstart(State(s): State<AppState>, Path(host): Path<String>, Query(q): Query<TokenQuery>) -> Response {
+async fn kickstart(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(host): Path<String>,
+    Query(q): Query<TokenQuery>,
+) -> Response {
     let token = q.token.unwrap_or_default();
-    match s.boot.kickstart(&host, &token).await {
+    let Some(from) = source(peer) else {
+        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+    };
+    match s.boot.kickstart(&host, &token, from).await {
         Ok(text) => {
             s.http_stats.inc("kickstarts");
             tracing::info!("kickstart served to {host}");
@@ -135,6 +177,7 @@ async fn kickstart(State(s): State<AppState>, Path(host): Path<String>, Query(q)
 /// The body, if any, is a short free-text detail kept in the host's history.
 async fn callback(
     State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((host, event)): Path<(String, String)>,
     Query(q): Query<TokenQuery>,
     body: String,
@@ -145,22 +188,21 @@ async fn callback(
             "event must be installing, post-started, installed or failed\n",
         );
     };
-    let Some(mac) = s.boot.inventory.find(&host).await else {
-        return refuse(&s, BootError::UnknownHost, "callback");
+    let Some(from) = source(peer) else {
+        return plain(StatusCode::FORBIDDEN, "forbidden\n");
     };
     match s
         .boot
-        .inventory
-        .event(mac, &q.token.unwrap_or_default(), event, body.trim())
+        .callback(&host, &q.token.unwrap_or_default(), event, body.trim(), from)
         .await
     {
-        Ok(status) => {
+        Ok((mac, status)) => {
             s.http_stats.inc("callbacks");
             tracing::info!("install event from {host}: {event:?} -> {status:?}");
             s.journal.record(Some(mac), None, "callback", event.as_str());
             axum::Json(serde_json::json!({ "status": status })).into_response()
         }
-        Err(e) => refuse(&s, e.into(), &format!("callback {event:?} from {host:?}")),
+        Err(e) => refuse(&s, e, &format!("callback {event:?} from {host:?}")),
     }
 }
 
@@ -176,6 +218,7 @@ struct SignQuery {
 /// install token.
 async fn sign(
     State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(host): Path<String>,
     Query(q): Query<SignQuery>,
     csr: String,
@@ -184,7 +227,14 @@ async fn sign(
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    match s.boot.sign_csr(&host, &q.token.unwrap_or_default(), role, &csr).await {
+    let Some(from) = source(peer) else {
+        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+    };
+    match s
+        .boot
+        .sign_csr(&host, &q.token.unwrap_or_default(), role, &csr, from)
+        .await
+    {
         Ok(cert) => {
             s.http_stats.inc("certificates");
             let mac = s.boot.inventory.find(&host).await;

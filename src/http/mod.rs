@@ -43,6 +43,7 @@ pub const COUNTERS: &[&str] = &[
     "nocloud",
     "render_errors",
     "refused_unauthenticated",
+    "refused_address",
 ];
 
 /// Everything handlers share. `listener_site` is the site whose address this listener is

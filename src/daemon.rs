@@ -35,6 +35,24 @@ pub struct ServeOptions {
 
 pub const TFTP_PORT: u16 = 69;
 
+/// Files under the assets directory are served to anyone on the boot network (TFTP and
+/// HTTP): a state or PKI directory inside it would hand out leases, tokens and the CA key.
+fn refuse_secrets_under(assets_root: &std::path::Path, dir: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let resolved = absolute
+        .canonicalize()
+        .unwrap_or_else(|_| crate::config::lexically_normal(&absolute));
+    if resolved.starts_with(assets_root) {
+        bail!(
+            "{what} {} is inside [daemon] assets_dir {}, which TFTP and HTTP serve to every machine on the \
+             boot network: move it out (set [daemon] state_dir / pki_dir, or --state-dir)",
+            dir.display(),
+            assets_root.display()
+        );
+    }
+    Ok(())
+}
+
 /// Everything `provd serve` is made of, built from the config and the state directory but
 /// bound to no socket: the daemon adds listeners; in-process tests call the routers, the
 /// TFTP server and the DHCP loop on it directly.
@@ -71,6 +89,16 @@ impl Services {
             )
         })?;
 
+        refuse_secrets_under(
+            &assets_root,
+            state_dir,
+            "the state directory (leases, tokens, the API token)",
+        )?;
+        refuse_secrets_under(
+            &assets_root,
+            &config.daemon.pki_dir(state_dir),
+            "the PKI directory (the CA key)",
+        )?;
         let store = Store::open(state_dir)?;
         let api_token = Arc::new(crate::http::auth::ApiToken::load_or_create(state_dir).with_context(|| {
             format!(
@@ -273,19 +301,35 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let mut dhcp = tokio::spawn(server::serve(shared, stop_rx.clone()));
     tasks.spawn(log_stats_periodically(dhcp_stats, stop_rx));
 
-    tokio::select! {
+    let failed_store = services.store.clone();
+    let outcome: anyhow::Result<()> = tokio::select! {
         r = &mut dhcp => {
-            // The DHCP side only returns early when an interface could not be bound.
-            r.context("DHCP task panicked")??;
+            // The DHCP side returns early only when an interface could not be bound or a
+            // receive loop panicked: either way the daemon must not go on half-serving.
+            match r {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the DHCP server stopped")),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(anyhow::anyhow!("the DHCP task panicked: {e}")),
+            }
         }
-        _ = shutdown_signal() => tracing::info!("shutting down"),
-    }
+        why = failed_store.failed() => {
+            // A store that failed a write (full disk, I/O error) acknowledges nothing more:
+            // /healthz says why until the listeners close, then provd exits non-zero.
+            tracing::error!("the lease store failed ({why}): no lease is acknowledged any more; stopping");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Err(anyhow::anyhow!("the lease store failed: {why}"))
+        }
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    Ok(())
+    outcome
 }
 
 async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {

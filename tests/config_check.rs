@@ -216,3 +216,40 @@ fn provd_check_notes_relayed_subnets_without_trusted_relays() {
     let out = Command::new(bin).arg("check").arg(&cfg).output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("note:"));
 }
+
+/// The assets directory is served to every machine on the boot network: `provd serve`
+/// refuses a state or PKI directory inside it, saying which key to change.
+#[test]
+fn serve_refuses_a_state_directory_inside_the_assets_directory() {
+    let bin = env!("CARGO_BIN_EXE_provd");
+    let work = tempfile::tempdir().unwrap();
+    let assets = work.path().join("assets");
+    std::fs::create_dir(&assets).unwrap();
+    let cfg = work.path().join("provd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nassets_dir = \"{}\"\ntemplates_dir = \"{}\"\n[sites.a]\nserver_address = \"10.0.0.1\"\n\
+             listen = [{{ interface = \"eth0\", address = \"10.0.0.1\" }}]\n[[sites.a.subnets]]\nprefix = \"10.0.0.0/24\"\n",
+            assets.display(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").display()
+        ),
+    )
+    .unwrap();
+    for state in [assets.join("state"), assets.join("x/../state2")] {
+        let out = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("inside [daemon] assets_dir"), "{err}");
+        assert!(
+            !assets.join("state").join("provd.redb").exists(),
+            "nothing written under assets"
+        );
+    }
+}

@@ -786,3 +786,68 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     }
     G(Some(f))
 }
+
+/// A full disk: provd stops acknowledging (the lease cannot be made durable), says why on
+/// /healthz and in its log, and exits non-zero instead of serving on a dead store.
+#[test]
+fn a_full_disk_stops_acknowledgements_and_ends_the_daemon_non_zero() {
+    use dhcproto::Decodable;
+    use dhcproto::v4::Message;
+    require_root_and_tools(&["ip", "curl"]);
+    let net = 79;
+    let (srv, cli) = common::ns_pair("full", net, 24);
+    let work = Workdir::new();
+    let cfg = work.write("site.toml", &basic_site(net, 3600));
+    // The state directory on a 4 MiB tmpfs the test fills once provd runs.
+    let disk = common::Tmpfs::mount(&work.path("state"), "4m");
+    let mut daemon = Daemon::start(&srv, &cfg, &disk.dir, &work.path("provd.log"));
+    let server = SocketAddr::from(([10, net, 0, 1], 67));
+    let giaddr = Ipv4Addr::new(10, net, 0, 2);
+    let first = cli.enter(move || dora_relayed(&bind(67, None), server, giaddr, mac(0x7901), 1).1);
+    assert_eq!(msg_type(&first), Some(MessageType::Ack), "healthy: acknowledged");
+
+    disk.fill();
+    // A DISCOVER is still answered (offers are not stored); its REQUEST cannot be made
+    // durable, so no ACK may come back.
+    let sock = cli.enter(move || {
+        let sock = bind(67, None);
+        let offer = exchange(
+            &sock,
+            server,
+            &request(MessageType::Discover, mac(0x7902), 2, Some(giaddr)),
+        )
+        .unwrap();
+        let mut r = request(MessageType::Request, mac(0x7902), 2, Some(giaddr));
+        r.opts_mut().insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+        r.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(client::server_id(&offer)));
+        sock.send_to(&client::encode(&r), server).unwrap();
+        sock
+    });
+    let health = wait_until("/healthz reports the failed store", Duration::from_secs(3), || {
+        let out = srv
+            .cmd("curl")
+            .args(["-s", "-w", " %{http_code}", "http://127.0.0.1:6767/healthz"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.ends_with(" 503").then_some(text)
+    });
+    assert!(health.contains("disk full"), "{health}");
+    let mut buf = [0u8; 1500];
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        let m = Message::decode(&mut dhcproto::Decoder::new(&buf[..n])).unwrap();
+        assert_ne!(
+            msg_type(&m),
+            Some(MessageType::Ack),
+            "an ACK for a lease that is not durable"
+        );
+    }
+    let status = daemon.wait_exit(Duration::from_secs(15)).expect("provd exits");
+    assert!(!status.success(), "{status}");
+    let log = daemon.log_text();
+    assert!(
+        log.contains("disk full") && log.contains("the lease store failed"),
+        "{log}"
+    );
+}

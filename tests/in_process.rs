@@ -287,8 +287,12 @@ async fn admin_routes_exist_only_on_the_api_listener_and_need_the_token() {
             "{path} returned the token"
         );
     }
-    // Metrics: open on the admin listener, absent from boot listeners.
+    // Metrics and health: open on the admin listener, absent from boot listeners.
     assert_eq!(call(&api, "GET", "/metrics", "").await.0, StatusCode::OK);
+    assert_eq!(
+        call(&api, "GET", "/healthz", "").await,
+        (StatusCode::OK, "ok\n".to_string())
+    );
     assert_eq!(
         call(&f.boot_router(), "GET", "/metrics", "").await.0,
         StatusCode::NOT_FOUND

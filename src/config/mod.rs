@@ -112,3 +112,20 @@ fn io_error(path: &Path, e: &std::io::Error) -> ConfigErrors {
         message: format!("cannot read: {e}"),
     }])
 }
+
+/// `a/./b/../c` -> `a/c`, without touching the file system (for paths that may not exist
+/// yet, like a state directory before the first start).
+pub fn lexically_normal(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}

@@ -37,6 +37,14 @@ pub struct ListenError {
     pub source: std::io::Error,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("a DHCP receive loop panicked: {0}")]
+    Panicked(String),
+}
+
 /// Where replies go: DHCP's own ports (RFC 2131 §4.1), or other ports for in-process tests
 /// that play client and relay on loopback without privileges or conflicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +92,7 @@ impl Shared {
 }
 
 /// Bind every configured interface, then serve until `shutdown` turns true.
-pub async fn serve(shared: Shared, shutdown: watch::Receiver<bool>) -> Result<(), ListenError> {
+pub async fn serve(shared: Shared, shutdown: watch::Receiver<bool>) -> Result<(), ServeError> {
     let ingresses = shared.leases.ingresses().to_vec();
     let mut sockets = Vec::new();
     for ing in ingresses {
@@ -105,7 +113,14 @@ pub async fn serve(shared: Shared, shutdown: watch::Receiver<bool>) -> Result<()
     for (sock, ing) in sockets {
         tasks.spawn(receive_loop(shared.clone(), sock, ing, shutdown.clone()));
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(done) = tasks.join_next().await {
+        // A panicking receive loop would leave its interface silently unserved: stop all.
+        if let Err(e) = done
+            && e.is_panic()
+        {
+            return Err(ServeError::Panicked(e.to_string()));
+        }
+    }
     Ok(())
 }
 

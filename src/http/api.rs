@@ -31,7 +31,18 @@ pub fn routes() -> Router<AppState> {
 
 /// Admin-listener routes that need no credential: Prometheus counters, no secrets.
 pub fn open_routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+}
+
+/// `/healthz`: 200 while the store commits, 503 with the reason once a commit failed (the
+/// daemon then stops acknowledging leases and exits).
+async fn healthz(State(s): State<AppState>) -> Response {
+    match s.store.failure() {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("store failed: {why}\n")).into_response(),
+    }
 }
 
 fn not_found() -> Response {

@@ -179,6 +179,9 @@ pub struct Store {
     db: Arc<Database>,
     queue: mpsc::UnboundedSender<CommitRequest>,
     pub stats: Arc<StoreStats>,
+    /// The first lease commit that failed (None while healthy). A store that failed to
+    /// write is not trusted again in this process: the daemon reports it and exits.
+    health: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 /// Tighten `path` to `mode` (a directory or file provd owns); a failure is logged, not fatal
@@ -225,12 +228,36 @@ impl Store {
         let db = Arc::new(db);
         let stats = Arc::new(StoreStats::default());
         let (queue, rx) = mpsc::unbounded_channel();
-        let (db2, stats2) = (db.clone(), stats.clone());
+        let health = Arc::new(tokio::sync::watch::Sender::new(None));
+        let (db2, stats2, health2) = (db.clone(), stats.clone(), health.clone());
         std::thread::Builder::new()
             .name("lease-committer".into())
-            .spawn(move || committer(db2, rx, stats2))
+            .spawn(move || committer(db2, rx, stats2, health2))
             .expect("spawn committer thread");
-        Ok(Store { db, queue, stats })
+        Ok(Store {
+            db,
+            queue,
+            stats,
+            health,
+        })
+    }
+
+    /// Why the store failed, if it did (the first failed commit, with its kind).
+    pub fn failure(&self) -> Option<String> {
+        self.health.borrow().clone()
+    }
+
+    /// Resolves when a commit fails (at once if one already has).
+    pub async fn failed(&self) -> String {
+        let mut rx = self.health.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Every stored lease, in address order.
@@ -347,7 +374,12 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Vec<LeaseRecord>, StoreError> 
 
 /// The group-commit loop: block for the first request, take whatever else is already queued,
 /// write it all in one durable transaction, then answer every waiter.
-fn committer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<CommitRequest>, stats: Arc<StoreStats>) {
+fn committer(
+    db: Arc<Database>,
+    mut rx: mpsc::UnboundedReceiver<CommitRequest>,
+    stats: Arc<StoreStats>,
+    health: Arc<tokio::sync::watch::Sender<Option<String>>>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         let mut count = batch[0].records.len();
@@ -370,6 +402,13 @@ fn committer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<CommitRequest>, 
             Err(e) => {
                 stats.commit_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(kind = %e.kind(), "lease commit failed, {count} leases not acknowledged: {e}");
+                health.send_if_modified(|h| {
+                    let first = h.is_none();
+                    if first {
+                        *h = Some(e.to_commit().to_string());
+                    }
+                    first
+                });
             }
         }
         for req in batch {
@@ -498,6 +537,10 @@ mod tests {
         }
         let e = failure.expect("2 MiB fills up");
         assert_eq!(e.kind(), ErrorKind::DiskFull, "{e}");
+        assert!(
+            store.failure().unwrap().contains("disk full"),
+            "the store reports its failure"
+        );
         assert!(store.stats.commit_failures.load(Ordering::Relaxed) >= 1);
     }
 

@@ -269,6 +269,19 @@ impl Daemon {
         }
     }
 
+    /// Wait up to `timeout` for provd to exit by itself; its exit status, if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.child.as_mut()?.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGTERM and wait: the orderly path.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -328,5 +341,36 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A small tmpfs (e.g. "4m") on `dir`, unmounted on drop: a disk a test can fill.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "provd-test-tmpfs"])
+            .arg(dir));
+        Tmpfs { dir: dir.to_path_buf() }
+    }
+
+    /// Take every free byte with a filler file.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = File::create(self.dir.join("filler")).unwrap();
+        let chunk = vec![0x5au8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&chunk[..512]).is_ok() {}
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }

@@ -276,6 +276,8 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         tasks.spawn(serve_http(
             listener,
             http::boot_router(state(Some(site.clone()))),
+            http::listen::BOOT_LIMITS,
+            services.http_stats.clone(),
             stop_rx.clone(),
         ));
     }
@@ -284,7 +286,13 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for the API on {api_addr}"))?;
     tracing::info!("API on http://{api_addr}");
-    tasks.spawn(serve_http(listener, http::api_router(state(None)), stop_rx.clone()));
+    tasks.spawn(serve_http(
+        listener,
+        http::api_router(state(None)),
+        http::listen::API_LIMITS,
+        services.http_stats.clone(),
+        stop_rx.clone(),
+    ));
 
     // DHCP tells the inventory about machines that network-boot (discovery).
     let (observe_tx, observe_rx) = mpsc::channel(1024);
@@ -332,16 +340,16 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     outcome
 }
 
-async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
-    // Peer addresses reach handlers (the journal maps them to MACs through leases).
-    let r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = stop.changed().await;
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::error!("HTTP server stopped: {e}");
-    }
+/// One HTTP listener with its limits; peer addresses reach handlers (secrets follow the
+/// lease; the journal maps addresses to MACs).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: http::listen::Limits,
+    stats: Arc<HttpStats>,
+    stop: watch::Receiver<bool>,
+) {
+    http::listen::serve(listener, app, limits, stop, move || stats.inc("refused_connections")).await;
 }
 
 async fn record_observations(inventory: Arc<Inventory>, mut rx: mpsc::Receiver<(MacAddr, Observation)>) {

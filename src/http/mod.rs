@@ -15,6 +15,7 @@
 mod api;
 pub mod auth;
 mod boot;
+pub mod listen;
 
 use crate::boot::Boot;
 use crate::dhcp::Leases;
@@ -44,6 +45,7 @@ pub const COUNTERS: &[&str] = &[
     "render_errors",
     "refused_unauthenticated",
     "refused_address",
+    "refused_connections",
 ];
 
 /// Everything handlers share. `listener_site` is the site whose address this listener is

@@ -49,9 +49,10 @@ fn oack_then_error(server: SocketAddr) -> (usize, f64) {
     (after, last)
 }
 
-/// One full download with blksize 1468; returns bytes received or None on failure.
-fn download(server: SocketAddr) -> Option<usize> {
-    let s = UdpSocket::bind("127.0.0.1:0").ok()?;
+/// One full download with blksize 1468 from `client` (an address of 127/8); returns bytes
+/// received or None on failure.
+fn download(server: SocketAddr, client: std::net::Ipv4Addr) -> Option<usize> {
+    let s = UdpSocket::bind((client, 0)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.send_to(&rrq("ipxe.bin", &[("blksize", "1468")]), server).ok()?;
     let mut buf = [0u8; 2048];
@@ -81,8 +82,12 @@ fn download(server: SocketAddr) -> Option<usize> {
 
 fn concurrent(server: SocketAddr) -> (usize, usize, f64) {
     let start = Instant::now();
+    // A rack of 50 machines, 10 transfers each (provd caps transfers per client address).
     let handles: Vec<_> = (0..CLIENTS)
-        .map(|_| std::thread::spawn(move || download(server)))
+        .map(|i| {
+            let client = std::net::Ipv4Addr::new(127, 0, 1, (1 + i % 50) as u8);
+            std::thread::spawn(move || download(server, client))
+        })
         .collect();
     let results: Vec<Option<usize>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let ok = results.iter().filter(|r| **r == Some(1 << 20)).count();

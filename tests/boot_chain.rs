@@ -285,10 +285,17 @@ fn five_hundred_concurrent_tftp_transfers_of_the_ipxe_binary_all_complete() {
     let b = Boot::start("t500", 83);
     let server: SocketAddr = format!("{}:69", b.server()).parse().unwrap();
     let expected = std::fs::read(b.assets().join("ipxe.efi")).unwrap();
+    // A rack: 500 transfers from 10 machines (provd caps transfers per client address).
+    let net = b.net;
+    b.cli.sh(&format!(
+        "for i in $(seq 100 109); do ip addr add 10.{net}.0.$i/24 dev vc; done"
+    ));
     let results = b.cli.enter(move || {
         // Threads inherit nothing from setns'd parents, so each enters the namespace via
         // the socket: sockets are created here (in the namespace) and moved to threads.
-        let socks: Vec<UdpSocket> = (0..500).map(|_| UdpSocket::bind("0.0.0.0:0").unwrap()).collect();
+        let socks: Vec<UdpSocket> = (0..500)
+            .map(|i| UdpSocket::bind(format!("10.{net}.0.{}:0", 100 + i % 10)).unwrap())
+            .collect();
         let handles: Vec<_> = socks
             .into_iter()
             .map(|s| std::thread::spawn(move || tftp_get_on(s, server, "ipxe.efi")))

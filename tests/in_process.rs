@@ -364,6 +364,63 @@ async fn tftp_serves_assets_and_generated_files_on_loopback() {
     task.await.unwrap();
 }
 
+/// One address may not take the whole TFTP server: past MAX_TRANSFERS_PER_CLIENT open
+/// transfers it is refused with an ERROR (counted); another address is still served.
+#[tokio::test]
+async fn tftp_caps_transfers_per_client_address() {
+    let f = fixture();
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Arc::new(f.services.tftp().unwrap()).serve(server, stop_rx));
+    let cap = provd::tftp::MAX_TRANSFERS_PER_CLIENT;
+    let rrq = tftp::encode(&Packet::Request {
+        write: false,
+        filename: "el9/vmlinuz".into(),
+        mode: "octet".into(),
+        options: Vec::new(),
+    });
+    // cap + 6 transfers from one address that never acknowledge: each holds its slot.
+    let mut clients = Vec::new();
+    for _ in 0..cap + 6 {
+        let c = UdpSocket::bind("127.0.0.44:0").await.unwrap();
+        c.send_to(&rrq, addr).await.unwrap();
+        clients.push(c);
+    }
+    let (mut data, mut refused) = (0, 0);
+    for c in &clients {
+        let mut buf = [0u8; 1024];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        match tftp::decode(&buf[..n]).unwrap() {
+            Packet::Data { block: 1, .. } => data += 1,
+            Packet::Error { message, .. } => {
+                assert!(message.contains("too many transfers"), "{message}");
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((data, refused), (cap, 6));
+    assert_eq!(f.services.tftp_stats.snapshot()["refused_per_client"], 6);
+    // Another machine is not affected.
+    let other = UdpSocket::bind("127.0.0.45:0").await.unwrap();
+    other.send_to(&rrq, addr).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), other.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        tftp::decode(&buf[..n]).unwrap(),
+        Packet::Data { block: 1, .. }
+    ));
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+}
+
 fn relayed(kind: MessageType, mac: [u8; 6], extra: Vec<DhcpOption>) -> Vec<u8> {
     let mut m = Message::default();
     m.set_opcode(Opcode::BootRequest);

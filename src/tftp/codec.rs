@@ -229,6 +229,11 @@ pub const DEFAULT_BLOCK_SIZE: usize = 512;
 /// (1500 - IP 20 - UDP 8 - TFTP 4), which is also what iPXE and PXE ROMs ask for.
 pub const MAX_BLOCK_SIZE: usize = 1468;
 pub const MAX_WINDOW_SIZE: u16 = 64;
+/// The longest retransmission timeout a client may negotiate (RFC 2349 allows 1..=255 s).
+/// A transfer holds a slot for up to MAX_RETRIES of these: a client asking for 255 s could
+/// otherwise pin slots for twenty minutes. A longer request is not acknowledged (RFC 2349:
+/// the server omits an option it does not accept) and the default applies.
+pub const MAX_TIMEOUT_SECS: u8 = 10;
 
 pub fn negotiate(options: &[(String, String)], file_size: Option<u64>, default_timeout: u8) -> Negotiated {
     let mut n = Negotiated {
@@ -255,7 +260,7 @@ pub fn negotiate(options: &[(String, String)], file_size: Option<u64>, default_t
             }
             "timeout" => {
                 if let Ok(v) = value.parse::<u8>()
-                    && v >= 1
+                    && (1..=MAX_TIMEOUT_SECS).contains(&v)
                 {
                     n.timeout_secs = v;
                     n.oack.push((name.clone(), v.to_string()));
@@ -279,6 +284,17 @@ pub fn negotiate(options: &[(String, String)], file_size: Option<u64>, default_t
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_timeout_is_not_granted() {
+        let opts = |t: &str| vec![("timeout".to_string(), t.to_string())];
+        let n = negotiate(&opts("5"), None, 2);
+        assert_eq!((n.timeout_secs, n.oack.len()), (5, 1));
+        for t in ["255", "11", "0", "x"] {
+            let n = negotiate(&opts(t), None, 2);
+            assert_eq!((n.timeout_secs, n.oack.len()), (2, 0), "{t}");
+        }
+    }
 
     #[test]
     fn rrq_with_options_round_trips_byte_exact() {

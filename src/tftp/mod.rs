@@ -28,6 +28,9 @@ use transfer::{Outcome, Source};
 /// More transfers than this at once are refused with an error (memory stays bounded: each
 /// holds one window of blocks).
 pub const MAX_TRANSFERS: usize = 2048;
+/// Transfers one client address may run at once. A booting machine fetches one file at a
+/// time; a machine that opens more only takes slots from the rest of the rack.
+pub const MAX_TRANSFERS_PER_CLIENT: usize = 64;
 const MAX_RETRIES: u32 = 5;
 const DEFAULT_TIMEOUT_SECS: u8 = 2;
 
@@ -62,7 +65,48 @@ pub const COUNTERS: &[&str] = &[
     "not_found",
     "malformed",
     "bytes_sent",
+    "refused_per_client",
 ];
+
+/// The transfers in progress, by peer and by client address.
+#[derive(Default)]
+struct Active {
+    peers: HashSet<SocketAddr>,
+    per_address: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+enum Admission {
+    Admitted,
+    /// A retransmitted RRQ of a transfer already running.
+    Duplicate,
+    TooMany,
+}
+
+impl Active {
+    fn admit(&mut self, peer: SocketAddr) -> Admission {
+        if self.peers.contains(&peer) {
+            return Admission::Duplicate;
+        }
+        let n = self.per_address.entry(peer.ip()).or_default();
+        if *n >= MAX_TRANSFERS_PER_CLIENT {
+            return Admission::TooMany;
+        }
+        *n += 1;
+        self.peers.insert(peer);
+        Admission::Admitted
+    }
+
+    fn remove(&mut self, peer: &SocketAddr) {
+        if self.peers.remove(peer)
+            && let Some(n) = self.per_address.get_mut(&peer.ip())
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&peer.ip());
+            }
+        }
+    }
+}
 
 /// Bind the request socket. A rack powering on sends hundreds of RRQs at once; the default
 /// receive buffer (about 200 KiB, ~270 queued datagrams) would drop part of that burst.
@@ -110,8 +154,9 @@ impl TftpServer {
             .map(|a| a.ip())
             .unwrap_or(Ipv4Addr::UNSPECIFIED.into());
         let permits = Arc::new(Semaphore::new(MAX_TRANSFERS));
-        // Clients retransmit RRQs while we are already answering; one transfer per peer.
-        let active: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+        // Clients retransmit RRQs while we are already answering: one transfer per peer
+        // (address and port), and at most MAX_TRANSFERS_PER_CLIENT per address.
+        let active: Arc<Mutex<Active>> = Arc::default();
         let mut buf = vec![0u8; 1024];
         loop {
             let (n, peer) = tokio::select! {
@@ -138,8 +183,20 @@ impl TftpServer {
                     continue;
                 }
             };
-            if !active.lock().expect("active set").insert(peer) {
-                continue;
+            let admission = active.lock().expect("active set").admit(peer);
+            match admission {
+                Admission::Duplicate => continue,
+                Admission::TooMany => {
+                    self.stats.inc("refused_per_client");
+                    let _ = sock
+                        .send_to(
+                            &codec::error(ErrorCode::NotDefined, "too many transfers from this address"),
+                            peer,
+                        )
+                        .await;
+                    continue;
+                }
+                Admission::Admitted => {}
             }
             self.stats.inc("requests");
             let Ok(permit) = permits.clone().try_acquire_owned() else {

@@ -297,6 +297,20 @@ mod tests {
         buf
     }
 
+    /// Found by the dhcp_packet fuzz target (fuzz/corpus/dhcp_packet/rapid_commit_with_length):
+    /// dhcproto 0.15 `debug_assert!`s that option 80 (rapid commit) is empty, so in a debug
+    /// build a packet with a non-empty one panics inside the decoder. The parser's
+    /// catch_unwind turns that into a dropped packet; a release build decodes it.
+    #[test]
+    fn a_panicking_decoder_is_a_dropped_packet_not_a_dead_listener() {
+        let crash = include_bytes!("../../fuzz/corpus/dhcp_packet/rapid_commit_with_length");
+        let r = std::panic::catch_unwind(|| parse(crash));
+        assert!(r.is_ok(), "parse itself must never panic");
+        if cfg!(debug_assertions) {
+            assert_eq!(r.unwrap().err(), Some(ParseError::BadOptions));
+        }
+    }
+
     #[test]
     fn client_identifier_is_preferred_over_chaddr() {
         let mut m = discover([1, 2, 3, 4, 5, 6]);

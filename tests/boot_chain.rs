@@ -626,34 +626,13 @@ fn pxelinux_configs_are_generated_per_client_over_tftp() {
     let b = Boot::start("pxl", 86);
     let srv = b.server();
     let mac_h = HV_MAC.replace(':', "-");
-    let out = b
-        .cli
-        .cmd("curl")
-        .args([
-            "-s",
-            "--interface",
-            &b.host_address(),
-            &format!("tftp://{srv}/pxelinux.cfg/01-{mac_h}"),
-        ])
-        .output()
-        .unwrap();
-    let cfg = String::from_utf8_lossy(&out.stdout).to_string();
+    // curl's TFTP client, as hv81 (from its reserved address).
+    let cfg = String::from_utf8(b.curl(&[&format!("tftp://{srv}/pxelinux.cfg/01-{mac_h}")]).1).unwrap();
     assert!(
         cfg.contains("LABEL install") && cfg.contains("KERNEL el9/vmlinuz") && cfg.contains("/ks/hv81?token="),
         "{cfg}"
     );
-    let out = b
-        .cli
-        .cmd("curl")
-        .args([
-            "-s",
-            "--interface",
-            &b.host_address(),
-            &format!("tftp://{srv}/grub/grub.cfg-01-{mac_h}"),
-        ])
-        .output()
-        .unwrap();
-    let grub = String::from_utf8_lossy(&out.stdout).to_string();
+    let grub = String::from_utf8(b.curl(&[&format!("tftp://{srv}/grub/grub.cfg-01-{mac_h}")]).1).unwrap();
     assert!(
         grub.contains(&format!("linux (http,{srv}:8080)/assets/el9/vmlinuz")),
         "{grub}"

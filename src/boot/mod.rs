@@ -28,12 +28,15 @@ use crate::tftp::{GeneratedFiles, GeneratedFuture};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-/// What the boot policy needs from the lease table.
+/// What the boot policy needs from the lease table: lookups cheap enough for every
+/// request (no scan of the table while a boot storm holds the DHCP engine's lock).
 pub trait LeaseLookup: Send + Sync {
     /// The MAC that holds (or last held) a lease on `ip`.
     fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr>;
-    /// Addresses bound to `mac` and unexpired at `now`.
-    fn bound_addresses_of(&self, mac: MacAddr, now: u64) -> Vec<Ipv4Addr>;
+    /// Whether `ip` is bound to `mac` and unexpired at `now`.
+    fn holds(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool;
+    /// The address bound to `mac` as a plain Ethernet client, if any.
+    fn address_of_mac(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,27 +192,30 @@ impl Boot {
         self
     }
 
-    /// The addresses that may receive `host`'s install secrets (its token, kickstart,
-    /// certificates): its reservation and every address bound to its MAC now, by this
-    /// server or (through failover) by its partner.
-    pub fn secret_addresses(&self, mac: MacAddr, host: &Host) -> Vec<Ipv4Addr> {
+    /// The addresses `host` is known at: its reservation and the address its MAC holds a
+    /// lease on now (ours or, through failover, the partner's).
+    pub fn known_addresses(&self, mac: MacAddr, host: &Host) -> Vec<Ipv4Addr> {
         let mut a: Vec<Ipv4Addr> = host.ip.into_iter().collect();
-        for ip in self.leases.bound_addresses_of(mac, crate::clock::unix_now()) {
-            if !a.contains(&ip) {
-                a.push(ip);
-            }
+        if let Some(ip) = self.leases.address_of_mac(mac, crate::clock::unix_now())
+            && !a.contains(&ip)
+        {
+            a.push(ip);
         }
         a
     }
 
     /// A secret of `host` goes only to the address provd leased or reserved for it: any
-    /// machine can claim any MAC, not the address provd gave that MAC.
+    /// machine can claim any MAC, not the address provd gave that MAC. One lookup per
+    /// request (this runs for every boot script, kickstart and callback).
     fn check_source(&self, mac: MacAddr, host: &Host, from: Ipv4Addr) -> Result<(), BootError> {
-        let holds = self.secret_addresses(mac, host);
-        if holds.contains(&from) {
+        if host.ip == Some(from) || self.leases.holds(from, mac, crate::clock::unix_now()) {
             Ok(())
         } else {
-            Err(BootError::WrongAddress { mac, from, holds })
+            Err(BootError::WrongAddress {
+                mac,
+                from,
+                holds: self.known_addresses(mac, host),
+            })
         }
     }
 
@@ -250,7 +256,12 @@ impl Boot {
         self.inventory.verify_signing_token(mac, token, role.name()).await?;
         let ca = self.ca.as_ref().ok_or(BootError::NoCa)?;
         let fqdn = site.fqdn(&host.hostname);
-        let addresses: Vec<std::net::IpAddr> = self.secret_addresses(mac, host).into_iter().map(Into::into).collect();
+        // SANs: where the host is known, and the (checked) address it asked from.
+        let mut known = self.known_addresses(mac, host);
+        if !known.contains(&from) {
+            known.push(from);
+        }
+        let addresses: Vec<std::net::IpAddr> = known.into_iter().map(Into::into).collect();
         let short = host.hostname.split('.').next().unwrap_or(&host.hostname).to_string();
         let identity = HostIdentity {
             fqdn,

@@ -70,9 +70,19 @@ impl Leases {
         self.engine().table().get(ip).and_then(|b| b.mac)
     }
 
-    /// Addresses bound to `mac` and unexpired at `now`.
+    /// Addresses bound to `mac` and unexpired at `now` (scans the table: not per request).
     pub fn bound_addresses_of(&self, mac: MacAddr, now: u64) -> Vec<Ipv4Addr> {
         self.engine().table().bound_addresses_of(mac, now)
+    }
+
+    /// Whether `ip` is bound to `mac` now (one lookup: fit for every request).
+    pub fn holds(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool {
+        self.engine().table().holds(ip, mac, now)
+    }
+
+    /// The address `mac` holds as a plain Ethernet client, if any (one lookup).
+    pub fn address_of_mac(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr> {
+        self.engine().table().address_of_mac(mac, now)
     }
 
     pub fn counts(&self, now: u64) -> LeaseCounts {
@@ -122,7 +132,10 @@ impl crate::boot::LeaseLookup for Leases {
     fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr> {
         Leases::mac_of(self, ip)
     }
-    fn bound_addresses_of(&self, mac: MacAddr, now: u64) -> Vec<Ipv4Addr> {
-        Leases::bound_addresses_of(self, mac, now)
+    fn holds(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool {
+        Leases::holds(self, ip, mac, now)
+    }
+    fn address_of_mac(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr> {
+        Leases::address_of_mac(self, mac, now)
     }
 }

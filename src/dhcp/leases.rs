@@ -358,7 +358,23 @@ impl LeaseTable {
         self.by_ip.is_empty()
     }
 
-    /// Addresses bound to `mac` and not expired at `now`.
+    /// Whether `ip` is bound to `mac` and unexpired at `now` (one map lookup).
+    pub fn holds(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool {
+        self.by_ip
+            .get(&ip)
+            .is_some_and(|b| b.mac == Some(mac) && b.state == BindState::Bound && b.ends > now)
+    }
+
+    /// The address bound to `mac` as an Ethernet client without a client identifier (how
+    /// PXE firmware and iPXE identify themselves): one map lookup, not a scan.
+    pub fn address_of_mac(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr> {
+        let mut key = vec![1u8];
+        key.extend_from_slice(&mac.0);
+        let ip = *self.by_client.get(&ClientKey(key))?;
+        self.holds(ip, mac, now).then_some(ip)
+    }
+
+    /// Addresses bound to `mac` and not expired at `now` (a scan of the whole table).
     pub fn bound_addresses_of(&self, mac: MacAddr, now: u64) -> Vec<Ipv4Addr> {
         let mut v: Vec<Ipv4Addr> = self
             .by_ip
@@ -878,6 +894,32 @@ mod tests {
         assert_eq!(t2.address_of(&key(1)), Some(ip("10.0.0.10")));
         assert_eq!(t2.get(ip("10.0.0.11")).unwrap().state, BindState::Released);
         assert_eq!(t2.count_bound(50), 1);
+    }
+
+    #[test]
+    fn who_holds_an_address_is_one_lookup_and_only_while_bound() {
+        let mut t = LeaseTable::new();
+        let mac = MacAddr([0x52, 0x54, 0, 0, 0, 7]);
+        let hw = ClientKey(vec![1, 0x52, 0x54, 0, 0, 0, 7]);
+        let facts = ClientFacts {
+            mac: Some(mac),
+            hostname: None,
+        };
+        t.bind(ip("10.0.0.30"), &hw, facts.clone(), 100, 0, "s");
+        assert!(t.holds(ip("10.0.0.30"), mac, 50));
+        assert!(
+            !t.holds(ip("10.0.0.30"), MacAddr([0x52, 0x54, 0, 0, 0, 8]), 50),
+            "another MAC"
+        );
+        assert!(!t.holds(ip("10.0.0.31"), mac, 50), "another address");
+        assert!(!t.holds(ip("10.0.0.30"), mac, 100), "expired");
+        assert_eq!(t.address_of_mac(mac, 50), Some(ip("10.0.0.30")));
+        t.release(ip("10.0.0.30"), &hw, 60, "s");
+        assert!(!t.holds(ip("10.0.0.30"), mac, 61), "released");
+        assert_eq!(t.address_of_mac(mac, 61), None);
+        // A client with its own client identifier is still found by address.
+        t.bind(ip("10.0.0.32"), &key(9), facts, 100, 70, "s");
+        assert!(t.holds(ip("10.0.0.32"), mac, 80));
     }
 
     #[test]

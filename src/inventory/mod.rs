@@ -258,15 +258,32 @@ impl Inventory {
         f: impl FnOnce(Option<&HostRecord>, u64) -> Result<Change<T>, InventoryError>,
     ) -> Result<T, InventoryError> {
         let lock = self.writer(mac);
-        let _serialised = lock.lock().await;
-        let current = self.read().get(&mac).cloned();
-        match f(current.as_ref(), unix_now())? {
-            Change::Keep(out) => Ok(out),
-            Change::Write(next, out) => {
-                self.persist(&next).await?;
-                self.publish(*next);
-                Ok(out)
+        let result = {
+            let _serialised = lock.lock().await;
+            let current = self.read().get(&mac).cloned();
+            match f(current.as_ref(), unix_now()) {
+                Err(e) => Err(e),
+                Ok(Change::Keep(out)) => Ok(out),
+                Ok(Change::Write(next, out)) => match self.persist(&next).await {
+                    Ok(()) => {
+                        self.publish(*next);
+                        Ok(out)
+                    }
+                    Err(e) => Err(e),
+                },
             }
+        };
+        self.release_writer(mac, lock);
+        result
+    }
+
+    /// Forget a host's write lock once nobody else waits on it, so the map holds only the
+    /// hosts being written now (any MAC on the network can make provd write a record).
+    fn release_writer(&self, mac: MacAddr, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        // Two references: the map's and ours. More: another writer holds or awaits it.
+        if Arc::strong_count(&lock) <= 2 {
+            writers.remove(&mac);
         }
     }
 

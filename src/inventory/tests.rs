@@ -220,3 +220,20 @@ async fn a_failed_write_leaves_memory_as_it_was() {
     assert!(matches!(inv.boot(hv).await, Err(InventoryError::Store(_))));
     assert_eq!(inv.get(hv).await.unwrap().install, None);
 }
+
+/// Any MAC on the network can make the inventory write a record: the per-host write locks
+/// must not pile up behind them.
+#[tokio::test]
+async fn write_locks_do_not_accumulate_per_mac() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, cfg) = setup(dir.path());
+    let served = cfg.select_sites(&[]).unwrap();
+    let inv = Inventory::load(store, &cfg.hosts, &served, 60).unwrap();
+    for i in 0..50u8 {
+        let m = crate::mac::MacAddr([0x52, 0x54, 0, 0x99, 0, i]);
+        inv.observe(m, Observation::default()).await.unwrap();
+        inv.boot(m).await.unwrap();
+    }
+    assert_eq!(inv.list().await.len(), 52, "two configured hosts and fifty strangers");
+    assert!(inv.writers.lock().unwrap().is_empty(), "no lock left behind");
+}

@@ -35,24 +35,6 @@ pub struct ServeOptions {
 
 pub const TFTP_PORT: u16 = 69;
 
-/// Files under the assets directory are served to anyone on the boot network (TFTP and
-/// HTTP): a state or PKI directory inside it would hand out leases, tokens and the CA key.
-fn refuse_secrets_under(assets_root: &std::path::Path, dir: &std::path::Path, what: &str) -> anyhow::Result<()> {
-    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let resolved = absolute
-        .canonicalize()
-        .unwrap_or_else(|_| crate::config::lexically_normal(&absolute));
-    if resolved.starts_with(assets_root) {
-        bail!(
-            "{what} {} is inside [daemon] assets_dir {}, which TFTP and HTTP serve to every machine on the \
-             boot network: move it out (set [daemon] state_dir / pki_dir, or --state-dir)",
-            dir.display(),
-            assets_root.display()
-        );
-    }
-    Ok(())
-}
-
 /// Everything `provd serve` is made of, built from the config and the state directory but
 /// bound to no socket: the daemon adds listeners; in-process tests call the routers, the
 /// TFTP server and the DHCP loop on it directly.
@@ -89,16 +71,16 @@ impl Services {
             )
         })?;
 
-        refuse_secrets_under(
-            &assets_root,
-            state_dir,
-            "the state directory (leases, tokens, the API token)",
-        )?;
-        refuse_secrets_under(
-            &assets_root,
-            &config.daemon.pki_dir(state_dir),
-            "the PKI directory (the CA key)",
-        )?;
+        // Files under the assets directory are served to anyone on the boot network.
+        if let Some(what) =
+            crate::config::secrets_under_assets(&assets_root, state_dir, &config.daemon.pki_dir(state_dir))
+        {
+            bail!(
+                "{what} is inside [daemon] assets_dir {}, which TFTP and HTTP serve to every machine on \
+                 the boot network: move it out (set [daemon] state_dir / pki_dir, or --state-dir)",
+                assets_root.display()
+            );
+        }
         let store = Store::open(state_dir)?;
         let api_token = Arc::new(crate::http::auth::ApiToken::load_or_create(state_dir).with_context(|| {
             format!(

@@ -59,17 +59,24 @@ async fn call(router: &axum::Router, method: &str, uri: &str, body: &str) -> (St
 
 /// A request from another machine's address.
 async fn call_from(router: &axum::Router, from: &str, method: &str, uri: &str) -> (StatusCode, String) {
-    let mut req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(from.parse::<SocketAddr>().unwrap()));
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    request(router, from, method, uri, "", None).await
 }
 
 async fn call_as(
     router: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    authorization: Option<&str>,
+) -> (StatusCode, String) {
+    request(router, CLIENT, method, uri, body, authorization).await
+}
+
+/// One request through `router` as if it came from `from` (what the listener puts in
+/// `ConnectInfo` for a real connection), with an optional Authorization header.
+async fn request(
+    router: &axum::Router,
+    from: &str,
     method: &str,
     uri: &str,
     body: &str,
@@ -83,9 +90,8 @@ async fn call_as(
     if let Some(a) = authorization {
         req.headers_mut().insert("authorization", a.parse().unwrap());
     }
-    // What axum's `into_make_service_with_connect_info` puts there for a real connection.
     req.extensions_mut()
-        .insert(ConnectInfo(CLIENT.parse::<SocketAddr>().unwrap()));
+        .insert(ConnectInfo(from.parse::<SocketAddr>().unwrap()));
     let resp = router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();

@@ -82,7 +82,8 @@ pub enum BootError {
     Certificate(#[from] PkiError),
 }
 
-fn fmt_addresses(a: &[Ipv4Addr]) -> String {
+/// `a, b` or, for none, "no lease and no reservation" (errors and the journal).
+pub fn fmt_addresses(a: &[Ipv4Addr]) -> String {
     if a.is_empty() {
         "no lease and no reservation".into()
     } else {

@@ -129,3 +129,24 @@ pub fn lexically_normal(p: &Path) -> PathBuf {
     }
     out
 }
+
+/// A path as the file system resolves it when it exists (symlinks followed), else made
+/// absolute and normalised lexically (a state directory before the first start).
+fn resolved(p: &Path) -> PathBuf {
+    let absolute = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    absolute.canonicalize().unwrap_or_else(|_| lexically_normal(&absolute))
+}
+
+/// Which secret-holding directory, if any, lies inside the assets directory (which TFTP and
+/// HTTP serve to every machine on the boot network). `provd check` asks it of the config,
+/// `provd serve` of the directories it will really use (`--state-dir` included).
+pub fn secrets_under_assets(assets_dir: &Path, state_dir: &Path, pki_dir: &Path) -> Option<&'static str> {
+    let assets = resolved(assets_dir);
+    if resolved(state_dir).starts_with(&assets) {
+        return Some("the state directory (leases, tokens, the API token)");
+    }
+    if resolved(pki_dir).starts_with(&assets) {
+        return Some("the PKI directory (the CA key)");
+    }
+    None
+}

@@ -69,7 +69,8 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 ));
             } else {
                 let converted = convert_daemon(d.get_ref());
-                if let Some(what) = secrets_under_assets(&converted) {
+                let pki_dir = converted.pki_dir(&converted.state_dir);
+                if let Some(what) = super::secrets_under_assets(&converted.assets_dir, &converted.state_dir, &pki_dir) {
                     errors.push(src.error(
                         Some(d.span()),
                         "daemon.assets_dir",
@@ -181,20 +182,6 @@ fn clean_key_path(path: &str) -> String {
         .filter(|seg| !seg.starts_with("$__serde_spanned"))
         .collect::<Vec<_>>()
         .join(".")
-}
-
-/// Whether the state or PKI directory lies inside the assets directory (compared as
-/// written, relative to the same working directory, `.` and `..` resolved).
-fn secrets_under_assets(d: &Daemon) -> Option<&'static str> {
-    let normal = |p: &Path| super::lexically_normal(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
-    let assets = normal(&d.assets_dir);
-    if normal(&d.state_dir).starts_with(&assets) {
-        return Some("the state directory (leases, tokens)");
-    }
-    if normal(&d.pki_dir(&d.state_dir)).starts_with(&assets) {
-        return Some("the PKI directory (the CA key)");
-    }
-    None
 }
 
 fn convert_daemon(d: &DaemonWire) -> Daemon {

@@ -65,16 +65,14 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
             // go to the journal for the operator.
             s.http_stats.inc("refused_address");
             tracing::warn!("{what}: refused: {e}");
-            let holds = if holds.is_empty() {
-                "no lease or reservation".to_string()
-            } else {
-                holds.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
-            };
             s.journal.record(
                 Some(mac),
                 Some(from),
                 "refused",
-                format!("{what}: asked from {from}; the host holds {holds}"),
+                format!(
+                    "{what}: asked from {from}; the host holds {}",
+                    crate::boot::fmt_addresses(holds)
+                ),
             );
             plain(StatusCode::FORBIDDEN, "forbidden\n")
         }

@@ -99,12 +99,14 @@ impl Services {
         let topology = Topology::new(&config, &served);
         let leases = Leases::new(topology, LeaseTable::restore(&records));
         let journal = Arc::new(crate::journal::Journal::new(leases.clone()));
+        let certificates = crate::pki::registry::Registry::load(store.clone())?;
         let boot = Boot::new(
             config.clone(),
             served_names.clone(),
             renderer,
             inventory.clone(),
             Arc::new(leases.clone()),
+            certificates,
         );
         let pki_dir = config.daemon.pki_dir(state_dir);
         let boot = match crate::pki::Ca::load(&pki_dir) {

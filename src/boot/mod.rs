@@ -17,12 +17,15 @@
 //! (even when it asks through another site's listener); an unknown machine gets the site
 //! of the listener it asked, or of the subnet its address is in.
 
+mod certificates;
 pub mod firmware;
+
+pub use certificates::{CertificateList, SignOutcome};
 
 use crate::config::{Config, Host, Site};
 use crate::inventory::{BootDecision, Inventory, InventoryError};
 use crate::mac::MacAddr;
-use crate::pki::{Ca, HostIdentity, PkiError, Role};
+use crate::pki::{Ca, PkiError};
 use crate::render::{Action, HostContext, RenderError, Renderer};
 use crate::tftp::{GeneratedFiles, GeneratedFuture};
 use std::net::Ipv4Addr;
@@ -80,6 +83,14 @@ pub enum BootError {
     NoCa,
     #[error("{0}")]
     Certificate(#[from] PkiError),
+    /// An operator rejected this host's certificate request (`provd pki reject`).
+    #[error("the certificate request was rejected by an operator")]
+    Rejected,
+    /// A renewal for a key provd holds no valid certificate of this host and role for.
+    #[error("no valid {role} certificate of this host for that key: renewal needs the current key")]
+    NotRenewable { role: &'static str },
+    #[error("{0}")]
+    Registry(#[from] crate::pki::registry::RegistryError),
 }
 
 /// `a, b` or, for none, "no lease and no reservation" (errors and the journal).
@@ -111,6 +122,8 @@ pub struct Boot {
     leases: Arc<dyn LeaseLookup>,
     /// The CA that signs hosts' libvirt certificates, when `provd pki init` has made one.
     ca: Option<Ca>,
+    /// What the CA issued and which requests wait for an operator.
+    pub certificates: Arc<crate::pki::registry::Registry>,
 }
 
 /// The decision for one machine, with the facts every protocol needs to answer it.
@@ -176,6 +189,7 @@ impl Boot {
         renderer: Renderer,
         inventory: Arc<Inventory>,
         leases: Arc<dyn LeaseLookup>,
+        certificates: Arc<crate::pki::registry::Registry>,
     ) -> Self {
         Boot {
             config,
@@ -184,6 +198,7 @@ impl Boot {
             inventory,
             leases,
             ca: None,
+            certificates,
         }
     }
 
@@ -240,39 +255,6 @@ impl Boot {
     ) -> Result<(MacAddr, crate::inventory::Status), BootError> {
         let (mac, _, _) = self.host_asked_from(name, from).await?;
         Ok((mac, self.inventory.event(mac, token, event, detail).await?))
-    }
-
-    /// `POST /pki/sign`: a libvirt `role` certificate for host `name`'s CSR, if it comes
-    /// from the host's own address with its install token, and that token has not signed
-    /// that role yet. Returns the certificate PEM.
-    pub async fn sign_csr(
-        &self,
-        name: &str,
-        token: &str,
-        role: Role,
-        csr_pem: &str,
-        from: Ipv4Addr,
-    ) -> Result<String, BootError> {
-        let (mac, site, host) = self.host_asked_from(name, from).await?;
-        self.inventory.verify_signing_token(mac, token, role.name()).await?;
-        let ca = self.ca.as_ref().ok_or(BootError::NoCa)?;
-        let fqdn = site.fqdn(&host.hostname);
-        // SANs: where the host is known, and the (checked) address it asked from.
-        let mut known = self.known_addresses(mac, host);
-        if !known.contains(&from) {
-            known.push(from);
-        }
-        let addresses: Vec<std::net::IpAddr> = known.into_iter().map(Into::into).collect();
-        let short = host.hostname.split('.').next().unwrap_or(&host.hostname).to_string();
-        let identity = HostIdentity {
-            fqdn,
-            short,
-            addresses,
-            unit: format!("site {}", site.name),
-        };
-        let cert = ca.sign_host(csr_pem, &identity, role, crate::pki::DEFAULT_LEAF_DAYS)?;
-        self.inventory.certificate_issued(mac, token, role.name()).await?;
-        Ok(cert)
     }
 
     /// The CA certificate hosts and clients must trust, if this provd has a CA.

@@ -6,6 +6,7 @@ mod client;
 mod failover;
 mod hosts;
 mod leases;
+mod pki;
 mod vm;
 
 use crate::config;
@@ -78,7 +79,7 @@ enum Command {
     /// provd's certificate authority for libvirt TLS.
     Pki {
         #[command(subcommand)]
-        command: PkiCommand,
+        command: pki::PkiCommand,
     },
     /// Boot assets.
     Assets {
@@ -134,56 +135,6 @@ enum LabCommand {
     Status,
     /// Remove every namespace, process and file the lab made.
     Down,
-}
-
-#[derive(Subcommand)]
-enum PkiCommand {
-    /// Create the CA: ca-key.pem (0600, never served) and ca-cert.pem in the PKI directory
-    /// ([daemon] pki_dir, default <state_dir>/pki). Refuses to replace an existing CA.
-    Init {
-        #[command(flatten)]
-        dir: PkiDir,
-        /// How long the CA is valid.
-        #[arg(long, default_value_t = crate::pki::DEFAULT_CA_DAYS)]
-        days: i64,
-        /// The CA's common name.
-        #[arg(long, default_value = crate::pki::DEFAULT_CA_NAME)]
-        name: String,
-        /// Make a new CA even if one exists (see the pki module docs on renewal).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Write a client certificate and key signed by the CA (for operators and `provd vm`):
-    /// cacert.pem, clientcert.pem, clientkey.pem (0600) in --out.
-    IssueClient {
-        /// The certificate's common name.
-        name: String,
-        #[arg(long)]
-        out: PathBuf,
-        #[command(flatten)]
-        dir: PkiDir,
-        #[arg(long, default_value_t = crate::pki::DEFAULT_LEAF_DAYS)]
-        days: i64,
-    },
-}
-
-/// Where the CA lives: --pki-dir, else the config's.
-#[derive(clap::Args)]
-struct PkiDir {
-    #[arg(long)]
-    pki_dir: Option<PathBuf>,
-    #[arg(long = "config", short = 'c', env = "PROVD_CONFIG", default_value = DEFAULT_CONFIG)]
-    config: Vec<PathBuf>,
-}
-
-impl PkiDir {
-    fn resolve(&self) -> anyhow::Result<PathBuf> {
-        if let Some(d) = &self.pki_dir {
-            return Ok(d.clone());
-        }
-        let cfg = config::load(&self.config).map_err(|e| anyhow::anyhow!("{e}\n(or pass --pki-dir)"))?;
-        Ok(cfg.daemon.pki_dir(&cfg.daemon.state_dir))
-    }
 }
 
 #[derive(Subcommand)]
@@ -278,7 +229,7 @@ pub fn main() -> ExitCode {
             command: AssetsCommand::Init { from, dir },
         } => assets_init(&from, &dir),
         Command::Lab { command } => lab(command),
-        Command::Pki { command } => pki(command),
+        Command::Pki { command } => pki::run(command),
         Command::Vm { command } => vm::run(command),
     };
     match result {
@@ -322,31 +273,6 @@ fn serve(
             api_listen,
         },
     ))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn pki(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        PkiCommand::Init { dir, days, name, force } => {
-            let dir = dir.resolve()?;
-            crate::pki::init(&dir, &name, days, force)?;
-            println!(
-                "CA created in {}: {} (key {}, mode 0600)",
-                dir.display(),
-                crate::pki::CA_CERT,
-                crate::pki::CA_KEY
-            );
-        }
-        PkiCommand::IssueClient { name, out, dir, days } => {
-            let ca = crate::pki::Ca::load(&dir.resolve()?)?;
-            let (cert, key) = ca.issue_client(&name, days)?;
-            crate::pki::write_client(&out, &ca, &cert, &key)?;
-            println!(
-                "client certificate for {name:?} in {}: cacert.pem, clientcert.pem, clientkey.pem",
-                out.display()
-            );
-        }
-    }
     Ok(ExitCode::SUCCESS)
 }
 

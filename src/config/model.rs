@@ -26,8 +26,23 @@ pub struct Config {
     pub profiles: BTreeMap<String, Profile>,
     pub sites: BTreeMap<String, Site>,
     pub vm: VmProfiles,
+    /// `[pki]`: the signing policy for hosts' certificate requests.
+    pub pki_sign: SignPolicy,
     /// Every configured host by MAC, name and reserved IP (built once from `sites`).
     pub hosts: super::HostIndex,
+}
+
+/// Who decides that a host's CSR is signed. `auto`: provd, when the request carries the
+/// host's install token and comes from the address provd leased or reserved for it (the
+/// default: an unattended install needs no operator). `approve`: the request waits until an
+/// operator runs `provd pki approve HOST` (for boot networks where a lease is not proof
+/// enough, e.g. shared with machines nobody vouches for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignPolicy {
+    #[default]
+    Auto,
+    Approve,
 }
 
 /// Disk and NIC profiles for `provd vm init`/`deploy`. "default" always exists: Salt Virt's

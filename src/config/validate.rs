@@ -58,6 +58,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
     let mut uniq = Uniqueness::default();
     let mut vm = VmProfiles::default();
     let mut vm_seen: Option<String> = None;
+    let mut pki: Option<(SignPolicy, String)> = None;
 
     for (src, wire) in &parsed {
         if let Some(d) = &wire.daemon {
@@ -90,6 +91,13 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
             } else {
                 vm_seen = Some(src.place(&v.span()));
                 convert_vm(src, v.get_ref(), &mut vm, &mut errors);
+            }
+        }
+        if let Some(p) = &wire.pki {
+            if let Some((_, first)) = &pki {
+                errors.push(src.error(Some(p.span()), "pki", format!("[pki] given twice (first at {first})")));
+            } else {
+                pki = Some((p.get_ref().sign, src.place(&p.span())));
             }
         }
         for (name, p) in &wire.profiles {
@@ -160,6 +168,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
         sites,
         vm,
+        pki_sign: pki.map(|p| p.0).unwrap_or_default(),
     })
 }
 

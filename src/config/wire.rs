@@ -19,6 +19,15 @@ pub struct FileWire {
     #[serde(default)]
     pub sites: BTreeMap<String, Spanned<SiteWire>>,
     pub vm: Option<Spanned<VmWire>>,
+    pub pki: Option<Spanned<PkiWire>>,
+}
+
+/// `[pki]`: how provd's CA treats hosts' certificate requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkiWire {
+    #[serde(default)]
+    pub sign: super::model::SignPolicy,
 }
 
 /// `[vm]`: disk and NIC profiles for `provd vm`, shared by every site (Salt Virt's

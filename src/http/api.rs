@@ -314,5 +314,23 @@ async fn metrics(State(s): State<AppState>) -> Response {
         "# TYPE provd_leases_bound gauge\nprovd_leases_bound {}\n",
         v.leases_bound
     ));
+    // Seconds until each valid certificate expires: alert on the smallest.
+    out.push_str("# TYPE provd_certificate_expiry_seconds gauge\n");
+    let list = s.boot.certificate_list();
+    for c in list
+        .certificates
+        .iter()
+        .filter(|c| c.state == crate::pki::registry::CertState::Valid)
+    {
+        out.push_str(&format!(
+            "provd_certificate_expiry_seconds{{host=\"{}\",role=\"{}\",serial=\"{}\"}} {}\n",
+            c.record.host, c.record.role, c.record.serial, c.expires_in
+        ));
+    }
+    out.push_str("# TYPE provd_certificate_requests_waiting gauge\n");
+    out.push_str(&format!(
+        "provd_certificate_requests_waiting {}\n",
+        list.requests.iter().filter(|r| r.state == "waiting").count()
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -1,7 +1,7 @@
 //! Boot-chain routes: what booting machines and installers fetch and report.
 
 use super::AppState;
-use crate::boot::{BootError, Format};
+use crate::boot::{BootError, Format, SignOutcome};
 use crate::inventory::InstallEvent;
 use crate::mac::MacAddr;
 use crate::pki::Role;
@@ -23,6 +23,8 @@ pub fn routes() -> Router<AppState> {
         .route("/callback/{host}/{event}", post(callback))
         .route("/assets/{*path}", get(asset))
         .route("/pki/sign/{host}", post(sign))
+        .route("/pki/renew/{host}", post(renew))
+        .route("/pki/crl.pem", get(crl))
         .route("/nocloud/{token}/{file}", get(nocloud))
 }
 
@@ -79,6 +81,11 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
         BootError::UnknownHost => {
             s.http_stats.inc("not_found");
             plain(StatusCode::NOT_FOUND, "not found\n")
+        }
+        BootError::Rejected | BootError::NotRenewable { .. } => {
+            s.http_stats.inc("refused_certificate");
+            tracing::warn!("{what}: {e}");
+            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
         }
         BootError::TokenRefused => {
             s.http_stats.inc("refused_token");
@@ -233,16 +240,60 @@ async fn sign(
         .sign_csr(&host, &q.token.unwrap_or_default(), role, &csr, from)
         .await
     {
-        Ok(cert) => {
-            s.http_stats.inc("certificates");
-            let mac = s.boot.inventory.find(&host).await;
-            s.journal
-                .record(mac, None, "pki", format!("{} certificate issued", role.name()));
-            let ca = s.boot.ca_pem().unwrap_or_default();
-            let body = format!("# provd: ca\n{ca}# provd: {}\n{cert}", role.name());
-            ([("content-type", "application/x-pem-file")], body).into_response()
+        Ok(SignOutcome::Issued(cert)) => certificate_response(&s, &host, role, cert, "issued").await,
+        Ok(SignOutcome::Waiting) => {
+            s.http_stats.inc("certificates_waiting");
+            (
+                StatusCode::ACCEPTED,
+                "waiting for an operator: provd pki approve (ask again later)\n",
+            )
+                .into_response()
         }
         Err(e) => refuse(&s, e, &format!("{} certificate request from {host:?}", role.name())),
+    }
+}
+
+/// The CA, then the host's certificate, each after a `# provd: <what>` line.
+async fn certificate_response(s: &AppState, host: &str, role: Role, cert: String, what: &str) -> Response {
+    s.http_stats.inc("certificates");
+    let mac = s.boot.inventory.find(host).await;
+    s.journal
+        .record(mac, None, "pki", format!("{} certificate {what}", role.name()));
+    let ca = s.boot.ca_pem().unwrap_or_default();
+    let body = format!("# provd: ca\n{ca}# provd: {}\n{cert}", role.name());
+    ([("content-type", "application/x-pem-file")], body).into_response()
+}
+
+/// `POST /pki/renew/<host>?role=server|client` with a PEM CSR signed by the key of the
+/// host's current, valid certificate for that role: the same answer as `/pki/sign`.
+async fn renew(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(host): Path<String>,
+    Query(q): Query<SignQuery>,
+    csr: String,
+) -> Response {
+    let role = match q.role.as_deref().unwrap_or("server").parse::<Role>() {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let Some(from) = source(peer) else {
+        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+    };
+    match s.boot.renew(&host, role, &csr, from).await {
+        Ok(cert) => certificate_response(&s, &host, role, cert, "renewed").await,
+        Err(e) => refuse(&s, e, &format!("{} certificate renewal for {host:?}", role.name())),
+    }
+}
+
+/// `/pki/crl.pem`: the CA's revocation list, signed now (public: it names serials only).
+async fn crl(State(s): State<AppState>) -> Response {
+    match s.boot.crl_pem() {
+        Ok(pem) => {
+            s.http_stats.inc("crl");
+            ([("content-type", "application/pkix-crl")], pem).into_response()
+        }
+        Err(e) => refuse(&s, e, "CRL"),
     }
 }
 

@@ -16,6 +16,7 @@ mod api;
 pub mod auth;
 mod boot;
 pub mod listen;
+mod pki_api;
 
 use crate::boot::Boot;
 use crate::dhcp::Leases;
@@ -46,6 +47,9 @@ pub const COUNTERS: &[&str] = &[
     "refused_unauthenticated",
     "refused_address",
     "refused_connections",
+    "certificates_waiting",
+    "refused_certificate",
+    "crl",
 ];
 
 /// Everything handlers share. `listener_site` is the site whose address this listener is
@@ -75,6 +79,8 @@ pub fn boot_router(state: AppState) -> Router {
 /// Boot and admin routes (the API listener). Every `/api/...` route needs the bearer token;
 /// `/metrics` does not.
 pub fn api_router(state: AppState) -> Router {
-    let admin = api::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+    let admin = api::routes()
+        .merge(pki_api::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     boot::routes().merge(admin).merge(api::open_routes()).with_state(state)
 }

@@ -20,9 +20,13 @@
 //! from it when they are reinstalled (or re-enrolled), and clients must trust both CAs
 //! (concatenate them in cacert.pem) until every host has moved.
 
+pub mod csr;
+pub mod registry;
+
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertificateSigningRequestParams,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use std::net::IpAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -46,6 +50,8 @@ pub enum PkiError {
     BadCsr(String),
     #[error("the CSR names {named:?}, not this host ({host})")]
     WrongHost { named: String, host: String },
+    #[error("the CSR's key is refused: {0}")]
+    WeakKey(String),
     #[error("certificate generation failed: {0}")]
     Generate(String),
 }
@@ -206,21 +212,12 @@ impl Ca {
         params
     }
 
-    /// A `role` certificate for the key in `csr_pem`, for `host`.
-    pub fn sign_host(&self, csr_pem: &str, host: &HostIdentity, role: Role, days: i64) -> Result<String, PkiError> {
+    /// A `role` certificate for the key in `csr_pem`, for `host`. The CSR's signature
+    /// (rcgen) and key (`csr::inspect`) are checked first.
+    pub fn sign_host(&self, csr_pem: &str, host: &HostIdentity, role: Role, days: i64) -> Result<Issued, PkiError> {
+        let facts = csr::inspect(csr_pem)?;
+        check_names(&facts, host)?;
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::BadCsr(e.to_string()))?;
-        // The CSR's subject is not used, but a CSR made for another machine is a mistake
-        // worth stopping: say so rather than certify the wrong key.
-        if let Some(named) = csr.params.distinguished_name.get(&DnType::CommonName) {
-            let named = dn_value(named);
-            let ok = named.eq_ignore_ascii_case(&host.fqdn) || named.eq_ignore_ascii_case(&host.short);
-            if !ok {
-                return Err(PkiError::WrongHost {
-                    named,
-                    host: host.fqdn.clone(),
-                });
-            }
-        }
         let mut sans = vec![SanType::DnsName(host.fqdn.clone().try_into().map_err(rcgen_failed)?)];
         if host.short != host.fqdn {
             sans.push(SanType::DnsName(host.short.clone().try_into().map_err(rcgen_failed)?));
@@ -230,11 +227,51 @@ impl Ca {
             Role::Server => ExtendedKeyUsagePurpose::ServerAuth,
             Role::Client => ExtendedKeyUsagePurpose::ClientAuth,
         };
-        let params = self.leaf(&host.fqdn, Some(host.unit.as_str()), sans, purpose, days);
-        Ok(params
+        let mut params = self.leaf(&host.fqdn, Some(host.unit.as_str()), sans, purpose, days);
+        let serial = new_serial();
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let not_after = params.not_after.unix_timestamp();
+        let pem = params
             .signed_by(&csr.public_key, &self.issuer)
             .map_err(rcgen_failed)?
-            .pem())
+            .pem();
+        Ok(Issued {
+            pem,
+            serial: hex(&serial),
+            not_after,
+            key_id: facts.key_id,
+        })
+    }
+
+    /// The CA's certificate revocation list (PEM) naming `revoked` (serial in hex, revocation
+    /// time). A fresh list is signed on every call; its number is `now`, which only grows.
+    /// `next_update` is a week ahead: hypervisors refresh it hourly, and a stale list still
+    /// refuses everything it names.
+    pub fn crl(&self, revoked: &[(String, i64)], now: OffsetDateTime) -> Result<String, PkiError> {
+        let revoked_certs = revoked
+            .iter()
+            .filter_map(|(serial, at)| {
+                Some(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&unhex(serial)?),
+                    revocation_time: OffsetDateTime::from_unix_timestamp(*at).ok()?,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from_slice(&(now.unix_timestamp() as u64).to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.issuer)
+            .map_err(rcgen_failed)?
+            .pem()
+            .map_err(rcgen_failed)
     }
 
     /// A new key and client certificate named `name` (operators, `provd vm`). Returns
@@ -247,21 +284,63 @@ impl Ca {
     }
 }
 
+/// The CSR's subject is not used, but a CSR made for another machine is a mistake worth
+/// stopping: say so rather than certify the wrong key.
+pub fn check_names(facts: &csr::CsrFacts, host: &HostIdentity) -> Result<(), PkiError> {
+    match &facts.common_name {
+        Some(named) if !named.eq_ignore_ascii_case(&host.fqdn) && !named.eq_ignore_ascii_case(&host.short) => {
+            Err(PkiError::WrongHost {
+                named: named.clone(),
+                host: host.fqdn.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A certificate provd just signed, with what its registry keeps about it.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub pem: String,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// Unix time the certificate stops being valid.
+    pub not_after: i64,
+    /// `csr::inspect`'s key id of the certified key.
+    pub key_id: String,
+}
+
+/// 16 random bytes, top bit clear so the DER integer stays positive and at most 20 octets
+/// (RFC 5280 4.1.2.2). rcgen's default serial is derived from the key, so a renewal with
+/// the same key would repeat it; revocation needs each certificate's own.
+fn new_serial() -> Vec<u8> {
+    let mut b = [0u8; 16];
+    crate::random::fill(&mut b);
+    b[0] &= 0x7f;
+    b[0] |= 0x01; // never a leading zero byte: the hex form is the DER form
+    b.to_vec()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// The subject CN of a PEM certificate (rcgen's `Issuer` does not expose it).
 fn ca_common_name(pem: &str) -> Option<String> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
     let cert = pem.parse_x509().ok()?;
     let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
     Some(cn)
-}
-
-fn dn_value(v: &rcgen::DnValue) -> String {
-    match v {
-        rcgen::DnValue::Utf8String(s) => s.clone(),
-        rcgen::DnValue::PrintableString(s) => s.as_str().to_string(),
-        rcgen::DnValue::Ia5String(s) => s.as_str().to_string(),
-        other => format!("{other:?}"),
-    }
 }
 
 /// Write an operator's client certificate and key where virsh looks for them in `dir`

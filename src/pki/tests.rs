@@ -66,9 +66,9 @@ fn host_certificates_carry_inventory_names_and_libvirt_usages_and_verify() {
     init(d.path(), "provd", 30, false).unwrap();
     let ca = Ca::load(d.path()).unwrap();
     let server = ca.sign_host(&csr(d.path(), "hv01"), &hv(), Role::Server, 30).unwrap();
-    std::fs::write(d.path().join("server.pem"), &server).unwrap();
+    std::fs::write(d.path().join("server.pem"), &server.pem).unwrap();
     let client = ca.sign_host(&csr(d.path(), "hv01"), &hv(), Role::Client, 30).unwrap();
-    std::fs::write(d.path().join("client.pem"), &client).unwrap();
+    std::fs::write(d.path().join("client.pem"), &client.pem).unwrap();
     let server = openssl(&["x509", "-in", "server.pem", "-noout", "-text"], d.path());
     for want in [
         "DNS:hv01.dc1.example.net",
@@ -152,4 +152,62 @@ fn operator_client_certificates_verify_as_clients() {
         ],
         d.path(),
     );
+}
+
+/// What `openssl verify` says (stdout and stderr), without asserting success.
+fn verify(args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new("openssl")
+        .arg("verify")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn the_crl_names_revoked_serials_and_openssl_refuses_them() {
+    let d = tempfile::tempdir().unwrap();
+    init(d.path(), "provd", 30, false).unwrap();
+    let ca = Ca::load(d.path()).unwrap();
+    let key_csr = csr(d.path(), "hv01");
+    let first = ca.sign_host(&key_csr, &hv(), Role::Client, 30).unwrap();
+    // The same key signed again (a renewal) gets its own serial: revoking one is not
+    // revoking the other.
+    let second = ca.sign_host(&key_csr, &hv(), Role::Client, 30).unwrap();
+    assert_ne!(first.serial, second.serial);
+    assert_eq!(first.key_id, second.key_id);
+    std::fs::write(d.path().join("first.pem"), &first.pem).unwrap();
+    std::fs::write(d.path().join("second.pem"), &second.pem).unwrap();
+    let serial = openssl(&["x509", "-in", "first.pem", "-noout", "-serial"], d.path());
+    assert_eq!(serial.trim().to_lowercase(), format!("serial={}", first.serial));
+
+    let now = time::OffsetDateTime::now_utc();
+    let crl = ca.crl(&[(first.serial.clone(), now.unix_timestamp())], now).unwrap();
+    std::fs::write(d.path().join("crl.pem"), &crl).unwrap();
+    let text = openssl(
+        &["crl", "-in", "crl.pem", "-noout", "-text", "-CAfile", CA_CERT],
+        d.path(),
+    );
+    assert!(text.to_lowercase().contains(&first.serial), "{text}");
+    let (ok, said) = verify(
+        &["-crl_check", "-CAfile", CA_CERT, "-CRLfile", "crl.pem", "first.pem"],
+        d.path(),
+    );
+    assert!(!ok && said.contains("certificate revoked"), "{said}");
+    let (ok, said) = verify(
+        &["-crl_check", "-CAfile", CA_CERT, "-CRLfile", "crl.pem", "second.pem"],
+        d.path(),
+    );
+    assert!(ok, "{said}");
+    // An empty list is still a valid, signed CRL (what a fresh hypervisor installs).
+    std::fs::write(d.path().join("empty.pem"), ca.crl(&[], now).unwrap()).unwrap();
+    let (ok, said) = verify(
+        &["-crl_check", "-CAfile", CA_CERT, "-CRLfile", "empty.pem", "first.pem"],
+        d.path(),
+    );
+    assert!(ok, "{said}");
 }

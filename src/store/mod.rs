@@ -36,6 +36,16 @@ const NOCLOUD: TableDefinition<&str, &[u8]> = TableDefinition::new("nocloud");
 /// Failover relationship state, by relationship name (JSON, see `crate::failover::peer`).
 const FAILOVER: TableDefinition<&str, &[u8]> = TableDefinition::new("failover");
 
+/// Certificates provd's CA issued, by serial (JSON, see `crate::pki::registry`): what
+/// `provd pki list`, revocation and the CRL read.
+const CERTIFICATES: TableDefinition<&str, &[u8]> = TableDefinition::new("certificates");
+/// Certificate requests waiting for an operator (`[pki] sign = "approve"`), by host/role.
+const CSR_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("csr_requests");
+
+/// How many commit requests may wait for the committer. A full queue makes the sender wait
+/// (the DHCP loop stops acknowledging) instead of growing memory while a disk stalls.
+pub const COMMIT_QUEUE: usize = 16_384;
+
 /// The most records one transaction takes; bounds commit latency under a flood.
 const MAX_BATCH: usize = 4096;
 
@@ -177,7 +187,7 @@ struct CommitRequest {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
-    queue: mpsc::UnboundedSender<CommitRequest>,
+    queue: mpsc::Sender<CommitRequest>,
     pub stats: Arc<StoreStats>,
     /// The first lease commit that failed (None while healthy). A store that failed to
     /// write is not trusted again in this process: the daemon reports it and exits.
@@ -224,10 +234,12 @@ impl Store {
         txn.open_table(HOSTS)?;
         txn.open_table(NOCLOUD)?;
         txn.open_table(FAILOVER)?;
+        txn.open_table(CERTIFICATES)?;
+        txn.open_table(CSR_REQUESTS)?;
         txn.commit()?;
         let db = Arc::new(db);
         let stats = Arc::new(StoreStats::default());
-        let (queue, rx) = mpsc::unbounded_channel();
+        let (queue, rx) = mpsc::channel(COMMIT_QUEUE);
         let health = Arc::new(tokio::sync::watch::Sender::new(None));
         let (db2, stats2, health2) = (db.clone(), stats.clone(), health.clone());
         std::thread::Builder::new()
@@ -270,6 +282,7 @@ impl Store {
         let (done, wait) = oneshot::channel();
         self.queue
             .send(CommitRequest { records, done })
+            .await
             .map_err(|_| StoreError::CommitterGone)?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
@@ -309,6 +322,33 @@ impl Store {
         self.load_all(FAILOVER)
     }
 
+    /// Durably write one issued certificate's record (blocking).
+    pub fn put_certificate_blocking(&self, serial: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.put_blocking(CERTIFICATES, serial, value)
+    }
+
+    pub fn load_certificates(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.load_all(CERTIFICATES)
+    }
+
+    /// Durably write (or, with `None`, remove) a waiting certificate request (blocking).
+    pub fn put_csr_request_blocking(&self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+        match value {
+            Some(v) => self.put_blocking(CSR_REQUESTS, key, v),
+            None => {
+                let mut txn = self.db.begin_write()?;
+                txn.set_durability(Durability::Immediate)?;
+                txn.open_table(CSR_REQUESTS)?.remove(key)?;
+                txn.commit()?;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn load_csr_requests(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.load_all(CSR_REQUESTS)
+    }
+
     fn put_blocking(&self, table: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
@@ -332,7 +372,7 @@ impl Store {
     pub fn persist_blocking(&self, records: Vec<LeaseRecord>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         self.queue
-            .send(CommitRequest { records, done })
+            .blocking_send(CommitRequest { records, done })
             .map_err(|_| StoreError::CommitterGone)?;
         match wait.blocking_recv() {
             Ok(Ok(())) => Ok(()),
@@ -376,7 +416,7 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Vec<LeaseRecord>, StoreError> 
 /// write it all in one durable transaction, then answer every waiter.
 fn committer(
     db: Arc<Database>,
-    mut rx: mpsc::UnboundedReceiver<CommitRequest>,
+    mut rx: mpsc::Receiver<CommitRequest>,
     stats: Arc<StoreStats>,
     health: Arc<tokio::sync::watch::Sender<Option<String>>>,
 ) {

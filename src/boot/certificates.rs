@@ -1,0 +1,296 @@
+//! Hosts' libvirt certificates: the signing policy (`[pki] sign`), approval, revocation and
+//! the CRL, renewal. The CA (`pki::Ca`) only signs; the registry (`pki::registry`) only
+//! remembers; this module decides who gets what, with the same host checks as every other
+//! install secret (the host's own address, its install token).
+//!
+//! - `auto`: a CSR with the host's install token, from its leased or reserved address, is
+//!   signed at once (each role once per token).
+//! - `approve`: the same request is kept (one per host and role) and answered 202 until an
+//!   operator approves it; the host's next identical request collects the certificate
+//!   (and spends the role on its token). A rejected request is answered 403 until the host
+//!   is reinstalled (a new token makes a new request).
+//! - Renewal needs no token: the CSR must be signed by a key that provd certified for this
+//!   host and role, and that certificate must still be valid (not expired, not revoked).
+//!   A CSR's self-signature proves possession of its key (rcgen verifies it), so "the host
+//!   proves itself with its current certificate" without TLS on the boot listener.
+//! - Revocation marks records; the CRL (`/pki/crl.pem`) is signed fresh from them on request.
+
+use super::{Boot, BootError};
+use crate::config::{Host, SignPolicy, Site};
+use crate::mac::MacAddr;
+use crate::pki::registry::{CertRecord, CsrRequest, Decision};
+use crate::pki::{Ca, HostIdentity, Role, csr};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+/// The answer to a certificate request.
+#[derive(Debug)]
+pub enum SignOutcome {
+    /// The certificate (PEM).
+    Issued(String),
+    /// Kept for an operator (`approve` policy): ask again later.
+    Waiting,
+}
+
+/// `provd pki list`: every issued certificate and every kept request.
+#[derive(Debug, Serialize)]
+pub struct CertificateList {
+    pub policy: SignPolicy,
+    pub now: i64,
+    pub certificates: Vec<CertView>,
+    pub requests: Vec<RequestView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertView {
+    #[serde(flatten)]
+    pub record: CertRecord,
+    pub state: crate::pki::registry::CertState,
+    /// Seconds until `not_after` (negative once expired).
+    pub expires_in: i64,
+}
+
+/// A request as the API shows it (the CSR and token stay inside).
+#[derive(Debug, Serialize)]
+pub struct RequestView {
+    pub host: String,
+    pub role: String,
+    pub from: Ipv4Addr,
+    pub asked_at: i64,
+    pub key: String,
+    pub state: &'static str,
+}
+
+fn now() -> i64 {
+    crate::clock::unix_now() as i64
+}
+
+impl Boot {
+    fn ca(&self) -> Result<&Ca, BootError> {
+        self.ca.as_ref().ok_or(BootError::NoCa)
+    }
+
+    /// Who the certificate is for: names from the config, addresses where provd knows the
+    /// host (its reservation, its lease) plus the checked address the request came from.
+    fn identity(&self, mac: MacAddr, site: &Site, host: &Host, from: Ipv4Addr) -> HostIdentity {
+        let mut known = self.known_addresses(mac, host);
+        if !known.contains(&from) {
+            known.push(from);
+        }
+        HostIdentity {
+            fqdn: site.fqdn(&host.hostname),
+            short: host.hostname.split('.').next().unwrap_or(&host.hostname).to_string(),
+            addresses: known.into_iter().map(Into::into).collect(),
+            unit: format!("site {}", site.name),
+        }
+    }
+
+    /// Sign and remember (the record is durable before the certificate leaves provd).
+    #[allow(clippy::too_many_arguments)]
+    async fn issue(
+        &self,
+        mac: MacAddr,
+        site: &Site,
+        host: &Host,
+        from: Ipv4Addr,
+        csr_pem: &str,
+        role: Role,
+        how: &str,
+    ) -> Result<crate::pki::Issued, BootError> {
+        let identity = self.identity(mac, site, host, from);
+        let issued = self
+            .ca()?
+            .sign_host(csr_pem, &identity, role, crate::pki::DEFAULT_LEAF_DAYS)?;
+        self.certificates
+            .issued(CertRecord {
+                serial: issued.serial.clone(),
+                host: host.hostname.clone(),
+                role: role.name().into(),
+                issued_at: now(),
+                not_after: issued.not_after,
+                key_id: issued.key_id.clone(),
+                how: how.into(),
+                revoked_at: None,
+            })
+            .await?;
+        Ok(issued)
+    }
+
+    /// `POST /pki/sign`: a libvirt `role` certificate for host `name`'s CSR, if it comes
+    /// from the host's own address with its install token, and that token has not signed
+    /// that role yet; under `approve`, only once an operator said yes.
+    pub async fn sign_csr(
+        &self,
+        name: &str,
+        token: &str,
+        role: Role,
+        csr_pem: &str,
+        from: Ipv4Addr,
+    ) -> Result<SignOutcome, BootError> {
+        let (mac, site, host) = self.host_asked_from(name, from).await?;
+        self.inventory.verify_signing_token(mac, token, role.name()).await?;
+        self.ca()?;
+        // Key type, size and names are refused before anything is kept or signed.
+        let facts = csr::inspect(csr_pem)?;
+        crate::pki::check_names(&facts, &self.identity(mac, site, host, from))?;
+        match self.config.pki_sign {
+            SignPolicy::Auto => {
+                let issued = self.issue(mac, site, host, from, csr_pem, role, "install").await?;
+                self.inventory.certificate_issued(mac, token, role.name()).await?;
+                Ok(SignOutcome::Issued(issued.pem))
+            }
+            SignPolicy::Approve => {
+                let kept = self
+                    .certificates
+                    .request(&host.hostname, role)
+                    .filter(|r| r.token == token);
+                match kept.map(|r| r.decision) {
+                    Some(Decision::Approved { certificate, .. })
+                        if csr::certificate_key_id(&certificate).as_deref() == Some(facts.key_id.as_str()) =>
+                    {
+                        self.inventory.certificate_issued(mac, token, role.name()).await?;
+                        self.certificates.remove_request(&host.hostname, role).await?;
+                        Ok(SignOutcome::Issued(certificate))
+                    }
+                    Some(Decision::Rejected { .. }) => Err(BootError::Rejected),
+                    Some(Decision::Waiting)
+                        if self
+                            .certificates
+                            .request(&host.hostname, role)
+                            .map(|r| r.csr)
+                            .as_deref()
+                            == Some(csr_pem) =>
+                    {
+                        Ok(SignOutcome::Waiting)
+                    }
+                    // New, or a new key for the same token: this CSR is the one to decide.
+                    _ => {
+                        self.certificates
+                            .put_request(CsrRequest {
+                                host: host.hostname.clone(),
+                                role: role.name().into(),
+                                csr: csr_pem.to_string(),
+                                token: token.to_string(),
+                                from,
+                                asked_at: now(),
+                                decision: Decision::Waiting,
+                            })
+                            .await?;
+                        tracing::info!(
+                            "{} certificate request from {} ({from}) waits: provd pki approve {}",
+                            role.name(),
+                            host.hostname,
+                            host.hostname
+                        );
+                        Ok(SignOutcome::Waiting)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `provd pki approve HOST`: sign every waiting request of the host. Returns the roles.
+    pub async fn approve(&self, name: &str) -> Result<Vec<Role>, BootError> {
+        self.decide(name, true).await
+    }
+
+    /// `provd pki reject HOST`: refuse every waiting request of the host.
+    pub async fn reject(&self, name: &str) -> Result<Vec<Role>, BootError> {
+        self.decide(name, false).await
+    }
+
+    async fn decide(&self, name: &str, approve: bool) -> Result<Vec<Role>, BootError> {
+        let mac = self.inventory.find(name).await.ok_or(BootError::UnknownHost)?;
+        let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
+        let mut done = Vec::new();
+        for role in [Role::Server, Role::Client] {
+            let Some(req) = self.certificates.request(&host.hostname, role) else {
+                continue;
+            };
+            if req.decision != Decision::Waiting {
+                continue;
+            }
+            let decision = if approve {
+                let issued = self
+                    .issue(mac, site, host, req.from, &req.csr, role, "approved")
+                    .await?;
+                Decision::Approved {
+                    serial: issued.serial,
+                    certificate: issued.pem,
+                }
+            } else {
+                Decision::Rejected { at: now() }
+            };
+            self.certificates.put_request(CsrRequest { decision, ..req }).await?;
+            done.push(role);
+        }
+        Ok(done)
+    }
+
+    /// `provd pki revoke HOST [--role]`: the host's valid certificates become revoked and
+    /// the next CRL names them. Returns the revoked records.
+    pub async fn revoke(&self, name: &str, role: Option<Role>) -> Result<Vec<CertRecord>, BootError> {
+        let mac = self.inventory.find(name).await.ok_or(BootError::UnknownHost)?;
+        let (_, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
+        Ok(self.certificates.revoke(&host.hostname, role, now()).await?)
+    }
+
+    /// The CA's CRL, signed now.
+    pub fn crl_pem(&self) -> Result<String, BootError> {
+        let now = time::OffsetDateTime::now_utc();
+        Ok(self.ca()?.crl(&self.certificates.revoked(now.unix_timestamp()), now)?)
+    }
+
+    /// `POST /pki/renew`: a new certificate for the key the host already holds a valid
+    /// `role` certificate for (new serial, new validity), from the host's own address.
+    pub async fn renew(&self, name: &str, role: Role, csr_pem: &str, from: Ipv4Addr) -> Result<String, BootError> {
+        let (mac, site, host) = self.host_asked_from(name, from).await?;
+        self.ca()?;
+        let facts = csr::inspect(csr_pem)?;
+        if self
+            .certificates
+            .current(&host.hostname, role, &facts.key_id, now())
+            .is_none()
+        {
+            return Err(BootError::NotRenewable { role: role.name() });
+        }
+        let issued = self.issue(mac, site, host, from, csr_pem, role, "renewal").await?;
+        Ok(issued.pem)
+    }
+
+    /// Every certificate and request, for `provd pki list` and the metrics.
+    pub fn certificate_list(&self) -> CertificateList {
+        let now = now();
+        CertificateList {
+            policy: self.config.pki_sign,
+            now,
+            certificates: self
+                .certificates
+                .certificates()
+                .into_iter()
+                .map(|record| CertView {
+                    state: record.state(now),
+                    expires_in: record.not_after - now,
+                    record,
+                })
+                .collect(),
+            requests: self
+                .certificates
+                .requests()
+                .into_iter()
+                .map(|r| RequestView {
+                    key: csr::inspect(&r.csr).map(|f| f.key.to_string()).unwrap_or_default(),
+                    state: match r.decision {
+                        Decision::Waiting => "waiting",
+                        Decision::Approved { .. } => "approved",
+                        Decision::Rejected { .. } => "rejected",
+                    },
+                    host: r.host,
+                    role: r.role,
+                    from: r.from,
+                    asked_at: r.asked_at,
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! `provd pki ...`: the CA on disk (init, issue-client) and, through the daemon's admin API,
+//! what it issued (list), the approval queue (pending, approve, reject) and revocation.
+
+use super::{DEFAULT_CONFIG, ServerTarget};
+use crate::config;
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum PkiCommand {
+    /// Create the CA: ca-key.pem (0600, never served) and ca-cert.pem in the PKI directory
+    /// ([daemon] pki_dir, default <state_dir>/pki). Refuses to replace an existing CA.
+    Init {
+        #[command(flatten)]
+        dir: PkiDir,
+        /// How long the CA is valid.
+        #[arg(long, default_value_t = crate::pki::DEFAULT_CA_DAYS)]
+        days: i64,
+        /// The CA's common name.
+        #[arg(long, default_value = crate::pki::DEFAULT_CA_NAME)]
+        name: String,
+        /// Make a new CA even if one exists (see the pki module docs on renewal).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write a client certificate and key signed by the CA (for operators and `provd vm`):
+    /// cacert.pem, clientcert.pem, clientkey.pem (0600) in --out.
+    IssueClient {
+        /// The certificate's common name.
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        dir: PkiDir,
+        #[arg(long, default_value_t = crate::pki::DEFAULT_LEAF_DAYS)]
+        days: i64,
+    },
+    /// Every certificate the CA issued (host, role, serial, state, expiry) and every
+    /// certificate request kept for an operator. Asks the running daemon.
+    List {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Certificate requests waiting for `provd pki approve` ([pki] sign = "approve").
+    Pending {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign the host's waiting certificate requests; the host collects them on its next try.
+    Approve {
+        host: String,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
+    /// Refuse the host's waiting certificate requests (its installer is told 403 and stops).
+    Reject {
+        host: String,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
+    /// Revoke the host's valid certificates (one role with --role). The CRL served at
+    /// /pki/crl.pem names them from now on; hypervisors installed by provd fetch it hourly.
+    Revoke {
+        host: String,
+        /// server or client (default: both).
+        #[arg(long)]
+        role: Option<String>,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
+}
+
+/// Where the CA lives: --pki-dir, else the config's.
+#[derive(clap::Args)]
+pub struct PkiDir {
+    #[arg(long)]
+    pki_dir: Option<PathBuf>,
+    #[arg(long = "config", short = 'c', env = "PROVD_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: Vec<PathBuf>,
+}
+
+impl PkiDir {
+    fn resolve(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.pki_dir {
+            return Ok(d.clone());
+        }
+        let cfg = config::load(&self.config).map_err(|e| anyhow::anyhow!("{e}\n(or pass --pki-dir)"))?;
+        Ok(cfg.daemon.pki_dir(&cfg.daemon.state_dir))
+    }
+}
+
+pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PkiCommand::Init { dir, days, name, force } => {
+            let dir = dir.resolve()?;
+            crate::pki::init(&dir, &name, days, force)?;
+            println!(
+                "CA created in {}: {} (key {}, mode 0600)",
+                dir.display(),
+                crate::pki::CA_CERT,
+                crate::pki::CA_KEY
+            );
+        }
+        PkiCommand::IssueClient { name, out, dir, days } => {
+            let ca = crate::pki::Ca::load(&dir.resolve()?)?;
+            let (cert, key) = ca.issue_client(&name, days)?;
+            crate::pki::write_client(&out, &ca, &cert, &key)?;
+            println!(
+                "client certificate for {name:?} in {}: cacert.pem, clientcert.pem, clientkey.pem",
+                out.display()
+            );
+        }
+        PkiCommand::List { target, json } => {
+            let list = fetch_list(&target)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_certificates(&list);
+                print_requests(&list);
+            }
+        }
+        PkiCommand::Pending { target, json } => {
+            let list = fetch_list(&target)?;
+            let waiting: Vec<&serde_json::Value> = requests(&list).filter(|r| r["state"] == "waiting").collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&waiting)?);
+            } else if waiting.is_empty() {
+                println!(
+                    "no certificate request is waiting (policy: {})",
+                    list["policy"].as_str().unwrap_or("?")
+                );
+            } else {
+                for r in waiting {
+                    println!(
+                        "{} {} from {} ({}), asked {}: provd pki approve {} | reject {}",
+                        r["host"].as_str().unwrap_or("?"),
+                        r["role"].as_str().unwrap_or("?"),
+                        r["from"].as_str().unwrap_or("?"),
+                        r["key"].as_str().unwrap_or("?"),
+                        when(r["asked_at"].as_i64().unwrap_or(0)),
+                        r["host"].as_str().unwrap_or("?"),
+                        r["host"].as_str().unwrap_or("?"),
+                    );
+                }
+            }
+        }
+        PkiCommand::Approve { host, target } => decide(&target, &host, "approve", "approved")?,
+        PkiCommand::Reject { host, target } => decide(&target, &host, "reject", "rejected")?,
+        PkiCommand::Revoke { host, role, target } => {
+            if let Some(r) = &role {
+                r.parse::<crate::pki::Role>().map_err(anyhow::Error::msg)?;
+            }
+            let api = target.api();
+            let path = match &role {
+                Some(r) => format!("/api/pki/{host}/revoke?role={r}"),
+                None => format!("/api/pki/{host}/revoke"),
+            };
+            let answer: serde_json::Value = api.require(api.post(&path)?)?;
+            let revoked = answer["revoked"].as_array().cloned().unwrap_or_default();
+            if revoked.is_empty() {
+                println!("{host}: no valid certificate to revoke");
+            }
+            for c in revoked {
+                println!(
+                    "{host}: revoked {} certificate {} (the CRL at /pki/crl.pem names it now)",
+                    c["role"].as_str().unwrap_or("?"),
+                    c["serial"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fetch_list(target: &ServerTarget) -> anyhow::Result<serde_json::Value> {
+    let api = target.api();
+    api.require(api.get("/api/pki")?)
+}
+
+fn requests(list: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    list["requests"].as_array().into_iter().flatten()
+}
+
+fn when(t: i64) -> String {
+    let now = crate::clock::unix_now() as i64;
+    format!("{} s ago", (now - t).max(0))
+}
+
+fn days(seconds: i64) -> String {
+    if seconds < 0 {
+        format!("{} d ago", -seconds / 86400)
+    } else {
+        format!("in {} d", seconds / 86400)
+    }
+}
+
+fn print_certificates(list: &serde_json::Value) {
+    let certs = list["certificates"].as_array().cloned().unwrap_or_default();
+    if certs.is_empty() {
+        println!("no certificate issued yet");
+        return;
+    }
+    println!(
+        "{:<24} {:<7} {:<34} {:<8} {:<10} EXPIRES",
+        "HOST", "ROLE", "SERIAL", "STATE", "HOW"
+    );
+    for c in certs {
+        println!(
+            "{:<24} {:<7} {:<34} {:<8} {:<10} {}",
+            c["host"].as_str().unwrap_or("?"),
+            c["role"].as_str().unwrap_or("?"),
+            c["serial"].as_str().unwrap_or("?"),
+            c["state"].as_str().unwrap_or("?"),
+            c["how"].as_str().unwrap_or("?"),
+            days(c["expires_in"].as_i64().unwrap_or(0))
+        );
+    }
+}
+
+fn print_requests(list: &serde_json::Value) {
+    let kept: Vec<_> = requests(list).collect();
+    if kept.is_empty() {
+        return;
+    }
+    println!("\nrequests (policy: {}):", list["policy"].as_str().unwrap_or("?"));
+    for r in kept {
+        println!(
+            "  {} {} from {} ({}): {}",
+            r["host"].as_str().unwrap_or("?"),
+            r["role"].as_str().unwrap_or("?"),
+            r["from"].as_str().unwrap_or("?"),
+            r["key"].as_str().unwrap_or("?"),
+            r["state"].as_str().unwrap_or("?")
+        );
+    }
+}
+
+fn decide(target: &ServerTarget, host: &str, verb: &str, done: &str) -> anyhow::Result<()> {
+    let api = target.api();
+    let answer: serde_json::Value = api.require(api.post(&format!("/api/pki/{host}/{verb}"))?)?;
+    let roles: Vec<&str> = answer[done]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str())
+        .collect();
+    if roles.is_empty() {
+        anyhow::bail!("{host} has no waiting certificate request (see `provd pki pending`)");
+    }
+    println!(
+        "{host}: {done} {} (the host collects on its next try)",
+        roles.join(" and ")
+    );
+    Ok(())
+}

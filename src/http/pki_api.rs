@@ -1,0 +1,86 @@
+//! Admin routes for provd's CA (behind the admin credential like every `/api/...` route):
+//! `GET /api/pki` (certificates and waiting requests), `POST /api/pki/<host>/approve`,
+//! `.../reject`, `.../revoke?role=`. Each decision goes to the boot journal.
+
+use super::AppState;
+use crate::boot::BootError;
+use crate::pki::Role;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/pki", get(list))
+        .route("/api/pki/{host}/approve", post(approve))
+        .route("/api/pki/{host}/reject", post(reject))
+        .route("/api/pki/{host}/revoke", post(revoke))
+}
+
+async fn list(State(s): State<AppState>) -> Response {
+    Json(s.boot.certificate_list()).into_response()
+}
+
+fn error(e: BootError) -> Response {
+    let status = match e {
+        BootError::UnknownHost => StatusCode::NOT_FOUND,
+        BootError::NoCa => StatusCode::SERVICE_UNAVAILABLE,
+        BootError::Certificate(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+}
+
+async fn decided(s: &AppState, host: &str, what: &str, roles: Vec<Role>) -> Response {
+    let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+    if !names.is_empty() {
+        let mac = s.boot.inventory.find(host).await;
+        s.journal
+            .record(mac, None, "pki", format!("operator: {what} {}", names.join(", ")));
+    }
+    Json(serde_json::json!({ "host": host, what: names })).into_response()
+}
+
+async fn approve(State(s): State<AppState>, Path(host): Path<String>) -> Response {
+    match s.boot.approve(&host).await {
+        Ok(roles) => decided(&s, &host, "approved", roles).await,
+        Err(e) => error(e),
+    }
+}
+
+async fn reject(State(s): State<AppState>, Path(host): Path<String>) -> Response {
+    match s.boot.reject(&host).await {
+        Ok(roles) => decided(&s, &host, "rejected", roles).await,
+        Err(e) => error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RoleQuery {
+    role: Option<String>,
+}
+
+async fn revoke(State(s): State<AppState>, Path(host): Path<String>, Query(q): Query<RoleQuery>) -> Response {
+    let role = match q.role.as_deref().map(str::parse::<Role>).transpose() {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))).into_response(),
+    };
+    match s.boot.revoke(&host, role).await {
+        Ok(revoked) => {
+            let mac = s.boot.inventory.find(&host).await;
+            for c in &revoked {
+                s.journal.record(
+                    mac,
+                    None,
+                    "pki",
+                    format!("operator: revoked {} certificate {}", c.role, c.serial),
+                );
+            }
+            Json(serde_json::json!({ "host": host, "revoked": revoked })).into_response()
+        }
+        Err(e) => error(e),
+    }
+}

@@ -1,0 +1,316 @@
+//! The CA's memory: every certificate it issued (serial, host, role, expiry, revocation),
+//! and certificate requests that wait for an operator (`[pki] sign = "approve"`).
+//!
+//! `Registry` is the one owner. Each change is written to the store (fsynced) before it is
+//! visible in memory, so `provd pki list`, the CRL and the expiry metric never show a
+//! certificate or a revocation that a crash would forget. Writers take one async lock (these
+//! changes are rare: a few per installed host); readers take a snapshot.
+//!
+//! Records are JSON in the store's `certificates` (by serial) and `csr_requests` (by
+//! `host/role`) tables. Requests are bounded by construction: one per configured host and
+//! role, and only a request with a valid install token from the host's own address is kept.
+
+use super::Role;
+use crate::store::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, RwLock};
+
+/// One certificate provd's CA signed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CertRecord {
+    /// Lowercase hex, as `openssl x509 -serial` prints it.
+    pub serial: String,
+    pub host: String,
+    pub role: String,
+    pub issued_at: i64,
+    pub not_after: i64,
+    /// SHA-256 of the certified public key (see `csr::inspect`).
+    pub key_id: String,
+    /// How it was issued: "install" (token, automatic), "approved", "renewal".
+    pub how: String,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertState {
+    Valid,
+    Expired,
+    Revoked,
+}
+
+impl CertRecord {
+    pub fn state(&self, now: i64) -> CertState {
+        if self.revoked_at.is_some() {
+            CertState::Revoked
+        } else if self.not_after <= now {
+            CertState::Expired
+        } else {
+            CertState::Valid
+        }
+    }
+}
+
+/// A CSR that waits for `provd pki approve` (or was decided and not yet collected).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CsrRequest {
+    pub host: String,
+    pub role: String,
+    pub csr: String,
+    /// The install token it came with: collecting the certificate needs the same token.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub token: String,
+    pub from: Ipv4Addr,
+    pub asked_at: i64,
+    pub decision: Decision,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Decision {
+    Waiting,
+    Approved { serial: String, certificate: String },
+    Rejected { at: i64 },
+}
+
+impl CsrRequest {
+    pub fn key(host: &str, role: Role) -> String {
+        format!("{host}/{}", role.name())
+    }
+
+    fn own_key(&self) -> String {
+        format!("{}/{}", self.host, self.role)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("certificate registry: {0}")]
+    Store(#[from] StoreError),
+    #[error("certificate registry: a stored record is not readable ({key}): {error}")]
+    Corrupt { key: String, error: String },
+    #[error("certificate registry: the store's writer is gone")]
+    Gone,
+}
+
+/// Every issued certificate and waiting request, backed by the store.
+pub struct Registry {
+    store: Store,
+    certificates: RwLock<BTreeMap<String, CertRecord>>,
+    requests: RwLock<BTreeMap<String, CsrRequest>>,
+    /// Serialises writers so the store and memory change in the same order.
+    writer: tokio::sync::Mutex<()>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(rows: Vec<(String, Vec<u8>)>) -> Result<BTreeMap<String, T>, RegistryError> {
+    rows.into_iter()
+        .map(|(key, bytes)| match serde_json::from_slice(&bytes) {
+            Ok(v) => Ok((key, v)),
+            Err(e) => Err(RegistryError::Corrupt {
+                key,
+                error: e.to_string(),
+            }),
+        })
+        .collect()
+}
+
+impl Registry {
+    pub fn load(store: Store) -> Result<Arc<Registry>, RegistryError> {
+        let certificates = decode(store.load_certificates()?)?;
+        let requests = decode(store.load_csr_requests()?)?;
+        Ok(Arc::new(Registry {
+            store,
+            certificates: RwLock::new(certificates),
+            requests: RwLock::new(requests),
+            writer: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Every issued certificate, by serial.
+    pub fn certificates(&self) -> Vec<CertRecord> {
+        self.certificates.read().unwrap().values().cloned().collect()
+    }
+
+    /// Every kept request, by host/role.
+    pub fn requests(&self) -> Vec<CsrRequest> {
+        self.requests.read().unwrap().values().cloned().collect()
+    }
+
+    pub fn request(&self, host: &str, role: Role) -> Option<CsrRequest> {
+        self.requests.read().unwrap().get(&CsrRequest::key(host, role)).cloned()
+    }
+
+    /// (serial, revocation time) of every revoked certificate that has not expired: what
+    /// the CRL must name (an expired certificate is refused anyway).
+    pub fn revoked(&self, now: i64) -> Vec<(String, i64)> {
+        self.certificates
+            .read()
+            .unwrap()
+            .values()
+            .filter(|c| c.not_after > now)
+            .filter_map(|c| c.revoked_at.map(|at| (c.serial.clone(), at)))
+            .collect()
+    }
+
+    /// The valid certificate of `host`/`role` for the key `key_id`, if any (renewal: the
+    /// requester proved it holds that key by signing its CSR with it).
+    pub fn current(&self, host: &str, role: Role, key_id: &str, now: i64) -> Option<CertRecord> {
+        self.certificates
+            .read()
+            .unwrap()
+            .values()
+            .filter(|c| c.host == host && c.role == role.name() && c.key_id == key_id)
+            .filter(|c| c.state(now) == CertState::Valid)
+            .max_by_key(|c| c.not_after)
+            .cloned()
+    }
+
+    async fn write(
+        &self,
+        op: impl FnOnce(&Store) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), RegistryError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(|_| RegistryError::Gone)??;
+        Ok(())
+    }
+
+    /// Remember a certificate the CA just signed.
+    pub async fn issued(&self, record: CertRecord) -> Result<(), RegistryError> {
+        let _w = self.writer.lock().await;
+        let bytes = serde_json::to_vec(&record).expect("certificate records serialize");
+        let serial = record.serial.clone();
+        self.write(move |s| s.put_certificate_blocking(&serial, &bytes)).await?;
+        self.certificates.write().unwrap().insert(record.serial.clone(), record);
+        Ok(())
+    }
+
+    /// Revoke every valid certificate of `host` (of `role` only, when given). Returns the
+    /// records revoked now (already revoked or expired ones are left as they are).
+    pub async fn revoke(&self, host: &str, role: Option<Role>, now: i64) -> Result<Vec<CertRecord>, RegistryError> {
+        let _w = self.writer.lock().await;
+        let chosen: Vec<CertRecord> = self
+            .certificates
+            .read()
+            .unwrap()
+            .values()
+            .filter(|c| c.host == host && role.is_none_or(|r| c.role == r.name()))
+            .filter(|c| c.state(now) == CertState::Valid)
+            .map(|c| CertRecord {
+                revoked_at: Some(now),
+                ..c.clone()
+            })
+            .collect();
+        for c in &chosen {
+            let bytes = serde_json::to_vec(c).expect("certificate records serialize");
+            let serial = c.serial.clone();
+            self.write(move |s| s.put_certificate_blocking(&serial, &bytes)).await?;
+            self.certificates.write().unwrap().insert(c.serial.clone(), c.clone());
+        }
+        Ok(chosen)
+    }
+
+    /// Keep (or replace) a request.
+    pub async fn put_request(&self, request: CsrRequest) -> Result<(), RegistryError> {
+        let _w = self.writer.lock().await;
+        let key = request.own_key();
+        let bytes = serde_json::to_vec(&request).expect("requests serialize");
+        let k = key.clone();
+        self.write(move |s| s.put_csr_request_blocking(&k, Some(&bytes)))
+            .await?;
+        self.requests.write().unwrap().insert(key, request);
+        Ok(())
+    }
+
+    /// Forget a request (collected, or superseded by a reinstall).
+    pub async fn remove_request(&self, host: &str, role: Role) -> Result<(), RegistryError> {
+        let _w = self.writer.lock().await;
+        let key = CsrRequest::key(host, role);
+        let k = key.clone();
+        self.write(move |s| s.put_csr_request_blocking(&k, None)).await?;
+        self.requests.write().unwrap().remove(&key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(serial: &str, host: &str, role: &str, not_after: i64) -> CertRecord {
+        CertRecord {
+            serial: serial.into(),
+            host: host.into(),
+            role: role.into(),
+            issued_at: 0,
+            not_after,
+            key_id: format!("key-{serial}"),
+            how: "install".into(),
+            revoked_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn revocation_is_durable_and_names_only_live_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let reg = Registry::load(store.clone()).unwrap();
+        reg.issued(record("01", "hv1", "server", 1000)).await.unwrap();
+        reg.issued(record("02", "hv1", "client", 1000)).await.unwrap();
+        reg.issued(record("03", "hv2", "client", 1000)).await.unwrap();
+        reg.issued(record("04", "hv1", "client", 50)).await.unwrap(); // expired at 100
+
+        let revoked = reg.revoke("hv1", Some(Role::Client), 100).await.unwrap();
+        assert_eq!(revoked.iter().map(|c| c.serial.as_str()).collect::<Vec<_>>(), ["02"]);
+        assert_eq!(reg.revoked(100), vec![("02".to_string(), 100)]);
+        // A second revoke changes nothing; the whole host takes the server one too.
+        assert!(reg.revoke("hv1", Some(Role::Client), 200).await.unwrap().is_empty());
+        assert_eq!(reg.revoke("hv1", None, 200).await.unwrap().len(), 1);
+        // Expired certificates leave the CRL.
+        assert!(reg.revoked(1000).is_empty());
+
+        drop(reg);
+        let again = Registry::load(store).unwrap();
+        let states: Vec<(String, CertState)> = again
+            .certificates()
+            .iter()
+            .map(|c| (c.serial.clone(), c.state(300)))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("01".into(), CertState::Revoked),
+                ("02".into(), CertState::Revoked),
+                ("03".into(), CertState::Valid),
+                ("04".into(), CertState::Expired)
+            ]
+        );
+        assert_eq!(again.current("hv2", Role::Client, "key-03", 300).unwrap().serial, "03");
+        assert!(again.current("hv2", Role::Client, "key-other", 300).is_none());
+        assert!(again.current("hv1", Role::Server, "key-01", 300).is_none(), "revoked");
+    }
+
+    #[tokio::test]
+    async fn requests_survive_a_restart_and_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let reg = Registry::load(store.clone()).unwrap();
+        let req = CsrRequest {
+            host: "hv1".into(),
+            role: "server".into(),
+            csr: "pem".into(),
+            token: "t".into(),
+            from: Ipv4Addr::new(10, 0, 0, 5),
+            asked_at: 7,
+            decision: Decision::Waiting,
+        };
+        reg.put_request(req.clone()).await.unwrap();
+        let again = Registry::load(store.clone()).unwrap();
+        assert_eq!(again.request("hv1", Role::Server), Some(req));
+        again.remove_request("hv1", Role::Server).await.unwrap();
+        assert!(Registry::load(store).unwrap().requests().is_empty());
+    }
+}

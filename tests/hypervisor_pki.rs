@@ -179,14 +179,30 @@ touch $W/post.done
 virt-pki-validate > $W/validate.log 2>&1 || echo "exit $?" >> $W/validate.log
 touch $W/validate.done
 grep '^tls_allowed_dn_list' /etc/libvirt/virtproxyd.conf >> $W/libvirtd.conf
-exec libvirtd --listen -p /run/libvirt/libvirtd.pid -f $W/libvirtd.conf > $W/libvirtd.log 2>&1
+start() {{ libvirtd --listen -p /run/libvirt/libvirtd.pid -f $W/libvirtd.conf >> $W/libvirtd.log 2>&1 & pid=$!; }}
+start
+# Later phases, asked for by the test with a file: the host's own maintenance scripts (as
+# their systemd units would run them), then libvirtd restarted as the scripts asked.
+while :; do
+  for job in renew-certs:--now refresh-crl:; do
+    name=${{job%%:*}}
+    if [ -e $W/go.$name ]; then
+      rm -f $W/go.$name
+      PATH=$W/shims:$PATH sh /etc/provd/$name ${{job#*:}} > $W/$name.log 2>&1 || echo "exit $?" >> $W/$name.log
+      kill $pid; wait $pid || true
+      start
+      touch $W/$name.done
+    fi
+  done
+  sleep 0.2
+done
 "#,
             w = w.display(),
             interpreter = interpreter
         ),
     )
     .unwrap();
-    let _libvirtd = Kill(
+    let libvirtd = Kill(
         hv.cmd("unshare")
             .args(["--mount", "--uts", "--propagation", "private", "sh"])
             .arg(&hv_script)
@@ -337,4 +353,393 @@ exec libvirtd --listen -p /run/libvirt/libvirtd.pid -f $W/libvirtd.conf > $W/lib
             .collect::<Vec<_>>()
             .join(" | ")
     );
+
+    revocation_and_renewal(&Phase {
+        hv: &hv,
+        srv: &srv,
+        daemon: &daemon,
+        w: &w,
+        base,
+        operator: &operator,
+    });
+    drop(libvirtd);
+}
+
+struct Phase<'a> {
+    hv: &'a Netns,
+    srv: &'a Netns,
+    daemon: &'a Daemon,
+    w: &'a Path,
+    base: &'a str,
+    operator: &'a Path,
+}
+
+impl Phase<'_> {
+    /// Run one of the host's maintenance scripts inside its namespace (see hypervisor.sh)
+    /// and wait for libvirtd to come back; returns the script's output.
+    fn run_on_host(&self, script: &str) -> String {
+        let _ = std::fs::remove_file(self.w.join(format!("{script}.done")));
+        std::fs::write(self.w.join(format!("go.{script}")), "").unwrap();
+        wait_until(script, Duration::from_secs(60), || {
+            self.w.join(format!("{script}.done")).exists().then_some(())
+        });
+        std::fs::read_to_string(self.w.join(format!("{script}.log"))).unwrap()
+    }
+
+    fn virsh(&self, pki: &Path) -> std::process::Output {
+        self.srv
+            .cmd("virsh")
+            .args([
+                "-c",
+                &format!("qemu+tls://{FQDN}/system?pkipath={}", pki.display()),
+                "list",
+                "--all",
+            ])
+            .output()
+            .unwrap()
+    }
+
+    /// virsh until it connects (libvirtd was just restarted), or its last failure.
+    fn virsh_until_up(&self, pki: &Path) -> Result<(), String> {
+        let start = std::time::Instant::now();
+        loop {
+            let out = self.virsh(pki);
+            if out.status.success() {
+                return Ok(());
+            }
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            // Connection refused while libvirtd restarts; anything else is an answer.
+            if !err.contains("Connection refused") || start.elapsed() > Duration::from_secs(30) {
+                return Err(err);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn pki_list(&self) -> serde_json::Value {
+        let out = self.daemon.cli(&["pki", "list", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The host's own client credentials (as its %post installed them) in a virsh pkipath.
+    fn host_client(&self) -> std::path::PathBuf {
+        let up = self.w.join("etc-up/pki");
+        let dir = self.w.join("host-client");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (from, to) in [
+            ("CA/cacert.pem", "cacert.pem"),
+            ("libvirt/clientcert.pem", "clientcert.pem"),
+            ("libvirt/private/clientkey.pem", "clientkey.pem"),
+        ] {
+            std::fs::copy(up.join(from), dir.join(to)).unwrap();
+        }
+        dir
+    }
+
+    fn serial_of(&self, cert: &Path) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-serial", "-in"])
+            .arg(cert)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_start_matches("serial=")
+            .to_lowercase()
+    }
+}
+
+/// After install: the CA's records and metric, renewal with the host's current keys, then
+/// revocation of its client certificate reaching libvirtd through the host's CRL refresh.
+fn revocation_and_renewal(p: &Phase) {
+    // The %post installed a CRL and enabled the refresh and renewal timers.
+    let crl = std::fs::read_to_string(p.w.join("etc-up/pki/CA/cacrl.pem")).unwrap();
+    assert!(crl.contains("BEGIN X509 CRL"), "{crl}");
+    let shims = std::fs::read_to_string(p.w.join("shims.log")).unwrap();
+    assert!(
+        shims.contains("systemctl enable provd-crl.timer provd-renew.timer"),
+        "{shims}"
+    );
+
+    let list = p.pki_list();
+    let certs = list["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 2, "{list}");
+    for c in certs {
+        assert_eq!(
+            (c["host"].as_str(), c["state"].as_str(), c["how"].as_str()),
+            (Some("hv01"), Some("valid"), Some("install"))
+        );
+        assert!(c["expires_in"].as_i64().unwrap() > 800 * 86400, "{c}");
+    }
+    let metrics = p
+        .srv
+        .cmd("curl")
+        .args(["-fsS", "http://127.0.0.1:6767/metrics"])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("provd_certificate_expiry_seconds{host=\"hv01\",role=\"client\""),
+        "{metrics}"
+    );
+
+    // The host's own client certificate is accepted by libvirtd (site DN) ...
+    let before = p.serial_of(&p.host_client().join("clientcert.pem"));
+    p.virsh_until_up(&p.host_client())
+        .expect("the host's own client certificate");
+
+    // ... renewal: same keys, new certificates, no token (the CSR's signature is the proof).
+    let renew = p.run_on_host("renew-certs");
+    assert!(
+        renew.contains("server certificate renewed") && renew.contains("client certificate renewed"),
+        "{renew}"
+    );
+    let renewed = p.host_client();
+    let after = p.serial_of(&renewed.join("clientcert.pem"));
+    assert_ne!(before, after, "renewal gave a new certificate");
+    let shims = std::fs::read_to_string(p.w.join("shims.log")).unwrap();
+    assert!(shims.contains("systemctl try-restart virtproxyd.service"), "{shims}");
+    p.virsh_until_up(&renewed)
+        .expect("libvirtd accepts the renewed client certificate");
+    let list = p.pki_list();
+    let how: Vec<&str> = list["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["how"].as_str())
+        .collect();
+    assert_eq!(how.iter().filter(|h| **h == "renewal").count(), 2, "{list}");
+
+    // A key provd never certified for this host cannot renew.
+    let foreign = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+            &format!("/CN={FQDN}"),
+        ])
+        .output()
+        .unwrap();
+    let refused =
+        p.hv.cmd("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--data-binary"])
+            .arg(String::from_utf8(foreign.stdout).unwrap())
+            .arg(format!("{}/pki/renew/hv01?role=client", p.base))
+            .output()
+            .unwrap();
+    let refused = String::from_utf8_lossy(&refused.stdout).to_string();
+    assert!(
+        refused.ends_with("403") && refused.contains("renewal needs the current key"),
+        "{refused}"
+    );
+
+    // Revoke the client certificates; the CRL names them; the host's hourly refresh
+    // installs it and restarts libvirtd, which then refuses the revoked certificate.
+    let out = p.daemon.cli(&["pki", "revoke", "hv01", "--role", "client"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && said.contains(&after),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crl =
+        p.hv.cmd("curl")
+            .args(["-fsS", &format!("{}/pki/crl.pem", p.base)])
+            .output()
+            .unwrap();
+    std::fs::write(p.w.join("crl.pem"), &crl.stdout).unwrap();
+    let text = Command::new("openssl")
+        .args(["crl", "-noout", "-text", "-in"])
+        .arg(p.w.join("crl.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_lowercase();
+    assert!(text.contains(&after) && text.contains(&before), "{text}");
+
+    let log_before = std::fs::read_to_string(p.w.join("libvirtd.log"))
+        .unwrap_or_default()
+        .len();
+    let refresh = p.run_on_host("refresh-crl");
+    assert!(
+        refresh.contains("CRL updated") && !refresh.contains("exit "),
+        "{refresh}"
+    );
+    let err = p
+        .virsh_until_up(&renewed)
+        .expect_err("libvirtd accepted a revoked client certificate");
+    let log = std::fs::read_to_string(p.w.join("libvirtd.log")).unwrap_or_default();
+    assert!(
+        log[log_before..].contains("revoked"),
+        "the refusal must be libvirtd's revocation check; virsh: {err}\nlibvirtd:\n{}",
+        &log[log_before..]
+    );
+    // provd's operator certificate is not revoked and still works.
+    p.virsh_until_up(p.operator)
+        .expect("the operator's certificate after the CRL");
+    // A second refresh with nothing new leaves libvirtd alone.
+    let again = p.run_on_host("refresh-crl");
+    assert!(!again.contains("CRL updated"), "{again}");
+}
+
+/// `[pki] sign = "approve"`: a CSR with a valid token from the host's address waits (202)
+/// until `provd pki approve`, then the host's next identical request collects it; a
+/// rejected request is refused; weak keys are refused before anything is kept.
+#[test]
+fn approve_mode_keeps_requests_until_an_operator_decides() {
+    require_root_and_tools(&["ip", "curl", "openssl"]);
+    let srv = Netns::new("pkas");
+    let hv = Netns::new("pkah");
+    veth(&srv, "vs", "10.91.0.1/24", &hv, "vh", "10.91.0.11/24");
+    let work = Workdir::new();
+    let w = work.dir.path().to_path_buf();
+    std::fs::create_dir(w.join("assets")).unwrap();
+    let site = SiteBuilder::new("h", "10.91.0.1")
+        .listen("vs")
+        .subnet("10.91.0.0/24", ("10.91.0.100", "10.91.0.200"), &["domain = \"h.test\""])
+        .host(MAC, "hv01", &["ip = \"10.91.0.11\"", "profile = \"el9-kvm\""]);
+    let text = builder::config(&w.join("assets"), &[site.toml()]) + "\n[pki]\nsign = \"approve\"\n";
+    let cfg = work.write("site.toml", &text);
+    let state = w.join("state");
+    provd(&["pki", "init", "--pki-dir", &state.join("pki").display().to_string()]);
+    let daemon = Daemon::start(&srv, &cfg, &state, &w.join("provd.log"));
+    let base = "http://10.91.0.1:8080";
+    let script = hv
+        .cmd("curl")
+        .args(["-fsS", &format!("{base}/boot/{}.ipxe", MAC.replace(':', "-"))])
+        .output()
+        .unwrap();
+    let script = String::from_utf8(script.stdout).unwrap();
+    let token = script[script.find("?token=").unwrap() + 7..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let csr = |newkey: &str, keyout: &str| {
+        let out = Command::new("openssl")
+            .args(["req", "-new", "-newkey", newkey, "-nodes", "-keyout", keyout])
+            .args(["-subj", &format!("/CN={FQDN}")])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let sign = |role: &str, csr: &str| {
+        let out = hv
+            .cmd("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--data-binary", csr])
+            .arg(format!("{base}/pki/sign/hv01?role={role}&token={token}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let pending = || -> Vec<serde_json::Value> {
+        serde_json::from_slice(&daemon.cli(&["pki", "pending", "--json"]).stdout).unwrap()
+    };
+
+    // A weak key is refused at once and nothing waits.
+    let (code, body) = sign("server", &csr("rsa:1024", "/dev/null"));
+    assert!(code == "400" && body.contains("RSA-1024"), "{code} {body}");
+    assert!(pending().is_empty());
+
+    // The server request waits, also when asked again; the operator sees it.
+    let key = w.join("server.key");
+    let server_csr = {
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+            ])
+            .arg(&key)
+            .args(["-subj", &format!("/CN={FQDN}")])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(sign("server", &server_csr).0, "202");
+    assert_eq!(sign("server", &server_csr).0, "202");
+    let waiting = pending();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(
+        (
+            waiting[0]["host"].as_str(),
+            waiting[0]["role"].as_str(),
+            waiting[0]["key"].as_str(),
+            waiting[0]["from"].as_str()
+        ),
+        (Some("hv01"), Some("server"), Some("EC P-256"), Some("10.91.0.11"))
+    );
+    // The same request from another address is refused like every install secret.
+    let other = hv.sh("ip addr add 10.91.0.50/24 dev vh");
+    assert!(other.status.success());
+    let from_other = hv
+        .cmd("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            "10.91.0.50",
+            "--data-binary",
+        ])
+        .arg(&server_csr)
+        .arg(format!("{base}/pki/sign/hv01?role=server&token={token}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&from_other.stdout), "403");
+
+    let out = daemon.cli(&["pki", "approve", "hv01"]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("approved server"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, body) = sign("server", &server_csr);
+    assert_eq!(code, "200", "{body}");
+    let cert = body.split("# provd: server\n").nth(1).unwrap();
+    std::fs::write(w.join("server.pem"), cert).unwrap();
+    std::fs::write(w.join("ca.pem"), std::fs::read(state.join("pki/ca-cert.pem")).unwrap()).unwrap();
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(w.join("ca.pem"))
+        .arg(w.join("server.pem"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    // Collected: the token's server role is spent.
+    assert_eq!(sign("server", &server_csr).0, "403");
+
+    // The client request is rejected: the installer is told so and nothing is signed.
+    let client_csr = csr("rsa:2048", "/dev/null");
+    assert_eq!(sign("client", &client_csr).0, "202");
+    let out = daemon.cli(&["pki", "reject", "hv01"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, body) = sign("client", &client_csr);
+    assert!(
+        code == "403" && body.contains("rejected by an operator"),
+        "{code} {body}"
+    );
+    let list: serde_json::Value = serde_json::from_slice(&daemon.cli(&["pki", "list", "--json"]).stdout).unwrap();
+    let how: Vec<(&str, &str)> = list["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["role"].as_str().unwrap(), c["how"].as_str().unwrap()))
+        .collect();
+    assert_eq!(how, [("server", "approved")], "{list}");
 }

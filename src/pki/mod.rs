@@ -37,6 +37,8 @@ pub const CA_CERT: &str = "ca-cert.pem";
 pub const CA_KEY: &str = "ca-key.pem";
 pub const DEFAULT_CA_DAYS: i64 = 3650;
 pub const DEFAULT_LEAF_DAYS: i64 = 825;
+/// How long a CRL provd signs stays current.
+pub const CRL_DAYS: i64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -245,8 +247,9 @@ impl Ca {
 
     /// The CA's certificate revocation list (PEM) naming `revoked` (serial in hex, revocation
     /// time). A fresh list is signed on every call; its number is `now`, which only grows.
-    /// `next_update` is a week ahead: hypervisors refresh it hourly, and a stale list still
-    /// refuses everything it names.
+    /// `next_update` is 30 days ahead: libvirt reads the list only when it starts, so
+    /// hypervisors restart it for a new list only when the revoked serials changed or their
+    /// installed list comes within 7 days of its next update (`refresh-crl`).
     pub fn crl(&self, revoked: &[(String, i64)], now: OffsetDateTime) -> Result<String, PkiError> {
         let revoked_certs = revoked
             .iter()
@@ -261,7 +264,7 @@ impl Ca {
             .collect();
         let params = CertificateRevocationListParams {
             this_update: now - Duration::minutes(5),
-            next_update: now + Duration::days(7),
+            next_update: now + Duration::days(CRL_DAYS),
             crl_number: SerialNumber::from_slice(&(now.unix_timestamp() as u64).to_be_bytes()),
             issuing_distribution_point: None,
             revoked_certs,

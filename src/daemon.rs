@@ -179,17 +179,23 @@ impl Services {
 pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let api_addr = opts.api_listen.unwrap_or(config.daemon.api_listen);
-    if !api_addr.ip().is_loopback() {
+    if !api_addr.ip().is_loopback() && !config.daemon.api_tls {
         bail!(
-            "[daemon] api_listen (or --api-listen) is {api_addr}: the admin API speaks plain HTTP, so provd \
-             serves it on a loopback address only (HTTPS with client certificates is not implemented yet); \
-             use e.g. api_listen = \"127.0.0.1:6767\" and reach it through SSH"
+            "[daemon] api_listen (or --api-listen) is {api_addr}: without [daemon] api_tls = true the admin API \
+             speaks plain HTTP, so provd serves it on a loopback address only; set api_tls = true (HTTPS with a \
+             certificate from provd's CA; operators use `provd pki issue-client NAME --admin`) or use e.g. \
+             api_listen = \"127.0.0.1:6767\""
         );
     }
     let state_dir = opts
         .state_dir
         .clone()
         .unwrap_or_else(|| config.daemon.state_dir.clone());
+    let api_tls = if config.daemon.api_tls {
+        Some(api_tls_config(&config, &state_dir, api_addr)?)
+    } else {
+        None
+    };
     for n in config.notes() {
         tracing::warn!("{n}");
     }
@@ -263,19 +269,24 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             http::listen::BOOT_LIMITS,
             services.http_stats.clone(),
             stop_rx.clone(),
+            None,
         ));
     }
 
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await
         .with_context(|| format!("cannot listen for the API on {api_addr}"))?;
-    tracing::info!("API on http://{api_addr}");
+    tracing::info!(
+        "API on {}://{api_addr}",
+        if api_tls.is_some() { "https" } else { "http" }
+    );
     tasks.spawn(serve_http(
         listener,
         http::api_router(state(None)),
         http::listen::API_LIMITS,
         services.http_stats.clone(),
         stop_rx.clone(),
+        api_tls,
     ));
 
     // DHCP tells the inventory about machines that network-boot (discovery).
@@ -332,8 +343,34 @@ async fn serve_http(
     limits: http::listen::Limits,
     stats: Arc<HttpStats>,
     stop: watch::Receiver<bool>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
-    http::listen::serve(listener, app, limits, stop, move || stats.inc("refused_connections")).await;
+    http::listen::serve(
+        listener,
+        app,
+        limits,
+        stop,
+        move || stats.inc("refused_connections"),
+        tls,
+    )
+    .await;
+}
+
+/// `[daemon] api_tls`: a server certificate from provd's CA for the API address (and
+/// loopback, and `api_names`), made now; the key never touches the disk.
+fn api_tls_config(
+    config: &Config,
+    state_dir: &std::path::Path,
+    api_addr: SocketAddr,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let pki_dir = config.daemon.pki_dir(state_dir);
+    let ca = crate::pki::Ca::load(&pki_dir)
+        .with_context(|| "[daemon] api_tls = true needs provd's CA for the API's certificate: run `provd pki init`")?;
+    let mut addresses = vec![std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)];
+    if !api_addr.ip().is_unspecified() && !addresses.contains(&api_addr.ip()) {
+        addresses.push(api_addr.ip());
+    }
+    Ok(http::tls::server_config(&ca, &config.daemon.api_names, &addresses)?)
 }
 
 async fn record_observations(inventory: Arc<Inventory>, mut rx: mpsc::Receiver<(MacAddr, Observation)>) {

@@ -11,12 +11,32 @@ pub enum Fetch<T> {
     NoDaemon,
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+fn agent(tls: Option<ureq::tls::TlsConfig>) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .build()
-        .into()
+        .http_status_as_error(false);
+    if let Some(tls) = tls {
+        config = config.tls_config(tls);
+    }
+    config.build().into()
+}
+
+/// HTTPS to an `api_tls` daemon: trust provd's CA (`cacert.pem` in `dir`, as `provd pki
+/// issue-client` writes it) and present the admin certificate there when there is one.
+pub fn tls_from_dir(dir: &std::path::Path) -> anyhow::Result<ureq::tls::TlsConfig> {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let read =
+        |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()));
+    let ca = Certificate::from_pem(&read("cacert.pem")?).with_context(|| format!("{}/cacert.pem", dir.display()))?;
+    let mut tls = TlsConfig::builder().root_certs(RootCerts::new_with_certs(&[ca]));
+    if dir.join("clientcert.pem").exists() {
+        let cert = Certificate::from_pem(&read("clientcert.pem")?)
+            .with_context(|| format!("{}/clientcert.pem", dir.display()))?;
+        let key = PrivateKey::from_pem(&read("clientkey.pem")?)
+            .with_context(|| format!("{}/clientkey.pem", dir.display()))?;
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
+    }
+    Ok(tls.build())
 }
 
 /// The daemon's API: where it is and the credential to present.
@@ -25,14 +45,21 @@ pub struct Api {
     token: Option<String>,
     /// Where the token was (or would have been) read, for error messages.
     token_source: String,
+    agent: ureq::Agent,
 }
 
 impl Api {
-    pub fn new(base: String, token: Option<String>, token_source: String) -> Api {
+    pub fn with_tls(
+        base: String,
+        token: Option<String>,
+        token_source: String,
+        tls: Option<ureq::tls::TlsConfig>,
+    ) -> Api {
         Api {
             base,
             token,
             token_source,
+            agent: agent(tls),
         }
     }
 
@@ -49,12 +76,12 @@ impl Api {
 
     pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<Fetch<T>> {
         let url = self.url(path);
-        self.classify(&url, self.request(agent().get(&url)).call())
+        self.classify(&url, self.request(self.agent.get(&url)).call())
     }
 
     pub fn post<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<Fetch<T>> {
         let url = self.url(path);
-        self.classify(&url, self.request(agent().post(&url)).send_empty())
+        self.classify(&url, self.request(self.agent.post(&url)).send_empty())
     }
 
     /// POST a JSON body, decode a JSON answer.
@@ -67,7 +94,7 @@ impl Api {
         let body = serde_json::to_string(body)?;
         self.classify(
             &url,
-            self.request(agent().post(&url))
+            self.request(self.agent.post(&url))
                 .header("content-type", "application/json")
                 .send(body.as_str()),
         )

@@ -59,7 +59,7 @@ fn print(s: &Status) {
 pub fn run(cmd: FailoverCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         FailoverCommand::Status { target, json } => {
-            let api = target.api();
+            let api = target.api()?;
             let list: Vec<Status> = api.require(api.get("/api/failover")?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -71,7 +71,7 @@ pub fn run(cmd: FailoverCommand) -> anyhow::Result<ExitCode> {
             }
         }
         FailoverCommand::PartnerDown { name, target } => {
-            let api = target.api();
+            let api = target.api()?;
             let s: Status = api.require(api.post(&format!("/api/failover/{name}/partner-down"))?)?;
             print(&s);
         }

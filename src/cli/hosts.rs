@@ -43,7 +43,7 @@ pub enum HostsCommand {
 pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         HostsCommand::List { target, json } => {
-            let api = target.api();
+            let api = target.api()?;
             let hosts: Vec<HostRecord> = api.require(api.get("/api/hosts")?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&hosts)?);
@@ -67,7 +67,7 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         HostsCommand::Show { host, target, json } => {
-            let api = target.api();
+            let api = target.api()?;
             let h: HostRecord = api.require(api.get(&format!("/api/hosts/{host}"))?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&h)?);
@@ -103,7 +103,7 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         HostsCommand::Reinstall { host, target } => {
-            let api = target.api();
+            let api = target.api()?;
             let h: HostRecord = api.require(api.post(&format!("/api/hosts/{host}/reinstall"))?)?;
             println!(
                 "{}: {} (netboot on): it installs at its next network boot",
@@ -112,7 +112,7 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             );
         }
         HostsCommand::Netboot { host, state, target } => {
-            let api = target.api();
+            let api = target.api()?;
             let h: HostRecord = api.require(api.post(&format!("/api/hosts/{host}/netboot/{state}"))?)?;
             println!(
                 "{}: netboot {}",

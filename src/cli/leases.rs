@@ -29,8 +29,8 @@ pub fn run(cmd: LeasesCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn list(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
-    let (base, state_dir) = target.resolve();
-    let leases: Vec<LeaseRecord> = match target.api().get("/api/leases")? {
+    let (base, state_dir, _) = target.resolve();
+    let leases: Vec<LeaseRecord> = match target.api()?.get("/api/leases")? {
         Fetch::Ok(l) => l,
         Fetch::NoDaemon => {
             eprintln!(
@@ -70,7 +70,7 @@ fn list(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub fn stats(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
-    let api = target.api();
+    let api = target.api()?;
     let view: StatsView = api.require(api.get("/api/stats")?)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);

@@ -167,40 +167,77 @@ pub struct ServerTarget {
     /// The admin API token, from a file (default: <state_dir>/api-token).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// For an HTTPS admin API ([daemon] api_tls): a directory with cacert.pem (provd's CA)
+    /// and, optionally, an admin clientcert.pem + clientkey.pem (`provd pki issue-client
+    /// NAME --admin --out DIR`). Default: the CA of the config's pki_dir, no certificate.
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
 }
 
 impl ServerTarget {
     /// (API base URL, state dir). A missing or broken config falls back to the defaults:
     /// a client command should still work against a daemon started with flags only.
-    fn resolve(&self) -> (String, PathBuf) {
+    fn resolve(&self) -> (String, PathBuf, Option<PathBuf>) {
         let cfg = config::load(&self.config).ok();
+        let tls = cfg.as_ref().is_some_and(|c| c.daemon.api_tls);
         let api = self.server.clone().unwrap_or_else(|| {
             cfg.as_ref()
                 .map(|c| c.daemon.api_listen.to_string())
                 .unwrap_or_else(|| config::DEFAULT_API_LISTEN.to_string())
         });
-        let base = if api.starts_with("http://") {
+        let base = if api.starts_with("http://") || api.starts_with("https://") {
             api
+        } else if tls {
+            format!("https://{api}")
         } else {
             format!("http://{api}")
         };
         let state = self.state_dir.clone().unwrap_or_else(|| {
-            cfg.map(|c| c.daemon.state_dir)
+            cfg.as_ref()
+                .map(|c| c.daemon.state_dir.clone())
                 .unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR))
         });
-        (base, state)
+        let pki = cfg.map(|c| c.daemon.pki_dir(&state));
+        (base, state, pki)
     }
 
     /// The daemon's API with its credential. An unreadable token is not an error here: the
     /// daemon's 401 then says what to do.
-    fn api(&self) -> client::Api {
-        let (base, state) = self.resolve();
+    fn api(&self) -> anyhow::Result<client::Api> {
+        let (base, state, pki) = self.resolve();
         let file = self
             .token_file
             .clone()
             .unwrap_or_else(|| crate::http::auth::token_path(&state));
         let token = crate::http::auth::read_token(&file).ok();
-        client::Api::new(base, token, file.display().to_string())
+        let tls = if base.starts_with("https://") {
+            Some(self.tls(pki)?)
+        } else {
+            None
+        };
+        Ok(client::Api::with_tls(base, token, file.display().to_string(), tls))
+    }
+
+    /// --cert-dir, else the CA in the config's pki_dir (trust only; the token is the credential).
+    fn tls(&self, pki: Option<PathBuf>) -> anyhow::Result<ureq::tls::TlsConfig> {
+        if let Some(dir) = &self.cert_dir {
+            return client::tls_from_dir(dir);
+        }
+        let Some(pki) = pki else {
+            anyhow::bail!(
+                "the admin API is HTTPS: pass --cert-dir DIR with provd's cacert.pem (and an admin certificate)"
+            );
+        };
+        let ca = std::fs::read(pki.join(crate::pki::CA_CERT)).map_err(|e| {
+            anyhow::anyhow!(
+                "the admin API is HTTPS and provd's CA ({}) is not readable ({e}): pass --cert-dir DIR",
+                pki.join(crate::pki::CA_CERT).display()
+            )
+        })?;
+        let ca = ureq::tls::Certificate::from_pem(&ca)?;
+        Ok(ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
+            .build())
     }
 }
 

@@ -29,6 +29,10 @@ pub enum PkiCommand {
     IssueClient {
         /// The certificate's common name.
         name: String,
+        /// An operator certificate for the admin API over HTTPS ([daemon] api_tls):
+        /// OU="provd admin". Without it, the certificate is for libvirt (`provd vm`).
+        #[arg(long)]
+        admin: bool,
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
@@ -106,9 +110,15 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
                 crate::pki::CA_KEY
             );
         }
-        PkiCommand::IssueClient { name, out, dir, days } => {
+        PkiCommand::IssueClient {
+            name,
+            admin,
+            out,
+            dir,
+            days,
+        } => {
             let ca = crate::pki::Ca::load(&dir.resolve()?)?;
-            let (cert, key) = ca.issue_client(&name, days)?;
+            let (cert, key) = ca.issue_client(&name, days, admin)?;
             crate::pki::write_client(&out, &ca, &cert, &key)?;
             println!(
                 "client certificate for {name:?} in {}: cacert.pem, clientcert.pem, clientkey.pem",
@@ -155,7 +165,7 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             if let Some(r) = &role {
                 r.parse::<crate::pki::Role>().map_err(anyhow::Error::msg)?;
             }
-            let api = target.api();
+            let api = target.api()?;
             let path = match &role {
                 Some(r) => format!("/api/pki/{host}/revoke?role={r}"),
                 None => format!("/api/pki/{host}/revoke"),
@@ -178,7 +188,7 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn fetch_list(target: &ServerTarget) -> anyhow::Result<serde_json::Value> {
-    let api = target.api();
+    let api = target.api()?;
     api.require(api.get("/api/pki")?)
 }
 
@@ -241,7 +251,7 @@ fn print_requests(list: &serde_json::Value) {
 }
 
 fn decide(target: &ServerTarget, host: &str, verb: &str, done: &str) -> anyhow::Result<()> {
-    let api = target.api();
+    let api = target.api()?;
     let answer: serde_json::Value = api.require(api.post(&format!("/api/pki/{host}/{verb}"))?)?;
     let roles: Vec<&str> = answer[done]
         .as_array()

@@ -528,7 +528,7 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
                 .map(str::to_string),
         );
     }
-    let api = d.server.api();
+    let api = d.server.api()?;
     let issue_seed = || {
         let request = crate::nocloud::SeedRequest {
             hostname: d.name.clone(),

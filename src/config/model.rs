@@ -108,6 +108,11 @@ pub struct Daemon {
     pub assets_dir: PathBuf,
     /// The CA (`provd pki init`); default `<state_dir>/pki`. Never under `assets_dir`.
     pub pki_dir: Option<PathBuf>,
+    /// Serve the admin API over HTTPS (certificate from provd's CA; admin client
+    /// certificates accepted as credentials). Required for a non-loopback `api_listen`.
+    pub api_tls: bool,
+    /// DNS names the admin listener's certificate carries (its address always is one).
+    pub api_names: Vec<String>,
 }
 
 impl Daemon {

@@ -163,6 +163,8 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 templates_dir: None,
                 assets_dir: None,
                 pki_dir: None,
+                api_tls: false,
+                api_names: Vec::new(),
             })
         }),
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
@@ -202,6 +204,8 @@ fn convert_daemon(d: &DaemonWire) -> Daemon {
         templates_dir: PathBuf::from(d.templates_dir.clone().unwrap_or_else(|| "templates".into())),
         assets_dir: PathBuf::from(d.assets_dir.clone().unwrap_or_else(|| "boot-assets".into())),
         pki_dir: d.pki_dir.as_ref().map(PathBuf::from),
+        api_tls: d.api_tls,
+        api_names: d.api_names.clone(),
     }
 }
 

@@ -80,6 +80,10 @@ pub struct DaemonWire {
     pub templates_dir: Option<String>,
     pub assets_dir: Option<String>,
     pub pki_dir: Option<String>,
+    #[serde(default)]
+    pub api_tls: bool,
+    #[serde(default)]
+    pub api_names: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

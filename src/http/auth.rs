@@ -3,8 +3,9 @@
 //! the daemon's state (root, or the provd user) can drive it. The CLI on the same machine
 //! reads the file by itself; elsewhere `--token-file` points at a copy.
 //!
-//! Every `/api/...` route asks for `Authorization: Bearer <token>`; without it the answer is
-//! 401 and the refusal is counted. `/metrics` stays open on the admin listener (counters,
+//! Every `/api/...` route asks for `Authorization: Bearer <token>` or, on an HTTPS admin
+//! listener (`api_tls`), an admin client certificate from provd's CA (`tls::Operator`);
+//! without either the answer is 401 and the refusal is counted. `/metrics` stays open on the admin listener (counters,
 //! no secrets), and boot routes never need it. The API never returns the token.
 
 use super::AppState;
@@ -93,6 +94,16 @@ pub fn read_token(path: &Path) -> std::io::Result<String> {
 
 /// The middleware on every `/api/...` route.
 pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    // A verified admin client certificate (HTTPS listener) is a credential of its own.
+    if let Some(op) = req.extensions().get::<super::tls::Operator>() {
+        tracing::debug!(
+            "admin API: {} {} by certificate {:?}",
+            req.method(),
+            req.uri().path(),
+            op.0
+        );
+        return next.run(req).await;
+    }
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -107,7 +118,7 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer realm=\"provd\"")],
                 axum::Json(serde_json::json!({
-                    "error": "the admin API needs `Authorization: Bearer <token>` (the token is in <state_dir>/api-token)"
+                    "error": "the admin API needs `Authorization: Bearer <token>` (the token is in <state_dir>/api-token) or, over HTTPS, an admin client certificate from provd's CA"
                 })),
             )
                 .into_response()

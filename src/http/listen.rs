@@ -4,6 +4,10 @@
 //! timeout: a body that streams a kernel for minutes is not cut, its handler answered in
 //! time). Each request sees its peer address as axum's `ConnectInfo`.
 //!
+//! With a TLS configuration (the admin listener's `api_tls`), each connection is a TLS
+//! handshake first (bounded by the header deadline too); a verified admin client
+//! certificate reaches handlers as the request extension `tls::Operator`.
+//!
 //! HTTP/1.1 only, like `axum::serve` with axum's default features: iPXE, curl, Anaconda and
 //! UEFI HTTP boot all speak it.
 
@@ -41,14 +45,17 @@ pub const API_LIMITS: Limits = Limits {
 };
 
 /// Serve `app` on `listener` until `stop` turns true; connections in flight get a few
-/// seconds to finish. `refused` counts connections closed for being over the cap.
+/// seconds to finish. `refused` counts connections closed for being over the cap. With
+/// `tls`, every connection is HTTPS.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
     refused: impl Fn() + Send + 'static,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         limits.request_timeout,
@@ -76,19 +83,26 @@ pub async fn serve(
             continue;
         };
         let app = app.clone();
+        let acceptor = acceptor.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().oneshot(req)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("HTTP connection from {peer}: {e}");
+            match acceptor {
+                None => serve_connection(stream, app, peer, None, limits).await,
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::info!("TLS handshake from {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake from {peer} timed out");
+                            return;
+                        }
+                    };
+                    let operator = super::tls::operator(tls.get_ref().1.peer_certificates());
+                    serve_connection(tls, app, peer, operator, limits).await
+                }
             }
         });
     }
@@ -97,6 +111,33 @@ pub async fn serve(
     })
     .await;
     connections.abort_all();
+}
+
+/// One HTTP/1.1 connection (plain or TLS): every request learns its peer (and operator).
+async fn serve_connection<IO>(
+    io: IO,
+    app: Router,
+    peer: std::net::SocketAddr,
+    operator: Option<super::tls::Operator>,
+    limits: Limits,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(op) = &operator {
+            req.extensions_mut().insert(op.clone());
+        }
+        app.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(e) = conn.await {
+        tracing::debug!("HTTP connection from {peer}: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -125,9 +166,16 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let r = refused.clone();
-        tokio::spawn(serve(listener, app, limits, rx, move || {
-            r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }));
+        tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            rx,
+            move || {
+                r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            },
+            None,
+        ));
         (addr, tx, refused)
     }
 

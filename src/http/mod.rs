@@ -17,6 +17,7 @@ pub mod auth;
 mod boot;
 pub mod listen;
 mod pki_api;
+pub mod tls;
 
 use crate::boot::Boot;
 use crate::dhcp::Leases;

@@ -37,6 +37,9 @@ pub const CA_CERT: &str = "ca-cert.pem";
 pub const CA_KEY: &str = "ca-key.pem";
 pub const DEFAULT_CA_DAYS: i64 = 3650;
 pub const DEFAULT_LEAF_DAYS: i64 = 825;
+/// The organizational unit of operator certificates that the admin API accepts
+/// (`provd pki issue-client NAME --admin`). Hosts' certificates carry "site NAME".
+pub const ADMIN_UNIT: &str = "provd admin";
 /// How long a CRL provd signs stays current.
 pub const CRL_DAYS: i64 = 30;
 
@@ -277,11 +280,35 @@ impl Ca {
             .map_err(rcgen_failed)
     }
 
-    /// A new key and client certificate named `name` (operators, `provd vm`). Returns
-    /// (certificate PEM, key PEM).
-    pub fn issue_client(&self, name: &str, days: i64) -> Result<(String, String), PkiError> {
+    /// A new key and client certificate named `name` (operators, `provd vm`). With `admin`,
+    /// the certificate carries OU=`ADMIN_UNIT` and is a credential for provd's admin API
+    /// over HTTPS (and, having an OU, matches no hypervisor's `tls_allowed_dn_list` entry
+    /// for provd's own client). Returns (certificate PEM, key PEM).
+    pub fn issue_client(&self, name: &str, days: i64, admin: bool) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate().map_err(rcgen_failed)?;
-        let params = self.leaf(name, None, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, days);
+        let unit = admin.then_some(ADMIN_UNIT);
+        let params = self.leaf(name, unit, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, days);
+        let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_failed)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A new key and server certificate for provd's own admin listener: `names` as DNS
+    /// SANs, `addresses` as IP SANs. Returns (certificate PEM, key PEM); provd makes a new
+    /// one at every start and keeps the key in memory only.
+    pub fn issue_server(
+        &self,
+        names: &[String],
+        addresses: &[IpAddr],
+        days: i64,
+    ) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate().map_err(rcgen_failed)?;
+        let mut sans = Vec::new();
+        for n in names {
+            sans.push(SanType::DnsName(n.clone().try_into().map_err(rcgen_failed)?));
+        }
+        sans.extend(addresses.iter().map(|a| SanType::IpAddress(*a)));
+        let cn = names.first().cloned().unwrap_or_else(|| "provd admin API".into());
+        let params = self.leaf(&cn, None, sans, ExtendedKeyUsagePurpose::ServerAuth, days);
         let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_failed)?;
         Ok((cert.pem(), key.serialize_pem()))
     }

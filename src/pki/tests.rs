@@ -130,7 +130,7 @@ fn operator_client_certificates_verify_as_clients() {
     let d = tempfile::tempdir().unwrap();
     init(d.path(), "provd", 30, false).unwrap();
     let ca = Ca::load(d.path()).unwrap();
-    let (cert, key) = ca.issue_client("operator", 30).unwrap();
+    let (cert, key) = ca.issue_client("operator", 30, false).unwrap();
     let out = d.path().join("client");
     write_client(&out, &ca, &cert, &key).unwrap();
     assert_eq!(

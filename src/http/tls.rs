@@ -1,0 +1,84 @@
+//! HTTPS for the admin listener (`[daemon] api_tls = true`): provd's CA signs a fresh server
+//! certificate for the listener at every start (the key lives in memory only), and clients
+//! may present a certificate from the same CA. A client certificate is a credential only
+//! when its subject carries OU=`pki::ADMIN_UNIT` (`provd pki issue-client NAME --admin`):
+//! hypervisors hold client certificates from this CA too (OU "site X"), and those must not
+//! open the admin API. Without a certificate, the bearer token still works over HTTPS.
+
+use crate::pki::{ADMIN_UNIT, Ca};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The operator a verified client certificate names (its CN), when it is an admin one.
+#[derive(Debug, Clone)]
+pub struct Operator(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("admin API TLS: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("admin API TLS: {0}")]
+    Rustls(String),
+}
+
+fn rustls_failed(e: impl std::fmt::Display) -> TlsError {
+    TlsError::Rustls(e.to_string())
+}
+
+/// The admin listener's TLS configuration: a server certificate for `names` and
+/// `addresses`, and client certificates from the CA verified but optional.
+pub fn server_config(ca: &Ca, names: &[String], addresses: &[IpAddr]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (cert_pem, key_pem) = ca.issue_server(names, addresses, 30)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
+        roots.add(c.map_err(rustls_failed)?).map_err(rustls_failed)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(rustls_failed)?;
+    let chain = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(rustls_failed)?];
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(rustls_failed)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(rustls_failed)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(rustls_failed)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The operator named by a verified peer chain, if its leaf is an admin certificate.
+pub fn operator(chain: Option<&[CertificateDer<'_>]>) -> Option<Operator> {
+    let leaf = chain?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let subject = cert.subject();
+    let admin = subject
+        .iter_organizational_unit()
+        .any(|ou| ou.as_str().ok() == Some(ADMIN_UNIT));
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    admin.then_some(Operator(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_admin_certificates_name_an_operator() {
+        let d = tempfile::tempdir().unwrap();
+        crate::pki::init(d.path(), "provd", 30, false).unwrap();
+        let ca = Ca::load(d.path()).unwrap();
+        let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (admin, _) = ca.issue_client("alice", 30, true).unwrap();
+        let (plain, _) = ca.issue_client("provd", 30, false).unwrap();
+        assert_eq!(operator(Some(&[der(&admin)])).map(|o| o.0).as_deref(), Some("alice"));
+        assert!(operator(Some(&[der(&plain)])).is_none());
+        assert!(operator(None).is_none());
+        server_config(&ca, &["provd.example".into()], &["10.0.0.1".parse().unwrap()]).unwrap();
+    }
+}

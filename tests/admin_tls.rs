@@ -1,0 +1,171 @@
+//! The admin API over HTTPS (`[daemon] api_tls`), black-box with real clients: curl and the
+//! provd CLI from another namespace reach the API on a non-loopback address; an admin client
+//! certificate from provd's CA or the bearer token is a credential; a hypervisor-style
+//! client certificate from the same CA is not; a certificate from another CA does not get
+//! through the handshake; `/metrics` stays open. Needs root, ip, curl, openssl.
+
+mod common;
+
+use common::builder::{self, SiteBuilder};
+use common::{Daemon, Netns, Workdir, provd_bin, require_root_and_tools, veth};
+use std::path::Path;
+use std::process::Command;
+
+fn provd(args: &[&str]) {
+    let out = Command::new(provd_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "provd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn https_admin_api_accepts_admin_certificates_and_the_token_only() {
+    require_root_and_tools(&["ip", "curl", "openssl"]);
+    let srv = Netns::new("tlss");
+    let op = Netns::new("tlso");
+    veth(&srv, "ts", "10.92.0.1/24", &op, "to", "10.92.0.2/24");
+    let work = Workdir::new();
+    let w = work.dir.path().to_path_buf();
+    std::fs::create_dir(w.join("assets")).unwrap();
+    let site =
+        SiteBuilder::new("t", "10.92.0.1")
+            .listen("ts")
+            .subnet("10.92.0.0/24", ("10.92.0.100", "10.92.0.200"), &[]);
+    let plain = builder::config(&w.join("assets"), &[site.toml()]);
+    let text = plain.replace(
+        "api_listen = \"127.0.0.1:6767\"",
+        "api_listen = \"10.92.0.1:6767\"\napi_tls = true\napi_names = [\"provd.t.test\"]",
+    );
+    assert_ne!(text, plain);
+    let cfg = work.write("site.toml", &text);
+    let state = w.join("state");
+    let pki = state.join("pki").display().to_string();
+
+    // Without a CA, api_tls cannot start, and says why.
+    let out = srv
+        .cmd(provd_bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("api_tls") && err.contains("provd pki init"),
+        "{err}"
+    );
+
+    provd(&["pki", "init", "--pki-dir", &pki]);
+    let dir = |n: &str| w.join(n).display().to_string();
+    provd(&[
+        "pki",
+        "issue-client",
+        "alice",
+        "--admin",
+        "--out",
+        &dir("admin"),
+        "--pki-dir",
+        &pki,
+    ]);
+    provd(&[
+        "pki",
+        "issue-client",
+        "provd",
+        "--out",
+        &dir("libvirt-client"),
+        "--pki-dir",
+        &pki,
+    ]);
+    provd(&["pki", "init", "--pki-dir", &dir("other-ca")]);
+    provd(&[
+        "pki",
+        "issue-client",
+        "mallory",
+        "--admin",
+        "--out",
+        &dir("intruder"),
+        "--pki-dir",
+        &dir("other-ca"),
+    ]);
+    let _daemon = Daemon::start(&srv, &cfg, &state, &w.join("provd.log"));
+
+    // curl from the operator's namespace, trusting provd's CA: (HTTP status or curl's exit).
+    let curl = |cert: Option<&Path>, extra: &[&str], url: &str| -> String {
+        let mut c = op.cmd("curl");
+        c.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(w.join("admin/cacert.pem"))
+            .args(extra);
+        if let Some(d) = cert {
+            c.arg("--cert")
+                .arg(d.join("clientcert.pem"))
+                .arg("--key")
+                .arg(d.join("clientkey.pem"));
+        }
+        let out = c.arg(url).output().unwrap();
+        if out.status.success() {
+            String::from_utf8_lossy(&out.stdout).to_string()
+        } else {
+            format!("curl exit {:?}", out.status.code())
+        }
+    };
+    let api = "https://10.92.0.1:6767";
+    assert_eq!(curl(None, &[], &format!("{api}/api/hosts")), "401");
+    assert_eq!(curl(Some(&w.join("admin")), &[], &format!("{api}/api/hosts")), "200");
+    assert_eq!(
+        curl(Some(&w.join("libvirt-client")), &[], &format!("{api}/api/hosts")),
+        "401",
+        "a client certificate without the admin unit is not a credential"
+    );
+    let intruder = curl(Some(&w.join("intruder")), &[], &format!("{api}/api/hosts"));
+    assert!(
+        intruder.starts_with("curl exit"),
+        "another CA's certificate got an answer: {intruder}"
+    );
+    let token = std::fs::read_to_string(state.join("api-token")).unwrap();
+    let bearer = format!("authorization: Bearer {}", token.trim());
+    assert_eq!(curl(None, &["-H", &bearer], &format!("{api}/api/hosts")), "200");
+    assert_eq!(curl(None, &[], &format!("{api}/metrics")), "200");
+    // The certificate names the configured DNS name too.
+    assert_eq!(
+        curl(
+            Some(&w.join("admin")),
+            &["--resolve", "provd.t.test:6767:10.92.0.1"],
+            "https://provd.t.test:6767/api/sites"
+        ),
+        "200"
+    );
+    // Plain HTTP gets nothing from a TLS listener.
+    let plain_http = op
+        .cmd("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://10.92.0.1:6767/metrics",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&plain_http.stdout), "200");
+
+    // The CLI from the operator's namespace: HTTPS chosen from the config, the admin
+    // certificate from --cert-dir, no token file.
+    let cli = |cert_dir: &str| {
+        op.cmd(provd_bin())
+            .args(["hosts", "list", "--json", "--config"])
+            .arg(&cfg)
+            .args(["--state-dir", "/nonexistent", "--cert-dir", cert_dir])
+            .output()
+            .unwrap()
+    };
+    let ok = cli(&dir("admin"));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    serde_json::from_slice::<serde_json::Value>(&ok.stdout).unwrap();
+    let refused = cli(&dir("libvirt-client"));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("admin API token"), "{err}");
+}

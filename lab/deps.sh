@@ -25,6 +25,9 @@ PKGS=(
   virtinst            # virt-clone: the clone benchmark's peer
   libvirt-dev         # building provd: the virt crate links libvirt
   pkg-config          # ... and finds it with pkg-config
+  systemd             # systemd-analyze verify checks contrib/systemd/provd.service
+  util-linux          # setpriv: provd run with exactly the unit's capabilities
+  procps              # pgrep
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -314,6 +314,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
         "# TYPE provd_leases_bound gauge\nprovd_leases_bound {}\n",
         v.leases_bound
     ));
+    out.push_str(&format!(
+        "# TYPE provd_discovered_not_recorded_total counter\nprovd_discovered_not_recorded_total {}\n",
+        s.boot.inventory.discovered_dropped()
+    ));
     // Seconds until each valid certificate expires: alert on the smallest.
     out.push_str("# TYPE provd_certificate_expiry_seconds gauge\n");
     let list = s.boot.certificate_list();

@@ -149,7 +149,26 @@ pub struct Inventory {
     served: Vec<String>,
     store: Store,
     token_ttl: u64,
+    /// Limits on records of machines nobody configured (any MAC on the wire makes one).
+    discovery: DiscoveryLimits,
+    /// New unknown machines not recorded because the cap was reached.
+    discovered_dropped: std::sync::atomic::AtomicU64,
 }
+
+/// How many unconfigured ("discovered") machines the inventory remembers, and for how long
+/// after it last heard from one. A boot network where someone sprays random MACs fills the
+/// cap and stops there: known hosts are unaffected, and unknown machines still get their
+/// boot menu, they are just not remembered.
+#[derive(Debug, Clone, Copy)]
+pub struct DiscoveryLimits {
+    pub max_records: usize,
+    pub forget_after_secs: u64,
+}
+
+pub const DEFAULT_DISCOVERY: DiscoveryLimits = DiscoveryLimits {
+    max_records: 4096,
+    forget_after_secs: 30 * 86400,
+};
 
 /// DHCP facts about a booting client, for discovery.
 #[derive(Debug, Clone, Default)]
@@ -184,9 +203,92 @@ impl Inventory {
             served: served.iter().map(|s| s.name.clone()).collect(),
             store,
             token_ttl,
+            discovery: DEFAULT_DISCOVERY,
+            discovered_dropped: std::sync::atomic::AtomicU64::new(0),
         };
         inv.reconcile_blocking()?;
+        inv.forget_stale_discovered_blocking(unix_now())?;
         Ok(inv)
+    }
+
+    /// Other discovery limits (tests; the defaults suit a fleet).
+    pub fn with_discovery_limits(mut self, limits: DiscoveryLimits) -> Self {
+        self.discovery = limits;
+        self
+    }
+
+    /// How many unknown machines were not recorded because the cap was reached.
+    pub fn discovered_dropped(&self) -> u64 {
+        self.discovered_dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A record of a machine that is not configured here and never was (adopted or
+    /// installed hosts are configured, or were, and are kept).
+    fn is_discovered_only(&self, r: &HostRecord) -> bool {
+        r.status == Status::Discovered && self.configured(r.mac).is_none()
+    }
+
+    /// Discovered-only records not updated within `forget_after_secs`.
+    fn stale_discovered(&self, now: u64) -> Vec<MacAddr> {
+        let cutoff = now.saturating_sub(self.discovery.forget_after_secs);
+        self.read()
+            .values()
+            .filter(|r| self.is_discovered_only(r) && r.updated.max(r.first_seen) < cutoff)
+            .map(|r| r.mac)
+            .collect()
+    }
+
+    fn forget(&self, macs: &[MacAddr]) {
+        let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());
+        for mac in macs {
+            hosts.remove(mac);
+        }
+        if !macs.is_empty() {
+            tracing::info!(
+                "forgot {} discovered machines not seen for {} days",
+                macs.len(),
+                self.discovery.forget_after_secs / 86400
+            );
+        }
+    }
+
+    /// At load: drop stale discovered-only records (store first, then memory).
+    fn forget_stale_discovered_blocking(&self, now: u64) -> Result<(), InventoryError> {
+        let stale = self.stale_discovered(now);
+        let keys: Vec<String> = stale.iter().map(MacAddr::to_string).collect();
+        self.store
+            .delete_hosts_blocking(&keys)
+            .map_err(|e| InventoryError::Store(e.to_string()))?;
+        self.forget(&stale);
+        Ok(())
+    }
+
+    /// Room for one more discovered-only record? Forgets stale ones first when full.
+    async fn room_for_discovered(&self, now: u64) -> bool {
+        let count = || self.read().values().filter(|r| self.is_discovered_only(r)).count();
+        if count() < self.discovery.max_records {
+            return true;
+        }
+        let stale = self.stale_discovered(now);
+        if stale.is_empty() {
+            return false;
+        }
+        let keys: Vec<String> = stale.iter().map(MacAddr::to_string).collect();
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.delete_hosts_blocking(&keys)).await {
+            Ok(Ok(())) => {
+                self.forget(&stale);
+                count() < self.discovery.max_records
+            }
+            Ok(Err(e)) => {
+                tracing::error!("inventory: forgetting stale discovered machines: {e}");
+                false
+            }
+            Err(e) => {
+                tracing::error!("inventory: {e}");
+                false
+            }
+        }
     }
 
     /// A configured host of a served site.
@@ -261,9 +363,20 @@ impl Inventory {
         let result = {
             let _serialised = lock.lock().await;
             let current = self.read().get(&mac).cloned();
-            match f(current.as_ref(), unix_now()) {
+            let now = unix_now();
+            match f(current.as_ref(), now) {
                 Err(e) => Err(e),
                 Ok(Change::Keep(out)) => Ok(out),
+                // A machine nobody configured, new to us, while the discovery cap is full:
+                // answer as usual but do not remember it.
+                Ok(Change::Write(next, out))
+                    if current.is_none() && self.is_discovered_only(&next) && !self.room_for_discovered(now).await =>
+                {
+                    self.discovered_dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!("discovery cap reached: {mac} not recorded");
+                    Ok(out)
+                }
                 Ok(Change::Write(next, out)) => match self.persist(&next).await {
                     Ok(()) => {
                         self.publish(*next);

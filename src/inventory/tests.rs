@@ -237,3 +237,71 @@ async fn write_locks_do_not_accumulate_per_mac() {
     assert_eq!(inv.list().await.len(), 52, "two configured hosts and fifty strangers");
     assert!(inv.writers.lock().unwrap().is_empty(), "no lock left behind");
 }
+
+#[tokio::test]
+async fn discovered_machines_are_capped_and_forgotten_when_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, cfg) = setup(dir.path());
+    let now = unix_now();
+    let stranger = |n: u8| mac(&format!("52:54:00:aa:00:{n:02x}"));
+    // On disk before the start: three machines seen 50 s ago, one seen in 1970.
+    let put = |m: MacAddr, t: u64| {
+        let r = transition::observe(None, m, Observation::default(), t).unwrap();
+        store
+            .put_host_blocking(&m.to_string(), &serde_json::to_vec(&r).unwrap())
+            .unwrap();
+    };
+    for n in 1..=3 {
+        put(stranger(n), now - 50);
+    }
+    put(stranger(99), 1000);
+    let served = cfg.select_sites(&[]).unwrap();
+    let inv = Inventory::load(store.clone(), &cfg.hosts, &served, 60).unwrap();
+    assert!(inv.get(stranger(99)).await.is_none(), "forgotten at start");
+    assert!(
+        inv.get(stranger(1)).await.is_some(),
+        "seen 50 s ago: kept by the 30-day default"
+    );
+
+    // A cap of 3 with a 10 s memory: the three from 50 s ago make room for a newcomer.
+    let inv = inv.with_discovery_limits(DiscoveryLimits {
+        max_records: 3,
+        forget_after_secs: 10,
+    });
+    inv.observe(stranger(10), Observation::default()).await.unwrap();
+    assert!(inv.get(stranger(10)).await.is_some());
+    assert!(
+        inv.get(stranger(1)).await.is_none(),
+        "stale ones forgotten to make room"
+    );
+    inv.observe(stranger(11), Observation::default()).await.unwrap();
+    inv.observe(stranger(12), Observation::default()).await.unwrap();
+    // Full of fresh records: the next unknown machine still gets its menu, unrecorded.
+    inv.observe(stranger(13), Observation::default()).await.unwrap();
+    assert_eq!(inv.boot(stranger(14)).await.unwrap(), BootDecision::Menu);
+    assert!(inv.get(stranger(13)).await.is_none() && inv.get(stranger(14)).await.is_none());
+    assert_eq!(inv.discovered_dropped(), 2);
+    // Configured hosts are never capped.
+    inv.observe(mac("52:54:00:00:00:01"), Observation::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        inv.boot(mac("52:54:00:00:00:01")).await.unwrap(),
+        BootDecision::Install { .. }
+    ));
+
+    // The store agrees: only the three fresh strangers and the configured hosts remain.
+    drop(inv);
+    let mut keys: Vec<String> = store.load_hosts().unwrap().into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "52:54:00:00:00:01",
+            "52:54:00:00:00:02",
+            "52:54:00:aa:00:0a",
+            "52:54:00:aa:00:0b",
+            "52:54:00:aa:00:0c"
+        ]
+    );
+}

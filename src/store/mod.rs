@@ -298,6 +298,23 @@ impl Store {
         self.put_blocking(HOSTS, key, value)
     }
 
+    /// Forget hosts' state in one transaction (discovered machines that expired).
+    pub fn delete_hosts_blocking(&self, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut table = txn.open_table(HOSTS)?;
+            for k in keys {
+                table.remove(k.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Every stored host state as (key, JSON).
     pub fn load_hosts(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.load_all(HOSTS)

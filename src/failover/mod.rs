@@ -19,6 +19,7 @@ pub mod connection;
 pub mod gate;
 pub mod loadbalance;
 pub mod peer;
+pub mod queue;
 pub mod session;
 pub mod state;
 

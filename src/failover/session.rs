@@ -23,7 +23,7 @@ use crate::config::{Failover, FailoverRole};
 use crate::dhcp::Leases;
 use crate::store::LeaseRecord;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 /// The primary dials a silent partner this often (ISC: every 5 s).
@@ -137,7 +137,8 @@ pub struct Session {
     hba: Option<[u8; 32]>,
     connected: bool,
     /// Lease changes waiting to go out (BNDUPD).
-    queue: VecDeque<LeaseRecord>,
+    /// Updates for the partner, one per address (coalesced).
+    queue: super::queue::UpdateQueue,
     /// xid -> (address, potential expiry sent).
     in_flight: HashMap<u32, (Ipv4Addr, u64)>,
     partner_max_unacked: u32,
@@ -189,7 +190,7 @@ impl Session {
             mclt,
             hba,
             connected: false,
-            queue: VecDeque::new(),
+            queue: Default::default(),
             in_flight: HashMap::new(),
             partner_max_unacked: 0,
             xid: (now as u32).wrapping_mul(2_654_435_761),
@@ -1055,6 +1056,11 @@ mod tests {
             }
         }
         assert_eq!(xids.len(), 4, "the partner takes 4 unacknowledged");
+        assert_eq!(s.status().queued_updates, 2);
+        // Renewals of a queued address replace its update: the queue stays one per address.
+        for _ in 0..50 {
+            s.handle(Input::LeaseChanged(record(104, LeaseState::Bound)), T0, &l);
+        }
         assert_eq!(s.status().queued_updates, 2);
         // A change outside the relationship's pools is not the partner's business.
         assert!(

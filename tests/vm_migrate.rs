@@ -35,7 +35,7 @@ fn host_pki(ca: &Ca, dir: &Path, fqdn: &str, ip: &str) {
         let cert = ca
             .sign_host(&String::from_utf8_lossy(&csr.stdout), &host, role, 30)
             .unwrap();
-        std::fs::write(dir.join(format!("libvirt/{name}cert.pem")), cert).unwrap();
+        std::fs::write(dir.join(format!("libvirt/{name}cert.pem")), cert.pem).unwrap();
     }
 }
 

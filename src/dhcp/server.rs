@@ -113,11 +113,18 @@ pub async fn serve(shared: Shared, shutdown: watch::Receiver<bool>) -> Result<()
     for (sock, ing) in sockets {
         tasks.spawn(receive_loop(shared.clone(), sock, ing, shutdown.clone()));
     }
+    supervise(tasks).await
+}
+
+/// Wait for every receive loop; the first that panics ends them all with an error (a
+/// panicking loop would otherwise leave its interface silently unserved while the daemon
+/// looks healthy). `provd serve` then exits non-zero.
+async fn supervise(mut tasks: tokio::task::JoinSet<()>) -> Result<(), ServeError> {
     while let Some(done) = tasks.join_next().await {
-        // A panicking receive loop would leave its interface silently unserved: stop all.
         if let Err(e) = done
             && e.is_panic()
         {
+            tasks.abort_all();
             return Err(ServeError::Panicked(e.to_string()));
         }
     }
@@ -305,5 +312,28 @@ fn sent_counter(t: MessageType) -> &'static str {
         MessageType::Offer => "sent_offer",
         MessageType::Nak => "sent_nak",
         _ => "sent_ack",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_loop_ends_the_others_with_an_error() {
+        let mut tasks = tokio::task::JoinSet::new();
+        let (_keep, mut never) = watch::channel(false);
+        tasks.spawn(async move {
+            let _ = never.changed().await; // a healthy loop: would run forever
+        });
+        tasks.spawn(async { panic!("receive loop bug") });
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), supervise(tasks))
+            .await
+            .expect("supervise returns without waiting for the healthy loop");
+        assert!(matches!(r, Err(ServeError::Panicked(_))), "{r:?}");
+
+        let mut fine = tokio::task::JoinSet::new();
+        fine.spawn(async {});
+        assert!(supervise(fine).await.is_ok());
     }
 }

@@ -194,6 +194,9 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
             String::from_utf8_lossy(&std::fs::read(format!("/tmp/provd-lab/{name}.serial.log")).unwrap()).to_string();
         for line in [
             "provd-installer: running %pre (/bin/sh)",
+            "provd-installer: %pre done",
+            "provd-installer: running %post --nochroot (/bin/sh)",
+            "provd-installer: %post --nochroot done",
             "provd-installer: running %post (/bin/bash)",
             "provd-installer: shim: systemctl enable virtqemud.socket virtproxyd.socket virtproxyd-tls.socket",
             "provd-installer: %post done",

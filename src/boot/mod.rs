@@ -26,7 +26,7 @@ use crate::config::{Config, Host, Site};
 use crate::inventory::{BootDecision, Inventory, InventoryError};
 use crate::mac::MacAddr;
 use crate::pki::{Ca, PkiError};
-use crate::render::{Action, HostContext, RenderError, Renderer};
+use crate::render::{Action, HostContext, InstallFacts, RenderError, Renderer};
 use crate::tftp::{GeneratedFiles, GeneratedFuture};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -343,6 +343,7 @@ impl Boot {
                 ip: plan.ip,
                 action: plan.action(),
                 token: plan.token(),
+                install: None,
             },
         )?)
     }
@@ -371,6 +372,15 @@ impl Boot {
             .get(host.profile.as_deref().unwrap_or(""))
             .and_then(|p| p.kickstart.clone());
         let ks = ks.ok_or_else(|| BootError::NoKickstart(host.hostname.clone()))?;
+        let install = self
+            .inventory
+            .get(mac)
+            .await
+            .and_then(|r| r.install)
+            .map(|s| InstallFacts {
+                id: s.id,
+                wipe_allowed: s.wipe_allowed,
+            });
         let ctx = HostContext {
             config: &self.config,
             site,
@@ -379,6 +389,7 @@ impl Boot {
             ip: host.ip,
             action: Action::Install,
             token: Some(token),
+            install,
         };
         let text = self.render(&ks, ctx)?;
         self.inventory.kickstart_fetched(mac, token).await?;
@@ -415,6 +426,10 @@ impl Boot {
             ip: host.ip,
             action,
             token: Some(PREVIEW_TOKEN),
+            install: Some(InstallFacts {
+                id: "PREVIEW".into(),
+                wipe_allowed: false,
+            }),
         };
         renderer.render(&template, &ctx.to_value()).map_err(|e| e.to_string())
     }

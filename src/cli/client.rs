@@ -140,7 +140,12 @@ fn classify<T: serde::de::DeserializeOwned>(
                 anyhow::bail!("not found: {url}");
             }
             if !status.is_success() {
-                anyhow::bail!("{url}: HTTP {status}: {}", body.trim());
+                // The API's errors are {"error": "..."}: say the sentence, not the JSON.
+                let said = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| body.trim().to_string());
+                anyhow::bail!("{said} (HTTP {status} from {url})");
             }
             Ok(Fetch::Ok(
                 serde_json::from_str(&body).with_context(|| format!("decoding {url}"))?,

@@ -1,4 +1,5 @@
-//! `provd hosts list|show|reinstall|netboot`: the inventory, through the daemon's API.
+//! `provd hosts list|show|reinstall|mark-installed|netboot`: the inventory, through the
+//! daemon's API.
 
 use super::ServerTarget;
 use crate::clock::unix_now;
@@ -25,7 +26,19 @@ pub enum HostsCommand {
         json: bool,
     },
     /// Install the host again at its next network boot (state -> assigned, netboot on).
+    /// This install may wipe an earlier provd install on its disks (the kickstart's %pre
+    /// refuses that otherwise). Refused for an installed host unless --force.
     Reinstall {
+        host: String,
+        /// Reinstall even though the inventory says the host is installed (in service).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
+    /// The host is installed and in service: boot it from its disk (netboot off). For hosts
+    /// installed before provd knew them, or after a server lost its state.
+    MarkInstalled {
         host: String,
         #[command(flatten)]
         target: ServerTarget,
@@ -102,11 +115,25 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        HostsCommand::Reinstall { host, target } => {
+        HostsCommand::Reinstall { host, force, target } => {
             let api = target.api()?;
-            let h: HostRecord = api.require(api.post(&format!("/api/hosts/{host}/reinstall"))?)?;
+            let path = if force {
+                format!("/api/hosts/{host}/reinstall?force=true")
+            } else {
+                format!("/api/hosts/{host}/reinstall")
+            };
+            let h: HostRecord = api.require(api.post(&path)?)?;
             println!(
-                "{}: {} (netboot on): it installs at its next network boot",
+                "{}: {} (netboot on): it installs at its next network boot, and may wipe an earlier install",
+                h.hostname.as_deref().unwrap_or(&host),
+                status(&h)
+            );
+        }
+        HostsCommand::MarkInstalled { host, target } => {
+            let api = target.api()?;
+            let h: HostRecord = api.require(api.post(&format!("/api/hosts/{host}/mark-installed"))?)?;
+            println!(
+                "{}: {} (netboot off): it boots from its disk",
                 h.hostname.as_deref().unwrap_or(&host),
                 status(&h)
             );

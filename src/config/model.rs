@@ -257,6 +257,10 @@ pub struct Host {
     pub ip: Option<Ipv4Addr>,
     pub profile: Option<String>,
     pub vars: toml::Table,
+    /// `state = "installed"`: the host is already in service. A server that has no record
+    /// of it (new, or its state directory lost) starts it as installed, booting from its
+    /// disk, instead of offering an install.
+    pub installed: bool,
 }
 
 /// Option 93 values from RFC 4578 §2.1 and the IANA registry that firmware sends in practice.

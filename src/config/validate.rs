@@ -441,6 +441,7 @@ fn convert_site(
             ip,
             profile: h.profile.as_ref().map(|p| p.get_ref().clone()),
             vars: h.vars.clone(),
+            installed: h.state == Some(HostStateWire::Installed),
         });
     }
 

@@ -213,6 +213,14 @@ pub struct HostWire {
     pub hostname: Spanned<String>,
     pub ip: Option<Spanned<Ipv4Addr>>,
     pub profile: Option<Spanned<String>>,
+    /// `state = "installed"`: the host is in service (see `model::Host::installed`).
+    pub state: Option<HostStateWire>,
     #[serde(default)]
     pub vars: toml::Table,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStateWire {
+    Installed,
 }

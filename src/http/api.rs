@@ -19,6 +19,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/hosts", get(hosts))
         .route("/api/hosts/{host}", get(host))
         .route("/api/hosts/{host}/reinstall", post(reinstall))
+        .route("/api/hosts/{host}/mark-installed", post(mark_installed))
         .route("/api/hosts/{host}/netboot/{onoff}", post(netboot))
         .route("/api/nocloud", get(nocloud_list).post(nocloud_create))
         .route("/api/failover", get(failover_status))
@@ -157,16 +158,41 @@ fn host_result(r: Result<HostRecord, InventoryError>) -> Response {
     match r {
         Ok(h) => Json(h).into_response(),
         Err(InventoryError::UnknownHost) => not_found(),
+        Err(e @ InventoryError::Installed { .. }) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
         Err(e) => internal(e),
     }
 }
 
-async fn reinstall(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+#[derive(Deserialize)]
+struct ForceQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/hosts/<host>/reinstall[?force=true]`: 409 for an installed host without force.
+async fn reinstall(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ForceQuery>,
+) -> Response {
     let inv = &s.boot.inventory;
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
-    host_result(inv.reinstall(mac).await)
+    host_result(inv.reinstall(mac, q.force).await)
+}
+
+/// `POST /api/hosts/<host>/mark-installed`: in service; boot from disk.
+async fn mark_installed(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let inv = &s.boot.inventory;
+    let Some(mac) = inv.find(&name).await else {
+        return not_found();
+    };
+    host_result(inv.mark_installed(mac).await)
 }
 
 async fn netboot(State(s): State<AppState>, Path((name, onoff)): Path<(String, String)>) -> Response {

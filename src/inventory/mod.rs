@@ -45,6 +45,20 @@ pub enum Status {
     Failed,
 }
 
+impl Status {
+    /// The name the API and the CLI use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Discovered => "discovered",
+            Status::Assigned => "assigned",
+            Status::Installing => "installing",
+            Status::Installed => "installed",
+            Status::Ready => "ready",
+            Status::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub at: u64,
@@ -63,6 +77,13 @@ pub struct InstallSession {
     /// Certificate roles ("server", "client") already signed with this token: each once.
     #[serde(default)]
     pub certificates_issued: Vec<String>,
+    /// Names this install in the marker it leaves on the installed system (not a secret).
+    #[serde(default)]
+    pub id: String,
+    /// An operator asked for this install (`provd hosts reinstall`): the kickstart's %pre
+    /// may clear disks that hold an earlier provd install. Otherwise it refuses to.
+    #[serde(default)]
+    pub wipe_allowed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +101,10 @@ pub struct HostRecord {
     pub updated: u64,
     pub history: Vec<HistoryEntry>,
     pub install: Option<InstallSession>,
+    /// Set by `provd hosts reinstall` until the next install ends: that install may wipe
+    /// an earlier one (the interlock in the kickstart's %pre).
+    #[serde(default)]
+    pub wipe_allowed: bool,
 }
 
 /// What a host's boot script should do now.
@@ -99,6 +124,9 @@ pub enum InstallEvent {
     PostStarted,
     Installed,
     Failed,
+    /// The installer found an earlier provd install on the disks and stopped before
+    /// touching them (the interlock): the host is installed, netboot goes off.
+    Refused,
 }
 
 impl InstallEvent {
@@ -108,6 +136,7 @@ impl InstallEvent {
             InstallEvent::PostStarted => "post-started",
             InstallEvent::Installed => "installed",
             InstallEvent::Failed => "failed",
+            InstallEvent::Refused => "refused",
         }
     }
 }
@@ -120,6 +149,7 @@ impl std::str::FromStr for InstallEvent {
             "post-started" => Ok(InstallEvent::PostStarted),
             "installed" => Ok(InstallEvent::Installed),
             "failed" => Ok(InstallEvent::Failed),
+            "refused" => Ok(InstallEvent::Refused),
             _ => Err(()),
         }
     }
@@ -135,6 +165,11 @@ pub enum InventoryError {
     TokenRefused,
     #[error("could not persist host state: {0}")]
     Store(String),
+    /// `reinstall` of a host the inventory says is installed, without `force`.
+    #[error(
+        "{host} is {status} (since {since}): a reinstall wipes its disks; pass --force if that is what you want"
+    )]
+    Installed { host: String, status: &'static str, since: String },
 }
 
 pub struct Inventory {
@@ -507,8 +542,15 @@ impl Inventory {
     }
 
     /// Operator: install this host again at its next network boot.
-    pub async fn reinstall(&self, mac: MacAddr) -> Result<HostRecord, InventoryError> {
-        self.update_known(mac, |r, now| Ok(transition::reinstall(r, now))).await
+    /// Operator: install again at the next network boot, allowed to wipe the disks. An
+    /// installed (or ready) host needs `force`.
+    pub async fn reinstall(&self, mac: MacAddr, force: bool) -> Result<HostRecord, InventoryError> {
+        self.update_known(mac, |r, now| transition::reinstall(r, force, now)).await
+    }
+
+    /// Operator: this host is installed and in service (boot it from its disk).
+    pub async fn mark_installed(&self, mac: MacAddr) -> Result<HostRecord, InventoryError> {
+        self.update_known(mac, |r, now| Ok(transition::mark_installed(r, now))).await
     }
 
     /// Operator: allow or stop network installs without changing the state.

@@ -53,6 +53,7 @@ pub fn new_record(mac: MacAddr, now: u64) -> HostRecord {
         updated: now,
         history: Vec::new(),
         install: None,
+        wipe_allowed: false,
     }
 }
 
@@ -67,6 +68,18 @@ fn apply_config(r: &mut HostRecord, site: &str, host: &Host) {
 /// is adopted. None: nothing to change.
 pub fn reconcile(current: Option<&HostRecord>, site: &str, host: &Host, now: u64) -> Option<HostRecord> {
     match current {
+        // A host the config says is in service starts installed: a new or rebuilt server
+        // must not offer it an install (its disks hold a system someone uses).
+        None if host.installed => {
+            let mut r = new_record(host.mac, now);
+            r.set_status(
+                Status::Installed,
+                "in config as installed (state = \"installed\"): local boot until `provd hosts reinstall --force`",
+                now,
+            );
+            apply_config(&mut r, site, host);
+            Some(r)
+        }
         None => {
             let mut r = new_record(host.mac, now);
             r.set_status(Status::Assigned, "in config", now);
@@ -118,7 +131,7 @@ pub fn boot(
     configured: bool,
     token_ttl: u64,
     now: u64,
-    fresh_token: impl FnOnce() -> String,
+    mut fresh_token: impl FnMut() -> String,
 ) -> (BootDecision, Option<HostRecord>) {
     if !configured {
         let first = current.is_none().then(|| {
@@ -141,6 +154,7 @@ pub fn boot(
         return (BootDecision::Install { token: s.token.clone() }, None);
     }
     let token = fresh_token();
+    let id: String = fresh_token().chars().take(12).collect();
     let mut next = r.clone();
     next.install = Some(InstallSession {
         token: token.clone(),
@@ -149,8 +163,16 @@ pub fn boot(
         kickstart_fetches: 0,
         closed: false,
         certificates_issued: Vec::new(),
+        id: id.clone(),
+        wipe_allowed: r.wipe_allowed,
     });
-    next.note("install token issued", now);
+    next.note(
+        format!(
+            "install {id} token issued{}",
+            if r.wipe_allowed { " (reinstall: may wipe an earlier install)" } else { "" }
+        ),
+        now,
+    );
     (BootDecision::Install { token }, Some(next))
 }
 
@@ -234,16 +256,69 @@ pub fn event(
             next.install.as_mut().expect("checked").closed = true;
             next.set_status(Status::Failed, format!("installer: failed{detail}; netboot off"), now);
         }
+        InstallEvent::Refused => {
+            // The disks hold an earlier provd install and nobody asked to wipe it: nothing
+            // was touched, so the host is what its disks say, installed.
+            next.netboot = false;
+            next.install.as_mut().expect("checked").closed = true;
+            next.set_status(
+                Status::Installed,
+                format!("installer refused to wipe an earlier install{detail}; netboot off"),
+                now,
+            );
+        }
+    }
+    if matches!(event, InstallEvent::Installed | InstallEvent::Failed | InstallEvent::Refused) {
+        // The operator's permission to wipe was for one install.
+        next.wipe_allowed = false;
     }
     Ok(next)
 }
 
-/// Operator: install again at the next network boot.
-pub fn reinstall(r: &HostRecord, now: u64) -> HostRecord {
+/// Operator: install again at the next network boot, and let that install wipe an earlier
+/// one. An installed or ready host is refused without `force` (it may be in service).
+pub fn reinstall(r: &HostRecord, force: bool, now: u64) -> Result<HostRecord, InventoryError> {
+    if matches!(r.status, Status::Installed | Status::Ready) && !force {
+        // When the host entered its current status (the first of the latest run of
+        // history entries with that status).
+        let since = r
+            .history
+            .iter()
+            .rev()
+            .take_while(|h| h.status == r.status)
+            .last()
+            .map_or(r.updated, |h| h.at);
+        return Err(InventoryError::Installed {
+            host: r.hostname.clone().unwrap_or_else(|| r.mac.to_string()),
+            status: r.status.as_str(),
+            since: crate::clock::rfc3339(since),
+        });
+    }
     let mut next = r.clone();
     next.netboot = true;
     next.install = None;
-    next.set_status(Status::Assigned, "operator: reinstall", now);
+    next.wipe_allowed = true;
+    next.set_status(
+        Status::Assigned,
+        if force {
+            "operator: reinstall --force (may wipe the installed system)"
+        } else {
+            "operator: reinstall"
+        },
+        now,
+    );
+    Ok(next)
+}
+
+/// Operator: the host is installed and in service; boot it from its disk.
+pub fn mark_installed(r: &HostRecord, now: u64) -> HostRecord {
+    let mut next = r.clone();
+    next.netboot = false;
+    next.wipe_allowed = false;
+    if let Some(s) = next.install.as_mut() {
+        s.closed = true;
+    }
+    next.set_status(Status::Installed, "operator: marked installed; netboot off", now);
     next
 }
 
@@ -266,6 +341,7 @@ mod tests {
             ip: None,
             profile: profile.map(str::to_string),
             vars: Default::default(),
+            installed: false,
         }
     }
 

@@ -152,7 +152,7 @@ fn ensure_assets(config: &Config) -> anyhow::Result<()> {
             bail!("iPXE binaries not installed: {}", failed.join("; "));
         }
     }
-    if !assets.join("lab/vmlinuz").exists() || !assets.join("lab/installer.cpio.gz").exists() {
+    if !assets.join("lab/vmlinuz").exists() || installer_outdated(&assets.join("lab/installer.cpio.gz")) {
         let script = Path::new("lab/build-installer.sh");
         if !script.exists() {
             bail!(
@@ -164,6 +164,28 @@ fn ensure_assets(config: &Config) -> anyhow::Result<()> {
         run(Command::new("bash").arg(script).arg(assets.join("lab")))?;
     }
     Ok(())
+}
+
+/// The built installer is missing or older than its sources (lab/installer/*,
+/// lab/build-installer.sh): a source tree that changed the installer rebuilds it.
+fn installer_outdated(built: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built_at) = modified(built) else {
+        return true;
+    };
+    let mut sources = vec![PathBuf::from("lab/build-installer.sh")];
+    let mut dirs = vec![PathBuf::from("lab/installer")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                sources.push(p);
+            }
+        }
+    }
+    sources.iter().filter_map(|p| modified(p)).any(|t| t > built_at)
 }
 
 /// Run `f` on a thread inside the lab namespace (for talking to provd's API on loopback).

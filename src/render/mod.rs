@@ -152,6 +152,16 @@ pub struct HostContext<'a> {
     pub ip: Option<Ipv4Addr>,
     pub action: Action,
     pub token: Option<&'a str>,
+    /// The install session the kickstart is for (kickstarts only).
+    pub install: Option<InstallFacts>,
+}
+
+/// What a kickstart knows about its own install: the id its marker carries, and whether an
+/// operator allowed it to wipe an earlier install (`install.id`, `install.wipe_allowed`).
+#[derive(Debug, Clone, Default)]
+pub struct InstallFacts {
+    pub id: String,
+    pub wipe_allowed: bool,
 }
 
 impl HostContext<'_> {
@@ -208,6 +218,10 @@ impl HostContext<'_> {
                 "assets": format!("{base}/assets"),
             },
             "vars": vars,
+            "install": {
+                "id": self.install.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
+                "wipe_allowed": self.install.as_ref().is_some_and(|i| i.wipe_allowed),
+            },
         });
         Value::from(minijinja::value::Serde(ctx))
     }

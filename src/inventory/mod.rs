@@ -166,10 +166,12 @@ pub enum InventoryError {
     #[error("could not persist host state: {0}")]
     Store(String),
     /// `reinstall` of a host the inventory says is installed, without `force`.
-    #[error(
-        "{host} is {status} (since {since}): a reinstall wipes its disks; pass --force if that is what you want"
-    )]
-    Installed { host: String, status: &'static str, since: String },
+    #[error("{host} is {status} (since {since}): a reinstall wipes its disks; pass --force if that is what you want")]
+    Installed {
+        host: String,
+        status: &'static str,
+        since: String,
+    },
 }
 
 pub struct Inventory {
@@ -545,12 +547,14 @@ impl Inventory {
     /// Operator: install again at the next network boot, allowed to wipe the disks. An
     /// installed (or ready) host needs `force`.
     pub async fn reinstall(&self, mac: MacAddr, force: bool) -> Result<HostRecord, InventoryError> {
-        self.update_known(mac, |r, now| transition::reinstall(r, force, now)).await
+        self.update_known(mac, |r, now| transition::reinstall(r, force, now))
+            .await
     }
 
     /// Operator: this host is installed and in service (boot it from its disk).
     pub async fn mark_installed(&self, mac: MacAddr) -> Result<HostRecord, InventoryError> {
-        self.update_known(mac, |r, now| Ok(transition::mark_installed(r, now))).await
+        self.update_known(mac, |r, now| Ok(transition::mark_installed(r, now)))
+            .await
     }
 
     /// Operator: allow or stop network installs without changing the state.

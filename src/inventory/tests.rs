@@ -71,7 +71,11 @@ async fn install_then_boot_local_until_reinstall() {
     );
     assert_eq!(inv.boot(hv).await.unwrap(), BootDecision::LocalDisk, "boot once");
 
-    inv.reinstall(hv).await.unwrap();
+    assert!(matches!(
+        inv.reinstall(hv, false).await,
+        Err(InventoryError::Installed { .. })
+    ));
+    inv.reinstall(hv, true).await.unwrap();
     let BootDecision::Install { token: t2 } = inv.boot(hv).await.unwrap() else {
         panic!("reinstall")
     };

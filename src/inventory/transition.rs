@@ -145,8 +145,10 @@ pub fn boot(
         // Configured hosts are reconciled at load; one missing here gets nothing to install.
         return (BootDecision::LocalDisk, None);
     };
-    let installable =
-        r.netboot && r.profile.is_some() && matches!(r.status, Status::Assigned | Status::Installing | Status::Failed);
+    // An installed host with netboot on (an operator's `netboot on`) is offered an install
+    // too, but without permission to wipe (only `reinstall` gives that): its kickstart's
+    // %pre finds the earlier install on its disks and refuses (the interlock).
+    let installable = r.netboot && r.profile.is_some();
     if !installable {
         return (BootDecision::LocalDisk, None);
     }
@@ -169,7 +171,11 @@ pub fn boot(
     next.note(
         format!(
             "install {id} token issued{}",
-            if r.wipe_allowed { " (reinstall: may wipe an earlier install)" } else { "" }
+            if r.wipe_allowed {
+                " (reinstall: may wipe an earlier install)"
+            } else {
+                ""
+            }
         ),
         now,
     );
@@ -268,7 +274,10 @@ pub fn event(
             );
         }
     }
-    if matches!(event, InstallEvent::Installed | InstallEvent::Failed | InstallEvent::Refused) {
+    if matches!(
+        event,
+        InstallEvent::Installed | InstallEvent::Failed | InstallEvent::Refused
+    ) {
         // The operator's permission to wipe was for one install.
         next.wipe_allowed = false;
     }
@@ -376,8 +385,62 @@ mod tests {
         let (d, _) = boot(Some(&r), h.mac, true, 100, 26, || panic!("boot once"));
         assert_eq!(d, BootDecision::LocalDisk);
         // An expired session is refused.
-        let (_, next) = boot(Some(&reinstall(&r, 30)), h.mac, true, 5, 30, || "t3".into());
+        let again = reinstall(&r, true, 30).unwrap();
+        let (_, next) = boot(Some(&again), h.mac, true, 5, 30, || "t3".into());
         assert_eq!(check_token(&next.unwrap(), "t3", 36), Err(InventoryError::TokenRefused));
+    }
+
+    #[test]
+    fn only_an_operators_reinstall_may_wipe_an_installed_host() {
+        let h = host(Some("p"));
+        let r = reconcile(None, "s", &h, 10).unwrap();
+        let (_, r) = boot(Some(&r), h.mac, true, 100, 11, || "t1".into());
+        let r = event(&r.unwrap(), "t1", InstallEvent::Installed, "", 12).unwrap();
+
+        // `reinstall` of an installed host needs force, and says why without it.
+        match reinstall(&r, false, 13) {
+            Err(InventoryError::Installed { status, .. }) => assert_eq!(status, "installed"),
+            other => panic!("{other:?}"),
+        }
+        // `netboot on` (an operator's mistake): an install is offered, without permission
+        // to wipe; the installer's %pre refuses and the host stays installed.
+        let on = set_netboot(&r, true, 14);
+        let (d, next) = boot(Some(&on), h.mac, true, 100, 15, || "t2".into());
+        assert_eq!(d, BootDecision::Install { token: "t2".into() });
+        let next = next.unwrap();
+        assert!(!next.install.as_ref().unwrap().wipe_allowed);
+        let refused = event(&next, "t2", InstallEvent::Refused, "marker found", 16).unwrap();
+        assert_eq!((refused.status, refused.netboot), (Status::Installed, false));
+        assert!(refused.history.last().unwrap().what.contains("refused to wipe"));
+
+        // `reinstall --force`: this install may wipe, once.
+        let forced = reinstall(&refused, true, 17).unwrap();
+        assert!(forced.wipe_allowed && forced.netboot);
+        let (_, next) = boot(Some(&forced), h.mac, true, 100, 18, || "t3".into());
+        let next = next.unwrap();
+        assert!(next.install.as_ref().unwrap().wipe_allowed);
+        let done = event(&next, "t3", InstallEvent::Installed, "", 19).unwrap();
+        assert!(!done.wipe_allowed, "the permission was for one install");
+        // A failed host is not in service: no force needed.
+        let failed = {
+            let (_, n) = boot(Some(&set_netboot(&done, true, 20)), h.mac, true, 100, 21, || {
+                "t4".into()
+            });
+            event(&n.unwrap(), "t4", InstallEvent::Failed, "", 22).unwrap()
+        };
+        assert!(reinstall(&failed, false, 23).is_ok());
+    }
+
+    #[test]
+    fn a_host_the_config_says_is_in_service_starts_installed() {
+        let mut h = host(Some("p"));
+        h.installed = true;
+        let r = reconcile(None, "s", &h, 10).unwrap();
+        assert_eq!((r.status, r.netboot), (Status::Installed, false));
+        let (d, _) = boot(Some(&r), h.mac, true, 100, 11, || panic!("no install"));
+        assert_eq!(d, BootDecision::LocalDisk);
+        let m = mark_installed(&reinstall(&r, true, 12).unwrap(), 13);
+        assert_eq!((m.status, m.netboot, m.wipe_allowed), (Status::Installed, false, false));
     }
 
     #[test]

@@ -216,4 +216,123 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
             );
         }
     }
+
+    // The interlock, on the BIOS VM. An operator turns netboot on for an installed host
+    // without `reinstall`: its next boot reaches the installer, whose %pre finds the marker
+    // the first install left on /boot and stops before touching the disk.
+    let before = sector0("lab-1");
+    lab_cli(&["hosts", "netboot", "lab-1", "on"]);
+    power_cycle("lab-1");
+    wait_console("lab-1", "provd-installer: FAILED: %pre --erroronfail");
+    wait_stopped("lab-1");
+    let said = console("lab-1");
+    assert!(
+        said.contains("refusing to clear disks that hold a provd install: /dev/vda1: install_id="),
+        "{said}"
+    );
+    assert_eq!(sector0("lab-1"), before, "the refused install changed the disk");
+    let host = in_lab(&["hosts", "show", "lab-1"]);
+    assert_eq!(
+        (host["status"].as_str(), host["netboot"].as_bool()),
+        (Some("installed"), Some(false)),
+        "{host:#}"
+    );
+    let last = host["history"].as_array().unwrap().last().unwrap()["what"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(last.contains("refused to wipe") && last.contains("/dev/vda1"), "{last}");
+
+    // `reinstall` of an installed host needs --force; with it, the install may wipe.
+    let refused = lab_command(&["hosts", "reinstall", "lab-1"]);
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    lab_cli(&["hosts", "reinstall", "lab-1", "--force"]);
+    power_cycle("lab-1");
+    wait_console("lab-1", "provd-lab: booted from local disk");
+    let said = console("lab-1");
+    assert!(
+        said.contains("an operator asked for this reinstall; clearing the earlier install"),
+        "{said}"
+    );
+    assert_ne!(
+        sector0("lab-1"),
+        before,
+        "the forced reinstall wrote a new disk signature"
+    );
+    let host = in_lab(&["hosts", "show", "lab-1"]);
+    assert_eq!(host["status"], "installed");
+}
+
+/// A provd command in the lab namespace (the lab's state directory holds the API token).
+fn lab_command(args: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", "provd-lab", provd_bin()])
+        .args(args)
+        .args(["--server", "127.0.0.1:6767", "--state-dir", LAB_STATE])
+        .output()
+        .unwrap()
+}
+
+fn lab_cli(args: &[&str]) {
+    let out = lab_command(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn power_cycle(name: &str) {
+    let out = Command::new(provd_bin())
+        .args(["lab", "power-cycle", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn console(name: &str) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/tmp/provd-lab/{name}.serial.log")).unwrap_or_default()).to_string()
+}
+
+fn wait_console(name: &str, needle: &str) {
+    let start = Instant::now();
+    while !console(name).contains(needle) {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{name}: no {needle:?} on the console within 300 s:\n{}",
+            console(name)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Until the VM's QEMU has exited (the installer powers off after a refusal).
+fn wait_stopped(name: &str) {
+    let pid = std::fs::read_to_string(format!("/tmp/provd-lab/{name}.pid")).unwrap();
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{}", pid.trim())).exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "{name} did not power off");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The first sector of a lab VM's disk (boot code, disk signature, partition table), read
+/// from the host side (-U: the VM may still hold its image open).
+fn sector0(name: &str) -> Vec<u8> {
+    let out = format!("/tmp/provd-lab/{name}.sector0");
+    let st = Command::new("qemu-img")
+        .args(["dd", "-U", "-f", "qcow2", "-O", "raw", "bs=512", "count=1"])
+        .arg(format!("if=/tmp/provd-lab/{name}.qcow2"))
+        .arg(format!("of={out}"))
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(bytes.len(), 512);
+    bytes
 }

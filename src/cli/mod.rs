@@ -133,6 +133,12 @@ enum LabCommand {
     },
     /// What the running lab's VMs are doing.
     Status,
+    /// Power-cycle one lab VM (stop QEMU, start it again with the same disk): it boots
+    /// from the network again, and provd decides what it gets.
+    PowerCycle {
+        /// The VM's name (lab-1, lab-2, ...).
+        name: String,
+    },
     /// Remove every namespace, process and file the lab made.
     Down,
 }
@@ -331,6 +337,11 @@ fn lab(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             remove_after: down,
         })?,
         LabCommand::Status => crate::lab::status()?,
+        LabCommand::PowerCycle { name } => {
+            crate::lab::power_cycle(&name)?;
+            println!("provd lab: {name} power-cycled");
+            true
+        }
         LabCommand::Down => {
             crate::lab::down()?;
             println!("provd lab: removed");

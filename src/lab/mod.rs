@@ -572,6 +572,43 @@ pub fn status() -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// Power-cycle one running lab VM, as pulling its plug and plugging it back in would: QEMU
+/// is stopped and started again with the same disk, NIC and firmware variables. Its
+/// earlier console is kept as `<name>.serial.<n>.log`; the new one starts empty.
+pub fn power_cycle(name: &str) -> anyhow::Result<()> {
+    let path = work().join("lab.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("no lab is running (no {})", path.display()))?;
+    let state: LabState = serde_json::from_slice(&bytes)?;
+    let Some(vm) = state.vms.iter().find(|v| v.name == name) else {
+        let names: Vec<&str> = state.vms.iter().map(|v| v.name.as_str()).collect();
+        bail!("the lab has no VM named {name:?} (it has: {})", names.join(", "));
+    };
+    let pid = std::fs::read_to_string(&vm.pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    if let Some(pid) = pid {
+        // SAFETY: kill(2) on a pid QEMU wrote; a stale pid is at worst ESRCH.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let start = std::time::Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut n = 1;
+    while vm.serial_log.with_extension(format!("{n}.log")).exists() {
+        n += 1;
+    }
+    if vm.serial_log.exists() {
+        std::fs::rename(&vm.serial_log, vm.serial_log.with_extension(format!("{n}.log")))?;
+    }
+    spawn_in_namespace(
+        Path::new("/usr/bin/qemu-system-x86_64"),
+        &vm.qemu_args(),
+        &work().join(format!("{}.qemu.log", vm.name)),
+    )?;
+    Ok(())
+}
+
 /// Remove everything `up` made. Safe to run at any time, any number of times.
 pub fn down() -> anyhow::Result<()> {
     // Every process in the namespace (provd, QEMU) goes, then the namespace with its bridge

@@ -13,3 +13,11 @@ pub fn rfc3339(t: u64) -> String {
         .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| format!("unix time {t}"))
 }
+
+/// Unix time in milliseconds (record versions of the pair's replication).
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

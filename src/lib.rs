@@ -22,6 +22,7 @@ pub mod nocloud;
 pub mod pki;
 pub mod random;
 pub mod render;
+pub mod replication;
 pub mod served_root;
 pub mod store;
 pub mod tftp;

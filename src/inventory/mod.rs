@@ -105,6 +105,13 @@ pub struct HostRecord {
     /// an earlier one (the interlock in the kickstart's %pre).
     #[serde(default)]
     pub wipe_allowed: bool,
+    /// When an operator last acted on this host (reinstall, netboot, mark-installed): the
+    /// pair's merge rule lets the latest operator word win (`replication::merge`).
+    #[serde(default)]
+    pub intent_at: u64,
+    /// This copy's version, for the pair's merge rule.
+    #[serde(default)]
+    pub version: crate::replication::merge::Version,
 }
 
 /// What a host's boot script should do now.
@@ -190,6 +197,14 @@ pub struct Inventory {
     discovery: DiscoveryLimits,
     /// New unknown machines not recorded because the cap was reached.
     discovered_dropped: std::sync::atomic::AtomicU64,
+    /// Who writes here (the version origin of local writes; see `Store::server_id`).
+    origin: String,
+    /// Every record written locally, once durable (the failover partner's replication
+    /// link sends them on). Records applied from the partner are not echoed.
+    changes: tokio::sync::broadcast::Sender<HostRecord>,
+    /// Sites whose configured hosts get no install for now: a server of a pair that has
+    /// never synchronised with its partner does not know which hosts are installed.
+    held: RwLock<std::collections::HashSet<String>>,
 }
 
 /// How many unconfigured ("discovered") machines the inventory remembers, and for how long
@@ -242,10 +257,69 @@ impl Inventory {
             token_ttl,
             discovery: DEFAULT_DISCOVERY,
             discovered_dropped: std::sync::atomic::AtomicU64::new(0),
+            origin: String::new(),
+            changes: tokio::sync::broadcast::channel(4096).0,
+            held: RwLock::new(Default::default()),
         };
         inv.reconcile_blocking()?;
         inv.forget_stale_discovered_blocking(unix_now())?;
         Ok(inv)
+    }
+
+    /// Local writes carry `origin` in their version (a server of a failover pair).
+    pub fn with_origin(mut self, origin: &str) -> Self {
+        self.origin = origin.to_string();
+        self
+    }
+
+    /// Local changes, once durable (for the partner's replication link).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HostRecord> {
+        self.changes.subscribe()
+    }
+
+    /// Hold (or release) installs for the configured hosts of `site`.
+    pub fn hold_installs(&self, site: &str, hold: bool) {
+        let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
+        if hold {
+            held.insert(site.to_string());
+        } else {
+            held.remove(site);
+        }
+    }
+
+    pub fn installs_held(&self, site: &str) -> bool {
+        self.held.read().unwrap_or_else(|p| p.into_inner()).contains(site)
+    }
+
+    /// A copy of a host's record from the partner: merged with ours by the pair's rule
+    /// (`replication::merge::host`), stored, published. Returns whether ours changed.
+    pub async fn apply_remote(&self, theirs: HostRecord) -> Result<bool, InventoryError> {
+        let mac = theirs.mac;
+        let lock = self.writer(mac);
+        let result = {
+            let _serialised = lock.lock().await;
+            let current = self.read().get(&mac).cloned();
+            let merged = match &current {
+                None => theirs,
+                Some(ours) => crate::replication::merge::host(ours, &theirs),
+            };
+            if current.as_ref() == Some(&merged) {
+                Ok(false)
+            } else {
+                match self.persist(&merged).await {
+                    Ok(()) => {
+                        self.hosts
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(mac, merged);
+                        Ok(true)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        self.release_writer(mac, lock);
+        result
     }
 
     /// Other discovery limits (tests; the defaults suit a fleet).
@@ -414,13 +488,19 @@ impl Inventory {
                     tracing::debug!("discovery cap reached: {mac} not recorded");
                     Ok(out)
                 }
-                Ok(Change::Write(next, out)) => match self.persist(&next).await {
-                    Ok(()) => {
-                        self.publish(*next);
-                        Ok(out)
+                Ok(Change::Write(mut next, out)) => {
+                    let prev = current.as_ref().map(|c| c.version.clone()).unwrap_or_default();
+                    next.version =
+                        crate::replication::merge::Version::after(&prev, crate::clock::unix_now_ms(), &self.origin);
+                    match self.persist(&next).await {
+                        Ok(()) => {
+                            let _ = self.changes.send((*next).clone());
+                            self.publish(*next);
+                            Ok(out)
+                        }
+                        Err(e) => Err(e),
                     }
-                    Err(e) => Err(e),
-                },
+                }
             }
         };
         self.release_writer(mac, lock);
@@ -486,6 +566,13 @@ impl Inventory {
 
     /// The boot-once decision for `mac`, minting an install token when an install is due.
     pub async fn boot(&self, mac: MacAddr) -> Result<BootDecision, InventoryError> {
+        if let Some(e) = self.configured(mac)
+            && self.installs_held(&e.site)
+        {
+            // Not synchronised with the partner yet: maybe installed, maybe not. Local disk
+            // is the answer that cannot destroy anything.
+            return Ok(BootDecision::LocalDisk);
+        }
         let configured = self.is_configured(mac);
         let ttl = self.token_ttl;
         self.update(mac, |r, now| {

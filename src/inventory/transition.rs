@@ -54,6 +54,8 @@ pub fn new_record(mac: MacAddr, now: u64) -> HostRecord {
         history: Vec::new(),
         install: None,
         wipe_allowed: false,
+        intent_at: 0,
+        version: Default::default(),
     }
 }
 
@@ -307,6 +309,7 @@ pub fn reinstall(r: &HostRecord, force: bool, now: u64) -> Result<HostRecord, In
     next.netboot = true;
     next.install = None;
     next.wipe_allowed = true;
+    next.intent_at = now;
     next.set_status(
         Status::Assigned,
         if force {
@@ -324,6 +327,7 @@ pub fn mark_installed(r: &HostRecord, now: u64) -> HostRecord {
     let mut next = r.clone();
     next.netboot = false;
     next.wipe_allowed = false;
+    next.intent_at = now;
     if let Some(s) = next.install.as_mut() {
         s.closed = true;
     }
@@ -335,6 +339,7 @@ pub fn mark_installed(r: &HostRecord, now: u64) -> HostRecord {
 pub fn set_netboot(r: &HostRecord, on: bool, now: u64) -> HostRecord {
     let mut next = r.clone();
     next.netboot = on;
+    next.intent_at = now;
     next.note(format!("operator: netboot {}", if on { "on" } else { "off" }), now);
     next
 }

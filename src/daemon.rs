@@ -52,6 +52,11 @@ pub struct Services {
     pub http_stats: Arc<HttpStats>,
     pub assets_root: PathBuf,
     pub api_token: Arc<crate::http::auth::ApiToken>,
+    /// The pair's inventory replication, one status per site with a partner (filled by
+    /// `run` when it starts the links).
+    pub replication: Arc<std::sync::RwLock<Vec<Arc<std::sync::Mutex<crate::replication::link::Status>>>>>,
+    /// The CA, when there is one (the pair's replication certificates come from it).
+    pub ca: Option<Arc<crate::pki::Ca>>,
 }
 
 impl Services {
@@ -126,6 +131,8 @@ impl Services {
             }
             Err(e) => return Err(e.into()),
         };
+        // A second handle on the CA for the pair's replication certificates.
+        let ca = crate::pki::Ca::load(&pki_dir).ok().map(Arc::new);
         let nocloud =
             Arc::new(crate::nocloud::Registry::load(store.clone()).map_err(|e| anyhow::anyhow!("nocloud seeds: {e}"))?);
         Ok(Services {
@@ -142,6 +149,8 @@ impl Services {
             assets_root,
             api_token,
             config,
+            replication: Default::default(),
+            ca,
         })
     }
 
@@ -164,6 +173,7 @@ impl Services {
             failover,
             listener_site,
             api_token: self.api_token.clone(),
+            replication: self.replication.clone(),
         }
     }
 
@@ -234,6 +244,51 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         }
     }
     let failover_handles = Arc::new(failover_handles);
+
+    // The pair's shared inventory: one replication link per served site with a partner.
+    for site in &served {
+        let Some(f) = &site.failover else { continue };
+        let Some(ca) = &services.ca else {
+            tracing::warn!(
+                "site {}: no CA, so no inventory replication with the failover partner (run `provd pki init` \
+                 and copy the CA to both servers)",
+                site.name
+            );
+            continue;
+        };
+        let creds = crate::replication::link::Credentials::new(ca, &site.name, f.address.into())
+            .map_err(|e| anyhow::anyhow!("site {}: replication certificate: {e}", site.name))?;
+        let key = crate::replication::link::synced_key(&site.name);
+        let synced_at: u64 = store.meta_blocking(&key)?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        if synced_at == 0 {
+            tracing::warn!(
+                "site {}: never synchronised with the failover partner: no host of this site is offered an \
+                 install until the first synchronisation",
+                site.name
+            );
+            inventory.hold_installs(&site.name, true);
+        }
+        let status = Arc::new(std::sync::Mutex::new(crate::replication::link::Status {
+            site: site.name.clone(),
+            partner: format!("{}:{}", f.peer_address, f.replication_port),
+            synced_at,
+            ..Default::default()
+        }));
+        services.replication.write().unwrap().push(status.clone());
+        tasks.spawn(crate::replication::link::run(
+            site.name.clone(),
+            f.clone(),
+            creds,
+            crate::replication::link::Shared {
+                inventory: inventory.clone(),
+                certificates: services.boot.certificates.clone(),
+                nocloud: services.nocloud.clone(),
+                store: store.clone(),
+            },
+            status,
+            stop_rx.clone(),
+        ));
+    }
 
     // Boot listeners (TFTP + HTTP) on each served site's server address.
     let mut site_addrs: BTreeMap<(Ipv4Addr, u16), String> = BTreeMap::new();

@@ -103,6 +103,8 @@ impl Seed {
 pub struct Registry {
     store: Store,
     seeds: RwLock<HashMap<String, Seed>>,
+    /// New seeds, once durable (the failover partner's replication link sends them on).
+    changes: tokio::sync::broadcast::Sender<(String, Seed)>,
 }
 
 impl Registry {
@@ -119,6 +121,7 @@ impl Registry {
         Ok(Registry {
             store,
             seeds: RwLock::new(seeds),
+            changes: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
@@ -143,8 +146,40 @@ impl Registry {
         self.store
             .put_nocloud_blocking(&token, &json)
             .map_err(|e| SeedError::Store(e.to_string()))?;
-        self.seeds.write().expect("seed lock").insert(token, seed.clone());
+        self.seeds
+            .write()
+            .expect("seed lock")
+            .insert(token.clone(), seed.clone());
+        let _ = self.changes.send((token, seed.clone()));
         Ok(seed)
+    }
+
+    /// New seeds made here, once durable.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(String, Seed)> {
+        self.changes.subscribe()
+    }
+
+    /// Every seed with its token (the replication link's full dump).
+    pub fn entries(&self) -> Vec<(String, Seed)> {
+        self.seeds
+            .read()
+            .expect("seed lock")
+            .iter()
+            .map(|(t, s)| (t.clone(), s.clone()))
+            .collect()
+    }
+
+    /// A seed the partner made: kept if we lack it (seeds never change). Blocking.
+    pub fn apply_remote_blocking(&self, token: &str, seed: Seed) -> Result<bool, String> {
+        if self.get(token).is_some() {
+            return Ok(false);
+        }
+        let json = serde_json::to_vec(&seed).expect("a seed serialises");
+        self.store
+            .put_nocloud_blocking(token, &json)
+            .map_err(|e| e.to_string())?;
+        self.seeds.write().expect("seed lock").insert(token.to_string(), seed);
+        Ok(true)
     }
 
     pub fn get(&self, token: &str) -> Option<Seed> {

@@ -2,6 +2,7 @@
 
 use super::ServerTarget;
 use crate::failover::peer::Status;
+use crate::replication::link::Status as Replication;
 use clap::Subcommand;
 use std::process::ExitCode;
 
@@ -9,6 +10,14 @@ use std::process::ExitCode;
 pub enum FailoverCommand {
     /// Each relationship: our state, the partner's, since when, the connection, updates.
     Status {
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The pair's shared inventory, per site: connected, first and last synchronisation,
+    /// records sent, received and applied, the last error.
+    Replication {
         #[command(flatten)]
         target: ServerTarget,
         #[arg(long)]
@@ -56,6 +65,28 @@ fn print(s: &Status) {
     }
 }
 
+fn print_replication(r: &Replication) {
+    println!(
+        "inventory replication (site {}) with {}: {}; {}; last sync {}; last record {}; records sent {} received {} applied {}",
+        r.site,
+        r.partner,
+        if r.connected { "connected" } else { "not connected" },
+        if r.synced_at == 0 {
+            "never synchronised (no installs until it has)".to_string()
+        } else {
+            format!("first synchronised {}", ago(r.synced_at))
+        },
+        ago(r.last_sync),
+        ago(r.last_received),
+        r.records_sent,
+        r.records_received,
+        r.records_applied
+    );
+    if let Some(e) = &r.last_error {
+        println!("  last error: {e}");
+    }
+}
+
 pub fn run(cmd: FailoverCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         FailoverCommand::Status { target, json } => {
@@ -68,6 +99,19 @@ pub fn run(cmd: FailoverCommand) -> anyhow::Result<ExitCode> {
             }
             if !json {
                 list.iter().for_each(print);
+                let repl: Vec<Replication> = api.require(api.get("/api/replication")?)?;
+                repl.iter().for_each(print_replication);
+            }
+        }
+        FailoverCommand::Replication { target, json } => {
+            let api = target.api()?;
+            let repl: Vec<Replication> = api.require(api.get("/api/replication")?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&repl)?);
+            } else if repl.is_empty() {
+                println!("no inventory replication: no served site has a failover partner and a CA");
+            } else {
+                repl.iter().for_each(print_replication);
             }
         }
         FailoverCommand::PartnerDown { name, target } => {

@@ -178,7 +178,12 @@ pub struct Failover {
     pub hba: Option<[u8; 32]>,
     pub load_balance_max_seconds: u16,
     pub pools: Vec<Pool>,
+    /// The pair's inventory replication port (both sides), see `replication`.
+    pub replication_port: u16,
 }
+
+/// The default `replication_port` of `[sites.X.failover]`.
+pub const DEFAULT_REPLICATION_PORT: u16 = 6769;
 
 /// An interface provd answers DHCP on, and the address it answers from (option 54).
 #[derive(Debug, Clone, PartialEq, Eq)]

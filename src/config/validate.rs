@@ -648,6 +648,7 @@ fn convert_failover(
         hba,
         load_balance_max_seconds: w.load_balance_max_seconds.unwrap_or(DEFAULT_LOAD_BALANCE_MAX_SECONDS),
         pools,
+        replication_port: w.replication_port.unwrap_or(DEFAULT_REPLICATION_PORT),
     })
 }
 

@@ -145,6 +145,9 @@ pub struct FailoverWire {
     pub load_balance_max_seconds: Option<u16>,
     /// The pools this relationship covers, as "START-END" of the site's pools; default all.
     pub pools: Option<Vec<Spanned<String>>>,
+    /// TCP port of the pair's inventory replication (mutual TLS with the site's CA), on
+    /// `address` and `peer_address`. Default 6769.
+    pub replication_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]

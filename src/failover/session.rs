@@ -747,6 +747,7 @@ mod tests {
                 start: ip(100),
                 end: ip(119),
             }],
+            replication_port: 6769,
         }
     }
 

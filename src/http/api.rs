@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/hosts/{host}/netboot/{onoff}", post(netboot))
         .route("/api/nocloud", get(nocloud_list).post(nocloud_create))
         .route("/api/failover", get(failover_status))
+        .route("/api/replication", get(replication_status))
         .route("/api/failover/{name}/partner-down", post(failover_partner_down))
         .route("/api/leases", get(leases))
         .route("/api/sites", get(sites))
@@ -94,6 +95,18 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
         Ok(Err(e)) => bad(e.to_string()),
         Err(e) => internal(e),
     }
+}
+
+/// `GET /api/replication`: each site's link to its partner (connected, synchronised, counts).
+async fn replication_status(State(s): State<AppState>) -> Json<Vec<crate::replication::link::Status>> {
+    Json(
+        s.replication
+            .read()
+            .expect("replication list")
+            .iter()
+            .map(|st| st.lock().expect("replication status").clone())
+            .collect(),
+    )
 }
 
 async fn failover_status(State(s): State<AppState>) -> Json<Vec<crate::failover::peer::Status>> {

@@ -248,6 +248,9 @@ impl Inventory {
                 Err(e) => tracing::error!("ignoring unreadable host record {key}: {e}"),
             }
         }
+        let store_origin = store
+            .server_id_blocking()
+            .map_err(|e| InventoryError::Store(e.to_string()))?;
         let inv = Inventory {
             hosts: RwLock::new(hosts),
             writers: std::sync::Mutex::new(HashMap::new()),
@@ -257,19 +260,13 @@ impl Inventory {
             token_ttl,
             discovery: DEFAULT_DISCOVERY,
             discovered_dropped: std::sync::atomic::AtomicU64::new(0),
-            origin: String::new(),
+            origin: store_origin,
             changes: tokio::sync::broadcast::channel(4096).0,
             held: RwLock::new(Default::default()),
         };
         inv.reconcile_blocking()?;
         inv.forget_stale_discovered_blocking(unix_now())?;
         Ok(inv)
-    }
-
-    /// Local writes carry `origin` in their version (a server of a failover pair).
-    pub fn with_origin(mut self, origin: &str) -> Self {
-        self.origin = origin.to_string();
-        self
     }
 
     /// Local changes, once durable (for the partner's replication link).
@@ -426,7 +423,10 @@ impl Inventory {
             .collect();
         for e in entries {
             let current = self.read().get(&e.host.mac).cloned();
-            if let Some(next) = transition::reconcile(current.as_ref(), &e.site, &e.host, now) {
+            if let Some(mut next) = transition::reconcile(current.as_ref(), &e.site, &e.host, now) {
+                let prev = current.map(|c| c.version).unwrap_or_default();
+                next.version =
+                    crate::replication::merge::Version::after(&prev, crate::clock::unix_now_ms(), &self.origin);
                 self.persist_blocking(&next)?;
                 self.publish(next);
             }

@@ -40,6 +40,12 @@ pub const DEFAULT_LEAF_DAYS: i64 = 825;
 /// The organizational unit of operator certificates that the admin API accepts
 /// (`provd pki issue-client NAME --admin`). Hosts' certificates carry "site NAME".
 pub const ADMIN_UNIT: &str = "provd admin";
+/// The OU of the certificates the two servers of `site`'s pair present to each other
+/// (hosts' certificates carry "site NAME", operators' `ADMIN_UNIT`).
+pub fn replication_unit(site: &str) -> String {
+    format!("provd replication site {site}")
+}
+
 /// How long a CRL provd signs stays current.
 pub const CRL_DAYS: i64 = 30;
 
@@ -288,6 +294,24 @@ impl Ca {
         let key = KeyPair::generate().map_err(rcgen_failed)?;
         let unit = admin.then_some(ADMIN_UNIT);
         let params = self.leaf(name, unit, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, days);
+        let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_failed)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A new key and certificate for one server of a failover pair, for the pair's mutual
+    /// TLS (server and client at once): OU = `replication_unit(site)`, the server's address
+    /// as IP SAN. Made at every start; the key stays in memory. Returns (certificate, key).
+    pub fn issue_replication(&self, site: &str, address: IpAddr, days: i64) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate().map_err(rcgen_failed)?;
+        let unit = replication_unit(site);
+        let mut params = self.leaf(
+            "provd replication",
+            Some(unit.as_str()),
+            vec![SanType::IpAddress(address)],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            days,
+        );
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_failed)?;
         Ok((cert.pem(), key.serialize_pem()))
     }

@@ -102,6 +102,8 @@ pub struct Registry {
     requests: RwLock<BTreeMap<String, CsrRequest>>,
     /// Serialises writers so the store and memory change in the same order.
     writer: tokio::sync::Mutex<()>,
+    /// Certificate records written here, once durable (for the partner's replication link).
+    changes: tokio::sync::broadcast::Sender<CertRecord>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(rows: Vec<(String, Vec<u8>)>) -> Result<BTreeMap<String, T>, RegistryError> {
@@ -125,6 +127,7 @@ impl Registry {
             certificates: RwLock::new(certificates),
             requests: RwLock::new(requests),
             writer: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::broadcast::channel(1024).0,
         }))
     }
 
@@ -184,8 +187,36 @@ impl Registry {
         let bytes = serde_json::to_vec(&record).expect("certificate records serialize");
         let serial = record.serial.clone();
         self.write(move |s| s.put_certificate_blocking(&serial, &bytes)).await?;
-        self.certificates.write().unwrap().insert(record.serial.clone(), record);
+        self.certificates
+            .write()
+            .unwrap()
+            .insert(record.serial.clone(), record.clone());
+        let _ = self.changes.send(record);
         Ok(())
+    }
+
+    /// Certificate records written here, once durable.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<CertRecord> {
+        self.changes.subscribe()
+    }
+
+    /// The partner's copy of a certificate record, merged with ours
+    /// (`replication::merge::certificate`). Returns whether ours changed.
+    pub async fn apply_remote(&self, theirs: CertRecord) -> Result<bool, RegistryError> {
+        let _w = self.writer.lock().await;
+        let ours = self.certificates.read().unwrap().get(&theirs.serial).cloned();
+        let merged = match &ours {
+            None => theirs,
+            Some(o) => crate::replication::merge::certificate(o, &theirs),
+        };
+        if ours.as_ref() == Some(&merged) {
+            return Ok(false);
+        }
+        let bytes = serde_json::to_vec(&merged).expect("certificate records serialize");
+        let serial = merged.serial.clone();
+        self.write(move |s| s.put_certificate_blocking(&serial, &bytes)).await?;
+        self.certificates.write().unwrap().insert(merged.serial.clone(), merged);
+        Ok(true)
     }
 
     /// Revoke every valid certificate of `host` (of `role` only, when given). Returns the
@@ -209,6 +240,7 @@ impl Registry {
             let serial = c.serial.clone();
             self.write(move |s| s.put_certificate_blocking(&serial, &bytes)).await?;
             self.certificates.write().unwrap().insert(c.serial.clone(), c.clone());
+            let _ = self.changes.send(c.clone());
         }
         Ok(chosen)
     }

@@ -42,6 +42,10 @@ const CERTIFICATES: TableDefinition<&str, &[u8]> = TableDefinition::new("certifi
 /// Certificate requests waiting for an operator (`[pki] sign = "approve"`), by host/role.
 const CSR_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("csr_requests");
 
+/// Small facts about this server (its replication id; whether each site's pair has
+/// synchronised once), by name.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
 /// How many commit requests may wait for the committer. A full queue makes the sender wait
 /// (the DHCP loop stops acknowledging) instead of growing memory while a disk stalls.
 pub const COMMIT_QUEUE: usize = 16_384;
@@ -236,6 +240,7 @@ impl Store {
         txn.open_table(FAILOVER)?;
         txn.open_table(CERTIFICATES)?;
         txn.open_table(CSR_REQUESTS)?;
+        txn.open_table(META)?;
         txn.commit()?;
         let db = Arc::new(db);
         let stats = Arc::new(StoreStats::default());
@@ -364,6 +369,30 @@ impl Store {
 
     pub fn load_csr_requests(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.load_all(CSR_REQUESTS)
+    }
+
+    /// One fact about this server (blocking).
+    pub fn meta_blocking(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .load_all(META)?
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8_lossy(&v).to_string()))
+    }
+
+    pub fn set_meta_blocking(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.put_blocking(META, key, value.as_bytes())
+    }
+
+    /// This server's id for record versions: made once, kept in the store (a server whose
+    /// state directory is rebuilt is a new writer, which is what it is).
+    pub fn server_id_blocking(&self) -> Result<String, StoreError> {
+        if let Some(id) = self.meta_blocking("server-id")? {
+            return Ok(id);
+        }
+        let id = crate::random::token()[..12].to_string();
+        self.set_meta_blocking("server-id", &id)?;
+        Ok(id)
     }
 
     fn put_blocking(&self, table: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<(), StoreError> {

@@ -1,0 +1,284 @@
+//! One site, two servers, one inventory: two provd servers of a failover pair in network
+//! namespaces share host records over their mutual-TLS replication link (same CA on both),
+//! and the host (its own namespace, at its reserved address) talks to them with curl.
+//!
+//! - lab-1 installs through A; B learns it; A is killed -9; B serves lab-1 local boot, and
+//!   B's history shows the install. `reinstall` on B needs --force; A restarts and serves
+//!   the install B asked for.
+//! - A partition (blackhole routes between the servers, the host still reaches both) with
+//!   an operator's reinstall on B and the end of an older install reported to A converges
+//!   after it heals to the documented rule: the operator's reinstall wins, both histories
+//!   kept.
+//! - A fresh B (empty state directory) started while A is down offers no install; once it
+//!   has synchronised with A it serves what A knows.
+//!
+//! Needs root, ip, curl.
+
+mod common;
+
+use common::builder::{self, SiteBuilder};
+use common::{Daemon, Netns, Workdir, provd_bin, require_root_and_tools, veth, wait_until};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const NET: u8 = 94;
+const MAC: &str = "52:54:00:00:94:0b";
+
+struct Pair {
+    _br: Netns,
+    a: Netns,
+    b: Netns,
+    h: Netns,
+}
+
+fn lan() -> Pair {
+    let br = Netns::new("rpbr");
+    let (a, b, h) = (Netns::new("rpa"), Netns::new("rpb"), Netns::new("rph"));
+    br.sh("ip link add rbr0 type bridge && ip link set rbr0 up");
+    for (ns, ifname, port, host) in [(&a, "ra", "qa", 1), (&b, "rb", "qb", 2), (&h, "rh", "qh", 11)] {
+        veth(ns, ifname, &format!("10.{NET}.0.{host}/24"), &br, port, "");
+        br.sh(&format!("ip link set {port} master rbr0"));
+    }
+    h.sh(&format!("ip link set rh address {MAC}"));
+    Pair { _br: br, a, b, h }
+}
+
+fn config(w: &Workdir, me: u8) -> PathBuf {
+    let (iface, role, peer) = if me == 1 {
+        ("ra", "primary", 2)
+    } else {
+        ("rb", "secondary", 1)
+    };
+    let primary_only = if me == 1 { "mclt = 30\nsplit = 128\n" } else { "" };
+    let site = SiteBuilder::new("rp", &format!("10.{NET}.0.{me}"))
+        .listen(iface)
+        .subnet(
+            &format!("10.{NET}.0.0/24"),
+            (&format!("10.{NET}.0.100"), &format!("10.{NET}.0.199")),
+            &["domain = \"rp.test\""],
+        )
+        .host(
+            MAC,
+            "lab-1",
+            &[&format!("ip = \"10.{NET}.0.11\""), "profile = \"el9-kvm\""],
+        )
+        .raw(&format!(
+            "[sites.rp.failover]\nname = \"rp\"\nrole = \"{role}\"\naddress = \"10.{NET}.0.{me}\"\n\
+             peer_address = \"10.{NET}.0.{peer}\"\nmax_response_delay = 6\n{primary_only}"
+        ));
+    w.write(
+        &format!("server{me}.toml"),
+        &builder::config(&w.path("assets"), &[site.toml()]),
+    )
+}
+
+fn replication(d: &Daemon) -> Value {
+    let out = d.cli(&["failover", "replication", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+fn wait_synced(d: &Daemon, what: &str) {
+    wait_until(what, Duration::from_secs(40), || {
+        let r = replication(d);
+        (r["connected"] == true && r["last_sync"].as_u64().unwrap_or(0) > 0).then_some(())
+    });
+}
+
+fn host(d: &Daemon) -> Value {
+    serde_json::from_slice(&d.cli(&["hosts", "show", "lab-1", "--json"]).stdout).unwrap()
+}
+
+fn history(d: &Daemon) -> Vec<String> {
+    host(d)["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["what"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The host's boot script from server `n` (1 = A, 2 = B), asked from its own address.
+fn boot_script(p: &Pair, n: u8) -> String {
+    let out =
+        p.h.cmd("curl")
+            .args([
+                "-fsS",
+                &format!("http://10.{NET}.0.{n}:8080/boot/{}.ipxe", MAC.replace(':', "-")),
+            ])
+            .output()
+            .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn token_in(script: &str) -> Option<String> {
+    let i = script.find("?token=")?;
+    Some(script[i + 7..].split_whitespace().next()?.to_string())
+}
+
+fn callback(p: &Pair, n: u8, token: &str, event: &str) -> String {
+    let out =
+        p.h.cmd("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                "--data",
+                "from the test",
+            ])
+            .arg(format!(
+                "http://10.{NET}.0.{n}:8080/callback/lab-1/{event}?token={token}"
+            ))
+            .output()
+            .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn cli_fails(d: &Daemon, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &d.ns, provd_bin()])
+        .args(args)
+        .arg("--config")
+        .arg(&d.config)
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn copy_ca(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["ca-cert.pem", "ca-key.pem"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn the_pair_shares_one_inventory_and_never_offers_an_install_it_cannot_know_is_safe() {
+    require_root_and_tools(&["ip", "curl"]);
+    let p = lan();
+    let w = Workdir::new();
+    std::fs::create_dir_all(w.path("assets")).unwrap();
+    let (cfg_a, cfg_b) = (config(&w, 1), config(&w, 2));
+    let (state_a, state_b) = (w.path("state-a"), w.path("state-b"));
+    // One CA for the site, on both servers.
+    let out = Command::new(provd_bin())
+        .args(["pki", "init", "--pki-dir"])
+        .arg(state_a.join("pki"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    copy_ca(&state_a.join("pki"), &state_b.join("pki"));
+
+    let mut a = Daemon::start(&p.a, &cfg_a, &state_a, &w.path("a.log"));
+    let mut b = Daemon::start(&p.b, &cfg_b, &state_b, &w.path("b.log"));
+    wait_synced(&a, "A synchronised");
+    wait_synced(&b, "B synchronised");
+
+    // lab-1 installs through A.
+    let token = token_in(&boot_script(&p, 1)).expect("A offers the install");
+    assert_eq!(callback(&p, 1, &token, "installed"), "200");
+    wait_until("B learns that lab-1 is installed", Duration::from_secs(20), || {
+        (host(&b)["status"] == "installed").then_some(())
+    });
+
+    // A dies: B serves lab-1 its local disk, and knows why.
+    a.kill9();
+    let script = boot_script(&p, 2);
+    assert!(token_in(&script).is_none() && script.contains("local disk"), "{script}");
+    assert!(
+        history(&b)
+            .iter()
+            .any(|h| h.contains("installer: installed: from the test")),
+        "{:?}",
+        history(&b)
+    );
+
+    // A reinstall on B: refused without --force (B knows lab-1 is installed), then asked for.
+    assert!(cli_fails(&b, &["hosts", "reinstall", "lab-1"]).contains("--force"));
+    b.cli(&["hosts", "reinstall", "lab-1", "--force"]);
+    // A comes back and serves the install B asked for.
+    a = Daemon::start(&p.a, &cfg_a, &state_a, &w.path("a.log"));
+    wait_until("A learns of the reinstall", Duration::from_secs(40), || {
+        let h = host(&a);
+        (h["status"] == "assigned" && h["netboot"] == true).then_some(())
+    });
+    let token = token_in(&boot_script(&p, 1)).expect("A offers the install B asked for");
+    wait_until("B learns of A's install session", Duration::from_secs(20), || {
+        (host(&b)["install"]["token"] == token.as_str()).then_some(())
+    });
+    // The kickstart, with the same token, from either server.
+    for n in [1, 2] {
+        let out =
+            p.h.cmd("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://10.{NET}.0.{n}:8080/ks/lab-1?token={token}"))
+                .output()
+                .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "kickstart from server {n}");
+    }
+
+    // A partition between the servers (the host still reaches both). An operator asks B
+    // for a reinstall; the install that was already running ends on A.
+    p.a.sh(&format!("ip route add blackhole 10.{NET}.0.2/32"));
+    p.b.sh(&format!("ip route add blackhole 10.{NET}.0.1/32"));
+    std::thread::sleep(Duration::from_millis(1100));
+    b.cli(&["hosts", "reinstall", "lab-1"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(callback(&p, 1, &token, "installed"), "200");
+    assert_eq!(host(&a)["status"], "installed");
+    assert_eq!(host(&b)["status"], "assigned");
+    p.a.sh(&format!("ip route del blackhole 10.{NET}.0.2/32"));
+    p.b.sh(&format!("ip route del blackhole 10.{NET}.0.1/32"));
+    // Healed: the operator's reinstall (newer than the install that ended) wins on both,
+    // and both keep both events.
+    wait_until("the pair converges", Duration::from_secs(60), || {
+        let (ha, hb) = (host(&a), host(&b));
+        let same = ha["status"] == hb["status"] && ha["netboot"] == hb["netboot"];
+        (same && ha["status"] == "assigned" && ha["netboot"] == true).then_some(())
+    });
+    for d in [&a, &b] {
+        let h = history(d);
+        assert!(h.iter().any(|x| x.contains("operator: reinstall")), "{h:?}");
+        assert!(
+            h.iter().filter(|x| x.contains("installer: installed")).count() >= 2,
+            "{h:?}"
+        );
+    }
+
+    // A fresh B: empty state directory (the CA copied back), A down. It knows nothing, so it
+    // offers nothing; after its first synchronisation with A it knows what A knows.
+    a.stop();
+    b.stop();
+    std::fs::remove_dir_all(&state_b).unwrap();
+    copy_ca(&state_a.join("pki"), &state_b.join("pki"));
+    let b = Daemon::start(&p.b, &cfg_b, &state_b, &w.path("b.log"));
+    assert_eq!(replication(&b)["synced_at"], 0);
+    let script = boot_script(&p, 2);
+    assert!(
+        token_in(&script).is_none(),
+        "a never-synchronised server offered an install:\n{script}"
+    );
+    let a = Daemon::start(&p.a, &cfg_a, &state_a, &w.path("a.log"));
+    wait_synced(&b, "the fresh B synchronised");
+    let h = host(&b);
+    assert_eq!(
+        (h["status"].as_str(), h["netboot"].as_bool()),
+        (Some("assigned"), Some(true))
+    );
+    assert!(history(&b).iter().any(|x| x.contains("operator: reinstall")));
+    assert!(
+        token_in(&boot_script(&p, 2)).is_some(),
+        "synchronised, B serves the install A knows of"
+    );
+    drop(a);
+}

@@ -34,11 +34,19 @@ struct Pair {
 }
 
 fn lan() -> Pair {
-    let br = Netns::new("rpbr");
-    let (a, b, h) = (Netns::new("rpa"), Netns::new("rpb"), Netns::new("rph"));
+    lan_named("rp", NET)
+}
+
+fn lan_named(tag: &str, net: u8) -> Pair {
+    let br = Netns::new(&format!("{tag}br"));
+    let (a, b, h) = (
+        Netns::new(&format!("{tag}a")),
+        Netns::new(&format!("{tag}b")),
+        Netns::new(&format!("{tag}h")),
+    );
     br.sh("ip link add rbr0 type bridge && ip link set rbr0 up");
     for (ns, ifname, port, host) in [(&a, "ra", "qa", 1), (&b, "rb", "qb", 2), (&h, "rh", "qh", 11)] {
-        veth(ns, ifname, &format!("10.{NET}.0.{host}/24"), &br, port, "");
+        veth(ns, ifname, &format!("10.{net}.0.{host}/24"), &br, port, "");
         br.sh(&format!("ip link set {port} master rbr0"));
     }
     h.sh(&format!("ip link set rh address {MAC}"));
@@ -46,27 +54,31 @@ fn lan() -> Pair {
 }
 
 fn config(w: &Workdir, me: u8) -> PathBuf {
+    config_on(w, me, NET)
+}
+
+fn config_on(w: &Workdir, me: u8, net: u8) -> PathBuf {
     let (iface, role, peer) = if me == 1 {
         ("ra", "primary", 2)
     } else {
         ("rb", "secondary", 1)
     };
     let primary_only = if me == 1 { "mclt = 30\nsplit = 128\n" } else { "" };
-    let site = SiteBuilder::new("rp", &format!("10.{NET}.0.{me}"))
+    let site = SiteBuilder::new("rp", &format!("10.{net}.0.{me}"))
         .listen(iface)
         .subnet(
-            &format!("10.{NET}.0.0/24"),
-            (&format!("10.{NET}.0.100"), &format!("10.{NET}.0.199")),
+            &format!("10.{net}.0.0/24"),
+            (&format!("10.{net}.0.100"), &format!("10.{net}.0.199")),
             &["domain = \"rp.test\""],
         )
         .host(
             MAC,
             "lab-1",
-            &[&format!("ip = \"10.{NET}.0.11\""), "profile = \"el9-kvm\""],
+            &[&format!("ip = \"10.{net}.0.11\""), "profile = \"el9-kvm\""],
         )
         .raw(&format!(
-            "[sites.rp.failover]\nname = \"rp\"\nrole = \"{role}\"\naddress = \"10.{NET}.0.{me}\"\n\
-             peer_address = \"10.{NET}.0.{peer}\"\nmax_response_delay = 6\n{primary_only}"
+            "[sites.rp.failover]\nname = \"rp\"\nrole = \"{role}\"\naddress = \"10.{net}.0.{me}\"\n\
+             peer_address = \"10.{net}.0.{peer}\"\nmax_response_delay = 6\n{primary_only}"
         ));
     w.write(
         &format!("server{me}.toml"),
@@ -281,4 +293,52 @@ fn the_pair_shares_one_inventory_and_never_offers_an_install_it_cannot_know_is_s
         "synchronised, B serves the install A knows of"
     );
     drop(a);
+}
+
+/// Two servers with different CAs never pair: the TLS handshake fails (each checks that the
+/// other's certificate chains to its own CA), neither synchronises, and neither offers an
+/// install it cannot know is safe.
+#[test]
+fn servers_with_different_cas_do_not_pair() {
+    require_root_and_tools(&["ip", "curl"]);
+    let p = lan_named("rq", 95);
+    let w = Workdir::new();
+    std::fs::create_dir_all(w.path("assets")).unwrap();
+    let (cfg_a, cfg_b) = (config_on(&w, 1, 95), config_on(&w, 2, 95));
+    let (state_a, state_b) = (w.path("state-a"), w.path("state-b"));
+    for s in [&state_a, &state_b] {
+        let out = Command::new(provd_bin())
+            .args(["pki", "init", "--pki-dir"])
+            .arg(s.join("pki"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let a = Daemon::start(&p.a, &cfg_a, &state_a, &w.path("a.log"));
+    let b = Daemon::start(&p.b, &cfg_b, &state_b, &w.path("b.log"));
+    // (Before B listens, A's error is "connection refused"; then the handshake fails.)
+    let err = wait_until("A reports the refused handshake", Duration::from_secs(30), || {
+        replication(&a)["last_error"]
+            .as_str()
+            .filter(|e| e.contains("TLS"))
+            .map(str::to_string)
+    });
+    eprintln!("A: {err}");
+    for d in [&a, &b] {
+        let r = replication(d);
+        assert_eq!(
+            (r["connected"].as_bool(), r["synced_at"].as_u64()),
+            (Some(false), Some(0)),
+            "{r}"
+        );
+    }
+    let script =
+        p.h.cmd("curl")
+            .args([
+                "-fsS",
+                &format!("http://10.95.0.1:8080/boot/{}.ipxe", MAC.replace(':', "-")),
+            ])
+            .output()
+            .unwrap();
+    assert!(token_in(&String::from_utf8_lossy(&script.stdout)).is_none());
 }

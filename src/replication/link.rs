@@ -416,3 +416,31 @@ async fn apply(site: &str, m: Message, shared: &Shared, status: &Arc<Mutex<Statu
 pub fn synced_key(site: &str) -> String {
     format!("replication-synced:{site}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_sites_replication_certificates_are_partners() {
+        let d = tempfile::tempdir().unwrap();
+        crate::pki::init(d.path(), "provd", 30, false).unwrap();
+        let ca = crate::pki::Ca::load(d.path()).unwrap();
+        let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let (partner, _) = ca.issue_replication("dc1", ip, 30).unwrap();
+        let (other_site, _) = ca.issue_replication("dc2", ip, 30).unwrap();
+        let (admin, _) = ca.issue_client("alice", 30, true).unwrap();
+        let (libvirt, _) = ca.issue_client("provd", 30, false).unwrap();
+        assert!(is_partner(Some(&[der(&partner)]), "dc1"));
+        for (what, c) in [
+            ("another site's", other_site),
+            ("an operator's", admin),
+            ("a libvirt client's", libvirt),
+        ] {
+            assert!(!is_partner(Some(&[der(&c)]), "dc1"), "{what} certificate accepted");
+        }
+        assert!(!is_partner(None, "dc1"));
+        Credentials::new(&ca, "dc1", ip).unwrap();
+    }
+}

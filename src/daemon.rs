@@ -57,6 +57,8 @@ pub struct Services {
     pub replication: Arc<std::sync::RwLock<Vec<Arc<std::sync::Mutex<crate::replication::link::Status>>>>>,
     /// The CA, when there is one (the pair's replication certificates come from it).
     pub ca: Option<Arc<crate::pki::Ca>>,
+    /// Installed hypervisors as provd verified them.
+    pub pool: Arc<crate::pool::Pool>,
 }
 
 impl Services {
@@ -151,6 +153,7 @@ impl Services {
             config,
             replication: Default::default(),
             ca,
+            pool: Default::default(),
         })
     }
 
@@ -174,6 +177,7 @@ impl Services {
             listener_site,
             api_token: self.api_token.clone(),
             replication: self.replication.clone(),
+            pool: self.pool.clone(),
         }
     }
 
@@ -244,6 +248,24 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         }
     }
     let failover_handles = Arc::new(failover_handles);
+
+    // The hypervisor pool: installed hosts verified over qemu+tls with provd's own client
+    // certificate (needs the CA that signed them).
+    match &services.ca {
+        Some(ca) => {
+            let dir = crate::pool::client_credentials(ca, &state_dir, "provd")
+                .map_err(|e| anyhow::anyhow!("the pool's libvirt client certificate: {e}"))?;
+            tasks.spawn(crate::pool::run(
+                services.pool.clone(),
+                inventory.clone(),
+                config.clone(),
+                services.boot.certificates.clone(),
+                dir,
+                stop_rx.clone(),
+            ));
+        }
+        None => tracing::info!("no CA: installed hosts are not verified as hypervisors (no `ready`)"),
+    }
 
     // The pair's shared inventory: one replication link per served site with a partner.
     for site in &served {

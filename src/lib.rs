@@ -20,6 +20,7 @@ pub mod lab;
 pub mod mac;
 pub mod nocloud;
 pub mod pki;
+pub mod pool;
 pub mod random;
 pub mod render;
 pub mod replication;

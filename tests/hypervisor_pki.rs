@@ -71,6 +71,8 @@ fn a_kickstarted_hypervisor_gets_certificates_that_libvirt_accepts_over_tls() {
     let cfg = work.write("site.toml", &builder::config(&w.join("assets"), &[site.toml()]));
     let state = w.join("state");
     provd(&["pki", "init", "--pki-dir", &state.join("pki").display().to_string()]);
+    // provd (and virsh later) find the hypervisor by name, as a site's DNS would answer.
+    let _hosts = NetnsHosts::new(&srv, &format!("127.0.0.1 localhost\n10.90.0.11 {FQDN} hv01\n"));
     let daemon = Daemon::start(&srv, &cfg, &state, &w.join("provd.log"));
     let base = "http://10.90.0.1:8080";
 
@@ -90,7 +92,9 @@ fn a_kickstarted_hypervisor_gets_certificates_that_libvirt_accepts_over_tls() {
         let mut on = false;
         let mut lines = Vec::new();
         for l in ks.lines() {
-            if l.starts_with("%post") {
+            // The main %post (Anaconda runs it in the installed system); the --nochroot one
+            // writes the install marker under /mnt/sysimage and is not run here.
+            if l.starts_with("%post") && !l.contains("--nochroot") {
                 on = true;
                 if let Some(i) = l.split_whitespace().find_map(|a| a.strip_prefix("--interpreter=")) {
                     interpreter = i.to_string();
@@ -270,7 +274,6 @@ done
     );
 
     // libvirtd over TLS, from provd's namespace: provd's client certificate is accepted ...
-    let _hosts = NetnsHosts::new(&srv, &format!("127.0.0.1 localhost\n10.90.0.11 {FQDN} hv01\n"));
     let operator = w.join("operator");
     provd(&[
         "pki",
@@ -352,6 +355,29 @@ done
             .filter(|l| l.contains("error"))
             .collect::<Vec<_>>()
             .join(" | ")
+    );
+
+    // The pool: provd reaches the installed host's libvirt over qemu+tls with its own client
+    // certificate, by itself, and marks it ready with what libvirt reports.
+    let ready = wait_until("provd marks hv01 ready", Duration::from_secs(90), || {
+        let out = daemon.cli(&["hypervisors", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let h = list.as_array()?.iter().find(|h| h["host"] == "hv01")?.clone();
+        (h["status"] == "ready").then_some(h)
+    });
+    assert_eq!(ready["state"], "ready", "{ready}");
+    assert!(ready["capacity"]["cpus"].as_u64().unwrap() > 0, "{ready}");
+    assert!(ready["capacity"]["memory_mib"].as_u64().unwrap() > 0, "{ready}");
+    assert_eq!(ready["uri"], format!("qemu+tls://{FQDN}/system"));
+    let shown: serde_json::Value =
+        serde_json::from_slice(&daemon.cli(&["hosts", "show", "hv01", "--json"]).stdout).unwrap();
+    assert_eq!(shown["status"], "ready");
+    assert!(
+        shown["history"].as_array().unwrap().iter().any(|h| h["what"]
+            .as_str()
+            .unwrap()
+            .contains("hypervisor verified over qemu+tls")),
+        "{shown}"
     );
 
     revocation_and_renewal(&Phase {
@@ -585,6 +611,18 @@ fn revocation_and_renewal(p: &Phase) {
     // A second refresh with nothing new leaves libvirtd alone.
     let again = p.run_on_host("refresh-crl");
     assert!(!again.contains("CRL updated"), "{again}");
+
+    // A host whose server certificate is revoked is not ready any more, and says why.
+    let out = p.daemon.cli(&["pki", "revoke", "hv01", "--role", "server"]);
+    assert!(out.status.success());
+    let h = wait_until("hv01 leaves the pool", Duration::from_secs(30), || {
+        let out = p.daemon.cli(&["hypervisors", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let h = list.as_array()?.iter().find(|h| h["host"] == "hv01")?.clone();
+        (h["status"] == "installed").then_some(h)
+    });
+    assert_eq!(h["state"], "tls", "{h}");
+    assert!(h["reason"].as_str().unwrap().contains("revoked"), "{h}");
 }
 
 /// `[pki] sign = "approve"`: a CSR with a valid token from the host's address waits (202)

@@ -5,6 +5,7 @@
 mod client;
 mod failover;
 mod hosts;
+mod hypervisors;
 mod leases;
 mod pki;
 mod vm;
@@ -99,6 +100,11 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Installed hypervisors as provd verified them over qemu+tls (the placement pool).
+    Hypervisors {
+        #[command(subcommand)]
+        command: hypervisors::HypervisorsCommand,
     },
     /// DHCP failover: the state of each relationship; declare a partner down.
     Failover {
@@ -261,6 +267,7 @@ pub fn main() -> ExitCode {
         Command::Leases { command } => leases::run(command),
         Command::Stats { target, json } => leases::stats(&target, json),
         Command::Failover { command } => failover::run(command),
+        Command::Hypervisors { command } => hypervisors::run(command),
         Command::Hosts { command } => hosts::run(command),
         Command::Render {
             kind,

@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/nocloud", get(nocloud_list).post(nocloud_create))
         .route("/api/failover", get(failover_status))
         .route("/api/replication", get(replication_status))
+        .route("/api/hypervisors", get(hypervisors))
         .route("/api/failover/{name}/partner-down", post(failover_partner_down))
         .route("/api/leases", get(leases))
         .route("/api/sites", get(sites))
@@ -95,6 +96,21 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
         Ok(Err(e)) => bad(e.to_string()),
         Err(e) => internal(e),
     }
+}
+
+/// `GET /api/hypervisors`: every installed host provd has checked, with its status.
+async fn hypervisors(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for c in s.pool.checks() {
+        let status = match s.boot.inventory.find(&c.host).await {
+            Some(mac) => s.boot.inventory.get(mac).await.map(|r| r.status),
+            None => None,
+        };
+        let mut v = serde_json::to_value(&c).unwrap_or_default();
+        v["status"] = serde_json::to_value(status).unwrap_or_default();
+        out.push(v);
+    }
+    Json(out)
 }
 
 /// `GET /api/replication`: each site's link to its partner (connected, synchronised, counts).

@@ -70,6 +70,8 @@ pub struct AppState {
     pub listener_site: Option<String>,
     /// The admin API's bearer token (checked on every `/api/...` route).
     pub api_token: Arc<auth::ApiToken>,
+    /// Installed hypervisors as provd verified them.
+    pub pool: Arc<crate::pool::Pool>,
     /// The pair's inventory replication, per site with a partner.
     pub replication: Arc<std::sync::RwLock<Vec<Arc<std::sync::Mutex<crate::replication::link::Status>>>>>,
 }

@@ -638,6 +638,21 @@ impl Inventory {
             .await
     }
 
+    /// The pool's verdict on an installed host: ready (reached over qemu+tls) or not.
+    /// Written only when the status changes (installed <-> ready); `why` goes to history.
+    pub async fn set_ready(&self, mac: MacAddr, ready: bool, why: &str) -> Result<(), InventoryError> {
+        self.update(mac, |r, now| {
+            let Some(r) = r else {
+                return Ok(Change::Keep(()));
+            };
+            Ok(match transition::pool_verdict(r, ready, why, now) {
+                Some(next) => Change::Write(Box::new(next), ()),
+                None => Change::Keep(()),
+            })
+        })
+        .await
+    }
+
     /// Operator: this host is installed and in service (boot it from its disk).
     pub async fn mark_installed(&self, mac: MacAddr) -> Result<HostRecord, InventoryError> {
         self.update_known(mac, |r, now| Ok(transition::mark_installed(r, now)))

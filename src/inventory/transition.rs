@@ -322,6 +322,19 @@ pub fn reinstall(r: &HostRecord, force: bool, now: u64) -> Result<HostRecord, In
     Ok(next)
 }
 
+/// The pool reached (or lost) an installed host's libvirt: installed <-> ready. None when
+/// the status does not change (the pool keeps its own details).
+pub fn pool_verdict(r: &HostRecord, ready: bool, why: &str, now: u64) -> Option<HostRecord> {
+    let next_status = match (r.status, ready) {
+        (Status::Installed, true) => Status::Ready,
+        (Status::Ready, false) => Status::Installed,
+        _ => return None,
+    };
+    let mut next = r.clone();
+    next.set_status(next_status, why.to_string(), now);
+    Some(next)
+}
+
 /// Operator: the host is installed and in service; boot it from its disk.
 pub fn mark_installed(r: &HostRecord, now: u64) -> HostRecord {
     let mut next = r.clone();

@@ -230,6 +230,17 @@ impl Hypervisor {
         })
     }
 
+    /// The names of the host's active storage pools.
+    pub fn storage_pool_names(&self) -> Result<Vec<String>, VmError> {
+        let pools = self
+            .conn
+            .list_all_storage_pools(virt::sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+            .map_err(self.err("listing", "storage pools"))?;
+        let mut names: Vec<String> = pools.iter().filter_map(|p| p.name().ok()).collect();
+        names.sort();
+        Ok(names)
+    }
+
     pub(crate) fn is_active(&self, d: &Domain, name: &str) -> Result<bool, VmError> {
         d.is_active().map_err(self.err("reading", name))
     }

@@ -1,0 +1,269 @@
+//! The hypervisor pool: installed hosts become `ready` only once provd itself has reached
+//! their libvirt over `qemu+tls://<fqdn>/system` with its own client certificate (from the
+//! CA that signed the host, so the host's server certificate is checked against it) and
+//! read their capacity. Failures leave the host `installed` with a visible pool state and
+//! reason (`unreachable`, `tls`, `no-libvirt`) and are retried with backoff. A host whose
+//! server certificate provd has revoked (or that expired) is not ready, whatever libvirt
+//! says.
+//!
+//! This module owns the check results (capacity, when, why); the inventory owns the
+//! status (`Inventory::set_ready`), so the pair replicates readiness like any other change.
+//! Libvirt calls are blocking and run on the blocking pool, each bounded by a timeout.
+
+use crate::config::Config;
+use crate::inventory::{Inventory, Status};
+use crate::mac::MacAddr;
+use crate::pki::registry::{CertState, Registry};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolState {
+    Ready,
+    Unreachable,
+    Tls,
+    NoLibvirt,
+}
+
+/// What libvirt says about a reachable host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub free_memory_mib: u64,
+    pub running_domains: usize,
+    pub domains: usize,
+    pub storage_pools: Vec<String>,
+}
+
+/// The last check of one host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Check {
+    pub host: String,
+    pub site: String,
+    pub uri: String,
+    pub state: PoolState,
+    pub reason: Option<String>,
+    pub checked_at: u64,
+    pub capacity: Option<Capacity>,
+    /// Consecutive failures (the backoff grows with them).
+    pub failures: u32,
+}
+
+/// Which pool state a libvirt connection error means (pure; libvirt's own words).
+pub fn classify(message: &str) -> PoolState {
+    let m = message.to_lowercase();
+    let tls = [
+        "certificate",
+        "tls",
+        "gnutls",
+        "handshake",
+        "issuer",
+        "revoked",
+        "verify",
+    ];
+    let unreachable = [
+        "connection refused",
+        "no route to host",
+        "timed out",
+        "network is unreachable",
+        "name or service not known",
+        "unable to connect to server",
+        "could not resolve",
+    ];
+    if tls.iter().any(|w| m.contains(w)) {
+        PoolState::Tls
+    } else if unreachable.iter().any(|w| m.contains(w)) {
+        PoolState::Unreachable
+    } else {
+        PoolState::NoLibvirt
+    }
+}
+
+/// How long to wait before checking a host again.
+pub fn next_check_after(state: PoolState, failures: u32) -> Duration {
+    match state {
+        PoolState::Ready => Duration::from_secs(60),
+        _ => Duration::from_secs((5u64 << failures.min(7)).min(600)),
+    }
+}
+
+/// Connect and read capacity (blocking).
+fn probe(uri: &str) -> Result<Capacity, String> {
+    let hv = crate::vm::Hypervisor::connect(uri).map_err(|e| e.to_string())?;
+    let info = hv.host_info().map_err(|e| e.to_string())?;
+    let running = hv
+        .list()
+        .map(|l| l.iter().filter(|d| d.state == "running").count())
+        .unwrap_or(0);
+    Ok(Capacity {
+        cpus: info.cpus,
+        memory_mib: info.memory_mib,
+        free_memory_mib: info.free_memory_mib,
+        running_domains: running,
+        domains: info.domains,
+        storage_pools: hv.storage_pool_names().unwrap_or_default(),
+    })
+}
+
+/// provd's own libvirt client credentials (`cacert.pem`, `clientcert.pem`, `clientkey.pem`
+/// 0600) in `<state_dir>/pool-pki`, made from the CA at every start. CN is the
+/// `provd_client_cn` the hypervisor kickstarts allow in `tls_allowed_dn_list`.
+pub fn client_credentials(ca: &crate::pki::Ca, state_dir: &Path, client_cn: &str) -> Result<PathBuf, String> {
+    let dir = state_dir.join("pool-pki");
+    let (cert, key) = ca
+        .issue_client(client_cn, crate::pki::DEFAULT_LEAF_DAYS, false)
+        .map_err(|e| e.to_string())?;
+    crate::pki::write_client(&dir, ca, &cert, &key).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// The pool: check results by MAC.
+#[derive(Default)]
+pub struct Pool {
+    checks: RwLock<HashMap<MacAddr, Check>>,
+}
+
+impl Pool {
+    pub fn checks(&self) -> Vec<Check> {
+        let mut v: Vec<Check> = self.checks.read().unwrap().values().cloned().collect();
+        v.sort_by(|a, b| (&a.site, &a.host).cmp(&(&b.site, &b.host)));
+        v
+    }
+}
+
+/// Check every installed host of the served sites, each when it is due, until `stop`.
+pub async fn run(
+    pool: Arc<Pool>,
+    inventory: Arc<Inventory>,
+    config: Arc<Config>,
+    certificates: Arc<Registry>,
+    pki_dir: PathBuf,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut due: HashMap<MacAddr, u64> = HashMap::new();
+    loop {
+        let now = crate::clock::unix_now();
+        for r in inventory.list().await {
+            if !matches!(r.status, Status::Installed | Status::Ready) {
+                due.remove(&r.mac);
+                continue;
+            }
+            let Some((site, host)) = config.host(r.mac) else {
+                continue;
+            };
+            let fqdn = site.fqdn(&host.hostname);
+            let uri = format!("qemu+tls://{fqdn}/system?pkipath={}", pki_dir.display());
+            let failures = pool.checks.read().unwrap().get(&r.mac).map_or(0, |c| c.failures);
+            let server_cert = certificates
+                .certificates()
+                .into_iter()
+                .filter(|c| c.host == host.hostname && c.role == "server")
+                .max_by_key(|c| c.issued_at);
+            let cert_state = server_cert.map(|c| c.state(now as i64));
+            // A revoked or expired certificate ends readiness at once; otherwise wait until due.
+            let cert_gone = r.status == Status::Ready && cert_state != Some(CertState::Valid);
+            if !cert_gone && due.get(&r.mac).is_some_and(|t| *t > now) {
+                continue;
+            }
+            let result = match cert_state {
+                Some(CertState::Valid) => {
+                    let u = uri.clone();
+                    match tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(move || probe(&u)))
+                        .await
+                    {
+                        Ok(Ok(r)) => r.map_err(|e| (classify(&e), e)),
+                        Ok(Err(e)) => Err((PoolState::NoLibvirt, e.to_string())),
+                        Err(_) => Err((PoolState::Unreachable, "no answer within 30 s".into())),
+                    }
+                }
+                Some(CertState::Revoked) => Err((PoolState::Tls, "its server certificate is revoked".into())),
+                Some(CertState::Expired) => Err((PoolState::Tls, "its server certificate expired".into())),
+                None => Err((PoolState::Tls, "provd issued it no server certificate".into())),
+            };
+            let check = match result {
+                Ok(capacity) => Check {
+                    host: host.hostname.clone(),
+                    site: site.name.clone(),
+                    uri: format!("qemu+tls://{fqdn}/system"),
+                    state: PoolState::Ready,
+                    reason: None,
+                    checked_at: now,
+                    capacity: Some(capacity),
+                    failures: 0,
+                },
+                Err((state, reason)) => Check {
+                    host: host.hostname.clone(),
+                    site: site.name.clone(),
+                    uri: format!("qemu+tls://{fqdn}/system"),
+                    state,
+                    reason: Some(reason),
+                    checked_at: now,
+                    capacity: None,
+                    failures: failures + 1,
+                },
+            };
+            due.insert(r.mac, now + next_check_after(check.state, check.failures).as_secs());
+            let ready = check.state == PoolState::Ready;
+            let why = match (&check.capacity, &check.reason) {
+                (Some(c), _) => format!(
+                    "hypervisor verified over qemu+tls: {} CPUs, {} MiB ({} free), {} running domains",
+                    c.cpus, c.memory_mib, c.free_memory_mib, c.running_domains
+                ),
+                (None, Some(reason)) => format!("hypervisor check: {}: {reason}", state_name(check.state)),
+                (None, None) => String::new(),
+            };
+            if let Err(e) = inventory.set_ready(r.mac, ready, &why).await {
+                tracing::error!("pool: {}: {e}", host.hostname);
+            }
+            pool.checks.write().unwrap().insert(r.mac, check);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+pub fn state_name(s: PoolState) -> &'static str {
+    match s {
+        PoolState::Ready => "ready",
+        PoolState::Unreachable => "unreachable",
+        PoolState::Tls => "tls",
+        PoolState::NoLibvirt => "no-libvirt",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libvirt_errors_map_to_pool_states() {
+        for (msg, want) in [
+            (
+                "unable to connect to server at 'hv1:16514': Connection refused",
+                PoolState::Unreachable,
+            ),
+            (
+                "authentication failed: Failed to verify peer's certificate",
+                PoolState::Tls,
+            ),
+            ("The certificate hasn't got a known issuer.", PoolState::Tls),
+            ("Cannot recv data: Connection reset by peer", PoolState::NoLibvirt),
+        ] {
+            assert_eq!(classify(msg), want, "{msg}");
+        }
+    }
+
+    #[test]
+    fn failures_back_off_up_to_ten_minutes() {
+        assert_eq!(next_check_after(PoolState::Ready, 0), Duration::from_secs(60));
+        assert_eq!(next_check_after(PoolState::Tls, 1), Duration::from_secs(10));
+        assert_eq!(next_check_after(PoolState::Unreachable, 30), Duration::from_secs(600));
+    }
+}

@@ -212,7 +212,23 @@ async fn reinstall(
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
-    host_result(inv.reinstall(mac, q.force).await)
+    match inv.reinstall(mac, q.force).await {
+        // Name what a reinstall would destroy, when the pool saw it running.
+        Err(e @ InventoryError::Installed { .. }) => {
+            let running = s.pool.running_on(mac);
+            let also = if running.is_empty() {
+                String::new()
+            } else {
+                format!(" It runs {} domain(s): {}.", running.len(), running.join(", "))
+            };
+            (
+                StatusCode::CONFLICT,
+                Json(serde_json::json!({ "error": format!("{e}.{also}"), "running_domains": running })),
+            )
+                .into_response()
+        }
+        other => host_result(other),
+    }
 }
 
 /// `POST /api/hosts/<host>/mark-installed`: in service; boot from disk.

@@ -36,6 +36,9 @@ pub struct Capacity {
     pub memory_mib: u64,
     pub free_memory_mib: u64,
     pub running_domains: usize,
+    /// Names of the running domains (what a reinstall would destroy).
+    #[serde(default)]
+    pub running: Vec<String>,
     pub domains: usize,
     pub storage_pools: Vec<String>,
 }
@@ -96,15 +99,16 @@ pub fn next_check_after(state: PoolState, failures: u32) -> Duration {
 fn probe(uri: &str) -> Result<Capacity, String> {
     let hv = crate::vm::Hypervisor::connect(uri).map_err(|e| e.to_string())?;
     let info = hv.host_info().map_err(|e| e.to_string())?;
-    let running = hv
+    let running: Vec<String> = hv
         .list()
-        .map(|l| l.iter().filter(|d| d.state == "running").count())
-        .unwrap_or(0);
+        .map(|l| l.into_iter().filter(|d| d.state == "running").map(|d| d.name).collect())
+        .unwrap_or_default();
     Ok(Capacity {
         cpus: info.cpus,
         memory_mib: info.memory_mib,
         free_memory_mib: info.free_memory_mib,
-        running_domains: running,
+        running_domains: running.len(),
+        running,
         domains: info.domains,
         storage_pools: hv.storage_pool_names().unwrap_or_default(),
     })
@@ -129,6 +133,17 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// The running domains the last check saw on `mac` (empty when unknown).
+    pub fn running_on(&self, mac: MacAddr) -> Vec<String> {
+        self.checks
+            .read()
+            .unwrap()
+            .get(&mac)
+            .and_then(|c| c.capacity.as_ref())
+            .map(|c| c.running.clone())
+            .unwrap_or_default()
+    }
+
     pub fn checks(&self) -> Vec<Check> {
         let mut v: Vec<Check> = self.checks.read().unwrap().values().cloned().collect();
         v.sort_by(|a, b| (&a.site, &a.host).cmp(&(&b.site, &b.host)));

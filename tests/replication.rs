@@ -46,7 +46,13 @@ fn lan_named(tag: &str, net: u8) -> Pair {
     );
     br.sh("ip link add rbr0 type bridge && ip link set rbr0 up");
     for (ns, ifname, port, host) in [(&a, "ra", "qa", 1), (&b, "rb", "qb", 2), (&h, "rh", "qh", 11)] {
-        veth(ns, ifname, &format!("10.{net}.0.{host}/24"), &br, port, "");
+        // The host gets its address from the pair by DHCP (its reservation).
+        let addr = if host == 11 {
+            String::new()
+        } else {
+            format!("10.{net}.0.{host}/24")
+        };
+        veth(ns, ifname, &addr, &br, port, "");
         br.sh(&format!("ip link set {port} master rbr0"));
     }
     h.sh(&format!("ip link set rh address {MAC}"));
@@ -167,6 +173,62 @@ fn cli_fails(d: &Daemon, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+/// The host's lease from the pair (udhcpc, one shot), then its address on the interface.
+fn lease(p: &Pair, net: u8) {
+    let out =
+        p.h.cmd("busybox")
+            .args([
+                "udhcpc",
+                "-i",
+                "rh",
+                "-n",
+                "-q",
+                "-f",
+                "-t",
+                "10",
+                "-T",
+                "1",
+                "-s",
+                "/bin/true",
+            ])
+            .output()
+            .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("lease of 10.{net}.0.11 obtained")),
+        "udhcpc: {said}"
+    );
+    p.h.sh(&format!("ip addr add 10.{net}.0.11/24 dev rh"));
+}
+
+/// A CSR for lab-1's `role` certificate, signed at `server` (1 or 2) with `token`: the code.
+fn sign(p: &Pair, server: u8, token: &str, role: &str) -> String {
+    let csr = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+            "/CN=lab-1.rp.test",
+        ])
+        .output()
+        .unwrap();
+    let out =
+        p.h.cmd("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary"])
+            .arg(String::from_utf8(csr.stdout).unwrap())
+            .arg(format!(
+                "http://10.{NET}.0.{server}:8080/pki/sign/lab-1?role={role}&token={token}"
+            ))
+            .output()
+            .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 fn copy_ca(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for f in ["ca-cert.pem", "ca-key.pem"] {
@@ -195,6 +257,9 @@ fn the_pair_shares_one_inventory_and_never_offers_an_install_it_cannot_know_is_s
     let mut b = Daemon::start(&p.b, &cfg_b, &state_b, &w.path("b.log"));
     wait_synced(&a, "A synchronised");
     wait_synced(&b, "B synchronised");
+
+    // lab-1 takes its lease from the pair (busybox udhcpc), at its reservation.
+    lease(&p, NET);
 
     // lab-1 installs through A.
     let token = token_in(&boot_script(&p, 1)).expect("A offers the install");
@@ -238,6 +303,25 @@ fn the_pair_shares_one_inventory_and_never_offers_an_install_it_cannot_know_is_s
                 .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "kickstart from server {n}");
     }
+    // Each certificate role once per token across the pair: signed on A, spent on B too.
+    assert_eq!(sign(&p, 1, &token, "server"), "200");
+    wait_until("B learns the server role is spent", Duration::from_secs(20), || {
+        (host(&b)["install"]["certificates_issued"] == serde_json::json!(["server"])).then_some(())
+    });
+    assert_eq!(
+        sign(&p, 2, &token, "server"),
+        "403",
+        "a second server certificate from B"
+    );
+    assert_eq!(
+        sign(&p, 2, &token, "client"),
+        "200",
+        "the client role is still open, on B"
+    );
+    wait_until("A learns of B's certificate", Duration::from_secs(20), || {
+        let list: Value = serde_json::from_slice(&a.cli(&["pki", "list", "--json"]).stdout).ok()?;
+        (list["certificates"].as_array()?.len() == 2).then_some(())
+    });
 
     // A partition between the servers (the host still reaches both). An operator asks B
     // for a reinstall; the install that was already running ends on A.

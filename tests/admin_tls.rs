@@ -9,16 +9,8 @@ mod common;
 use common::builder::{self, SiteBuilder};
 use common::{Daemon, Netns, Workdir, provd_bin, require_root_and_tools, veth};
 use std::path::Path;
-use std::process::Command;
 
-fn provd(args: &[&str]) {
-    let out = Command::new(provd_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "provd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::provd_ok as provd;
 
 #[test]
 fn https_admin_api_accepts_admin_certificates_and_the_token_only() {

@@ -10,7 +10,7 @@
 mod common;
 
 use common::builder::{self, SiteBuilder};
-use common::{Daemon, Netns, NetnsHosts, Workdir, provd_bin, require_root_and_tools, veth, wait_until};
+use common::{Daemon, Netns, NetnsHosts, Workdir, require_root_and_tools, veth, wait_until};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -26,14 +26,7 @@ impl Drop for Kill {
     }
 }
 
-fn provd(args: &[&str]) {
-    let out = Command::new(provd_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "provd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::provd_ok as provd;
 
 fn shim(dir: &Path, name: &str, log: &Path) {
     let p = dir.join(name);
@@ -122,23 +115,7 @@ fn a_kickstarted_hypervisor_gets_certificates_that_libvirt_accepts_over_tls() {
         let (body, code) = text.rsplit_once('\n').unwrap();
         (code.to_string(), body.to_string())
     };
-    let foreign = {
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "/dev/null",
-                "-subj",
-                "/CN=hv99.h.test",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let foreign = common::openssl_csr("hv99.h.test", "rsa:2048");
     assert_eq!(sign("hv01", "0000", &foreign).0, "403");
     let (code, body) = sign("hv01", &token, "not a certificate request");
     assert!(code == "400" && body.contains("the CSR is not valid"), "{code} {body}");
@@ -538,24 +515,11 @@ fn revocation_and_renewal(p: &Phase) {
     assert_eq!(how.iter().filter(|h| **h == "renewal").count(), 2, "{list}");
 
     // A key provd never certified for this host cannot renew.
-    let foreign = Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "/dev/null",
-            "-subj",
-            &format!("/CN={FQDN}"),
-        ])
-        .output()
-        .unwrap();
+    let foreign = common::openssl_csr(FQDN, "rsa:2048");
     let refused =
         p.hv.cmd("curl")
             .args(["-s", "-w", "\n%{http_code}", "--data-binary"])
-            .arg(String::from_utf8(foreign.stdout).unwrap())
+            .arg(&foreign)
             .arg(format!("{}/pki/renew/hv01?role=client", p.base))
             .output()
             .unwrap();

@@ -203,24 +203,11 @@ fn lease(p: &Pair, net: u8) {
 
 /// A CSR for lab-1's `role` certificate, signed at `server` (1 or 2) with `token`: the code.
 fn sign(p: &Pair, server: u8, token: &str, role: &str) -> String {
-    let csr = Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "/dev/null",
-            "-subj",
-            "/CN=lab-1.rp.test",
-        ])
-        .output()
-        .unwrap();
+    let csr = common::openssl_csr("lab-1.rp.test", "rsa:2048");
     let out =
         p.h.cmd("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary"])
-            .arg(String::from_utf8(csr.stdout).unwrap())
+            .arg(csr)
             .arg(format!(
                 "http://10.{NET}.0.{server}:8080/pki/sign/lab-1?role={role}&token={token}"
             ))

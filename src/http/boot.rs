@@ -217,6 +217,19 @@ struct SignQuery {
     role: Option<String>,
 }
 
+/// The role a certificate request asks for (default server) and its IPv4 source, or the
+/// answer refusing it.
+fn role_and_source(q: &SignQuery, peer: SocketAddr) -> Result<(Role, std::net::Ipv4Addr), Response> {
+    let role = q
+        .role
+        .as_deref()
+        .unwrap_or("server")
+        .parse::<Role>()
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())?;
+    let from = source(peer).ok_or_else(|| plain(StatusCode::FORBIDDEN, "forbidden\n"))?;
+    Ok((role, from))
+}
+
 /// `POST /pki/sign/<host>?token=&role=server|client` with a PEM CSR as the body. The answer
 /// is two PEM certificates, each after a `# provd: <what>` line: the CA, then the host's
 /// certificate for that role (a shell splits it with awk). Each role is signed once per
@@ -228,16 +241,13 @@ async fn sign(
     Query(q): Query<SignQuery>,
     csr: String,
 ) -> Response {
-    let role = match q.role.as_deref().unwrap_or("server").parse::<Role>() {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-    };
-    let Some(from) = source(peer) else {
-        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+    let (role, from) = match role_and_source(&q, peer) {
+        Ok(x) => x,
+        Err(refusal) => return refusal,
     };
     match s
         .boot
-        .sign_csr(&host, &q.token.unwrap_or_default(), role, &csr, from)
+        .sign_csr(&host, q.token.as_deref().unwrap_or_default(), role, &csr, from)
         .await
     {
         Ok(SignOutcome::Issued(cert)) => certificate_response(&s, &host, role, cert, "issued").await,
@@ -273,12 +283,9 @@ async fn renew(
     Query(q): Query<SignQuery>,
     csr: String,
 ) -> Response {
-    let role = match q.role.as_deref().unwrap_or("server").parse::<Role>() {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-    };
-    let Some(from) = source(peer) else {
-        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+    let (role, from) = match role_and_source(&q, peer) {
+        Ok(x) => x,
+        Err(refusal) => return refusal,
     };
     match s.boot.renew(&host, role, &csr, from).await {
         Ok(cert) => certificate_response(&s, &host, role, cert, "renewed").await,

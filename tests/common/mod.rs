@@ -374,3 +374,37 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
+
+/// A PEM CSR made by openssl for `cn` with a throwaway key (`newkey`, e.g. "rsa:2048").
+pub fn openssl_csr(cn: &str, newkey: &str) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            newkey,
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+        ])
+        .arg(format!("/CN={cn}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `provd ARGS` outside any namespace (pki init, issue-client): must succeed.
+pub fn provd_ok(args: &[&str]) {
+    let out = Command::new(provd_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "provd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -63,11 +63,22 @@ impl Boot {
                 HV_MAC,
                 "hv81",
                 &[&format!("ip = \"10.{net}.0.81\""), "profile = \"el9\""],
+            )
+            // In service before provd knew it: never offered an install by surprise.
+            .host(
+                "52:54:00:00:81:82",
+                "hv82",
+                &[
+                    &format!("ip = \"10.{net}.0.82\""),
+                    "profile = \"el9\"",
+                    "state = \"installed\"",
+                ],
             );
         let cfg = work.write("site.toml", &builder::config(&assets, &[site.toml()]));
         // The client namespace is hv81 too: its reserved address is where provd sends
         // hv81's install secrets (and nowhere else).
         cli.sh(&format!("ip addr add 10.{net}.0.81/24 dev vc"));
+        cli.sh(&format!("ip addr add 10.{net}.0.82/24 dev vc"));
         let daemon = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
         Boot {
             srv,
@@ -540,6 +551,24 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
     let (_, script) = b.curl(&[&format!("{base}/boot/{mac_h}.ipxe")]);
     let new_token = token_in(&String::from_utf8(script).unwrap());
     assert_ne!(new_token, token);
+    // `mark-installed`: the host is in service; the install just asked for is withdrawn.
+    b.daemon.cli(&["hosts", "mark-installed", "hv81"]);
+    let (_, script) = b.curl(&[&format!("{base}/boot/{mac_h}.ipxe")]);
+    assert!(String::from_utf8(script).unwrap().contains("local disk"));
+    b.daemon.cli(&["hosts", "reinstall", "hv81", "--force"]);
+    // A host the config says is installed boots its disk from the first time provd sees it.
+    let net = b.net;
+    let (_, script) = b.curl_from(
+        &format!("10.{net}.0.82"),
+        &[&format!("{base}/boot/52-54-00-00-81-82.ipxe")],
+    );
+    let script = String::from_utf8(script).unwrap();
+    assert!(script.contains("local disk") && !script.contains("token="), "{script}");
+    let show = String::from_utf8(b.daemon.cli(&["hosts", "show", "hv82"]).stdout).unwrap();
+    assert!(
+        show.contains("status    installed") && show.contains("in config as installed"),
+        "{show}"
+    );
     b.daemon.cli(&["hosts", "netboot", "hv81", "off"]);
     let (_, script) = b.curl(&[&format!("{base}/boot/{mac_h}.ipxe")]);
     assert!(String::from_utf8(script).unwrap().contains("local disk"));

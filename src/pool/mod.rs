@@ -151,6 +151,68 @@ impl Pool {
     }
 }
 
+/// How many hosts are checked at once (an unreachable host holds its slot for the timeout).
+const PARALLEL_CHECKS: usize = 16;
+/// The longest one check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One due check: who, where, and what provd's records say about its certificate.
+struct Due {
+    mac: MacAddr,
+    host: String,
+    site: String,
+    fqdn: String,
+    cert: Option<CertState>,
+    failures: u32,
+}
+
+/// Check `due` (blocking libvirt work on the blocking pool, bounded by a timeout).
+async fn check(due: Due, pki_dir: PathBuf, now: u64) -> (MacAddr, Check) {
+    let result = match due.cert {
+        Some(CertState::Valid) => {
+            let uri = format!("qemu+tls://{}/system?pkipath={}", due.fqdn, pki_dir.display());
+            match tokio::time::timeout(CHECK_TIMEOUT, tokio::task::spawn_blocking(move || probe(&uri))).await {
+                Ok(Ok(r)) => r.map_err(|e| (classify(&e), e)),
+                Ok(Err(e)) => Err((PoolState::NoLibvirt, e.to_string())),
+                Err(_) => Err((
+                    PoolState::Unreachable,
+                    format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
+                )),
+            }
+        }
+        Some(CertState::Revoked) => Err((PoolState::Tls, "its server certificate is revoked".into())),
+        Some(CertState::Expired) => Err((PoolState::Tls, "its server certificate expired".into())),
+        None => Err((PoolState::Tls, "provd issued it no server certificate".into())),
+    };
+    let (state, reason, capacity, failures) = match result {
+        Ok(c) => (PoolState::Ready, None, Some(c), 0),
+        Err((state, reason)) => (state, Some(reason), None, due.failures + 1),
+    };
+    let check = Check {
+        host: due.host,
+        site: due.site,
+        uri: format!("qemu+tls://{}/system", due.fqdn),
+        state,
+        reason,
+        checked_at: now,
+        capacity,
+        failures,
+    };
+    (due.mac, check)
+}
+
+/// The history line for a verdict.
+fn verdict(check: &Check) -> String {
+    match (&check.capacity, &check.reason) {
+        (Some(c), _) => format!(
+            "hypervisor verified over qemu+tls: {} CPUs, {} MiB ({} free), {} running domains",
+            c.cpus, c.memory_mib, c.free_memory_mib, c.running_domains
+        ),
+        (None, Some(reason)) => format!("hypervisor check: {}: {reason}", state_name(check.state)),
+        (None, None) => String::new(),
+    }
+}
+
 /// Check every installed host of the served sites, each when it is due, until `stop`.
 pub async fn run(
     pool: Arc<Pool>,
@@ -160,82 +222,60 @@ pub async fn run(
     pki_dir: PathBuf,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut due: HashMap<MacAddr, u64> = HashMap::new();
+    let mut next_at: HashMap<MacAddr, u64> = HashMap::new();
     loop {
         let now = crate::clock::unix_now();
+        let issued = certificates.certificates();
+        let mut due = Vec::new();
         for r in inventory.list().await {
             if !matches!(r.status, Status::Installed | Status::Ready) {
-                due.remove(&r.mac);
+                next_at.remove(&r.mac);
                 continue;
             }
             let Some((site, host)) = config.host(r.mac) else {
                 continue;
             };
-            let fqdn = site.fqdn(&host.hostname);
-            let uri = format!("qemu+tls://{fqdn}/system?pkipath={}", pki_dir.display());
-            let failures = pool.checks.read().unwrap().get(&r.mac).map_or(0, |c| c.failures);
-            let server_cert = certificates
-                .certificates()
-                .into_iter()
+            let cert = issued
+                .iter()
                 .filter(|c| c.host == host.hostname && c.role == "server")
-                .max_by_key(|c| c.issued_at);
-            let cert_state = server_cert.map(|c| c.state(now as i64));
-            // A revoked or expired certificate ends readiness at once; otherwise wait until due.
-            let cert_gone = r.status == Status::Ready && cert_state != Some(CertState::Valid);
-            if !cert_gone && due.get(&r.mac).is_some_and(|t| *t > now) {
+                .max_by_key(|c| c.issued_at)
+                .map(|c| c.state(now as i64));
+            // A revoked or expired certificate ends readiness at once; otherwise when due.
+            let cert_gone = r.status == Status::Ready && cert != Some(CertState::Valid);
+            if !cert_gone && next_at.get(&r.mac).is_some_and(|t| *t > now) {
                 continue;
             }
-            let result = match cert_state {
-                Some(CertState::Valid) => {
-                    let u = uri.clone();
-                    match tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(move || probe(&u)))
-                        .await
-                    {
-                        Ok(Ok(r)) => r.map_err(|e| (classify(&e), e)),
-                        Ok(Err(e)) => Err((PoolState::NoLibvirt, e.to_string())),
-                        Err(_) => Err((PoolState::Unreachable, "no answer within 30 s".into())),
-                    }
-                }
-                Some(CertState::Revoked) => Err((PoolState::Tls, "its server certificate is revoked".into())),
-                Some(CertState::Expired) => Err((PoolState::Tls, "its server certificate expired".into())),
-                None => Err((PoolState::Tls, "provd issued it no server certificate".into())),
-            };
-            let check = match result {
-                Ok(capacity) => Check {
-                    host: host.hostname.clone(),
-                    site: site.name.clone(),
-                    uri: format!("qemu+tls://{fqdn}/system"),
-                    state: PoolState::Ready,
-                    reason: None,
-                    checked_at: now,
-                    capacity: Some(capacity),
-                    failures: 0,
-                },
-                Err((state, reason)) => Check {
-                    host: host.hostname.clone(),
-                    site: site.name.clone(),
-                    uri: format!("qemu+tls://{fqdn}/system"),
-                    state,
-                    reason: Some(reason),
-                    checked_at: now,
-                    capacity: None,
-                    failures: failures + 1,
-                },
-            };
-            due.insert(r.mac, now + next_check_after(check.state, check.failures).as_secs());
-            let ready = check.state == PoolState::Ready;
-            let why = match (&check.capacity, &check.reason) {
-                (Some(c), _) => format!(
-                    "hypervisor verified over qemu+tls: {} CPUs, {} MiB ({} free), {} running domains",
-                    c.cpus, c.memory_mib, c.free_memory_mib, c.running_domains
-                ),
-                (None, Some(reason)) => format!("hypervisor check: {}: {reason}", state_name(check.state)),
-                (None, None) => String::new(),
-            };
-            if let Err(e) = inventory.set_ready(r.mac, ready, &why).await {
-                tracing::error!("pool: {}: {e}", host.hostname);
+            due.push(Due {
+                mac: r.mac,
+                host: host.hostname.clone(),
+                site: site.name.clone(),
+                fqdn: site.fqdn(&host.hostname),
+                cert,
+                failures: pool.checks.read().unwrap().get(&r.mac).map_or(0, |c| c.failures),
+            });
+        }
+        while !due.is_empty() {
+            let mut set = tokio::task::JoinSet::new();
+            for d in due.drain(..due.len().min(PARALLEL_CHECKS)) {
+                set.spawn(check(d, pki_dir.clone(), now));
             }
-            pool.checks.write().unwrap().insert(r.mac, check);
+            loop {
+                let joined = tokio::select! {
+                    j = set.join_next() => j,
+                    // Dropping the set aborts the checks in flight.
+                    _ = stop.changed() => return,
+                };
+                let Some(joined) = joined else { break };
+                let Ok((mac, c)) = joined else { continue };
+                next_at.insert(mac, now + next_check_after(c.state, c.failures).as_secs());
+                if let Err(e) = inventory
+                    .set_ready(mac, c.state == PoolState::Ready, &verdict(&c))
+                    .await
+                {
+                    tracing::error!("pool: {}: {e}", c.host);
+                }
+                pool.checks.write().unwrap().insert(mac, c);
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}

@@ -3,10 +3,12 @@
 //! - Boot routes, on every site's boot listener: `/boot/<mac>.ipxe`, `/ks/<host>?token=`,
 //!   `POST /callback/<host>/<event>?token=`, `/assets/...` (Range and HEAD),
 //!   `/nocloud/<token>/<file>` (first-boot identity of deployed VMs).
-//! - Admin routes, only on the API listener (`[daemon] api_listen`, loopback only):
-//!   `/api/hosts...`, `/api/nocloud`, `/api/failover`, `/api/leases`, `/api/sites`,
-//!   `/api/stats`, `/api/events`, each behind the bearer token (`auth`), and `/metrics`
-//!   (open: counters only). They are simply absent from boot listeners, so a machine on
+//! - Admin routes, only on the API listener (`[daemon] api_listen`; loopback unless
+//!   `api_tls`):
+//!   `/api/hosts...`, `/api/nocloud`, `/api/failover`, `/api/replication`,
+//!   `/api/hypervisors`, `/api/pki...`, `/api/leases`, `/api/sites`, `/api/stats`,
+//!   `/api/events`, each behind the bearer token or an admin client certificate (`auth`,
+//!   `tls`), and `/metrics` and `/healthz` (open: counters only). They are simply absent from boot listeners, so a machine on
 //!   the provisioning network cannot call them.
 //!
 //! Handlers never block the runtime (store reads go to the blocking pool) and never leak

@@ -8,8 +8,8 @@
 //!   `/api/hosts...`, `/api/nocloud`, `/api/failover`, `/api/replication`,
 //!   `/api/hypervisors`, `/api/pki...`, `/api/leases`, `/api/sites`, `/api/stats`,
 //!   `/api/events`, each behind the bearer token or an admin client certificate (`auth`,
-//!   `tls`), and `/metrics` and `/healthz` (open: counters only). They are simply absent from boot listeners, so a machine on
-//!   the provisioning network cannot call them.
+//!   `tls`), and `/metrics` and `/healthz` (open: counters only). They are simply absent
+//!   from boot listeners, so a machine on the provisioning network cannot call them.
 //!
 //! Handlers never block the runtime (store reads go to the blocking pool) and never leak
 //! why a request was refused beyond its status code.

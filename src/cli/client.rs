@@ -11,9 +11,9 @@ pub enum Fetch<T> {
     NoDaemon,
 }
 
-fn agent(tls: Option<ureq::tls::TlsConfig>) -> ureq::Agent {
+fn agent(tls: Option<ureq::tls::TlsConfig>, timeout: Duration) -> ureq::Agent {
     let mut config = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
+        .timeout_global(Some(timeout))
         .http_status_as_error(false);
     if let Some(tls) = tls {
         config = config.tls_config(tls);
@@ -46,6 +46,8 @@ pub struct Api {
     /// Where the token was (or would have been) read, for error messages.
     token_source: String,
     agent: ureq::Agent,
+    /// For requests that run long on the daemon (a drain).
+    patient: ureq::Agent,
 }
 
 impl Api {
@@ -59,7 +61,8 @@ impl Api {
             base,
             token,
             token_source,
-            agent: agent(tls),
+            agent: agent(tls.clone(), Duration::from_secs(10)),
+            patient: agent(tls, Duration::from_secs(3600)),
         }
     }
 
@@ -82,6 +85,12 @@ impl Api {
     pub fn post<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<Fetch<T>> {
         let url = self.url(path);
         self.classify(&url, self.request(self.agent.post(&url)).send_empty())
+    }
+
+    /// POST without a body to a route that may take long (up to an hour).
+    pub fn post_long<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<Fetch<T>> {
+        let url = self.url(path);
+        self.classify(&url, self.request(self.patient.post(&url)).send_empty())
     }
 
     /// POST a JSON body, decode a JSON answer.

@@ -1,4 +1,5 @@
-//! `provd hypervisors list`: installed hosts as provd verified them over qemu+tls (the pool).
+//! `provd hypervisors list|drain|undrain`: installed hosts as provd verified them over
+//! qemu+tls (the pool), and moving VMs off one.
 
 use super::ServerTarget;
 use clap::Subcommand;
@@ -17,10 +18,58 @@ pub enum HypervisorsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Take a hypervisor out of service: no new placements, and every running VM is
+    /// live-migrated to the site's other ready, undrained hypervisors (most free memory that
+    /// fits, then fewest VMs). Waits until every VM has moved (or could not).
+    Drain {
+        host: String,
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a drained hypervisor back into the pool.
+    Undrain {
+        host: String,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
 }
 
 pub fn run(cmd: HypervisorsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        HypervisorsCommand::Drain { host, target, json } => {
+            let api = target.api()?;
+            let answer: serde_json::Value = api.require(api.post_long(&format!("/api/hypervisors/{host}/drain"))?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            }
+            let moved = answer["moved"].as_array().cloned().unwrap_or_default();
+            let failed = moved.iter().filter(|m| m["to"].is_null()).count();
+            if !json {
+                if moved.is_empty() {
+                    println!("{host}: drained; no VM was running");
+                }
+                for m in &moved {
+                    match m["to"].as_str() {
+                        Some(to) => println!("{}: moved to {to}", m["domain"].as_str().unwrap_or("?")),
+                        None => println!(
+                            "{}: NOT moved: {}",
+                            m["domain"].as_str().unwrap_or("?"),
+                            m["error"].as_str().unwrap_or("?")
+                        ),
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{host}: {failed} VM(s) could not be moved; it stays drained");
+            }
+        }
+        HypervisorsCommand::Undrain { host, target } => {
+            let api = target.api()?;
+            let _: serde_json::Value = api.require(api.post(&format!("/api/hypervisors/{host}/undrain"))?)?;
+            println!("{host}: back in the pool");
+        }
         HypervisorsCommand::List { site, target, json } => {
             let api = target.api()?;
             let all: Vec<serde_json::Value> = api.require(api.get("/api/hypervisors")?)?;
@@ -48,7 +97,11 @@ pub fn run(cmd: HypervisorsCommand) -> anyhow::Result<ExitCode> {
                     "{:<20} {:<8} {:<10} {:<12} {:>5} {:>10} {:>10} {:>8} {} s ago{}",
                     h["host"].as_str().unwrap_or("?"),
                     h["site"].as_str().unwrap_or("?"),
-                    h["status"].as_str().unwrap_or("?"),
+                    if h["drained"] == true {
+                        "drained"
+                    } else {
+                        h["status"].as_str().unwrap_or("?")
+                    },
                     h["state"].as_str().unwrap_or("?"),
                     num(&cap["cpus"]),
                     num(&cap["memory_mib"]),

@@ -25,6 +25,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/failover", get(failover_status))
         .route("/api/replication", get(replication_status))
         .route("/api/hypervisors", get(hypervisors))
+        .route("/api/hypervisors/{host}/drain", post(drain))
+        .route("/api/hypervisors/{host}/undrain", post(undrain))
         .route("/api/failover/{name}/partner-down", post(failover_partner_down))
         .route("/api/leases", get(leases))
         .route("/api/sites", get(sites))
@@ -102,15 +104,47 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
 async fn hypervisors(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     for c in s.pool.checks() {
-        let status = match s.boot.inventory.find(&c.host).await {
-            Some(mac) => s.boot.inventory.get(mac).await.map(|r| r.status),
+        let record = match s.boot.inventory.find(&c.host).await {
+            Some(mac) => s.boot.inventory.get(mac).await,
             None => None,
         };
         let mut v = serde_json::to_value(&c).unwrap_or_default();
-        v["status"] = serde_json::to_value(status).unwrap_or_default();
+        v["status"] = serde_json::to_value(record.as_ref().map(|r| r.status)).unwrap_or_default();
+        v["drained"] = serde_json::Value::Bool(record.is_some_and(|r| r.drained));
         out.push(v);
     }
     Json(out)
+}
+
+/// `POST /api/hypervisors/<host>/drain`: no new placements, and every running domain
+/// live-migrated to the site's other ready hypervisors. Answers per domain where it went
+/// (or why not) once all moved.
+async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let inv = &s.boot.inventory;
+    let Some(mac) = inv.find(&name).await else {
+        return not_found();
+    };
+    match s.pool.drain(inv, mac).await {
+        Ok(moved) => {
+            for m in &moved {
+                let what = match (&m.to, &m.error) {
+                    (Some(to), _) => format!("drain: {} moved to {to}", m.domain),
+                    (None, e) => format!("drain: {} not moved: {}", m.domain, e.as_deref().unwrap_or("?")),
+                };
+                s.journal.record(Some(mac), None, "pool", what);
+            }
+            Json(serde_json::json!({ "host": name, "moved": moved })).into_response()
+        }
+        Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({ "error": e }))).into_response(),
+    }
+}
+
+async fn undrain(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let inv = &s.boot.inventory;
+    let Some(mac) = inv.find(&name).await else {
+        return not_found();
+    };
+    host_result(inv.set_drained(mac, false).await)
 }
 
 /// `GET /api/replication`: each site's link to its partner (connected, synchronised, counts).

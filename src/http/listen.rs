@@ -37,11 +37,13 @@ pub const BOOT_LIMITS: Limits = Limits {
     request_timeout: Duration::from_secs(30),
 };
 
-/// The admin listener (loopback): a few operators and scripts.
+/// The admin listener: a few authenticated operators and scripts. Its handlers may run
+/// long (a drain live-migrates every VM of a hypervisor), so the handler deadline is an
+/// hour; headers still have 10 s.
 pub const API_LIMITS: Limits = Limits {
     max_connections: 64,
     header_read_timeout: Duration::from_secs(10),
-    request_timeout: Duration::from_secs(60),
+    request_timeout: Duration::from_secs(3600),
 };
 
 /// Serve `app` on `listener` until `stop` turns true; connections in flight get a few

@@ -112,6 +112,10 @@ pub struct HostRecord {
     /// This copy's version, for the pair's merge rule.
     #[serde(default)]
     pub version: crate::replication::merge::Version,
+    /// An operator drained this hypervisor: its VMs were moved away and nothing new is
+    /// placed on it until `undrain`.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// What a host's boot script should do now.
@@ -651,6 +655,12 @@ impl Inventory {
             })
         })
         .await
+    }
+
+    /// Operator: drain (or undrain) a hypervisor.
+    pub async fn set_drained(&self, mac: MacAddr, on: bool) -> Result<HostRecord, InventoryError> {
+        self.update_known(mac, |r, now| Ok(transition::set_drained(r, on, now)))
+            .await
     }
 
     /// Operator: this host is installed and in service (boot it from its disk).

@@ -56,6 +56,7 @@ pub fn new_record(mac: MacAddr, now: u64) -> HostRecord {
         wipe_allowed: false,
         intent_at: 0,
         version: Default::default(),
+        drained: false,
     }
 }
 
@@ -333,6 +334,15 @@ pub fn pool_verdict(r: &HostRecord, ready: bool, why: &str, now: u64) -> Option<
     let mut next = r.clone();
     next.set_status(next_status, why.to_string(), now);
     Some(next)
+}
+
+/// Operator: drain (no new placements; its VMs are moved away) or undrain a hypervisor.
+pub fn set_drained(r: &HostRecord, on: bool, now: u64) -> HostRecord {
+    let mut next = r.clone();
+    next.drained = on;
+    next.intent_at = now;
+    next.note(if on { "operator: drain" } else { "operator: undrain" }, now);
+    next
 }
 
 /// Operator: the host is installed and in service; boot it from its disk.

@@ -10,6 +10,8 @@
 //! status (`Inventory::set_ready`), so the pair replicates readiness like any other change.
 //! Libvirt calls are blocking and run on the blocking pool, each bounded by a timeout.
 
+pub mod drain;
+
 use crate::config::Config;
 use crate::inventory::{Inventory, Status};
 use crate::mac::MacAddr;
@@ -126,10 +128,11 @@ pub fn client_credentials(ca: &crate::pki::Ca, state_dir: &Path, client_cn: &str
     Ok(dir)
 }
 
-/// The pool: check results by MAC.
+/// The pool: check results by MAC, and the client credentials provd connects with.
 #[derive(Default)]
 pub struct Pool {
     checks: RwLock<HashMap<MacAddr, Check>>,
+    pki_dir: RwLock<Option<PathBuf>>,
 }
 
 impl Pool {
@@ -142,6 +145,61 @@ impl Pool {
             .and_then(|c| c.capacity.as_ref())
             .map(|c| c.running.clone())
             .unwrap_or_default()
+    }
+
+    /// Where provd's libvirt client credentials are (set when the pool starts).
+    pub fn set_pki_dir(&self, dir: PathBuf) {
+        *self.pki_dir.write().unwrap() = Some(dir);
+    }
+
+    /// Drain `host` (MAC `mac`) of `site`: mark it drained, then move its running domains
+    /// to the site's other ready, undrained hypervisors. The results, per domain.
+    pub async fn drain(&self, inventory: &Inventory, mac: MacAddr) -> Result<Vec<drain::Moved>, String> {
+        let pki = self
+            .pki_dir
+            .read()
+            .unwrap()
+            .clone()
+            .ok_or("the pool is not running (provd has no CA)")?;
+        let record = inventory.set_drained(mac, true).await.map_err(|e| e.to_string())?;
+        let checks = self.checks.read().unwrap().clone();
+        let source = checks.get(&mac).ok_or("provd has not checked this host yet")?;
+        if source.state != PoolState::Ready {
+            return Err(format!(
+                "{} is not ready ({}): provd cannot reach its libvirt to move its domains",
+                source.host,
+                state_name(source.state)
+            ));
+        }
+        let mut candidates = Vec::new();
+        for (m, c) in &checks {
+            if *m == mac || c.site != source.site || c.state != PoolState::Ready {
+                continue;
+            }
+            let Some(r) = inventory.get(*m).await else { continue };
+            if r.drained || r.status != Status::Ready {
+                continue;
+            }
+            if let Some(cap) = &c.capacity {
+                candidates.push(drain::Candidate {
+                    host: c.host.clone(),
+                    uri: c.uri.clone(),
+                    capacity: cap.clone(),
+                });
+            }
+        }
+        let source_uri = source.uri.clone();
+        let query = format!("?pkipath={}", pki.display());
+        let moved = tokio::task::spawn_blocking(move || drain::migrate_all(&source_uri, &mut candidates, &query))
+            .await
+            .map_err(|e| e.to_string())??;
+        tracing::info!(
+            "drained {}: {} domain(s) moved, {} not",
+            record.hostname.as_deref().unwrap_or("?"),
+            moved.iter().filter(|m| m.to.is_some()).count(),
+            moved.iter().filter(|m| m.to.is_none()).count()
+        );
+        Ok(moved)
     }
 
     pub fn checks(&self) -> Vec<Check> {
@@ -222,6 +280,7 @@ pub async fn run(
     pki_dir: PathBuf,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    pool.set_pki_dir(pki_dir.clone());
     let mut next_at: HashMap<MacAddr, u64> = HashMap::new();
     loop {
         let now = crate::clock::unix_now();

@@ -1,0 +1,202 @@
+//! The hypervisor pool with real peers: two "hypervisors" (network namespaces, each with a
+//! real libvirtd on TLS) get their certificates through provd's CSR flow (boot script ->
+//! install token -> `POST /pki/sign` from their own address), report `installed`, and
+//! provd marks both ready by itself over qemu+tls. A TCG guest runs on the first; `provd
+//! hypervisors drain` live-migrates it to the second (same UUID, still running); with every
+//! other hypervisor drained, a drain says what it could not move. Needs root, libvirtd,
+//! virtlogd, virsh, openssl, curl, qemu-system-x86_64, unshare.
+
+mod common;
+
+use common::builder::{self, SiteBuilder};
+use common::libvirtd::Libvirtd;
+use common::{Daemon, Netns, NetnsHosts, Workdir, provd_ok, require_root_and_tools, run, veth, wait_until};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const HOSTS: &str = "127.0.0.1 localhost\n10.96.0.11 hva.pl.test hva\n10.96.0.12 hvb.pl.test hvb\n";
+
+/// One hypervisor's /etc/pki, made as its kickstart's %post would: keys here, certificates
+/// from provd for its install token, asked from its own address.
+fn enrol(ns: &Netns, name: &str, mac: &str, pki: &Path) -> String {
+    let base = "http://10.96.0.1:8080";
+    let curl = |args: &[&str]| {
+        let out = ns.cmd("curl").args(["-fsS"]).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let script = curl(&[&format!("{base}/boot/{}.ipxe", mac.replace(':', "-"))]);
+    let token = script[script.find("?token=").expect("an install token") + 7..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let private = pki.join("libvirt/private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::create_dir_all(pki.join("CA")).unwrap();
+    for role in ["server", "client"] {
+        let key = private.join(format!("{role}key.pem"));
+        run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"));
+        let csr = run(Command::new("openssl")
+            .args(["req", "-new", "-subj", &format!("/CN={name}.pl.test"), "-key"])
+            .arg(&key));
+        let csr_file = pki.join(format!("{role}.csr"));
+        std::fs::write(&csr_file, &csr.stdout).unwrap();
+        let answer = curl(&[
+            "--data-binary",
+            &format!("@{}", csr_file.display()),
+            &format!("{base}/pki/sign/{name}?role={role}&token={token}"),
+        ]);
+        let ca = answer
+            .split("# provd: ca\n")
+            .nth(1)
+            .unwrap()
+            .split("# provd: ")
+            .next()
+            .unwrap();
+        let cert = answer.split(&format!("# provd: {role}\n")).nth(1).unwrap();
+        std::fs::write(pki.join("CA/cacert.pem"), ca).unwrap();
+        std::fs::write(pki.join(format!("libvirt/{role}cert.pem")), cert).unwrap();
+    }
+    token
+}
+
+fn hypervisors(d: &Daemon) -> Vec<Value> {
+    let out = d.cli(&["hypervisors", "list", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn hv(d: &Daemon, name: &str) -> Option<Value> {
+    hypervisors(d).into_iter().find(|h| h["host"] == name)
+}
+
+#[test]
+fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
+    require_root_and_tools(&[
+        "libvirtd",
+        "virtlogd",
+        "virsh",
+        "openssl",
+        "curl",
+        "qemu-system-x86_64",
+        "unshare",
+    ]);
+    let br = Netns::new("plbr");
+    let (p, a, b) = (Netns::new("pls"), Netns::new("pla"), Netns::new("plb"));
+    br.sh("ip link add pbr0 type bridge && ip link set pbr0 up");
+    for (ns, ifname, port, addr) in [
+        (&p, "pp", "xp", "10.96.0.1/24"),
+        (&a, "pa", "xa", "10.96.0.11/24"),
+        (&b, "pb", "xb", "10.96.0.12/24"),
+    ] {
+        veth(ns, ifname, addr, &br, port, "");
+        br.sh(&format!("ip link set {port} master pbr0"));
+    }
+    let _hosts: Vec<NetnsHosts> = [&p, &a, &b].iter().map(|ns| NetnsHosts::new(ns, HOSTS)).collect();
+
+    let w = Workdir::new();
+    std::fs::create_dir_all(w.path("assets")).unwrap();
+    let (mac_a, mac_b) = ("52:54:00:00:96:0a", "52:54:00:00:96:0b");
+    let site = SiteBuilder::new("pl", "10.96.0.1")
+        .listen("pp")
+        .subnet(
+            "10.96.0.0/24",
+            ("10.96.0.100", "10.96.0.200"),
+            &["domain = \"pl.test\""],
+        )
+        .host(mac_a, "hva", &["ip = \"10.96.0.11\"", "profile = \"el9-kvm\""])
+        .host(mac_b, "hvb", &["ip = \"10.96.0.12\"", "profile = \"el9-kvm\""]);
+    let cfg = w.write("site.toml", &builder::config(&w.path("assets"), &[site.toml()]));
+    let state = w.path("state");
+    provd_ok(&["pki", "init", "--pki-dir", &state.join("pki").display().to_string()]);
+    let daemon = Daemon::start(&p, &cfg, &state, &w.path("provd.log"));
+
+    // Each hypervisor enrols through provd, starts libvirtd on TLS, reports installed.
+    let (da, db) = (w.path("hva"), w.path("hvb"));
+    let token_a = enrol(&a, "hva", mac_a, &da.join("pki"));
+    let token_b = enrol(&b, "hvb", mac_b, &db.join("pki"));
+    let lva = Libvirtd::start_with(&a, &da, Some((&da.join("pki"), "10.96.0.11")));
+    let lvb = Libvirtd::start_with(&b, &db, Some((&db.join("pki"), "10.96.0.12")));
+    for (ns, name, ip, token) in [(&a, "hva", "11", &token_a), (&b, "hvb", "12", &token_b)] {
+        let out = ns
+            .cmd("curl")
+            .args(["-fsS", "-X", "POST", "--data", "test hypervisor up"])
+            .arg(format!("http://10.96.0.1:8080/callback/{name}/installed?token={token}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "10.96.0.{ip}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // provd verifies both by itself.
+    for name in ["hva", "hvb"] {
+        let h = wait_until(&format!("{name} ready"), Duration::from_secs(60), || {
+            hv(&daemon, name).filter(|h| h["status"] == "ready")
+        });
+        assert_eq!(h["state"], "ready", "{h}");
+        assert!(h["capacity"]["memory_mib"].as_u64().unwrap() > 0, "{h}");
+        assert_eq!(h["uri"], format!("qemu+tls://{name}.pl.test/system"));
+    }
+
+    // A diskless TCG guest on A: SeaBIOS finds nothing to boot and keeps running.
+    let xml = w.write(
+        "guest.xml",
+        "<domain type='qemu'><name>mover</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='pc'>hvm</type></os><devices><serial type='pty'/></devices></domain>",
+    );
+    lva.virsh(&["define", &xml.display().to_string()]);
+    lva.virsh(&["start", "mover"]);
+    let uuid = lva.virsh(&["domuuid", "mover"]).trim().to_string();
+
+    // Drain A: mover lives on B now, same UUID, still running; A is drained.
+    let out = daemon.cli(&["hypervisors", "drain", "hva", "--json"]);
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        answer["moved"],
+        serde_json::json!([{ "domain": "mover", "to": "hvb", "error": null }]),
+        "{answer}\nA:\n{}\nB:\n{}",
+        lva.log_text(),
+        lvb.log_text()
+    );
+    assert_eq!(lvb.virsh(&["domstate", "mover"]).trim(), "running");
+    assert_eq!(lvb.virsh(&["domuuid", "mover"]).trim(), uuid);
+    assert!(!lva.virsh(&["list", "--name"]).contains("mover"));
+    assert_eq!(hv(&daemon, "hva").unwrap()["drained"], true);
+
+    // B cannot be drained while A is: the drain says what it could not move, and why.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &daemon.ns,
+            common::provd_bin(),
+            "hypervisors",
+            "drain",
+            "hvb",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("mover: NOT moved: no ready, undrained hypervisor"),
+        "{said}"
+    );
+    assert_eq!(lvb.virsh(&["domstate", "mover"]).trim(), "running");
+    daemon.cli(&["hypervisors", "undrain", "hva"]);
+    assert_eq!(hv(&daemon, "hva").unwrap()["drained"], false);
+    drop(lva);
+    drop(lvb);
+}

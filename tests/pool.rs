@@ -197,6 +197,56 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     assert_eq!(lvb.virsh(&["domstate", "mover"]).trim(), "running");
     daemon.cli(&["hypervisors", "undrain", "hva"]);
     assert_eq!(hv(&daemon, "hva").unwrap()["drained"], false);
+
+    // Drain B now: mover goes back to A, the site's only ready, undrained hypervisor.
+    let out = daemon.cli(&["hypervisors", "drain", "hvb", "--json"]);
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["moved"][0]["to"], "hva", "{answer}");
+    assert_eq!(lva.virsh(&["domstate", "mover"]).trim(), "running");
+
+    // Placement by site: a new VM from a template goes to a ready, undrained hypervisor of
+    // the site (A; B is drained), reached with the operator's client certificate.
+    let tmpl = w.write(
+        "tmpl.xml",
+        "<domain type='qemu'><name>tmpl</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='pc'>hvm</type></os><devices><serial type='pty'/></devices></domain>",
+    );
+    lva.virsh(&["define", &tmpl.display().to_string()]);
+    let operator = w.path("operator");
+    provd_ok(&[
+        "pki",
+        "issue-client",
+        "provd",
+        "--out",
+        &operator.display().to_string(),
+        "--pki-dir",
+        &state.join("pki").display().to_string(),
+    ]);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &daemon.ns,
+            common::provd_bin(),
+            "vm",
+            "deploy",
+            "web1",
+            "--from",
+            "tmpl",
+        ])
+        .args(["--site", "pl", "--pkipath", &operator.display().to_string(), "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("hva.pl.test"),
+        "deploy --site: {said}"
+    );
+    assert_eq!(lva.virsh(&["domstate", "web1"]).trim(), "running");
+    assert!(!lvb.virsh(&["list", "--all", "--name"]).contains("web1"));
     drop(lva);
     drop(lvb);
 }

@@ -115,16 +115,23 @@ pub enum VmCommand {
         /// smaller), the others are added as new empty disks.
         #[arg(long)]
         disk_profile: Option<String>,
-        /// Candidate hypervisors (libvirt URIs, repeatable). Default: --connect.
+        /// Candidate hypervisors (libvirt URIs, repeatable). Default: with --site, the site's
+        /// ready, undrained hypervisors from the running provd (its pool); else --connect.
         #[arg(long = "hypervisor")]
         hypervisors: Vec<String>,
+        /// With --site: the libvirt client credentials to reach the pool's hypervisors with
+        /// (cacert.pem, clientcert.pem, clientkey.pem, as `provd pki issue-client` writes
+        /// them). Default: libvirt's own (/etc/pki for root).
+        #[arg(long)]
+        pkipath: Option<std::path::PathBuf>,
         /// Overlay on the template's disk instead of a full copy.
         #[arg(long)]
         linked: bool,
         /// A public key file to authorise for SSH (repeatable).
         #[arg(long = "ssh-key")]
         ssh_keys: Vec<std::path::PathBuf>,
-        /// The site whose provd serves the NoCloud data (when it serves several).
+        /// The site to deploy to: its ready, undrained hypervisors are the candidates (unless
+        /// --hypervisor names them), and its provd serves the NoCloud data.
         #[arg(long)]
         site: Option<String>,
         /// Define it but do not start it.
@@ -346,6 +353,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             nic_profile,
             disk_profile,
             hypervisors,
+            pkipath,
             linked,
             ssh_keys,
             site,
@@ -359,10 +367,10 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             memory,
             nic_profile,
             disk_profile,
-            hypervisors: if hypervisors.is_empty() {
-                vec![target.connect]
-            } else {
-                hypervisors
+            hypervisors: match (hypervisors.is_empty(), &site) {
+                (false, _) => hypervisors,
+                (true, Some(s)) => site_hypervisors(&server, s, pkipath.as_deref())?,
+                (true, None) => vec![target.connect],
             },
             linked,
             ssh_keys,
@@ -499,6 +507,29 @@ struct Deploy {
     site: Option<String>,
     start: bool,
     server: super::ServerTarget,
+}
+
+/// The ready, undrained hypervisors of `site` in the running provd's pool, as URIs.
+fn site_hypervisors(
+    server: &super::ServerTarget,
+    site: &str,
+    pkipath: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<String>> {
+    let api = server.api()?;
+    let pool: Vec<serde_json::Value> = api.require(api.get("/api/hypervisors")?)?;
+    let uris: Vec<String> = pool
+        .iter()
+        .filter(|h| h["site"] == site && h["status"] == "ready" && h["drained"] != true)
+        .filter_map(|h| h["uri"].as_str())
+        .map(|u| match pkipath {
+            Some(p) => format!("{u}?pkipath={}", p.display()),
+            None => u.to_string(),
+        })
+        .collect();
+    if uris.is_empty() {
+        anyhow::bail!("site {site:?} has no ready, undrained hypervisor (see `provd hypervisors list --site {site}`)");
+    }
+    Ok(uris)
 }
 
 fn deploy(d: Deploy) -> anyhow::Result<()> {

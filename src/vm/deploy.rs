@@ -89,6 +89,7 @@ pub fn deploy(
             free_memory_mib: info.free_memory_mib,
             has_template: template.is_some(),
             name_taken: h.info(req.name).is_ok(),
+            domains: info.domains,
         });
         hosts.push((h, template));
     }

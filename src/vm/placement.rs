@@ -1,6 +1,7 @@
 //! Where `provd vm deploy` puts a new VM (pure): among the hypervisors that hold the
 //! template and have no domain of that name yet, the one with the most free memory,
-//! provided the VM's memory fits in it (Salt's `virt.init` places the same way).
+//! provided the VM's memory fits in it (Salt's `virt.init` places the same way); on equal
+//! free memory, the one with fewer domains.
 
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -8,6 +9,8 @@ pub struct Candidate {
     pub free_memory_mib: u64,
     pub has_template: bool,
     pub name_taken: bool,
+    /// Domains defined there (the tie-break).
+    pub domains: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,7 +42,11 @@ pub fn choose(cands: &[Candidate], template: &str, name: &str, need_mib: u64) ->
         .iter()
         .enumerate()
         .filter(|(_, c)| c.has_template)
-        .max_by_key(|(_, c)| c.free_memory_mib)
+        .max_by(|(_, a), (_, b)| {
+            a.free_memory_mib
+                .cmp(&b.free_memory_mib)
+                .then(b.domains.cmp(&a.domains))
+        })
         .ok_or_else(|| PlacementError::NoTemplate(template.into()))?;
     if best.free_memory_mib < need_mib {
         return Err(PlacementError::NoRoom {
@@ -61,7 +68,18 @@ mod tests {
             free_memory_mib: free,
             has_template,
             name_taken: false,
+            domains: 0,
         }
+    }
+
+    #[test]
+    fn equal_free_memory_goes_to_the_host_with_fewer_domains() {
+        let mut a = c("a", 8000, true);
+        a.domains = 5;
+        let mut b = c("b", 8000, true);
+        b.domains = 2;
+        assert_eq!(choose(&[a.clone(), b.clone()], "t", "vm", 1), Ok(1));
+        assert_eq!(choose(&[b, a], "t", "vm", 1), Ok(0));
     }
 
     #[test]

@@ -247,6 +247,38 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     );
     assert_eq!(lva.virsh(&["domstate", "web1"]).trim(), "running");
     assert!(!lvb.virsh(&["list", "--all", "--name"]).contains("web1"));
+
+    // The site's VMs across the pool, with where each runs.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &daemon.ns, common::provd_bin(), "vm", "list", "--json"])
+        .args(["--site", "pl", "--pkipath", &operator.display().to_string(), "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut where_: Vec<(String, String, String)> = listed
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_string(),
+                d["state"].as_str().unwrap().to_string(),
+                d["hypervisor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    where_.sort();
+    let on_a = "qemu+tls://hva.pl.test/system".to_string();
+    assert_eq!(
+        where_,
+        [
+            ("mover".to_string(), "running".to_string(), on_a.clone()),
+            ("tmpl".to_string(), "shutoff".to_string(), on_a.clone()),
+            ("web1".to_string(), "running".to_string(), on_a.clone()),
+        ]
+    );
     drop(lva);
     drop(lvb);
 }

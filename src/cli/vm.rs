@@ -21,6 +21,15 @@ pub enum VmCommand {
         target: Target,
         #[arg(long)]
         json: bool,
+        /// Every domain on the site's ready hypervisors in provd's pool (drained ones too:
+        /// their VMs are still somewhere), instead of --connect's.
+        #[arg(long)]
+        site: Option<String>,
+        /// With --site: the libvirt client credentials (as for `deploy --site`).
+        #[arg(long)]
+        pkipath: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        server: super::ServerTarget,
     },
     /// One domain (`--xml` for its libvirt XML).
     Info {
@@ -196,7 +205,14 @@ pub enum VmCommand {
 
 pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        VmCommand::List { target, json } => {
+        VmCommand::List {
+            site: Some(site),
+            pkipath,
+            json,
+            server,
+            ..
+        } => list_site(&server, &site, pkipath.as_deref(), json)?,
+        VmCommand::List { target, json, .. } => {
             let list = Hypervisor::connect(&target.connect)?.list()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -509,23 +525,75 @@ struct Deploy {
     server: super::ServerTarget,
 }
 
+/// `vm list --site`: the domains of every ready hypervisor of `site`, with where they run.
+fn list_site(
+    server: &super::ServerTarget,
+    site: &str,
+    pkipath: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for uri in pool_uris(server, site, pkipath, true)? {
+        let host = vm::deploy::uri_for_source(&uri).to_string();
+        match Hypervisor::connect(&uri).and_then(|h| h.list()) {
+            Ok(list) => rows.extend(list.into_iter().map(|d| (host.clone(), d))),
+            Err(e) => eprintln!("provd: {host}: {e}"),
+        }
+    }
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(h, d)| {
+                let mut v = serde_json::to_value(d).unwrap_or_default();
+                v["hypervisor"] = serde_json::Value::String(h.clone());
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{:<24} {:<10} {:>5} {:>10}  HYPERVISOR",
+            "NAME", "STATE", "VCPUS", "MEMORY"
+        );
+        for (h, d) in &rows {
+            println!(
+                "{:<24} {:<10} {:>5} {:>7} MiB  {h}",
+                d.name, d.state, d.vcpus, d.memory_mib
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The ready hypervisors of `site` in the running provd's pool, as URIs (with
+/// `include_drained`, drained ones too).
+fn pool_uris(
+    server: &super::ServerTarget,
+    site: &str,
+    pkipath: Option<&std::path::Path>,
+    include_drained: bool,
+) -> anyhow::Result<Vec<String>> {
+    let api = server.api()?;
+    let pool: Vec<serde_json::Value> = api.require(api.get("/api/hypervisors")?)?;
+    Ok(pool
+        .iter()
+        .filter(|h| h["site"] == site && h["status"] == "ready")
+        .filter(|h| include_drained || h["drained"] != true)
+        .filter_map(|h| h["uri"].as_str())
+        .map(|u| match pkipath {
+            Some(p) => format!("{u}?pkipath={}", p.display()),
+            None => u.to_string(),
+        })
+        .collect())
+}
+
 /// The ready, undrained hypervisors of `site` in the running provd's pool, as URIs.
 fn site_hypervisors(
     server: &super::ServerTarget,
     site: &str,
     pkipath: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<String>> {
-    let api = server.api()?;
-    let pool: Vec<serde_json::Value> = api.require(api.get("/api/hypervisors")?)?;
-    let uris: Vec<String> = pool
-        .iter()
-        .filter(|h| h["site"] == site && h["status"] == "ready" && h["drained"] != true)
-        .filter_map(|h| h["uri"].as_str())
-        .map(|u| match pkipath {
-            Some(p) => format!("{u}?pkipath={}", p.display()),
-            None => u.to_string(),
-        })
-        .collect();
+    let uris = pool_uris(server, site, pkipath, false)?;
     if uris.is_empty() {
         anyhow::bail!("site {site:?} has no ready, undrained hypervisor (see `provd hypervisors list --site {site}`)");
     }

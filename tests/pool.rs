@@ -16,7 +16,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const HOSTS: &str = "127.0.0.1 localhost\n10.96.0.11 hva.pl.test hva\n10.96.0.12 hvb.pl.test hvb\n";
+const HOSTS: &str =
+    "127.0.0.1 localhost\n10.96.0.11 hva.pl.test hva\n10.96.0.12 hvb.pl.test hvb\n10.96.0.13 hvc.pl.test hvc\n";
 
 /// One hypervisor's /etc/pki, made as its kickstart's %post would: keys here, certificates
 /// from provd for its install token, asked from its own address.
@@ -89,20 +90,22 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     ]);
     let br = Netns::new("plbr");
     let (p, a, b) = (Netns::new("pls"), Netns::new("pla"), Netns::new("plb"));
+    let c = Netns::new("plc");
     br.sh("ip link add pbr0 type bridge && ip link set pbr0 up");
     for (ns, ifname, port, addr) in [
         (&p, "pp", "xp", "10.96.0.1/24"),
         (&a, "pa", "xa", "10.96.0.11/24"),
         (&b, "pb", "xb", "10.96.0.12/24"),
+        (&c, "pc", "xc", "10.96.0.13/24"),
     ] {
         veth(ns, ifname, addr, &br, port, "");
         br.sh(&format!("ip link set {port} master pbr0"));
     }
-    let _hosts: Vec<NetnsHosts> = [&p, &a, &b].iter().map(|ns| NetnsHosts::new(ns, HOSTS)).collect();
+    let _hosts: Vec<NetnsHosts> = [&p, &a, &b, &c].iter().map(|ns| NetnsHosts::new(ns, HOSTS)).collect();
 
     let w = Workdir::new();
     std::fs::create_dir_all(w.path("assets")).unwrap();
-    let (mac_a, mac_b) = ("52:54:00:00:96:0a", "52:54:00:00:96:0b");
+    let (mac_a, mac_b, mac_c) = ("52:54:00:00:96:0a", "52:54:00:00:96:0b", "52:54:00:00:96:0c");
     let site = SiteBuilder::new("pl", "10.96.0.1")
         .listen("pp")
         .subnet(
@@ -111,7 +114,8 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
             &["domain = \"pl.test\""],
         )
         .host(mac_a, "hva", &["ip = \"10.96.0.11\"", "profile = \"el9-kvm\""])
-        .host(mac_b, "hvb", &["ip = \"10.96.0.12\"", "profile = \"el9-kvm\""]);
+        .host(mac_b, "hvb", &["ip = \"10.96.0.12\"", "profile = \"el9-kvm\""])
+        .host(mac_c, "hvc", &["ip = \"10.96.0.13\"", "profile = \"el9-kvm\""]);
     let cfg = w.write("site.toml", &builder::config(&w.path("assets"), &[site.toml()]));
     let state = w.path("state");
     provd_ok(&["pki", "init", "--pki-dir", &state.join("pki").display().to_string()]);
@@ -121,9 +125,45 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     let (da, db) = (w.path("hva"), w.path("hvb"));
     let token_a = enrol(&a, "hva", mac_a, &da.join("pki"));
     let token_b = enrol(&b, "hvb", mac_b, &db.join("pki"));
+    // C enrols too, but its libvirtd presents a server certificate from another CA.
+    let dc = w.path("hvc");
+    let token_c = enrol(&c, "hvc", mac_c, &dc.join("pki"));
+    let other = w.path("other-ca");
+    provd_ok(&["pki", "init", "--pki-dir", &other.display().to_string()]);
+    let other_ca = provd::pki::Ca::load(&other).unwrap();
+    // Its whole /etc/pki from that CA (libvirtd checks its own certificates against it).
+    std::fs::write(dc.join("pki/CA/cacert.pem"), other_ca.cert_pem()).unwrap();
+    for (role, name) in [
+        (provd::pki::Role::Server, "server"),
+        (provd::pki::Role::Client, "client"),
+    ] {
+        let key = dc.join(format!("pki/libvirt/private/{name}key.pem"));
+        let csr = run(Command::new("openssl")
+            .args(["req", "-new", "-subj", "/CN=hvc.pl.test", "-key"])
+            .arg(&key));
+        let cert = other_ca
+            .sign_host(
+                &String::from_utf8_lossy(&csr.stdout),
+                &provd::pki::HostIdentity {
+                    fqdn: "hvc.pl.test".into(),
+                    short: "hvc".into(),
+                    addresses: vec!["10.96.0.13".parse().unwrap()],
+                    unit: "site pl".into(),
+                },
+                role,
+                30,
+            )
+            .unwrap();
+        std::fs::write(dc.join(format!("pki/libvirt/{name}cert.pem")), cert.pem).unwrap();
+    }
     let lva = Libvirtd::start_with(&a, &da, Some((&da.join("pki"), "10.96.0.11")));
     let lvb = Libvirtd::start_with(&b, &db, Some((&db.join("pki"), "10.96.0.12")));
-    for (ns, name, ip, token) in [(&a, "hva", "11", &token_a), (&b, "hvb", "12", &token_b)] {
+    let lvc = Libvirtd::start_with(&c, &dc, Some((&dc.join("pki"), "10.96.0.13")));
+    for (ns, name, ip, token) in [
+        (&a, "hva", "11", &token_a),
+        (&b, "hvb", "12", &token_b),
+        (&c, "hvc", "13", &token_c),
+    ] {
         let out = ns
             .cmd("curl")
             .args(["-fsS", "-X", "POST", "--data", "test hypervisor up"])
@@ -146,6 +186,19 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
         assert!(h["capacity"]["memory_mib"].as_u64().unwrap() > 0, "{h}");
         assert_eq!(h["uri"], format!("qemu+tls://{name}.pl.test/system"));
     }
+
+    // C answers with a certificate provd's CA did not sign: not ready, and why.
+    let h = wait_until("hvc checked", Duration::from_secs(60), || {
+        hv(&daemon, "hvc").filter(|h| h["state"] != serde_json::Value::Null)
+    });
+    assert_eq!(
+        (h["status"].as_str(), h["state"].as_str()),
+        (Some("installed"), Some("tls")),
+        "{h}"
+    );
+    eprintln!("hvc: {}", h["reason"]);
+    assert!(h["reason"].as_str().unwrap().contains("certificate"), "{h}");
+    drop(lvc);
 
     // A diskless TCG guest on A: SeaBIOS finds nothing to boot and keeps running.
     let xml = w.write(

@@ -332,6 +332,118 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
             ("web1".to_string(), "running".to_string(), on_a.clone()),
         ]
     );
+
+    // Template push: a template with a 4 MiB disk on A reaches B (drained, but ready)
+    // through libvirt's storage streams; C (not ready) is left alone.
+    for lv in [&lva, &lvb] {
+        lv.virsh(&[
+            "pool-define-as",
+            "default",
+            "dir",
+            "--target",
+            "/var/lib/libvirt/images",
+        ]);
+        lv.virsh(&["pool-start", "default"]);
+    }
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let data_file = w.path("tdisk.raw");
+    std::fs::write(&data_file, &data).unwrap();
+    lva.virsh(&["vol-create-as", "default", "tdisk.raw", "4M", "--format", "raw"]);
+    lva.virsh(&[
+        "vol-upload",
+        "--pool",
+        "default",
+        "tdisk.raw",
+        &data_file.display().to_string(),
+    ]);
+    let tdisk = w.write(
+        "tdisk.xml",
+        "<domain type='qemu'><name>tdisk</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='pc'>hvm</type></os><devices>\
+         <disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+         <source file='/var/lib/libvirt/images/tdisk.raw'/><target dev='vda' bus='virtio'/></disk>\
+         </devices></domain>",
+    );
+    lva.virsh(&["define", &tdisk.display().to_string()]);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &daemon.ns,
+            common::provd_bin(),
+            "vm",
+            "template",
+            "push",
+            "tdisk",
+        ])
+        .args([
+            "--site",
+            "pl",
+            "--json",
+            "--pkipath",
+            &operator.display().to_string(),
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "push: {}", String::from_utf8_lossy(&out.stderr));
+    let pushed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let want = sha256(&data);
+    assert_eq!(pushed.len(), 1, "{pushed:?}");
+    assert_eq!(pushed[0]["hypervisor"], "qemu+tls://hvb.pl.test/system");
+    assert_eq!(pushed[0]["disks"][0]["sha256"], want.as_str(), "{pushed:?}");
+    // B has it, and its disk (read back with virsh, not provd) is the same bytes.
+    assert!(lvb.virsh(&["list", "--all", "--name"]).contains("tdisk"));
+    let copy = w.path("copy.raw");
+    lvb.virsh(&[
+        "vol-download",
+        "--pool",
+        "default",
+        "tdisk.raw",
+        &copy.display().to_string(),
+    ]);
+    assert_eq!(sha256(&std::fs::read(&copy).unwrap()), want);
+    // A second push finds nothing to do.
+    let again = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &daemon.ns,
+            common::provd_bin(),
+            "vm",
+            "template",
+            "push",
+            "tdisk",
+        ])
+        .args(["--site", "pl", "--pkipath", &operator.display().to_string(), "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("every ready hypervisor of site pl has tdisk"));
     drop(lva);
     drop(lvb);
+}
+
+/// sha256sum (coreutils) of `data`: a checksum provd did not compute.
+fn sha256(data: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let mut child = out.unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), data).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }

@@ -8,6 +8,7 @@ mod hosts;
 mod hypervisors;
 mod leases;
 mod pki;
+mod template;
 mod vm;
 
 use crate::config;

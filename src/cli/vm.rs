@@ -15,6 +15,11 @@ pub struct Target {
 
 #[derive(Subcommand)]
 pub enum VmCommand {
+    /// Templates across a site's hypervisors (`push`).
+    Template {
+        #[command(subcommand)]
+        command: super::template::TemplateCommand,
+    },
     /// Every domain with its state, vCPUs and memory.
     List {
         #[command(flatten)]
@@ -205,6 +210,11 @@ pub enum VmCommand {
 
 pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        VmCommand::Template { command } => {
+            if !super::template::run(command)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         VmCommand::List {
             site: Some(site),
             pkipath,
@@ -567,7 +577,7 @@ fn list_site(
 
 /// The ready hypervisors of `site` in the running provd's pool, as URIs (with
 /// `include_drained`, drained ones too).
-fn pool_uris(
+pub(super) fn pool_uris(
     server: &super::ServerTarget,
     site: &str,
     pkipath: Option<&std::path::Path>,

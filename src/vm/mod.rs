@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod metadata;
 pub mod migrate;
 pub mod placement;
+pub mod push;
 pub mod storage;
 pub mod sysprep;
 pub mod xml;

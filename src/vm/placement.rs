@@ -17,7 +17,9 @@ pub struct Candidate {
 pub enum PlacementError {
     #[error("no hypervisor was given")]
     NoCandidates,
-    #[error("no hypervisor holds the template {0:?}")]
+    #[error(
+        "no candidate hypervisor holds the template {0:?} (copy it there first: provd vm template push {0} --site SITE)"
+    )]
     NoTemplate(String),
     #[error("a domain named {name:?} already exists on {uris}")]
     NameTaken { name: String, uris: String },

@@ -335,26 +335,20 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
 
     // Template push: a template with a 4 MiB disk on A reaches B (drained, but ready)
     // through libvirt's storage streams; C (not ready) is left alone.
+    // Transient pools (pool-create-as): nothing is written to the machine's /etc/libvirt.
     for lv in [&lva, &lvb] {
-        lv.virsh(&[
-            "pool-define-as",
-            "default",
-            "dir",
-            "--target",
-            "/var/lib/libvirt/images",
-        ]);
-        lv.virsh(&["pool-start", "default"]);
+        lv.virsh(&["pool-create-as", "tpool", "dir", "--target", "/var/lib/libvirt/images"]);
     }
     let data: Vec<u8> = (0..4u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     let data_file = w.path("tdisk.raw");
     std::fs::write(&data_file, &data).unwrap();
-    lva.virsh(&["vol-create-as", "default", "tdisk.raw", "4M", "--format", "raw"]);
+    lva.virsh(&["vol-create-as", "tpool", "tdisk.raw", "4M", "--format", "raw"]);
     lva.virsh(&[
         "vol-upload",
         "--pool",
-        "default",
+        "tpool",
         "tdisk.raw",
         &data_file.display().to_string(),
     ]);
@@ -403,7 +397,7 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     lvb.virsh(&[
         "vol-download",
         "--pool",
-        "default",
+        "tpool",
         "tdisk.raw",
         &copy.display().to_string(),
     ]);

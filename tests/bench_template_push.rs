@@ -74,9 +74,13 @@ fn template_push_provd_vs_virsh_pipe() {
         .args(["create", "-q", "-f", "qcow2"])
         .arg(&made)
         .arg(format!("{}G", gib * 2)));
-    run(Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", &format!("write -P 0x5a 0 {gib}G")])
-        .arg(&made));
+    // qemu-io writes at most 2 GiB - 512 at once: a GiB per command.
+    let mut io = Command::new("qemu-io");
+    io.args(["-f", "qcow2"]);
+    for g in 0..gib {
+        io.args(["-c", &format!("write -P 0x5a {g}G 1G")]);
+    }
+    run(io.arg(&made));
     let bytes = std::fs::metadata(&made).unwrap().len();
     lva.virsh(&[
         "vol-create-as",

@@ -301,6 +301,34 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     assert_eq!(lva.virsh(&["domstate", "web1"]).trim(), "running");
     assert!(!lvb.virsh(&["list", "--all", "--name"]).contains("web1"));
 
+    // A ready hypervisor that runs VMs is not reinstalled without --force, and the refusal
+    // names what would be destroyed (asked of its libvirt now).
+    let refused = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &daemon.ns,
+            common::provd_bin(),
+            "hosts",
+            "reinstall",
+            "hva",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && said.contains("hva is ready")
+            && said.contains("--force")
+            && said.contains("mover")
+            && said.contains("web1"),
+        "{said}"
+    );
+
     // The site's VMs across the pool, with where each runs.
     let out = Command::new("ip")
         .args(["netns", "exec", &daemon.ns, common::provd_bin(), "vm", "list", "--json"])

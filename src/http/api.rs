@@ -249,7 +249,7 @@ async fn reinstall(
     match inv.reinstall(mac, q.force).await {
         // Name what a reinstall would destroy, when the pool saw it running.
         Err(e @ InventoryError::Installed { .. }) => {
-            let running = s.pool.running_on(mac);
+            let running = s.pool.running_on(mac).await;
             let also = if running.is_empty() {
                 String::new()
             } else {

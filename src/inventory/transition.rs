@@ -288,9 +288,10 @@ pub fn event(
 }
 
 /// Operator: install again at the next network boot, and let that install wipe an earlier
-/// one. An installed or ready host is refused without `force` (it may be in service).
+/// one. An installed or ready host is refused without `force` (it may be in service),
+/// unless it is drained (its VMs were moved away on purpose).
 pub fn reinstall(r: &HostRecord, force: bool, now: u64) -> Result<HostRecord, InventoryError> {
-    if matches!(r.status, Status::Installed | Status::Ready) && !force {
+    if matches!(r.status, Status::Installed | Status::Ready) && !force && !r.drained {
         // When the host entered its current status (the first of the latest run of
         // history entries with that status).
         let since = r
@@ -449,6 +450,9 @@ mod tests {
         assert!(next.install.as_ref().unwrap().wipe_allowed);
         let done = event(&next, "t3", InstallEvent::Installed, "", 19).unwrap();
         assert!(!done.wipe_allowed, "the permission was for one install");
+        // A drained one was taken out of service on purpose: no force needed either.
+        let drained = set_drained(&done, true, 20);
+        assert!(reinstall(&drained, false, 20).is_ok());
         // A failed host is not in service: no force needed.
         let failed = {
             let (_, n) = boot(Some(&set_netboot(&done, true, 20)), h.mac, true, 100, 21, || {

@@ -136,15 +136,30 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The running domains the last check saw on `mac` (empty when unknown).
-    pub fn running_on(&self, mac: MacAddr) -> Vec<String> {
-        self.checks
-            .read()
-            .unwrap()
-            .get(&mac)
-            .and_then(|c| c.capacity.as_ref())
-            .map(|c| c.running.clone())
-            .unwrap_or_default()
+    /// The domains running on `mac` now: asked of its libvirt when the pool reaches it
+    /// (10 s at most), else what the last check saw (empty when unknown).
+    pub async fn running_on(&self, mac: MacAddr) -> Vec<String> {
+        let (uri, cached) = {
+            let checks = self.checks.read().unwrap();
+            let Some(c) = checks.get(&mac) else {
+                return Vec::new();
+            };
+            let cached = c.capacity.as_ref().map(|c| c.running.clone()).unwrap_or_default();
+            (c.uri.clone(), cached)
+        };
+        let Some(pki) = self.pki_dir.read().unwrap().clone() else {
+            return cached;
+        };
+        let uri = format!("{uri}?pkipath={}", pki.display());
+        let live = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::task::spawn_blocking(move || probe(&uri).map(|c| c.running)),
+        )
+        .await;
+        match live {
+            Ok(Ok(Ok(running))) => running,
+            _ => cached,
+        }
     }
 
     /// Where provd's libvirt client credentials are (set when the pool starts).

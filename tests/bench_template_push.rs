@@ -7,35 +7,11 @@
 mod common;
 
 use common::libvirtd::Libvirtd;
+use common::libvirtd::host_pki;
 use common::{Netns, NetnsHosts, Workdir, provd_bin, run, veth};
-use provd::pki::{Ca, HostIdentity, Role};
-use std::path::Path;
+use provd::pki::Ca;
 use std::process::Command;
 use std::time::Instant;
-
-fn host_pki(ca: &Ca, dir: &Path, fqdn: &str, ip: &str) {
-    let private = dir.join("libvirt/private");
-    std::fs::create_dir_all(&private).unwrap();
-    std::fs::create_dir_all(dir.join("CA")).unwrap();
-    std::fs::write(dir.join("CA/cacert.pem"), ca.cert_pem()).unwrap();
-    let host = HostIdentity {
-        fqdn: fqdn.into(),
-        short: fqdn.split('.').next().unwrap().into(),
-        addresses: vec![ip.parse().unwrap()],
-        unit: "site b".into(),
-    };
-    for (role, name) in [(Role::Server, "server"), (Role::Client, "client")] {
-        let key = private.join(format!("{name}key.pem"));
-        run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"));
-        let csr = run(Command::new("openssl")
-            .args(["req", "-new", "-subj", &format!("/CN={fqdn}"), "-key"])
-            .arg(&key));
-        let cert = ca
-            .sign_host(&String::from_utf8_lossy(&csr.stdout), &host, role, 30)
-            .unwrap();
-        std::fs::write(dir.join(format!("libvirt/{name}cert.pem")), cert.pem).unwrap();
-    }
-}
 
 #[test]
 #[ignore = "a benchmark: lab/bench/template-push.sh"]

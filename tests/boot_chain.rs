@@ -5,7 +5,7 @@
 mod common;
 
 use common::builder::{self, SiteBuilder};
-use common::{Daemon, Netns, Workdir, provd_bin, require_root_and_tools, veth};
+use common::{Daemon, Netns, Workdir, require_root_and_tools, veth};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
@@ -526,22 +526,7 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
         "history keeps the event: {show}"
     );
     // An installed host is not reinstalled by accident: the CLI says why and what to do.
-    let refused = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &b.daemon.ns,
-            provd_bin(),
-            "hosts",
-            "reinstall",
-            "hv81",
-            "--config",
-        ])
-        .arg(&b.daemon.config)
-        .arg("--state-dir")
-        .arg(&b.daemon.state_dir)
-        .output()
-        .unwrap();
+    let refused = b.daemon.cli_output(&["hosts", "reinstall", "hv81"]);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success() && said.contains("hv81 is installed") && said.contains("--force"),

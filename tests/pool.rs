@@ -226,22 +226,7 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     assert_eq!(hv(&daemon, "hva").unwrap()["drained"], true);
 
     // B cannot be drained while A is: the drain says what it could not move, and why.
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &daemon.ns,
-            common::provd_bin(),
-            "hypervisors",
-            "drain",
-            "hvb",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let out = daemon.cli_output(&["hypervisors", "drain", "hvb"]);
     let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && said.contains("mover: NOT moved: no ready, undrained hypervisor"),
@@ -275,24 +260,17 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
         "--pki-dir",
         &state.join("pki").display().to_string(),
     ]);
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &daemon.ns,
-            common::provd_bin(),
-            "vm",
-            "deploy",
-            "web1",
-            "--from",
-            "tmpl",
-        ])
-        .args(["--site", "pl", "--pkipath", &operator.display().to_string(), "--config"])
-        .arg(&cfg)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let out = daemon.cli_output(&[
+        "vm",
+        "deploy",
+        "web1",
+        "--from",
+        "tmpl",
+        "--site",
+        "pl",
+        "--pkipath",
+        &operator.display().to_string(),
+    ]);
     let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && said.contains("hva.pl.test"),
@@ -303,22 +281,7 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
 
     // A ready hypervisor that runs VMs is not reinstalled without --force, and the refusal
     // names what would be destroyed (asked of its libvirt now).
-    let refused = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &daemon.ns,
-            common::provd_bin(),
-            "hosts",
-            "reinstall",
-            "hva",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let refused = daemon.cli_output(&["hosts", "reinstall", "hva"]);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success()
@@ -330,14 +293,15 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     );
 
     // The site's VMs across the pool, with where each runs.
-    let out = Command::new("ip")
-        .args(["netns", "exec", &daemon.ns, common::provd_bin(), "vm", "list", "--json"])
-        .args(["--site", "pl", "--pkipath", &operator.display().to_string(), "--config"])
-        .arg(&cfg)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let out = daemon.cli_output(&[
+        "vm",
+        "list",
+        "--json",
+        "--site",
+        "pl",
+        "--pkipath",
+        &operator.display().to_string(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let mut where_: Vec<(String, String, String)> = listed
@@ -389,30 +353,17 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
          </devices></domain>",
     );
     lva.virsh(&["define", &tdisk.display().to_string()]);
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &daemon.ns,
-            common::provd_bin(),
-            "vm",
-            "template",
-            "push",
-            "tdisk",
-        ])
-        .args([
-            "--site",
-            "pl",
-            "--json",
-            "--pkipath",
-            &operator.display().to_string(),
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let out = daemon.cli_output(&[
+        "vm",
+        "template",
+        "push",
+        "tdisk",
+        "--site",
+        "pl",
+        "--json",
+        "--pkipath",
+        &operator.display().to_string(),
+    ]);
     assert!(out.status.success(), "push: {}", String::from_utf8_lossy(&out.stderr));
     let pushed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let want = sha256(&data);
@@ -431,23 +382,16 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     ]);
     assert_eq!(sha256(&std::fs::read(&copy).unwrap()), want);
     // A second push finds nothing to do.
-    let again = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &daemon.ns,
-            common::provd_bin(),
-            "vm",
-            "template",
-            "push",
-            "tdisk",
-        ])
-        .args(["--site", "pl", "--pkipath", &operator.display().to_string(), "--config"])
-        .arg(&cfg)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let again = daemon.cli_output(&[
+        "vm",
+        "template",
+        "push",
+        "tdisk",
+        "--site",
+        "pl",
+        "--pkipath",
+        &operator.display().to_string(),
+    ]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("every ready hypervisor of site pl has tdisk"));
     drop(lva);
     drop(lvb);

@@ -160,15 +160,7 @@ fn callback(p: &Pair, n: u8, token: &str, event: &str) -> String {
 }
 
 fn cli_fails(d: &Daemon, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &d.ns, provd_bin()])
-        .args(args)
-        .arg("--config")
-        .arg(&d.config)
-        .arg("--state-dir")
-        .arg(&d.state_dir)
-        .output()
-        .unwrap();
+    let out = d.cli_output(args);
     assert!(!out.status.success(), "{args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).to_string()
 }

@@ -9,6 +9,7 @@
 //! which also ends the mount namespace; the Netns guard then deletes the namespace.
 
 use super::{Netns, run};
+use provd::pki::{Ca, HostIdentity, Role};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -125,5 +126,30 @@ impl Drop for Libvirtd {
         if std::thread::panicking() {
             eprintln!("--- libvirtd log ---\n{}", self.log_text());
         }
+    }
+}
+
+/// /etc/pki for one host: provd's CA, a server and a client certificate for `fqdn`.
+pub fn host_pki(ca: &Ca, dir: &Path, fqdn: &str, ip: &str) {
+    let private = dir.join("libvirt/private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::create_dir_all(dir.join("CA")).unwrap();
+    std::fs::write(dir.join("CA/cacert.pem"), ca.cert_pem()).unwrap();
+    let host = HostIdentity {
+        fqdn: fqdn.into(),
+        short: fqdn.split('.').next().unwrap().into(),
+        addresses: vec![ip.parse().unwrap()],
+        unit: "site test".into(),
+    };
+    for (role, name) in [(Role::Server, "server"), (Role::Client, "client")] {
+        let key = private.join(format!("{name}key.pem"));
+        run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"));
+        let csr = run(Command::new("openssl")
+            .args(["req", "-new", "-subj", &format!("/CN={fqdn}"), "-key"])
+            .arg(&key));
+        let cert = ca
+            .sign_host(&String::from_utf8_lossy(&csr.stdout), &host, role, 30)
+            .unwrap();
+        std::fs::write(dir.join(format!("libvirt/{name}cert.pem")), cert.pem).unwrap();
     }
 }

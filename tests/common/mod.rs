@@ -298,15 +298,24 @@ impl Daemon {
         }
     }
 
-    /// Run a provd client command inside the daemon's namespace.
+    /// Run a provd client command inside the daemon's namespace; it must succeed.
     pub fn cli(&self, args: &[&str]) -> Output {
+        run(&mut self.cli_command(args))
+    }
+
+    /// The same, for a command that may fail (its output either way).
+    pub fn cli_output(&self, args: &[&str]) -> Output {
+        self.cli_command(args).output().unwrap()
+    }
+
+    fn cli_command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns, provd_bin()]).args(args);
         c.arg("--config")
             .arg(&self.config)
             .arg("--state-dir")
             .arg(&self.state_dir);
-        run(&mut c)
+        c
     }
 
     pub fn leases(&self) -> Vec<serde_json::Value> {

@@ -133,7 +133,8 @@ fn clone_sysprep_deploy_and_migrate_refuse_a_running_or_missing_source_clearly()
     // deploy checks placement before it asks provd for a seed: no daemon is needed to refuse.
     let (ok, _, err) = vm(&["deploy", "web1", "--from", "nosuch", "--server", "127.0.0.1:9"]);
     assert!(
-        !ok && err.contains("no hypervisor holds the template \"nosuch\""),
+        !ok && err.contains("no candidate hypervisor holds the template \"nosuch\"")
+            && err.contains("provd vm template push nosuch"),
         "{err}"
     );
     let (ok, _, err) = vm(&["migrate", "test", "test:///default"]);

@@ -7,9 +7,8 @@
 mod common;
 
 use common::libvirtd::Libvirtd;
-use common::libvirtd::host_pki;
-use common::{Netns, NetnsHosts, Workdir, provd_bin, run, veth};
-use provd::pki::Ca;
+use common::libvirtd::{host_pki, test_ca};
+use common::{Netns, NetnsHosts, Workdir, run, veth};
 use std::process::Command;
 use std::time::Instant;
 
@@ -19,14 +18,7 @@ fn template_push_provd_vs_virsh_pipe() {
     let gib: u64 = std::env::var("DATA_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let rounds: u32 = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let w = Workdir::new();
-    let pki = w.path("ca");
-    run(Command::new(provd_bin()).args(["pki", "init", "--pki-dir"]).arg(&pki));
-    let ca = Ca::load(&pki).unwrap();
-    run(Command::new(provd_bin())
-        .args(["pki", "issue-client", "provd", "--pki-dir"])
-        .arg(&pki)
-        .arg("--out")
-        .arg(w.path("client")));
+    let ca = test_ca(&w);
     let (a, b) = (Netns::new("tpa"), Netns::new("tpb"));
     veth(&a, "ta", "10.233.0.1/24", &b, "tb", "10.233.0.2/24");
     let hosts = "127.0.0.1 localhost\n10.233.0.1 hva.b.test\n10.233.0.2 hvb.b.test\n";

@@ -8,10 +8,8 @@
 mod common;
 
 use common::libvirtd::Libvirtd;
-use common::libvirtd::host_pki;
-use common::{Netns, NetnsHosts, Workdir, provd_bin, require_root_and_tools, run, veth, wait_until};
-use provd::pki::Ca;
-use std::process::Command;
+use common::libvirtd::{host_pki, test_ca};
+use common::{Netns, NetnsHosts, Workdir, provd_bin, require_root_and_tools, veth, wait_until};
 use std::time::Duration;
 
 #[test]
@@ -25,14 +23,7 @@ fn live_peer_to_peer_tunnelled_migration_over_tls_and_a_refusal() {
         "unshare",
     ]);
     let w = Workdir::new();
-    let pki = w.path("ca");
-    run(Command::new(provd_bin()).args(["pki", "init", "--pki-dir"]).arg(&pki));
-    let ca = Ca::load(&pki).unwrap();
-    run(Command::new(provd_bin())
-        .args(["pki", "issue-client", "provd", "--pki-dir"])
-        .arg(&pki)
-        .arg("--out")
-        .arg(w.path("client")));
+    let ca = test_ca(&w);
 
     let (a, b) = (Netns::new("mig-a"), Netns::new("mig-b"));
     veth(&a, "va", "10.232.0.1/24", &b, "vb", "10.232.0.2/24");

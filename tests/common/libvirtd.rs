@@ -153,3 +153,18 @@ pub fn host_pki(ca: &Ca, dir: &Path, fqdn: &str, ip: &str) {
         std::fs::write(dir.join(format!("libvirt/{name}cert.pem")), cert.pem).unwrap();
     }
 }
+
+/// A CA made by `provd pki init` in `<w>/ca`, and provd's libvirt client credentials from it
+/// (`provd pki issue-client provd`) in `<w>/client`.
+pub fn test_ca(w: &super::Workdir) -> Ca {
+    let pki = w.path("ca");
+    run(Command::new(super::provd_bin())
+        .args(["pki", "init", "--pki-dir"])
+        .arg(&pki));
+    run(Command::new(super::provd_bin())
+        .args(["pki", "issue-client", "provd", "--pki-dir"])
+        .arg(&pki)
+        .arg("--out")
+        .arg(w.path("client")));
+    Ca::load(&pki).unwrap()
+}

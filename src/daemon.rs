@@ -28,6 +28,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 pub struct ServeOptions {
+    /// The config paths as given (a reload reads them again).
+    pub config_paths: Vec<PathBuf>,
     pub sites: Vec<String>,
     pub state_dir: Option<PathBuf>,
     pub api_listen: Option<SocketAddr>,
@@ -39,12 +41,18 @@ pub const TFTP_PORT: u16 = 69;
 /// bound to no socket: the daemon adds listeners; in-process tests call the routers, the
 /// TFTP server and the DHCP loop on it directly.
 pub struct Services {
-    pub config: Arc<Config>,
+    /// The config as of the last start or reload.
+    pub config: Arc<crate::live::Live<Config>>,
     pub served: Vec<String>,
     pub store: Store,
     pub leases: Leases,
     pub inventory: Arc<Inventory>,
-    pub boot: Arc<Boot>,
+    /// The boot policy of the current config (replaced by a reload).
+    pub boot: Arc<crate::live::Live<Boot>>,
+    /// The cap on BMC calls in flight.
+    pub power: Arc<crate::bmc::Power>,
+    /// `provd reload` and SIGHUP.
+    pub reloader: Arc<crate::reload::Reloader>,
     pub journal: Arc<crate::journal::Journal>,
     pub nocloud: Arc<crate::nocloud::Registry>,
     pub dhcp_stats: Arc<DhcpStats>,
@@ -64,7 +72,18 @@ pub struct Services {
 impl Services {
     /// Load templates, check assets, open the store and the inventory, restore leases, and
     /// load the CA if there is one. Every failure here is a startup failure.
-    pub fn build(config: Arc<Config>, sites: &[String], state_dir: &std::path::Path) -> anyhow::Result<Services> {
+    /// `config_paths`: what a reload reads again (the config's own files when empty).
+    pub fn build(
+        config: Arc<Config>,
+        config_paths: &[PathBuf],
+        sites: &[String],
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<Services> {
+        let config_paths = if config_paths.is_empty() {
+            &config.files[..]
+        } else {
+            config_paths
+        };
         let served = config.select_sites(sites).map_err(anyhow::Error::msg)?;
         let served_names: Vec<String> = served.iter().map(|s| s.name.clone()).collect();
 
@@ -137,12 +156,24 @@ impl Services {
         let ca = crate::pki::Ca::load(&pki_dir).ok().map(Arc::new);
         let nocloud =
             Arc::new(crate::nocloud::Registry::load(store.clone()).map_err(|e| anyhow::anyhow!("nocloud seeds: {e}"))?);
+        let boot = Arc::new(crate::live::Live::new(Arc::new(boot)));
+        let live_config = Arc::new(crate::live::Live::new(config.clone()));
+        let reloader = Arc::new(crate::reload::Reloader::new(
+            config_paths.to_vec(),
+            sites.to_vec(),
+            live_config.clone(),
+            boot.clone(),
+            inventory.clone(),
+            leases.clone(),
+        ));
         Ok(Services {
             served: served_names,
             store,
             leases,
             inventory,
-            boot: Arc::new(boot),
+            boot,
+            power: Default::default(),
+            reloader,
             journal,
             nocloud,
             dhcp_stats: Arc::new(crate::dhcp::stats::counters()),
@@ -150,7 +181,7 @@ impl Services {
             http_stats: Arc::new(HttpStats::new(crate::http::COUNTERS)),
             assets_root,
             api_token,
-            config,
+            config: live_config,
             replication: Default::default(),
             ca,
             pool: Default::default(),
@@ -178,6 +209,8 @@ impl Services {
             api_token: self.api_token.clone(),
             replication: self.replication.clone(),
             pool: self.pool.clone(),
+            reloader: self.reloader.clone(),
+            power: self.power.clone(),
         }
     }
 
@@ -213,7 +246,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     for n in config.notes() {
         tracing::warn!("{n}");
     }
-    let services = Services::build(config.clone(), &opts.sites, &state_dir)?;
+    let services = Services::build(config.clone(), &opts.config_paths, &opts.sites, &state_dir)?;
     let served = config.select_sites(&opts.sites).map_err(anyhow::Error::msg)?;
     let (store, leases, inventory) = (
         services.store.clone(),
@@ -258,8 +291,8 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             tasks.spawn(crate::pool::run(
                 services.pool.clone(),
                 inventory.clone(),
-                config.clone(),
-                services.boot.certificates.clone(),
+                services.config.clone(),
+                services.boot.get().certificates.clone(),
                 dir,
                 stop_rx.clone(),
             ));
@@ -303,7 +336,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             creds,
             crate::replication::link::Shared {
                 inventory: inventory.clone(),
-                certificates: services.boot.certificates.clone(),
+                certificates: services.boot.get().certificates.clone(),
                 nocloud: services.nocloud.clone(),
                 store: store.clone(),
             },
@@ -379,6 +412,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         failover_updates: Arc::new(failover_updates),
     };
     let mut dhcp = tokio::spawn(server::serve(shared, stop_rx.clone()));
+    tasks.spawn(reload_on_sighup(services.reloader.clone(), stop_rx.clone()));
     tasks.spawn(log_stats_periodically(dhcp_stats, stop_rx));
 
     let failed_store = services.store.clone();
@@ -454,6 +488,25 @@ async fn record_observations(inventory: Arc<Inventory>, mut rx: mpsc::Receiver<(
     while let Some((mac, obs)) = rx.recv().await {
         if let Err(e) = inventory.observe(mac, obs).await {
             tracing::error!("inventory: {e}");
+        }
+    }
+}
+
+/// SIGHUP = `provd reload`: the outcome goes to the log (the CLI shows it to the operator).
+async fn reload_on_sighup(reloader: Arc<crate::reload::Reloader>, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler: use `provd reload`");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = stop.changed() => return,
+        }
+        tracing::info!("SIGHUP: reloading the config");
+        if let Err(e) = reloader.reload().await {
+            tracing::error!("reload refused: {e}");
         }
     }
 }

@@ -5,6 +5,7 @@
 //! The library holds every module; `main.rs` is the thin command-line edge.
 
 pub mod assets;
+pub mod bmc;
 pub mod boot;
 pub mod cli;
 pub mod clock;
@@ -17,11 +18,13 @@ pub mod http;
 pub mod inventory;
 pub mod journal;
 pub mod lab;
+pub mod live;
 pub mod mac;
 pub mod nocloud;
 pub mod pki;
 pub mod pool;
 pub mod random;
+pub mod reload;
 pub mod render;
 pub mod replication;
 pub mod served_root;

@@ -39,7 +39,7 @@ fn fixture() -> Fixture {
     std::fs::write(assets.join("hello.txt"), "hello from provd\n").unwrap();
     let text = common::builder::config_with(&assets, &work.path("state"), &common::builder::fixture("loopback"));
     let cfg = provd::config::load_from_strs(&[(work.path("provd.toml"), text)]).unwrap();
-    let services = Services::build(Arc::new(cfg), &[], &work.path("state")).unwrap();
+    let services = Services::build(Arc::new(cfg), &[], &[], &work.path("state")).unwrap();
     Fixture { services, _work: work }
 }
 

@@ -67,7 +67,7 @@ fn now() -> i64 {
 
 impl Boot {
     fn ca(&self) -> Result<&Ca, BootError> {
-        self.ca.as_ref().ok_or(BootError::NoCa)
+        self.ca.as_deref().ok_or(BootError::NoCa)
     }
 
     /// Who the certificate is for: names from the config, addresses where provd knows the

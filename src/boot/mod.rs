@@ -121,7 +121,7 @@ pub struct Boot {
     /// addresses a MAC holds (certificate SANs).
     leases: Arc<dyn LeaseLookup>,
     /// The CA that signs hosts' libvirt certificates, when `provd pki init` has made one.
-    ca: Option<Ca>,
+    ca: Option<Arc<Ca>>,
     /// What the CA issued and which requests wait for an operator.
     pub certificates: Arc<crate::pki::registry::Registry>,
 }
@@ -204,8 +204,22 @@ impl Boot {
 
     /// Sign hosts' CSRs with `ca`; SANs include the addresses the host holds leases on.
     pub fn with_pki(mut self, ca: Ca) -> Self {
-        self.ca = Some(ca);
+        self.ca = Some(Arc::new(ca));
         self
+    }
+
+    /// The same policy over a reloaded config and its templates: inventory, leases, CA and
+    /// certificate registry are shared with `self` (they are state, not config).
+    pub fn with_config(&self, config: Arc<Config>, served: Vec<String>, renderer: Renderer) -> Boot {
+        Boot {
+            config,
+            served,
+            renderer,
+            inventory: self.inventory.clone(),
+            leases: self.leases.clone(),
+            ca: self.ca.clone(),
+            certificates: self.certificates.clone(),
+        }
     }
 
     /// The addresses `host` is known at: its reservation and the address its MAC holds a
@@ -259,7 +273,7 @@ impl Boot {
 
     /// The CA certificate hosts and clients must trust, if this provd has a CA.
     pub fn ca_pem(&self) -> Option<&str> {
-        self.ca.as_ref().map(Ca::cert_pem)
+        self.ca.as_deref().map(Ca::cert_pem)
     }
 
     /// Every profile's kickstart must exist as a template: checked at start, not at the
@@ -462,6 +476,16 @@ fn generated_name(path: &str) -> Option<Generated> {
             .map(|n| Generated::ByIp(format, Ipv4Addr::from(n)));
     }
     None
+}
+
+/// TFTP asks whichever policy is current when a request arrives (a reload swaps it).
+impl GeneratedFiles for crate::live::Live<Boot> {
+    fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a> {
+        Box::pin(async move {
+            let boot = self.get();
+            boot.generate(client, path).await
+        })
+    }
 }
 
 impl GeneratedFiles for Boot {

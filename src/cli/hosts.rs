@@ -27,12 +27,17 @@ pub enum HostsCommand {
     },
     /// Install the host again at its next network boot (state -> assigned, netboot on).
     /// This install may wipe an earlier provd install on its disks (the kickstart's %pre
-    /// refuses that otherwise). Refused for an installed host unless --force.
+    /// refuses that otherwise). Refused for an installed host unless --force. With --power,
+    /// provd also makes it boot now: one-time PXE and a power cycle through its BMC.
     Reinstall {
-        host: String,
+        #[command(flatten)]
+        select: super::power::Selection,
         /// Reinstall even though the inventory says the host is installed (in service).
         #[arg(long)]
         force: bool,
+        /// Then set a one-time PXE boot and power-cycle the host through its BMC.
+        #[arg(long)]
+        power: bool,
         #[command(flatten)]
         target: ServerTarget,
     },
@@ -115,7 +120,16 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        HostsCommand::Reinstall { host, force, target } => {
+        HostsCommand::Reinstall {
+            select,
+            force,
+            power,
+            target,
+        } => {
+            if power || select.hosts.len() != 1 || select.json {
+                return super::power::reinstall(&select, force, power, &target);
+            }
+            let host = select.hosts[0].clone();
             let api = target.api()?;
             let path = if force {
                 format!("/api/hosts/{host}/reinstall?force=true")

@@ -8,6 +8,7 @@ mod hosts;
 mod hypervisors;
 mod leases;
 mod pki;
+mod power;
 mod template;
 mod vm;
 
@@ -106,6 +107,23 @@ enum Command {
     Hypervisors {
         #[command(subcommand)]
         command: hypervisors::HypervisorsCommand,
+    },
+    /// Power control through hosts' BMCs (Redfish or IPMI, `bmc = {...}` in the host entry).
+    Power {
+        #[command(subcommand)]
+        command: power::PowerCommand,
+    },
+    /// Make the running daemon read its config again (as SIGHUP does): the whole set is
+    /// checked like `provd check`; hosts, profiles, variables, templates and subnet options
+    /// apply at once, without dropping leases, transfers or the failover connection. A config
+    /// with an error, or a change only a restart can make (listeners, [daemon], failover,
+    /// pools), changes nothing and is reported.
+    Reload {
+        #[command(flatten)]
+        target: ServerTarget,
+        /// Print the daemon's JSON report.
+        #[arg(long)]
+        json: bool,
     },
     /// DHCP failover: the state of each relationship; declare a partner down.
     Failover {
@@ -268,6 +286,8 @@ pub fn main() -> ExitCode {
         Command::Leases { command } => leases::run(command),
         Command::Stats { target, json } => leases::stats(&target, json),
         Command::Failover { command } => failover::run(command),
+        Command::Reload { target, json } => reload(&target, json),
+        Command::Power { command } => power::run(command),
         Command::Hypervisors { command } => hypervisors::run(command),
         Command::Hosts { command } => hosts::run(command),
         Command::Render {
@@ -319,11 +339,42 @@ fn serve(
     rt.block_on(crate::daemon::run(
         cfg,
         crate::daemon::ServeOptions {
+            config_paths: config,
             sites,
             state_dir,
             api_listen,
         },
     ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reload(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
+    let api = target.api()?;
+    let report: serde_json::Value = api.require(api.post("/api/reload")?)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = |k: &str| {
+        let v: Vec<&str> = report[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_str())
+            .collect();
+        if v.is_empty() { "none".to_string() } else { v.join(", ") }
+    };
+    println!(
+        "reloaded (generation {}): {} file(s); hosts added: {}; removed: {}; {} host record(s) updated",
+        report["generation"],
+        report["files"].as_array().map_or(0, Vec::len),
+        list("hosts_added"),
+        list("hosts_removed"),
+        report["records_changed"]
+    );
+    for n in report["notes"].as_array().into_iter().flatten() {
+        println!("note: {}", n.as_str().unwrap_or_default());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

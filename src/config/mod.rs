@@ -10,6 +10,7 @@
 
 mod index;
 mod model;
+pub mod reload;
 mod validate;
 mod wire;
 

@@ -97,7 +97,7 @@ impl Default for VmProfiles {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Daemon {
     pub state_dir: PathBuf,
     pub api_listen: SocketAddr,
@@ -113,6 +113,8 @@ pub struct Daemon {
     pub api_tls: bool,
     /// DNS names the admin listener's certificate carries (its address always is one).
     pub api_names: Vec<String>,
+    /// The BMC credentials file (`bmc::secrets`), if any host has a BMC.
+    pub bmc_secrets: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -266,6 +268,47 @@ pub struct Host {
     /// of it (new, or its state directory lost) starts it as installed, booting from its
     /// disk, instead of offering an install.
     pub installed: bool,
+    pub tags: Vec<String>,
+    pub bmc: Option<Bmc>,
+}
+
+/// How provd reaches a host's BMC. The credentials are a name: the secret itself lives in
+/// the `[daemon] bmc_secrets` file, never in a site config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bmc {
+    pub driver: BmcDriver,
+    pub address: String,
+    pub credentials: String,
+    pub tls: BmcTls,
+    pub system: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BmcDriver {
+    Redfish,
+    Ipmi,
+}
+
+impl BmcDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BmcDriver::Redfish => "redfish",
+            BmcDriver::Ipmi => "ipmi",
+        }
+    }
+}
+
+/// Which certificate a Redfish BMC may present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BmcTls {
+    /// Signed by a CA the web PKI trusts.
+    WebPki,
+    /// Signed by the CA in this PEM file.
+    CaFile(PathBuf),
+    /// Exactly this certificate (SHA-256 of its DER).
+    Pinned([u8; 32]),
+    /// Any certificate (`insecure = true`).
+    Insecure,
 }
 
 /// Option 93 values from RFC 4578 §2.1 and the IANA registry that firmware sends in practice.

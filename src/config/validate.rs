@@ -129,6 +129,40 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
         }
     }
 
+    // Top-level [[hosts]] (per-site host files) join their site once every site is known.
+    for (src, wire) in &parsed {
+        for (i, h) in wire.hosts.iter().enumerate() {
+            let hw = h.get_ref();
+            let Some(site_name) = &hw.site else {
+                errors.push(src.error(
+                    Some(h.span()),
+                    format!("hosts[{i}].site"),
+                    "a top-level [[hosts]] entry names its site: site = \"NAME\"",
+                ));
+                continue;
+            };
+            let Some((site, _)) = sites.get_mut(site_name.get_ref()) else {
+                let known: Vec<&str> = sites.keys().map(String::as_str).collect();
+                errors.push(src.error(
+                    Some(site_name.span()),
+                    format!("hosts[{i}].site"),
+                    format!("no site named {:?} (known: {})", site_name.get_ref(), known.join(", ")),
+                ));
+                continue;
+            };
+            let subnets = site.subnets.clone();
+            let ctx = HostContext {
+                site: site_name.get_ref(),
+                key: format!("hosts[{i}]"),
+                subnets: &subnets,
+                profiles: &profiles,
+            };
+            if let Some(host) = convert_host(src, &ctx, hw, &mut uniq, &mut errors) {
+                site.hosts.push(host);
+            }
+        }
+    }
+
     if errors.is_empty() && !sites.is_empty() && sites.values().all(|(s, _)| s.listen.is_empty()) {
         let (_, (_, first)) = sites.iter().next().expect("not empty");
         errors.push(ConfigError {
@@ -165,6 +199,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 pki_dir: None,
                 api_tls: false,
                 api_names: Vec::new(),
+                bmc_secrets: None,
             })
         }),
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
@@ -206,6 +241,7 @@ fn convert_daemon(d: &DaemonWire) -> Daemon {
         pki_dir: d.pki_dir.as_ref().map(PathBuf::from),
         api_tls: d.api_tls,
         api_names: d.api_names.clone(),
+        bmc_secrets: d.bmc_secrets.as_ref().map(PathBuf::from),
     }
 }
 
@@ -367,82 +403,22 @@ fn convert_site(
 
     let mut hosts = Vec::new();
     for (i, h) in w.hosts.iter().enumerate() {
-        let hkey = |rest: &str| key(&format!("hosts[{i}].{rest}"));
-        let h = h.get_ref();
-        let mac = match h.mac.get_ref().parse::<MacAddr>() {
-            Ok(m) => m,
-            Err(e) => {
-                errors.push(src.error(Some(h.mac.span()), hkey("mac"), e.to_string()));
-                continue;
-            }
+        if let Some(site) = &h.get_ref().site {
+            errors.push(src.error(
+                Some(site.span()),
+                key(&format!("hosts[{i}].site")),
+                "`site` belongs in a top-level [[hosts]] entry; inside [sites.NAME] the site is NAME",
+            ));
+        }
+        let ctx = HostContext {
+            site: name,
+            key: key(&format!("hosts[{i}]")),
+            subnets: &subnets,
+            profiles,
         };
-        if let Some(first) = uniq.macs.insert(mac, src.place(&h.mac.span())) {
-            errors.push(src.error(
-                Some(h.mac.span()),
-                hkey("mac"),
-                format!("duplicate MAC {mac} (first at {first})"),
-            ));
+        if let Some(host) = convert_host(src, &ctx, h.get_ref(), uniq, errors) {
+            hosts.push(host);
         }
-        let hostname = h.hostname.get_ref().to_ascii_lowercase();
-        if !valid_hostname(&hostname) {
-            errors.push(src.error(
-                Some(h.hostname.span()),
-                hkey("hostname"),
-                format!("{hostname:?} is not a valid host name (letters, digits, '-', '.' labels)"),
-            ));
-        }
-        if let Some(first) = uniq.hostnames.insert(hostname.clone(), src.place(&h.hostname.span())) {
-            errors.push(src.error(
-                Some(h.hostname.span()),
-                hkey("hostname"),
-                format!("duplicate hostname {hostname} (first at {first})"),
-            ));
-        }
-        let ip = h.ip.as_ref().map(|ip| {
-            let addr = *ip.get_ref();
-            if let Some(first) = uniq.reserved.insert(addr, src.place(&ip.span())) {
-                errors.push(src.error(
-                    Some(ip.span()),
-                    hkey("ip"),
-                    format!("duplicate reserved IP {addr} (first at {first})"),
-                ));
-            }
-            if !subnets.iter().any(|s| s.prefix.contains(&addr)) {
-                errors.push(src.error(
-                    Some(ip.span()),
-                    hkey("ip"),
-                    format!("reserved IP {addr} is outside every subnet of site {name}"),
-                ));
-            } else if subnets
-                .iter()
-                .any(|s| addr == s.prefix.network() || addr == s.prefix.broadcast())
-            {
-                errors.push(src.error(
-                    Some(ip.span()),
-                    hkey("ip"),
-                    format!("reserved IP {addr} is a network or broadcast address"),
-                ));
-            }
-            addr
-        });
-        if let Some(p) = &h.profile
-            && !profiles.contains_key(p.get_ref())
-        {
-            let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
-            errors.push(src.error(
-                Some(p.span()),
-                hkey("profile"),
-                format!("no profile named {:?} (known: {})", p.get_ref(), known.join(", ")),
-            ));
-        }
-        hosts.push(Host {
-            mac,
-            hostname,
-            ip,
-            profile: h.profile.as_ref().map(|p| p.get_ref().clone()),
-            vars: h.vars.clone(),
-            installed: h.state == Some(HostStateWire::Installed),
-        });
     }
 
     let pxe = convert_pxe(src, &key("pxe.arch"), &w.pxe, errors);
@@ -483,6 +459,205 @@ fn convert_site(
         vars: w.vars.clone(),
         failover,
     })
+}
+
+/// Where a host entry sits: its site, its key prefix (for errors), and what it may refer to.
+struct HostContext<'a> {
+    site: &'a str,
+    key: String,
+    subnets: &'a [Subnet],
+    profiles: &'a BTreeMap<String, (Profile, String)>,
+}
+
+/// One host entry (inside its site's table or a top-level `[[hosts]]`), with every
+/// uniqueness check across the whole config set.
+fn convert_host(
+    src: &Source,
+    ctx: &HostContext,
+    h: &HostWire,
+    uniq: &mut Uniqueness,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Host> {
+    let hkey = |rest: &str| format!("{}.{rest}", ctx.key);
+    let bmc = h.bmc.as_ref().and_then(|b| convert_bmc(src, &hkey("bmc"), b, errors));
+    let mac = match h.mac.get_ref().parse::<MacAddr>() {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(src.error(Some(h.mac.span()), hkey("mac"), e.to_string()));
+            return None;
+        }
+    };
+    if let Some(first) = uniq.macs.insert(mac, src.place(&h.mac.span())) {
+        errors.push(src.error(
+            Some(h.mac.span()),
+            hkey("mac"),
+            format!("duplicate MAC {mac} (first at {first})"),
+        ));
+    }
+    let hostname = h.hostname.get_ref().to_ascii_lowercase();
+    if !valid_hostname(&hostname) {
+        errors.push(src.error(
+            Some(h.hostname.span()),
+            hkey("hostname"),
+            format!("{hostname:?} is not a valid host name (letters, digits, '-', '.' labels)"),
+        ));
+    }
+    if let Some(first) = uniq.hostnames.insert(hostname.clone(), src.place(&h.hostname.span())) {
+        errors.push(src.error(
+            Some(h.hostname.span()),
+            hkey("hostname"),
+            format!("duplicate hostname {hostname} (first at {first})"),
+        ));
+    }
+    let ip = h.ip.as_ref().map(|ip| {
+        let addr = *ip.get_ref();
+        if let Some(first) = uniq.reserved.insert(addr, src.place(&ip.span())) {
+            errors.push(src.error(
+                Some(ip.span()),
+                hkey("ip"),
+                format!("duplicate reserved IP {addr} (first at {first})"),
+            ));
+        }
+        if !ctx.subnets.iter().any(|s| s.prefix.contains(&addr)) {
+            errors.push(src.error(
+                Some(ip.span()),
+                hkey("ip"),
+                format!("reserved IP {addr} is outside every subnet of site {}", ctx.site),
+            ));
+        } else if ctx
+            .subnets
+            .iter()
+            .any(|s| addr == s.prefix.network() || addr == s.prefix.broadcast())
+        {
+            errors.push(src.error(
+                Some(ip.span()),
+                hkey("ip"),
+                format!("reserved IP {addr} is a network or broadcast address"),
+            ));
+        }
+        addr
+    });
+    if let Some(p) = &h.profile
+        && !ctx.profiles.contains_key(p.get_ref())
+    {
+        let known: Vec<&str> = ctx.profiles.keys().map(String::as_str).collect();
+        errors.push(src.error(
+            Some(p.span()),
+            hkey("profile"),
+            format!("no profile named {:?} (known: {})", p.get_ref(), known.join(", ")),
+        ));
+    }
+    Some(Host {
+        mac,
+        hostname,
+        ip,
+        profile: h.profile.as_ref().map(|p| p.get_ref().clone()),
+        vars: h.vars.clone(),
+        installed: h.state == Some(HostStateWire::Installed),
+        tags: h.tags.clone(),
+        bmc,
+    })
+}
+
+/// `bmc = { driver, address, credentials, fingerprint | ca_file | insecure }`.
+fn convert_bmc(src: &Source, key: &str, b: &Spanned<BmcWire>, errors: &mut Vec<ConfigError>) -> Option<Bmc> {
+    let w = b.get_ref();
+    let k = |rest: &str| format!("{key}.{rest}");
+    let driver = match w.driver.get_ref().as_str() {
+        "redfish" => BmcDriver::Redfish,
+        "ipmi" => BmcDriver::Ipmi,
+        other => {
+            errors.push(src.error(
+                Some(w.driver.span()),
+                k("driver"),
+                format!("unknown BMC driver {other:?} (redfish or ipmi)"),
+            ));
+            return None;
+        }
+    };
+    let address = w.address.get_ref().trim().to_string();
+    if address.is_empty() || address.contains(char::is_whitespace) {
+        errors.push(src.error(Some(w.address.span()), k("address"), "a BMC address is host[:port]"));
+        return None;
+    }
+    if driver == BmcDriver::Ipmi && address.contains("://") {
+        errors.push(src.error(
+            Some(w.address.span()),
+            k("address"),
+            "an IPMI address is host[:port] (UDP), not a URL",
+        ));
+        return None;
+    }
+    let choices = [w.fingerprint.is_some(), w.ca_file.is_some(), w.insecure];
+    if choices.iter().filter(|c| **c).count() > 1 {
+        errors.push(src.error(
+            Some(b.span()),
+            key.to_string(),
+            "give at most one of fingerprint, ca_file and insecure",
+        ));
+        return None;
+    }
+    if driver == BmcDriver::Ipmi && choices.iter().any(|c| *c) {
+        errors.push(src.error(
+            Some(b.span()),
+            key.to_string(),
+            "fingerprint, ca_file and insecure are for Redfish (HTTPS); IPMI over LAN has no certificate",
+        ));
+        return None;
+    }
+    let tls = if let Some(f) = &w.fingerprint {
+        match parse_fingerprint(f.get_ref()) {
+            Some(d) => BmcTls::Pinned(d),
+            None => {
+                errors.push(src.error(
+                    Some(f.span()),
+                    k("fingerprint"),
+                    "a SHA-256 fingerprint is 64 hex digits (colons allowed), e.g. from `openssl x509 -noout -fingerprint -sha256`",
+                ));
+                return None;
+            }
+        }
+    } else if let Some(ca) = &w.ca_file {
+        BmcTls::CaFile(PathBuf::from(ca))
+    } else if w.insecure {
+        BmcTls::Insecure
+    } else {
+        BmcTls::WebPki
+    };
+    if address.starts_with("http://") {
+        errors.push(src.error(
+            Some(w.address.span()),
+            k("address"),
+            "Redfish credentials travel in the clear over http://: use https:// (pin a self-signed certificate with `fingerprint`)",
+        ));
+        return None;
+    }
+    Some(Bmc {
+        driver,
+        address,
+        credentials: w.credentials.get_ref().clone(),
+        tls,
+        system: w.system.clone(),
+    })
+}
+
+/// "AB:CD:..." or "abcd..." (optionally prefixed "sha256:") -> 32 bytes.
+pub(crate) fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text
+        .trim()
+        .trim_start_matches("sha256:")
+        .trim_start_matches("SHA256:")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// A failover peer block, with ISC's rules: mclt, split and hba belong to the primary.

@@ -20,6 +20,10 @@ pub struct FileWire {
     pub sites: BTreeMap<String, Spanned<SiteWire>>,
     pub vm: Option<Spanned<VmWire>>,
     pub pki: Option<Spanned<PkiWire>>,
+    /// Hosts kept outside their site's table, each naming its site (`site = "dc1"`): the
+    /// per-site files `provd hosts adopt` writes (`hosts-<site>.toml`).
+    #[serde(default)]
+    pub hosts: Vec<Spanned<HostWire>>,
 }
 
 /// `[pki]`: how provd's CA treats hosts' certificate requests.
@@ -84,6 +88,8 @@ pub struct DaemonWire {
     pub api_tls: bool,
     #[serde(default)]
     pub api_names: Vec<String>,
+    /// The BMC credentials file (0600; never part of the site configs).
+    pub bmc_secrets: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +218,8 @@ pub struct PoolWire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostWire {
+    /// Only in a top-level `[[hosts]]` entry: the site the host belongs to.
+    pub site: Option<Spanned<String>>,
     pub mac: Spanned<String>,
     pub hostname: Spanned<String>,
     pub ip: Option<Spanned<Ipv4Addr>>,
@@ -220,6 +228,31 @@ pub struct HostWire {
     pub state: Option<HostStateWire>,
     #[serde(default)]
     pub vars: toml::Table,
+    /// Free labels for selecting hosts (`provd power ... --tag rack7`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The host's BMC: `{ driver = "redfish" | "ipmi", address = "...", credentials = "NAME" }`.
+    pub bmc: Option<Spanned<BmcWire>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BmcWire {
+    pub driver: Spanned<String>,
+    /// Redfish: `host[:port]` or `https://host[:port]`; IPMI: `host[:port]` (UDP 623).
+    pub address: Spanned<String>,
+    /// A name in the `[daemon] bmc_secrets` file.
+    pub credentials: Spanned<String>,
+    /// Redfish: the SHA-256 of the BMC's certificate (hex, colons allowed): a self-signed
+    /// certificate is accepted when it is exactly this one.
+    pub fingerprint: Option<Spanned<String>>,
+    /// Redfish: a PEM file with the CA that signed the BMC's certificate.
+    pub ca_file: Option<String>,
+    /// Redfish: accept any certificate (says so in every result). Explicit on purpose.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Redfish: the ComputerSystem to drive (default: the only one the BMC lists).
+    pub system: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -106,6 +106,17 @@ impl Engine {
         &self.topology
     }
 
+    /// A reloaded config's topology (hosts, reservations, options, PXE policy). The served
+    /// sites, their listeners and pools are the same (a reload that changes them is refused
+    /// before it gets here), so site indices, ingresses and pool-sharing rules stay valid.
+    pub fn set_topology(&mut self, topology: Topology) {
+        debug_assert_eq!(
+            topology.sites.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            self.topology.sites.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        self.topology = topology;
+    }
+
     pub fn table(&self) -> &LeaseTable {
         &self.table
     }

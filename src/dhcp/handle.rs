@@ -65,6 +65,12 @@ impl Leases {
         self.engine().set_rules(site, rules)
     }
 
+    /// Swap in a reloaded config's topology between two decisions (see
+    /// `Engine::set_topology`): leases and pool-sharing rules are untouched.
+    pub fn set_topology(&self, topology: Topology) {
+        self.engine().set_topology(topology);
+    }
+
     /// The MAC that holds (or last held) a lease on `ip`.
     pub fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr> {
         self.engine().table().get(ip).and_then(|b| b.mac)

@@ -32,6 +32,22 @@ pub fn routes() -> Router<AppState> {
         .route("/api/sites", get(sites))
         .route("/api/stats", get(stats))
         .route("/api/events", get(events))
+        .route("/api/reload", post(reload))
+}
+
+/// `POST /api/reload`: read the config set again and apply it (`reload`), or change nothing
+/// and say why (422: the config or a restart-only key; 500: the store).
+async fn reload(State(s): State<AppState>) -> Response {
+    use crate::reload::ReloadError;
+    match s.reloader.reload().await {
+        Ok(report) => Json(report).into_response(),
+        Err(e @ ReloadError::Store(_)) => internal(e),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
 }
 
 /// Admin-listener routes that need no credential: Prometheus counters, no secrets.
@@ -70,7 +86,8 @@ fn internal(e: impl std::fmt::Display) -> Response {
 /// to be deployed; answers the seed with its URL on the site's boot listener.
 async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::nocloud::SeedRequest>) -> Response {
     let bad = |e: String| (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))).into_response();
-    let served = s.boot.served_sites();
+    let boot = s.boot();
+    let served = boot.served_sites();
     let site = match (&req.site, served) {
         (Some(name), _) if served.contains(name) => name.clone(),
         (Some(name), _) => {
@@ -87,7 +104,8 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
             ));
         }
     };
-    let Some(cfg) = s.boot.config.sites.get(&site) else {
+    let boot = s.boot();
+    let Some(cfg) = boot.config.sites.get(&site) else {
         return bad(format!("no site {site:?}"));
     };
     let base = cfg.boot_base_url();
@@ -104,8 +122,8 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
 async fn hypervisors(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     for c in s.pool.checks() {
-        let record = match s.boot.inventory.find(&c.host).await {
-            Some(mac) => s.boot.inventory.get(mac).await,
+        let record = match s.boot().inventory.find(&c.host).await {
+            Some(mac) => s.boot().inventory.get(mac).await,
             None => None,
         };
         let mut v = serde_json::to_value(&c).unwrap_or_default();
@@ -120,7 +138,7 @@ async fn hypervisors(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> 
 /// live-migrated to the site's other ready hypervisors. Answers per domain where it went
 /// (or why not) once all moved.
 async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    let inv = &s.boot.inventory;
+    let inv = &s.boot().inventory;
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
@@ -140,7 +158,7 @@ async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response 
 }
 
 async fn undrain(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    let inv = &s.boot.inventory;
+    let inv = &s.boot().inventory;
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
@@ -206,11 +224,11 @@ async fn nocloud_list(State(s): State<AppState>) -> Json<Vec<crate::nocloud::See
 }
 
 async fn hosts(State(s): State<AppState>) -> Json<Vec<HostRecord>> {
-    Json(s.boot.inventory.list().await)
+    Json(s.boot().inventory.list().await)
 }
 
 async fn host(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    let inv = &s.boot.inventory;
+    let inv = &s.boot().inventory;
     match inv.find(&name).await {
         Some(mac) => Json(inv.get(mac).await).into_response(),
         None => not_found(),
@@ -234,6 +252,9 @@ fn host_result(r: Result<HostRecord, InventoryError>) -> Response {
 struct ForceQuery {
     #[serde(default)]
     force: bool,
+    /// Then make it happen: one-time PXE and a power cycle through the host's BMC.
+    #[serde(default)]
+    power: bool,
 }
 
 /// `POST /api/hosts/<host>/reinstall[?force=true]`: 409 for an installed host without force.
@@ -242,10 +263,16 @@ async fn reinstall(
     Path(name): Path<String>,
     axum::extract::Query(q): axum::extract::Query<ForceQuery>,
 ) -> Response {
-    let inv = &s.boot.inventory;
+    let inv = &s.boot().inventory;
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
+    // --power without a BMC: say so before changing anything.
+    if q.power
+        && let Err(refusal) = super::power_api::host_bmc(&s, &name)
+    {
+        return refusal;
+    }
     match inv.reinstall(mac, q.force).await {
         // Name what a reinstall would destroy, when the pool saw it running.
         Err(e @ InventoryError::Installed { .. }) => {
@@ -261,13 +288,29 @@ async fn reinstall(
             )
                 .into_response()
         }
+        Ok(record) if q.power => match super::power_api::reinstall_power(&s, &name).await {
+            Ok(power) => {
+                let code = if power.ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                let mut body = serde_json::to_value(&record).unwrap_or_default();
+                body["power"] = serde_json::to_value(&power).unwrap_or_default();
+                if let Some(e) = &power.error {
+                    body["error"] = format!("reinstall set, but the power cycle failed: {e}").into();
+                }
+                (code, Json(body)).into_response()
+            }
+            Err(refusal) => refusal,
+        },
         other => host_result(other),
     }
 }
 
 /// `POST /api/hosts/<host>/mark-installed`: in service; boot from disk.
 async fn mark_installed(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    let inv = &s.boot.inventory;
+    let inv = &s.boot().inventory;
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
@@ -286,7 +329,7 @@ async fn netboot(State(s): State<AppState>, Path((name, onoff)): Path<(String, S
                 .into_response();
         }
     };
-    let inv = &s.boot.inventory;
+    let inv = &s.boot().inventory;
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
@@ -325,7 +368,7 @@ async fn leases(State(s): State<AppState>) -> Response {
 
 async fn sites(State(s): State<AppState>) -> Json<serde_json::Value> {
     let sites: Vec<serde_json::Value> = s
-        .boot
+        .boot()
         .config
         .sites
         .values()
@@ -371,7 +414,7 @@ async fn stats_view(s: &AppState) -> StatsView {
     let (bound, known) = (counts.bound as u64, counts.known as u64);
     let owned = |v: Vec<(&'static str, u64)>| v.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let hosts = s
-        .boot
+        .boot()
         .inventory
         .counts()
         .await
@@ -421,11 +464,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ));
     out.push_str(&format!(
         "# TYPE provd_discovered_not_recorded_total counter\nprovd_discovered_not_recorded_total {}\n",
-        s.boot.inventory.discovered_dropped()
+        s.boot().inventory.discovered_dropped()
     ));
     // Seconds until each valid certificate expires: alert on the smallest.
     out.push_str("# TYPE provd_certificate_expiry_seconds gauge\n");
-    let list = s.boot.certificate_list();
+    let list = s.boot().certificate_list();
     for c in list
         .certificates
         .iter()

@@ -130,12 +130,12 @@ async fn boot_script(
     let Some(from) = source(peer) else {
         return plain(StatusCode::FORBIDDEN, "forbidden\n");
     };
-    let result = match s.boot.plan(mac, s.listener_site.as_deref(), from).await {
+    let result = match s.boot().plan(mac, s.listener_site.as_deref(), from).await {
         Ok(plan) => {
-            let text = s.boot.render_plan(Format::Ipxe, &plan);
+            let text = s.boot().render_plan(Format::Ipxe, &plan);
             if text.is_ok() {
                 s.journal
-                    .record(Some(mac), None, "boot-script", plan.describe(&s.boot.config));
+                    .record(Some(mac), None, "boot-script", plan.describe(&s.boot().config));
             }
             text
         }
@@ -165,11 +165,11 @@ async fn kickstart(
     let Some(from) = source(peer) else {
         return plain(StatusCode::FORBIDDEN, "forbidden\n");
     };
-    match s.boot.kickstart(&host, &token, from).await {
+    match s.boot().kickstart(&host, &token, from).await {
         Ok(text) => {
             s.http_stats.inc("kickstarts");
             tracing::info!("kickstart served to {host}");
-            let mac = s.boot.inventory.find(&host).await;
+            let mac = s.boot().inventory.find(&host).await;
             s.journal
                 .record(mac, None, "kickstart", format!("{} bytes", text.len()));
             ([("content-type", "text/plain; charset=utf-8")], text).into_response()
@@ -197,7 +197,7 @@ async fn callback(
         return plain(StatusCode::FORBIDDEN, "forbidden\n");
     };
     match s
-        .boot
+        .boot()
         .callback(&host, &q.token.unwrap_or_default(), event, body.trim(), from)
         .await
     {
@@ -246,7 +246,7 @@ async fn sign(
         Err(refusal) => return refusal,
     };
     match s
-        .boot
+        .boot()
         .sign_csr(&host, q.token.as_deref().unwrap_or_default(), role, &csr, from)
         .await
     {
@@ -266,10 +266,11 @@ async fn sign(
 /// The CA, then the host's certificate, each after a `# provd: <what>` line.
 async fn certificate_response(s: &AppState, host: &str, role: Role, cert: String, what: &str) -> Response {
     s.http_stats.inc("certificates");
-    let mac = s.boot.inventory.find(host).await;
+    let mac = s.boot().inventory.find(host).await;
     s.journal
         .record(mac, None, "pki", format!("{} certificate {what}", role.name()));
-    let ca = s.boot.ca_pem().unwrap_or_default();
+    let boot = s.boot();
+    let ca = boot.ca_pem().unwrap_or_default();
     let body = format!("# provd: ca\n{ca}# provd: {}\n{cert}", role.name());
     ([("content-type", "application/x-pem-file")], body).into_response()
 }
@@ -287,7 +288,7 @@ async fn renew(
         Ok(x) => x,
         Err(refusal) => return refusal,
     };
-    match s.boot.renew(&host, role, &csr, from).await {
+    match s.boot().renew(&host, role, &csr, from).await {
         Ok(cert) => certificate_response(&s, &host, role, cert, "renewed").await,
         Err(e) => refuse(&s, e, &format!("{} certificate renewal for {host:?}", role.name())),
     }
@@ -295,7 +296,7 @@ async fn renew(
 
 /// `/pki/crl.pem`: the CA's revocation list, signed now (public: it names serials only).
 async fn crl(State(s): State<AppState>) -> Response {
-    match s.boot.crl_pem() {
+    match s.boot().crl_pem() {
         Ok(pem) => {
             s.http_stats.inc("crl");
             ([("content-type", "application/pkix-crl")], pem).into_response()

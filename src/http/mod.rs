@@ -19,6 +19,7 @@ pub mod auth;
 mod boot;
 pub mod listen;
 mod pki_api;
+pub mod power_api;
 pub mod tls;
 
 use crate::boot::Boot;
@@ -59,7 +60,8 @@ pub const COUNTERS: &[&str] = &[
 /// bound to (None for the API listener).
 #[derive(Clone)]
 pub struct AppState {
-    pub boot: Arc<Boot>,
+    /// The boot policy of the current config (replaced whole by `provd reload`).
+    pub boot: Arc<crate::live::Live<Boot>>,
     pub store: Store,
     pub leases: Leases,
     pub dhcp_stats: Arc<DhcpStats>,
@@ -74,8 +76,19 @@ pub struct AppState {
     pub api_token: Arc<auth::ApiToken>,
     /// Installed hypervisors as provd verified them.
     pub pool: Arc<crate::pool::Pool>,
+    /// The cap on BMC calls in flight.
+    pub power: Arc<crate::bmc::Power>,
+    /// `provd reload` (admin API only).
+    pub reloader: Arc<crate::reload::Reloader>,
     /// The pair's inventory replication, per site with a partner.
     pub replication: Arc<std::sync::RwLock<Vec<Arc<std::sync::Mutex<crate::replication::link::Status>>>>>,
+}
+
+impl AppState {
+    /// The boot policy as of now; a request keeps using this one across a reload.
+    pub fn boot(&self) -> Arc<Boot> {
+        self.boot.get()
+    }
 }
 
 /// Boot routes only (a site's boot listener).
@@ -88,6 +101,7 @@ pub fn boot_router(state: AppState) -> Router {
 pub fn api_router(state: AppState) -> Router {
     let admin = api::routes()
         .merge(pki_api::routes())
+        .merge(power_api::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     boot::routes().merge(admin).merge(api::open_routes()).with_state(state)
 }

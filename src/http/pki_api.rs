@@ -21,7 +21,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn list(State(s): State<AppState>) -> Response {
-    Json(s.boot.certificate_list()).into_response()
+    Json(s.boot().certificate_list()).into_response()
 }
 
 fn error(e: BootError) -> Response {
@@ -37,7 +37,7 @@ fn error(e: BootError) -> Response {
 async fn decided(s: &AppState, host: &str, what: &str, roles: Vec<Role>) -> Response {
     let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
     if !names.is_empty() {
-        let mac = s.boot.inventory.find(host).await;
+        let mac = s.boot().inventory.find(host).await;
         s.journal
             .record(mac, None, "pki", format!("operator: {what} {}", names.join(", ")));
     }
@@ -45,14 +45,14 @@ async fn decided(s: &AppState, host: &str, what: &str, roles: Vec<Role>) -> Resp
 }
 
 async fn approve(State(s): State<AppState>, Path(host): Path<String>) -> Response {
-    match s.boot.approve(&host).await {
+    match s.boot().approve(&host).await {
         Ok(roles) => decided(&s, &host, "approved", roles).await,
         Err(e) => error(e),
     }
 }
 
 async fn reject(State(s): State<AppState>, Path(host): Path<String>) -> Response {
-    match s.boot.reject(&host).await {
+    match s.boot().reject(&host).await {
         Ok(roles) => decided(&s, &host, "rejected", roles).await,
         Err(e) => error(e),
     }
@@ -68,9 +68,9 @@ async fn revoke(State(s): State<AppState>, Path(host): Path<String>, Query(q): Q
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))).into_response(),
     };
-    match s.boot.revoke(&host, role).await {
+    match s.boot().revoke(&host, role).await {
         Ok(revoked) => {
-            let mac = s.boot.inventory.find(&host).await;
+            let mac = s.boot().inventory.find(&host).await;
             for c in &revoked {
                 s.journal.record(
                     mac,

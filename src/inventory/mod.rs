@@ -191,9 +191,9 @@ pub struct Inventory {
     /// One write lock per host: the read-compute-persist-publish of one host is serialised,
     /// different hosts proceed in parallel.
     writers: std::sync::Mutex<HashMap<MacAddr, Arc<tokio::sync::Mutex<()>>>>,
-    /// The config's host index, and the sites this process serves (hosts of other sites
-    /// are strangers here).
-    index: HostIndex,
+    /// The config's host index (replaced by `reindex` on a reload), and the sites this
+    /// process serves (hosts of other sites are strangers here).
+    index: RwLock<HostIndex>,
     served: Vec<String>,
     store: Store,
     token_ttl: u64,
@@ -258,7 +258,7 @@ impl Inventory {
         let inv = Inventory {
             hosts: RwLock::new(hosts),
             writers: std::sync::Mutex::new(HashMap::new()),
-            index: index.clone(),
+            index: RwLock::new(index.clone()),
             served: served.iter().map(|s| s.name.clone()).collect(),
             store,
             token_ttl,
@@ -404,8 +404,43 @@ impl Inventory {
     }
 
     /// A configured host of a served site.
-    fn configured(&self, mac: MacAddr) -> Option<&HostEntry> {
-        self.index.by_mac(mac).filter(|e| self.served.contains(&e.site))
+    fn configured(&self, mac: MacAddr) -> Option<HostEntry> {
+        self.index()
+            .by_mac(mac)
+            .filter(|e| self.served.contains(&e.site))
+            .cloned()
+    }
+
+    fn index(&self) -> HostIndex {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A reloaded config's hosts: new hosts get their records (as at start), changed ones
+    /// are reconciled with their new entry, each under its own write lock like any other
+    /// change (and sent to the partner); hosts no longer in the config keep their records
+    /// (history stays) but are strangers from now on. Returns how many records changed; on
+    /// a store failure it stops there and says so (records written so far stay, each
+    /// consistent with the new config).
+    pub async fn reindex(&self, index: &HostIndex) -> Result<usize, InventoryError> {
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index.clone();
+        let entries: Vec<HostEntry> = index
+            .iter()
+            .filter(|e| self.served.contains(&e.site))
+            .cloned()
+            .collect();
+        let mut changed = 0;
+        for e in entries {
+            let wrote = self
+                .update(e.host.mac, |current, now| {
+                    Ok(match transition::reconcile(current, &e.site, &e.host, now) {
+                        Some(next) => Change::Write(Box::new(next), true),
+                        None => Change::Keep(false),
+                    })
+                })
+                .await?;
+            changed += usize::from(wrote);
+        }
+        Ok(changed)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<MacAddr, HostRecord>> {
@@ -420,7 +455,7 @@ impl Inventory {
     fn reconcile_blocking(&self) -> Result<(), InventoryError> {
         let now = unix_now();
         let entries: Vec<HostEntry> = self
-            .index
+            .index()
             .iter()
             .filter(|e| self.served.contains(&e.site))
             .cloned()
@@ -536,7 +571,7 @@ impl Inventory {
 
     /// Hostname or MAC (any separator) -> MAC of a host the inventory knows.
     pub async fn find(&self, name: &str) -> Option<MacAddr> {
-        if let Some(e) = self.index.by_name(name).filter(|e| self.served.contains(&e.site)) {
+        if let Some(e) = self.index().by_name(name).filter(|e| self.served.contains(&e.site)) {
             return Some(e.host.mac);
         }
         let mac: MacAddr = name.trim_end_matches(".ipxe").parse().ok()?;
@@ -661,6 +696,17 @@ impl Inventory {
     pub async fn set_drained(&self, mac: MacAddr, on: bool) -> Result<HostRecord, InventoryError> {
         self.update_known(mac, |r, now| Ok(transition::set_drained(r, on, now)))
             .await
+    }
+
+    /// Add a line to a host's history (a power action and its outcome) without changing
+    /// its state.
+    pub async fn note(&self, mac: MacAddr, what: String) -> Result<HostRecord, InventoryError> {
+        self.update_known(mac, |r, now| {
+            let mut next = r.clone();
+            next.note(what, now);
+            Ok(next)
+        })
+        .await
     }
 
     /// Operator: this host is installed and in service (boot it from its disk).

@@ -290,7 +290,7 @@ fn verdict(check: &Check) -> String {
 pub async fn run(
     pool: Arc<Pool>,
     inventory: Arc<Inventory>,
-    config: Arc<Config>,
+    config: Arc<crate::live::Live<Config>>,
     certificates: Arc<Registry>,
     pki_dir: PathBuf,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -300,13 +300,14 @@ pub async fn run(
     loop {
         let now = crate::clock::unix_now();
         let issued = certificates.certificates();
+        let config_now = config.get();
         let mut due = Vec::new();
         for r in inventory.list().await {
             if !matches!(r.status, Status::Installed | Status::Ready) {
                 next_at.remove(&r.mac);
                 continue;
             }
-            let Some((site, host)) = config.host(r.mac) else {
+            let Some((site, host)) = config_now.host(r.mac) else {
                 continue;
             };
             let cert = issued

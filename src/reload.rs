@@ -1,0 +1,163 @@
+//! `provd reload` and SIGHUP: read the config set again, check it exactly as `provd check`
+//! and a start would (the same `config::load`, the templates every profile needs), refuse
+//! it whole if anything is wrong or if it changes what only a restart can change
+//! (`config::reload`), and otherwise swap it in: the inventory learns new and changed
+//! hosts, DHCP's topology (hosts, reservations, options) and the boot policy (templates,
+//! profiles, variables) are replaced between two requests.
+//!
+//! What survives, by construction: leases (the lease table is state, not config, and is not
+//! rebuilt), transfers in flight (each TFTP or HTTP request holds the boot policy it
+//! started with), the failover connection and replication links (their config may not
+//! change on a reload, so their tasks are not touched).
+//!
+//! Must never: apply half a config. Everything that can fail on bad input (parse,
+//! validation, templates, restart-only keys) is done before the first change.
+
+use crate::boot::Boot;
+use crate::config::{Config, ConfigErrors, HostIndex};
+use crate::dhcp::Leases;
+use crate::dhcp::topology::Topology;
+use crate::inventory::Inventory;
+use crate::live::Live;
+use crate::render::Renderer;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the config has {count} error(s); nothing changed:\n{0}", count = .0.0.len())]
+    Invalid(ConfigErrors),
+    #[error("{0}; nothing changed")]
+    Templates(String),
+    #[error("this change needs a restart of provd; nothing changed: {}", .0.join("; "))]
+    RestartNeeded(Vec<String>),
+    /// The new config is valid but the store refused a host record: the hosts written so
+    /// far follow the new config, DHCP and boot scripts still the old one.
+    #[error("the store failed while recording the new hosts ({0}); DHCP and boot still use the previous config")]
+    Store(String),
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// How many reloads this daemon has applied since it started (this one included).
+    pub generation: u64,
+    pub files: Vec<PathBuf>,
+    pub hosts_added: Vec<String>,
+    pub hosts_removed: Vec<String>,
+    /// Host records whose state changed to follow the config (new hosts included).
+    pub records_changed: usize,
+    pub notes: Vec<String>,
+}
+
+/// Everything a reload reads and replaces.
+pub struct Reloader {
+    /// The paths `provd serve` was given (directories are read again: a new file counts).
+    pub paths: Vec<PathBuf>,
+    /// `--site` of `provd serve` (empty: every site).
+    pub sites: Vec<String>,
+    pub config: Arc<Live<Config>>,
+    pub boot: Arc<Live<Boot>>,
+    pub inventory: Arc<Inventory>,
+    pub leases: Leases,
+    /// One reload at a time (a SIGHUP during `provd reload` waits for it).
+    running: tokio::sync::Mutex<u64>,
+}
+
+impl Reloader {
+    pub fn new(
+        paths: Vec<PathBuf>,
+        sites: Vec<String>,
+        config: Arc<Live<Config>>,
+        boot: Arc<Live<Boot>>,
+        inventory: Arc<Inventory>,
+        leases: Leases,
+    ) -> Self {
+        Reloader {
+            paths,
+            sites,
+            config,
+            boot,
+            inventory,
+            leases,
+            running: tokio::sync::Mutex::new(0),
+        }
+    }
+
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let mut generation = self.running.lock().await;
+        let (paths, old) = (self.paths.clone(), self.config.get());
+        let (new, renderer) = tokio::task::spawn_blocking(move || read(&paths))
+            .await
+            .map_err(|e| ReloadError::Templates(e.to_string()))??;
+        let served_now = self.boot.get().served_sites().to_vec();
+        let served_new: Vec<String> = match new.select_sites(&self.sites) {
+            Ok(s) => s.iter().map(|s| s.name.clone()).collect(),
+            Err(e) => return Err(ReloadError::RestartNeeded(vec![e])),
+        };
+        let restart = crate::config::reload::restart_needed(&old, &new, &served_now, &served_new);
+        if !restart.is_empty() {
+            return Err(ReloadError::RestartNeeded(restart));
+        }
+
+        // Checked; now apply. Hosts first: by the time DHCP offers a new host its record
+        // exists, as at start.
+        let (hosts_added, hosts_removed) = host_changes(&old.hosts, &new.hosts, &served_now);
+        let records_changed = self
+            .inventory
+            .reindex(&new.hosts)
+            .await
+            .map_err(|e| ReloadError::Store(e.to_string()))?;
+        let new = Arc::new(new);
+        let served_refs = new.select_sites(&self.sites).expect("checked above");
+        self.leases.set_topology(Topology::new(&new, &served_refs));
+        self.boot
+            .set(Arc::new(self.boot.get().with_config(new.clone(), served_new, renderer)));
+        self.config.set(new.clone());
+        *generation += 1;
+        let report = ReloadReport {
+            generation: *generation,
+            files: new.files.clone(),
+            hosts_added,
+            hosts_removed,
+            records_changed,
+            notes: new.notes(),
+        };
+        tracing::info!(
+            "config reloaded (generation {}): {} file(s), hosts added [{}], removed [{}], {} record(s) changed",
+            report.generation,
+            report.files.len(),
+            report.hosts_added.join(", "),
+            report.hosts_removed.join(", "),
+            report.records_changed
+        );
+        Ok(report)
+    }
+}
+
+/// Parse and validate the config set and load its templates (blocking file reads).
+fn read(paths: &[PathBuf]) -> Result<(Config, Renderer), ReloadError> {
+    let new = crate::config::load(paths).map_err(ReloadError::Invalid)?;
+    let renderer = Renderer::load(&new.daemon.templates_dir).map_err(|e| {
+        ReloadError::Templates(format!(
+            "loading templates from {}: {e}",
+            new.daemon.templates_dir.display()
+        ))
+    })?;
+    Boot::check_templates(&new, &renderer).map_err(ReloadError::Templates)?;
+    Ok((new, renderer))
+}
+
+/// Hostnames added and removed among the served sites' hosts.
+fn host_changes(old: &HostIndex, new: &HostIndex, served: &[String]) -> (Vec<String>, Vec<String>) {
+    let names = |i: &HostIndex| {
+        i.iter()
+            .filter(|e| served.contains(&e.site))
+            .map(|e| e.host.hostname.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (a, b) = (names(old), names(new));
+    (b.difference(&a).cloned().collect(), a.difference(&b).cloned().collect())
+}

@@ -21,6 +21,7 @@ fn ipmitool(bmc: &Bmc, cred: &Credential, args: &[&str], timeout: Duration) -> R
     };
     let mut child = Command::new("ipmitool")
         .args(["-I", "lanplus", "-H", &host, "-p", &port, "-U", &cred.username, "-E"])
+        .args(["-C", &bmc.cipher_suite.to_string()])
         // Ironic's defaults are similar: a couple of retries, short per-try timeout.
         .args(["-N", "2", "-R", "3"])
         .args(args)
@@ -53,7 +54,12 @@ fn ipmitool(bmc: &Bmc, cred: &Credential, args: &[&str], timeout: Duration) -> R
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
     }
-    if status.success() {
+    // ipmitool exits 0 for some refusals it only prints ("Set Chassis Boot Parameter 5
+    // failed: Invalid data field in request"): a line saying "failed" is a failure.
+    let refused_quietly = err
+        .lines()
+        .any(|l| l.contains("failed") || l.contains("Invalid data field"));
+    if status.success() && !refused_quietly {
         return Ok(out);
     }
     let said = err
@@ -118,6 +124,13 @@ pub fn act(bmc: &Bmc, cred: &Credential, action: Action, timeout: Duration) -> R
         }
     }
     outcome.state = status()?;
+    // A BMC reports the new state a moment after it accepted the command (ipmi_sim restarts
+    // the machine's process): wait briefly for "on" after on and cycle.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while matches!(action, Action::On | Action::Cycle) && outcome.state != PowerState::On && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        outcome.state = status()?;
+    }
     Ok(outcome)
 }
 

@@ -155,6 +155,11 @@ enum LabCommand {
         /// Remove the lab after the summary instead of leaving it running.
         #[arg(long)]
         down: bool,
+        /// Put each VM behind a BMC: ipmi (OpenIPMI's ipmi_sim owns the VM's QEMU and
+        /// answers IPMI over LAN; the lab's hosts get `bmc = {...}`, so `provd power` and
+        /// `provd hosts reinstall --power` drive them). redfish is not in the lab yet.
+        #[arg(long, value_parser = ["ipmi", "redfish"])]
+        bmc: Option<String>,
     },
     /// What the running lab's VMs are doing.
     Status,
@@ -387,7 +392,9 @@ fn lab(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             timeout,
             no_install,
             down,
+            bmc,
         } => crate::lab::up(crate::lab::UpOptions {
+            bmc,
             vms,
             firmware,
             config,

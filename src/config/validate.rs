@@ -638,6 +638,7 @@ fn convert_bmc(src: &Source, key: &str, b: &Spanned<BmcWire>, errors: &mut Vec<C
         credentials: w.credentials.get_ref().clone(),
         tls,
         system: w.system.clone(),
+        cipher_suite: w.cipher_suite.unwrap_or(DEFAULT_IPMI_CIPHER_SUITE),
     })
 }
 

@@ -253,6 +253,8 @@ pub struct BmcWire {
     pub insecure: bool,
     /// Redfish: the ComputerSystem to drive (default: the only one the BMC lists).
     pub system: Option<String>,
+    /// IPMI: the RMCP+ cipher suite (default 3: HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128).
+    pub cipher_suite: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

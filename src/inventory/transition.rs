@@ -380,6 +380,8 @@ mod tests {
             profile: profile.map(str::to_string),
             vars: Default::default(),
             installed: false,
+            tags: Vec::new(),
+            bmc: None,
         }
     }
 

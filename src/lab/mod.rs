@@ -8,6 +8,7 @@
 //! written to `/tmp/provd-lab/summary.json`). The lab keeps running until `down`, which
 //! removes every namespace, process and file `up` made. Nothing touches a real network.
 
+pub mod bmc;
 pub mod progress;
 pub mod vm;
 
@@ -40,6 +41,9 @@ pub struct LabState {
     pub vms: Vec<VmSpec>,
     /// Unix time each VM was powered on.
     pub powered_on: Vec<u64>,
+    /// "ipmi" when each VM sits behind a simulated BMC (`--bmc ipmi`).
+    #[serde(default)]
+    pub bmc: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,6 +67,8 @@ pub struct UpOptions {
     pub install_packages: bool,
     /// Remove the lab once the summary is printed (`lab/run.sh` without `--keep`).
     pub remove_after: bool,
+    /// Put each VM behind a BMC: "ipmi" (OpenIPMI's ipmi_sim).
+    pub bmc: Option<String>,
 }
 
 fn work() -> PathBuf {
@@ -82,7 +88,7 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// (thing needed, Debian package that provides it)
-fn prerequisites(firmwares: &[Firmware]) -> Vec<(&'static str, &'static str)> {
+fn prerequisites(firmwares: &[Firmware], bmc: bool) -> Vec<(&'static str, &'static str)> {
     let mut v = vec![
         ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
         ("/usr/bin/qemu-img", "qemu-utils"),
@@ -94,6 +100,10 @@ fn prerequisites(firmwares: &[Firmware]) -> Vec<(&'static str, &'static str)> {
     }
     if firmwares.contains(&Firmware::Uefi) {
         v.push((vm::OVMF_CODE, "ovmf"));
+    }
+    if bmc {
+        v.push(("/usr/bin/ipmi_sim", "openipmi"));
+        v.push(("/usr/bin/ipmitool", "ipmitool"));
     }
     v
 }
@@ -110,8 +120,8 @@ fn cloud_kernel_installed() -> bool {
 }
 
 /// Install what is missing (Debian), or say exactly what to install.
-fn ensure_prerequisites(firmwares: &[Firmware], install: bool) -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = prerequisites(firmwares)
+fn ensure_prerequisites(firmwares: &[Firmware], bmc: bool, install: bool) -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = prerequisites(firmwares, bmc)
         .into_iter()
         .filter(|(p, _)| !Path::new(p).exists())
         .map(|(_, pkg)| pkg)
@@ -261,7 +271,16 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
         );
     }
     let firmwares: Vec<Firmware> = (1..=opts.vms).map(|i| vm::firmware_for(&opts.firmware, i)).collect();
-    ensure_prerequisites(&firmwares, opts.install_packages)?;
+    match opts.bmc.as_deref() {
+        None | Some("ipmi") => {}
+        Some("redfish") => bail!(
+            "--bmc redfish is not in the lab yet: the lab's VMs are plain QEMU processes, and sushy-tools' Redfish \
+             emulator drives libvirt domains (provd's Redfish driver is tested against it in tests/bmc_redfish.rs); \
+             use --bmc ipmi"
+        ),
+        Some(other) => bail!("--bmc {other:?}: ipmi or redfish"),
+    }
+    ensure_prerequisites(&firmwares, opts.bmc.is_some(), opts.install_packages)?;
     ensure_assets(&config)?;
 
     let w = work();
@@ -328,7 +347,27 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
     let api = config.daemon.api_listen.to_string();
     let provd = std::env::current_exe()?;
     let mut args: Vec<String> = vec!["serve".into()];
-    for c in &opts.config {
+    let site = config.sites.values().next().expect("checked");
+    let configs = if opts.bmc.is_some() {
+        // Each lab host gets its BMC in a copy of the config (`lab::bmc`).
+        let secrets = w.join("bmc-secrets.toml");
+        bmc::write_secrets(&secrets)?;
+        let names: Vec<String> = site
+            .hosts
+            .iter()
+            .take(firmwares.len())
+            .map(|h| h.hostname.clone())
+            .collect();
+        vec![bmc::effective_config(
+            &config.files,
+            &w.join("config"),
+            &secrets,
+            |h| names.iter().position(|n| n == h).map(|i| i + 1),
+        )?]
+    } else {
+        opts.config.clone()
+    };
+    for c in &configs {
         args.push("--config".into());
         args.push(c.display().to_string());
     }
@@ -350,7 +389,6 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let site = config.sites.values().next().expect("checked");
     let mut vms = Vec::new();
     let mut powered_on = Vec::new();
     for (i, fw) in firmwares.iter().enumerate() {
@@ -363,11 +401,20 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
         if let Some(vars) = &spec.vars {
             std::fs::copy(vm::OVMF_VARS, vars).context("copying the OVMF variable store")?;
         }
-        spawn_in_namespace(
-            Path::new("/usr/bin/qemu-system-x86_64"),
-            &spec.qemu_args(),
-            &w.join(format!("{}.qemu.log", spec.name)),
-        )?;
+        if opts.bmc.is_some() {
+            // The simulated BMC starts QEMU itself (startnow) and owns it from then on.
+            spawn_in_namespace(
+                Path::new("/usr/bin/ipmi_sim"),
+                &bmc::prepare(&spec, w)?,
+                &w.join(format!("{}.bmc.log", spec.name)),
+            )?;
+        } else {
+            spawn_in_namespace(
+                Path::new("/usr/bin/qemu-system-x86_64"),
+                &spec.qemu_args(),
+                &w.join(format!("{}.qemu.log", spec.name)),
+            )?;
+        }
         powered_on.push(crate::clock::unix_now());
         vms.push(spec);
     }
@@ -378,6 +425,7 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
         provd_pid,
         vms,
         powered_on,
+        bmc: opts.bmc.clone(),
     };
     std::fs::write(w.join("lab.json"), serde_json::to_vec_pretty(&state)?)?;
 
@@ -583,6 +631,9 @@ pub fn power_cycle(name: &str) -> anyhow::Result<()> {
         let names: Vec<&str> = state.vms.iter().map(|v| v.name.as_str()).collect();
         bail!("the lab has no VM named {name:?} (it has: {})", names.join(", "));
     };
+    if let Some(b) = &state.bmc {
+        bail!("{name} sits behind a simulated BMC ({b}): power it through the BMC, `provd power cycle {name}`");
+    }
     let pid = std::fs::read_to_string(&vm.pidfile)
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok());

@@ -28,6 +28,10 @@ PKGS=(
   systemd             # systemd-analyze verify checks contrib/systemd/provd.service
   util-linux          # setpriv: provd run with exactly the unit's capabilities
   procps              # pgrep
+  openipmi            # ipmi_sim: the lab's simulated BMCs (IPMI over LAN)
+  ipmitool            # provd's IPMI driver, and the tests' independent check
+  python3-venv        # a venv for sushy-tools (the Redfish emulator)
+  python3-dev         # ... whose libvirt-python builds against libvirt-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -62,6 +66,13 @@ if ! command -v ksvalidator >/dev/null; then
   echo "installing pykickstart (pip)"
   python3 -m pip install -q pykickstart 2>/dev/null || python3 -m pip install -q --break-system-packages pykickstart \
     || { apt-get install -y -q python3-pip && python3 -m pip install -q --break-system-packages pykickstart; }
+fi
+# sushy-tools (PyPI): the Redfish emulator provd's Redfish driver is tested against.
+SUSHY=/opt/provd-test/sushy
+if [ ! -x "$SUSHY/bin/sushy-emulator" ]; then
+  echo "installing sushy-tools (pip, venv $SUSHY)"
+  python3 -m venv "$SUSHY"
+  "$SUSHY/bin/pip" install -q sushy-tools==2.2.0 libvirt-python
 fi
 # The Debian packages enable services we do not want running outside the tests.
 for svc in isc-dhcp-server kea-dhcp4-server; do

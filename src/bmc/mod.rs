@@ -99,6 +99,8 @@ pub enum BmcError {
     Unreachable(String),
     #[error("BMC refused: {0}")]
     Refused(String),
+    #[error("BMC certificate not accepted: {0}")]
+    Certificate(String),
     #[error("BMC failed: {0}")]
     Failed(String),
 }

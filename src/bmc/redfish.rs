@@ -35,7 +35,7 @@ impl Client {
         let r = self
             .http
             .request(method, path, &[(k, &v)], body.as_deref().map(str::as_bytes))
-            .map_err(BmcError::Unreachable)?;
+            .map_err(transport)?;
         match r.status {
             200..=299 => Ok(r),
             401 | 403 => Err(BmcError::Refused(format!(
@@ -63,6 +63,15 @@ fn message(r: &Response) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(&r.body).chars().take(200).collect())
 }
 
+/// A failed connection: the certificate refused, or no answer.
+fn transport(e: String) -> BmcError {
+    if e.contains("certificate") {
+        BmcError::Certificate(e)
+    } else {
+        BmcError::Unreachable(e)
+    }
+}
+
 fn login(http: Https, cred: &Credential) -> Result<Client, BmcError> {
     let body = serde_json::json!({ "UserName": cred.username, "Password": cred.password }).to_string();
     let r = http
@@ -72,7 +81,7 @@ fn login(http: Https, cred: &Credential) -> Result<Client, BmcError> {
             &[],
             Some(body.as_bytes()),
         )
-        .map_err(BmcError::Unreachable)?;
+        .map_err(transport)?;
     let auth = match r.status {
         200..=299 => match r.header("X-Auth-Token") {
             Some(token) => Auth::Session {
@@ -81,8 +90,9 @@ fn login(http: Https, cred: &Credential) -> Result<Client, BmcError> {
             },
             None => basic(cred),
         },
-        401 | 403 => return Err(BmcError::Refused("session login: credentials refused".into())),
-        // No session service (404/405/501): HTTP Basic on every request.
+        // No session service (404/405/501), or one behind HTTP Basic itself (401, as
+        // sushy-tools' emulator with an auth file): HTTP Basic on every request, as Ironic's
+        // sushy falls back. Wrong credentials then show at the first request.
         _ => basic(cred),
     };
     Ok(Client { http, auth })
@@ -180,6 +190,25 @@ fn act_in_session(c: &Client, bmc: &Bmc, action: Action) -> Result<Outcome, BmcE
                 })),
             )?;
             outcome.detail = "next boot: PXE (once)".into();
+            // What the BMC recorded, not what was asked: some keep the override for every
+            // boot (sushy-tools' libvirt backend stores "Continuous").
+            let boot = c.get(&system)?["Boot"].clone();
+            let (target, enabled) = (
+                boot["BootSourceOverrideTarget"].as_str().unwrap_or("?"),
+                boot["BootSourceOverrideEnabled"].as_str().unwrap_or("?"),
+            );
+            if target != "Pxe" {
+                return Err(BmcError::Failed(format!(
+                    "the BMC accepted the PXE override but reports boot target {target}"
+                )));
+            }
+            if enabled != "Once" {
+                outcome.detail = format!("next boot: PXE ({enabled})");
+                outcome.warnings.push(format!(
+                    "the BMC keeps the PXE override as {enabled:?}, not once: the machine boots from the network \
+                     at every start until the override is cleared (provd still answers it with a local boot once installed)"
+                ));
+            }
         }
     }
     outcome.state = power_state(c, &system)?;

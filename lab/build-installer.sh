@@ -41,7 +41,7 @@ install -D /usr/lib/ssl/openssl.cnf "$W/usr/lib/ssl/openssl.cnf"
 # %post sets owners by name (chown root:root).
 echo 'root:x:0:0:root:/:/bin/sh' > "$W/etc/passwd"
 echo 'root:x:0:' > "$W/etc/group"
-cp lab/installer/init lab/installer/udhcpc.script lab/installer/nocloud-guest "$W/"
+cp lab/installer/init lab/installer/udhcpc.script lab/installer/nocloud-guest lab/installer/discover "$W/"
 cp lab/installer/shims/* "$W/shims/"
 chmod +x "$W/init" "$W/udhcpc.script" "$W/nocloud-guest" "$W"/shims/*
 

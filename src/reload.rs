@@ -64,6 +64,8 @@ pub struct Reloader {
     pub leases: Leases,
     /// One reload at a time (a SIGHUP during `provd reload` waits for it).
     running: tokio::sync::Mutex<u64>,
+    /// One adoption at a time (each is a file write and a reload).
+    adopting: tokio::sync::Mutex<()>,
 }
 
 impl Reloader {
@@ -83,6 +85,7 @@ impl Reloader {
             inventory,
             leases,
             running: tokio::sync::Mutex::new(0),
+            adopting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -160,4 +163,83 @@ fn host_changes(old: &HostIndex, new: &HostIndex, served: &[String]) -> (Vec<Str
     };
     let (a, b) = (names(old), names(new));
     (b.difference(&a).cloned().collect(), a.difference(&b).cloned().collect())
+}
+
+/// A host to add to the config files (`provd hosts adopt`).
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+pub struct NewHost {
+    pub site: String,
+    pub mac: crate::mac::MacAddr,
+    pub hostname: String,
+    pub profile: Option<String>,
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// `{ driver, address, credentials }` as in a host entry.
+    pub bmc: Option<toml::Table>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error(
+        "provd serve was given config files, not a directory: adopt writes hosts-<site>.toml into a config \
+         directory (start provd with --config DIR)"
+    )]
+    NoConfigDirectory,
+    #[error("{0}: {1}")]
+    Write(PathBuf, String),
+    /// The file with the new entry did not reload: it was put back as it was.
+    #[error("the new host entry was not accepted, and {0} is as it was: {1}")]
+    Refused(PathBuf, ReloadError),
+}
+
+impl Reloader {
+    /// Append `host` as a `[[hosts]]` entry to `<config dir>/hosts-<site>.toml` and reload.
+    /// If the reload refuses it (a duplicate name or address, an unknown profile, ...), the
+    /// file is put back as it was and nothing changed. The files stay the source of truth.
+    pub async fn adopt(&self, host: &NewHost) -> Result<(ReloadReport, PathBuf), AdoptError> {
+        let _one = self.adopting.lock().await;
+        let dir = self.paths.iter().find(|p| p.is_dir()).ok_or(AdoptError::NoConfigDirectory)?;
+        let file = dir.join(format!("hosts-{}.toml", host.site));
+        let before = std::fs::read_to_string(&file).ok();
+        let mut entry = toml::Table::new();
+        entry.insert("site".into(), host.site.clone().into());
+        entry.insert("mac".into(), host.mac.to_string().into());
+        entry.insert("hostname".into(), host.hostname.clone().into());
+        if let Some(p) = &host.profile {
+            entry.insert("profile".into(), p.clone().into());
+        }
+        if let Some(ip) = host.ip {
+            entry.insert("ip".into(), ip.to_string().into());
+        }
+        if let Some(b) = &host.bmc {
+            entry.insert("bmc".into(), b.clone().into());
+        }
+        let mut doc = toml::Table::new();
+        doc.insert("hosts".into(), toml::Value::Array(vec![entry.into()]));
+        let text = toml::to_string(&doc).map_err(|e| AdoptError::Write(file.clone(), e.to_string()))?;
+        let header = "# Hosts adopted with `provd hosts adopt` (one [[hosts]] entry each); edit freely.\n";
+        let new = match &before {
+            Some(old) => format!("{old}\n# adopted {}\n{text}", crate::clock::unix_now()),
+            None => format!("{header}\n# adopted {}\n{text}", crate::clock::unix_now()),
+        };
+        write_atomically(&file, &new).map_err(|e| AdoptError::Write(file.clone(), e.to_string()))?;
+        match self.reload().await {
+            Ok(report) => Ok((report, file)),
+            Err(e) => {
+                let restored = match &before {
+                    Some(old) => write_atomically(&file, old),
+                    None => std::fs::remove_file(&file),
+                };
+                if let Err(w) = restored {
+                    tracing::error!("adopt: could not put {} back: {w}", file.display());
+                }
+                Err(AdoptError::Refused(file, e))
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }

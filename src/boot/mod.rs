@@ -143,6 +143,10 @@ impl Plan<'_> {
         match self.decision {
             BootDecision::Install { .. } => Action::Install,
             BootDecision::LocalDisk => Action::Local,
+            // An unknown machine on a site that commissions them boots the discovery image.
+            BootDecision::Menu if self.site.dhcp.unknown_clients == crate::config::UnknownClients::Discover => {
+                Action::Discover
+            }
             BootDecision::Menu => Action::Menu,
         }
     }
@@ -165,6 +169,10 @@ impl Plan<'_> {
                 format!("installing {name} with profile {profile} (site {})", self.site.name)
             }
             BootDecision::LocalDisk => format!("{name} boots from its local disk"),
+            BootDecision::Menu if self.action() == Action::Discover => format!(
+                "machine {} is not in the inventory of site {}: booting the discovery image",
+                self.mac, self.site.name
+            ),
             BootDecision::Menu => format!(
                 "machine {} is not in the inventory of site {}.",
                 self.mac, self.site.name

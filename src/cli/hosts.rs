@@ -11,6 +11,36 @@ use std::process::ExitCode;
 pub enum HostsCommand {
     /// Every host: configured ones and discovered machines.
     List {
+        /// Only machines nobody configured, with the hardware they reported (discovery).
+        #[arg(long)]
+        discovered: bool,
+        #[command(flatten)]
+        target: ServerTarget,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a discovered machine a configured host: an entry in `hosts-<site>.toml` of the
+    /// daemon's config directory (reviewable, in git if you like), applied by a reload.
+    Adopt {
+        /// The machine's MAC (see `provd hosts list --discovered`).
+        mac: String,
+        #[arg(long)]
+        hostname: String,
+        /// The profile to install (leave out to only register it).
+        #[arg(long)]
+        profile: Option<String>,
+        /// A reserved address.
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// Its site (default: where it was discovered).
+        #[arg(long)]
+        site: Option<String>,
+        /// Its BMC as DRIVER,ADDRESS,CREDENTIALS (e.g. ipmi,10.0.9.21,rack7).
+        #[arg(long)]
+        bmc: Option<String>,
+        /// Then install it now: one-time PXE and a power cycle through its BMC.
+        #[arg(long)]
+        power: bool,
         #[command(flatten)]
         target: ServerTarget,
         #[arg(long)]
@@ -60,11 +90,41 @@ pub enum HostsCommand {
 
 pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        HostsCommand::List { target, json } => {
+        HostsCommand::List {
+            discovered,
+            target,
+            json,
+        } => {
             let api = target.api()?;
-            let hosts: Vec<HostRecord> = api.require(api.get("/api/hosts")?)?;
+            let mut hosts: Vec<HostRecord> = api.require(api.get("/api/hosts")?)?;
+            if discovered {
+                hosts.retain(|h| h.status == crate::inventory::Status::Discovered);
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&hosts)?);
+            } else if discovered {
+                println!(
+                    "{:<18} {:<8} {:>5} {:>8} {:<28} {:<22} SEEN",
+                    "MAC", "SITE", "CPUS", "MEM MiB", "DISKS", "SERIAL"
+                );
+                for h in &hosts {
+                    let f = h.facts.clone().unwrap_or_default();
+                    let disks: Vec<String> = f
+                        .disks
+                        .iter()
+                        .map(|d| format!("{} {}G", d.name, d.size_bytes >> 30))
+                        .collect();
+                    println!(
+                        "{:<18} {:<8} {:>5} {:>8} {:<28} {:<22} {}",
+                        h.mac,
+                        h.site.as_deref().unwrap_or("-"),
+                        f.cpus.map_or("-".into(), |c| c.to_string()),
+                        f.memory_mib.map_or("-".into(), |m| m.to_string()),
+                        if disks.is_empty() { "(no report yet)".into() } else { disks.join(", ") },
+                        f.system_serial.as_deref().unwrap_or("-"),
+                        ago(h.updated)
+                    );
+                }
             } else {
                 println!(
                     "{:<20} {:<18} {:<11} {:<8} {:<10} {:<12} UPDATED",
@@ -101,6 +161,27 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
                     h.arch.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
                 );
                 println!("uuid      {}", h.uuid.as_deref().unwrap_or("-"));
+                if let Some(f) = &h.facts {
+                    println!(
+                        "hardware  {} x {}, {} MiB, serial {}, reported {}",
+                        f.cpus.unwrap_or(0),
+                        f.cpu_model.as_deref().unwrap_or("?"),
+                        f.memory_mib.unwrap_or(0),
+                        f.system_serial.as_deref().unwrap_or("-"),
+                        ago(f.reported_at)
+                    );
+                    for d in &f.disks {
+                        println!(
+                            "  disk    {} {} bytes serial {}",
+                            d.name,
+                            d.size_bytes,
+                            d.serial.as_deref().unwrap_or("-")
+                        );
+                    }
+                    for n in &f.nics {
+                        println!("  nic     {} {} link {}", n.name, n.mac, n.link.as_deref().unwrap_or("?"));
+                    }
+                }
                 if let Some(s) = &h.install {
                     println!(
                         "install   token issued {}, kickstart fetched {} time(s){}",
@@ -143,6 +224,44 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
                 status(&h)
             );
         }
+        HostsCommand::Adopt {
+            mac,
+            hostname,
+            profile,
+            ip,
+            site,
+            bmc,
+            power,
+            target,
+            json,
+        } => {
+            let bmc = bmc.map(|b| parse_bmc(&b)).transpose()?;
+            let api = target.api()?;
+            let body = serde_json::json!({
+                "hostname": hostname, "profile": profile, "ip": ip, "site": site, "bmc": bmc,
+            });
+            let answer: serde_json::Value = api.require(api.post_body(&format!("/api/hosts/{mac}/adopt"), &body)?)?;
+            if json && !power {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else if !json {
+                println!(
+                    "{mac} is now {hostname} ({}), written to {}",
+                    answer["host"]["status"].as_str().unwrap_or("?"),
+                    answer["file"].as_str().unwrap_or("?")
+                );
+            }
+            if power {
+                let select = super::power::Selection {
+                    hosts: vec![hostname],
+                    all: false,
+                    site: None,
+                    tag: Vec::new(),
+                    parallel: 1,
+                    json,
+                };
+                return super::power::reinstall(&select, false, true, &target);
+            }
+        }
         HostsCommand::MarkInstalled { host, target } => {
             let api = target.api()?;
             let h: HostRecord = api.require(api.post(&format!("/api/hosts/{host}/mark-installed"))?)?;
@@ -163,6 +282,15 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `DRIVER,ADDRESS,CREDENTIALS` -> the host entry's `bmc` table.
+fn parse_bmc(text: &str) -> anyhow::Result<serde_json::Value> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [driver, address, credentials] = parts.as_slice() else {
+        anyhow::bail!("--bmc is DRIVER,ADDRESS,CREDENTIALS (e.g. ipmi,10.0.9.21,rack7), not {text:?}");
+    };
+    Ok(serde_json::json!({ "driver": driver, "address": address, "credentials": credentials }))
 }
 
 fn status(h: &HostRecord) -> String {

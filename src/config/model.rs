@@ -148,6 +148,18 @@ pub struct Site {
     pub hosts: Vec<Host>,
     pub vars: toml::Table,
     pub failover: Option<Failover>,
+    /// The discovery image (`unknown_clients = "discover"`).
+    pub discovery: Option<Discovery>,
+}
+
+/// What an unknown machine boots to report its hardware (`[sites.X.discovery]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub kernel: String,
+    pub initrd: String,
+    pub kernel_args: String,
+    /// Power off after posting the facts (else wait, asking provd again now and then).
+    pub poweroff: bool,
 }
 
 /// ISC's defaults for a failover peer (dhcpd.conf(5)).
@@ -202,6 +214,16 @@ pub enum UnknownClients {
     LeaseOnly,
     /// No answer at all: only hosts listed in the config are served.
     Ignore,
+    /// Lease and boot file, and the boot script boots the discovery image, which posts
+    /// the machine's hardware facts (`[sites.X.discovery]`).
+    Discover,
+}
+
+impl UnknownClients {
+    /// Whether an unknown machine gets a boot file.
+    pub fn boots(self) -> bool {
+        matches!(self, UnknownClients::Boot | UnknownClients::Discover)
+    }
 }
 
 #[derive(Debug, Clone)]

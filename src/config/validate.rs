@@ -427,6 +427,7 @@ fn convert_site(
             UnknownClientsWire::Boot => UnknownClients::Boot,
             UnknownClientsWire::LeaseOnly => UnknownClients::LeaseOnly,
             UnknownClientsWire::Ignore => UnknownClients::Ignore,
+            UnknownClientsWire::Discover => UnknownClients::Discover,
         },
         offer_hold: w.dhcp.offer_hold.unwrap_or(DEFAULT_OFFER_HOLD),
         decline_quarantine: w.dhcp.decline_quarantine.unwrap_or(DEFAULT_DECLINE_QUARANTINE),
@@ -443,6 +444,36 @@ fn convert_site(
         .as_ref()
         .and_then(|f| convert_failover(src, &key("failover"), f, &subnets, errors));
 
+    let discovery = w.discovery.as_ref().and_then(|d| {
+        let dw = d.get_ref();
+        let poweroff = match dw.then.as_ref().map(|t| t.get_ref().as_str()) {
+            None | Some("poweroff") => true,
+            Some("wait") => false,
+            Some(other) => {
+                let t = dw.then.as_ref().expect("matched");
+                errors.push(src.error(
+                    Some(t.span()),
+                    key("discovery.then"),
+                    format!("{other:?}: poweroff or wait"),
+                ));
+                return None;
+            }
+        };
+        Some(Discovery {
+            kernel: dw.kernel.clone(),
+            initrd: dw.initrd.clone(),
+            kernel_args: dw.kernel_args.clone(),
+            poweroff,
+        })
+    });
+    if dhcp.unknown_clients == UnknownClients::Discover && w.discovery.is_none() {
+        errors.push(src.error(
+            None,
+            key("dhcp.unknown_clients"),
+            "\"discover\" needs the discovery image: [sites.NAME.discovery] kernel = ..., initrd = ... (assets paths)",
+        ));
+    }
+
     if errors.len() > before {
         return None;
     }
@@ -458,6 +489,7 @@ fn convert_site(
         hosts,
         vars: w.vars.clone(),
         failover,
+        discovery,
     })
 }
 

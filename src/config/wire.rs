@@ -127,6 +127,7 @@ pub struct SiteWire {
     pub vars: toml::Table,
     /// DHCP failover with a partner (ISC's `failover peer` block).
     pub failover: Option<Spanned<FailoverWire>>,
+    pub discovery: Option<Spanned<DiscoveryWire>>,
 }
 
 /// Mirrors ISC dhcpd's `failover peer "NAME" { ... }`.
@@ -180,6 +181,21 @@ pub enum UnknownClientsWire {
     Boot,
     LeaseOnly,
     Ignore,
+    Discover,
+}
+
+/// `[sites.X.discovery]`: the image unknown machines boot with `unknown_clients =
+/// "discover"`; it posts the machine's hardware facts to provd.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryWire {
+    /// Paths under the assets directory.
+    pub kernel: String,
+    pub initrd: String,
+    #[serde(default)]
+    pub kernel_args: String,
+    /// After posting: "poweroff" (default) or "wait" (stay up, asking again).
+    pub then: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -167,7 +167,7 @@ impl Engine {
                 Refusal::PartnersClient => DropReason::FailoverPartnersClient,
             });
         }
-        let may_boot = host.is_some() || site.dhcp.unknown_clients == UnknownClients::Boot;
+        let may_boot = host.is_some() || site.dhcp.unknown_clients.boots();
         let ctx = Context {
             req,
             site,

@@ -33,6 +33,64 @@ pub fn routes() -> Router<AppState> {
         .route("/api/stats", get(stats))
         .route("/api/events", get(events))
         .route("/api/reload", post(reload))
+        .route("/api/hosts/{host}/adopt", post(adopt))
+}
+
+#[derive(Deserialize)]
+struct AdoptRequest {
+    hostname: String,
+    profile: Option<String>,
+    ip: Option<std::net::Ipv4Addr>,
+    site: Option<String>,
+    bmc: Option<toml::Table>,
+}
+
+/// `POST /api/hosts/<mac>/adopt`: a discovered machine becomes a configured host: an entry
+/// in `<config dir>/hosts-<site>.toml`, then a reload (which validates it like any config).
+async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): Json<AdoptRequest>) -> Response {
+    use crate::reload::AdoptError;
+    let refuse = |code: StatusCode, e: String| (code, Json(serde_json::json!({ "error": e }))).into_response();
+    let boot = s.boot();
+    let Some(mac) = boot.inventory.find(&name).await else {
+        return not_found();
+    };
+    let Some(record) = boot.inventory.get(mac).await else {
+        return not_found();
+    };
+    if record.status != crate::inventory::Status::Discovered || boot.inventory.is_configured(mac) {
+        return refuse(
+            StatusCode::CONFLICT,
+            format!("{mac} is not a discovered machine (it is {}): nothing to adopt", record.status.as_str()),
+        );
+    }
+    let served = boot.served_sites();
+    let site = match req.site.or(record.site.clone()) {
+        Some(site) => site,
+        None if served.len() == 1 => served[0].clone(),
+        None => return refuse(StatusCode::BAD_REQUEST, "which site? pass --site".into()),
+    };
+    if !served.contains(&site) {
+        return refuse(StatusCode::BAD_REQUEST, format!("this server does not serve a site named {site:?}"));
+    }
+    let new = crate::reload::NewHost {
+        site,
+        mac,
+        hostname: req.hostname,
+        profile: req.profile,
+        ip: req.ip,
+        bmc: req.bmc,
+    };
+    match s.reloader.adopt(&new).await {
+        Ok((report, file)) => {
+            let record = s.boot().inventory.get(mac).await;
+            s.journal
+                .record(Some(mac), None, "adopted", format!("{mac} adopted as {} ({})", new.hostname, file.display()));
+            Json(serde_json::json!({ "host": record, "file": file, "reload": report })).into_response()
+        }
+        Err(e @ AdoptError::NoConfigDirectory) => refuse(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ AdoptError::Refused(..)) => refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => internal(e),
+    }
 }
 
 /// `POST /api/reload`: read the config set again and apply it (`reload`), or change nothing

@@ -26,6 +26,66 @@ pub fn routes() -> Router<AppState> {
         .route("/pki/renew/{host}", post(renew))
         .route("/pki/crl.pem", get(crl))
         .route("/nocloud/{token}/{file}", get(nocloud))
+        .route(
+            "/discover/{mac}",
+            post(discover).layer(axum::extract::DefaultBodyLimit::max(crate::inventory::facts::MAX_BODY)),
+        )
+}
+
+/// `POST /discover/<mac>`: hardware facts from the discovery image of an unknown machine
+/// (JSON, at most 64 KiB). Accepted only from the address that MAC holds a lease on now:
+/// a machine on the boot network cannot write facts for another one. The answer says
+/// what the image does next ("poweroff" or "wait").
+async fn discover(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(mac): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::inventory::facts::{HardwareFacts, MAX_BODY};
+    let Ok(mac) = mac.parse::<MacAddr>() else {
+        s.http_stats.inc("not_found");
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let Some(from) = source(peer) else {
+        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+    };
+    if !s.leases.holds(from, mac, crate::clock::unix_now()) {
+        s.http_stats.inc("refused_address");
+        s.journal.record(
+            Some(mac),
+            Some(from),
+            "refused",
+            format!("discovery facts for {mac} from {from}, which does not hold its lease"),
+        );
+        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+    }
+    if body.len() > MAX_BODY {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "too large\n");
+    }
+    let facts: HardwareFacts = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(_) => return plain(StatusCode::BAD_REQUEST, "facts are JSON\n"),
+    };
+    if let Err(e) = facts.check() {
+        return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+    }
+    let boot = s.boot();
+    match boot.inventory.set_facts(mac, s.listener_site.clone(), facts).await {
+        Ok(r) => {
+            s.journal.record(Some(mac), Some(from), "discovery", r.history.last().map(|h| h.what.clone()).unwrap_or_default());
+            let then = s
+                .listener_site
+                .as_deref()
+                .and_then(|n| boot.config.sites.get(n))
+                .and_then(|site| site.discovery.as_ref())
+                .map_or("poweroff", |d| if d.poweroff { "poweroff" } else { "wait" });
+            (StatusCode::OK, format!("{then}\n")).into_response()
+        }
+        // A configured host, or a MAC provd never saw boot: nothing to record.
+        Err(crate::inventory::InventoryError::UnknownHost) => plain(StatusCode::NOT_FOUND, "not found\n"),
+        Err(e) => refuse(&s, BootError::Inventory(e), "discovery"),
+    }
 }
 
 /// `/nocloud/<token>/<file>`: a deployed VM's cloud-init NoCloud seed. Unknown tokens and

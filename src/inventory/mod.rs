@@ -20,6 +20,7 @@
 //! Must never: hand a token to a host other than the one it was minted for, or decide an
 //! install for a host whose netboot is off.
 
+pub mod facts;
 pub mod token;
 pub mod transition;
 
@@ -116,6 +117,9 @@ pub struct HostRecord {
     /// placed on it until `undrain`.
     #[serde(default)]
     pub drained: bool,
+    /// What the machine reported from the discovery image (unknown machines).
+    #[serde(default)]
+    pub facts: Option<facts::HardwareFacts>,
 }
 
 /// What a host's boot script should do now.
@@ -696,6 +700,35 @@ impl Inventory {
     pub async fn set_drained(&self, mac: MacAddr, on: bool) -> Result<HostRecord, InventoryError> {
         self.update_known(mac, |r, now| Ok(transition::set_drained(r, on, now)))
             .await
+    }
+
+    /// Facts a discovered machine reported about itself. Only for machines nobody
+    /// configured (the discovery image is what unknown machines boot).
+    pub async fn set_facts(
+        &self,
+        mac: MacAddr,
+        site: Option<String>,
+        mut facts: facts::HardwareFacts,
+    ) -> Result<HostRecord, InventoryError> {
+        if self.is_configured(mac) {
+            return Err(InventoryError::UnknownHost);
+        }
+        self.update_known(mac, |r, now| {
+            facts.reported_at = now;
+            let mut next = r.clone();
+            let summary = format!(
+                "discovery: {} CPU(s), {} MiB, {} disk(s), {} NIC(s) reported",
+                facts.cpus.unwrap_or(0),
+                facts.memory_mib.unwrap_or(0),
+                facts.disks.len(),
+                facts.nics.len()
+            );
+            next.facts = Some(facts);
+            next.site = next.site.take().or(site);
+            next.note(summary, now);
+            Ok(next)
+        })
+        .await
     }
 
     /// Add a line to a host's history (a power action and its outcome) without changing

@@ -57,6 +57,7 @@ pub fn new_record(mac: MacAddr, now: u64) -> HostRecord {
         intent_at: 0,
         version: Default::default(),
         drained: false,
+        facts: None,
     }
 }
 

@@ -141,6 +141,8 @@ pub enum Action {
     Install,
     Local,
     Menu,
+    /// An unknown machine boots the site's discovery image.
+    Discover,
 }
 
 /// Everything a template may use for one host (or one unknown machine).
@@ -216,7 +218,14 @@ impl HostContext<'_> {
                 "kickstart": format!("{base}/ks/{key}?token={token}"),
                 "callback": format!("{base}/callback/{key}"),
                 "assets": format!("{base}/assets"),
+                "discover": format!("{base}/discover/{}", self.mac.hyphenated()),
             },
+            "discovery": site.discovery.as_ref().map(|d| serde_json::json!({
+                "kernel": format!("{base}/assets/{}", d.kernel),
+                "initrd": format!("{base}/assets/{}", d.initrd),
+                "kernel_args": d.kernel_args,
+                "then": if d.poweroff { "poweroff" } else { "wait" },
+            })),
             "vars": vars,
             "install": {
                 "id": self.install.as_ref().map(|i| i.id.clone()).unwrap_or_default(),

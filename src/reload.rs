@@ -197,7 +197,11 @@ impl Reloader {
     /// file is put back as it was and nothing changed. The files stay the source of truth.
     pub async fn adopt(&self, host: &NewHost) -> Result<(ReloadReport, PathBuf), AdoptError> {
         let _one = self.adopting.lock().await;
-        let dir = self.paths.iter().find(|p| p.is_dir()).ok_or(AdoptError::NoConfigDirectory)?;
+        let dir = self
+            .paths
+            .iter()
+            .find(|p| p.is_dir())
+            .ok_or(AdoptError::NoConfigDirectory)?;
         let file = dir.join(format!("hosts-{}.toml", host.site));
         let before = std::fs::read_to_string(&file).ok();
         let mut entry = toml::Table::new();

@@ -120,7 +120,11 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
                         h.site.as_deref().unwrap_or("-"),
                         f.cpus.map_or("-".into(), |c| c.to_string()),
                         f.memory_mib.map_or("-".into(), |m| m.to_string()),
-                        if disks.is_empty() { "(no report yet)".into() } else { disks.join(", ") },
+                        if disks.is_empty() {
+                            "(no report yet)".into()
+                        } else {
+                            disks.join(", ")
+                        },
                         f.system_serial.as_deref().unwrap_or("-"),
                         ago(h.updated)
                     );
@@ -179,7 +183,12 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
                         );
                     }
                     for n in &f.nics {
-                        println!("  nic     {} {} link {}", n.name, n.mac, n.link.as_deref().unwrap_or("?"));
+                        println!(
+                            "  nic     {} {} link {}",
+                            n.name,
+                            n.mac,
+                            n.link.as_deref().unwrap_or("?")
+                        );
                     }
                 }
                 if let Some(s) = &h.install {

@@ -169,6 +169,14 @@ enum LabCommand {
         /// The VM's name (lab-1, lab-2, ...).
         name: String,
     },
+    /// Start one more VM that no config names (new-N, MAC 52:54:00:00:c1:NN, a 2 GiB disk):
+    /// provd sees an unknown machine, which the lab site boots into the discovery image
+    /// (its hardware then shows in `provd hosts list --discovered`). Behind a simulated BMC
+    /// when the lab runs with --bmc.
+    AddVm {
+        #[arg(long, default_value = "bios", value_parser = ["bios", "uefi"])]
+        firmware: String,
+    },
     /// Remove every namespace, process and file the lab made.
     Down,
 }
@@ -406,6 +414,20 @@ fn lab(cmd: LabCommand) -> anyhow::Result<ExitCode> {
         LabCommand::PowerCycle { name } => {
             crate::lab::power_cycle(&name)?;
             println!("provd lab: {name} power-cycled");
+            true
+        }
+        LabCommand::AddVm { firmware } => {
+            let fw = crate::lab::vm::firmware_for(&firmware, 1);
+            let (spec, bmc) = crate::lab::add_vm(fw)?;
+            println!(
+                "provd lab: {} ({}, {}) powered on; no config names it, so it boots the discovery image",
+                spec.name,
+                spec.mac,
+                fw.name()
+            );
+            if let Some(b) = bmc {
+                println!("its BMC, for `provd hosts adopt {} ... --bmc {b}`", spec.mac);
+            }
             true
         }
         LabCommand::Down => {

@@ -60,7 +60,10 @@ async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): J
     if record.status != crate::inventory::Status::Discovered || boot.inventory.is_configured(mac) {
         return refuse(
             StatusCode::CONFLICT,
-            format!("{mac} is not a discovered machine (it is {}): nothing to adopt", record.status.as_str()),
+            format!(
+                "{mac} is not a discovered machine (it is {}): nothing to adopt",
+                record.status.as_str()
+            ),
         );
     }
     let served = boot.served_sites();
@@ -70,7 +73,10 @@ async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): J
         None => return refuse(StatusCode::BAD_REQUEST, "which site? pass --site".into()),
     };
     if !served.contains(&site) {
-        return refuse(StatusCode::BAD_REQUEST, format!("this server does not serve a site named {site:?}"));
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("this server does not serve a site named {site:?}"),
+        );
     }
     let new = crate::reload::NewHost {
         site,
@@ -83,8 +89,12 @@ async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): J
     match s.reloader.adopt(&new).await {
         Ok((report, file)) => {
             let record = s.boot().inventory.get(mac).await;
-            s.journal
-                .record(Some(mac), None, "adopted", format!("{mac} adopted as {} ({})", new.hostname, file.display()));
+            s.journal.record(
+                Some(mac),
+                None,
+                "adopted",
+                format!("{mac} adopted as {} ({})", new.hostname, file.display()),
+            );
             Json(serde_json::json!({ "host": record, "file": file, "reload": report })).into_response()
         }
         Err(e @ AdoptError::NoConfigDirectory) => refuse(StatusCode::CONFLICT, e.to_string()),

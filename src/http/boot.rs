@@ -73,7 +73,12 @@ async fn discover(
     let boot = s.boot();
     match boot.inventory.set_facts(mac, s.listener_site.clone(), facts).await {
         Ok(r) => {
-            s.journal.record(Some(mac), Some(from), "discovery", r.history.last().map(|h| h.what.clone()).unwrap_or_default());
+            s.journal.record(
+                Some(mac),
+                Some(from),
+                "discovery",
+                r.history.last().map(|h| h.what.clone()).unwrap_or_default(),
+            );
             let then = s
                 .listener_site
                 .as_deref()

@@ -69,7 +69,10 @@ impl HardwareFacts {
                     || d.serial.as_deref().is_some_and(|s| s.len() > MAX_TEXT)
                     || d.model.as_deref().is_some_and(|s| s.len() > MAX_TEXT)
             })
-            || self.nics.iter().any(|n| n.name.len() > MAX_TEXT || n.mac.len() > MAX_TEXT);
+            || self
+                .nics
+                .iter()
+                .any(|n| n.name.len() > MAX_TEXT || n.mac.len() > MAX_TEXT);
         if long {
             return Err(format!("a value longer than {MAX_TEXT} characters"));
         }

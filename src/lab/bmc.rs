@@ -111,19 +111,24 @@ pub fn write_secrets(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies of the config files in `out` (a directory provd is then given), with every lab
-/// host's BMC (`bmc_of(hostname)`) and the credentials file added. TOML is re-written, so
-/// the copies lose their comments; the originals are untouched.
+/// Copies of the config files in `out`, the directory the lab's provd is given (so `provd
+/// hosts adopt` writes its `hosts-lab.toml` there, not into the source tree). With
+/// `secrets`, every lab host's BMC (`bmc_of(hostname)`) and the credentials file are added.
+/// TOML is re-written, so the copies lose their comments; the originals are untouched.
 pub fn effective_config(
     files: &[PathBuf],
     out: &Path,
-    secrets: &Path,
+    secrets: Option<&Path>,
     bmc_of: impl Fn(&str) -> Option<usize>,
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out)?;
     for (n, f) in files.iter().enumerate() {
         let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let mut doc: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", f.display()))?;
+        let Some(secrets) = secrets else {
+            std::fs::write(out.join(format!("{n:02}-{}", file_name(f))), text)?;
+            continue;
+        };
         if let Some(daemon) = doc.get_mut("daemon").and_then(|d| d.as_table_mut()) {
             daemon.insert("bmc_secrets".into(), secrets.display().to_string().into());
         }
@@ -150,13 +155,15 @@ pub fn effective_config(
                 }
             }
         }
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        std::fs::write(out.join(format!("{n:02}-{name}")), toml::to_string(&doc)?)?;
+        std::fs::write(out.join(format!("{n:02}-{}", file_name(f))), toml::to_string(&doc)?)?;
     }
     Ok(out.to_path_buf())
+}
+
+fn file_name(f: &Path) -> String {
+    f.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -348,25 +348,24 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
     let provd = std::env::current_exe()?;
     let mut args: Vec<String> = vec!["serve".into()];
     let site = config.sites.values().next().expect("checked");
-    let configs = if opts.bmc.is_some() {
-        // Each lab host gets its BMC in a copy of the config (`lab::bmc`).
-        let secrets = w.join("bmc-secrets.toml");
+    // provd serves a copy of the config (a directory `provd hosts adopt` may write to);
+    // with --bmc each lab host gets its BMC in it (`lab::bmc`).
+    let secrets = w.join("bmc-secrets.toml");
+    if opts.bmc.is_some() {
         bmc::write_secrets(&secrets)?;
-        let names: Vec<String> = site
-            .hosts
-            .iter()
-            .take(firmwares.len())
-            .map(|h| h.hostname.clone())
-            .collect();
-        vec![bmc::effective_config(
-            &config.files,
-            &w.join("config"),
-            &secrets,
-            |h| names.iter().position(|n| n == h).map(|i| i + 1),
-        )?]
-    } else {
-        opts.config.clone()
-    };
+    }
+    let names: Vec<String> = site
+        .hosts
+        .iter()
+        .take(firmwares.len())
+        .map(|h| h.hostname.clone())
+        .collect();
+    let configs = vec![bmc::effective_config(
+        &config.files,
+        &w.join("config"),
+        opts.bmc.is_some().then_some(secrets.as_path()),
+        |h| names.iter().position(|n| n == h).map(|i| i + 1),
+    )?];
     for c in &configs {
         args.push("--config".into());
         args.push(c.display().to_string());
@@ -658,6 +657,59 @@ pub fn power_cycle(name: &str) -> anyhow::Result<()> {
         &work().join(format!("{}.qemu.log", vm.name)),
     )?;
     Ok(())
+}
+
+/// Largest VM index `add_vm` goes to (taps ltapN, BMC ports 623N).
+const MAX_INDEX: usize = 20;
+/// Disk size of an added (unknown) VM: not the lab hosts' 1 GiB, so a test can tell whose
+/// facts it reads.
+pub const ADDED_DISK_GIB: u64 = 2;
+
+/// Start one more VM in the running lab, with a MAC no config names (`new-N`, MAC
+/// 52:54:00:00:c1:NN): provd treats it as an unknown machine (the lab site discovers
+/// them). Behind a simulated BMC when the lab has them. Returns its spec and, with a BMC,
+/// the `--bmc` argument for `provd hosts adopt`.
+pub fn add_vm(firmware: Firmware) -> anyhow::Result<(VmSpec, Option<String>)> {
+    let path = work().join("lab.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("no lab is running (no {})", path.display()))?;
+    let mut state: LabState = serde_json::from_slice(&bytes)?;
+    let index = state.vms.iter().map(|v| v.index).max().unwrap_or(0).max(MAX_VMS) + 1;
+    if index > MAX_INDEX {
+        bail!(
+            "the lab runs {} VMs already; `provd lab down` and start again",
+            state.vms.len()
+        );
+    }
+    let mac: MacAddr = format!("52:54:00:00:c1:{index:02x}").parse().expect("valid MAC");
+    let spec = VmSpec::new(index, firmware, mac, &format!("new-{index}"), &work());
+    ip(&["-n", NAMESPACE, "tuntap", "add", &spec.tap, "mode", "tap"])?;
+    ip(&["-n", NAMESPACE, "link", "set", &spec.tap, "master", BRIDGE, "up"])?;
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&spec.disk)
+        .arg(format!("{ADDED_DISK_GIB}G")))?;
+    if let Some(vars) = &spec.vars {
+        std::fs::copy(vm::OVMF_VARS, vars).context("copying the OVMF variable store")?;
+    }
+    let adopt_bmc = if state.bmc.is_some() {
+        spawn_in_namespace(
+            Path::new("/usr/bin/ipmi_sim"),
+            &bmc::prepare(&spec, &work())?,
+            &work().join(format!("{}.bmc.log", spec.name)),
+        )?;
+        Some(format!("ipmi,127.0.0.1:{},{}", bmc::lan_port(index), bmc::CREDENTIALS))
+    } else {
+        spawn_in_namespace(
+            Path::new("/usr/bin/qemu-system-x86_64"),
+            &spec.qemu_args(),
+            &work().join(format!("{}.qemu.log", spec.name)),
+        )?;
+        None
+    };
+    state.vms.push(spec.clone());
+    state.powered_on.push(crate::clock::unix_now());
+    std::fs::write(&path, serde_json::to_vec_pretty(&state)?)?;
+    Ok((spec, adopt_bmc))
 }
 
 /// Remove everything `up` made. Safe to run at any time, any number of times.

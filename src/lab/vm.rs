@@ -108,7 +108,11 @@ impl VmSpec {
             "-drive".into(),
             format!("file={},if=none,id=d0,format=qcow2", self.disk.display()),
         ]);
-        a.extend(["-device".into(), "virtio-blk-pci,drive=d0,bootindex=2".into()]);
+        // A disk serial, as real disks have (discovery reports it).
+        a.extend([
+            "-device".into(),
+            format!("virtio-blk-pci,drive=d0,bootindex=2,serial=provd-{}", self.name),
+        ]);
         a
     }
 }

@@ -72,7 +72,18 @@ fn a_discovered_machine_reports_itself_and_is_adopted_into_a_host_file() {
         "disks":[{"name":"sda","size_bytes":480103981056,"serial":"DISK-1"}],
         "nics":[{"name":"eth0","mac":"52:54:00:00:93:42","link":"up"}]}"#;
     let post = |from: &str, target: &str, body: &str| {
-        curl(from, &["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", body, &format!("{base}/discover/{target}")])
+        curl(
+            from,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+                &format!("{base}/discover/{target}"),
+            ],
+        )
     };
     // Liars: another address posting for this MAC, this address posting for another MAC.
     assert_eq!(post(&format!("10.{NET}.0.2"), "52-54-00-00-93-42", facts).0, "403");
@@ -84,7 +95,10 @@ fn a_discovered_machine_reports_itself_and_is_adopted_into_a_host_file() {
     let many = format!("{{\"disks\":[{}]}}", vec!["{\"name\":\"d\"}"; 65].join(","));
     assert_eq!(post(&me, "52-54-00-00-93-42", &many).0, "400");
     // The real report.
-    assert_eq!(post(&me, "52-54-00-00-93-42", facts), ("200".to_string(), "poweroff\n".to_string()));
+    assert_eq!(
+        post(&me, "52-54-00-00-93-42", facts),
+        ("200".to_string(), "poweroff\n".to_string())
+    );
 
     let list: Vec<serde_json::Value> =
         serde_json::from_slice(&daemon.cli(&["hosts", "list", "--discovered", "--json"]).stdout).unwrap();
@@ -94,33 +108,63 @@ fn a_discovered_machine_reports_itself_and_is_adopted_into_a_host_file() {
     assert_eq!(list[0]["facts"]["disks"][0]["serial"], "DISK-1");
     assert_eq!(list[0]["site"], "d");
     let table = String::from_utf8_lossy(&daemon.cli(&["hosts", "list", "--discovered"]).stdout).to_string();
-    assert!(table.contains("8192") && table.contains("sda 447G") && table.contains("SN-93"), "{table}");
+    assert!(
+        table.contains("8192") && table.contains("sda 447G") && table.contains("SN-93"),
+        "{table}"
+    );
 
     // Adopting under a hostname that is taken: refused by the reload's own validation, and
     // the host file is as it was (here: never created).
     let file = conf.join("hosts-d.toml");
     let refused = daemon.cli_output(&["hosts", "adopt", mac_text, "--hostname", "taken", "--profile", "el9"]);
     let why = String::from_utf8_lossy(&refused.stderr).to_string();
-    assert!(!refused.status.success() && why.contains("duplicate hostname taken"), "{why}");
+    assert!(
+        !refused.status.success() && why.contains("duplicate hostname taken"),
+        "{why}"
+    );
     assert!(!file.exists(), "a refused adoption left {}", file.display());
 
-    let out = daemon.cli(&["hosts", "adopt", mac_text, "--hostname", "new93", "--profile", "el9", "--ip", &format!("10.{NET}.0.93")]);
+    let out = daemon.cli(&[
+        "hosts",
+        "adopt",
+        mac_text,
+        "--hostname",
+        "new93",
+        "--profile",
+        "el9",
+        "--ip",
+        &format!("10.{NET}.0.93"),
+    ]);
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(said.contains("is now new93 (assigned)"), "{said}");
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("[[hosts]]") && text.contains("hostname = \"new93\"") && text.contains("site = \"d\""), "{text}");
+    assert!(
+        text.contains("[[hosts]]") && text.contains("hostname = \"new93\"") && text.contains("site = \"d\""),
+        "{text}"
+    );
     // `provd check` accepts the directory with the written file.
-    let check = std::process::Command::new(common::provd_bin()).arg("check").arg(&conf).output().unwrap();
+    let check = std::process::Command::new(common::provd_bin())
+        .arg("check")
+        .arg(&conf)
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 
     // Adopted: it is offered an install now (from the address it holds), not discovery,
     // and a second adoption is refused.
     let (code, script) = curl(&me, &[&format!("{base}/boot/52-54-00-00-93-42.ipxe")]);
     assert_eq!(code, "200");
-    assert!(script.contains("installing new93 with profile") && !script.contains("provd.discover"), "{script}");
+    assert!(
+        script.contains("installing new93 with profile") && !script.contains("provd.discover"),
+        "{script}"
+    );
     let again = daemon.cli_output(&["hosts", "adopt", mac_text, "--hostname", "other", "--profile", "el9"]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("not a discovered machine"));
     // It has no BMC, so --power is refused before anything changes.
     let nobmc = daemon.cli_output(&["hosts", "reinstall", "new93", "--power"]);
-    assert!(String::from_utf8_lossy(&nobmc.stdout).contains("has no BMC"), "{}", String::from_utf8_lossy(&nobmc.stdout));
+    assert!(
+        String::from_utf8_lossy(&nobmc.stdout).contains("has no BMC"),
+        "{}",
+        String::from_utf8_lossy(&nobmc.stdout)
+    );
 }

@@ -361,6 +361,86 @@ fn a_vm_behind_an_ipmi_bmc_is_reinstalled_and_powered_off_by_provd() {
         .filter(|e| e["kind"] == "power")
         .collect();
     assert!(power_events.len() >= 3, "{power_events:#?}");
+
+    // Discovery: a machine no config names boots the discovery image and reports itself;
+    // what it reports is what QEMU was given (768 MiB, a 2 GiB disk with its serial).
+    let added = Command::new(provd_bin()).args(["lab", "add-vm"]).output().unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let said = String::from_utf8_lossy(&added.stdout).to_string();
+    assert!(said.contains("--bmc ipmi,127.0.0.1:6239,lab-ipmi"), "{said}");
+    let mac = "52:54:00:00:c1:09";
+    let start = Instant::now();
+    let found = loop {
+        let list = in_lab(&["hosts", "list", "--discovered"]);
+        if let Some(h) = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["mac"] == mac && !h["facts"].is_null())
+        {
+            break h.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "no facts from {mac} within 180 s: {list:#}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let facts = &found["facts"];
+    assert_eq!(facts["memory_mib"], 768, "{facts:#}");
+    assert_eq!(facts["disks"][0]["size_bytes"], 2u64 << 30, "{facts:#}");
+    assert_eq!(facts["disks"][0]["serial"], "provd-new-9", "{facts:#}");
+    assert_eq!(
+        (facts["nics"][0]["mac"].as_str(), facts["nics"][0]["link"].as_str()),
+        (Some(mac), Some("up"))
+    );
+    assert_eq!(found["status"], "discovered");
+    // It powered itself off after reporting (the site says then = "poweroff").
+    let start = Instant::now();
+    while ipmitool_power(6239) != "Chassis Power is off" {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the discovered VM did not power off"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Adopted with its BMC and installed through it, nobody touching QEMU.
+    let adopted = lab_command(&[
+        "hosts",
+        "adopt",
+        mac,
+        "--hostname",
+        "lab-9",
+        "--profile",
+        "lab-hypervisor",
+        "--ip",
+        "10.200.0.19",
+        "--bmc",
+        "ipmi,127.0.0.1:6239,lab-ipmi",
+        "--power",
+    ]);
+    assert!(
+        adopted.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&adopted.stdout),
+        String::from_utf8_lossy(&adopted.stderr)
+    );
+    let file = std::fs::read_to_string("/tmp/provd-lab/config/hosts-lab.toml").unwrap();
+    assert!(
+        file.contains("hostname = \"lab-9\"") && file.contains("127.0.0.1:6239"),
+        "{file}"
+    );
+    let start = Instant::now();
+    while callbacks(mac, "installed") < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "lab-9 did not install within 300 s"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let host = in_lab(&["hosts", "show", "lab-9"]);
+    assert_eq!(host["status"], "installed");
+    assert_eq!(host["facts"]["memory_mib"], 768, "the facts stay with the adopted host");
 }
 
 fn callbacks(mac: &str, what: &str) -> usize {

@@ -1,6 +1,7 @@
 #!/bin/bash
 # `provd hosts reinstall --all --power` over N emulated BMCs (OpenIPMI's ipmi_sim, IPMI 2.0
-# over LAN on the loopback of a private namespace; each BMC "powers" a stand-in process)
+# over LAN on the loopback of a private namespace; each BMC powers a QEMU machine that is
+# started paused (-S: a real ipmi-bmc-extern peer for the BMC, no CPU spent))
 # against the same job as an operator's shell loop with ipmitool: for every host
 # `chassis bootdev pxe` then `chassis power cycle` (or `on` when off). Both start from every
 # BMC powered off. Prints wall time, failures and the ratio.
@@ -17,12 +18,13 @@ PROVD=$PWD/target/release/provd
 cleanup() {
   for p in $(ip netns pids $NS 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
   ip netns del $NS 2>/dev/null || true
-  rm -rf "$W"
+  [ -n "${KEEP:-}" ] && echo "kept $W" || rm -rf "$W"
 }
 trap cleanup EXIT
 ip netns add $NS
 ip -n $NS link set lo up
-ip -n $NS link add bb0 type dummy
+ip -n $NS link add bb0 type veth peer name bb1
+ip -n $NS link set bb1 up
 ip -n $NS addr add 10.250.0.1/24 dev bb0
 ip -n $NS link set bb0 up
 
@@ -61,20 +63,26 @@ set_working_mc 0x20
     allowed_auths_admin none md2 md5 straight
     guid a1234567$(printf %08x "$i")89abcdefa1234567
   endlan
-  startcmd "sleep 100000"
+  serial 15 127.0.0.1 $((9000 + i)) codec VM
+  startcmd "qemu-system-x86_64 -accel tcg -m 16 -S -nodefaults -display none -chardev socket,id=ipmi0,host=127.0.0.1,port=$((9000 + i)),reconnect=10 -device ipmi-bmc-extern,chardev=ipmi0,id=bmc0 -device isa-ipmi-bt,bmc=bmc0"
   startnow false
   poweroff_wait 0
   kill_wait 1
   user 2 true "admin" "bench-pw" admin 10 none md2 md5 straight
 CONF
   ip netns exec $NS ipmi_sim -c "$W/bmc$i/lan.conf" -f "$W/cmd.emu" -n -s "$W/bmc$i/state" > "$W/bmc$i/log" 2>&1 &
+  disown
   printf '[[sites.b.hosts]]\nmac = "52:54:00:25:%02x:%02x"\nhostname = "n%02d"\nprofile = "p"\nbmc = { driver = "ipmi", address = "127.0.0.1:%d", credentials = "bench" }\n' \
     $((i / 256)) $((i % 256)) "$i" "$port" >> "$W/conf/site.toml"
 done
 ip netns exec $NS "$PROVD" serve --config "$W/conf" > "$W/provd.log" 2>&1 &
+disown
 sleep 2
 ipmi() { ip netns exec $NS env IPMI_PASSWORD=bench-pw ipmitool -I lanplus -H 127.0.0.1 -p "$1" -U admin -E -C 3 "${@:2}"; }
-all_off() { for i in $(seq 1 "$N"); do ipmi $((7000 + i)) chassis power off >/dev/null 2>&1 || true; done; }
+all_off() {
+  for i in $(seq 1 "$N"); do ipmi $((7000 + i)) chassis power off >/dev/null 2>&1 || true; done
+  sleep 2   # the simulators reap their machines
+}
 count_on() { local c=0; for i in $(seq 1 "$N"); do ipmi $((7000 + i)) chassis power status 2>/dev/null | grep -q "is on" && c=$((c + 1)); done; echo $c; }
 
 all_off

@@ -98,6 +98,14 @@ pub fn parse_power(out: &str) -> PowerState {
 
 pub fn act(bmc: &Bmc, cred: &Credential, action: Action, timeout: Duration) -> Result<Outcome, BmcError> {
     let status = || ipmitool(bmc, cred, &["chassis", "power", "status"], timeout).map(|o| parse_power(&o));
+    // The boot override does not depend on, or change, the power state: one command.
+    if action == Action::PxeOnce {
+        ipmitool(bmc, cred, &["chassis", "bootdev", "pxe"], timeout)?;
+        return Ok(Outcome {
+            detail: "next boot: PXE (once)".into(),
+            ..Outcome::default()
+        });
+    }
     let before = status()?;
     let mut outcome = Outcome::default();
     match action {
@@ -118,17 +126,15 @@ pub fn act(bmc: &Bmc, cred: &Credential, action: Action, timeout: Duration) -> R
         Action::Cycle => {
             ipmitool(bmc, cred, &["chassis", "power", "cycle"], timeout)?;
         }
-        Action::PxeOnce => {
-            ipmitool(bmc, cred, &["chassis", "bootdev", "pxe"], timeout)?;
-            outcome.detail = "next boot: PXE (once)".into();
-        }
+        // Answered above, before any status query.
+        Action::PxeOnce => {}
     }
     outcome.state = status()?;
     // A BMC reports the new state a moment after it accepted the command (ipmi_sim restarts
     // the machine's process): wait briefly for "on" after on and cycle.
     let deadline = Instant::now() + Duration::from_secs(5);
     while matches!(action, Action::On | Action::Cycle) && outcome.state != PowerState::On && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(100));
         outcome.state = status()?;
     }
     Ok(outcome)

@@ -202,6 +202,13 @@ impl Reloader {
             .iter()
             .find(|p| p.is_dir())
             .ok_or(AdoptError::NoConfigDirectory)?;
+        // The site name becomes part of a file name: only a plain name may.
+        if host.site.is_empty() || host.site.starts_with('.') || host.site.contains(['/', '\\', '\0']) {
+            return Err(AdoptError::Write(
+                dir.clone(),
+                format!("site name {:?} cannot name a file", host.site),
+            ));
+        }
         let file = dir.join(format!("hosts-{}.toml", host.site));
         let before = std::fs::read_to_string(&file).ok();
         let mut entry = toml::Table::new();

@@ -268,18 +268,7 @@ fn perfdhcp_10000_relayed_exchanges_with_unique_addresses() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let field = |section: &str, name: &str| -> u64 {
-        let s = &text[text.find(section).unwrap_or_else(|| panic!("no {section} in:\n{text}"))..];
-        let line = s.lines().find(|l| l.trim_start().starts_with(name)).unwrap();
-        line.split(':')
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let field = |section: &str, name: &str| common::perfdhcp_field(&text, section, name);
     for section in ["DISCOVER-OFFER", "REQUEST-ACK"] {
         assert_eq!(field(section, "non unique addresses"), 0, "{text}");
         assert_eq!(field(section, "rejected leases"), 0, "{text}");

@@ -323,7 +323,11 @@ async fn admin_routes_exist_only_on_the_api_listener_and_need_the_token() {
         ("POST", "/api/hosts/52:54:00:00:00:99/adopt"),
     ] {
         assert_eq!(call(&api, method, path, "").await.0, StatusCode::UNAUTHORIZED, "{path}");
-        assert_eq!(call(&f.boot_router(), method, path, "").await.0, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            call(&f.boot_router(), method, path, "").await.0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
     }
     assert!(f.services.http_stats.snapshot()["refused_unauthenticated"] >= 18);
     let (_, hosts) = call_as(&api, "GET", "/api/hosts", "", Some(&bearer)).await;

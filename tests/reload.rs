@@ -8,7 +8,7 @@ mod common;
 
 use common::builder::{self, SiteBuilder};
 use common::client::{bind_addr, dora_relayed, mac};
-use common::{Daemon, Workdir, require_root_and_tools};
+use common::{Daemon, Workdir, perfdhcp_field, require_root_and_tools};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 
@@ -31,19 +31,6 @@ fn site(extra_hosts: &str, http_port: u16) -> String {
         s = s.raw(extra_hosts);
     }
     s.toml()
-}
-
-fn perfdhcp_field(text: &str, section: &str, name: &str) -> u64 {
-    let s = &text[text.find(section).unwrap_or_else(|| panic!("no {section} in:\n{text}"))..];
-    let line = s.lines().find(|l| l.trim_start().starts_with(name)).unwrap();
-    line.split(':')
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]

@@ -417,3 +417,18 @@ pub fn provd_ok(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A number from perfdhcp's report: the value of the line starting with `name` in the
+/// section headed `section` (e.g. "REQUEST-ACK", "drops").
+pub fn perfdhcp_field(text: &str, section: &str, name: &str) -> u64 {
+    let s = &text[text.find(section).unwrap_or_else(|| panic!("no {section} in:\n{text}"))..];
+    let line = s
+        .lines()
+        .find(|l| l.trim_start().starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} under {section} in:\n{text}"));
+    line.split(':')
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{line:?} holds no number"))
+}

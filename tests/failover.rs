@@ -523,6 +523,21 @@ fn provd_with_isc(provd_role: &str, net: u8, tag: &str) {
         (isc.state().as_deref() == Some("normal")).then_some(())
     });
 
+    // `provd reload` (the same files, read again) leaves the failover connection alone: the
+    // same state since the same time, connected, and ISC saw no interruption.
+    let before = failover_status(&a);
+    let interrupted = isc.log_text().matches("communications-interrupted").count();
+    let said = a.cli(&["reload"]);
+    assert!(String::from_utf8_lossy(&said.stdout).contains("reloaded (generation 1)"));
+    std::thread::sleep(Duration::from_secs(2));
+    let after = failover_status(&a);
+    assert_eq!(
+        (&after["state"], &after["stos"], &after["connected"]),
+        (&before["state"], &before["stos"], &serde_json::json!(true)),
+        "{before} -> {after}"
+    );
+    assert_eq!(isc.log_text().matches("communications-interrupted").count(), interrupted);
+
     // Clients: both answer their share; each one's leases reach the other's store.
     let out = perfdhcp(&l.c, 60, "00:0c:11:00:00:00");
     let acks_provd = stat(&a, "sent_ack");

@@ -536,7 +536,10 @@ fn provd_with_isc(provd_role: &str, net: u8, tag: &str) {
         (&before["state"], &before["stos"], &serde_json::json!(true)),
         "{before} -> {after}"
     );
-    assert_eq!(isc.log_text().matches("communications-interrupted").count(), interrupted);
+    assert_eq!(
+        isc.log_text().matches("communications-interrupted").count(),
+        interrupted
+    );
 
     // Clients: both answer their share; each one's leases reach the other's store.
     let out = perfdhcp(&l.c, 60, "00:0c:11:00:00:00");

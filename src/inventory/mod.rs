@@ -341,7 +341,7 @@ impl Inventory {
     /// A record of a machine that is not configured here and never was (adopted or
     /// installed hosts are configured, or were, and are kept).
     fn is_discovered_only(&self, r: &HostRecord) -> bool {
-        r.status == Status::Discovered && self.configured(r.mac).is_none()
+        r.status == Status::Discovered && self.configured_site(r.mac).is_none()
     }
 
     /// Discovered-only records not updated within `forget_after_secs`.
@@ -407,12 +407,13 @@ impl Inventory {
         }
     }
 
-    /// A configured host of a served site.
-    fn configured(&self, mac: MacAddr) -> Option<HostEntry> {
+    /// The site of a configured host of a served site (asked for every observation and
+    /// boot script: the index is shared, only the site name is copied).
+    fn configured_site(&self, mac: MacAddr) -> Option<String> {
         self.index()
             .by_mac(mac)
             .filter(|e| self.served.contains(&e.site))
-            .cloned()
+            .map(|e| e.site.clone())
     }
 
     fn index(&self) -> HostIndex {
@@ -593,7 +594,7 @@ impl Inventory {
     }
 
     pub fn is_configured(&self, mac: MacAddr) -> bool {
-        self.configured(mac).is_some()
+        self.configured_site(mac).is_some()
     }
 
     /// Record what DHCP saw; an unknown MAC becomes a discovered host.
@@ -609,8 +610,8 @@ impl Inventory {
 
     /// The boot-once decision for `mac`, minting an install token when an install is due.
     pub async fn boot(&self, mac: MacAddr) -> Result<BootDecision, InventoryError> {
-        if let Some(e) = self.configured(mac)
-            && self.installs_held(&e.site)
+        if let Some(site) = self.configured_site(mac)
+            && self.installs_held(&site)
         {
             // Not synchronised with the partner yet: maybe installed, maybe not. Local disk
             // is the answer that cannot destroy anything.

@@ -293,13 +293,28 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `DRIVER,ADDRESS,CREDENTIALS` -> the host entry's `bmc` table.
+/// `DRIVER,ADDRESS,CREDENTIALS[,KEY=VALUE...]` -> the host entry's `bmc` table (extra keys
+/// as in the config: fingerprint=..., system=..., ca_file=..., insecure=true, cipher_suite=N).
 fn parse_bmc(text: &str) -> anyhow::Result<serde_json::Value> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-    let [driver, address, credentials] = parts.as_slice() else {
-        anyhow::bail!("--bmc is DRIVER,ADDRESS,CREDENTIALS (e.g. ipmi,10.0.9.21,rack7), not {text:?}");
+    let [driver, address, credentials, extra @ ..] = parts.as_slice() else {
+        anyhow::bail!("--bmc is DRIVER,ADDRESS,CREDENTIALS[,KEY=VALUE...] (e.g. ipmi,10.0.9.21,rack7), not {text:?}");
     };
-    Ok(serde_json::json!({ "driver": driver, "address": address, "credentials": credentials }))
+    let mut bmc = serde_json::json!({ "driver": driver, "address": address, "credentials": credentials });
+    for kv in extra {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--bmc: {kv:?} is not KEY=VALUE"))?;
+        bmc[k] = match (k, v) {
+            ("insecure", "true") => true.into(),
+            ("cipher_suite", n) => n
+                .parse::<u8>()
+                .map_err(|_| anyhow::anyhow!("--bmc: cipher_suite={n}"))?
+                .into(),
+            (_, v) => v.into(),
+        };
+    }
+    Ok(bmc)
 }
 
 fn status(h: &HostRecord) -> String {
@@ -316,5 +331,24 @@ fn ago(t: u64) -> String {
         s @ 60..=3599 => format!("{}m ago", s / 60),
         s @ 3600..=86399 => format!("{}h ago", s / 3600),
         s => format!("{}d ago", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bmc_argument() {
+        let b = parse_bmc("redfish,https://10.0.9.3,rack7,fingerprint=AB:CD,system=1,insecure=true").unwrap();
+        assert_eq!(b["driver"], "redfish");
+        assert_eq!(b["address"], "https://10.0.9.3");
+        assert_eq!(
+            (b["fingerprint"].as_str(), b["system"].as_str()),
+            (Some("AB:CD"), Some("1"))
+        );
+        assert_eq!(b["insecure"], true);
+        assert!(parse_bmc("ipmi,10.0.9.3").is_err());
+        assert!(parse_bmc("ipmi,10.0.9.3,c,oops").is_err());
     }
 }

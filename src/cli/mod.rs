@@ -156,8 +156,10 @@ enum LabCommand {
         #[arg(long)]
         down: bool,
         /// Put each VM behind a BMC: ipmi (OpenIPMI's ipmi_sim owns the VM's QEMU and
-        /// answers IPMI over LAN; the lab's hosts get `bmc = {...}`, so `provd power` and
-        /// `provd hosts reinstall --power` drive them). redfish is not in the lab yet.
+        /// answers IPMI over LAN) or redfish (the VMs are domains of a libvirtd in the lab
+        /// namespace, sushy-tools' Redfish emulator answers for them over HTTPS). The lab's
+        /// hosts get `bmc = {...}`, so `provd power` and `provd hosts reinstall --power`
+        /// drive them.
         #[arg(long, value_parser = ["ipmi", "redfish"])]
         bmc: Option<String>,
     },

@@ -164,6 +164,7 @@ pub async fn reinstall_power(s: &AppState, name: &str) -> Result<PowerResult, Re
     let (mac, host, bmc) = host_bmc(s, name)?;
     let pxe = act(s, mac, &host, bmc.clone(), Action::PxeOnce).await;
     let mut cycle = act(s, mac, &host, bmc, Action::Cycle).await;
+    cycle.outcome.warnings.extend(pxe.outcome.warnings);
     if !pxe.ok {
         cycle.outcome.warnings.push(format!(
             "the one-time PXE boot was not set ({}): the machine installs only if it tries the network first",

@@ -94,8 +94,17 @@ pub fn prepare(vm: &VmSpec, dir: &Path) -> anyhow::Result<Vec<String>> {
     ])
 }
 
-/// The credentials file the lab's provd reads (0600).
-pub fn write_secrets(path: &Path) -> anyhow::Result<()> {
+/// Lab host `index`'s `bmc` table (IPMI on the namespace's loopback).
+pub fn host_bmc(index: usize) -> toml::Table {
+    let mut bmc = toml::Table::new();
+    bmc.insert("driver".into(), "ipmi".into());
+    bmc.insert("address".into(), format!("127.0.0.1:{}", lan_port(index)).into());
+    bmc.insert("credentials".into(), CREDENTIALS.into());
+    bmc
+}
+
+/// The credentials file the lab's provd reads (0600): one `[credentials.NAME]`.
+pub fn write_credentials(path: &Path, name: &str, user: &str, password: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -106,7 +115,7 @@ pub fn write_secrets(path: &Path) -> anyhow::Result<()> {
         .open(path)?;
     writeln!(
         f,
-        "[credentials.{CREDENTIALS}]\nusername = \"{USER}\"\npassword = \"{PASSWORD}\""
+        "[credentials.{name}]\nusername = \"{user}\"\npassword = \"{password}\""
     )?;
     Ok(())
 }
@@ -119,7 +128,7 @@ pub fn effective_config(
     files: &[PathBuf],
     out: &Path,
     secrets: Option<&Path>,
-    bmc_of: impl Fn(&str) -> Option<usize>,
+    bmc_of: impl Fn(&str) -> Option<toml::Table>,
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out)?;
     for (n, f) in files.iter().enumerate() {
@@ -145,11 +154,7 @@ pub fn effective_config(
                         .and_then(|v| v.as_str())
                         .unwrap_or_default()
                         .to_string();
-                    if let Some(index) = bmc_of(&name) {
-                        let mut bmc = toml::Table::new();
-                        bmc.insert("driver".into(), "ipmi".into());
-                        bmc.insert("address".into(), format!("127.0.0.1:{}", lan_port(index)).into());
-                        bmc.insert("credentials".into(), CREDENTIALS.into());
+                    if let Some(bmc) = bmc_of(&name) {
                         t.insert("bmc".into(), bmc.into());
                     }
                 }

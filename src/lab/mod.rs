@@ -10,6 +10,7 @@
 
 pub mod bmc;
 pub mod progress;
+pub mod redfish;
 pub mod vm;
 
 use crate::config::Config;
@@ -41,9 +42,12 @@ pub struct LabState {
     pub vms: Vec<VmSpec>,
     /// Unix time each VM was powered on.
     pub powered_on: Vec<u64>,
-    /// "ipmi" when each VM sits behind a simulated BMC (`--bmc ipmi`).
+    /// "ipmi" or "redfish" when each VM sits behind a BMC (`--bmc`).
     #[serde(default)]
     pub bmc: Option<String>,
+    /// The Redfish emulator's certificate fingerprint (what lab hosts' entries pin).
+    #[serde(default)]
+    pub bmc_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -88,7 +92,7 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// (thing needed, Debian package that provides it)
-fn prerequisites(firmwares: &[Firmware], bmc: bool) -> Vec<(&'static str, &'static str)> {
+fn prerequisites(firmwares: &[Firmware], bmc: Option<&str>) -> Vec<(&'static str, &'static str)> {
     let mut v = vec![
         ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
         ("/usr/bin/qemu-img", "qemu-utils"),
@@ -101,9 +105,17 @@ fn prerequisites(firmwares: &[Firmware], bmc: bool) -> Vec<(&'static str, &'stat
     if firmwares.contains(&Firmware::Uefi) {
         v.push((vm::OVMF_CODE, "ovmf"));
     }
-    if bmc {
-        v.push(("/usr/bin/ipmi_sim", "openipmi"));
-        v.push(("/usr/bin/ipmitool", "ipmitool"));
+    match bmc {
+        Some("ipmi") => {
+            v.push(("/usr/bin/ipmi_sim", "openipmi"));
+            v.push(("/usr/bin/ipmitool", "ipmitool"));
+        }
+        Some(_) => {
+            v.push(("/usr/sbin/libvirtd", "libvirt-daemon-system"));
+            v.push(("/usr/bin/virsh", "libvirt-clients"));
+            v.push(("/usr/bin/openssl", "openssl"));
+        }
+        None => {}
     }
     v
 }
@@ -120,7 +132,7 @@ fn cloud_kernel_installed() -> bool {
 }
 
 /// Install what is missing (Debian), or say exactly what to install.
-fn ensure_prerequisites(firmwares: &[Firmware], bmc: bool, install: bool) -> anyhow::Result<()> {
+fn ensure_prerequisites(firmwares: &[Firmware], bmc: Option<&str>, install: bool) -> anyhow::Result<()> {
     let mut missing: Vec<&str> = prerequisites(firmwares, bmc)
         .into_iter()
         .filter(|(p, _)| !Path::new(p).exists())
@@ -273,14 +285,10 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
     let firmwares: Vec<Firmware> = (1..=opts.vms).map(|i| vm::firmware_for(&opts.firmware, i)).collect();
     match opts.bmc.as_deref() {
         None | Some("ipmi") => {}
-        Some("redfish") => bail!(
-            "--bmc redfish is not in the lab yet: the lab's VMs are plain QEMU processes, and sushy-tools' Redfish \
-             emulator drives libvirt domains (provd's Redfish driver is tested against it in tests/bmc_redfish.rs); \
-             use --bmc ipmi"
-        ),
+        Some("redfish") => {}
         Some(other) => bail!("--bmc {other:?}: ipmi or redfish"),
     }
-    ensure_prerequisites(&firmwares, opts.bmc.is_some(), opts.install_packages)?;
+    ensure_prerequisites(&firmwares, opts.bmc.as_deref(), opts.install_packages)?;
     ensure_assets(&config)?;
 
     let w = work();
@@ -348,23 +356,40 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
     let provd = std::env::current_exe()?;
     let mut args: Vec<String> = vec!["serve".into()];
     let site = config.sites.values().next().expect("checked");
-    // provd serves a copy of the config (a directory `provd hosts adopt` may write to);
-    // with --bmc each lab host gets its BMC in it (`lab::bmc`).
-    let secrets = w.join("bmc-secrets.toml");
-    if opts.bmc.is_some() {
-        bmc::write_secrets(&secrets)?;
-    }
-    let names: Vec<String> = site
-        .hosts
+    // The VMs-to-be (pure: names, MACs, files), so their BMCs can be set up first.
+    let specs: Vec<VmSpec> = firmwares
         .iter()
-        .take(firmwares.len())
-        .map(|h| h.hostname.clone())
+        .enumerate()
+        .map(|(i, fw)| VmSpec::new(i + 1, *fw, site.hosts[i].mac, &site.hosts[i].hostname, w))
         .collect();
+    // provd serves a copy of the config (a directory `provd hosts adopt` may write to);
+    // with --bmc each lab host gets its BMC in it (`lab::bmc`, `lab::redfish`).
+    let secrets = w.join("bmc-secrets.toml");
+    let fingerprint = match opts.bmc.as_deref() {
+        Some("ipmi") => {
+            bmc::write_credentials(&secrets, bmc::CREDENTIALS, bmc::USER, bmc::PASSWORD)?;
+            None
+        }
+        Some(_) => {
+            redfish::write_credentials_file(&secrets)?;
+            redfish::start_libvirtd(w, spawn_in_namespace)?;
+            Some(redfish::start_emulator(w, spawn_in_namespace)?)
+        }
+        None => None,
+    };
+    let bmc_of = |hostname: &str| -> Option<toml::Table> {
+        let vm = specs.iter().find(|v| v.name == hostname)?;
+        match (opts.bmc.as_deref(), &fingerprint) {
+            (Some("ipmi"), _) => Some(bmc::host_bmc(vm.index)),
+            (Some(_), Some(fp)) => Some(redfish::host_bmc(vm, fp)),
+            _ => None,
+        }
+    };
     let configs = vec![bmc::effective_config(
         &config.files,
         &w.join("config"),
         opts.bmc.is_some().then_some(secrets.as_path()),
-        |h| names.iter().position(|n| n == h).map(|i| i + 1),
+        bmc_of,
     )?];
     for c in &configs {
         args.push("--config".into());
@@ -390,9 +415,7 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
 
     let mut vms = Vec::new();
     let mut powered_on = Vec::new();
-    for (i, fw) in firmwares.iter().enumerate() {
-        let host = &site.hosts[i];
-        let spec = VmSpec::new(i + 1, *fw, host.mac, &host.hostname, w);
+    for spec in specs {
         run(Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2"])
             .arg(&spec.disk)
@@ -400,20 +423,7 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
         if let Some(vars) = &spec.vars {
             std::fs::copy(vm::OVMF_VARS, vars).context("copying the OVMF variable store")?;
         }
-        if opts.bmc.is_some() {
-            // The simulated BMC starts QEMU itself (startnow) and owns it from then on.
-            spawn_in_namespace(
-                Path::new("/usr/bin/ipmi_sim"),
-                &bmc::prepare(&spec, w)?,
-                &w.join(format!("{}.bmc.log", spec.name)),
-            )?;
-        } else {
-            spawn_in_namespace(
-                Path::new("/usr/bin/qemu-system-x86_64"),
-                &spec.qemu_args(),
-                &w.join(format!("{}.qemu.log", spec.name)),
-            )?;
-        }
+        power_on(opts.bmc.as_deref(), &spec, w)?;
         powered_on.push(crate::clock::unix_now());
         vms.push(spec);
     }
@@ -425,6 +435,7 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
         vms,
         powered_on,
         bmc: opts.bmc.clone(),
+        bmc_fingerprint: fingerprint.clone(),
     };
     std::fs::write(w.join("lab.json"), serde_json::to_vec_pretty(&state)?)?;
 
@@ -659,6 +670,29 @@ pub fn power_cycle(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Start `vm`: behind its simulated BMC (which starts QEMU itself and owns it from then
+/// on), as a domain of the lab's libvirtd (Redfish), or as a plain QEMU process.
+fn power_on(bmc_kind: Option<&str>, vm: &VmSpec, w: &Path) -> anyhow::Result<()> {
+    match bmc_kind {
+        Some("ipmi") => {
+            spawn_in_namespace(
+                Path::new("/usr/bin/ipmi_sim"),
+                &bmc::prepare(vm, w)?,
+                &w.join(format!("{}.bmc.log", vm.name)),
+            )?;
+        }
+        Some(_) => redfish::start_vm(w, vm)?,
+        None => {
+            spawn_in_namespace(
+                Path::new("/usr/bin/qemu-system-x86_64"),
+                &vm.qemu_args(),
+                &w.join(format!("{}.qemu.log", vm.name)),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Largest VM index `add_vm` goes to (taps ltapN, BMC ports 623N).
 const MAX_INDEX: usize = 20;
 /// Disk size of an added (unknown) VM: not the lab hosts' 1 GiB, so a test can tell whose
@@ -691,20 +725,16 @@ pub fn add_vm(firmware: Firmware) -> anyhow::Result<(VmSpec, Option<String>)> {
     if let Some(vars) = &spec.vars {
         std::fs::copy(vm::OVMF_VARS, vars).context("copying the OVMF variable store")?;
     }
-    let adopt_bmc = if state.bmc.is_some() {
-        spawn_in_namespace(
-            Path::new("/usr/bin/ipmi_sim"),
-            &bmc::prepare(&spec, &work())?,
-            &work().join(format!("{}.bmc.log", spec.name)),
-        )?;
-        Some(format!("ipmi,127.0.0.1:{},{}", bmc::lan_port(index), bmc::CREDENTIALS))
-    } else {
-        spawn_in_namespace(
-            Path::new("/usr/bin/qemu-system-x86_64"),
-            &spec.qemu_args(),
-            &work().join(format!("{}.qemu.log", spec.name)),
-        )?;
-        None
+    power_on(state.bmc.as_deref(), &spec, &work())?;
+    let adopt_bmc = match (state.bmc.as_deref(), &state.bmc_fingerprint) {
+        (Some("ipmi"), _) => Some(format!("ipmi,127.0.0.1:{},{}", bmc::lan_port(index), bmc::CREDENTIALS)),
+        (Some(_), Some(fp)) => Some(format!(
+            "redfish,https://127.0.0.1:{},{},fingerprint={fp},system={}",
+            redfish::PORT,
+            redfish::CREDENTIALS,
+            redfish::system_id(&spec)
+        )),
+        _ => None,
     };
     state.vms.push(spec.clone());
     state.powered_on.push(crate::clock::unix_now());

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{provd_bin, require_root_and_tools};
+use common::{provd_bin, require_root_and_tools, wait_until};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -321,14 +321,9 @@ fn a_vm_behind_an_ipmi_bmc_is_reinstalled_and_powered_off_by_provd() {
     // ipmi_sim refuses the boot override ("Invalid data field"): said as a warning; the lab's
     // VMs try the network first, so the install happens anyway.
     assert!(done[0]["warnings"].to_string().contains("PXE"), "{done:#}");
-    let start = Instant::now();
-    while callbacks("52:54:00:00:c0:01", "installed") < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no second install within 300 s"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_until("a second install", Duration::from_secs(300), || {
+        (callbacks("52:54:00:00:c0:01", "installed") >= 2).then_some(())
+    });
     let second_qemu = std::fs::read_to_string("/tmp/provd-lab/lab-1.pid").unwrap();
     assert_ne!(first_qemu, second_qemu, "the BMC restarted the VM (a new QEMU)");
     let host = in_lab(&["hosts", "show", "lab-1"]);
@@ -345,14 +340,9 @@ fn a_vm_behind_an_ipmi_bmc_is_reinstalled_and_powered_off_by_provd() {
     );
     assert_eq!(ipmitool_power(6231), "Chassis Power is off");
     let pid = second_qemu.trim();
-    let start = Instant::now();
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "QEMU {pid} still runs after power off"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until("QEMU gone after power off", Duration::from_secs(10), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
     let history = in_lab(&["hosts", "show", "lab-1"])["history"].to_string();
     assert!(history.contains("power off via ipmi: ok, power off"), "{history}");
     // The journal has each power action too.
@@ -369,23 +359,14 @@ fn a_vm_behind_an_ipmi_bmc_is_reinstalled_and_powered_off_by_provd() {
     let said = String::from_utf8_lossy(&added.stdout).to_string();
     assert!(said.contains("--bmc ipmi,127.0.0.1:6239,lab-ipmi"), "{said}");
     let mac = "52:54:00:00:c1:09";
-    let start = Instant::now();
-    let found = loop {
+    let found = wait_until("facts from the added VM", Duration::from_secs(180), || {
         let list = in_lab(&["hosts", "list", "--discovered"]);
-        if let Some(h) = list
-            .as_array()
+        list.as_array()
             .unwrap()
             .iter()
             .find(|h| h["mac"] == mac && !h["facts"].is_null())
-        {
-            break h.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "no facts from {mac} within 180 s: {list:#}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    };
+            .cloned()
+    });
     let facts = &found["facts"];
     assert_eq!(facts["memory_mib"], 768, "{facts:#}");
     assert_eq!(facts["disks"][0]["size_bytes"], 2u64 << 30, "{facts:#}");
@@ -396,14 +377,9 @@ fn a_vm_behind_an_ipmi_bmc_is_reinstalled_and_powered_off_by_provd() {
     );
     assert_eq!(found["status"], "discovered");
     // It powered itself off after reporting (the site says then = "poweroff").
-    let start = Instant::now();
-    while ipmitool_power(6239) != "Chassis Power is off" {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the discovered VM did not power off"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_until("the discovered VM powered off", Duration::from_secs(60), || {
+        (ipmitool_power(6239) == "Chassis Power is off").then_some(())
+    });
     // Adopted with its BMC and installed through it, nobody touching QEMU.
     let adopted = lab_command(&[
         "hosts",
@@ -430,14 +406,9 @@ fn a_vm_behind_an_ipmi_bmc_is_reinstalled_and_powered_off_by_provd() {
         file.contains("hostname = \"lab-9\"") && file.contains("127.0.0.1:6239"),
         "{file}"
     );
-    let start = Instant::now();
-    while callbacks(mac, "installed") < 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "lab-9 did not install within 300 s"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_until("lab-9 installed", Duration::from_secs(300), || {
+        (callbacks(mac, "installed") >= 1).then_some(())
+    });
     let host = in_lab(&["hosts", "show", "lab-9"]);
     assert_eq!(host["status"], "installed");
     assert_eq!(host["facts"]["memory_mib"], 768, "the facts stay with the adopted host");
@@ -489,14 +460,9 @@ fn a_vm_behind_a_redfish_bmc_is_reinstalled_and_powered_off_by_provd() {
     // sushy's libvirt backend keeps the override "Continuous": provd says so.
     assert!(done[0]["warnings"].to_string().contains("Continuous"), "{done:#}");
     assert_eq!(redfish_system()["Boot"]["BootSourceOverrideTarget"], "Pxe");
-    let start = Instant::now();
-    while callbacks(mac, "installed") < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no second install within 300 s"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_until("a second install", Duration::from_secs(300), || {
+        (callbacks(mac, "installed") >= 2).then_some(())
+    });
     let history = in_lab(&["hosts", "show", "lab-1"])["history"].to_string();
     assert!(history.contains("power cycle via redfish: ok"), "{history}");
 

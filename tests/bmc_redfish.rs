@@ -56,34 +56,8 @@ fn provd_drives_a_redfish_bmc_with_a_pinned_certificate() {
     let (srv, _cli) = common::ns_pair("rf", 92, 24);
     let work = Workdir::new();
     let (cert, key) = (work.path("bmc.crt"), work.path("bmc.key"));
-    sh_ok(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=127.0.0.1",
-            ])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    );
-    let fingerprint = sh_ok(
-        Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-            .arg(&cert),
-    );
-    let fingerprint = fingerprint.trim().split('=').nth(1).unwrap().to_string();
-    let htpasswd = sh_ok(Command::new(format!("{SUSHY}/python")).args([
-        "-c",
-        &format!("import bcrypt; print('admin:' + bcrypt.hashpw(b'{PASSWORD}', bcrypt.gensalt()).decode())"),
-    ]));
+    let fingerprint = provd::lab::redfish::self_signed_certificate(&cert, &key).unwrap();
+    let htpasswd = provd::lab::redfish::htpasswd_line("admin", PASSWORD).unwrap();
     let auth = work.write("htpasswd", &htpasswd);
     let conf = work.write(
         "sushy.conf",

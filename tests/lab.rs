@@ -302,11 +302,7 @@ fn a_vm_behind_an_ipmi_bmc_is_reinstalled_and_powered_off_by_provd() {
     lab_up(&["--vms", "1", "--firmware", "bios", "--bmc", "ipmi"]);
     assert_eq!(ipmitool_power(6231), "Chassis Power is on");
     let status = in_lab(&["power", "status", "lab-1"]);
-    assert_eq!(
-        (status[0]["ok"].as_bool(), status[0]["state"].as_str()),
-        (Some(true), Some("on")),
-        "{status:#}"
-    );
+    assert_power(&status, "on");
 
     // The host is installed: --power without --force changes nothing.
     let refused = lab_command(&["hosts", "reinstall", "lab-1", "--power"]);
@@ -333,11 +329,7 @@ fn a_vm_behind_an_ipmi_bmc_is_reinstalled_and_powered_off_by_provd() {
     assert_eq!(ipmitool_power(6231), "Chassis Power is on");
 
     let off = in_lab(&["power", "off", "lab-1"]);
-    assert_eq!(
-        (off[0]["ok"].as_bool(), off[0]["state"].as_str()),
-        (Some(true), Some("off")),
-        "{off:#}"
-    );
+    assert_power(&off, "off");
     assert_eq!(ipmitool_power(6231), "Chassis Power is off");
     let pid = second_qemu.trim();
     wait_until("QEMU gone after power off", Duration::from_secs(10), || {
@@ -467,11 +459,7 @@ fn a_vm_behind_a_redfish_bmc_is_reinstalled_and_powered_off_by_provd() {
     assert!(history.contains("power cycle via redfish: ok"), "{history}");
 
     let off = in_lab(&["power", "off", "lab-1"]);
-    assert_eq!(
-        (off[0]["ok"].as_bool(), off[0]["state"].as_str()),
-        (Some(true), Some("off")),
-        "{off:#}"
-    );
+    assert_power(&off, "off");
     assert_eq!(redfish_system()["PowerState"], "Off");
     let state = Command::new("virsh")
         .args([
@@ -483,6 +471,15 @@ fn a_vm_behind_a_redfish_bmc_is_reinstalled_and_powered_off_by_provd() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "shut off");
+}
+
+/// A one-host `provd power --json` answer: succeeded, and the BMC reports `state`.
+fn assert_power(rows: &serde_json::Value, state: &str) {
+    assert_eq!(
+        (rows[0]["ok"].as_bool(), rows[0]["state"].as_str()),
+        (Some(true), Some(state)),
+        "{rows:#}"
+    );
 }
 
 fn callbacks(mac: &str, what: &str) -> usize {

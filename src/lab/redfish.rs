@@ -163,36 +163,9 @@ pub fn start_emulator(
         bail!("--bmc redfish needs sushy-tools in {SUSHY}: run lab/deps.sh");
     }
     let (cert, key) = (work.join("redfish.crt"), work.join("redfish.key"));
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "7",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert))?;
-    let fp = run(Command::new("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-        .arg(&cert))?;
-    let fingerprint = fp
-        .trim()
-        .split('=')
-        .nth(1)
-        .context("openssl printed no fingerprint")?
-        .to_string();
-    let hash = run(Command::new(format!("{SUSHY}/python")).args([
-        "-c",
-        &format!("import bcrypt; print(bcrypt.hashpw(b'{PASSWORD}', bcrypt.gensalt()).decode())"),
-    ]))?;
-    std::fs::write(work.join("redfish.htpasswd"), format!("{USER}:{}\n", hash.trim()))?;
+    let fingerprint = self_signed_certificate(&cert, &key)?;
+    let line = htpasswd_line(USER, PASSWORD)?;
+    std::fs::write(work.join("redfish.htpasswd"), line)?;
     std::fs::write(
         work.join("sushy.conf"),
         format!(
@@ -219,6 +192,46 @@ pub fn start_emulator(
     .collect();
     spawn(&emulator, &args, &work.join("sushy.log"))?;
     Ok(fingerprint)
+}
+
+/// A self-signed certificate for 127.0.0.1 (as a BMC has) made by openssl into `cert` and
+/// `key`; returns its SHA-256 fingerprint as openssl prints it (what a host entry pins).
+pub fn self_signed_certificate(cert: &Path, key: &Path) -> anyhow::Result<String> {
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "7",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(key)
+        .arg("-out")
+        .arg(cert))?;
+    let fp = run(Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert))?;
+    Ok(fp
+        .trim()
+        .split('=')
+        .nth(1)
+        .context("openssl printed no fingerprint")?
+        .to_string())
+}
+
+/// One htpasswd line for sushy-tools' auth file (bcrypt, its only format; hashed by the
+/// bcrypt module of sushy's own venv).
+pub fn htpasswd_line(user: &str, password: &str) -> anyhow::Result<String> {
+    let hash = run(Command::new(format!("{SUSHY}/python")).args([
+        "-c",
+        &format!("import bcrypt; print(bcrypt.hashpw(b'{password}', bcrypt.gensalt()).decode())"),
+    ]))?;
+    Ok(format!("{user}:{}\n", hash.trim()))
 }
 
 /// The credentials file the lab's provd reads (0600).

@@ -253,8 +253,11 @@ fn perfdhcp_10000_relayed_exchanges_with_unique_addresses() {
         .cmd("perfdhcp")
         .args([
             "-4",
+            // 1,000/s: a correctness test, not a throughput one. At 2,000/s on two shared
+            // cores a busy CI machine lost 1.2% of exchanges to perfdhcp's own timeouts
+            // (9,884 of 10,000 in one run); the benchmarks measure rates.
             "-r",
-            "2000",
+            "1000",
             "-n",
             "10000",
             "-R",

@@ -7,7 +7,6 @@
 //! fall off when it is full. It is not durable: the store holds what must survive.
 
 use crate::clock::unix_now;
-use crate::dhcp::Leases;
 use crate::mac::MacAddr;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -26,17 +25,23 @@ pub struct BootEvent {
     pub detail: String,
 }
 
+/// Who holds an address now: the DHCP lease table answers it (TFTP and HTTP only see
+/// addresses). A trait so the journal, which everything records into, depends on no
+/// serving module (`dhcp::Leases` implements it).
+pub trait AddressHolders: Send + Sync {
+    fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr>;
+}
+
 pub struct Journal {
     events: Mutex<VecDeque<BootEvent>>,
-    /// Finds the MAC holding a lease on an address (TFTP and HTTP only see addresses).
-    leases: Leases,
+    holders: Box<dyn AddressHolders>,
 }
 
 impl Journal {
-    pub fn new(leases: Leases) -> Self {
+    pub fn new(holders: impl AddressHolders + 'static) -> Self {
         Journal {
             events: Mutex::new(VecDeque::new()),
-            leases,
+            holders: Box::new(holders),
         }
     }
 
@@ -57,7 +62,7 @@ impl Journal {
 
     /// Record an event seen from an address; the MAC comes from the lease table.
     pub fn record_ip(&self, ip: Ipv4Addr, kind: &str, detail: impl Into<String>) {
-        self.record(self.leases.mac_of(ip), Some(ip), kind, detail);
+        self.record(self.holders.mac_of(ip), Some(ip), kind, detail);
     }
 
     /// Events, oldest first, optionally only one MAC's.
@@ -72,25 +77,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_by_mac_resolving_addresses_through_leases() {
+    fn records_by_mac_resolving_addresses_through_the_holders() {
         let m: MacAddr = "52:54:00:00:00:01".parse().unwrap();
-        let lease = crate::store::LeaseRecord {
-            ip: Ipv4Addr::new(10, 0, 0, 5),
-            client_id: "01525400000001".into(),
-            mac: Some(m),
-            hostname: None,
-            state: crate::store::LeaseState::Bound,
-            starts: 1,
-            ends: u64::MAX / 2,
-            site: "s".into(),
-            tstp: 0,
-            tsfp: 0,
-            cltt: 0,
-        };
-        let leases = Leases::new(
-            crate::dhcp::topology::Topology::none(),
-            crate::dhcp::leases::LeaseTable::restore(&[lease]),
-        );
+        struct OneLease(Ipv4Addr, MacAddr);
+        impl AddressHolders for OneLease {
+            fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+                (ip == self.0).then_some(self.1)
+            }
+        }
+        let leases = OneLease(Ipv4Addr::new(10, 0, 0, 5), m);
         let j = Journal::new(leases);
         j.record(Some(m), None, "boot-script", "install");
         j.record_ip(Ipv4Addr::new(10, 0, 0, 5), "tftp", "undionly.kpxe");

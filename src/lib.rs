@@ -1,5 +1,5 @@
 //! provd: one daemon that network-boots bare servers into KVM hypervisors and then runs
-//! virtual machines on them. See README.md for the tour and `../shared/architecture.md` for
+//! virtual machines on them. See README.md for the tour and `docs/architecture.md` for
 //! the data flow this crate follows.
 //!
 //! The library holds every module; `main.rs` is the thin command-line edge.

@@ -115,3 +115,25 @@ pub fn run(cmd: HypervisorsCommand) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The ready hypervisors of `site` in the running provd's pool, as URIs (with
+/// `include_drained`, drained ones too).
+pub(super) fn pool_uris(
+    server: &ServerTarget,
+    site: &str,
+    pkipath: Option<&std::path::Path>,
+    include_drained: bool,
+) -> anyhow::Result<Vec<String>> {
+    let api = server.api()?;
+    let pool: Vec<serde_json::Value> = api.require(api.get("/api/hypervisors")?)?;
+    Ok(pool
+        .iter()
+        .filter(|h| h["site"] == site && h["status"] == "ready")
+        .filter(|h| include_drained || h["drained"] != true)
+        .filter_map(|h| h["uri"].as_str())
+        .map(|u| match pkipath {
+            Some(p) => format!("{u}?pkipath={}", p.display()),
+            None => u.to_string(),
+        })
+        .collect())
+}

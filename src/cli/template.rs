@@ -45,7 +45,7 @@ pub fn run(cmd: TemplateCommand) -> anyhow::Result<bool> {
         json,
         server,
     } = cmd;
-    let uris = super::vm::pool_uris(&server, &site, pkipath.as_deref(), true)?;
+    let uris = super::hypervisors::pool_uris(&server, &site, pkipath.as_deref(), true)?;
     if uris.is_empty() {
         anyhow::bail!("site {site:?} has no ready hypervisor (see `provd hypervisors list --site {site}`)");
     }

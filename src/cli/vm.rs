@@ -543,7 +543,7 @@ fn list_site(
     json: bool,
 ) -> anyhow::Result<()> {
     let mut rows = Vec::new();
-    for uri in pool_uris(server, site, pkipath, true)? {
+    for uri in super::hypervisors::pool_uris(server, site, pkipath, true)? {
         let host = vm::deploy::uri_for_source(&uri).to_string();
         match Hypervisor::connect(&uri).and_then(|h| h.list()) {
             Ok(list) => rows.extend(list.into_iter().map(|d| (host.clone(), d))),
@@ -575,35 +575,13 @@ fn list_site(
     Ok(())
 }
 
-/// The ready hypervisors of `site` in the running provd's pool, as URIs (with
-/// `include_drained`, drained ones too).
-pub(super) fn pool_uris(
-    server: &super::ServerTarget,
-    site: &str,
-    pkipath: Option<&std::path::Path>,
-    include_drained: bool,
-) -> anyhow::Result<Vec<String>> {
-    let api = server.api()?;
-    let pool: Vec<serde_json::Value> = api.require(api.get("/api/hypervisors")?)?;
-    Ok(pool
-        .iter()
-        .filter(|h| h["site"] == site && h["status"] == "ready")
-        .filter(|h| include_drained || h["drained"] != true)
-        .filter_map(|h| h["uri"].as_str())
-        .map(|u| match pkipath {
-            Some(p) => format!("{u}?pkipath={}", p.display()),
-            None => u.to_string(),
-        })
-        .collect())
-}
-
 /// The ready, undrained hypervisors of `site` in the running provd's pool, as URIs.
 fn site_hypervisors(
     server: &super::ServerTarget,
     site: &str,
     pkipath: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<String>> {
-    let uris = pool_uris(server, site, pkipath, false)?;
+    let uris = super::hypervisors::pool_uris(server, site, pkipath, false)?;
     if uris.is_empty() {
         anyhow::bail!("site {site:?} has no ready, undrained hypervisor (see `provd hypervisors list --site {site}`)");
     }

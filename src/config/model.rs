@@ -196,6 +196,16 @@ pub struct Failover {
     pub replication_port: u16,
 }
 
+/// The hash bucket assignment of ISC's `split N` (RFC 3074 load balancing, 256 buckets as
+/// 32 bytes): bit b of byte b/8 set means bucket b is the primary's; buckets 0..N are.
+pub fn hba_from_split(split: u8) -> [u8; 32] {
+    let mut hba = [0u8; 32];
+    for i in 0..split as usize {
+        hba[i / 8] |= 1 << (i % 8);
+    }
+    hba
+}
+
 /// The default `replication_port` of `[sites.X.failover]`.
 pub const DEFAULT_REPLICATION_PORT: u16 = 6769;
 

@@ -761,7 +761,7 @@ fn convert_failover(
                         format!("split {n} is above 255 (ISC's limit; use hba for every bucket)"),
                     ));
                 }
-                crate::failover::loadbalance::hba_from_split(n.min(255) as u8)
+                super::model::hba_from_split(n.min(255) as u8)
             }
             (None, Some(h)) => {
                 let text = h.get_ref();
@@ -780,7 +780,7 @@ fn convert_failover(
                     }
                 }
             }
-            (None, None) => crate::failover::loadbalance::hba_from_split(128),
+            (None, None) => super::model::hba_from_split(128),
         });
     }
     let mclt = match (&w.mclt, role) {

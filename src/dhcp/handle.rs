@@ -145,3 +145,10 @@ impl crate::boot::LeaseLookup for Leases {
         Leases::address_of_mac(self, mac, now)
     }
 }
+
+/// The journal resolves addresses (TFTP and HTTP events) to MACs through the lease table.
+impl crate::journal::AddressHolders for Leases {
+    fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        Leases::mac_of(self, ip)
+    }
+}

@@ -51,14 +51,10 @@ pub fn rfc_bucket(key: &[u8]) -> u8 {
     h
 }
 
-/// The HBA of `split N`: buckets 0..N are the primary's.
-pub fn hba_from_split(split: u8) -> [u8; HBA_LEN] {
-    let mut hba = [0u8; HBA_LEN];
-    for i in 0..split as usize {
-        hba[i / 8] |= 1 << (i % 8);
-    }
-    hba
-}
+/// The HBA of `split N` (buckets 0..N are the primary's). It is computed where the
+/// config is validated (the config states the split; the model carries the HBA), and used
+/// here under its protocol name.
+pub use crate::config::hba_from_split;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

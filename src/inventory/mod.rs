@@ -21,6 +21,7 @@
 //! install for a host whose netboot is off.
 
 pub mod facts;
+pub mod merge;
 pub mod token;
 pub mod transition;
 
@@ -112,7 +113,7 @@ pub struct HostRecord {
     pub intent_at: u64,
     /// This copy's version, for the pair's merge rule.
     #[serde(default)]
-    pub version: crate::replication::merge::Version,
+    pub version: crate::clock::Version,
     /// An operator drained this hypervisor: its VMs were moved away and nothing new is
     /// placed on it until `undrain`.
     #[serde(default)]
@@ -297,7 +298,7 @@ impl Inventory {
     }
 
     /// A copy of a host's record from the partner: merged with ours by the pair's rule
-    /// (`replication::merge::host`), stored, published. Returns whether ours changed.
+    /// (`merge::host`), stored, published. Returns whether ours changed.
     pub async fn apply_remote(&self, theirs: HostRecord) -> Result<bool, InventoryError> {
         let mac = theirs.mac;
         let lock = self.writer(mac);
@@ -306,7 +307,7 @@ impl Inventory {
             let current = self.read().get(&mac).cloned();
             let merged = match &current {
                 None => theirs,
-                Some(ours) => crate::replication::merge::host(ours, &theirs),
+                Some(ours) => merge::host(ours, &theirs),
             };
             if current.as_ref() == Some(&merged) {
                 Ok(false)
@@ -469,8 +470,7 @@ impl Inventory {
             let current = self.read().get(&e.host.mac).cloned();
             if let Some(mut next) = transition::reconcile(current.as_ref(), &e.site, &e.host, now) {
                 let prev = current.map(|c| c.version).unwrap_or_default();
-                next.version =
-                    crate::replication::merge::Version::after(&prev, crate::clock::unix_now_ms(), &self.origin);
+                next.version = crate::clock::Version::after(&prev, crate::clock::unix_now_ms(), &self.origin);
                 self.persist_blocking(&next)?;
                 self.publish(next);
             }
@@ -534,8 +534,7 @@ impl Inventory {
                 }
                 Ok(Change::Write(mut next, out)) => {
                     let prev = current.as_ref().map(|c| c.version.clone()).unwrap_or_default();
-                    next.version =
-                        crate::replication::merge::Version::after(&prev, crate::clock::unix_now_ms(), &self.origin);
+                    next.version = crate::clock::Version::after(&prev, crate::clock::unix_now_ms(), &self.origin);
                     match self.persist(&next).await {
                         Ok(()) => {
                             let _ = self.changes.send((*next).clone());

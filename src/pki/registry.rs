@@ -51,6 +51,17 @@ impl CertRecord {
             CertState::Valid
         }
     }
+
+    /// The pair's one record of a certificate from our copy and the partner's (pure; both
+    /// servers apply it, so they converge): a revocation on either side stands, the earliest.
+    pub fn merge(ours: &CertRecord, theirs: &CertRecord) -> CertRecord {
+        let mut merged = ours.clone();
+        merged.revoked_at = match (ours.revoked_at, theirs.revoked_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        merged
+    }
 }
 
 /// A CSR that waits for `provd pki approve` (or was decided and not yet collected).
@@ -201,13 +212,13 @@ impl Registry {
     }
 
     /// The partner's copy of a certificate record, merged with ours
-    /// (`replication::merge::certificate`). Returns whether ours changed.
+    /// (`CertRecord::merge`). Returns whether ours changed.
     pub async fn apply_remote(&self, theirs: CertRecord) -> Result<bool, RegistryError> {
         let _w = self.writer.lock().await;
         let ours = self.certificates.read().unwrap().get(&theirs.serial).cloned();
         let merged = match &ours {
             None => theirs,
-            Some(o) => crate::replication::merge::certificate(o, &theirs),
+            Some(o) => CertRecord::merge(o, &theirs),
         };
         if ours.as_ref() == Some(&merged) {
             return Ok(false);
@@ -344,5 +355,30 @@ mod tests {
         assert_eq!(again.request("hv1", Role::Server), Some(req));
         again.remove_request("hv1", Role::Server).await.unwrap();
         assert!(Registry::load(store).unwrap().requests().is_empty());
+    }
+
+    #[test]
+    fn a_revocation_on_either_side_stands() {
+        let c = CertRecord {
+            serial: "01".into(),
+            host: "h".into(),
+            role: "client".into(),
+            issued_at: 1,
+            not_after: 100,
+            key_id: "k".into(),
+            how: "install".into(),
+            revoked_at: None,
+        };
+        let revoked = CertRecord {
+            revoked_at: Some(50),
+            ..c.clone()
+        };
+        assert_eq!(CertRecord::merge(&c, &revoked).revoked_at, Some(50));
+        assert_eq!(CertRecord::merge(&revoked, &c).revoked_at, Some(50));
+        let earlier = CertRecord {
+            revoked_at: Some(40),
+            ..c.clone()
+        };
+        assert_eq!(CertRecord::merge(&revoked, &earlier).revoked_at, Some(40));
     }
 }

@@ -9,7 +9,7 @@
 //! hypervisor's or an operator's certificate from the same CA is refused).
 //!
 //! Per connection: Hello, the full dump, Synced, then live changes; the receiver merges
-//! everything (`merge`). The first complete dump received marks the site synchronised
+//! everything (the rules beside each record). The first complete dump received marks the site synchronised
 //! (durably), which releases the install hold of a new or rebuilt server.
 
 use super::wire::{self, Message};

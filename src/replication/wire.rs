@@ -3,7 +3,7 @@
 //!
 //! A connection is `Hello` each way, then each side's full dump (every host, certificate
 //! and seed record it has), `Synced`, and from then on each local change as it becomes
-//! durable. The receiver merges every record (`merge`), so order and repetition do not
+//! durable. The receiver merges every record (`inventory::merge`, `CertRecord::merge`), so order and repetition do not
 //! matter; the dump on every connect is the anti-entropy that repairs anything a broken
 //! connection lost.
 

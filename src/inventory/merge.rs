@@ -1,42 +1,20 @@
-//! How two copies of one record become one (pure). Both servers of a pair apply the same
-//! rules to the same pair of copies, so they converge whatever order updates arrive in.
+//! How the pair's two copies of one host record become one (pure). Both servers of a pair
+//! apply the same rule to the same two copies, so they converge whatever order updates
+//! arrive in (the replication link ships the copies; the rule lives here, beside the record).
 //!
-//! Host records (the documented rule for concurrent changes):
+//! The documented rule for concurrent changes:
 //! 1. An operator's latest word wins: when the copies disagree on the last operator action
 //!    (`intent_at`: reinstall, netboot, mark-installed), the copy with the newer one wins,
 //!    unless the other copy's install session was issued after that action (it is then the
 //!    install that action asked for, so it is newer). So `provd hosts reinstall` on one
 //!    server and `installed` from an install that started earlier, reported to the other
 //!    server during a partition, end as "reinstall": the host installs again.
-//! 2. Otherwise the newer version wins (`Version`: a hybrid clock, causally later local
+//! 2. Otherwise the newer version wins (`clock::Version`: a hybrid clock, causally later local
 //!    writes always compare greater; concurrent ones by wall clock, then server).
 //! 3. Either way, the winner carries the history of both copies (merged by time, deduplicated,
 //!    capped), so a human reading `provd hosts show` sees everything that happened.
-//!
-//! Certificates: the union by serial; a revocation on either side stands (the earliest).
-//! NoCloud seeds never change once made: a seed is kept if either side has it.
 
-use crate::inventory::{HistoryEntry, HostRecord};
-use crate::pki::registry::CertRecord;
-use serde::{Deserialize, Serialize};
-
-/// A record's version: when (unix ms) and where it was last written locally.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Version {
-    pub at_ms: u64,
-    pub origin: String,
-}
-
-impl Version {
-    /// The version of a local write after `prev`: never smaller than `prev`, even if this
-    /// server's clock is behind the one that wrote `prev`.
-    pub fn after(prev: &Version, now_ms: u64, origin: &str) -> Version {
-        Version {
-            at_ms: now_ms.max(prev.at_ms + 1),
-            origin: origin.to_string(),
-        }
-    }
-}
+use super::{HistoryEntry, HostRecord};
 
 /// History entries kept after a merge (as many as one server keeps).
 const HISTORY_LIMIT: usize = 200;
@@ -78,19 +56,10 @@ fn merge_history(a: &[HistoryEntry], b: &[HistoryEntry]) -> Vec<HistoryEntry> {
     all
 }
 
-/// The one record of a certificate: revoked if either side revoked it.
-pub fn certificate(ours: &CertRecord, theirs: &CertRecord) -> CertRecord {
-    let mut merged = ours.clone();
-    merged.revoked_at = match (ours.revoked_at, theirs.revoked_at) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    merged
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Version;
     use crate::inventory::{InstallSession, Status};
 
     fn record(status: Status, intent_at: u64, version_ms: u64, origin: &str) -> HostRecord {
@@ -157,28 +126,5 @@ mod tests {
         let b = record(Status::Failed, 0, 300, "b");
         assert_eq!(host(&a, &b).status, Status::Failed);
         assert_eq!(host(&b, &a).status, Status::Failed);
-        // A local write after a remote one is newer even with a clock behind.
-        let v = Version::after(&b.version, 10, "a");
-        assert!(v > b.version);
-    }
-
-    #[test]
-    fn a_revocation_on_either_side_stands() {
-        let c = CertRecord {
-            serial: "01".into(),
-            host: "h".into(),
-            role: "client".into(),
-            issued_at: 1,
-            not_after: 100,
-            key_id: "k".into(),
-            how: "install".into(),
-            revoked_at: None,
-        };
-        let revoked = CertRecord {
-            revoked_at: Some(50),
-            ..c.clone()
-        };
-        assert_eq!(certificate(&c, &revoked).revoked_at, Some(50));
-        assert_eq!(certificate(&revoked, &c).revoked_at, Some(50));
     }
 }

@@ -598,3 +598,139 @@ fn provd_primary_with_isc_dhcpd_secondary() {
 fn provd_secondary_with_isc_dhcpd_primary() {
     provd_with_isc("secondary", 242, "fosi");
 }
+
+/// The ISC failover protocol has no authentication (dhcpd 4.4 offers none), so the secondary
+/// knows its partner only by address and by the CONNECT exchange. While the primary
+/// restarts, a third program speaks from the primary's own address:
+/// - a BNDUPD before any CONNECT binds nothing: the connection is closed unanswered;
+/// - a connection that does CONNECT and then keeps the link alive with CONTACTs does not
+///   lock the real primary out: when it comes back and CONNECTs, it replaces the impostor,
+///   and the pair reaches NORMAL.
+#[test]
+fn an_impostor_at_the_partners_address_binds_nothing_and_locks_nobody_out() {
+    use provd::failover::codec::{Message, MessageType, Value, code};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    require_root_and_tools(&["ip"]);
+    let l = lan("foimp", 242);
+    let net = l.net;
+    let (wa, wb) = (Workdir::new(), Workdir::new());
+    let ca = provd_config(&wa, "a.toml", net, 1, "primary", 10);
+    let cb = provd_config(&wb, "b.toml", net, 2, "secondary", 0);
+    let mut a = Daemon::start(&l.a, &ca, &wa.path("state"), &wa.path("provd.log"));
+    let b = Daemon::start(&l.b, &cb, &wb.path("state"), &wb.path("provd.log"));
+    wait_pair_state(&a, &b, "normal", 60);
+
+    a.kill9();
+    wait_state(&b, "communications-interrupted", 20);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let secondary = (std::net::Ipv4Addr::new(10, net, 0, 2), 647);
+
+    // 1. A BNDUPD first: a week-long binding of a pool address to the impostor's MAC.
+    let forged_mac: provd::mac::MacAddr = "02:00:00:00:06:66".parse().unwrap();
+    let forged_ip = std::net::Ipv4Addr::new(10, net, 0, 120);
+    let t = now();
+    let update = provd::failover::binding::bndupd(
+        &provd::store::LeaseRecord {
+            ip: forged_ip,
+            client_id: format!("01{}", forged_mac.to_string().replace(':', "")),
+            mac: Some(forged_mac),
+            hostname: None,
+            state: provd::store::LeaseState::Bound,
+            starts: t,
+            ends: t + 7 * 86_400,
+            site: "fo".into(),
+            tstp: 0,
+            tsfp: 0,
+            cltt: t,
+            from_partner: false,
+        },
+        t,
+        7,
+    );
+    let answer = l.a.enter(move || {
+        let mut s = std::net::TcpStream::connect(secondary).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&update.encode().unwrap()).unwrap();
+        let mut buf = [0u8; 256];
+        s.read(&mut buf)
+    });
+    assert!(
+        matches!(answer, Ok(0)),
+        "the BNDUPD before CONNECT was answered or the connection kept open: {answer:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let forged = b
+        .leases()
+        .into_iter()
+        .find(|r| r["ip"] == forged_ip.to_string() && r["state"] == "bound");
+    assert!(forged.is_none(), "the impostor's binding was stored: {forged:?}");
+    assert!(b.log_text().contains("BNDUPD before the CONNECT"), "{}", b.log_text());
+
+    // 2. An impostor that CONNECTs and keeps the link alive.
+    let connect = Message::new(MessageType::Connect, now() as u32, 1)
+        .with(code::RELATIONSHIP_NAME, Value::Bytes(b"fo".to_vec()))
+        .with(code::MAX_UNACKED, Value::U32(10))
+        .with(code::RECEIVE_TIMER, Value::U32(6))
+        .with(code::MCLT, Value::U32(10))
+        .with(code::HBA, Value::Bytes(provd::config::hba_from_split(128).to_vec()));
+    let mut stream = l.a.enter(move || std::net::TcpStream::connect(secondary).unwrap());
+    stream.write_all(&connect.encode().unwrap()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut first = [0u8; 12];
+    stream
+        .read_exact(&mut first)
+        .expect("the impostor's CONNECT was answered");
+    wait_until("the impostor holds the connection", Duration::from_secs(10), || {
+        failover_status(&b)["connected"].as_bool().filter(|c| *c)
+    });
+    let cut_off = Arc::new(AtomicBool::new(false));
+    let keepalive = {
+        let cut_off = cut_off.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            for _ in 0..600 {
+                let contact = Message::new(MessageType::Contact, now() as u32, 2);
+                if stream.write_all(&contact.encode().unwrap()).is_err() {
+                    break;
+                }
+                match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Err(e)
+                        if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut =>
+                    {
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            cut_off.store(true, Ordering::SeqCst);
+        })
+    };
+    // The real primary comes back and dials: it replaces the impostor.
+    let a = Daemon::start(&l.a, &ca, &wa.path("state"), &wa.path("provd.log"));
+    wait_pair_state(&a, &b, "normal", 60);
+    wait_until("the impostor's connection closed", Duration::from_secs(10), || {
+        cut_off.load(Ordering::SeqCst).then_some(())
+    });
+    keepalive.join().unwrap();
+    assert!(
+        b.log_text()
+            .contains("sent a valid CONNECT; it replaces the established one"),
+        "{}",
+        b.log_text()
+    );
+    let sb = failover_status(&b);
+    assert_eq!(
+        (sb["connected"].as_bool(), sb["mclt"].as_u64()),
+        (Some(true), Some(10)),
+        "{sb}"
+    );
+}

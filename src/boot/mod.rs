@@ -36,7 +36,9 @@ use std::sync::Arc;
 pub trait LeaseLookup: Send + Sync {
     /// The MAC that holds (or last held) a lease on `ip`.
     fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr>;
-    /// Whether `ip` is bound to `mac` and unexpired at `now`.
+    /// Whether `ip` is bound to `mac` and unexpired at `now` by this server's own grant: a
+    /// binding learnt only from the failover partner does not count (the ISC protocol does
+    /// not authenticate the partner, so a forged BNDUPD must not open a host's secrets).
     fn holds(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool;
     /// The address bound to `mac` as a plain Ethernet client, if any.
     fn address_of_mac(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr>;

@@ -86,6 +86,12 @@ impl Leases {
         self.engine().table().holds(ip, mac, now)
     }
 
+    /// Whether `ip` is bound to `mac` by this server itself, not learnt from the failover
+    /// partner (one lookup). See `LeaseTable::holds_granted_here`.
+    pub fn holds_granted_here(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool {
+        self.engine().table().holds_granted_here(ip, mac, now)
+    }
+
     /// The address `mac` holds as a plain Ethernet client, if any (one lookup).
     pub fn address_of_mac(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr> {
         self.engine().table().address_of_mac(mac, now)
@@ -139,7 +145,7 @@ impl crate::boot::LeaseLookup for Leases {
         Leases::mac_of(self, ip)
     }
     fn holds(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool {
-        Leases::holds(self, ip, mac, now)
+        Leases::holds_granted_here(self, ip, mac, now)
     }
     fn address_of_mac(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr> {
         Leases::address_of_mac(self, mac, now)

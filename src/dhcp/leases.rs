@@ -38,6 +38,9 @@ pub struct Binding {
     pub tstp: u64,
     pub tsfp: u64,
     pub cltt: u64,
+    /// Learnt from the failover partner (BNDUPD), not granted here: it keeps the address
+    /// from other clients but is no proof of who the client is (`holds_granted_here`).
+    pub from_partner: bool,
 }
 
 impl Binding {
@@ -109,6 +112,7 @@ fn ownership_record(ip: Ipv4Addr, state: LeaseState, now: u64, site: &str) -> Le
         tstp: 0,
         tsfp: 0,
         cltt: 0,
+        from_partner: false,
     }
 }
 
@@ -158,6 +162,7 @@ impl LeaseTable {
                     tstp: r.tstp,
                     tsfp: r.tsfp,
                     cltt: r.cltt,
+                    from_partner: r.from_partner,
                 },
             );
         }
@@ -296,6 +301,7 @@ impl LeaseTable {
                         tstp: 0,
                         tsfp,
                         cltt,
+                        from_partner: true,
                     },
                 );
                 self.record(ip, site).expect("just set")
@@ -363,6 +369,13 @@ impl LeaseTable {
         self.by_ip
             .get(&ip)
             .is_some_and(|b| b.mac == Some(mac) && b.state == BindState::Bound && b.ends > now)
+    }
+
+    /// Whether `ip` is bound to `mac` by this server's own ACK (or a restart's restore of
+    /// one): a binding learnt from the unauthenticated failover partner does not count. What
+    /// a host's install secrets are checked against.
+    pub fn holds_granted_here(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool {
+        self.holds(ip, mac, now) && self.by_ip.get(&ip).is_some_and(|b| !b.from_partner)
     }
 
     /// The address bound to `mac` as an Ethernet client without a client identifier (how
@@ -516,6 +529,7 @@ impl LeaseTable {
                 tstp: 0,
                 tsfp: 0,
                 cltt: now,
+                from_partner: false,
             },
         );
     }
@@ -559,6 +573,7 @@ impl LeaseTable {
             tstp: 0,
             tsfp,
             cltt: now,
+            from_partner: false,
         };
         self.set(ip, b);
         self.record(ip, site).expect("just inserted")
@@ -635,6 +650,7 @@ impl LeaseTable {
             tstp: b.tstp,
             tsfp: b.tsfp,
             cltt: b.cltt,
+            from_partner: b.from_partner,
         })
     }
 }
@@ -739,6 +755,42 @@ mod tests {
             fresh.allocate_owned(&s, &key(40), Some(ip("10.0.0.19")), r, 100, Owner::Any),
             Some(ip("10.0.0.19"))
         );
+    }
+
+    #[test]
+    fn a_binding_learnt_from_the_partner_is_no_proof_of_the_client_until_granted_here() {
+        let mac = MacAddr([0x52, 0x54, 0, 0, 0, 9]);
+        let mut chaddr_key = vec![1u8];
+        chaddr_key.extend_from_slice(&mac.0);
+        let client = ClientKey(chaddr_key);
+        let mut t = LeaseTable::new();
+        let r = t.apply_partner(
+            PartnerBinding {
+                ip: ip("10.0.0.40"),
+                state: LeaseState::Bound,
+                client: Some(client.clone()),
+                mac: Some(mac),
+                starts: 100,
+                ends: 10_000,
+                tsfp: 0,
+                cltt: 100,
+            },
+            "a",
+        );
+        assert!(r.from_partner);
+        assert!(t.holds(ip("10.0.0.40"), mac, 200), "it keeps the address from others");
+        assert!(!t.holds_granted_here(ip("10.0.0.40"), mac, 200));
+        // A restart does not turn it into one of ours.
+        let back = LeaseTable::restore(&[r]);
+        assert!(!back.holds_granted_here(ip("10.0.0.40"), mac, 200));
+        // Our own ACK of the same client (a renewal we answered) does.
+        let facts = ClientFacts {
+            mac: Some(mac),
+            hostname: None,
+        };
+        let ours = t.bind(ip("10.0.0.40"), &client, facts, 600, 300, "a");
+        assert!(!ours.from_partner);
+        assert!(t.holds_granted_here(ip("10.0.0.40"), mac, 400));
     }
 
     #[test]

@@ -118,6 +118,7 @@ mod tests {
             tstp: 0,
             tsfp: 0,
             cltt: 1000,
+            from_partner: false,
         };
         let m = bndupd(&r, 1000, 9);
         assert_eq!(m.u8(code::BINDING_STATUS), Some(BindingStatus::Active as u8));

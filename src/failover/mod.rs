@@ -39,6 +39,11 @@ pub enum FailoverError {
     RefusedConnect(&'static str),
     #[error("the partner refused our CONNECT (reason {reason}): {text}")]
     PartnerRefused { reason: u8, text: String },
+    /// The partner must CONNECT (we are the secondary) or answer our CONNECT (we are the
+    /// primary) before anything else: a BNDUPD from a connection that never identified
+    /// itself is not the partner's.
+    #[error("{0} before the CONNECT/CONNECTACK exchange")]
+    BeforeConnect(&'static str),
     #[error("STATE without a known server-state")]
     BadState,
     #[error("the partner disconnected")]

@@ -1,7 +1,10 @@
 //! One failover relationship at run time: the driver around the pure `Session`.
 //!
 //! It owns the I/O and nothing else: the listening socket (the secondary accepts only its
-//! configured partner's address, and never a second connection while one is established),
+//! configured partner's address; a second connection from it while one is established is a
+//! candidate that replaces the established one only once its first message is a CONNECT the
+//! session accepts, so neither a silent impostor nor a garbage one locks the restarted
+//! partner out, and neither takes over a working conversation without identifying itself),
 //! dialling (the primary), the `Connection`, the one-second
 //! timer, and the effects the session asks for: persisting state (before anything that
 //! follows it), publishing the engine's rules, sending messages, and storing lease records
@@ -32,6 +35,8 @@ pub use super::session::{Persisted, Status};
 
 /// How long the primary waits for the partner to accept a TCP connection.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a second connection from the partner's address has to send its CONNECT.
+const CANDIDATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub enum Command {
     PartnerDown(oneshot::Sender<Result<Status, Refused>>),
@@ -96,6 +101,7 @@ pub fn start(
         rel,
         status: status.clone(),
         conn: None,
+        candidate: None,
         generation: 0,
         done_tx,
     };
@@ -114,6 +120,9 @@ struct Driver {
     rel: Relationship,
     status: Arc<Mutex<Status>>,
     conn: Option<Connection>,
+    /// A newer connection from the partner's address, waiting for its CONNECT (at most one:
+    /// a newer candidate replaces an older one), with its deadline.
+    candidate: Option<(Connection, tokio::time::Instant)>,
     /// Counts connections, so a BNDACK is never sent on a later connection than its BNDUPD's.
     generation: u64,
     done_tx: mpsc::UnboundedSender<Completion>,
@@ -123,6 +132,20 @@ struct Driver {
 async fn read(conn: &mut Option<Connection>) -> Result<Option<Message>, FailoverError> {
     match conn {
         Some(c) => c.read_message().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The first message of the candidate connection, or an error at its deadline; never when
+/// there is none.
+async fn read_candidate(
+    candidate: &mut Option<(Connection, tokio::time::Instant)>,
+) -> Result<Option<Message>, FailoverError> {
+    match candidate {
+        Some((c, deadline)) => match tokio::time::timeout_at(*deadline, c.read_message()).await {
+            Ok(r) => r,
+            Err(_) => Err(FailoverError::Closed("no CONNECT within 5 seconds")),
+        },
         None => std::future::pending().await,
     }
 }
@@ -210,20 +233,19 @@ impl Driver {
                             continue;
                         }
                         if self.conn.is_some() {
-                            // An established conversation is never handed to a newcomer: a
-                            // partner that really restarted is heard again once this
-                            // connection fails or falls silent (max-response-delay).
-                            tracing::warn!(
-                                "failover {}: refused a second connection from {from}: one is established",
+                            // A partner that restarted dials again while we still hold its
+                            // old connection (or an impostor's): the newcomer must CONNECT.
+                            tracing::info!(
+                                "failover {}: a second connection from {from}; it replaces the established one if it sends a valid CONNECT",
                                 cfg.name
                             );
-                            self.session.note_error(format!("refused a second connection from {from}"));
-                            self.publish_status();
+                            self.candidate = Some((Connection::new(stream), tokio::time::Instant::now() + CANDIDATE_TIMEOUT));
                             continue;
                         }
                         self.connected(Connection::new(stream)).await;
                     }
                 }
+                first = read_candidate(&mut self.candidate) => self.on_candidate(first).await,
                 msg = read(&mut self.conn) => match msg {
                     Ok(Some(m)) => self.input(Input::Message(m)).await,
                     Ok(None) => self.lost("closed by the partner".into()).await,
@@ -240,6 +262,42 @@ impl Driver {
         }
         self.generation += 1;
         self.input(Input::Connected).await;
+    }
+
+    /// The candidate's first message: a CONNECT the session accepts makes it the connection
+    /// (the old one is shut down and the session told, then the CONNECT handled as on any new
+    /// connection); anything else drops the candidate and keeps the established connection.
+    async fn on_candidate(&mut self, first: Result<Option<Message>, FailoverError>) {
+        let Some((conn, _)) = self.candidate.take() else {
+            return;
+        };
+        match first {
+            Ok(Some(m)) => match self.session.connect_refusal(&m, unix_now()) {
+                None => {
+                    tracing::warn!(
+                        "failover {}: a new connection from the partner's address sent a valid CONNECT; it replaces the established one",
+                        self.name()
+                    );
+                    // `connected` shuts the old connection and the session requeues what
+                    // was in flight on it.
+                    self.connected(conn).await;
+                    self.input(Input::Message(m)).await;
+                }
+                Some((_, why)) => self.refuse_candidate(conn, why).await,
+            },
+            Ok(None) => self.refuse_candidate(conn, "closed before its CONNECT").await,
+            Err(e) => self.refuse_candidate(conn, &e.to_string()).await,
+        }
+    }
+
+    async fn refuse_candidate(&mut self, conn: Connection, why: &str) {
+        tracing::warn!(
+            "failover {}: refused a second connection from the partner's address ({why}); the established one stays",
+            self.name()
+        );
+        self.session.note_error(format!("refused a second connection: {why}"));
+        self.publish_status();
+        conn.shutdown().await;
     }
 
     async fn lost(&mut self, why: String) {

@@ -74,6 +74,7 @@ mod tests {
             tstp: 0,
             tsfp: 0,
             cltt: 0,
+            from_partner: false,
         }
     }
 

@@ -136,6 +136,9 @@ pub struct Session {
     mclt: u32,
     hba: Option<[u8; 32]>,
     connected: bool,
+    /// Where this connection is in the CONNECT/CONNECTACK exchange: until it is `Done`,
+    /// nothing but that exchange is accepted.
+    handshake: Handshake,
     /// Lease changes waiting to go out (BNDUPD).
     /// Updates for the partner, one per address (coalesced).
     queue: super::queue::UpdateQueue,
@@ -157,6 +160,37 @@ pub struct Session {
     updates_received: u64,
     updates_refused: u64,
     last_error: Option<String>,
+}
+
+/// The CONNECT/CONNECTACK exchange of the current connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    /// No connection.
+    Idle,
+    /// The secondary waits for the primary's CONNECT.
+    AwaitConnect,
+    /// The primary sent CONNECT and waits for the CONNECTACK.
+    AwaitConnectAck,
+    /// The partner identified itself and was accepted: the conversation may start.
+    Done,
+}
+
+/// A message type as the draft names it (for errors and logs).
+fn kind_name(kind: MessageType) -> &'static str {
+    match kind {
+        MessageType::Connect => "CONNECT",
+        MessageType::ConnectAck => "CONNECTACK",
+        MessageType::State => "STATE",
+        MessageType::Contact => "CONTACT",
+        MessageType::Disconnect => "DISCONNECT",
+        MessageType::BndUpd => "BNDUPD",
+        MessageType::BndAck => "BNDACK",
+        MessageType::UpdReq => "UPDREQ",
+        MessageType::UpdReqAll => "UPDREQALL",
+        MessageType::UpdDone => "UPDDONE",
+        MessageType::PoolReq => "POOLREQ",
+        MessageType::PoolResp => "POOLRESP",
+    }
 }
 
 fn role_of(f: &Failover) -> Role {
@@ -190,6 +224,7 @@ impl Session {
             mclt,
             hba,
             connected: false,
+            handshake: Handshake::Idle,
             queue: Default::default(),
             in_flight: HashMap::new(),
             partner_max_unacked: 0,
@@ -323,6 +358,9 @@ impl Session {
                 if self.role == Role::Primary {
                     let m = self.connect_message(now);
                     fx.push(Effect::Send(m));
+                    self.handshake = Handshake::AwaitConnectAck;
+                } else {
+                    self.handshake = Handshake::AwaitConnect;
                 }
             }
             Input::Closed(why) => {
@@ -479,6 +517,7 @@ impl Session {
     /// next connection; the state machine hears that communications were lost.
     fn detach(&mut self, now: u64, leases: &Leases, fx: &mut Vec<Effect>) {
         self.connected = false;
+        self.handshake = Handshake::Idle;
         let mut lost: Vec<(u32, (Ipv4Addr, u64))> = self.in_flight.drain().collect();
         lost.sort_by_key(|(x, _)| *x);
         let ips: Vec<Ipv4Addr> = lost.into_iter().map(|(_, (ip, _))| ip).collect();
@@ -533,27 +572,60 @@ impl Session {
             .with(code::HBA, Value::Bytes(self.hba.unwrap_or([0; 32]).to_vec()))
     }
 
+    /// Why the partner's CONNECT is refused, if it is: the reject reason and its text (pure;
+    /// the driver also asks it before letting a new connection replace an established one).
+    pub fn connect_refusal(&self, m: &Message, now: u64) -> Option<(u8, &'static str)> {
+        if m.kind != MessageType::Connect {
+            return Some((codec::reject::MISC, "the first message was not CONNECT"));
+        }
+        if self.role != Role::Secondary {
+            return Some((codec::reject::INVALID_PARTNER, "CONNECT sent to the primary"));
+        }
+        let name = m.bytes(code::RELATIONSHIP_NAME).unwrap_or_default();
+        let skew = (i64::from(m.time) - now as i64).abs();
+        if name != self.cfg.name.as_bytes() {
+            Some((codec::reject::INVALID_PARTNER, "unknown relationship name"))
+        } else if skew > MAX_CLOCK_SKEW {
+            Some((codec::reject::TIME_MISMATCH, "clocks more than 60 s apart"))
+        } else if m.bytes(code::HBA).map(<[u8]>::len) != Some(codec::HBA_LEN) {
+            Some((codec::reject::HBA_CONFLICT, "invalid HBA"))
+        } else if m.u32(code::MCLT).is_some_and(|t| t == 0 || t > MAX_MCLT) {
+            Some((codec::reject::INVALID_MCLT, "MCLT outside 1..=86400 seconds"))
+        } else if m.u32(code::MAX_UNACKED).is_some_and(|n| n > MAX_UNACKED_LIMIT) {
+            Some((codec::reject::MISC, "max-unacked-updates above 1000"))
+        } else {
+            None
+        }
+    }
+
+    /// Only the CONNECT/CONNECTACK exchange until it is done (draft-ietf-dhc-failover-12
+    /// section 7.1: CONNECT is the first message on a connection); a second CONNECT on an
+    /// established connection is an error too.
+    fn check_order(&self, kind: MessageType) -> Result<(), FailoverError> {
+        let name = kind_name(kind);
+        match (self.handshake, kind) {
+            (Handshake::AwaitConnect, MessageType::Connect) | (Handshake::AwaitConnectAck, MessageType::ConnectAck) => {
+                Ok(())
+            }
+            (Handshake::Done, MessageType::Connect | MessageType::ConnectAck) => Err(FailoverError::Closed(
+                "a second CONNECT exchange on an established connection",
+            )),
+            (Handshake::Done, _) => Ok(()),
+            _ => Err(FailoverError::BeforeConnect(name)),
+        }
+    }
+
     fn on_message(&mut self, m: Message, now: u64, leases: &Leases, fx: &mut Vec<Effect>) -> Result<(), FailoverError> {
+        if m.kind == MessageType::Connect && self.role != Role::Secondary {
+            return Err(FailoverError::WrongRole("CONNECT", "primary"));
+        }
+        if m.kind == MessageType::ConnectAck && self.role != Role::Primary {
+            return Err(FailoverError::WrongRole("CONNECTACK", "secondary"));
+        }
+        self.check_order(m.kind)?;
         match m.kind {
             MessageType::Connect => {
-                if self.role != Role::Secondary {
-                    return Err(FailoverError::WrongRole("CONNECT", "primary"));
-                }
-                let name = m.bytes(code::RELATIONSHIP_NAME).unwrap_or_default();
-                let skew = (i64::from(m.time) - now as i64).abs();
-                let reject = if name != self.cfg.name.as_bytes() {
-                    Some((codec::reject::INVALID_PARTNER, "unknown relationship name"))
-                } else if skew > MAX_CLOCK_SKEW {
-                    Some((codec::reject::TIME_MISMATCH, "clocks more than 60 s apart"))
-                } else if m.bytes(code::HBA).map(<[u8]>::len) != Some(codec::HBA_LEN) {
-                    Some((codec::reject::HBA_CONFLICT, "invalid HBA"))
-                } else if m.u32(code::MCLT).is_some_and(|t| t == 0 || t > MAX_MCLT) {
-                    Some((codec::reject::INVALID_MCLT, "MCLT outside 1..=86400 seconds"))
-                } else if m.u32(code::MAX_UNACKED).is_some_and(|n| n > MAX_UNACKED_LIMIT) {
-                    Some((codec::reject::MISC, "max-unacked-updates above 1000"))
-                } else {
-                    None
-                };
+                let reject = self.connect_refusal(&m, now);
                 let mut ack = Message::new(MessageType::ConnectAck, now as u32, m.xid)
                     .with(code::RELATIONSHIP_NAME, Value::Bytes(self.cfg.name.as_bytes().to_vec()))
                     .with(code::MAX_UNACKED, Value::U32(self.cfg.max_unacked_updates))
@@ -575,6 +647,7 @@ impl Session {
                 if let Some(h) = m.bytes(code::HBA).and_then(|h| <[u8; 32]>::try_from(h).ok()) {
                     self.hba = Some(h);
                 }
+                self.handshake = Handshake::Done;
                 fx.push(Effect::PersistState(self.persisted()));
                 fx.push(Effect::PublishRules(self.rules()));
                 fx.push(Effect::Send(ack));
@@ -593,6 +666,7 @@ impl Session {
                     return Err(FailoverError::Closed("the partner's max-unacked-updates is above 1000"));
                 }
                 self.partner_max_unacked = m.u32(code::MAX_UNACKED).unwrap_or(1).max(1);
+                self.handshake = Handshake::Done;
                 let state = self.state_message(now);
                 fx.push(Effect::Send(state));
             }
@@ -808,7 +882,23 @@ mod tests {
             tstp: 0,
             tsfp: 0,
             cltt: T0,
+            from_partner: false,
         }
+    }
+
+    /// A session whose connection finished the CONNECT/CONNECTACK exchange.
+    fn established(role: FailoverRole, saved: Option<Persisted>, l: &Leases) -> Session {
+        let mut s = Session::new(cfg(role), "s".into(), saved, T0);
+        s.handle(Input::Connected, T0, l);
+        let fx = match role {
+            FailoverRole::Primary => s.handle(Input::Message(connect_ack(4)), T0, l),
+            FailoverRole::Secondary => {
+                let connect = Session::new(cfg(FailoverRole::Primary), "s".into(), None, T0).connect_message(T0);
+                s.handle(Input::Message(connect), T0, l)
+            }
+        };
+        assert!(!fx.contains(&Effect::Disconnect), "{fx:?}");
+        s
     }
 
     /// A primary that resumed NORMAL with its partner: connected, CONNECTACK'd, NORMAL.
@@ -944,6 +1034,65 @@ mod tests {
     }
 
     #[test]
+    fn nothing_but_the_connect_exchange_is_accepted_before_it_and_no_second_one_after() {
+        let l = leases();
+        let mac = |last: u8| crate::mac::MacAddr([0x52, 0x54, 0, 0, 0, last]);
+        // An impostor at the partner's address: a BNDUPD (or anything else) before CONNECT
+        // binds nothing and drops the connection, on either role.
+        for role in [FailoverRole::Secondary, FailoverRole::Primary] {
+            for kind in [
+                MessageType::BndUpd,
+                MessageType::State,
+                MessageType::UpdReqAll,
+                MessageType::PoolReq,
+            ] {
+                let mut s = Session::new(cfg(role), "s".into(), saved(State::Normal), T0);
+                s.handle(Input::Connected, T0, &l);
+                let m = if kind == MessageType::BndUpd {
+                    bndupd(&record(105, LeaseState::Bound), T0, 9)
+                } else if kind == MessageType::State {
+                    state_msg(State::Normal, false)
+                } else {
+                    Message::new(kind, T0 as u32, 9)
+                };
+                let fx = s.handle(Input::Message(m), T0, &l);
+                assert!(fx.contains(&Effect::Disconnect), "{role:?} {kind:?}: {fx:?}");
+                assert!(
+                    !fx.iter()
+                        .any(|e| matches!(e, Effect::Send(_) | Effect::PersistThenSend { .. })),
+                    "nothing answered or stored: {fx:?}"
+                );
+                assert!(!s.is_connected());
+                assert!(
+                    s.status().last_error.unwrap().contains("before the CONNECT"),
+                    "{kind:?}"
+                );
+            }
+        }
+        assert!(
+            !l.holds(ip(105), mac(105), T0 + 1),
+            "the impostor's binding is not in the table"
+        );
+        // A CONNECT to a secondary already established, and a CONNECTACK to a secondary.
+        let mut s = established(FailoverRole::Secondary, None, &l);
+        let again = Session::new(cfg(FailoverRole::Primary), "s".into(), None, T0).connect_message(T0);
+        assert!(s.handle(Input::Message(again), T0, &l).contains(&Effect::Disconnect));
+        let mut s = established(FailoverRole::Secondary, None, &l);
+        assert!(
+            s.handle(Input::Message(connect_ack(1)), T0, &l)
+                .contains(&Effect::Disconnect)
+        );
+        // The driver's check for a connection that would replace an established one.
+        let s = Session::new(cfg(FailoverRole::Secondary), "s".into(), None, T0);
+        let good = Session::new(cfg(FailoverRole::Primary), "s".into(), None, T0).connect_message(T0);
+        assert_eq!(s.connect_refusal(&good, T0), None);
+        assert!(
+            s.connect_refusal(&bndupd(&record(105, LeaseState::Bound), T0, 1), T0)
+                .is_some()
+        );
+    }
+
+    #[test]
     fn protocol_errors_drop_the_connection() {
         let l = leases();
         // CONNECT to a primary; a refused CONNECTACK; STATE without a state; DISCONNECT.
@@ -970,8 +1119,13 @@ mod tests {
             ),
         ];
         for (role, m, why) in cases {
-            let mut s = Session::new(cfg(role), "s".into(), None, T0);
-            s.handle(Input::Connected, T0, &l);
+            let mut s = if matches!(m.kind, MessageType::Connect | MessageType::ConnectAck) {
+                let mut s = Session::new(cfg(role), "s".into(), None, T0);
+                s.handle(Input::Connected, T0, &l);
+                s
+            } else {
+                established(role, None, &l)
+            };
             let fx = s.handle(Input::Message(m), T0, &l);
             assert!(fx.contains(&Effect::Disconnect), "{why}: {fx:?}");
             assert!(s.status().last_error.unwrap().contains(why), "{why}");
@@ -1003,8 +1157,7 @@ mod tests {
         assert_eq!(s.rules().state, State::Normal);
 
         // The secondary entering NORMAL asks for addresses.
-        let mut sec = Session::new(cfg(FailoverRole::Secondary), "s".into(), saved(State::Normal), T0);
-        sec.handle(Input::Connected, T0, &l);
+        let mut sec = established(FailoverRole::Secondary, saved(State::Normal), &l);
         let fx = sec.handle(Input::Message(state_msg(State::Normal, false)), T0, &l);
         assert_eq!(sent(&fx), [MessageType::State, MessageType::PoolReq]);
     }
@@ -1012,8 +1165,7 @@ mod tests {
     #[test]
     fn a_partner_flagged_startup_counts_as_startup() {
         let l = leases();
-        let mut s = Session::new(cfg(FailoverRole::Primary), "s".into(), saved(State::Normal), T0);
-        s.handle(Input::Connected, T0, &l);
+        let mut s = established(FailoverRole::Primary, saved(State::Normal), &l);
         s.handle(Input::Message(state_msg(State::Normal, true)), T0, &l);
         assert_eq!(s.status().partner_state, Some(State::Startup));
     }
@@ -1184,8 +1336,7 @@ mod tests {
         assert_eq!(kinds.len(), 11);
         assert_eq!(kinds.last(), Some(&MessageType::PoolResp));
         // A secondary ignores POOLREQ; POOLRESP and CONTACT change nothing.
-        let mut sec = Session::new(cfg(FailoverRole::Secondary), "s".into(), None, T0);
-        sec.handle(Input::Connected, T0, &l);
+        let mut sec = established(FailoverRole::Secondary, None, &l);
         for k in [MessageType::PoolReq, MessageType::PoolResp, MessageType::Contact] {
             assert!(
                 sec.handle(Input::Message(Message::new(k, T0 as u32, 1)), T0, &l)

@@ -41,6 +41,12 @@ pub struct LeaseRecord {
     pub tsfp: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cltt: u64,
+    /// Learnt from the failover partner's BNDUPD rather than granted by this server. The
+    /// ISC protocol does not authenticate the partner, so such a binding never authorises a
+    /// host's install secrets (`dhcp::Leases::holds_granted_here`); it is stored so that a
+    /// restart does not turn it into one of ours.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_partner: bool,
 }
 
 fn is_zero(v: &u64) -> bool {

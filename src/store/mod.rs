@@ -536,6 +536,7 @@ mod tests {
             tstp: 0,
             tsfp: 0,
             cltt: 0,
+            from_partner: false,
             site: "s".into(),
         }
     }

@@ -410,6 +410,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         observer: Some(observe_tx),
         journal: Some(journal),
         failover_updates: Arc::new(failover_updates),
+        persists: Default::default(),
     };
     let mut dhcp = tokio::spawn(server::serve(shared, stop_rx.clone()));
     tasks.spawn(reload_on_sighup(services.reloader.clone(), stop_rx.clone()));

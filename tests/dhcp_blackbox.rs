@@ -843,3 +843,103 @@ fn a_full_disk_stops_acknowledgements_and_ends_the_daemon_non_zero() {
         "{log}"
     );
 }
+
+/// One leased client sends renewal REQUESTs as fast as it can for five seconds: provd's
+/// memory stays flat (RSS before and after in the log; a generous bound), the renewals it
+/// could not write at once are dropped and counted (one write per address in flight), and
+/// another client, relayed from elsewhere, still gets a lease during the flood.
+#[test]
+fn a_renewal_flood_from_one_client_keeps_memory_flat_and_others_served() {
+    require_root_and_tools(&["ip"]);
+    let net = 79;
+    let site = SiteBuilder::new("t", &format!("10.{net}.0.1"))
+        .listen("vs")
+        .dhcp(&format!("relays = [\"10.{net}.0.2\", \"10.{net}.0.3\"]"))
+        .subnet(
+            &format!("10.{net}.0.0/24"),
+            (&format!("10.{net}.0.100"), &format!("10.{net}.0.200")),
+            &["lease_time = 600"],
+        )
+        .toml();
+    let lab = Lab::start("flood", net, &site);
+    lab.cli.sh(&format!("ip addr add 10.{net}.0.3/24 dev vc"));
+    let server = lab.server();
+    let flooder = Ipv4Addr::new(10, net, 0, 2);
+    let other = Ipv4Addr::new(10, net, 0, 3);
+    // The flooder's lease, then its renewal REQUEST, ready to send.
+    let renewal = lab.cli.enter(move || {
+        let sock = bind(67, None);
+        let (offer, _ack) = dora_relayed(&sock, server, flooder, mac(0x7900), 1);
+        let mut req = request(MessageType::Request, mac(0x7900), 2, Some(flooder));
+        req.opts_mut().insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+        client::encode(&req)
+    });
+    let before = lab.daemon.rss_kib();
+    let flood = lab.cli.enter(move || {
+        let sock = bind(67, None);
+        sock.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let (mut sent, start) = (0u64, std::time::Instant::now());
+            let mut sink = [0u8; 1500];
+            while start.elapsed() < Duration::from_secs(5) {
+                if sock.send_to(&renewal, server).is_ok() {
+                    sent += 1;
+                }
+                while sock.recv_from(&mut sink).is_ok() {}
+            }
+            sent
+        })
+    });
+    // During the flood, another relay's client gets its lease.
+    std::thread::sleep(Duration::from_millis(500));
+    // A real client retransmits; the kernel drops datagrams of a socket buffer the flood keeps
+    // full, so this one tries for up to four seconds, as a client's own backoff would.
+    let served = lab.cli.enter(move || {
+        let sock = client::bind_addr(other, 67);
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(4) {
+            let d = request(MessageType::Discover, mac(0x7901), 3, Some(other));
+            let Some(offer) = exchange(&sock, server, &d) else {
+                continue;
+            };
+            let mut req = request(MessageType::Request, mac(0x7901), 3, Some(other));
+            req.opts_mut().insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+            req.opts_mut()
+                .insert(DhcpOption::ServerIdentifier(client::server_id(&offer)));
+            if let Some(ack) = exchange(&sock, server, &req) {
+                return (msg_type(&ack), start.elapsed());
+            }
+        }
+        (None, start.elapsed())
+    });
+    let (served, took) = served;
+    let sent = flood.join().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let after = lab.daemon.rss_kib();
+    let stats = lab.daemon.stats();
+    eprintln!(
+        "renewal flood: the other client served in {took:?}; {sent} REQUESTs in 5 s; provd RSS {before} KiB before, {after} KiB after; dropped_persist_in_flight {}, sent_ack {}",
+        stats["dhcp"]["dropped_persist_in_flight"], stats["dhcp"]["sent_ack"]
+    );
+    assert_eq!(
+        served,
+        Some(MessageType::Ack),
+        "the other client was not served during the flood"
+    );
+    assert!(sent > 10_000, "the flood was not a flood: {sent}");
+    assert!(
+        stats["dhcp"]["dropped_persist_in_flight"].as_u64().unwrap() > 0,
+        "no renewal was coalesced: {stats}"
+    );
+    assert!(
+        after < before + 64 * 1024,
+        "provd grew from {before} KiB to {after} KiB under one client's flood"
+    );
+    // Still a working server, and the flooder still holds its one lease.
+    let leases = lab.daemon.leases();
+    let mine: Vec<_> = leases
+        .iter()
+        .filter(|l| l["state"] == "bound" && l["mac"] == "52:54:00:00:79:00")
+        .collect();
+    assert_eq!(mine.len(), 1, "{leases:?}");
+}

@@ -476,6 +476,7 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
         observer: None,
         journal: Some(f.services.journal.clone()),
         failover_updates: Arc::new(Default::default()),
+        persists: Default::default(),
     };
     let ingress = f.services.leases.ingresses()[0].clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -10,7 +10,9 @@
 //! - `rules`: the trait through which failover restricts the engine (one-way dependency)
 //! - `handle`: `Leases`, the one owner of the engine and its lock; everyone else calls it
 //! - `reply`: building replies and choosing their destination (pure)
-//! - `socket`, `server`: the only I/O; `stats`: counters
+//! - `socket`, `server`: the only I/O; `stats`: counters; `partner_updates`: durable lease
+//!   changes for the failover partner, coalesced by address; `persist_gate`: the bound on
+//!   lease writes in flight
 //!
 //! Must never: answer on an interface the config does not name, send an ACK before its
 //! lease is durable, or panic on a packet.
@@ -19,6 +21,8 @@ pub mod engine;
 pub mod handle;
 pub mod leases;
 pub mod packet;
+pub mod partner_updates;
+pub mod persist_gate;
 pub mod reply;
 pub mod rules;
 pub mod server;

@@ -73,7 +73,9 @@ pub struct Shared {
     pub observer: Option<mpsc::Sender<(MacAddr, Observation)>>,
     pub journal: Option<Arc<Journal>>,
     /// Failover, by site: every lease change, once durable, goes to the partner (BNDUPD).
-    pub failover_updates: Arc<std::collections::HashMap<String, mpsc::UnboundedSender<LeaseRecord>>>,
+    pub failover_updates: Arc<std::collections::HashMap<String, crate::dhcp::partner_updates::PartnerUpdates>>,
+    /// The bound on lease writes waiting for the store (one per address, a cap on all).
+    pub persists: Arc<crate::dhcp::persist_gate::PersistGate>,
 }
 
 impl Shared {
@@ -84,9 +86,9 @@ impl Shared {
 
     fn tell_partner(&self, record: Option<LeaseRecord>) {
         if let Some(r) = record
-            && let Some(tx) = self.failover_updates.get(&r.site)
+            && let Some(updates) = self.failover_updates.get(&r.site)
         {
-            let _ = tx.send(r);
+            updates.push(r);
         }
     }
 }
@@ -188,8 +190,13 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
             shared.stats.inc(reason.counter());
         }
         Outcome::Persist(record) => {
+            let permit = match shared.persists.admit(record.ip) {
+                Ok(p) => p,
+                Err(busy) => return shared.stats.inc(busy.counter()),
+            };
             let shared = shared.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let for_partner = shared.partner_copy(&record);
                 match shared.store.persist(vec![record]).await {
                     Ok(()) => shared.tell_partner(for_partner),
@@ -212,8 +219,15 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
             dest,
             persist: Some(record),
         } => {
+            // No task without a permit: the tasks waiting on the store are bounded whatever
+            // a client sends. Not admitted: no ACK (the client retransmits).
+            let permit = match shared.persists.admit(record.ip) {
+                Ok(p) => p,
+                Err(busy) => return shared.stats.inc(busy.counter()),
+            };
             let (shared, sock, ingress) = (shared.clone(), sock.clone(), ingress.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 // The ACK leaves only once the lease is durable: a crash before this point
                 // loses an unacknowledged lease, which the client simply asks for again.
                 let for_partner = shared.partner_copy(&record);

@@ -35,6 +35,9 @@ pub const NAMES: &[&str] = &[
     "dropped_unsupported_type",
     "dropped_failover_no_service",
     "dropped_failover_partners_client",
+    // Lease writes not admitted (`persist_gate`): the address has one in flight, or the cap.
+    "dropped_persist_in_flight",
+    "dropped_persist_backlog",
 ];
 
 /// A fresh set of DHCP counters.

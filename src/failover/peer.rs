@@ -23,6 +23,7 @@ use super::state::Refused;
 use crate::clock::unix_now;
 use crate::config::{Failover, FailoverRole};
 use crate::dhcp::Leases;
+use crate::dhcp::partner_updates::PartnerUpdates;
 use crate::store::{LeaseRecord, Store};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -35,6 +36,10 @@ pub use super::session::{Persisted, Status};
 
 /// How long the primary waits for the partner to accept a TCP connection.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one message may take to go out: a partner that stops reading (or an impostor
+/// that never does) is disconnected instead of stalling the driver and everything queued
+/// behind it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a second connection from the partner's address has to send its CONNECT.
 const CANDIDATE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -78,13 +83,13 @@ fn load_saved(store: &Store, name: &str) -> Option<Persisted> {
         .and_then(|(_, json)| serde_json::from_slice::<Persisted>(&json).ok())
 }
 
-/// Start the relationship; returns the handle and the sender the DHCP server feeds with
-/// durable lease changes. The engine has this relationship's rules before this returns.
+/// Start the relationship; returns the handle and the mailbox the DHCP server feeds with
+/// durable lease changes (coalesced by address, so it cannot grow past the pools). The engine has this relationship's rules before this returns.
 pub fn start(
     rel: Relationship,
     shutdown: watch::Receiver<bool>,
     tasks: &mut tokio::task::JoinSet<()>,
-) -> (Handle, mpsc::UnboundedSender<LeaseRecord>) {
+) -> (Handle, PartnerUpdates) {
     let saved = load_saved(&rel.store, &rel.cfg.name);
     let session = Session::new(rel.cfg.clone(), rel.site.clone(), saved, unix_now());
     for e in session.start() {
@@ -94,7 +99,7 @@ pub fn start(
     }
     let status = Arc::new(Mutex::new(session.status()));
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
-    let (upd_tx, upd_rx) = mpsc::unbounded_channel();
+    let updates = PartnerUpdates::new();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let driver = Driver {
         session,
@@ -105,13 +110,13 @@ pub fn start(
         generation: 0,
         done_tx,
     };
-    tasks.spawn(driver.run(upd_rx, cmd_rx, done_rx, shutdown));
+    tasks.spawn(driver.run(updates.clone(), cmd_rx, done_rx, shutdown));
     (
         Handle {
             status,
             commands: cmd_tx,
         },
-        upd_tx,
+        updates.clone(),
     )
 }
 
@@ -164,7 +169,7 @@ impl Driver {
 
     async fn run(
         mut self,
-        mut updates: mpsc::UnboundedReceiver<LeaseRecord>,
+        updates: PartnerUpdates,
         mut commands: mpsc::Receiver<Command>,
         mut done: mpsc::UnboundedReceiver<Completion>,
         mut shutdown: watch::Receiver<bool>,
@@ -225,7 +230,11 @@ impl Driver {
                         let _ = reply.send(r);
                     }
                 },
-                Some(r) = updates.recv() => self.input(Input::LeaseChanged(r)).await,
+                batch = updates.next_batch() => {
+                    for r in batch {
+                        self.input(Input::LeaseChanged(r)).await;
+                    }
+                }
                 accepted = accept(&listener) => {
                     if let Ok((stream, from)) = accepted {
                         if from.ip() != std::net::IpAddr::V4(cfg.peer_address) {
@@ -329,7 +338,13 @@ impl Driver {
                     let Some(c) = self.conn.as_mut() else {
                         continue; // not connected: the session re-sends what matters
                     };
-                    if let Err(e) = c.write_message(&m).await {
+                    let written = match tokio::time::timeout(WRITE_TIMEOUT, c.write_message(&m)).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("not read by the partner within {} s", WRITE_TIMEOUT.as_secs())),
+                    };
+                    if let Err(e) = written {
+                        // Dropped, not shut down: a shutdown would flush into the same
+                        // full buffer.
                         self.conn = None;
                         let more =
                             self.session

@@ -175,24 +175,6 @@ enum Handshake {
     Done,
 }
 
-/// A message type as the draft names it (for errors and logs).
-fn kind_name(kind: MessageType) -> &'static str {
-    match kind {
-        MessageType::Connect => "CONNECT",
-        MessageType::ConnectAck => "CONNECTACK",
-        MessageType::State => "STATE",
-        MessageType::Contact => "CONTACT",
-        MessageType::Disconnect => "DISCONNECT",
-        MessageType::BndUpd => "BNDUPD",
-        MessageType::BndAck => "BNDACK",
-        MessageType::UpdReq => "UPDREQ",
-        MessageType::UpdReqAll => "UPDREQALL",
-        MessageType::UpdDone => "UPDDONE",
-        MessageType::PoolReq => "POOLREQ",
-        MessageType::PoolResp => "POOLRESP",
-    }
-}
-
 fn role_of(f: &Failover) -> Role {
     match f.role {
         FailoverRole::Primary => Role::Primary,
@@ -602,7 +584,7 @@ impl Session {
     /// section 7.1: CONNECT is the first message on a connection); a second CONNECT on an
     /// established connection is an error too.
     fn check_order(&self, kind: MessageType) -> Result<(), FailoverError> {
-        let name = kind_name(kind);
+        let name = kind.name();
         match (self.handshake, kind) {
             (Handshake::AwaitConnect, MessageType::Connect) | (Handshake::AwaitConnectAck, MessageType::ConnectAck) => {
                 Ok(())

@@ -44,6 +44,11 @@ pub struct Binding {
 }
 
 impl Binding {
+    /// Bound to `mac` and unexpired at `now`.
+    fn bound_to(&self, mac: MacAddr, now: u64) -> bool {
+        self.mac == Some(mac) && self.state == BindState::Bound && self.ends > now
+    }
+
     /// Whether this binding still keeps the address from other clients at `now`.
     fn holds_address(&self, now: u64) -> bool {
         match self.state {
@@ -366,16 +371,16 @@ impl LeaseTable {
 
     /// Whether `ip` is bound to `mac` and unexpired at `now` (one map lookup).
     pub fn holds(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool {
-        self.by_ip
-            .get(&ip)
-            .is_some_and(|b| b.mac == Some(mac) && b.state == BindState::Bound && b.ends > now)
+        self.by_ip.get(&ip).is_some_and(|b| b.bound_to(mac, now))
     }
 
     /// Whether `ip` is bound to `mac` by this server's own ACK (or a restart's restore of
     /// one): a binding learnt from the unauthenticated failover partner does not count. What
     /// a host's install secrets are checked against.
     pub fn holds_granted_here(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool {
-        self.holds(ip, mac, now) && self.by_ip.get(&ip).is_some_and(|b| !b.from_partner)
+        self.by_ip
+            .get(&ip)
+            .is_some_and(|b| !b.from_partner && b.bound_to(mac, now))
     }
 
     /// The address bound to `mac` as an Ethernet client without a client identifier (how

@@ -190,9 +190,8 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
             shared.stats.inc(reason.counter());
         }
         Outcome::Persist(record) => {
-            let permit = match shared.persists.admit(record.ip) {
-                Ok(p) => p,
-                Err(busy) => return shared.stats.inc(busy.counter()),
+            let Some(permit) = admit_write(shared, &record) else {
+                return;
             };
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -219,11 +218,8 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
             dest,
             persist: Some(record),
         } => {
-            // No task without a permit: the tasks waiting on the store are bounded whatever
-            // a client sends. Not admitted: no ACK (the client retransmits).
-            let permit = match shared.persists.admit(record.ip) {
-                Ok(p) => p,
-                Err(busy) => return shared.stats.inc(busy.counter()),
+            let Some(permit) = admit_write(shared, &record) else {
+                return;
             };
             let (shared, sock, ingress) = (shared.clone(), sock.clone(), ingress.clone());
             tokio::spawn(async move {
@@ -244,6 +240,16 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
             });
         }
     }
+}
+
+/// No task waits on the store without a permit, so those tasks are bounded whatever a
+/// client sends. Not admitted: counted, and no answer (the client retransmits).
+fn admit_write(shared: &Shared, record: &LeaseRecord) -> Option<crate::dhcp::persist_gate::Permit> {
+    shared
+        .persists
+        .admit(record.ip)
+        .map_err(|busy| shared.stats.inc(busy.counter()))
+        .ok()
 }
 
 fn send(shared: &Shared, sock: &UdpSocket, ingress: &Ingress, msg: &Message, kind: MessageType, dest: Destination) {

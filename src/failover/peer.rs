@@ -84,7 +84,8 @@ fn load_saved(store: &Store, name: &str) -> Option<Persisted> {
 }
 
 /// Start the relationship; returns the handle and the mailbox the DHCP server feeds with
-/// durable lease changes (coalesced by address, so it cannot grow past the pools). The engine has this relationship's rules before this returns.
+/// durable lease changes (coalesced by address, so it cannot grow past the pools). The
+/// engine has this relationship's rules before this returns.
 pub fn start(
     rel: Relationship,
     shutdown: watch::Receiver<bool>,

@@ -209,6 +209,7 @@ impl Driver {
                     Completion::Send { generation, message } => {
                         if generation == self.generation {
                             self.perform(vec![Effect::Send(message)]).await;
+                            self.input(Input::UpdateAcknowledged).await;
                         }
                     }
                     Completion::Durable { records, then } => self.input(Input::Durable { records, then }).await,

@@ -92,6 +92,8 @@ pub enum Input {
         records: Vec<LeaseRecord>,
         then: Option<Message>,
     },
+    /// The BNDACK of one of the partner's BNDUPDs went out (its record is durable).
+    UpdateAcknowledged,
     /// A second passed.
     Tick,
     Shutdown,
@@ -144,6 +146,11 @@ pub struct Session {
     queue: super::queue::UpdateQueue,
     /// xid -> (address, potential expiry sent).
     in_flight: HashMap<u32, (Ipv4Addr, u64)>,
+    /// The partner's BNDUPDs on this connection not acknowledged yet (their records are being
+    /// stored). The partner may have `max_unacked_updates` (ours, told in CONNECT or
+    /// CONNECTACK) in flight; one more is a protocol error, so a partner, or whoever speaks
+    /// from its address, cannot make us hold an unbounded number of writes.
+    inbound_unacked: u32,
     partner_max_unacked: u32,
     xid: u32,
     /// After an UPDREQ(ALL): send UPDDONE (with this xid) once queue and in-flight are empty.
@@ -209,6 +216,7 @@ impl Session {
             handshake: Handshake::Idle,
             queue: Default::default(),
             in_flight: HashMap::new(),
+            inbound_unacked: 0,
             partner_max_unacked: 0,
             xid: (now as u32).wrapping_mul(2_654_435_761),
             update_done_due: None,
@@ -378,6 +386,7 @@ impl Session {
                     fx.push(Effect::Send(m));
                 }
             }
+            Input::UpdateAcknowledged => self.inbound_unacked = self.inbound_unacked.saturating_sub(1),
             Input::Tick => self.tick(now, leases, &mut fx),
             Input::Shutdown => {
                 let _ = self.event(Event::Shutdown, now, leases, &mut fx);
@@ -500,6 +509,7 @@ impl Session {
     fn detach(&mut self, now: u64, leases: &Leases, fx: &mut Vec<Effect>) {
         self.connected = false;
         self.handshake = Handshake::Idle;
+        self.inbound_unacked = 0;
         let mut lost: Vec<(u32, (Ipv4Addr, u64))> = self.in_flight.drain().collect();
         lost.sort_by_key(|(x, _)| *x);
         let ips: Vec<Ipv4Addr> = lost.into_iter().map(|(_, (ip, _))| ip).collect();
@@ -671,6 +681,9 @@ impl Session {
             MessageType::Contact => {}
             MessageType::Disconnect => return Err(FailoverError::PartnerDisconnected),
             MessageType::BndUpd => {
+                if self.inbound_unacked >= self.cfg.max_unacked_updates {
+                    return Err(FailoverError::Closed("the partner exceeded our max-unacked-updates"));
+                }
                 self.updates_received += 1;
                 let mut ack = m.clone();
                 ack.kind = MessageType::BndAck;
@@ -696,6 +709,7 @@ impl Session {
                     Ok(b) => {
                         // Durable before the BNDACK: an acknowledged update is never lost.
                         let record = leases.apply_partner(b, &self.site);
+                        self.inbound_unacked += 1;
                         fx.push(Effect::PersistThenSend {
                             records: vec![record],
                             then: ack,
@@ -1150,6 +1164,31 @@ mod tests {
         let mut s = established(FailoverRole::Primary, saved(State::Normal), &l);
         s.handle(Input::Message(state_msg(State::Normal, true)), T0, &l);
         assert_eq!(s.status().partner_state, Some(State::Startup));
+    }
+
+    #[test]
+    fn a_partner_may_not_have_more_unacknowledged_updates_than_we_allow() {
+        let l = leases();
+        let (mut s, _) = normal_primary(&l);
+        let limit = s.config().max_unacked_updates;
+        let upd = |last: u8, xid: u32| Input::Message(bndupd(&record(last, LeaseState::Bound), T0, xid));
+        for i in 0..limit {
+            let fx = s.handle(upd(101 + i as u8, 100 + i), T0, &l);
+            assert!(matches!(fx[..], [Effect::PersistThenSend { .. }]), "{fx:?}");
+        }
+        // One acknowledged (its record durable, its BNDACK sent): room for one more.
+        s.handle(Input::UpdateAcknowledged, T0, &l);
+        let fx = s.handle(upd(110, 200), T0, &l);
+        assert!(matches!(fx[..], [Effect::PersistThenSend { .. }]), "{fx:?}");
+        // Beyond the window: a protocol error, nothing stored.
+        let fx = s.handle(upd(111, 201), T0, &l);
+        assert!(fx.contains(&Effect::Disconnect), "{fx:?}");
+        assert!(!fx.iter().any(|e| matches!(e, Effect::PersistThenSend { .. })));
+        assert!(s.status().last_error.unwrap().contains("max-unacked-updates"));
+        // A new connection starts with an empty window.
+        let mut s = established(FailoverRole::Primary, saved(State::Normal), &l);
+        let fx = s.handle(upd(112, 300), T0, &l);
+        assert!(matches!(fx[..], [Effect::PersistThenSend { .. }]), "{fx:?}");
     }
 
     #[test]

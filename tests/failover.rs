@@ -603,9 +603,12 @@ fn provd_secondary_with_isc_dhcpd_primary() {
 /// knows its partner only by address and by the CONNECT exchange. While the primary
 /// restarts, a third program speaks from the primary's own address:
 /// - a BNDUPD before any CONNECT binds nothing: the connection is closed unanswered;
-/// - a connection that does CONNECT and then keeps the link alive with CONTACTs does not
-///   lock the real primary out: when it comes back and CONNECTs, it replaces the impostor,
-///   and the pair reaches NORMAL.
+/// - a connection that does CONNECT is answered (nothing tells it from the partner), and a
+///   BNDUPD it then sends binds a configured host's MAC to an address of the impostor's: the
+///   binding keeps that address from others, but the host's boot script (its install token)
+///   is refused to that address: a binding learnt from the partner is no proof of the client;
+/// - that connection, kept alive with CONTACTs, does not lock the real primary out: when it
+///   comes back and CONNECTs, it replaces the impostor, and the pair reaches NORMAL.
 #[test]
 fn an_impostor_at_the_partners_address_binds_nothing_and_locks_nobody_out() {
     use provd::failover::codec::{Message, MessageType, Value, code};
@@ -618,6 +621,13 @@ fn an_impostor_at_the_partners_address_binds_nothing_and_locks_nobody_out() {
     let (wa, wb) = (Workdir::new(), Workdir::new());
     let ca = provd_config(&wa, "a.toml", net, 1, "primary", 10);
     let cb = provd_config(&wb, "b.toml", net, 2, "secondary", 0);
+    // A configured host with no reservation: its secrets follow its lease.
+    let host_mac: provd::mac::MacAddr = "52:54:00:42:00:01".parse().unwrap();
+    let host = "[[hosts]]\nsite = \"fo\"\nmac = \"52:54:00:42:00:01\"\nhostname = \"fo-h1\"\nprofile = \"el9\"\n";
+    for c in [&ca, &cb] {
+        let text = std::fs::read_to_string(c).unwrap();
+        std::fs::write(c, format!("{text}\n{host}")).unwrap();
+    }
     let mut a = Daemon::start(&l.a, &ca, &wa.path("state"), &wa.path("provd.log"));
     let b = Daemon::start(&l.b, &cb, &wb.path("state"), &wb.path("provd.log"));
     wait_pair_state(&a, &b, "normal", 60);
@@ -683,10 +693,77 @@ fn an_impostor_at_the_partners_address_binds_nothing_and_locks_nobody_out() {
     let mut stream = l.a.enter(move || std::net::TcpStream::connect(secondary).unwrap());
     stream.write_all(&connect.encode().unwrap()).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut first = [0u8; 12];
-    stream
-        .read_exact(&mut first)
-        .expect("the impostor's CONNECT was answered");
+    let read_until = |stream: &mut std::net::TcpStream, kind: MessageType| loop {
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).expect("a message");
+        let mut bytes = len.to_vec();
+        bytes.resize(usize::from(u16::from_be_bytes(len)), 0);
+        stream.read_exact(&mut bytes[2..]).expect("the whole message");
+        let m = Message::decode(&bytes).unwrap();
+        if m.kind == kind {
+            return m;
+        }
+    };
+    let ack = read_until(&mut stream, MessageType::ConnectAck);
+    assert_eq!(
+        ack.u8(code::REJECT_REASON),
+        None,
+        "the impostor's CONNECT is indistinguishable"
+    );
+    // The impostor binds the configured host's MAC to an address it then takes.
+    let taken = std::net::Ipv4Addr::new(10, net, 0, 150);
+    let t = now();
+    let claim = provd::failover::binding::bndupd(
+        &provd::store::LeaseRecord {
+            ip: taken,
+            client_id: format!("01{}", host_mac.to_string().replace(':', "")),
+            mac: Some(host_mac),
+            hostname: None,
+            state: provd::store::LeaseState::Bound,
+            starts: t,
+            ends: t + 86_400,
+            site: "fo".into(),
+            tstp: 0,
+            tsfp: 0,
+            cltt: t,
+            from_partner: false,
+        },
+        t,
+        8,
+    );
+    stream.write_all(&claim.encode().unwrap()).unwrap();
+    let bndack = read_until(&mut stream, MessageType::BndAck);
+    assert_eq!((bndack.xid, bndack.u8(code::REJECT_REASON)), (8, None));
+    let held = b
+        .leases()
+        .into_iter()
+        .find(|r| r["ip"] == taken.to_string() && r["state"] == "bound");
+    assert_eq!(
+        held.as_ref().map(|r| r["mac"].clone()),
+        Some(serde_json::Value::from("52:54:00:42:00:01")),
+        "{held:?}"
+    );
+    l.a.sh(&format!("ip addr add {taken}/24 dev fa"));
+    let script =
+        l.a.cmd("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--interface",
+                &taken.to_string(),
+            ])
+            .arg(format!("http://10.{net}.0.2:8080/boot/52-54-00-42-00-01.ipxe"))
+            .output()
+            .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&script.stdout),
+        "403",
+        "the host's boot script went to an address only the partner's BNDUPD gave it"
+    );
+    l.a.sh(&format!("ip addr del {taken}/24 dev fa"));
     wait_until("the impostor holds the connection", Duration::from_secs(10), || {
         failover_status(&b)["connected"].as_bool().filter(|c| *c)
     });

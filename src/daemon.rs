@@ -98,12 +98,10 @@ impl Services {
         })?;
 
         // Files under the assets directory are served to anyone on the boot network.
-        if let Some(what) =
-            crate::config::secrets_under_assets(&assets_root, state_dir, &config.daemon.pki_dir(state_dir))
-        {
+        if let Some(what) = crate::config::secrets_under_assets(&assets_root, &config.daemon, state_dir) {
             bail!(
                 "{what} is inside [daemon] assets_dir {}, which TFTP and HTTP serve to every machine on \
-                 the boot network: move it out (set [daemon] state_dir / pki_dir, or --state-dir)",
+                 the boot network: move it out (set [daemon] state_dir / pki_dir / bmc_secrets, or --state-dir)",
                 assets_root.display()
             );
         }

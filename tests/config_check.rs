@@ -253,3 +253,33 @@ fn serve_refuses_a_state_directory_inside_the_assets_directory() {
         );
     }
 }
+
+/// A config file inside the assets directory would be served to every machine on the boot
+/// network (it names BMC credential files and the whole site layout): `provd check` refuses
+/// it, naming the file.
+#[test]
+fn check_refuses_a_config_file_inside_the_assets_directory() {
+    let bin = env!("CARGO_BIN_EXE_provd");
+    let work = tempfile::tempdir().unwrap();
+    let assets = work.path().join("assets");
+    std::fs::create_dir(&assets).unwrap();
+    let text = format!(
+        "[daemon]\nassets_dir = \"{}\"\nstate_dir = \"{}\"\n[sites.a]\nserver_address = \"10.0.0.1\"\n\
+         listen = [{{ interface = \"eth0\", address = \"10.0.0.1\" }}]\n[[sites.a.subnets]]\nprefix = \"10.0.0.0/24\"\n",
+        assets.display(),
+        work.path().join("state").display()
+    );
+    let inside = assets.join("provd.toml");
+    let outside = work.path().join("provd.toml");
+    std::fs::write(&inside, &text).unwrap();
+    std::fs::write(&outside, &text).unwrap();
+    let out = Command::new(bin).arg("check").arg(&inside).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds the config file") && err.contains(&inside.display().to_string()),
+        "{err}"
+    );
+    let out = Command::new(bin).arg("check").arg(&outside).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -141,13 +141,26 @@ fn resolved(p: &Path) -> PathBuf {
 /// Which secret-holding directory, if any, lies inside the assets directory (which TFTP and
 /// HTTP serve to every machine on the boot network). `provd check` asks it of the config,
 /// `provd serve` of the directories it will really use (`--state-dir` included).
-pub fn secrets_under_assets(assets_dir: &Path, state_dir: &Path, pki_dir: &Path) -> Option<&'static str> {
+pub fn secrets_under_assets(assets_dir: &Path, daemon: &Daemon, state_dir: &Path) -> Option<&'static str> {
+    let mut secrets = vec![
+        (
+            state_dir.to_path_buf(),
+            "the state directory (leases, tokens, the API token)",
+        ),
+        (daemon.pki_dir(state_dir), "the PKI directory (the CA key)"),
+    ];
+    if let Some(file) = &daemon.bmc_secrets {
+        secrets.push((file.clone(), "the BMC secrets file (bmc_secrets: BMC passwords)"));
+    }
     let assets = resolved(assets_dir);
-    if resolved(state_dir).starts_with(&assets) {
-        return Some("the state directory (leases, tokens, the API token)");
-    }
-    if resolved(pki_dir).starts_with(&assets) {
-        return Some("the PKI directory (the CA key)");
-    }
-    None
+    secrets
+        .into_iter()
+        .find(|(path, _)| resolved(path).starts_with(&assets))
+        .map(|(_, what)| what)
+}
+
+/// Whether `file` (a config file: it names BMC credential files, tokens' lifetimes, the
+/// whole site layout) lies inside the assets directory that TFTP and HTTP serve.
+pub fn is_under_assets(assets_dir: &Path, file: &Path) -> bool {
+    resolved(file).starts_with(resolved(assets_dir))
 }

@@ -70,17 +70,31 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 ));
             } else {
                 let converted = convert_daemon(d.get_ref());
-                let pki_dir = converted.pki_dir(&converted.state_dir);
-                if let Some(what) = super::secrets_under_assets(&converted.assets_dir, &converted.state_dir, &pki_dir) {
+                if let Some(what) = super::secrets_under_assets(&converted.assets_dir, &converted, &converted.state_dir)
+                {
                     errors.push(src.error(
                         Some(d.span()),
                         "daemon.assets_dir",
                         format!(
                             "{} holds {what}: TFTP and HTTP serve the assets directory to every machine on \
-                             the boot network; put state_dir and pki_dir outside it",
+                             the boot network; put state_dir, pki_dir and bmc_secrets outside it",
                             converted.assets_dir.display()
                         ),
                     ));
+                }
+                for (file, _) in sources {
+                    if super::is_under_assets(&converted.assets_dir, file) {
+                        errors.push(src.error(
+                            Some(d.span()),
+                            "daemon.assets_dir",
+                            format!(
+                                "{} holds the config file {}: TFTP and HTTP serve the assets directory to every \
+                                 machine on the boot network; keep the configuration outside it",
+                                converted.assets_dir.display(),
+                                file.display()
+                            ),
+                        ));
+                    }
                 }
                 daemon = Some((converted, src.place(&d.span())));
             }

@@ -2,8 +2,9 @@
 //! `contrib/systemd/provd.service`, and provd started as a non-root user with exactly the
 //! unit's capabilities (read from the unit, applied with setpriv: ambient, inheritable and
 //! bounding set, no_new_privs) still serves DHCP (busybox udhcpc gets a lease), TFTP (curl)
-//! and HTTP (curl), and keeps its state directory 0700 and its store 0600. Needs root, ip,
-//! setpriv, systemd-analyze, busybox, curl.
+//! and HTTP (curl), and keeps its state directory 0700 and its store 0600; the ipmitool it
+//! runs for a BMC inherits none of its capabilities. Needs root, ip, setpriv,
+//! systemd-analyze, busybox, curl.
 
 mod common;
 
@@ -83,14 +84,48 @@ fn the_systemd_unit_verifies_and_its_capabilities_are_enough_to_serve() {
         .arg(w.join("templates"))
         .status()
         .unwrap();
-    let site =
-        SiteBuilder::new("u", "10.93.0.1")
-            .listen("us")
-            .subnet("10.93.0.0/24", ("10.93.0.100", "10.93.0.200"), &[]);
-    let text = builder::config(&assets, &[site.toml()]).replace(
-        &repo("templates").display().to_string(),
-        &w.join("templates").display().to_string(),
-    );
+    let site = SiteBuilder::new("u", "10.93.0.1")
+        .listen("us")
+        .subnet("10.93.0.0/24", ("10.93.0.100", "10.93.0.200"), &[])
+        .host(
+            "52:54:00:93:00:01",
+            "u1",
+            &["bmc = { driver = \"ipmi\", address = \"127.0.0.1\", credentials = \"u\" }"],
+        );
+    // An `ipmitool` first on provd's PATH that records the capabilities it was started with.
+    let out = w.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let fake = w.join("bin");
+    std::fs::create_dir(&fake).unwrap();
+    std::fs::write(
+        fake.join("ipmitool"),
+        format!(
+            "#!/bin/sh\ngrep -E '^Cap(Eff|Amb)' /proc/self/status > {}/ipmitool-caps\necho 'Chassis Power is on'\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(fake.join("ipmitool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secrets = w.join("bmc.toml");
+    std::fs::write(&secrets, "[credentials.u]\nusername = \"admin\"\npassword = \"pw\"\n").unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for p in [&out, &secrets] {
+        Command::new("chown")
+            .arg(format!("{UID}:{UID}"))
+            .arg(p)
+            .status()
+            .unwrap();
+    }
+    let text = builder::config(&assets, &[site.toml()])
+        .replace(
+            &repo("templates").display().to_string(),
+            &w.join("templates").display().to_string(),
+        )
+        .replacen(
+            "[daemon]\n",
+            &format!("[daemon]\nbmc_secrets = \"{}\"\n", secrets.display()),
+            1,
+        );
     let cfg = work.write("site.toml", &text);
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
     let state = w.join("state");
@@ -118,6 +153,10 @@ fn the_systemd_unit_verifies_and_its_capabilities_are_enough_to_serve() {
             .arg("--state-dir")
             .arg(&state)
             .env("PROVD_LOG", "info")
+            .env(
+                "PATH",
+                format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -213,6 +252,28 @@ fn the_systemd_unit_verifies_and_its_capabilities_are_enough_to_serve() {
         .unwrap();
     assert!(http.status.success(), "{}", String::from_utf8_lossy(&http.stderr));
     assert_eq!(std::fs::read(w.join("http.bin")).unwrap().len(), 70_000);
+
+    // A BMC action: provd runs ipmitool, which gets none of provd's ambient capabilities.
+    let power = srv
+        .cmd(provd_bin())
+        .args(["power", "status", "u1", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        power.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&power.stdout),
+        String::from_utf8_lossy(&power.stderr),
+        log_text()
+    );
+    let caps = std::fs::read_to_string(out.join("ipmitool-caps")).expect("provd ran ipmitool");
+    assert!(
+        caps.contains("CapEff:\t0000000000000000") && caps.contains("CapAmb:\t0000000000000000"),
+        "ipmitool inherited capabilities: {caps}"
+    );
 
     // Its state: owned by the service user, private.
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

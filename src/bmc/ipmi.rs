@@ -4,12 +4,16 @@
 //! much field exposure, so provd drives the tool and parses its few stable lines.
 //!
 //! The password goes to ipmitool through its environment (`-E`, IPMI_PASSWORD), never on
-//! the command line, where any local user could read it in `ps`.
+//! the command line, where any local user could read it in `ps`. It runs without provd's
+//! ambient capabilities (the unit gives provd CAP_NET_RAW, CAP_NET_ADMIN and
+//! CAP_NET_BIND_SERVICE as ambient, which every child would otherwise inherit): a helper
+//! that talks to a BMC needs none of them.
 
 use super::secrets::Credential;
 use super::{Action, BmcError, Outcome, PowerState};
 use crate::config::Bmc;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,7 +23,8 @@ fn ipmitool(bmc: &Bmc, cred: &Credential, args: &[&str], timeout: Duration) -> R
         Some((h, p)) if !h.contains(':') => (h.to_string(), p.to_string()),
         _ => (bmc.address.clone(), "623".to_string()),
     };
-    let mut child = Command::new("ipmitool")
+    let mut command = Command::new("ipmitool");
+    command
         .args(["-I", "lanplus", "-H", &host, "-p", &port, "-U", &cred.username, "-E"])
         .args(["-C", &bmc.cipher_suite.to_string()])
         // Ironic's defaults are similar: a couple of retries, short per-try timeout.
@@ -28,7 +33,18 @@ fn ipmitool(bmc: &Bmc, cred: &Credential, args: &[&str], timeout: Duration) -> R
         .env("IPMI_PASSWORD", &cred.password)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: between fork and exec only prctl(2), a plain system call (async-signal-safe),
+    // runs; it allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| BmcError::Config(format!("cannot run ipmitool ({e}): install Debian's ipmitool")))?;
     let start = Instant::now();

@@ -23,6 +23,7 @@ pub mod mac;
 pub mod nocloud;
 pub mod pki;
 pub mod pool;
+pub mod printable;
 pub mod random;
 pub mod reload;
 pub mod render;

@@ -547,6 +547,22 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
     relay.send_to(b"not dhcp", server_addr).await.unwrap();
     let offer2 = exchange(relayed(MessageType::Discover, [0x52, 0x54, 0, 0x7f, 0, 0x55], vec![])).await;
     assert!((100..=150).contains(&offer2.yiaddr().octets()[3]));
+    // A client's hostname (option 12) with terminal escapes is stored cleaned: it is shown on
+    // operators' terminals (`provd leases list`).
+    let ack2 = exchange(relayed(
+        MessageType::Request,
+        [0x52, 0x54, 0, 0x7f, 0, 0x55],
+        vec![
+            DhcpOption::RequestedIpAddress(offer2.yiaddr()),
+            DhcpOption::ServerIdentifier(Ipv4Addr::LOCALHOST),
+            DhcpOption::Hostname("pc\u{1b}]0;owned\u{7}\u{1b}[2J".into()),
+        ],
+    ))
+    .await;
+    assert_eq!(ack2.yiaddr(), offer2.yiaddr());
+    let stored = f.services.store.load_leases().unwrap();
+    let named = stored.iter().find(|r| r.ip == offer2.yiaddr()).expect("stored");
+    assert_eq!(named.hostname.as_deref(), Some("pc\u{FFFD}]0;owned\u{FFFD}\u{FFFD}[2J"));
     let stats = f.services.dhcp_stats.snapshot();
     assert_eq!(
         stats["malformed_truncated"] + stats["malformed_bad_cookie"],

@@ -167,7 +167,8 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
         _ => None,
     };
     let hostname = match opts.get(OptionCode::Hostname) {
-        Some(DhcpOption::Hostname(h)) => Some(h.clone()),
+        // Shown to operators and stored: no terminal escapes from a client (`printable`).
+        Some(DhcpOption::Hostname(h)) => Some(crate::printable::printable(h).into_owned()),
         _ => None,
     };
     let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
@@ -295,6 +296,14 @@ mod tests {
         let mut buf = Vec::new();
         m.encode(&mut Encoder::new(&mut buf)).unwrap();
         buf
+    }
+
+    #[test]
+    fn a_hostname_with_terminal_escapes_is_cleaned_where_it_enters() {
+        let mut m = discover([0x52, 0x54, 0, 0, 0, 1]);
+        m.opts_mut().insert(DhcpOption::Hostname("h\u{1b}[2Jx\u{202E}".into()));
+        let r = parse(&encode(&m)).unwrap();
+        assert_eq!(r.hostname.as_deref(), Some("h\u{FFFD}[2Jx\u{FFFD}"));
     }
 
     /// Found by the dhcp_packet fuzz target (fuzz/corpus/dhcp_packet/rapid_commit_with_length):

@@ -180,7 +180,7 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
             vendor_class: req
                 .vendor_class
                 .as_ref()
-                .map(|v| String::from_utf8_lossy(v).into_owned()),
+                .map(|v| crate::printable::printable(&String::from_utf8_lossy(v)).into_owned()),
         };
         let _ = tx.try_send((mac, obs));
     }

@@ -55,26 +55,32 @@ impl HardwareFacts {
         if self.disks.len() > MAX_ITEMS || self.nics.len() > MAX_ITEMS {
             return Err(format!("more than {MAX_ITEMS} disks or NICs"));
         }
-        let texts = [
+        let mut texts: Vec<&str> = [
             &self.system_vendor,
             &self.system_product,
             &self.system_serial,
             &self.system_uuid,
             &self.cpu_model,
             &self.bmc_address,
-        ];
-        let long = texts.iter().filter_map(|t| t.as_deref()).any(|t| t.len() > MAX_TEXT)
-            || self.disks.iter().any(|d| {
-                d.name.len() > MAX_TEXT
-                    || d.serial.as_deref().is_some_and(|s| s.len() > MAX_TEXT)
-                    || d.model.as_deref().is_some_and(|s| s.len() > MAX_TEXT)
-            })
-            || self
-                .nics
-                .iter()
-                .any(|n| n.name.len() > MAX_TEXT || n.mac.len() > MAX_TEXT);
-        if long {
+        ]
+        .into_iter()
+        .filter_map(|t| t.as_deref())
+        .collect();
+        for d in &self.disks {
+            texts.push(&d.name);
+            texts.extend(d.serial.as_deref());
+            texts.extend(d.model.as_deref());
+        }
+        for n in &self.nics {
+            texts.extend([n.name.as_str(), n.mac.as_str()]);
+            texts.extend(n.link.as_deref());
+        }
+        if texts.iter().any(|t| t.len() > MAX_TEXT) {
             return Err(format!("a value longer than {MAX_TEXT} characters"));
+        }
+        // They are shown on operators' terminals: an escape sequence is refused, not stored.
+        if texts.iter().any(|t| crate::printable::has_unsafe(t)) {
+            return Err("a value with control characters (terminal escapes are refused)".into());
         }
         Ok(())
     }
@@ -85,7 +91,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn oversized_reports_are_refused() {
+    fn oversized_reports_and_terminal_escapes_are_refused() {
         let mut f = HardwareFacts::default();
         assert!(f.check().is_ok());
         f.disks = vec![Disk::default(); MAX_ITEMS + 1];
@@ -93,5 +99,12 @@ mod tests {
         f.disks.clear();
         f.cpu_model = Some("x".repeat(MAX_TEXT + 1));
         assert!(f.check().is_err());
+        f.cpu_model = Some("Xeon".into());
+        assert!(f.check().is_ok());
+        f.nics = vec![Nic {
+            name: "eth0\u{1b}]0;pwned\u{7}".into(),
+            ..Nic::default()
+        }];
+        assert!(f.check().unwrap_err().contains("control characters"));
     }
 }

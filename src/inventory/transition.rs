@@ -245,7 +245,9 @@ pub fn event(
     let detail = if detail.is_empty() {
         String::new()
     } else {
-        format!(": {}", detail.chars().take(500).collect::<String>())
+        // The installer's words reach `provd hosts show`: no terminal escapes.
+        let detail: String = detail.chars().take(500).collect();
+        format!(": {}", crate::printable::printable(&detail))
     };
     match event {
         InstallEvent::Installing => next.set_status(Status::Installing, format!("installer: installing{detail}"), now),
@@ -420,6 +422,23 @@ mod tests {
         let again = reinstall(&r, true, 30).unwrap();
         let (_, next) = boot(Some(&again), h.mac, true, 5, 30, || "t3".into());
         assert_eq!(check_token(&next.unwrap(), "t3", 36), Err(InventoryError::TokenRefused));
+    }
+
+    #[test]
+    fn an_installers_message_reaches_the_history_without_terminal_escapes() {
+        let h = host(Some("p"));
+        let r = reconcile(None, "s", &h, 10).unwrap();
+        let (_, next) = boot(Some(&r), h.mac, true, 100, 20, || "t1".into());
+        let r = event(
+            &next.unwrap(),
+            "t1",
+            InstallEvent::PostStarted,
+            "step\u{1b}[1A\u{1b}[2Kdone",
+            21,
+        )
+        .unwrap();
+        let last = &r.history.last().unwrap().what;
+        assert_eq!(last, "installer: post-started: step\u{FFFD}[1A\u{FFFD}[2Kdone");
     }
 
     #[test]

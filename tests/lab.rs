@@ -39,7 +39,7 @@ fn in_lab(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-const LAB_STATE: &str = "/tmp/provd-lab/state";
+const LAB_STATE: &str = "/var/lib/provd-lab/state";
 
 fn events(mac: &str) -> Vec<serde_json::Value> {
     let token = std::fs::read_to_string(format!("{LAB_STATE}/api-token")).unwrap();
@@ -70,7 +70,7 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
     assert!(output.contains("The lab keeps running"), "{output}");
 
     let summary: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read("/tmp/provd-lab/summary.json").unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read("/var/lib/provd-lab/summary.json").unwrap()).unwrap();
     assert_eq!(summary.len(), 2);
     let leases = in_lab(&["leases", "list"]);
     for (vm, firmware, ip) in [
@@ -163,8 +163,8 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
         );
 
         // The console: the installer ran %pre and %post, and the local boot happened.
-        let console =
-            String::from_utf8_lossy(&std::fs::read(format!("/tmp/provd-lab/{name}.serial.log")).unwrap()).to_string();
+        let console = String::from_utf8_lossy(&std::fs::read(format!("/var/lib/provd-lab/{name}.serial.log")).unwrap())
+            .to_string();
         for line in [
             "provd-installer: running %pre (/bin/sh)",
             "provd-installer: %pre done",
@@ -308,7 +308,7 @@ fn a_vm_behind_an_ipmi_bmc_is_reinstalled_and_powered_off_by_provd() {
     let refused = lab_command(&["hosts", "reinstall", "lab-1", "--power"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stdout).contains("--force"));
-    let first_qemu = std::fs::read_to_string("/tmp/provd-lab/lab-1.pid").unwrap();
+    let first_qemu = std::fs::read_to_string("/var/lib/provd-lab/lab-1.pid").unwrap();
     let installs_before = callbacks("52:54:00:00:c0:01", "installed");
     assert_eq!(installs_before, 1);
 
@@ -320,7 +320,7 @@ fn a_vm_behind_an_ipmi_bmc_is_reinstalled_and_powered_off_by_provd() {
     wait_until("a second install", Duration::from_secs(300), || {
         (callbacks("52:54:00:00:c0:01", "installed") >= 2).then_some(())
     });
-    let second_qemu = std::fs::read_to_string("/tmp/provd-lab/lab-1.pid").unwrap();
+    let second_qemu = std::fs::read_to_string("/var/lib/provd-lab/lab-1.pid").unwrap();
     assert_ne!(first_qemu, second_qemu, "the BMC restarted the VM (a new QEMU)");
     let host = in_lab(&["hosts", "show", "lab-1"]);
     let history = host["history"].to_string();
@@ -393,7 +393,7 @@ fn a_vm_behind_an_ipmi_bmc_is_reinstalled_and_powered_off_by_provd() {
         String::from_utf8_lossy(&adopted.stdout),
         String::from_utf8_lossy(&adopted.stderr)
     );
-    let file = std::fs::read_to_string("/tmp/provd-lab/config/hosts-lab.toml").unwrap();
+    let file = std::fs::read_to_string("/var/lib/provd-lab/config/hosts-lab.toml").unwrap();
     assert!(
         file.contains("hostname = \"lab-9\"") && file.contains("127.0.0.1:6239"),
         "{file}"
@@ -464,7 +464,7 @@ fn a_vm_behind_a_redfish_bmc_is_reinstalled_and_powered_off_by_provd() {
     let state = Command::new("virsh")
         .args([
             "-c",
-            "qemu:///system?socket=/tmp/provd-lab/libvirt-run/libvirt-sock",
+            "qemu:///system?socket=/var/lib/provd-lab/libvirt-run/libvirt-sock",
             "domstate",
             "lab-1",
         ])
@@ -517,7 +517,8 @@ fn power_cycle(name: &str) {
 }
 
 fn console(name: &str) -> String {
-    String::from_utf8_lossy(&std::fs::read(format!("/tmp/provd-lab/{name}.serial.log")).unwrap_or_default()).to_string()
+    String::from_utf8_lossy(&std::fs::read(format!("/var/lib/provd-lab/{name}.serial.log")).unwrap_or_default())
+        .to_string()
 }
 
 fn wait_console(name: &str, needle: &str) {
@@ -534,7 +535,7 @@ fn wait_console(name: &str, needle: &str) {
 
 /// Until the VM's QEMU has exited (the installer powers off after a refusal).
 fn wait_stopped(name: &str) {
-    let pid = std::fs::read_to_string(format!("/tmp/provd-lab/{name}.pid")).unwrap();
+    let pid = std::fs::read_to_string(format!("/var/lib/provd-lab/{name}.pid")).unwrap();
     let start = Instant::now();
     while std::path::Path::new(&format!("/proc/{}", pid.trim())).exists() {
         assert!(start.elapsed() < Duration::from_secs(60), "{name} did not power off");
@@ -545,10 +546,10 @@ fn wait_stopped(name: &str) {
 /// The first sector of a lab VM's disk (boot code, disk signature, partition table), read
 /// from the host side (-U: the VM may still hold its image open).
 fn sector0(name: &str) -> Vec<u8> {
-    let out = format!("/tmp/provd-lab/{name}.sector0");
+    let out = format!("/var/lib/provd-lab/{name}.sector0");
     let st = Command::new("qemu-img")
         .args(["dd", "-U", "-f", "qcow2", "-O", "raw", "bs=512", "count=1"])
-        .arg(format!("if=/tmp/provd-lab/{name}.qcow2"))
+        .arg(format!("if=/var/lib/provd-lab/{name}.qcow2"))
         .arg(format!("of={out}"))
         .output()
         .unwrap();

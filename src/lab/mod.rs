@@ -5,7 +5,7 @@
 //! `up` creates namespace `provd-lab` with bridge `labbr0` and one tap per VM, starts
 //! `provd serve` there with the lab site config, boots the VMs (TCG), shows each VM's
 //! progress as provd's journal and the VM's console report it, and prints a summary (also
-//! written to `/tmp/provd-lab/summary.json`). The lab keeps running until `down`, which
+//! written to `/var/lib/provd-lab/summary.json`). The lab keeps running until `down`, which
 //! removes every namespace, process and file `up` made. Nothing touches a real network.
 
 pub mod bmc;
@@ -29,7 +29,12 @@ use vm::{Firmware, VmSpec};
 
 pub const NAMESPACE: &str = "provd-lab";
 pub const BRIDGE: &str = "labbr0";
-pub const WORK_DIR: &str = "/tmp/provd-lab";
+/// The lab's files (config copy, state, disks, consoles, pids). Not under /tmp: root runs the
+/// lab and removes and recreates this directory, and in a world-writable directory any local
+/// user could have made the path first (a symlink, or a directory holding their own config
+/// and CA) before root's `lab up`. Only root can create entries in /var/lib. World-readable
+/// (0755), because libvirt's QEMU (the Redfish mode) runs as its own user and opens disks here.
+pub const WORK_DIR: &str = "/var/lib/provd-lab";
 pub const MAX_VMS: usize = 8;
 
 /// What `up` started, so `status` and `down` can find it.
@@ -77,6 +82,13 @@ pub struct UpOptions {
 
 fn work() -> PathBuf {
     PathBuf::from(WORK_DIR)
+}
+
+/// Whether only root can make entries in `dir` (owned by root, not group- or
+/// world-writable): where the lab may put a directory it will remove and recreate as root.
+pub fn only_root_writes(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0)
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
@@ -292,6 +304,14 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
     ensure_assets(&config)?;
 
     let w = work();
+    let parent = w.parent().expect("an absolute path");
+    if !only_root_writes(parent) {
+        bail!(
+            "{} may be written by other users than root: the lab will not remove and recreate {} there",
+            parent.display(),
+            w.display()
+        );
+    }
     let _ = std::fs::remove_dir_all(&w);
     std::fs::create_dir_all(&w)?;
 
@@ -773,4 +793,24 @@ pub fn down() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(work());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_work_directory_is_where_only_root_makes_entries() {
+        let parent = std::path::Path::new(WORK_DIR).parent().unwrap();
+        assert!(!parent.starts_with("/tmp") && !parent.starts_with("/var/tmp"));
+        // On a machine where the lab runs (as root), the parent is root's alone.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(only_root_writes(parent), "{}", parent.display());
+        }
+        assert!(
+            !only_root_writes(std::path::Path::new("/tmp")),
+            "/tmp is world-writable"
+        );
+        assert!(!only_root_writes(std::path::Path::new("/nonexistent-provd")));
+    }
 }

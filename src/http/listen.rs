@@ -1,8 +1,11 @@
 //! Serving a router on a TCP listener with the limits a hostile network needs: a cap on
-//! open connections (one more is closed at once), a deadline for a request's headers
-//! (slow-loris), and a deadline for a handler to produce its response (tower-http's
-//! timeout: a body that streams a kernel for minutes is not cut, its handler answered in
-//! time). Each request sees its peer address as axum's `ConnectInfo`.
+//! open connections and a smaller one per client address (one more is closed at once, so
+//! one machine cannot take every slot), a deadline for a request's headers (slow-loris), a
+//! deadline for a handler to produce its response (tower-http's timeout: a body that
+//! streams a kernel for minutes is not cut, its handler answered in time), and an idle
+//! deadline: a connection that moves no byte either way for that long is closed (a client
+//! that stops reading a kernel, or keeps a connection open and says nothing, gives its
+//! slot back). Each request sees its peer address as axum's `ConnectInfo`.
 //!
 //! With a TLS configuration (the admin listener's `api_tls`), each connection is a TLS
 //! handshake first (bounded by the header deadline too); a verified admin client
@@ -14,8 +17,13 @@
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
@@ -24,6 +32,10 @@ use tower::ServiceExt;
 pub struct Limits {
     /// Connections open at once; the next is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// Connections open at once from one client address (a booting machine opens a few).
+    pub max_per_address: usize,
+    /// A connection that moves no byte in either direction for this long is closed.
+    pub idle_timeout: Duration,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
     /// How long a handler may take to produce its response (408 after that).
@@ -33,6 +45,8 @@ pub struct Limits {
 /// Boot listeners: hundreds of machines booting at once, each with a few connections.
 pub const BOOT_LIMITS: Limits = Limits {
     max_connections: 1024,
+    max_per_address: 16,
+    idle_timeout: Duration::from_secs(60),
     header_read_timeout: Duration::from_secs(10),
     request_timeout: Duration::from_secs(30),
 };
@@ -42,13 +56,17 @@ pub const BOOT_LIMITS: Limits = Limits {
 /// hour; headers still have 10 s.
 pub const API_LIMITS: Limits = Limits {
     max_connections: 64,
+    max_per_address: 32,
+    // A long handler (a drain) answers late, but its client waits silently: the idle
+    // deadline must not cut it before the handler deadline does.
+    idle_timeout: Duration::from_secs(3600),
     header_read_timeout: Duration::from_secs(10),
     request_timeout: Duration::from_secs(3600),
 };
 
 /// Serve `app` on `listener` until `stop` turns true; connections in flight get a few
-/// seconds to finish. `refused` counts connections closed for being over the cap. With
-/// `tls`, every connection is HTTPS.
+/// seconds to finish. `refused` counts connections closed for being over a cap (all, or one
+/// address's). With `tls`, every connection is HTTPS.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -63,6 +81,7 @@ pub async fn serve(
         limits.request_timeout,
     ));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = PerAddress::default();
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -79,6 +98,11 @@ pub async fn serve(
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
+        let Some(address_slot) = per_address.admit(peer.ip(), limits.max_per_address) else {
+            refused();
+            drop(stream);
+            continue;
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             refused();
             drop(stream);
@@ -88,22 +112,37 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         connections.spawn(async move {
             let _permit = permit;
-            match acceptor {
-                None => serve_connection(stream, app, peer, None, limits).await,
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::info!("TLS handshake from {peer} failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!("TLS handshake from {peer} timed out");
-                            return;
-                        }
-                    };
-                    let operator = super::tls::operator(tls.get_ref().1.peer_certificates());
-                    serve_connection(tls, app, peer, operator, limits).await
+            let _address_slot = address_slot;
+            let progress = Arc::new(AtomicU64::new(0));
+            let stream = Watched {
+                inner: stream,
+                progress: progress.clone(),
+            };
+            let served = async move {
+                match acceptor {
+                    None => serve_connection(stream, app, peer, None, limits).await,
+                    Some(acceptor) => {
+                        let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::info!("TLS handshake from {peer} failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake from {peer} timed out");
+                                return;
+                            }
+                        };
+                        let operator = super::tls::operator(tls.get_ref().1.peer_certificates());
+                        serve_connection(tls, app, peer, operator, limits).await
+                    }
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = idle_watchdog(&progress, limits.idle_timeout) => {
+                    tracing::debug!("HTTP connection from {peer}: idle for {:?}, closed", limits.idle_timeout);
                 }
             }
         });
@@ -113,6 +152,118 @@ pub async fn serve(
     })
     .await;
     connections.abort_all();
+}
+
+/// Open connections per client address; a slot gives its place back when dropped.
+#[derive(Clone, Default)]
+struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+struct AddressSlot {
+    ip: IpAddr,
+    table: PerAddress,
+}
+
+impl PerAddress {
+    fn admit(&self, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = t.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            ip,
+            table: self.clone(),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip); // the map holds only addresses with open connections
+            }
+        }
+    }
+}
+
+/// The connection's socket, noting every byte that moves (as milliseconds since a fixed
+/// start, for the idle watchdog).
+struct Watched<IO> {
+    inner: IO,
+    progress: Arc<AtomicU64>,
+}
+
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.progress.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.progress.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+
+    // Forwarded so hyper keeps writing headers and body in one vectored call (the default
+    // would make it copy them into one buffer first).
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.progress.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Returns once no byte has moved for `idle` (the connection is then dropped).
+async fn idle_watchdog(progress: &AtomicU64, idle: Duration) {
+    progress.store(now_ms(), Ordering::Relaxed);
+    let idle_ms = idle.as_millis() as u64;
+    loop {
+        let quiet = now_ms().saturating_sub(progress.load(Ordering::Relaxed));
+        if quiet >= idle_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(idle_ms - quiet)).await;
+    }
 }
 
 /// One HTTP/1.1 connection (plain or TLS): every request learns its peer (and operator).
@@ -193,6 +344,8 @@ mod tests {
 
     const SMALL: Limits = Limits {
         max_connections: 2,
+        max_per_address: 2,
+        idle_timeout: Duration::from_secs(10),
         header_read_timeout: Duration::from_millis(300),
         request_timeout: Duration::from_millis(300),
     };
@@ -214,6 +367,65 @@ mod tests {
         let r = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
         assert!(r.is_ok(), "the server closed the connection");
         assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    }
+
+    #[tokio::test]
+    async fn one_address_cannot_take_every_slot() {
+        let limits = Limits {
+            max_connections: 10,
+            max_per_address: 1,
+            header_read_timeout: Duration::from_secs(10),
+            ..SMALL
+        };
+        let (addr, _stop, refused) = server(limits).await;
+        let _held = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A second connection from 127.0.0.1: closed unanswered.
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let _ = second.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(3), second.read_to_end(&mut buf))
+            .await
+            .expect("closed at once")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Another address is served.
+        let other = tokio::net::TcpSocket::new_v4().unwrap();
+        other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut s = other.connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("127.0.0.2"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_a_large_body_loses_its_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        const BODY: usize = 64 << 20;
+        let app = Router::new().route("/big", get(|| async { vec![7u8; BODY] }));
+        let (_stop, rx) = watch::channel(false);
+        let limits = Limits {
+            idle_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(30),
+            ..SMALL
+        };
+        tokio::spawn(serve(listener, app, limits, rx, || {}, None));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        // Read nothing: the socket buffers fill, the server can write no more.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut got = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+        assert!(r.is_ok(), "the connection was closed (read ended)");
+        assert!(
+            got.len() < BODY,
+            "the whole body arrived: the idle connection was not closed"
+        );
     }
 
     #[tokio::test]

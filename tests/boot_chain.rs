@@ -558,8 +558,30 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
     let (_, script) = b.curl(&[&format!("{base}/boot/{mac_h}.ipxe")]);
     assert!(String::from_utf8(script).unwrap().contains("local disk"));
 
-    // An unknown machine gets the menu and is recorded as discovered.
-    let (code, menu) = b.curl(&[&format!("{base}/boot/52-54-00-de-ad-01.ipxe")]);
+    // An unknown machine asking for a made-up MAC's script gets the menu, unrecorded.
+    let (code, _) = b.curl(&[&format!("{base}/boot/52-54-00-de-ad-02.ipxe")]);
+    assert_eq!(code, "200");
+    // An unknown machine that holds a lease gets the menu and is recorded as discovered.
+    let leased = b.cli.enter(|| {
+        use common::client::{self, bind, exchange, request};
+        use dhcproto::v4::{DhcpOption, MessageType};
+        let to = SocketAddr::from((std::net::Ipv4Addr::BROADCAST, 67));
+        let sock = bind(68, Some("vc"));
+        let mac = [0x52, 0x54, 0, 0xde, 0xad, 1];
+        let mut d = request(MessageType::Discover, mac, 0xdead, None);
+        d.set_flags(client::broadcast_flag());
+        let offer = exchange(&sock, to, &d).expect("OFFER");
+        let mut r = request(MessageType::Request, mac, 0xdead, None);
+        r.set_flags(client::broadcast_flag());
+        r.opts_mut().insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+        r.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(client::server_id(&offer)));
+        let ack = exchange(&sock, to, &r).expect("ACK");
+        assert_eq!(client::msg_type(&ack), Some(MessageType::Ack));
+        ack.yiaddr()
+    });
+    b.cli.sh(&format!("ip addr add {leased}/24 dev vc"));
+    let (code, menu) = b.curl_from(&leased.to_string(), &[&format!("{base}/boot/52-54-00-de-ad-01.ipxe")]);
     assert_eq!(code, "200");
     assert!(
         String::from_utf8(menu)
@@ -574,6 +596,10 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
         .find(|h| h["mac"] == "52:54:00:de:ad:01")
         .expect("discovered host listed");
     assert_eq!(d["status"], "discovered");
+    assert!(
+        list.as_array().unwrap().iter().all(|h| h["mac"] != "52:54:00:de:ad:02"),
+        "a MAC with no lease was recorded"
+    );
 
     // Metrics and sites on the API listener (loopback in the server namespace), the admin
     // routes with the token from the daemon's state directory ...

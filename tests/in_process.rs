@@ -227,6 +227,16 @@ async fn an_unknown_machine_gets_the_menu() {
         events[0].detail,
         "machine 52:54:00:7f:00:99 is not in the inventory of site loop."
     );
+    // It holds no lease at the address it asked from: the menu, but no discovered record
+    // (a made-up MAC costs nothing; only leased machines fill the discovery table).
+    assert!(
+        f.services
+            .inventory
+            .get("52:54:00:7f:00:99".parse().unwrap())
+            .await
+            .is_none(),
+        "a machine without a lease was recorded"
+    );
     assert_eq!(
         call(&f.boot_router(), "GET", "/boot/not-a-mac.ipxe", "").await.0,
         StatusCode::NOT_FOUND

@@ -335,7 +335,9 @@ impl Boot {
 
     /// The boot policy: what `mac` boots now, asked through `listener_site` from address
     /// `from`. A configured host is answered only at an address it holds (checked before
-    /// the inventory may mint a token); an unknown machine gets the menu wherever it asks.
+    /// the inventory may mint a token); an unknown machine gets the menu wherever it asks,
+    /// but is recorded (discovered) only when it asks from the address leased to its MAC: a
+    /// request for a made-up MAC costs the asker nothing, a lease costs a pool address.
     pub async fn plan(&self, mac: MacAddr, listener_site: Option<&str>, from: Ipv4Addr) -> Result<Plan<'_>, BootError> {
         let (site, host) = match self.configured(mac) {
             Some((s, h)) => {
@@ -344,7 +346,11 @@ impl Boot {
             }
             None => (self.site_for_unknown(listener_site, Some(from)), None),
         };
-        let decision = self.inventory.boot(mac).await?;
+        let decision = if host.is_none() && !self.leases.holds(from, mac, crate::clock::unix_now()) {
+            BootDecision::Menu
+        } else {
+            self.inventory.boot(mac).await?
+        };
         Ok(Plan {
             decision,
             mac,

@@ -171,7 +171,18 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
     };
     req.source = source;
     shared.stats.inc(received_counter(req.msg_type));
-    if let (Some(tx), Some(mac)) = (&shared.observer, req.mac)
+    let outcome = shared.leases.decide(&req, ingress, unix_now());
+    // Discovery hears of a booting machine once it holds a lease (this ACK): a DISCOVER with
+    // a made-up MAC costs nothing, a lease costs a pool address.
+    let acked = matches!(
+        &outcome,
+        Outcome::Reply {
+            kind: MessageType::Ack,
+            persist: Some(_),
+            ..
+        }
+    );
+    if let (true, Some(tx), Some(mac)) = (acked, &shared.observer, req.mac)
         && req.is_booting()
     {
         let obs = Observation {
@@ -184,7 +195,6 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
         };
         let _ = tx.try_send((mac, obs));
     }
-    let outcome = shared.leases.decide(&req, ingress, unix_now());
     match outcome {
         Outcome::Drop(reason) => {
             shared.stats.inc(reason.counter());

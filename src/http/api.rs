@@ -531,8 +531,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
         v.leases_bound
     ));
     out.push_str(&format!(
-        "# TYPE provd_discovered_not_recorded_total counter\nprovd_discovered_not_recorded_total {}\n",
-        s.boot().inventory.discovered_dropped()
+        "# TYPE provd_discovered_evicted_total counter\nprovd_discovered_evicted_total {}\n",
+        s.boot().inventory.discovered_evicted()
     ));
     // Seconds until each valid certificate expires: alert on the smallest.
     out.push_str("# TYPE provd_certificate_expiry_seconds gauge\n");

@@ -204,8 +204,8 @@ pub struct Inventory {
     token_ttl: u64,
     /// Limits on records of machines nobody configured (any MAC on the wire makes one).
     discovery: DiscoveryLimits,
-    /// New unknown machines not recorded because the cap was reached.
-    discovered_dropped: std::sync::atomic::AtomicU64,
+    /// Discovered records forgotten (the oldest first) to make room for a newer machine.
+    discovered_evicted: std::sync::atomic::AtomicU64,
     /// Who writes here (the version origin of local writes; see `Store::server_id`).
     origin: String,
     /// Every record written locally, once durable (the failover partner's replication
@@ -217,9 +217,11 @@ pub struct Inventory {
 }
 
 /// How many unconfigured ("discovered") machines the inventory remembers, and for how long
-/// after it last heard from one. A boot network where someone sprays random MACs fills the
-/// cap and stops there: known hosts are unaffected, and unknown machines still get their
-/// boot menu, they are just not remembered.
+/// after it last heard from one. Only machines that hold a lease are recorded (DHCP's ACK,
+/// or a boot script asked from the address leased to that MAC), so spraying random MACs
+/// costs a pool address each; when the cap is reached the machine heard from least recently
+/// is forgotten for the newcomer (a real machine that boots now is the one an operator is
+/// about to adopt). Known hosts are never affected.
 #[derive(Debug, Clone, Copy)]
 pub struct DiscoveryLimits {
     pub max_records: usize,
@@ -268,7 +270,7 @@ impl Inventory {
             store,
             token_ttl,
             discovery: DEFAULT_DISCOVERY,
-            discovered_dropped: std::sync::atomic::AtomicU64::new(0),
+            discovered_evicted: std::sync::atomic::AtomicU64::new(0),
             origin: store_origin,
             changes: tokio::sync::broadcast::channel(4096).0,
             held: RwLock::new(Default::default()),
@@ -335,8 +337,8 @@ impl Inventory {
     }
 
     /// How many unknown machines were not recorded because the cap was reached.
-    pub fn discovered_dropped(&self) -> u64 {
-        self.discovered_dropped.load(std::sync::atomic::Ordering::Relaxed)
+    pub fn discovered_evicted(&self) -> u64 {
+        self.discovered_evicted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A record of a machine that is not configured here and never was (adopted or
@@ -362,7 +364,7 @@ impl Inventory {
         }
         if !macs.is_empty() {
             tracing::info!(
-                "forgot {} discovered machines not seen for {} days",
+                "forgot {} discovered machine(s): not heard from for {} days, or the least recent when the table was full",
                 macs.len(),
                 self.discovery.forget_after_secs / 86400
             );
@@ -380,13 +382,25 @@ impl Inventory {
         Ok(())
     }
 
-    /// Room for one more discovered-only record? Forgets stale ones first when full.
+    /// Room for one more discovered-only record? When full, forgets stale ones, else the
+    /// one heard from least recently.
     async fn room_for_discovered(&self, now: u64) -> bool {
         let count = || self.read().values().filter(|r| self.is_discovered_only(r)).count();
         if count() < self.discovery.max_records {
             return true;
         }
-        let stale = self.stale_discovered(now);
+        let mut stale = self.stale_discovered(now);
+        if stale.is_empty() {
+            let oldest = self
+                .read()
+                .values()
+                .filter(|r| self.is_discovered_only(r))
+                .min_by_key(|r| (r.updated.max(r.first_seen), r.mac))
+                .map(|r| r.mac);
+            stale.extend(oldest);
+            self.discovered_evicted
+                .fetch_add(stale.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         if stale.is_empty() {
             return false;
         }
@@ -522,14 +536,12 @@ impl Inventory {
             match f(current.as_ref(), now) {
                 Err(e) => Err(e),
                 Ok(Change::Keep(out)) => Ok(out),
-                // A machine nobody configured, new to us, while the discovery cap is full:
-                // answer as usual but do not remember it.
+                // A machine nobody configured, new to us, and no room could be made (the
+                // store refused to forget one): answer as usual but do not remember it.
                 Ok(Change::Write(next, out))
                     if current.is_none() && self.is_discovered_only(&next) && !self.room_for_discovered(now).await =>
                 {
-                    self.discovered_dropped
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::debug!("discovery cap reached: {mac} not recorded");
+                    tracing::warn!("discovery: no room made for {mac}; not recorded");
                     Ok(out)
                 }
                 Ok(Change::Write(mut next, out)) => {

@@ -280,11 +280,13 @@ async fn discovered_machines_are_capped_and_forgotten_when_stale() {
     );
     inv.observe(stranger(11), Observation::default()).await.unwrap();
     inv.observe(stranger(12), Observation::default()).await.unwrap();
-    // Full of fresh records: the next unknown machine still gets its menu, unrecorded.
+    // Full of fresh records: a newcomer is recorded and the machine heard from least
+    // recently is forgotten (ties: the lowest MAC), each time.
     inv.observe(stranger(13), Observation::default()).await.unwrap();
     assert_eq!(inv.boot(stranger(14)).await.unwrap(), BootDecision::Menu);
-    assert!(inv.get(stranger(13)).await.is_none() && inv.get(stranger(14)).await.is_none());
-    assert_eq!(inv.discovered_dropped(), 2);
+    assert!(inv.get(stranger(13)).await.is_some() && inv.get(stranger(14)).await.is_some());
+    assert!(inv.get(stranger(10)).await.is_none() && inv.get(stranger(11)).await.is_none());
+    assert_eq!(inv.discovered_evicted(), 2);
     // Configured hosts are never capped.
     inv.observe(mac("52:54:00:00:00:01"), Observation::default())
         .await
@@ -294,7 +296,7 @@ async fn discovered_machines_are_capped_and_forgotten_when_stale() {
         BootDecision::Install { .. }
     ));
 
-    // The store agrees: only the three fresh strangers and the configured hosts remain.
+    // The store agrees: only the three newest strangers and the configured hosts remain.
     drop(inv);
     let mut keys: Vec<String> = store.load_hosts().unwrap().into_iter().map(|(k, _)| k).collect();
     keys.sort();
@@ -303,9 +305,9 @@ async fn discovered_machines_are_capped_and_forgotten_when_stale() {
         [
             "52:54:00:00:00:01",
             "52:54:00:00:00:02",
-            "52:54:00:aa:00:0a",
-            "52:54:00:aa:00:0b",
-            "52:54:00:aa:00:0c"
+            "52:54:00:aa:00:0c",
+            "52:54:00:aa:00:0d",
+            "52:54:00:aa:00:0e"
         ]
     );
 }

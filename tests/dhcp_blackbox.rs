@@ -881,28 +881,39 @@ fn a_renewal_flood_from_one_client_keeps_memory_flat_and_others_served() {
         std::thread::spawn(move || {
             let (mut sent, start) = (0u64, std::time::Instant::now());
             let mut sink = [0u8; 1500];
+            // Bursts of 200 every 10 ms: about 20,000 REQUESTs a second, far beyond what any
+            // store writes, without keeping the server's socket buffer full all the time (a
+            // buffer the kernel keeps full drops every client's datagrams, whatever the server).
             while start.elapsed() < Duration::from_secs(5) {
-                if sock.send_to(&renewal, server).is_ok() {
-                    sent += 1;
+                for _ in 0..200 {
+                    if sock.send_to(&renewal, server).is_ok() {
+                        sent += 1;
+                    }
                 }
                 while sock.recv_from(&mut sink).is_ok() {}
+                std::thread::sleep(Duration::from_millis(10));
             }
             sent
         })
     });
     // During the flood, another relay's client gets its lease.
     std::thread::sleep(Duration::from_millis(500));
-    // A real client retransmits; the kernel drops datagrams of a socket buffer the flood keeps
-    // full, so this one tries for up to four seconds, as a client's own backoff would.
+    // A real client retransmits (the kernel may still drop some of its datagrams in a burst),
+    // so this one keeps trying, from half a second into the flood until five seconds after
+    // it (on a loaded two-core machine the flood alone can keep provd's core busy).
     let served = lab.cli.enter(move || {
         let sock = client::bind_addr(other, 67);
         let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_secs(4) {
-            let d = request(MessageType::Discover, mac(0x7901), 3, Some(other));
+        // A new xid per message: a late OFFER to an earlier DISCOVER is never taken for the
+        // answer to a REQUEST.
+        let mut xid = 3;
+        while start.elapsed() < Duration::from_secs(10) {
+            xid += 2;
+            let d = request(MessageType::Discover, mac(0x7901), xid, Some(other));
             let Some(offer) = exchange(&sock, server, &d) else {
                 continue;
             };
-            let mut req = request(MessageType::Request, mac(0x7901), 3, Some(other));
+            let mut req = request(MessageType::Request, mac(0x7901), xid + 1, Some(other));
             req.opts_mut().insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
             req.opts_mut()
                 .insert(DhcpOption::ServerIdentifier(client::server_id(&offer)));

@@ -3,6 +3,20 @@
 //! remembers; this module decides who gets what, with the same host checks as every other
 //! install secret (the host's own address, its install token).
 //!
+//! Which certificates a host gets is its profile's word (`certificates = ["server",
+//! "client"]`); a profile that declares none (a plain EL install) gets none, whatever its
+//! token. The two roles are earned differently, because they open different doors:
+//! - **server** (`O=<CA>,OU=site S,CN=<fqdn>`): with the install token, from the address the
+//!   token is bound to, once per install. It lets the host *be* itself over TLS; no
+//!   hypervisor allows it as a client, so a machine that steals the token before the host
+//!   uses it gets a certificate that opens nothing.
+//! - **client** (`OU=site S migration`), what hypervisors allow for peer-to-peer migration:
+//!   never with the token. Only once the pool has verified the host (provd reached libvirt
+//!   at the host's address over TLS and it presented the server certificate provd issued),
+//!   from the host's address, with a proof of the server key (`csr::proof`). Issuing one
+//!   revokes the host's earlier client certificates; one per minute at most.
+//!
+//! For the server role, `[pki] sign` decides:
 //! - `auto`: a CSR with the host's install token, from its leased or reserved address, is
 //!   signed at once (each role once per token).
 //! - `approve`: the same request is kept (one per host and role) and answered 202 until an
@@ -58,8 +72,21 @@ pub struct RequestView {
     pub from: Ipv4Addr,
     pub asked_at: i64,
     pub key: String,
+    /// SHA-256 of the CSR's public key (SubjectPublicKeyInfo, DER), hex: what the host's
+    /// installer prints on its console, for the operator to compare before approving.
+    pub fingerprint: String,
     pub state: &'static str,
 }
+
+/// One decision on a kept request, as `provd pki approve/reject` reports it.
+#[derive(Debug, Serialize)]
+pub struct Decided {
+    pub role: &'static str,
+    pub fingerprint: String,
+}
+
+/// At most one token-free certificate (migration, renewal) per host and role in this time.
+pub const REISSUE_SECONDS: i64 = 60;
 
 fn now() -> i64 {
     crate::clock::unix_now() as i64
@@ -72,7 +99,7 @@ impl Boot {
 
     /// Who the certificate is for: names from the config, addresses where provd knows the
     /// host (its reservation, its lease) plus the checked address the request came from.
-    fn identity(&self, mac: MacAddr, site: &Site, host: &Host, from: Ipv4Addr) -> HostIdentity {
+    fn identity(&self, mac: MacAddr, site: &Site, host: &Host, from: Ipv4Addr, role: Role) -> HostIdentity {
         let mut known = self.known_addresses(mac, host);
         if !known.contains(&from) {
             known.push(from);
@@ -81,7 +108,10 @@ impl Boot {
             fqdn: site.fqdn(&host.hostname),
             short: host.hostname.split('.').next().unwrap_or(&host.hostname).to_string(),
             addresses: known.into_iter().map(Into::into).collect(),
-            unit: format!("site {}", site.name),
+            unit: match role {
+                Role::Server => crate::pki::host_unit(&site.name),
+                Role::Client => crate::pki::migration_unit(&site.name),
+            },
         }
     }
 
@@ -97,7 +127,7 @@ impl Boot {
         role: Role,
         how: &str,
     ) -> Result<crate::pki::Issued, BootError> {
-        let identity = self.identity(mac, site, host, from);
+        let identity = self.identity(mac, site, host, from, role);
         let issued = self
             .ca()?
             .sign_host(csr_pem, &identity, role, crate::pki::DEFAULT_LEAF_DAYS)?;
@@ -116,27 +146,126 @@ impl Boot {
         Ok(issued)
     }
 
-    /// `POST /pki/sign`: a libvirt `role` certificate for host `name`'s CSR, if it comes
-    /// from the host's own address with its install token, and that token has not signed
-    /// that role yet; under `approve`, only once an operator said yes.
+    /// `POST /pki/sign`: a libvirt `role` certificate for host `name`, asked from `from`.
+    /// Server: the CSR with the install token (see the module header); client (migration):
+    /// the CSR followed by a proof made with the host's server key, no token.
     pub async fn sign_csr(
         &self,
         name: &str,
         token: &str,
         role: Role,
-        csr_pem: &str,
+        body: &str,
         from: Ipv4Addr,
     ) -> Result<SignOutcome, BootError> {
         let (mac, site, host) = self.host_asked_from(name, from).await?;
-        self.inventory.verify_signing_token(mac, token, role.name()).await?;
         self.ca()?;
+        let profile = host.profile.as_deref().and_then(|p| self.config.profiles.get(p));
+        if !profile.is_some_and(|p| p.signs(role.name())) {
+            return Err(BootError::NoCertificateRole {
+                host: host.hostname.clone(),
+                profile: host.profile.clone().unwrap_or_else(|| "(none)".into()),
+                role: role.name(),
+            });
+        }
+        match role {
+            Role::Server => self.sign_install(mac, site, host, token, body, from).await,
+            Role::Client => self.sign_migration(mac, site, host, body, from).await.map(SignOutcome::Issued),
+        }
+    }
+
+    /// The client certificate for migration: the host is ready (the pool verified it), the
+    /// body is the CSR and then a proof, made with the key of the host's valid server
+    /// certificate, that vouches for the CSR's key.
+    async fn sign_migration(
+        &self,
+        mac: MacAddr,
+        site: &Site,
+        host: &Host,
+        body: &str,
+        from: Ipv4Addr,
+    ) -> Result<String, BootError> {
+        let status = self.inventory.get(mac).await.map(|r| r.status);
+        if status != Some(crate::inventory::Status::Ready) {
+            return Err(BootError::NotVerified {
+                host: host.hostname.clone(),
+                status: status.map_or("unknown", |s| s.as_str()),
+            });
+        }
+        let parts = csr::split_requests(body);
+        let [csr_pem, proof_pem] = parts.as_slice() else {
+            return Err(BootError::BadProof(format!(
+                "send the CSR and then the proof (two PEM certificate requests), not {}",
+                parts.len()
+            )));
+        };
+        let facts = csr::inspect(csr_pem)?;
+        crate::pki::check_names(&facts, &self.identity(mac, site, host, from, Role::Client))?;
+        let proof = csr::proof(proof_pem)?;
+        let now = now();
+        if self
+            .certificates
+            .current(&host.hostname, Role::Server, &proof.key_id, now)
+            .is_none()
+        {
+            return Err(BootError::BadProof(
+                "the proof is not signed by the key of this host's valid server certificate".into(),
+            ));
+        }
+        if proof.vouches_for != facts.key_id {
+            return Err(BootError::BadProof("the proof vouches for another key than the CSR's".into()));
+        }
+        self.not_too_soon(&host.hostname, Role::Client, "migration", now)?;
+        // One migration identity per host: the new one replaces (and revokes) the old.
+        let replaced = self.certificates.revoke(&host.hostname, Some(Role::Client), now).await?;
+        for c in &replaced {
+            tracing::info!("{}: client certificate {} revoked: replaced", host.hostname, c.serial);
+        }
+        let issued = self.issue(mac, site, host, from, csr_pem, Role::Client, "migration").await?;
+        Ok(issued.pem)
+    }
+
+    /// Certificates that need no token (migration, renewal) are rate-limited per host and
+    /// role: one per `REISSUE_SECONDS`, so a machine holding a host's key cannot grow the
+    /// registry and the CRL without bound.
+    fn not_too_soon(&self, host: &str, role: Role, how: &str, now: i64) -> Result<(), BootError> {
+        let last = self
+            .certificates
+            .certificates()
+            .into_iter()
+            // Per way of issuing: an install's own certificate does not delay the host's
+            // first renewal, nor a migration certificate its renewal.
+            .filter(|c| c.host == host && c.role == role.name() && c.how == how)
+            .map(|c| c.issued_at)
+            .max();
+        match last {
+            Some(at) if now - at < REISSUE_SECONDS => Err(BootError::TooSoon {
+                role: role.name(),
+                ago: now - at,
+                wait: REISSUE_SECONDS - (now - at),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The server certificate with the install token, under `[pki] sign`.
+    async fn sign_install(
+        &self,
+        mac: MacAddr,
+        site: &Site,
+        host: &Host,
+        token: &str,
+        csr_pem: &str,
+        from: Ipv4Addr,
+    ) -> Result<SignOutcome, BootError> {
+        let role = Role::Server;
+        self.inventory.verify_signing_token(mac, token, from, role.name()).await?;
         // Key type, size and names are refused before anything is kept or signed.
         let facts = csr::inspect(csr_pem)?;
-        crate::pki::check_names(&facts, &self.identity(mac, site, host, from))?;
+        crate::pki::check_names(&facts, &self.identity(mac, site, host, from, role))?;
         match self.config.pki_sign {
             SignPolicy::Auto => {
                 let issued = self.issue(mac, site, host, from, csr_pem, role, "install").await?;
-                self.inventory.certificate_issued(mac, token, role.name()).await?;
+                self.inventory.certificate_issued(mac, token, from, role.name()).await?;
                 Ok(SignOutcome::Issued(issued.pem))
             }
             SignPolicy::Approve => {
@@ -148,7 +277,7 @@ impl Boot {
                     Some(Decision::Approved { certificate, .. })
                         if csr::certificate_key_id(&certificate).as_deref() == Some(facts.key_id.as_str()) =>
                     {
-                        self.inventory.certificate_issued(mac, token, role.name()).await?;
+                        self.inventory.certificate_issued(mac, token, from, role.name()).await?;
                         self.certificates.remove_request(&host.hostname, role).await?;
                         Ok(SignOutcome::Issued(certificate))
                     }
@@ -189,17 +318,18 @@ impl Boot {
         }
     }
 
-    /// `provd pki approve HOST`: sign every waiting request of the host. Returns the roles.
-    pub async fn approve(&self, name: &str) -> Result<Vec<Role>, BootError> {
-        self.decide(name, true).await
+    /// `provd pki approve HOST [--fingerprint F]`: sign the host's waiting requests (only
+    /// the one whose key has fingerprint F, when given). Returns what was decided.
+    pub async fn approve(&self, name: &str, fingerprint: Option<&str>) -> Result<Vec<Decided>, BootError> {
+        self.decide(name, true, fingerprint).await
     }
 
     /// `provd pki reject HOST`: refuse every waiting request of the host.
-    pub async fn reject(&self, name: &str) -> Result<Vec<Role>, BootError> {
-        self.decide(name, false).await
+    pub async fn reject(&self, name: &str) -> Result<Vec<Decided>, BootError> {
+        self.decide(name, false, None).await
     }
 
-    async fn decide(&self, name: &str, approve: bool) -> Result<Vec<Role>, BootError> {
+    async fn decide(&self, name: &str, approve: bool, only: Option<&str>) -> Result<Vec<Decided>, BootError> {
         let mac = self.inventory.find(name).await.ok_or(BootError::UnknownHost)?;
         let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
         let mut done = Vec::new();
@@ -208,6 +338,10 @@ impl Boot {
                 continue;
             };
             if req.decision != Decision::Waiting {
+                continue;
+            }
+            let fingerprint = csr::inspect(&req.csr)?.key_id;
+            if only.is_some_and(|f| !f.trim().trim_start_matches("sha256:").eq_ignore_ascii_case(&fingerprint)) {
                 continue;
             }
             let decision = if approve {
@@ -222,7 +356,10 @@ impl Boot {
                 Decision::Rejected { at: now() }
             };
             self.certificates.put_request(CsrRequest { decision, ..req }).await?;
-            done.push(role);
+            done.push(Decided {
+                role: role.name(),
+                fingerprint,
+            });
         }
         Ok(done)
     }
@@ -242,19 +379,19 @@ impl Boot {
     }
 
     /// `POST /pki/renew`: a new certificate for the key the host already holds a valid
-    /// `role` certificate for (new serial, new validity), from the host's own address.
+    /// `role` certificate for (new serial, new validity), from the host's own address. The
+    /// certificate it replaces is revoked; one renewal per role per `REISSUE_SECONDS`.
     pub async fn renew(&self, name: &str, role: Role, csr_pem: &str, from: Ipv4Addr) -> Result<String, BootError> {
         let (mac, site, host) = self.host_asked_from(name, from).await?;
         self.ca()?;
         let facts = csr::inspect(csr_pem)?;
-        if self
-            .certificates
-            .current(&host.hostname, role, &facts.key_id, now())
-            .is_none()
-        {
+        let now = now();
+        let Some(current) = self.certificates.current(&host.hostname, role, &facts.key_id, now) else {
             return Err(BootError::NotRenewable { role: role.name() });
-        }
+        };
+        self.not_too_soon(&host.hostname, role, "renewal", now)?;
         let issued = self.issue(mac, site, host, from, csr_pem, role, "renewal").await?;
+        self.certificates.revoke_serial(&current.serial, now).await?;
         Ok(issued.pem)
     }
 
@@ -280,6 +417,7 @@ impl Boot {
                 .into_iter()
                 .map(|r| RequestView {
                     key: csr::inspect(&r.csr).map(|f| f.key.to_string()).unwrap_or_default(),
+                    fingerprint: csr::inspect(&r.csr).map(|f| f.key_id).unwrap_or_default(),
                     state: match r.decision {
                         Decision::Waiting => "waiting",
                         Decision::Approved { .. } => "approved",

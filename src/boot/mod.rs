@@ -20,7 +20,7 @@
 mod certificates;
 pub mod firmware;
 
-pub use certificates::{CertificateList, SignOutcome};
+pub use certificates::{CertificateList, Decided, SignOutcome};
 
 use crate::config::{Config, Host, Site};
 use crate::inventory::{BootDecision, Inventory, InventoryError};
@@ -75,6 +75,28 @@ pub enum BootError {
     },
     #[error("token refused")]
     TokenRefused,
+    /// The install token used from another of the host's addresses than its first use.
+    #[error("this install's token is bound to {bound}, the address of its first use")]
+    BoundElsewhere { bound: Ipv4Addr },
+    /// A step of the install (the kickstart, a callback, a certificate) asked again.
+    #[error("{0} was already taken with this install's token")]
+    StepTaken(String),
+    /// The host's profile declares no certificate of this role (`certificates = [...]`).
+    #[error("profile {profile:?} of {host} declares no {role} certificate")]
+    NoCertificateRole {
+        host: String,
+        profile: String,
+        role: &'static str,
+    },
+    /// A migration (client) certificate for a host the pool has not verified.
+    #[error("{host} is {status}: provd signs its migration certificate once the pool has verified it (ready)")]
+    NotVerified { host: String, status: &'static str },
+    /// The proof of the host's server key is missing or does not hold.
+    #[error("{0}")]
+    BadProof(String),
+    /// Asked again too soon (renewals and migration certificates are rate-limited).
+    #[error("a {role} certificate was issued to this host {ago} s ago; ask again in {wait} s")]
+    TooSoon { role: &'static str, ago: i64, wait: i64 },
     #[error("host {0} has no profile with a kickstart")]
     NoKickstart(String),
     #[error("{0}")]
@@ -109,6 +131,8 @@ impl From<InventoryError> for BootError {
         match e {
             InventoryError::UnknownHost => BootError::UnknownHost,
             InventoryError::TokenRefused => BootError::TokenRefused,
+            InventoryError::BoundElsewhere { bound } => BootError::BoundElsewhere { bound },
+            InventoryError::StepTaken(step) => BootError::StepTaken(step),
             other => BootError::Inventory(other),
         }
     }
@@ -278,7 +302,7 @@ impl Boot {
         from: Ipv4Addr,
     ) -> Result<(MacAddr, crate::inventory::Status), BootError> {
         let (mac, _, _) = self.host_asked_from(name, from).await?;
-        Ok((mac, self.inventory.event(mac, token, event, detail).await?))
+        Ok((mac, self.inventory.event(mac, token, from, event, detail).await?))
     }
 
     /// The CA certificate hosts and clients must trust, if this provd has a CA.
@@ -349,7 +373,7 @@ impl Boot {
         let decision = if host.is_none() && !self.leases.holds(from, mac, crate::clock::unix_now()) {
             BootDecision::Menu
         } else {
-            self.inventory.boot(mac).await?
+            self.inventory.boot(mac, from).await?
         };
         Ok(Plan {
             decision,
@@ -395,7 +419,7 @@ impl Boot {
     /// its open install token. The fetch is counted only after the whole text rendered.
     pub async fn kickstart(&self, name: &str, token: &str, from: Ipv4Addr) -> Result<String, BootError> {
         let (mac, site, host) = self.host_asked_from(name, from).await?;
-        self.inventory.verify_token(mac, token).await?;
+        self.inventory.verify_kickstart(mac, token, from).await?;
         let ks = self
             .config
             .profiles
@@ -422,7 +446,7 @@ impl Boot {
             install,
         };
         let text = self.render(&ks, ctx)?;
-        self.inventory.kickstart_fetched(mac, token).await?;
+        self.inventory.kickstart_fetched(mac, token, from).await?;
         Ok(text)
     }
 

@@ -56,8 +56,14 @@ pub enum PkiCommand {
         json: bool,
     },
     /// Sign the host's waiting certificate requests; the host collects them on its next try.
+    /// Compare the key fingerprint `provd pki pending` shows with the one the host's
+    /// installer printed on its console first; --fingerprint approves only that key.
     Approve {
         host: String,
+        /// Approve only the request whose key has this SHA-256 fingerprint (hex, as the
+        /// console and `provd pki pending` print it).
+        #[arg(long)]
+        fingerprint: Option<String>,
         #[command(flatten)]
         target: ServerTarget,
     },
@@ -147,19 +153,28 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             } else {
                 for r in waiting {
                     println!(
-                        "{} {} from {} ({}), asked {}: provd pki approve {} | reject {}",
+                        "{} {} from {} ({}, key sha256 {}), asked {}: provd pki approve {} --fingerprint {} | reject {}",
                         r["host"].as_str().unwrap_or("?"),
                         r["role"].as_str().unwrap_or("?"),
                         r["from"].as_str().unwrap_or("?"),
                         r["key"].as_str().unwrap_or("?"),
+                        r["fingerprint"].as_str().unwrap_or("?"),
                         when(r["asked_at"].as_i64().unwrap_or(0)),
                         r["host"].as_str().unwrap_or("?"),
+                        r["fingerprint"].as_str().unwrap_or("?"),
                         r["host"].as_str().unwrap_or("?"),
                     );
                 }
             }
         }
-        PkiCommand::Approve { host, target } => decide(&target, &host, "approve", "approved")?,
+        PkiCommand::Approve {
+            host,
+            fingerprint,
+            target,
+        } => {
+            let query = fingerprint.map(|f| format!("?fingerprint={}", f.trim())).unwrap_or_default();
+            decide(&target, &host, &format!("approve{query}"), "approved")?
+        }
         PkiCommand::Reject { host, target } => decide(&target, &host, "reject", "rejected")?,
         PkiCommand::Revoke { host, role, target } => {
             if let Some(r) = &role {
@@ -240,11 +255,12 @@ fn print_requests(list: &serde_json::Value) {
     println!("\nrequests (policy: {}):", list["policy"].as_str().unwrap_or("?"));
     for r in kept {
         println!(
-            "  {} {} from {} ({}): {}",
+            "  {} {} from {} ({}, key sha256 {}): {}",
             r["host"].as_str().unwrap_or("?"),
             r["role"].as_str().unwrap_or("?"),
             r["from"].as_str().unwrap_or("?"),
             r["key"].as_str().unwrap_or("?"),
+            r["fingerprint"].as_str().unwrap_or("?"),
             r["state"].as_str().unwrap_or("?")
         );
     }
@@ -253,18 +269,21 @@ fn print_requests(list: &serde_json::Value) {
 fn decide(target: &ServerTarget, host: &str, verb: &str, done: &str) -> anyhow::Result<()> {
     let api = target.api()?;
     let answer: serde_json::Value = api.require(api.post(&format!("/api/pki/{host}/{verb}"))?)?;
-    let roles: Vec<&str> = answer[done]
+    let keys: Vec<String> = answer["keys"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|r| r.as_str())
+        .map(|k| {
+            format!(
+                "{} (key sha256 {})",
+                k["role"].as_str().unwrap_or("?"),
+                k["fingerprint"].as_str().unwrap_or("?")
+            )
+        })
         .collect();
-    if roles.is_empty() {
-        anyhow::bail!("{host} has no waiting certificate request (see `provd pki pending`)");
+    if keys.is_empty() {
+        anyhow::bail!("{host} has no waiting certificate request with that key (see `provd pki pending`)");
     }
-    println!(
-        "{host}: {done} {} (the host collects on its next try)",
-        roles.join(" and ")
-    );
+    println!("{host}: {done} {} (the host collects on its next try)", keys.join(" and "));
     Ok(())
 }

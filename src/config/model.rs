@@ -131,7 +131,21 @@ pub struct Profile {
     pub initrd: Option<String>,
     pub kernel_args: String,
     pub kickstart: Option<String>,
+    /// The certificate roles (`CERTIFICATE_ROLES`) provd signs for this profile's hosts.
+    pub certificates: Vec<String>,
     pub vars: toml::Table,
+}
+
+/// The roles a profile may declare in `certificates`: a libvirt TLS server certificate
+/// (signed with the install token) and a client certificate for migration between the
+/// site's hypervisors (signed only once the pool has verified the host).
+pub const CERTIFICATE_ROLES: [&str; 2] = ["server", "client"];
+
+impl Profile {
+    /// Does this profile's host get a `role` certificate?
+    pub fn signs(&self, role: &str) -> bool {
+        self.certificates.iter().any(|r| r == role)
+    }
 }
 
 #[derive(Debug, Clone)]

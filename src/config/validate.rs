@@ -123,6 +123,19 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 ));
                 continue;
             }
+            for role in &p.get_ref().certificates {
+                if !super::model::CERTIFICATE_ROLES.contains(&role.get_ref().as_str()) {
+                    errors.push(src.error(
+                        Some(role.span()),
+                        format!("profiles.{name}.certificates"),
+                        format!(
+                            "unknown certificate role {:?}: use {}",
+                            role.get_ref(),
+                            super::model::CERTIFICATE_ROLES.join(" or ")
+                        ),
+                    ));
+                }
+            }
             profiles.insert(name.clone(), (convert_profile(name, p.get_ref()), src.place(&p.span())));
         }
     }
@@ -345,6 +358,7 @@ fn convert_profile(name: &str, p: &ProfileWire) -> Profile {
         initrd: p.initrd.clone(),
         kernel_args: p.kernel_args.clone(),
         kickstart: p.kickstart.clone(),
+        certificates: p.certificates.iter().map(|r| r.get_ref().clone()).collect(),
         vars: p.vars.clone(),
     }
 }

@@ -101,6 +101,10 @@ pub struct ProfileWire {
     #[serde(default)]
     pub kernel_args: String,
     pub kickstart: Option<String>,
+    /// The libvirt certificate roles provd signs for this profile's hosts ("server",
+    /// "client"); none: their install tokens sign nothing.
+    #[serde(default)]
+    pub certificates: Vec<toml::Spanned<String>>,
     #[serde(default)]
     pub vars: toml::Table,
 }

@@ -147,7 +147,37 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
             s.http_stats.inc("not_found");
             plain(StatusCode::NOT_FOUND, "not found\n")
         }
-        BootError::Rejected | BootError::NotRenewable { .. } => {
+        BootError::BoundElsewhere { bound } => {
+            // The host's own other address (its lease beside its reservation): a second
+            // machine there, or a host that changed address mid-install. Either way the
+            // operator hears of it.
+            s.http_stats.inc("refused_address");
+            tracing::warn!("{what}: refused: {e}");
+            s.journal.record(
+                None,
+                None,
+                "refused",
+                format!("{what}: the install token is bound to {bound}, the address of its first use"),
+            );
+            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+        }
+        BootError::StepTaken(_) => {
+            // The asker holds the token: saying which step was taken tells it nothing new.
+            s.http_stats.inc("refused_token");
+            tracing::warn!("{what}: {e}");
+            s.journal.record(None, None, "refused", format!("{what}: {e}"));
+            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+        }
+        BootError::TooSoon { .. } => {
+            s.http_stats.inc("refused_certificate");
+            tracing::warn!("{what}: {e}");
+            (StatusCode::TOO_MANY_REQUESTS, format!("{e}\n")).into_response()
+        }
+        BootError::Rejected
+        | BootError::NotRenewable { .. }
+        | BootError::NoCertificateRole { .. }
+        | BootError::NotVerified { .. }
+        | BootError::BadProof(_) => {
             s.http_stats.inc("refused_certificate");
             tracing::warn!("{what}: {e}");
             (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()

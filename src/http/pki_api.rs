@@ -34,18 +34,27 @@ fn error(e: BootError) -> Response {
     (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
 }
 
-async fn decided(s: &AppState, host: &str, what: &str, roles: Vec<Role>) -> Response {
-    let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+async fn decided(s: &AppState, host: &str, what: &str, decided: Vec<crate::boot::Decided>) -> Response {
+    let names: Vec<&str> = decided.iter().map(|d| d.role).collect();
     if !names.is_empty() {
         let mac = s.boot().inventory.find(host).await;
+        let detail: Vec<String> = decided
+            .iter()
+            .map(|d| format!("{} (key sha256 {})", d.role, d.fingerprint))
+            .collect();
         s.journal
-            .record(mac, None, "pki", format!("operator: {what} {}", names.join(", ")));
+            .record(mac, None, "pki", format!("operator: {what} {}", detail.join(", ")));
     }
-    Json(serde_json::json!({ "host": host, what: names })).into_response()
+    Json(serde_json::json!({ "host": host, what: names, "keys": decided })).into_response()
 }
 
-async fn approve(State(s): State<AppState>, Path(host): Path<String>) -> Response {
-    match s.boot().approve(&host).await {
+#[derive(Deserialize)]
+struct ApproveQuery {
+    fingerprint: Option<String>,
+}
+
+async fn approve(State(s): State<AppState>, Path(host): Path<String>, Query(q): Query<ApproveQuery>) -> Response {
+    match s.boot().approve(&host, q.fingerprint.as_deref()).await {
         Ok(roles) => decided(&s, &host, "approved", roles).await,
         Err(e) => error(e),
     }

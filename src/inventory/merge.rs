@@ -83,6 +83,8 @@ mod tests {
             certificates_issued: vec![],
             id: "i".into(),
             wipe_allowed: false,
+            bound_to: None,
+            steps: vec![],
         }
     }
 

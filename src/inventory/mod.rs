@@ -86,7 +86,19 @@ pub struct InstallSession {
     /// may clear disks that hold an earlier provd install. Otherwise it refuses to.
     #[serde(default)]
     pub wipe_allowed: bool,
+    /// The address of the token's first use (the boot script that carried it): every later
+    /// use must come from there. A host's reservation and its lease are both its addresses;
+    /// one install uses one of them, so a second machine at the other gets nothing.
+    #[serde(default)]
+    pub bound_to: Option<std::net::Ipv4Addr>,
+    /// Steps of the install already taken with this token (`STEP_*`): each once, so a
+    /// machine that reaches the host's address later gets only what the host had not taken.
+    #[serde(default)]
+    pub steps: Vec<String>,
 }
+
+/// The kickstart (with every secret the profile's variables put in it).
+pub const STEP_KICKSTART: &str = "kickstart";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRecord {
@@ -179,6 +191,13 @@ pub enum InventoryError {
     /// nothing about which.
     #[error("token refused")]
     TokenRefused,
+    /// The right token from another of the host's addresses than the one it was first used
+    /// from.
+    #[error("this install's token is bound to {bound}, the address of its first use")]
+    BoundElsewhere { bound: std::net::Ipv4Addr },
+    /// A step of the install asked for a second time with the same token.
+    #[error("{0} was already taken with this install's token")]
+    StepTaken(String),
     #[error("could not persist host state: {0}")]
     Store(String),
     /// `reinstall` of a host the inventory says is installed, without `force`.
@@ -620,7 +639,9 @@ impl Inventory {
     }
 
     /// The boot-once decision for `mac`, minting an install token when an install is due.
-    pub async fn boot(&self, mac: MacAddr) -> Result<BootDecision, InventoryError> {
+    /// `from`: the address the machine asks from (already checked to be one of the host's);
+    /// a new token is bound to it.
+    pub async fn boot(&self, mac: MacAddr, from: std::net::Ipv4Addr) -> Result<BootDecision, InventoryError> {
         if let Some(site) = self.configured_site(mac)
             && self.installs_held(&site)
         {
@@ -633,7 +654,7 @@ impl Inventory {
         self.update(mac, |r, now| {
             // Durable first: a minted token (or a first record) exists only once on disk.
             Ok(
-                match transition::boot(r, mac, configured, ttl, now, crate::random::token) {
+                match transition::boot(r, mac, configured, ttl, now, from, crate::random::token)? {
                     (decision, Some(next)) => Change::Write(Box::new(next), decision),
                     (decision, None) => Change::Keep(decision),
                 },
@@ -642,32 +663,50 @@ impl Inventory {
         .await
     }
 
-    /// Is `token` the open install token of `mac`? Changes nothing.
-    pub async fn verify_token(&self, mac: MacAddr, token: &str) -> Result<(), InventoryError> {
+    /// Is `token` the open install token of `mac`, used from `from`, with the kickstart
+    /// not taken yet? Changes nothing.
+    pub async fn verify_kickstart(&self, mac: MacAddr, token: &str, from: std::net::Ipv4Addr) -> Result<(), InventoryError> {
         let hosts = self.read();
         let r = hosts.get(&mac).ok_or(InventoryError::UnknownHost)?;
-        transition::check_token(r, token, unix_now())
+        transition::check_step(r, token, from, STEP_KICKSTART, unix_now())
     }
 
     /// May `token` have a `role` certificate signed for `mac`? Changes nothing (signing
     /// happens between this and `certificate_issued`).
-    pub async fn verify_signing_token(&self, mac: MacAddr, token: &str, role: &str) -> Result<(), InventoryError> {
+    pub async fn verify_signing_token(
+        &self,
+        mac: MacAddr,
+        token: &str,
+        from: std::net::Ipv4Addr,
+        role: &str,
+    ) -> Result<(), InventoryError> {
         let hosts = self.read();
         let r = hosts.get(&mac).ok_or(InventoryError::UnknownHost)?;
-        transition::check_signing(r, token, role, unix_now())
+        transition::check_signing(r, token, from, role, unix_now())
     }
 
     /// Record that `token` was spent on a `role` certificate. Checked again under the host's
     /// write lock, so of two racing requests only one gets its certificate.
-    pub async fn certificate_issued(&self, mac: MacAddr, token: &str, role: &str) -> Result<(), InventoryError> {
-        self.update_known(mac, |r, now| transition::certificate_issued(r, token, role, now))
+    pub async fn certificate_issued(
+        &self,
+        mac: MacAddr,
+        token: &str,
+        from: std::net::Ipv4Addr,
+        role: &str,
+    ) -> Result<(), InventoryError> {
+        self.update_known(mac, |r, now| transition::certificate_issued(r, token, from, role, now))
             .await
             .map(|_| ())
     }
 
-    /// A kickstart fetch with `token`: allowed while the session is open; counted.
-    pub async fn kickstart_fetched(&self, mac: MacAddr, token: &str) -> Result<HostRecord, InventoryError> {
-        self.update_known(mac, |r, now| transition::kickstart_fetched(r, token, now))
+    /// A kickstart fetch with `token` from `from`: once per session; counted.
+    pub async fn kickstart_fetched(
+        &self,
+        mac: MacAddr,
+        token: &str,
+        from: std::net::Ipv4Addr,
+    ) -> Result<HostRecord, InventoryError> {
+        self.update_known(mac, |r, now| transition::kickstart_fetched(r, token, from, now))
             .await
     }
 
@@ -677,10 +716,11 @@ impl Inventory {
         &self,
         mac: MacAddr,
         token: &str,
+        from: std::net::Ipv4Addr,
         event: InstallEvent,
         detail: &str,
     ) -> Result<Status, InventoryError> {
-        self.update_known(mac, |r, now| transition::event(r, token, event, detail, now))
+        self.update_known(mac, |r, now| transition::event(r, token, from, event, detail, now))
             .await
             .map(|r| r.status)
     }

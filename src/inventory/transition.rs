@@ -10,6 +10,7 @@ use super::{
 };
 use crate::config::Host;
 use crate::mac::MacAddr;
+use std::net::Ipv4Addr;
 
 /// History entries kept per host (oldest dropped first).
 const HISTORY_LIMIT: usize = 200;
@@ -135,29 +136,41 @@ pub fn boot(
     configured: bool,
     token_ttl: u64,
     now: u64,
+    from: Ipv4Addr,
     mut fresh_token: impl FnMut() -> String,
-) -> (BootDecision, Option<HostRecord>) {
+) -> Result<(BootDecision, Option<HostRecord>), InventoryError> {
     if !configured {
         let first = current.is_none().then(|| {
             let mut r = new_record(mac, now);
             r.note("asked for a boot script", now);
             r
         });
-        return (BootDecision::Menu, first);
+        return Ok((BootDecision::Menu, first));
     }
     let Some(r) = current else {
         // Configured hosts are reconciled at load; one missing here gets nothing to install.
-        return (BootDecision::LocalDisk, None);
+        return Ok((BootDecision::LocalDisk, None));
     };
     // An installed host with netboot on (an operator's `netboot on`) is offered an install
     // too, but without permission to wipe (only `reinstall` gives that): its kickstart's
     // %pre finds the earlier install on its disks and refuses (the interlock).
     let installable = r.netboot && r.profile.is_some();
     if !installable {
-        return (BootDecision::LocalDisk, None);
+        return Ok((BootDecision::LocalDisk, None));
     }
     if let Some(s) = r.open_session(now) {
-        return (BootDecision::Install { token: s.token.clone() }, None);
+        // The same script again, but only where the token was first used: that address
+        // already had it (an iPXE retry, a reboot before the kickstart).
+        return match s.bound_to {
+            Some(bound) if bound != from => Err(InventoryError::BoundElsewhere { bound }),
+            Some(_) => Ok((BootDecision::Install { token: s.token.clone() }, None)),
+            None => {
+                // A session stored before tokens were bound: bound now.
+                let mut next = r.clone();
+                next.install.as_mut().expect("open").bound_to = Some(from);
+                Ok((BootDecision::Install { token: s.token.clone() }, Some(next)))
+            }
+        };
     }
     let token = fresh_token();
     let id: String = fresh_token().chars().take(12).collect();
@@ -171,6 +184,8 @@ pub fn boot(
         certificates_issued: Vec::new(),
         id: id.clone(),
         wipe_allowed: r.wipe_allowed,
+        bound_to: Some(from),
+        steps: Vec::new(),
     });
     next.note(
         format!(
@@ -183,29 +198,48 @@ pub fn boot(
         ),
         now,
     );
-    (BootDecision::Install { token }, Some(next))
+    Ok((BootDecision::Install { token }, Some(next)))
 }
 
-/// Is `token` the open install token of `r`?
-pub fn check_token(r: &HostRecord, token: &str, now: u64) -> Result<(), InventoryError> {
+/// Is `token` the open install token of `r`, used from the address it is bound to?
+pub fn check_token(r: &HostRecord, token: &str, from: Ipv4Addr, now: u64) -> Result<(), InventoryError> {
     match r.open_session(now) {
-        Some(s) if token::equal(&s.token, token) => Ok(()),
+        Some(s) if token::equal(&s.token, token) => match s.bound_to {
+            Some(bound) if bound != from => Err(InventoryError::BoundElsewhere { bound }),
+            _ => Ok(()),
+        },
         _ => Err(InventoryError::TokenRefused),
     }
 }
 
-/// May `token` have a `role` certificate signed? Open, unexpired, not used for that role.
-pub fn check_signing(r: &HostRecord, token: &str, role: &str, now: u64) -> Result<(), InventoryError> {
-    check_token(r, token, now)?;
+/// `check_token`, and `step` not taken yet with this token.
+pub fn check_step(r: &HostRecord, token: &str, from: Ipv4Addr, step: &str, now: u64) -> Result<(), InventoryError> {
+    check_token(r, token, from, now)?;
+    match &r.install {
+        Some(s) if s.steps.iter().any(|x| x == step) => Err(InventoryError::StepTaken(step.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// May `token` have a `role` certificate signed? Open, unexpired, from its address, not
+/// used for that role.
+pub fn check_signing(r: &HostRecord, token: &str, from: Ipv4Addr, role: &str, now: u64) -> Result<(), InventoryError> {
+    check_token(r, token, from, now)?;
     match &r.install {
         Some(s) if !s.certificates_issued.iter().any(|x| x == role) => Ok(()),
-        _ => Err(InventoryError::TokenRefused),
+        _ => Err(InventoryError::StepTaken(format!("the {role} certificate"))),
     }
 }
 
 /// `token` was spent on a `role` certificate (each role once per session).
-pub fn certificate_issued(r: &HostRecord, token: &str, role: &str, now: u64) -> Result<HostRecord, InventoryError> {
-    check_signing(r, token, role, now)?;
+pub fn certificate_issued(
+    r: &HostRecord,
+    token: &str,
+    from: Ipv4Addr,
+    role: &str,
+    now: u64,
+) -> Result<HostRecord, InventoryError> {
+    check_signing(r, token, from, role, now)?;
     let mut next = r.clone();
     next.install
         .as_mut()
@@ -217,11 +251,12 @@ pub fn certificate_issued(r: &HostRecord, token: &str, role: &str, now: u64) -> 
 }
 
 /// A kickstart fetch with `token`: counted; the host is installing from now on.
-pub fn kickstart_fetched(r: &HostRecord, token: &str, now: u64) -> Result<HostRecord, InventoryError> {
-    check_token(r, token, now)?;
+pub fn kickstart_fetched(r: &HostRecord, token: &str, from: Ipv4Addr, now: u64) -> Result<HostRecord, InventoryError> {
+    check_step(r, token, from, super::STEP_KICKSTART, now)?;
     let mut next = r.clone();
     if let Some(s) = next.install.as_mut() {
         s.kickstart_fetches += 1;
+        s.steps.push(super::STEP_KICKSTART.to_string());
     }
     if next.status != Status::Installing {
         next.set_status(Status::Installing, "kickstart fetched", now);
@@ -236,12 +271,16 @@ pub fn kickstart_fetched(r: &HostRecord, token: &str, now: u64) -> Result<HostRe
 pub fn event(
     r: &HostRecord,
     token: &str,
+    from: Ipv4Addr,
     event: InstallEvent,
     detail: &str,
     now: u64,
 ) -> Result<HostRecord, InventoryError> {
-    check_token(r, token, now)?;
+    // Progress reports each once; the ends (installed, failed, refused) close the session.
+    let step = format!("callback {}", event.as_str());
+    check_step(r, token, from, &step, now)?;
     let mut next = r.clone();
+    next.install.as_mut().expect("checked").steps.push(step);
     let detail = if detail.is_empty() {
         String::new()
     } else {
@@ -373,6 +412,8 @@ pub fn set_netboot(r: &HostRecord, on: bool, now: u64) -> HostRecord {
 
 #[cfg(test)]
 mod tests {
+    /// The address the host asks from in these tests.
+    const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
     use super::*;
 
     fn host(profile: Option<&str>) -> Host {
@@ -395,43 +436,83 @@ mod tests {
         assert_eq!((r.status, r.netboot), (Status::Assigned, true));
         assert!(reconcile(Some(&r), "s", &h, 11).is_none(), "nothing changes twice");
 
-        let (d, next) = boot(Some(&r), h.mac, true, 100, 20, || "t1".into());
+        let (d, next) = boot(Some(&r), h.mac, true, 100, 20, A, || "t1".into()).unwrap();
         assert_eq!(d, BootDecision::Install { token: "t1".into() });
         let r = next.expect("a new session is stored first");
-        let (d, next) = boot(Some(&r), h.mac, true, 100, 21, || panic!("no second token"));
+        let (d, next) = boot(Some(&r), h.mac, true, 100, 21, A, || panic!("no second token")).unwrap();
         assert_eq!((d, next), (BootDecision::Install { token: "t1".into() }, None));
 
-        assert_eq!(kickstart_fetched(&r, "t2", 22), Err(InventoryError::TokenRefused));
-        let r = kickstart_fetched(&r, "t1", 22).unwrap();
+        assert_eq!(kickstart_fetched(&r, "t2", A, 22), Err(InventoryError::TokenRefused));
+        let r = kickstart_fetched(&r, "t1", A, 22).unwrap();
         assert_eq!(r.status, Status::Installing);
-        let r = certificate_issued(&r, "t1", "server", 23).unwrap();
+        let r = certificate_issued(&r, "t1", A, "server", 23).unwrap();
         assert_eq!(
-            certificate_issued(&r, "t1", "server", 23),
-            Err(InventoryError::TokenRefused),
+            certificate_issued(&r, "t1", A, "server", 23),
+            Err(InventoryError::StepTaken("the server certificate".into())),
             "each role once"
         );
-        let r = event(&r, "t1", InstallEvent::Installed, "ok", 24).unwrap();
+        let r = event(&r, "t1", A, InstallEvent::Installed, "ok", 24).unwrap();
         assert_eq!((r.status, r.netboot), (Status::Installed, false));
         assert_eq!(
-            event(&r, "t1", InstallEvent::Failed, "", 25),
+            event(&r, "t1", A, InstallEvent::Failed, "", 25),
             Err(InventoryError::TokenRefused)
         );
-        let (d, _) = boot(Some(&r), h.mac, true, 100, 26, || panic!("boot once"));
+        let (d, _) = boot(Some(&r), h.mac, true, 100, 26, A, || panic!("boot once")).unwrap();
         assert_eq!(d, BootDecision::LocalDisk);
         // An expired session is refused.
         let again = reinstall(&r, true, 30).unwrap();
-        let (_, next) = boot(Some(&again), h.mac, true, 5, 30, || "t3".into());
-        assert_eq!(check_token(&next.unwrap(), "t3", 36), Err(InventoryError::TokenRefused));
+        let (_, next) = boot(Some(&again), h.mac, true, 5, 30, A, || "t3".into()).unwrap();
+        assert_eq!(check_token(&next.unwrap(), "t3", A, 36), Err(InventoryError::TokenRefused));
+    }
+
+    #[test]
+    fn a_token_is_bound_to_its_first_address_and_each_step_is_taken_once() {
+        let other = Ipv4Addr::new(10, 0, 0, 150);
+        let h = host(Some("p"));
+        let r = reconcile(None, "s", &h, 10).unwrap();
+        let (_, next) = boot(Some(&r), h.mac, true, 100, 20, A, || "t1".into()).unwrap();
+        let r = next.unwrap();
+        assert_eq!(r.install.as_ref().unwrap().bound_to, Some(A));
+        // The host's other address (its lease beside its reservation) gets nothing.
+        let bound = Err(InventoryError::BoundElsewhere { bound: A });
+        assert_eq!(boot(Some(&r), h.mac, true, 100, 21, other, || panic!()).map(|_| ()), bound);
+        assert_eq!(kickstart_fetched(&r, "t1", other, 21).map(|_| ()), bound);
+        assert_eq!(certificate_issued(&r, "t1", other, "server", 21).map(|_| ()), bound);
+        assert_eq!(event(&r, "t1", other, InstallEvent::Installed, "", 21).map(|_| ()), bound);
+        // From the bound address: each step once.
+        let r = kickstart_fetched(&r, "t1", A, 22).unwrap();
+        assert_eq!(
+            kickstart_fetched(&r, "t1", A, 23),
+            Err(InventoryError::StepTaken(crate::inventory::STEP_KICKSTART.into()))
+        );
+        let r = event(&r, "t1", A, InstallEvent::Installing, "", 24).unwrap();
+        assert!(matches!(
+            event(&r, "t1", A, InstallEvent::Installing, "", 25),
+            Err(InventoryError::StepTaken(_))
+        ));
+        let r = event(&r, "t1", A, InstallEvent::PostStarted, "", 26).unwrap();
+        let r = event(&r, "t1", A, InstallEvent::Installed, "", 27).unwrap();
+        assert_eq!(r.status, Status::Installed);
+
+        // A session stored before binding existed is bound at its next use.
+        let mut legacy = reconcile(None, "s", &h, 10).unwrap();
+        let (_, next) = boot(Some(&legacy), h.mac, true, 100, 20, A, || "t2".into()).unwrap();
+        legacy = next.unwrap();
+        legacy.install.as_mut().unwrap().bound_to = None;
+        let (d, next) = boot(Some(&legacy), h.mac, true, 100, 21, other, || panic!()).unwrap();
+        assert_eq!(d, BootDecision::Install { token: "t2".into() });
+        assert_eq!(next.unwrap().install.unwrap().bound_to, Some(other));
     }
 
     #[test]
     fn an_installers_message_reaches_the_history_without_terminal_escapes() {
         let h = host(Some("p"));
         let r = reconcile(None, "s", &h, 10).unwrap();
-        let (_, next) = boot(Some(&r), h.mac, true, 100, 20, || "t1".into());
+        let (_, next) = boot(Some(&r), h.mac, true, 100, 20, A, || "t1".into()).unwrap();
         let r = event(
             &next.unwrap(),
             "t1",
+            A,
             InstallEvent::PostStarted,
             "step\u{1b}[1A\u{1b}[2Kdone",
             21,
@@ -445,8 +526,8 @@ mod tests {
     fn only_an_operators_reinstall_may_wipe_an_installed_host() {
         let h = host(Some("p"));
         let r = reconcile(None, "s", &h, 10).unwrap();
-        let (_, r) = boot(Some(&r), h.mac, true, 100, 11, || "t1".into());
-        let r = event(&r.unwrap(), "t1", InstallEvent::Installed, "", 12).unwrap();
+        let (_, r) = boot(Some(&r), h.mac, true, 100, 11, A, || "t1".into()).unwrap();
+        let r = event(&r.unwrap(), "t1", A, InstallEvent::Installed, "", 12).unwrap();
 
         // `reinstall` of an installed host needs force, and says why without it.
         match reinstall(&r, false, 13) {
@@ -456,31 +537,31 @@ mod tests {
         // `netboot on` (an operator's mistake): an install is offered, without permission
         // to wipe; the installer's %pre refuses and the host stays installed.
         let on = set_netboot(&r, true, 14);
-        let (d, next) = boot(Some(&on), h.mac, true, 100, 15, || "t2".into());
+        let (d, next) = boot(Some(&on), h.mac, true, 100, 15, A, || "t2".into()).unwrap();
         assert_eq!(d, BootDecision::Install { token: "t2".into() });
         let next = next.unwrap();
         assert!(!next.install.as_ref().unwrap().wipe_allowed);
-        let refused = event(&next, "t2", InstallEvent::Refused, "marker found", 16).unwrap();
+        let refused = event(&next, "t2", A, InstallEvent::Refused, "marker found", 16).unwrap();
         assert_eq!((refused.status, refused.netboot), (Status::Installed, false));
         assert!(refused.history.last().unwrap().what.contains("refused to wipe"));
 
         // `reinstall --force`: this install may wipe, once.
         let forced = reinstall(&refused, true, 17).unwrap();
         assert!(forced.wipe_allowed && forced.netboot);
-        let (_, next) = boot(Some(&forced), h.mac, true, 100, 18, || "t3".into());
+        let (_, next) = boot(Some(&forced), h.mac, true, 100, 18, A, || "t3".into()).unwrap();
         let next = next.unwrap();
         assert!(next.install.as_ref().unwrap().wipe_allowed);
-        let done = event(&next, "t3", InstallEvent::Installed, "", 19).unwrap();
+        let done = event(&next, "t3", A, InstallEvent::Installed, "", 19).unwrap();
         assert!(!done.wipe_allowed, "the permission was for one install");
         // A drained one was taken out of service on purpose: no force needed either.
         let drained = set_drained(&done, true, 20);
         assert!(reinstall(&drained, false, 20).is_ok());
         // A failed host is not in service: no force needed.
         let failed = {
-            let (_, n) = boot(Some(&set_netboot(&done, true, 20)), h.mac, true, 100, 21, || {
+            let (_, n) = boot(Some(&set_netboot(&done, true, 20)), h.mac, true, 100, 21, A, || {
                 "t4".into()
-            });
-            event(&n.unwrap(), "t4", InstallEvent::Failed, "", 22).unwrap()
+            }).unwrap();
+            event(&n.unwrap(), "t4", A, InstallEvent::Failed, "", 22).unwrap()
         };
         assert!(reinstall(&failed, false, 23).is_ok());
     }
@@ -491,7 +572,7 @@ mod tests {
         h.installed = true;
         let r = reconcile(None, "s", &h, 10).unwrap();
         assert_eq!((r.status, r.netboot), (Status::Installed, false));
-        let (d, _) = boot(Some(&r), h.mac, true, 100, 11, || panic!("no install"));
+        let (d, _) = boot(Some(&r), h.mac, true, 100, 11, A, || panic!("no install")).unwrap();
         assert_eq!(d, BootDecision::LocalDisk);
         let m = mark_installed(&reinstall(&r, true, 12).unwrap(), 13);
         assert_eq!((m.status, m.netboot, m.wipe_allowed), (Status::Installed, false, false));
@@ -500,11 +581,11 @@ mod tests {
     #[test]
     fn unknown_machines_get_the_menu_and_one_record() {
         let mac: MacAddr = "52:54:00:00:00:99".parse().unwrap();
-        let (d, first) = boot(None, mac, false, 100, 1, || panic!("no token for strangers"));
+        let (d, first) = boot(None, mac, false, 100, 1, A, || panic!("no token for strangers")).unwrap();
         assert_eq!(d, BootDecision::Menu);
         let first = first.unwrap();
         assert_eq!(first.status, Status::Discovered);
-        assert_eq!(boot(Some(&first), mac, false, 100, 2, || panic!()).1, None);
+        assert_eq!(boot(Some(&first), mac, false, 100, 2, A, || panic!()).unwrap().1, None);
         let seen = observe(
             Some(&first),
             mac,

@@ -106,6 +106,59 @@ pub fn inspect(pem: &str) -> Result<CsrFacts, PkiError> {
     })
 }
 
+/// The PEM `CERTIFICATE REQUEST` blocks of `text`, in order (a request body may carry two:
+/// a CSR and the proof that goes with it).
+pub fn split_requests(text: &str) -> Vec<String> {
+    const END: &str = "-----END CERTIFICATE REQUEST-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(END) {
+        let block = &rest[..i + END.len()];
+        if let Some(start) = block.find("-----BEGIN") {
+            out.push(format!("{}\n", &block[start..]));
+        }
+        rest = &rest[i + END.len()..];
+    }
+    out
+}
+
+/// OID of the X.520 serialNumber attribute, where a proof names the key it vouches for.
+const OID_SERIAL_NUMBER: &str = "2.5.4.5";
+
+/// A proof of possession: a CSR made with the key of a certificate provd already issued
+/// (its signature proves the sender holds that key), whose subject's serialNumber names
+/// the key id of the request it goes with. So a proof copied off the wire vouches only for
+/// the key it was made for, never for the copier's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// The key that signed the proof (`key_id` form).
+    pub key_id: String,
+    /// The key id the proof vouches for.
+    pub vouches_for: String,
+}
+
+/// Parse and verify a proof (see `Proof`).
+pub fn proof(pem: &str) -> Result<Proof, PkiError> {
+    let bad = |why: String| PkiError::BadCsr(format!("the proof: {why}"));
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
+        .map_err(|e| bad(e.to_string()))?;
+    csr.verify_signature()
+        .map_err(|e| bad(format!("its signature does not verify ({e})")))?;
+    let info = &csr.certification_request_info;
+    let vouches_for = info
+        .subject
+        .iter_attributes()
+        .find(|a| a.attr_type().to_id_string() == OID_SERIAL_NUMBER)
+        .and_then(|a| a.as_str().ok())
+        .map(|s| s.trim().to_ascii_lowercase())
+        .ok_or_else(|| bad("its subject has no serialNumber naming the key it vouches for".into()))?;
+    Ok(Proof {
+        key_id: key_id(info.subject_pki.raw),
+        vouches_for,
+    })
+}
+
 /// The key id of a PEM certificate's public key (same as `inspect` gives for its CSR).
 pub fn certificate_key_id(pem: &str) -> Option<String> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
@@ -179,5 +232,53 @@ mod tests {
             );
         }
         assert!(matches!(inspect("junk"), Err(PkiError::BadCsr(_))));
+    }
+
+    fn run(cmd: &str) -> String {
+        let out = std::process::Command::new("sh").args(["-c", cmd]).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The proof the hypervisor's `migration-cert` script makes, with openssl: its key id is
+    /// the signing key's, it vouches for the request's key, and a tampered one is refused.
+    #[test]
+    fn a_proof_made_by_openssl_names_both_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().display();
+        run(&format!("openssl genrsa -out {p}/server.key 2048 2>/dev/null"));
+        let client = run(&format!(
+            "openssl req -new -newkey rsa:2048 -nodes -keyout {p}/client.key -subj /CN=hv01.example 2>/dev/null"
+        ));
+        let client_id = run(&format!(
+            "openssl pkey -in {p}/client.key -pubout -outform DER | sha256sum | cut -d' ' -f1"
+        ));
+        let client_id = client_id.trim();
+        assert_eq!(inspect(&client).unwrap().key_id, client_id, "the id the shell computes");
+        let server_id = run(&format!(
+            "openssl pkey -in {p}/server.key -pubout -outform DER | sha256sum | cut -d' ' -f1"
+        ));
+        let proof_pem = run(&format!(
+            "openssl req -new -key {p}/server.key -subj /CN=hv01.example/serialNumber={client_id}"
+        ));
+        let body = format!("{client}{proof_pem}");
+        let parts = split_requests(&body);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(inspect(&parts[0]).unwrap().key_id, client_id);
+        let pr = proof(&parts[1]).unwrap();
+        assert_eq!((pr.key_id.as_str(), pr.vouches_for.as_str()), (server_id.trim(), client_id));
+
+        // One byte changed inside the signed part: the signature no longer verifies.
+        let (_, der) = x509_parser::pem::parse_x509_pem(proof_pem.as_bytes()).unwrap();
+        let mut der = der.contents.clone();
+        let at = der.len() / 3;
+        der[at] ^= 0x01;
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+        let tampered = format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n");
+        assert!(proof(&tampered).is_err());
+        // A proof without the serialNumber vouches for nothing.
+        let bare = run(&format!("openssl req -new -key {p}/server.key -subj /CN=hv01.example"));
+        assert!(proof(&bare).unwrap_err().to_string().contains("serialNumber"));
     }
 }

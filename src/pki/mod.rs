@@ -40,6 +40,20 @@ pub const DEFAULT_LEAF_DAYS: i64 = 825;
 /// The organizational unit of operator certificates that the admin API accepts
 /// (`provd pki issue-client NAME --admin`). Hosts' certificates carry "site NAME".
 pub const ADMIN_UNIT: &str = "provd admin";
+/// The OU of the certificates operators get for libvirt (`provd pki issue-client NAME`):
+/// hypervisors allow `O=<CA>,OU=provd operator,CN=*`.
+pub const OPERATOR_UNIT: &str = "provd operator";
+/// The OU of a hypervisor's install-time certificates (its libvirt TLS server certificate).
+/// No hypervisor allows it as a client: an install token alone opens no hypervisor.
+pub fn host_unit(site: &str) -> String {
+    format!("site {site}")
+}
+/// The OU of a hypervisor's client certificate for live migration to the site's other
+/// hypervisors (`tls_allowed_dn_list` allows `OU=site NAME migration,CN=*`). provd signs
+/// one only for a host the pool has verified, against proof of its server key.
+pub fn migration_unit(site: &str) -> String {
+    format!("site {site} migration")
+}
 /// The OU of the certificates the two servers of `site`'s pair present to each other
 /// (hosts' certificates carry "site NAME", operators' `ADMIN_UNIT`).
 pub fn replication_unit(site: &str) -> String {
@@ -286,13 +300,23 @@ impl Ca {
             .map_err(rcgen_failed)
     }
 
-    /// A new key and client certificate named `name` (operators, `provd vm`). With `admin`,
-    /// the certificate carries OU=`ADMIN_UNIT` and is a credential for provd's admin API
-    /// over HTTPS (and, having an OU, matches no hypervisor's `tls_allowed_dn_list` entry
-    /// for provd's own client). Returns (certificate PEM, key PEM).
+    /// A new key and client certificate named `name` for an operator. Without `admin` it
+    /// carries OU=`OPERATOR_UNIT` (libvirt: `virsh`, `provd vm`); with `admin`, OU=
+    /// `ADMIN_UNIT`, a credential for provd's admin API over HTTPS that no hypervisor
+    /// allows. Returns (certificate PEM, key PEM).
     pub fn issue_client(&self, name: &str, days: i64, admin: bool) -> Result<(String, String), PkiError> {
+        let unit = if admin { ADMIN_UNIT } else { OPERATOR_UNIT };
+        self.client_leaf(name, Some(unit), days)
+    }
+
+    /// provd's own libvirt identity (the pool): `O=<CA>,CN=<cn>` with no OU, which only
+    /// hypervisors' `provd_client_cn` entry allows. Returns (certificate PEM, key PEM).
+    pub fn issue_pool_client(&self, cn: &str, days: i64) -> Result<(String, String), PkiError> {
+        self.client_leaf(cn, None, days)
+    }
+
+    fn client_leaf(&self, name: &str, unit: Option<&str>, days: i64) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate().map_err(rcgen_failed)?;
-        let unit = admin.then_some(ADMIN_UNIT);
         let params = self.leaf(name, unit, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, days);
         let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_failed)?;
         Ok((cert.pem(), key.serialize_pem()))

@@ -233,13 +233,27 @@ impl Registry {
     /// Revoke every valid certificate of `host` (of `role` only, when given). Returns the
     /// records revoked now (already revoked or expired ones are left as they are).
     pub async fn revoke(&self, host: &str, role: Option<Role>, now: i64) -> Result<Vec<CertRecord>, RegistryError> {
+        self.revoke_matching(|c| c.host == host && role.is_none_or(|r| c.role == r.name()), now)
+            .await
+    }
+
+    /// Revoke the valid certificate with this serial (a renewal's predecessor).
+    pub async fn revoke_serial(&self, serial: &str, now: i64) -> Result<Vec<CertRecord>, RegistryError> {
+        self.revoke_matching(|c| c.serial == serial, now).await
+    }
+
+    async fn revoke_matching(
+        &self,
+        chosen: impl Fn(&CertRecord) -> bool,
+        now: i64,
+    ) -> Result<Vec<CertRecord>, RegistryError> {
         let _w = self.writer.lock().await;
         let chosen: Vec<CertRecord> = self
             .certificates
             .read()
             .unwrap()
             .values()
-            .filter(|c| c.host == host && role.is_none_or(|r| c.role == r.name()))
+            .filter(|c| chosen(c))
             .filter(|c| c.state(now) == CertState::Valid)
             .map(|c| CertRecord {
                 revoked_at: Some(now),

@@ -122,7 +122,7 @@ fn probe(uri: &str) -> Result<Capacity, String> {
 pub fn client_credentials(ca: &crate::pki::Ca, state_dir: &Path, client_cn: &str) -> Result<PathBuf, String> {
     let dir = state_dir.join("pool-pki");
     let (cert, key) = ca
-        .issue_client(client_cn, crate::pki::DEFAULT_LEAF_DAYS, false)
+        .issue_pool_client(client_cn, crate::pki::DEFAULT_LEAF_DAYS)
         .map_err(|e| e.to_string())?;
     crate::pki::write_client(&dir, ca, &cert, &key).map_err(|e| e.to_string())?;
     Ok(dir)

@@ -10,13 +10,15 @@
 mod common;
 
 use common::builder::{self, SiteBuilder};
-use common::{Daemon, Netns, NetnsHosts, Workdir, require_root_and_tools, veth, wait_until};
+use common::{Daemon, Netns, NetnsHosts, Workdir, require_root_and_tools, run, veth, wait_until};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const MAC: &str = "52:54:00:00:90:01";
 const FQDN: &str = "hv01.h.test";
+/// A second host of the site, assigned and never booted: the impostor takes its address.
+const MAC2: &str = "52:54:00:00:90:02";
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -60,7 +62,8 @@ fn a_kickstarted_hypervisor_gets_certificates_that_libvirt_accepts_over_tls() {
     let site = SiteBuilder::new("h", "10.90.0.1")
         .listen("vs")
         .subnet("10.90.0.0/24", ("10.90.0.100", "10.90.0.200"), &["domain = \"h.test\""])
-        .host(MAC, "hv01", &["ip = \"10.90.0.11\"", "profile = \"el9-kvm\""]);
+        .host(MAC, "hv01", &["ip = \"10.90.0.11\"", "profile = \"el9-kvm\""])
+        .host(MAC2, "hv02", &["ip = \"10.90.0.12\"", "profile = \"el9-kvm\""]);
     let cfg = work.write("site.toml", &builder::config(&w.join("assets"), &[site.toml()]));
     let state = w.join("state");
     provd(&["pki", "init", "--pki-dir", &state.join("pki").display().to_string()]);
@@ -125,6 +128,19 @@ fn a_kickstarted_hypervisor_gets_certificates_that_libvirt_accepts_over_tls() {
         "{code} {body}"
     );
     assert_eq!(sign("ghost", &token, &foreign).0, "404");
+    // The token never buys the client (migration) certificate: only a host the pool verified.
+    let client_csr = common::openssl_csr(FQDN, "rsa:2048");
+    let out = hv
+        .cmd("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--data-binary", &client_csr])
+        .arg(format!("{base}/pki/sign/hv01?role=client&token={token}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.ends_with("403") && text.contains("once the pool has verified it"),
+        "{text}"
+    );
 
     // The "installed system": an overlay on /etc in a private mount namespace, shims for
     // what only a booted EL host has, then virt-pki-validate, then libvirtd on TLS.
@@ -157,19 +173,18 @@ rm -f /etc/libvirt/qemu/networks/autostart/default.xml
 hostname {FQDN}
 PATH=$W/shims:$PATH {interpreter} $W/post.sh > $W/post.log 2>&1 || {{ echo "post failed: $?" >> $W/post.log; exit 1; }}
 touch $W/post.done
-virt-pki-validate > $W/validate.log 2>&1 || echo "exit $?" >> $W/validate.log
-touch $W/validate.done
 grep '^tls_allowed_dn_list' /etc/libvirt/virtproxyd.conf >> $W/libvirtd.conf
 start() {{ libvirtd --listen -p /run/libvirt/libvirtd.pid -f $W/libvirtd.conf >> $W/libvirtd.log 2>&1 & pid=$!; }}
 start
 # Later phases, asked for by the test with a file: the host's own maintenance scripts (as
 # their systemd units would run them), then libvirtd restarted as the scripts asked.
 while :; do
-  for job in renew-certs:--now refresh-crl:; do
+  for job in "renew-certs:sh /etc/provd/renew-certs --now" "refresh-crl:sh /etc/provd/refresh-crl" \
+      "migration-cert:sh /etc/provd/migration-cert" "validate:virt-pki-validate"; do
     name=${{job%%:*}}
     if [ -e $W/go.$name ]; then
       rm -f $W/go.$name
-      PATH=$W/shims:$PATH sh /etc/provd/$name ${{job#*:}} > $W/$name.log 2>&1 || echo "exit $?" >> $W/$name.log
+      PATH=$W/shims:$PATH ${{job#*:}} > $W/$name.log 2>&1 || echo "exit $?" >> $W/$name.log
       kill $pid; wait $pid || true
       start
       touch $W/$name.done
@@ -197,47 +212,17 @@ done
         assert!(!log.contains("post failed"), "%post failed:\n{log}");
         w.join("post.done").exists().then_some(())
     });
-    wait_until("virt-pki-validate", Duration::from_secs(30), || {
-        w.join("validate.done").exists().then_some(())
-    });
-
-    // virt-pki-validate: everything found, nothing to fix.
-    let validate = std::fs::read_to_string(w.join("validate.log")).unwrap();
-    for want in [
-        "Found CA certificate",
-        "Found client certificate",
-        "Found client private key",
-        "Found server certificate",
-        "Found server private key",
-    ] {
-        assert!(validate.contains(want), "virt-pki-validate lacks {want:?}:\n{validate}");
-    }
-    for bad in [
-        "as root do",
-        "do not match",
-        "does not seem to match",
-        "Missing",
-        "exit ",
-    ] {
-        assert!(
-            !validate.contains(bad),
-            "virt-pki-validate complains ({bad:?}):\n{validate}"
-        );
-    }
     let shim_calls = std::fs::read_to_string(&shim_log).unwrap();
     assert!(
         shim_calls.contains("systemctl enable virtqemud.socket virtproxyd.socket virtproxyd-tls.socket"),
         "{shim_calls}"
     );
 
-    // provd's side: both roles issued once, the token spent by `installed`.
+    // provd's side: the server certificate issued once; the token spent by `installed`.
     let h: serde_json::Value =
         serde_json::from_slice(&daemon.cli(&["hosts", "show", "hv01", "--json"]).stdout).unwrap();
     assert_eq!(h["status"], "installed");
-    assert_eq!(
-        h["install"]["certificates_issued"],
-        serde_json::json!(["server", "client"])
-    );
+    assert_eq!(h["install"]["certificates_issued"], serde_json::json!(["server"]));
     let resign = hv
         .cmd("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", "x"])
@@ -250,12 +235,13 @@ done
         "a spent token signs nothing"
     );
 
-    // libvirtd over TLS, from provd's namespace: provd's client certificate is accepted ...
+    // libvirtd over TLS, from provd's namespace: an operator's client certificate (OU
+    // "provd operator") is accepted ...
     let operator = w.join("operator");
     provd(&[
         "pki",
         "issue-client",
-        "provd",
+        "alice",
         "--out",
         &operator.display().to_string(),
         "--pki-dir",
@@ -280,7 +266,7 @@ done
         }
         if start.elapsed() > Duration::from_secs(30) {
             panic!(
-                "libvirtd never accepted provd's client over TLS; virsh: {}\nlibvirtd log:\n{}",
+                "libvirtd never accepted the operator's client over TLS; virsh: {}\nlibvirtd log:\n{}",
                 String::from_utf8_lossy(&out.stderr),
                 std::fs::read_to_string(w.join("libvirtd.log")).unwrap_or_default()
             );
@@ -292,6 +278,64 @@ done
         "{}",
         String::from_utf8_lossy(&ok.stdout)
     );
+
+    // The pool: provd reaches the installed host's libvirt over qemu+tls with its own client
+    // certificate, by itself, and marks it ready with what libvirt reports.
+    let ready = wait_until("provd marks hv01 ready", Duration::from_secs(90), || {
+        let out = daemon.cli(&["hypervisors", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let h = list.as_array()?.iter().find(|h| h["host"] == "hv01")?.clone();
+        (h["status"] == "ready").then_some(h)
+    });
+    assert_eq!(ready["state"], "ready", "{ready}");
+    assert!(ready["capacity"]["cpus"].as_u64().unwrap() > 0, "{ready}");
+    assert!(ready["capacity"]["memory_mib"].as_u64().unwrap() > 0, "{ready}");
+    assert_eq!(ready["uri"], format!("qemu+tls://{FQDN}/system"));
+    let shown: serde_json::Value =
+        serde_json::from_slice(&daemon.cli(&["hosts", "show", "hv01", "--json"]).stdout).unwrap();
+    assert_eq!(shown["status"], "ready");
+    assert!(
+        shown["history"].as_array().unwrap().iter().any(|h| h["what"]
+            .as_str()
+            .unwrap()
+            .contains("hypervisor verified over qemu+tls")),
+        "{shown}"
+    );
+
+    let phase = Phase {
+        hv: &hv,
+        srv: &srv,
+        daemon: &daemon,
+        w: &w,
+        base,
+        operator: &operator,
+    };
+    // Verified: the host's own migration-cert script (its first-boot timer) gets the client
+    // certificate with a proof of its server key; then virt-pki-validate is satisfied.
+    let got = phase.run_on_host("migration-cert");
+    assert!(got.contains("migration certificate installed") && !got.contains("exit "), "{got}");
+    let validate = phase.run_on_host("validate");
+    for want in [
+        "Found CA certificate",
+        "Found client certificate",
+        "Found client private key",
+        "Found server certificate",
+        "Found server private key",
+    ] {
+        assert!(validate.contains(want), "virt-pki-validate lacks {want:?}:\n{validate}");
+    }
+    for bad in [
+        "as root do",
+        "do not match",
+        "does not seem to match",
+        "Missing",
+        "exit ",
+    ] {
+        assert!(
+            !validate.contains(bad),
+            "virt-pki-validate complains ({bad:?}):\n{validate}"
+        );
+    }
     // ... and a client certificate from another CA is refused.
     let other = w.join("other-ca");
     // Same CA name, so the intruder's DN is exactly ours: only the signature can refuse it.
@@ -334,38 +378,140 @@ done
             .join(" | ")
     );
 
-    // The pool: provd reaches the installed host's libvirt over qemu+tls with its own client
-    // certificate, by itself, and marks it ready with what libvirt reports.
-    let ready = wait_until("provd marks hv01 ready", Duration::from_secs(90), || {
-        let out = daemon.cli(&["hypervisors", "list", "--json"]);
-        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let h = list.as_array()?.iter().find(|h| h["host"] == "hv01")?.clone();
-        (h["status"] == "ready").then_some(h)
+    impostor_at_an_assigned_hosts_address(&phase, &state);
+    revocation_and_renewal(&phase);
+    drop(libvirtd);
+}
+
+/// The impostor of issue 20: a machine on hv01's segment takes hv02's reserved address while
+/// hv02 is assigned and has not booted. It gets what hv02 had not taken yet (its boot script,
+/// kickstart and server certificate), each once; no migration certificate; and neither what
+/// it got nor what every token used to buy (a client certificate with OU "site h") is
+/// accepted by hv01's real libvirtd.
+fn impostor_at_an_assigned_hosts_address(p: &Phase, state: &Path) {
+    let me = "10.90.0.12";
+    assert!(p.hv.sh(&format!("ip addr add {me}/24 dev vh")).status.success());
+    let curl = |args: &[&str]| -> (String, String) {
+        let out =
+            p.hv.cmd("curl")
+                .args(["-s", "--interface", me, "-w", "\n%{http_code}"])
+                .args(args)
+                .output()
+                .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let (code, script) = curl(&[&format!("{}/boot/{}.ipxe", p.base, MAC2.replace(':', "-"))]);
+    assert_eq!(code, "200", "{script}");
+    let token = script[script.find("?token=").unwrap() + 7..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let ks = format!("{}/ks/hv02?token={token}", p.base);
+    assert_eq!(curl(&[&ks]).0, "200");
+    // Each step once: the kickstart (and the secrets in it) cannot be fetched again.
+    let (code, body) = curl(&[&ks]);
+    assert!(code == "403" && body.contains("kickstart was already taken"), "{code} {body}");
+
+    let dir = p.w.join("impostor");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("clientkey.pem");
+    run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"));
+    let csr = |key: &Path, subj: &str| {
+        String::from_utf8(
+            run(Command::new("openssl").args(["req", "-new", "-subj", subj, "-key"]).arg(key)).stdout,
+        )
+        .unwrap()
+    };
+    std::fs::write(dir.join("server.csr"), csr(&key, "/CN=hv02.h.test")).unwrap();
+    let sign = |query: &str, body: &Path| {
+        curl(&[
+            "--data-binary",
+            &format!("@{}", body.display()),
+            &format!("{}/pki/sign/hv02?{query}", p.base),
+        ])
+    };
+    let (code, answer) = sign(&format!("role=server&token={token}"), &dir.join("server.csr"));
+    assert_eq!(code, "200", "{answer}");
+    let server_cert = answer.split("# provd: server\n").nth(1).unwrap().to_string();
+
+    // No migration certificate: hv02 was never verified by the pool, whatever the impostor
+    // proves (here: the key of the server certificate it just got).
+    let client_key = dir.join("other.key");
+    run(Command::new("openssl").args(["genrsa", "-out"]).arg(&client_key).arg("2048"));
+    let id = run(Command::new("sh").arg("-c").arg(format!(
+        "openssl pkey -in {} -pubout -outform DER | sha256sum | cut -d' ' -f1",
+        client_key.display()
+    )));
+    let id = String::from_utf8(id.stdout).unwrap();
+    let bundle = csr(&client_key, "/CN=hv02.h.test") + &csr(&key, &format!("/CN=hv02.h.test/serialNumber={}", id.trim()));
+    std::fs::write(dir.join("bundle"), bundle).unwrap();
+    for query in ["role=client".to_string(), format!("role=client&token={token}")] {
+        let (code, body) = sign(&query, &dir.join("bundle"));
+        assert!(
+            code == "403" && body.contains("hv02 is installing") && body.contains("once the pool has verified it"),
+            "{query}: {code} {body}"
+        );
+    }
+
+    // hv01's libvirtd, over TLS. The impostor's server certificate as a client: refused.
+    std::fs::copy(p.operator.join("cacert.pem"), dir.join("cacert.pem")).unwrap();
+    std::fs::write(dir.join("clientcert.pem"), &server_cert).unwrap();
+    let libvirtd_log = || std::fs::read_to_string(p.w.join("libvirtd.log")).unwrap_or_default();
+    let before = libvirtd_log().len();
+    let s_client = p
+        .srv
+        .sh(&format!(
+            "echo | timeout 10 openssl s_client -connect 10.90.0.11:16514 -CAfile {d}/cacert.pem -cert {d}/clientcert.pem -key {d}/clientkey.pem",
+            d = dir.display()
+        ));
+    let said = wait_until("libvirtd's word on the server certificate as a client", Duration::from_secs(10), || {
+        let log = libvirtd_log();
+        let new = log[before..].to_string();
+        new.contains("error").then_some(new)
     });
-    assert_eq!(ready["state"], "ready", "{ready}");
-    assert!(ready["capacity"]["cpus"].as_u64().unwrap() > 0, "{ready}");
-    assert!(ready["capacity"]["memory_mib"].as_u64().unwrap() > 0, "{ready}");
-    assert_eq!(ready["uri"], format!("qemu+tls://{FQDN}/system"));
-    let shown: serde_json::Value =
-        serde_json::from_slice(&daemon.cli(&["hosts", "show", "hv01", "--json"]).stdout).unwrap();
-    assert_eq!(shown["status"], "ready");
+    // (libvirtd checks the DN first: "OU=site h" is on no list; the purpose would refuse next.)
     assert!(
-        shown["history"].as_array().unwrap().iter().any(|h| h["what"]
-            .as_str()
-            .unwrap()
-            .contains("hypervisor verified over qemu+tls")),
-        "{shown}"
+        said.contains("Failed to verify peer's certificate")
+            && (said.contains("tls_allowed_dn_list") || said.contains("purpose does not allow use")),
+        "libvirtd must refuse a server certificate as a client; s_client: {}; libvirtd:\n{said}",
+        String::from_utf8_lossy(&s_client.stdout)
     );
 
-    revocation_and_renewal(&Phase {
-        hv: &hv,
-        srv: &srv,
-        daemon: &daemon,
-        w: &w,
-        base,
-        operator: &operator,
-    });
-    drop(libvirtd);
+    // What every install token bought before: a client certificate of the site's unit. The
+    // real libvirtd refuses it: "OU=site h" is not in its tls_allowed_dn_list any more.
+    let ca = provd::pki::Ca::load(&state.join("pki")).unwrap();
+    let old = ca
+        .sign_host(
+            &csr(&client_key, "/CN=hv02.h.test"),
+            &provd::pki::HostIdentity {
+                fqdn: "hv02.h.test".into(),
+                short: "hv02".into(),
+                addresses: vec![me.parse().unwrap()],
+                unit: provd::pki::host_unit("h"),
+            },
+            provd::pki::Role::Client,
+            30,
+        )
+        .unwrap();
+    std::fs::write(dir.join("clientcert.pem"), &old.pem).unwrap();
+    std::fs::copy(&client_key, dir.join("clientkey.pem")).unwrap();
+    let before = libvirtd_log().len();
+    let err = p
+        .virsh_until_up(&dir)
+        .expect_err("libvirtd accepted a client certificate of OU \"site h\"");
+    let new = libvirtd_log()[before..].to_string();
+    assert!(
+        new.contains("tls_allowed_dn_list"),
+        "the refusal must be libvirtd's allow list; virsh: {err}\nlibvirtd:\n{new}"
+    );
+    eprintln!(
+        "hv01's libvirtd refused the impostor: {}",
+        new.lines().filter(|l| l.contains("error")).collect::<Vec<_>>().join(" | ")
+    );
+    assert!(p.hv.sh(&format!("ip addr del {me}/24 dev vh")).status.success());
 }
 
 struct Phase<'a> {
@@ -466,15 +612,30 @@ fn revocation_and_renewal(p: &Phase) {
     );
 
     let list = p.pki_list();
-    let certs = list["certificates"].as_array().unwrap();
-    assert_eq!(certs.len(), 2, "{list}");
-    for c in certs {
-        assert_eq!(
-            (c["host"].as_str(), c["state"].as_str(), c["how"].as_str()),
-            (Some("hv01"), Some("valid"), Some("install"))
-        );
-        assert!(c["expires_in"].as_i64().unwrap() > 800 * 86400, "{c}");
-    }
+    let mut certs: Vec<(&str, &str, &str, &str)> = list["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert!(c["expires_in"].as_i64().unwrap() > 800 * 86400, "{c}");
+            (
+                c["host"].as_str().unwrap(),
+                c["role"].as_str().unwrap(),
+                c["state"].as_str().unwrap(),
+                c["how"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    certs.sort();
+    assert_eq!(
+        certs,
+        [
+            ("hv01", "client", "valid", "migration"),
+            ("hv01", "server", "valid", "install"),
+            ("hv02", "server", "valid", "install"),
+        ],
+        "{list}"
+    );
     let metrics = p
         .srv
         .cmd("curl")
@@ -487,7 +648,7 @@ fn revocation_and_renewal(p: &Phase) {
         "{metrics}"
     );
 
-    // The host's own client certificate is accepted by libvirtd (site DN) ...
+    // The host's own migration certificate is accepted by libvirtd (OU "site h migration") ...
     let before = p.serial_of(&p.host_client().join("clientcert.pem"));
     p.virsh_until_up(&p.host_client())
         .expect("the host's own client certificate");
@@ -604,7 +765,8 @@ fn approve_mode_keeps_requests_until_an_operator_decides() {
     let site = SiteBuilder::new("h", "10.91.0.1")
         .listen("vs")
         .subnet("10.91.0.0/24", ("10.91.0.100", "10.91.0.200"), &["domain = \"h.test\""])
-        .host(MAC, "hv01", &["ip = \"10.91.0.11\"", "profile = \"el9-kvm\""]);
+        .host(MAC, "hv01", &["ip = \"10.91.0.11\"", "profile = \"el9-kvm\""])
+        .host(MAC2, "hv02", &["ip = \"10.91.0.12\"", "profile = \"el9-kvm\""]);
     let text = builder::config(&w.join("assets"), &[site.toml()]) + "\n[pki]\nsign = \"approve\"\n";
     let cfg = work.write("site.toml", &text);
     let state = w.join("state");
@@ -704,9 +866,27 @@ fn approve_mode_keeps_requests_until_an_operator_decides() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&from_other.stdout), "403");
 
-    let out = daemon.cli(&["pki", "approve", "hv01"]);
+    // The key's fingerprint, as the kickstart prints it on the host's console (SHA-256 of
+    // the public key), is what `pki pending` shows; approving another key approves nothing.
+    let console = run(Command::new("sh").arg("-c").arg(format!(
+        "openssl pkey -in {} -pubout -outform DER | sha256sum | cut -d' ' -f1",
+        key.display()
+    )));
+    let console = String::from_utf8(console.stdout).unwrap().trim().to_string();
+    assert_eq!(waiting[0]["fingerprint"].as_str(), Some(console.as_str()), "{waiting:?}");
+    let text = String::from_utf8(daemon.cli(&["pki", "pending"]).stdout).unwrap();
+    assert!(text.contains(&format!("key sha256 {console}")), "{text}");
+    let wrong = daemon.cli_output(&["pki", "approve", "hv01", "--fingerprint", &"0".repeat(64)]);
     assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("approved server"),
+        !wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("no waiting certificate request with that key"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    assert_eq!(pending().len(), 1, "still waiting");
+    let out = daemon.cli(&["pki", "approve", "hv01", "--fingerprint", &console]);
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains(&format!("approved server (key sha256 {console})")),
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -726,12 +906,36 @@ fn approve_mode_keeps_requests_until_an_operator_decides() {
     // Collected: the token's server role is spent.
     assert_eq!(sign("server", &server_csr).0, "403");
 
-    // The client request is rejected: the installer is told so and nothing is signed.
+    // The client (migration) certificate is never for a token, approved or not.
     let client_csr = csr("rsa:2048", "/dev/null");
-    assert_eq!(sign("client", &client_csr).0, "202");
-    let out = daemon.cli(&["pki", "reject", "hv01"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (code, body) = sign("client", &client_csr);
+    assert!(code == "403" && body.contains("once the pool has verified it"), "{code} {body}");
+
+    // hv02's request is rejected: its installer is told so and nothing is signed.
+    assert!(hv.sh("ip addr add 10.91.0.12/24 dev vh").status.success());
+    let hv02 = |args: &[&str]| {
+        let out = hv
+            .cmd("curl")
+            .args(["-s", "--interface", "10.91.0.12", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let (_, script) = hv02(&[&format!("{base}/boot/{}.ipxe", MAC2.replace(':', "-"))]);
+    let token2 = script[script.find("?token=").unwrap() + 7..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let csr2 = common::openssl_csr("hv02.h.test", "rsa:2048");
+    let url2 = format!("{base}/pki/sign/hv02?role=server&token={token2}");
+    assert_eq!(hv02(&["--data-binary", &csr2, &url2]).0, "202");
+    let out = daemon.cli(&["pki", "reject", "hv02"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, body) = hv02(&["--data-binary", &csr2, &url2]);
     assert!(
         code == "403" && body.contains("rejected by an operator"),
         "{code} {body}"

@@ -130,8 +130,10 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
         );
         assert_eq!(kinds("kickstart").len(), 1, "the kickstart is fetched exactly once");
         assert_eq!(kinds("callback"), ["installing", "post-started", "installed"]);
-        // The hypervisor kickstart's real %post had both libvirt certificates signed.
-        assert_eq!(kinds("pki"), ["server certificate issued", "client certificate issued"]);
+        // The hypervisor kickstart's real %post had its server certificate signed (the
+        // migration certificate needs the pool's verification, which the lab's installer
+        // does not reach: it installs no libvirt).
+        assert_eq!(kinds("pki"), ["server certificate issued"]);
         // The second boot was told to boot locally (after `installed`, in journal order).
         let installed_at = ev
             .iter()
@@ -159,7 +161,7 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
         );
         assert_eq!(
             host["install"]["certificates_issued"],
-            serde_json::json!(["server", "client"])
+            serde_json::json!(["server"])
         );
 
         // The console: the installer ran %pre and %post, and the local boot happened.

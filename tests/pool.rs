@@ -19,8 +19,9 @@ use std::time::Duration;
 const HOSTS: &str =
     "127.0.0.1 localhost\n10.96.0.11 hva.pl.test hva\n10.96.0.12 hvb.pl.test hvb\n10.96.0.13 hvc.pl.test hvc\n";
 
-/// One hypervisor's /etc/pki, made as its kickstart's %post would: keys here, certificates
-/// from provd for its install token, asked from its own address.
+/// One hypervisor's /etc/pki, made as its kickstart's %post would: both keys here, the
+/// server certificate from provd for its install token, asked from its own address (the
+/// client certificate comes later: `migration_cert`).
 fn enrol(ns: &Netns, name: &str, mac: &str, pki: &Path) -> String {
     let base = "http://10.96.0.1:8080";
     let curl = |args: &[&str]| {
@@ -41,7 +42,11 @@ fn enrol(ns: &Netns, name: &str, mac: &str, pki: &Path) -> String {
     let private = pki.join("libvirt/private");
     std::fs::create_dir_all(&private).unwrap();
     std::fs::create_dir_all(pki.join("CA")).unwrap();
-    for role in ["server", "client"] {
+    run(Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(private.join("clientkey.pem"))
+        .arg("2048"));
+    for role in ["server"] {
         let key = private.join(format!("{role}key.pem"));
         run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"));
         let csr = run(Command::new("openssl")
@@ -66,6 +71,38 @@ fn enrol(ns: &Netns, name: &str, mac: &str, pki: &Path) -> String {
         std::fs::write(pki.join(format!("libvirt/{role}cert.pem")), cert).unwrap();
     }
     token
+}
+
+/// The migration (client) certificate, as the host's `migration-cert` script asks for it
+/// once the pool has verified the host: its client CSR and a proof made with its server key.
+fn migration_cert(ns: &Netns, name: &str, pki: &Path) {
+    let key = pki.join("libvirt/private/clientkey.pem");
+    let subj = format!("/CN={name}.pl.test");
+    let csr = run(Command::new("openssl").args(["req", "-new", "-subj", &subj, "-key"]).arg(&key)).stdout;
+    let id = run(Command::new("sh").arg("-c").arg(format!(
+        "openssl pkey -in {} -pubout -outform DER | sha256sum | cut -d' ' -f1",
+        key.display()
+    )))
+    .stdout;
+    let proof = run(Command::new("openssl")
+        .args(["req", "-new", "-subj"])
+        .arg(format!("{subj}/serialNumber={}", String::from_utf8_lossy(&id).trim()))
+        .arg("-key")
+        .arg(pki.join("libvirt/private/serverkey.pem")))
+    .stdout;
+    let body = pki.join("migration.req");
+    std::fs::write(&body, [csr, proof].concat()).unwrap();
+    let out = ns
+        .cmd("curl")
+        .args(["-fsS", "--data-binary"])
+        .arg(format!("@{}", body.display()))
+        .arg(format!("http://10.96.0.1:8080/pki/sign/{name}?role=client"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    let answer = String::from_utf8(out.stdout).unwrap();
+    let cert = answer.split("# provd: client\n").nth(1).unwrap();
+    std::fs::write(pki.join("libvirt/clientcert.pem"), cert).unwrap();
 }
 
 fn hypervisors(d: &Daemon) -> Vec<Value> {
@@ -186,6 +223,9 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
         assert!(h["capacity"]["memory_mib"].as_u64().unwrap() > 0, "{h}");
         assert_eq!(h["uri"], format!("qemu+tls://{name}.pl.test/system"));
     }
+    // Verified: each gets its migration certificate (peer-to-peer migration dials with it).
+    migration_cert(&a, "hva", &da.join("pki"));
+    migration_cert(&b, "hvb", &db.join("pki"));
 
     // C answers with a certificate provd's CA did not sign: not ready, and why.
     let h = wait_until("hvc checked", Duration::from_secs(60), || {

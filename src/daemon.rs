@@ -216,6 +216,7 @@ impl Services {
     pub fn tftp(&self) -> anyhow::Result<TftpServer> {
         Ok(
             TftpServer::new(self.assets_root.clone(), self.boot.clone(), self.tftp_stats.clone())?
+                .with_admission(self.boot.clone())
                 .with_journal(self.journal.clone()),
         )
     }
@@ -259,6 +260,35 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
+    // Every certificate provd makes is in the registry (`provd pki list`, revocable): the
+    // admin listener's, and what `provd pki issue-client` made while we were not looking.
+    let registry = services.boot.get().certificates.clone();
+    let now = crate::clock::unix_now() as i64;
+    let api_tls = match api_tls {
+        Some((tls, cert)) => {
+            let record = crate::pki::registry::CertRecord::of_pem(
+                &cert,
+                &format!("admin API {api_addr}"),
+                crate::pki::registry::API_SERVER_ROLE,
+                "start",
+                now,
+            );
+            if let Some(r) = record {
+                registry.issued(r).await?;
+            }
+            Some(tls)
+        }
+        None => None,
+    };
+    let pki_dir = config.daemon.pki_dir(&state_dir);
+    if services.ca.is_some() {
+        tasks.spawn(crate::pki::identities::import_inbox_periodically(
+            registry.clone(),
+            pki_dir.clone(),
+            stop_rx.clone(),
+        ));
+    }
+
     // Failover relationships: one peer task per served site that has a partner.
     let mut failover_handles = Vec::new();
     let mut failover_updates = std::collections::HashMap::new();
@@ -284,7 +314,8 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     // certificate (needs the CA that signed them).
     match &services.ca {
         Some(ca) => {
-            let dir = crate::pool::client_credentials(ca, &state_dir, "provd")
+            let dir = crate::pki::identities::pool_identity(ca, &registry, &state_dir, "provd")
+                .await
                 .map_err(|e| anyhow::anyhow!("the pool's libvirt client certificate: {e}"))?;
             tasks.spawn(crate::pool::run(
                 services.pool.clone(),
@@ -311,6 +342,15 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         };
         let creds = crate::replication::link::Credentials::new(ca, &site.name, f.address.into())
             .map_err(|e| anyhow::anyhow!("site {}: replication certificate: {e}", site.name))?;
+        if let Some(r) = crate::pki::registry::CertRecord::of_pem(
+            &creds.cert_pem,
+            &format!("replication {} {}", site.name, f.address),
+            crate::pki::registry::REPLICATION_ROLE,
+            "start",
+            crate::clock::unix_now() as i64,
+        ) {
+            registry.issued(r).await?;
+        }
         let key = crate::replication::link::synced_key(&site.name);
         let synced_at: u64 = store.meta_blocking(&key)?.and_then(|v| v.parse().ok()).unwrap_or(0);
         if synced_at == 0 {
@@ -472,7 +512,7 @@ fn api_tls_config(
     config: &Config,
     state_dir: &std::path::Path,
     api_addr: SocketAddr,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, String)> {
     let pki_dir = config.daemon.pki_dir(state_dir);
     let ca = crate::pki::Ca::load(&pki_dir)
         .with_context(|| "[daemon] api_tls = true needs provd's CA for the API's certificate: run `provd pki init`")?;

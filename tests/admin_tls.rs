@@ -7,7 +7,8 @@
 mod common;
 
 use common::builder::{self, SiteBuilder};
-use common::{Daemon, Netns, Workdir, provd_bin, require_root_and_tools, veth};
+use common::{Daemon, Netns, Workdir, provd_bin, require_root_and_tools, veth, wait_until};
+use std::time::Duration;
 use std::path::Path;
 
 use common::provd_ok as provd;
@@ -160,4 +161,55 @@ fn https_admin_api_accepts_admin_certificates_and_the_token_only() {
     let refused = cli(&dir("libvirt-client"));
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && err.contains("admin API token"), "{err}");
+
+    // Every certificate provd made is in its registry: the two `issue-client` ones (read
+    // from the PKI directory's inbox), the listener's own, the pool's identity.
+    let as_alice = |args: &[&str]| {
+        op.cmd(provd_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--state-dir", "/nonexistent", "--cert-dir", &dir("admin")])
+            .output()
+            .unwrap()
+    };
+    let list = wait_until("the registry lists alice", Duration::from_secs(10), || {
+        let out = as_alice(&["pki", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        list["certificates"]
+            .as_array()?
+            .iter()
+            .any(|c| c["host"] == "alice")
+            .then_some(list)
+    });
+    let mut roles: Vec<(String, String)> = list["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["host"].as_str().unwrap().to_string(), c["role"].as_str().unwrap().to_string()))
+        .collect();
+    roles.sort();
+    assert_eq!(
+        roles,
+        [
+            ("admin API 10.92.0.1:6767".to_string(), "api-server".to_string()),
+            ("alice".into(), "admin".into()),
+            ("provd".into(), "operator".into()),
+            ("provd".into(), "pool".into()),
+        ],
+        "{list:#}"
+    );
+
+    // Revoked: alice's certificate opens nothing any more, at once; the token still does.
+    let out = as_alice(&["pki", "revoke", "alice"]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("alice: revoked admin certificate"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(curl(Some(&w.join("admin")), &[], &format!("{api}/api/hosts")), "401");
+    assert_eq!(curl(None, &["-H", &bearer], &format!("{api}/api/hosts")), "200");
+    let stats = curl(None, &["-H", &bearer], &format!("{api}/api/stats"));
+    assert_eq!(stats, "200");
 }

@@ -54,6 +54,8 @@ impl Boot {
         std::os::unix::fs::symlink(work.path("secret.txt"), assets.join("escape")).unwrap();
         let site = SiteBuilder::new("b", &format!("10.{net}.0.1"))
             .listen("vs")
+            // The test client's own address has no lease: open to TFTP by configuration.
+            .pxe(&format!("tftp_open = [\"10.{net}.0.2/32\"]"))
             .subnet(
                 &format!("10.{net}.0.0/24"),
                 (&format!("10.{net}.0.100"), &format!("10.{net}.0.200")),
@@ -323,6 +325,37 @@ fn five_hundred_concurrent_tftp_transfers_of_the_ipxe_binary_all_complete() {
     );
     assert!(results.iter().all(|r| r.as_ref().unwrap() == &expected));
     assert_eq!(b.daemon.stats()["tftp"]["completed"], 500);
+}
+
+/// TFTP answers only addresses with a lease or reservation here, or in `tftp_open`: a
+/// machine at another address (or a forged source) gets one short error and no transfer.
+#[test]
+fn tftp_refuses_an_address_without_lease_reservation_or_open_prefix() {
+    let b = Boot::start("tfad", 89);
+    b.cli.sh("ip addr add 10.89.0.3/24 dev vc");
+    let server: SocketAddr = "10.89.0.1:69".parse().unwrap();
+    let (refused, reserved, open) = b.cli.enter(move || {
+        let s = UdpSocket::bind("10.89.0.3:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(&rrq("ipxe.efi", &[("blksize", "1468")]), server).unwrap();
+        let mut buf = [0u8; 600];
+        let (n, _) = s.recv_from(&mut buf).expect("an answer");
+        let refused = (u16::from_be_bytes([buf[0], buf[1]]), u16::from_be_bytes([buf[2], buf[3]]), String::from_utf8_lossy(&buf[4..n]).to_string());
+        // Nothing else follows: no DATA, no OACK.
+        let more = s.recv_from(&mut buf).is_ok();
+        assert!(!more, "a transfer followed the refusal");
+        let reserved = tftp_get_on(UdpSocket::bind("10.89.0.81:0").unwrap(), server, "ipxe.efi");
+        let open = tftp_get_on(UdpSocket::bind("10.89.0.2:0").unwrap(), server, "ipxe.efi");
+        (refused, reserved, open)
+    });
+    assert_eq!((refused.0, refused.1), (5, 2), "ERROR, access violation: {refused:?}");
+    assert!(refused.2.contains("no lease or reservation"), "{refused:?}");
+    let ipxe = std::fs::read(b.assets().join("ipxe.efi")).unwrap();
+    assert_eq!(reserved.expect("hv81's reservation reads"), ipxe);
+    assert_eq!(open.expect("the tftp_open prefix reads"), ipxe);
+    let stats = b.daemon.stats();
+    assert_eq!(stats["tftp"]["refused_no_lease"], 1, "{stats}");
+    assert_eq!(stats["tftp"]["completed"], 2, "{stats}");
 }
 
 /// Like a real client (tftp-hpa, PXE ROMs): retransmit the RRQ while nothing answers.

@@ -180,7 +180,8 @@ start
 # their systemd units would run them), then libvirtd restarted as the scripts asked.
 while :; do
   for job in "renew-certs:sh /etc/provd/renew-certs --now" "refresh-crl:sh /etc/provd/refresh-crl" \
-      "migration-cert:sh /etc/provd/migration-cert" "validate:virt-pki-validate"; do
+      "migration-cert:sh /etc/provd/migration-cert" "validate:virt-pki-validate" \
+      "refresh-crl-old:env PROVD_CRL_URL=file://$W/old-crl.pem sh /etc/provd/refresh-crl"; do
     name=${{job%%:*}}
     if [ -e $W/go.$name ]; then
       rm -f $W/go.$name
@@ -690,6 +691,9 @@ fn revocation_and_renewal(p: &Phase) {
         "{refused}"
     );
 
+    // The list the host has now (from its %post, before any revocation), kept for a replay.
+    std::fs::copy(p.w.join("etc-up/pki/CA/cacrl.pem"), p.w.join("old-crl.pem")).unwrap();
+
     // Revoke the client certificates; the CRL names them; the host's hourly refresh
     // installs it and restarts libvirtd, which then refuses the revoked certificate.
     let out = p.daemon.cli(&["pki", "revoke", "hv01", "--role", "client"]);
@@ -730,6 +734,17 @@ fn revocation_and_renewal(p: &Phase) {
         "the refusal must be libvirtd's revocation check; virsh: {err}\nlibvirtd:\n{}",
         &log[log_before..]
     );
+    // A machine on the boot network replays the older list (signed by the CA, valid, but
+    // without the revocation): the host keeps the newer one, and the certificate stays out.
+    let installed = std::fs::read(p.w.join("etc-up/pki/CA/cacrl.pem")).unwrap();
+    let replay = p.run_on_host("refresh-crl-old");
+    assert!(
+        replay.contains("not higher than the installed one's") && replay.contains("exit 1"),
+        "{replay}"
+    );
+    assert_eq!(std::fs::read(p.w.join("etc-up/pki/CA/cacrl.pem")).unwrap(), installed);
+    p.virsh_until_up(&renewed)
+        .expect_err("libvirtd accepted a revoked client certificate after a replayed CRL");
     // provd's operator certificate is not revoked and still works.
     p.virsh_until_up(p.operator)
         .expect("the operator's certificate after the CRL");

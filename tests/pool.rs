@@ -46,7 +46,8 @@ fn enrol(ns: &Netns, name: &str, mac: &str, pki: &Path) -> String {
         .args(["genrsa", "-out"])
         .arg(private.join("clientkey.pem"))
         .arg("2048"));
-    for role in ["server"] {
+    {
+        let role = "server";
         let key = private.join(format!("{role}key.pem"));
         run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"));
         let csr = run(Command::new("openssl")

@@ -19,6 +19,8 @@ const NEW_MAC: u32 = 0x0000_9101;
 fn site(extra_hosts: &str, http_port: u16) -> String {
     let mut s = SiteBuilder::new("r", &format!("10.{NET}.0.1"))
         .listen("vs")
+        // The TFTP client's address (a relay's, no lease of its own).
+        .pxe(&format!("tftp_open = [\"10.{NET}.0.2/32\"]"))
         .field(&format!("http_port = {http_port}"))
         .dhcp(&format!("relays = [\"10.{NET}.0.2\", \"10.{NET}.0.3\"]"))
         .subnet(

@@ -366,10 +366,25 @@ impl Boot {
 
     /// `provd pki revoke HOST [--role]`: the host's valid certificates become revoked and
     /// the next CRL names them. Returns the revoked records.
+    /// NAME may also be an identity that is not a host (an operator's `issue-client` name,
+    /// the pool's "provd", "admin API ...", "replication ..."): its valid certificates are
+    /// revoked, and the admin and replication listeners and (after their CRL refresh) the
+    /// hypervisors refuse them.
     pub async fn revoke(&self, name: &str, role: Option<Role>) -> Result<Vec<CertRecord>, BootError> {
-        let mac = self.inventory.find(name).await.ok_or(BootError::UnknownHost)?;
-        let (_, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
-        Ok(self.certificates.revoke(&host.hostname, role, now()).await?)
+        let host = match self.inventory.find(name).await {
+            Some(mac) => self.configured(mac).map(|(_, h)| h.hostname.clone()),
+            None => None,
+        };
+        match host {
+            Some(host) => Ok(self.certificates.revoke(&host, role, now()).await?),
+            None => {
+                let known = self.certificates.certificates().iter().any(|c| c.host == name);
+                if !known {
+                    return Err(BootError::UnknownHost);
+                }
+                Ok(self.certificates.revoke_identity(name, now()).await?)
+            }
+        }
     }
 
     /// The CA's CRL, signed now.

@@ -42,6 +42,8 @@ pub trait LeaseLookup: Send + Sync {
     fn holds(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool;
     /// The address bound to `mac` as a plain Ethernet client, if any.
     fn address_of_mac(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr>;
+    /// Whether `ip` is bound to some client and unexpired at `now` (ours or the partner's).
+    fn is_bound(&self, ip: Ipv4Addr, now: u64) -> bool;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,16 +491,17 @@ impl Boot {
     }
 }
 
-/// TFTP names that are rendered per client instead of read from disk.
+/// TFTP names that are rendered per client instead of read from disk (public for the
+/// fuzz target `tftp_names`).
 #[derive(Debug, PartialEq, Eq)]
-enum Generated {
+pub enum Generated {
     ByMac(Format, MacAddr),
     ByIp(Format, Ipv4Addr),
 }
 
 /// `pxelinux.cfg/01-<mac>`, `pxelinux.cfg/<8 hex digits>`, `...grub.cfg-01-<mac>`,
 /// `...grub.cfg-<8 hex digits>` (the names PXELINUX and GRUB ask for, in that order).
-fn generated_name(path: &str) -> Option<Generated> {
+pub fn generated_name(path: &str) -> Option<Generated> {
     let path = path.trim_start_matches('/');
     let (format, tail) = if let Some(t) = path.strip_prefix("pxelinux.cfg/") {
         (Format::Pxelinux, t)
@@ -516,6 +519,27 @@ fn generated_name(path: &str) -> Option<Generated> {
             .map(|n| Generated::ByIp(format, Ipv4Addr::from(n)));
     }
     None
+}
+
+impl Boot {
+    /// May `client` read over TFTP? An address with a lease (ours or the partner's: the
+    /// firmware reads before anything secret), a configured host's reservation, or one in
+    /// a served site's `tftp_open` prefixes.
+    pub fn tftp_admits(&self, client: Ipv4Addr) -> bool {
+        self.leases.is_bound(client, crate::clock::unix_now())
+            || self.config.hosts.by_ip(client).is_some()
+            || self
+                .served
+                .iter()
+                .filter_map(|n| self.config.sites.get(n))
+                .any(|s| s.pxe.tftp_open.iter().any(|p| p.contains(&client)))
+    }
+}
+
+impl crate::tftp::Admission for crate::live::Live<Boot> {
+    fn admits(&self, client: Ipv4Addr) -> bool {
+        self.get().tftp_admits(client)
+    }
 }
 
 /// TFTP asks whichever policy is current when a request arrives (a reload swaps it).

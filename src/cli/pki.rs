@@ -123,11 +123,31 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             dir,
             days,
         } => {
-            let ca = crate::pki::Ca::load(&dir.resolve()?)?;
+            let pki_dir = dir.resolve()?;
+            let ca = crate::pki::Ca::load(&pki_dir)?;
             let (cert, key) = ca.issue_client(&name, days, admin)?;
+            // Every certificate the CA makes is in the registry (and so revocable): the
+            // daemon imports this record within seconds, or at its next start.
+            let role = if admin {
+                crate::pki::registry::ADMIN_ROLE
+            } else {
+                crate::pki::registry::OPERATOR_ROLE
+            };
+            let record = crate::pki::registry::CertRecord::of_pem(
+                &cert,
+                &name,
+                role,
+                "issue-client",
+                crate::clock::unix_now() as i64,
+            )
+            .ok_or_else(|| anyhow::anyhow!("the certificate just made does not parse"))?;
+            crate::pki::registry::append_inbox(&pki_dir, &record)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", pki_dir.join(crate::pki::registry::INBOX).display()))?;
             crate::pki::write_client(&out, &ca, &cert, &key)?;
             println!(
-                "client certificate for {name:?} in {}: cacert.pem, clientcert.pem, clientkey.pem",
+                "client certificate for {name:?} (serial {}) in {}: cacert.pem, clientcert.pem, clientkey.pem; \
+                 `provd pki revoke {name}` revokes it",
+                record.serial,
                 out.display()
             );
         }

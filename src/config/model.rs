@@ -274,6 +274,10 @@ pub struct PxePolicy {
     /// ask port 4011 for the boot file (PXE-E16 when nothing answers there); a plain offer
     /// with a boot file is what ISC dhcpd and dnsmasq send and every firmware accepts.
     pub answer_pxeclient: bool,
+    /// TFTP reads are answered for addresses that hold a lease or a reservation of this
+    /// provd, and for these prefixes (`tftp_open`); others are refused. A spoofed source
+    /// then costs the spoofer a lease, and cannot aim transfers at arbitrary addresses.
+    pub tftp_open: Vec<Ipv4Net>,
 }
 
 #[derive(Debug, Clone)]

@@ -1026,6 +1026,17 @@ fn convert_pxe(src: &Source, key: &str, w: &PxeWire, errors: &mut Vec<ConfigErro
             )),
         }
     }
+    let mut tftp_open = Vec::new();
+    for p in &w.tftp_open {
+        match p.get_ref().parse::<Ipv4Net>() {
+            Ok(net) => tftp_open.push(net.trunc()),
+            Err(_) => errors.push(src.error(
+                Some(p.span()),
+                format!("{key}.tftp_open"),
+                format!("{:?} is not an IPv4 prefix (e.g. \"10.1.0.0/16\")", p.get_ref()),
+            )),
+        }
+    }
     PxePolicy {
         arch_files,
         ipxe_script_url: w
@@ -1033,6 +1044,7 @@ fn convert_pxe(src: &Source, key: &str, w: &PxeWire, errors: &mut Vec<ConfigErro
             .clone()
             .unwrap_or_else(|| DEFAULT_IPXE_SCRIPT_URL.into()),
         answer_pxeclient: w.answer_pxeclient.unwrap_or(false),
+        tftp_open,
     }
 }
 

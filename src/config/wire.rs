@@ -212,6 +212,10 @@ pub struct PxeWire {
     pub arch: BTreeMap<String, Spanned<String>>,
     pub ipxe_script_url: Option<String>,
     pub answer_pxeclient: Option<bool>,
+    /// Prefixes whose machines may read over TFTP without a lease or reservation here
+    /// (machines another DHCP server gives addresses to).
+    #[serde(default)]
+    pub tftp_open: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

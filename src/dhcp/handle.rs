@@ -150,6 +150,9 @@ impl crate::boot::LeaseLookup for Leases {
     fn address_of_mac(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr> {
         Leases::address_of_mac(self, mac, now)
     }
+    fn is_bound(&self, ip: Ipv4Addr, now: u64) -> bool {
+        self.engine().table().is_bound(ip, now)
+    }
 }
 
 /// The journal resolves addresses (TFTP and HTTP events) to MACs through the lease table.

@@ -374,6 +374,13 @@ impl LeaseTable {
         self.by_ip.get(&ip).is_some_and(|b| b.bound_to(mac, now))
     }
 
+    /// Whether `ip` is bound to some client and unexpired at `now` (one map lookup).
+    pub fn is_bound(&self, ip: Ipv4Addr, now: u64) -> bool {
+        self.by_ip
+            .get(&ip)
+            .is_some_and(|b| b.state == BindState::Bound && b.ends > now)
+    }
+
     /// Whether `ip` is bound to `mac` by this server's own ACK (or a restart's restore of
     /// one): a binding learnt from the unauthenticated failover partner does not count. What
     /// a host's install secrets are checked against.

@@ -94,7 +94,21 @@ pub fn read_token(path: &Path) -> std::io::Result<String> {
 
 /// The middleware on every `/api/...` route.
 pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    // A verified admin client certificate (HTTPS listener) is a credential of its own.
+    // A verified admin client certificate (HTTPS listener) is a credential of its own,
+    // unless provd revoked it (`provd pki revoke NAME`: asked per request, so a revocation
+    // holds at once, also on connections already open).
+    let revoked = req
+        .extensions()
+        .get::<super::tls::Operator>()
+        .is_some_and(|op| s.boot().certificates.is_revoked(&op.1));
+    if revoked {
+        s.http_stats.inc("refused_revoked");
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({ "error": "this client certificate is revoked" })),
+        )
+            .into_response();
+    }
     if let Some(op) = req.extensions().get::<super::tls::Operator>() {
         tracing::debug!(
             "admin API: {} {} by certificate {:?}",

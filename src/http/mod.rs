@@ -49,6 +49,7 @@ pub const COUNTERS: &[&str] = &[
     "nocloud",
     "render_errors",
     "refused_unauthenticated",
+    "refused_revoked",
     "refused_address",
     "refused_connections",
     "certificates_waiting",

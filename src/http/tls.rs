@@ -11,9 +11,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// The operator a verified client certificate names (its CN), when it is an admin one.
+/// The operator a verified client certificate names (its CN), when it is an admin one,
+/// with the certificate's serial (checked against revocations on every request).
 #[derive(Debug, Clone)]
-pub struct Operator(pub String);
+pub struct Operator(pub String, pub String);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -29,7 +30,12 @@ fn rustls_failed(e: impl std::fmt::Display) -> TlsError {
 
 /// The admin listener's TLS configuration: a server certificate for `names` and
 /// `addresses`, and client certificates from the CA verified but optional.
-pub fn server_config(ca: &Ca, names: &[String], addresses: &[IpAddr]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// Also returns the listener's certificate (PEM), for the registry.
+pub fn server_config(
+    ca: &Ca,
+    names: &[String],
+    addresses: &[IpAddr],
+) -> Result<(Arc<rustls::ServerConfig>, String), TlsError> {
     let (cert_pem, key_pem) = ca.issue_server(names, addresses, 30)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -49,7 +55,7 @@ pub fn server_config(ca: &Ca, names: &[String], addresses: &[IpAddr]) -> Result<
         .with_single_cert(chain, key)
         .map_err(rustls_failed)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), cert_pem))
 }
 
 /// The operator named by a verified peer chain, if its leaf is an admin certificate.
@@ -61,7 +67,8 @@ pub fn operator(chain: Option<&[CertificateDer<'_>]>) -> Option<Operator> {
         .iter_organizational_unit()
         .any(|ou| ou.as_str().ok() == Some(ADMIN_UNIT));
     let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    admin.then_some(Operator(name))
+    let serial = crate::pki::serial_of_der(leaf.as_ref())?;
+    admin.then_some(Operator(name, serial))
 }
 
 #[cfg(test)]

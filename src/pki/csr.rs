@@ -166,6 +166,12 @@ pub fn certificate_key_id(pem: &str) -> Option<String> {
     Some(key_id(cert.public_key().raw))
 }
 
+/// The key id of a DER certificate's public key.
+pub fn certificate_der_key_id(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(key_id(cert.public_key().raw))
+}
+
 fn key_id(spki_der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()

@@ -21,6 +21,7 @@
 //! (concatenate them in cacert.pem) until every host has moved.
 
 pub mod csr;
+pub mod identities;
 pub mod registry;
 
 use rcgen::{
@@ -233,6 +234,8 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![purpose];
         params.use_authority_key_identifier_extension = true;
+        // Each certificate its own random serial, so the registry and the CRL can name it.
+        params.serial_number = Some(SerialNumber::from_slice(&new_serial()));
         validity(&mut params, days);
         params
     }
@@ -252,9 +255,8 @@ impl Ca {
             Role::Server => ExtendedKeyUsagePurpose::ServerAuth,
             Role::Client => ExtendedKeyUsagePurpose::ClientAuth,
         };
-        let mut params = self.leaf(&host.fqdn, Some(host.unit.as_str()), sans, purpose, days);
-        let serial = new_serial();
-        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let params = self.leaf(&host.fqdn, Some(host.unit.as_str()), sans, purpose, days);
+        let serial = params.serial_number.as_ref().expect("leaf sets a serial").to_bytes();
         let not_after = params.not_after.unix_timestamp();
         let pem = params
             .signed_by(&csr.public_key, &self.issuer)
@@ -399,12 +401,18 @@ fn new_serial() -> Vec<u8> {
     b.to_vec()
 }
 
+/// The serial of a DER certificate as the registry writes it (lowercase hex).
+pub fn serial_of_der(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(hex(cert.raw_serial()))
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -33,6 +33,63 @@ pub struct CertRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// The file in the PKI directory where `provd pki issue-client` (which signs with the CA
+/// key directly, daemon or not) leaves the record of each certificate it made; the daemon
+/// imports it into the registry at start and every few seconds. One JSON record per line.
+pub const INBOX: &str = "issued.jsonl";
+
+/// Append a record to the PKI directory's inbox (0600, created if missing), durably.
+pub fn append_inbox(pki_dir: &std::path::Path, record: &CertRecord) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(pki_dir.join(INBOX))?;
+    let mut line = serde_json::to_vec(record).expect("certificate records serialize");
+    line.push(b'\n');
+    f.write_all(&line)?;
+    f.sync_all()
+}
+
+/// The inbox's records; a line that does not parse (a torn write) is skipped.
+pub fn read_inbox(pki_dir: &std::path::Path) -> Vec<CertRecord> {
+    std::fs::read_to_string(pki_dir.join(INBOX))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Roles of certificates that name no host: operators' (`provd pki issue-client`, with
+/// and without `--admin`), provd's own libvirt client (the pool), its admin listener and
+/// its side of the pair's replication link.
+pub const OPERATOR_ROLE: &str = "operator";
+pub const ADMIN_ROLE: &str = "admin";
+pub const POOL_ROLE: &str = "pool";
+pub const API_SERVER_ROLE: &str = "api-server";
+pub const REPLICATION_ROLE: &str = "replication";
+
+impl CertRecord {
+    /// The record of a certificate provd minted without a CSR (operators, its own
+    /// identities), read from the certificate itself.
+    pub fn of_pem(pem: &str, name: &str, role: &str, how: &str, issued_at: i64) -> Option<CertRecord> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+        let cert = pem.parse_x509().ok()?;
+        Some(CertRecord {
+            serial: cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect(),
+            host: name.to_string(),
+            role: role.to_string(),
+            issued_at,
+            not_after: cert.validity().not_after.timestamp(),
+            key_id: super::csr::certificate_der_key_id(&pem.contents)?,
+            how: how.to_string(),
+            revoked_at: None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CertState {
@@ -192,6 +249,30 @@ impl Registry {
         Ok(())
     }
 
+    /// The record of the certificate with this serial, if provd issued it.
+    pub fn by_serial(&self, serial: &str) -> Option<CertRecord> {
+        self.certificates.read().unwrap().get(serial).cloned()
+    }
+
+    /// Whether the certificate with this serial is revoked (an unknown serial is not: the
+    /// TLS verifier already checked it was signed by provd's CA).
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.by_serial(serial).is_some_and(|c| c.revoked_at.is_some())
+    }
+
+    /// Records the CLI minted while the daemon was elsewhere (`INBOX` in the PKI
+    /// directory), not known yet: remembered now. Returns how many were new.
+    pub async fn import_inbox(&self, pki_dir: &std::path::Path) -> Result<usize, RegistryError> {
+        let mut new = 0;
+        for record in read_inbox(pki_dir) {
+            if self.by_serial(&record.serial).is_none() {
+                self.issued(record).await?;
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+
     /// Remember a certificate the CA just signed.
     pub async fn issued(&self, record: CertRecord) -> Result<(), RegistryError> {
         let _w = self.writer.lock().await;
@@ -232,6 +313,19 @@ impl Registry {
 
     /// Revoke every valid certificate of `host` (of `role` only, when given). Returns the
     /// records revoked now (already revoked or expired ones are left as they are).
+    /// Revoke the valid certificates of an identity that is not a host (an operator, provd's
+    /// pool or listeners), by the name they were issued to.
+    pub async fn revoke_identity(&self, name: &str, now: i64) -> Result<Vec<CertRecord>, RegistryError> {
+        self.revoke_matching(
+            |c| {
+                c.host == name
+                    && [OPERATOR_ROLE, ADMIN_ROLE, POOL_ROLE, API_SERVER_ROLE, REPLICATION_ROLE].contains(&c.role.as_str())
+            },
+            now,
+        )
+        .await
+    }
+
     pub async fn revoke(&self, host: &str, role: Option<Role>, now: i64) -> Result<Vec<CertRecord>, RegistryError> {
         self.revoke_matching(|c| c.host == host && role.is_none_or(|r| c.role == r.name()), now)
             .await

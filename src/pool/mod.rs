@@ -11,6 +11,7 @@
 //! Libvirt calls are blocking and run on the blocking pool, each bounded by a timeout.
 
 pub mod drain;
+pub mod presented;
 
 use crate::config::Config;
 use crate::inventory::{Inventory, Status};
@@ -18,7 +19,7 @@ use crate::mac::MacAddr;
 use crate::pki::registry::{CertState, Registry};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -114,18 +115,6 @@ fn probe(uri: &str) -> Result<Capacity, String> {
         domains: info.domains,
         storage_pools: hv.storage_pool_names().unwrap_or_default(),
     })
-}
-
-/// provd's own libvirt client credentials (`cacert.pem`, `clientcert.pem`, `clientkey.pem`
-/// 0600) in `<state_dir>/pool-pki`, made from the CA at every start. CN is the
-/// `provd_client_cn` the hypervisor kickstarts allow in `tls_allowed_dn_list`.
-pub fn client_credentials(ca: &crate::pki::Ca, state_dir: &Path, client_cn: &str) -> Result<PathBuf, String> {
-    let dir = state_dir.join("pool-pki");
-    let (cert, key) = ca
-        .issue_pool_client(client_cn, crate::pki::DEFAULT_LEAF_DAYS)
-        .map_err(|e| e.to_string())?;
-    crate::pki::write_client(&dir, ca, &cert, &key).map_err(|e| e.to_string())?;
-    Ok(dir)
 }
 
 /// The pool: check results by MAC, and the client credentials provd connects with.
@@ -239,9 +228,40 @@ struct Due {
     failures: u32,
 }
 
+/// The certificate `due` presents must be one provd issued to it as a server and has not
+/// revoked (the registry's word, at once; libvirt's own check sees a revocation only after
+/// the host's CRL refresh).
+async fn presented_is_its_own(due: &Due, pki_dir: &std::path::Path, registry: &Registry, now: u64) -> Result<(), (PoolState, String)> {
+    let serial = presented::server_serial(&due.fqdn, pki_dir, CHECK_TIMEOUT)
+        .await
+        .map_err(|e| (classify(&e), e))?;
+    match registry.by_serial(&serial) {
+        Some(c) if c.host == due.host && c.role == "server" => match c.state(now as i64) {
+            CertState::Valid => Ok(()),
+            CertState::Revoked => Err((
+                PoolState::Tls,
+                format!("it presents server certificate {serial}, which provd revoked"),
+            )),
+            CertState::Expired => Err((PoolState::Tls, format!("it presents server certificate {serial}, expired"))),
+        },
+        Some(c) => Err((
+            PoolState::Tls,
+            format!(
+                "it presents certificate {serial}, which provd issued to {} ({}), not to it as a server",
+                c.host, c.role
+            ),
+        )),
+        None => Err((
+            PoolState::Tls,
+            format!("it presents certificate {serial}, which provd's registry does not know"),
+        )),
+    }
+}
+
 /// Check `due` (blocking libvirt work on the blocking pool, bounded by a timeout).
-async fn check(due: Due, pki_dir: PathBuf, now: u64) -> (MacAddr, Check) {
+async fn check(due: Due, pki_dir: PathBuf, registry: Arc<Registry>, now: u64) -> (MacAddr, Check) {
     let result = match due.cert {
+        Some(CertState::Valid) if let Err(e) = presented_is_its_own(&due, &pki_dir, &registry, now).await => Err(e),
         Some(CertState::Valid) => {
             let uri = format!("qemu+tls://{}/system?pkipath={}", due.fqdn, pki_dir.display());
             match tokio::time::timeout(CHECK_TIMEOUT, tokio::task::spawn_blocking(move || probe(&uri))).await {
@@ -332,7 +352,7 @@ pub async fn run(
         while !due.is_empty() {
             let mut set = tokio::task::JoinSet::new();
             for d in due.drain(..due.len().min(PARALLEL_CHECKS)) {
-                set.spawn(check(d, pki_dir.clone(), now));
+                set.spawn(check(d, pki_dir.clone(), certificates.clone(), now));
             }
             loop {
                 let joined = tokio::select! {

@@ -85,6 +85,8 @@ fn tls_failed(e: impl std::fmt::Display) -> LinkError {
 pub struct Credentials {
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
+    /// Our certificate (PEM), for the registry: every certificate provd makes is there.
+    pub cert_pem: String,
 }
 
 impl Credentials {
@@ -118,15 +120,21 @@ impl Credentials {
         Ok(Credentials {
             server: Arc::new(server),
             client: Arc::new(client),
+            cert_pem: cert,
         })
     }
 }
 
-/// Is the verified peer chain a replication certificate of `site`?
-fn is_partner(chain: Option<&[CertificateDer<'_>]>, site: &str) -> bool {
+/// Is the verified peer chain a replication certificate of `site` that provd has not
+/// revoked (`provd pki revoke`: the registry is what the CRL is made of)?
+fn is_partner(chain: Option<&[CertificateDer<'_>]>, site: &str, registry: &crate::pki::registry::Registry) -> bool {
     let Some(leaf) = chain.and_then(|c| c.first()) else {
         return false;
     };
+    if crate::pki::serial_of_der(leaf.as_ref()).is_none_or(|serial| registry.is_revoked(&serial)) {
+        tracing::warn!("replication (site {site}): the partner's certificate is revoked");
+        return false;
+    }
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
         return false;
     };
@@ -173,7 +181,7 @@ pub async fn run(
                         .connect(name, tcp)
                         .await
                         .map_err(tls_failed)?;
-                    if !is_partner(tls.get_ref().1.peer_certificates(), &site) {
+                    if !is_partner(tls.get_ref().1.peer_certificates(), &site, &shared.certificates) {
                         return Err(LinkError::NotPartner(site.clone()));
                     }
                     session(&site, tls, &shared, &status).await
@@ -188,7 +196,7 @@ pub async fn run(
                         .accept(tcp)
                         .await
                         .map_err(tls_failed)?;
-                    if !is_partner(tls.get_ref().1.peer_certificates(), &site) {
+                    if !is_partner(tls.get_ref().1.peer_certificates(), &site, &shared.certificates) {
                         return Err(LinkError::NotPartner(site.clone()));
                     }
                     session(&site, tls, &shared, &status).await
@@ -421,26 +429,34 @@ pub fn synced_key(site: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_the_sites_replication_certificates_are_partners() {
+    #[tokio::test]
+    async fn only_the_sites_unrevoked_replication_certificates_are_partners() {
         let d = tempfile::tempdir().unwrap();
         crate::pki::init(d.path(), "provd", 30, false).unwrap();
         let ca = crate::pki::Ca::load(d.path()).unwrap();
+        let registry = Registry::load(crate::store::Store::open(&d.path().join("store")).unwrap()).unwrap();
         let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let (partner, _) = ca.issue_replication("dc1", ip, 30).unwrap();
         let (other_site, _) = ca.issue_replication("dc2", ip, 30).unwrap();
         let (admin, _) = ca.issue_client("alice", 30, true).unwrap();
         let (libvirt, _) = ca.issue_client("provd", 30, false).unwrap();
-        assert!(is_partner(Some(&[der(&partner)]), "dc1"));
+        assert!(is_partner(Some(&[der(&partner)]), "dc1", &registry));
         for (what, c) in [
             ("another site's", other_site),
             ("an operator's", admin),
             ("a libvirt client's", libvirt),
         ] {
-            assert!(!is_partner(Some(&[der(&c)]), "dc1"), "{what} certificate accepted");
+            assert!(!is_partner(Some(&[der(&c)]), "dc1", &registry), "{what} certificate accepted");
         }
-        assert!(!is_partner(None, "dc1"));
+        assert!(!is_partner(None, "dc1", &registry));
+        // Revoked (`provd pki revoke`): no longer the partner.
+        let name = "replication dc1 10.0.0.1";
+        let record = crate::pki::registry::CertRecord::of_pem(&partner, name, crate::pki::registry::REPLICATION_ROLE, "start", 0).unwrap();
+        registry.issued(record).await.unwrap();
+        assert!(is_partner(Some(&[der(&partner)]), "dc1", &registry));
+        assert_eq!(registry.revoke_identity(name, 1).await.unwrap().len(), 1);
+        assert!(!is_partner(Some(&[der(&partner)]), "dc1", &registry));
         Credentials::new(&ca, "dc1", ip).unwrap();
     }
 }

@@ -52,6 +52,20 @@ impl GeneratedFiles for NoGenerated {
     }
 }
 
+/// Which client addresses may read at all (the daemon: a lease or reservation of this
+/// provd, or a configured open prefix). Asked once per request, before anything is read.
+pub trait Admission: Send + Sync {
+    fn admits(&self, client: Ipv4Addr) -> bool;
+}
+
+/// Every address (tools and tests that serve a plain directory).
+pub struct AdmitAll;
+impl Admission for AdmitAll {
+    fn admits(&self, _: Ipv4Addr) -> bool {
+        true
+    }
+}
+
 pub use crate::counters::Counters as TftpStats;
 
 /// Every TFTP counter name.
@@ -66,6 +80,7 @@ pub const COUNTERS: &[&str] = &[
     "malformed",
     "bytes_sent",
     "refused_per_client",
+    "refused_no_lease",
 ];
 
 /// The transfers in progress, by peer and by client address.
@@ -75,7 +90,7 @@ struct Active {
     per_address: std::collections::HashMap<std::net::IpAddr, usize>,
 }
 
-enum Admission {
+enum Slot {
     Admitted,
     /// A retransmitted RRQ of a transfer already running.
     Duplicate,
@@ -83,17 +98,17 @@ enum Admission {
 }
 
 impl Active {
-    fn admit(&mut self, peer: SocketAddr) -> Admission {
+    fn admit(&mut self, peer: SocketAddr) -> Slot {
         if self.peers.contains(&peer) {
-            return Admission::Duplicate;
+            return Slot::Duplicate;
         }
         let n = self.per_address.entry(peer.ip()).or_default();
         if *n >= MAX_TRANSFERS_PER_CLIENT {
-            return Admission::TooMany;
+            return Slot::TooMany;
         }
         *n += 1;
         self.peers.insert(peer);
-        Admission::Admitted
+        Slot::Admitted
     }
 
     fn remove(&mut self, peer: &SocketAddr) {
@@ -125,6 +140,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 pub struct TftpServer {
     root: PathBuf,
     generated: Arc<dyn GeneratedFiles>,
+    admission: Arc<dyn Admission>,
     pub stats: Arc<TftpStats>,
     journal: Option<Arc<Journal>>,
 }
@@ -135,9 +151,16 @@ impl TftpServer {
         Ok(TftpServer {
             root,
             generated,
+            admission: Arc::new(AdmitAll),
             stats,
             journal: None,
         })
+    }
+
+    /// Answer only the addresses `admission` admits.
+    pub fn with_admission(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// Record completed transfers in the boot journal.
@@ -183,10 +206,26 @@ impl TftpServer {
                     continue;
                 }
             };
-            let admission = active.lock().expect("active set").admit(peer);
-            match admission {
-                Admission::Duplicate => continue,
-                Admission::TooMany => {
+            let client = match peer.ip() {
+                std::net::IpAddr::V4(a) => a,
+                std::net::IpAddr::V6(_) => continue,
+            };
+            if !self.admission.admits(client) {
+                // One short error, never a transfer: a forged source gets no stream aimed at
+                // it, and a real machine without a lease is told why.
+                self.stats.inc("refused_no_lease");
+                let _ = sock
+                    .send_to(
+                        &codec::error(ErrorCode::AccessViolation, "no lease or reservation for this address"),
+                        peer,
+                    )
+                    .await;
+                continue;
+            }
+            let slot = active.lock().expect("active set").admit(peer);
+            match slot {
+                Slot::Duplicate => continue,
+                Slot::TooMany => {
                     self.stats.inc("refused_per_client");
                     let _ = sock
                         .send_to(
@@ -196,7 +235,7 @@ impl TftpServer {
                         .await;
                     continue;
                 }
-                Admission::Admitted => {}
+                Slot::Admitted => {}
             }
             self.stats.inc("requests");
             let Ok(permit) = permits.clone().try_acquire_owned() else {

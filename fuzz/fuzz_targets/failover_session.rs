@@ -1,0 +1,84 @@
+//! What a failover partner (or an impostor at its address) can send, through the session:
+//! a stream of framed messages, decoded, handed to a fresh session of either role with a
+//! second passing between them. Never a panic; and nothing before the CONNECT/CONNECTACK
+//! exchange binds an address (the lease table stays empty until the session accepted one).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use provd::config::{Failover, FailoverRole, Pool, hba_from_split};
+use provd::dhcp::Leases;
+use provd::dhcp::leases::LeaseTable;
+use provd::dhcp::topology::Topology;
+use provd::failover::codec::{Message, MessageType, frame_len};
+use provd::failover::session::{Effect, Input, Session};
+use std::net::Ipv4Addr;
+
+const T0: u64 = 1_800_000_000;
+
+fn cfg(role: FailoverRole) -> Failover {
+    Failover {
+        name: "fo".into(),
+        role,
+        address: Ipv4Addr::new(10, 0, 0, 1),
+        port: 647,
+        peer_address: Ipv4Addr::new(10, 0, 0, 2),
+        peer_port: 647,
+        max_response_delay: 15,
+        max_unacked_updates: 4,
+        mclt: if role == FailoverRole::Primary { 600 } else { 0 },
+        hba: (role == FailoverRole::Primary).then(|| hba_from_split(128)),
+        load_balance_max_seconds: 3,
+        pools: vec![Pool {
+            start: Ipv4Addr::new(10, 0, 0, 100),
+            end: Ipv4Addr::new(10, 0, 0, 119),
+        }],
+        replication_port: 6769,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let role = if mode & 1 == 0 {
+        FailoverRole::Primary
+    } else {
+        FailoverRole::Secondary
+    };
+    let leases = Leases::new(Topology::none(), LeaseTable::new());
+    let mut session = Session::new(cfg(role), "s".into(), None, T0);
+    session.handle(Input::Connected, T0, &leases);
+    let mut now = T0;
+    let mut handshake_done = false;
+    while let Ok(Some(n)) = frame_len(rest) {
+        if n == 0 || n > rest.len() {
+            break;
+        }
+        let (frame, tail) = rest.split_at(n);
+        rest = tail;
+        let Ok(m) = Message::decode(frame) else {
+            continue;
+        };
+        let kind = m.kind;
+        let fx = session.handle(Input::Message(m), now, &leases);
+        let dropped = fx.contains(&Effect::Disconnect);
+        if !handshake_done {
+            let opener = matches!(kind, MessageType::Connect | MessageType::ConnectAck);
+            if opener && !dropped {
+                handshake_done = true;
+            } else {
+                assert!(
+                    leases.counts(now).known == 0,
+                    "a {kind:?} before the handshake bound an address"
+                );
+            }
+        }
+        if dropped {
+            // The driver closes the connection; a new one starts over.
+            session.handle(Input::Closed("fuzz".into()), now, &leases);
+            session.handle(Input::Connected, now, &leases);
+            handshake_done = false;
+        }
+        now += u64::from(mode >> 1) % 40;
+        session.handle(Input::Tick, now, &leases);
+    }
+});

@@ -54,8 +54,9 @@ impl Boot {
         std::os::unix::fs::symlink(work.path("secret.txt"), assets.join("escape")).unwrap();
         let site = SiteBuilder::new("b", &format!("10.{net}.0.1"))
             .listen("vs")
-            // The test client's own address has no lease: open to TFTP by configuration.
-            .pxe(&format!("tftp_open = [\"10.{net}.0.2/32\"]"))
+            // The test clients' own addresses (.2, and a rack at .100-.109) have no lease:
+            // open to TFTP by configuration (.3 is not).
+            .pxe(&format!("tftp_open = [\"10.{net}.0.2/32\", \"10.{net}.0.96/27\"]"))
             .subnet(
                 &format!("10.{net}.0.0/24"),
                 (&format!("10.{net}.0.100"), &format!("10.{net}.0.200")),

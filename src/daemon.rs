@@ -289,17 +289,52 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         ));
     }
 
+    // The pair's mutual TLS, per site with a partner (needs the CA): the replication link,
+    // and the failover conversation when `tls = true`. Its certificate is recorded.
+    let mut pair_tls = std::collections::HashMap::new();
+    for site in &served {
+        let (Some(f), Some(ca)) = (&site.failover, &services.ca) else {
+            continue;
+        };
+        let tls = crate::pki::pair::PairTls::new(ca, &site.name, f.address.into())
+            .map_err(|e| anyhow::anyhow!("site {}: {e}", site.name))?;
+        if let Some(r) = crate::pki::registry::CertRecord::of_pem(
+            &tls.cert_pem,
+            &format!("replication {} {}", site.name, f.address),
+            crate::pki::registry::REPLICATION_ROLE,
+            "start",
+            crate::clock::unix_now() as i64,
+        ) {
+            registry.issued(r).await?;
+        }
+        pair_tls.insert(site.name.clone(), Arc::new(tls));
+    }
+
     // Failover relationships: one peer task per served site that has a partner.
     let mut failover_handles = Vec::new();
     let mut failover_updates = std::collections::HashMap::new();
     for site in &served {
         if let Some(f) = &site.failover {
+            let auth = match (f.tls, pair_tls.get(&site.name)) {
+                (false, _) => None,
+                (true, Some(tls)) => Some(crate::failover::peer::PairAuth {
+                    tls: tls.clone(),
+                    registry: registry.clone(),
+                }),
+                (true, None) => bail!(
+                    "site {}: [sites.{}.failover] tls = true needs provd's CA (the pair's certificates): run \
+                     `provd pki init` and copy the CA to both servers",
+                    site.name,
+                    site.name
+                ),
+            };
             let (handle, updates) = crate::failover::peer::start(
                 crate::failover::peer::Relationship {
                     cfg: f.clone(),
                     site: site.name.clone(),
                     leases: leases.clone(),
                     store: store.clone(),
+                    auth,
                 },
                 stop_rx.clone(),
                 &mut tasks,
@@ -332,7 +367,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     // The pair's shared inventory: one replication link per served site with a partner.
     for site in &served {
         let Some(f) = &site.failover else { continue };
-        let Some(ca) = &services.ca else {
+        let Some(creds) = pair_tls.get(&site.name).cloned() else {
             tracing::warn!(
                 "site {}: no CA, so no inventory replication with the failover partner (run `provd pki init` \
                  and copy the CA to both servers)",
@@ -340,17 +375,6 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             );
             continue;
         };
-        let creds = crate::replication::link::Credentials::new(ca, &site.name, f.address.into())
-            .map_err(|e| anyhow::anyhow!("site {}: replication certificate: {e}", site.name))?;
-        if let Some(r) = crate::pki::registry::CertRecord::of_pem(
-            &creds.cert_pem,
-            &format!("replication {} {}", site.name, f.address),
-            crate::pki::registry::REPLICATION_ROLE,
-            "start",
-            crate::clock::unix_now() as i64,
-        ) {
-            registry.issued(r).await?;
-        }
         let key = crate::replication::link::synced_key(&site.name);
         let synced_at: u64 = store.meta_blocking(&key)?.and_then(|v| v.parse().ok()).unwrap_or(0);
         if synced_at == 0 {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::builder::{self, SiteBuilder};
-use common::{Daemon, Netns, Workdir, require_root_and_tools, veth, wait_until};
+use common::{Daemon, Netns, Workdir, provd_ok, require_root_and_tools, veth, wait_until};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -809,5 +809,127 @@ fn an_impostor_at_the_partners_address_binds_nothing_and_locks_nobody_out() {
         (sb["connected"].as_bool(), sb["mclt"].as_u64()),
         (Some(true), Some(10)),
         "{sb}"
+    );
+}
+
+/// `tls = true` (two provds): the failover conversation inside the pair's mutual TLS. The
+/// pair reaches NORMAL; from the partner's own address, a plain-TCP CONNECT and a TLS peer
+/// with another certificate of the same CA (an operator's) get no failover byte and change
+/// nothing; and a binding the authenticated partner sent counts for install secrets (the
+/// host's boot script from the address the primary leased it, asked of the secondary).
+#[test]
+fn a_provd_pair_over_tls_authenticates_the_partner() {
+    use provd::failover::codec::{Message, MessageType, Value, code};
+    use std::io::{Read, Write};
+    require_root_and_tools(&["ip", "dhclient", "openssl", "curl"]);
+    let l = lan("fotls", 243);
+    let net = l.net;
+    let (wa, wb) = (Workdir::new(), Workdir::new());
+    let ca = provd_config(&wa, "a.toml", net, 1, "primary", 10);
+    let cb = provd_config(&wb, "b.toml", net, 2, "secondary", 0);
+    // The host that dhclient (namespace d) will be, with no reservation.
+    let host = "[[hosts]]\nsite = \"fo\"\nmac = \"52:54:00:43:00:01\"\nhostname = \"fo-t1\"\nprofile = \"el9\"\n";
+    for c in [&ca, &cb] {
+        let text = std::fs::read_to_string(c)
+            .unwrap()
+            .replace("max_response_delay = 6\n", "max_response_delay = 6\ntls = true\n");
+        assert!(text.contains("tls = true"));
+        std::fs::write(c, format!("{text}\n{host}")).unwrap();
+    }
+    l.d.sh("ip link set fd address 52:54:00:43:00:01");
+    // One CA on both servers (the pair's certificates come from it).
+    let pki_a = wa.path("state/pki");
+    provd_ok(&["pki", "init", "--pki-dir", &pki_a.display().to_string()]);
+    std::fs::create_dir_all(wb.path("state/pki")).unwrap();
+    for f in ["ca-cert.pem", "ca-key.pem"] {
+        std::fs::copy(pki_a.join(f), wb.path("state/pki").join(f)).unwrap();
+    }
+    let a = Daemon::start(&l.a, &ca, &wa.path("state"), &wa.path("provd.log"));
+    let mut b = Daemon::start(&l.b, &cb, &wb.path("state"), &wb.path("provd.log"));
+    wait_pair_state(&a, &b, "normal", 60);
+
+    // From the partner's address: a plain CONNECT is not TLS; it gets a TLS alert at most.
+    let secondary = (std::net::Ipv4Addr::new(10, net, 0, 2), 647);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let connect = Message::new(MessageType::Connect, now, 1)
+        .with(code::RELATIONSHIP_NAME, Value::Bytes(b"fo".to_vec()))
+        .with(code::MAX_UNACKED, Value::U32(10))
+        .with(code::RECEIVE_TIMER, Value::U32(6))
+        .with(code::MCLT, Value::U32(10))
+        .with(code::HBA, Value::Bytes(provd::config::hba_from_split(128).to_vec()));
+    let answer = l.a.enter(move || {
+        let mut s = std::net::TcpStream::connect(secondary).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&connect.encode().unwrap()).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    });
+    assert!(
+        answer.is_empty() || answer[0] == 0x15,
+        "a plain CONNECT got something other than a TLS alert: {answer:02x?}"
+    );
+    // A TLS peer with an operator's certificate of the same CA: the handshake completes,
+    // then the secondary drops it (not the site's replication certificate).
+    let op = wa.path("operator");
+    provd_ok(&[
+        "pki",
+        "issue-client",
+        "mallory",
+        "--out",
+        &op.display().to_string(),
+        "--pki-dir",
+        &pki_a.display().to_string(),
+    ]);
+    let o = op.display();
+    // (s_client's own exit status depends on when the server closes: not asserted.)
+    let s_client =
+        l.a.cmd("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo | timeout 10 openssl s_client -connect 10.{net}.0.2:647 -CAfile {o}/cacert.pem -cert {o}/clientcert.pem -key {o}/clientkey.pem"
+            ))
+            .output()
+            .unwrap();
+    eprintln!("s_client: {}", String::from_utf8_lossy(&s_client.stdout).lines().next().unwrap_or(""));
+    wait_until("the secondary refuses the operator's certificate", Duration::from_secs(10), || {
+        b.log_text().contains("not the replication certificate of site fo").then_some(())
+    });
+    assert!(
+        b.log_text().contains("refused a connection from 10.") && b.log_text().contains("TLS"),
+        "{}",
+        b.log_text()
+    );
+    let (sa, sb) = wait_pair_state(&a, &b, "normal", 20);
+    assert_eq!((sa["connected"].as_bool(), sb["connected"].as_bool()), (Some(true), Some(true)));
+
+    // The secondary down; the primary leases the host an address alone; the secondary comes
+    // back and learns the binding from its authenticated partner: that binding opens the
+    // host's boot script on the secondary.
+    b.kill9();
+    wait_state(&a, "communications-interrupted", 30);
+    let ip = dhclient_once(&l, &wa);
+    b = Daemon::start(&l.b, &cb, &wb.path("state"), &wb.path("provd.log"));
+    wait_pair_state(&a, &b, "normal", 60);
+    let learnt = wait_until("the secondary learns the host's binding", Duration::from_secs(30), || {
+        b.leases()
+            .into_iter()
+            .find(|r| r["ip"] == ip.as_str() && r["state"] == "bound")
+    });
+    assert_eq!(learnt["mac"], "52:54:00:43:00:01", "{learnt}");
+    l.d.sh(&format!("ip addr add {ip}/24 dev fd"));
+    let script =
+        l.d.cmd("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://10.{net}.0.2:8080/boot/52-54-00-43-00-01.ipxe"))
+            .output()
+            .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&script.stdout),
+        "200",
+        "a binding from the authenticated partner counts (plain ISC failover: 403)"
     );
 }

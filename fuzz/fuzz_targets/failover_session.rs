@@ -32,6 +32,7 @@ fn cfg(role: FailoverRole) -> Failover {
             end: Ipv4Addr::new(10, 0, 0, 119),
         }],
         replication_port: 6769,
+        tls: false,
     }
 }
 

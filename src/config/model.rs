@@ -208,6 +208,9 @@ pub struct Failover {
     pub pools: Vec<Pool>,
     /// The pair's inventory replication port (both sides), see `replication`.
     pub replication_port: u16,
+    /// The failover conversation runs inside mutual TLS with the pair's certificates (two
+    /// provds): the partner is authenticated, and bindings it sends count as leases.
+    pub tls: bool,
 }
 
 /// The hash bucket assignment of ISC's `split N` (RFC 3074 load balancing, 256 buckets as

@@ -885,6 +885,7 @@ fn convert_failover(
         load_balance_max_seconds: w.load_balance_max_seconds.unwrap_or(DEFAULT_LOAD_BALANCE_MAX_SECONDS),
         pools,
         replication_port: w.replication_port.unwrap_or(DEFAULT_REPLICATION_PORT),
+        tls: w.tls.unwrap_or(false),
     })
 }
 

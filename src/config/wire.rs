@@ -159,6 +159,9 @@ pub struct FailoverWire {
     /// TCP port of the pair's inventory replication (mutual TLS with the site's CA), on
     /// `address` and `peer_address`. Default 6769.
     pub replication_port: Option<u16>,
+    /// Speak the failover protocol inside mutual TLS with the pair's replication
+    /// certificates (both servers provd; ISC dhcpd has no such thing). Default false.
+    pub tls: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,8 +38,9 @@ pub struct Binding {
     pub tstp: u64,
     pub tsfp: u64,
     pub cltt: u64,
-    /// Learnt from the failover partner (BNDUPD), not granted here: it keeps the address
-    /// from other clients but is no proof of who the client is (`holds_granted_here`).
+    /// Learnt from a failover partner that is not authenticated (plain ISC failover), not
+    /// granted here: it keeps the address from other clients but is no proof of who the
+    /// client is (`holds_granted_here`).
     pub from_partner: bool,
 }
 
@@ -101,6 +102,9 @@ pub struct PartnerBinding {
     /// What the partner now knows: the potential expiry it acknowledged by this update.
     pub tsfp: u64,
     pub cltt: u64,
+    /// The partner that sent it is authenticated (the failover conversation runs inside the
+    /// pair's mutual TLS): its bindings count as leases for install secrets too.
+    pub authenticated: bool,
 }
 
 /// The record of a free address and whose it is (FREE: primary's, BACKUP: secondary's).
@@ -263,6 +267,7 @@ impl LeaseTable {
             ends,
             tsfp,
             cltt,
+            authenticated,
         } = update;
         match (state, client) {
             (LeaseState::Free | LeaseState::Backup, _) | (_, None) => {
@@ -306,7 +311,7 @@ impl LeaseTable {
                         tstp: 0,
                         tsfp,
                         cltt,
-                        from_partner: true,
+                        from_partner: !authenticated,
                     },
                 );
                 self.record(ip, site).expect("just set")
@@ -786,6 +791,7 @@ mod tests {
                 ends: 10_000,
                 tsfp: 0,
                 cltt: 100,
+                authenticated: false,
             },
             "a",
         );
@@ -818,6 +824,7 @@ mod tests {
                 ends: 700,
                 tsfp: 900,
                 cltt: 100,
+                authenticated: false,
             },
             "a",
         );
@@ -837,6 +844,7 @@ mod tests {
                 ends: 100,
                 tsfp: 0,
                 cltt: 0,
+                authenticated: false,
             },
             "a",
         );

@@ -94,6 +94,8 @@ pub fn partner_binding(m: &Message, now: u64) -> Result<PartnerBinding, String> 
         ends: m.u32(code::LEASE_EXPIRY).map_or(starts, u64::from),
         tsfp: m.u32(code::POTENTIAL_EXPIRY).map_or(0, u64::from),
         cltt: m.u32(code::CLTT).map_or(0, u64::from),
+        // The session says (it knows how the connection was made).
+        authenticated: false,
     })
 }
 

@@ -1,17 +1,22 @@
-//! `Connection`: one TCP connection to the failover partner, as whole messages (the framing
-//! half of the conversation, in the style of mini-redis's `connection.rs`). It knows the
-//! wire format's length prefix and nothing of the protocol's meaning.
+//! `Connection`: one connection to the failover partner (TCP, or TLS over TCP between two
+//! provds), as whole messages (the framing half of the conversation, in the style of
+//! mini-redis's `connection.rs`). It knows the wire format's length prefix and nothing of
+//! the protocol's meaning.
 //!
 //! `read_message` is cancel-safe (a `select!` may drop it at any await: bytes already read
 //! stay in the buffer), so one task can wait for the partner and do everything else.
 
 use super::FailoverError;
 use super::codec::{self, Message};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A byte stream to the partner: a TCP stream or a TLS stream over one.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 pub struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     /// Bytes read but not yet a whole message.
     buffer: Vec<u8>,
 }
@@ -20,6 +25,11 @@ impl Connection {
     pub fn new(stream: TcpStream) -> Self {
         // Failover messages are small and latency-bound (every BNDUPD waits for its BNDACK).
         let _ = stream.set_nodelay(true);
+        Self::over(Box::new(stream))
+    }
+
+    /// Over a stream already set up (TLS over a TCP stream `new` would have tuned).
+    pub fn over(stream: Box<dyn Stream>) -> Self {
         Connection {
             stream,
             buffer: Vec::with_capacity(4096),
@@ -67,10 +77,6 @@ impl Connection {
 
     pub async fn shutdown(mut self) {
         let _ = self.stream.shutdown().await;
-    }
-
-    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.stream.peer_addr().ok()
     }
 }
 

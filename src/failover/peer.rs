@@ -14,6 +14,12 @@
 //! The relationship state (ours, the partner's, their start times, MCLT and the HBA learnt)
 //! is written durably on every change, so a restart comes back in STARTUP with the state it
 //! left.
+//!
+//! With `tls` (two provds), every connection is mutual TLS with the pair's certificates
+//! (`pki::pair`) before a single failover byte is read: the secondary does the handshake off
+//! the loop (a slow or silent peer stalls nothing), the primary within its dial timeout; a
+//! peer that does not present the site's unrevoked replication certificate is dropped. An
+//! impostor at the partner's address then gets nothing, and the partner's bindings count.
 
 use super::FailoverError;
 use super::codec::Message;
@@ -54,18 +60,34 @@ pub struct Handle {
     pub commands: mpsc::Sender<Command>,
 }
 
+/// How long a TLS handshake with the partner may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What authenticates the partner when the relationship runs over TLS: our side of the
+/// pair's mutual TLS and the registry that says what is revoked.
+#[derive(Clone)]
+pub struct PairAuth {
+    pub tls: Arc<crate::pki::pair::PairTls>,
+    pub registry: Arc<crate::pki::registry::Registry>,
+}
+
 /// Everything one relationship needs.
 pub struct Relationship {
     pub cfg: Failover,
     pub site: String,
     pub leases: Leases,
     pub store: Store,
+    /// Some when `cfg.tls`: the conversation runs inside mutual TLS.
+    pub auth: Option<PairAuth>,
 }
 
 /// What finished off the loop and comes back to it.
 enum Completion {
     /// A BNDACK whose update is now durable, for the connection it arrived on.
     Send { generation: u64, message: Message },
+    /// A connection from the partner's address that finished its TLS handshake and
+    /// presented the partner's certificate.
+    Accepted { conn: Connection, from: SocketAddr },
     /// Records stored for `PersistThenQueue`.
     Durable {
         records: Vec<LeaseRecord>,
@@ -163,6 +185,54 @@ async fn accept(listener: &Option<TcpListener>) -> std::io::Result<(TcpStream, S
     }
 }
 
+/// The secondary's side of a TLS connection: the handshake, then the partner's certificate.
+async fn handshake_accepted(stream: TcpStream, auth: &PairAuth, site: &str) -> Result<Connection, String> {
+    let _ = stream.set_nodelay(true);
+    let tls = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_rustls::TlsAcceptor::from(auth.tls.server()).accept(stream),
+    )
+    .await
+    .map_err(|_| "no TLS handshake within 10 s".to_string())?
+    .map_err(|e| format!("TLS: {e}"))?;
+    if !crate::pki::pair::is_partner(tls.get_ref().1.peer_certificates(), site, &auth.registry) {
+        return Err(format!("not the replication certificate of site {site}"));
+    }
+    Ok(Connection::over(Box::new(tls)))
+}
+
+/// The primary's connection to the partner: TCP, and with `auth` TLS with the partner's
+/// certificate checked, all within the dial timeout.
+async fn dial(
+    addr: SocketAddr,
+    peer: std::net::Ipv4Addr,
+    auth: Option<&PairAuth>,
+    site: &str,
+) -> Result<Connection, String> {
+    let stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connect {addr}: timed out"))?
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let Some(auth) = auth else {
+        return Ok(Connection::new(stream));
+    };
+    let _ = stream.set_nodelay(true);
+    let handshake = async {
+        let name = rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::V4(peer).into());
+        let tls = tokio_rustls::TlsConnector::from(auth.tls.client())
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS with {addr}: {e}"))?;
+        if !crate::pki::pair::is_partner(tls.get_ref().1.peer_certificates(), site, &auth.registry) {
+            return Err(format!("{addr} is not the replication certificate of site {site}"));
+        }
+        Ok(Connection::over(Box::new(tls)))
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| format!("TLS with {addr}: no handshake within 10 s"))?
+}
+
 impl Driver {
     fn name(&self) -> &str {
         &self.rel.cfg.name
@@ -213,6 +283,7 @@ impl Driver {
                         }
                     }
                     Completion::Durable { records, then } => self.input(Input::Durable { records, then }).await,
+                    Completion::Accepted { conn, from } => self.accepted(conn, from).await,
                 },
                 _ = shutdown.changed() => {
                     self.input(Input::Shutdown).await;
@@ -243,17 +314,23 @@ impl Driver {
                             tracing::warn!("failover {}: refused a connection from {from} (not the partner)", cfg.name);
                             continue;
                         }
-                        if self.conn.is_some() {
-                            // A partner that restarted dials again while we still hold its
-                            // old connection (or an impostor's): the newcomer must CONNECT.
-                            tracing::info!(
-                                "failover {}: a second connection from {from}; it replaces the established one if it sends a valid CONNECT",
-                                cfg.name
-                            );
-                            self.candidate = Some((Connection::new(stream), tokio::time::Instant::now() + CANDIDATE_TIMEOUT));
-                            continue;
+                        match &self.rel.auth {
+                            None => self.accepted(Connection::new(stream), from).await,
+                            Some(auth) => {
+                                // The handshake off the loop; the connection comes back
+                                // through `done` only if it is the partner.
+                                let (auth, done, site) = (auth.clone(), self.done_tx.clone(), self.rel.site.clone());
+                                let name = cfg.name.clone();
+                                tokio::spawn(async move {
+                                    match handshake_accepted(stream, &auth, &site).await {
+                                        Ok(conn) => {
+                                            let _ = done.send(Completion::Accepted { conn, from });
+                                        }
+                                        Err(why) => tracing::warn!("failover {name}: refused a connection from {from}: {why}"),
+                                    }
+                                });
+                            }
                         }
-                        self.connected(Connection::new(stream)).await;
                     }
                 }
                 first = read_candidate(&mut self.candidate) => self.on_candidate(first).await,
@@ -265,6 +342,21 @@ impl Driver {
                 _ = tick.tick() => self.input(Input::Tick).await,
             }
         }
+    }
+
+    /// A connection from the partner's address (authenticated first, with `tls`).
+    async fn accepted(&mut self, conn: Connection, from: SocketAddr) {
+        if self.conn.is_some() {
+            // A partner that restarted dials again while we still hold its old connection
+            // (or an impostor's): the newcomer must CONNECT.
+            tracing::info!(
+                "failover {}: a second connection from {from}; it replaces the established one if it sends a valid CONNECT",
+                self.name()
+            );
+            self.candidate = Some((conn, tokio::time::Instant::now() + CANDIDATE_TIMEOUT));
+            return;
+        }
+        self.connected(conn).await;
     }
 
     async fn connected(&mut self, conn: Connection) {
@@ -390,16 +482,15 @@ impl Driver {
                 Effect::Dial => {
                     let cfg = &self.rel.cfg;
                     let addr = SocketAddr::from((cfg.peer_address, cfg.peer_port));
-                    let input = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
-                        Ok(Ok(stream)) => {
-                            if let Some(old) = self.conn.replace(Connection::new(stream)) {
+                    let input = match dial(addr, cfg.peer_address, self.rel.auth.as_ref(), &self.rel.site).await {
+                        Ok(conn) => {
+                            if let Some(old) = self.conn.replace(conn) {
                                 old.shutdown().await;
                             }
                             self.generation += 1;
                             Input::Connected
                         }
-                        Ok(Err(e)) => Input::DialFailed(format!("connect {addr}: {e}")),
-                        Err(_) => Input::DialFailed(format!("connect {addr}: timed out")),
+                        Err(why) => Input::DialFailed(why),
                     };
                     pending.extend(self.session.handle(input, unix_now(), &self.rel.leases));
                 }

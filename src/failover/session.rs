@@ -706,7 +706,10 @@ impl Session {
                             );
                         fx.push(Effect::Send(ack));
                     }
-                    Ok(b) => {
+                    Ok(mut b) => {
+                        // With `tls`, the driver accepts no connection that did not prove
+                        // it is the partner: its word on a binding counts.
+                        b.authenticated = self.cfg.tls;
                         // Durable before the BNDACK: an acknowledged update is never lost.
                         let record = leases.apply_partner(b, &self.site);
                         self.inbound_unacked += 1;
@@ -818,6 +821,7 @@ mod tests {
                 end: ip(119),
             }],
             replication_port: 6769,
+            tls: false,
         }
     }
 

@@ -22,6 +22,7 @@
 
 pub mod csr;
 pub mod identities;
+pub mod pair;
 pub mod registry;
 
 use rcgen::{

@@ -18,8 +18,7 @@ use crate::inventory::Inventory;
 use crate::nocloud;
 use crate::pki::registry::Registry;
 use crate::store::Store;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -81,74 +80,16 @@ fn tls_failed(e: impl std::fmt::Display) -> LinkError {
     LinkError::Tls(e.to_string())
 }
 
-/// The TLS side of one site's link: our certificate and the CA we trust.
-pub struct Credentials {
-    server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
-    /// Our certificate (PEM), for the registry: every certificate provd makes is there.
-    pub cert_pem: String,
-}
-
-impl Credentials {
-    pub fn new(ca: &crate::pki::Ca, site: &str, address: IpAddr) -> Result<Credentials, LinkError> {
-        let (cert, key) = ca
-            .issue_replication(site, address, 30)
-            .map_err(|e| LinkError::Local(e.to_string()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
-            roots.add(c.map_err(tls_failed)?).map_err(tls_failed)?;
-        }
-        let roots = Arc::new(roots);
-        let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).map_err(tls_failed)?];
-        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(tls_failed)?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(tls_failed)?;
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(tls_failed)?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(tls_failed)?;
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(tls_failed)?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .map_err(tls_failed)?;
-        Ok(Credentials {
-            server: Arc::new(server),
-            client: Arc::new(client),
-            cert_pem: cert,
-        })
-    }
-}
-
-/// Is the verified peer chain a replication certificate of `site` that provd has not
-/// revoked (`provd pki revoke`: the registry is what the CRL is made of)?
-fn is_partner(chain: Option<&[CertificateDer<'_>]>, site: &str, registry: &crate::pki::registry::Registry) -> bool {
-    let Some(leaf) = chain.and_then(|c| c.first()) else {
-        return false;
-    };
-    if crate::pki::serial_of_der(leaf.as_ref()).is_none_or(|serial| registry.is_revoked(&serial)) {
-        tracing::warn!("replication (site {site}): the partner's certificate is revoked");
-        return false;
-    }
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
-        return false;
-    };
-    let want = crate::pki::replication_unit(site);
-    cert.subject()
-        .iter_organizational_unit()
-        .any(|ou| ou.as_str().ok() == Some(want.as_str()))
-}
+/// The TLS side of one site's link (shared with the failover conversation between two
+/// provds): `pki::pair`.
+pub use crate::pki::pair::PairTls as Credentials;
+use crate::pki::pair::is_partner;
 
 /// Run the link of `cfg`'s site until `stop`: connect (or accept), sync, repeat.
 pub async fn run(
     site: String,
     cfg: Failover,
-    creds: Credentials,
+    creds: Arc<Credentials>,
     shared: Shared,
     status: Arc<Mutex<Status>>,
     mut stop: watch::Receiver<bool>,
@@ -177,7 +118,7 @@ pub async fn run(
                         .await
                         .map_err(|_| LinkError::Io(std::io::ErrorKind::TimedOut.into()))??;
                     let name = ServerName::IpAddress(cfg.peer_address.into());
-                    let tls = tokio_rustls::TlsConnector::from(creds.client.clone())
+                    let tls = tokio_rustls::TlsConnector::from(creds.client())
                         .connect(name, tcp)
                         .await
                         .map_err(tls_failed)?;
@@ -192,7 +133,7 @@ pub async fn run(
                         tracing::warn!("replication (site {site}): refused a connection from {peer}: not the partner");
                         return Ok(());
                     }
-                    let tls = tokio_rustls::TlsAcceptor::from(creds.server.clone())
+                    let tls = tokio_rustls::TlsAcceptor::from(creds.server())
                         .accept(tcp)
                         .await
                         .map_err(tls_failed)?;
@@ -423,40 +364,4 @@ async fn apply(site: &str, m: Message, shared: &Shared, status: &Arc<Mutex<Statu
 /// The store key that says `site`'s pair has synchronised once (value: unix time).
 pub fn synced_key(site: &str) -> String {
     format!("replication-synced:{site}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn only_the_sites_unrevoked_replication_certificates_are_partners() {
-        let d = tempfile::tempdir().unwrap();
-        crate::pki::init(d.path(), "provd", 30, false).unwrap();
-        let ca = crate::pki::Ca::load(d.path()).unwrap();
-        let registry = Registry::load(crate::store::Store::open(&d.path().join("store")).unwrap()).unwrap();
-        let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let (partner, _) = ca.issue_replication("dc1", ip, 30).unwrap();
-        let (other_site, _) = ca.issue_replication("dc2", ip, 30).unwrap();
-        let (admin, _) = ca.issue_client("alice", 30, true).unwrap();
-        let (libvirt, _) = ca.issue_client("provd", 30, false).unwrap();
-        assert!(is_partner(Some(&[der(&partner)]), "dc1", &registry));
-        for (what, c) in [
-            ("another site's", other_site),
-            ("an operator's", admin),
-            ("a libvirt client's", libvirt),
-        ] {
-            assert!(!is_partner(Some(&[der(&c)]), "dc1", &registry), "{what} certificate accepted");
-        }
-        assert!(!is_partner(None, "dc1", &registry));
-        // Revoked (`provd pki revoke`): no longer the partner.
-        let name = "replication dc1 10.0.0.1";
-        let record = crate::pki::registry::CertRecord::of_pem(&partner, name, crate::pki::registry::REPLICATION_ROLE, "start", 0).unwrap();
-        registry.issued(record).await.unwrap();
-        assert!(is_partner(Some(&[der(&partner)]), "dc1", &registry));
-        assert_eq!(registry.revoke_identity(name, 1).await.unwrap().len(), 1);
-        assert!(!is_partner(Some(&[der(&partner)]), "dc1", &registry));
-        Credentials::new(&ca, "dc1", ip).unwrap();
-    }
 }

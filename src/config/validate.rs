@@ -449,7 +449,7 @@ fn convert_site(
         }
     }
 
-    let pxe = convert_pxe(src, &key("pxe.arch"), &w.pxe, errors);
+    let pxe = convert_pxe(src, &key("pxe"), &w.pxe, errors);
     let dhcp = DhcpPolicy {
         unknown_clients: match w.dhcp.unknown_clients.unwrap_or(UnknownClientsWire::Boot) {
             UnknownClientsWire::Boot => UnknownClients::Boot,
@@ -1022,7 +1022,7 @@ fn convert_pxe(src: &Source, key: &str, w: &PxeWire, errors: &mut Vec<ConfigErro
             }
             Err(_) => errors.push(src.error(
                 Some(file.span()),
-                format!("{key}.{code}"),
+                format!("{key}.arch.{code}"),
                 format!("{code:?} is not an option 93 architecture number (0-65535)"),
             )),
         }

@@ -25,7 +25,9 @@ pub enum PkiCommand {
         force: bool,
     },
     /// Write a client certificate and key signed by the CA (for operators and `provd vm`):
-    /// cacert.pem, clientcert.pem, clientkey.pem (0600) in --out.
+    /// cacert.pem, clientcert.pem, clientkey.pem (0600) in --out. Without --admin it carries
+    /// OU "provd operator", which hypervisors allow. Its record goes to <pki_dir>/issued.jsonl,
+    /// which the daemon imports into its registry (`provd pki list`, `provd pki revoke NAME`).
     IssueClient {
         /// The certificate's common name.
         name: String,
@@ -73,8 +75,11 @@ pub enum PkiCommand {
         #[command(flatten)]
         target: ServerTarget,
     },
-    /// Revoke the host's valid certificates (one role with --role). The CRL served at
-    /// /pki/crl.pem names them from now on; hypervisors installed by provd fetch it hourly.
+    /// Revoke the valid certificates of NAME: a host (one role with --role), an operator
+    /// (`issue-client NAME`), or one of provd's own ("provd" for the pool, "admin API ...",
+    /// "replication ...", as `provd pki list` names them). The admin API and the replication
+    /// link refuse them at once; the CRL served at /pki/crl.pem names them from now on, and
+    /// hypervisors installed by provd fetch it hourly.
     Revoke {
         host: String,
         /// server or client (default: both).

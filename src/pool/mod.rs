@@ -235,8 +235,13 @@ async fn presented_is_its_own(due: &Due, pki_dir: &std::path::Path, registry: &R
     let serial = presented::server_serial(&due.fqdn, pki_dir, CHECK_TIMEOUT)
         .await
         .map_err(|e| (classify(&e), e))?;
-    match registry.by_serial(&serial) {
-        Some(c) if c.host == due.host && c.role == "server" => match c.state(now as i64) {
+    judge_presented(&serial, &due.host, registry, now)
+}
+
+/// Pure: is `serial` a valid server certificate provd issued to `host`?
+fn judge_presented(serial: &str, host: &str, registry: &Registry, now: u64) -> Result<(), (PoolState, String)> {
+    match registry.by_serial(serial) {
+        Some(c) if c.host == host && c.role == "server" => match c.state(now as i64) {
             CertState::Valid => Ok(()),
             CertState::Revoked => Err((
                 PoolState::Tls,
@@ -391,6 +396,96 @@ pub fn state_name(s: PoolState) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real TLS handshake on loopback: the serial the pool reads is the one the server
+    /// presents, and the verdict follows the registry: this host's valid server
+    /// certificate passes; revoked, or another host's, does not; another CA's fails the
+    /// handshake itself.
+    #[tokio::test]
+    async fn the_pool_judges_the_certificate_a_host_presents() {
+        use crate::pki::registry::CertRecord;
+        use rustls::pki_types::pem::PemObject;
+        let d = tempfile::tempdir().unwrap();
+        let pki = d.path().join("pki");
+        crate::pki::init(&pki, "provd", 30, false).unwrap();
+        let ca = crate::pki::Ca::load(&pki).unwrap();
+        let registry = Registry::load(crate::store::Store::open(&d.path().join("state")).unwrap()).unwrap();
+        let pool_dir = crate::pki::identities::pool_identity(&ca, &registry, &d.path().join("state"), "provd")
+            .await
+            .unwrap();
+        // A "hypervisor" on loopback presenting a server certificate for localhost.
+        let serve = |ca: &crate::pki::Ca| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+            let csr = params
+                .serialize_request(&key)
+                .unwrap()
+                .pem()
+                .unwrap();
+            let identity = crate::pki::HostIdentity {
+                fqdn: "localhost".into(),
+                short: "localhost".into(),
+                addresses: vec!["127.0.0.1".parse().unwrap()],
+                unit: "site t".into(),
+            };
+            let issued = ca.sign_host(&csr, &identity, crate::pki::Role::Server, 30).unwrap();
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![rustls::pki_types::CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap()],
+                    rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+                )
+                .unwrap();
+            (issued, Arc::new(config))
+        };
+        let listen = |config: Arc<rustls::ServerConfig>| async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = l.accept().await {
+                    let _ = tokio_rustls::TlsAcceptor::from(config.clone()).accept(tcp).await;
+                }
+            });
+            port
+        };
+        let (issued, config) = serve(&ca);
+        let port = listen(config).await;
+        let t = Duration::from_secs(5);
+        let serial = presented::server_serial_at("localhost", port, &pool_dir, t).await.unwrap();
+        assert_eq!(serial, issued.serial);
+        let now = crate::clock::unix_now();
+        // Unknown to the registry: not its own.
+        assert!(judge_presented(&serial, "hv1", &registry, now).unwrap_err().1.contains("does not know"));
+        let record = |host: &str| CertRecord {
+            serial: issued.serial.clone(),
+            host: host.into(),
+            role: "server".into(),
+            issued_at: now as i64,
+            not_after: issued.not_after,
+            key_id: issued.key_id.clone(),
+            how: "install".into(),
+            revoked_at: None,
+        };
+        registry.issued(record("hv2")).await.unwrap();
+        assert!(judge_presented(&serial, "hv1", &registry, now).unwrap_err().1.contains("issued to hv2"));
+        registry.issued(record("hv1")).await.unwrap();
+        judge_presented(&serial, "hv1", &registry, now).expect("its own, valid");
+        registry.revoke_serial(&serial, now as i64).await.unwrap();
+        let (state, why) = judge_presented(&serial, "hv1", &registry, now).unwrap_err();
+        assert_eq!(state, PoolState::Tls);
+        assert!(why.contains("revoked"), "{why}");
+        // Another CA's certificate: the handshake itself fails, classified as TLS.
+        let other = d.path().join("other");
+        crate::pki::init(&other, "provd", 30, false).unwrap();
+        let (_, config) = serve(&crate::pki::Ca::load(&other).unwrap());
+        let port = listen(config).await;
+        let e = presented::server_serial_at("localhost", port, &pool_dir, t).await.unwrap_err();
+        assert_eq!(classify(&e), PoolState::Tls, "{e}");
+    }
 
     #[test]
     fn libvirt_errors_map_to_pool_states() {

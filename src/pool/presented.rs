@@ -35,12 +35,17 @@ fn client_config(pki_dir: &Path) -> Result<rustls::ClientConfig, String> {
 /// verified against the CA in `pki_dir` for that name. Errors say why, in words that
 /// `pool::classify` maps (unreachable, certificate).
 pub async fn server_serial(fqdn: &str, pki_dir: &Path, timeout: Duration) -> Result<String, String> {
+    server_serial_at(fqdn, LIBVIRT_TLS_PORT, pki_dir, timeout).await
+}
+
+/// `server_serial` on another port (tests).
+pub async fn server_serial_at(fqdn: &str, port: u16, pki_dir: &Path, timeout: Duration) -> Result<String, String> {
     let config = Arc::new(client_config(pki_dir)?);
     let name = ServerName::try_from(fqdn.to_string()).map_err(|e| format!("{fqdn}: {e}"))?;
     let attempt = async {
-        let tcp = tokio::net::TcpStream::connect((fqdn, LIBVIRT_TLS_PORT))
+        let tcp = tokio::net::TcpStream::connect((fqdn, port))
             .await
-            .map_err(|e| format!("{fqdn}:{LIBVIRT_TLS_PORT}: {e}"))?;
+            .map_err(|e| format!("{fqdn}:{port}: {e}"))?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
@@ -55,5 +60,5 @@ pub async fn server_serial(fqdn: &str, pki_dir: &Path, timeout: Duration) -> Res
     };
     tokio::time::timeout(timeout, attempt)
         .await
-        .map_err(|_| format!("{fqdn}:{LIBVIRT_TLS_PORT}: timed out"))?
+        .map_err(|_| format!("{fqdn}:{port}: timed out"))?
 }

@@ -8,6 +8,7 @@
 //! stored durably (redb) before the URL is handed out, so a provd restart between deploy
 //! and first boot loses nothing.
 
+use crate::config::valid_hostname;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -41,19 +42,6 @@ pub enum SeedError {
     BadKey(usize),
     #[error("{0}")]
     Store(String),
-}
-
-/// A hostname cloud-init and DNS both accept.
-pub fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
 }
 
 /// A YAML double-quoted scalar: JSON's string syntax is a subset of it.

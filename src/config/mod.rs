@@ -14,6 +14,7 @@ pub mod reload;
 mod validate;
 mod wire;
 
+pub use validate::valid_hostname;
 pub use index::{HostEntry, HostIndex};
 pub use model::*;
 

@@ -1049,7 +1049,9 @@ fn convert_pxe(src: &Source, key: &str, w: &PxeWire, errors: &mut Vec<ConfigErro
     }
 }
 
-fn valid_hostname(name: &str) -> bool {
+/// A hostname DNS (RFC 1123 labels) and cloud-init both accept: the one rule for hosts in
+/// the config and for deployed VMs' NoCloud seeds.
+pub fn valid_hostname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

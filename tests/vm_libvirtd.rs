@@ -291,7 +291,8 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
     let line = wait_until("web7 fetched its identity", Duration::from_secs(120), || {
         console(&w, "web7")
             .lines()
-            .find(|l| l.contains("provd-guest: identity:"))
+            // A whole line (the console file may be read while the guest writes it).
+            .find(|l| l.contains("provd-guest: identity:") && l.contains("ssh-keys="))
             .map(str::to_string)
     });
     assert!(

@@ -8,8 +8,8 @@ mod common;
 
 use common::builder::{self, SiteBuilder};
 use common::{Daemon, Netns, Workdir, provd_bin, require_root_and_tools, veth, wait_until};
-use std::time::Duration;
 use std::path::Path;
+use std::time::Duration;
 
 use common::provd_ok as provd;
 
@@ -186,7 +186,12 @@ fn https_admin_api_accepts_admin_certificates_and_the_token_only() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["host"].as_str().unwrap().to_string(), c["role"].as_str().unwrap().to_string()))
+        .map(|c| {
+            (
+                c["host"].as_str().unwrap().to_string(),
+                c["role"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     roles.sort();
     assert_eq!(

@@ -341,7 +341,11 @@ fn tftp_refuses_an_address_without_lease_reservation_or_open_prefix() {
         s.send_to(&rrq("ipxe.efi", &[("blksize", "1468")]), server).unwrap();
         let mut buf = [0u8; 600];
         let (n, _) = s.recv_from(&mut buf).expect("an answer");
-        let refused = (u16::from_be_bytes([buf[0], buf[1]]), u16::from_be_bytes([buf[2], buf[3]]), String::from_utf8_lossy(&buf[4..n]).to_string());
+        let refused = (
+            u16::from_be_bytes([buf[0], buf[1]]),
+            u16::from_be_bytes([buf[2], buf[3]]),
+            String::from_utf8_lossy(&buf[4..n]).to_string(),
+        );
         // Nothing else follows: no DATA, no OACK.
         let more = s.recv_from(&mut buf).is_ok();
         assert!(!more, "a transfer followed the refusal");

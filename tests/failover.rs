@@ -894,17 +894,29 @@ fn a_provd_pair_over_tls_authenticates_the_partner() {
             ))
             .output()
             .unwrap();
-    eprintln!("s_client: {}", String::from_utf8_lossy(&s_client.stdout).lines().next().unwrap_or(""));
-    wait_until("the secondary refuses the operator's certificate", Duration::from_secs(10), || {
-        b.log_text().contains("not the replication certificate of site fo").then_some(())
-    });
+    eprintln!(
+        "s_client: {}",
+        String::from_utf8_lossy(&s_client.stdout).lines().next().unwrap_or("")
+    );
+    wait_until(
+        "the secondary refuses the operator's certificate",
+        Duration::from_secs(10),
+        || {
+            b.log_text()
+                .contains("not the replication certificate of site fo")
+                .then_some(())
+        },
+    );
     assert!(
         b.log_text().contains("refused a connection from 10.") && b.log_text().contains("TLS"),
         "{}",
         b.log_text()
     );
     let (sa, sb) = wait_pair_state(&a, &b, "normal", 20);
-    assert_eq!((sa["connected"].as_bool(), sb["connected"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(
+        (sa["connected"].as_bool(), sb["connected"].as_bool()),
+        (Some(true), Some(true))
+    );
 
     // The secondary down; the primary leases the host an address alone; the secondary comes
     // back and learns the binding from its authenticated partner: that binding opens the
@@ -914,11 +926,15 @@ fn a_provd_pair_over_tls_authenticates_the_partner() {
     let ip = dhclient_once(&l, &wa);
     b = Daemon::start(&l.b, &cb, &wb.path("state"), &wb.path("provd.log"));
     wait_pair_state(&a, &b, "normal", 60);
-    let learnt = wait_until("the secondary learns the host's binding", Duration::from_secs(30), || {
-        b.leases()
-            .into_iter()
-            .find(|r| r["ip"] == ip.as_str() && r["state"] == "bound")
-    });
+    let learnt = wait_until(
+        "the secondary learns the host's binding",
+        Duration::from_secs(30),
+        || {
+            b.leases()
+                .into_iter()
+                .find(|r| r["ip"] == ip.as_str() && r["state"] == "bound")
+        },
+    );
     assert_eq!(learnt["mac"], "52:54:00:43:00:01", "{learnt}");
     l.d.sh(&format!("ip addr add {ip}/24 dev fd"));
     let script =

@@ -314,7 +314,10 @@ done
     // Verified: the host's own migration-cert script (its first-boot timer) gets the client
     // certificate with a proof of its server key; then virt-pki-validate is satisfied.
     let got = phase.run_on_host("migration-cert");
-    assert!(got.contains("migration certificate installed") && !got.contains("exit "), "{got}");
+    assert!(
+        got.contains("migration certificate installed") && !got.contains("exit "),
+        "{got}"
+    );
     let validate = phase.run_on_host("validate");
     for want in [
         "Found CA certificate",
@@ -414,7 +417,10 @@ fn impostor_at_an_assigned_hosts_address(p: &Phase, state: &Path) {
     assert_eq!(curl(&[&ks]).0, "200");
     // Each step once: the kickstart (and the secrets in it) cannot be fetched again.
     let (code, body) = curl(&[&ks]);
-    assert!(code == "403" && body.contains("kickstart was already taken"), "{code} {body}");
+    assert!(
+        code == "403" && body.contains("kickstart was already taken"),
+        "{code} {body}"
+    );
 
     let dir = p.w.join("impostor");
     std::fs::create_dir_all(&dir).unwrap();
@@ -422,7 +428,10 @@ fn impostor_at_an_assigned_hosts_address(p: &Phase, state: &Path) {
     run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"));
     let csr = |key: &Path, subj: &str| {
         String::from_utf8(
-            run(Command::new("openssl").args(["req", "-new", "-subj", subj, "-key"]).arg(key)).stdout,
+            run(Command::new("openssl")
+                .args(["req", "-new", "-subj", subj, "-key"])
+                .arg(key))
+            .stdout,
         )
         .unwrap()
     };
@@ -441,13 +450,17 @@ fn impostor_at_an_assigned_hosts_address(p: &Phase, state: &Path) {
     // No migration certificate: hv02 was never verified by the pool, whatever the impostor
     // proves (here: the key of the server certificate it just got).
     let client_key = dir.join("other.key");
-    run(Command::new("openssl").args(["genrsa", "-out"]).arg(&client_key).arg("2048"));
+    run(Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&client_key)
+        .arg("2048"));
     let id = run(Command::new("sh").arg("-c").arg(format!(
         "openssl pkey -in {} -pubout -outform DER | sha256sum | cut -d' ' -f1",
         client_key.display()
     )));
     let id = String::from_utf8(id.stdout).unwrap();
-    let bundle = csr(&client_key, "/CN=hv02.h.test") + &csr(&key, &format!("/CN=hv02.h.test/serialNumber={}", id.trim()));
+    let bundle =
+        csr(&client_key, "/CN=hv02.h.test") + &csr(&key, &format!("/CN=hv02.h.test/serialNumber={}", id.trim()));
     std::fs::write(dir.join("bundle"), bundle).unwrap();
     for query in ["role=client".to_string(), format!("role=client&token={token}")] {
         let (code, body) = sign(&query, &dir.join("bundle"));
@@ -473,11 +486,15 @@ fn impostor_at_an_assigned_hosts_address(p: &Phase, state: &Path) {
         ))
         .output()
         .unwrap();
-    let said = wait_until("libvirtd's word on the server certificate as a client", Duration::from_secs(10), || {
-        let log = libvirtd_log();
-        let new = log[before..].to_string();
-        new.contains("error").then_some(new)
-    });
+    let said = wait_until(
+        "libvirtd's word on the server certificate as a client",
+        Duration::from_secs(10),
+        || {
+            let log = libvirtd_log();
+            let new = log[before..].to_string();
+            new.contains("error").then_some(new)
+        },
+    );
     // (libvirtd checks the DN first: "OU=site h" is on no list; the purpose would refuse next.)
     assert!(
         said.contains("Failed to verify peer's certificate")
@@ -515,7 +532,10 @@ fn impostor_at_an_assigned_hosts_address(p: &Phase, state: &Path) {
     );
     eprintln!(
         "hv01's libvirtd refused the impostor: {}",
-        new.lines().filter(|l| l.contains("error")).collect::<Vec<_>>().join(" | ")
+        new.lines()
+            .filter(|l| l.contains("error"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     assert!(p.hv.sh(&format!("ip addr del {me}/24 dev vh")).status.success());
 }
@@ -896,12 +916,17 @@ fn approve_mode_keeps_requests_until_an_operator_decides() {
         key.display()
     )));
     let console = String::from_utf8(console.stdout).unwrap().trim().to_string();
-    assert_eq!(waiting[0]["fingerprint"].as_str(), Some(console.as_str()), "{waiting:?}");
+    assert_eq!(
+        waiting[0]["fingerprint"].as_str(),
+        Some(console.as_str()),
+        "{waiting:?}"
+    );
     let text = String::from_utf8(daemon.cli(&["pki", "pending"]).stdout).unwrap();
     assert!(text.contains(&format!("key sha256 {console}")), "{text}");
     let wrong = daemon.cli_output(&["pki", "approve", "hv01", "--fingerprint", &"0".repeat(64)]);
     assert!(
-        !wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("no waiting certificate request with that key"),
+        !wrong.status.success()
+            && String::from_utf8_lossy(&wrong.stderr).contains("no waiting certificate request with that key"),
         "{}",
         String::from_utf8_lossy(&wrong.stderr)
     );
@@ -932,7 +957,10 @@ fn approve_mode_keeps_requests_until_an_operator_decides() {
     // The client (migration) certificate is never for a token, approved or not.
     let client_csr = csr("rsa:2048", "/dev/null");
     let (code, body) = sign("client", &client_csr);
-    assert!(code == "403" && body.contains("once the pool has verified it"), "{code} {body}");
+    assert!(
+        code == "403" && body.contains("once the pool has verified it"),
+        "{code} {body}"
+    );
 
     // hv02's request is rejected: its installer is told so and nothing is signed.
     assert!(hv.sh("ip addr add 10.91.0.12/24 dev vh").status.success());

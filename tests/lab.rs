@@ -159,10 +159,7 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
             ),
             (Some(true), Some(1))
         );
-        assert_eq!(
-            host["install"]["certificates_issued"],
-            serde_json::json!(["server"])
-        );
+        assert_eq!(host["install"]["certificates_issued"], serde_json::json!(["server"]));
 
         // The console: the installer ran %pre and %post, and the local boot happened.
         let console = String::from_utf8_lossy(&std::fs::read(format!("/var/lib/provd-lab/{name}.serial.log")).unwrap())

@@ -79,7 +79,10 @@ fn enrol(ns: &Netns, name: &str, mac: &str, pki: &Path) -> String {
 fn migration_cert(ns: &Netns, name: &str, pki: &Path) {
     let key = pki.join("libvirt/private/clientkey.pem");
     let subj = format!("/CN={name}.pl.test");
-    let csr = run(Command::new("openssl").args(["req", "-new", "-subj", &subj, "-key"]).arg(&key)).stdout;
+    let csr = run(Command::new("openssl")
+        .args(["req", "-new", "-subj", &subj, "-key"])
+        .arg(&key))
+    .stdout;
     let id = run(Command::new("sh").arg("-c").arg(format!(
         "openssl pkey -in {} -pubout -outform DER | sha256sum | cut -d' ' -f1",
         key.display()

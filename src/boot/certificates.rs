@@ -169,7 +169,10 @@ impl Boot {
         }
         match role {
             Role::Server => self.sign_install(mac, site, host, token, body, from).await,
-            Role::Client => self.sign_migration(mac, site, host, body, from).await.map(SignOutcome::Issued),
+            Role::Client => self
+                .sign_migration(mac, site, host, body, from)
+                .await
+                .map(SignOutcome::Issued),
         }
     }
 
@@ -212,15 +215,22 @@ impl Boot {
             ));
         }
         if proof.vouches_for != facts.key_id {
-            return Err(BootError::BadProof("the proof vouches for another key than the CSR's".into()));
+            return Err(BootError::BadProof(
+                "the proof vouches for another key than the CSR's".into(),
+            ));
         }
         self.not_too_soon(&host.hostname, Role::Client, "migration", now)?;
         // One migration identity per host: the new one replaces (and revokes) the old.
-        let replaced = self.certificates.revoke(&host.hostname, Some(Role::Client), now).await?;
+        let replaced = self
+            .certificates
+            .revoke(&host.hostname, Some(Role::Client), now)
+            .await?;
         for c in &replaced {
             tracing::info!("{}: client certificate {} revoked: replaced", host.hostname, c.serial);
         }
-        let issued = self.issue(mac, site, host, from, csr_pem, Role::Client, "migration").await?;
+        let issued = self
+            .issue(mac, site, host, from, csr_pem, Role::Client, "migration")
+            .await?;
         Ok(issued.pem)
     }
 
@@ -258,7 +268,9 @@ impl Boot {
         from: Ipv4Addr,
     ) -> Result<SignOutcome, BootError> {
         let role = Role::Server;
-        self.inventory.verify_signing_token(mac, token, from, role.name()).await?;
+        self.inventory
+            .verify_signing_token(mac, token, from, role.name())
+            .await?;
         // Key type, size and names are refused before anything is kept or signed.
         let facts = csr::inspect(csr_pem)?;
         crate::pki::check_names(&facts, &self.identity(mac, site, host, from, role))?;
@@ -341,7 +353,11 @@ impl Boot {
                 continue;
             }
             let fingerprint = csr::inspect(&req.csr)?.key_id;
-            if only.is_some_and(|f| !f.trim().trim_start_matches("sha256:").eq_ignore_ascii_case(&fingerprint)) {
+            if only.is_some_and(|f| {
+                !f.trim()
+                    .trim_start_matches("sha256:")
+                    .eq_ignore_ascii_case(&fingerprint)
+            }) {
                 continue;
             }
             let decision = if approve {

@@ -197,7 +197,9 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             fingerprint,
             target,
         } => {
-            let query = fingerprint.map(|f| format!("?fingerprint={}", f.trim())).unwrap_or_default();
+            let query = fingerprint
+                .map(|f| format!("?fingerprint={}", f.trim()))
+                .unwrap_or_default();
             decide(&target, &host, &format!("approve{query}"), "approved")?
         }
         PkiCommand::Reject { host, target } => decide(&target, &host, "reject", "rejected")?,
@@ -309,6 +311,9 @@ fn decide(target: &ServerTarget, host: &str, verb: &str, done: &str) -> anyhow::
     if keys.is_empty() {
         anyhow::bail!("{host} has no waiting certificate request with that key (see `provd pki pending`)");
     }
-    println!("{host}: {done} {} (the host collects on its next try)", keys.join(" and "));
+    println!(
+        "{host}: {done} {} (the host collects on its next try)",
+        keys.join(" and ")
+    );
     Ok(())
 }

@@ -14,9 +14,9 @@ pub mod reload;
 mod validate;
 mod wire;
 
-pub use validate::valid_hostname;
 pub use index::{HostEntry, HostIndex};
 pub use model::*;
+pub use validate::valid_hostname;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

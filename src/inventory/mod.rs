@@ -665,7 +665,12 @@ impl Inventory {
 
     /// Is `token` the open install token of `mac`, used from `from`, with the kickstart
     /// not taken yet? Changes nothing.
-    pub async fn verify_kickstart(&self, mac: MacAddr, token: &str, from: std::net::Ipv4Addr) -> Result<(), InventoryError> {
+    pub async fn verify_kickstart(
+        &self,
+        mac: MacAddr,
+        token: &str,
+        from: std::net::Ipv4Addr,
+    ) -> Result<(), InventoryError> {
         let hosts = self.read();
         let r = hosts.get(&mac).ok_or(InventoryError::UnknownHost)?;
         transition::check_step(r, token, from, STEP_KICKSTART, unix_now())

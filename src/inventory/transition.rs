@@ -462,7 +462,10 @@ mod tests {
         // An expired session is refused.
         let again = reinstall(&r, true, 30).unwrap();
         let (_, next) = boot(Some(&again), h.mac, true, 5, 30, A, || "t3".into()).unwrap();
-        assert_eq!(check_token(&next.unwrap(), "t3", A, 36), Err(InventoryError::TokenRefused));
+        assert_eq!(
+            check_token(&next.unwrap(), "t3", A, 36),
+            Err(InventoryError::TokenRefused)
+        );
     }
 
     #[test]
@@ -475,10 +478,16 @@ mod tests {
         assert_eq!(r.install.as_ref().unwrap().bound_to, Some(A));
         // The host's other address (its lease beside its reservation) gets nothing.
         let bound = Err(InventoryError::BoundElsewhere { bound: A });
-        assert_eq!(boot(Some(&r), h.mac, true, 100, 21, other, || panic!()).map(|_| ()), bound);
+        assert_eq!(
+            boot(Some(&r), h.mac, true, 100, 21, other, || panic!()).map(|_| ()),
+            bound
+        );
         assert_eq!(kickstart_fetched(&r, "t1", other, 21).map(|_| ()), bound);
         assert_eq!(certificate_issued(&r, "t1", other, "server", 21).map(|_| ()), bound);
-        assert_eq!(event(&r, "t1", other, InstallEvent::Installed, "", 21).map(|_| ()), bound);
+        assert_eq!(
+            event(&r, "t1", other, InstallEvent::Installed, "", 21).map(|_| ()),
+            bound
+        );
         // From the bound address: each step once.
         let r = kickstart_fetched(&r, "t1", A, 22).unwrap();
         assert_eq!(
@@ -560,7 +569,8 @@ mod tests {
         let failed = {
             let (_, n) = boot(Some(&set_netboot(&done, true, 20)), h.mac, true, 100, 21, A, || {
                 "t4".into()
-            }).unwrap();
+            })
+            .unwrap();
             event(&n.unwrap(), "t4", A, InstallEvent::Failed, "", 22).unwrap()
         };
         assert!(reinstall(&failed, false, 23).is_ok());

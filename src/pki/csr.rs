@@ -272,7 +272,10 @@ mod tests {
         assert_eq!(parts.len(), 2);
         assert_eq!(inspect(&parts[0]).unwrap().key_id, client_id);
         let pr = proof(&parts[1]).unwrap();
-        assert_eq!((pr.key_id.as_str(), pr.vouches_for.as_str()), (server_id.trim(), client_id));
+        assert_eq!(
+            (pr.key_id.as_str(), pr.vouches_for.as_str()),
+            (server_id.trim(), client_id)
+        );
 
         // One byte changed inside the signed part: the signature no longer verifies.
         let (_, der) = x509_parser::pem::parse_x509_pem(proof_pem.as_bytes()).unwrap();

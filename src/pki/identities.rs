@@ -68,13 +68,13 @@ pub async fn pool_identity(ca: &Ca, registry: &Registry, state_dir: &Path, cn: &
     // The one it replaces (any other valid pool identity of this name) is revoked.
     for old in registry.certificates() {
         if old.role == POOL_ROLE && old.host == cn && old.serial != record.serial && old.revoked_at.is_none() {
-            registry.revoke_serial(&old.serial, now).await.map_err(|e| e.to_string())?;
+            registry
+                .revoke_serial(&old.serial, now)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
-    tracing::info!(
-        "pool identity {cn:?} made (serial {}): {why}",
-        record.serial
-    );
+    tracing::info!("pool identity {cn:?} made (serial {}): {why}", record.serial);
     Ok(dir)
 }
 

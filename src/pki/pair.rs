@@ -118,12 +118,22 @@ mod tests {
             ("an operator's", admin),
             ("a libvirt client's", libvirt),
         ] {
-            assert!(!is_partner(Some(&[der(&c)]), "dc1", &registry), "{what} certificate accepted");
+            assert!(
+                !is_partner(Some(&[der(&c)]), "dc1", &registry),
+                "{what} certificate accepted"
+            );
         }
         assert!(!is_partner(None, "dc1", &registry));
         // Revoked (`provd pki revoke`): no longer the partner.
         let name = "replication dc1 10.0.0.1";
-        let record = crate::pki::registry::CertRecord::of_pem(&partner, name, crate::pki::registry::REPLICATION_ROLE, "start", 0).unwrap();
+        let record = crate::pki::registry::CertRecord::of_pem(
+            &partner,
+            name,
+            crate::pki::registry::REPLICATION_ROLE,
+            "start",
+            0,
+        )
+        .unwrap();
         registry.issued(record).await.unwrap();
         assert!(is_partner(Some(&[der(&partner)]), "dc1", &registry));
         assert_eq!(registry.revoke_identity(name, 1).await.unwrap().len(), 1);

@@ -319,7 +319,8 @@ impl Registry {
         self.revoke_matching(
             |c| {
                 c.host == name
-                    && [OPERATOR_ROLE, ADMIN_ROLE, POOL_ROLE, API_SERVER_ROLE, REPLICATION_ROLE].contains(&c.role.as_str())
+                    && [OPERATOR_ROLE, ADMIN_ROLE, POOL_ROLE, API_SERVER_ROLE, REPLICATION_ROLE]
+                        .contains(&c.role.as_str())
             },
             now,
         )

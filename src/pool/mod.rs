@@ -231,7 +231,12 @@ struct Due {
 /// The certificate `due` presents must be one provd issued to it as a server and has not
 /// revoked (the registry's word, at once; libvirt's own check sees a revocation only after
 /// the host's CRL refresh).
-async fn presented_is_its_own(due: &Due, pki_dir: &std::path::Path, registry: &Registry, now: u64) -> Result<(), (PoolState, String)> {
+async fn presented_is_its_own(
+    due: &Due,
+    pki_dir: &std::path::Path,
+    registry: &Registry,
+    now: u64,
+) -> Result<(), (PoolState, String)> {
     let serial = presented::server_serial(&due.fqdn, pki_dir, CHECK_TIMEOUT)
         .await
         .map_err(|e| (classify(&e), e))?;
@@ -247,7 +252,10 @@ fn judge_presented(serial: &str, host: &str, registry: &Registry, now: u64) -> R
                 PoolState::Tls,
                 format!("it presents server certificate {serial}, which provd revoked"),
             )),
-            CertState::Expired => Err((PoolState::Tls, format!("it presents server certificate {serial}, expired"))),
+            CertState::Expired => Err((
+                PoolState::Tls,
+                format!("it presents server certificate {serial}, expired"),
+            )),
         },
         Some(c) => Err((
             PoolState::Tls,
@@ -419,11 +427,7 @@ mod tests {
             let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
             params.distinguished_name = rcgen::DistinguishedName::new();
             params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
-            let csr = params
-                .serialize_request(&key)
-                .unwrap()
-                .pem()
-                .unwrap();
+            let csr = params.serialize_request(&key).unwrap().pem().unwrap();
             let identity = crate::pki::HostIdentity {
                 fqdn: "localhost".into(),
                 short: "localhost".into(),
@@ -431,15 +435,16 @@ mod tests {
                 unit: "site t".into(),
             };
             let issued = ca.sign_host(&csr, &identity, crate::pki::Role::Server, 30).unwrap();
-            let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(
-                    vec![rustls::pki_types::CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap()],
-                    rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
-                )
-                .unwrap();
+            let config =
+                rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(
+                        vec![rustls::pki_types::CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap()],
+                        rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+                    )
+                    .unwrap();
             (issued, Arc::new(config))
         };
         let listen = |config: Arc<rustls::ServerConfig>| async move {
@@ -455,11 +460,18 @@ mod tests {
         let (issued, config) = serve(&ca);
         let port = listen(config).await;
         let t = Duration::from_secs(5);
-        let serial = presented::server_serial_at("localhost", port, &pool_dir, t).await.unwrap();
+        let serial = presented::server_serial_at("localhost", port, &pool_dir, t)
+            .await
+            .unwrap();
         assert_eq!(serial, issued.serial);
         let now = crate::clock::unix_now();
         // Unknown to the registry: not its own.
-        assert!(judge_presented(&serial, "hv1", &registry, now).unwrap_err().1.contains("does not know"));
+        assert!(
+            judge_presented(&serial, "hv1", &registry, now)
+                .unwrap_err()
+                .1
+                .contains("does not know")
+        );
         let record = |host: &str| CertRecord {
             serial: issued.serial.clone(),
             host: host.into(),
@@ -471,7 +483,12 @@ mod tests {
             revoked_at: None,
         };
         registry.issued(record("hv2")).await.unwrap();
-        assert!(judge_presented(&serial, "hv1", &registry, now).unwrap_err().1.contains("issued to hv2"));
+        assert!(
+            judge_presented(&serial, "hv1", &registry, now)
+                .unwrap_err()
+                .1
+                .contains("issued to hv2")
+        );
         registry.issued(record("hv1")).await.unwrap();
         judge_presented(&serial, "hv1", &registry, now).expect("its own, valid");
         registry.revoke_serial(&serial, now as i64).await.unwrap();
@@ -483,7 +500,9 @@ mod tests {
         crate::pki::init(&other, "provd", 30, false).unwrap();
         let (_, config) = serve(&crate::pki::Ca::load(&other).unwrap());
         let port = listen(config).await;
-        let e = presented::server_serial_at("localhost", port, &pool_dir, t).await.unwrap_err();
+        let e = presented::server_serial_at("localhost", port, &pool_dir, t)
+            .await
+            .unwrap_err();
         assert_eq!(classify(&e), PoolState::Tls, "{e}");
     }
 

@@ -13,26 +13,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     assert!(facts.disks.len() <= MAX_ITEMS && facts.nics.len() <= MAX_ITEMS);
-    let mut texts: Vec<&str> = [
-        &facts.system_vendor,
-        &facts.system_product,
-        &facts.system_serial,
-        &facts.system_uuid,
-        &facts.cpu_model,
-        &facts.bmc_address,
-    ]
-    .into_iter()
-    .filter_map(|t| t.as_deref())
-    .collect();
-    for d in &facts.disks {
-        texts.push(&d.name);
-        texts.extend(d.serial.as_deref());
-        texts.extend(d.model.as_deref());
-    }
-    for n in &facts.nics {
-        texts.extend([n.name.as_str(), n.mac.as_str()]);
-        texts.extend(n.link.as_deref());
-    }
+    let texts = facts.texts();
     for t in texts {
         assert!(t.len() <= MAX_TEXT);
         assert_eq!(provd::printable::printable(t), t, "accepted text with control characters: {t:?}");

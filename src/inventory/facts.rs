@@ -50,11 +50,9 @@ pub struct Nic {
 }
 
 impl HardwareFacts {
-    /// Refuse what is oversized rather than store part of it.
-    pub fn check(&self) -> Result<(), String> {
-        if self.disks.len() > MAX_ITEMS || self.nics.len() > MAX_ITEMS {
-            return Err(format!("more than {MAX_ITEMS} disks or NICs"));
-        }
+    /// Every text value of the report (what reaches an operator's terminal): the one list
+    /// `check` and the discovery fuzz target both read.
+    pub fn texts(&self) -> Vec<&str> {
         let mut texts: Vec<&str> = [
             &self.system_vendor,
             &self.system_product,
@@ -75,6 +73,15 @@ impl HardwareFacts {
             texts.extend([n.name.as_str(), n.mac.as_str()]);
             texts.extend(n.link.as_deref());
         }
+        texts
+    }
+
+    /// Refuse what is oversized rather than store part of it.
+    pub fn check(&self) -> Result<(), String> {
+        if self.disks.len() > MAX_ITEMS || self.nics.len() > MAX_ITEMS {
+            return Err(format!("more than {MAX_ITEMS} disks or NICs"));
+        }
+        let texts = self.texts();
         if texts.iter().any(|t| t.len() > MAX_TEXT) {
             return Err(format!("a value longer than {MAX_TEXT} characters"));
         }

@@ -62,6 +62,8 @@ pub struct Handle {
 
 /// How long a TLS handshake with the partner may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes with connections from the partner's address at once (the partner needs one).
+const HANDSHAKES_AT_ONCE: usize = 4;
 
 /// What authenticates the partner when the relationship runs over TLS: our side of the
 /// pair's mutual TLS and the registry that says what is revoked.
@@ -272,6 +274,7 @@ impl Driver {
             cfg.peer_address,
             cfg.peer_port
         );
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -319,9 +322,16 @@ impl Driver {
                             Some(auth) => {
                                 // The handshake off the loop; the connection comes back
                                 // through `done` only if it is the partner.
+                                // At most HANDSHAKES_AT_ONCE: a flood of connections from the
+                                // partner's address is dropped, not turned into tasks.
+                                let Ok(slot) = handshakes.clone().try_acquire_owned() else {
+                                    tracing::warn!("failover {}: refused a connection from {from}: handshakes in progress", cfg.name);
+                                    continue;
+                                };
                                 let (auth, done, site) = (auth.clone(), self.done_tx.clone(), self.rel.site.clone());
                                 let name = cfg.name.clone();
                                 tokio::spawn(async move {
+                                    let _slot = slot;
                                     match handshake_accepted(stream, &auth, &site).await {
                                         Ok(conn) => {
                                             let _ = done.send(Completion::Accepted { conn, from });

@@ -7,22 +7,101 @@
 //! fall off when it is full. It is not durable: the store holds what must survive.
 
 use crate::clock::unix_now;
+use crate::inventory::InstallEvent;
 use crate::mac::MacAddr;
+use crate::render::Action;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 const CAPACITY: usize = 20_000;
 
+/// One entry: when, which machine (when known), and the step it took. On the wire
+/// (`/api/events`) the step's fields sit beside `at`/`mac`/`ip` with its `kind`, and
+/// `detail` is the step's one-line description for people; programs match on the fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootEvent {
     pub at: u64,
     pub mac: Option<MacAddr>,
     pub ip: Option<Ipv4Addr>,
-    /// dhcp-ack, tftp, http-asset, boot-script, kickstart, callback
-    pub kind: String,
+    #[serde(flatten)]
+    pub step: Step,
     pub detail: String,
+}
+
+/// What happened, typed: the lab's progress and the tests match on these, never on text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Step {
+    /// A DHCPACK with an address, and the boot file it named (TFTP name or HTTP URL).
+    DhcpAck {
+        address: Ipv4Addr,
+        boot_file: Option<String>,
+    },
+    /// A TFTP transfer that completed.
+    Tftp { file: String, bytes: u64 },
+    /// A GET or HEAD under `/assets` (the Range header when there was one).
+    HttpAsset {
+        method: String,
+        path: String,
+        range: Option<String>,
+    },
+    /// The per-host boot script: what the machine was told, and the sentence for people.
+    BootScript { action: Action, description: String },
+    /// A kickstart served.
+    Kickstart { bytes: usize },
+    /// An installer's progress callback.
+    Callback { event: InstallEvent },
+    /// Certificates: signed for a host, or an operator's decision.
+    Pki { what: String },
+    /// A cloud-init seed file served to a VM.
+    Nocloud { hostname: String, file: String },
+    /// A discovery report stored.
+    Discovery { what: String },
+    /// An operator adopted a discovered machine into the config.
+    Adopted { hostname: String, file: String },
+    /// A BMC action.
+    Power { host: String, outcome: String },
+    /// The hypervisor pool moved something (drain).
+    Pool { what: String },
+    /// A request refused, and why.
+    Refused { reason: String },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::DhcpAck {
+                address,
+                boot_file: Some(file),
+            } => write!(f, "{address} boot file {file}"),
+            Step::DhcpAck {
+                address,
+                boot_file: None,
+            } => write!(f, "{address} (no boot file)"),
+            Step::Tftp { file, bytes } => write!(f, "{file} ({bytes} bytes)"),
+            Step::HttpAsset {
+                method,
+                path,
+                range: Some(r),
+            } => write!(f, "{method} {path} {r}"),
+            Step::HttpAsset {
+                method,
+                path,
+                range: None,
+            } => write!(f, "{method} {path}"),
+            Step::BootScript { description, .. } => f.write_str(description),
+            Step::Kickstart { bytes } => write!(f, "{bytes} bytes"),
+            Step::Callback { event } => f.write_str(event.as_str()),
+            Step::Nocloud { hostname, file } => write!(f, "{hostname} {file}"),
+            Step::Adopted { hostname, file } => write!(f, "adopted as {hostname} ({file})"),
+            Step::Power { host, outcome } => write!(f, "{host}: {outcome}"),
+            Step::Pki { what } | Step::Discovery { what } | Step::Pool { what } => f.write_str(what),
+            Step::Refused { reason } => f.write_str(reason),
+        }
+    }
 }
 
 /// Who holds an address now: the DHCP lease table answers it (TFTP and HTTP only see
@@ -45,13 +124,13 @@ impl Journal {
         }
     }
 
-    pub fn record(&self, mac: Option<MacAddr>, ip: Option<Ipv4Addr>, kind: &str, detail: impl Into<String>) {
+    pub fn record(&self, mac: Option<MacAddr>, ip: Option<Ipv4Addr>, step: Step) {
         let e = BootEvent {
             at: unix_now(),
             mac,
             ip,
-            kind: kind.to_string(),
-            detail: detail.into(),
+            detail: step.to_string(),
+            step,
         };
         let mut q = self.events.lock().expect("journal lock");
         if q.len() == CAPACITY {
@@ -61,8 +140,8 @@ impl Journal {
     }
 
     /// Record an event seen from an address; the MAC comes from the lease table.
-    pub fn record_ip(&self, ip: Ipv4Addr, kind: &str, detail: impl Into<String>) {
-        self.record(self.holders.mac_of(ip), Some(ip), kind, detail);
+    pub fn record_ip(&self, ip: Ipv4Addr, step: Step) {
+        self.record(self.holders.mac_of(ip), Some(ip), step);
     }
 
     /// Events, oldest first, optionally only one MAC's.
@@ -87,14 +166,50 @@ mod tests {
         }
         let leases = OneLease(Ipv4Addr::new(10, 0, 0, 5), m);
         let j = Journal::new(leases);
-        j.record(Some(m), None, "boot-script", "install");
-        j.record_ip(Ipv4Addr::new(10, 0, 0, 5), "tftp", "undionly.kpxe");
-        j.record_ip(Ipv4Addr::new(10, 0, 0, 6), "tftp", "other");
+        j.record(Some(m), None, Step::Kickstart { bytes: 10 });
+        let tftp = |file: &str| Step::Tftp {
+            file: file.into(),
+            bytes: 1,
+        };
+        j.record_ip(Ipv4Addr::new(10, 0, 0, 5), tftp("undionly.kpxe"));
+        j.record_ip(Ipv4Addr::new(10, 0, 0, 6), tftp("other"));
         let mine = j.events(Some(m));
         assert_eq!(
-            mine.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
-            ["boot-script", "tftp"]
+            mine.iter().map(|e| e.step.clone()).collect::<Vec<_>>(),
+            [Step::Kickstart { bytes: 10 }, tftp("undionly.kpxe")]
         );
         assert_eq!(j.events(None).len(), 3);
+    }
+
+    /// The wire shape `/api/events` serves: `kind` and the step's fields flat beside the
+    /// event's, `detail` for people; a client reads it back into the same step.
+    #[test]
+    fn an_event_round_trips_through_its_json() {
+        let e = BootEvent {
+            at: 7,
+            mac: Some("52:54:00:00:00:01".parse().unwrap()),
+            ip: None,
+            step: Step::Callback {
+                event: InstallEvent::PostStarted,
+            },
+            detail: "post-started".into(),
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["kind"], "callback");
+        assert_eq!(v["event"], "post-started");
+        assert_eq!(v["detail"], "post-started");
+        assert_eq!(serde_json::from_value::<BootEvent>(v).unwrap(), e);
+        let ack = Step::DhcpAck {
+            address: Ipv4Addr::new(10, 0, 0, 5),
+            boot_file: None,
+        };
+        assert_eq!(ack.to_string(), "10.0.0.5 (no boot file)");
+        let v = serde_json::to_value(&ack).unwrap();
+        assert_eq!((v["kind"].as_str(), v["boot_file"].is_null()), (Some("dhcp-ack"), true));
+        let script = Step::BootScript {
+            action: Action::Install,
+            description: "installing x".into(),
+        };
+        assert_eq!(serde_json::to_value(&script).unwrap()["action"], "install");
     }
 }

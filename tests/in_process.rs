@@ -108,7 +108,7 @@ fn journal_details(f: &Fixture, kind: &str) -> Vec<String> {
         .journal
         .events(Some(HV1.parse().unwrap()))
         .into_iter()
-        .filter(|e| e.kind == kind)
+        .filter(|e| serde_json::to_value(&e.step).unwrap()["kind"] == kind)
         .map(|e| e.detail)
         .collect()
 }

@@ -16,6 +16,7 @@ use crate::dhcp::stats::DhcpStats;
 use crate::dhcp::topology::Ingress;
 use crate::inventory::Observation;
 use crate::journal::Journal;
+use crate::journal::Step;
 use crate::mac::MacAddr;
 use crate::store::LeaseRecord;
 use crate::store::Store;
@@ -292,19 +293,15 @@ fn send(shared: &Shared, sock: &UdpSocket, ingress: &Ingress, msg: &Message, kin
             if let (Some(j), MessageType::Ack) = (&shared.journal, kind)
                 && !msg.yiaddr().is_unspecified()
             {
-                let file = msg
+                let boot_file = msg
                     .fname_str()
                     .and_then(|r| r.ok())
                     .map(|f| f.trim_end_matches('\0').to_string());
-                let detail = match file {
-                    Some(f) => format!("{} boot file {f}", msg.yiaddr()),
-                    None => format!("{} (no boot file)", msg.yiaddr()),
-                };
+                let address = msg.yiaddr();
                 j.record(
                     MacAddr::from_chaddr(msg.chaddr()),
-                    Some(msg.yiaddr()),
-                    "dhcp-ack",
-                    detail,
+                    Some(address),
+                    Step::DhcpAck { address, boot_file },
                 );
             }
         }

@@ -92,8 +92,10 @@ async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): J
             s.journal.record(
                 Some(mac),
                 None,
-                "adopted",
-                format!("{mac} adopted as {} ({})", new.hostname, file.display()),
+                crate::journal::Step::Adopted {
+                    hostname: new.hostname.clone(),
+                    file: file.display().to_string(),
+                },
             );
             Json(serde_json::json!({ "host": record, "file": file, "reload": report })).into_response()
         }
@@ -217,7 +219,7 @@ async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response 
                     (Some(to), _) => format!("drain: {} moved to {to}", m.domain),
                     (None, e) => format!("drain: {} not moved: {}", m.domain, e.as_deref().unwrap_or("?")),
                 };
-                s.journal.record(Some(mac), None, "pool", what);
+                s.journal.record(Some(mac), None, crate::journal::Step::Pool { what });
             }
             Json(serde_json::json!({ "host": name, "moved": moved })).into_response()
         }

@@ -3,6 +3,7 @@
 use super::AppState;
 use crate::boot::{BootError, Format, SignOutcome};
 use crate::inventory::InstallEvent;
+use crate::journal::Step;
 use crate::mac::MacAddr;
 use crate::pki::Role;
 use crate::served_root::{self, Refusal};
@@ -55,8 +56,9 @@ async fn discover(
         s.journal.record(
             Some(mac),
             Some(from),
-            "refused",
-            format!("discovery facts for {mac} from {from}, which does not hold its lease"),
+            Step::Refused {
+                reason: format!("discovery facts for {mac} from {from}, which does not hold its lease"),
+            },
         );
         return plain(StatusCode::FORBIDDEN, "forbidden\n");
     }
@@ -76,8 +78,9 @@ async fn discover(
             s.journal.record(
                 Some(mac),
                 Some(from),
-                "discovery",
-                r.history.last().map(|h| h.what.clone()).unwrap_or_default(),
+                Step::Discovery {
+                    what: r.history.last().map(|h| h.what.clone()).unwrap_or_default(),
+                },
             );
             let then = s
                 .listener_site
@@ -110,7 +113,13 @@ async fn nocloud(
     };
     s.http_stats.inc("nocloud");
     if let IpAddr::V4(ip) = peer.ip() {
-        s.journal.record_ip(ip, "nocloud", format!("{} {file}", seed.hostname));
+        s.journal.record_ip(
+            ip,
+            Step::Nocloud {
+                hostname: seed.hostname.clone(),
+                file: file.clone(),
+            },
+        );
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
@@ -135,11 +144,12 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
             s.journal.record(
                 Some(mac),
                 Some(from),
-                "refused",
-                format!(
-                    "{what}: asked from {from}; the host holds {}",
-                    crate::boot::fmt_addresses(holds)
-                ),
+                Step::Refused {
+                    reason: format!(
+                        "{what}: asked from {from}; the host holds {}",
+                        crate::boot::fmt_addresses(holds)
+                    ),
+                },
             );
             plain(StatusCode::FORBIDDEN, "forbidden\n")
         }
@@ -156,8 +166,9 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
             s.journal.record(
                 None,
                 None,
-                "refused",
-                format!("{what}: the install token is bound to {bound}, the address of its first use"),
+                Step::Refused {
+                    reason: format!("{what}: the install token is bound to {bound}, the address of its first use"),
+                },
             );
             (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
         }
@@ -165,7 +176,13 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
             // The asker holds the token: saying which step was taken tells it nothing new.
             s.http_stats.inc("refused_token");
             tracing::warn!("{what}: {e}");
-            s.journal.record(None, None, "refused", format!("{what}: {e}"));
+            s.journal.record(
+                None,
+                None,
+                Step::Refused {
+                    reason: format!("{what}: {e}"),
+                },
+            );
             (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
         }
         BootError::TooSoon { .. } => {
@@ -229,8 +246,15 @@ async fn boot_script(
         Ok(plan) => {
             let text = s.boot().render_plan(Format::Ipxe, &plan);
             if text.is_ok() {
-                s.journal
-                    .record(Some(mac), None, "boot-script", plan.describe(&s.boot().config));
+                let description = plan.describe(&s.boot().config);
+                s.journal.record(
+                    Some(mac),
+                    None,
+                    Step::BootScript {
+                        action: plan.action(),
+                        description,
+                    },
+                );
             }
             text
         }
@@ -265,8 +289,7 @@ async fn kickstart(
             s.http_stats.inc("kickstarts");
             tracing::info!("kickstart served to {host}");
             let mac = s.boot().inventory.find(&host).await;
-            s.journal
-                .record(mac, None, "kickstart", format!("{} bytes", text.len()));
+            s.journal.record(mac, None, Step::Kickstart { bytes: text.len() });
             ([("content-type", "text/plain; charset=utf-8")], text).into_response()
         }
         Err(e) => refuse(&s, e, &format!("kickstart for {host:?}")),
@@ -299,7 +322,7 @@ async fn callback(
         Ok((mac, status)) => {
             s.http_stats.inc("callbacks");
             tracing::info!("install event from {host}: {event:?} -> {status:?}");
-            s.journal.record(Some(mac), None, "callback", event.as_str());
+            s.journal.record(Some(mac), None, Step::Callback { event });
             axum::Json(serde_json::json!({ "status": status })).into_response()
         }
         Err(e) => refuse(&s, e, &format!("callback {event:?} from {host:?}")),
@@ -362,8 +385,13 @@ async fn sign(
 async fn certificate_response(s: &AppState, host: &str, role: Role, cert: String, what: &str) -> Response {
     s.http_stats.inc("certificates");
     let mac = s.boot().inventory.find(host).await;
-    s.journal
-        .record(mac, None, "pki", format!("{} certificate {what}", role.name()));
+    s.journal.record(
+        mac,
+        None,
+        Step::Pki {
+            what: format!("{} certificate {what}", role.name()),
+        },
+    );
     let boot = s.boot();
     let ca = boot.ca_pem().unwrap_or_default();
     let body = format!("# provd: ca\n{ca}# provd: {}\n{cert}", role.name());
@@ -415,10 +443,16 @@ async fn asset(
                     .headers()
                     .get("range")
                     .and_then(|v| v.to_str().ok())
-                    .map(|r| format!(" {r}"))
-                    .unwrap_or_default();
-                s.journal
-                    .record_ip(ip, "http-asset", format!("{} {path}{range}", req.method()));
+                    .map(str::to_string);
+                let method = req.method().to_string();
+                s.journal.record_ip(
+                    ip,
+                    Step::HttpAsset {
+                        method,
+                        path: path.clone(),
+                        range,
+                    },
+                );
             }
             match tower_http::services::ServeFile::new(file).oneshot(req).await {
                 Ok(resp) => resp.map(Body::new),

@@ -4,6 +4,7 @@
 
 use super::AppState;
 use crate::boot::BootError;
+use crate::journal::Step;
 use crate::pki::Role;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -42,8 +43,13 @@ async fn decided(s: &AppState, host: &str, what: &str, decided: Vec<crate::boot:
             .iter()
             .map(|d| format!("{} (key sha256 {})", d.role, d.fingerprint))
             .collect();
-        s.journal
-            .record(mac, None, "pki", format!("operator: {what} {}", detail.join(", ")));
+        s.journal.record(
+            mac,
+            None,
+            Step::Pki {
+                what: format!("operator: {what} {}", detail.join(", ")),
+            },
+        );
     }
     Json(serde_json::json!({ "host": host, what: names, "keys": decided })).into_response()
 }
@@ -84,8 +90,9 @@ async fn revoke(State(s): State<AppState>, Path(host): Path<String>, Query(q): Q
                 s.journal.record(
                     mac,
                     None,
-                    "pki",
-                    format!("operator: revoked {} certificate {}", c.role, c.serial),
+                    Step::Pki {
+                        what: format!("operator: revoked {} certificate {}", c.role, c.serial),
+                    },
                 );
             }
             Json(serde_json::json!({ "host": host, "revoked": revoked })).into_response()

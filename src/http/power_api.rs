@@ -152,7 +152,14 @@ pub async fn act(s: &AppState, mac: MacAddr, host: &str, bmc: Bmc, action: Actio
     {
         tracing::warn!("{host}: could not record the power action in its history: {e}");
     }
-    s.journal.record(Some(mac), None, "power", format!("{host}: {line}"));
+    s.journal.record(
+        Some(mac),
+        None,
+        crate::journal::Step::Power {
+            host: host.to_string(),
+            outcome: line.to_string(),
+        },
+    );
     result
 }
 

@@ -146,7 +146,8 @@ pub enum BootDecision {
     Menu,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum InstallEvent {
     Installing,
     PostStarted,

@@ -3,7 +3,9 @@
 //! adds what only the VM can see (the kernel starting, the disk booting).
 
 use super::vm::Firmware;
-use crate::journal::BootEvent;
+use crate::inventory::InstallEvent;
+use crate::journal::{BootEvent, Step};
+use crate::render::Action;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -93,45 +95,49 @@ pub fn derive(events: &[BootEvent], console: &str, firmware: Firmware) -> Progre
     let mut kernel = false;
     let mut initrd = false;
     for e in events {
-        match e.kind.as_str() {
-            "dhcp-ack" => {
+        match &e.step {
+            Step::DhcpAck { boot_file, .. } => {
                 reach(&mut p, Stage::Dhcp, e.at, &e.detail);
-                if firmware == Firmware::Bios && e.detail.contains("boot file http") {
+                // A BIOS VM's NIC ROM is iPXE already: its first answer names the script.
+                let http = boot_file.as_deref().is_some_and(|f| f.starts_with("http"));
+                if firmware == Firmware::Bios && http {
                     reach(&mut p, Stage::Ipxe, e.at, "NIC option ROM (iPXE)");
                 }
             }
-            "tftp" => {
-                let file = e.detail.split_whitespace().next().unwrap_or("").to_string();
+            Step::Tftp { file, .. } => {
                 if file.ends_with(".efi") || file.ends_with(".kpxe") {
                     reach(&mut p, Stage::Ipxe, e.at, &format!("TFTP {file}"));
                 }
-                p.tftp_files.push(file);
+                p.tftp_files.push(file.clone());
             }
-            "boot-script" => {
-                if e.detail.starts_with("installing") {
-                    reach(&mut p, Stage::Script, e.at, &e.detail);
-                } else if e.detail.contains("local disk") && p.at(Stage::Installed).is_some() {
-                    reach(&mut p, Stage::LocalBoot, e.at, &e.detail);
-                }
-            }
-            "http-asset" => {
-                kernel |= e.detail.contains("vmlinuz");
-                initrd |= e.detail.contains("initrd") || e.detail.contains("installer.cpio");
+            Step::BootScript {
+                action: Action::Install,
+                ..
+            } => reach(&mut p, Stage::Script, e.at, &e.detail),
+            Step::BootScript {
+                action: Action::Local, ..
+            } if p.at(Stage::Installed).is_some() => reach(&mut p, Stage::LocalBoot, e.at, &e.detail),
+            Step::HttpAsset { path, .. } => {
+                kernel |= path.contains("vmlinuz");
+                initrd |= path.contains("initrd") || path.contains("installer.cpio");
                 if kernel && initrd {
                     reach(&mut p, Stage::Kernel, e.at, "kernel and initrd over HTTP");
                 }
             }
-            "pki" => p.certificates.push(e.detail.clone()),
-            "kickstart" => {
+            Step::Pki { what } => p.certificates.push(what.clone()),
+            Step::Kickstart { .. } => {
                 p.kickstart_fetches += 1;
                 reach(&mut p, Stage::Kickstart, e.at, &e.detail);
             }
-            "callback" => match e.detail.as_str() {
-                "post-started" => reach(&mut p, Stage::Post, e.at, "%post started"),
-                "installed" => reach(&mut p, Stage::Installed, e.at, "installer reported installed"),
-                "failed" => p.failed = Some("installer reported failed".into()),
-                _ => {}
-            },
+            Step::Callback {
+                event: InstallEvent::PostStarted,
+            } => reach(&mut p, Stage::Post, e.at, "%post started"),
+            Step::Callback {
+                event: InstallEvent::Installed,
+            } => reach(&mut p, Stage::Installed, e.at, "installer reported installed"),
+            Step::Callback {
+                event: InstallEvent::Failed,
+            } => p.failed = Some("installer reported failed".into()),
             _ => {}
         }
     }
@@ -149,30 +155,70 @@ pub fn derive(events: &[BootEvent], console: &str, firmware: Firmware) -> Progre
 mod tests {
     use super::*;
 
-    fn ev(at: u64, kind: &str, detail: &str) -> BootEvent {
+    fn ev(at: u64, step: Step) -> BootEvent {
         BootEvent {
             at,
             mac: None,
             ip: None,
-            kind: kind.into(),
-            detail: detail.into(),
+            detail: step.to_string(),
+            step,
         }
+    }
+    fn ack(at: u64, file: &str) -> BootEvent {
+        ev(
+            at,
+            Step::DhcpAck {
+                address: "10.200.0.12".parse().unwrap(),
+                boot_file: Some(file.into()),
+            },
+        )
+    }
+    fn tftp(at: u64, file: &str) -> BootEvent {
+        ev(
+            at,
+            Step::Tftp {
+                file: file.into(),
+                bytes: 850_528,
+            },
+        )
+    }
+    fn script(at: u64, action: Action) -> BootEvent {
+        ev(
+            at,
+            Step::BootScript {
+                action,
+                description: format!("{action:?}"),
+            },
+        )
+    }
+    fn asset(at: u64, path: &str) -> BootEvent {
+        ev(
+            at,
+            Step::HttpAsset {
+                method: "GET".into(),
+                path: path.into(),
+                range: None,
+            },
+        )
+    }
+    fn callback(at: u64, event: InstallEvent) -> BootEvent {
+        ev(at, Step::Callback { event })
     }
 
     #[test]
     fn a_uefi_install_then_local_boot() {
         let events = [
-            ev(10, "dhcp-ack", "10.200.0.12 boot file ipxe.efi"),
-            ev(11, "tftp", "ipxe.efi (850528 bytes)"),
-            ev(20, "dhcp-ack", "10.200.0.12 boot file http://x/boot/m.ipxe"),
-            ev(30, "boot-script", "installing lab-2 with profile lab-mini (site lab)"),
-            ev(30, "http-asset", "GET lab/vmlinuz"),
-            ev(31, "http-asset", "GET lab/installer.cpio.gz"),
-            ev(35, "kickstart", "793 bytes"),
-            ev(35, "callback", "installing"),
-            ev(35, "callback", "post-started"),
-            ev(36, "callback", "installed"),
-            ev(60, "boot-script", "lab-2 boots from its local disk"),
+            ack(10, "ipxe.efi"),
+            tftp(11, "ipxe.efi"),
+            ack(20, "http://x/boot/m.ipxe"),
+            script(30, Action::Install),
+            asset(30, "lab/vmlinuz"),
+            asset(31, "lab/installer.cpio.gz"),
+            ev(35, Step::Kickstart { bytes: 793 }),
+            callback(35, InstallEvent::Installing),
+            callback(35, InstallEvent::PostStarted),
+            callback(36, InstallEvent::Installed),
+            script(60, Action::Local),
         ];
         let p = derive(&events, "", Firmware::Uefi);
         assert_eq!(p.reached.iter().map(|r| r.0).collect::<Vec<_>>(), Stage::ALL.to_vec());
@@ -184,10 +230,7 @@ mod tests {
 
     #[test]
     fn bios_ipxe_rom_needs_no_tftp_and_local_boot_only_counts_after_install() {
-        let events = [
-            ev(1, "dhcp-ack", "10.200.0.11 boot file http://x/boot/m.ipxe"),
-            ev(2, "boot-script", "lab-1 boots from its local disk"),
-        ];
+        let events = [ack(1, "http://x/boot/m.ipxe"), script(2, Action::Local)];
         let p = derive(&events, "", Firmware::Bios);
         assert_eq!(p.at(Stage::Ipxe), Some(1));
         assert_eq!(

@@ -135,7 +135,7 @@ fn default_vars() -> toml::Table {
 }
 
 /// What a boot script does: the inventory's decision as the templates see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Install,

@@ -12,7 +12,7 @@
 pub mod codec;
 pub mod transfer;
 
-use crate::journal::Journal;
+use crate::journal::{Journal, Step};
 use crate::served_root::{self, Refusal};
 use codec::{ErrorCode, Packet};
 use std::collections::HashSet;
@@ -288,7 +288,13 @@ impl TftpServer {
                 s.add("bytes_sent", bytes);
                 tracing::debug!("tftp {peer} {filename}: {bytes} bytes");
                 if let Some(j) = &self.journal {
-                    j.record_ip(client_ip, "tftp", format!("{filename} ({bytes} bytes)"));
+                    j.record_ip(
+                        client_ip,
+                        Step::Tftp {
+                            file: filename.to_string(),
+                            bytes: bytes as u64,
+                        },
+                    );
                 }
             }
             Outcome::AbortedByClient => {

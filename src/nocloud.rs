@@ -41,7 +41,7 @@ pub enum SeedError {
     #[error("SSH key {0} is not one line")]
     BadKey(usize),
     #[error("{0}")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A YAML double-quoted scalar: JSON's string syntax is a subset of it.
@@ -131,9 +131,7 @@ impl Registry {
             url: format!("{base_url}/nocloud/{token}/"),
         };
         let json = serde_json::to_vec(&seed).expect("a seed serialises");
-        self.store
-            .put_nocloud_blocking(&token, &json)
-            .map_err(|e| SeedError::Store(e.to_string()))?;
+        self.store.put_nocloud_blocking(&token, &json)?;
         self.seeds
             .write()
             .expect("seed lock")

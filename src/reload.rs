@@ -36,7 +36,21 @@ pub enum ReloadError {
     /// The new config is valid but the store refused a host record: the hosts written so
     /// far follow the new config, DHCP and boot scripts still the old one.
     #[error("the store failed while recording the new hosts ({0}); DHCP and boot still use the previous config")]
-    Store(String),
+    Store(crate::store::Failure),
+}
+
+impl ReloadError {
+    /// Re-indexing hosts fails only in the store; anything else is kept as text of kind
+    /// "other" rather than lost.
+    fn from_inventory(e: crate::inventory::InventoryError) -> Self {
+        match e {
+            crate::inventory::InventoryError::Store(f) => ReloadError::Store(f),
+            other => ReloadError::Store(crate::store::Failure {
+                kind: crate::store::ErrorKind::Other,
+                message: other.to_string(),
+            }),
+        }
+    }
 }
 
 /// What a reload did.
@@ -112,7 +126,7 @@ impl Reloader {
             .inventory
             .reindex(&new.hosts)
             .await
-            .map_err(|e| ReloadError::Store(e.to_string()))?;
+            .map_err(ReloadError::from_inventory)?;
         let new = Arc::new(new);
         let served_refs = new.select_sites(&self.sites).expect("checked above");
         self.leases.set_topology(Topology::new(&new, &served_refs));

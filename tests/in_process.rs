@@ -32,14 +32,19 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let work = common::Workdir::new();
+    fixture_in(common::Workdir::new(), None)
+}
+
+/// The fixture with its state directory at `state` (a filesystem the test controls).
+fn fixture_in(work: common::Workdir, state: Option<std::path::PathBuf>) -> Fixture {
+    let state = state.unwrap_or_else(|| work.path("state"));
     let assets = work.path("assets");
     std::fs::create_dir_all(assets.join("el9")).unwrap();
     std::fs::write(assets.join("el9/vmlinuz"), vec![7u8; 3000]).unwrap();
     std::fs::write(assets.join("hello.txt"), "hello from provd\n").unwrap();
-    let text = common::builder::config_with(&assets, &work.path("state"), &common::builder::fixture("loopback"));
+    let text = common::builder::config_with(&assets, &state, &common::builder::fixture("loopback"));
     let cfg = provd::config::load_from_strs(&[(work.path("provd.toml"), text)]).unwrap();
-    let services = Services::build(Arc::new(cfg), &[], &[], &work.path("state")).unwrap();
+    let services = Services::build(Arc::new(cfg), &[], &[], &state).unwrap();
     Fixture { services, _work: work }
 }
 
@@ -581,4 +586,36 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
     );
     stop_tx.send(true).unwrap();
     task.await.unwrap();
+}
+
+/// A full disk under the state directory is a 507 with its kind, on the admin API and on
+/// the boot listener alike (it was the same 500 as a template bug), and nothing changes.
+#[tokio::test]
+async fn a_full_disk_answers_507_with_its_kind() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let work = common::Workdir::new();
+    let disk = common::Tmpfs::mount(&work.path("state"), "4m");
+    let f = fixture_in(work, Some(disk.dir.clone()));
+    let (api, boot) = (f.api_router(), f.boot_router());
+    let bearer = f.services.api_token.bearer();
+    disk.fill();
+
+    let (status, body) = call_as(&api, "POST", "/api/hosts/hv1/netboot/off", "", Some(&bearer)).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["kind"], "disk-full", "{body}");
+    let (_, host) = call_as(&api, "GET", "/api/hosts/hv1", "", Some(&bearer)).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&host).unwrap()["netboot"],
+        true
+    );
+
+    // The install script needs a token, which must be durable before it is handed out.
+    let (status, script) = call(&boot, "GET", &format!("/boot/{HV1_PATH}.ipxe"), "").await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{script}");
+    assert_eq!(script, "provd could not record this now (disk full)\n");
+    assert!(!script.contains("token="));
 }

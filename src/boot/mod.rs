@@ -119,6 +119,21 @@ pub enum BootError {
     Registry(#[from] crate::pki::registry::RegistryError),
 }
 
+impl BootError {
+    /// When provd's own store failed under this request: its kind and text (HTTP answers
+    /// by the kind; nothing about the asker was wrong).
+    pub fn store_failure(&self) -> Option<crate::store::Failure> {
+        match self {
+            BootError::Inventory(InventoryError::Store(f)) => Some(f.clone()),
+            BootError::Registry(crate::pki::registry::RegistryError::Store(e)) => Some(crate::store::Failure {
+                kind: e.kind(),
+                message: e.to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// `a, b` or, for none, "no lease and no reservation" (errors and the journal).
 pub fn fmt_addresses(a: &[Ipv4Addr]) -> String {
     if a.is_empty() {

@@ -100,6 +100,7 @@ async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): J
             Json(serde_json::json!({ "host": record, "file": file, "reload": report })).into_response()
         }
         Err(e @ AdoptError::NoConfigDirectory) => refuse(StatusCode::CONFLICT, e.to_string()),
+        Err(AdoptError::Refused(_, crate::reload::ReloadError::Store(f))) => super::failure::json("adopt", &f),
         Err(e @ AdoptError::Refused(..)) => refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         Err(e) => internal(e),
     }
@@ -111,7 +112,7 @@ async fn reload(State(s): State<AppState>) -> Response {
     use crate::reload::ReloadError;
     match s.reloader.reload().await {
         Ok(report) => Json(report).into_response(),
-        Err(e @ ReloadError::Store(_)) => internal(e),
+        Err(ReloadError::Store(f)) => super::failure::json("reload", &f),
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(serde_json::json!({ "error": e.to_string() })),
@@ -182,7 +183,7 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
     let reg = s.nocloud.clone();
     match tokio::task::spawn_blocking(move || reg.create_blocking(&req, &site, &base)).await {
         Ok(Ok(seed)) => Json(seed).into_response(),
-        Ok(Err(crate::nocloud::SeedError::Store(e))) => internal(e),
+        Ok(Err(crate::nocloud::SeedError::Store(e))) => super::failure::json("nocloud seed", &e.into()),
         Ok(Err(e)) => bad(e.to_string()),
         Err(e) => internal(e),
     }
@@ -314,6 +315,7 @@ fn host_result(r: Result<HostRecord, InventoryError>) -> Response {
             Json(serde_json::json!({ "error": e.to_string() })),
         )
             .into_response(),
+        Err(InventoryError::Store(f)) => super::failure::json("host record", &f),
         Err(e) => internal(e),
     }
 }
@@ -431,7 +433,7 @@ async fn leases(State(s): State<AppState>) -> Response {
     let store = s.store.clone();
     match tokio::task::spawn_blocking(move || store.load_leases()).await {
         Ok(Ok(l)) => Json::<Vec<LeaseRecord>>(l).into_response(),
-        Ok(Err(e)) => internal(e),
+        Ok(Err(e)) => super::failure::json("leases", &e.into()),
         Err(e) => internal(e),
     }
 }

@@ -135,6 +135,10 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
 
 /// Map boot errors to responses that say nothing about why beyond the status.
 fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
+    if let Some(f) = e.store_failure() {
+        s.http_stats.inc("store_errors");
+        return super::failure::plain(what, &f);
+    }
     match e {
         BootError::WrongAddress { mac, from, ref holds } => {
             // A machine that is not where provd put this MAC: counted, and both addresses

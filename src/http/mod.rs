@@ -17,6 +17,7 @@
 mod api;
 pub mod auth;
 mod boot;
+pub mod failure;
 pub mod listen;
 mod pki_api;
 pub mod power_api;
@@ -55,6 +56,7 @@ pub const COUNTERS: &[&str] = &[
     "certificates_waiting",
     "refused_certificate",
     "crl",
+    "store_errors",
 ];
 
 /// Everything handlers share. `listener_site` is the site whose address this listener is

@@ -200,7 +200,7 @@ pub enum InventoryError {
     #[error("{0} was already taken with this install's token")]
     StepTaken(String),
     #[error("could not persist host state: {0}")]
-    Store(String),
+    Store(crate::store::Failure),
     /// `reinstall` of a host the inventory says is installed, without `force`.
     #[error("{host} is {status} (since {since}): a reinstall wipes its disks; pass --force if that is what you want")]
     Installed {
@@ -271,7 +271,7 @@ impl Inventory {
     /// Load stored state and reconcile it with the config of the served sites.
     pub fn load(store: Store, index: &HostIndex, served: &[&Site], token_ttl: u64) -> Result<Self, InventoryError> {
         let mut hosts = HashMap::new();
-        for (key, json) in store.load_hosts().map_err(|e| InventoryError::Store(e.to_string()))? {
+        for (key, json) in store.load_hosts().map_err(|e| InventoryError::Store(e.into()))? {
             match serde_json::from_slice::<HostRecord>(&json) {
                 Ok(r) => {
                     hosts.insert(r.mac, r);
@@ -281,7 +281,7 @@ impl Inventory {
         }
         let store_origin = store
             .server_id_blocking()
-            .map_err(|e| InventoryError::Store(e.to_string()))?;
+            .map_err(|e| InventoryError::Store(e.into()))?;
         let inv = Inventory {
             hosts: RwLock::new(hosts),
             writers: std::sync::Mutex::new(HashMap::new()),
@@ -397,7 +397,7 @@ impl Inventory {
         let keys: Vec<String> = stale.iter().map(MacAddr::to_string).collect();
         self.store
             .delete_hosts_blocking(&keys)
-            .map_err(|e| InventoryError::Store(e.to_string()))?;
+            .map_err(|e| InventoryError::Store(e.into()))?;
         self.forget(&stale);
         Ok(())
     }
@@ -516,7 +516,7 @@ impl Inventory {
         let json = serde_json::to_vec(r).expect("host records serialize");
         self.store
             .put_host_blocking(&r.mac.to_string(), &json)
-            .map_err(|e| InventoryError::Store(e.to_string()))
+            .map_err(|e| InventoryError::Store(e.into()))
     }
 
     async fn persist(&self, r: &HostRecord) -> Result<(), InventoryError> {
@@ -527,8 +527,13 @@ impl Inventory {
         );
         tokio::task::spawn_blocking(move || store.put_host_blocking(&key, &json))
             .await
-            .map_err(|e| InventoryError::Store(e.to_string()))?
-            .map_err(|e| InventoryError::Store(e.to_string()))
+            .map_err(|e| {
+                InventoryError::Store(crate::store::Failure {
+                    kind: crate::store::ErrorKind::Other,
+                    message: format!("the store's writer task failed: {e}"),
+                })
+            })?
+            .map_err(|e| InventoryError::Store(e.into()))
     }
 
     fn writer(&self, mac: MacAddr) -> Arc<tokio::sync::Mutex<()>> {

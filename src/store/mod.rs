@@ -20,8 +20,8 @@ pub use lease::{LeaseRecord, LeaseState};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 /// Leases keyed by IPv4 address (as u32, so the table iterates in address order); the value
@@ -68,6 +68,10 @@ pub enum StoreError {
     /// A group commit failed; every waiter gets the same kind and text.
     #[error("commit failed ({kind}): {message}")]
     Commit { kind: ErrorKind, message: String },
+    /// redb refuses every write after one failed I/O ("PreviousIo"); this keeps the kind of
+    /// that first failure, so a full disk is still reported as one.
+    #[error("an earlier write failed ({kind}); the database takes no more writes until provd restarts")]
+    Previous { kind: ErrorKind },
 }
 
 /// What kind of failure a store error is, kept from the OS error up to callers and logs: a
@@ -83,6 +87,24 @@ pub enum ErrorKind {
     Corruption,
     /// Everything else (the database is held by another process, the committer stopped...).
     Other,
+}
+
+/// A store error as callers keep it: its kind and its text, cloneable (one failed write may
+/// answer many waiters) and comparable. HTTP turns the kind into a status, the log prints it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for ErrorKind {
@@ -125,7 +147,7 @@ impl StoreError {
             StoreError::Db(e) => redb_kind(e),
             StoreError::Record { .. } => ErrorKind::Corruption,
             StoreError::CommitterGone => ErrorKind::Other,
-            StoreError::Commit { kind, .. } => *kind,
+            StoreError::Commit { kind, .. } | StoreError::Previous { kind } => *kind,
         }
     }
 
@@ -196,6 +218,24 @@ pub struct Store {
     /// The first lease commit that failed (None while healthy). A store that failed to
     /// write is not trusted again in this process: the daemon reports it and exits.
     health: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    /// The kind of the first failed write (what a later "PreviousIo" really is).
+    first_failure: Arc<OnceLock<ErrorKind>>,
+}
+
+/// Keep the kind of the first I/O failure and report redb's later "PreviousIo" as that
+/// kind: the disk that filled is why every later write fails.
+fn remember(first: &OnceLock<ErrorKind>, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Db(redb::Error::PreviousIo) => StoreError::Previous {
+            kind: first.get().copied().unwrap_or(ErrorKind::Io),
+        },
+        e => {
+            if matches!(e.kind(), ErrorKind::DiskFull | ErrorKind::Io) {
+                let _ = first.set(e.kind());
+            }
+            e
+        }
+    }
 }
 
 /// Tighten `path` to `mode` (a directory or file provd owns); a failure is logged, not fatal
@@ -246,16 +286,18 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let (queue, rx) = mpsc::channel(COMMIT_QUEUE);
         let health = Arc::new(tokio::sync::watch::Sender::new(None));
-        let (db2, stats2, health2) = (db.clone(), stats.clone(), health.clone());
+        let first_failure = Arc::new(OnceLock::new());
+        let (db2, stats2, health2, first2) = (db.clone(), stats.clone(), health.clone(), first_failure.clone());
         std::thread::Builder::new()
             .name("lease-committer".into())
-            .spawn(move || committer(db2, rx, stats2, health2))
+            .spawn(move || committer(db2, rx, stats2, health2, first2))
             .expect("spawn committer thread");
         Ok(Store {
             db,
             queue,
             stats,
             health,
+            first_failure,
         })
     }
 
@@ -308,16 +350,18 @@ impl Store {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let mut table = txn.open_table(HOSTS)?;
-            for k in keys {
-                table.remove(k.as_str())?;
+        self.write(|db| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut table = txn.open_table(HOSTS)?;
+                for k in keys {
+                    table.remove(k.as_str())?;
+                }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Every stored host state as (key, JSON).
@@ -357,13 +401,13 @@ impl Store {
     pub fn put_csr_request_blocking(&self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
         match value {
             Some(v) => self.put_blocking(CSR_REQUESTS, key, v),
-            None => {
-                let mut txn = self.db.begin_write()?;
+            None => self.write(|db| {
+                let mut txn = db.begin_write()?;
                 txn.set_durability(Durability::Immediate)?;
                 txn.open_table(CSR_REQUESTS)?.remove(key)?;
                 txn.commit()?;
                 Ok(())
-            }
+            }),
         }
     }
 
@@ -396,11 +440,18 @@ impl Store {
     }
 
     fn put_blocking(&self, table: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        txn.open_table(table)?.insert(key, value)?;
-        txn.commit()?;
-        Ok(())
+        self.write(|db| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.open_table(table)?.insert(key, value)?;
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Every write goes through here, so its failure keeps the first failure's kind.
+    fn write<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        f(&self.db).map_err(|e| remember(&self.first_failure, e))
     }
 
     fn load_all(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -465,6 +516,7 @@ fn committer(
     mut rx: mpsc::Receiver<CommitRequest>,
     stats: Arc<StoreStats>,
     health: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    first_failure: Arc<OnceLock<ErrorKind>>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -478,7 +530,7 @@ fn committer(
                 Err(_) => break,
             }
         }
-        let result = write_batch(&db, &batch);
+        let result = write_batch(&db, &batch).map_err(|e| remember(&first_failure, e));
         match &result {
             Ok(()) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -591,6 +643,18 @@ mod tests {
         let eio = StoreError::Db(redb::Error::Io(std::io::Error::from_raw_os_error(libc::EIO)));
         assert_eq!(eio.kind(), ErrorKind::Io);
         assert_eq!(StoreError::Db(redb::Error::PreviousIo).kind(), ErrorKind::Io);
+        // After a full disk, redb's "PreviousIo" is reported as the disk that filled.
+        let first = OnceLock::new();
+        assert_eq!(
+            remember(&first, StoreError::Db(redb::Error::PreviousIo)).kind(),
+            ErrorKind::Io
+        );
+        let _ = remember(
+            &first,
+            StoreError::Db(redb::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC))),
+        );
+        let later = remember(&first, StoreError::Db(redb::Error::PreviousIo));
+        assert_eq!(later.kind(), ErrorKind::DiskFull, "{later}");
         let bad = StoreError::Db(redb::Error::Corrupted("checksum".into()));
         assert_eq!(bad.kind(), ErrorKind::Corruption);
         // What each waiter of a failed group commit receives keeps the kind and says it.

@@ -194,6 +194,8 @@ impl Services {
     ) -> AppState {
         AppState {
             boot: self.boot.clone(),
+            inventory: self.inventory.clone(),
+            certificates: self.boot.get().certificates.clone(),
             store: self.store.clone(),
             leases: self.leases.clone(),
             dhcp_stats: self.dhcp_stats.clone(),

@@ -51,13 +51,13 @@ async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): J
     use crate::reload::AdoptError;
     let refuse = |code: StatusCode, e: String| (code, Json(serde_json::json!({ "error": e }))).into_response();
     let boot = s.boot();
-    let Some(mac) = boot.inventory.find(&name).await else {
+    let Some(mac) = s.inventory.find(&name).await else {
         return not_found();
     };
-    let Some(record) = boot.inventory.get(mac).await else {
+    let Some(record) = s.inventory.get(mac).await else {
         return not_found();
     };
-    if record.status != crate::inventory::Status::Discovered || boot.inventory.is_configured(mac) {
+    if record.status != crate::inventory::Status::Discovered || s.inventory.is_configured(mac) {
         return refuse(
             StatusCode::CONFLICT,
             format!(
@@ -88,7 +88,7 @@ async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): J
     };
     match s.reloader.adopt(&new).await {
         Ok((report, file)) => {
-            let record = s.boot().inventory.get(mac).await;
+            let record = s.inventory.get(mac).await;
             s.journal.record(
                 Some(mac),
                 None,
@@ -193,8 +193,8 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
 async fn hypervisors(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     for c in s.pool.checks() {
-        let record = match s.boot().inventory.find(&c.host).await {
-            Some(mac) => s.boot().inventory.get(mac).await,
+        let record = match s.inventory.find(&c.host).await {
+            Some(mac) => s.inventory.get(mac).await,
             None => None,
         };
         let mut v = serde_json::to_value(&c).unwrap_or_default();
@@ -209,7 +209,7 @@ async fn hypervisors(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> 
 /// live-migrated to the site's other ready hypervisors. Answers per domain where it went
 /// (or why not) once all moved.
 async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    let inv = &s.boot().inventory;
+    let inv = &s.inventory;
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
@@ -229,7 +229,7 @@ async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response 
 }
 
 async fn undrain(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    let inv = &s.boot().inventory;
+    let inv = &s.inventory;
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
@@ -295,11 +295,11 @@ async fn nocloud_list(State(s): State<AppState>) -> Json<Vec<crate::nocloud::See
 }
 
 async fn hosts(State(s): State<AppState>) -> Json<Vec<HostRecord>> {
-    Json(s.boot().inventory.list().await)
+    Json(s.inventory.list().await)
 }
 
 async fn host(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    let inv = &s.boot().inventory;
+    let inv = &s.inventory;
     match inv.find(&name).await {
         Some(mac) => Json(inv.get(mac).await).into_response(),
         None => not_found(),
@@ -335,7 +335,7 @@ async fn reinstall(
     Path(name): Path<String>,
     axum::extract::Query(q): axum::extract::Query<ForceQuery>,
 ) -> Response {
-    let inv = &s.boot().inventory;
+    let inv = &s.inventory;
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
@@ -382,7 +382,7 @@ async fn reinstall(
 
 /// `POST /api/hosts/<host>/mark-installed`: in service; boot from disk.
 async fn mark_installed(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    let inv = &s.boot().inventory;
+    let inv = &s.inventory;
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
@@ -401,7 +401,7 @@ async fn netboot(State(s): State<AppState>, Path((name, onoff)): Path<(String, S
                 .into_response();
         }
     };
-    let inv = &s.boot().inventory;
+    let inv = &s.inventory;
     let Some(mac) = inv.find(&name).await else {
         return not_found();
     };
@@ -536,7 +536,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ));
     out.push_str(&format!(
         "# TYPE provd_discovered_evicted_total counter\nprovd_discovered_evicted_total {}\n",
-        s.boot().inventory.discovered_evicted()
+        s.inventory.discovered_evicted()
     ));
     // Seconds until each valid certificate expires: alert on the smallest.
     out.push_str("# TYPE provd_certificate_expiry_seconds gauge\n");

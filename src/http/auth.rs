@@ -100,7 +100,7 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
     let revoked = req
         .extensions()
         .get::<super::tls::Operator>()
-        .is_some_and(|op| s.boot().certificates.is_revoked(&op.1));
+        .is_some_and(|op| s.certificates.is_revoked(&op.1));
     if revoked {
         s.http_stats.inc("refused_revoked");
         return (

@@ -73,7 +73,7 @@ async fn discover(
         return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
     }
     let boot = s.boot();
-    match boot.inventory.set_facts(mac, s.listener_site.clone(), facts).await {
+    match s.inventory.set_facts(mac, s.listener_site.clone(), facts).await {
         Ok(r) => {
             s.journal.record(
                 Some(mac),
@@ -246,11 +246,14 @@ async fn boot_script(
     let Some(from) = source(peer) else {
         return plain(StatusCode::FORBIDDEN, "forbidden\n");
     };
-    let result = match s.boot().plan(mac, s.listener_site.as_deref(), from).await {
+    // One config generation for the whole request: the plan, its script and its journal
+    // line all come from the same config even when a reload lands in between.
+    let boot = s.boot();
+    let result = match boot.plan(mac, s.listener_site.as_deref(), from).await {
         Ok(plan) => {
-            let text = s.boot().render_plan(Format::Ipxe, &plan);
+            let text = boot.render_plan(Format::Ipxe, &plan);
             if text.is_ok() {
-                let description = plan.describe(&s.boot().config);
+                let description = plan.describe(&boot.config);
                 s.journal.record(
                     Some(mac),
                     None,
@@ -292,7 +295,7 @@ async fn kickstart(
         Ok(text) => {
             s.http_stats.inc("kickstarts");
             tracing::info!("kickstart served to {host}");
-            let mac = s.boot().inventory.find(&host).await;
+            let mac = s.inventory.find(&host).await;
             s.journal.record(mac, None, Step::Kickstart { bytes: text.len() });
             ([("content-type", "text/plain; charset=utf-8")], text).into_response()
         }
@@ -388,7 +391,7 @@ async fn sign(
 /// The CA, then the host's certificate, each after a `# provd: <what>` line.
 async fn certificate_response(s: &AppState, host: &str, role: Role, cert: String, what: &str) -> Response {
     s.http_stats.inc("certificates");
-    let mac = s.boot().inventory.find(host).await;
+    let mac = s.inventory.find(host).await;
     s.journal.record(
         mac,
         None,

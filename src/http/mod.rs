@@ -65,6 +65,10 @@ pub const COUNTERS: &[&str] = &[
 pub struct AppState {
     /// The boot policy of the current config (replaced whole by `provd reload`).
     pub boot: Arc<crate::live::Live<Boot>>,
+    /// Hosts and their state: shared by every config generation (state, not config).
+    pub inventory: Arc<crate::inventory::Inventory>,
+    /// Every certificate the CA issued (the admin listener checks client certificates here).
+    pub certificates: Arc<crate::pki::registry::Registry>,
     pub store: Store,
     pub leases: Leases,
     pub dhcp_stats: Arc<DhcpStats>,

@@ -38,7 +38,7 @@ fn error(e: BootError) -> Response {
 async fn decided(s: &AppState, host: &str, what: &str, decided: Vec<crate::boot::Decided>) -> Response {
     let names: Vec<&str> = decided.iter().map(|d| d.role).collect();
     if !names.is_empty() {
-        let mac = s.boot().inventory.find(host).await;
+        let mac = s.inventory.find(host).await;
         let detail: Vec<String> = decided
             .iter()
             .map(|d| format!("{} (key sha256 {})", d.role, d.fingerprint))
@@ -85,7 +85,7 @@ async fn revoke(State(s): State<AppState>, Path(host): Path<String>, Query(q): Q
     };
     match s.boot().revoke(&host, role).await {
         Ok(revoked) => {
-            let mac = s.boot().inventory.find(&host).await;
+            let mac = s.inventory.find(&host).await;
             for c in &revoked {
                 s.journal.record(
                     mac,

@@ -148,7 +148,7 @@ pub async fn act(s: &AppState, mac: MacAddr, host: &str, bmc: Bmc, action: Actio
     };
     // A status query is not an event worth a history line; every change is.
     if action != Action::Status
-        && let Err(e) = s.boot().inventory.note(mac, line.clone()).await
+        && let Err(e) = s.inventory.note(mac, line.clone()).await
     {
         tracing::warn!("{host}: could not record the power action in its history: {e}");
     }

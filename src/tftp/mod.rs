@@ -292,7 +292,7 @@ impl TftpServer {
                         client_ip,
                         Step::Tftp {
                             file: filename.to_string(),
-                            bytes: bytes as u64,
+                            bytes,
                         },
                     );
                 }

@@ -437,13 +437,15 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen for HTTP on {http_addr} (site {site})"))?;
         tracing::info!("boot HTTP on http://{http_addr} for site {site}");
+        let site_state = state(Some(site.clone()));
+        let assets: http::zero_copy::Files = Arc::new(site_state.clone());
         tasks.spawn(serve_http(
             listener,
-            http::boot_router(state(Some(site.clone()))),
+            http::boot_router(site_state),
             http::listen::BOOT_LIMITS,
             services.http_stats.clone(),
             stop_rx.clone(),
-            None,
+            http::listen::Transport::Plain { assets: Some(assets) },
         ));
     }
 
@@ -460,7 +462,10 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         http::listen::API_LIMITS,
         services.http_stats.clone(),
         stop_rx.clone(),
-        api_tls,
+        match api_tls {
+            Some(tls) => http::listen::Transport::Tls(tls),
+            None => http::listen::Transport::Plain { assets: None },
+        },
     ));
 
     // DHCP tells the inventory about machines that network-boot (discovery).
@@ -519,7 +524,7 @@ async fn serve_http(
     limits: http::listen::Limits,
     stats: Arc<HttpStats>,
     stop: watch::Receiver<bool>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    transport: http::listen::Transport,
 ) {
     http::listen::serve(
         listener,
@@ -527,7 +532,7 @@ async fn serve_http(
         limits,
         stop,
         move || stats.inc("refused_connections"),
-        tls,
+        transport,
     )
     .await;
 }

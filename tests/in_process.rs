@@ -619,3 +619,163 @@ async fn a_full_disk_answers_507_with_its_kind() {
     assert_eq!(script, "provd could not record this now (disk full)\n");
     assert!(!script.contains("token="));
 }
+
+/// A boot listener on a real socket: `path` requested raw, with zero-copy assets in front
+/// of the router (`fast`) or the router alone.
+async fn listener(f: &Fixture, fast: bool) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+    use provd::http::listen::{self, Transport};
+    let state = f.services.app_state(Arc::new(Vec::new()), Some("loop".into()));
+    let assets: Option<provd::http::zero_copy::Files> = fast.then(|| Arc::new(state.clone()) as _);
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(listen::serve(
+        socket,
+        provd::http::boot_router(state),
+        listen::BOOT_LIMITS,
+        stopped,
+        || {},
+        Transport::Plain { assets },
+    ));
+    (addr, stop)
+}
+
+/// One response parsed from raw bytes: status line, headers (lowercase names, `date`
+/// left out: it is the clock), body by content-length.
+#[derive(Debug, PartialEq)]
+struct RawResponse {
+    status: String,
+    headers: std::collections::BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// Everything the server answered to `requests` sent in one write, until it closed.
+async fn raw_exchange(addr: SocketAddr, requests: &str, head_only: bool) -> Vec<RawResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(requests.as_bytes()).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("the server closes after a connection: close request")
+        .unwrap();
+    let mut out = Vec::new();
+    let mut rest = &all[..];
+    while !rest.is_empty() {
+        let end = rest.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
+        let head = std::str::from_utf8(&rest[..end]).unwrap();
+        let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+        let status = lines.next().unwrap().to_string();
+        let headers: std::collections::BTreeMap<String, String> = lines
+            .map(|l| l.split_once(": ").unwrap())
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .filter(|(k, _)| k != "date")
+            .collect();
+        let len: usize = if head_only {
+            0
+        } else {
+            headers.get("content-length").map_or(0, |v| v.parse().unwrap())
+        };
+        out.push(RawResponse {
+            status,
+            headers,
+            body: rest[end..end + len].to_vec(),
+        });
+        rest = &rest[end + len..];
+    }
+    out
+}
+
+/// The zero-copy path answers kernels and images exactly as the router did (status,
+/// headers but the date, bytes), pipelined and with ranges, and leaves every unusual
+/// request to the router: conditions, several ranges, escapes, HTTP/1.0, missing files.
+#[tokio::test]
+async fn zero_copy_assets_answer_as_the_router_does() {
+    let f = fixture();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(f.services.assets_root.join("el9/initrd.img"), &big).unwrap();
+    let (fast, _stop_fast) = listener(&f, true).await;
+    let (router, _stop_router) = listener(&f, false).await;
+    let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+    let close = "Connection: close\r\n";
+    let cases: Vec<(String, bool, u64)> = vec![
+        // (requests in one write, HEAD, how many the fast path serves)
+        (get("/assets/el9/initrd.img", close), false, 1),
+        (
+            get("/assets/el9/vmlinuz", "Range: bytes=100-199\r\nConnection: close\r\n"),
+            false,
+            1,
+        ),
+        (
+            get("/assets/el9/initrd.img", "Range: bytes=-5000\r\nConnection: close\r\n"),
+            false,
+            1,
+        ),
+        (
+            format!("HEAD /assets/hello.txt HTTP/1.1\r\nHost: x\r\n{close}\r\n"),
+            true,
+            1,
+        ),
+        // Pipelined: two answers on one connection, then the close.
+        (
+            format!("{}{}", get("/assets/hello.txt", ""), get("/assets/el9/vmlinuz", close)),
+            false,
+            2,
+        ),
+        // Served by the router: after the fast one, on the same connection.
+        (
+            format!(
+                "{}{}",
+                get("/assets/hello.txt", ""),
+                get(
+                    "/assets/hello.txt",
+                    "If-Modified-Since: Sun, 01 Jan 2090 00:00:00 GMT\r\nConnection: close\r\n"
+                )
+            ),
+            false,
+            1,
+        ),
+        (
+            get("/assets/el9/vmlinuz", "Range: bytes=0-1,5-9\r\nConnection: close\r\n"),
+            false,
+            0,
+        ),
+        (
+            get("/assets/el9/vmlinuz", "Range: bytes=9000-\r\nConnection: close\r\n"),
+            false,
+            0,
+        ),
+        (get("/assets/%2e%2e/provd.toml", close), false, 0),
+        (get("/assets/el9/../../state/provd.redb", close), false, 0),
+        (get("/assets/missing", close), false, 0),
+        (get("/assets/el9", close), false, 0),
+        ("GET /assets/hello.txt HTTP/1.0\r\n\r\n".to_string(), false, 0),
+    ];
+    for (requests, head_only, served_fast) in cases {
+        let before = f.services.http_stats.get("assets_sendfile");
+        let expected = raw_exchange(router, &requests, head_only).await;
+        assert_eq!(
+            f.services.http_stats.get("assets_sendfile"),
+            before,
+            "the router alone: {requests:?}"
+        );
+        let got = raw_exchange(fast, &requests, head_only).await;
+        assert_eq!(got, expected, "{requests:?}");
+        assert_eq!(
+            f.services.http_stats.get("assets_sendfile") - before,
+            served_fast,
+            "{requests:?}"
+        );
+    }
+    let whole = raw_exchange(fast, &get("/assets/el9/initrd.img", close), false).await;
+    assert_eq!(whole[0].body, big, "every byte, in order");
+    // The journal records fast answers as it does the router's.
+    let ranges = f
+        .services
+        .journal
+        .events(None)
+        .into_iter()
+        .filter(|e| matches!(&e.step, provd::journal::Step::HttpAsset { range: Some(r), .. } if r == "bytes=-5000"))
+        .count();
+    assert_eq!(ranges, 2, "one from each listener");
+}

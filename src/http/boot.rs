@@ -444,23 +444,8 @@ async fn asset(
 ) -> Response {
     match served_root::resolve(&s.assets_root, &path) {
         Ok(file) => {
-            s.http_stats.inc("assets");
-            if let IpAddr::V4(ip) = peer.ip() {
-                let range = req
-                    .headers()
-                    .get("range")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let method = req.method().to_string();
-                s.journal.record_ip(
-                    ip,
-                    Step::HttpAsset {
-                        method,
-                        path: path.clone(),
-                        range,
-                    },
-                );
-            }
+            let range = req.headers().get("range").and_then(|v| v.to_str().ok());
+            note_asset(&s, peer, req.method().as_str(), &path, range);
             match tower_http::services::ServeFile::new(file).oneshot(req).await {
                 Ok(resp) => resp.map(Body::new),
                 Err(e) => match e {},
@@ -475,5 +460,34 @@ async fn asset(
             s.http_stats.inc("not_found");
             plain(StatusCode::NOT_FOUND, "not found\n")
         }
+    }
+}
+
+/// What serving a file under `/assets` counts and journals, whoever serves it (this
+/// handler, or the zero-copy path in front of the router).
+fn note_asset(s: &AppState, peer: SocketAddr, method: &str, path: &str, range: Option<&str>) {
+    s.http_stats.inc("assets");
+    if let IpAddr::V4(ip) = peer.ip() {
+        s.journal.record_ip(
+            ip,
+            Step::HttpAsset {
+                method: method.to_string(),
+                path: path.to_string(),
+                range: range.map(str::to_string),
+            },
+        );
+    }
+}
+
+/// The zero-copy path serves exactly what this router's `/assets` route would: the same
+/// root check, the same counters and journal.
+impl super::zero_copy::AssetFiles for AppState {
+    fn resolve(&self, path: &str) -> Option<std::path::PathBuf> {
+        served_root::resolve(&self.assets_root, path).ok()
+    }
+
+    fn served(&self, peer: SocketAddr, head_only: bool, path: &str, range: Option<&str>) {
+        self.http_stats.inc("assets_sendfile");
+        note_asset(self, peer, if head_only { "HEAD" } else { "GET" }, path, range);
     }
 }

@@ -64,18 +64,29 @@ pub const API_LIMITS: Limits = Limits {
     request_timeout: Duration::from_secs(3600),
 };
 
+/// What a listener speaks: HTTPS, or plain HTTP with (boot listeners) or without
+/// zero-copy asset serving in front of the router.
+#[derive(Clone)]
+pub enum Transport {
+    Plain { assets: Option<super::zero_copy::Files> },
+    Tls(Arc<rustls::ServerConfig>),
+}
+
 /// Serve `app` on `listener` until `stop` turns true; connections in flight get a few
 /// seconds to finish. `refused` counts connections closed for being over a cap (all, or one
-/// address's). With `tls`, every connection is HTTPS.
+/// address's).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
     refused: impl Fn() + Send + 'static,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    transport: Transport,
 ) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let (acceptor, assets) = match transport {
+        Transport::Plain { assets } => (None, assets),
+        Transport::Tls(tls) => (Some(tokio_rustls::TlsAcceptor::from(tls)), None),
+    };
     let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         limits.request_timeout,
@@ -110,18 +121,35 @@ pub async fn serve(
         };
         let app = app.clone();
         let acceptor = acceptor.clone();
+        let assets = assets.clone();
         connections.spawn(async move {
             let _permit = permit;
             let _address_slot = address_slot;
             let progress = Arc::new(AtomicU64::new(0));
-            let stream = Watched {
+            let watched = Watched {
                 inner: stream,
                 progress: progress.clone(),
             };
-            let served = async move {
-                match acceptor {
-                    None => serve_connection(stream, app, peer, None, limits).await,
-                    Some(acceptor) => {
+            let served = async {
+                match (acceptor, assets) {
+                    (None, None) => serve_connection(watched, app, peer, None, limits).await,
+                    (None, Some(assets)) => {
+                        use super::zero_copy::{self, Outcome, Prefixed};
+                        let header_timeout = limits.header_read_timeout;
+                        let stream = watched.inner;
+                        match zero_copy::serve(stream, peer, &*assets, &progress, header_timeout).await {
+                            Outcome::Closed => {}
+                            Outcome::Router(read, stream) => {
+                                let watched = Watched {
+                                    inner: stream,
+                                    progress: progress.clone(),
+                                };
+                                serve_connection(Prefixed::new(read, watched), app, peer, None, limits).await
+                            }
+                        }
+                    }
+                    (Some(acceptor), _) => {
+                        let stream = watched;
                         let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
                         {
                             Ok(Ok(tls)) => tls,
@@ -197,7 +225,7 @@ struct Watched<IO> {
     progress: Arc<AtomicU64>,
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
@@ -327,7 +355,7 @@ mod tests {
             move || {
                 r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             },
-            None,
+            Transport::Plain { assets: None },
         ));
         (addr, tx, refused)
     }
@@ -414,7 +442,14 @@ mod tests {
             request_timeout: Duration::from_secs(30),
             ..SMALL
         };
-        tokio::spawn(serve(listener, app, limits, rx, || {}, None));
+        tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            rx,
+            || {},
+            Transport::Plain { assets: None },
+        ));
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
         // Read nothing: the socket buffers fill, the server can write no more.

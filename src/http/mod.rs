@@ -15,6 +15,7 @@
 //! why a request was refused beyond its status code.
 
 mod api;
+mod asset_head;
 pub mod auth;
 mod boot;
 pub mod failure;
@@ -22,6 +23,7 @@ pub mod listen;
 mod pki_api;
 pub mod power_api;
 pub mod tls;
+pub mod zero_copy;
 
 use crate::boot::Boot;
 use crate::dhcp::Leases;
@@ -57,6 +59,7 @@ pub const COUNTERS: &[&str] = &[
     "refused_certificate",
     "crl",
     "store_errors",
+    "assets_sendfile",
 ];
 
 /// Everything handlers share. `listener_site` is the site whose address this listener is

@@ -34,7 +34,7 @@ use crate::config::{Host, SignPolicy, Site};
 use crate::mac::MacAddr;
 use crate::pki::registry::{CertRecord, CsrRequest, Decision};
 use crate::pki::{Ca, HostIdentity, Role, csr};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
 /// The answer to a certificate request.
@@ -46,8 +46,9 @@ pub enum SignOutcome {
     Waiting,
 }
 
-/// `provd pki list`: every issued certificate and every kept request.
-#[derive(Debug, Serialize)]
+/// `provd pki list`: every issued certificate and every kept request. `GET /api/pki`
+/// answers this; the CLI reads the same type back.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CertificateList {
     pub policy: SignPolicy,
     pub now: i64,
@@ -55,7 +56,7 @@ pub struct CertificateList {
     pub requests: Vec<RequestView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CertView {
     #[serde(flatten)]
     pub record: CertRecord,
@@ -65,7 +66,7 @@ pub struct CertView {
 }
 
 /// A request as the API shows it (the CSR and token stay inside).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RequestView {
     pub host: String,
     pub role: String,
@@ -75,14 +76,48 @@ pub struct RequestView {
     /// SHA-256 of the CSR's public key (SubjectPublicKeyInfo, DER), hex: what the host's
     /// installer prints on its console, for the operator to compare before approving.
     pub fingerprint: String,
-    pub state: &'static str,
+    pub state: RequestState,
+}
+
+/// Where a kept request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestState {
+    Waiting,
+    Approved,
+    Rejected,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Waiting => "waiting",
+            RequestState::Approved => "approved",
+            RequestState::Rejected => "rejected",
+        }
+    }
 }
 
 /// One decision on a kept request, as `provd pki approve/reject` reports it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Decided {
-    pub role: &'static str,
+    pub role: String,
     pub fingerprint: String,
+}
+
+/// The answer to `POST /api/pki/<host>/approve|reject`: the decisions taken (none when no
+/// waiting request matched).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Decisions {
+    pub host: String,
+    pub keys: Vec<Decided>,
+}
+
+/// The answer to `POST /api/pki/<host>/revoke`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Revoked {
+    pub host: String,
+    pub revoked: Vec<CertRecord>,
 }
 
 /// At most one token-free certificate (migration, renewal) per host and role in this time.
@@ -373,7 +408,7 @@ impl Boot {
             };
             self.certificates.put_request(CsrRequest { decision, ..req }).await?;
             done.push(Decided {
-                role: role.name(),
+                role: role.name().to_string(),
                 fingerprint,
             });
         }
@@ -450,9 +485,9 @@ impl Boot {
                     key: csr::inspect(&r.csr).map(|f| f.key.to_string()).unwrap_or_default(),
                     fingerprint: csr::inspect(&r.csr).map(|f| f.key_id).unwrap_or_default(),
                     state: match r.decision {
-                        Decision::Waiting => "waiting",
-                        Decision::Approved { .. } => "approved",
-                        Decision::Rejected { .. } => "rejected",
+                        Decision::Waiting => RequestState::Waiting,
+                        Decision::Approved { .. } => RequestState::Approved,
+                        Decision::Rejected { .. } => RequestState::Rejected,
                     },
                     host: r.host,
                     role: r.role,
@@ -461,5 +496,56 @@ impl Boot {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `GET /api/pki` is read back by the CLI into the same types (a flattened record, the
+    /// states as words): what the server writes, the client reads, field for field.
+    #[test]
+    fn the_certificate_list_round_trips_between_server_and_cli() {
+        let record = CertRecord {
+            serial: "0a1b".into(),
+            host: "hv1".into(),
+            role: "server".into(),
+            issued_at: 10,
+            not_after: 20,
+            key_id: "ab".repeat(32),
+            how: "install".into(),
+            revoked_at: None,
+        };
+        let list = CertificateList {
+            policy: SignPolicy::Approve,
+            now: 15,
+            certificates: vec![CertView {
+                record: record.clone(),
+                state: crate::pki::registry::CertState::Valid,
+                expires_in: 5,
+            }],
+            requests: vec![RequestView {
+                host: "hv2".into(),
+                role: "server".into(),
+                from: Ipv4Addr::new(10, 0, 0, 2),
+                asked_at: 12,
+                key: "EC P-256".into(),
+                fingerprint: "cd".repeat(32),
+                state: RequestState::Waiting,
+            }],
+        };
+        let wire = serde_json::to_value(&list).unwrap();
+        assert_eq!(
+            wire["certificates"][0]["serial"], "0a1b",
+            "the record is flat on the wire"
+        );
+        assert_eq!(wire["certificates"][0]["state"], "valid");
+        assert_eq!(wire["requests"][0]["state"], "waiting");
+        assert_eq!(wire["policy"], "approve");
+        let back: CertificateList = serde_json::from_value(wire).unwrap();
+        assert_eq!(back.certificates[0].record, record);
+        assert_eq!(back.requests[0].state, RequestState::Waiting);
+        assert_eq!(back.policy.as_str(), "approve");
     }
 }

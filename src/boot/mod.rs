@@ -17,10 +17,10 @@
 //! (even when it asks through another site's listener); an unknown machine gets the site
 //! of the listener it asked, or of the subnet its address is in.
 
-mod certificates;
+pub mod certificates;
 pub mod firmware;
 
-pub use certificates::{CertificateList, Decided, SignOutcome};
+pub use certificates::{CertificateList, Decided, Decisions, RequestState, Revoked, SignOutcome};
 
 use crate::config::{Config, Host, Site};
 use crate::inventory::{BootDecision, Inventory, InventoryError};

@@ -2,6 +2,8 @@
 //! what it issued (list), the approval queue (pending, approve, reject) and revocation.
 
 use super::{DEFAULT_CONFIG, ServerTarget};
+use crate::boot::certificates::RequestView;
+use crate::boot::{CertificateList, Decisions, RequestState, Revoked};
 use crate::config;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -167,27 +169,28 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
         }
         PkiCommand::Pending { target, json } => {
             let list = fetch_list(&target)?;
-            let waiting: Vec<&serde_json::Value> = requests(&list).filter(|r| r["state"] == "waiting").collect();
+            let waiting: Vec<&RequestView> = list
+                .requests
+                .iter()
+                .filter(|r| r.state == RequestState::Waiting)
+                .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&waiting)?);
             } else if waiting.is_empty() {
-                println!(
-                    "no certificate request is waiting (policy: {})",
-                    list["policy"].as_str().unwrap_or("?")
-                );
+                println!("no certificate request is waiting (policy: {})", list.policy.as_str());
             } else {
                 for r in waiting {
                     println!(
                         "{} {} from {} ({}, key sha256 {}), asked {}: provd pki approve {} --fingerprint {} | reject {}",
-                        r["host"].as_str().unwrap_or("?"),
-                        r["role"].as_str().unwrap_or("?"),
-                        r["from"].as_str().unwrap_or("?"),
-                        r["key"].as_str().unwrap_or("?"),
-                        r["fingerprint"].as_str().unwrap_or("?"),
-                        when(r["asked_at"].as_i64().unwrap_or(0)),
-                        r["host"].as_str().unwrap_or("?"),
-                        r["fingerprint"].as_str().unwrap_or("?"),
-                        r["host"].as_str().unwrap_or("?"),
+                        r.host,
+                        r.role,
+                        r.from,
+                        r.key,
+                        r.fingerprint,
+                        when(r.asked_at),
+                        r.host,
+                        r.fingerprint,
+                        r.host,
                     );
                 }
             }
@@ -212,16 +215,14 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
                 Some(r) => format!("/api/pki/{host}/revoke?role={r}"),
                 None => format!("/api/pki/{host}/revoke"),
             };
-            let answer: serde_json::Value = api.require(api.post(&path)?)?;
-            let revoked = answer["revoked"].as_array().cloned().unwrap_or_default();
-            if revoked.is_empty() {
+            let answer: Revoked = api.require(api.post(&path)?)?;
+            if answer.revoked.is_empty() {
                 println!("{host}: no valid certificate to revoke");
             }
-            for c in revoked {
+            for c in answer.revoked {
                 println!(
                     "{host}: revoked {} certificate {} (the CRL at /pki/crl.pem names it now)",
-                    c["role"].as_str().unwrap_or("?"),
-                    c["serial"].as_str().unwrap_or("?")
+                    c.role, c.serial
                 );
             }
         }
@@ -229,13 +230,9 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fetch_list(target: &ServerTarget) -> anyhow::Result<serde_json::Value> {
+fn fetch_list(target: &ServerTarget) -> anyhow::Result<CertificateList> {
     let api = target.api()?;
     api.require(api.get("/api/pki")?)
-}
-
-fn requests(list: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
-    list["requests"].as_array().into_iter().flatten()
 }
 
 fn when(t: i64) -> String {
@@ -251,9 +248,8 @@ fn days(seconds: i64) -> String {
     }
 }
 
-fn print_certificates(list: &serde_json::Value) {
-    let certs = list["certificates"].as_array().cloned().unwrap_or_default();
-    if certs.is_empty() {
+fn print_certificates(list: &CertificateList) {
+    if list.certificates.is_empty() {
         println!("no certificate issued yet");
         return;
     }
@@ -261,52 +257,44 @@ fn print_certificates(list: &serde_json::Value) {
         "{:<24} {:<7} {:<34} {:<8} {:<10} EXPIRES",
         "HOST", "ROLE", "SERIAL", "STATE", "HOW"
     );
-    for c in certs {
+    for c in &list.certificates {
         println!(
             "{:<24} {:<7} {:<34} {:<8} {:<10} {}",
-            c["host"].as_str().unwrap_or("?"),
-            c["role"].as_str().unwrap_or("?"),
-            c["serial"].as_str().unwrap_or("?"),
-            c["state"].as_str().unwrap_or("?"),
-            c["how"].as_str().unwrap_or("?"),
-            days(c["expires_in"].as_i64().unwrap_or(0))
+            c.record.host,
+            c.record.role,
+            c.record.serial,
+            c.state.as_str(),
+            c.record.how,
+            days(c.expires_in)
         );
     }
 }
 
-fn print_requests(list: &serde_json::Value) {
-    let kept: Vec<_> = requests(list).collect();
-    if kept.is_empty() {
+fn print_requests(list: &CertificateList) {
+    if list.requests.is_empty() {
         return;
     }
-    println!("\nrequests (policy: {}):", list["policy"].as_str().unwrap_or("?"));
-    for r in kept {
+    println!("\nrequests (policy: {}):", list.policy.as_str());
+    for r in &list.requests {
         println!(
             "  {} {} from {} ({}, key sha256 {}): {}",
-            r["host"].as_str().unwrap_or("?"),
-            r["role"].as_str().unwrap_or("?"),
-            r["from"].as_str().unwrap_or("?"),
-            r["key"].as_str().unwrap_or("?"),
-            r["fingerprint"].as_str().unwrap_or("?"),
-            r["state"].as_str().unwrap_or("?")
+            r.host,
+            r.role,
+            r.from,
+            r.key,
+            r.fingerprint,
+            r.state.as_str()
         );
     }
 }
 
 fn decide(target: &ServerTarget, host: &str, verb: &str, done: &str) -> anyhow::Result<()> {
     let api = target.api()?;
-    let answer: serde_json::Value = api.require(api.post(&format!("/api/pki/{host}/{verb}"))?)?;
-    let keys: Vec<String> = answer["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|k| {
-            format!(
-                "{} (key sha256 {})",
-                k["role"].as_str().unwrap_or("?"),
-                k["fingerprint"].as_str().unwrap_or("?")
-            )
-        })
+    let answer: Decisions = api.require(api.post(&format!("/api/pki/{host}/{verb}"))?)?;
+    let keys: Vec<String> = answer
+        .keys
+        .iter()
+        .map(|k| format!("{} (key sha256 {})", k.role, k.fingerprint))
         .collect();
     if keys.is_empty() {
         anyhow::bail!("{host} has no waiting certificate request with that key (see `provd pki pending`)");

@@ -45,6 +45,15 @@ pub enum SignPolicy {
     Approve,
 }
 
+impl SignPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignPolicy::Auto => "auto",
+            SignPolicy::Approve => "approve",
+        }
+    }
+}
+
 /// Disk and NIC profiles for `provd vm init`/`deploy`. "default" always exists: Salt Virt's
 /// defaults (one 8 GiB qcow2 virtio system disk; eth0 bridged to br0, virtio) unless the
 /// config defines its own "default".

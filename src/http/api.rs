@@ -554,7 +554,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
     out.push_str("# TYPE provd_certificate_requests_waiting gauge\n");
     out.push_str(&format!(
         "provd_certificate_requests_waiting {}\n",
-        list.requests.iter().filter(|r| r.state == "waiting").count()
+        list.requests
+            .iter()
+            .filter(|r| r.state == crate::boot::RequestState::Waiting)
+            .count()
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -36,8 +36,7 @@ fn error(e: BootError) -> Response {
 }
 
 async fn decided(s: &AppState, host: &str, what: &str, decided: Vec<crate::boot::Decided>) -> Response {
-    let names: Vec<&str> = decided.iter().map(|d| d.role).collect();
-    if !names.is_empty() {
+    if !decided.is_empty() {
         let mac = s.inventory.find(host).await;
         let detail: Vec<String> = decided
             .iter()
@@ -51,7 +50,11 @@ async fn decided(s: &AppState, host: &str, what: &str, decided: Vec<crate::boot:
             },
         );
     }
-    Json(serde_json::json!({ "host": host, what: names, "keys": decided })).into_response()
+    Json(crate::boot::Decisions {
+        host: host.to_string(),
+        keys: decided,
+    })
+    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -95,7 +98,7 @@ async fn revoke(State(s): State<AppState>, Path(host): Path<String>, Query(q): Q
                     },
                 );
             }
-            Json(serde_json::json!({ "host": host, "revoked": revoked })).into_response()
+            Json(crate::boot::Revoked { host, revoked }).into_response()
         }
         Err(e) => error(e),
     }

@@ -90,12 +90,22 @@ impl CertRecord {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CertState {
     Valid,
     Expired,
     Revoked,
+}
+
+impl CertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertState::Valid => "valid",
+            CertState::Expired => "expired",
+            CertState::Revoked => "revoked",
+        }
+    }
 }
 
 impl CertRecord {

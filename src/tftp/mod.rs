@@ -330,7 +330,7 @@ impl TftpServer {
                     .await
                     .map_err(|_| (ErrorCode::FileNotFound, "file not found".to_string()))?;
                 let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-                Ok((Source::File(file), len))
+                Ok((Source::file(file), len))
             }
             Err(Refusal::OutsideRoot) => {
                 tracing::warn!("tftp {client}: refused {filename:?}: outside the served directory");

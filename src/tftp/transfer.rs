@@ -10,12 +10,26 @@ use super::codec::{self, ErrorCode, Negotiated, Packet};
 use std::io;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
+
+/// How far a file transfer reads ahead (one blocking-pool trip per this many bytes).
+pub const READ_AHEAD: usize = 256 * 1024;
+
+impl Source {
+    pub fn file(file: tokio::fs::File) -> Source {
+        Source::File(tokio::io::BufReader::with_capacity(READ_AHEAD, file))
+    }
+}
 use tokio::net::UdpSocket;
 
 /// What a transfer reads from: a file on disk or bytes rendered in memory.
 pub enum Source {
-    File(tokio::fs::File),
-    Memory { bytes: Vec<u8>, pos: usize },
+    /// Read ahead in large chunks: each read of a tokio file is a trip to the blocking pool,
+    /// which per 512-byte block cost more than the block's send and ACK together.
+    File(tokio::io::BufReader<tokio::fs::File>),
+    Memory {
+        bytes: Vec<u8>,
+        pos: usize,
+    },
 }
 
 impl Source {
@@ -59,12 +73,15 @@ pub enum Outcome {
 pub async fn send(sock: &UdpSocket, mut source: Source, neg: &Negotiated, max_retries: u32) -> Outcome {
     let timeout = Duration::from_secs(u64::from(neg.timeout_secs));
     let mut buf = vec![0u8; 2048.max(neg.block_size + 4)];
+    // One timer for the whole transfer, reset per wait (not a new timer entry per block).
+    let timer = tokio::time::sleep(timeout);
+    tokio::pin!(timer);
 
     if !neg.oack.is_empty() {
         let oack = codec::encode(&Packet::OAck {
             options: neg.oack.clone(),
         });
-        match exchange(sock, &[oack], 0, timeout, max_retries, &mut buf).await {
+        match exchange(sock, &[oack], 0, timeout, max_retries, &mut buf, timer.as_mut()).await {
             Ok(_) => {}
             Err(o) => return o,
         }
@@ -108,6 +125,7 @@ pub async fn send(sock: &UdpSocket, mut source: Source, neg: &Negotiated, max_re
             timeout,
             max_retries,
             &mut buf,
+            timer.as_mut(),
         )
         .await
         {
@@ -133,6 +151,7 @@ async fn exchange(
     timeout: Duration,
     max_retries: u32,
     buf: &mut [u8],
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> Result<usize, Outcome> {
     for _attempt in 0..=max_retries {
         for p in packets {
@@ -140,12 +159,15 @@ async fn exchange(
                 return Err(Outcome::Failed);
             }
         }
-        let deadline = tokio::time::Instant::now() + timeout;
+        timer.as_mut().reset(tokio::time::Instant::now() + timeout);
         loop {
-            let n = match tokio::time::timeout_at(deadline, sock.recv(buf)).await {
-                Err(_) => break, // timed out: retransmit
-                Ok(Err(_)) => return Err(Outcome::Failed),
-                Ok(Ok(n)) => n,
+            let n = tokio::select! {
+                biased;
+                r = sock.recv(buf) => match r {
+                    Ok(n) => n,
+                    Err(_) => return Err(Outcome::Failed),
+                },
+                () = timer.as_mut() => break, // timed out: retransmit
             };
             match codec::decode(&buf[..n]) {
                 Ok(Packet::Ack { block }) => {
@@ -167,4 +189,89 @@ async fn exchange(
         }
     }
     Err(Outcome::TimedOut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (UdpSocket, UdpSocket) {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        server.connect(client.local_addr().unwrap()).await.unwrap();
+        client.connect(server.local_addr().unwrap()).await.unwrap();
+        (server, client)
+    }
+
+    fn lockstep() -> Negotiated {
+        Negotiated {
+            block_size: 512,
+            window_size: 1,
+            timeout_secs: 1,
+            oack: Vec::new(),
+        }
+    }
+
+    fn data_block(pkt: &[u8]) -> u16 {
+        match codec::decode(pkt).unwrap() {
+            Packet::Data { block, .. } => block,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A lost ACK: the same block comes again after the timeout, then the transfer goes on
+    /// to the end. Every wait reuses one timer: were it not re-armed, each later block would
+    /// come twice (an "expired" wait retransmits at once) and the order check would fail.
+    #[tokio::test]
+    async fn an_unacknowledged_block_is_sent_again_after_the_timeout() {
+        let (server, client) = pair().await;
+        let bytes: Vec<u8> = (0..1300u32).map(|i| i as u8).collect();
+        let source = Source::Memory {
+            bytes: bytes.clone(),
+            pos: 0,
+        };
+        let serving = tokio::spawn(async move { send(&server, source, &lockstep(), 3).await });
+        let mut buf = [0u8; 600];
+        let n = client.recv(&mut buf).await.unwrap();
+        assert_eq!(data_block(&buf[..n]), 1);
+        // No ACK: block 1 again once the server's timeout passes.
+        let mut n = client.recv(&mut buf).await.unwrap();
+        let mut expect = 1;
+        let mut got = Vec::new();
+        loop {
+            assert_eq!(data_block(&buf[..n]), expect, "blocks in order, each once");
+            got.extend_from_slice(&buf[4..n]);
+            client
+                .send(&codec::encode(&Packet::Ack { block: expect }))
+                .await
+                .unwrap();
+            if n - 4 < 512 {
+                break;
+            }
+            expect += 1;
+            n = client.recv(&mut buf).await.unwrap();
+        }
+        assert_eq!(serving.await.unwrap(), Outcome::Completed { bytes: 1300 });
+        assert_eq!(got, bytes);
+        // Nothing more comes: the last ACK ended it.
+        let more = tokio::time::timeout(Duration::from_millis(1500), client.recv(&mut buf)).await;
+        assert!(more.is_err(), "no packet after the last ACK");
+    }
+
+    /// A client that never answers: the retries run out and the transfer ends.
+    #[tokio::test]
+    async fn a_silent_client_times_the_transfer_out() {
+        let (server, client) = pair().await;
+        let source = Source::Memory {
+            bytes: vec![1; 100],
+            pos: 0,
+        };
+        let outcome = send(&server, source, &lockstep(), 1).await;
+        assert_eq!(outcome, Outcome::TimedOut);
+        let mut buf = [0u8; 600];
+        for _ in 0..2 {
+            let n = client.recv(&mut buf).await.unwrap();
+            assert_eq!(data_block(&buf[..n]), 1, "the first send and one retry");
+        }
+    }
 }

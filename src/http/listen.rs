@@ -14,6 +14,7 @@
 //! HTTP/1.1 only, like `axum::serve` with axum's default features: iPXE, curl, Anaconda and
 //! UEFI HTTP boot all speak it.
 
+use super::activity::now_ms;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -23,7 +24,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
@@ -223,11 +224,6 @@ impl Drop for AddressSlot {
 struct Watched<IO> {
     inner: IO,
     progress: Arc<AtomicU64>,
-}
-
-pub(super) fn now_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<IO> {

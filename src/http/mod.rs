@@ -14,6 +14,7 @@
 //! Handlers never block the runtime (store reads go to the blocking pool) and never leak
 //! why a request was refused beyond its status code.
 
+mod activity;
 mod api;
 mod asset_head;
 pub mod auth;

@@ -80,7 +80,7 @@ pub async fn serve(
             };
             match n {
                 Ok(0) | Err(_) => return Outcome::Closed,
-                Ok(_) => progress.store(super::listen::now_ms(), Ordering::Relaxed),
+                Ok(_) => progress.store(super::activity::now_ms(), Ordering::Relaxed),
             }
         };
         let Some(path) = files.resolve(&request.path) else {
@@ -138,7 +138,7 @@ async fn send_head(stream: &TcpStream, head: &[u8], more: bool, progress: &Atomi
         }) {
             Ok(n) => {
                 sent += n;
-                progress.store(super::listen::now_ms(), Ordering::Relaxed);
+                progress.store(super::activity::now_ms(), Ordering::Relaxed);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
@@ -174,7 +174,7 @@ async fn send_file(
             // The file shrank under us: the promised length cannot be kept, so the
             // connection ends (the client sees a short body, never wrong bytes).
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => progress.store(super::listen::now_ms(), Ordering::Relaxed),
+            Ok(_) => progress.store(super::activity::now_ms(), Ordering::Relaxed),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }

@@ -6,13 +6,13 @@
 //! Listeners: DHCP on each configured interface; TFTP (port 69) and boot HTTP
 //! (`http_port`) on each served site's `server_address`; the admin API on `api_listen`.
 
-use crate::boot::Boot;
+use crate::boot::{Boot, BootSource, BootState};
 use crate::config::Config;
 use crate::dhcp::Leases;
 use crate::dhcp::leases::LeaseTable;
 use crate::dhcp::server::{self, Shared};
 use crate::dhcp::stats::DhcpStats;
-use crate::dhcp::topology::Topology;
+use crate::generation::{Generation, Generations};
 use crate::http::{self, AppState, HttpStats};
 use crate::inventory::{self, Inventory, Observation};
 use crate::mac::MacAddr;
@@ -41,14 +41,15 @@ pub const TFTP_PORT: u16 = 69;
 /// bound to no socket: the daemon adds listeners; in-process tests call the routers, the
 /// TFTP server and the DHCP loop on it directly.
 pub struct Services {
-    /// The config as of the last start or reload.
-    pub config: Arc<crate::live::Live<Config>>,
+    /// The config generation as of the last start or reload (config, templates, DHCP
+    /// topology: swapped as one).
+    pub generations: Arc<Generations>,
     pub served: Vec<String>,
     pub store: Store,
     pub leases: Leases,
     pub inventory: Arc<Inventory>,
-    /// The boot policy of the current config (replaced by a reload).
-    pub boot: Arc<crate::live::Live<Boot>>,
+    /// The boot policy over the current generation.
+    pub boot: BootSource,
     /// The cap on BMC calls in flight.
     pub power: Arc<crate::bmc::Power>,
     /// `provd reload` and SIGHUP.
@@ -120,49 +121,45 @@ impl Services {
             &served,
             inventory::DEFAULT_TOKEN_TTL,
         )?);
-        let topology = Topology::new(&config, &served);
-        let leases = Leases::new(topology, LeaseTable::restore(&records));
+        let generation = Generation::new(0, config.clone(), served_names.clone(), renderer);
+        let leases = Leases::new(&generation.topology, LeaseTable::restore(&records));
         let journal = Arc::new(crate::journal::Journal::new(leases.clone()));
         let certificates = crate::pki::registry::Registry::load(store.clone())?;
-        let boot = Boot::new(
-            config.clone(),
-            served_names.clone(),
-            renderer,
-            inventory.clone(),
-            Arc::new(leases.clone()),
-            certificates,
-        );
         let pki_dir = config.daemon.pki_dir(state_dir);
-        let boot = match crate::pki::Ca::load(&pki_dir) {
+        let ca = match crate::pki::Ca::load(&pki_dir) {
             Ok(ca) => {
                 tracing::info!(
                     "CA loaded from {}: hosts can have libvirt certificates signed",
                     pki_dir.display()
                 );
-                boot.with_pki(ca)
+                Some(Arc::new(ca))
             }
             Err(crate::pki::PkiError::NoCa { .. }) => {
                 tracing::info!(
                     "no CA in {}: certificate requests are refused until `provd pki init`",
                     pki_dir.display()
                 );
-                boot
+                None
             }
             Err(e) => return Err(e.into()),
         };
-        // A second handle on the CA for the pair's replication certificates.
-        let ca = crate::pki::Ca::load(&pki_dir).ok().map(Arc::new);
         let nocloud =
             Arc::new(crate::nocloud::Registry::load(store.clone()).map_err(|e| anyhow::anyhow!("nocloud seeds: {e}"))?);
-        let boot = Arc::new(crate::live::Live::new(Arc::new(boot)));
-        let live_config = Arc::new(crate::live::Live::new(config.clone()));
+        let generations = Arc::new(Generations::new(generation));
+        let boot = BootSource::new(
+            generations.clone(),
+            Arc::new(BootState::new(
+                inventory.clone(),
+                Arc::new(leases.clone()),
+                certificates,
+                ca.clone(),
+            )),
+        );
         let reloader = Arc::new(crate::reload::Reloader::new(
             config_paths.to_vec(),
             sites.to_vec(),
-            live_config.clone(),
-            boot.clone(),
+            generations.clone(),
             inventory.clone(),
-            leases.clone(),
         ));
         Ok(Services {
             served: served_names,
@@ -179,7 +176,7 @@ impl Services {
             http_stats: Arc::new(HttpStats::new(crate::http::COUNTERS)),
             assets_root,
             api_token,
-            config: live_config,
+            generations,
             replication: Default::default(),
             ca,
             pool: Default::default(),
@@ -195,7 +192,7 @@ impl Services {
         AppState {
             boot: self.boot.clone(),
             inventory: self.inventory.clone(),
-            certificates: self.boot.get().certificates.clone(),
+            certificates: self.boot.state.certificates.clone(),
             store: self.store.clone(),
             leases: self.leases.clone(),
             dhcp_stats: self.dhcp_stats.clone(),
@@ -216,11 +213,13 @@ impl Services {
 
     /// The TFTP server (read-only assets plus per-host generated files).
     pub fn tftp(&self) -> anyhow::Result<TftpServer> {
-        Ok(
-            TftpServer::new(self.assets_root.clone(), self.boot.clone(), self.tftp_stats.clone())?
-                .with_admission(self.boot.clone())
-                .with_journal(self.journal.clone()),
-        )
+        Ok(TftpServer::new(
+            self.assets_root.clone(),
+            Arc::new(self.boot.clone()),
+            self.tftp_stats.clone(),
+        )?
+        .with_admission(Arc::new(self.boot.clone()))
+        .with_journal(self.journal.clone()))
     }
 }
 
@@ -264,7 +263,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
 
     // Every certificate provd makes is in the registry (`provd pki list`, revocable): the
     // admin listener's, and what `provd pki issue-client` made while we were not looking.
-    let registry = services.boot.get().certificates.clone();
+    let registry = services.boot.state.certificates.clone();
     let now = crate::clock::unix_now() as i64;
     let api_tls = match api_tls {
         Some((tls, cert)) => {
@@ -357,8 +356,8 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             tasks.spawn(crate::pool::run(
                 services.pool.clone(),
                 inventory.clone(),
-                services.config.clone(),
-                services.boot.get().certificates.clone(),
+                services.generations.clone(),
+                services.boot.state.certificates.clone(),
                 dir,
                 stop_rx.clone(),
             ));
@@ -400,7 +399,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             creds,
             crate::replication::link::Shared {
                 inventory: inventory.clone(),
-                certificates: services.boot.get().certificates.clone(),
+                certificates: services.boot.state.certificates.clone(),
                 nocloud: services.nocloud.clone(),
                 store: store.clone(),
             },
@@ -474,6 +473,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let shared = Shared {
         ports: server::ReplyPorts::STANDARD,
         leases,
+        generations: services.generations.clone(),
         store,
         stats: dhcp_stats.clone(),
         observer: Some(observe_tx),

@@ -14,6 +14,7 @@ pub mod counters;
 pub mod daemon;
 pub mod dhcp;
 pub mod failover;
+pub mod generation;
 pub mod http;
 pub mod inventory;
 pub mod journal;

@@ -2,8 +2,9 @@
 //! and a start would (the same `config::load`, the templates every profile needs), refuse
 //! it whole if anything is wrong or if it changes what only a restart can change
 //! (`config::reload`), and otherwise swap it in: the inventory learns new and changed
-//! hosts, DHCP's topology (hosts, reservations, options) and the boot policy (templates,
-//! profiles, variables) are replaced between two requests.
+//! hosts, then the next `Generation` (config, templates, DHCP topology, built together) is
+//! published in one pointer swap. A request or packet that took the previous generation
+//! finishes with it; the next takes the new one; none sees parts of both.
 //!
 //! What survives, by construction: leases (the lease table is state, not config, and is not
 //! rebuilt), transfers in flight (each TFTP or HTTP request holds the boot policy it
@@ -15,10 +16,8 @@
 
 use crate::boot::Boot;
 use crate::config::{Config, ConfigErrors, HostIndex};
-use crate::dhcp::Leases;
-use crate::dhcp::topology::Topology;
+use crate::generation::{Generation, Generations};
 use crate::inventory::Inventory;
-use crate::live::Live;
 use crate::render::Renderer;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -56,7 +55,8 @@ impl ReloadError {
 /// What a reload did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadReport {
-    /// How many reloads this daemon has applied since it started (this one included).
+    /// The generation now current: how many reloads this daemon has applied since it
+    /// started (this one included).
     pub generation: u64,
     pub files: Vec<PathBuf>,
     pub hosts_added: Vec<String>,
@@ -72,12 +72,11 @@ pub struct Reloader {
     pub paths: Vec<PathBuf>,
     /// `--site` of `provd serve` (empty: every site).
     pub sites: Vec<String>,
-    pub config: Arc<Live<Config>>,
-    pub boot: Arc<Live<Boot>>,
+    pub generations: Arc<Generations>,
     pub inventory: Arc<Inventory>,
-    pub leases: Leases,
-    /// One reload at a time (a SIGHUP during `provd reload` waits for it).
-    running: tokio::sync::Mutex<u64>,
+    /// One reload at a time (a SIGHUP during `provd reload` waits for it): build, reindex
+    /// and publish are one step for other reloads.
+    running: tokio::sync::Mutex<()>,
     /// One adoption at a time (each is a file write and a reload).
     adopting: tokio::sync::Mutex<()>,
 }
@@ -86,56 +85,49 @@ impl Reloader {
     pub fn new(
         paths: Vec<PathBuf>,
         sites: Vec<String>,
-        config: Arc<Live<Config>>,
-        boot: Arc<Live<Boot>>,
+        generations: Arc<Generations>,
         inventory: Arc<Inventory>,
-        leases: Leases,
     ) -> Self {
         Reloader {
             paths,
             sites,
-            config,
-            boot,
+            generations,
             inventory,
-            leases,
-            running: tokio::sync::Mutex::new(0),
+            running: tokio::sync::Mutex::new(()),
             adopting: tokio::sync::Mutex::new(()),
         }
     }
 
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        let mut generation = self.running.lock().await;
-        let (paths, old) = (self.paths.clone(), self.config.get());
+        let _one = self.running.lock().await;
+        let current = self.generations.current();
+        let paths = self.paths.clone();
         let (new, renderer) = tokio::task::spawn_blocking(move || read(&paths))
             .await
             .map_err(|e| ReloadError::Templates(e.to_string()))??;
-        let served_now = self.boot.get().served_sites().to_vec();
         let served_new: Vec<String> = match new.select_sites(&self.sites) {
             Ok(s) => s.iter().map(|s| s.name.clone()).collect(),
             Err(e) => return Err(ReloadError::RestartNeeded(vec![e])),
         };
-        let restart = crate::config::reload::restart_needed(&old, &new, &served_now, &served_new);
+        let restart = crate::config::reload::restart_needed(&current.config, &new, &current.served, &served_new);
         if !restart.is_empty() {
             return Err(ReloadError::RestartNeeded(restart));
         }
 
-        // Checked; now apply. Hosts first: by the time DHCP offers a new host its record
-        // exists, as at start.
-        let (hosts_added, hosts_removed) = host_changes(&old.hosts, &new.hosts, &served_now);
+        // Checked; now apply. Host records first: by the time a request of the new
+        // generation names a new host, its record exists, as at start.
+        let (hosts_added, hosts_removed) = host_changes(&current.config.hosts, &new.hosts, &current.served);
         let records_changed = self
             .inventory
             .reindex(&new.hosts)
             .await
             .map_err(ReloadError::from_inventory)?;
-        let new = Arc::new(new);
-        let served_refs = new.select_sites(&self.sites).expect("checked above");
-        self.leases.set_topology(Topology::new(&new, &served_refs));
-        self.boot
-            .set(Arc::new(self.boot.get().with_config(new.clone(), served_new, renderer)));
-        self.config.set(new.clone());
-        *generation += 1;
+        let next = Generation::new(current.number + 1, Arc::new(new), served_new, renderer);
+        let new = next.config.clone();
+        let number = next.number;
+        self.generations.publish(next);
         let report = ReloadReport {
-            generation: *generation,
+            generation: number,
             files: new.files.clone(),
             hosts_added,
             hosts_removed,

@@ -486,6 +486,7 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
             server: relay.local_addr().unwrap().port(),
         },
         leases: f.services.leases.clone(),
+        generations: f.services.generations.clone(),
         store: f.services.store.clone(),
         stats: f.services.dhcp_stats.clone(),
         observer: None,

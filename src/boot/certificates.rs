@@ -129,7 +129,7 @@ fn now() -> i64 {
 
 impl Boot {
     fn ca(&self) -> Result<&Ca, BootError> {
-        self.ca.as_deref().ok_or(BootError::NoCa)
+        self.state.ca.as_deref().ok_or(BootError::NoCa)
     }
 
     /// Who the certificate is for: names from the config, addresses where provd knows the
@@ -166,7 +166,8 @@ impl Boot {
         let issued = self
             .ca()?
             .sign_host(csr_pem, &identity, role, crate::pki::DEFAULT_LEAF_DAYS)?;
-        self.certificates
+        self.state
+            .certificates
             .issued(CertRecord {
                 serial: issued.serial.clone(),
                 host: host.hostname.clone(),
@@ -194,7 +195,10 @@ impl Boot {
     ) -> Result<SignOutcome, BootError> {
         let (mac, site, host) = self.host_asked_from(name, from).await?;
         self.ca()?;
-        let profile = host.profile.as_deref().and_then(|p| self.config.profiles.get(p));
+        let profile = host
+            .profile
+            .as_deref()
+            .and_then(|p| self.generation.config.profiles.get(p));
         if !profile.is_some_and(|p| p.signs(role.name())) {
             return Err(BootError::NoCertificateRole {
                 host: host.hostname.clone(),
@@ -222,7 +226,7 @@ impl Boot {
         body: &str,
         from: Ipv4Addr,
     ) -> Result<String, BootError> {
-        let status = self.inventory.get(mac).await.map(|r| r.status);
+        let status = self.state.inventory.get(mac).await.map(|r| r.status);
         if status != Some(crate::inventory::Status::Ready) {
             return Err(BootError::NotVerified {
                 host: host.hostname.clone(),
@@ -241,6 +245,7 @@ impl Boot {
         let proof = csr::proof(proof_pem)?;
         let now = now();
         if self
+            .state
             .certificates
             .current(&host.hostname, Role::Server, &proof.key_id, now)
             .is_none()
@@ -257,6 +262,7 @@ impl Boot {
         self.not_too_soon(&host.hostname, Role::Client, "migration", now)?;
         // One migration identity per host: the new one replaces (and revokes) the old.
         let replaced = self
+            .state
             .certificates
             .revoke(&host.hostname, Some(Role::Client), now)
             .await?;
@@ -274,6 +280,7 @@ impl Boot {
     /// registry and the CRL without bound.
     fn not_too_soon(&self, host: &str, role: Role, how: &str, now: i64) -> Result<(), BootError> {
         let last = self
+            .state
             .certificates
             .certificates()
             .into_iter()
@@ -303,20 +310,25 @@ impl Boot {
         from: Ipv4Addr,
     ) -> Result<SignOutcome, BootError> {
         let role = Role::Server;
-        self.inventory
+        self.state
+            .inventory
             .verify_signing_token(mac, token, from, role.name())
             .await?;
         // Key type, size and names are refused before anything is kept or signed.
         let facts = csr::inspect(csr_pem)?;
         crate::pki::check_names(&facts, &self.identity(mac, site, host, from, role))?;
-        match self.config.pki_sign {
+        match self.generation.config.pki_sign {
             SignPolicy::Auto => {
                 let issued = self.issue(mac, site, host, from, csr_pem, role, "install").await?;
-                self.inventory.certificate_issued(mac, token, from, role.name()).await?;
+                self.state
+                    .inventory
+                    .certificate_issued(mac, token, from, role.name())
+                    .await?;
                 Ok(SignOutcome::Issued(issued.pem))
             }
             SignPolicy::Approve => {
                 let kept = self
+                    .state
                     .certificates
                     .request(&host.hostname, role)
                     .filter(|r| r.token == token);
@@ -324,13 +336,17 @@ impl Boot {
                     Some(Decision::Approved { certificate, .. })
                         if csr::certificate_key_id(&certificate).as_deref() == Some(facts.key_id.as_str()) =>
                     {
-                        self.inventory.certificate_issued(mac, token, from, role.name()).await?;
-                        self.certificates.remove_request(&host.hostname, role).await?;
+                        self.state
+                            .inventory
+                            .certificate_issued(mac, token, from, role.name())
+                            .await?;
+                        self.state.certificates.remove_request(&host.hostname, role).await?;
                         Ok(SignOutcome::Issued(certificate))
                     }
                     Some(Decision::Rejected { .. }) => Err(BootError::Rejected),
                     Some(Decision::Waiting)
                         if self
+                            .state
                             .certificates
                             .request(&host.hostname, role)
                             .map(|r| r.csr)
@@ -341,7 +357,8 @@ impl Boot {
                     }
                     // New, or a new key for the same token: this CSR is the one to decide.
                     _ => {
-                        self.certificates
+                        self.state
+                            .certificates
                             .put_request(CsrRequest {
                                 host: host.hostname.clone(),
                                 role: role.name().into(),
@@ -377,11 +394,16 @@ impl Boot {
     }
 
     async fn decide(&self, name: &str, approve: bool, only: Option<&str>) -> Result<Vec<Decided>, BootError> {
-        let mac = self.inventory.find(name).await.ok_or(BootError::UnknownHost)?;
+        let mac = self
+            .state
+            .inventory
+            .find(&self.generation.config.hosts, name)
+            .await
+            .ok_or(BootError::UnknownHost)?;
         let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
         let mut done = Vec::new();
         for role in [Role::Server, Role::Client] {
-            let Some(req) = self.certificates.request(&host.hostname, role) else {
+            let Some(req) = self.state.certificates.request(&host.hostname, role) else {
                 continue;
             };
             if req.decision != Decision::Waiting {
@@ -406,7 +428,10 @@ impl Boot {
             } else {
                 Decision::Rejected { at: now() }
             };
-            self.certificates.put_request(CsrRequest { decision, ..req }).await?;
+            self.state
+                .certificates
+                .put_request(CsrRequest { decision, ..req })
+                .await?;
             done.push(Decided {
                 role: role.name().to_string(),
                 fingerprint,
@@ -422,18 +447,18 @@ impl Boot {
     /// revoked, and the admin and replication listeners and (after their CRL refresh) the
     /// hypervisors refuse them.
     pub async fn revoke(&self, name: &str, role: Option<Role>) -> Result<Vec<CertRecord>, BootError> {
-        let host = match self.inventory.find(name).await {
+        let host = match self.state.inventory.find(&self.generation.config.hosts, name).await {
             Some(mac) => self.configured(mac).map(|(_, h)| h.hostname.clone()),
             None => None,
         };
         match host {
-            Some(host) => Ok(self.certificates.revoke(&host, role, now()).await?),
+            Some(host) => Ok(self.state.certificates.revoke(&host, role, now()).await?),
             None => {
-                let known = self.certificates.certificates().iter().any(|c| c.host == name);
+                let known = self.state.certificates.certificates().iter().any(|c| c.host == name);
                 if !known {
                     return Err(BootError::UnknownHost);
                 }
-                Ok(self.certificates.revoke_identity(name, now()).await?)
+                Ok(self.state.certificates.revoke_identity(name, now()).await?)
             }
         }
     }
@@ -441,7 +466,9 @@ impl Boot {
     /// The CA's CRL, signed now.
     pub fn crl_pem(&self) -> Result<String, BootError> {
         let now = time::OffsetDateTime::now_utc();
-        Ok(self.ca()?.crl(&self.certificates.revoked(now.unix_timestamp()), now)?)
+        Ok(self
+            .ca()?
+            .crl(&self.state.certificates.revoked(now.unix_timestamp()), now)?)
     }
 
     /// `POST /pki/renew`: a new certificate for the key the host already holds a valid
@@ -452,12 +479,16 @@ impl Boot {
         self.ca()?;
         let facts = csr::inspect(csr_pem)?;
         let now = now();
-        let Some(current) = self.certificates.current(&host.hostname, role, &facts.key_id, now) else {
+        let Some(current) = self
+            .state
+            .certificates
+            .current(&host.hostname, role, &facts.key_id, now)
+        else {
             return Err(BootError::NotRenewable { role: role.name() });
         };
         self.not_too_soon(&host.hostname, role, "renewal", now)?;
         let issued = self.issue(mac, site, host, from, csr_pem, role, "renewal").await?;
-        self.certificates.revoke_serial(&current.serial, now).await?;
+        self.state.certificates.revoke_serial(&current.serial, now).await?;
         Ok(issued.pem)
     }
 
@@ -465,9 +496,10 @@ impl Boot {
     pub fn certificate_list(&self) -> CertificateList {
         let now = now();
         CertificateList {
-            policy: self.config.pki_sign,
+            policy: self.generation.config.pki_sign,
             now,
             certificates: self
+                .state
                 .certificates
                 .certificates()
                 .into_iter()
@@ -478,6 +510,7 @@ impl Boot {
                 })
                 .collect(),
             requests: self
+                .state
                 .certificates
                 .requests()
                 .into_iter()

@@ -23,6 +23,7 @@ pub mod firmware;
 pub use certificates::{CertificateList, Decided, Decisions, RequestState, Revoked, SignOutcome};
 
 use crate::config::{Config, Host, Site};
+use crate::generation::{Generation, Generations};
 use crate::inventory::{BootDecision, Inventory, InventoryError};
 use crate::mac::MacAddr;
 use crate::pki::{Ca, PkiError};
@@ -155,10 +156,8 @@ impl From<InventoryError> for BootError {
     }
 }
 
-pub struct Boot {
-    pub config: Arc<Config>,
-    served: Vec<String>,
-    pub renderer: Renderer,
+/// What the boot policy keeps across config generations: state, not config.
+pub struct BootState {
     pub inventory: Arc<Inventory>,
     /// Which MAC holds an address (pxelinux/GRUB names made of a hex address) and which
     /// addresses a MAC holds (certificate SANs).
@@ -167,6 +166,52 @@ pub struct Boot {
     ca: Option<Arc<Ca>>,
     /// What the CA issued and which requests wait for an operator.
     pub certificates: Arc<crate::pki::registry::Registry>,
+}
+
+impl BootState {
+    pub fn new(
+        inventory: Arc<Inventory>,
+        leases: Arc<dyn LeaseLookup>,
+        certificates: Arc<crate::pki::registry::Registry>,
+        ca: Option<Arc<Ca>>,
+    ) -> BootState {
+        BootState {
+            inventory,
+            leases,
+            ca,
+            certificates,
+        }
+    }
+}
+
+/// The boot policy of one config generation, over the shared state. Made per request or
+/// packet (`BootSource::now`: two `Arc` clones) and kept to its end, so everything one
+/// answer is built from (host list, profiles, templates) comes from the same generation.
+#[derive(Clone)]
+pub struct Boot {
+    pub generation: Arc<Generation>,
+    state: Arc<BootState>,
+}
+
+/// Where requests take their `Boot` from: the current generation over the shared state.
+#[derive(Clone)]
+pub struct BootSource {
+    pub generations: Arc<Generations>,
+    pub state: Arc<BootState>,
+}
+
+impl BootSource {
+    pub fn new(generations: Arc<Generations>, state: Arc<BootState>) -> BootSource {
+        BootSource { generations, state }
+    }
+
+    /// The boot policy as of now: one generation, to be used for the whole request.
+    pub fn now(&self) -> Boot {
+        Boot {
+            generation: self.generations.current(),
+            state: self.state.clone(),
+        }
+    }
 }
 
 /// The decision for one machine, with the facts every protocol needs to answer it.
@@ -224,60 +269,42 @@ impl Plan<'_> {
     }
 }
 
-impl Boot {
-    /// The sites this daemon serves (has listeners for), in config order.
-    pub fn served_sites(&self) -> &[String] {
-        &self.served
-    }
-}
-
 pub const PREVIEW_TOKEN: &str = "PREVIEW-NOT-A-TOKEN";
 
 impl Boot {
-    pub fn new(
-        config: Arc<Config>,
-        served: Vec<String>,
-        renderer: Renderer,
-        inventory: Arc<Inventory>,
-        leases: Arc<dyn LeaseLookup>,
-        certificates: Arc<crate::pki::registry::Registry>,
-    ) -> Self {
-        Boot {
-            config,
-            served,
-            renderer,
-            inventory,
-            leases,
-            ca: None,
-            certificates,
-        }
+    /// The policy of `generation` over `state` (tests, and `BootSource::now`).
+    pub fn new(generation: Arc<Generation>, state: Arc<BootState>) -> Boot {
+        Boot { generation, state }
     }
 
-    /// Sign hosts' CSRs with `ca`; SANs include the addresses the host holds leases on.
-    pub fn with_pki(mut self, ca: Ca) -> Self {
-        self.ca = Some(Arc::new(ca));
-        self
+    /// The config of this generation.
+    pub fn config(&self) -> &Config {
+        &self.generation.config
     }
 
-    /// The same policy over a reloaded config and its templates: inventory, leases, CA and
-    /// certificate registry are shared with `self` (they are state, not config).
-    pub fn with_config(&self, config: Arc<Config>, served: Vec<String>, renderer: Renderer) -> Boot {
-        Boot {
-            config,
-            served,
-            renderer,
-            inventory: self.inventory.clone(),
-            leases: self.leases.clone(),
-            ca: self.ca.clone(),
-            certificates: self.certificates.clone(),
-        }
+    /// The sites this daemon serves (has listeners for), in config order.
+    pub fn served_sites(&self) -> &[String] {
+        &self.generation.served
+    }
+
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.state.inventory
+    }
+
+    pub fn certificates(&self) -> &Arc<crate::pki::registry::Registry> {
+        &self.state.certificates
+    }
+
+    /// The MAC of the host `name` (hostname or MAC) in this generation's inventory.
+    pub async fn find(&self, name: &str) -> Option<MacAddr> {
+        self.state.inventory.find(&self.generation.config.hosts, name).await
     }
 
     /// The addresses `host` is known at: its reservation and the address its MAC holds a
     /// lease on now (ours or, through failover, the partner's).
     pub fn known_addresses(&self, mac: MacAddr, host: &Host) -> Vec<Ipv4Addr> {
         let mut a: Vec<Ipv4Addr> = host.ip.into_iter().collect();
-        if let Some(ip) = self.leases.address_of_mac(mac, crate::clock::unix_now())
+        if let Some(ip) = self.state.leases.address_of_mac(mac, crate::clock::unix_now())
             && !a.contains(&ip)
         {
             a.push(ip);
@@ -289,7 +316,7 @@ impl Boot {
     /// machine can claim any MAC, not the address provd gave that MAC. One lookup per
     /// request (this runs for every boot script, kickstart and callback).
     fn check_source(&self, mac: MacAddr, host: &Host, from: Ipv4Addr) -> Result<(), BootError> {
-        if host.ip == Some(from) || self.leases.holds(from, mac, crate::clock::unix_now()) {
+        if host.ip == Some(from) || self.state.leases.holds(from, mac, crate::clock::unix_now()) {
             Ok(())
         } else {
             Err(BootError::WrongAddress {
@@ -302,7 +329,12 @@ impl Boot {
 
     /// The configured host named `name` (hostname or MAC), asked about from `from`.
     async fn host_asked_from(&self, name: &str, from: Ipv4Addr) -> Result<(MacAddr, &Site, &Host), BootError> {
-        let mac = self.inventory.find(name).await.ok_or(BootError::UnknownHost)?;
+        let mac = self
+            .state
+            .inventory
+            .find(&self.generation.config.hosts, name)
+            .await
+            .ok_or(BootError::UnknownHost)?;
         let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
         self.check_source(mac, host, from)?;
         Ok((mac, site, host))
@@ -319,12 +351,12 @@ impl Boot {
         from: Ipv4Addr,
     ) -> Result<(MacAddr, crate::inventory::Status), BootError> {
         let (mac, _, _) = self.host_asked_from(name, from).await?;
-        Ok((mac, self.inventory.event(mac, token, from, event, detail).await?))
+        Ok((mac, self.state.inventory.event(mac, token, from, event, detail).await?))
     }
 
     /// The CA certificate hosts and clients must trust, if this provd has a CA.
     pub fn ca_pem(&self) -> Option<&str> {
-        self.ca.as_deref().map(Ca::cert_pem)
+        self.state.ca.as_deref().map(Ca::cert_pem)
     }
 
     /// Every profile's kickstart must exist as a template: checked at start, not at the
@@ -355,23 +387,23 @@ impl Boot {
     }
 
     fn configured(&self, mac: MacAddr) -> Option<(&Site, &Host)> {
-        self.config.host(mac)
+        self.generation.config.host(mac)
     }
 
     /// The site for an unknown machine: the listener's, else the served site whose subnet
     /// holds `ip`, else the first served site.
     fn site_for_unknown(&self, listener_site: Option<&str>, ip: Option<Ipv4Addr>) -> &Site {
-        if let Some(s) = listener_site.and_then(|n| self.config.sites.get(n)) {
+        if let Some(s) = listener_site.and_then(|n| self.generation.config.sites.get(n)) {
             return s;
         }
-        let served = || self.served.iter().filter_map(|n| self.config.sites.get(n));
+        let served = || self.generation.served_sites();
         ip.and_then(|ip| served().find(|s| s.subnets.iter().any(|n| n.prefix.contains(&ip))))
             .or_else(|| served().next())
             .expect("a daemon serves at least one site")
     }
 
     fn render(&self, template: &str, ctx: HostContext) -> Result<String, RenderError> {
-        self.renderer.render(template, &ctx.to_value())
+        self.generation.renderer.render(template, &ctx.to_value())
     }
 
     /// The boot policy: what `mac` boots now, asked through `listener_site` from address
@@ -387,10 +419,13 @@ impl Boot {
             }
             None => (self.site_for_unknown(listener_site, Some(from)), None),
         };
-        let decision = if host.is_none() && !self.leases.holds(from, mac, crate::clock::unix_now()) {
+        let decision = if host.is_none() && !self.state.leases.holds(from, mac, crate::clock::unix_now()) {
             BootDecision::Menu
         } else {
-            self.inventory.boot(mac, from).await?
+            self.state
+                .inventory
+                .boot(&self.generation.config.hosts, mac, from)
+                .await?
         };
         Ok(Plan {
             decision,
@@ -407,7 +442,7 @@ impl Boot {
         Ok(self.render(
             format.template(),
             HostContext {
-                config: &self.config,
+                config: &self.generation.config,
                 site: plan.site,
                 host: plan.host,
                 mac: plan.mac,
@@ -436,14 +471,16 @@ impl Boot {
     /// its open install token. The fetch is counted only after the whole text rendered.
     pub async fn kickstart(&self, name: &str, token: &str, from: Ipv4Addr) -> Result<String, BootError> {
         let (mac, site, host) = self.host_asked_from(name, from).await?;
-        self.inventory.verify_kickstart(mac, token, from).await?;
+        self.state.inventory.verify_kickstart(mac, token, from).await?;
         let ks = self
+            .generation
             .config
             .profiles
             .get(host.profile.as_deref().unwrap_or(""))
             .and_then(|p| p.kickstart.clone());
         let ks = ks.ok_or_else(|| BootError::NoKickstart(host.hostname.clone()))?;
         let install = self
+            .state
             .inventory
             .get(mac)
             .await
@@ -453,7 +490,7 @@ impl Boot {
                 wipe_allowed: s.wipe_allowed,
             });
         let ctx = HostContext {
-            config: &self.config,
+            config: &self.generation.config,
             site,
             host: Some(host),
             mac,
@@ -463,7 +500,7 @@ impl Boot {
             install,
         };
         let text = self.render(&ks, ctx)?;
-        self.inventory.kickstart_fetched(mac, token, from).await?;
+        self.state.inventory.kickstart_fetched(mac, token, from).await?;
         Ok(text)
     }
 
@@ -541,27 +578,26 @@ impl Boot {
     /// firmware reads before anything secret), a configured host's reservation, or one in
     /// a served site's `tftp_open` prefixes.
     pub fn tftp_admits(&self, client: Ipv4Addr) -> bool {
-        self.leases.is_bound(client, crate::clock::unix_now())
-            || self.config.hosts.by_ip(client).is_some()
+        self.state.leases.is_bound(client, crate::clock::unix_now())
+            || self.generation.config.hosts.by_ip(client).is_some()
             || self
-                .served
-                .iter()
-                .filter_map(|n| self.config.sites.get(n))
+                .generation
+                .served_sites()
                 .any(|s| s.pxe.tftp_open.iter().any(|p| p.contains(&client)))
     }
 }
 
-impl crate::tftp::Admission for crate::live::Live<Boot> {
+impl crate::tftp::Admission for BootSource {
     fn admits(&self, client: Ipv4Addr) -> bool {
-        self.get().tftp_admits(client)
+        self.now().tftp_admits(client)
     }
 }
 
-/// TFTP asks whichever policy is current when a request arrives (a reload swaps it).
-impl GeneratedFiles for crate::live::Live<Boot> {
+/// TFTP asks whichever generation is current when a request arrives (a reload swaps it).
+impl GeneratedFiles for BootSource {
     fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a> {
         Box::pin(async move {
-            let boot = self.get();
+            let boot = self.now();
             boot.generate(client, path).await
         })
     }
@@ -572,7 +608,7 @@ impl GeneratedFiles for Boot {
         Box::pin(async move {
             let (format, mac) = match generated_name(path)? {
                 Generated::ByMac(f, m) => (f, m),
-                Generated::ByIp(f, ip) => match self.leases.mac_of(ip) {
+                Generated::ByIp(f, ip) => match self.state.leases.mac_of(ip) {
                     Some(m) => (f, m),
                     None => return Some(Err(format!("no lease for {ip}"))),
                 },

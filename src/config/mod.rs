@@ -11,6 +11,7 @@
 mod index;
 mod model;
 pub mod reload;
+pub mod topology;
 mod validate;
 mod wire;
 

@@ -5,12 +5,12 @@
 //! persist; the I/O layer must make it durable before sending the reply.
 
 use crate::boot::firmware::{self, BootAnswer};
+use crate::config::topology::{Ingress, Topology};
 use crate::config::{Site, Subnet, UnknownClients};
 use crate::dhcp::leases::{ClientFacts, LeaseTable, Owner};
 use crate::dhcp::packet::Request;
 use crate::dhcp::reply::{self, Destination, Grant};
 use crate::dhcp::rules::{PoolRules, Refusal};
-use crate::dhcp::topology::{Ingress, Topology};
 use crate::store::LeaseRecord;
 use dhcproto::v4::{Message, MessageType};
 use std::net::Ipv4Addr;
@@ -77,8 +77,11 @@ pub enum Outcome {
 /// The decision core. Owned by `dhcp::Leases`, which holds it behind its lock; nothing else
 /// reaches its fields.
 pub struct Engine {
-    topology: Topology,
     table: LeaseTable,
+    /// The served sites' names, in topology order: what site indices mean. Fixed for the
+    /// life of the process (a reload that changes the served sites is refused), so every
+    /// generation's topology has the same sites in the same order.
+    sites: Vec<String>,
     /// Pool-sharing rules by site index (None: the site has no failover partner).
     rules: Vec<Option<Arc<dyn PoolRules>>>,
 }
@@ -97,24 +100,11 @@ struct Context<'a> {
 }
 
 impl Engine {
-    pub fn new(topology: Topology, table: LeaseTable) -> Self {
-        let rules = vec![None; topology.sites.len()];
-        Engine { topology, table, rules }
-    }
-
-    pub fn topology(&self) -> &Topology {
-        &self.topology
-    }
-
-    /// A reloaded config's topology (hosts, reservations, options, PXE policy). The served
-    /// sites, their listeners and pools are the same (a reload that changes them is refused
-    /// before it gets here), so site indices, ingresses and pool-sharing rules stay valid.
-    pub fn set_topology(&mut self, topology: Topology) {
-        debug_assert_eq!(
-            topology.sites.iter().map(|s| &s.name).collect::<Vec<_>>(),
-            self.topology.sites.iter().map(|s| &s.name).collect::<Vec<_>>()
-        );
-        self.topology = topology;
+    /// An engine for the served sites of `topology` (any generation: they share them).
+    pub fn new(topology: &Topology, table: LeaseTable) -> Self {
+        let sites: Vec<String> = topology.sites.iter().map(|s| s.name.clone()).collect();
+        let rules = vec![None; sites.len()];
+        Engine { table, sites, rules }
     }
 
     pub fn table(&self) -> &LeaseTable {
@@ -127,7 +117,7 @@ impl Engine {
 
     /// Replace the pool-sharing rules of `site`; false if this engine does not serve it.
     pub fn set_rules(&mut self, site: &str, rules: Arc<dyn PoolRules>) -> bool {
-        match self.topology.sites.iter().position(|s| s.name == site) {
+        match self.sites.iter().position(|s| s == site) {
             Some(i) => {
                 self.rules[i] = Some(rules);
                 true
@@ -136,8 +126,14 @@ impl Engine {
         }
     }
 
-    pub fn handle(&mut self, req: &Request, ingress: &Ingress, now: u64) -> Outcome {
-        let Engine { topology, table, rules } = self;
+    /// The answer to one request under `topology` (the caller's config generation: taken
+    /// once per packet, so a reload between two packets is never seen halfway).
+    pub fn handle(&mut self, topology: &Topology, req: &Request, ingress: &Ingress, now: u64) -> Outcome {
+        debug_assert!(
+            topology.sites.iter().map(|s| &s.name).eq(self.sites.iter()),
+            "a generation serves the sites the engine was made for"
+        );
+        let Engine { table, rules, .. } = self;
         let giaddr = req.giaddr();
         let found = if giaddr.is_unspecified() {
             topology
@@ -403,7 +399,26 @@ mod tests {
 
     const NOW: u64 = 1_000_000;
 
-    fn engine(unknown: &str, authoritative: bool) -> (Engine, Ingress) {
+    /// An engine with the one topology these tests decide under.
+    struct TestEngine {
+        engine: Engine,
+        topology: Topology,
+    }
+
+    impl TestEngine {
+        fn new(topology: Topology) -> Self {
+            TestEngine {
+                engine: Engine::new(&topology, LeaseTable::new()),
+                topology,
+            }
+        }
+
+        fn handle(&mut self, req: &Request, ingress: &Ingress, now: u64) -> Outcome {
+            self.engine.handle(&self.topology, req, ingress, now)
+        }
+    }
+
+    fn engine(unknown: &str, authoritative: bool) -> (TestEngine, Ingress) {
         let toml = format!(
             r#"
 [sites.s]
@@ -430,7 +445,7 @@ hostname = "known"
         let served = cfg.select_sites(&[]).unwrap();
         let topo = Topology::new(&cfg, &served);
         let ingress = topo.ingresses().remove(0);
-        (Engine::new(topo, LeaseTable::new()), ingress)
+        (TestEngine::new(topo), ingress)
     }
 
     fn req(kind: MessageType, last: u8, opts: Vec<DhcpOption>, ciaddr: Option<Ipv4Addr>) -> Request {
@@ -459,7 +474,7 @@ hostname = "known"
         s.parse().unwrap()
     }
 
-    fn select(e: &mut Engine, ing: &Ingress, last: u8, addr: Ipv4Addr) -> Outcome {
+    fn select(e: &mut TestEngine, ing: &Ingress, last: u8, addr: Ipv4Addr) -> Outcome {
         let opts = vec![
             DhcpOption::RequestedIpAddress(addr),
             DhcpOption::ServerIdentifier(ip("10.0.0.1")),
@@ -537,7 +552,7 @@ pools = [{ start = "10.0.1.100", end = "10.0.1.110" }]
         let served = cfg.select_sites(&[]).unwrap();
         let topo = Topology::new(&cfg, &served);
         let ing = topo.ingresses().remove(0);
-        let mut e = Engine::new(topo, LeaseTable::new());
+        let mut e = TestEngine::new(topo);
         let relayed = |source: Option<Ipv4Addr>| {
             let mut r = req(MessageType::Discover, 9, vec![], None);
             r.msg.set_giaddr(ip("10.0.1.1"));
@@ -580,7 +595,7 @@ pools = [{ start = "10.0.1.100", end = "10.0.1.110" }]
             e.handle(&req(MessageType::Request, 9, opts, None), &ing, NOW),
             Outcome::Drop(DropReason::OtherServer)
         ));
-        assert!(e.table.get(offered).is_none(), "offer released for others");
+        assert!(e.engine.table.get(offered).is_none(), "offer released for others");
     }
 
     #[test]
@@ -701,7 +716,7 @@ mod pxeclient_tests {
         let served = cfg.select_sites(&[]).unwrap();
         let topo = Topology::new(&cfg, &served);
         let ingress = topo.ingresses().remove(0);
-        let mut engine = Engine::new(topo, LeaseTable::new());
+        let mut engine = Engine::new(&topo, LeaseTable::new());
         let mut m = Message::default();
         m.set_chaddr(&[0x52, 0x54, 0, 0, 0, 9]);
         m.opts_mut().insert(DhcpOption::MessageType(MessageType::Discover));
@@ -711,7 +726,7 @@ mod pxeclient_tests {
         ));
         let mut b = Vec::new();
         m.encode(&mut Encoder::new(&mut b)).unwrap();
-        match engine.handle(&packet::parse(&b).unwrap(), &ingress, 1000) {
+        match engine.handle(&topo, &packet::parse(&b).unwrap(), &ingress, 1000) {
             Outcome::Reply { msg, .. } => match msg.opts().get(OptionCode::ClassIdentifier) {
                 Some(DhcpOption::ClassIdentifier(v)) => Some(v.clone()),
                 _ => None,

@@ -1,6 +1,6 @@
 //! `Leases`: the one owner of the DHCP lease state, in the style of mini-redis's `Db`.
 //!
-//! The engine (topology, lease table, pool-sharing rules) sits behind a private lock that is
+//! The engine (lease table, pool-sharing rules) sits behind a private lock that is
 //! held only for a decision or one table operation (microseconds, never across an await or
 //! an fsync). Everything else in provd (the DHCP loop, the failover relationship, the boot
 //! policy, the journal, the API) holds a cheap clone of this handle and calls its methods;
@@ -10,11 +10,11 @@
 //! store) before acting on it: the handle never does I/O.
 
 use crate::config::Pool;
+use crate::config::topology::{Ingress, Topology};
 use crate::dhcp::engine::{Engine, Outcome};
 use crate::dhcp::leases::{LeaseTable, PartnerBinding};
 use crate::dhcp::packet::Request;
 use crate::dhcp::rules::PoolRules;
-use crate::dhcp::topology::{Ingress, Topology};
 use crate::mac::MacAddr;
 use crate::store::LeaseRecord;
 use std::net::Ipv4Addr;
@@ -36,7 +36,9 @@ pub struct LeaseCounts {
 }
 
 impl Leases {
-    pub fn new(topology: Topology, table: LeaseTable) -> Self {
+    /// The lease state of the served sites of `topology` (any generation's: they serve the
+    /// same sites on the same listeners).
+    pub fn new(topology: &Topology, table: LeaseTable) -> Self {
         let ingresses = Arc::new(topology.ingresses());
         Leases {
             engine: Arc::new(Mutex::new(Engine::new(topology, table))),
@@ -55,20 +57,15 @@ impl Leases {
         &self.ingresses
     }
 
-    /// RFC 2131: the answer to one request (see `Engine::handle`).
-    pub fn decide(&self, req: &Request, ingress: &Ingress, now: u64) -> Outcome {
-        self.engine().handle(req, ingress, now)
+    /// RFC 2131: the answer to one request under `topology`, the caller's config
+    /// generation (see `Engine::handle`).
+    pub fn decide(&self, topology: &Topology, req: &Request, ingress: &Ingress, now: u64) -> Outcome {
+        self.engine().handle(topology, req, ingress, now)
     }
 
     /// Install the pool-sharing rules (a failover gate) of `site`; false if not served.
     pub fn set_rules(&self, site: &str, rules: Arc<dyn PoolRules>) -> bool {
         self.engine().set_rules(site, rules)
-    }
-
-    /// Swap in a reloaded config's topology between two decisions (see
-    /// `Engine::set_topology`): leases and pool-sharing rules are untouched.
-    pub fn set_topology(&self, topology: Topology) {
-        self.engine().set_topology(topology);
     }
 
     /// The MAC that holds (or last held) a lease on `ip`.

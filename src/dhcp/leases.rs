@@ -13,7 +13,7 @@ use crate::config::{Pool, Subnet};
 use crate::dhcp::packet::ClientKey;
 use crate::mac::MacAddr;
 use crate::store::{LeaseRecord, LeaseState};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,7 @@ fn ownership_record(ip: Ipv4Addr, state: LeaseState, now: u64, site: &str) -> Le
 }
 
 /// Addresses that dynamic allocation must never hand out (reservations of other hosts).
-pub type Reserved = HashSet<Ipv4Addr>;
+pub use crate::config::topology::Reserved;
 
 impl LeaseTable {
     pub fn new() -> Self {

@@ -3,7 +3,7 @@
 //!
 //! Layers, each with one job:
 //! - `packet`: bytes -> checked `Request` (pure)
-//! - `topology`: which site/subnet/host a request belongs to (pure, built from config)
+//! - which site/subnet/host a request belongs to: `config::topology` (pure, per generation)
 //! - `leases`: the in-memory lease table and allocation (pure)
 //! - what a booting client loads is the boot policy's firmware stage (`boot::firmware`)
 //! - `engine`: RFC 2131 decisions (pure but for the lease table it owns)
@@ -28,6 +28,5 @@ pub mod rules;
 pub mod server;
 pub mod socket;
 pub mod stats;
-pub mod topology;
 
 pub use handle::{LeaseCounts, Leases};

@@ -7,13 +7,13 @@
 //! is counted and dropped.
 
 use crate::clock::unix_now;
+use crate::config::topology::Ingress;
 use crate::dhcp::Leases;
 use crate::dhcp::engine::Outcome;
 use crate::dhcp::packet::{self, ParseError};
 use crate::dhcp::reply::Destination;
 use crate::dhcp::socket::{self, CLIENT_PORT, SERVER_PORT};
 use crate::dhcp::stats::DhcpStats;
-use crate::dhcp::topology::Ingress;
 use crate::inventory::Observation;
 use crate::journal::Journal;
 use crate::journal::Step;
@@ -67,6 +67,8 @@ impl ReplyPorts {
 pub struct Shared {
     pub ports: ReplyPorts,
     pub leases: Leases,
+    /// The config generations: each packet is decided under the one current when it came.
+    pub generations: Arc<crate::generation::Generations>,
     pub store: Store,
     pub stats: Arc<DhcpStats>,
     /// Where facts about network-booting machines go (the inventory's discovery). Sent with
@@ -172,7 +174,8 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
     };
     req.source = source;
     shared.stats.inc(received_counter(req.msg_type));
-    let outcome = shared.leases.decide(&req, ingress, unix_now());
+    let generation = shared.generations.current();
+    let outcome = shared.leases.decide(&generation.topology, &req, ingress, unix_now());
     // Discovery hears of a booting machine once it holds a lease (this ACK): a DISCOVER with
     // a made-up MAC costs nothing, a lease costs a pool address.
     let acked = matches!(

@@ -791,8 +791,8 @@ mod tests {
     //! the balancing schedule) driven by `now`. The lease table is a real in-memory `Leases`.
     use super::*;
     use crate::config::Pool;
+    use crate::config::topology::Topology;
     use crate::dhcp::leases::LeaseTable;
-    use crate::dhcp::topology::Topology;
     use crate::failover::binding::bndupd;
     use crate::failover::loadbalance::hba_from_split;
     use crate::store::LeaseState;
@@ -826,7 +826,7 @@ mod tests {
     }
 
     fn leases() -> Leases {
-        Leases::new(Topology::none(), LeaseTable::new())
+        Leases::new(&Topology::none(), LeaseTable::new())
     }
 
     fn saved(state: State) -> Option<Persisted> {

@@ -51,13 +51,13 @@ async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): J
     use crate::reload::AdoptError;
     let refuse = |code: StatusCode, e: String| (code, Json(serde_json::json!({ "error": e }))).into_response();
     let boot = s.boot();
-    let Some(mac) = s.inventory.find(&name).await else {
+    let Some(mac) = boot.find(&name).await else {
         return not_found();
     };
     let Some(record) = s.inventory.get(mac).await else {
         return not_found();
     };
-    if record.status != crate::inventory::Status::Discovered || s.inventory.is_configured(mac) {
+    if record.status != crate::inventory::Status::Discovered || s.inventory.is_configured(&boot.config().hosts, mac) {
         return refuse(
             StatusCode::CONFLICT,
             format!(
@@ -176,7 +176,7 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
         }
     };
     let boot = s.boot();
-    let Some(cfg) = boot.config.sites.get(&site) else {
+    let Some(cfg) = boot.config().sites.get(&site) else {
         return bad(format!("no site {site:?}"));
     };
     let base = cfg.boot_base_url();
@@ -192,8 +192,9 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
 /// `GET /api/hypervisors`: every installed host provd has checked, with its status.
 async fn hypervisors(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> {
     let mut out = Vec::new();
+    let boot = s.boot();
     for c in s.pool.checks() {
-        let record = match s.inventory.find(&c.host).await {
+        let record = match boot.find(&c.host).await {
             Some(mac) => s.inventory.get(mac).await,
             None => None,
         };
@@ -210,7 +211,7 @@ async fn hypervisors(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> 
 /// (or why not) once all moved.
 async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response {
     let inv = &s.inventory;
-    let Some(mac) = inv.find(&name).await else {
+    let Some(mac) = s.boot().find(&name).await else {
         return not_found();
     };
     match s.pool.drain(inv, mac).await {
@@ -230,7 +231,7 @@ async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response 
 
 async fn undrain(State(s): State<AppState>, Path(name): Path<String>) -> Response {
     let inv = &s.inventory;
-    let Some(mac) = inv.find(&name).await else {
+    let Some(mac) = s.boot().find(&name).await else {
         return not_found();
     };
     host_result(inv.set_drained(mac, false).await)
@@ -300,7 +301,7 @@ async fn hosts(State(s): State<AppState>) -> Json<Vec<HostRecord>> {
 
 async fn host(State(s): State<AppState>, Path(name): Path<String>) -> Response {
     let inv = &s.inventory;
-    match inv.find(&name).await {
+    match s.boot().find(&name).await {
         Some(mac) => Json(inv.get(mac).await).into_response(),
         None => not_found(),
     }
@@ -336,7 +337,7 @@ async fn reinstall(
     axum::extract::Query(q): axum::extract::Query<ForceQuery>,
 ) -> Response {
     let inv = &s.inventory;
-    let Some(mac) = inv.find(&name).await else {
+    let Some(mac) = s.boot().find(&name).await else {
         return not_found();
     };
     // --power without a BMC: say so before changing anything.
@@ -383,7 +384,7 @@ async fn reinstall(
 /// `POST /api/hosts/<host>/mark-installed`: in service; boot from disk.
 async fn mark_installed(State(s): State<AppState>, Path(name): Path<String>) -> Response {
     let inv = &s.inventory;
-    let Some(mac) = inv.find(&name).await else {
+    let Some(mac) = s.boot().find(&name).await else {
         return not_found();
     };
     host_result(inv.mark_installed(mac).await)
@@ -402,7 +403,7 @@ async fn netboot(State(s): State<AppState>, Path((name, onoff)): Path<(String, S
         }
     };
     let inv = &s.inventory;
-    let Some(mac) = inv.find(&name).await else {
+    let Some(mac) = s.boot().find(&name).await else {
         return not_found();
     };
     host_result(inv.set_netboot(mac, on).await)
@@ -441,7 +442,7 @@ async fn leases(State(s): State<AppState>) -> Response {
 async fn sites(State(s): State<AppState>) -> Json<serde_json::Value> {
     let sites: Vec<serde_json::Value> = s
         .boot()
-        .config
+        .config()
         .sites
         .values()
         .map(|site| {
@@ -486,7 +487,6 @@ async fn stats_view(s: &AppState) -> StatsView {
     let (bound, known) = (counts.bound as u64, counts.known as u64);
     let owned = |v: Vec<(&'static str, u64)>| v.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let hosts = s
-        .boot()
         .inventory
         .counts()
         .await

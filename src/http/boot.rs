@@ -1,7 +1,7 @@
 //! Boot-chain routes: what booting machines and installers fetch and report.
 
 use super::AppState;
-use crate::boot::{BootError, Format, SignOutcome};
+use crate::boot::{Boot, BootError, Format, SignOutcome};
 use crate::inventory::InstallEvent;
 use crate::journal::Step;
 use crate::mac::MacAddr;
@@ -73,7 +73,11 @@ async fn discover(
         return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
     }
     let boot = s.boot();
-    match s.inventory.set_facts(mac, s.listener_site.clone(), facts).await {
+    match s
+        .inventory
+        .set_facts(&boot.config().hosts, mac, s.listener_site.clone(), facts)
+        .await
+    {
         Ok(r) => {
             s.journal.record(
                 Some(mac),
@@ -85,7 +89,7 @@ async fn discover(
             let then = s
                 .listener_site
                 .as_deref()
-                .and_then(|n| boot.config.sites.get(n))
+                .and_then(|n| boot.config().sites.get(n))
                 .and_then(|site| site.discovery.as_ref())
                 .map_or("poweroff", |d| if d.poweroff { "poweroff" } else { "wait" });
             (StatusCode::OK, format!("{then}\n")).into_response()
@@ -253,7 +257,7 @@ async fn boot_script(
         Ok(plan) => {
             let text = boot.render_plan(Format::Ipxe, &plan);
             if text.is_ok() {
-                let description = plan.describe(&boot.config);
+                let description = plan.describe(boot.config());
                 s.journal.record(
                     Some(mac),
                     None,
@@ -291,11 +295,12 @@ async fn kickstart(
     let Some(from) = source(peer) else {
         return plain(StatusCode::FORBIDDEN, "forbidden\n");
     };
-    match s.boot().kickstart(&host, &token, from).await {
+    let boot = s.boot();
+    match boot.kickstart(&host, &token, from).await {
         Ok(text) => {
             s.http_stats.inc("kickstarts");
             tracing::info!("kickstart served to {host}");
-            let mac = s.inventory.find(&host).await;
+            let mac = boot.find(&host).await;
             s.journal.record(mac, None, Step::Kickstart { bytes: text.len() });
             ([("content-type", "text/plain; charset=utf-8")], text).into_response()
         }
@@ -370,12 +375,12 @@ async fn sign(
         Ok(x) => x,
         Err(refusal) => return refusal,
     };
-    match s
-        .boot()
+    let boot = s.boot();
+    match boot
         .sign_csr(&host, q.token.as_deref().unwrap_or_default(), role, &csr, from)
         .await
     {
-        Ok(SignOutcome::Issued(cert)) => certificate_response(&s, &host, role, cert, "issued").await,
+        Ok(SignOutcome::Issued(cert)) => certificate_response(&s, &boot, &host, role, cert, "issued").await,
         Ok(SignOutcome::Waiting) => {
             s.http_stats.inc("certificates_waiting");
             (
@@ -389,9 +394,9 @@ async fn sign(
 }
 
 /// The CA, then the host's certificate, each after a `# provd: <what>` line.
-async fn certificate_response(s: &AppState, host: &str, role: Role, cert: String, what: &str) -> Response {
+async fn certificate_response(s: &AppState, boot: &Boot, host: &str, role: Role, cert: String, what: &str) -> Response {
     s.http_stats.inc("certificates");
-    let mac = s.inventory.find(host).await;
+    let mac = boot.find(host).await;
     s.journal.record(
         mac,
         None,
@@ -399,7 +404,6 @@ async fn certificate_response(s: &AppState, host: &str, role: Role, cert: String
             what: format!("{} certificate {what}", role.name()),
         },
     );
-    let boot = s.boot();
     let ca = boot.ca_pem().unwrap_or_default();
     let body = format!("# provd: ca\n{ca}# provd: {}\n{cert}", role.name());
     ([("content-type", "application/x-pem-file")], body).into_response()
@@ -418,8 +422,9 @@ async fn renew(
         Ok(x) => x,
         Err(refusal) => return refusal,
     };
-    match s.boot().renew(&host, role, &csr, from).await {
-        Ok(cert) => certificate_response(&s, &host, role, cert, "renewed").await,
+    let boot = s.boot();
+    match boot.renew(&host, role, &csr, from).await {
+        Ok(cert) => certificate_response(&s, &boot, &host, role, cert, "renewed").await,
         Err(e) => refuse(&s, e, &format!("{} certificate renewal for {host:?}", role.name())),
     }
 }

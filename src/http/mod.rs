@@ -67,8 +67,8 @@ pub const COUNTERS: &[&str] = &[
 /// bound to (None for the API listener).
 #[derive(Clone)]
 pub struct AppState {
-    /// The boot policy of the current config (replaced whole by `provd reload`).
-    pub boot: Arc<crate::live::Live<Boot>>,
+    /// The boot policy over the current config generation (`provd reload` publishes the next).
+    pub boot: crate::boot::BootSource,
     /// Hosts and their state: shared by every config generation (state, not config).
     pub inventory: Arc<crate::inventory::Inventory>,
     /// Every certificate the CA issued (the admin listener checks client certificates here).
@@ -96,9 +96,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The boot policy as of now; a request keeps using this one across a reload.
-    pub fn boot(&self) -> Arc<Boot> {
-        self.boot.get()
+    /// The boot policy of the current generation; a request takes it once and keeps it
+    /// across a reload, so its answer is built from one config.
+    pub fn boot(&self) -> Boot {
+        self.boot.now()
     }
 }
 

@@ -35,9 +35,15 @@ fn error(e: BootError) -> Response {
     (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
 }
 
-async fn decided(s: &AppState, host: &str, what: &str, decided: Vec<crate::boot::Decided>) -> Response {
+async fn decided(
+    s: &AppState,
+    boot: &crate::boot::Boot,
+    host: &str,
+    what: &str,
+    decided: Vec<crate::boot::Decided>,
+) -> Response {
     if !decided.is_empty() {
-        let mac = s.inventory.find(host).await;
+        let mac = boot.find(host).await;
         let detail: Vec<String> = decided
             .iter()
             .map(|d| format!("{} (key sha256 {})", d.role, d.fingerprint))
@@ -63,15 +69,17 @@ struct ApproveQuery {
 }
 
 async fn approve(State(s): State<AppState>, Path(host): Path<String>, Query(q): Query<ApproveQuery>) -> Response {
-    match s.boot().approve(&host, q.fingerprint.as_deref()).await {
-        Ok(roles) => decided(&s, &host, "approved", roles).await,
+    let boot = s.boot();
+    match boot.approve(&host, q.fingerprint.as_deref()).await {
+        Ok(roles) => decided(&s, &boot, &host, "approved", roles).await,
         Err(e) => error(e),
     }
 }
 
 async fn reject(State(s): State<AppState>, Path(host): Path<String>) -> Response {
-    match s.boot().reject(&host).await {
-        Ok(roles) => decided(&s, &host, "rejected", roles).await,
+    let boot = s.boot();
+    match boot.reject(&host).await {
+        Ok(roles) => decided(&s, &boot, &host, "rejected", roles).await,
         Err(e) => error(e),
     }
 }
@@ -86,9 +94,10 @@ async fn revoke(State(s): State<AppState>, Path(host): Path<String>, Query(q): Q
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))).into_response(),
     };
-    match s.boot().revoke(&host, role).await {
+    let boot = s.boot();
+    match boot.revoke(&host, role).await {
         Ok(revoked) => {
-            let mac = s.inventory.find(&host).await;
+            let mac = boot.find(&host).await;
             for c in &revoked {
                 s.journal.record(
                     mac,

@@ -46,7 +46,7 @@ async fn list(State(s): State<AppState>) -> Response {
     let boot = s.boot();
     let served = boot.served_sites();
     let mut out: Vec<BmcEntry> = boot
-        .config
+        .config()
         .hosts
         .iter()
         .filter(|e| served.contains(&e.site))
@@ -68,10 +68,10 @@ pub(super) fn host_bmc(s: &AppState, name: &str) -> Result<(MacAddr, String, Bmc
     let boot = s.boot();
     let refuse = |code: StatusCode, e: String| (code, Json(serde_json::json!({ "error": e }))).into_response();
     let Some(entry) = boot
-        .config
+        .config()
         .hosts
         .by_name(name)
-        .or_else(|| name.parse().ok().and_then(|m| boot.config.hosts.by_mac(m)))
+        .or_else(|| name.parse().ok().and_then(|m| boot.config().hosts.by_mac(m)))
         .filter(|e| boot.served_sites().contains(&e.site))
     else {
         return Err(refuse(
@@ -109,7 +109,7 @@ async fn power(State(s): State<AppState>, Path((name, action)): Path<(String, St
 /// Run one action and record it (history, journal).
 pub async fn act(s: &AppState, mac: MacAddr, host: &str, bmc: Bmc, action: Action) -> PowerResult {
     let started = std::time::Instant::now();
-    let secrets = s.boot().config.daemon.bmc_secrets.clone();
+    let secrets = s.boot().config().daemon.bmc_secrets.clone();
     let driver = bmc.driver.as_str();
     let r = s.power.act(bmc, secrets, action).await;
     let seconds = started.elapsed().as_secs_f64();

@@ -216,9 +216,10 @@ pub struct Inventory {
     /// One write lock per host: the read-compute-persist-publish of one host is serialised,
     /// different hosts proceed in parallel.
     writers: std::sync::Mutex<HashMap<MacAddr, Arc<tokio::sync::Mutex<()>>>>,
-    /// The config's host index (replaced by `reindex` on a reload), and the sites this
-    /// process serves (hosts of other sites are strangers here).
-    index: RwLock<HostIndex>,
+    /// The sites this process serves (hosts of other sites are strangers here). Which
+    /// hosts are configured is not kept here: it belongs to a config generation, and every
+    /// question that needs it takes the asker's generation's `HostIndex`, so one request
+    /// never mixes two generations' host lists.
     served: Vec<String>,
     store: Store,
     token_ttl: u64,
@@ -285,7 +286,6 @@ impl Inventory {
         let inv = Inventory {
             hosts: RwLock::new(hosts),
             writers: std::sync::Mutex::new(HashMap::new()),
-            index: RwLock::new(index.clone()),
             served: served.iter().map(|s| s.name.clone()).collect(),
             store,
             token_ttl,
@@ -295,7 +295,7 @@ impl Inventory {
             changes: tokio::sync::broadcast::channel(4096).0,
             held: RwLock::new(Default::default()),
         };
-        inv.reconcile_blocking()?;
+        inv.reconcile_blocking(index)?;
         inv.forget_stale_discovered_blocking(unix_now())?;
         Ok(inv)
     }
@@ -362,9 +362,12 @@ impl Inventory {
     }
 
     /// A record of a machine that is not configured here and never was (adopted or
-    /// installed hosts are configured, or were, and are kept).
-    fn is_discovered_only(&self, r: &HostRecord) -> bool {
-        r.status == Status::Discovered && self.configured_site(r.mac).is_none()
+    /// installed hosts are configured, or were, and are kept). The status says it: a
+    /// configured host's record leaves `Discovered` when its config is reconciled (at load,
+    /// and in `reindex` before a reload publishes the generation that lists it), and no
+    /// transition returns to it.
+    fn is_discovered_only(r: &HostRecord) -> bool {
+        r.status == Status::Discovered
     }
 
     /// Discovered-only records not updated within `forget_after_secs`.
@@ -372,7 +375,7 @@ impl Inventory {
         let cutoff = now.saturating_sub(self.discovery.forget_after_secs);
         self.read()
             .values()
-            .filter(|r| self.is_discovered_only(r) && r.updated.max(r.first_seen) < cutoff)
+            .filter(|r| Self::is_discovered_only(r) && r.updated.max(r.first_seen) < cutoff)
             .map(|r| r.mac)
             .collect()
     }
@@ -405,7 +408,7 @@ impl Inventory {
     /// Room for one more discovered-only record? When full, forgets stale ones, else the
     /// one heard from least recently.
     async fn room_for_discovered(&self, now: u64) -> bool {
-        let count = || self.read().values().filter(|r| self.is_discovered_only(r)).count();
+        let count = || self.read().values().filter(|r| Self::is_discovered_only(r)).count();
         if count() < self.discovery.max_records {
             return true;
         }
@@ -414,7 +417,7 @@ impl Inventory {
             let oldest = self
                 .read()
                 .values()
-                .filter(|r| self.is_discovered_only(r))
+                .filter(|r| Self::is_discovered_only(r))
                 .min_by_key(|r| (r.updated.max(r.first_seen), r.mac))
                 .map(|r| r.mac);
             stale.extend(oldest);
@@ -442,17 +445,12 @@ impl Inventory {
         }
     }
 
-    /// The site of a configured host of a served site (asked for every observation and
-    /// boot script: the index is shared, only the site name is copied).
-    fn configured_site(&self, mac: MacAddr) -> Option<String> {
-        self.index()
+    /// The site of a configured host of a served site, in `index` (the asker's generation).
+    fn configured_site<'i>(&self, index: &'i HostIndex, mac: MacAddr) -> Option<&'i str> {
+        index
             .by_mac(mac)
             .filter(|e| self.served.contains(&e.site))
-            .map(|e| e.site.clone())
-    }
-
-    fn index(&self) -> HostIndex {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
+            .map(|e| e.site.as_str())
     }
 
     /// A reloaded config's hosts: new hosts get their records (as at start), changed ones
@@ -462,7 +460,6 @@ impl Inventory {
     /// a store failure it stops there and says so (records written so far stay, each
     /// consistent with the new config).
     pub async fn reindex(&self, index: &HostIndex) -> Result<usize, InventoryError> {
-        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index.clone();
         let entries: Vec<HostEntry> = index
             .iter()
             .filter(|e| self.served.contains(&e.site))
@@ -492,10 +489,9 @@ impl Inventory {
     }
 
     /// Bring stored records in line with the config (at load, before anyone else sees it).
-    fn reconcile_blocking(&self) -> Result<(), InventoryError> {
+    fn reconcile_blocking(&self, index: &HostIndex) -> Result<(), InventoryError> {
         let now = unix_now();
-        let entries: Vec<HostEntry> = self
-            .index()
+        let entries: Vec<HostEntry> = index
             .iter()
             .filter(|e| self.served.contains(&e.site))
             .cloned()
@@ -564,7 +560,7 @@ impl Inventory {
                 // A machine nobody configured, new to us, and no room could be made (the
                 // store refused to forget one): answer as usual but do not remember it.
                 Ok(Change::Write(next, out))
-                    if current.is_none() && self.is_discovered_only(&next) && !self.room_for_discovered(now).await =>
+                    if current.is_none() && Self::is_discovered_only(&next) && !self.room_for_discovered(now).await =>
                 {
                     tracing::warn!("discovery: no room made for {mac}; not recorded");
                     Ok(out)
@@ -611,8 +607,9 @@ impl Inventory {
     }
 
     /// Hostname or MAC (any separator) -> MAC of a host the inventory knows.
-    pub async fn find(&self, name: &str) -> Option<MacAddr> {
-        if let Some(e) = self.index().by_name(name).filter(|e| self.served.contains(&e.site)) {
+    /// `index`: the host index of the asker's config generation.
+    pub async fn find(&self, index: &HostIndex, name: &str) -> Option<MacAddr> {
+        if let Some(e) = index.by_name(name).filter(|e| self.served.contains(&e.site)) {
             return Some(e.host.mac);
         }
         let mac: MacAddr = name.trim_end_matches(".ipxe").parse().ok()?;
@@ -629,8 +626,9 @@ impl Inventory {
         v
     }
 
-    pub fn is_configured(&self, mac: MacAddr) -> bool {
-        self.configured_site(mac).is_some()
+    /// Is `mac` a configured host of a served site in `index` (the asker's generation)?
+    pub fn is_configured(&self, index: &HostIndex, mac: MacAddr) -> bool {
+        self.configured_site(index, mac).is_some()
     }
 
     /// Record what DHCP saw; an unknown MAC becomes a discovered host.
@@ -647,15 +645,21 @@ impl Inventory {
     /// The boot-once decision for `mac`, minting an install token when an install is due.
     /// `from`: the address the machine asks from (already checked to be one of the host's);
     /// a new token is bound to it.
-    pub async fn boot(&self, mac: MacAddr, from: std::net::Ipv4Addr) -> Result<BootDecision, InventoryError> {
-        if let Some(site) = self.configured_site(mac)
-            && self.installs_held(&site)
+    /// `index`: the host index of the asker's config generation.
+    pub async fn boot(
+        &self,
+        index: &HostIndex,
+        mac: MacAddr,
+        from: std::net::Ipv4Addr,
+    ) -> Result<BootDecision, InventoryError> {
+        if let Some(site) = self.configured_site(index, mac)
+            && self.installs_held(site)
         {
             // Not synchronised with the partner yet: maybe installed, maybe not. Local disk
             // is the answer that cannot destroy anything.
             return Ok(BootDecision::LocalDisk);
         }
-        let configured = self.is_configured(mac);
+        let configured = self.is_configured(index, mac);
         let ttl = self.token_ttl;
         self.update(mac, |r, now| {
             // Durable first: a minted token (or a first record) exists only once on disk.
@@ -769,11 +773,12 @@ impl Inventory {
     /// configured (the discovery image is what unknown machines boot).
     pub async fn set_facts(
         &self,
+        index: &HostIndex,
         mac: MacAddr,
         site: Option<String>,
         mut facts: facts::HardwareFacts,
     ) -> Result<HostRecord, InventoryError> {
-        if self.is_configured(mac) {
+        if self.is_configured(index, mac) {
             return Err(InventoryError::UnknownHost);
         }
         self.update_known(mac, |r, now| {

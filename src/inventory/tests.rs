@@ -39,11 +39,11 @@ async fn install_then_boot_local_until_reinstall() {
     let hv = mac("52:54:00:00:00:01");
     assert_eq!(inv.get(hv).await.unwrap().status, Status::Assigned);
 
-    let BootDecision::Install { token } = inv.boot(hv, A).await.unwrap() else {
+    let BootDecision::Install { token } = inv.boot(&cfg.hosts, hv, A).await.unwrap() else {
         panic!("should install")
     };
     assert_eq!(
-        inv.boot(hv, A).await.unwrap(),
+        inv.boot(&cfg.hosts, hv, A).await.unwrap(),
         BootDecision::Install { token: token.clone() },
         "same session on a re-boot"
     );
@@ -72,14 +72,18 @@ async fn install_then_boot_local_until_reinstall() {
         inv.kickstart_fetched(hv, &token, A).await,
         Err(InventoryError::TokenRefused)
     );
-    assert_eq!(inv.boot(hv, A).await.unwrap(), BootDecision::LocalDisk, "boot once");
+    assert_eq!(
+        inv.boot(&cfg.hosts, hv, A).await.unwrap(),
+        BootDecision::LocalDisk,
+        "boot once"
+    );
 
     assert!(matches!(
         inv.reinstall(hv, false).await,
         Err(InventoryError::Installed { .. })
     ));
     inv.reinstall(hv, true).await.unwrap();
-    let BootDecision::Install { token: t2 } = inv.boot(hv, A).await.unwrap() else {
+    let BootDecision::Install { token: t2 } = inv.boot(&cfg.hosts, hv, A).await.unwrap() else {
         panic!("reinstall")
     };
     assert_ne!(t2, token);
@@ -103,7 +107,7 @@ async fn state_survives_reload_and_unknown_macs_are_discovered() {
         let (store, cfg) = setup(dir.path());
         let served = cfg.select_sites(&[]).unwrap();
         let inv = Inventory::load(store, &cfg.hosts, &served, 60).unwrap();
-        let BootDecision::Install { token } = inv.boot(hv, A).await.unwrap() else {
+        let BootDecision::Install { token } = inv.boot(&cfg.hosts, hv, A).await.unwrap() else {
             panic!()
         };
         inv.event(hv, &token, A, InstallEvent::Installed, "").await.unwrap();
@@ -117,9 +121,9 @@ async fn state_survives_reload_and_unknown_macs_are_discovered() {
         )
         .await
         .unwrap();
-        assert_eq!(inv.boot(stranger, A).await.unwrap(), BootDecision::Menu);
+        assert_eq!(inv.boot(&cfg.hosts, stranger, A).await.unwrap(), BootDecision::Menu);
         assert_eq!(
-            inv.boot(mac("52:54:00:00:00:02"), A).await.unwrap(),
+            inv.boot(&cfg.hosts, mac("52:54:00:00:00:02"), A).await.unwrap(),
             BootDecision::LocalDisk,
             "no profile: nothing to install"
         );
@@ -129,7 +133,7 @@ async fn state_survives_reload_and_unknown_macs_are_discovered() {
     let served = cfg.select_sites(&[]).unwrap();
     let inv = Inventory::load(store, &cfg.hosts, &served, 60).unwrap();
     assert_eq!(inv.get(hv).await.unwrap().status, Status::Installed);
-    assert_eq!(inv.boot(hv, A).await.unwrap(), BootDecision::LocalDisk);
+    assert_eq!(inv.boot(&cfg.hosts, hv, A).await.unwrap(), BootDecision::LocalDisk);
     let s = inv.get(stranger).await.unwrap();
     assert_eq!(
         (s.status, s.arch, s.uuid.as_deref()),
@@ -144,7 +148,7 @@ async fn expired_tokens_are_refused() {
     let served = cfg.select_sites(&[]).unwrap();
     let inv = Inventory::load(store, &cfg.hosts, &served, 0).unwrap();
     let hv = mac("52:54:00:00:00:01");
-    let BootDecision::Install { token } = inv.boot(hv, A).await.unwrap() else {
+    let BootDecision::Install { token } = inv.boot(&cfg.hosts, hv, A).await.unwrap() else {
         panic!()
     };
     assert_eq!(
@@ -171,7 +175,7 @@ async fn signing_tokens_are_bound_to_host_single_use_per_role_and_expire() {
     let inv = Inventory::load(store, &cfg.hosts, &served, 60).unwrap();
     let hv = mac("52:54:00:00:00:01");
     let other = mac("52:54:00:00:00:02");
-    let BootDecision::Install { token } = inv.boot(hv, A).await.unwrap() else {
+    let BootDecision::Install { token } = inv.boot(&cfg.hosts, hv, A).await.unwrap() else {
         panic!()
     };
     assert_eq!(
@@ -196,7 +200,7 @@ async fn signing_tokens_are_bound_to_host_single_use_per_role_and_expire() {
     let (store, cfg) = setup(dir.path());
     let served = cfg.select_sites(&[]).unwrap();
     let expired = Inventory::load(store, &cfg.hosts, &served, 0).unwrap();
-    let BootDecision::Install { token } = expired.boot(hv, A).await.unwrap() else {
+    let BootDecision::Install { token } = expired.boot(&cfg.hosts, hv, A).await.unwrap() else {
         panic!()
     };
     assert_eq!(
@@ -224,7 +228,10 @@ async fn a_failed_write_leaves_memory_as_it_was() {
     assert!(matches!(r, Err(InventoryError::Store(_))), "{r:?}");
     assert_eq!(inv.get(hv).await.unwrap(), before, "memory unchanged");
     // A boot that would mint a token fails the same way and hands out no token.
-    assert!(matches!(inv.boot(hv, A).await, Err(InventoryError::Store(_))));
+    assert!(matches!(
+        inv.boot(&cfg.hosts, hv, A).await,
+        Err(InventoryError::Store(_))
+    ));
     assert_eq!(inv.get(hv).await.unwrap().install, None);
 }
 
@@ -239,7 +246,7 @@ async fn write_locks_do_not_accumulate_per_mac() {
     for i in 0..50u8 {
         let m = crate::mac::MacAddr([0x52, 0x54, 0, 0x99, 0, i]);
         inv.observe(m, Observation::default()).await.unwrap();
-        inv.boot(m, A).await.unwrap();
+        inv.boot(&cfg.hosts, m, A).await.unwrap();
     }
     assert_eq!(inv.list().await.len(), 52, "two configured hosts and fifty strangers");
     assert!(inv.writers.lock().unwrap().is_empty(), "no lock left behind");
@@ -286,7 +293,7 @@ async fn discovered_machines_are_capped_and_forgotten_when_stale() {
     // Full of fresh records: a newcomer is recorded and the machine heard from least
     // recently is forgotten (ties: the lowest MAC), each time.
     inv.observe(stranger(13), Observation::default()).await.unwrap();
-    assert_eq!(inv.boot(stranger(14), A).await.unwrap(), BootDecision::Menu);
+    assert_eq!(inv.boot(&cfg.hosts, stranger(14), A).await.unwrap(), BootDecision::Menu);
     assert!(inv.get(stranger(13)).await.is_some() && inv.get(stranger(14)).await.is_some());
     assert!(inv.get(stranger(10)).await.is_none() && inv.get(stranger(11)).await.is_none());
     assert_eq!(inv.discovered_evicted(), 2);
@@ -295,7 +302,7 @@ async fn discovered_machines_are_capped_and_forgotten_when_stale() {
         .await
         .unwrap();
     assert!(matches!(
-        inv.boot(mac("52:54:00:00:00:01"), A).await.unwrap(),
+        inv.boot(&cfg.hosts, mac("52:54:00:00:00:01"), A).await.unwrap(),
         BootDecision::Install { .. }
     ));
 

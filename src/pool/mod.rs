@@ -13,7 +13,6 @@
 pub mod drain;
 pub mod presented;
 
-use crate::config::Config;
 use crate::inventory::{Inventory, Status};
 use crate::mac::MacAddr;
 use crate::pki::registry::{CertState, Registry};
@@ -323,7 +322,7 @@ fn verdict(check: &Check) -> String {
 pub async fn run(
     pool: Arc<Pool>,
     inventory: Arc<Inventory>,
-    config: Arc<crate::live::Live<Config>>,
+    generations: Arc<crate::generation::Generations>,
     certificates: Arc<Registry>,
     pki_dir: PathBuf,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -333,7 +332,8 @@ pub async fn run(
     loop {
         let now = crate::clock::unix_now();
         let issued = certificates.certificates();
-        let config_now = config.get();
+        let generation = generations.current();
+        let config_now = &generation.config;
         let mut due = Vec::new();
         for r in inventory.list().await {
             if !matches!(r.status, Status::Installed | Status::Ready) {

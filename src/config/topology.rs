@@ -1,12 +1,17 @@
-//! Lookup tables over the served sites: which subnet a packet belongs to (by relay giaddr
+//! The served sites as DHCP reads them: which subnet a packet belongs to (by relay giaddr
 //! or by receiving interface), which configured host a MAC is, which addresses are reserved.
 //!
-//! Built once from the validated config; read-only afterwards.
+//! Built once per config generation from the validated model (pure: no I/O); read-only
+//! afterwards. It lives beside the model, not in `dhcp`, so a config generation
+//! (`generation::Generation`) can carry it without depending on the serving layer.
 
-use crate::config::{Config, Host, HostIndex, Listen, Site, Subnet};
-use crate::dhcp::leases::Reserved;
+use super::{Config, Host, HostIndex, Listen, Site, Subnet};
 use crate::mac::MacAddr;
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
+
+/// Addresses no dynamic pool may hand out (every configured site's reservations).
+pub type Reserved = HashSet<Ipv4Addr>;
 
 pub struct Topology {
     pub sites: Vec<Site>,

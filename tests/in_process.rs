@@ -780,3 +780,115 @@ async fn zero_copy_assets_answer_as_the_router_does() {
         .count();
     assert_eq!(ranges, 2, "one from each listener");
 }
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A reload while boot scripts are being served: every answer comes whole from one config
+/// generation. Generation A installs hv1 with profile `el9` and the iPXE template marked A;
+/// generation B with profile `el9b` (another kernel) and the template marked B. An answer
+/// that takes its host from one generation and its template or profile from the other
+/// (the old `Live<Config>` + renderer + host index swapped one after another) fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_during_boot_requests_never_mixes_two_generations() {
+    let work = common::Workdir::new();
+    let (state, assets, templates) = (work.path("state"), work.path("assets"), work.path("templates"));
+    for kernel in ["el9/vmlinuz", "el9b/vmlinuz"] {
+        std::fs::create_dir_all(assets.join(kernel).parent().unwrap()).unwrap();
+        std::fs::write(assets.join(kernel), b"kernel").unwrap();
+    }
+    copy_tree(&common::repo("templates"), &templates);
+    let ipxe = templates.join("ipxe/boot.ipxe.j2");
+    let ipxe_text = std::fs::read_to_string(&ipxe).unwrap();
+    let site = common::builder::fixture("loopback");
+    let hv1_el9 = "hostname = \"hv1\"\nip = \"127.0.0.11\"\nprofile = \"el9\"";
+    assert!(site.contains(hv1_el9), "the loopback fixture names hv1's profile");
+    let config_path = work.path("provd.toml");
+    // Generation `g` (0: A, 1: B): its config file and its iPXE template.
+    let write_generation = |g: usize| {
+        let (profile, marker) = [("el9", "A"), ("el9b", "B")][g];
+        let text = format!(
+            "[daemon]\ntemplates_dir = \"{}\"\nassets_dir = \"{}\"\napi_listen = \"127.0.0.1:6767\"\n\
+             state_dir = \"{}\"\n\n[profiles.el9b]\nos = \"el9\"\nkernel = \"el9b/vmlinuz\"\n\
+             initrd = \"el9b/initrd.img\"\nkickstart = \"kickstart/el-generic.ks.j2\"\n\n{}",
+            templates.display(),
+            assets.display(),
+            state.display(),
+            site.replace(hv1_el9, &hv1_el9.replace("\"el9\"", &format!("\"{profile}\""))),
+        );
+        std::fs::write(&config_path, text).unwrap();
+        std::fs::write(&ipxe, format!("{ipxe_text}\n# template {marker}\n")).unwrap();
+    };
+    write_generation(0);
+    let cfg = provd::config::load(std::slice::from_ref(&config_path)).unwrap();
+    let services = Services::build(Arc::new(cfg), std::slice::from_ref(&config_path), &[], &state).unwrap();
+    let boot = provd::http::boot_router(services.app_state(Arc::new(Vec::new()), Some("loop".into())));
+
+    /// Which generation an answer is wholly from, or why it is from none.
+    fn generation_of(script: &str) -> Result<usize, String> {
+        let a = (
+            script.contains("with profile el9 "),
+            script.contains("/assets/el9/vmlinuz"),
+            script.contains("# template A"),
+        );
+        let b = (
+            script.contains("with profile el9b "),
+            script.contains("/assets/el9b/vmlinuz"),
+            script.contains("# template B"),
+        );
+        match (a, b) {
+            ((true, true, true), (false, false, false)) => Ok(0),
+            ((false, false, false), (true, true, true)) => Ok(1),
+            _ => Err(format!("A parts {a:?}, B parts {b:?}:\n{script}")),
+        }
+    }
+    let (status, first) = call(&boot, "GET", &format!("/boot/{HV1_PATH}.ipxe"), "").await;
+    assert_eq!((status, generation_of(&first)), (StatusCode::OK, Ok(0)), "{first}");
+
+    let reloading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut askers = Vec::new();
+    for _ in 0..6 {
+        let (boot, reloading) = (boot.clone(), reloading.clone());
+        askers.push(tokio::spawn(async move {
+            let mut seen = [0usize; 2];
+            while reloading.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, script) = call(&boot, "GET", &format!("/boot/{HV1_PATH}.ipxe"), "").await;
+                assert_eq!(status, StatusCode::OK, "{script}");
+                match generation_of(&script) {
+                    Ok(g) => seen[g] += 1,
+                    Err(mixed) => panic!("a mixed answer: {mixed}"),
+                }
+            }
+            seen
+        }));
+    }
+    const RELOADS: u64 = 24;
+    for n in 1..=RELOADS {
+        write_generation((n % 2) as usize);
+        let report = services.reloader.reload().await.expect("reload");
+        assert_eq!(report.generation, n);
+        // Let requests run under this generation before the next reload.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reloading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = [0usize; 2];
+    for asker in askers {
+        let s = asker.await.expect("no asker saw a mixed answer");
+        seen = [seen[0] + s[0], seen[1] + s[1]];
+    }
+    assert!(seen[0] > 0 && seen[1] > 0, "answers from both generations: {seen:?}");
+    // The last reload (24, even) published A again.
+    let (_, last) = call(&boot, "GET", &format!("/boot/{HV1_PATH}.ipxe"), "").await;
+    assert_eq!(generation_of(&last), Ok(0), "{last}");
+    assert_eq!(services.generations.current().number, RELOADS);
+}

@@ -151,8 +151,7 @@ impl Services {
             Arc::new(BootState::new(
                 inventory.clone(),
                 Arc::new(leases.clone()),
-                certificates,
-                ca.clone(),
+                Arc::new(crate::pki::signer::Signer::new(ca.clone(), certificates)),
             )),
         );
         let reloader = Arc::new(crate::reload::Reloader::new(
@@ -192,7 +191,7 @@ impl Services {
         AppState {
             boot: self.boot.clone(),
             inventory: self.inventory.clone(),
-            certificates: self.boot.state.certificates.clone(),
+            certificates: self.boot.state.signer.certificates().clone(),
             store: self.store.clone(),
             leases: self.leases.clone(),
             dhcp_stats: self.dhcp_stats.clone(),
@@ -263,7 +262,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
 
     // Every certificate provd makes is in the registry (`provd pki list`, revocable): the
     // admin listener's, and what `provd pki issue-client` made while we were not looking.
-    let registry = services.boot.state.certificates.clone();
+    let registry = services.boot.state.signer.certificates().clone();
     let now = crate::clock::unix_now() as i64;
     let api_tls = match api_tls {
         Some((tls, cert)) => {
@@ -357,7 +356,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
                 services.pool.clone(),
                 inventory.clone(),
                 services.generations.clone(),
-                services.boot.state.certificates.clone(),
+                services.boot.state.signer.certificates().clone(),
                 dir,
                 stop_rx.clone(),
             ));
@@ -399,7 +398,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             creds,
             crate::replication::link::Shared {
                 inventory: inventory.clone(),
-                certificates: services.boot.state.certificates.clone(),
+                certificates: services.boot.state.signer.certificates().clone(),
                 nocloud: services.nocloud.clone(),
                 store: store.clone(),
             },

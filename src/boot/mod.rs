@@ -20,13 +20,14 @@
 pub mod certificates;
 pub mod firmware;
 
-pub use certificates::{CertificateList, Decided, Decisions, RequestState, Revoked, SignOutcome};
+pub use certificates::SignOutcome;
 
 use crate::config::{Config, Host, Site};
 use crate::generation::{Generation, Generations};
 use crate::inventory::{BootDecision, Inventory, InventoryError};
 use crate::mac::MacAddr;
-use crate::pki::{Ca, PkiError};
+use crate::pki::PkiError;
+use crate::pki::signer::Signer;
 use crate::render::{Action, HostContext, InstallFacts, RenderError, Renderer};
 use crate::tftp::{GeneratedFiles, GeneratedFuture};
 use std::net::Ipv4Addr;
@@ -162,24 +163,17 @@ pub struct BootState {
     /// Which MAC holds an address (pxelinux/GRUB names made of a hex address) and which
     /// addresses a MAC holds (certificate SANs).
     leases: Arc<dyn LeaseLookup>,
-    /// The CA that signs hosts' libvirt certificates, when `provd pki init` has made one.
-    ca: Option<Arc<Ca>>,
-    /// What the CA issued and which requests wait for an operator.
-    pub certificates: Arc<crate::pki::registry::Registry>,
+    /// Hosts' certificates: the CA (when `provd pki init` has made one) and the registry of
+    /// what it issued and which requests wait for an operator.
+    pub signer: Arc<Signer>,
 }
 
 impl BootState {
-    pub fn new(
-        inventory: Arc<Inventory>,
-        leases: Arc<dyn LeaseLookup>,
-        certificates: Arc<crate::pki::registry::Registry>,
-        ca: Option<Arc<Ca>>,
-    ) -> BootState {
+    pub fn new(inventory: Arc<Inventory>, leases: Arc<dyn LeaseLookup>, signer: Arc<Signer>) -> BootState {
         BootState {
             inventory,
             leases,
-            ca,
-            certificates,
+            signer,
         }
     }
 }
@@ -292,7 +286,11 @@ impl Boot {
     }
 
     pub fn certificates(&self) -> &Arc<crate::pki::registry::Registry> {
-        &self.state.certificates
+        self.state.signer.certificates()
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.state.signer
     }
 
     /// The MAC of the host `name` (hostname or MAC) in this generation's inventory.
@@ -356,7 +354,7 @@ impl Boot {
 
     /// The CA certificate hosts and clients must trust, if this provd has a CA.
     pub fn ca_pem(&self) -> Option<&str> {
-        self.state.ca.as_deref().map(Ca::cert_pem)
+        self.state.signer.ca_pem()
     }
 
     /// Every profile's kickstart must exist as a template: checked at start, not at the

@@ -2,9 +2,9 @@
 //! what it issued (list), the approval queue (pending, approve, reject) and revocation.
 
 use super::{DEFAULT_CONFIG, ServerTarget};
-use crate::boot::certificates::RequestView;
-use crate::boot::{CertificateList, Decisions, RequestState, Revoked};
 use crate::config;
+use crate::pki::signer::RequestView;
+use crate::pki::signer::{CertificateList, Decisions, RequestState, Revoked};
 use clap::Subcommand;
 use std::path::PathBuf;
 use std::process::ExitCode;

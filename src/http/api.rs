@@ -556,7 +556,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         "provd_certificate_requests_waiting {}\n",
         list.requests
             .iter()
-            .filter(|r| r.state == crate::boot::RequestState::Waiting)
+            .filter(|r| r.state == crate::pki::signer::RequestState::Waiting)
             .count()
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

@@ -349,6 +349,7 @@ struct SignQuery {
 
 /// The role a certificate request asks for (default server) and its IPv4 source, or the
 /// answer refusing it.
+#[allow(clippy::result_large_err)] // the error is the HTTP answer itself, built once per refused request
 fn role_and_source(q: &SignQuery, peer: SocketAddr) -> Result<(Role, std::net::Ipv4Addr), Response> {
     let role = q
         .role

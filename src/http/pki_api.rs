@@ -40,7 +40,7 @@ async fn decided(
     boot: &crate::boot::Boot,
     host: &str,
     what: &str,
-    decided: Vec<crate::boot::Decided>,
+    decided: Vec<crate::pki::signer::Decided>,
 ) -> Response {
     if !decided.is_empty() {
         let mac = boot.find(host).await;
@@ -56,7 +56,7 @@ async fn decided(
             },
         );
     }
-    Json(crate::boot::Decisions {
+    Json(crate::pki::signer::Decisions {
         host: host.to_string(),
         keys: decided,
     })
@@ -107,7 +107,7 @@ async fn revoke(State(s): State<AppState>, Path(host): Path<String>, Query(q): Q
                     },
                 );
             }
-            Json(crate::boot::Revoked { host, revoked }).into_response()
+            Json(crate::pki::signer::Revoked { host, revoked }).into_response()
         }
         Err(e) => error(e),
     }

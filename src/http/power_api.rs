@@ -64,6 +64,7 @@ async fn list(State(s): State<AppState>) -> Response {
 }
 
 /// The configured host `name` of a served site and its BMC.
+#[allow(clippy::result_large_err)] // the error is the HTTP answer itself, built once per refused request
 pub(super) fn host_bmc(s: &AppState, name: &str) -> Result<(MacAddr, String, Bmc), Response> {
     let boot = s.boot();
     let refuse = |code: StatusCode, e: String| (code, Json(serde_json::json!({ "error": e }))).into_response();

@@ -24,6 +24,7 @@ pub mod csr;
 pub mod identities;
 pub mod pair;
 pub mod registry;
+pub mod signer;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CertificateSigningRequestParams,

@@ -10,8 +10,12 @@
 //! - iPXE itself (user class "iPXE" or option 175) gets the URL of its per-host script, so
 //!   the chain does not loop back into loading iPXE again.
 //! - Anything else (an OS's dhclient) gets no boot file.
+//!
+//! DHCP asks this stage through `DhcpPolicy` (ignore the client, lease only, or lease with
+//! a boot file), one small trait as pixiecore's `Booter`: the engine holds a policy and
+//! never reads `unknown_clients` itself, and its tests can give it a fake one.
 
-use crate::config::{PxePolicy, Site, arch};
+use crate::config::{Host, PxePolicy, Site, arch};
 use crate::mac::MacAddr;
 
 /// What a DHCP request says about the firmware that sent it.
@@ -87,4 +91,50 @@ fn fill(template: &str, site: &Site, mac: Option<MacAddr>) -> String {
             "{mac}",
             &mac.map(|m| m.hyphenated()).unwrap_or_else(|| "unknown".into()),
         )
+}
+
+/// What DHCP asks the boot policy about one client of `site`.
+#[derive(Debug, Clone, Copy)]
+pub struct DhcpAsk<'a> {
+    pub site: &'a Site,
+    /// The configured host with this MAC (None: an unknown machine).
+    pub host: Option<&'a Host>,
+    pub mac: Option<MacAddr>,
+    pub firmware: FirmwareFacts<'a>,
+}
+
+/// The boot policy's answer for a DHCP client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhcpBoot {
+    /// No answer at all (an unknown machine where the site ignores them).
+    Ignore,
+    /// An address, no boot file (an OS's own DHCP client, an unmapped architecture, an
+    /// unknown machine where the site gives them leases only).
+    LeaseOnly,
+    /// An address and this first-stage file.
+    Boot(BootAnswer),
+}
+
+/// The DHCP stage of the boot policy. Called under the lease engine's lock for every
+/// packet: pure and quick (config only, no inventory, no I/O).
+pub trait DhcpPolicy: Send + Sync {
+    fn dhcp(&self, ask: &DhcpAsk<'_>) -> DhcpBoot;
+}
+
+/// The policy the site config states: `[sites.X.dhcp] unknown_clients` for machines not
+/// in the config, then `answer` for the firmware.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SitePolicy;
+
+impl DhcpPolicy for SitePolicy {
+    fn dhcp(&self, ask: &DhcpAsk<'_>) -> DhcpBoot {
+        let unknown = ask.site.dhcp.unknown_clients;
+        if ask.host.is_none() && unknown == crate::config::UnknownClients::Ignore {
+            return DhcpBoot::Ignore;
+        }
+        if ask.host.is_none() && !unknown.boots() {
+            return DhcpBoot::LeaseOnly;
+        }
+        answer(&ask.firmware, ask.site, ask.mac).map_or(DhcpBoot::LeaseOnly, DhcpBoot::Boot)
+    }
 }

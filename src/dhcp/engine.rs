@@ -4,9 +4,9 @@
 //! A decision that changes a lease the client will rely on carries the `LeaseRecord` to
 //! persist; the I/O layer must make it durable before sending the reply.
 
-use crate::boot::firmware::{self, BootAnswer};
+use crate::boot::firmware::{self, BootAnswer, DhcpAsk, DhcpBoot, DhcpPolicy, SitePolicy};
 use crate::config::topology::{Ingress, Topology};
-use crate::config::{Site, Subnet, UnknownClients};
+use crate::config::{Site, Subnet};
 use crate::dhcp::leases::{ClientFacts, LeaseTable, Owner};
 use crate::dhcp::packet::Request;
 use crate::dhcp::reply::{self, Destination, Grant};
@@ -23,7 +23,7 @@ pub enum DropReason {
     NoSubnet,
     /// A relayed request (giaddr set) from a source the site does not list as a relay.
     UntrustedRelay,
-    /// MAC not in the config and the site ignores unknown clients.
+    /// The boot policy ignores this client (an unknown MAC where the site ignores unknown clients).
     UnknownClient,
     PoolExhausted,
     /// REQUEST naming another server: the client chose someone else.
@@ -84,6 +84,8 @@ pub struct Engine {
     sites: Vec<String>,
     /// Pool-sharing rules by site index (None: the site has no failover partner).
     rules: Vec<Option<Arc<dyn PoolRules>>>,
+    /// Whom to answer and with which boot file (the boot policy's DHCP stage).
+    policy: Arc<dyn DhcpPolicy>,
 }
 
 /// Everything decided about a client before looking at its message type.
@@ -100,11 +102,22 @@ struct Context<'a> {
 }
 
 impl Engine {
-    /// An engine for the served sites of `topology` (any generation: they share them).
+    /// An engine for the served sites of `topology` (any generation: they share them),
+    /// booting clients as the site config says (`SitePolicy`).
     pub fn new(topology: &Topology, table: LeaseTable) -> Self {
+        Engine::with_policy(topology, table, Arc::new(SitePolicy))
+    }
+
+    /// An engine that asks `policy` whom to answer and what they boot.
+    pub fn with_policy(topology: &Topology, table: LeaseTable, policy: Arc<dyn DhcpPolicy>) -> Self {
         let sites: Vec<String> = topology.sites.iter().map(|s| s.name.clone()).collect();
         let rules = vec![None; sites.len()];
-        Engine { table, sites, rules }
+        Engine {
+            table,
+            sites,
+            rules,
+            policy,
+        }
     }
 
     pub fn table(&self) -> &LeaseTable {
@@ -133,7 +146,9 @@ impl Engine {
             topology.sites.iter().map(|s| &s.name).eq(self.sites.iter()),
             "a generation serves the sites the engine was made for"
         );
-        let Engine { table, rules, .. } = self;
+        let Engine {
+            table, rules, policy, ..
+        } = self;
         let giaddr = req.giaddr();
         let found = if giaddr.is_unspecified() {
             topology
@@ -151,9 +166,16 @@ impl Engine {
             return Outcome::Drop(DropReason::UntrustedRelay);
         }
         let host = topology.host(req.mac).map(|(_, h)| h);
-        if host.is_none() && site.dhcp.unknown_clients == UnknownClients::Ignore {
-            return Outcome::Drop(DropReason::UnknownClient);
-        }
+        let boot = match policy.dhcp(&DhcpAsk {
+            site,
+            host,
+            mac: req.mac,
+            firmware: req.firmware_facts(),
+        }) {
+            DhcpBoot::Ignore => return Outcome::Drop(DropReason::UnknownClient),
+            DhcpBoot::LeaseOnly => None,
+            DhcpBoot::Boot(answer) => Some(answer),
+        };
         let site_rules = rules.get(site_idx).and_then(Option::as_deref);
         if let Some(g) = site_rules
             && let Err(refusal) = g.admits(req)
@@ -163,7 +185,6 @@ impl Engine {
                 Refusal::PartnersClient => DropReason::FailoverPartnersClient,
             });
         }
-        let may_boot = host.is_some() || site.dhcp.unknown_clients.boots();
         let ctx = Context {
             req,
             site,
@@ -171,11 +192,7 @@ impl Engine {
             server_id: ingress.listen.address,
             reserved_ip: host.and_then(|h| h.ip).filter(|ip| subnet.prefix.contains(ip)),
             hostname: host.map(|h| h.hostname.clone()).or_else(|| req.hostname.clone()),
-            boot: if may_boot {
-                firmware::answer(&req.firmware_facts(), site, req.mac)
-            } else {
-                None
-            },
+            boot,
             rules: site_rules,
             now,
         };
@@ -531,6 +548,56 @@ hostname = "known"
             &ing,
             NOW
         )));
+    }
+
+    /// The engine asks its policy and does what it says, whatever the site config: a fake
+    /// policy (as pixiecore's `booterFunc` in its tests) ignores one MAC, gives another a
+    /// lease only and a third a file of its own, and is asked once per packet.
+    #[test]
+    fn the_engine_answers_as_its_boot_policy_says() {
+        #[derive(Default)]
+        struct Fake {
+            asked: std::sync::Mutex<Vec<(Option<u8>, bool)>>,
+        }
+        impl DhcpPolicy for Fake {
+            fn dhcp(&self, ask: &DhcpAsk<'_>) -> DhcpBoot {
+                let last = ask.mac.map(|m| m.0[5]);
+                self.asked.lock().unwrap().push((last, ask.host.is_some()));
+                match last {
+                    Some(9) => DhcpBoot::Ignore,
+                    Some(2) => DhcpBoot::LeaseOnly,
+                    _ => DhcpBoot::Boot(BootAnswer::Tftp(format!("fake-{}.efi", ask.site.name))),
+                }
+            }
+        }
+        let (t, ing) = engine("boot", true);
+        let fake = Arc::new(Fake::default());
+        let mut e = TestEngine {
+            engine: Engine::with_policy(&t.topology, LeaseTable::new(), fake.clone()),
+            topology: t.topology,
+        };
+        let pxe = vec![DhcpOption::ClientSystemArchitecture(7.into())];
+        let file = |o: &Outcome| match o {
+            Outcome::Reply { msg, .. } => msg.fname().map(|f| String::from_utf8_lossy(f).into_owned()),
+            other => panic!("expected a reply, got {other:?}"),
+        };
+        assert!(matches!(
+            e.handle(&req(MessageType::Discover, 9, pxe.clone(), None), &ing, NOW),
+            Outcome::Drop(DropReason::UnknownClient)
+        ));
+        // Known host 02 boots under the site config; the policy says lease only.
+        assert_eq!(
+            file(&e.handle(&req(MessageType::Discover, 2, pxe.clone(), None), &ing, NOW)),
+            None
+        );
+        assert_eq!(
+            file(&e.handle(&req(MessageType::Discover, 7, pxe, None), &ing, NOW)).as_deref(),
+            Some("fake-s.efi")
+        );
+        assert_eq!(
+            *fake.asked.lock().unwrap(),
+            vec![(Some(9), false), (Some(2), true), (Some(7), false)]
+        );
     }
 
     #[test]

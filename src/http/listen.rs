@@ -1,6 +1,7 @@
 //! Serving a router on a TCP listener with the limits a hostile network needs: a cap on
-//! open connections and a smaller one per client address (one more is closed at once, so
-//! one machine cannot take every slot), a deadline for a request's headers (slow-loris), a
+//! open connections (past it, the next connection waits in the kernel's accept queue until
+//! one closes) and a smaller one per client address (one more is closed at once, so one
+//! machine cannot take every slot), a deadline for a request's headers (slow-loris), a
 //! deadline for a handler to produce its response (tower-http's timeout: a body that
 //! streams a kernel for minutes is not cut, its handler answered in time), and an idle
 //! deadline: a connection that moves no byte either way for that long is closed (a client
@@ -31,7 +32,7 @@ use tower::ServiceExt;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Connections open at once; the next is closed as soon as it is accepted.
+    /// Connections open at once; the next is accepted when one of them closes.
     pub max_connections: usize,
     /// Connections open at once from one client address (a booting machine opens a few).
     pub max_per_address: usize,
@@ -74,8 +75,8 @@ pub enum Transport {
 }
 
 /// Serve `app` on `listener` until `stop` turns true; connections in flight get a few
-/// seconds to finish. `refused` counts connections closed for being over a cap (all, or one
-/// address's).
+/// seconds to finish. `refused` counts connections closed for being over their address's
+/// cap.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -96,6 +97,17 @@ pub async fn serve(
     let per_address = PerAddress::default();
     let mut connections = tokio::task::JoinSet::new();
     loop {
+        // A free slot first, then the next connection. Over the cap, connections wait in
+        // the kernel's accept queue (and past it clients retransmit their SYN) instead of
+        // being closed: a rack of 5,000 machines asking at once is served a little later
+        // rather than refused (lab/bench/storm.sh lost 15% of them to closed connections
+        // when the 1,025th was closed at once). One machine still cannot hold more than
+        // its address's share, and idle connections give their slots back.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = stop.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -111,11 +123,6 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let Some(address_slot) = per_address.admit(peer.ip(), limits.max_per_address) else {
-            refused();
-            drop(stream);
-            continue;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
             refused();
             drop(stream);
             continue;
@@ -459,29 +466,38 @@ mod tests {
         );
     }
 
+    /// Over the cap on all connections, the next one is neither answered nor closed: it
+    /// waits until a slot frees, then is served (a storm is served late, not refused).
     #[tokio::test]
-    async fn connections_over_the_cap_are_closed_and_counted() {
+    async fn a_connection_over_the_cap_waits_for_a_free_slot() {
         let limits = Limits {
+            max_per_address: 16,
             header_read_timeout: Duration::from_secs(10),
             ..SMALL
         };
         let (addr, _stop, refused) = server(limits).await;
         // Two idle connections hold both slots.
-        let _a = TcpStream::connect(addr).await.unwrap();
+        let a = TcpStream::connect(addr).await.unwrap();
         let _b = TcpStream::connect(addr).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut c = TcpStream::connect(addr).await.unwrap();
-        let _ = c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
-        let mut buf = Vec::new();
-        let n = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut buf))
+        c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .await
-            .expect("closed at once")
-            .unwrap_or(0);
-        assert_eq!(n, 0, "no answer over the cap");
-        assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), 1);
-        // A slot frees when a connection goes.
-        drop(_a);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(get_path(addr, "/").await.starts_with("HTTP/1.1 200"));
+            .unwrap();
+        let mut buf = Vec::new();
+        let early = tokio::time::timeout(Duration::from_millis(700), c.read_to_end(&mut buf)).await;
+        assert!(
+            early.is_err() && buf.is_empty(),
+            "no answer and no close while both slots are held"
+        );
+        // A slot frees when a connection goes: the waiting one is served.
+        drop(a);
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
+            .await
+            .expect("served once a slot freed")
+            .unwrap();
+        let out = String::from_utf8_lossy(&buf);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing refused");
     }
 }

@@ -10,11 +10,13 @@
 //! the root (see `served_root`), never accepts writes.
 
 pub mod codec;
+pub mod files;
 pub mod transfer;
 
 use crate::journal::{Journal, Step};
 use crate::served_root::{self, Refusal};
 use codec::{ErrorCode, Packet};
+use files::{FileCache, Opened};
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -25,8 +27,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, watch};
 use transfer::{Outcome, Source};
 
-/// More transfers than this at once are refused with an error (memory stays bounded: each
-/// holds one window of blocks).
+/// More transfers than this at once are not started (memory stays bounded: each holds one
+/// window of blocks): the request is left unanswered and the client's retransmission asks
+/// again.
 pub const MAX_TRANSFERS: usize = 2048;
 /// Transfers one client address may run at once. A booting machine fetches one file at a
 /// time; a machine that opens more only takes slots from the rest of the rack.
@@ -81,6 +84,7 @@ pub const COUNTERS: &[&str] = &[
     "bytes_sent",
     "refused_per_client",
     "refused_no_lease",
+    "deferred_busy",
 ];
 
 /// The transfers in progress, by peer and by client address.
@@ -138,7 +142,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 pub struct TftpServer {
-    root: PathBuf,
+    files: Arc<FileCache>,
     generated: Arc<dyn GeneratedFiles>,
     admission: Arc<dyn Admission>,
     pub stats: Arc<TftpStats>,
@@ -149,7 +153,7 @@ impl TftpServer {
     pub fn new(root: PathBuf, generated: Arc<dyn GeneratedFiles>, stats: Arc<TftpStats>) -> std::io::Result<Self> {
         let root = served_root::canonical_root(&root)?;
         Ok(TftpServer {
-            root,
+            files: Arc::new(FileCache::new(root)),
             generated,
             admission: Arc::new(AdmitAll),
             stats,
@@ -239,10 +243,12 @@ impl TftpServer {
             }
             self.stats.inc("requests");
             let Ok(permit) = permits.clone().try_acquire_owned() else {
+                // Full: no answer, so the client asks again after its timeout. A PXE ROM
+                // treats an ERROR as the end of its boot (it moves to the next boot
+                // device); it retransmits an unanswered RRQ. The storm benchmark lost a
+                // third of 5,000 machines to "server busy" before this.
                 active.lock().expect("active set").remove(&peer);
-                let _ = sock
-                    .send_to(&codec::error(ErrorCode::NotDefined, "server busy, retry"), peer)
-                    .await;
+                self.stats.inc("deferred_busy");
                 continue;
             };
             let (me, active) = (self.clone(), active.clone());
@@ -315,7 +321,13 @@ impl TftpServer {
             return match generated {
                 Ok(bytes) => {
                     let len = bytes.len() as u64;
-                    Ok((Source::Memory { bytes, pos: 0 }, len))
+                    Ok((
+                        Source::Memory {
+                            bytes: bytes.into(),
+                            pos: 0,
+                        },
+                        len,
+                    ))
                 }
                 Err(why) => {
                     tracing::info!("tftp {client} {filename}: {why}");
@@ -324,14 +336,12 @@ impl TftpServer {
                 }
             };
         }
-        match served_root::resolve(&self.root, filename) {
-            Ok(path) => {
-                let file = tokio::fs::File::open(&path)
-                    .await
-                    .map_err(|_| (ErrorCode::FileNotFound, "file not found".to_string()))?;
-                let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-                Ok((Source::file(file), len))
+        match self.files.open(filename).await {
+            Ok(Opened::Whole(bytes)) => {
+                let len = bytes.len() as u64;
+                Ok((Source::Memory { bytes, pos: 0 }, len))
             }
+            Ok(Opened::File(file, len)) => Ok((Source::file(tokio::fs::File::from_std(file)), len)),
             Err(Refusal::OutsideRoot) => {
                 tracing::warn!("tftp {client}: refused {filename:?}: outside the served directory");
                 self.stats.inc("refused_outside_root");

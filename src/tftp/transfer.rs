@@ -26,10 +26,8 @@ pub enum Source {
     /// Read ahead in large chunks: each read of a tokio file is a trip to the blocking pool,
     /// which per 512-byte block cost more than the block's send and ACK together.
     File(tokio::io::BufReader<tokio::fs::File>),
-    Memory {
-        bytes: Vec<u8>,
-        pos: usize,
-    },
+    /// Bytes in memory: a rendered file, or a small file's snapshot (`files::FileCache`).
+    Memory { bytes: std::sync::Arc<[u8]>, pos: usize },
 }
 
 impl Source {
@@ -227,7 +225,7 @@ mod tests {
         let (server, client) = pair().await;
         let bytes: Vec<u8> = (0..1300u32).map(|i| i as u8).collect();
         let source = Source::Memory {
-            bytes: bytes.clone(),
+            bytes: bytes.clone().into(),
             pos: 0,
         };
         let serving = tokio::spawn(async move { send(&server, source, &lockstep(), 3).await });
@@ -263,7 +261,7 @@ mod tests {
     async fn a_silent_client_times_the_transfer_out() {
         let (server, client) = pair().await;
         let source = Source::Memory {
-            bytes: vec![1; 100],
+            bytes: vec![1; 100].into(),
             pos: 0,
         };
         let outcome = send(&server, source, &lockstep(), 1).await;

@@ -63,7 +63,7 @@ pub struct Services {
     pub api_token: Arc<crate::http::auth::ApiToken>,
     /// The pair's inventory replication, one status per site with a partner (filled by
     /// `run` when it starts the links).
-    pub replication: Arc<std::sync::RwLock<Vec<Arc<std::sync::Mutex<crate::replication::link::Status>>>>>,
+    pub replication: Arc<std::sync::RwLock<Vec<watch::Receiver<crate::replication::link::Status>>>>,
     /// The CA, when there is one (the pair's replication certificates come from it).
     pub ca: Option<Arc<crate::pki::Ca>>,
     /// Installed hypervisors as provd verified them.
@@ -203,7 +203,8 @@ impl Services {
             failover,
             listener_site,
             api_token: self.api_token.clone(),
-            replication: self.replication.clone(),
+            // The links are started before any listener's state is made (see `run`).
+            replication: Arc::new(self.replication.read().expect("replication list").clone()),
             pool: self.pool.clone(),
             reloader: self.reloader.clone(),
             power: self.power.clone(),
@@ -385,13 +386,13 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             );
             inventory.hold_installs(&site.name, true);
         }
-        let status = Arc::new(std::sync::Mutex::new(crate::replication::link::Status {
+        let (status, status_rx) = watch::channel(crate::replication::link::Status {
             site: site.name.clone(),
             partner: format!("{}:{}", f.peer_address, f.replication_port),
             synced_at,
             ..Default::default()
-        }));
-        services.replication.write().unwrap().push(status.clone());
+        });
+        services.replication.write().unwrap().push(status_rx);
         tasks.spawn(crate::replication::link::run(
             site.name.clone(),
             f.clone(),

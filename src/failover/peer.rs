@@ -33,7 +33,7 @@ use crate::dhcp::partner_updates::PartnerUpdates;
 use crate::store::{LeaseRecord, Store};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -56,7 +56,8 @@ pub enum Command {
 /// The handle the daemon keeps: status for the API, commands for the operator.
 #[derive(Clone)]
 pub struct Handle {
-    pub status: Arc<Mutex<Status>>,
+    /// The relationship's state as of its last change (the driver publishes, the API reads).
+    pub status: watch::Receiver<Status>,
     pub commands: mpsc::Sender<Command>,
 }
 
@@ -122,14 +123,14 @@ pub fn start(
             rel.leases.set_rules(&rel.site, Arc::new(g));
         }
     }
-    let status = Arc::new(Mutex::new(session.status()));
+    let (status_tx, status) = watch::channel(session.status());
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let updates = PartnerUpdates::new();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let driver = Driver {
         session,
         rel,
-        status: status.clone(),
+        status: status_tx,
         conn: None,
         candidate: None,
         generation: 0,
@@ -148,7 +149,7 @@ pub fn start(
 struct Driver {
     session: Session,
     rel: Relationship,
-    status: Arc<Mutex<Status>>,
+    status: watch::Sender<Status>,
     conn: Option<Connection>,
     /// A newer connection from the partner's address, waiting for its CONNECT (at most one:
     /// a newer candidate replaces an older one), with its deadline.
@@ -425,7 +426,7 @@ impl Driver {
     }
 
     fn publish_status(&self) {
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = self.session.status();
+        self.status.send_replace(self.session.status());
     }
 
     /// Perform effects in order; effects of inputs they cause (a failed send, a dial) join

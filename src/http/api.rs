@@ -239,33 +239,17 @@ async fn undrain(State(s): State<AppState>, Path(name): Path<String>) -> Respons
 
 /// `GET /api/replication`: each site's link to its partner (connected, synchronised, counts).
 async fn replication_status(State(s): State<AppState>) -> Json<Vec<crate::replication::link::Status>> {
-    Json(
-        s.replication
-            .read()
-            .expect("replication list")
-            .iter()
-            .map(|st| st.lock().expect("replication status").clone())
-            .collect(),
-    )
+    Json(s.replication.iter().map(|st| st.borrow().clone()).collect())
 }
 
 async fn failover_status(State(s): State<AppState>) -> Json<Vec<crate::failover::peer::Status>> {
-    Json(
-        s.failover
-            .iter()
-            .map(|h| h.status.lock().expect("status lock").clone())
-            .collect(),
-    )
+    Json(s.failover.iter().map(|h| h.status.borrow().clone()).collect())
 }
 
 /// `POST /api/failover/<name>/partner-down`: what omshell's `set local-state = 4` does for
 /// ISC. Refused (409) where it would be unsafe.
 async fn failover_partner_down(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    let Some(h) = s
-        .failover
-        .iter()
-        .find(|h| h.status.lock().expect("status lock").name == name)
-    else {
+    let Some(h) = s.failover.iter().find(|h| h.status.borrow().name == name) else {
         return (
             StatusCode::NOT_FOUND,
             Json(serde_json::json!({ "error": format!("no failover relationship named {name:?}") })),

@@ -92,7 +92,7 @@ pub struct AppState {
     /// `provd reload` (admin API only).
     pub reloader: Arc<crate::reload::Reloader>,
     /// The pair's inventory replication, per site with a partner.
-    pub replication: Arc<std::sync::RwLock<Vec<Arc<std::sync::Mutex<crate::replication::link::Status>>>>>,
+    pub replication: Arc<Vec<tokio::sync::watch::Receiver<crate::replication::link::Status>>>,
 }
 
 impl AppState {

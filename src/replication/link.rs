@@ -21,7 +21,7 @@ use crate::store::Store;
 use rustls::pki_types::ServerName;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -91,7 +91,7 @@ pub async fn run(
     cfg: Failover,
     creds: Arc<Credentials>,
     shared: Shared,
-    status: Arc<Mutex<Status>>,
+    status: watch::Sender<Status>,
     mut stop: watch::Receiver<bool>,
 ) {
     let local = SocketAddr::from((cfg.address, cfg.replication_port));
@@ -102,7 +102,7 @@ pub async fn run(
             Err(e) => {
                 let why = format!("cannot listen on {local}: {e}");
                 tracing::error!("replication (site {site}): {why}");
-                status.lock().unwrap().last_error = Some(why);
+                status.send_modify(|st| st.last_error = Some(why));
                 return;
             }
         }
@@ -148,17 +148,18 @@ pub async fn run(
             r = attempt => r,
             _ = stop.changed() => return,
         };
-        {
-            let mut st = status.lock().unwrap();
-            st.connected = false;
-            match &result {
-                Ok(()) => backoff = Duration::from_millis(500),
-                Err(e) => {
-                    tracing::warn!("replication (site {site}) with {remote}: {e}");
-                    st.last_error = Some(e.to_string());
-                }
-            }
+        if result.is_ok() {
+            backoff = Duration::from_millis(500);
         }
+        if let Err(e) = &result {
+            tracing::warn!("replication (site {site}) with {remote}: {e}");
+        }
+        status.send_modify(|st| {
+            st.connected = false;
+            if let Err(e) = &result {
+                st.last_error = Some(e.to_string());
+            }
+        });
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => return,
@@ -196,7 +197,7 @@ async fn dump(site: &str, shared: &Shared) -> Vec<Message> {
 
 /// One connected session: Hello both ways, dumps, then live changes, until either side
 /// goes.
-async fn session<S>(site: &str, stream: S, shared: &Shared, status: &Arc<Mutex<Status>>) -> Result<(), LinkError>
+async fn session<S>(site: &str, stream: S, shared: &Shared, status: &watch::Sender<Status>) -> Result<(), LinkError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -231,11 +232,10 @@ where
         Ok(Ok(Some(Message::Hello { .. }))) => {}
         Ok(Ok(Some(_))) => return Err(LinkError::NoHello("a record")),
     }
-    {
-        let mut st = status.lock().unwrap();
+    status.send_modify(|st| {
         st.connected = true;
         st.last_error = None;
-    }
+    });
     tracing::info!("replication (site {site}): connected; sending the full dump");
 
     let send = async {
@@ -245,7 +245,7 @@ where
             sent += 1;
         }
         writer.flush().await?;
-        status.lock().unwrap().records_sent += sent;
+        status.send_modify(|st| st.records_sent += sent);
         loop {
             let m = tokio::select! {
                 r = hosts.recv() => match r {
@@ -271,7 +271,7 @@ where
                 writer.write_all(&wire::encode(msg)).await?;
             }
             writer.flush().await?;
-            status.lock().unwrap().records_sent += m.len() as u64;
+            status.send_modify(|st| st.records_sent += m.len() as u64);
         }
     };
     let receive = async {
@@ -302,7 +302,7 @@ async fn read_message<R: AsyncRead + Unpin>(lines: &mut BufReader<R>) -> Result<
     Ok(Some(wire::decode(&buf)?))
 }
 
-async fn apply(site: &str, m: Message, shared: &Shared, status: &Arc<Mutex<Status>>) -> Result<(), LinkError> {
+async fn apply(site: &str, m: Message, shared: &Shared, status: &watch::Sender<Status>) -> Result<(), LinkError> {
     let now = crate::clock::unix_now();
     let changed = match m {
         Message::Hello { .. } => return Err(LinkError::NoHello("a second Hello")),
@@ -339,11 +339,12 @@ async fn apply(site: &str, m: Message, shared: &Shared, status: &Arc<Mutex<Statu
             .map_err(|e| LinkError::Local(e.to_string()))?
             .map_err(LinkError::Local)?;
             shared.inventory.hold_installs(site, false);
-            let mut st = status.lock().unwrap();
-            st.last_sync = now;
-            if st.synced_at == 0 {
-                st.synced_at = now;
-            }
+            status.send_modify(|st| {
+                st.last_sync = now;
+                if st.synced_at == 0 {
+                    st.synced_at = now;
+                }
+            });
             if first {
                 tracing::info!(
                     "replication (site {site}): first synchronisation with the partner complete; installs allowed"
@@ -352,12 +353,13 @@ async fn apply(site: &str, m: Message, shared: &Shared, status: &Arc<Mutex<Statu
             return Ok(());
         }
     };
-    let mut st = status.lock().unwrap();
-    st.records_received += 1;
-    st.last_received = now;
-    if changed {
-        st.records_applied += 1;
-    }
+    status.send_modify(|st| {
+        st.records_received += 1;
+        st.last_received = now;
+        if changed {
+            st.records_applied += 1;
+        }
+    });
     Ok(())
 }
 

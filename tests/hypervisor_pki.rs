@@ -637,7 +637,21 @@ fn revocation_and_renewal(p: &Phase) {
         "{shims}"
     );
 
-    let list = p.pki_list();
+    // The operator's certificate reaches the registry through the inbox, which provd reads
+    // every 2 s: wait for it (a loaded machine may not have read it yet).
+    let mut list = p.pki_list();
+    for _ in 0..50 {
+        if list["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["host"] == "alice")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        list = p.pki_list();
+    }
     let mut certs: Vec<(&str, &str, &str, &str)> = list["certificates"]
         .as_array()
         .unwrap()

@@ -157,13 +157,7 @@ impl Boot {
     /// The configured host `name` (hostname or MAC) as an applicant, for an operator's
     /// decision (no address check: the operator asks, not the host).
     async fn configured_applicant(&self, name: &str) -> Result<Applicant, BootError> {
-        let mac = self
-            .state
-            .inventory
-            .find(&self.generation.config.hosts, name)
-            .await
-            .ok_or(BootError::UnknownHost)?;
-        let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
+        let (mac, site, host) = self.configured_named(name).await?;
         Ok(self.applicant(mac, site, host))
     }
 

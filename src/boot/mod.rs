@@ -325,8 +325,8 @@ impl Boot {
         }
     }
 
-    /// The configured host named `name` (hostname or MAC), asked about from `from`.
-    async fn host_asked_from(&self, name: &str, from: Ipv4Addr) -> Result<(MacAddr, &Site, &Host), BootError> {
+    /// The configured host named `name` (hostname or MAC) in this generation.
+    async fn configured_named(&self, name: &str) -> Result<(MacAddr, &Site, &Host), BootError> {
         let mac = self
             .state
             .inventory
@@ -334,6 +334,12 @@ impl Boot {
             .await
             .ok_or(BootError::UnknownHost)?;
         let (site, host) = self.configured(mac).ok_or(BootError::UnknownHost)?;
+        Ok((mac, site, host))
+    }
+
+    /// The configured host named `name` (hostname or MAC), asked about from `from`.
+    async fn host_asked_from(&self, name: &str, from: Ipv4Addr) -> Result<(MacAddr, &Site, &Host), BootError> {
+        let (mac, site, host) = self.configured_named(name).await?;
         self.check_source(mac, host, from)?;
         Ok((mac, site, host))
     }

@@ -50,11 +50,11 @@ fn fixture_in(work: common::Workdir, state: Option<std::path::PathBuf>) -> Fixtu
 
 impl Fixture {
     fn boot_router(&self) -> axum::Router {
-        provd::http::boot_router(self.services.app_state(Arc::new(Vec::new()), Some("loop".into())))
+        provd::http::boot_router(self.services.app_state(&provd::daemon::Peers::default(), Some("loop".into())))
     }
 
     fn api_router(&self) -> axum::Router {
-        provd::http::api_router(self.services.app_state(Arc::new(Vec::new()), None))
+        provd::http::api_router(self.services.app_state(&provd::daemon::Peers::default(), None))
     }
 }
 
@@ -625,7 +625,7 @@ async fn a_full_disk_answers_507_with_its_kind() {
 /// of the router (`fast`) or the router alone.
 async fn listener(f: &Fixture, fast: bool) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
     use provd::http::listen::{self, Transport};
-    let state = f.services.app_state(Arc::new(Vec::new()), Some("loop".into()));
+    let state = f.services.app_state(&provd::daemon::Peers::default(), Some("loop".into()));
     let assets: Option<provd::http::zero_copy::Files> = fast.then(|| Arc::new(state.clone()) as _);
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
@@ -832,7 +832,7 @@ async fn a_reload_during_boot_requests_never_mixes_two_generations() {
     write_generation(0);
     let cfg = provd::config::load(std::slice::from_ref(&config_path)).unwrap();
     let services = Services::build(Arc::new(cfg), std::slice::from_ref(&config_path), &[], &state).unwrap();
-    let boot = provd::http::boot_router(services.app_state(Arc::new(Vec::new()), Some("loop".into())));
+    let boot = provd::http::boot_router(services.app_state(&provd::daemon::Peers::default(), Some("loop".into())));
 
     /// Which generation an answer is wholly from, or why it is from none.
     fn generation_of(script: &str) -> Result<usize, String> {

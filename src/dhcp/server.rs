@@ -40,8 +40,6 @@ pub struct ListenError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error(transparent)]
-    Listen(#[from] ListenError),
     #[error("a DHCP receive loop panicked: {0}")]
     Panicked(String),
 }
@@ -96,27 +94,31 @@ impl Shared {
     }
 }
 
-/// Bind every configured interface, then serve until `shutdown` turns true.
-pub async fn serve(shared: Shared, shutdown: watch::Receiver<bool>) -> Result<(), ServeError> {
-    let ingresses = shared.leases.ingresses().to_vec();
-    let mut sockets = Vec::new();
-    for ing in ingresses {
-        let sock = socket::bind_interface(&ing.listen.interface).map_err(|source| ListenError {
-            interface: ing.listen.interface.clone(),
-            address: ing.listen.address,
-            source,
-        })?;
-        tracing::info!(
-            "DHCP listening on {} ({}) for site {}",
-            ing.listen.interface,
-            ing.listen.address,
-            ing.site
-        );
-        sockets.push((Arc::new(sock), ing));
-    }
+/// Bind one socket per ingress (its interface, SO_BINDTODEVICE). All or nothing: the
+/// first interface that cannot be bound is the error, naming it.
+pub fn bind(ingresses: &[Ingress]) -> Result<Vec<(UdpSocket, Ingress)>, ListenError> {
+    ingresses
+        .iter()
+        .map(|ing| {
+            let sock = socket::bind_interface(&ing.listen.interface).map_err(|source| ListenError {
+                interface: ing.listen.interface.clone(),
+                address: ing.listen.address,
+                source,
+            })?;
+            Ok((sock, ing.clone()))
+        })
+        .collect()
+}
+
+/// Serve bound sockets (`bind`'s, or a test's on loopback) until `shutdown` turns true.
+pub async fn serve(
+    shared: Shared,
+    sockets: Vec<(UdpSocket, Ingress)>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
     let mut tasks = tokio::task::JoinSet::new();
     for (sock, ing) in sockets {
-        tasks.spawn(receive_loop(shared.clone(), sock, ing, shutdown.clone()));
+        tasks.spawn(receive_loop(shared.clone(), Arc::new(sock), ing, shutdown.clone()));
     }
     supervise(tasks).await
 }

@@ -82,6 +82,9 @@ pub struct Relationship {
     pub store: Store,
     /// Some when `cfg.tls`: the conversation runs inside mutual TLS.
     pub auth: Option<PairAuth>,
+    /// A secondary's listening socket (`cfg.address:cfg.port`), bound before the daemon
+    /// started anything; None on a primary, which dials.
+    pub listener: Option<TcpListener>,
 }
 
 /// What finished off the loop and comes back to it.
@@ -249,23 +252,11 @@ impl Driver {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let cfg = self.rel.cfg.clone();
-        let listener = if cfg.role == FailoverRole::Secondary {
-            match TcpListener::bind(SocketAddr::from((cfg.address, cfg.port))).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::error!(
-                        "failover {}: cannot listen on {}:{}: {e}",
-                        cfg.name,
-                        cfg.address,
-                        cfg.port
-                    );
-                    self.session.note_error(format!("listen: {e}"));
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let listener = self.rel.listener.take();
+        if cfg.role == FailoverRole::Secondary && listener.is_none() {
+            tracing::error!("failover {}: a secondary without a listening socket", cfg.name);
+            self.session.note_error("not listening".to_string());
+        }
         tracing::info!(
             "failover {} ({:?}) on {}:{}, partner {}:{}",
             cfg.name,

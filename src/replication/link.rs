@@ -85,30 +85,25 @@ fn tls_failed(e: impl std::fmt::Display) -> LinkError {
 pub use crate::pki::pair::PairTls as Credentials;
 use crate::pki::pair::is_partner;
 
-/// Run the link of `cfg`'s site until `stop`: connect (or accept), sync, repeat.
+/// Run the link of `cfg`'s site until `stop`: connect (a primary) or accept on `listener`
+/// (a secondary's, bound by the daemon at `cfg.address:cfg.replication_port`), sync, repeat.
 pub async fn run(
     site: String,
     cfg: Failover,
     creds: Arc<Credentials>,
     shared: Shared,
+    listener: Option<TcpListener>,
     status: watch::Sender<Status>,
     mut stop: watch::Receiver<bool>,
 ) {
     let local = SocketAddr::from((cfg.address, cfg.replication_port));
     let remote = SocketAddr::from((cfg.peer_address, cfg.replication_port));
-    let listener = if cfg.role == FailoverRole::Secondary {
-        match TcpListener::bind(local).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                let why = format!("cannot listen on {local}: {e}");
-                tracing::error!("replication (site {site}): {why}");
-                status.send_modify(|st| st.last_error = Some(why));
-                return;
-            }
-        }
-    } else {
-        None
-    };
+    if cfg.role == FailoverRole::Secondary && listener.is_none() {
+        let why = format!("not listening on {local}");
+        tracing::error!("replication (site {site}): {why}");
+        status.send_modify(|st| st.last_error = Some(why));
+        return;
+    }
     let mut backoff = Duration::from_millis(500);
     loop {
         let attempt = async {

@@ -1,0 +1,108 @@
+//! `provd serve`: build `Services` from the config and the state directory, bind
+//! `Listeners`, then `serve` until SIGINT or SIGTERM. Startup failures (bad config, missing
+//! templates or assets, an address or interface that cannot be bound) are reported and
+//! fatal, before any task starts; nothing after startup is.
+//!
+//! - `services`: what provd is made of, bound to no socket.
+//! - `listeners`: every socket, bound first.
+//! - `peers`: the pair's failover and replication, started from `Services`.
+//! - `serve`: runs the lot on the listeners until a shutdown future completes.
+
+mod listeners;
+mod peers;
+mod serve;
+mod services;
+
+pub use listeners::{ApiListener, DhcpListeners, Listeners, PairListeners};
+pub use peers::Peers;
+pub use serve::serve;
+pub use services::Services;
+
+use crate::config::Config;
+use crate::http;
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct ServeOptions {
+    /// The config paths as given (a reload reads them again).
+    pub config_paths: Vec<PathBuf>,
+    pub sites: Vec<String>,
+    pub state_dir: Option<PathBuf>,
+    pub api_listen: Option<SocketAddr>,
+}
+
+pub const TFTP_PORT: u16 = 69;
+
+pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let api_addr = opts.api_listen.unwrap_or(config.daemon.api_listen);
+    if !api_addr.ip().is_loopback() && !config.daemon.api_tls {
+        bail!(
+            "[daemon] api_listen (or --api-listen) is {api_addr}: without [daemon] api_tls = true the admin API \
+             speaks plain HTTP, so provd serves it on a loopback address only; set api_tls = true (HTTPS with a \
+             certificate from provd's CA; operators use `provd pki issue-client NAME --admin`) or use e.g. \
+             api_listen = \"127.0.0.1:6767\""
+        );
+    }
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| config.daemon.state_dir.clone());
+    let api_tls = if config.daemon.api_tls {
+        Some(api_tls_config(&config, &state_dir, api_addr)?)
+    } else {
+        None
+    };
+    for n in config.notes() {
+        tracing::warn!("{n}");
+    }
+    let services = Services::build(config.clone(), &opts.config_paths, &opts.sites, &state_dir)?;
+    // Every certificate provd makes is in the registry (`provd pki list`, revocable),
+    // the admin listener's too.
+    let api_tls = match api_tls {
+        Some((tls, cert)) => {
+            let record = crate::pki::registry::CertRecord::of_pem(
+                &cert,
+                &format!("admin API {api_addr}"),
+                crate::pki::registry::API_SERVER_ROLE,
+                "start",
+                crate::clock::unix_now() as i64,
+            );
+            if let Some(r) = record {
+                services.boot.state.signer.certificates().issued(r).await?;
+            }
+            Some(tls)
+        }
+        None => None,
+    };
+    let listeners = Listeners::bind(&services, api_addr, api_tls).await?;
+    serve(services, listeners, shutdown_signal()).await
+}
+
+/// `[daemon] api_tls`: a server certificate from provd's CA for the API address (and
+/// loopback, and `api_names`), made now; the key never touches the disk.
+fn api_tls_config(
+    config: &Config,
+    state_dir: &std::path::Path,
+    api_addr: SocketAddr,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, String)> {
+    let pki_dir = config.daemon.pki_dir(state_dir);
+    let ca = crate::pki::Ca::load(&pki_dir)
+        .with_context(|| "[daemon] api_tls = true needs provd's CA for the API's certificate: run `provd pki init`")?;
+    let mut addresses = vec![std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)];
+    if !api_addr.ip().is_unspecified() && !addresses.contains(&api_addr.ip()) {
+        addresses.push(api_addr.ip());
+    }
+    Ok(http::tls::server_config(&ca, &config.daemon.api_names, &addresses)?)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,202 @@
+//! `Services`: everything `provd serve` is made of, built from the config and the state
+//! directory (templates, assets, store, leases, inventory, CA, journal, counters) and bound
+//! to no socket. `daemon::serve` runs it on `Listeners`; in-process tests call its routers,
+//! its TFTP server and its DHCP loop directly.
+
+use super::Peers;
+use crate::boot::{Boot, BootSource, BootState};
+use crate::config::Config;
+use crate::dhcp::Leases;
+use crate::dhcp::leases::LeaseTable;
+use crate::dhcp::stats::DhcpStats;
+use crate::generation::{Generation, Generations};
+use crate::http::{AppState, HttpStats};
+use crate::inventory::{self, Inventory};
+use crate::render::Renderer;
+use crate::store::Store;
+use crate::tftp::{TftpServer, TftpStats};
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything `provd serve` is made of, built from the config and the state directory but
+/// bound to no socket: the daemon adds listeners; in-process tests call the routers, the
+/// TFTP server and the DHCP loop on it directly.
+pub struct Services {
+    /// The config generation as of the last start or reload (config, templates, DHCP
+    /// topology: swapped as one).
+    pub generations: Arc<Generations>,
+    pub served: Vec<String>,
+    pub store: Store,
+    pub leases: Leases,
+    pub inventory: Arc<Inventory>,
+    /// The boot policy over the current generation.
+    pub boot: BootSource,
+    /// The cap on BMC calls in flight.
+    pub power: Arc<crate::bmc::Power>,
+    /// `provd reload` and SIGHUP.
+    pub reloader: Arc<crate::reload::Reloader>,
+    pub journal: Arc<crate::journal::Journal>,
+    pub nocloud: Arc<crate::nocloud::Registry>,
+    pub dhcp_stats: Arc<DhcpStats>,
+    pub tftp_stats: Arc<TftpStats>,
+    pub http_stats: Arc<HttpStats>,
+    pub assets_root: PathBuf,
+    pub api_token: Arc<crate::http::auth::ApiToken>,
+    /// Where the store, the API token and (by default) the CA live.
+    pub state_dir: PathBuf,
+    /// The CA, when there is one (the pair's replication certificates come from it).
+    pub ca: Option<Arc<crate::pki::Ca>>,
+    /// Installed hypervisors as provd verified them.
+    pub pool: Arc<crate::pool::Pool>,
+}
+
+impl Services {
+    /// Load templates, check assets, open the store and the inventory, restore leases, and
+    /// load the CA if there is one. Every failure here is a startup failure.
+    /// `config_paths`: what a reload reads again (the config's own files when empty).
+    pub fn build(
+        config: Arc<Config>,
+        config_paths: &[PathBuf],
+        sites: &[String],
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<Services> {
+        let config_paths = if config_paths.is_empty() {
+            &config.files[..]
+        } else {
+            config_paths
+        };
+        let served = config.select_sites(sites).map_err(anyhow::Error::msg)?;
+        let served_names: Vec<String> = served.iter().map(|s| s.name.clone()).collect();
+
+        let renderer = Renderer::load(&config.daemon.templates_dir)
+            .with_context(|| format!("loading templates from {}", config.daemon.templates_dir.display()))?;
+        Boot::check_templates(&config, &renderer).map_err(anyhow::Error::msg)?;
+        let assets_root = crate::served_root::canonical_root(&config.daemon.assets_dir).with_context(|| {
+            format!(
+                "assets directory {} (create it, or run `provd assets init`)",
+                config.daemon.assets_dir.display()
+            )
+        })?;
+
+        // Files under the assets directory are served to anyone on the boot network.
+        if let Some(what) = crate::config::secrets_under_assets(&assets_root, &config.daemon, state_dir) {
+            bail!(
+                "{what} is inside [daemon] assets_dir {}, which TFTP and HTTP serve to every machine on \
+                 the boot network: move it out (set [daemon] state_dir / pki_dir / bmc_secrets, or --state-dir)",
+                assets_root.display()
+            );
+        }
+        let store = Store::open(state_dir)?;
+        let api_token = Arc::new(crate::http::auth::ApiToken::load_or_create(state_dir).with_context(|| {
+            format!(
+                "the admin API token ({})",
+                crate::http::auth::token_path(state_dir).display()
+            )
+        })?);
+        let records = store.load_leases()?;
+        tracing::info!("loaded {} lease records from {}", records.len(), state_dir.display());
+        let inventory = Arc::new(Inventory::load(
+            store.clone(),
+            &config.hosts,
+            &served,
+            inventory::DEFAULT_TOKEN_TTL,
+        )?);
+        let generation = Generation::new(0, config.clone(), served_names.clone(), renderer);
+        let leases = Leases::new(&generation.topology, LeaseTable::restore(&records));
+        let journal = Arc::new(crate::journal::Journal::new(leases.clone()));
+        let certificates = crate::pki::registry::Registry::load(store.clone())?;
+        let pki_dir = config.daemon.pki_dir(state_dir);
+        let ca = match crate::pki::Ca::load(&pki_dir) {
+            Ok(ca) => {
+                tracing::info!(
+                    "CA loaded from {}: hosts can have libvirt certificates signed",
+                    pki_dir.display()
+                );
+                Some(Arc::new(ca))
+            }
+            Err(crate::pki::PkiError::NoCa { .. }) => {
+                tracing::info!(
+                    "no CA in {}: certificate requests are refused until `provd pki init`",
+                    pki_dir.display()
+                );
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let nocloud =
+            Arc::new(crate::nocloud::Registry::load(store.clone()).map_err(|e| anyhow::anyhow!("nocloud seeds: {e}"))?);
+        let generations = Arc::new(Generations::new(generation));
+        let boot = BootSource::new(
+            generations.clone(),
+            Arc::new(BootState::new(
+                inventory.clone(),
+                Arc::new(leases.clone()),
+                Arc::new(crate::pki::signer::Signer::new(ca.clone(), certificates)),
+            )),
+        );
+        let reloader = Arc::new(crate::reload::Reloader::new(
+            config_paths.to_vec(),
+            sites.to_vec(),
+            generations.clone(),
+            inventory.clone(),
+        ));
+        Ok(Services {
+            served: served_names,
+            store,
+            leases,
+            inventory,
+            boot,
+            power: Default::default(),
+            reloader,
+            journal,
+            nocloud,
+            dhcp_stats: Arc::new(crate::dhcp::stats::counters()),
+            tftp_stats: Arc::new(TftpStats::new(crate::tftp::COUNTERS)),
+            http_stats: Arc::new(HttpStats::new(crate::http::COUNTERS)),
+            assets_root,
+            api_token,
+            generations,
+            state_dir: state_dir.to_path_buf(),
+            ca,
+            pool: Default::default(),
+        })
+    }
+
+    /// What the HTTP handlers of one listener share (`listener_site`: None for the API);
+    /// `peers`: the pair's running parts, whose status the API shows (`Peers::default()`
+    /// for a server without a partner).
+    pub fn app_state(&self, peers: &Peers, listener_site: Option<String>) -> AppState {
+        AppState {
+            boot: self.boot.clone(),
+            inventory: self.inventory.clone(),
+            certificates: self.boot.state.signer.certificates().clone(),
+            store: self.store.clone(),
+            leases: self.leases.clone(),
+            dhcp_stats: self.dhcp_stats.clone(),
+            tftp_stats: self.tftp_stats.clone(),
+            http_stats: self.http_stats.clone(),
+            assets_root: self.assets_root.clone(),
+            journal: self.journal.clone(),
+            nocloud: self.nocloud.clone(),
+            failover: peers.failover.clone(),
+            listener_site,
+            api_token: self.api_token.clone(),
+            replication: peers.replication.clone(),
+            pool: self.pool.clone(),
+            reloader: self.reloader.clone(),
+            power: self.power.clone(),
+        }
+    }
+
+    /// The TFTP server (read-only assets plus per-host generated files).
+    pub fn tftp(&self) -> anyhow::Result<TftpServer> {
+        Ok(TftpServer::new(
+            self.assets_root.clone(),
+            Arc::new(self.boot.clone()),
+            self.tftp_stats.clone(),
+        )?
+        .with_admission(Arc::new(self.boot.clone()))
+        .with_journal(self.journal.clone()))
+    }
+}

@@ -50,7 +50,10 @@ fn fixture_in(work: common::Workdir, state: Option<std::path::PathBuf>) -> Fixtu
 
 impl Fixture {
     fn boot_router(&self) -> axum::Router {
-        provd::http::boot_router(self.services.app_state(&provd::daemon::Peers::default(), Some("loop".into())))
+        provd::http::boot_router(
+            self.services
+                .app_state(&provd::daemon::Peers::default(), Some("loop".into())),
+        )
     }
 
     fn api_router(&self) -> axum::Router {
@@ -625,7 +628,9 @@ async fn a_full_disk_answers_507_with_its_kind() {
 /// of the router (`fast`) or the router alone.
 async fn listener(f: &Fixture, fast: bool) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
     use provd::http::listen::{self, Transport};
-    let state = f.services.app_state(&provd::daemon::Peers::default(), Some("loop".into()));
+    let state = f
+        .services
+        .app_state(&provd::daemon::Peers::default(), Some("loop".into()));
     let assets: Option<provd::http::zero_copy::Files> = fast.then(|| Arc::new(state.clone()) as _);
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();

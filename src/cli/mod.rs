@@ -2,7 +2,7 @@
 //! that does the work, or the running daemon's API. Exit codes: 0 success, 1 failure,
 //! 2 usage error (clap's own).
 
-mod client;
+pub mod client;
 mod failover;
 mod hosts;
 mod hypervisors;

@@ -10,9 +10,9 @@
 
 use super::Services;
 use super::TFTP_PORT;
+use crate::config::FailoverRole;
 use crate::config::topology::Ingress;
 use crate::dhcp::server::{self, ReplyPorts};
-use crate::config::FailoverRole;
 use anyhow::{Context, bail};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};

@@ -79,13 +79,10 @@ impl Peers {
         let mut failover_updates = HashMap::new();
         for site in &served {
             let Some(f) = &site.failover else { continue };
-            let auth = pair_tls
-                .get(&site.name)
-                .filter(|_| f.tls)
-                .map(|tls| PairAuth {
-                    tls: tls.clone(),
-                    registry: registry.clone(),
-                });
+            let auth = pair_tls.get(&site.name).filter(|_| f.tls).map(|tls| PairAuth {
+                tls: tls.clone(),
+                registry: registry.clone(),
+            });
             let (handle, updates) = peer::start(
                 Relationship {
                     cfg: f.clone(),

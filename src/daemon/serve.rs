@@ -72,7 +72,12 @@ async fn start(
     let peers = Peers::start(services, listeners.pair, stop, tasks).await?;
     start_pool(services, stop, tasks).await?;
     if services.ca.is_some() {
-        let pki_dir = services.generations.current().config.daemon.pki_dir(&services.state_dir);
+        let pki_dir = services
+            .generations
+            .current()
+            .config
+            .daemon
+            .pki_dir(&services.state_dir);
         tasks.spawn(crate::pki::identities::import_inbox_periodically(
             services.boot.state.signer.certificates().clone(),
             pki_dir,

@@ -426,7 +426,31 @@ impl Driver {
         let mut pending: VecDeque<Effect> = fx.into();
         while let Some(e) = pending.pop_front() {
             match e {
-                Effect::PersistState(p) => self.persist_state(p).await,
+                Effect::PersistState { state, then } => {
+                    if let Err(why) = self.persist_state(state).await {
+                        // Durable first: what depended on this state (a STATE message, new
+                        // rules, acknowledgements) is dropped, and so is what was queued after
+                        // it. The connection goes too, so the partner hears nothing this
+                        // server could not keep; the session detaches, and its next state is
+                        // written again before anyone is told.
+                        tracing::error!(
+                            "failover {}: state not stored ({why}): {} dependent effect(s) dropped, disconnecting",
+                            self.name(),
+                            then.len() + pending.len()
+                        );
+                        pending.clear();
+                        if let Some(c) = self.conn.take() {
+                            c.shutdown().await;
+                            let closed = Input::Closed(format!("state not stored: {why}"));
+                            pending.extend(self.session.handle(closed, unix_now(), &self.rel.leases));
+                        }
+                        continue;
+                    }
+                    // Ahead of anything queued after this write, in their order.
+                    for e in then.into_iter().rev() {
+                        pending.push_front(e);
+                    }
+                }
                 Effect::PublishRules(g) => {
                     self.rel.leases.set_rules(&self.rel.site, Arc::new(g));
                 }
@@ -506,17 +530,19 @@ impl Driver {
     }
 
     /// The state is durable before any effect after it is performed.
-    async fn persist_state(&mut self, p: Persisted) {
+    /// Write the relationship's state durably (the error is also the session's last error).
+    async fn persist_state(&mut self, p: Persisted) -> Result<(), String> {
         let (store, name) = (self.rel.store.clone(), self.name().to_string());
         let json = serde_json::to_vec(&p).expect("serialisable");
         let r = tokio::task::spawn_blocking(move || store.put_failover_blocking(&name, &json)).await;
         match r {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
-                tracing::error!("failover {}: could not persist state: {e}", self.name());
+                let why = e.to_string();
                 self.session.note_error(FailoverError::Store(e));
+                Err(why)
             }
-            Err(e) => tracing::error!("failover {}: could not persist state: {e}", self.name()),
+            Err(e) => Err(format!("the writer panicked: {e}")),
         }
     }
 }

@@ -102,8 +102,13 @@ pub enum Input {
 /// What the driver must do, in order.
 #[derive(Debug, PartialEq)]
 pub enum Effect {
-    /// Write the relationship's state durably before performing the effects after it.
-    PersistState(Persisted),
+    /// Write the relationship's state durably, and only then perform `then`: durable first.
+    /// A STATE message, new rules for the engine or an acknowledgement never get ahead of
+    /// what a restart would find. Not written: `then` never runs (see `durable_first`).
+    PersistState {
+        state: Persisted,
+        then: Vec<Effect>,
+    },
     /// Give the DHCP engine new rules (state, MCLT or HBA changed).
     PublishRules(Gate),
     Send(Message),
@@ -123,6 +128,43 @@ pub enum Effect {
     Dial,
     /// Drop the connection (the session has already accounted for it).
     Disconnect,
+}
+
+/// Durable first: every effect after a state write goes inside it (`then`), recursively, so
+/// the driver can run none of them unless the write succeeded.
+fn durable_first(fx: Vec<Effect>) -> Vec<Effect> {
+    let mut out = Vec::with_capacity(fx.len());
+    let mut rest = fx.into_iter();
+    while let Some(e) = rest.next() {
+        if let Effect::PersistState { state, mut then } = e {
+            then.extend(rest);
+            out.push(Effect::PersistState {
+                state,
+                then: durable_first(then),
+            });
+            break;
+        }
+        out.push(e);
+    }
+    out
+}
+
+/// The effects in the order a driver whose every write succeeds performs them (nested
+/// `then`s spliced in after their write, which is left with an empty `then`).
+pub fn in_order(fx: Vec<Effect>) -> Vec<Effect> {
+    let mut out = Vec::with_capacity(fx.len());
+    for e in fx {
+        if let Effect::PersistState { state, then } = e {
+            out.push(Effect::PersistState {
+                state,
+                then: Vec::new(),
+            });
+            out.extend(in_order(then));
+        } else {
+            out.push(e);
+        }
+    }
+    out
 }
 
 pub struct Session {
@@ -329,6 +371,14 @@ impl Session {
         }
     }
 
+    /// An effect that writes the current state (what follows it is nested by `durable_first`).
+    fn persist_state(&self) -> Effect {
+        Effect::PersistState {
+            state: self.persisted(),
+            then: Vec::new(),
+        }
+    }
+
     /// The first effects, before any input: the engine's rules for STARTUP.
     pub fn start(&self) -> Vec<Effect> {
         vec![Effect::PublishRules(self.rules())]
@@ -392,14 +442,14 @@ impl Session {
                 let _ = self.event(Event::Shutdown, now, leases, &mut fx);
             }
         }
-        fx
+        durable_first(fx)
     }
 
     /// The operator says the partner is down.
     pub fn partner_down(&mut self, now: u64, leases: &Leases) -> Result<Vec<Effect>, Refused> {
         let mut fx = Vec::new();
         self.event(Event::OperatorPartnerDown, now, leases, &mut fx)?;
-        Ok(fx)
+        Ok(durable_first(fx))
     }
 
     fn tick(&mut self, now: u64, leases: &Leases, fx: &mut Vec<Effect>) {
@@ -462,7 +512,7 @@ impl Session {
             if self.state != State::Normal {
                 self.next_balance = None;
             }
-            fx.push(Effect::PersistState(self.persisted()));
+            fx.push(self.persist_state());
             fx.push(Effect::PublishRules(self.rules()));
         }
         if self.connected {
@@ -640,7 +690,7 @@ impl Session {
                     self.hba = Some(h);
                 }
                 self.handshake = Handshake::Done;
-                fx.push(Effect::PersistState(self.persisted()));
+                fx.push(self.persist_state());
                 fx.push(Effect::PublishRules(self.rules()));
                 fx.push(Effect::Send(ack));
                 let state = self.state_message(now);
@@ -673,7 +723,7 @@ impl Session {
                 let s = if starting { State::Startup } else { s };
                 self.partner_state = Some(s);
                 self.partner_stos = m.u32(code::STOS).map_or(now, u64::from);
-                fx.push(Effect::PersistState(self.persisted()));
+                fx.push(self.persist_state());
                 tracing::info!("failover {}: partner is {}", self.cfg.name, s.name());
                 let _ = self.event(Event::PeerState(s), now, leases, fx);
                 self.pump(now, leases, fx);
@@ -790,6 +840,22 @@ mod tests {
     //! Every message type in, effects out; timers (dial, contact, silence, startup, MCLT,
     //! the balancing schedule) driven by `now`. The lease table is a real in-memory `Leases`.
     use super::*;
+
+    /// The session's effects as a driver whose writes all succeed performs them.
+    trait Steps {
+        fn step(&mut self, input: Input, now: u64, leases: &Leases) -> Vec<Effect>;
+        fn partner_down_step(&mut self, now: u64, leases: &Leases) -> Result<Vec<Effect>, Refused>;
+    }
+
+    impl Steps for Session {
+        fn step(&mut self, input: Input, now: u64, leases: &Leases) -> Vec<Effect> {
+            in_order(self.handle(input, now, leases))
+        }
+
+        fn partner_down_step(&mut self, now: u64, leases: &Leases) -> Result<Vec<Effect>, Refused> {
+            self.partner_down(now, leases).map(in_order)
+        }
+    }
     use crate::config::Pool;
     use crate::config::topology::Topology;
     use crate::dhcp::leases::LeaseTable;
@@ -889,12 +955,12 @@ mod tests {
     /// A session whose connection finished the CONNECT/CONNECTACK exchange.
     fn established(role: FailoverRole, saved: Option<Persisted>, l: &Leases) -> Session {
         let mut s = Session::new(cfg(role), "s".into(), saved, T0);
-        s.handle(Input::Connected, T0, l);
+        s.step(Input::Connected, T0, l);
         let fx = match role {
-            FailoverRole::Primary => s.handle(Input::Message(connect_ack(4)), T0, l),
+            FailoverRole::Primary => s.step(Input::Message(connect_ack(4)), T0, l),
             FailoverRole::Secondary => {
                 let connect = Session::new(cfg(FailoverRole::Primary), "s".into(), None, T0).connect_message(T0);
-                s.handle(Input::Message(connect), T0, l)
+                s.step(Input::Message(connect), T0, l)
             }
         };
         assert!(!fx.contains(&Effect::Disconnect), "{fx:?}");
@@ -904,9 +970,9 @@ mod tests {
     /// A primary that resumed NORMAL with its partner: connected, CONNECTACK'd, NORMAL.
     fn normal_primary(l: &Leases) -> (Session, Vec<Effect>) {
         let mut s = Session::new(cfg(FailoverRole::Primary), "s".into(), saved(State::Normal), T0);
-        s.handle(Input::Connected, T0, l);
-        s.handle(Input::Message(connect_ack(4)), T0, l);
-        let fx = s.handle(Input::Message(state_msg(State::Normal, false)), T0, l);
+        s.step(Input::Connected, T0, l);
+        s.step(Input::Message(connect_ack(4)), T0, l);
+        let fx = s.step(Input::Message(state_msg(State::Normal, false)), T0, l);
         assert_eq!(s.state(), State::Normal);
         (s, fx)
     }
@@ -916,35 +982,32 @@ mod tests {
         let l = leases();
         let mut s = Session::new(cfg(FailoverRole::Primary), "s".into(), None, T0);
         assert_eq!(s.start(), vec![Effect::PublishRules(s.rules())]);
-        assert!(s.handle(Input::Tick, T0, &l).contains(&Effect::Dial));
-        assert!(!s.handle(Input::Tick, T0 + 4, &l).contains(&Effect::Dial));
-        s.handle(Input::DialFailed("refused".into()), T0 + 4, &l);
+        assert!(s.step(Input::Tick, T0, &l).contains(&Effect::Dial));
+        assert!(!s.step(Input::Tick, T0 + 4, &l).contains(&Effect::Dial));
+        s.step(Input::DialFailed("refused".into()), T0 + 4, &l);
         assert_eq!(s.status().last_error.as_deref(), Some("refused"));
-        assert!(s.handle(Input::Tick, T0 + 5, &l).contains(&Effect::Dial));
-        let fx = s.handle(Input::Connected, T0 + 5, &l);
+        assert!(s.step(Input::Tick, T0 + 5, &l).contains(&Effect::Dial));
+        let fx = s.step(Input::Connected, T0 + 5, &l);
         let m = messages(&fx);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].kind, MessageType::Connect);
         assert_eq!(m[0].bytes(code::RELATIONSHIP_NAME), Some(&b"fo"[..]));
         assert_eq!(m[0].u32(code::MCLT), Some(600));
         assert_eq!(m[0].bytes(code::HBA), Some(&hba_from_split(128)[..]));
-        assert!(!s.handle(Input::Tick, T0 + 10, &l).contains(&Effect::Dial), "connected");
+        assert!(!s.step(Input::Tick, T0 + 10, &l).contains(&Effect::Dial), "connected");
     }
 
     #[test]
     fn the_secondary_learns_mclt_and_hba_from_connect_and_answers() {
         let l = leases();
         let mut s = Session::new(cfg(FailoverRole::Secondary), "s".into(), None, T0);
-        assert!(
-            sent(&s.handle(Input::Connected, T0, &l)).is_empty(),
-            "waits for CONNECT"
-        );
+        assert!(sent(&s.step(Input::Connected, T0, &l)).is_empty(), "waits for CONNECT");
         let mut primary = Session::new(cfg(FailoverRole::Primary), "s".into(), None, T0);
-        primary.handle(Input::Connected, T0, &l);
+        primary.step(Input::Connected, T0, &l);
         let connect = primary.connect_message(T0);
-        let fx = s.handle(Input::Message(connect.clone()), T0, &l);
+        let fx = s.step(Input::Message(connect.clone()), T0, &l);
         assert!(
-            matches!(&fx[0], Effect::PersistState(p) if p.mclt == 600 && p.hba.as_deref() == Some(&hba_from_split(128)[..]))
+            matches!(&fx[0], Effect::PersistState { state: p, .. } if p.mclt == 600 && p.hba.as_deref() == Some(&hba_from_split(128)[..]))
         );
         assert!(matches!(&fx[1], Effect::PublishRules(g) if g.mclt == 600 && g.hba.is_some()));
         assert_eq!(sent(&fx), [MessageType::ConnectAck, MessageType::State]);
@@ -971,8 +1034,8 @@ mod tests {
             ),
         ] {
             let mut s = Session::new(cfg(FailoverRole::Secondary), "s".into(), None, T0);
-            s.handle(Input::Connected, T0, &l);
-            let fx = s.handle(Input::Message(bad), T0, &l);
+            s.step(Input::Connected, T0, &l);
+            let fx = s.step(Input::Message(bad), T0, &l);
             assert_eq!(messages(&fx)[0].u8(code::REJECT_REASON), Some(reason));
             assert!(fx.contains(&Effect::Disconnect));
             assert!(!s.is_connected());
@@ -1004,15 +1067,15 @@ mod tests {
             ),
         ] {
             let mut s = Session::new(cfg(FailoverRole::Secondary), "s".into(), None, T0);
-            s.handle(Input::Connected, T0, &l);
-            let fx = s.handle(Input::Message(bad), T0, &l);
+            s.step(Input::Connected, T0, &l);
+            let fx = s.step(Input::Message(bad), T0, &l);
             assert_eq!(messages(&fx)[0].u8(code::REJECT_REASON), Some(reason), "{fx:?}");
             assert!(fx.contains(&Effect::Disconnect));
             assert_eq!(s.status().mclt, 0, "nothing learnt from a refused CONNECT");
         }
         // A CONNECTACK asking for too many unacknowledged updates drops the connection.
-        primary.handle(Input::Connected, T0, &l);
-        let fx = primary.handle(Input::Message(connect_ack(MAX_UNACKED_LIMIT + 1)), T0, &l);
+        primary.step(Input::Connected, T0, &l);
+        let fx = primary.step(Input::Message(connect_ack(MAX_UNACKED_LIMIT + 1)), T0, &l);
         assert!(fx.contains(&Effect::Disconnect));
     }
 
@@ -1021,7 +1084,7 @@ mod tests {
         let l = leases();
         let (mut s, _) = normal_primary(&l);
         let outside = bndupd(&record(50, LeaseState::Bound), T0, 61);
-        let fx = s.handle(Input::Message(outside), T0, &l);
+        let fx = s.step(Input::Message(outside), T0, &l);
         let m = messages(&fx);
         assert_eq!(fx.len(), 1, "nothing stored: {fx:?}");
         assert_eq!(
@@ -1047,7 +1110,7 @@ mod tests {
                 MessageType::PoolReq,
             ] {
                 let mut s = Session::new(cfg(role), "s".into(), saved(State::Normal), T0);
-                s.handle(Input::Connected, T0, &l);
+                s.step(Input::Connected, T0, &l);
                 let m = if kind == MessageType::BndUpd {
                     bndupd(&record(105, LeaseState::Bound), T0, 9)
                 } else if kind == MessageType::State {
@@ -1055,7 +1118,7 @@ mod tests {
                 } else {
                     Message::new(kind, T0 as u32, 9)
                 };
-                let fx = s.handle(Input::Message(m), T0, &l);
+                let fx = s.step(Input::Message(m), T0, &l);
                 assert!(fx.contains(&Effect::Disconnect), "{role:?} {kind:?}: {fx:?}");
                 assert!(
                     !fx.iter()
@@ -1076,10 +1139,10 @@ mod tests {
         // A CONNECT to a secondary already established, and a CONNECTACK to a secondary.
         let mut s = established(FailoverRole::Secondary, None, &l);
         let again = Session::new(cfg(FailoverRole::Primary), "s".into(), None, T0).connect_message(T0);
-        assert!(s.handle(Input::Message(again), T0, &l).contains(&Effect::Disconnect));
+        assert!(s.step(Input::Message(again), T0, &l).contains(&Effect::Disconnect));
         let mut s = established(FailoverRole::Secondary, None, &l);
         assert!(
-            s.handle(Input::Message(connect_ack(1)), T0, &l)
+            s.step(Input::Message(connect_ack(1)), T0, &l)
                 .contains(&Effect::Disconnect)
         );
         // The driver's check for a connection that would replace an established one.
@@ -1121,15 +1184,48 @@ mod tests {
         for (role, m, why) in cases {
             let mut s = if matches!(m.kind, MessageType::Connect | MessageType::ConnectAck) {
                 let mut s = Session::new(cfg(role), "s".into(), None, T0);
-                s.handle(Input::Connected, T0, &l);
+                s.step(Input::Connected, T0, &l);
                 s
             } else {
                 established(role, None, &l)
             };
-            let fx = s.handle(Input::Message(m), T0, &l);
+            let fx = s.step(Input::Message(m), T0, &l);
             assert!(fx.contains(&Effect::Disconnect), "{why}: {fx:?}");
             assert!(s.status().last_error.unwrap().contains(why), "{why}");
         }
+    }
+
+    /// Durable first, as the driver receives it: the partner's state is written, and the
+    /// move to NORMAL, its rules, the STATE message and the pool balance ride inside that
+    /// write (and the move's own write), so a driver whose write fails can perform none of
+    /// them.
+    #[test]
+    fn what_follows_a_state_write_runs_only_inside_it() {
+        let l = leases();
+        let mut s = Session::new(cfg(FailoverRole::Primary), "s".into(), saved(State::Normal), T0);
+        s.step(Input::Connected, T0, &l);
+        s.step(Input::Message(connect_ack(4)), T0, &l);
+        let fx = s.handle(Input::Message(state_msg(State::Normal, false)), T0, &l);
+        let [Effect::PersistState { state: partner, then }] = &fx[..] else {
+            panic!("one write at the top, everything inside it: {fx:?}")
+        };
+        assert_eq!(
+            partner.partner_state,
+            Some(State::Normal),
+            "the partner's state is written first"
+        );
+        let [Effect::PersistState { state: moved, then }] = &then[..] else {
+            panic!("the move's write holds the rest: {then:?}")
+        };
+        assert_eq!(moved.state, State::Normal);
+        assert!(matches!(then[0], Effect::PublishRules(_)), "{then:?}");
+        assert_eq!(sent(then), [MessageType::State]);
+        assert!(matches!(then.last(), Some(Effect::PersistThenQueue { .. })), "{then:?}");
+        let inside = then.len();
+
+        // Spliced in order, the two writes come first, then what they hold.
+        let flat = in_order(fx);
+        assert_eq!(flat.len(), 2 + inside);
     }
 
     #[test]
@@ -1141,7 +1237,7 @@ mod tests {
         let kinds: Vec<&str> = fx
             .iter()
             .map(|e| match e {
-                Effect::PersistState(_) => "persist",
+                Effect::PersistState { state: _, .. } => "persist",
                 Effect::PublishRules(_) => "publish",
                 Effect::Send(_) => "send",
                 Effect::PersistThenQueue { .. } => "balance",
@@ -1158,7 +1254,7 @@ mod tests {
 
         // The secondary entering NORMAL asks for addresses.
         let mut sec = established(FailoverRole::Secondary, saved(State::Normal), &l);
-        let fx = sec.handle(Input::Message(state_msg(State::Normal, false)), T0, &l);
+        let fx = sec.step(Input::Message(state_msg(State::Normal, false)), T0, &l);
         assert_eq!(sent(&fx), [MessageType::State, MessageType::PoolReq]);
     }
 
@@ -1166,7 +1262,7 @@ mod tests {
     fn a_partner_flagged_startup_counts_as_startup() {
         let l = leases();
         let mut s = established(FailoverRole::Primary, saved(State::Normal), &l);
-        s.handle(Input::Message(state_msg(State::Normal, true)), T0, &l);
+        s.step(Input::Message(state_msg(State::Normal, true)), T0, &l);
         assert_eq!(s.status().partner_state, Some(State::Startup));
     }
 
@@ -1177,21 +1273,21 @@ mod tests {
         let limit = s.config().max_unacked_updates;
         let upd = |last: u8, xid: u32| Input::Message(bndupd(&record(last, LeaseState::Bound), T0, xid));
         for i in 0..limit {
-            let fx = s.handle(upd(101 + i as u8, 100 + i), T0, &l);
+            let fx = s.step(upd(101 + i as u8, 100 + i), T0, &l);
             assert!(matches!(fx[..], [Effect::PersistThenSend { .. }]), "{fx:?}");
         }
         // One acknowledged (its record durable, its BNDACK sent): room for one more.
-        s.handle(Input::UpdateAcknowledged, T0, &l);
-        let fx = s.handle(upd(110, 200), T0, &l);
+        s.step(Input::UpdateAcknowledged, T0, &l);
+        let fx = s.step(upd(110, 200), T0, &l);
         assert!(matches!(fx[..], [Effect::PersistThenSend { .. }]), "{fx:?}");
         // Beyond the window: a protocol error, nothing stored.
-        let fx = s.handle(upd(111, 201), T0, &l);
+        let fx = s.step(upd(111, 201), T0, &l);
         assert!(fx.contains(&Effect::Disconnect), "{fx:?}");
         assert!(!fx.iter().any(|e| matches!(e, Effect::PersistThenSend { .. })));
         assert!(s.status().last_error.unwrap().contains("max-unacked-updates"));
         // A new connection starts with an empty window.
         let mut s = established(FailoverRole::Primary, saved(State::Normal), &l);
-        let fx = s.handle(upd(112, 300), T0, &l);
+        let fx = s.step(upd(112, 300), T0, &l);
         assert!(matches!(fx[..], [Effect::PersistThenSend { .. }]), "{fx:?}");
     }
 
@@ -1200,7 +1296,7 @@ mod tests {
         let l = leases();
         let (mut s, _) = normal_primary(&l);
         let upd = bndupd(&record(105, LeaseState::Bound), T0, 77);
-        let fx = s.handle(Input::Message(upd), T0, &l);
+        let fx = s.step(Input::Message(upd), T0, &l);
         let [Effect::PersistThenSend { records, then }] = fx.as_slice() else {
             panic!("{fx:?}")
         };
@@ -1211,7 +1307,7 @@ mod tests {
 
         // An update without an address is rejected at once, nothing stored.
         let bad = Message::new(MessageType::BndUpd, T0 as u32, 78);
-        let fx = s.handle(Input::Message(bad), T0, &l);
+        let fx = s.step(Input::Message(bad), T0, &l);
         let m = messages(&fx);
         assert_eq!(
             (m[0].kind, m[0].u8(code::REJECT_REASON)),
@@ -1226,7 +1322,7 @@ mod tests {
         let (mut s, _) = normal_primary(&l);
         let mut xids = Vec::new();
         for last in 100..106 {
-            for e in s.handle(Input::LeaseChanged(record(last, LeaseState::Bound)), T0, &l) {
+            for e in s.step(Input::LeaseChanged(record(last, LeaseState::Bound)), T0, &l) {
                 if let Effect::Send(m) = e {
                     assert_eq!(m.kind, MessageType::BndUpd);
                     xids.push(m.xid);
@@ -1237,36 +1333,36 @@ mod tests {
         assert_eq!(s.status().queued_updates, 2);
         // Renewals of a queued address replace its update: the queue stays one per address.
         for _ in 0..50 {
-            s.handle(Input::LeaseChanged(record(104, LeaseState::Bound)), T0, &l);
+            s.step(Input::LeaseChanged(record(104, LeaseState::Bound)), T0, &l);
         }
         assert_eq!(s.status().queued_updates, 2);
         // A change outside the relationship's pools is not the partner's business.
         assert!(
-            s.handle(Input::LeaseChanged(record(50, LeaseState::Bound)), T0, &l)
+            s.step(Input::LeaseChanged(record(50, LeaseState::Bound)), T0, &l)
                 .is_empty()
         );
 
         // BNDUPDs carry no binding for an address we never bound (100..106 are not in our
         // table): the ack finds no record to store, but the window moves on.
         let ack = Message::new(MessageType::BndAck, T0 as u32, xids[0]);
-        let fx = s.handle(Input::Message(ack.clone()), T0, &l);
+        let fx = s.step(Input::Message(ack.clone()), T0, &l);
         assert_eq!(sent(&fx), [MessageType::BndUpd]);
-        assert!(s.handle(Input::Message(ack), T0, &l).is_empty(), "a late duplicate ack");
+        assert!(s.step(Input::Message(ack), T0, &l).is_empty(), "a late duplicate ack");
 
         // An address the table knows: the ack stores the acknowledged time (tsfp).
-        s.handle(Input::Message(bndupd(&record(110, LeaseState::Bound), T0, 5)), T0, &l);
-        let fx = s.handle(Input::LeaseChanged(record(110, LeaseState::Bound)), T0, &l);
+        s.step(Input::Message(bndupd(&record(110, LeaseState::Bound), T0, 5)), T0, &l);
+        let fx = s.step(Input::LeaseChanged(record(110, LeaseState::Bound)), T0, &l);
         assert!(fx.is_empty(), "window full");
         let mut acked = Vec::new();
         for x in &xids[1..] {
-            acked.extend(s.handle(Input::Message(Message::new(MessageType::BndAck, T0 as u32, *x)), T0, &l));
+            acked.extend(s.step(Input::Message(Message::new(MessageType::BndAck, T0 as u32, *x)), T0, &l));
         }
         let sent_110 = messages(&acked)
             .into_iter()
             .find(|m| m.ip(code::ASSIGNED_IP_ADDRESS) == Some(ip(110)))
             .expect("queued update sent once the window opened")
             .xid;
-        let fx = s.handle(
+        let fx = s.step(
             Input::Message(Message::new(MessageType::BndAck, T0 as u32, sent_110)),
             T0,
             &l,
@@ -1282,9 +1378,9 @@ mod tests {
     fn updreqall_sends_every_binding_then_upddone() {
         let l = leases();
         let (mut s, _) = normal_primary(&l);
-        s.handle(Input::Message(bndupd(&record(101, LeaseState::Bound), T0, 5)), T0, &l);
+        s.step(Input::Message(bndupd(&record(101, LeaseState::Bound), T0, 5)), T0, &l);
         let req = Message::new(MessageType::UpdReqAll, T0 as u32, 900);
-        let fx = s.handle(Input::Message(req), T0, &l);
+        let fx = s.step(Input::Message(req), T0, &l);
         // 101 bound + 10 BACKUP addresses: the first 4 go, the rest wait for acks.
         assert_eq!(sent(&fx), [MessageType::BndUpd; 4]);
         let mut last = Vec::new();
@@ -1294,7 +1390,7 @@ mod tests {
                 break;
             }
             for x in in_flight {
-                last = s.handle(Input::Message(Message::new(MessageType::BndAck, T0 as u32, x)), T0, &l);
+                last = s.step(Input::Message(Message::new(MessageType::BndAck, T0 as u32, x)), T0, &l);
             }
         }
         let m = messages(&last);
@@ -1309,27 +1405,27 @@ mod tests {
         let l = leases();
         // A new primary (nothing saved) meeting a NORMAL partner recovers: asks for all.
         let mut s = Session::new(cfg(FailoverRole::Primary), "s".into(), None, T0);
-        s.handle(Input::Connected, T0, &l);
-        s.handle(Input::Message(connect_ack(4)), T0, &l);
-        let fx = s.handle(Input::Message(state_msg(State::Normal, false)), T0, &l);
+        s.step(Input::Connected, T0, &l);
+        s.step(Input::Message(connect_ack(4)), T0, &l);
+        let fx = s.step(Input::Message(state_msg(State::Normal, false)), T0, &l);
         assert_eq!(s.state(), State::Recover);
         assert_eq!(sent(&fx), [MessageType::State, MessageType::UpdReqAll]);
-        let fx = s.handle(
+        let fx = s.step(
             Input::Message(Message::new(MessageType::UpdDone, T0 as u32, 3)),
             T0 + 1,
             &l,
         );
         assert_ne!(s.state(), State::Recover);
-        assert!(fx.iter().any(|e| matches!(e, Effect::PersistState(_))));
+        assert!(fx.iter().any(|e| matches!(e, Effect::PersistState { state: _, .. })));
     }
 
     #[test]
     fn poolreq_is_answered_after_the_moved_addresses_are_durable() {
         let l = leases();
         let mut s = Session::new(cfg(FailoverRole::Primary), "s".into(), saved(State::Normal), T0);
-        s.handle(Input::Connected, T0, &l);
-        s.handle(Input::Message(connect_ack(100)), T0, &l);
-        let fx = s.handle(
+        s.step(Input::Connected, T0, &l);
+        s.step(Input::Message(connect_ack(100)), T0, &l);
+        let fx = s.step(
             Input::Message(Message::new(MessageType::PoolReq, T0 as u32, 42)),
             T0,
             &l,
@@ -1349,7 +1445,7 @@ mod tests {
             (MessageType::PoolResp, 42, Some(10))
         );
         // Durable: the BNDUPDs go first, then the POOLRESP.
-        let fx = s.handle(
+        let fx = s.step(
             Input::Durable {
                 records: records.clone(),
                 then: Some(resp.clone()),
@@ -1364,7 +1460,7 @@ mod tests {
         let mut sec = established(FailoverRole::Secondary, None, &l);
         for k in [MessageType::PoolReq, MessageType::PoolResp, MessageType::Contact] {
             assert!(
-                sec.handle(Input::Message(Message::new(k, T0 as u32, 1)), T0, &l)
+                sec.step(Input::Message(Message::new(k, T0 as u32, 1)), T0, &l)
                     .is_empty(),
                 "{k:?}"
             );
@@ -1382,16 +1478,16 @@ mod tests {
         for (i, r) in records.iter().take(2).enumerate() {
             let mut b = record(0, LeaseState::Bound);
             b.ip = r.ip;
-            s.handle(Input::Message(bndupd(&b, T0, 500 + i as u32)), T0, &l);
+            s.step(Input::Message(bndupd(&b, T0, 500 + i as u32)), T0, &l);
         }
         // Ticks start at an odd second; nothing before the interval has passed.
         let balanced = |fx: &[Effect]| fx.iter().any(|e| matches!(e, Effect::PersistThenQueue { .. }));
         for t in [T0 + 1, T0 + 30, T0 + BALANCE_INTERVAL - 1] {
             s.last_received = t;
-            assert!(!balanced(&s.handle(Input::Tick, t, &l)), "{t}");
+            assert!(!balanced(&s.step(Input::Tick, t, &l)), "{t}");
         }
         s.last_received = T0 + BALANCE_INTERVAL + 7;
-        let fx = s.handle(Input::Tick, T0 + BALANCE_INTERVAL + 7, &l);
+        let fx = s.step(Input::Tick, T0 + BALANCE_INTERVAL + 7, &l);
         let Some(Effect::PersistThenQueue { records, .. }) = fx.iter().find(|e| balanced(std::slice::from_ref(*e)))
         else {
             panic!("due after BALANCE_INTERVAL: {fx:?}")
@@ -1399,7 +1495,7 @@ mod tests {
         assert_eq!(records.len(), 1);
         // The next one is an interval later again.
         s.last_received = T0 + BALANCE_INTERVAL + 8;
-        assert!(!balanced(&s.handle(Input::Tick, T0 + BALANCE_INTERVAL + 8, &l)));
+        assert!(!balanced(&s.step(Input::Tick, T0 + BALANCE_INTERVAL + 8, &l)));
     }
 
     #[test]
@@ -1407,31 +1503,30 @@ mod tests {
         let l = leases();
         let (mut s, _) = normal_primary(&l);
         // CONTACT at a third of the partner's receive timer (15 s -> every 5 s).
-        assert_eq!(sent(&s.handle(Input::Tick, T0 + 1, &l)), [MessageType::Contact]);
-        assert!(sent(&s.handle(Input::Tick, T0 + 3, &l)).is_empty());
-        assert_eq!(sent(&s.handle(Input::Tick, T0 + 6, &l)), [MessageType::Contact]);
-        s.handle(Input::LeaseChanged(record(100, LeaseState::Bound)), T0 + 6, &l);
-        s.handle(
+        assert_eq!(sent(&s.step(Input::Tick, T0 + 1, &l)), [MessageType::Contact]);
+        assert!(sent(&s.step(Input::Tick, T0 + 3, &l)).is_empty());
+        assert_eq!(sent(&s.step(Input::Tick, T0 + 6, &l)), [MessageType::Contact]);
+        s.step(Input::LeaseChanged(record(100, LeaseState::Bound)), T0 + 6, &l);
+        s.step(
             Input::Message(bndupd(&record(100, LeaseState::Bound), T0, 9)),
             T0 + 6,
             &l,
         );
         assert_eq!(s.status().unacked_updates, 1);
         // Nothing for more than max-response-delay: drop it; the update waits in the queue.
-        let fx = s.handle(Input::Tick, T0 + 6 + 16, &l);
+        let fx = s.step(Input::Tick, T0 + 6 + 16, &l);
         assert!(fx.contains(&Effect::Disconnect));
         assert_eq!(s.state(), State::CommunicationsInterrupted);
-        assert!(
-            fx.iter()
-                .any(|e| matches!(e, Effect::PersistState(p) if p.state == State::CommunicationsInterrupted))
-        );
+        assert!(fx.iter().any(
+            |e| matches!(e, Effect::PersistState { state: p, .. } if p.state == State::CommunicationsInterrupted)
+        ));
         assert_eq!((s.status().unacked_updates, s.status().queued_updates), (0, 1));
         assert!(s.status().last_error.unwrap().contains("nothing from the partner"));
         // Reconnected and CONNECTACK'd, the update goes out again.
-        s.handle(Input::Connected, T0 + 30, &l);
-        let fx = s.handle(Input::Message(connect_ack(4)), T0 + 30, &l);
+        s.step(Input::Connected, T0 + 30, &l);
+        let fx = s.step(Input::Message(connect_ack(4)), T0 + 30, &l);
         assert_eq!(sent(&fx), [MessageType::State]);
-        let fx = s.handle(Input::Message(state_msg(State::Normal, false)), T0 + 30, &l);
+        let fx = s.step(Input::Message(state_msg(State::Normal, false)), T0 + 30, &l);
         assert!(sent(&fx).contains(&MessageType::BndUpd), "{fx:?}");
     }
 
@@ -1439,35 +1534,35 @@ mod tests {
     fn a_lost_connection_is_communications_interrupted() {
         let l = leases();
         let (mut s, _) = normal_primary(&l);
-        let fx = s.handle(Input::Closed("reset".into()), T0 + 2, &l);
+        let fx = s.step(Input::Closed("reset".into()), T0 + 2, &l);
         assert_eq!(s.state(), State::CommunicationsInterrupted);
         assert!(sent(&fx).is_empty() || !s.is_connected());
         assert_eq!(s.status().last_error.as_deref(), Some("reset"));
         // Closed twice (the driver and a failed send) counts once.
-        assert!(s.handle(Input::Closed("again".into()), T0 + 3, &l).is_empty());
+        assert!(s.step(Input::Closed("again".into()), T0 + 3, &l).is_empty());
     }
 
     #[test]
     fn startup_without_a_partner_resumes_after_max_response_delay() {
         let l = leases();
         let mut s = Session::new(cfg(FailoverRole::Secondary), "s".into(), saved(State::Normal), T0);
-        s.handle(Input::Tick, T0 + 14, &l);
+        s.step(Input::Tick, T0 + 14, &l);
         assert_eq!(s.state(), State::Startup);
-        let fx = s.handle(Input::Tick, T0 + 15, &l);
+        let fx = s.step(Input::Tick, T0 + 15, &l);
         assert_eq!(s.state(), State::CommunicationsInterrupted);
-        assert!(matches!(fx[0], Effect::PersistState(_)));
+        assert!(matches!(fx[0], Effect::PersistState { state: _, .. }));
     }
 
     #[test]
     fn operator_partner_down_and_shutdown() {
         let l = leases();
         let (mut s, _) = normal_primary(&l);
-        assert!(s.partner_down(T0, &l).is_err(), "the partner is talking to us");
-        s.handle(Input::Closed("gone".into()), T0, &l);
-        let fx = s.partner_down(T0 + 1, &l).unwrap();
+        assert!(s.partner_down_step(T0, &l).is_err(), "the partner is talking to us");
+        s.step(Input::Closed("gone".into()), T0, &l);
+        let fx = s.partner_down_step(T0 + 1, &l).unwrap();
         assert_eq!(s.state(), State::PartnerDown);
         assert!(matches!(&fx[1], Effect::PublishRules(g) if g.state == State::PartnerDown && g.stos == T0 + 1));
-        s.handle(Input::Shutdown, T0 + 2, &l);
+        s.step(Input::Shutdown, T0 + 2, &l);
         assert_eq!(s.persisted().state, State::Shutdown);
     }
 
@@ -1475,16 +1570,16 @@ mod tests {
     fn recover_wait_ends_after_mclt() {
         let l = leases();
         let mut s = Session::new(cfg(FailoverRole::Primary), "s".into(), None, T0);
-        s.handle(Input::Connected, T0, &l);
-        s.handle(Input::Message(connect_ack(4)), T0, &l);
-        s.handle(Input::Message(state_msg(State::Normal, false)), T0, &l);
-        s.handle(Input::Message(Message::new(MessageType::UpdDone, T0 as u32, 3)), T0, &l);
+        s.step(Input::Connected, T0, &l);
+        s.step(Input::Message(connect_ack(4)), T0, &l);
+        s.step(Input::Message(state_msg(State::Normal, false)), T0, &l);
+        s.step(Input::Message(Message::new(MessageType::UpdDone, T0 as u32, 3)), T0, &l);
         if s.state() == State::RecoverWait {
             s.last_received = T0 + 599;
-            s.handle(Input::Tick, T0 + 599, &l);
+            s.step(Input::Tick, T0 + 599, &l);
             assert_eq!(s.state(), State::RecoverWait);
             s.last_received = T0 + 600;
-            s.handle(Input::Tick, T0 + 600, &l);
+            s.step(Input::Tick, T0 + 600, &l);
             assert_ne!(s.state(), State::RecoverWait, "MCLT elapsed");
         } else {
             assert_eq!(s.state(), State::RecoverDone, "MCLT had already passed");

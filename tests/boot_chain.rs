@@ -1,32 +1,34 @@
-//! Black-box tests of the boot chain: the real `provd` in a namespace serving TFTP and HTTP
-//! to real clients (curl over TFTP and HTTP, the tftp-hpa client) and to crafted TFTP
-//! sequences; tokens, boot-once and two sites end to end. Needs root.
+//! The boot chain against provd's own services run in the test process
+//! (`common::served`: `daemon::serve` on loopback sockets), with real clients: curl over
+//! TFTP and HTTP, the tftp-hpa client, crafted TFTP sequences, relayed DHCP and the `provd`
+//! CLI; tokens, boot-once and two sites end to end. Each test has its own `127.N.0.0/24`:
+//! the server at .1, hv81 at its reserved .81. No root.
 
 mod common;
 
-use common::builder::{self, SiteBuilder};
-use common::{Daemon, Netns, Workdir, require_root_and_tools, veth};
-use std::net::{SocketAddr, UdpSocket};
+use common::builder::SiteBuilder;
+use common::served::{Served, Sockets};
+use common::{Workdir, require_tools};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const HV_MAC: &str = "52:54:00:00:81:01";
 
-/// Server + client namespaces, an assets dir with the real iPXE binaries (`provd assets
-/// init`) and a 1 MiB pseudo-random file, and provd serving `extra` sites config.
+/// An assets dir with the real iPXE binaries (`provd assets init`) and a 1 MiB
+/// pseudo-random file, and provd serving one site on 127.N.0.1.
 struct Boot {
-    srv: Netns,
-    cli: Netns,
     work: Workdir,
-    daemon: Daemon,
+    daemon: Served,
     net: u8,
+    http: SocketAddr,
+    tftp: SocketAddr,
 }
 
 impl Boot {
-    fn start(tag: &str, net: u8) -> Boot {
-        require_root_and_tools(&["ip", "curl", "tftp"]);
-        let (srv, cli) = common::ns_pair(tag, net, 24);
+    fn start(net: u8) -> Boot {
+        require_tools(&["curl", "tftp"]);
         let work = Workdir::new();
         let assets = work.path("assets");
         let out = Command::new(common::provd_bin())
@@ -52,66 +54,80 @@ impl Boot {
         // A symlink leading out of the assets directory must be refused.
         std::fs::write(work.path("secret.txt"), b"outside").unwrap();
         std::os::unix::fs::symlink(work.path("secret.txt"), assets.join("escape")).unwrap();
-        let site = SiteBuilder::new("b", &format!("10.{net}.0.1"))
-            .listen("vs")
+        let server = Ipv4Addr::new(127, net, 0, 1);
+        let sockets = Sockets::bind(&[("b", server)]);
+        let (http, tftp) = (sockets.http(0), sockets.tftp(0));
+        let site = SiteBuilder::new("b", &server.to_string())
+            .field(&format!("http_port = {}", http.port()))
+            .listen("lo")
+            // Relayed DHCP comes from the server's own address (the harness's relay).
+            .dhcp(&format!("relays = [\"{server}\"]"))
             // The test clients' own addresses (.2, and a rack at .100-.109) have no lease:
-            // open to TFTP by configuration (.3 is not).
-            .pxe(&format!("tftp_open = [\"10.{net}.0.2/32\", \"10.{net}.0.96/27\"]"))
+            // open to TFTP by configuration (.3 is not). Clients that do not choose a
+            // source address (tftp-hpa, curl's TFTP) come from 127.0.0.1.
+            .pxe(&format!(
+                "tftp_open = [\"127.0.0.1/32\", \"127.{net}.0.2/32\", \"127.{net}.0.96/27\"]"
+            ))
             .subnet(
-                &format!("10.{net}.0.0/24"),
-                (&format!("10.{net}.0.100"), &format!("10.{net}.0.200")),
+                &format!("127.{net}.0.0/24"),
+                (&format!("127.{net}.0.100"), &format!("127.{net}.0.200")),
                 &["domain = \"b.test\""],
             )
             .host(
                 HV_MAC,
                 "hv81",
-                &[&format!("ip = \"10.{net}.0.81\""), "profile = \"el9\""],
+                &[&format!("ip = \"127.{net}.0.81\""), "profile = \"el9\""],
             )
             // In service before provd knew it: never offered an install by surprise.
             .host(
                 "52:54:00:00:81:82",
                 "hv82",
                 &[
-                    &format!("ip = \"10.{net}.0.82\""),
+                    &format!("ip = \"127.{net}.0.82\""),
                     "profile = \"el9\"",
                     "state = \"installed\"",
                 ],
             );
-        let cfg = work.write("site.toml", &builder::config(&assets, &[site.toml()]));
-        // The client namespace is hv81 too: its reserved address is where provd sends
-        // hv81's install secrets (and nowhere else).
-        cli.sh(&format!("ip addr add 10.{net}.0.81/24 dev vc"));
-        cli.sh(&format!("ip addr add 10.{net}.0.82/24 dev vc"));
-        let daemon = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
+        let state = work.path("state");
+        let text = format!(
+            "{}\n{}\n{}",
+            sockets.daemon_toml(&assets, &state),
+            common::builder::fixture("profiles"),
+            site.toml()
+        );
+        let cfg = work.write("site.toml", &text);
+        let daemon = Served::start(sockets, &cfg, &state);
         Boot {
-            srv,
-            cli,
             work,
             daemon,
             net,
+            http,
+            tftp,
         }
     }
 
     fn server(&self) -> String {
-        format!("10.{}.0.1", self.net)
+        format!("127.{}.0.1", self.net)
     }
 
-    /// hv81's reserved address, which the client namespace also has.
+    /// The boot listener's base URL.
+    fn base(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// hv81's reserved address.
     fn host_address(&self) -> String {
-        format!("10.{}.0.81", self.net)
+        format!("127.{}.0.81", self.net)
     }
 
-    /// curl inside the client namespace as hv81 (from its reserved address); returns (HTTP
-    /// status or curl exit, body).
+    /// curl as hv81 (from its reserved address); returns (HTTP status or curl exit, body).
     fn curl(&self, args: &[&str]) -> (String, Vec<u8>) {
         self.curl_from(&self.host_address(), args)
     }
 
-    /// curl inside the client namespace from `address` (one of the namespace's).
+    /// curl from `address` (any of 127/8).
     fn curl_from(&self, address: &str, args: &[&str]) -> (String, Vec<u8>) {
-        let out = self
-            .cli
-            .cmd("curl")
+        let out = Command::new("curl")
             .args(["-s", "--interface", address, "-o", "-", "-w", "\n%{http_code}"])
             .args(args)
             .output()
@@ -156,16 +172,14 @@ fn tftp_error_code(server: SocketAddr, file: &str) -> Option<u16> {
 
 #[test]
 fn tftp_serves_real_clients_with_options_and_refuses_escapes() {
-    let b = Boot::start("tftp", 81);
-    let srv = b.server();
+    let b = Boot::start(81);
+    let srv = b.tftp;
     let blob = std::fs::read(b.assets().join("blob.bin")).unwrap();
     let ipxe = std::fs::read(b.assets().join("ipxe.efi")).unwrap();
 
     // curl with blksize (RFC 2348) and the tsize it always sends.
     let dl = b.work.path("curl.bin");
-    let out = b
-        .cli
-        .cmd("curl")
+    let out = Command::new("curl")
         .args(["-s", "--tftp-blksize", "1468", "-o"])
         .arg(&dl)
         .arg(format!("tftp://{srv}/blob.bin"))
@@ -179,10 +193,9 @@ fn tftp_serves_real_clients_with_options_and_refuses_escapes() {
     assert_eq!(std::fs::read(&dl).unwrap(), blob);
     // tftp-hpa's client without options (plain RFC 1350, 512-byte blocks).
     let dl2 = b.work.path("hpa.efi");
-    let out = b
-        .cli
-        .cmd("tftp")
-        .args(["-m", "binary", &srv, "-c", "get", "ipxe.efi"])
+    let out = Command::new("tftp")
+        .args(["-m", "binary", &srv.ip().to_string(), &srv.port().to_string()])
+        .args(["-c", "get", "ipxe.efi"])
         .arg(&dl2)
         .output()
         .unwrap();
@@ -194,17 +207,14 @@ fn tftp_serves_real_clients_with_options_and_refuses_escapes() {
     assert_eq!(std::fs::read(&dl2).unwrap(), ipxe);
 
     // Escapes: parent directories, absolute paths, a symlink out of the root.
-    let server: SocketAddr = format!("{srv}:69").parse().unwrap();
-    let codes = b.cli.enter(move || {
-        [
-            "../secret.txt",
-            "el9/../../secret.txt",
-            "/etc/passwd",
-            "escape",
-            "nope.bin",
-        ]
-        .map(|f| tftp_error_code(server, f))
-    });
+    let codes = [
+        "../secret.txt",
+        "el9/../../secret.txt",
+        "/etc/passwd",
+        "escape",
+        "nope.bin",
+    ]
+    .map(|f| tftp_error_code(srv, f));
     assert_eq!(
         codes,
         [Some(2), Some(2), Some(2), Some(2), Some(1)],
@@ -217,11 +227,11 @@ fn tftp_serves_real_clients_with_options_and_refuses_escapes() {
 
 #[test]
 fn tftp_oack_then_error_ends_the_transfer_and_the_retry_succeeds() {
-    let b = Boot::start("oack", 82);
-    let server: SocketAddr = format!("{}:69", b.server()).parse().unwrap();
+    let b = Boot::start(82);
+    let server = b.tftp;
     let expected = std::fs::read(b.assets().join("undionly.kpxe")).unwrap();
     let size = expected.len().to_string();
-    let (after_error, retry) = b.cli.enter(move || {
+    let (after_error, retry) = {
         // The PXE ROM pattern: ask with tsize, get the OACK, refuse it with ERROR 8.
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -242,7 +252,7 @@ fn tftp_oack_then_error_ends_the_transfer_and_the_retry_succeeds() {
             }
         }
         (after, tftp_get(server, "undionly.kpxe"))
-    });
+    };
     assert_eq!(after_error, 0, "packets sent after the client's ERROR");
     assert_eq!(retry.unwrap(), expected);
     assert_eq!(b.daemon.stats()["tftp"]["aborted_by_client"], 1);
@@ -250,10 +260,10 @@ fn tftp_oack_then_error_ends_the_transfer_and_the_retry_succeeds() {
 
 #[test]
 fn tftp_windowsize_sends_whole_windows_acknowledged_by_their_last_block() {
-    let b = Boot::start("win", 89);
-    let server: SocketAddr = format!("{}:69", b.server()).parse().unwrap();
+    let b = Boot::start(89);
+    let server = b.tftp;
     let expected = std::fs::read(b.assets().join("blob.bin")).unwrap();
-    let (granted, data, acks) = b.cli.enter(move || {
+    let (granted, data, acks) = (move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.send_to(&rrq("blob.bin", &[("blksize", "1468"), ("windowsize", "8")]), server)
@@ -281,7 +291,7 @@ fn tftp_windowsize_sends_whole_windows_acknowledged_by_their_last_block() {
                 return (granted, data, acks);
             }
         }
-    });
+    })();
     assert!(
         granted.contains("windowsize\08"),
         "OACK grants windowsize 8: {granted:?}"
@@ -296,26 +306,19 @@ fn tftp_windowsize_sends_whole_windows_acknowledged_by_their_last_block() {
 
 #[test]
 fn five_hundred_concurrent_tftp_transfers_of_the_ipxe_binary_all_complete() {
-    let b = Boot::start("t500", 83);
-    let server: SocketAddr = format!("{}:69", b.server()).parse().unwrap();
+    let b = Boot::start(83);
+    let server = b.tftp;
     let expected = std::fs::read(b.assets().join("ipxe.efi")).unwrap();
     // A rack: 500 transfers from 10 machines (provd caps transfers per client address).
     let net = b.net;
-    b.cli.sh(&format!(
-        "for i in $(seq 100 109); do ip addr add 10.{net}.0.$i/24 dev vc; done"
-    ));
-    let results = b.cli.enter(move || {
-        // Threads inherit nothing from setns'd parents, so each enters the namespace via
-        // the socket: sockets are created here (in the namespace) and moved to threads.
-        let socks: Vec<UdpSocket> = (0..500)
-            .map(|i| UdpSocket::bind(format!("10.{net}.0.{}:0", 100 + i % 10)).unwrap())
-            .collect();
-        let handles: Vec<_> = socks
-            .into_iter()
-            .map(|s| std::thread::spawn(move || tftp_get_on(s, server, "ipxe.efi")))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
-    });
+    let socks: Vec<UdpSocket> = (0..500)
+        .map(|i| UdpSocket::bind(format!("127.{net}.0.{}:0", 100 + i % 10)).unwrap())
+        .collect();
+    let handles: Vec<_> = socks
+        .into_iter()
+        .map(|s| std::thread::spawn(move || tftp_get_on(s, server, "ipxe.efi")))
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(
         failures.is_empty(),
@@ -332,11 +335,10 @@ fn five_hundred_concurrent_tftp_transfers_of_the_ipxe_binary_all_complete() {
 /// machine at another address (or a forged source) gets one short error and no transfer.
 #[test]
 fn tftp_refuses_an_address_without_lease_reservation_or_open_prefix() {
-    let b = Boot::start("tfad", 89);
-    b.cli.sh("ip addr add 10.89.0.3/24 dev vc");
-    let server: SocketAddr = "10.89.0.1:69".parse().unwrap();
-    let (refused, reserved, open) = b.cli.enter(move || {
-        let s = UdpSocket::bind("10.89.0.3:0").unwrap();
+    let b = Boot::start(90);
+    let server = b.tftp;
+    let (refused, reserved, open) = {
+        let s = UdpSocket::bind("127.90.0.3:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         s.send_to(&rrq("ipxe.efi", &[("blksize", "1468")]), server).unwrap();
         let mut buf = [0u8; 600];
@@ -349,10 +351,10 @@ fn tftp_refuses_an_address_without_lease_reservation_or_open_prefix() {
         // Nothing else follows: no DATA, no OACK.
         let more = s.recv_from(&mut buf).is_ok();
         assert!(!more, "a transfer followed the refusal");
-        let reserved = tftp_get_on(UdpSocket::bind("10.89.0.81:0").unwrap(), server, "ipxe.efi");
-        let open = tftp_get_on(UdpSocket::bind("10.89.0.2:0").unwrap(), server, "ipxe.efi");
+        let reserved = tftp_get_on(UdpSocket::bind("127.90.0.81:0").unwrap(), server, "ipxe.efi");
+        let open = tftp_get_on(UdpSocket::bind("127.90.0.2:0").unwrap(), server, "ipxe.efi");
         (refused, reserved, open)
-    });
+    };
     assert_eq!((refused.0, refused.1), (5, 2), "ERROR, access violation: {refused:?}");
     assert!(refused.2.contains("no lease or reservation"), "{refused:?}");
     let ipxe = std::fs::read(b.assets().join("ipxe.efi")).unwrap();
@@ -406,17 +408,15 @@ fn tftp_get_on(s: UdpSocket, server: SocketAddr, file: &str) -> Result<Vec<u8>, 
 
 #[test]
 fn http_assets_support_range_and_head_and_refuse_escapes() {
-    let b = Boot::start("http", 84);
-    let base = format!("http://{}:8080", b.server());
+    let b = Boot::start(84);
+    let base = b.base();
     let blob = std::fs::read(b.assets().join("blob.bin")).unwrap();
     let (code, body) = b.curl(&["-r", "1000-1999", &format!("{base}/assets/blob.bin")]);
     assert_eq!(code, "206");
     assert_eq!(body, blob[1000..2000].to_vec());
     let (code, body) = b.curl(&["-r", "-100", &format!("{base}/assets/blob.bin")]);
     assert_eq!((code.as_str(), body), ("206", blob[blob.len() - 100..].to_vec()));
-    let out = b
-        .cli
-        .cmd("curl")
+    let out = Command::new("curl")
         .args(["-sI", &format!("{base}/assets/blob.bin")])
         .output()
         .unwrap();
@@ -448,8 +448,8 @@ fn token_in(script: &str) -> String {
 
 #[test]
 fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
-    let b = Boot::start("tok", 85);
-    let base = format!("http://{}:8080", b.server());
+    let b = Boot::start(85);
+    let base = b.base();
     let mac_h = HV_MAC.replace(':', "-");
 
     // The install script, with the kickstart URL and its token.
@@ -463,9 +463,9 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
     assert!(script.contains(&format!("inst.ks={base}/ks/hv81?token=")), "{script}");
     let token = token_in(&script);
 
-    // The right token from another machine (10.N.0.2, not hv81's address): refused, for the
-    // kickstart, a callback and the boot script alike.
-    let elsewhere = format!("10.{}.0.2", b.net);
+    // The right token from another machine (127.N.0.2, not hv81's address): refused, for
+    // the kickstart, a callback and the boot script alike.
+    let elsewhere = format!("127.{}.0.2", b.net);
     assert_eq!(
         b.curl_from(&elsewhere, &[&format!("{base}/ks/hv81?token={token}")]).0,
         "403"
@@ -582,7 +582,7 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
     // A host the config says is installed boots its disk from the first time provd sees it.
     let net = b.net;
     let (_, script) = b.curl_from(
-        &format!("10.{net}.0.82"),
+        &format!("127.{net}.0.82"),
         &[&format!("{base}/boot/52-54-00-00-81-82.ipxe")],
     );
     let script = String::from_utf8(script).unwrap();
@@ -600,25 +600,22 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
     let (code, _) = b.curl(&[&format!("{base}/boot/52-54-00-de-ad-02.ipxe")]);
     assert_eq!(code, "200");
     // An unknown machine that holds a lease gets the menu and is recorded as discovered.
-    let leased = b.cli.enter(|| {
-        use common::client::{self, bind, exchange, request};
+    let leased = {
+        use common::client::{self, request};
         use dhcproto::v4::{DhcpOption, MessageType};
-        let to = SocketAddr::from((std::net::Ipv4Addr::BROADCAST, 67));
-        let sock = bind(68, Some("vc"));
+        let (d, giaddr) = (&b.daemon, Some(b.daemon.giaddr()));
         let mac = [0x52, 0x54, 0, 0xde, 0xad, 1];
-        let mut d = request(MessageType::Discover, mac, 0xdead, None);
-        d.set_flags(client::broadcast_flag());
-        let offer = exchange(&sock, to, &d).expect("OFFER");
-        let mut r = request(MessageType::Request, mac, 0xdead, None);
-        r.set_flags(client::broadcast_flag());
+        let offer = d
+            .dhcp_exchange(&request(MessageType::Discover, mac, 0xdead, giaddr))
+            .expect("OFFER");
+        let mut r = request(MessageType::Request, mac, 0xdead, giaddr);
         r.opts_mut().insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
         r.opts_mut()
             .insert(DhcpOption::ServerIdentifier(client::server_id(&offer)));
-        let ack = exchange(&sock, to, &r).expect("ACK");
+        let ack = d.dhcp_exchange(&r).expect("ACK");
         assert_eq!(client::msg_type(&ack), Some(MessageType::Ack));
         ack.yiaddr()
-    });
-    b.cli.sh(&format!("ip addr add {leased}/24 dev vc"));
+    };
     let (code, menu) = b.curl_from(&leased.to_string(), &[&format!("{base}/boot/52-54-00-de-ad-01.ipxe")]);
     assert_eq!(code, "200");
     assert!(
@@ -639,17 +636,17 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
         "a MAC with no lease was recorded"
     );
 
-    // Metrics and sites on the API listener (loopback in the server namespace), the admin
-    // routes with the token from the daemon's state directory ...
+    // Metrics and sites on the API listener, the admin routes with the token from the
+    // daemon's state directory ...
     let token = std::fs::read_to_string(b.daemon.state_dir.join("api-token")).unwrap();
+    let api_addr = b.daemon.api();
     let bearer = format!("Authorization: Bearer {}", token.trim());
     let api_as = |path: &str, extra: &[&str]| {
         String::from_utf8(
-            b.srv
-                .cmd("curl")
+            Command::new("curl")
                 .args(["-s", "-w", "\n%{http_code}"])
                 .args(extra)
-                .arg(format!("http://127.0.0.1:6767{path}"))
+                .arg(format!("http://{api_addr}{path}"))
                 .output()
                 .unwrap()
                 .stdout,
@@ -705,15 +702,7 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
     );
 
     // State survives a restart.
-    let (srv, cfg, state, log) = (
-        b.srv,
-        b.daemon.config.clone(),
-        b.daemon.state_dir.clone(),
-        b.daemon.log.clone(),
-    );
-    let mut d = b.daemon;
-    d.stop();
-    let d2 = Daemon::start(&srv, &cfg, &state, &log);
+    let d2 = b.daemon.restart();
     let h: serde_json::Value = serde_json::from_slice(&d2.cli(&["hosts", "show", "hv81", "--json"]).stdout).unwrap();
     assert_eq!(
         (h["status"].as_str(), h["netboot"].as_bool()),
@@ -723,78 +712,77 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
 
 #[test]
 fn pxelinux_configs_are_generated_per_client_over_tftp() {
-    let b = Boot::start("pxl", 86);
-    let srv = b.server();
+    let b = Boot::start(86);
+    let (srv, tftp, http) = (b.server(), b.tftp, b.http);
     let mac_h = HV_MAC.replace(':', "-");
     // curl's TFTP client, as hv81 (from its reserved address).
-    let cfg = String::from_utf8(b.curl(&[&format!("tftp://{srv}/pxelinux.cfg/01-{mac_h}")]).1).unwrap();
+    let cfg = String::from_utf8(b.curl(&[&format!("tftp://{tftp}/pxelinux.cfg/01-{mac_h}")]).1).unwrap();
     assert!(
         cfg.contains("LABEL install") && cfg.contains("KERNEL el9/vmlinuz") && cfg.contains("/ks/hv81?token="),
         "{cfg}"
     );
-    let grub = String::from_utf8(b.curl(&[&format!("tftp://{srv}/grub/grub.cfg-01-{mac_h}")]).1).unwrap();
+    let grub = String::from_utf8(b.curl(&[&format!("tftp://{tftp}/grub/grub.cfg-01-{mac_h}")]).1).unwrap();
     assert!(
-        grub.contains(&format!("linux (http,{srv}:8080)/assets/el9/vmlinuz")),
+        grub.contains(&format!("linux (http,{srv}:{})/assets/el9/vmlinuz", http.port())),
         "{grub}"
     );
     // By hex IP: the address must be leased to the MAC first; unleased -> file not found.
-    let server: SocketAddr = format!("{srv}:69").parse().unwrap();
-    assert_eq!(
-        b.cli.enter(move || tftp_error_code(server, "pxelinux.cfg/0A56000B")),
-        Some(1)
-    );
+    let unleased = format!("pxelinux.cfg/{:08X}", u32::from(Ipv4Addr::new(127, 86, 0, 11)));
+    assert_eq!(tftp_error_code(tftp, &unleased), Some(1));
 }
 
 #[test]
 fn each_host_gets_its_own_sites_urls_with_two_sites_in_one_config() {
-    require_root_and_tools(&["ip", "curl"]);
-    let srv = Netns::new("2sts");
-    let cli = Netns::new("2stc");
-    veth(&srv, "va", "10.87.0.1/24", &cli, "ca", "10.87.0.2/24");
-    veth(&srv, "vb", "10.88.0.1/24", &cli, "cb", "10.88.0.2/24");
+    require_tools(&["curl"]);
     let work = Workdir::new();
     std::fs::create_dir(work.path("assets")).unwrap();
-    let north = SiteBuilder::new("north", "10.87.0.1")
-        .listen("va")
-        .subnet("10.87.0.0/24", ("10.87.0.100", "10.87.0.200"), &[])
-        // Reserved at the client namespace's own address: secrets go only there.
-        .host("52:54:00:00:87:01", "n1", &["ip = \"10.87.0.2\"", "profile = \"el9\""]);
-    let south = SiteBuilder::new("south", "10.88.0.1")
-        .field("http_port = 8081")
-        .listen("vb")
-        .subnet("10.88.0.0/24", ("10.88.0.100", "10.88.0.200"), &[])
-        .host("52:54:00:00:88:01", "s1", &["ip = \"10.88.0.2\"", "profile = \"el9\""]);
-    let cfg = work.write(
-        "sites.toml",
-        &builder::config(&work.path("assets"), &[north.toml(), south.toml()]),
+    let (n_ip, s_ip) = (Ipv4Addr::new(127, 87, 0, 1), Ipv4Addr::new(127, 88, 0, 1));
+    let sockets = Sockets::bind(&[("north", n_ip), ("south", s_ip)]);
+    let (n_http, s_http) = (sockets.http(0), sockets.http(1));
+    let north = SiteBuilder::new("north", &n_ip.to_string())
+        .field(&format!("http_port = {}", n_http.port()))
+        .listen("lo")
+        .subnet("127.87.0.0/24", ("127.87.0.100", "127.87.0.200"), &[])
+        // Reserved at its own address: secrets go only there.
+        .host("52:54:00:00:87:01", "n1", &["ip = \"127.87.0.2\"", "profile = \"el9\""]);
+    let south = SiteBuilder::new("south", &s_ip.to_string())
+        .field(&format!("http_port = {}", s_http.port()))
+        // One interface per site: south answers no DHCP here (this test asks no DHCP).
+        .subnet("127.88.0.0/24", ("127.88.0.100", "127.88.0.200"), &[])
+        .host("52:54:00:00:88:01", "s1", &["ip = \"127.88.0.2\"", "profile = \"el9\""]);
+    let state = work.path("state");
+    let text = format!(
+        "{}\n{}\n{}\n{}",
+        sockets.daemon_toml(&work.path("assets"), &state),
+        common::builder::fixture("profiles"),
+        north.toml(),
+        south.toml()
     );
-    let _d = Daemon::start(&srv, &cfg, &work.path("state"), &work.path("provd.log"));
-    let get = |url: &str| String::from_utf8(cli.cmd("curl").args(["-s", url]).output().unwrap().stdout).unwrap();
-    let n = get("http://10.87.0.1:8080/boot/52-54-00-00-87-01.ipxe");
-    let s = get("http://10.88.0.1:8081/boot/52-54-00-00-88-01.ipxe");
-    assert!(n.contains("http://10.87.0.1:8080/ks/n1?token="), "{n}");
-    assert!(s.contains("http://10.88.0.1:8081/ks/s1?token="), "{s}");
+    let cfg = work.write("sites.toml", &text);
+    let _d = Served::start(sockets, &cfg, &state);
+    let get_from = |from: &str, url: &str| {
+        String::from_utf8(
+            Command::new("curl")
+                .args(["-s", "--interface", from, url])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+    };
+    let n = get_from("127.87.0.2", &format!("http://{n_http}/boot/52-54-00-00-87-01.ipxe"));
+    let s = get_from("127.88.0.2", &format!("http://{s_http}/boot/52-54-00-00-88-01.ipxe"));
+    assert!(n.contains(&format!("http://{n_http}/ks/n1?token=")), "{n}");
+    assert!(s.contains(&format!("http://{s_http}/ks/s1?token=")), "{s}");
     // Asking through the other site's listener (from its own address) still gives the host
     // its own site's URLs.
-    let cross = String::from_utf8(
-        cli.cmd("curl")
-            .args([
-                "-s",
-                "--interface",
-                "10.88.0.2",
-                "http://10.87.0.1:8080/boot/52-54-00-00-88-01.ipxe",
-            ])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let cross = get_from("127.88.0.2", &format!("http://{n_http}/boot/52-54-00-00-88-01.ipxe"));
     assert!(
-        cross.contains("http://10.88.0.1:8081/assets/el9/vmlinuz") && !cross.contains("10.87.0.1"),
+        cross.contains(&format!("http://{s_http}/assets/el9/vmlinuz")) && !cross.contains("127.87.0.1"),
         "{cross}"
     );
     // An unknown machine gets the site of the listener it asked.
-    assert!(get("http://10.88.0.1:8081/boot/52-54-00-00-99-99.ipxe").contains("site south"));
+    assert!(get_from("127.88.0.2", &format!("http://{s_http}/boot/52-54-00-00-99-99.ipxe")).contains("site south"));
 }
 
 #[test]

@@ -9,6 +9,7 @@
 pub mod builder;
 pub mod client;
 pub mod libvirtd;
+pub mod served;
 
 use std::fs::File;
 use std::io::Read;
@@ -28,6 +29,11 @@ pub fn require_root_and_tools(tools: &[&str]) {
         unsafe { libc::geteuid() } == 0,
         "black-box tests need root (network namespaces); run them as root"
     );
+    require_tools(tools);
+}
+
+/// Fail (not skip) when a client the test drives is missing.
+pub fn require_tools(tools: &[&str]) {
     for t in tools {
         let found = Command::new("sh")
             .arg("-c")

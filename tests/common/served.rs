@@ -133,10 +133,10 @@ impl Served {
             .build()
             .unwrap();
         let cfg = provd::config::load(&[config.to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
-        let services = Services::build(Arc::new(cfg), &[config.to_path_buf()], &[], state_dir).unwrap();
+        let services = build_when_free(Arc::new(cfg), config, state_dir);
         let first = services.leases.ingresses()[0].listen.address;
         let relay = std::net::UdpSocket::bind((first, 0)).unwrap();
-        relay.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        relay.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
         let reply_ports = provd::dhcp::server::ReplyPorts {
             client: 1, // never used: the tests' DHCP is relayed
             server: relay.local_addr().unwrap().port(),
@@ -146,7 +146,11 @@ impl Served {
             let mut dhcp = Vec::new();
             let mut dhcp_sockets = Vec::new();
             for ingress in services.leases.ingresses() {
-                let s = tokio::net::UdpSocket::bind((ingress.listen.address, 0)).await.unwrap();
+                // The receive buffer `dhcp::socket::bind_interface` asks for.
+                let s = std::net::UdpSocket::bind((ingress.listen.address, 0)).unwrap();
+                let _ = socket2::SockRef::from(&s).set_recv_buffer_size(8 << 20);
+                s.set_nonblocking(true).unwrap();
+                let s = tokio::net::UdpSocket::from_std(s).unwrap();
                 dhcp.push(s.local_addr().unwrap());
                 dhcp_sockets.push((s, ingress.clone()));
             }
@@ -213,12 +217,28 @@ impl Served {
         }
     }
 
-    /// One relayed DHCP message and its answer (None after 5 s).
+    /// One relayed DHCP message and its answer (sent up to 4 times, 300 ms apart).
     pub fn dhcp_exchange(&self, m: &dhcproto::v4::Message) -> Option<dhcproto::v4::Message> {
-        self.relay.send_to(&super::client::encode(m), self.dhcp[0]).unwrap();
-        let mut buf = [0u8; 1500];
-        let (n, _) = self.relay.recv_from(&mut buf).ok()?;
-        Some(super::client::decode(&buf[..n]))
+        super::client::exchange(&self.relay, self.dhcp[0], m)
+    }
+
+    /// A relay at `giaddr` (any of 127/8): bound on the port the server answers relays on,
+    /// so answers for that giaddr come to it. Its source address is `giaddr` too.
+    pub fn relay_at(&self, giaddr: Ipv4Addr) -> std::net::UdpSocket {
+        let port = self.relay.local_addr().unwrap().port();
+        let s = std::net::UdpSocket::bind((giaddr, port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s
+    }
+
+    /// Site `i`'s boot HTTP address.
+    pub fn http(&self, i: usize) -> SocketAddr {
+        self.addrs.sites[i].1
+    }
+
+    /// Site `i`'s TFTP address.
+    pub fn tftp(&self, i: usize) -> SocketAddr {
+        self.addrs.sites[i].2
     }
 
     /// The admin API's address.
@@ -260,6 +280,22 @@ impl Served {
 
     pub fn stats(&self) -> serde_json::Value {
         serde_json::from_slice(&self.cli(&["stats", "--json"]).stdout).unwrap()
+    }
+}
+
+/// `Services::build`, retried for a few seconds while the store is still open: after a stop
+/// the lease committer (a thread) closes the database once the last handle is gone, a
+/// moment after `serve` returned (a process exit does it at once).
+fn build_when_free(cfg: Arc<provd::config::Config>, config: &Path, state_dir: &Path) -> Services {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Services::build(cfg.clone(), &[config.to_path_buf()], &[], state_dir) {
+            Ok(s) => return s,
+            Err(e) if format!("{e:#}").contains("already open") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e:#}"),
+        }
     }
 }
 

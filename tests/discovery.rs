@@ -3,51 +3,60 @@
 //! discovery image; its facts are accepted only from the address its MAC holds, bounded,
 //! and shown by `hosts list --discovered`; `hosts adopt` writes `hosts-<site>.toml` and
 //! reloads, refuses a conflicting entry leaving the file as it was, and the adopted machine
-//! then gets an install. (The lab test boots a real VM through the same path.) Needs root.
+//! then gets an install. (The lab test boots a real VM through the same path.) provd runs
+//! in the test process (`common::served`) on 127.93.0.1; the machine is 127.93.0.x. No root.
 
 mod common;
 
-use common::builder::{self, SiteBuilder};
-use common::client::{bind_addr, dora_relayed, mac};
-use common::{Daemon, Workdir, require_root_and_tools};
-use std::net::{Ipv4Addr, SocketAddr};
+use common::builder::SiteBuilder;
+use common::client::{dora_relayed, mac};
+use common::served::{Served, Sockets};
+use common::{Workdir, require_tools};
+use std::net::Ipv4Addr;
 
 const NET: u8 = 93;
 
 #[test]
 fn a_discovered_machine_reports_itself_and_is_adopted_into_a_host_file() {
-    require_root_and_tools(&["ip", "curl"]);
-    let (srv, cli) = common::ns_pair("dsc", NET, 24);
+    require_tools(&["curl"]);
     let work = Workdir::new();
     let assets = work.path("assets");
     std::fs::create_dir_all(&assets).unwrap();
-    let site = SiteBuilder::new("d", &format!("10.{NET}.0.1"))
-        .listen("vs")
-        .dhcp(&format!("relays = [\"10.{NET}.0.2\"]"))
+    let sockets = Sockets::bind(&[("d", Ipv4Addr::new(127, NET, 0, 1))]);
+    let http = sockets.http(0);
+    let site = SiteBuilder::new("d", &format!("127.{NET}.0.1"))
+        .field(&format!("http_port = {}", http.port()))
+        .listen("lo")
+        .dhcp(&format!("relays = [\"127.{NET}.0.1\"]"))
         .dhcp("unknown_clients = \"discover\"")
         .subnet(
-            &format!("10.{NET}.0.0/24"),
-            (&format!("10.{NET}.0.100"), &format!("10.{NET}.0.200")),
+            &format!("127.{NET}.0.0/24"),
+            (&format!("127.{NET}.0.100"), &format!("127.{NET}.0.200")),
             &[],
         )
-        .host("52:54:00:00:93:01", "taken", &[&format!("ip = \"10.{NET}.0.61\"")])
+        .host("52:54:00:00:93:01", "taken", &[&format!("ip = \"127.{NET}.0.61\"")])
         .raw("[sites.d.discovery]\nkernel = \"disc/vmlinuz\"\ninitrd = \"disc/initrd\"\nkernel_args = \"console=ttyS0\"\n");
     let conf = work.path("conf");
     std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(conf.join("site.toml"), builder::config(&assets, &[site.toml()])).unwrap();
-    let daemon = Daemon::start(&srv, &conf, &work.path("state"), &work.path("provd.log"));
+    let state = work.path("state");
+    let text = format!(
+        "{}\n{}\n{}",
+        sockets.daemon_toml(&assets, &state),
+        common::builder::fixture("profiles"),
+        site.toml()
+    );
+    std::fs::write(conf.join("site.toml"), text).unwrap();
+    let daemon = Served::start(sockets, &conf, &state);
 
     // An unknown machine leases an address (relayed, as the lab's VMs are bridged).
-    let server = SocketAddr::from((Ipv4Addr::new(10, NET, 0, 1), 67));
-    let relay = Ipv4Addr::new(10, NET, 0, 2);
     let m = mac(0x0000_9342);
     let mac_text = "52:54:00:00:93:42";
-    let leased = cli.enter(move || dora_relayed(&bind_addr(relay, 67), server, relay, m, 7).1.yiaddr());
-    cli.sh(&format!("ip addr add {leased}/24 dev vc"));
-    let base = format!("http://10.{NET}.0.1:8080");
+    let leased = dora_relayed(&daemon.relay, daemon.dhcp[0], daemon.giaddr(), m, 7)
+        .1
+        .yiaddr();
+    let base = format!("http://{http}");
     let curl = |from: &str, args: &[&str]| -> (String, String) {
-        let out = cli
-            .cmd("curl")
+        let out = std::process::Command::new("curl")
             .args(["-s", "--interface", from, "-w", "\n%{http_code}"])
             .args(args)
             .output()
@@ -86,7 +95,7 @@ fn a_discovered_machine_reports_itself_and_is_adopted_into_a_host_file() {
         )
     };
     // Liars: another address posting for this MAC, this address posting for another MAC.
-    assert_eq!(post(&format!("10.{NET}.0.2"), "52-54-00-00-93-42", facts).0, "403");
+    assert_eq!(post(&format!("127.{NET}.0.2"), "52-54-00-00-93-42", facts).0, "403");
     assert_eq!(post(&me, "52-54-00-00-93-43", facts).0, "403");
     // Malformed and oversized reports are refused.
     assert_eq!(post(&me, "52-54-00-00-93-42", "{not json").0, "400");
@@ -133,7 +142,7 @@ fn a_discovered_machine_reports_itself_and_is_adopted_into_a_host_file() {
         "--profile",
         "el9",
         "--ip",
-        &format!("10.{NET}.0.93"),
+        &format!("127.{NET}.0.93"),
     ]);
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(said.contains("is now new93 (assigned)"), "{said}");

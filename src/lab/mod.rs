@@ -9,26 +9,27 @@
 //! removes every namespace, process and file `up` made. Nothing touches a real network.
 
 pub mod bmc;
+pub mod netns;
+pub mod prerequisites;
 pub mod progress;
 pub mod redfish;
+pub mod report;
 pub mod vm;
 
 use crate::config::Config;
 use crate::journal::BootEvent;
 use crate::mac::MacAddr;
 use anyhow::{Context, bail};
+pub use netns::{BRIDGE, NAMESPACE};
+use netns::{ip, run, spawn_in_namespace};
 use progress::{Progress, Stage};
+pub use report::VmSummary;
+use report::summary;
 use serde::{Deserialize, Serialize};
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use vm::{Firmware, VmSpec};
-
-pub const NAMESPACE: &str = "provd-lab";
-pub const BRIDGE: &str = "labbr0";
 /// The lab's files (config copy, state, disks, consoles, pids). Not under /tmp: root runs the
 /// lab and removes and recreates this directory, and in a world-writable directory any local
 /// user could have made the path first (a symlink, or a directory holding their own config
@@ -55,19 +56,6 @@ pub struct LabState {
     pub bmc_fingerprint: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct VmSummary {
-    pub name: String,
-    pub firmware: Firmware,
-    pub mac: MacAddr,
-    pub powered_on: u64,
-    pub progress: Progress,
-    /// Seconds from power-on to `installed`, and to the local boot.
-    pub to_installed: Option<u64>,
-    pub to_local_boot: Option<u64>,
-    pub ok: bool,
-}
-
 pub struct UpOptions {
     pub vms: usize,
     pub firmware: String,
@@ -91,156 +79,11 @@ pub fn only_root_writes(dir: &std::path::Path) -> bool {
     std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0)
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    run(Command::new("ip").args(args))
-}
-
-/// (thing needed, Debian package that provides it)
-fn prerequisites(firmwares: &[Firmware], bmc: Option<&str>) -> Vec<(&'static str, &'static str)> {
-    let mut v = vec![
-        ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
-        ("/usr/bin/qemu-img", "qemu-utils"),
-        ("/bin/busybox", "busybox-static"),
-        ("/usr/lib/ipxe/ipxe.efi", "ipxe"),
-    ];
-    if firmwares.contains(&Firmware::Bios) {
-        v.push((vm::IPXE_ROM, "ipxe-qemu"));
-    }
-    if firmwares.contains(&Firmware::Uefi) {
-        v.push((vm::OVMF_CODE, "ovmf"));
-    }
-    match bmc {
-        Some("ipmi") => {
-            v.push(("/usr/bin/ipmi_sim", "openipmi"));
-            v.push(("/usr/bin/ipmitool", "ipmitool"));
-        }
-        Some(_) => {
-            v.push(("/usr/sbin/libvirtd", "libvirt-daemon-system"));
-            v.push(("/usr/bin/virsh", "libvirt-clients"));
-            v.push(("/usr/bin/openssl", "openssl"));
-        }
-        None => {}
-    }
-    v
-}
-
-fn cloud_kernel_installed() -> bool {
-    std::fs::read_dir("/boot")
-        .map(|d| {
-            d.flatten().any(|e| {
-                e.file_name().to_string_lossy().ends_with("-cloud-amd64")
-                    && e.file_name().to_string_lossy().starts_with("vmlinuz-")
-            })
-        })
-        .unwrap_or(false)
-}
-
-/// Install what is missing (Debian), or say exactly what to install.
-fn ensure_prerequisites(firmwares: &[Firmware], bmc: Option<&str>, install: bool) -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = prerequisites(firmwares, bmc)
-        .into_iter()
-        .filter(|(p, _)| !Path::new(p).exists())
-        .map(|(_, pkg)| pkg)
-        .collect();
-    if !cloud_kernel_installed() {
-        missing.push("linux-image-cloud-amd64");
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let command = format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
-    if !install {
-        bail!(
-            "the lab needs Debian packages that are not installed; run:\n  {command}\n(or lab/deps.sh, which also handles the qemu-utils version pin)"
-        );
-    }
-    println!("provd lab: installing {}", missing.join(" "));
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!("DEBIAN_FRONTEND=noninteractive {command}"))
-        .status()?;
-    if !status.success() {
-        bail!("could not install the lab's packages; run `{command}` (or lab/deps.sh) yourself and try again");
-    }
-    Ok(())
-}
-
-/// iPXE binaries and the mini-installer in the assets directory, built if missing.
-fn ensure_assets(config: &Config) -> anyhow::Result<()> {
-    let assets = &config.daemon.assets_dir;
-    if !assets.join("ipxe.efi").exists() {
-        println!("provd lab: copying iPXE binaries into {}", assets.display());
-        let failed: Vec<String> = crate::assets::install_ipxe(Path::new(crate::assets::DEBIAN_IPXE_DIR), assets)?
-            .into_iter()
-            .filter_map(|f| f.result.err().map(|e| format!("{}: {e}", f.name)))
-            .collect();
-        if !failed.is_empty() {
-            bail!("iPXE binaries not installed: {}", failed.join("; "));
-        }
-    }
-    if !assets.join("lab/vmlinuz").exists() || installer_outdated(&assets.join("lab/installer.cpio.gz")) {
-        let script = Path::new("lab/build-installer.sh");
-        if !script.exists() {
-            bail!(
-                "{} lacks lab/vmlinuz and lab/installer.cpio.gz, and lab/build-installer.sh is not here: run provd lab from the provd source tree",
-                assets.display()
-            );
-        }
-        println!("provd lab: building the mini-installer (lab/build-installer.sh)");
-        run(Command::new("bash").arg(script).arg(assets.join("lab")))?;
-    }
-    Ok(())
-}
-
-/// The built installer is missing or older than its sources (lab/installer/*,
-/// lab/build-installer.sh): a source tree that changed the installer rebuilds it.
-fn installer_outdated(built: &Path) -> bool {
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built_at) = modified(built) else {
-        return true;
-    };
-    let mut sources = vec![PathBuf::from("lab/build-installer.sh")];
-    let mut dirs = vec![PathBuf::from("lab/installer")];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else {
-                sources.push(p);
-            }
-        }
-    }
-    sources.iter().filter_map(|p| modified(p)).any(|t| t > built_at)
-}
-
-/// Run `f` on a thread inside the lab namespace (for talking to provd's API on loopback).
-fn in_namespace<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-    let ns = File::open(format!("/var/run/netns/{NAMESPACE}")).context("the lab namespace is gone")?;
-    std::thread::spawn(move || {
-        // SAFETY: setns on this thread only; the fd is a valid namespace file.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(anyhow::anyhow!("setns: {}", std::io::Error::last_os_error()));
-        }
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
-}
-
 fn fetch_events(api: &str) -> anyhow::Result<Vec<BootEvent>> {
     let url = format!("http://{api}/api/events");
     // The lab's provd keeps its admin API token in the lab's state directory.
     let token = crate::http::auth::read_token(&crate::http::auth::token_path(&work().join("state")))?;
-    in_namespace(move || -> anyhow::Result<Vec<BootEvent>> {
+    netns::in_namespace(move || -> anyhow::Result<Vec<BootEvent>> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
             .build()
@@ -263,17 +106,20 @@ fn progress_of(vm: &VmSpec, events: &[BootEvent]) -> Progress {
     progress::derive(&mine, &console, vm.firmware)
 }
 
-pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the lab needs root (network namespaces, taps): sudo provd lab up");
-    }
+/// What `up` will build, decided from the options and the lab config before anything is
+/// touched: provd's address on the bridge and each VM's firmware.
+#[derive(Debug, PartialEq)]
+pub struct UpPlan {
+    pub address: std::net::Ipv4Addr,
+    pub prefix_len: u8,
+    pub firmwares: Vec<Firmware>,
+}
+
+/// Check the options against the config: a clear refusal for each thing that cannot work.
+pub fn plan(opts: &UpOptions, config: &Config) -> anyhow::Result<UpPlan> {
     if opts.vms == 0 || opts.vms > MAX_VMS {
         bail!("--vms must be 1 to {MAX_VMS} (lab/lab.toml defines {MAX_VMS} lab hosts)");
     }
-    if Path::new(&format!("/var/run/netns/{NAMESPACE}")).exists() {
-        bail!("a lab is already running (namespace {NAMESPACE}); `provd lab down` first");
-    }
-    let config = crate::config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let site = config.sites.values().next().context("the lab config has no site")?;
     let listen = site.listen.first().context("the lab site has no listen interface")?;
     if listen.interface != BRIDGE {
@@ -294,14 +140,29 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
             opts.vms
         );
     }
-    let firmwares: Vec<Firmware> = (1..=opts.vms).map(|i| vm::firmware_for(&opts.firmware, i)).collect();
     match opts.bmc.as_deref() {
-        None | Some("ipmi") => {}
-        Some("redfish") => {}
+        None | Some("ipmi") | Some("redfish") => {}
         Some(other) => bail!("--bmc {other:?}: ipmi or redfish"),
     }
-    ensure_prerequisites(&firmwares, opts.bmc.as_deref(), opts.install_packages)?;
-    ensure_assets(&config)?;
+    Ok(UpPlan {
+        address: listen.address,
+        prefix_len: subnet.prefix.prefix_len(),
+        firmwares: (1..=opts.vms).map(|i| vm::firmware_for(&opts.firmware, i)).collect(),
+    })
+}
+
+pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the lab needs root (network namespaces, taps): sudo provd lab up");
+    }
+    if netns::exists() {
+        bail!("a lab is already running (namespace {NAMESPACE}); `provd lab down` first");
+    }
+    let config = crate::config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = plan(&opts, &config)?;
+    let firmwares = plan.firmwares.clone();
+    prerequisites::ensure(&firmwares, opts.bmc.as_deref(), opts.install_packages)?;
+    prerequisites::ensure_assets(&config)?;
 
     let w = work();
     let parent = w.parent().expect("an absolute path");
@@ -317,27 +178,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
 
     // Network: namespace, bridge with provd's address, one tap per VM.
     ip(&["netns", "add", NAMESPACE])?;
-    let setup = || -> anyhow::Result<()> {
-        ip(&["-n", NAMESPACE, "link", "set", "lo", "up"])?;
-        ip(&["-n", NAMESPACE, "link", "add", BRIDGE, "type", "bridge"])?;
-        ip(&[
-            "-n",
-            NAMESPACE,
-            "addr",
-            "add",
-            &format!("{}/{}", listen.address, subnet.prefix.prefix_len()),
-            "dev",
-            BRIDGE,
-        ])?;
-        ip(&["-n", NAMESPACE, "link", "set", BRIDGE, "up"])?;
-        for i in 1..=opts.vms {
-            let tap = format!("ltap{i}");
-            ip(&["-n", NAMESPACE, "tuntap", "add", &tap, "mode", "tap"])?;
-            ip(&["-n", NAMESPACE, "link", "set", &tap, "master", BRIDGE, "up"])?;
-        }
-        Ok(())
-    };
-    if let Err(e) = setup() {
+    if let Err(e) = netns::ip_all(&netns::network_commands(plan.address, plan.prefix_len, opts.vms)) {
         let _ = down();
         return Err(e);
     }
@@ -353,22 +194,6 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
         println!("The lab keeps running: `provd lab status`, `provd lab down` (removes everything).");
     }
     result
-}
-
-fn spawn_in_namespace(program: &Path, args: &[String], log: &Path) -> anyhow::Result<u32> {
-    let logf = File::create(log)?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", NAMESPACE])
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone()?)
-        .stderr(logf)
-        // Its own process group: a Ctrl-C at `provd lab up` must not kill the lab.
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
-    Ok(child.id())
 }
 
 fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w: &Path) -> anyhow::Result<bool> {
@@ -533,7 +358,8 @@ fn watch(state: &LabState, timeout: Duration) -> anyhow::Result<bool> {
             .collect();
     }
 
-    print_summary(&summaries, start.elapsed() > timeout);
+    println!();
+    print!("{}", report::table(&summaries, start.elapsed() > timeout));
     std::fs::write(work().join("summary.json"), serde_json::to_vec_pretty(&summaries)?)?;
     let all_ok = summaries.iter().all(|s| s.ok);
     if !all_ok {
@@ -542,78 +368,16 @@ fn watch(state: &LabState, timeout: Duration) -> anyhow::Result<bool> {
                 let console = std::fs::read(&vm.serial_log)
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
-                let tail: Vec<&str> = console
-                    .lines()
-                    .rev()
-                    .take(15)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
                 println!(
                     "--- last console lines of {} ({}) ---\n{}",
                     vm.name,
                     vm.serial_log.display(),
-                    tail.join("\n")
+                    report::console_tail(&console, 15)
                 );
             }
         }
     }
     Ok(all_ok)
-}
-
-fn summary(vm: &VmSpec, powered_on: u64, p: Progress) -> VmSummary {
-    let since = |s: Stage| p.at(s).map(|t| t.saturating_sub(powered_on));
-    VmSummary {
-        name: vm.name.clone(),
-        firmware: vm.firmware,
-        mac: vm.mac,
-        powered_on,
-        to_installed: since(Stage::Installed),
-        to_local_boot: since(Stage::LocalBoot),
-        ok: p.failed.is_none() && p.at(Stage::LocalBoot).is_some(),
-        progress: p,
-    }
-}
-
-fn print_summary(summaries: &[VmSummary], timed_out: bool) {
-    println!();
-    println!(
-        "{:<8} {:<5} {:<22} {:>6} {:>10} {:>11} {:<9} RESULT",
-        "VM", "FW", "FIRST STAGE FILE", "DHCP", "INSTALLED", "LOCAL BOOT", "DISK"
-    );
-    for s in summaries {
-        let p = &s.progress;
-        let file = p.tftp_files.first().cloned().unwrap_or_else(|| {
-            if s.firmware == Firmware::Bios {
-                "(iPXE option ROM)".into()
-            } else {
-                "-".into()
-            }
-        });
-        let t = |v: Option<u64>| v.map(|x| format!("{x}s")).unwrap_or_else(|| "-".into());
-        let result = if s.ok {
-            "ok".to_string()
-        } else if let Some(f) = &p.failed {
-            format!("FAILED: {f}")
-        } else {
-            format!("stopped after {}", p.last().map(Stage::name).unwrap_or("power-on"))
-        };
-        println!(
-            "{:<8} {:<5} {:<22} {:>6} {:>10} {:>11} {:<9} {}",
-            s.name,
-            s.firmware.name(),
-            file,
-            t(p.at(Stage::Dhcp).map(|x| x.saturating_sub(s.powered_on))),
-            t(s.to_installed),
-            t(s.to_local_boot),
-            if p.disk_booted { "booted" } else { "-" },
-            result
-        );
-    }
-    if timed_out {
-        println!("(timed out waiting for every VM)");
-    }
 }
 
 pub fn status() -> anyhow::Result<bool> {
@@ -736,8 +500,7 @@ pub fn add_vm(firmware: Firmware) -> anyhow::Result<(VmSpec, Option<String>)> {
     }
     let mac: MacAddr = format!("52:54:00:00:c1:{index:02x}").parse().expect("valid MAC");
     let spec = VmSpec::new(index, firmware, mac, &format!("new-{index}"), &work());
-    ip(&["-n", NAMESPACE, "tuntap", "add", &spec.tap, "mode", "tap"])?;
-    ip(&["-n", NAMESPACE, "link", "set", &spec.tap, "master", BRIDGE, "up"])?;
+    netns::ip_all(&netns::tap_commands(&spec.tap))?;
     run(Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
         .arg(&spec.disk)
@@ -764,16 +527,8 @@ pub fn add_vm(firmware: Firmware) -> anyhow::Result<(VmSpec, Option<String>)> {
 
 /// Remove everything `up` made. Safe to run at any time, any number of times.
 pub fn down() -> anyhow::Result<()> {
-    // Every process in the namespace (provd, QEMU) goes, then the namespace with its bridge
-    // and taps, then the work directory.
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", NAMESPACE]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
+    // Every process the lab started (provd, QEMU, BMCs) goes, then the namespace with its
+    // bridge and taps (and whatever still runs there), then the work directory.
     if let Ok(bytes) = std::fs::read(work().join("lab.json"))
         && let Ok(state) = serde_json::from_slice::<LabState>(&bytes)
     {
@@ -787,10 +542,7 @@ pub fn down() -> anyhow::Result<()> {
             }
         }
     }
-    std::thread::sleep(Duration::from_millis(300));
-    if Path::new(&format!("/var/run/netns/{NAMESPACE}")).exists() {
-        ip(&["netns", "del", NAMESPACE])?;
-    }
+    netns::remove()?;
     let _ = std::fs::remove_dir_all(work());
     Ok(())
 }
@@ -798,6 +550,65 @@ pub fn down() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lab_config() -> Config {
+        crate::config::load(&[PathBuf::from("lab/lab.toml")]).unwrap()
+    }
+
+    fn options(vms: usize, firmware: &str, bmc: Option<&str>) -> UpOptions {
+        UpOptions {
+            vms,
+            firmware: firmware.into(),
+            config: vec![PathBuf::from("lab/lab.toml")],
+            timeout: Duration::from_secs(1),
+            install_packages: false,
+            remove_after: true,
+            bmc: bmc.map(String::from),
+        }
+    }
+
+    #[test]
+    fn the_plan_puts_provd_on_the_bridge_and_alternates_firmwares() {
+        let p = plan(&options(3, "both", None), &lab_config()).unwrap();
+        assert_eq!(
+            p,
+            UpPlan {
+                address: std::net::Ipv4Addr::new(10, 200, 0, 1),
+                prefix_len: 24,
+                firmwares: vec![Firmware::Bios, Firmware::Uefi, Firmware::Bios],
+            }
+        );
+        let uefi = plan(&options(2, "uefi", Some("redfish")), &lab_config()).unwrap();
+        assert_eq!(uefi.firmwares, [Firmware::Uefi, Firmware::Uefi]);
+    }
+
+    #[test]
+    fn the_plan_refuses_what_cannot_work_and_says_why() {
+        let cfg = lab_config();
+        let refusal = |o: UpOptions| plan(&o, &cfg).unwrap_err().to_string();
+        assert!(refusal(options(0, "both", None)).contains("--vms must be 1 to 8"));
+        assert!(refusal(options(MAX_VMS + 1, "both", None)).contains("--vms must be 1 to 8"));
+        assert!(refusal(options(1, "both", Some("smbus"))).contains("ipmi or redfish"));
+        // A config whose site does not listen on the lab's bridge.
+        let mut other = lab_config();
+        let site = other.sites.values_mut().next().unwrap();
+        site.listen[0].interface = "eth0".into();
+        assert!(
+            plan(&options(1, "both", None), &other)
+                .unwrap_err()
+                .to_string()
+                .contains("must listen on labbr0 (it listens on eth0)")
+        );
+        // Fewer hosts than VMs.
+        let mut few = lab_config();
+        few.sites.values_mut().next().unwrap().hosts.truncate(1);
+        assert!(
+            plan(&options(2, "both", None), &few)
+                .unwrap_err()
+                .to_string()
+                .contains("defines 1 hosts; --vms 2")
+        );
+    }
 
     #[test]
     fn the_work_directory_is_where_only_root_makes_entries() {

@@ -1,0 +1,146 @@
+//! The lab's private network and the processes in it: namespace `provd-lab` with bridge
+//! `labbr0` (provd's address) and one tap per VM, commands run there, processes started
+//! there in their own process group, and threads that enter it to talk to provd's API.
+//! Which `ip` commands build the network is pure (`network_commands`); running them is not.
+
+use anyhow::{Context, bail};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+pub const NAMESPACE: &str = "provd-lab";
+pub const BRIDGE: &str = "labbr0";
+
+/// Run `cmd`; its stderr is the error when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+pub fn ip(args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("ip").args(args))
+}
+
+/// The tap of VM `index` (1-based).
+pub fn tap(index: usize) -> String {
+    format!("ltap{index}")
+}
+
+/// The `ip` commands (arguments) that build the lab's network inside the namespace, after
+/// `ip netns add`: loopback up, the bridge with provd's `address/prefix_len`, a tap per VM.
+pub fn network_commands(address: std::net::Ipv4Addr, prefix_len: u8, vms: usize) -> Vec<Vec<String>> {
+    let ns = |rest: &[&str]| -> Vec<String> { ["-n", NAMESPACE].iter().chain(rest).map(|s| s.to_string()).collect() };
+    let mut cmds = vec![
+        ns(&["link", "set", "lo", "up"]),
+        ns(&["link", "add", BRIDGE, "type", "bridge"]),
+        ns(&["addr", "add", &format!("{address}/{prefix_len}"), "dev", BRIDGE]),
+        ns(&["link", "set", BRIDGE, "up"]),
+    ];
+    for i in 1..=vms {
+        cmds.extend(tap_commands(&tap(i)));
+    }
+    cmds
+}
+
+/// Add `tap` to the bridge (VMs started later, `provd lab add-vm`, get theirs this way).
+pub fn tap_commands(tap: &str) -> Vec<Vec<String>> {
+    [
+        vec!["tuntap", "add", tap, "mode", "tap"],
+        vec!["link", "set", tap, "master", BRIDGE, "up"],
+    ]
+    .into_iter()
+    .map(|rest| ["-n", NAMESPACE].into_iter().chain(rest).map(String::from).collect())
+    .collect()
+}
+
+/// Run `ip` with each of `commands` in order; the first failure stops.
+pub fn ip_all(commands: &[Vec<String>]) -> anyhow::Result<()> {
+    for c in commands {
+        run(Command::new("ip").args(c))?;
+    }
+    Ok(())
+}
+
+pub fn exists() -> bool {
+    Path::new(&format!("/var/run/netns/{NAMESPACE}")).exists()
+}
+
+/// Run `f` on a thread inside the lab namespace (for talking to provd's API on loopback).
+pub fn in_namespace<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    let ns = File::open(format!("/var/run/netns/{NAMESPACE}")).context("the lab namespace is gone")?;
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only; the fd is a valid namespace file.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(anyhow::anyhow!("setns: {}", std::io::Error::last_os_error()));
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+}
+
+/// Start `program` in the namespace with its output in `log`; its pid.
+pub fn spawn_in_namespace(program: &Path, args: &[String], log: &Path) -> anyhow::Result<u32> {
+    let logf = File::create(log)?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", NAMESPACE])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        // Its own process group: a Ctrl-C at `provd lab up` must not kill the lab.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    Ok(child.id())
+}
+
+/// SIGKILL every process in the namespace, then remove it (with its bridge and taps).
+pub fn remove() -> anyhow::Result<()> {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", NAMESPACE]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on pids the kernel listed for the namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    if exists() {
+        ip(&["netns", "del", NAMESPACE])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_network_is_a_bridge_with_provds_address_and_a_tap_per_vm() {
+        let cmds = network_commands(std::net::Ipv4Addr::new(10, 66, 0, 1), 24, 2);
+        let text: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            text,
+            [
+                "-n provd-lab link set lo up",
+                "-n provd-lab link add labbr0 type bridge",
+                "-n provd-lab addr add 10.66.0.1/24 dev labbr0",
+                "-n provd-lab link set labbr0 up",
+                "-n provd-lab tuntap add ltap1 mode tap",
+                "-n provd-lab link set ltap1 master labbr0 up",
+                "-n provd-lab tuntap add ltap2 mode tap",
+                "-n provd-lab link set ltap2 master labbr0 up",
+            ]
+        );
+        // Every command stays inside the lab's namespace.
+        assert!(cmds.iter().all(|c| c[..2] == ["-n", NAMESPACE]));
+    }
+}

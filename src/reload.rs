@@ -52,8 +52,8 @@ impl ReloadError {
     }
 }
 
-/// What a reload did.
-#[derive(Debug, Clone, Serialize)]
+/// What a reload did (`POST /api/reload` answers it; `provd reload` reads it).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ReloadReport {
     /// The generation now current: how many reloads this daemon has applied since it
     /// started (this one included).
@@ -64,6 +64,26 @@ pub struct ReloadReport {
     /// Host records whose state changed to follow the config (new hosts included).
     pub records_changed: usize,
     pub notes: Vec<String>,
+}
+
+/// `POST /api/hosts/<mac>/adopt`: what the operator names for a discovered machine.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct AdoptRequest {
+    pub hostname: String,
+    pub profile: Option<String>,
+    pub ip: Option<std::net::Ipv4Addr>,
+    pub site: Option<String>,
+    /// The host entry's `bmc` table, as in the config.
+    pub bmc: Option<toml::Table>,
+}
+
+/// What an adoption answers: the host as it is now, the file its entry went to and the
+/// reload that took it in.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct AdoptAnswer {
+    pub host: Option<crate::inventory::HostRecord>,
+    pub file: PathBuf,
+    pub reload: ReloadReport,
 }
 
 /// Everything a reload reads and replaces.

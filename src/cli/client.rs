@@ -150,10 +150,13 @@ fn classify<T: serde::de::DeserializeOwned>(
             }
             if !status.is_success() {
                 // The API's errors are {"error": "..."}: say the sentence, not the JSON.
-                let said = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| body.trim().to_string());
+                #[derive(serde::Deserialize)]
+                struct Refusal {
+                    error: String,
+                }
+                let said = serde_json::from_str::<Refusal>(&body)
+                    .map(|r| r.error)
+                    .unwrap_or_else(|_| body.trim().to_string());
                 anyhow::bail!("{said} (HTTP {status} from {url})");
             }
             Ok(Fetch::Ok(

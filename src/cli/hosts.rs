@@ -246,17 +246,22 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let bmc = bmc.map(|b| parse_bmc(&b)).transpose()?;
             let api = target.api()?;
-            let body = serde_json::json!({
-                "hostname": hostname, "profile": profile, "ip": ip, "site": site, "bmc": bmc,
-            });
-            let answer: serde_json::Value = api.require(api.post_body(&format!("/api/hosts/{mac}/adopt"), &body)?)?;
+            let body = crate::reload::AdoptRequest {
+                hostname: hostname.clone(),
+                profile,
+                ip,
+                site,
+                bmc,
+            };
+            let answer: crate::reload::AdoptAnswer =
+                api.require(api.post_body(&format!("/api/hosts/{mac}/adopt"), &body)?)?;
             if json && !power {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else if !json {
                 println!(
                     "{mac} is now {hostname} ({}), written to {}",
-                    answer["host"]["status"].as_str().unwrap_or("?"),
-                    answer["file"].as_str().unwrap_or("?")
+                    answer.host.as_ref().map_or("?", |h| h.status.as_str()),
+                    answer.file.display()
                 );
             }
             if power {
@@ -295,24 +300,29 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
 
 /// `DRIVER,ADDRESS,CREDENTIALS[,KEY=VALUE...]` -> the host entry's `bmc` table (extra keys
 /// as in the config: fingerprint=..., system=..., ca_file=..., insecure=true, cipher_suite=N).
-fn parse_bmc(text: &str) -> anyhow::Result<serde_json::Value> {
+fn parse_bmc(text: &str) -> anyhow::Result<toml::Table> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();
     let [driver, address, credentials, extra @ ..] = parts.as_slice() else {
         anyhow::bail!("--bmc is DRIVER,ADDRESS,CREDENTIALS[,KEY=VALUE...] (e.g. ipmi,10.0.9.21,rack7), not {text:?}");
     };
-    let mut bmc = serde_json::json!({ "driver": driver, "address": address, "credentials": credentials });
+    let mut bmc = toml::Table::new();
+    for (k, v) in [("driver", driver), ("address", address), ("credentials", credentials)] {
+        bmc.insert(k.into(), v.to_string().into());
+    }
     for kv in extra {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--bmc: {kv:?} is not KEY=VALUE"))?;
-        bmc[k] = match (k, v) {
+        let value: toml::Value = match (k, v) {
             ("insecure", "true") => true.into(),
-            ("cipher_suite", n) => n
-                .parse::<u8>()
-                .map_err(|_| anyhow::anyhow!("--bmc: cipher_suite={n}"))?
-                .into(),
-            (_, v) => v.into(),
+            ("cipher_suite", n) => i64::from(
+                n.parse::<u8>()
+                    .map_err(|_| anyhow::anyhow!("--bmc: cipher_suite={n}"))?,
+            )
+            .into(),
+            (_, v) => v.to_string().into(),
         };
+        bmc.insert(k.to_string(), value);
     }
     Ok(bmc)
 }
@@ -341,13 +351,13 @@ mod tests {
     #[test]
     fn bmc_argument() {
         let b = parse_bmc("redfish,https://10.0.9.3,rack7,fingerprint=AB:CD,system=1,insecure=true").unwrap();
-        assert_eq!(b["driver"], "redfish");
-        assert_eq!(b["address"], "https://10.0.9.3");
+        assert_eq!(b["driver"].as_str(), Some("redfish"));
+        assert_eq!(b["address"].as_str(), Some("https://10.0.9.3"));
         assert_eq!(
             (b["fingerprint"].as_str(), b["system"].as_str()),
             (Some("AB:CD"), Some("1"))
         );
-        assert_eq!(b["insecure"], true);
+        assert_eq!(b["insecure"].as_bool(), Some(true));
         assert!(parse_bmc("ipmi,10.0.9.3").is_err());
         assert!(parse_bmc("ipmi,10.0.9.3,c,oops").is_err());
     }

@@ -2,6 +2,7 @@
 //! qemu+tls (the pool), and moving VMs off one.
 
 use super::ServerTarget;
+use crate::pool::{DrainReport, HypervisorView};
 use clap::Subcommand;
 use std::process::ExitCode;
 
@@ -40,42 +41,36 @@ pub fn run(cmd: HypervisorsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         HypervisorsCommand::Drain { host, target, json } => {
             let api = target.api()?;
-            let answer: serde_json::Value = api.require(api.post_long(&format!("/api/hypervisors/{host}/drain"))?)?;
+            let report: DrainReport = api.require(api.post_long(&format!("/api/hypervisors/{host}/drain"))?)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
-            }
-            let moved = answer["moved"].as_array().cloned().unwrap_or_default();
-            let failed = moved.iter().filter(|m| m["to"].is_null()).count();
-            if !json {
-                if moved.is_empty() {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                if report.moved.is_empty() {
                     println!("{host}: drained; no VM was running");
                 }
-                for m in &moved {
-                    match m["to"].as_str() {
-                        Some(to) => println!("{}: moved to {to}", m["domain"].as_str().unwrap_or("?")),
-                        None => println!(
-                            "{}: NOT moved: {}",
-                            m["domain"].as_str().unwrap_or("?"),
-                            m["error"].as_str().unwrap_or("?")
-                        ),
+                for m in &report.moved {
+                    match &m.to {
+                        Some(to) => println!("{}: moved to {to}", m.domain),
+                        None => println!("{}: NOT moved: {}", m.domain, m.error.as_deref().unwrap_or("?")),
                     }
                 }
             }
+            let failed = report.failed();
             if failed > 0 {
                 anyhow::bail!("{host}: {failed} VM(s) could not be moved; it stays drained");
             }
         }
         HypervisorsCommand::Undrain { host, target } => {
             let api = target.api()?;
-            let _: serde_json::Value = api.require(api.post(&format!("/api/hypervisors/{host}/undrain"))?)?;
+            let _: serde::de::IgnoredAny = api.require(api.post(&format!("/api/hypervisors/{host}/undrain"))?)?;
             println!("{host}: back in the pool");
         }
         HypervisorsCommand::List { site, target, json } => {
             let api = target.api()?;
-            let all: Vec<serde_json::Value> = api.require(api.get("/api/hypervisors")?)?;
-            let list: Vec<&serde_json::Value> = all
+            let all: Vec<HypervisorView> = api.require(api.get("/api/hypervisors")?)?;
+            let list: Vec<&HypervisorView> = all
                 .iter()
-                .filter(|h| site.as_deref().is_none_or(|s| h["site"] == s))
+                .filter(|h| site.as_deref().is_none_or(|s| h.check.site == s))
                 .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -91,24 +86,27 @@ pub fn run(cmd: HypervisorsCommand) -> anyhow::Result<ExitCode> {
             );
             let now = crate::clock::unix_now();
             for h in list {
-                let cap = &h["capacity"];
-                let num = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
+                let c = &h.check;
+                let cap = |f: fn(&crate::pool::Capacity) -> u64| {
+                    c.capacity.as_ref().map_or("-".to_string(), |cap| f(cap).to_string())
+                };
+                let status = match (h.drained, h.status) {
+                    (true, _) => "drained",
+                    (false, Some(s)) => s.as_str(),
+                    (false, None) => "?",
+                };
                 println!(
                     "{:<20} {:<8} {:<10} {:<12} {:>5} {:>10} {:>10} {:>8} {} s ago{}",
-                    h["host"].as_str().unwrap_or("?"),
-                    h["site"].as_str().unwrap_or("?"),
-                    if h["drained"] == true {
-                        "drained"
-                    } else {
-                        h["status"].as_str().unwrap_or("?")
-                    },
-                    h["state"].as_str().unwrap_or("?"),
-                    num(&cap["cpus"]),
-                    num(&cap["memory_mib"]),
-                    num(&cap["free_memory_mib"]),
-                    num(&cap["running_domains"]),
-                    now.saturating_sub(h["checked_at"].as_u64().unwrap_or(0)),
-                    h["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default()
+                    c.host,
+                    c.site,
+                    status,
+                    c.state.as_str(),
+                    cap(|c| u64::from(c.cpus)),
+                    cap(|c| c.memory_mib),
+                    cap(|c| c.free_memory_mib),
+                    cap(|c| c.running_domains as u64),
+                    now.saturating_sub(c.checked_at),
+                    c.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
                 );
             }
         }
@@ -125,12 +123,12 @@ pub(super) fn pool_uris(
     include_drained: bool,
 ) -> anyhow::Result<Vec<String>> {
     let api = server.api()?;
-    let pool: Vec<serde_json::Value> = api.require(api.get("/api/hypervisors")?)?;
+    let pool: Vec<HypervisorView> = api.require(api.get("/api/hypervisors")?)?;
     Ok(pool
         .iter()
-        .filter(|h| h["site"] == site && h["status"] == "ready")
-        .filter(|h| include_drained || h["drained"] != true)
-        .filter_map(|h| h["uri"].as_str())
+        .filter(|h| h.check.site == site && h.status == Some(crate::inventory::Status::Ready))
+        .filter(|h| include_drained || !h.drained)
+        .map(|h| h.check.uri.as_str())
         .map(|u| match pkipath {
             Some(p) => format!("{u}?pkipath={}", p.display()),
             None => u.to_string(),

@@ -365,30 +365,22 @@ fn serve(
 
 fn reload(target: &ServerTarget, json: bool) -> anyhow::Result<ExitCode> {
     let api = target.api()?;
-    let report: serde_json::Value = api.require(api.post("/api/reload")?)?;
+    let report: crate::reload::ReloadReport = api.require(api.post("/api/reload")?)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let list = |k: &str| {
-        let v: Vec<&str> = report[k]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| h.as_str())
-            .collect();
-        if v.is_empty() { "none".to_string() } else { v.join(", ") }
-    };
+    let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
     println!(
         "reloaded (generation {}): {} file(s); hosts added: {}; removed: {}; {} host record(s) updated",
-        report["generation"],
-        report["files"].as_array().map_or(0, Vec::len),
-        list("hosts_added"),
-        list("hosts_removed"),
-        report["records_changed"]
+        report.generation,
+        report.files.len(),
+        list(&report.hosts_added),
+        list(&report.hosts_removed),
+        report.records_changed
     );
-    for n in report["notes"].as_array().into_iter().flatten() {
-        println!("note: {}", n.as_str().unwrap_or_default());
+    for n in &report.notes {
+        println!("note: {n}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -551,12 +551,18 @@ fn list_site(
         }
     }
     if json {
-        let v: Vec<serde_json::Value> = rows
+        /// One domain with the hypervisor it runs on.
+        #[derive(serde::Serialize)]
+        struct Row<'a, D: serde::Serialize> {
+            #[serde(flatten)]
+            domain: &'a D,
+            hypervisor: &'a str,
+        }
+        let v: Vec<_> = rows
             .iter()
-            .map(|(h, d)| {
-                let mut v = serde_json::to_value(d).unwrap_or_default();
-                v["hypervisor"] = serde_json::Value::String(h.clone());
-                v
+            .map(|(h, d)| Row {
+                domain: d,
+                hypervisor: h,
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);

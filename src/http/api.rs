@@ -36,14 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/hosts/{host}/adopt", post(adopt))
 }
 
-#[derive(Deserialize)]
-struct AdoptRequest {
-    hostname: String,
-    profile: Option<String>,
-    ip: Option<std::net::Ipv4Addr>,
-    site: Option<String>,
-    bmc: Option<toml::Table>,
-}
+use crate::reload::{AdoptAnswer, AdoptRequest};
 
 /// `POST /api/hosts/<mac>/adopt`: a discovered machine becomes a configured host: an entry
 /// in `<config dir>/hosts-<site>.toml`, then a reload (which validates it like any config).
@@ -97,7 +90,12 @@ async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): J
                     file: file.display().to_string(),
                 },
             );
-            Json(serde_json::json!({ "host": record, "file": file, "reload": report })).into_response()
+            Json(AdoptAnswer {
+                host: record,
+                file,
+                reload: report,
+            })
+            .into_response()
         }
         Err(e @ AdoptError::NoConfigDirectory) => refuse(StatusCode::CONFLICT, e.to_string()),
         Err(AdoptError::Refused(_, crate::reload::ReloadError::Store(f))) => super::failure::json("adopt", &f),
@@ -190,18 +188,19 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
 }
 
 /// `GET /api/hypervisors`: every installed host provd has checked, with its status.
-async fn hypervisors(State(s): State<AppState>) -> Json<Vec<serde_json::Value>> {
+async fn hypervisors(State(s): State<AppState>) -> Json<Vec<crate::pool::HypervisorView>> {
     let mut out = Vec::new();
     let boot = s.boot();
-    for c in s.pool.checks() {
-        let record = match boot.find(&c.host).await {
+    for check in s.pool.checks() {
+        let record = match boot.find(&check.host).await {
             Some(mac) => s.inventory.get(mac).await,
             None => None,
         };
-        let mut v = serde_json::to_value(&c).unwrap_or_default();
-        v["status"] = serde_json::to_value(record.as_ref().map(|r| r.status)).unwrap_or_default();
-        v["drained"] = serde_json::Value::Bool(record.is_some_and(|r| r.drained));
-        out.push(v);
+        out.push(crate::pool::HypervisorView {
+            check,
+            status: record.as_ref().map(|r| r.status),
+            drained: record.is_some_and(|r| r.drained),
+        });
     }
     Json(out)
 }
@@ -223,7 +222,7 @@ async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response 
                 };
                 s.journal.record(Some(mac), None, crate::journal::Step::Pool { what });
             }
-            Json(serde_json::json!({ "host": name, "moved": moved })).into_response()
+            Json(crate::pool::DrainReport { host: name, moved }).into_response()
         }
         Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({ "error": e }))).into_response(),
     }
@@ -423,25 +422,40 @@ async fn leases(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn sites(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let sites: Vec<serde_json::Value> = s
+/// One site as `GET /api/sites` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SiteView {
+    pub name: String,
+    pub description: String,
+    pub server_address: std::net::Ipv4Addr,
+    pub http_port: u16,
+    /// "interface (address)" for each DHCP interface.
+    pub listen: Vec<String>,
+    pub subnets: Vec<String>,
+    pub hosts: usize,
+}
+
+async fn sites(State(s): State<AppState>) -> Json<Vec<SiteView>> {
+    let sites = s
         .boot()
         .config()
         .sites
         .values()
-        .map(|site| {
-            serde_json::json!({
-                "name": site.name,
-                "description": site.description,
-                "server_address": site.server_address.to_string(),
-                "http_port": site.http_port,
-                "listen": site.listen.iter().map(|l| format!("{} ({})", l.interface, l.address)).collect::<Vec<_>>(),
-                "subnets": site.subnets.iter().map(|n| n.prefix.to_string()).collect::<Vec<_>>(),
-                "hosts": site.hosts.len(),
-            })
+        .map(|site| SiteView {
+            name: site.name.clone(),
+            description: site.description.clone(),
+            server_address: site.server_address,
+            http_port: site.http_port,
+            listen: site
+                .listen
+                .iter()
+                .map(|l| format!("{} ({})", l.interface, l.address))
+                .collect(),
+            subnets: site.subnets.iter().map(|n| n.prefix.to_string()).collect(),
+            hosts: site.hosts.len(),
         })
         .collect();
-    Json(serde_json::json!(sites))
+    Json(sites)
 }
 
 /// What `/api/stats` returns (and `provd stats` prints).

@@ -31,6 +31,18 @@ pub enum PoolState {
     NoLibvirt,
 }
 
+impl PoolState {
+    /// The name the API and the CLI use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolState::Ready => "ready",
+            PoolState::Unreachable => "unreachable",
+            PoolState::Tls => "tls",
+            PoolState::NoLibvirt => "no-libvirt",
+        }
+    }
+}
+
 /// What libvirt says about a reachable host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
@@ -57,6 +69,31 @@ pub struct Check {
     pub capacity: Option<Capacity>,
     /// Consecutive failures (the backoff grows with them).
     pub failures: u32,
+}
+
+/// One hypervisor as `GET /api/hypervisors` shows it (and `provd hypervisors list` and the
+/// VM commands read it): the pool's last check with the host's inventory status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HypervisorView {
+    #[serde(flatten)]
+    pub check: Check,
+    /// None when the check names a host the inventory no longer knows.
+    pub status: Option<crate::inventory::Status>,
+    pub drained: bool,
+}
+
+/// What `POST /api/hypervisors/<host>/drain` answers: where each domain went, or why not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrainReport {
+    pub host: String,
+    pub moved: Vec<drain::Moved>,
+}
+
+impl DrainReport {
+    /// Domains that could not be moved.
+    pub fn failed(&self) -> usize {
+        self.moved.iter().filter(|m| m.to.is_none()).count()
+    }
 }
 
 /// Which pool state a libvirt connection error means (pure; libvirt's own words).

@@ -10,7 +10,7 @@ use provd::config::Config;
 use provd::dhcp::Leases;
 use provd::dhcp::engine::Outcome;
 use provd::dhcp::leases::LeaseTable;
-use provd::dhcp::topology::Topology;
+use provd::config::topology::Topology;
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
@@ -53,11 +53,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let cfg = config();
     let served = cfg.select_sites(&[]).unwrap();
-    let leases = Leases::new(Topology::new(cfg, &served), LeaseTable::new());
+    let topology = Topology::new(cfg, &served);
+    let leases = Leases::new(&topology, LeaseTable::new());
     let ingress = leases.ingresses()[0].clone();
     let reserved_mac = provd::mac::MacAddr([0x52, 0x54, 0, 0, 0, 0x0b]);
     for now in [1_800_000_000u64, 1_800_000_000 + u64::from(knobs >> 2)] {
-        match leases.decide(&req, &ingress, now) {
+        match leases.decide(&topology, &req, &ingress, now) {
             Outcome::Reply { msg, kind, persist, .. } => {
                 let yiaddr = msg.yiaddr();
                 if matches!(kind, MessageType::Offer | MessageType::Ack) && !yiaddr.is_unspecified() {

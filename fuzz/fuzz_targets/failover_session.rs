@@ -7,9 +7,10 @@ use libfuzzer_sys::fuzz_target;
 use provd::config::{Failover, FailoverRole, Pool, hba_from_split};
 use provd::dhcp::Leases;
 use provd::dhcp::leases::LeaseTable;
-use provd::dhcp::topology::Topology;
+use provd::config::topology::Topology;
 use provd::failover::codec::{Message, MessageType, frame_len};
-use provd::failover::session::{Effect, Input, Session};
+use provd::failover::session::{Effect, Input, Session, in_order};
+use provd::failover::table;
 use std::net::Ipv4Addr;
 
 const T0: u64 = 1_800_000_000;
@@ -45,9 +46,17 @@ fuzz_target!(|data: &[u8]| {
     } else {
         FailoverRole::Secondary
     };
-    let leases = Leases::new(Topology::none(), LeaseTable::new());
+    let leases = Leases::new(&Topology::none(), LeaseTable::new());
     let mut session = Session::new(cfg(role), "s".into(), None, T0);
-    session.handle(Input::Connected, T0, &leases);
+    // As the driver performs them: in order, lease effects applied to the table.
+    let step = |session: &mut Session, input: Input, now: u64| -> Vec<Effect> {
+        let pools = session.config().pools.clone();
+        in_order(session.handle(input, now, &leases))
+            .into_iter()
+            .flat_map(|e| table::apply(e, &leases, &pools, "s"))
+            .collect()
+    };
+    step(&mut session, Input::Connected, T0);
     let mut now = T0;
     let mut handshake_done = false;
     while let Ok(Some(n)) = frame_len(rest) {
@@ -63,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
         // What a connection that has not finished its handshake may change: nothing. (The
         // table may hold bindings from an earlier connection's conversation.)
         let known_before = leases.counts(now).known;
-        let fx = session.handle(Input::Message(m), now, &leases);
+        let fx = step(&mut session, Input::Message(m), now);
         let dropped = fx.contains(&Effect::Disconnect);
         if !handshake_done {
             let opener = matches!(kind, MessageType::Connect | MessageType::ConnectAck);
@@ -83,11 +92,11 @@ fuzz_target!(|data: &[u8]| {
         }
         if dropped {
             // The driver closes the connection; a new one starts over.
-            session.handle(Input::Closed("fuzz".into()), now, &leases);
-            session.handle(Input::Connected, now, &leases);
+            step(&mut session, Input::Closed("fuzz".into()), now);
+            step(&mut session, Input::Connected, now);
             handshake_done = false;
         }
         now += u64::from(mode >> 1) % 40;
-        session.handle(Input::Tick, now, &leases);
+        step(&mut session, Input::Tick, now);
     }
 });

@@ -90,7 +90,7 @@ pub struct ClientFacts {
 }
 
 /// One address as the failover partner describes it in a BNDUPD.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PartnerBinding {
     pub ip: Ipv4Addr,
     /// Bound (active), Released, Expired, Declined (abandoned), Free or Backup.

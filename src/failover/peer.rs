@@ -286,7 +286,7 @@ impl Driver {
                 }
                 Some(cmd) = commands.recv() => match cmd {
                     Command::PartnerDown(reply) => {
-                        let r = self.session.partner_down(unix_now(), &self.rel.leases);
+                        let r = self.session.partner_down(unix_now());
                         let r = match r {
                             Ok(fx) => {
                                 self.perform(fx).await;
@@ -496,6 +496,16 @@ impl Driver {
                             Err(e) => tracing::error!("failover: pool balance not stored, not sent: {e}"),
                         }
                     });
+                }
+                lease @ (Effect::ApplyPartner { .. }
+                | Effect::Acknowledged { .. }
+                | Effect::NoteSent { .. }
+                | Effect::Balance { .. }) => {
+                    // The table changes now, in order; what must be stored next goes first.
+                    let next = super::table::apply(lease, &self.rel.leases, &self.rel.cfg.pools, &self.rel.site);
+                    for e in next.into_iter().rev() {
+                        pending.push_front(e);
+                    }
                 }
                 Effect::Persist(records) => {
                     let store = self.rel.store.clone();

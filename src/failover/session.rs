@@ -7,11 +7,14 @@
 //! order: persist the state, publish the engine's rules, send a message, persist lease
 //! records and then acknowledge or queue them, dial the partner, drop the connection.
 //!
-//! It does no I/O and reads no clock. It does change the lease table through the
-//! `dhcp::Leases` handle (an in-memory operation); what must be durable comes back as an
-//! effect, and nothing the partner is told depends on a write that has not happened:
-//! a BNDACK is sent only after the BNDUPD's record is stored (`PersistThenSend`), and the
-//! BNDUPDs of a pool balance only after the moved addresses are (`PersistThenQueue`).
+//! It does no I/O, reads no clock and writes nothing: it reads the lease table through
+//! `table::LeaseView`, and every change it wants (a partner's binding, an acknowledged
+//! expiry, a sent one, a pool balance) is an effect, which `table::apply` performs in
+//! order with the rest and turns into what must be stored. Nothing the partner is told
+//! depends on a write that has not happened: a BNDACK is sent only after the BNDUPD's
+//! record is stored (`PersistThenSend`), the BNDUPDs of a pool balance only after the moved
+//! addresses are (`PersistThenQueue`), and whatever follows a state change only after the
+//! state is (`PersistState { then }`).
 
 use super::FailoverError;
 use super::binding::{bndupd, partner_binding};
@@ -19,8 +22,9 @@ use super::codec::{self, Message, MessageType, Value, code};
 use super::gate::Gate;
 use super::loadbalance::Role;
 use super::state::{self, Action, Context, Event, Refused, State};
+use super::table::LeaseView;
 use crate::config::{Failover, FailoverRole};
-use crate::dhcp::Leases;
+use crate::dhcp::leases::PartnerBinding;
 use crate::store::LeaseRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -124,6 +128,29 @@ pub enum Effect {
     },
     /// Store these records; nobody waits (a tsfp lost in a crash only shortens a lease).
     Persist(Vec<LeaseRecord>),
+    /// The lease table takes the partner's binding; stored, then `ack` (the BNDACK) goes.
+    ApplyPartner {
+        binding: PartnerBinding,
+        ack: Message,
+    },
+    /// The partner acknowledged `ip` up to `tsfp`.
+    Acknowledged {
+        ip: Ipv4Addr,
+        tsfp: u64,
+    },
+    /// `tstp` (the potential expiry) goes to the partner for `ip`.
+    NoteSent {
+        ip: Ipv4Addr,
+        tstp: u64,
+    },
+    /// The primary's pool balance: half the free addresses to the secondary (BACKUP, with
+    /// `grace` = MCLT), stored, then queued as BNDUPDs; `answer` is a POOLRESP, sent after
+    /// them with the count filled in.
+    Balance {
+        now: u64,
+        grace: u64,
+        answer: Option<Message>,
+    },
     /// The primary: connect to the partner.
     Dial,
     /// Drop the connection (the session has already accounted for it).
@@ -278,6 +305,11 @@ impl Session {
         }
     }
 
+    /// The site this relationship serves.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
     pub fn config(&self) -> &Failover {
         &self.cfg
     }
@@ -385,7 +417,7 @@ impl Session {
     }
 
     /// One input in, the effects out.
-    pub fn handle(&mut self, input: Input, now: u64, leases: &Leases) -> Vec<Effect> {
+    pub fn handle(&mut self, input: Input, now: u64, leases: &dyn LeaseView) -> Vec<Effect> {
         let mut fx = Vec::new();
         match input {
             Input::Connected => {
@@ -426,12 +458,12 @@ impl Session {
             Input::LeaseChanged(r) => {
                 if self.cfg.pools.iter().any(|p| p.contains(r.ip)) {
                     self.queue.push_back(r);
-                    self.pump(now, leases, &mut fx);
+                    self.pump(now, &mut fx);
                 }
             }
             Input::Durable { records, then } => {
                 self.queue.extend(records);
-                self.pump(now, leases, &mut fx);
+                self.pump(now, &mut fx);
                 if let Some(m) = then {
                     fx.push(Effect::Send(m));
                 }
@@ -439,20 +471,20 @@ impl Session {
             Input::UpdateAcknowledged => self.inbound_unacked = self.inbound_unacked.saturating_sub(1),
             Input::Tick => self.tick(now, leases, &mut fx),
             Input::Shutdown => {
-                let _ = self.event(Event::Shutdown, now, leases, &mut fx);
+                let _ = self.event(Event::Shutdown, now, &mut fx);
             }
         }
         durable_first(fx)
     }
 
     /// The operator says the partner is down.
-    pub fn partner_down(&mut self, now: u64, leases: &Leases) -> Result<Vec<Effect>, Refused> {
+    pub fn partner_down(&mut self, now: u64) -> Result<Vec<Effect>, Refused> {
         let mut fx = Vec::new();
-        self.event(Event::OperatorPartnerDown, now, leases, &mut fx)?;
+        self.event(Event::OperatorPartnerDown, now, &mut fx)?;
         Ok(durable_first(fx))
     }
 
-    fn tick(&mut self, now: u64, leases: &Leases, fx: &mut Vec<Effect>) {
+    fn tick(&mut self, now: u64, leases: &dyn LeaseView, fx: &mut Vec<Effect>) {
         if !self.connected && self.role == Role::Primary && now >= self.next_dial {
             self.next_dial = now + DIAL_INTERVAL;
             fx.push(Effect::Dial);
@@ -476,25 +508,25 @@ impl Session {
                 self.cfg.name,
                 self.cfg.max_response_delay
             );
-            let _ = self.event(Event::NoPartner, now, leases, fx);
+            let _ = self.event(Event::NoPartner, now, fx);
         }
         if self.role == Role::Primary
             && self.state == State::Normal
             && self.connected
             && self.next_balance.is_some_and(|due| now >= due)
         {
-            self.balance(now, leases, fx);
+            self.balance(now, fx);
         }
         if let Some(due) = self.mclt_timer_due
             && now >= due
         {
             self.mclt_timer_due = None;
-            let _ = self.event(Event::McltElapsed, now, leases, fx);
+            let _ = self.event(Event::McltElapsed, now, fx);
         }
     }
 
     /// Apply a state machine event: move, persist, publish, tell the partner.
-    fn event(&mut self, e: Event, now: u64, leases: &Leases, fx: &mut Vec<Effect>) -> Result<(), Refused> {
+    fn event(&mut self, e: Event, now: u64, fx: &mut Vec<Effect>) -> Result<(), Refused> {
         let out = state::next(self.state, &self.context(now), e)?;
         let entered_normal = out.state == State::Normal && self.state != State::Normal;
         if out.state != self.state {
@@ -530,7 +562,7 @@ impl Session {
                 fx.push(Effect::Send(m));
             }
             if entered_normal && self.role == Role::Primary {
-                self.balance(now, leases, fx);
+                self.balance(now, fx);
             }
         }
         Ok(())
@@ -538,25 +570,18 @@ impl Session {
 
     /// The primary's pool balancing: half the free addresses to the secondary (BACKUP),
     /// stored before they are sent. The next periodic balance is due BALANCE_INTERVAL later.
-    fn balance(&mut self, now: u64, leases: &Leases, fx: &mut Vec<Effect>) {
+    fn balance(&mut self, now: u64, fx: &mut Vec<Effect>) {
         self.next_balance = Some(now + BALANCE_INTERVAL);
-        let moved = leases.balance(&self.cfg.pools, now, u64::from(self.mclt), &self.site);
-        if !moved.is_empty() {
-            tracing::info!(
-                "failover {}: balanced pools: {} address(es) to the secondary",
-                self.cfg.name,
-                moved.len()
-            );
-            fx.push(Effect::PersistThenQueue {
-                records: moved,
-                then: None,
-            });
-        }
+        fx.push(Effect::Balance {
+            now,
+            grace: u64::from(self.mclt),
+            answer: None,
+        });
     }
 
     /// Everything about the connection is gone: what was in flight goes out again on the
     /// next connection; the state machine hears that communications were lost.
-    fn detach(&mut self, now: u64, leases: &Leases, fx: &mut Vec<Effect>) {
+    fn detach(&mut self, now: u64, leases: &dyn LeaseView, fx: &mut Vec<Effect>) {
         self.connected = false;
         self.handshake = Handshake::Idle;
         self.inbound_unacked = 0;
@@ -568,11 +593,11 @@ impl Session {
         }
         self.update_done_due = None;
         self.partner_max_unacked = 0;
-        let _ = self.event(Event::CommunicationsLost, now, leases, fx);
+        let _ = self.event(Event::CommunicationsLost, now, fx);
     }
 
     /// Send queued BNDUPDs while the partner accepts more; then UPDDONE if one is due.
-    fn pump(&mut self, now: u64, leases: &Leases, fx: &mut Vec<Effect>) {
+    fn pump(&mut self, now: u64, fx: &mut Vec<Effect>) {
         if !self.connected || self.partner_max_unacked == 0 {
             return;
         }
@@ -583,7 +608,10 @@ impl Session {
             let xid = self.next_xid();
             let m = bndupd(&r, now, xid);
             let potential = u64::from(m.u32(code::POTENTIAL_EXPIRY).unwrap_or(0));
-            leases.note_sent(r.ip, potential);
+            fx.push(Effect::NoteSent {
+                ip: r.ip,
+                tstp: potential,
+            });
             self.in_flight.insert(xid, (r.ip, potential));
             self.updates_sent += 1;
             fx.push(Effect::Send(m));
@@ -657,7 +685,13 @@ impl Session {
         }
     }
 
-    fn on_message(&mut self, m: Message, now: u64, leases: &Leases, fx: &mut Vec<Effect>) -> Result<(), FailoverError> {
+    fn on_message(
+        &mut self,
+        m: Message,
+        now: u64,
+        leases: &dyn LeaseView,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), FailoverError> {
         if m.kind == MessageType::Connect && self.role != Role::Secondary {
             return Err(FailoverError::WrongRole("CONNECT", "primary"));
         }
@@ -725,8 +759,8 @@ impl Session {
                 self.partner_stos = m.u32(code::STOS).map_or(now, u64::from);
                 fx.push(self.persist_state());
                 tracing::info!("failover {}: partner is {}", self.cfg.name, s.name());
-                let _ = self.event(Event::PeerState(s), now, leases, fx);
-                self.pump(now, leases, fx);
+                let _ = self.event(Event::PeerState(s), now, fx);
+                self.pump(now, fx);
             }
             MessageType::Contact => {}
             MessageType::Disconnect => return Err(FailoverError::PartnerDisconnected),
@@ -761,12 +795,8 @@ impl Session {
                         // it is the partner: its word on a binding counts.
                         b.authenticated = self.cfg.tls;
                         // Durable before the BNDACK: an acknowledged update is never lost.
-                        let record = leases.apply_partner(b, &self.site);
                         self.inbound_unacked += 1;
-                        fx.push(Effect::PersistThenSend {
-                            records: vec![record],
-                            then: ack,
-                        });
+                        fx.push(Effect::ApplyPartner { binding: b, ack });
                     }
                     Err(e) => {
                         tracing::warn!("failover {}: rejecting a BNDUPD: {e}", self.cfg.name);
@@ -786,10 +816,10 @@ impl Session {
                         "failover {}: the partner rejected the update of {ip} (reason {reason})",
                         self.cfg.name
                     );
-                } else if let Some(r) = leases.acknowledged(ip, potential, &self.site) {
-                    fx.push(Effect::Persist(vec![r]));
+                } else {
+                    fx.push(Effect::Acknowledged { ip, tsfp: potential });
                 }
-                self.pump(now, leases, fx);
+                self.pump(now, fx);
             }
             MessageType::UpdReqAll | MessageType::UpdReq => {
                 let records = leases.records_in(&self.cfg.pools, &self.site);
@@ -800,27 +830,21 @@ impl Session {
                 );
                 self.queue.extend(records);
                 self.update_done_due = Some(m.xid);
-                self.pump(now, leases, fx);
+                self.pump(now, fx);
             }
             MessageType::UpdDone => {
-                let _ = self.event(Event::UpdateDone, now, leases, fx);
+                let _ = self.event(Event::UpdateDone, now, fx);
             }
             MessageType::PoolReq => {
                 if self.role != Role::Primary {
                     return Ok(());
                 }
                 // The answer counts what moves; it follows the moved addresses' BNDUPDs.
-                let mut resp = Message::new(MessageType::PoolResp, now as u32, m.xid);
-                let moved = leases.balance(&self.cfg.pools, now, u64::from(self.mclt), &self.site);
-                let n = moved.len() as u32;
-                resp = resp.with(code::ADDRESSES_TRANSFERRED, Value::U32(n));
-                tracing::info!(
-                    "failover {}: pool request from the partner: {n} address(es) moved to it",
-                    self.cfg.name
-                );
-                fx.push(Effect::PersistThenQueue {
-                    records: moved,
-                    then: Some(resp),
+                tracing::info!("failover {}: pool request from the partner", self.cfg.name);
+                fx.push(Effect::Balance {
+                    now,
+                    grace: u64::from(self.mclt),
+                    answer: Some(Message::new(MessageType::PoolResp, now as u32, m.xid)),
                 });
             }
             MessageType::PoolResp => {
@@ -846,14 +870,28 @@ mod tests {
         fn step(&mut self, input: Input, now: u64, leases: &Leases) -> Vec<Effect>;
         fn partner_down_step(&mut self, now: u64, leases: &Leases) -> Result<Vec<Effect>, Refused>;
     }
+    use crate::dhcp::Leases;
 
     impl Steps for Session {
         fn step(&mut self, input: Input, now: u64, leases: &Leases) -> Vec<Effect> {
-            in_order(self.handle(input, now, leases))
+            let fx = self.handle(input, now, leases);
+            self.on_table(fx, leases)
         }
 
         fn partner_down_step(&mut self, now: u64, leases: &Leases) -> Result<Vec<Effect>, Refused> {
-            self.partner_down(now, leases).map(in_order)
+            let fx = self.partner_down(now)?;
+            Ok(self.on_table(fx, leases))
+        }
+    }
+
+    impl Session {
+        /// In order, with the lease effects performed on the table as the driver does.
+        fn on_table(&self, fx: Vec<Effect>, leases: &Leases) -> Vec<Effect> {
+            let pools = self.config().pools.clone();
+            in_order(fx)
+                .into_iter()
+                .flat_map(|e| crate::failover::table::apply(e, leases, &pools, self.site()))
+                .collect()
         }
     }
     use crate::config::Pool;
@@ -1220,7 +1258,10 @@ mod tests {
         assert_eq!(moved.state, State::Normal);
         assert!(matches!(then[0], Effect::PublishRules(_)), "{then:?}");
         assert_eq!(sent(then), [MessageType::State]);
-        assert!(matches!(then.last(), Some(Effect::PersistThenQueue { .. })), "{then:?}");
+        assert!(
+            matches!(then.last(), Some(Effect::Balance { answer: None, .. })),
+            "{then:?}"
+        );
         let inside = then.len();
 
         // Spliced in order, the two writes come first, then what they hold.
@@ -1256,6 +1297,64 @@ mod tests {
         let mut sec = established(FailoverRole::Secondary, saved(State::Normal), &l);
         let fx = sec.step(Input::Message(state_msg(State::Normal, false)), T0, &l);
         assert_eq!(sent(&fx), [MessageType::State, MessageType::PoolReq]);
+    }
+
+    /// The session writes nothing: a partner's binding and a pool balance come out as
+    /// effects, and the table changes only when `table::apply` performs them, returning
+    /// the write that must happen before the BNDACK or the BNDUPDs.
+    #[test]
+    fn the_table_changes_only_when_the_lease_effects_are_applied() {
+        let l = leases();
+        let (mut s, _) = normal_primary(&l);
+        let before = l.records_in(&s.config().pools, "s");
+        let upd = bndupd(&record(101, LeaseState::Bound), T0, 300);
+        let fx = s.handle(Input::Message(upd), T0, &l);
+        let [Effect::ApplyPartner { binding, ack }] = &fx[..] else {
+            panic!("{fx:?}")
+        };
+        assert_eq!((binding.ip, ack.kind), (ip(101), MessageType::BndAck));
+        assert_eq!(l.records_in(&s.config().pools, "s"), before, "handle wrote the table");
+
+        let pools = s.config().pools.clone();
+        let next = crate::failover::table::apply(fx.into_iter().next().unwrap(), &l, &pools, "s");
+        let [Effect::PersistThenSend { records, then }] = &next[..] else {
+            panic!("{next:?}")
+        };
+        assert_eq!(
+            (records[0].ip, records[0].state, then.kind),
+            (ip(101), LeaseState::Bound, MessageType::BndAck)
+        );
+        assert!(
+            l.records_in(&pools, "s")
+                .iter()
+                .any(|r| r.ip == ip(101) && r.state == LeaseState::Bound)
+        );
+
+        // A POOLREQ: the answer waits for the moved addresses and counts them.
+        let fx = s.handle(
+            Input::Message(Message::new(MessageType::PoolReq, T0 as u32, 301)),
+            T0,
+            &l,
+        );
+        let [Effect::Balance { answer: Some(resp), .. }] = &fx[..] else {
+            panic!("{fx:?}")
+        };
+        assert_eq!(
+            resp.u32(code::ADDRESSES_TRANSFERRED),
+            None,
+            "the count is the table's to give"
+        );
+        let next = crate::failover::table::apply(fx.into_iter().next().unwrap(), &l, &pools, "s");
+        let [
+            Effect::PersistThenQueue {
+                records,
+                then: Some(resp),
+            },
+        ] = &next[..]
+        else {
+            panic!("{next:?}")
+        };
+        assert_eq!(resp.u32(code::ADDRESSES_TRANSFERRED), Some(records.len() as u32));
     }
 
     #[test]

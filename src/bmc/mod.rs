@@ -62,7 +62,7 @@ impl std::str::FromStr for Action {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PowerState {
     On,
@@ -82,7 +82,7 @@ impl PowerState {
 }
 
 /// What the BMC said after the action.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Outcome {
     /// The power state the BMC reports once the action was accepted.
     pub state: PowerState,

@@ -7,7 +7,9 @@
 
 use super::ServerTarget;
 use super::client::Api;
+use crate::http::power_api::{BmcEntry, PowerResult, PoweredReinstall};
 use clap::Subcommand;
+use serde::Serialize;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,8 +91,9 @@ pub fn run(cmd: PowerCommand) -> anyhow::Result<ExitCode> {
         select.parallel,
         &format!("power {action}"),
         |api, host| {
-            api.post_long::<serde_json::Value>(&format!("/api/hosts/{host}/power/{action}"))
+            api.post_long::<PowerResult>(&format!("/api/hosts/{host}/power/{action}"))
                 .and_then(|f| api.require(f))
+                .map(Row::Done)
         },
     );
     report(&rows, select.json)
@@ -107,13 +110,17 @@ pub fn reinstall(select: &Selection, force: bool, power: bool, target: &ServerTa
         (false, false) => "",
     };
     let rows = fan_out(&api, &hosts, select.parallel, "reinstall", |api, host| {
-        let answer: serde_json::Value = api.require(api.post_long(&format!("/api/hosts/{host}/reinstall{query}"))?)?;
-        Ok(match answer.get("power") {
-            Some(p) => p.clone(),
-            None => serde_json::json!({
-                "host": host, "action": "reinstall", "ok": true,
-                "detail": "installs at its next network boot (netboot on); may wipe an earlier install",
-            }),
+        let url = format!("/api/hosts/{host}/reinstall{query}");
+        if power {
+            let answer: PoweredReinstall = api.require(api.post_long(&url)?)?;
+            return Ok(Row::Done(answer.power));
+        }
+        let _: serde::de::IgnoredAny = api.require(api.post_long(&url)?)?;
+        Ok(Row::Intent {
+            host: host.to_string(),
+            action: "reinstall",
+            ok: true,
+            detail: "installs at its next network boot (netboot on); may wipe an earlier install",
         })
     });
     report(&rows, select.json)
@@ -124,18 +131,12 @@ impl Selection {
     pub fn resolve(&self, api: &Api) -> anyhow::Result<Vec<String>> {
         let mut hosts = self.hosts.clone();
         if self.all || self.site.is_some() || !self.tag.is_empty() {
-            let known: Vec<serde_json::Value> = api.require(api.get("/api/bmc")?)?;
+            let known: Vec<BmcEntry> = api.require(api.get("/api/bmc")?)?;
             for h in known {
-                let site_ok = self.site.as_ref().is_none_or(|s| h["site"] == s.as_str());
-                let tags: Vec<&str> = h["tags"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t.as_str())
-                    .collect();
-                let tags_ok = self.tag.iter().all(|t| tags.contains(&t.as_str()));
-                if site_ok && tags_ok && !h["driver"].is_null() {
-                    hosts.push(h["host"].as_str().unwrap_or_default().to_string());
+                let site_ok = self.site.as_ref().is_none_or(|s| &h.site == s);
+                let tags_ok = self.tag.iter().all(|t| h.tags.contains(t));
+                if site_ok && tags_ok && h.driver.is_some() {
+                    hosts.push(h.host);
                 }
             }
         }
@@ -148,6 +149,35 @@ impl Selection {
     }
 }
 
+/// One host's line of the result: what its BMC did, what provd recorded without touching
+/// a BMC (a reinstall without `--power`), or why the call failed. As JSON, the BMC's result
+/// as the daemon gave it, or `{host, action, ok, detail}`, or `{host, ok: false, error}`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Row {
+    Done(PowerResult),
+    Intent {
+        host: String,
+        action: &'static str,
+        ok: bool,
+        detail: &'static str,
+    },
+    Failed {
+        host: String,
+        ok: bool,
+        error: String,
+    },
+}
+
+impl Row {
+    fn ok(&self) -> bool {
+        match self {
+            Row::Done(r) => r.ok,
+            Row::Intent { ok, .. } | Row::Failed { ok, .. } => *ok,
+        }
+    }
+}
+
 /// Run `one` for every host, `parallel` at a time, with a progress bar on stderr. A failed
 /// call becomes a row with its error.
 fn fan_out(
@@ -155,8 +185,8 @@ fn fan_out(
     hosts: &[String],
     parallel: usize,
     label: &str,
-    one: impl Fn(&Api, &str) -> anyhow::Result<serde_json::Value> + Sync,
-) -> Vec<serde_json::Value> {
+    one: impl Fn(&Api, &str) -> anyhow::Result<Row> + Sync,
+) -> Vec<Row> {
     let bar = indicatif::ProgressBar::new(hosts.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} hosts, {elapsed} {msg}")
@@ -166,17 +196,19 @@ fn fan_out(
     bar.set_prefix(label.to_string());
     let next = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);
-    let rows: Mutex<Vec<Option<serde_json::Value>>> = Mutex::new(vec![None; hosts.len()]);
+    let rows: Mutex<Vec<Option<Row>>> = Mutex::new((0..hosts.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..parallel.clamp(1, hosts.len().max(1)) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(host) = hosts.get(i) else { return };
-                    let row = one(api, host).unwrap_or_else(
-                        |e| serde_json::json!({ "host": host, "ok": false, "error": format!("{e:#}") }),
-                    );
-                    if row["ok"] != true {
+                    let row = one(api, host).unwrap_or_else(|e| Row::Failed {
+                        host: host.clone(),
+                        ok: false,
+                        error: format!("{e:#}"),
+                    });
+                    if !row.ok() {
                         let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
                         bar.set_message(format!("({n} failed)"));
                     }
@@ -190,8 +222,8 @@ fn fan_out(
     rows.into_inner().unwrap().into_iter().flatten().collect()
 }
 
-fn report(rows: &[serde_json::Value], json: bool) -> anyhow::Result<ExitCode> {
-    let failed = rows.iter().filter(|r| r["ok"] != true).count();
+fn report(rows: &[Row], json: bool) -> anyhow::Result<ExitCode> {
+    let failed = rows.iter().filter(|r| !r.ok()).count();
     if json {
         println!("{}", serde_json::to_string_pretty(rows)?);
     } else {
@@ -200,21 +232,33 @@ fn report(rows: &[serde_json::Value], json: bool) -> anyhow::Result<ExitCode> {
             "HOST", "ACTION", "RESULT", "POWER", "SECONDS"
         );
         for r in rows {
-            let mut detail = r["error"]
-                .as_str()
-                .or(r["detail"].as_str())
-                .unwrap_or_default()
-                .to_string();
-            for w in r["warnings"].as_array().into_iter().flatten() {
-                detail.push_str(&format!(" [warning: {}]", w.as_str().unwrap_or_default()));
-            }
+            let (host, action, state, seconds, detail) = match r {
+                Row::Done(p) => {
+                    let mut detail = p.error.clone().unwrap_or_else(|| p.outcome.detail.clone());
+                    for w in &p.outcome.warnings {
+                        detail.push_str(&format!(" [warning: {w}]"));
+                    }
+                    let seconds = format!("{:.1}", p.seconds);
+                    (
+                        p.host.as_str(),
+                        p.action.as_str(),
+                        p.outcome.state.as_str(),
+                        seconds,
+                        detail,
+                    )
+                }
+                Row::Intent {
+                    host, action, detail, ..
+                } => (host.as_str(), *action, "-", "-".to_string(), detail.to_string()),
+                Row::Failed { host, error, .. } => (host.as_str(), "-", "-", "-".to_string(), error.clone()),
+            };
             println!(
                 "{:<20} {:<16} {:<7} {:<8} {:>7}  {}",
-                r["host"].as_str().unwrap_or("?"),
-                r["action"].as_str().unwrap_or("-"),
-                if r["ok"] == true { "ok" } else { "FAILED" },
-                r["state"].as_str().unwrap_or("-"),
-                r["seconds"].as_f64().map_or("-".to_string(), |s| format!("{s:.1}")),
+                host,
+                action,
+                if r.ok() { "ok" } else { "FAILED" },
+                state,
+                seconds,
                 detail.trim()
             );
         }

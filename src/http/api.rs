@@ -351,11 +351,15 @@ async fn reinstall(
                 } else {
                     StatusCode::BAD_GATEWAY
                 };
-                let mut body = serde_json::to_value(&record).unwrap_or_default();
-                body["power"] = serde_json::to_value(&power).unwrap_or_default();
-                if let Some(e) = &power.error {
-                    body["error"] = format!("reinstall set, but the power cycle failed: {e}").into();
-                }
+                let error = power
+                    .error
+                    .as_ref()
+                    .map(|e| format!("reinstall set, but the power cycle failed: {e}"));
+                let body = super::power_api::PoweredReinstall {
+                    host: record,
+                    power,
+                    error,
+                };
                 (code, Json(body)).into_response()
             }
             Err(refusal) => refusal,

@@ -21,7 +21,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// One host's result, as the CLI's table and `--json` show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PowerResult {
     pub host: String,
     pub action: String,
@@ -32,14 +32,28 @@ pub struct PowerResult {
     pub seconds: f64,
 }
 
-#[derive(Serialize)]
-struct BmcEntry {
-    host: String,
-    mac: MacAddr,
-    site: String,
-    tags: Vec<String>,
-    driver: Option<&'static str>,
-    address: Option<String>,
+/// A configured host and its BMC, as `GET /api/bmc` lists them (the CLI selects by site
+/// and tag from it).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct BmcEntry {
+    pub host: String,
+    pub mac: MacAddr,
+    pub site: String,
+    pub tags: Vec<String>,
+    /// None: the host has no BMC.
+    pub driver: Option<String>,
+    pub address: Option<String>,
+}
+
+/// `POST /api/hosts/<host>/reinstall?power=true`: the host record with the power cycle's
+/// result (and, when the cycle failed, why; the reinstall itself stands).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct PoweredReinstall {
+    #[serde(flatten)]
+    pub host: crate::inventory::HostRecord,
+    pub power: PowerResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 async fn list(State(s): State<AppState>) -> Response {
@@ -55,7 +69,7 @@ async fn list(State(s): State<AppState>) -> Response {
             mac: e.host.mac,
             site: e.site.clone(),
             tags: e.host.tags.clone(),
-            driver: e.host.bmc.as_ref().map(|b| b.driver.as_str()),
+            driver: e.host.bmc.as_ref().map(|b| b.driver.as_str().to_string()),
             address: e.host.bmc.as_ref().map(|b| b.address.clone()),
         })
         .collect();

@@ -37,6 +37,16 @@ fn fixture() -> Fixture {
 
 /// The fixture with its state directory at `state` (a filesystem the test controls).
 fn fixture_in(work: common::Workdir, state: Option<std::path::PathBuf>) -> Fixture {
+    fixture_with(work, state, None)
+}
+
+/// The fixture, with `policy` as the boot policy every protocol asks (None: the config's
+/// and the inventory's).
+fn fixture_with(
+    work: common::Workdir,
+    state: Option<std::path::PathBuf>,
+    policy: Option<Arc<dyn provd::boot::policy::BootPolicy>>,
+) -> Fixture {
     let state = state.unwrap_or_else(|| work.path("state"));
     let assets = work.path("assets");
     std::fs::create_dir_all(assets.join("el9")).unwrap();
@@ -44,7 +54,11 @@ fn fixture_in(work: common::Workdir, state: Option<std::path::PathBuf>) -> Fixtu
     std::fs::write(assets.join("hello.txt"), "hello from provd\n").unwrap();
     let text = common::builder::config_with(&assets, &state, &common::builder::fixture("loopback"));
     let cfg = provd::config::load_from_strs(&[(work.path("provd.toml"), text)]).unwrap();
-    let services = Services::build(Arc::new(cfg), &[], &[], &state).unwrap();
+    let services = match policy {
+        None => Services::build(Arc::new(cfg), &[], &[], &state),
+        Some(p) => Services::build_with_policy(Arc::new(cfg), &state, p),
+    }
+    .unwrap();
     Fixture { services, _work: work }
 }
 
@@ -363,38 +377,7 @@ async fn tftp_serves_assets_and_generated_files_on_loopback() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(Arc::new(f.services.tftp().unwrap()).serve(server, stop_rx));
 
-    let read = |name: &'static str| async move {
-        let client = UdpSocket::bind("127.0.0.11:0").await.unwrap();
-        let rrq = tftp::encode(&Packet::Request {
-            write: false,
-            filename: name.into(),
-            mode: "octet".into(),
-            options: Vec::new(),
-        });
-        client.send_to(&rrq, addr).await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
-                .await
-                .expect("an answer")
-                .unwrap();
-            match tftp::decode(&buf[..n]).unwrap() {
-                Packet::Data { block, data } => {
-                    got.extend_from_slice(&data);
-                    client
-                        .send_to(&tftp::encode(&Packet::Ack { block }), from)
-                        .await
-                        .unwrap();
-                    if data.len() < 512 {
-                        return Ok(got);
-                    }
-                }
-                Packet::Error { code, message } => return Err((code, message)),
-                other => panic!("{other:?}"),
-            }
-        }
-    };
+    let read = |name: &'static str| tftp_read(addr, "127.0.0.11", name);
     assert_eq!(read("hello.txt").await.unwrap(), b"hello from provd\n");
     let cfg = String::from_utf8(read("pxelinux.cfg/01-52-54-00-7f-00-01").await.unwrap()).unwrap();
     assert!(cfg.contains("el9/vmlinuz") && cfg.contains("token="), "{cfg}");
@@ -402,6 +385,143 @@ async fn tftp_serves_assets_and_generated_files_on_loopback() {
     assert!(f.services.tftp_stats.snapshot()["requests"] >= 3);
     stop_tx.send(true).unwrap();
     task.await.unwrap();
+}
+
+/// A whole TFTP read of `name` from `server`, as the machine at `from` (lockstep, 512-byte
+/// blocks); the server's ERROR when it refuses.
+async fn tftp_read(server: SocketAddr, from: &str, name: &str) -> Result<Vec<u8>, (u16, String)> {
+    let client = UdpSocket::bind((from, 0)).await.unwrap();
+    let rrq = tftp::encode(&Packet::Request {
+        write: false,
+        filename: name.into(),
+        mode: "octet".into(),
+        options: Vec::new(),
+    });
+    client.send_to(&rrq, server).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let (n, tid) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        match tftp::decode(&buf[..n]).unwrap() {
+            Packet::Data { block, data } => {
+                got.extend_from_slice(&data);
+                client
+                    .send_to(&tftp::encode(&Packet::Ack { block }), tid)
+                    .await
+                    .unwrap();
+                if data.len() < 512 {
+                    return Ok(got);
+                }
+            }
+            Packet::Error { code, message } => return Err((code, message)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// The boot policy is one thing every protocol asks (pixiecore's `booterFunc`): with a fake
+/// in place of the config's and the inventory's, DHCP names the fake's first-stage file,
+/// and HTTP and TFTP give the script it decides. hv1 is a fresh host with a profile, which
+/// the standard policy would install; the fake boots it from its disk.
+#[tokio::test]
+async fn every_protocol_asks_the_one_boot_policy() {
+    use provd::boot::firmware::{BootAnswer, DhcpAsk, DhcpBoot, DhcpPolicy};
+    use provd::boot::policy::{BootPolicy, DecisionFuture, ScriptAsk};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Fake {
+        dhcp: AtomicUsize,
+        scripts: AtomicUsize,
+    }
+    impl DhcpPolicy for Fake {
+        fn dhcp(&self, ask: &DhcpAsk<'_>) -> DhcpBoot {
+            self.dhcp.fetch_add(1, Ordering::Relaxed);
+            DhcpBoot::Boot(BootAnswer::Tftp(format!("fake-{}.efi", ask.site.name)))
+        }
+    }
+    impl BootPolicy for Fake {
+        fn script<'a>(&'a self, _ask: ScriptAsk<'a>) -> DecisionFuture<'a> {
+            self.scripts.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async { Ok(provd::inventory::BootDecision::LocalDisk) })
+        }
+    }
+    let fake = Arc::new(Fake::default());
+    let f = fixture_with(common::Workdir::new(), None, Some(fake.clone()));
+
+    // DHCP: an unknown machine's DISCOVER through the relay gets the fake's file.
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let shared = provd::dhcp::server::Shared {
+        ports: provd::dhcp::server::ReplyPorts {
+            client: 1,
+            server: relay.local_addr().unwrap().port(),
+        },
+        leases: f.services.leases.clone(),
+        generations: f.services.generations.clone(),
+        store: f.services.store.clone(),
+        stats: f.services.dhcp_stats.clone(),
+        observer: None,
+        journal: None,
+        failover_updates: Arc::new(Default::default()),
+        persists: Default::default(),
+    };
+    let ingress = f.services.leases.ingresses()[0].clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let dhcp = tokio::spawn(provd::dhcp::server::serve_socket(
+        shared,
+        server,
+        ingress,
+        stop_rx.clone(),
+    ));
+    relay
+        .send_to(
+            &relayed(MessageType::Discover, [0x52, 0x54, 0, 0x7f, 9, 9], Vec::new()),
+            server_addr,
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), relay.recv_from(&mut buf))
+        .await
+        .expect("an OFFER")
+        .unwrap();
+    let offer = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
+    let file = offer
+        .fname_str()
+        .and_then(|r| r.ok())
+        .map(|f| f.trim_end_matches('\0').to_string());
+    assert_eq!(file.as_deref(), Some("fake-loop.efi"));
+
+    // HTTP: hv1's script, asked from its reserved address.
+    let (status, script) = call(&f.boot_router(), "GET", &format!("/boot/{HV1_PATH}.ipxe"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        script.contains("boots from its local disk") && !script.contains("token="),
+        "{script}"
+    );
+
+    // TFTP: hv1's pxelinux file.
+    let tftp_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let tftp_addr = tftp_sock.local_addr().unwrap();
+    let tftp = tokio::spawn(Arc::new(f.services.tftp().unwrap()).serve(tftp_sock, stop_rx));
+    let cfg = String::from_utf8(
+        tftp_read(tftp_addr, "127.0.0.11", &format!("pxelinux.cfg/01-{HV1_PATH}"))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(!cfg.contains("token=") && !cfg.contains("el9/vmlinuz"), "{cfg}");
+
+    assert!(fake.dhcp.load(Ordering::Relaxed) >= 1, "DHCP did not ask the policy");
+    assert_eq!(fake.scripts.load(Ordering::Relaxed), 2, "HTTP and TFTP each asked once");
+    stop_tx.send(true).unwrap();
+    dhcp.await.unwrap();
+    tftp.await.unwrap();
 }
 
 /// One address may not take the whole TFTP server: past MAX_TRANSFERS_PER_CLIENT open

@@ -9,7 +9,7 @@ use provd::dhcp::Leases;
 use provd::dhcp::leases::LeaseTable;
 use provd::config::topology::Topology;
 use provd::failover::codec::{Message, MessageType, frame_len};
-use provd::failover::session::{Effect, Input, Session, in_order};
+use provd::failover::session::{Effect, Input, Session, in_order, stored};
 use provd::failover::table;
 use std::net::Ipv4Addr;
 
@@ -53,7 +53,10 @@ fuzz_target!(|data: &[u8]| {
         let pools = session.config().pools.clone();
         in_order(session.handle(input, now, &leases))
             .into_iter()
-            .flat_map(|e| table::apply(e, &leases, &pools, "s"))
+            .filter_map(|e| match e {
+                Effect::Lease(c) => stored(table::apply(c, &leases, &pools, "s")),
+                other => Some(other),
+            })
             .collect()
     };
     step(&mut session, Input::Connected, T0);

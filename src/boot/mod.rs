@@ -19,6 +19,7 @@
 
 pub mod certificates;
 pub mod firmware;
+pub mod policy;
 
 pub use certificates::SignOutcome;
 
@@ -166,14 +167,22 @@ pub struct BootState {
     /// Hosts' certificates: the CA (when `provd pki init` has made one) and the registry of
     /// what it issued and which requests wait for an operator.
     pub signer: Arc<Signer>,
+    /// What a machine's script says (the same policy DHCP asks for its first stage).
+    policy: Arc<dyn policy::BootPolicy>,
 }
 
 impl BootState {
-    pub fn new(inventory: Arc<Inventory>, leases: Arc<dyn LeaseLookup>, signer: Arc<Signer>) -> BootState {
+    pub fn new(
+        inventory: Arc<Inventory>,
+        leases: Arc<dyn LeaseLookup>,
+        signer: Arc<Signer>,
+        policy: Arc<dyn policy::BootPolicy>,
+    ) -> BootState {
         BootState {
             inventory,
             leases,
             signer,
+            policy,
         }
     }
 }
@@ -410,11 +419,10 @@ impl Boot {
         self.generation.renderer.render(template, &ctx.to_value())
     }
 
-    /// The boot policy: what `mac` boots now, asked through `listener_site` from address
-    /// `from`. A configured host is answered only at an address it holds (checked before
-    /// the inventory may mint a token); an unknown machine gets the menu wherever it asks,
-    /// but is recorded (discovered) only when it asks from the address leased to its MAC: a
-    /// request for a made-up MAC costs the asker nothing, a lease costs a pool address.
+    /// What `mac` boots now, asked through `listener_site` from address `from`: the site,
+    /// host and address the answer is for, and the boot policy's decision. A configured
+    /// host is answered only at an address it holds (checked before the policy may mint a
+    /// token); what an unknown machine gets is the policy's (`policy::StandardPolicy`).
     pub async fn plan(&self, mac: MacAddr, listener_site: Option<&str>, from: Ipv4Addr) -> Result<Plan<'_>, BootError> {
         let (site, host) = match self.configured(mac) {
             Some((s, h)) => {
@@ -423,14 +431,14 @@ impl Boot {
             }
             None => (self.site_for_unknown(listener_site, Some(from)), None),
         };
-        let decision = if host.is_none() && !self.state.leases.holds(from, mac, crate::clock::unix_now()) {
-            BootDecision::Menu
-        } else {
-            self.state
-                .inventory
-                .boot(&self.generation.config.hosts, mac, from)
-                .await?
+        let ask = policy::ScriptAsk {
+            hosts: &self.generation.config.hosts,
+            mac,
+            from,
+            configured: host.is_some(),
+            leased: self.state.leases.holds(from, mac, crate::clock::unix_now()),
         };
+        let decision = self.state.policy.script(ask).await?;
         Ok(Plan {
             decision,
             mac,

@@ -4,6 +4,7 @@
 //! its TFTP server and its DHCP loop directly.
 
 use super::Peers;
+use crate::boot::policy::{BootPolicy, StandardPolicy};
 use crate::boot::{Boot, BootSource, BootState};
 use crate::config::Config;
 use crate::dhcp::Leases;
@@ -61,6 +62,27 @@ impl Services {
         sites: &[String],
         state_dir: &std::path::Path,
     ) -> anyhow::Result<Services> {
+        Services::build_with(config, config_paths, sites, state_dir, None)
+    }
+
+    /// `build` with another boot policy than the config's and the inventory's: every
+    /// protocol asks it (DHCP for the first stage, HTTP and TFTP for the script). For tests
+    /// that show each protocol follows the policy, as pixiecore's `booterFunc` does.
+    pub fn build_with_policy(
+        config: Arc<Config>,
+        state_dir: &std::path::Path,
+        policy: Arc<dyn BootPolicy>,
+    ) -> anyhow::Result<Services> {
+        Services::build_with(config, &[], &[], state_dir, Some(policy))
+    }
+
+    fn build_with(
+        config: Arc<Config>,
+        config_paths: &[PathBuf],
+        sites: &[String],
+        state_dir: &std::path::Path,
+        policy: Option<Arc<dyn BootPolicy>>,
+    ) -> anyhow::Result<Services> {
         let config_paths = if config_paths.is_empty() {
             &config.files[..]
         } else {
@@ -103,7 +125,8 @@ impl Services {
             inventory::DEFAULT_TOKEN_TTL,
         )?);
         let generation = Generation::new(0, config.clone(), served_names.clone(), renderer);
-        let leases = Leases::new(&generation.topology, LeaseTable::restore(&records));
+        let policy = policy.unwrap_or_else(|| Arc::new(StandardPolicy::new(inventory.clone())));
+        let leases = Leases::with_policy(&generation.topology, LeaseTable::restore(&records), policy.clone());
         let journal = Arc::new(crate::journal::Journal::new(leases.clone()));
         let certificates = crate::pki::registry::Registry::load(store.clone())?;
         let pki_dir = config.daemon.pki_dir(state_dir);
@@ -133,6 +156,7 @@ impl Services {
                 inventory.clone(),
                 Arc::new(leases.clone()),
                 Arc::new(crate::pki::signer::Signer::new(ca.clone(), certificates)),
+                policy,
             )),
         );
         let reloader = Arc::new(crate::reload::Reloader::new(

@@ -39,9 +39,19 @@ impl Leases {
     /// The lease state of the served sites of `topology` (any generation's: they serve the
     /// same sites on the same listeners).
     pub fn new(topology: &Topology, table: LeaseTable) -> Self {
+        Leases::with_policy(topology, table, Arc::new(crate::boot::firmware::SitePolicy))
+    }
+
+    /// The same, with the boot policy DHCP asks for every packet (the daemon's is the one
+    /// HTTP and TFTP ask too).
+    pub fn with_policy(
+        topology: &Topology,
+        table: LeaseTable,
+        policy: Arc<dyn crate::boot::firmware::DhcpPolicy>,
+    ) -> Self {
         let ingresses = Arc::new(topology.ingresses());
         Leases {
-            engine: Arc::new(Mutex::new(Engine::new(topology, table))),
+            engine: Arc::new(Mutex::new(Engine::with_policy(topology, table, policy))),
             ingresses,
         }
     }

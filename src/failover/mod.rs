@@ -6,8 +6,8 @@
 //! - `connection`: whole messages over one TCP connection (framing only).
 //! - `binding`: lease records to BNDUPDs and back (pure).
 //! - `session`: the conversation as a pure state machine, `(input, now) -> effects`.
-//! - `table`: the lease table's side: what the session may read (`LeaseView`), and its
-//!   lease effects performed on `dhcp::Leases` (`apply`), by the driver and the tests alike.
+//! - `table`: the lease table's side: what the session reads (`LeaseView`) and asks
+//!   (`LeaseChange`), performed on `dhcp::Leases` (`apply`), by the driver and the tests alike.
 //! - `peer`: the driver: sockets, timers, and performing the session's effects.
 //! - `state`: the failover state machine and what each state may serve (pure).
 //! - `loadbalance`: which server answers a client in NORMAL state: RFC 3074's hash exactly

@@ -497,13 +497,10 @@ impl Driver {
                         }
                     });
                 }
-                lease @ (Effect::ApplyPartner { .. }
-                | Effect::Acknowledged { .. }
-                | Effect::NoteSent { .. }
-                | Effect::Balance { .. }) => {
-                    // The table changes now, in order; what must be stored next goes first.
-                    let next = super::table::apply(lease, &self.rel.leases, &self.rel.cfg.pools, &self.rel.site);
-                    for e in next.into_iter().rev() {
+                Effect::Lease(change) => {
+                    // The table changes now, in order; the write it needs goes first.
+                    let left = super::table::apply(change, &self.rel.leases, &self.rel.cfg.pools, &self.rel.site);
+                    if let Some(e) = super::session::stored(left) {
                         pending.push_front(e);
                     }
                 }

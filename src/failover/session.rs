@@ -8,7 +8,7 @@
 //! records and then acknowledge or queue them, dial the partner, drop the connection.
 //!
 //! It does no I/O, reads no clock and writes nothing: it reads the lease table through
-//! `table::LeaseView`, and every change it wants (a partner's binding, an acknowledged
+//! `LeaseView`, and every change it wants (a partner's binding, an acknowledged
 //! expiry, a sent one, a pool balance) is an effect, which `table::apply` performs in
 //! order with the rest and turns into what must be stored. Nothing the partner is told
 //! depends on a write that has not happened: a BNDACK is sent only after the BNDUPD's
@@ -22,9 +22,8 @@ use super::codec::{self, Message, MessageType, Value, code};
 use super::gate::Gate;
 use super::loadbalance::Role;
 use super::state::{self, Action, Context, Event, Refused, State};
-use super::table::LeaseView;
+use super::table::{LeaseChange, LeaseView, ToStore};
 use crate::config::{Failover, FailoverRole};
-use crate::dhcp::leases::PartnerBinding;
 use crate::store::LeaseRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -128,29 +127,9 @@ pub enum Effect {
     },
     /// Store these records; nobody waits (a tsfp lost in a crash only shortens a lease).
     Persist(Vec<LeaseRecord>),
-    /// The lease table takes the partner's binding; stored, then `ack` (the BNDACK) goes.
-    ApplyPartner {
-        binding: PartnerBinding,
-        ack: Message,
-    },
-    /// The partner acknowledged `ip` up to `tsfp`.
-    Acknowledged {
-        ip: Ipv4Addr,
-        tsfp: u64,
-    },
-    /// `tstp` (the potential expiry) goes to the partner for `ip`.
-    NoteSent {
-        ip: Ipv4Addr,
-        tstp: u64,
-    },
-    /// The primary's pool balance: half the free addresses to the secondary (BACKUP, with
-    /// `grace` = MCLT), stored, then queued as BNDUPDs; `answer` is a POOLRESP, sent after
-    /// them with the count filled in.
-    Balance {
-        now: u64,
-        grace: u64,
-        answer: Option<Message>,
-    },
+    /// Change the lease table (in memory, in order with the rest): `table::apply` performs
+    /// it, and `stored` turns what it leaves to store into the effect that follows.
+    Lease(LeaseChange),
     /// The primary: connect to the partner.
     Dial,
     /// Drop the connection (the session has already accounted for it).
@@ -192,6 +171,16 @@ pub fn in_order(fx: Vec<Effect>) -> Vec<Effect> {
         }
     }
     out
+}
+
+/// The effect that follows a lease change, from what `table::apply` left to store.
+pub fn stored(what: ToStore) -> Option<Effect> {
+    match what {
+        ToStore::Nothing => None,
+        ToStore::ThenSend { records, then } => Some(Effect::PersistThenSend { records, then }),
+        ToStore::ThenQueue { records, then } => Some(Effect::PersistThenQueue { records, then }),
+        ToStore::Quietly(records) => Some(Effect::Persist(records)),
+    }
 }
 
 pub struct Session {
@@ -572,11 +561,11 @@ impl Session {
     /// stored before they are sent. The next periodic balance is due BALANCE_INTERVAL later.
     fn balance(&mut self, now: u64, fx: &mut Vec<Effect>) {
         self.next_balance = Some(now + BALANCE_INTERVAL);
-        fx.push(Effect::Balance {
+        fx.push(Effect::Lease(LeaseChange::Balance {
             now,
             grace: u64::from(self.mclt),
             answer: None,
-        });
+        }));
     }
 
     /// Everything about the connection is gone: what was in flight goes out again on the
@@ -608,10 +597,10 @@ impl Session {
             let xid = self.next_xid();
             let m = bndupd(&r, now, xid);
             let potential = u64::from(m.u32(code::POTENTIAL_EXPIRY).unwrap_or(0));
-            fx.push(Effect::NoteSent {
+            fx.push(Effect::Lease(LeaseChange::NoteSent {
                 ip: r.ip,
                 tstp: potential,
-            });
+            }));
             self.in_flight.insert(xid, (r.ip, potential));
             self.updates_sent += 1;
             fx.push(Effect::Send(m));
@@ -796,7 +785,7 @@ impl Session {
                         b.authenticated = self.cfg.tls;
                         // Durable before the BNDACK: an acknowledged update is never lost.
                         self.inbound_unacked += 1;
-                        fx.push(Effect::ApplyPartner { binding: b, ack });
+                        fx.push(Effect::Lease(LeaseChange::ApplyPartner { binding: b, ack }));
                     }
                     Err(e) => {
                         tracing::warn!("failover {}: rejecting a BNDUPD: {e}", self.cfg.name);
@@ -817,7 +806,7 @@ impl Session {
                         self.cfg.name
                     );
                 } else {
-                    fx.push(Effect::Acknowledged { ip, tsfp: potential });
+                    fx.push(Effect::Lease(LeaseChange::Acknowledged { ip, tsfp: potential }));
                 }
                 self.pump(now, fx);
             }
@@ -841,11 +830,11 @@ impl Session {
                 }
                 // The answer counts what moves; it follows the moved addresses' BNDUPDs.
                 tracing::info!("failover {}: pool request from the partner", self.cfg.name);
-                fx.push(Effect::Balance {
+                fx.push(Effect::Lease(LeaseChange::Balance {
                     now,
                     grace: u64::from(self.mclt),
                     answer: Some(Message::new(MessageType::PoolResp, now as u32, m.xid)),
-                });
+                }));
             }
             MessageType::PoolResp => {
                 tracing::info!(
@@ -890,7 +879,10 @@ mod tests {
             let pools = self.config().pools.clone();
             in_order(fx)
                 .into_iter()
-                .flat_map(|e| crate::failover::table::apply(e, leases, &pools, self.site()))
+                .filter_map(|e| match e {
+                    Effect::Lease(c) => stored(crate::failover::table::apply(c, leases, &pools, self.site())),
+                    other => Some(other),
+                })
                 .collect()
         }
     }
@@ -1259,7 +1251,10 @@ mod tests {
         assert!(matches!(then[0], Effect::PublishRules(_)), "{then:?}");
         assert_eq!(sent(then), [MessageType::State]);
         assert!(
-            matches!(then.last(), Some(Effect::Balance { answer: None, .. })),
+            matches!(
+                then.last(),
+                Some(Effect::Lease(LeaseChange::Balance { answer: None, .. }))
+            ),
             "{then:?}"
         );
         let inside = then.len();
@@ -1309,16 +1304,19 @@ mod tests {
         let before = l.records_in(&s.config().pools, "s");
         let upd = bndupd(&record(101, LeaseState::Bound), T0, 300);
         let fx = s.handle(Input::Message(upd), T0, &l);
-        let [Effect::ApplyPartner { binding, ack }] = &fx[..] else {
+        let [Effect::Lease(LeaseChange::ApplyPartner { binding, ack })] = &fx[..] else {
             panic!("{fx:?}")
         };
         assert_eq!((binding.ip, ack.kind), (ip(101), MessageType::BndAck));
         assert_eq!(l.records_in(&s.config().pools, "s"), before, "handle wrote the table");
 
         let pools = s.config().pools.clone();
-        let next = crate::failover::table::apply(fx.into_iter().next().unwrap(), &l, &pools, "s");
-        let [Effect::PersistThenSend { records, then }] = &next[..] else {
-            panic!("{next:?}")
+        let apply = |fx: Vec<Effect>| match fx.into_iter().next() {
+            Some(Effect::Lease(c)) => stored(crate::failover::table::apply(c, &l, &pools, "s")),
+            other => panic!("{other:?}"),
+        };
+        let Some(Effect::PersistThenSend { records, then }) = apply(fx) else {
+            panic!("a write before the BNDACK")
         };
         assert_eq!(
             (records[0].ip, records[0].state, then.kind),
@@ -1336,7 +1334,7 @@ mod tests {
             T0,
             &l,
         );
-        let [Effect::Balance { answer: Some(resp), .. }] = &fx[..] else {
+        let [Effect::Lease(LeaseChange::Balance { answer: Some(resp), .. })] = &fx[..] else {
             panic!("{fx:?}")
         };
         assert_eq!(
@@ -1344,15 +1342,12 @@ mod tests {
             None,
             "the count is the table's to give"
         );
-        let next = crate::failover::table::apply(fx.into_iter().next().unwrap(), &l, &pools, "s");
-        let [
-            Effect::PersistThenQueue {
-                records,
-                then: Some(resp),
-            },
-        ] = &next[..]
+        let Some(Effect::PersistThenQueue {
+            records,
+            then: Some(resp),
+        }) = apply(fx)
         else {
-            panic!("{next:?}")
+            panic!("the moved addresses stored before the POOLRESP")
         };
         assert_eq!(resp.u32(code::ADDRESSES_TRANSFERRED), Some(records.len() as u32));
     }

@@ -1,14 +1,14 @@
 //! The lease table's side of the failover conversation. The session never writes the table:
-//! it reads it through `LeaseView` and asks for changes as effects (`ApplyPartner`,
-//! `Acknowledged`, `NoteSent`, `Balance`). `apply` performs one on the `dhcp::Leases`
-//! handle, in memory, and says what must then be stored and sent: the driver runs it as it
-//! reaches each effect, and the session's tests run the same function, so the two cannot
-//! drift apart.
+//! it reads it through `LeaseView` (implemented here for `dhcp::Leases`) and asks for each
+//! change as a `LeaseChange` effect. `apply` performs one on the `dhcp::Leases` handle, in
+//! memory, and says what must then be stored, and what waits for that write: the driver
+//! runs it as it reaches each effect, and the session's tests run the same function, so the
+//! two cannot drift apart.
 
-use super::codec::{Value, code};
-use super::session::Effect;
+use super::codec::{Message, Value, code};
 use crate::config::Pool;
 use crate::dhcp::Leases;
+use crate::dhcp::leases::PartnerBinding;
 use crate::store::LeaseRecord;
 use std::net::Ipv4Addr;
 
@@ -30,29 +30,62 @@ impl LeaseView for Leases {
     }
 }
 
-/// Perform `effect` if it changes the lease table, and return what follows from it (a
-/// write, then an acknowledgement or queued updates); any other effect comes back as it
-/// was. `pools` and `site` are the relationship's.
-pub fn apply(effect: Effect, leases: &Leases, pools: &[Pool], site: &str) -> Vec<Effect> {
-    match effect {
+/// A change the session asks of the lease table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseChange {
+    /// The partner's binding; stored, then `ack` (the BNDACK) goes.
+    ApplyPartner { binding: PartnerBinding, ack: Message },
+    /// The partner acknowledged `ip` up to `tsfp`.
+    Acknowledged { ip: Ipv4Addr, tsfp: u64 },
+    /// `tstp` (the potential expiry) goes to the partner for `ip`.
+    NoteSent { ip: Ipv4Addr, tstp: u64 },
+    /// The primary's pool balance: half the free addresses to the secondary (BACKUP, with
+    /// `grace` = MCLT), stored, then queued as BNDUPDs; `answer` is a POOLRESP, sent after
+    /// them with the count filled in.
+    Balance {
+        now: u64,
+        grace: u64,
+        answer: Option<Message>,
+    },
+}
+
+/// What a change leaves to store, and what waits for the write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToStore {
+    Nothing,
+    /// Store, then send (a BNDACK).
+    ThenSend {
+        records: Vec<LeaseRecord>,
+        then: Message,
+    },
+    /// Store, then queue them as updates for the partner (and send `then`).
+    ThenQueue {
+        records: Vec<LeaseRecord>,
+        then: Option<Message>,
+    },
+    /// Store; nobody waits (a tsfp lost in a crash only shortens a lease).
+    Quietly(Vec<LeaseRecord>),
+}
+
+/// Perform `change` on the table; `pools` and `site` are the relationship's.
+pub fn apply(change: LeaseChange, leases: &Leases, pools: &[Pool], site: &str) -> ToStore {
+    match change {
         // Durable before the BNDACK: an acknowledged update is never lost.
-        Effect::ApplyPartner { binding, ack } => vec![Effect::PersistThenSend {
+        LeaseChange::ApplyPartner { binding, ack } => ToStore::ThenSend {
             records: vec![leases.apply_partner(binding, site)],
             then: ack,
-        }],
-        // A tsfp lost in a crash only shortens a lease: nobody waits for it.
-        Effect::Acknowledged { ip, tsfp } => leases
-            .acknowledged(ip, tsfp, site)
-            .map(|r| Effect::Persist(vec![r]))
-            .into_iter()
-            .collect(),
-        Effect::NoteSent { ip, tstp } => {
+        },
+        LeaseChange::Acknowledged { ip, tsfp } => match leases.acknowledged(ip, tsfp, site) {
+            Some(r) => ToStore::Quietly(vec![r]),
+            None => ToStore::Nothing,
+        },
+        LeaseChange::NoteSent { ip, tstp } => {
             leases.note_sent(ip, tstp);
-            Vec::new()
+            ToStore::Nothing
         }
         // The moved addresses are stored before their BNDUPDs go (and before the POOLRESP
         // that counts them).
-        Effect::Balance { now, grace, answer } => {
+        LeaseChange::Balance { now, grace, answer } => {
             let moved = leases.balance(pools, now, grace, site);
             if !moved.is_empty() {
                 tracing::info!(
@@ -63,18 +96,17 @@ pub fn apply(effect: Effect, leases: &Leases, pools: &[Pool], site: &str) -> Vec
             match answer {
                 Some(resp) => {
                     let resp = resp.with(code::ADDRESSES_TRANSFERRED, Value::U32(moved.len() as u32));
-                    vec![Effect::PersistThenQueue {
+                    ToStore::ThenQueue {
                         records: moved,
                         then: Some(resp),
-                    }]
+                    }
                 }
-                None if moved.is_empty() => Vec::new(),
-                None => vec![Effect::PersistThenQueue {
+                None if moved.is_empty() => ToStore::Nothing,
+                None => ToStore::ThenQueue {
                     records: moved,
                     then: None,
-                }],
+                },
             }
         }
-        other => vec![other],
     }
 }

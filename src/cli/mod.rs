@@ -3,6 +3,7 @@
 //! 2 usage error (clap's own).
 
 pub mod client;
+mod docs;
 mod failover;
 mod hosts;
 mod hypervisors;
@@ -20,8 +21,11 @@ use std::process::ExitCode;
 
 const DEFAULT_CONFIG: &str = "/etc/provd";
 
+/// `provd --version`: the release and the git revision it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("PROVD_GIT_REV"), ")");
+
 #[derive(Parser)]
-#[command(name = "provd", version, about = "Network-boot bare servers into KVM hypervisors and run VMs on them.", long_about = None)]
+#[command(name = "provd", version = VERSION, about = "Network-boot bare servers into KVM hypervisors and run VMs on them.", long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -94,6 +98,18 @@ enum Command {
     Lab {
         #[command(subcommand)]
         command: LabCommand,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell),
+    /// e.g. `provd completions bash > /etc/bash_completion.d/provd`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write one man page per command into a directory (for packages).
+    #[command(hide = true)]
+    Manpages {
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Show the daemon's packet and store counters.
     Stats {
@@ -317,6 +333,11 @@ pub fn main() -> ExitCode {
         Command::Lab { command } => lab(command),
         Command::Pki { command } => pki::run(command),
         Command::Vm { command } => vm::run(command),
+        Command::Completions { shell } => docs::completions(shell).map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        Command::Manpages { out } => docs::manpages(&out).map(|pages| {
+            println!("{} man pages in {}", pages.len(), out.display());
+            ExitCode::SUCCESS
+        }),
     };
     match result {
         Ok(code) => code,

@@ -27,6 +27,8 @@ PKGS=(
   pkg-config          # ... and finds it with pkg-config
   systemd             # systemd-analyze verify checks contrib/systemd/provd.service
   util-linux          # setpriv: provd run with exactly the unit's capabilities
+  debootstrap         # a clean Debian 12 root the package test installs provd's .deb into
+  dpkg-dev            # dpkg-deb builds the package (contrib/deb/build.sh)
   procps              # pgrep
   openipmi            # ipmi_sim: the lab's simulated BMCs (IPMI over LAN)
   ipmitool            # provd's IPMI driver, and the tests' independent check

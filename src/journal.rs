@@ -114,6 +114,9 @@ pub trait AddressHolders: Send + Sync {
 pub struct Journal {
     events: Mutex<VecDeque<BootEvent>>,
     holders: Box<dyn AddressHolders>,
+    /// How many events were ever recorded: watchers (the console's live stream) wake on a
+    /// change instead of polling.
+    recorded: tokio::sync::watch::Sender<u64>,
 }
 
 impl Journal {
@@ -121,7 +124,13 @@ impl Journal {
         Journal {
             events: Mutex::new(VecDeque::new()),
             holders: Box::new(holders),
+            recorded: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes whenever an event is recorded (its value: how many ever were).
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.recorded.subscribe()
     }
 
     pub fn record(&self, mac: Option<MacAddr>, ip: Option<Ipv4Addr>, step: Step) {
@@ -137,6 +146,8 @@ impl Journal {
             q.pop_front();
         }
         q.push_back(e);
+        drop(q);
+        self.recorded.send_modify(|n| *n += 1);
     }
 
     /// Record an event seen from an address; the MAC comes from the lease table.

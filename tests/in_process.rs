@@ -1017,3 +1017,196 @@ async fn a_reload_during_boot_requests_never_mixes_two_generations() {
     assert_eq!(generation_of(&last), Ok(0), "{last}");
     assert_eq!(services.generations.current().number, RELOADS);
 }
+
+/// One request to `router` with extra headers; status, headers and body.
+async fn call_with(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    for (k, v) in headers {
+        let name = axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+        req.headers_mut().insert(name, v.parse().unwrap());
+    }
+    req.extensions_mut()
+        .insert(ConnectInfo("127.0.0.1:50000".parse::<SocketAddr>().unwrap()));
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The web console: refused (a sign-in page) without credentials, a session cookie for the
+/// right token only, the page and the API with it, changes only with the console's header,
+/// never on a boot listener.
+#[tokio::test]
+async fn the_console_needs_the_token_and_its_cookie_changes_nothing_without_its_header() {
+    let f = fixture();
+    let api = f.api_router();
+    let (status, _, body) = call_with(&api, "GET", "/console", &[], "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body.contains("action=\"/console/login\"") && !body.contains("app.js"),
+        "{body}"
+    );
+    assert_eq!(
+        call_with(&api, "GET", "/console/app.js", &[], "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call_with(&api, "GET", "/api/console/stream", &[], "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, headers, _) = call_with(&api, "POST", "/console/login", &form, "token=0000").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.get("set-cookie").is_none());
+    // A forged cookie is nobody's session.
+    let forged = [("cookie", "provd_console=00000000000000000000000000000000")];
+    assert_eq!(
+        call_with(&api, "GET", "/console", &forged, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call_with(&api, "GET", "/api/hosts", &forged, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let token = f.services.api_token.bearer();
+    let token = token.strip_prefix("Bearer ").unwrap();
+    let (status, headers, _) = call_with(&api, "POST", "/console/login", &form, &format!("token={token}")).await;
+    assert_eq!(
+        (status, headers.get("location").unwrap().to_str().unwrap()),
+        (StatusCode::SEE_OTHER, "/console")
+    );
+    let set = headers.get("set-cookie").unwrap().to_str().unwrap().to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && !set.contains(token),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let with = [("cookie", cookie.as_str())];
+
+    let (status, _, page) = call_with(&api, "GET", "/console", &with, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("/console/app.js") && page.contains("Boot journal"),
+        "{page}"
+    );
+    let (status, headers, script) = call_with(&api, "GET", "/console/app.js", &with, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(script.contains("EventSource(\"/api/console/stream\")"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no CDN: everything is embedded"
+    );
+    assert_eq!(call_with(&api, "GET", "/api/hosts", &with, "").await.0, StatusCode::OK);
+
+    // A change with the cookie alone (what a cross-site form would send) is refused and
+    // changes nothing; with the console's header it goes through.
+    let (status, _, body) = call_with(&api, "POST", "/api/hosts/hv1/netboot/off", &with, "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (_, host) = call_as(&api, "GET", "/api/hosts/hv1", "", Some(&f.services.api_token.bearer())).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&host).unwrap()["netboot"],
+        true
+    );
+    let both = [("cookie", cookie.as_str()), ("x-provd-console", "1")];
+    assert_eq!(
+        call_with(&api, "POST", "/api/hosts/hv1/netboot/off", &both, "").await.0,
+        StatusCode::OK
+    );
+
+    // The boot listener has no console.
+    assert_eq!(
+        call_with(&f.boot_router(), "GET", "/console", &with, "").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Signing out ends the session.
+    let (status, headers, _) = call_with(&api, "POST", "/console/logout", &with, "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(
+        call_with(&api, "GET", "/console", &with, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// The console's live stream: a snapshot at once (hosts without their install tokens, the
+/// journal), then another when the journal records something, not a poll per second.
+#[tokio::test]
+async fn the_console_stream_sends_a_snapshot_and_another_when_the_journal_moves() {
+    use futures_util::StreamExt;
+    let f = fixture();
+    let api = f.api_router();
+    // hv1 gets an install token first: the snapshot must not carry it.
+    let (_, script) = call(&f.boot_router(), "GET", &format!("/boot/{HV1_PATH}.ipxe"), "").await;
+    let token = token_in(&script);
+    let mut req = Request::builder()
+        .uri("/api/console/stream")
+        .header("authorization", f.services.api_token.bearer())
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo("127.0.0.1:50000".parse::<SocketAddr>().unwrap()));
+    let resp = api.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = resp.into_body().into_data_stream();
+    let mut next_snapshot = async || -> serde_json::Value {
+        let mut text = String::new();
+        loop {
+            let data = tokio::time::timeout(Duration::from_secs(10), body.next())
+                .await
+                .expect("data within 10 s")
+                .expect("the stream stays open")
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&data));
+            if let Some(end) = text.find("\n\n") {
+                let event = text[..end].to_string();
+                if event.starts_with("event: snapshot") {
+                    let data: String = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                    return serde_json::from_str(&data).unwrap();
+                }
+                text = text[end + 2..].to_string();
+            }
+        }
+    };
+    let first = next_snapshot().await;
+    let hv1 = first["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hostname"] == "hv1")
+        .unwrap()
+        .clone();
+    assert!(
+        hv1["install"].is_null() && !first.to_string().contains(&token),
+        "no install token in the console"
+    );
+    let before = first["events"].as_array().unwrap().len();
+    // The journal moves: the next snapshot comes (within the 1 s pace, not the 5 s idle).
+    let started = std::time::Instant::now();
+    call(&f.boot_router(), "GET", "/assets/hello.txt", "").await;
+    let second = next_snapshot().await;
+    assert!(second["events"].as_array().unwrap().len() > before, "{second}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "woken by the journal, not the idle timer"
+    );
+}

@@ -50,6 +50,8 @@ pub struct Services {
     pub ca: Option<Arc<crate::pki::Ca>>,
     /// Installed hypervisors as provd verified them.
     pub pool: Arc<crate::pool::Pool>,
+    /// The web console's sessions.
+    pub console: Arc<crate::http::console::Sessions>,
 }
 
 impl Services {
@@ -184,6 +186,7 @@ impl Services {
             state_dir: state_dir.to_path_buf(),
             ca,
             pool: Default::default(),
+            console: Default::default(),
         })
     }
 
@@ -210,6 +213,7 @@ impl Services {
             pool: self.pool.clone(),
             reloader: self.reloader.clone(),
             power: self.power.clone(),
+            console: self.console.clone(),
         }
     }
 

@@ -189,6 +189,11 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
 
 /// `GET /api/hypervisors`: every installed host provd has checked, with its status.
 async fn hypervisors(State(s): State<AppState>) -> Json<Vec<crate::pool::HypervisorView>> {
+    Json(hypervisor_views(&s).await)
+}
+
+/// Every checked hypervisor with its inventory status (the API's and the console's).
+pub(super) async fn hypervisor_views(s: &AppState) -> Vec<crate::pool::HypervisorView> {
     let mut out = Vec::new();
     let boot = s.boot();
     for check in s.pool.checks() {
@@ -202,7 +207,7 @@ async fn hypervisors(State(s): State<AppState>) -> Json<Vec<crate::pool::Hypervi
             drained: record.is_some_and(|r| r.drained),
         });
     }
-    Json(out)
+    out
 }
 
 /// `POST /api/hypervisors/<host>/drain`: no new placements, and every running domain
@@ -440,8 +445,12 @@ pub struct SiteView {
 }
 
 async fn sites(State(s): State<AppState>) -> Json<Vec<SiteView>> {
-    let sites = s
-        .boot()
+    Json(site_views(&s))
+}
+
+/// Every site of the current config (the API's and the console's).
+pub(super) fn site_views(s: &AppState) -> Vec<SiteView> {
+    s.boot()
         .config()
         .sites
         .values()
@@ -458,8 +467,7 @@ async fn sites(State(s): State<AppState>) -> Json<Vec<SiteView>> {
             subnets: site.subnets.iter().map(|n| n.prefix.to_string()).collect(),
             hosts: site.hosts.len(),
         })
-        .collect();
-    Json(sites)
+        .collect()
 }
 
 /// What `/api/stats` returns (and `provd stats` prints).

@@ -69,7 +69,7 @@ impl ApiToken {
         }
     }
 
-    fn accepts(&self, presented: &str) -> bool {
+    pub(super) fn accepts(&self, presented: &str) -> bool {
         crate::inventory::token::equal(&self.0, presented)
     }
 
@@ -124,6 +124,25 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
+    if let Some(id) = super::console::session_of(req.headers())
+        && presented.is_none()
+        && s.console.valid(id, crate::clock::unix_now())
+    {
+        // A console session: its own page's reads, and changes only with the header a
+        // cross-site form or link cannot add (the cookie is SameSite=Strict as well).
+        let read_only = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+        if !read_only && req.headers().get(super::console::CSRF_HEADER).is_none_or(|v| v != "1") {
+            s.http_stats.inc("refused_unauthenticated");
+            return (
+                StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({
+                    "error": "a console session changes things only from the console (X-Provd-Console: 1)"
+                })),
+            )
+                .into_response();
+        }
+        return next.run(req).await;
+    }
     match presented {
         Some(t) if s.api_token.accepts(t) => next.run(req).await,
         _ => {

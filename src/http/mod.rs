@@ -19,6 +19,7 @@ mod api;
 mod asset_head;
 pub mod auth;
 mod boot;
+pub mod console;
 pub mod failure;
 pub mod listen;
 mod pki_api;
@@ -93,6 +94,8 @@ pub struct AppState {
     pub reloader: Arc<crate::reload::Reloader>,
     /// The pair's inventory replication, per site with a partner.
     pub replication: Arc<Vec<tokio::sync::watch::Receiver<crate::replication::link::Status>>>,
+    /// The web console's sessions (admin listener).
+    pub console: Arc<console::Sessions>,
 }
 
 impl AppState {
@@ -114,6 +117,11 @@ pub fn api_router(state: AppState) -> Router {
     let admin = api::routes()
         .merge(pki_api::routes())
         .merge(power_api::routes())
+        .merge(console::api_routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
-    boot::routes().merge(admin).merge(api::open_routes()).with_state(state)
+    boot::routes()
+        .merge(admin)
+        .merge(api::open_routes())
+        .merge(console::routes())
+        .with_state(state)
 }

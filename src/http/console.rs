@@ -1,0 +1,265 @@
+//! The web console on the admin listener: one page (embedded: no build step, no CDN) that
+//! shows the fleet per site with each host's progress through DHCP -> script -> kernel ->
+//! kickstart -> %post -> installed, the boot journal live, leases with search, the failover
+//! relationships and the hypervisor pool, and asks for confirmation before it reinstalls,
+//! switches netboot or power-cycles a host (through the same admin API the CLI uses).
+//!
+//! Authentication is the API's: a browser cannot send the bearer header on a page load,
+//! so `POST /console/login` takes the token once and answers with a session cookie
+//! (random, not the token; HttpOnly, SameSite=Strict, 12 hours, at most 64 at once). The
+//! API accepts that cookie like the token, and for anything but GET it also wants the
+//! `X-Provd-Console: 1` header, which no other site's page can make a browser send.
+//!
+//! Live: `GET /api/console/stream` is one server-sent-events stream per open tab. It sends a
+//! snapshot of everything the page shows when the journal records something, and at least
+//! every 5 s, never more than one a second: one request per tab, however busy the fleet.
+
+use super::AppState;
+use axum::Router;
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const INDEX: &str = include_str!("console/index.html");
+const LOGIN: &str = include_str!("console/login.html");
+const SCRIPT: &str = include_str!("console/app.js");
+const STYLE: &str = include_str!("console/app.css");
+
+/// The cookie that carries a console session.
+pub const COOKIE: &str = "provd_console";
+/// The header the console's own requests carry (what a cross-site form cannot).
+pub const CSRF_HEADER: &str = "x-provd-console";
+const SESSION_TTL: u64 = 12 * 3600;
+const MAX_SESSIONS: usize = 64;
+/// Journal entries a snapshot carries (newest).
+const EVENTS: usize = 300;
+
+/// Open console sessions: (id, expiry). The oldest goes when a 65th logs in.
+#[derive(Default)]
+pub struct Sessions {
+    open: Mutex<VecDeque<(String, u64)>>,
+}
+
+impl Sessions {
+    fn open(&self, now: u64) -> String {
+        let id = crate::random::token();
+        let mut open = self.open.lock().expect("sessions");
+        open.retain(|(_, exp)| *exp > now);
+        if open.len() >= MAX_SESSIONS {
+            open.pop_front();
+        }
+        open.push_back((id.clone(), now + SESSION_TTL));
+        id
+    }
+
+    pub fn valid(&self, id: &str, now: u64) -> bool {
+        let open = self.open.lock().expect("sessions");
+        open.iter()
+            .any(|(s, exp)| *exp > now && constant_time_eq(s.as_bytes(), id.as_bytes()))
+    }
+
+    fn close(&self, id: &str) {
+        self.open.lock().expect("sessions").retain(|(s, _)| s != id);
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The console session id a request carries, if any.
+pub fn session_of(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// Whether a request may see the console: a valid session cookie, or the credentials the
+/// API takes (bearer token, an admin certificate).
+fn authenticated(s: &AppState, headers: &HeaderMap, extensions: &axum::http::Extensions) -> bool {
+    let now = crate::clock::unix_now();
+    if session_of(headers).is_some_and(|id| s.console.valid(id, now)) {
+        return true;
+    }
+    if extensions
+        .get::<super::tls::Operator>()
+        .is_some_and(|op| !s.certificates.is_revoked(&op.1))
+    {
+        return true;
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| s.api_token.accepts(t.trim()))
+}
+
+/// `/console...` (the page and its assets) on the admin listener.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(page))
+        .route("/console/app.js", get(script))
+        .route("/console/app.css", get(style))
+        .route("/console/login", post(login))
+        .route("/console/logout", post(logout))
+}
+
+/// `/api/console/stream`: behind the API's own authentication.
+pub fn api_routes() -> Router<AppState> {
+    Router::new().route("/api/console/stream", get(stream))
+}
+
+fn login_page(status: StatusCode, message: &str) -> Response {
+    let page = LOGIN.replace("{{message}}", message);
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(page)).into_response()
+}
+
+async fn page(State(s): State<AppState>, req: axum::extract::Request) -> Response {
+    if !authenticated(&s, req.headers(), req.extensions()) {
+        s.http_stats.inc("refused_unauthenticated");
+        return login_page(StatusCode::UNAUTHORIZED, "");
+    }
+    ([(header::CACHE_CONTROL, "no-store")], Html(INDEX)).into_response()
+}
+
+async fn script(State(s): State<AppState>, req: axum::extract::Request) -> Response {
+    if !authenticated(&s, req.headers(), req.extensions()) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response()
+}
+
+async fn style(State(s): State<AppState>, req: axum::extract::Request) -> Response {
+    if !authenticated(&s, req.headers(), req.extensions()) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(s): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+    if !s.api_token.accepts(f.token.trim()) {
+        s.http_stats.inc("refused_unauthenticated");
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            "That is not this server's token (it is in &lt;state_dir&gt;/api-token).",
+        );
+    }
+    let id = s.console.open(crate::clock::unix_now());
+    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL}");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
+}
+
+async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_of(&headers) {
+        s.console.close(id);
+    }
+    let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
+}
+
+/// Everything the page shows, at one moment.
+#[derive(Serialize, Deserialize)]
+pub struct Snapshot {
+    pub at: u64,
+    pub sites: Vec<super::api::SiteView>,
+    /// Install tokens left out: the page never needs them.
+    pub hosts: Vec<crate::inventory::HostRecord>,
+    /// The newest journal entries, oldest first.
+    pub events: Vec<crate::journal::BootEvent>,
+    pub leases: Vec<crate::store::LeaseRecord>,
+    pub failover: Vec<crate::failover::peer::Status>,
+    pub replication: Vec<crate::replication::link::Status>,
+    pub hypervisors: Vec<crate::pool::HypervisorView>,
+}
+
+pub async fn snapshot(s: &AppState) -> Snapshot {
+    let mut hosts = s.inventory.list().await;
+    for h in &mut hosts {
+        h.install = None;
+    }
+    let events = s.journal.events(None);
+    let events = events[events.len().saturating_sub(EVENTS)..].to_vec();
+    let store = s.store.clone();
+    let leases = tokio::task::spawn_blocking(move || store.load_leases())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    Snapshot {
+        at: crate::clock::unix_now(),
+        sites: super::api::site_views(s),
+        hosts,
+        events,
+        leases,
+        failover: s.failover.iter().map(|h| h.status.borrow().clone()).collect(),
+        replication: s.replication.iter().map(|r| r.borrow().clone()).collect(),
+        hypervisors: super::api::hypervisor_views(s).await,
+    }
+}
+
+async fn stream(State(s): State<AppState>) -> impl IntoResponse {
+    let journal = s.journal.watch();
+    let first = true;
+    let events = futures_util::stream::unfold((s, journal, first), |(s, mut journal, first)| async move {
+        if !first {
+            // At most one a second; sooner than 5 s only when the journal moved.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(4), journal.changed()).await;
+        }
+        journal.borrow_and_update();
+        let snap = snapshot(&s).await;
+        let event = Event::default()
+            .event("snapshot")
+            .json_data(&snap)
+            .unwrap_or_else(|_| Event::default().event("error").data("snapshot"));
+        Some((Ok::<_, std::convert::Infallible>(event), (s, journal, false)))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_are_bounded_and_close() {
+        let s = Sessions::default();
+        let a = s.open(1000);
+        assert!(s.valid(&a, 1000) && !s.valid(&a, 1000 + SESSION_TTL));
+        assert!(!s.valid("nope", 1000) && !s.valid("", 1000));
+        for _ in 0..MAX_SESSIONS {
+            s.open(1001);
+        }
+        assert!(!s.valid(&a, 1001), "the oldest went when a 65th opened");
+        let b = s.open(1002);
+        s.close(&b);
+        assert!(!s.valid(&b, 1002));
+    }
+
+    #[test]
+    fn the_session_comes_from_its_own_cookie_only() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "theme=dark; provd_console=abc; other=1".parse().unwrap(),
+        );
+        assert_eq!(session_of(&h), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "provd_console_old=zzz".parse().unwrap());
+        assert_eq!(session_of(&h), None);
+    }
+}

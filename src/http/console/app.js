@@ -139,12 +139,13 @@ function renderFleet(s) {
           el("td", { class: "status-" + h.status }, h.status, h.drained ? " (drained)" : ""),
           el("td", {}, steps(h, s.events, s.at),
             h.status === "failed" && last ? el("div", { class: "why" }, last.what) : null),
-          el("td", {}, last ? clock(last.at) + " " + last.what : ""),
+          el("td", { class: "narrow-hide" }, last ? clock(last.at) + " " + last.what : ""),
           el("td", {}, actions(h)));
       });
     out.push(el("h3", {}, site ? "site " + site : "no site"),
-      el("div", { class: "scroll" }, el("table", {},
-        el("thead", {}, el("tr", {}, ["host", "status", "progress", "last", "actions"].map((t) => el("th", {}, t)))),
+      el("div", { class: "fleet" }, el("table", {},
+        el("thead", {}, el("tr", {}, ["host", "status", "progress", "last", "actions"].map((t) =>
+          el("th", t === "last" ? { class: "narrow-hide" } : {}, t)))),
         el("tbody", {}, rows))));
   }
   document.getElementById("fleet").replaceChildren(...(out.length ? out : [el("p", {}, "No host yet.")]));
@@ -163,7 +164,7 @@ function renderLeases() {
     .filter((l) => !q || [l.ip, l.mac, l.hostname, l.site, l.state].some((v) => v && String(v).toLowerCase().includes(q)))
     .slice(0, 500)
     .map((l) => el("tr", {}, el("td", {}, l.ip), el("td", {}, l.mac || "-"), el("td", {}, l.hostname || "-"),
-      el("td", {}, l.state), el("td", {}, l.site), el("td", {}, clock(l.ends))));
+      el("td", {}, l.state), el("td", { class: "narrow-hide" }, l.site), el("td", { class: "narrow-hide" }, clock(l.ends))));
   document.querySelector("#leases tbody").replaceChildren(...rows);
 }
 

@@ -29,6 +29,8 @@ PKGS=(
   util-linux          # setpriv: provd run with exactly the unit's capabilities
   debootstrap         # a clean Debian 12 root the package test installs provd's .deb into
   dpkg-dev            # dpkg-deb builds the package (contrib/deb/build.sh)
+  chromium            # the console test's real browser (headless, DevTools protocol)
+  python3-websocket   # ... driven from Debian's python3 over its DevTools websocket
   procps              # pgrep
   openipmi            # ipmi_sim: the lab's simulated BMCs (IPMI over LAN)
   ipmitool            # provd's IPMI driver, and the tests' independent check

@@ -1,0 +1,106 @@
+#!/usr/bin/python3
+"""Drive provd's web console in headless Chromium over the DevTools protocol, for
+tests/console_browser.rs. Talks on stdout, one line per step; waits for a line on stdin
+before it watches for the change the test makes.
+
+    console.py URL TOKEN HOST SCREENSHOT
+
+1. Opens URL without credentials: the sign-in page, not the console ("REFUSED").
+2. Signs in with TOKEN, waits for the live stream ("LIVE <status of HOST>").
+3. Marks the page, prints "READY", reads a line from stdin.
+4. Waits (30 s at most) until HOST's status cell says "installed" on the same page (the
+   mark is still there: no reload), saves SCREENSHOT, prints "INSTALLED".
+Any failure: "FAIL <why>" and exit status 1.
+"""
+import base64, json, os, shutil, subprocess, sys, tempfile, time, urllib.request
+import websocket
+
+url, token, host, shot = sys.argv[1:5]
+profile = tempfile.mkdtemp(prefix="provd-chromium-")
+chrome = subprocess.Popen(
+    ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+     "--user-data-dir=" + profile, "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def fail(why):
+    print("FAIL " + why, flush=True)
+    sys.exit(1)
+
+
+try:
+    port = None
+    for _ in range(200):
+        try:
+            port = open(os.path.join(profile, "DevToolsActivePort")).read().split()[0]
+            break
+        except (OSError, IndexError):
+            time.sleep(0.05)
+    if port is None:
+        fail("chromium did not start")
+    for _ in range(100):
+        try:
+            tabs = json.load(urllib.request.urlopen("http://127.0.0.1:%s/json" % port))
+            break
+        except OSError:
+            time.sleep(0.05)
+    ws = websocket.create_connection([t for t in tabs if t["type"] == "page"][0]["webSocketDebuggerUrl"])
+    seq = [0]
+
+    def call(method, **params):
+        seq[0] += 1
+        ws.send(json.dumps({"id": seq[0], "method": method, "params": params}))
+        while True:
+            m = json.loads(ws.recv())
+            if m.get("id") == seq[0]:
+                if "error" in m:
+                    fail("%s: %s" % (method, m["error"]))
+                return m["result"]
+
+    def js(expr):
+        r = call("Runtime.evaluate", expression=expr, returnByValue=True)
+        return r["result"].get("value")
+
+    def wait_for(expr, seconds):
+        end = time.time() + seconds
+        while time.time() < end:
+            v = js(expr)
+            if v:
+                return v
+            time.sleep(0.25)
+        return None
+
+    call("Page.enable")
+    call("Page.navigate", url=url)
+    if not wait_for("document.readyState === 'complete' && !!document.getElementById('token')", 10):
+        fail("no sign-in page without credentials: " + str(js("document.body && document.body.innerText")))
+    if js("!!document.getElementById('fleet')"):
+        fail("the console showed without credentials")
+    print("REFUSED", flush=True)
+
+    js("document.getElementById('token').value = %s; document.forms[0].submit()" % json.dumps(token))
+    status_of = ("(() => { const r = document.querySelector('tr[data-host=%s]'); "
+                 "return r ? r.children[1].textContent : null })()" % json.dumps(host))
+    if not wait_for("document.getElementById('live') && document.getElementById('live').textContent === 'live'", 15):
+        fail("the console did not go live")
+    status = wait_for(status_of, 10)
+    if not status:
+        fail("%s is not in the fleet" % host)
+    print("LIVE " + status, flush=True)
+
+    js("window.provdMark = 42")
+    print("READY", flush=True)
+    sys.stdin.readline()
+    if not wait_for(status_of + " === 'installed'", 30):
+        fail("%s did not turn installed (status %s)" % (host, js(status_of)))
+    if js("window.provdMark") != 42:
+        fail("the page was reloaded")
+    png = call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    with open(shot, "wb") as f:
+        f.write(base64.b64decode(png["data"]))
+    print("INSTALLED", flush=True)
+finally:
+    chrome.kill()
+    chrome.wait()
+    shutil.rmtree(profile, ignore_errors=True)

@@ -15,6 +15,58 @@ const WATCHDOG: Duration = Duration::from_secs(900);
 /// The lab is one namespace and one work directory: its tests take turns.
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The console driver (tests/browser/console.py) inside the lab's namespace.
+struct ConsoleWatch(std::process::Child);
+
+impl ConsoleWatch {
+    /// Start it once the lab's provd answers on its API; None until then.
+    fn start_when_ready(host: &str, shot: &std::path::Path) -> Option<ConsoleWatch> {
+        let token = std::fs::read_to_string(format!("{LAB_STATE}/api-token")).ok()?;
+        let up = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                "provd-lab",
+                "curl",
+                "-sf",
+                "http://127.0.0.1:6767/healthz",
+            ])
+            .output()
+            .ok()?;
+        if !up.status.success() {
+            return None;
+        }
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", "provd-lab", "/usr/bin/python3"])
+            .arg(common::repo("tests/browser/console.py"))
+            .args(["http://127.0.0.1:6767/console", token.trim(), host])
+            .arg(shot)
+            .env("CONSOLE_WAIT", "900")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Nothing to do between READY and the watch: the lab installs by itself.
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"GO\n").unwrap();
+        Some(ConsoleWatch(child))
+    }
+
+    /// Every line it said, once it ended (it ends at INSTALLED or FAIL).
+    fn finish(mut self) -> Vec<String> {
+        let mut out = String::new();
+        std::io::Read::read_to_string(self.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let _ = self.0.wait();
+        out.lines().map(String::from).collect()
+    }
+}
+
+impl Drop for ConsoleWatch {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct LabGuard;
 impl Drop for LabGuard {
     fn drop(&mut self) {
@@ -61,11 +113,35 @@ fn events(mac: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
-    require_root_and_tools(&["ip", "curl", "qemu-system-x86_64", "qemu-img"]);
+    require_root_and_tools(&[
+        "ip",
+        "curl",
+        "qemu-system-x86_64",
+        "qemu-img",
+        "chromium",
+        "/usr/bin/python3",
+    ]);
     let _turn = ONE_LAB.lock().unwrap_or_else(|p| p.into_inner());
     let _ = Command::new(provd_bin()).args(["lab", "down"]).output();
     let _guard = LabGuard;
-    let output = lab_up(&["--vms", "2", "--firmware", "mixed"]);
+    // The web console in headless Chromium, open from the moment provd answers, watches
+    // lab-1 install (tests/browser/console.py): it must turn installed without a reload.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-console.png");
+    let mut browser: Option<ConsoleWatch> = None;
+    let output = lab_up_with(&["--vms", "2", "--firmware", "mixed"], || {
+        if browser.is_none() {
+            browser = ConsoleWatch::start_when_ready("lab-1", &shot);
+        }
+    });
+    let watched = browser
+        .expect("the console was never opened while the lab ran")
+        .finish();
+    assert_eq!(watched[0], "REFUSED", "without credentials: {watched:?}");
+    assert!(
+        watched[1].starts_with("LIVE ") && watched[1] != "LIVE installed",
+        "the console was open before lab-1 installed: {watched:?}"
+    );
+    assert_eq!(watched[2..], ["READY", "INSTALLED"], "{watched:?}");
     // Without --down the lab stays, and says so (with --down it says it was removed).
     assert!(output.contains("The lab keeps running"), "{output}");
 
@@ -242,6 +318,11 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
 /// `provd lab up` with `args` (and a timeout, no package installs), under the watchdog;
 /// its output, after it succeeded.
 fn lab_up(args: &[&str]) -> String {
+    lab_up_with(args, || {})
+}
+
+/// `lab_up`, calling `tick` about once a second while the lab runs.
+fn lab_up_with(args: &[&str], mut tick: impl FnMut()) -> String {
     let mut child = Command::new(provd_bin())
         .args(["lab", "up", "--timeout", "600", "--no-install"])
         .args(args)
@@ -258,6 +339,7 @@ fn lab_up(args: &[&str]) -> String {
             let _ = child.kill();
             panic!("provd lab up exceeded the {WATCHDOG:?} watchdog");
         }
+        tick();
         std::thread::sleep(Duration::from_secs(1));
     };
     let mut output = String::new();

@@ -89,12 +89,7 @@ impl Boot {
                 ],
             );
         let state = work.path("state");
-        let text = format!(
-            "{}\n{}\n{}",
-            sockets.daemon_toml(&assets, &state),
-            common::builder::fixture("profiles"),
-            site.toml()
-        );
+        let text = sockets.config(&assets, &state, &[site.toml()]);
         let cfg = work.write("site.toml", &text);
         let daemon = Served::start(sockets, &cfg, &state);
         Boot {
@@ -751,13 +746,7 @@ fn each_host_gets_its_own_sites_urls_with_two_sites_in_one_config() {
         .subnet("127.88.0.0/24", ("127.88.0.100", "127.88.0.200"), &[])
         .host("52:54:00:00:88:01", "s1", &["ip = \"127.88.0.2\"", "profile = \"el9\""]);
     let state = work.path("state");
-    let text = format!(
-        "{}\n{}\n{}\n{}",
-        sockets.daemon_toml(&work.path("assets"), &state),
-        common::builder::fixture("profiles"),
-        north.toml(),
-        south.toml()
-    );
+    let text = sockets.config(&work.path("assets"), &state, &[north.toml(), south.toml()]);
     let cfg = work.write("sites.toml", &text);
     let _d = Served::start(sockets, &cfg, &state);
     let get_from = |from: &str, url: &str| {

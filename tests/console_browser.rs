@@ -54,12 +54,7 @@ fn the_console_shows_a_host_turn_installed_live_in_chromium_and_refuses_without_
             &["ip = \"127.96.0.11\"", "profile = \"el9\""],
         );
     let state = work.path("state");
-    let text = format!(
-        "{}\n{}\n{}",
-        sockets.daemon_toml(&assets, &state),
-        common::builder::fixture("profiles"),
-        site.toml()
-    );
+    let text = sockets.config(&assets, &state, &[site.toml()]);
     let cfg = work.write("site.toml", &text);
     let served = Served::start(sockets, &cfg, &state);
     let token = std::fs::read_to_string(state.join("api-token")).unwrap();

@@ -21,12 +21,7 @@ fn start(net: u8, sites: impl FnOnce(u16) -> String) -> (Workdir, Served) {
     std::fs::create_dir_all(work.path("assets")).unwrap();
     let sockets = Sockets::bind(&[("t", Ipv4Addr::new(127, net, 0, 1))]);
     let state = work.path("state");
-    let text = format!(
-        "{}\n{}\n{}",
-        sockets.daemon_toml(&work.path("assets"), &state),
-        common::builder::fixture("profiles"),
-        sites(sockets.http(0).port())
-    );
+    let text = sockets.config(&work.path("assets"), &state, &[sites(sockets.http(0).port())]);
     let cfg = work.write("site.toml", &text);
     let served = Served::start(sockets, &cfg, &state);
     (work, served)

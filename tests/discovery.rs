@@ -39,12 +39,7 @@ fn a_discovered_machine_reports_itself_and_is_adopted_into_a_host_file() {
     let conf = work.path("conf");
     std::fs::create_dir_all(&conf).unwrap();
     let state = work.path("state");
-    let text = format!(
-        "{}\n{}\n{}",
-        sockets.daemon_toml(&assets, &state),
-        common::builder::fixture("profiles"),
-        site.toml()
-    );
+    let text = sockets.config(&assets, &state, &[site.toml()]);
     std::fs::write(conf.join("site.toml"), text).unwrap();
     let daemon = Served::start(sockets, &conf, &state);
 

@@ -456,20 +456,7 @@ async fn every_protocol_asks_the_one_boot_policy() {
     let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let server_addr = server.local_addr().unwrap();
     let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let shared = provd::dhcp::server::Shared {
-        ports: provd::dhcp::server::ReplyPorts {
-            client: 1,
-            server: relay.local_addr().unwrap().port(),
-        },
-        leases: f.services.leases.clone(),
-        generations: f.services.generations.clone(),
-        store: f.services.store.clone(),
-        stats: f.services.dhcp_stats.clone(),
-        observer: None,
-        journal: None,
-        failover_updates: Arc::new(Default::default()),
-        persists: Default::default(),
-    };
+    let shared = relayed_shared(&f, relay.local_addr().unwrap().port(), false);
     let ingress = f.services.leases.ingresses()[0].clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let dhcp = tokio::spawn(provd::dhcp::server::serve_socket(
@@ -581,6 +568,24 @@ async fn tftp_caps_transfers_per_client_address() {
     task.await.unwrap();
 }
 
+/// What the DHCP loop shares, answering relays at `relay_port` on loopback.
+fn relayed_shared(f: &Fixture, relay_port: u16, journal: bool) -> provd::dhcp::server::Shared {
+    provd::dhcp::server::Shared {
+        ports: provd::dhcp::server::ReplyPorts {
+            client: 1, // never used: every answer goes to the relay
+            server: relay_port,
+        },
+        leases: f.services.leases.clone(),
+        generations: f.services.generations.clone(),
+        store: f.services.store.clone(),
+        stats: f.services.dhcp_stats.clone(),
+        observer: None,
+        journal: journal.then(|| f.services.journal.clone()),
+        failover_updates: Arc::new(Default::default()),
+        persists: Default::default(),
+    }
+}
+
 fn relayed(kind: MessageType, mac: [u8; 6], extra: Vec<DhcpOption>) -> Vec<u8> {
     let mut m = Message::default();
     m.set_opcode(Opcode::BootRequest);
@@ -603,20 +608,7 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
     let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let server_addr = server.local_addr().unwrap();
     let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let shared = provd::dhcp::server::Shared {
-        ports: provd::dhcp::server::ReplyPorts {
-            client: 1, // never used: every answer goes to the relay
-            server: relay.local_addr().unwrap().port(),
-        },
-        leases: f.services.leases.clone(),
-        generations: f.services.generations.clone(),
-        store: f.services.store.clone(),
-        stats: f.services.dhcp_stats.clone(),
-        observer: None,
-        journal: Some(f.services.journal.clone()),
-        failover_updates: Arc::new(Default::default()),
-        persists: Default::default(),
-    };
+    let shared = relayed_shared(&f, relay.local_addr().unwrap().port(), true);
     let ingress = f.services.leases.ingresses()[0].clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(provd::dhcp::server::serve_socket(shared, server, ingress, stop_rx));

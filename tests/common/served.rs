@@ -65,6 +65,17 @@ impl Sockets {
         )
     }
 
+    /// A whole config for these sockets: the `[daemon]` table, the shared profiles fixture,
+    /// then `sites` (each a `SiteBuilder::toml()`).
+    pub fn config(&self, assets: &Path, state: &Path, sites: &[String]) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.daemon_toml(assets, state),
+            super::builder::fixture("profiles"),
+            sites.join("\n")
+        )
+    }
+
     /// The same addresses bound again (a restart: the config names the ports).
     fn rebind(addrs: &Addrs) -> Sockets {
         Sockets {

@@ -121,6 +121,24 @@ fn https_admin_api_accepts_admin_certificates_and_the_token_only() {
     let bearer = format!("authorization: Bearer {}", token.trim());
     assert_eq!(curl(None, &["-H", &bearer], &format!("{api}/api/hosts")), "200");
     assert_eq!(curl(None, &[], &format!("{api}/metrics")), "200");
+    // The web console over HTTPS: its session cookie is Secure (never sent in the clear).
+    let login = op
+        .cmd("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-", "--cacert"])
+        .arg(w.join("admin/cacert.pem"))
+        .args(["--data-urlencode", &format!("token={}", token.trim())])
+        .arg(format!("{api}/console/login"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&login.stdout).to_lowercase();
+    let cookie = head
+        .lines()
+        .find(|l| l.starts_with("set-cookie: provd_console="))
+        .unwrap_or_else(|| panic!("no console cookie: {head}"));
+    assert!(
+        cookie.contains("; secure") && cookie.contains("httponly") && cookie.contains("samesite=strict"),
+        "{cookie}"
+    );
     // The certificate names the configured DNS name too.
     assert_eq!(
         curl(

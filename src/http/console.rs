@@ -150,7 +150,11 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(s): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+async fn login(
+    State(s): State<AppState>,
+    tls: Option<axum::Extension<super::tls::OverTls>>,
+    Form(f): Form<LoginForm>,
+) -> Response {
     if !s.api_token.accepts(f.token.trim()) {
         s.http_stats.inc("refused_unauthenticated");
         return login_page(
@@ -159,7 +163,9 @@ async fn login(State(s): State<AppState>, Form(f): Form<LoginForm>) -> Response 
         );
     }
     let id = s.console.open(crate::clock::unix_now());
-    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL}");
+    // Over HTTPS (`api_tls`) the browser must never send it in the clear.
+    let secure = if tls.is_some() { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL}{secure}");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
 }
 

@@ -140,7 +140,7 @@ pub async fn serve(
             };
             let served = async {
                 match (acceptor, assets) {
-                    (None, None) => serve_connection(watched, app, peer, None, limits).await,
+                    (None, None) => serve_connection(watched, app, peer, None, false, limits).await,
                     (None, Some(assets)) => {
                         use super::zero_copy::{self, Outcome, Prefixed};
                         let header_timeout = limits.header_read_timeout;
@@ -152,7 +152,7 @@ pub async fn serve(
                                     inner: stream,
                                     progress: progress.clone(),
                                 };
-                                serve_connection(Prefixed::new(read, watched), app, peer, None, limits).await
+                                serve_connection(Prefixed::new(read, watched), app, peer, None, false, limits).await
                             }
                         }
                     }
@@ -171,7 +171,7 @@ pub async fn serve(
                             }
                         };
                         let operator = super::tls::operator(tls.get_ref().1.peer_certificates());
-                        serve_connection(tls, app, peer, operator, limits).await
+                        serve_connection(tls, app, peer, operator, true, limits).await
                     }
                 }
             };
@@ -297,12 +297,14 @@ async fn idle_watchdog(progress: &AtomicU64, idle: Duration) {
     }
 }
 
-/// One HTTP/1.1 connection (plain or TLS): every request learns its peer (and operator).
+/// One HTTP/1.1 connection (plain or TLS): every request learns its peer (and operator,
+/// and whether it came over TLS).
 async fn serve_connection<IO>(
     io: IO,
     app: Router,
     peer: std::net::SocketAddr,
     operator: Option<super::tls::Operator>,
+    over_tls: bool,
     limits: Limits,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -312,6 +314,9 @@ async fn serve_connection<IO>(
         req.extensions_mut().insert(ConnectInfo(peer));
         if let Some(op) = &operator {
             req.extensions_mut().insert(op.clone());
+        }
+        if over_tls {
+            req.extensions_mut().insert(super::tls::OverTls);
         }
         app.clone().oneshot(req)
     });

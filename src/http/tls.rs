@@ -16,6 +16,11 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Operator(pub String, pub String);
 
+/// The request came over TLS (the admin listener with `api_tls`): cookies set in answer
+/// to it are `Secure`.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("admin API TLS: {0}")]

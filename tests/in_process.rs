@@ -1102,6 +1102,16 @@ async fn the_console_needs_the_token_and_its_cookie_changes_nothing_without_its_
         "no CDN: everything is embedded"
     );
     assert_eq!(call_with(&api, "GET", "/api/hosts", &with, "").await.0, StatusCode::OK);
+    // A wrong bearer header beside a good cookie is refused on both: one rule for both.
+    let mixed = [("cookie", cookie.as_str()), ("authorization", "Bearer wrong")];
+    assert_eq!(
+        call_with(&api, "GET", "/api/hosts", &mixed, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call_with(&api, "GET", "/console", &mixed, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     // A change with the cookie alone (what a cross-site form would send) is refused and
     // changes nothing; with the console's header it goes through.

@@ -10,7 +10,7 @@
 
 use super::AppState;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::io::Write;
@@ -92,60 +92,84 @@ pub fn read_token(path: &Path) -> std::io::Result<String> {
     Ok(t.to_string())
 }
 
-/// The middleware on every `/api/...` route.
-pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    // A verified admin client certificate (HTTPS listener) is a credential of its own,
-    // unless provd revoked it (`provd pki revoke NAME`: asked per request, so a revocation
-    // holds at once, also on connections already open).
-    let revoked = req
-        .extensions()
-        .get::<super::tls::Operator>()
-        .is_some_and(|op| s.certificates.is_revoked(&op.1));
-    if revoked {
-        s.http_stats.inc("refused_revoked");
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(serde_json::json!({ "error": "this client certificate is revoked" })),
-        )
-            .into_response();
+/// Which credential a request to the admin listener carries: the one rule the API's
+/// middleware and the console's pages both follow.
+pub enum Credential<'a> {
+    /// A verified admin client certificate (HTTPS listener), not revoked.
+    Certificate(&'a super::tls::Operator),
+    /// An admin certificate provd revoked (`provd pki revoke NAME`: asked per request, so
+    /// a revocation holds at once, also on connections already open).
+    Revoked,
+    /// The bearer token.
+    Token,
+    /// A bearer header with something else in it: refused, whatever else is there.
+    WrongToken,
+    /// A console session's cookie (`console`), with no bearer header.
+    Session,
+    None,
+}
+
+pub fn credential<'a>(s: &AppState, headers: &HeaderMap, extensions: &'a axum::http::Extensions) -> Credential<'a> {
+    if let Some(op) = extensions.get::<super::tls::Operator>() {
+        return if s.certificates.is_revoked(&op.1) {
+            Credential::Revoked
+        } else {
+            Credential::Certificate(op)
+        };
     }
-    if let Some(op) = req.extensions().get::<super::tls::Operator>() {
-        tracing::debug!(
-            "admin API: {} {} by certificate {:?}",
-            req.method(),
-            req.uri().path(),
-            op.0
-        );
-        return next.run(req).await;
-    }
-    let presented = req
-        .headers()
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    if let Some(id) = super::console::session_of(req.headers())
-        && presented.is_none()
-        && s.console.valid(id, crate::clock::unix_now())
-    {
-        // A console session: its own page's reads, and changes only with the header a
-        // cross-site form or link cannot add (the cookie is SameSite=Strict as well).
-        let read_only = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-        if !read_only && req.headers().get(super::console::CSRF_HEADER).is_none_or(|v| v != "1") {
-            s.http_stats.inc("refused_unauthenticated");
-            return (
-                StatusCode::FORBIDDEN,
-                axum::Json(serde_json::json!({
-                    "error": "a console session changes things only from the console (X-Provd-Console: 1)"
-                })),
-            )
-                .into_response();
-        }
-        return next.run(req).await;
-    }
     match presented {
-        Some(t) if s.api_token.accepts(t) => next.run(req).await,
-        _ => {
+        Some(t) if s.api_token.accepts(t) => Credential::Token,
+        Some(_) => Credential::WrongToken,
+        None if super::console::session_of(headers).is_some_and(|id| s.console.valid(id, crate::clock::unix_now())) => {
+            Credential::Session
+        }
+        None => Credential::None,
+    }
+}
+
+/// The middleware on every `/api/...` route.
+pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    match credential(&s, req.headers(), req.extensions()) {
+        Credential::Certificate(op) => {
+            tracing::debug!(
+                "admin API: {} {} by certificate {:?}",
+                req.method(),
+                req.uri().path(),
+                op.0
+            );
+            next.run(req).await
+        }
+        Credential::Token => next.run(req).await,
+        Credential::Session => {
+            // A console session: its own page's reads, and changes only with the header a
+            // cross-site form or link cannot add (the cookie is SameSite=Strict as well).
+            let read_only = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+            if !read_only && req.headers().get(super::console::CSRF_HEADER).is_none_or(|v| v != "1") {
+                s.http_stats.inc("refused_unauthenticated");
+                return (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(serde_json::json!({
+                        "error": "a console session changes things only from the console (X-Provd-Console: 1)"
+                    })),
+                )
+                    .into_response();
+            }
+            next.run(req).await
+        }
+        Credential::Revoked => {
+            s.http_stats.inc("refused_revoked");
+            (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({ "error": "this client certificate is revoked" })),
+            )
+                .into_response()
+        }
+        Credential::WrongToken | Credential::None => {
             s.http_stats.inc("refused_unauthenticated");
             (
                 StatusCode::UNAUTHORIZED,

@@ -83,24 +83,14 @@ pub fn session_of(headers: &HeaderMap) -> Option<&str> {
         .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
-/// Whether a request may see the console: a valid session cookie, or the credentials the
-/// API takes (bearer token, an admin certificate).
+/// Whether a request may see the console: the API's credentials (`auth::credential`),
+/// a console session among them.
 fn authenticated(s: &AppState, headers: &HeaderMap, extensions: &axum::http::Extensions) -> bool {
-    let now = crate::clock::unix_now();
-    if session_of(headers).is_some_and(|id| s.console.valid(id, now)) {
-        return true;
-    }
-    if extensions
-        .get::<super::tls::Operator>()
-        .is_some_and(|op| !s.certificates.is_revoked(&op.1))
-    {
-        return true;
-    }
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| s.api_token.accepts(t.trim()))
+    use super::auth::Credential;
+    matches!(
+        super::auth::credential(s, headers, extensions),
+        Credential::Certificate(_) | Credential::Token | Credential::Session
+    )
 }
 
 /// `/console...` (the page and its assets) on the admin listener.

@@ -51,7 +51,7 @@ pub struct Services {
     /// Installed hypervisors as provd verified them.
     pub pool: Arc<crate::pool::Pool>,
     /// The web console's sessions.
-    pub console: Arc<crate::http::console::Sessions>,
+    pub console: Arc<crate::http::session::Sessions>,
 }
 
 impl Services {

@@ -125,7 +125,7 @@ pub fn credential<'a>(s: &AppState, headers: &HeaderMap, extensions: &'a axum::h
     match presented {
         Some(t) if s.api_token.accepts(t) => Credential::Token,
         Some(_) => Credential::WrongToken,
-        None if super::console::session_of(headers).is_some_and(|id| s.console.valid(id, crate::clock::unix_now())) => {
+        None if super::session::session_of(headers).is_some_and(|id| s.console.valid(id, crate::clock::unix_now())) => {
             Credential::Session
         }
         None => Credential::None,
@@ -149,7 +149,7 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
             // A console session: its own page's reads, and changes only with the header a
             // cross-site form or link cannot add (the cookie is SameSite=Strict as well).
             let read_only = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-            if !read_only && req.headers().get(super::console::CSRF_HEADER).is_none_or(|v| v != "1") {
+            if !read_only && req.headers().get(super::session::CSRF_HEADER).is_none_or(|v| v != "1") {
                 s.http_stats.inc("refused_unauthenticated");
                 return (
                     StatusCode::FORBIDDEN,

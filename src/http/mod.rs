@@ -24,6 +24,7 @@ pub mod failure;
 pub mod listen;
 mod pki_api;
 pub mod power_api;
+pub mod session;
 pub mod tls;
 pub mod zero_copy;
 
@@ -95,7 +96,7 @@ pub struct AppState {
     /// The pair's inventory replication, per site with a partner.
     pub replication: Arc<Vec<tokio::sync::watch::Receiver<crate::replication::link::Status>>>,
     /// The web console's sessions (admin listener).
-    pub console: Arc<console::Sessions>,
+    pub console: Arc<session::Sessions>,
 }
 
 impl AppState {

@@ -1,8 +1,7 @@
 //! A bound on the lease writes the DHCP server has waiting for the store.
 //!
-//! Every ACK (and RELEASE/DECLINE) is answered from a task that waits for the store's
-//! durable commit. Without a bound, a client that sends REQUESTs at line rate grows those
-//! tasks as fast as it sends. So: at most one write per address in flight (a renewal of an
+//! Every ACK (and RELEASE/DECLINE) waits, queued, for the store's durable commit. Without
+//! a bound, a client that sends REQUESTs at line rate grows that queue as fast as it sends. So: at most one write per address in flight (a renewal of an
 //! address whose previous write has not finished yet is dropped: its client retransmits
 //! and is answered once that write is durable), and at most `MAX_IN_FLIGHT` in all (a
 //! flood of many addresses waits for the store instead of filling memory).

@@ -1,9 +1,10 @@
 //! The DHCP I/O loop: receive, parse, decide, persist, send.
 //!
 //! One task per interface socket shares one `Leases` handle, whose lock is held only for the
-//! decision (microseconds). A decision that binds a lease is answered from a spawned task
-//! *after* the store's durable commit resolves, so the receive loop never waits for an fsync
-//! and many leases share one commit. Only socket setup failures are fatal; every bad packet
+//! decision (microseconds). A decision that binds a lease queues its write for the store's
+//! group commit and hands the answer to the socket's `answer_when_durable` task, which sends
+//! it *after* the commit is durable: the receive loop never waits for an fsync, and many
+//! leases share one commit and one wake-up. Only socket setup failures are fatal; every bad packet
 //! is counted and dropped.
 
 use crate::clock::unix_now;
@@ -145,6 +146,9 @@ pub async fn serve_socket(shared: Shared, sock: UdpSocket, ingress: Ingress, shu
 }
 
 async fn receive_loop(shared: Shared, sock: Arc<UdpSocket>, ingress: Ingress, mut shutdown: watch::Receiver<bool>) {
+    let (durable, waiting) = mpsc::unbounded_channel();
+    // Ends once this loop has returned and everything queued is answered (or refused).
+    tokio::spawn(answer_when_durable(shared.clone(), sock.clone(), ingress.clone(), waiting));
     let mut buf = vec![0u8; 2048];
     loop {
         let (n, peer) = tokio::select! {
@@ -161,11 +165,60 @@ async fn receive_loop(shared: Shared, sock: Arc<UdpSocket>, ingress: Ingress, mu
             std::net::IpAddr::V4(ip) => Some(ip),
             std::net::IpAddr::V6(_) => None,
         };
-        handle_datagram(&shared, &sock, &ingress, &buf[..n], source);
+        handle_datagram(&shared, &sock, &ingress, &durable, &buf[..n], source);
     }
 }
 
-fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, bytes: &[u8], source: Option<Ipv4Addr>) {
+/// A lease write queued for the group commit, and what to do once it is durable.
+struct AwaitingCommit {
+    commit: crate::store::PendingCommit,
+    /// The ACK to send (none for a RELEASE or DECLINE, which get no answer).
+    reply: Option<(Message, MessageType, Destination)>,
+    for_partner: Option<LeaseRecord>,
+    /// Holds the address's slot in the persist gate until the answer is out.
+    _permit: crate::dhcp::persist_gate::Permit,
+}
+
+/// Answer queued writes in order, each once its commit is durable. One task per socket
+/// instead of one per ACK: commits finish in queue order, so after the first of a group
+/// commit wakes this task the rest are already done, and a batch of hundreds of ACKs costs
+/// one wake-up instead of hundreds. The queue is unbounded in type only: every entry holds
+/// a persist-gate permit, so it is bounded by `persist_gate::MAX_IN_FLIGHT`.
+async fn answer_when_durable(
+    shared: Shared,
+    sock: Arc<UdpSocket>,
+    ingress: Ingress,
+    mut waiting: mpsc::UnboundedReceiver<AwaitingCommit>,
+) {
+    while let Some(w) = waiting.recv().await {
+        match w.commit.durable().await {
+            Ok(()) => {
+                // The ACK leaves only once the lease is durable: a crash before this point
+                // loses an unacknowledged lease, which the client simply asks for again.
+                if let Some((msg, kind, dest)) = &w.reply {
+                    send(&shared, &sock, &ingress, msg, *kind, *dest);
+                }
+                shared.tell_partner(w.for_partner);
+            }
+            Err(e) => {
+                shared.stats.inc("persist_failures");
+                match w.reply {
+                    Some(_) => tracing::error!("lease not persisted, ACK withheld: {e}"),
+                    None => tracing::error!("could not persist release/decline: {e}"),
+                }
+            }
+        }
+    }
+}
+
+fn handle_datagram(
+    shared: &Shared,
+    sock: &Arc<UdpSocket>,
+    ingress: &Ingress,
+    durable: &mpsc::UnboundedSender<AwaitingCommit>,
+    bytes: &[u8],
+    source: Option<Ipv4Addr>,
+) {
     let mut req = match packet::parse(bytes) {
         Ok(r) => r,
         Err(e) => {
@@ -201,59 +254,45 @@ fn handle_datagram(shared: &Shared, sock: &Arc<UdpSocket>, ingress: &Ingress, by
         };
         let _ = tx.try_send((mac, obs));
     }
-    match outcome {
+    let (record, reply) = match outcome {
         Outcome::Drop(reason) => {
             shared.stats.inc(reason.counter());
-        }
-        Outcome::Persist(record) => {
-            let Some(permit) = admit_write(shared, &record) else {
-                return;
-            };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let for_partner = shared.partner_copy(&record);
-                match shared.store.persist(vec![record]).await {
-                    Ok(()) => shared.tell_partner(for_partner),
-                    Err(e) => {
-                        shared.stats.inc("persist_failures");
-                        tracing::error!("could not persist release/decline: {e}");
-                    }
-                }
-            });
+            return;
         }
         Outcome::Reply {
             msg,
             kind,
             dest,
             persist: None,
-        } => send(shared, sock, ingress, &msg, kind, dest),
+        } => {
+            send(shared, sock, ingress, &msg, kind, dest);
+            return;
+        }
+        Outcome::Persist(record) => (record, None),
         Outcome::Reply {
             msg,
             kind,
             dest,
             persist: Some(record),
-        } => {
-            let Some(permit) = admit_write(shared, &record) else {
-                return;
-            };
-            let (shared, sock, ingress) = (shared.clone(), sock.clone(), ingress.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                // The ACK leaves only once the lease is durable: a crash before this point
-                // loses an unacknowledged lease, which the client simply asks for again.
-                let for_partner = shared.partner_copy(&record);
-                match shared.store.persist(vec![record]).await {
-                    Ok(()) => {
-                        send(&shared, &sock, &ingress, &msg, kind, dest);
-                        shared.tell_partner(for_partner);
-                    }
-                    Err(e) => {
-                        shared.stats.inc("persist_failures");
-                        tracing::error!("lease not persisted, ACK withheld: {e}");
-                    }
-                }
+        } => (record, Some((msg, kind, dest))),
+    };
+    let Some(permit) = admit_write(shared, &record) else {
+        return;
+    };
+    let for_partner = shared.partner_copy(&record);
+    match shared.store.submit(vec![record]) {
+        Ok(commit) => {
+            let _ = durable.send(AwaitingCommit {
+                commit,
+                reply,
+                for_partner,
+                _permit: permit,
             });
+        }
+        // The committer is behind (or gone): no answer, the client retransmits.
+        Err(e) => {
+            shared.stats.inc("dropped_persist_backlog");
+            tracing::debug!("lease write not queued: {e}");
         }
     }
 }

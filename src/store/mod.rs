@@ -53,6 +53,17 @@ pub const COMMIT_QUEUE: usize = 16_384;
 /// The most records one transaction takes; bounds commit latency under a flood.
 const MAX_BATCH: usize = 4096;
 
+/// Group commit's delay (PostgreSQL's `commit_delay`): when the last commit held more than
+/// one request, writers are arriving concurrently, and waiting this long for more before
+/// the fsync puts more records in each. A commit's fixed cost (the fsync, redb's page
+/// bookkeeping) was about half the DHCP server's CPU per ACK at 12,000 DORA/s in
+/// `lab/bench/dhcp-profile.sh`; a millisecond more on an ACK is nothing to a DHCP client.
+/// An idle server (one write at a time) never waits.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A batch this big stops lingering: its fsync is amortised already.
+const LINGER_ENOUGH: usize = 256;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create state directory {path}: {source}")]
@@ -65,6 +76,9 @@ pub enum StoreError {
     Record { ip: Ipv4Addr, source: serde_json::Error },
     #[error("the lease committer has stopped")]
     CommitterGone,
+    /// `submit` found the commit queue full (the store is behind; nothing was queued).
+    #[error("the lease commit queue is full")]
+    QueueFull,
     /// A group commit failed; every waiter gets the same kind and text.
     #[error("commit failed ({kind}): {message}")]
     Commit { kind: ErrorKind, message: String },
@@ -146,7 +160,7 @@ impl StoreError {
             },
             StoreError::Db(e) => redb_kind(e),
             StoreError::Record { .. } => ErrorKind::Corruption,
-            StoreError::CommitterGone => ErrorKind::Other,
+            StoreError::CommitterGone | StoreError::QueueFull => ErrorKind::Other,
             StoreError::Commit { kind, .. } | StoreError::Previous { kind } => *kind,
         }
     }
@@ -208,6 +222,21 @@ pub struct StoreStats {
 struct CommitRequest {
     records: Vec<LeaseRecord>,
     done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Records queued by `Store::submit`; `durable` resolves once their transaction is fsynced
+/// (or failed). Commits finish in the order they were queued, so awaiting several in that
+/// order wakes the waiter about once per group commit, not once per record.
+pub struct PendingCommit(oneshot::Receiver<Result<(), StoreError>>);
+
+impl PendingCommit {
+    pub async fn durable(self) -> Result<(), StoreError> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::CommitterGone),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -331,11 +360,19 @@ impl Store {
             .send(CommitRequest { records, done })
             .await
             .map_err(|_| StoreError::CommitterGone)?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(StoreError::CommitterGone),
-        }
+        PendingCommit(wait).durable().await
+    }
+
+    /// Queue records for the next group commit without waiting, for a caller that must never
+    /// wait on the store (the DHCP receive loop): the commit is then awaited elsewhere, many
+    /// in turn by one task. `QueueFull` if the committer is that far behind (nothing queued).
+    pub fn submit(&self, records: Vec<LeaseRecord>) -> Result<PendingCommit, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.queue.try_send(CommitRequest { records, done }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => StoreError::CommitterGone,
+        })?;
+        Ok(PendingCommit(wait))
     }
 
     /// Durably write one host's state (its own transaction, fsynced before returning).
@@ -518,18 +555,26 @@ fn committer(
     health: Arc<tokio::sync::watch::Sender<Option<String>>>,
     first_failure: Arc<OnceLock<ErrorKind>>,
 ) {
+    let mut busy = false;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         let mut count = batch[0].records.len();
+        let linger_until = busy.then(|| std::time::Instant::now() + LINGER);
         while count < MAX_BATCH {
             match rx.try_recv() {
                 Ok(req) => {
                     count += req.records.len();
                     batch.push(req);
                 }
+                Err(mpsc::error::TryRecvError::Empty)
+                    if count < LINGER_ENOUGH && linger_until.is_some_and(|t| std::time::Instant::now() < t) =>
+                {
+                    std::thread::sleep(LINGER / 8);
+                }
                 Err(_) => break,
             }
         }
+        busy = batch.len() > 1;
         let result = write_batch(&db, &batch).map_err(|e| remember(&first_failure, e));
         match &result {
             Ok(()) => {

@@ -1,6 +1,6 @@
 //! One config generation: everything `provd reload` replaces, as one value. The validated
 //! config (with its host index), the sites this process serves, the templates it renders
-//! with and DHCP's lookup tables over them are built together and published together, so
+//! with (and what it rendered with them) and DHCP's lookup tables over them are built together and published together, so
 //! whoever takes a generation (one per HTTP request, TFTP request or DHCP packet) sees one
 //! config from start to end, never the templates of one and the hosts of another.
 //!
@@ -14,6 +14,7 @@ use crate::config::topology::Topology;
 use crate::config::{Config, Site};
 use crate::live::Live;
 use crate::render::Renderer;
+use crate::render::cache::RenderCache;
 use std::sync::Arc;
 
 pub struct Generation {
@@ -25,6 +26,8 @@ pub struct Generation {
     /// generation answers "which sites" without another source.
     pub served: Vec<String>,
     pub renderer: Renderer,
+    /// Texts rendered with this generation's config and templates (empty in a new one).
+    pub rendered: RenderCache,
     /// DHCP's view of the served sites (subnets, hosts by MAC, reserved addresses).
     pub topology: Topology,
 }
@@ -41,6 +44,7 @@ impl Generation {
             config,
             served,
             renderer,
+            rendered: RenderCache::default(),
             topology,
         }
     }

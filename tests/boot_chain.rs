@@ -847,3 +847,44 @@ fn every_shipped_template_renders_for_every_host_of_every_site_config_and_kickst
         "only {rendered} renders: the site configs lost their hosts?"
     );
 }
+
+/// Scripts are kept per host within one config generation (`render::cache`): the same
+/// fetch again is the same text, and a reload that changes what the script says is served
+/// at once, never the kept text of the generation before.
+#[test]
+fn a_kept_script_is_never_served_after_a_reload_changed_it() {
+    let b = Boot::start(91);
+    let (from, url) = (
+        format!("127.{}.0.82", b.net),
+        format!("{}/boot/52-54-00-00-81-82.ipxe", b.base()),
+    );
+    let fetch = || {
+        let (code, body) = b.curl_from(&from, &[&url]);
+        assert_eq!(code, "200", "{}", String::from_utf8_lossy(&body));
+        String::from_utf8(body).unwrap()
+    };
+    let first = fetch();
+    assert!(
+        first.contains("\nexit\n"),
+        "hv82 is installed: it boots its disk\n{first}"
+    );
+    assert_eq!(fetch(), first, "the same facts, the same text");
+
+    let cfg = b.work.path("site.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let changed = text.replacen(
+        "state = \"installed\"",
+        "state = \"installed\"\nvars = { local_boot = \"sanboot --no-describe --drive 0x80\" }",
+        1,
+    );
+    assert_ne!(changed, text);
+    std::fs::write(&cfg, changed).unwrap();
+    let said = b.daemon.cli(&["reload"]);
+    assert!(said.status.success(), "{}", String::from_utf8_lossy(&said.stderr));
+    let after = fetch();
+    assert!(
+        after.contains("sanboot --no-describe --drive 0x80") && !after.contains("\nexit\n"),
+        "the reloaded config's script, not the kept one:\n{after}"
+    );
+    assert_eq!(fetch(), after);
+}

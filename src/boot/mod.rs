@@ -29,6 +29,7 @@ use crate::inventory::{BootDecision, Inventory, InventoryError};
 use crate::mac::MacAddr;
 use crate::pki::PkiError;
 use crate::pki::signer::Signer;
+use crate::render::cache::RenderKey;
 use crate::render::{Action, HostContext, InstallFacts, RenderError, Renderer};
 use crate::tftp::{GeneratedFiles, GeneratedFuture};
 use std::net::Ipv4Addr;
@@ -415,8 +416,13 @@ impl Boot {
             .expect("a daemon serves at least one site")
     }
 
+    /// Render with this generation's templates, or answer from what it rendered already
+    /// for the same facts (`render::cache`: only per-request facts vary within one).
     fn render(&self, template: &str, ctx: HostContext) -> Result<String, RenderError> {
-        self.generation.renderer.render(template, &ctx.to_value())
+        let g = &self.generation;
+        g.rendered.get_or_render(RenderKey::of(template, &ctx), || {
+            g.renderer.render(template, &ctx.to_value())
+        })
     }
 
     /// What `mac` boots now, asked through `listener_site` from address `from`: the site,

@@ -148,7 +148,12 @@ pub async fn serve_socket(shared: Shared, sock: UdpSocket, ingress: Ingress, shu
 async fn receive_loop(shared: Shared, sock: Arc<UdpSocket>, ingress: Ingress, mut shutdown: watch::Receiver<bool>) {
     let (durable, waiting) = mpsc::unbounded_channel();
     // Ends once this loop has returned and everything queued is answered (or refused).
-    tokio::spawn(answer_when_durable(shared.clone(), sock.clone(), ingress.clone(), waiting));
+    tokio::spawn(answer_when_durable(
+        shared.clone(),
+        sock.clone(),
+        ingress.clone(),
+        waiting,
+    ));
     let mut buf = vec![0u8; 2048];
     loop {
         let (n, peer) = tokio::select! {

@@ -5,6 +5,8 @@
 //! daemon, not a host's install. A render either returns the whole text or an error naming
 //! the template, the line and the variable; nothing half-rendered is ever served.
 
+pub mod cache;
+
 use crate::config::{Config, Host, Profile, Site};
 use crate::mac::MacAddr;
 use minijinja::{Environment, UndefinedBehavior, Value};
@@ -135,7 +137,7 @@ fn default_vars() -> toml::Table {
 }
 
 /// What a boot script does: the inventory's decision as the templates see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Install,

@@ -368,10 +368,12 @@ impl Store {
     /// in turn by one task. `QueueFull` if the committer is that far behind (nothing queued).
     pub fn submit(&self, records: Vec<LeaseRecord>) -> Result<PendingCommit, StoreError> {
         let (done, wait) = oneshot::channel();
-        self.queue.try_send(CommitRequest { records, done }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => StoreError::CommitterGone,
-        })?;
+        self.queue
+            .try_send(CommitRequest { records, done })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => StoreError::CommitterGone,
+            })?;
         Ok(PendingCommit(wait))
     }
 

@@ -11,7 +11,7 @@ use crate::dhcp::Leases;
 use crate::dhcp::leases::LeaseTable;
 use crate::dhcp::stats::DhcpStats;
 use crate::generation::{Generation, Generations};
-use crate::http::{AppState, HttpStats};
+use crate::http::{AppParts, AppState, HttpStats};
 use crate::inventory::{self, Inventory};
 use crate::render::Renderer;
 use crate::store::Store;
@@ -194,7 +194,7 @@ impl Services {
     /// `peers`: the pair's running parts, whose status the API shows (`Peers::default()`
     /// for a server without a partner).
     pub fn app_state(&self, peers: &Peers, listener_site: Option<String>) -> AppState {
-        AppState {
+        AppState::new(AppParts {
             boot: self.boot.clone(),
             inventory: self.inventory.clone(),
             certificates: self.boot.state.signer.certificates().clone(),
@@ -214,7 +214,7 @@ impl Services {
             reloader: self.reloader.clone(),
             power: self.power.clone(),
             console: self.console.clone(),
-        }
+        })
     }
 
     /// The TFTP server (read-only assets plus per-host generated files).

@@ -65,10 +65,28 @@ pub const COUNTERS: &[&str] = &[
     "assets_sendfile",
 ];
 
-/// Everything handlers share. `listener_site` is the site whose address this listener is
-/// bound to (None for the API listener).
+/// Everything handlers share, behind one `Arc`: axum clones the state for every request,
+/// and a clone of the parts themselves (twenty `Arc`s, a path and a site name) was a tenth
+/// of a cached boot script's serving time in a profile (BENCHMARKS.md).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// What `AppState` holds. `listener_site` is the site whose address this listener is bound
+/// to (None for the API listener).
+pub struct AppParts {
     /// The boot policy over the current config generation (`provd reload` publishes the next).
     pub boot: crate::boot::BootSource,
     /// Hosts and their state: shared by every config generation (state, not config).

@@ -1,8 +1,9 @@
 #!/bin/bash
 # Build a Debian 12 KVM hypervisor disk image natively (no VM, no TCG): debootstrap from
-# the Debian mirror this machine's apt uses, into a partitioned raw disk on a loop device,
-# with the kernel, GRUB for BIOS and UEFI, QEMU, libvirt, OpenSSH and bridge support.
-# (Issue 23's first piece: the image an installer environment will stream to a disk.)
+# the Debian mirror this machine's apt uses, into a GPT raw disk through loop devices, with
+# the kernel, EXTLINUX (BIOS) and a standalone GRUB (UEFI), QEMU, libvirt, OpenSSH and
+# bridge support. (Issue 23's first piece: the image an installer environment will stream
+# to a disk.)
 #
 #   sudo lab/images/debian12-kvm.sh [OUT_DIR] [SIZE]
 #   e.g. sudo lab/images/debian12-kvm.sh boot-assets/images 4G
@@ -12,26 +13,27 @@
 # the time of each step. Debian packages are cached in /var/cache/provd-images/apt, so a
 # rebuild downloads nothing new.
 #
-# The image is generic: no host name, no machine id, no SSH host keys (made at first
-# boot), root locked. systemd-networkd asks DHCP on every Ethernet port. A first-boot
-# unit, provd-firstboot.service, says on the serial console whether libvirtd is active
+# The image is generic: no machine id, no SSH host keys (made at first boot), root locked.
+# systemd-networkd asks DHCP on every Ethernet port. A first-boot unit,
+# provd-firstboot.service, says on the serial console whether libvirtd is active
 # (`provd-image: libvirtd active`); the per-host build-out (bridge, libvirt TLS
 # certificates, callbacks) is the part still to come (issue 23).
 #
-# Needs root, debootstrap, sfdisk, losetup, mkfs.ext4, mkfs.vfat. Everything it mounts or
-# attaches is released on exit, failed or not.
+# Needs root, debootstrap, sfdisk, losetup, blkid, mkfs.ext4, mkfs.vfat, mtools. Everything it
+# mounts or attaches is released on exit, failed or not; nothing outside its own work
+# directory is mounted.
 set -euo pipefail
 OUT=${1:-boot-assets/images}
 SIZE=${2:-4G}
 NAME=debian12-kvm
 CACHE=/var/cache/provd-images/apt
 [ "$(id -u)" = 0 ] || { echo "run as root (loop devices, mounts, chroot)"; exit 1; }
-for t in debootstrap sfdisk losetup mkfs.ext4 mkfs.vfat gzip sha256sum; do
-  command -v $t >/dev/null || { echo "missing $t (apt-get install debootstrap fdisk dosfstools)"; exit 1; }
+for t in debootstrap sfdisk losetup blkid mkfs.ext4 mkfs.vfat mcopy gzip sha256sum; do
+  command -v $t >/dev/null || { echo "missing $t (apt-get install debootstrap fdisk dosfstools mtools)"; exit 1; }
 done
 # The mirror this machine's apt uses (deb822 or one-line sources), never an address of ours.
-MIRROR=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list /etc/apt/sources.list \
-  | grep -v security | head -1 | awk '{print $2}')
+MIRROR=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list /etc/apt/sources.list 2>/dev/null \
+  | grep -E '^(URIs:|deb )' | grep -v security | head -1 | awk '{print $2}' || true)
 [ -n "$MIRROR" ] || { echo "no Debian mirror in this machine's apt sources"; exit 1; }
 
 mkdir -p "$OUT" "$CACHE"
@@ -39,113 +41,133 @@ OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d /tmp/provd-image.XXXXXX)
 RAW=$WORK/$NAME.raw
 ROOT=$WORK/root
-LOOP=
+LOOPS=()
 cleanup() {
   set +e
-  for m in dev/pts dev proc sys boot/efi var/cache/apt/archives ""; do
+  # Innermost first; only mounts under this run's own root.
+  for m in dev/pts dev proc sys boot/efi var/cache/apt/archives; do
     mountpoint -q "$ROOT/$m" 2>/dev/null && umount -l "$ROOT/$m"
   done
-  [ -n "$LOOP" ] && losetup -d "$LOOP"
+  mountpoint -q "$ROOT" 2>/dev/null && umount -l "$ROOT"
+  for l in "${LOOPS[@]}"; do losetup -d "$l"; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 T0=$(date +%s)
-step() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
+step() { echo "[$(($(date +%s) - T0))s] $*"; }
 
 step "disk: $SIZE raw, GPT: BIOS boot 1 MiB, EFI system 127 MiB, root ext4"
 truncate -s "$SIZE" "$RAW"
-sfdisk -q "$RAW" <<'EOF'
-label: gpt
-size=1MiB, type=21686148-6449-6E6F-744E-656564454649, name=bios
-size=127MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp
-type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root
-EOF
-LOOP=$(losetup -f --show -P "$RAW")
-mkfs.vfat -F 32 -n ESP "${LOOP}p2" >/dev/null
-mkfs.ext4 -q -L root "${LOOP}p3"
+printf '%s\n' 'label: gpt' \
+  'size=1MiB, type=21686148-6449-6E6F-744E-656564454649, name=bios' \
+  'size=127MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp' \
+  'type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root' | sfdisk -q "$RAW"
+
+# One loop device per partition, at its offset: these machines have no udev to make the
+# partition nodes of `losetup -P`.
+part_loop() { # $1 = partition number
+  local start size
+  read -r start size < <(sfdisk -J "$RAW" | python3 -c '
+import json, sys
+p = json.load(sys.stdin)["partitiontable"]["partitions"][int(sys.argv[1]) - 1]
+print(p["start"], p["size"])' "$1")
+  losetup -f --show --offset $((start * 512)) --sizelimit $((size * 512)) "$RAW"
+}
+ESP_LOOP=$(part_loop 2)
+LOOPS+=("$ESP_LOOP")
+ROOT_LOOP=$(part_loop 3)
+LOOPS+=("$ROOT_LOOP")
+mkfs.vfat -F 32 -n ESP "$ESP_LOOP" >/dev/null
+mkfs.ext4 -q -L root "$ROOT_LOOP"
 mkdir -p "$ROOT"
-mount "${LOOP}p3" "$ROOT"
+mount "$ROOT_LOOP" "$ROOT"
+# The ESP is written with mtools, not mounted: not every kernel that builds has vfat.
 mkdir -p "$ROOT/boot/efi" "$ROOT/var/cache/apt/archives"
-mount "${LOOP}p2" "$ROOT/boot/efi"
 mount --bind "$CACHE" "$ROOT/var/cache/apt/archives"
 
 step "debootstrap bookworm from $MIRROR"
-# The default variant (Debian's "important" set: systemd as init, udev, login), plus:
-PACKAGES=linux-image-amd64,grub-pc,grub-efi-amd64-bin,qemu-system-x86,qemu-utils,libvirt-daemon-system,libvirt-clients,openssh-server,bridge-utils,iproute2,curl,ca-certificates,systemd-resolved
-# ifupdown would race systemd-networkd for the ports.
-debootstrap --exclude=ifupdown --include="$PACKAGES" bookworm "$ROOT" "$MIRROR" > "$WORK/debootstrap.log" 2>&1 \
-  || { tail -30 "$WORK/debootstrap.log"; exit 1; }
+# The default variant (Debian's "important" set: systemd as init, udev, login); then apt,
+# in the new root, installs the rest (debootstrap's own resolver stops at virtual packages
+# such as logind or the D-Bus system bus that libvirt needs). ifupdown would race
+# systemd-networkd for the ports.
+debootstrap --exclude=ifupdown bookworm "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
+  cp "$ROOT/debootstrap/debootstrap.log" /tmp/provd-image-debootstrap.log 2>/dev/null
+  tail -30 "$WORK/debootstrap.log"; echo "dpkg's log: /tmp/provd-image-debootstrap.log"; exit 1
+}
+PACKAGES="linux-image-amd64 extlinux syslinux-common grub-efi-amd64-bin qemu-system-x86 qemu-utils
+  libvirt-daemon-system libvirt-clients openssh-server bridge-utils iproute2 curl ca-certificates
+  systemd-resolved"
+step "apt-get install: $(echo $PACKAGES)"
+for m in dev dev/pts proc sys; do mount --bind "/$m" "$ROOT/$m"; done
+chroot "$ROOT" /bin/sh -ec "export DEBIAN_FRONTEND=noninteractive; apt-get update -q;
+  apt-get install -y -q --no-install-recommends $(echo $PACKAGES)" >"$WORK/apt.log" 2>&1 ||
+  { tail -30 "$WORK/apt.log"; exit 1; }
+for m in dev/pts dev proc sys; do umount "$ROOT/$m"; done
 
-step "configure: fstab, network, console, first-boot unit"
-ROOT_UUID=$(blkid -s UUID -o value "${LOOP}p3")
-ESP_UUID=$(blkid -s UUID -o value "${LOOP}p2")
-cat > "$ROOT/etc/fstab" <<EOF
-UUID=$ROOT_UUID / ext4 errors=remount-ro 0 1
-UUID=$ESP_UUID /boot/efi vfat umask=0077 0 2
-EOF
-echo debian > "$ROOT/etc/hostname"
-cat > "$ROOT/etc/systemd/network/50-dhcp.network" <<'EOF'
-[Match]
-Type=ether
-Name=en* eth*
-
-[Network]
-DHCP=ipv4
-EOF
-cat > "$ROOT/etc/systemd/system/provd-firstboot.service" <<'EOF'
-[Unit]
-Description=provd: report on the console that the hypervisor is up
-After=libvirtd.service network-online.target
-Wants=network-online.target
-
-[Service]
-Type=oneshot
-ExecStart=/bin/sh -c 'echo "provd-image: libvirtd $(systemctl is-active libvirtd)" > /dev/ttyS0'
-
-[Install]
-WantedBy=multi-user.target
-EOF
+step "configure: fstab, network, first-boot units, boot loaders"
+ROOT_UUID=$(blkid -s UUID -o value "$ROOT_LOOP")
+ESP_UUID=$(blkid -s UUID -o value "$ESP_LOOP")
+printf '%s\n' "UUID=$ROOT_UUID / ext4 errors=remount-ro 0 1" \
+  "UUID=$ESP_UUID /boot/efi vfat umask=0077,nofail 0 2" >"$ROOT/etc/fstab"
+echo debian >"$ROOT/etc/hostname"
+printf '%s\n' '[Match]' 'Type=ether' 'Name=en* eth*' '' '[Network]' 'DHCP=ipv4' \
+  >"$ROOT/etc/systemd/network/50-dhcp.network"
+printf '%s\n' '[Unit]' \
+  'Description=provd: report on the console that the hypervisor is up' \
+  'After=libvirtd.service network-online.target' 'Wants=network-online.target' '' \
+  '[Service]' 'Type=oneshot' \
+  "ExecStart=/bin/sh -c 'echo \"provd-image: libvirtd \$(systemctl is-active libvirtd)\" > /dev/ttyS0'" '' \
+  '[Install]' 'WantedBy=multi-user.target' >"$ROOT/etc/systemd/system/provd-firstboot.service"
 # SSH host keys are made at first boot, per machine, not baked into every copy.
-cat > "$ROOT/etc/systemd/system/provd-ssh-keys.service" <<'EOF'
-[Unit]
-Description=provd: make this machine's SSH host keys
-Before=ssh.service
-ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+printf '%s\n' '[Unit]' "Description=provd: make this machine's SSH host keys" 'Before=ssh.service' \
+  'ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key' '' \
+  '[Service]' 'Type=oneshot' 'ExecStart=/usr/bin/ssh-keygen -A' '' \
+  '[Install]' 'WantedBy=multi-user.target' >"$ROOT/etc/systemd/system/provd-ssh-keys.service"
 
-[Service]
-Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
+# Boot loaders written without probing devices (grub-install cannot map an offset loop
+# device to a disk): EXTLINUX for BIOS (GPT MBR code, the root partition marked legacy
+# bootable), a standalone GRUB for UEFI at the removable-media path. Both boot the
+# /vmlinuz and /initrd.img links Debian keeps pointing at the newest kernel.
+[ -e "$ROOT/vmlinuz" ] && [ -e "$ROOT/initrd.img" ] || { echo "no /vmlinuz and /initrd.img links in the image"; exit 1; }
+CMDLINE="root=UUID=$ROOT_UUID ro console=tty0 console=ttyS0,115200"
+mkdir -p "$ROOT/boot/extlinux" "$ROOT/boot/grub"
+printf '%s\n' 'SERIAL 0 115200' 'DEFAULT debian' 'TIMEOUT 10' 'LABEL debian' \
+  '  LINUX ../../vmlinuz' '  INITRD ../../initrd.img' "  APPEND $CMDLINE" >"$ROOT/boot/extlinux/extlinux.conf"
+printf '%s\n' 'serial --unit=0 --speed=115200' 'terminal_input serial console' \
+  'terminal_output serial console' 'set timeout=1' 'menuentry "Debian 12 KVM hypervisor" {' \
+  "  linux /vmlinuz $CMDLINE" '  initrd /initrd.img' '}' >"$ROOT/boot/grub/grub.cfg"
+printf '%s\n' "search --no-floppy --fs-uuid --set=root $ROOT_UUID" \
+  'configfile ($root)/boot/grub/grub.cfg' >"$ROOT/tmp/embedded.cfg"
 
-[Install]
-WantedBy=multi-user.target
-EOF
-sed -i 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/GRUB_CMDLINE_LINUX_DEFAULT="console=ttyS0,115200 console=tty0"/; s/^GRUB_TIMEOUT=.*/GRUB_TIMEOUT=1/' "$ROOT/etc/default/grub"
-echo 'GRUB_TERMINAL="serial console"' >> "$ROOT/etc/default/grub"
-
-for m in dev dev/pts proc sys; do mount --bind /$m "$ROOT/$m"; done
-chroot "$ROOT" /bin/sh -e <<EOF > "$WORK/chroot.log" 2>&1 || { tail -30 "$WORK/chroot.log"; exit 1; }
+for m in dev dev/pts proc sys; do mount --bind "/$m" "$ROOT/$m"; done
+chroot "$ROOT" /bin/sh -es >"$WORK/chroot.log" 2>&1 <<'CHROOT' || { tail -30 "$WORK/chroot.log"; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 systemctl enable systemd-networkd systemd-resolved provd-firstboot provd-ssh-keys libvirtd
 passwd -l root
 rm -f /etc/ssh/ssh_host_*
-grub-install --target=i386-pc $LOOP
-grub-install --target=x86_64-efi --efi-directory=/boot/efi --removable --no-nvram
-update-grub
-EOF
-# update-grub names the loop device's partition; the disk the image lands on is found by UUID.
-sed -i "s#root=${LOOP}p3#root=UUID=$ROOT_UUID#g" "$ROOT/boot/grub/grub.cfg"
-grep -q "root=UUID=$ROOT_UUID" "$ROOT/boot/grub/grub.cfg" || { echo "grub.cfg does not name the root by UUID"; exit 1; }
-: > "$ROOT/etc/machine-id"
-rm -f "$ROOT/var/lib/dbus/machine-id"
+extlinux --install /boot/extlinux
+grub-mkstandalone -O x86_64-efi -o /tmp/BOOTX64.EFI \
+  --modules="part_gpt ext2 fat search search_fs_uuid serial linux normal configfile" \
+  "boot/grub/grub.cfg=/tmp/embedded.cfg"
+rm /tmp/embedded.cfg
+CHROOT
 for m in dev/pts dev proc sys; do umount "$ROOT/$m"; done
-umount "$ROOT/var/cache/apt/archives" "$ROOT/boot/efi"
+mmd -i "$ESP_LOOP" ::/EFI ::/EFI/BOOT
+mcopy -i "$ESP_LOOP" "$ROOT/tmp/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+rm "$ROOT/tmp/BOOTX64.EFI"
+dd if="$ROOT/usr/lib/syslinux/mbr/gptmbr.bin" of="$RAW" bs=440 count=1 conv=notrunc status=none
+sfdisk -q --part-attrs "$RAW" 3 LegacyBIOSBootable
+: >"$ROOT/etc/machine-id"
+rm -f "$ROOT/var/lib/dbus/machine-id"
+umount "$ROOT/var/cache/apt/archives"
 USED=$(df -h --output=used "$ROOT" | tail -1 | tr -d ' ')
 umount "$ROOT"
-losetup -d "$LOOP"; LOOP=
+for l in "${LOOPS[@]}"; do losetup -d "$l"; done
+LOOPS=()
 
 step "compress ($USED used on the root filesystem)"
-gzip -1 -c "$RAW" > "$OUT/$NAME.raw.gz.part"
+gzip -1 -c "$RAW" >"$OUT/$NAME.raw.gz.part"
 mv "$OUT/$NAME.raw.gz.part" "$OUT/$NAME.raw.gz"
-(cd "$OUT" && sha256sum "$NAME.raw.gz" > "$NAME.raw.gz.sha256")
-step "done: $OUT/$NAME.raw.gz ($(du -h "$OUT/$NAME.raw.gz" | cut -f1)), $(cut -c1-16 "$OUT/$NAME.raw.gz.sha256")..."
+(cd "$OUT" && sha256sum "$NAME.raw.gz" >"$NAME.raw.gz.sha256")
+step "done: $OUT/$NAME.raw.gz ($(du -h "$OUT/$NAME.raw.gz" | cut -f1)), sha256 $(cut -c1-16 "$OUT/$NAME.raw.gz.sha256")..."

@@ -30,41 +30,12 @@ if [ "$SERVER" = provd ] && [ ! -x "$PROVD" ]; then
   (cd "$ROOT" && cargo build --profile profiling -q) || exit 1
 fi
 
-cleanup() {
-  for ns in bsrv bcli; do
-    for p in $(ip netns pids $ns 2>/dev/null); do kill -9 $p 2>/dev/null; done
-    ip netns del $ns 2>/dev/null
-  done
-}
+. "$HERE/dhcp-servers.sh"   # cleanup, setup, start_server
 trap cleanup EXIT
-cleanup
-rm -rf $W $OUT; mkdir -p $W $OUT
-ip netns add bsrv; ip netns add bcli
-ip -n bsrv link add bveth-s type veth peer name bveth-c netns bcli
-ip -n bsrv addr add 10.77.0.1/16 dev bveth-s; ip -n bcli addr add 10.77.0.2/16 dev bveth-c
-for n in bsrv bcli; do ip -n $n link set lo up; done
-ip -n bsrv link set bveth-s up; ip -n bcli link set bveth-c up
-
-case $SERVER in
-provd)
-  sed -e 's/pveth-s/bveth-s/' -e "s#/tmp/provd-bench-state#$W/provd-state#" "$ROOT/lab/bench/bench.toml" > $W/bench.toml
-  ip netns exec bsrv "$PROVD" serve --config $W/bench.toml > $W/srv.log 2>&1 & ;;
-kea)
-  cat > $W/kea4.json <<EOT
-{ "Dhcp4": { "interfaces-config": { "interfaces": [ "bveth-s" ] },
-  "lease-database": { "type": "memfile", "persist": true, "name": "$W/leases4.csv", "lfc-interval": 0 },
-  "valid-lifetime": 4000,
-  "multi-threading": { "enable-multi-threading": true, "thread-pool-size": 2, "packet-queue-size": 64 },
-  "subnet4": [ { "id": 1, "subnet": "10.77.0.0/16", "pools": [ { "pool": "10.77.1.0 - 10.77.255.254" } ],
-    "option-data": [ { "name": "routers", "data": "10.77.0.1" } ] } ],
-  "loggers": [ { "name": "kea-dhcp4", "output_options": [ { "output": "$W/kea.log" } ], "severity": "WARN" } ] } }
-EOT
-  KEA_PIDFILE_DIR=$W KEA_LOCKFILE_DIR=$W ip netns exec bsrv kea-dhcp4 -c $W/kea4.json > $W/srv.log 2>&1 & ;;
-*) echo "SERVER is provd or kea"; exit 1 ;;
-esac
-SPID=$!
-disown $SPID
-sleep 2
+case $SERVER in provd|kea) ;; *) echo "SERVER is provd or kea"; exit 1 ;; esac
+setup
+rm -rf $OUT; mkdir -p $OUT
+start_server $SERVER
 SPID=$(ip netns pids bsrv | head -1)
 
 # Jiffies: the whole machine (user, system, softirq, idle) and each process (user + system).

@@ -869,6 +869,15 @@ fn a_kept_script_is_never_served_after_a_reload_changed_it() {
         "hv82 is installed: it boots its disk\n{first}"
     );
     assert_eq!(fetch(), first, "the same facts, the same text");
+    // A machine that claims hv82's MAC from another address gets no kept text: the
+    // address check comes before the cache.
+    let (code, body) = b.curl_from(&format!("127.{}.0.83", b.net), &[&url]);
+    assert_ne!(code, "200", "{}", String::from_utf8_lossy(&body));
+    assert!(
+        !String::from_utf8_lossy(&body).contains("hv82"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 
     let cfg = b.work.path("site.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();

@@ -48,6 +48,9 @@ try:
     ws = websocket.create_connection([t for t in tabs if t["type"] == "page"][0]["webSocketDebuggerUrl"])
     seq = [0]
 
+    class Navigated(Exception):
+        """An evaluation the page's own navigation cut short (a form submit)."""
+
     def call(method, **params):
         seq[0] += 1
         ws.send(json.dumps({"id": seq[0], "method": method, "params": params}))
@@ -55,17 +58,28 @@ try:
             m = json.loads(ws.recv())
             if m.get("id") == seq[0]:
                 if "error" in m:
+                    if "navigated or closed" in str(m["error"].get("message", "")):
+                        raise Navigated()
                     fail("%s: %s" % (method, m["error"]))
                 return m["result"]
 
     def js(expr):
-        r = call("Runtime.evaluate", expression=expr, returnByValue=True)
+        try:
+            r = call("Runtime.evaluate", expression=expr, returnByValue=True)
+        except Navigated:
+            fail("Runtime.evaluate: the page navigated during %s" % expr)
         return r["result"].get("value")
 
     def wait_for(expr, seconds):
+        # Polls through navigations: the sign-in form's submit replaces the page while the
+        # next poll may already be evaluating in the old one; that poll is simply "not yet".
         end = time.time() + seconds
         while time.time() < end:
-            v = js(expr)
+            try:
+                r = call("Runtime.evaluate", expression=expr, returnByValue=True)
+                v = r["result"].get("value")
+            except Navigated:
+                v = None
             if v:
                 return v
             time.sleep(0.25)

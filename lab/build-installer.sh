@@ -34,8 +34,13 @@ add_binary() {
     [ -e "$W$lib" ] || install -D "$lib" "$W$lib"
   done
 }
-# install(1) too: Debian's busybox-static does not build that applet.
-for b in /bin/bash /usr/bin/openssl /usr/bin/curl /usr/bin/install; do add_binary "$b"; done
+# install(1) too: Debian's busybox-static does not build that applet. For image profiles:
+# coreutils dd (conv=sparse skips an image's zero blocks), sfdisk (moves the GPT backup
+# header and grows the last partition), e2fsck and resize2fs (grow the root file system).
+for b in /bin/bash /usr/bin/openssl /usr/bin/curl /usr/bin/install /usr/bin/dd \
+  /usr/sbin/sfdisk /usr/sbin/e2fsck /usr/sbin/resize2fs; do add_binary "$b"; done
+# e2fsck asks whether the file system is mounted.
+ln -s /proc/mounts "$W/etc/mtab"
 # openssl reads its configuration at start; curl needs nothing else for plain HTTP.
 install -D /usr/lib/ssl/openssl.cnf "$W/usr/lib/ssl/openssl.cnf"
 # %post sets owners by name (chown root:root).

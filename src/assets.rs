@@ -3,6 +3,9 @@
 //! assets directory is empty). Nothing binary lives in the repository.
 //!
 //! Library code: it reports per file and never prints; the CLI and the lab decide how to show it.
+//! OS images that profiles deploy are `images`.
+
+pub mod images;
 
 use std::path::{Path, PathBuf};
 

@@ -10,6 +10,7 @@
 //! Must never: be changed after it is published (a reload builds the next one beside it and
 //! swaps the pointer once: `Generations::publish`).
 
+use crate::assets::images::Catalog;
 use crate::config::topology::Topology;
 use crate::config::{Config, Site};
 use crate::live::Live;
@@ -28,13 +29,22 @@ pub struct Generation {
     pub renderer: Renderer,
     /// Texts rendered with this generation's config and templates (empty in a new one).
     pub rendered: RenderCache,
+    /// The OS images this generation's profiles deploy, with the checksums its deploy
+    /// documents name (read with the config: a replaced image needs a reload).
+    pub images: Catalog,
     /// DHCP's view of the served sites (subnets, hosts by MAC, reserved addresses).
     pub topology: Topology,
 }
 
 impl Generation {
     /// The generation of `config` serving `served` (names of sites in `config`).
-    pub fn new(number: u64, config: Arc<Config>, served: Vec<String>, renderer: Renderer) -> Generation {
+    pub fn new(
+        number: u64,
+        config: Arc<Config>,
+        served: Vec<String>,
+        renderer: Renderer,
+        images: Catalog,
+    ) -> Generation {
         let topology = {
             let sites: Vec<&Site> = served.iter().filter_map(|n| config.sites.get(n)).collect();
             Topology::new(&config, &sites)
@@ -45,6 +55,7 @@ impl Generation {
             served,
             renderer,
             rendered: RenderCache::default(),
+            images,
             topology,
         }
     }

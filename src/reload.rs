@@ -14,6 +14,7 @@
 //! Must never: apply half a config. Everything that can fail on bad input (parse,
 //! validation, templates, restart-only keys) is done before the first change.
 
+use crate::assets::images::Catalog;
 use crate::boot::Boot;
 use crate::config::{Config, ConfigErrors, HostIndex};
 use crate::generation::{Generation, Generations};
@@ -30,6 +31,9 @@ pub enum ReloadError {
     Invalid(ConfigErrors),
     #[error("{0}; nothing changed")]
     Templates(String),
+    /// A profile's OS image (or its checksum) is missing under the assets directory.
+    #[error("{0}; nothing changed")]
+    Images(String),
     #[error("this change needs a restart of provd; nothing changed: {}", .0.join("; "))]
     RestartNeeded(Vec<String>),
     /// The new config is valid but the store refused a host record: the hosts written so
@@ -122,7 +126,7 @@ impl Reloader {
         let _one = self.running.lock().await;
         let current = self.generations.current();
         let paths = self.paths.clone();
-        let (new, renderer) = tokio::task::spawn_blocking(move || read(&paths))
+        let (new, renderer, images) = tokio::task::spawn_blocking(move || read(&paths))
             .await
             .map_err(|e| ReloadError::Templates(e.to_string()))??;
         let served_new: Vec<String> = match new.select_sites(&self.sites) {
@@ -142,7 +146,7 @@ impl Reloader {
             .reindex(&new.hosts)
             .await
             .map_err(ReloadError::from_inventory)?;
-        let next = Generation::new(current.number + 1, Arc::new(new), served_new, renderer);
+        let next = Generation::new(current.number + 1, Arc::new(new), served_new, renderer, images);
         let new = next.config.clone();
         let number = next.number;
         self.generations.publish(next);
@@ -166,8 +170,9 @@ impl Reloader {
     }
 }
 
-/// Parse and validate the config set and load its templates (blocking file reads).
-fn read(paths: &[PathBuf]) -> Result<(Config, Renderer), ReloadError> {
+/// Parse and validate the config set, load its templates and find its profiles' images
+/// (blocking file reads).
+fn read(paths: &[PathBuf]) -> Result<(Config, Renderer, Catalog), ReloadError> {
     let new = crate::config::load(paths).map_err(ReloadError::Invalid)?;
     let renderer = Renderer::load(&new.daemon.templates_dir).map_err(|e| {
         ReloadError::Templates(format!(
@@ -176,7 +181,8 @@ fn read(paths: &[PathBuf]) -> Result<(Config, Renderer), ReloadError> {
         ))
     })?;
     Boot::check_templates(&new, &renderer).map_err(ReloadError::Templates)?;
-    Ok((new, renderer))
+    let images = Boot::load_images(&new).map_err(ReloadError::Images)?;
+    Ok((new, renderer, images))
 }
 
 /// Hostnames added and removed among the served sites' hosts.

@@ -897,3 +897,119 @@ fn a_kept_script_is_never_served_after_a_reload_changed_it() {
     );
     assert_eq!(fetch(), after);
 }
+
+/// An image profile (`image = NAME`): provd finds the image and its checksum when a config
+/// generation is built (a host moved to it without the image is a refused reload), the
+/// deploy document names the URL, format, size and checksum of the file it serves, the
+/// image is served with Range, and a replaced image is named with its new checksum only
+/// after a reload (never a checksum of one file beside the bytes of another).
+#[test]
+fn an_image_profile_names_the_served_images_checksum_and_needs_the_image_to_load() {
+    let sha256 = |bytes: &[u8]| -> String {
+        ring::digest::digest(&ring::digest::SHA256, bytes)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let b = Boot::start(92);
+    let cfg = b.work.path("site.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let image_profile = "\n[profiles.img]\nos = \"debian12\"\nkernel = \"el9/vmlinuz\"\ninitrd = \"el9/initrd.img\"\n\
+                         kickstart = \"kickstart/debian12-image.ks.j2\"\nimage = \"tiny\"\ncertificates = [\"server\"]\n";
+    let moved = format!("{text}{image_profile}").replacen("profile = \"el9\"", "profile = \"img\"", 1);
+    std::fs::write(&cfg, &moved).unwrap();
+
+    // No image yet: the reload is refused and says what is missing; hv81 keeps el9.
+    let said = b.daemon.cli_output(&["reload"]);
+    let err = String::from_utf8_lossy(&said.stderr).to_string() + &String::from_utf8_lossy(&said.stdout);
+    assert!(!said.status.success(), "{err}");
+    assert!(err.contains("neither tiny.raw.gz nor tiny.raw"), "{err}");
+
+    // The image: 1 MiB of a gzip'd raw disk (what the installer streams), and its sidecar.
+    let images = b.assets().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let write_image = |seed: u32| -> (Vec<u8>, String) {
+        let mut x = seed;
+        let raw: Vec<u8> = (0..(1 << 20))
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        let raw_path = b.work.path("tiny.raw");
+        std::fs::write(&raw_path, &raw).unwrap();
+        let gz = Command::new("gzip")
+            .args(["-1", "-c"])
+            .arg(&raw_path)
+            .output()
+            .unwrap()
+            .stdout;
+        assert!(gz.len() > 1000, "gzip made nothing");
+        let sum = sha256(&gz);
+        std::fs::write(images.join("tiny.raw.gz"), &gz).unwrap();
+        std::fs::write(images.join("tiny.raw.gz.sha256"), format!("{sum}  tiny.raw.gz\n")).unwrap();
+        (gz, sum)
+    };
+    let (gz, sum) = write_image(7);
+    let said = b.daemon.cli(&["reload"]);
+    assert!(said.status.success(), "{}", String::from_utf8_lossy(&said.stderr));
+
+    // The kickstart is taken once per install token: each later look is a new install.
+    let deploy_document = || -> String {
+        let _ = b.daemon.cli_output(&["hosts", "reinstall", "hv81"]);
+        let (code, script) = b.curl(&[&format!("{}/boot/52-54-00-00-81-01.ipxe", b.base())]);
+        let script = String::from_utf8(script).unwrap();
+        assert_eq!(code, "200", "{script}");
+        let token = token_in(&script);
+        let (code, ks) = b.curl(&[&format!("{}/ks/hv81?token={token}", b.base())]);
+        let ks = String::from_utf8(ks).unwrap();
+        assert_eq!(code, "200", "{ks}");
+        ks
+    };
+    let image_line = |ks: &str| -> String {
+        ks.lines()
+            .find(|l| l.starts_with("image "))
+            .unwrap_or_else(|| panic!("no image line:\n{ks}"))
+            .to_string()
+    };
+    let opt = |line: &str, name: &str| -> String {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("--{name}=")))
+            .unwrap_or_else(|| panic!("no --{name} in {line}"))
+            .to_string()
+    };
+    let ks = deploy_document();
+    let line = image_line(&ks);
+    let url = opt(&line, "url");
+    assert_eq!(url, format!("{}/assets/images/tiny.raw.gz", b.base()));
+    assert_eq!(opt(&line, "sha256"), sum);
+    assert_eq!(opt(&line, "format"), "raw.gz");
+    assert_eq!(opt(&line, "size"), gz.len().to_string());
+    assert!(opt(&line, "failed").starts_with(&format!("{}/callback/hv81/failed?token=", b.base())));
+    // The same build-out as the EL kickstarts: the CSR flow, the allow list, the callbacks.
+    for part in [
+        "/pki/sign/hv81?role=$1",
+        "tls_allowed_dn_list",
+        "/callback/hv81/$1?token=",
+        "report installed",
+    ] {
+        assert!(ks.contains(part), "{part} missing from the deploy document");
+    }
+
+    // What the installer streams is what the document names: whole, and by Range.
+    let (code, body) = b.curl(&[&url]);
+    assert_eq!(code, "200");
+    assert_eq!(sha256(&body), sum);
+    let (code, body) = b.curl(&["-r", "4096-8191", &url]);
+    assert_eq!((code.as_str(), body), ("206", gz[4096..8192].to_vec()));
+
+    // Replaced on disk: the generation still names the checksum it was built with (the
+    // installer then refuses the new bytes); a reload names the new one.
+    let (_, new_sum) = write_image(8);
+    assert_ne!(new_sum, sum);
+    assert_eq!(opt(&image_line(&deploy_document()), "sha256"), sum);
+    let said = b.daemon.cli(&["reload"]);
+    assert!(said.status.success(), "{}", String::from_utf8_lossy(&said.stderr));
+    assert_eq!(opt(&image_line(&deploy_document()), "sha256"), new_sum);
+}

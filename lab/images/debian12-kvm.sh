@@ -6,7 +6,10 @@
 # to a disk.)
 #
 #   sudo lab/images/debian12-kvm.sh [OUT_DIR] [SIZE]
-#   e.g. sudo lab/images/debian12-kvm.sh boot-assets/images 4G
+#   e.g. sudo lab/images/debian12-kvm.sh boot-assets/images 2G
+#
+# SIZE is the image's disk (default 2G: the root holds about 1.1G); the installer grows the
+# root partition to the target disk, so a small image streams faster and fits any disk.
 #
 # Writes OUT_DIR/debian12-kvm.raw.gz (the raw disk, gzip: a busybox installer can stream
 # it with `wget -O- | gunzip | dd`) and OUT_DIR/debian12-kvm.raw.gz.sha256, and prints
@@ -16,15 +19,17 @@
 # The image is generic: no machine id, no SSH host keys (made at first boot), root locked.
 # systemd-networkd asks DHCP on every Ethernet port. A first-boot unit,
 # provd-firstboot.service, says on the serial console whether libvirtd is active
-# (`provd-image: libvirtd active`); the per-host build-out (bridge, libvirt TLS
-# certificates, callbacks) is the part still to come (issue 23).
+# (`provd-image: libvirtd active`). The per-host build-out (bridge, libvirt TLS
+# certificates, firewall, callbacks) is the deploy document's %post, which provd's installer
+# environment runs inside the written image (templates/kickstart/debian12-image.ks.j2).
+# The root file system is the last partition: the installer grows it to the disk.
 #
 # Needs root, debootstrap, sfdisk, losetup, blkid, mkfs.ext4, mkfs.vfat, mtools. Everything it
 # mounts or attaches is released on exit, failed or not; nothing outside its own work
 # directory is mounted.
 set -euo pipefail
 OUT=${1:-boot-assets/images}
-SIZE=${2:-4G}
+SIZE=${2:-2G}
 NAME=debian12-kvm
 CACHE=/var/cache/provd-images/apt
 [ "$(id -u)" = 0 ] || { echo "run as root (loop devices, mounts, chroot)"; exit 1; }
@@ -97,7 +102,7 @@ debootstrap --exclude=ifupdown bookworm "$ROOT" "$MIRROR" >"$WORK/debootstrap.lo
 }
 PACKAGES="linux-image-amd64 extlinux syslinux-common grub-efi-amd64-bin qemu-system-x86 qemu-utils
   libvirt-daemon-system libvirt-clients openssh-server bridge-utils iproute2 curl ca-certificates
-  systemd-resolved"
+  systemd-resolved openssl nftables"
 step "apt-get install: $(echo $PACKAGES)"
 for m in dev dev/pts proc sys; do mount --bind "/$m" "$ROOT/$m"; done
 chroot "$ROOT" /bin/sh -ec "export DEBIAN_FRONTEND=noninteractive; apt-get update -q;

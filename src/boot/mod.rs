@@ -23,6 +23,7 @@ pub mod policy;
 
 pub use certificates::SignOutcome;
 
+use crate::assets::images::{Catalog, Image};
 use crate::config::{Config, Host, Site};
 use crate::generation::{Generation, Generations};
 use crate::inventory::{BootDecision, Inventory, InventoryError};
@@ -400,6 +401,24 @@ impl Boot {
         }
     }
 
+    /// The OS images that configured hosts' profiles deploy, found under the assets
+    /// directory with their checksums: at start and at every reload (so a host moved to an
+    /// image profile whose image is missing is a refused reload, not a failed install). A
+    /// profile no host uses needs no image yet.
+    pub fn load_images(config: &Config) -> Result<Catalog, String> {
+        let used = config
+            .hosts
+            .iter()
+            .filter_map(|e| config.profiles.get(e.host.profile.as_deref()?)?.image.as_deref());
+        Catalog::load(&config.daemon.assets_dir, used).map_err(|e| format!("profile images: {e}"))
+    }
+
+    /// The image `host`'s profile deploys, if it names one.
+    fn image_of(&self, host: Option<&Host>) -> Option<&Image> {
+        let profile = self.generation.config.profiles.get(host?.profile.as_deref()?)?;
+        self.generation.images.get(profile.image.as_deref()?)
+    }
+
     fn configured(&self, mac: MacAddr) -> Option<(&Site, &Host)> {
         self.generation.config.host(mac)
     }
@@ -468,6 +487,7 @@ impl Boot {
                 action: plan.action(),
                 token: plan.token(),
                 install: None,
+                image: self.image_of(plan.host),
             },
         )?)
     }
@@ -516,6 +536,7 @@ impl Boot {
             action: Action::Install,
             token: Some(token),
             install,
+            image: self.image_of(Some(host)),
         };
         let text = self.render(&ks, ctx)?;
         self.state.inventory.kickstart_fetched(mac, token, from).await?;
@@ -544,6 +565,12 @@ impl Boot {
                 .ok_or_else(|| format!("host {} has no profile with a kickstart", host.hostname))?,
             other => return Err(format!("unknown kind {other:?}: use ipxe, pxelinux, grub or ks")),
         };
+        // Only this host's image: a preview needs no other profile's files.
+        let image_name = config
+            .profiles
+            .get(host.profile.as_deref().unwrap_or(""))
+            .and_then(|p| p.image.as_deref());
+        let images = Catalog::load(&config.daemon.assets_dir, image_name)?;
         let ctx = HostContext {
             config,
             site,
@@ -556,6 +583,7 @@ impl Boot {
                 id: "PREVIEW".into(),
                 wipe_allowed: false,
             }),
+            image: image_name.and_then(|n| images.get(n)),
         };
         renderer.render(&template, &ctx.to_value()).map_err(|e| e.to_string())
     }

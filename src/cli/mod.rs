@@ -178,6 +178,14 @@ enum LabCommand {
         /// drive them.
         #[arg(long, value_parser = ["ipmi", "redfish"])]
         bmc: Option<String>,
+        /// Deploy a real OS image instead of the mini-install: the VMs (2 CPUs, 2 GiB, 8 GiB
+        /// disk, no SVM) take the lab config's profile with `image = NAME`; the installer
+        /// environment streams, verifies and grows the image, runs the deploy document's
+        /// %post inside it, and the VM reboots into it. The lab waits until provd's pool has
+        /// verified each one's libvirt over TLS. Build the image first:
+        /// `lab/images/debian12-kvm.sh boot-assets/images`.
+        #[arg(long, value_name = "NAME")]
+        image: Option<String>,
     },
     /// What the running lab's VMs are doing.
     Status,
@@ -416,8 +424,10 @@ fn lab(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             no_install,
             down,
             bmc,
+            image,
         } => crate::lab::up(crate::lab::UpOptions {
             bmc,
+            image,
             vms,
             firmware,
             config,

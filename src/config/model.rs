@@ -140,6 +140,9 @@ pub struct Profile {
     pub initrd: Option<String>,
     pub kernel_args: String,
     pub kickstart: Option<String>,
+    /// The OS image (a name in `<assets_dir>/images/`, `assets::images`) this profile's
+    /// installer environment writes to the disk before the kickstart's %post runs in it.
+    pub image: Option<String>,
     /// The certificate roles (`CERTIFICATE_ROLES`) provd signs for this profile's hosts.
     pub certificates: Vec<String>,
     pub vars: toml::Table,

@@ -136,6 +136,21 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                     ));
                 }
             }
+            if let Some(image) = &p.get_ref().image {
+                let key = format!("profiles.{name}.image");
+                if let Err(e) = crate::assets::images::check_name(image.get_ref()) {
+                    errors.push(src.error(Some(image.span()), key, e));
+                } else if p.get_ref().kickstart.is_none()
+                    || p.get_ref().kernel.is_none()
+                    || p.get_ref().initrd.is_none()
+                {
+                    errors.push(src.error(
+                        Some(image.span()),
+                        key,
+                        "an image profile needs kernel and initrd (the installer environment that writes the image) and kickstart (its deploy document)",
+                    ));
+                }
+            }
             profiles.insert(name.clone(), (convert_profile(name, p.get_ref()), src.place(&p.span())));
         }
     }
@@ -358,6 +373,7 @@ fn convert_profile(name: &str, p: &ProfileWire) -> Profile {
         initrd: p.initrd.clone(),
         kernel_args: p.kernel_args.clone(),
         kickstart: p.kickstart.clone(),
+        image: p.image.as_ref().map(|i| i.get_ref().clone()),
         certificates: p.certificates.iter().map(|r| r.get_ref().clone()).collect(),
         vars: p.vars.clone(),
     }

@@ -101,6 +101,9 @@ pub struct ProfileWire {
     #[serde(default)]
     pub kernel_args: String,
     pub kickstart: Option<String>,
+    /// An OS image under `<assets_dir>/images/` that the installer environment writes to
+    /// the disk (`assets::images`); the kickstart is then its deploy document.
+    pub image: Option<toml::Spanned<String>>,
     /// The libvirt certificate roles provd signs for this profile's hosts ("server",
     /// "client"); none: their install tokens sign nothing.
     #[serde(default)]

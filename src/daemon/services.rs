@@ -96,6 +96,7 @@ impl Services {
         let renderer = Renderer::load(&config.daemon.templates_dir)
             .with_context(|| format!("loading templates from {}", config.daemon.templates_dir.display()))?;
         Boot::check_templates(&config, &renderer).map_err(anyhow::Error::msg)?;
+        let images = Boot::load_images(&config).map_err(anyhow::Error::msg)?;
         let assets_root = crate::served_root::canonical_root(&config.daemon.assets_dir).with_context(|| {
             format!(
                 "assets directory {} (create it, or run `provd assets init`)",
@@ -126,7 +127,7 @@ impl Services {
             &served,
             inventory::DEFAULT_TOKEN_TTL,
         )?);
-        let generation = Generation::new(0, config.clone(), served_names.clone(), renderer);
+        let generation = Generation::new(0, config.clone(), served_names.clone(), renderer, images);
         let policy = policy.unwrap_or_else(|| Arc::new(StandardPolicy::new(inventory.clone())));
         let leases = Leases::with_policy(&generation.topology, LeaseTable::restore(&records), policy.clone());
         let journal = Arc::new(crate::journal::Journal::new(leases.clone()));

@@ -122,24 +122,26 @@ pub fn write_credentials(path: &Path, name: &str, user: &str, password: &str) ->
 
 /// Copies of the config files in `out`, the directory the lab's provd is given (so `provd
 /// hosts adopt` writes its `hosts-lab.toml` there, not into the source tree). With
-/// `secrets`, every lab host's BMC (`bmc_of(hostname)`) and the credentials file are added.
-/// TOML is re-written, so the copies lose their comments; the originals are untouched.
+/// `secrets`, the credentials file is named in `[daemon]`; every host entry gets the keys
+/// `host_keys(hostname)` gives (its BMC, the profile of `--image`). A file nothing changes
+/// is copied as it is; others are re-written as TOML and lose their comments. The originals
+/// are untouched.
 pub fn effective_config(
     files: &[PathBuf],
     out: &Path,
     secrets: Option<&Path>,
-    bmc_of: impl Fn(&str) -> Option<toml::Table>,
+    host_keys: impl Fn(&str) -> toml::Table,
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out)?;
     for (n, f) in files.iter().enumerate() {
         let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let mut doc: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", f.display()))?;
-        let Some(secrets) = secrets else {
-            std::fs::write(out.join(format!("{n:02}-{}", file_name(f))), text)?;
-            continue;
-        };
-        if let Some(daemon) = doc.get_mut("daemon").and_then(|d| d.as_table_mut()) {
+        let mut changed = false;
+        if let Some(secrets) = secrets
+            && let Some(daemon) = doc.get_mut("daemon").and_then(|d| d.as_table_mut())
+        {
             daemon.insert("bmc_secrets".into(), secrets.display().to_string().into());
+            changed = true;
         }
         if let Some(sites) = doc.get_mut("sites").and_then(|s| s.as_table_mut()) {
             for (_, site) in sites.iter_mut() {
@@ -154,13 +156,19 @@ pub fn effective_config(
                         .and_then(|v| v.as_str())
                         .unwrap_or_default()
                         .to_string();
-                    if let Some(bmc) = bmc_of(&name) {
-                        t.insert("bmc".into(), bmc.into());
+                    for (k, v) in host_keys(&name) {
+                        t.insert(k, v);
+                        changed = true;
                     }
                 }
             }
         }
-        std::fs::write(out.join(format!("{n:02}-{}", file_name(f))), toml::to_string(&doc)?)?;
+        let target = out.join(format!("{n:02}-{}", file_name(f)));
+        if changed {
+            std::fs::write(target, toml::to_string(&doc)?)?;
+        } else {
+            std::fs::write(target, text)?;
+        }
     }
     Ok(out.to_path_buf())
 }

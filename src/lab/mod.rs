@@ -66,6 +66,9 @@ pub struct UpOptions {
     pub remove_after: bool,
     /// Put each VM behind a BMC: "ipmi" (OpenIPMI's ipmi_sim).
     pub bmc: Option<String>,
+    /// Deploy this OS image (a name under `<assets>/images/`) instead of the mini-install:
+    /// the lab hosts take the lab config's profile with `image = NAME`.
+    pub image: Option<String>,
 }
 
 fn work() -> PathBuf {
@@ -80,10 +83,25 @@ pub fn only_root_writes(dir: &std::path::Path) -> bool {
 }
 
 fn fetch_events(api: &str) -> anyhow::Result<Vec<BootEvent>> {
-    let url = format!("http://{api}/api/events");
+    Ok(serde_json::from_str(&api_get(api, "/api/events")?)?)
+}
+
+/// The MACs of hosts provd's pool has verified (status `ready`).
+fn fetch_ready(api: &str) -> anyhow::Result<Vec<MacAddr>> {
+    let hosts: Vec<crate::inventory::HostRecord> = serde_json::from_str(&api_get(api, "/api/hosts")?)?;
+    Ok(hosts
+        .into_iter()
+        .filter(|h| h.status == crate::inventory::Status::Ready)
+        .map(|h| h.mac)
+        .collect())
+}
+
+/// GET `path` from the lab provd's admin API (inside the namespace), as text.
+fn api_get(api: &str, path: &str) -> anyhow::Result<String> {
+    let url = format!("http://{api}{path}");
     // The lab's provd keeps its admin API token in the lab's state directory.
     let token = crate::http::auth::read_token(&crate::http::auth::token_path(&work().join("state")))?;
-    netns::in_namespace(move || -> anyhow::Result<Vec<BootEvent>> {
+    netns::in_namespace(move || -> anyhow::Result<String> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
             .build()
@@ -94,16 +112,25 @@ fn fetch_events(api: &str) -> anyhow::Result<Vec<BootEvent>> {
             .call()?
             .body_mut()
             .read_to_string()?;
-        Ok(serde_json::from_str(&body)?)
+        Ok(body)
     })?
 }
 
-fn progress_of(vm: &VmSpec, events: &[BootEvent]) -> Progress {
+/// Where `vm` is: provd's journal and the VM's console, and for a VM that deploys an image,
+/// whether the pool has verified it (`ready`: the MACs `fetch_ready` found, when it was asked).
+fn progress_of(vm: &VmSpec, events: &[BootEvent], ready: &[MacAddr]) -> Progress {
     let mine: Vec<BootEvent> = events.iter().filter(|e| e.mac == Some(vm.mac)).cloned().collect();
     let console = std::fs::read(&vm.serial_log)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
-    progress::derive(&mine, &console, vm.firmware)
+    let mut p = progress::derive(&mine, &console, vm.firmware);
+    p.wants_ready = vm.size == vm::Size::Hypervisor;
+    if p.wants_ready && p.at(Stage::Installed).is_some() && ready.contains(&vm.mac) {
+        let at = crate::clock::unix_now();
+        p.reached
+            .push((Stage::Ready, at, "provd's pool verified its libvirt over TLS".into()));
+    }
+    p
 }
 
 /// What `up` will build, decided from the options and the lab config before anything is
@@ -113,6 +140,8 @@ pub struct UpPlan {
     pub address: std::net::Ipv4Addr,
     pub prefix_len: u8,
     pub firmwares: Vec<Firmware>,
+    /// With `--image`: the lab config's profile that deploys it.
+    pub image_profile: Option<String>,
 }
 
 /// Check the options against the config: a clear refusal for each thing that cannot work.
@@ -144,10 +173,26 @@ pub fn plan(opts: &UpOptions, config: &Config) -> anyhow::Result<UpPlan> {
         None | Some("ipmi") | Some("redfish") => {}
         Some(other) => bail!("--bmc {other:?}: ipmi or redfish"),
     }
+    let image_profile = match &opts.image {
+        None => None,
+        Some(image) => {
+            let profile = config
+                .profiles
+                .values()
+                .find(|p| p.image.as_deref() == Some(image.as_str()))
+                .with_context(|| {
+                    format!(
+                        "--image {image}: no profile in the lab config deploys it (a profile with image = {image:?})"
+                    )
+                })?;
+            Some(profile.name.clone())
+        }
+    };
     Ok(UpPlan {
         address: listen.address,
         prefix_len: subnet.prefix.prefix_len(),
         firmwares: (1..=opts.vms).map(|i| vm::firmware_for(&opts.firmware, i)).collect(),
+        image_profile,
     })
 }
 
@@ -163,6 +208,18 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
     let firmwares = plan.firmwares.clone();
     prerequisites::ensure(&firmwares, opts.bmc.as_deref(), opts.install_packages)?;
     prerequisites::ensure_assets(&config)?;
+    if let Some(image) = &opts.image {
+        crate::assets::images::Catalog::load(&config.daemon.assets_dir, [image.as_str()]).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nBuild it first: lab/images/{image}.sh {}",
+                config
+                    .daemon
+                    .assets_dir
+                    .join(crate::assets::images::IMAGES_DIR)
+                    .display()
+            )
+        })?;
+    }
 
     let w = work();
     let parent = w.parent().expect("an absolute path");
@@ -183,7 +240,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
         return Err(e);
     }
 
-    let result = start_and_watch(&opts, &config, &firmwares, &w);
+    let result = start_and_watch(&opts, &config, &plan, &w);
     if result.is_err() {
         eprintln!("provd lab: stopping what was started (provd lab down)");
         let _ = down();
@@ -196,7 +253,8 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
     result
 }
 
-fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w: &Path) -> anyhow::Result<bool> {
+fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -> anyhow::Result<bool> {
+    let firmwares = &plan.firmwares[..];
     let api = config.daemon.api_listen.to_string();
     let provd = std::env::current_exe()?;
     let mut args: Vec<String> = vec!["serve".into()];
@@ -205,7 +263,13 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
     let specs: Vec<VmSpec> = firmwares
         .iter()
         .enumerate()
-        .map(|(i, fw)| VmSpec::new(i + 1, *fw, site.hosts[i].mac, &site.hosts[i].hostname, w))
+        .map(|(i, fw)| {
+            let size = match plan.image_profile {
+                Some(_) => vm::Size::Hypervisor,
+                None => vm::Size::MiniInstaller,
+            };
+            VmSpec::new(i + 1, *fw, site.hosts[i].mac, &site.hosts[i].hostname, w).sized(size)
+        })
         .collect();
     // provd serves a copy of the config (a directory `provd hosts adopt` may write to);
     // with --bmc each lab host gets its BMC in it (`lab::bmc`, `lab::redfish`).
@@ -230,12 +294,33 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
             _ => None,
         }
     };
+    let host_keys = |hostname: &str| -> toml::Table {
+        let mut keys = toml::Table::new();
+        if let Some(bmc) = bmc_of(hostname) {
+            keys.insert("bmc".into(), bmc.into());
+        }
+        if let Some(profile) = &plan.image_profile {
+            keys.insert("profile".into(), profile.clone().into());
+        }
+        keys
+    };
     let configs = vec![bmc::effective_config(
         &config.files,
         &w.join("config"),
         opts.bmc.is_some().then_some(secrets.as_path()),
-        bmc_of,
+        host_keys,
     )?];
+    if plan.image_profile.is_some() {
+        // The pool reaches an installed hypervisor at qemu+tls://<fqdn>/system: names for
+        // the lab's hosts inside the namespace (`ip netns exec` mounts this over /etc/hosts).
+        netns::write_hosts(
+            &site
+                .hosts
+                .iter()
+                .filter_map(|h| Some((h.ip?, site.fqdn(&h.hostname))))
+                .collect::<Vec<_>>(),
+        )?;
+    }
     for c in &configs {
         args.push("--config".into());
         args.push(c.display().to_string());
@@ -264,7 +349,7 @@ fn start_and_watch(opts: &UpOptions, config: &Config, firmwares: &[Firmware], w:
         run(Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2"])
             .arg(&spec.disk)
-            .arg("1G"))?;
+            .arg(spec.size.disk()))?;
         if let Some(vars) = &spec.vars {
             std::fs::copy(vm::OVMF_VARS, vars).context("copying the OVMF variable store")?;
         }
@@ -304,9 +389,10 @@ fn watch(state: &LabState, timeout: Duration) -> anyhow::Result<bool> {
     let mut summaries;
     loop {
         let events = fetch_events(&state.api).unwrap_or_default();
+        let ready = fetch_ready(&state.api).unwrap_or_default();
         summaries = Vec::new();
         for (i, vm) in state.vms.iter().enumerate() {
-            let p = progress_of(vm, &events);
+            let p = progress_of(vm, &events, &ready);
             for (stage, at, detail) in &p.reached {
                 if !shown[i].contains(stage) {
                     shown[i].push(*stage);
@@ -350,11 +436,12 @@ fn watch(state: &LabState, timeout: Duration) -> anyhow::Result<bool> {
     {
         std::thread::sleep(Duration::from_secs(1));
         let events = fetch_events(&state.api).unwrap_or_default();
+        let ready = fetch_ready(&state.api).unwrap_or_default();
         summaries = state
             .vms
             .iter()
             .enumerate()
-            .map(|(i, vm)| summary(vm, state.powered_on[i], progress_of(vm, &events)))
+            .map(|(i, vm)| summary(vm, state.powered_on[i], progress_of(vm, &events, &ready)))
             .collect();
     }
 
@@ -395,12 +482,13 @@ pub fn status() -> anyhow::Result<bool> {
         if alive(state.provd_pid) { "running" } else { "gone" }
     );
     let events = fetch_events(&state.api).unwrap_or_default();
+    let ready = fetch_ready(&state.api).unwrap_or_default();
     for vm in &state.vms {
         let running = std::fs::read_to_string(&vm.pidfile)
             .ok()
             .and_then(|p| p.trim().parse::<u32>().ok())
             .is_some_and(alive);
-        let p = progress_of(vm, &events);
+        let p = progress_of(vm, &events, &ready);
         println!(
             "{:<8} {:<5} {:<17} {:<8} last stage: {}{}",
             vm.name,
@@ -564,6 +652,7 @@ mod tests {
             install_packages: false,
             remove_after: true,
             bmc: bmc.map(String::from),
+            image: None,
         }
     }
 
@@ -576,10 +665,22 @@ mod tests {
                 address: std::net::Ipv4Addr::new(10, 200, 0, 1),
                 prefix_len: 24,
                 firmwares: vec![Firmware::Bios, Firmware::Uefi, Firmware::Bios],
+                image_profile: None,
             }
         );
         let uefi = plan(&options(2, "uefi", Some("redfish")), &lab_config()).unwrap();
         assert_eq!(uefi.firmwares, [Firmware::Uefi, Firmware::Uefi]);
+    }
+
+    #[test]
+    fn an_image_lab_takes_the_profile_that_deploys_it_or_says_there_is_none() {
+        let mut o = options(2, "mixed", None);
+        o.image = Some("debian12-kvm".into());
+        let p = plan(&o, &lab_config()).unwrap();
+        assert_eq!(p.image_profile.as_deref(), Some("lab-debian12-kvm"));
+        o.image = Some("el7-vintage".into());
+        let e = plan(&o, &lab_config()).unwrap_err().to_string();
+        assert!(e.contains("no profile in the lab config deploys it"), "{e}");
     }
 
     #[test]

@@ -101,6 +101,24 @@ pub fn spawn_in_namespace(program: &Path, args: &[String], log: &Path) -> anyhow
     Ok(child.id())
 }
 
+/// Where `ip netns exec` finds the namespace's own /etc/hosts.
+fn hosts_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from("/etc/netns").join(NAMESPACE)
+}
+
+/// Names for processes in the namespace (`ip netns exec` bind-mounts this file over
+/// /etc/hosts): localhost and each (address, FQDN) given.
+pub fn write_hosts(names: &[(std::net::Ipv4Addr, String)]) -> anyhow::Result<()> {
+    let mut text = String::from("127.0.0.1 localhost\n");
+    for (ip, fqdn) in names {
+        let short = fqdn.split('.').next().unwrap_or(fqdn);
+        text.push_str(&format!("{ip} {fqdn} {short}\n"));
+    }
+    std::fs::create_dir_all(hosts_dir())?;
+    std::fs::write(hosts_dir().join("hosts"), text)?;
+    Ok(())
+}
+
 /// SIGKILL every process in the namespace, then remove it (with its bridge and taps).
 pub fn remove() -> anyhow::Result<()> {
     if let Ok(out) = Command::new("ip").args(["netns", "pids", NAMESPACE]).output() {
@@ -116,6 +134,8 @@ pub fn remove() -> anyhow::Result<()> {
     if exists() {
         ip(&["netns", "del", NAMESPACE])?;
     }
+    let _ = std::fs::remove_dir_all(hosts_dir());
+    let _ = std::fs::remove_dir("/etc/netns"); // only if now empty
     Ok(())
 }
 

@@ -26,10 +26,13 @@ pub enum Stage {
     Installed,
     /// After `installed`, provd told the VM to boot its disk.
     LocalBoot,
+    /// An image-deployed hypervisor: provd's pool reached its libvirt over TLS (read from
+    /// the admin API, not the journal).
+    Ready,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Dhcp,
         Stage::Ipxe,
         Stage::Script,
@@ -38,6 +41,7 @@ impl Stage {
         Stage::Post,
         Stage::Installed,
         Stage::LocalBoot,
+        Stage::Ready,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +53,7 @@ impl Stage {
             Stage::Post => "%post",
             Stage::Installed => "installed",
             Stage::LocalBoot => "local boot",
+            Stage::Ready => "ready",
         }
     }
 }
@@ -65,8 +70,13 @@ pub struct Progress {
     pub certificates: Vec<String>,
     /// The installer or an install callback reported failure.
     pub failed: Option<String>,
-    /// The console shows the installed boot sector running (BIOS VMs).
+    /// The console shows the installed system running: the mini-install's boot sector
+    /// (BIOS VMs) or a deployed image's first-boot line (both firmwares).
     pub disk_booted: bool,
+    /// The VM deploys a real OS image: it is done when the pool has verified it (`Ready`),
+    /// not at the local boot.
+    #[serde(default)]
+    pub wants_ready: bool,
 }
 
 impl Progress {
@@ -76,13 +86,26 @@ impl Progress {
     pub fn last(&self) -> Option<Stage> {
         self.reached.iter().map(|(s, _, _)| *s).max()
     }
+    /// The stage that ends this VM's run.
+    pub fn goal(&self) -> Stage {
+        if self.wants_ready {
+            Stage::Ready
+        } else {
+            Stage::LocalBoot
+        }
+    }
     pub fn done(&self) -> bool {
-        self.at(Stage::LocalBoot).is_some() || self.failed.is_some()
+        self.at(self.goal()).is_some() || self.failed.is_some()
+    }
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_none() && self.at(self.goal()).is_some()
     }
 }
 
 /// Text the installed boot sector prints (lab/build-installer.sh).
 pub const DISK_BOOT_MARK: &str = "provd-lab: booted from local disk";
+/// What a deployed Debian image's first-boot unit prints (lab/images/debian12-kvm.sh).
+pub const IMAGE_BOOT_MARK: &str = "provd-image: libvirtd active";
 const INSTALLER_FAILED: &str = "provd-installer: FAILED";
 
 pub fn derive(events: &[BootEvent], console: &str, firmware: Firmware) -> Progress {
@@ -142,7 +165,7 @@ pub fn derive(events: &[BootEvent], console: &str, firmware: Firmware) -> Progre
         }
     }
     p.reached.sort_by_key(|(s, _, _)| *s);
-    p.disk_booted = console.contains(DISK_BOOT_MARK);
+    p.disk_booted = console.contains(DISK_BOOT_MARK) || console.contains(IMAGE_BOOT_MARK);
     if p.failed.is_none()
         && let Some(line) = console.lines().find(|l| l.contains(INSTALLER_FAILED))
     {
@@ -221,11 +244,20 @@ mod tests {
             script(60, Action::Local),
         ];
         let p = derive(&events, "", Firmware::Uefi);
-        assert_eq!(p.reached.iter().map(|r| r.0).collect::<Vec<_>>(), Stage::ALL.to_vec());
+        assert_eq!(
+            p.reached.iter().map(|r| r.0).collect::<Vec<_>>(),
+            Stage::ALL[..Stage::ALL.len() - 1].to_vec()
+        );
         assert_eq!(p.at(Stage::Ipxe), Some(11));
         assert_eq!(p.tftp_files, ["ipxe.efi"]);
         assert_eq!(p.kickstart_fetches, 1);
-        assert!(p.done() && p.failed.is_none());
+        assert!(p.done() && p.succeeded());
+        // An image deploy is done only once the pool verified the hypervisor.
+        let mut image = derive(&events, "provd-image: libvirtd active\n", Firmware::Uefi);
+        image.wants_ready = true;
+        assert!(image.disk_booted && !image.done() && !image.succeeded());
+        image.reached.push((Stage::Ready, 90, "verified".into()));
+        assert!(image.done() && image.succeeded());
     }
 
     #[test]

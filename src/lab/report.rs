@@ -31,7 +31,7 @@ pub fn summary(vm: &VmSpec, powered_on: u64, p: Progress) -> VmSummary {
         powered_on,
         to_installed: since(Stage::Installed),
         to_local_boot: since(Stage::LocalBoot),
-        ok: p.failed.is_none() && p.at(Stage::LocalBoot).is_some(),
+        ok: p.succeeded(),
         progress: p,
     }
 }

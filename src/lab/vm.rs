@@ -38,6 +38,45 @@ pub struct VmSpec {
     /// UEFI only: this VM's copy of the OVMF variable store.
     pub vars: Option<PathBuf>,
     pub pidfile: PathBuf,
+    /// What the VM is sized for (older lab.json files: the mini-installer's size).
+    #[serde(default)]
+    pub size: Size,
+}
+
+/// How big a lab VM is: the mini-installer needs little; a real OS written from an image
+/// needs a disk that holds it (and room to grow), memory for Debian with libvirtd, and a CPU
+/// model without SVM, so the installed hypervisor offers plain TCG guests and does not
+/// load kvm_amd against an emulated CPU. Not `-cpu max,svm=off`: under TCG, with `max`,
+/// Debian's static busybox aborts in glibc's start-up (`_dl_get_origin` wants /proc before
+/// anything could mount it), so the installer environment never starts; qemu64 without
+/// SVM runs both the installer and Debian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Size {
+    #[default]
+    MiniInstaller,
+    Hypervisor,
+}
+
+impl Size {
+    pub fn memory_mib(self) -> u32 {
+        match self {
+            Size::MiniInstaller => 768,
+            Size::Hypervisor => 2048,
+        }
+    }
+    pub fn disk(self) -> &'static str {
+        match self {
+            Size::MiniInstaller => "1G",
+            Size::Hypervisor => "8G",
+        }
+    }
+    pub fn cpus(self) -> u32 {
+        match self {
+            Size::MiniInstaller => 1,
+            Size::Hypervisor => 2,
+        }
+    }
 }
 
 impl VmSpec {
@@ -52,7 +91,13 @@ impl VmSpec {
             serial_log: dir.join(format!("{hostname}.serial.log")),
             vars: (firmware == Firmware::Uefi).then(|| dir.join(format!("{hostname}.OVMF_VARS.fd"))),
             pidfile: dir.join(format!("{hostname}.pid")),
+            size: Size::MiniInstaller,
         }
+    }
+
+    pub fn sized(mut self, size: Size) -> VmSpec {
+        self.size = size;
+        self
     }
 
     /// Arguments for qemu-system-x86_64. Network first, then the disk (bootindex), so the
@@ -64,9 +109,9 @@ impl VmSpec {
             "-accel".into(),
             "tcg".into(),
             "-m".into(),
-            "768".into(),
+            self.size.memory_mib().to_string(),
             "-smp".into(),
-            "1".into(),
+            self.size.cpus().to_string(),
             "-display".into(),
             "none".into(),
             "-monitor".into(),
@@ -78,6 +123,9 @@ impl VmSpec {
             "-netdev".into(),
             format!("tap,id=n0,ifname={},script=no,downscript=no", self.tap),
         ];
+        if self.size == Size::Hypervisor {
+            a.extend(["-cpu".into(), "qemu64,svm=off".into()]);
+        }
         match self.firmware {
             Firmware::Bios => {
                 a.extend(["-machine".into(), "pc".into()]);
@@ -148,6 +196,25 @@ mod tests {
             uefi.contains("romfile=,bootindex=1") && uefi.contains(OVMF_CODE) && uefi.contains("/w/lab-2.OVMF_VARS.fd")
         );
         assert!(uefi.contains("virtio-blk-pci,drive=d0,bootindex=2"));
+        assert!(uefi.contains("-m 768 -smp 1") && !uefi.contains("-cpu"));
+    }
+
+    #[test]
+    fn a_hypervisor_vm_gets_memory_two_cpus_and_no_svm() {
+        let mac = "52:54:00:00:c0:01".parse().unwrap();
+        let vm = VmSpec::new(1, Firmware::Bios, mac, "lab-1", Path::new("/w")).sized(Size::Hypervisor);
+        let args = vm.qemu_args().join(" ");
+        assert!(
+            args.contains("-m 2048 -smp 2") && args.contains("-cpu qemu64,svm=off"),
+            "{args}"
+        );
+        // lab.json written before sizes existed still reads, as the mini-installer's size.
+        let mut json = serde_json::to_value(&vm).unwrap();
+        json.as_object_mut().unwrap().remove("size");
+        assert_eq!(
+            serde_json::from_value::<VmSpec>(json).unwrap().size,
+            Size::MiniInstaller
+        );
     }
 
     #[test]

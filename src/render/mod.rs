@@ -7,6 +7,7 @@
 
 pub mod cache;
 
+use crate::assets::images::Image;
 use crate::config::{Config, Host, Profile, Site};
 use crate::mac::MacAddr;
 use minijinja::{Environment, UndefinedBehavior, Value};
@@ -158,6 +159,8 @@ pub struct HostContext<'a> {
     pub token: Option<&'a str>,
     /// The install session the kickstart is for (kickstarts only).
     pub install: Option<InstallFacts>,
+    /// The OS image the host's profile deploys (`image = ...`), as this generation found it.
+    pub image: Option<&'a Image>,
 }
 
 /// What a kickstart knows about its own install: the id its marker carries, and whether an
@@ -211,7 +214,7 @@ impl HostContext<'_> {
             },
             "profile": profile.map(|p| serde_json::json!({
                 "name": p.name, "os": p.os, "kernel": p.kernel, "initrd": p.initrd,
-                "kernel_args": p.kernel_args, "kickstart": p.kickstart,
+                "kernel_args": p.kernel_args, "kickstart": p.kickstart, "image": p.image,
             })),
             "urls": {
                 "script": format!("{base}/boot/{}.ipxe", self.mac.hyphenated()),
@@ -229,6 +232,12 @@ impl HostContext<'_> {
                 "then": if d.poweroff { "poweroff" } else { "wait" },
             })),
             "vars": vars,
+            // The deploy document's image: where the installer streams it from and the
+            // checksum it must match (`assets::images`).
+            "image": self.image.map(|i| serde_json::json!({
+                "name": i.name, "url": format!("{base}/assets/{}", i.asset_path),
+                "format": i.format.suffix(), "sha256": i.sha256, "size": i.size,
+            })),
             "install": {
                 "id": self.install.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
                 "wipe_allowed": self.install.as_ref().is_some_and(|i| i.wipe_allowed),

@@ -36,6 +36,10 @@ PKGS=(
   ipmitool            # provd's IPMI driver, and the tests' independent check
   python3-venv        # a venv for sushy-tools (the Redfish emulator)
   python3-dev         # ... whose libvirt-python builds against libvirt-dev
+  fdisk               # sfdisk: the Debian image's partitions, the installer's partition growth
+  e2fsprogs           # mkfs.ext4, e2fsck, resize2fs (image build, installer environment)
+  dosfstools          # mkfs.vfat: the Debian image's EFI system partition
+  mtools              # mmd/mcopy: its boot loader written into the ESP without mounting it
 )
 missing=()
 for p in "${PKGS[@]}"; do

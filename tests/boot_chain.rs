@@ -865,7 +865,7 @@ fn a_kept_script_is_never_served_after_a_reload_changed_it() {
     };
     let first = fetch();
     assert!(
-        first.contains("\nexit\n"),
+        first.contains("\nexit 1\n"),
         "hv82 is installed: it boots its disk\n{first}"
     );
     assert_eq!(fetch(), first, "the same facts, the same text");
@@ -892,7 +892,7 @@ fn a_kept_script_is_never_served_after_a_reload_changed_it() {
     assert!(said.status.success(), "{}", String::from_utf8_lossy(&said.stderr));
     let after = fetch();
     assert!(
-        after.contains("sanboot --no-describe --drive 0x80") && !after.contains("\nexit\n"),
+        after.contains("sanboot --no-describe --drive 0x80") && !after.contains("\nexit 1\n"),
         "the reloaded config's script, not the kept one:\n{after}"
     );
     assert_eq!(fetch(), after);

@@ -177,12 +177,13 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
                 .map(|e| e["detail"].as_str().unwrap().to_string())
                 .collect::<Vec<_>>()
         };
-        // The right first-stage file per firmware: OVMF's PXE fetched ipxe.efi over TFTP; the
-        // BIOS VM's NIC ROM is iPXE already, so DHCP gave it the script URL and no TFTP file.
+        // The right first-stage file per firmware: OVMF's PXE fetched snponly.efi over TFTP
+        // (the lab site's uefi_x64); the BIOS VM's NIC ROM is iPXE already, so DHCP gave it
+        // the script URL and no TFTP file.
         let acks = kinds("dhcp-ack");
         if firmware == "uefi" {
-            assert!(acks[0].ends_with("boot file ipxe.efi"), "{acks:?}");
-            assert!(kinds("tftp").iter().any(|t| t.starts_with("ipxe.efi (")), "{ev:#?}");
+            assert!(acks[0].ends_with("boot file snponly.efi"), "{acks:?}");
+            assert!(kinds("tftp").iter().any(|t| t.starts_with("snponly.efi (")), "{ev:#?}");
         } else {
             assert!(
                 acks[0].contains(&format!(

@@ -125,8 +125,12 @@ fn default_vars() -> toml::Table {
         ("timezone", "UTC"),
         ("bridge", "br0"),
         // What iPXE runs to leave the network boot: back to the firmware, which then boots
-        // the next device (the disk) in its boot order.
-        ("local_boot", "exit"),
+        // the next device (the disk) in its boot order. With a failure status: EDK2-based
+        // UEFI firmware (OVMF, most servers) shows its boot manager menu when a boot option
+        // returns success, and goes on to the next option only after a failure (seen in
+        // the lab: `exit` left an installed UEFI VM in OVMF's setup menu). BIOS firmware
+        // moves on either way.
+        ("local_boot", "exit 1"),
         // The client certificate CN that provd's own tools use (`provd pki issue-client`).
         ("provd_client_cn", "provd"),
         // The CA's name (`provd pki init --name`): the O of every certificate it signs.

@@ -20,8 +20,9 @@ if [ -n "$rebuild" ] || [ ! -s "$IMAGES/debian12-kvm.raw.gz.sha256" ]; then
   lab/images/debian12-kvm.sh "$IMAGES"
 fi
 built=$(date +%s)
-cargo build --release -q
-PROVD=$PWD/target/release/provd
+# The debug build (what `lab/test.sh` has just built): the run's time is QEMU under TCG.
+cargo build -q
+PROVD=$PWD/target/debug/provd
 # The installer environment (kernel + busybox initramfs with dd, sfdisk, resize2fs).
 lab/build-installer.sh >/dev/null
 $PROVD lab down >/dev/null 2>&1 || true

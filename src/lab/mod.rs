@@ -86,13 +86,22 @@ fn fetch_events(api: &str) -> anyhow::Result<Vec<BootEvent>> {
     Ok(serde_json::from_str(&api_get(api, "/api/events")?)?)
 }
 
-/// The MACs of hosts provd's pool has verified (status `ready`).
-fn fetch_ready(api: &str) -> anyhow::Result<Vec<MacAddr>> {
+/// Hosts provd's pool has verified (status `ready`), with when their record became ready.
+fn fetch_ready(api: &str) -> anyhow::Result<Vec<(MacAddr, u64)>> {
+    use crate::inventory::Status;
     let hosts: Vec<crate::inventory::HostRecord> = serde_json::from_str(&api_get(api, "/api/hosts")?)?;
     Ok(hosts
         .into_iter()
-        .filter(|h| h.status == crate::inventory::Status::Ready)
-        .map(|h| h.mac)
+        .filter(|h| h.status == Status::Ready)
+        .map(|h| {
+            let at = h
+                .history
+                .iter()
+                .rev()
+                .find(|e| e.status == Status::Ready)
+                .map_or(0, |e| e.at);
+            (h.mac, at)
+        })
         .collect())
 }
 
@@ -118,17 +127,19 @@ fn api_get(api: &str, path: &str) -> anyhow::Result<String> {
 
 /// Where `vm` is: provd's journal and the VM's console, and for a VM that deploys an image,
 /// whether the pool has verified it (`ready`: the MACs `fetch_ready` found, when it was asked).
-fn progress_of(vm: &VmSpec, events: &[BootEvent], ready: &[MacAddr]) -> Progress {
+fn progress_of(vm: &VmSpec, events: &[BootEvent], ready: &[(MacAddr, u64)]) -> Progress {
     let mine: Vec<BootEvent> = events.iter().filter(|e| e.mac == Some(vm.mac)).cloned().collect();
     let console = std::fs::read(&vm.serial_log)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     let mut p = progress::derive(&mine, &console, vm.firmware);
     p.wants_ready = vm.size == vm::Size::Hypervisor;
-    if p.wants_ready && p.at(Stage::Installed).is_some() && ready.contains(&vm.mac) {
-        let at = crate::clock::unix_now();
+    if p.wants_ready
+        && p.at(Stage::Installed).is_some()
+        && let Some((_, at)) = ready.iter().find(|(mac, _)| *mac == vm.mac)
+    {
         p.reached
-            .push((Stage::Ready, at, "provd's pool verified its libvirt over TLS".into()));
+            .push((Stage::Ready, *at, "provd's pool verified its libvirt over TLS".into()));
     }
     p
 }

@@ -5,14 +5,25 @@
 # disks, checks its SHA-256 and grows it, the deploy document's %post runs inside the new
 # system (bridge, libvirt TLS with certificates from the lab's CA, firewall, callbacks), the
 # VMs reboot into Debian, and the run succeeds only when provd's pool has reached each one's
-# libvirt over TLS (host status `ready`). Everything the lab made is removed afterwards.
-#   sudo lab/real-hypervisor.sh [--rebuild] [provd lab up options, e.g. --vms 1 --firmware bios]
+# libvirt over TLS (host status `ready`). Then lab/guest-on-hypervisor.sh: `provd vm deploy
+# --site lab` starts a small guest on a hypervisor (nested TCG) and the guest's own DHCP
+# reaches provd through the hypervisor's bridge. Everything the lab made is removed
+# afterwards, unless --keep (then `provd lab down` removes it).
+#   sudo lab/real-hypervisor.sh [--rebuild] [--keep] [provd lab up options, e.g. --vms 1 --firmware bios]
 # Times of each step are printed; BENCHMARKS.md ("Image deploy") has measured ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "needs root (loop devices, network namespaces, taps): sudo $0"; exit 1; }
 rebuild=""
-if [ "${1:-}" = "--rebuild" ]; then rebuild=1; shift; fi
+keep=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rebuild) rebuild=1 ;;
+    --keep) keep=1 ;;
+    *) break ;;
+  esac
+  shift
+done
 lab/deps.sh
 IMAGES=boot-assets/images
 start=$(date +%s)
@@ -27,7 +38,12 @@ PROVD=$PWD/target/debug/provd
 lab/build-installer.sh >/dev/null
 $PROVD lab down >/dev/null 2>&1 || true
 status=0
-$PROVD lab up --down --no-install --image debian12-kvm "$@" || status=$?
-$PROVD lab down >/dev/null 2>&1 || true
-echo "real-hypervisor: image $(( built - start ))s, lab $(( $(date +%s) - built ))s, exit $status"
+$PROVD lab up --no-install --image debian12-kvm "$@" || status=$?
+ready=$(date +%s)
+guest=skipped
+if [ $status = 0 ]; then
+  if PROVD=$PROVD lab/guest-on-hypervisor.sh; then guest=ok; else status=$?; guest=FAILED; fi
+fi
+[ -n "$keep" ] || $PROVD lab down >/dev/null 2>&1 || true
+echo "real-hypervisor: image $(( built - start ))s, lab $(( ready - built ))s, guest $guest $(( $(date +%s) - ready ))s, exit $status"
 exit $status

@@ -248,7 +248,9 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     let xml = w.write(
         "guest.xml",
         "<domain type='qemu'><name>mover</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
-         <os><type arch='x86_64' machine='pc'>hvm</type></os><devices><serial type='pty'/></devices></domain>",
+         <os><type arch='x86_64' machine='pc'>hvm</type></os><devices><serial type='pty'/>\
+         <interface type='user'><mac address='52:54:00:7e:00:01'/><model type='virtio'/><rom enabled='no'/></interface>\
+         </devices></domain>",
     );
     lva.virsh(&["define", &xml.display().to_string()]);
     lva.virsh(&["start", "mover"]);
@@ -291,7 +293,9 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     let tmpl = w.write(
         "tmpl.xml",
         "<domain type='qemu'><name>tmpl</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
-         <os><type arch='x86_64' machine='pc'>hvm</type></os><devices><serial type='pty'/></devices></domain>",
+         <os><type arch='x86_64' machine='pc'>hvm</type></os><devices><serial type='pty'/>\
+         <interface type='user'><mac address='52:54:00:7e:00:01'/><model type='virtio'/><rom enabled='no'/></interface>\
+         </devices></domain>",
     );
     lva.virsh(&["define", &tmpl.display().to_string()]);
     let operator = w.path("operator");
@@ -314,6 +318,7 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
         "pl",
         "--pkipath",
         &operator.display().to_string(),
+        "--json",
     ]);
     let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -321,6 +326,23 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
         "deploy --site: {said}"
     );
     assert_eq!(lva.virsh(&["domstate", "web1"]).trim(), "running");
+    // --json: stdout is the result alone (progress went to stderr): the state after the start,
+    // and the clone's own MACs, as libvirt has them (not the template's).
+    let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("deploy --json prints JSON");
+    assert_eq!(deployed["vm"]["state"], "running", "{deployed}");
+    assert_eq!(deployed["started"], true);
+    let macs = deployed["macs"].as_array().expect("macs");
+    let web1_xml = lva.virsh(&["dumpxml", "web1"]);
+    let tmpl_xml = lva.virsh(&["dumpxml", "tmpl"]);
+    assert!(!macs.is_empty(), "{deployed}");
+    for mac in macs {
+        let mac = mac.as_str().unwrap();
+        assert!(
+            web1_xml.contains(&format!("<mac address='{mac}'/>")),
+            "{mac} not in {web1_xml}"
+        );
+        assert!(!tmpl_xml.contains(mac), "{mac} is the template's");
+    }
     assert!(!lvb.virsh(&["list", "--all", "--name"]).contains("web1"));
 
     // A ready hypervisor that runs VMs is not reinstalled without --force, and the refusal

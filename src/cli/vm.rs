@@ -151,6 +151,10 @@ pub enum VmCommand {
         /// Define it but do not start it.
         #[arg(long)]
         no_start: bool,
+        /// Print the result as JSON (the VM, its hypervisor, its NICs' MACs, its seed);
+        /// progress still goes to stderr.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
@@ -384,6 +388,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             ssh_keys,
             site,
             no_start,
+            json,
             target,
             server,
         } => deploy(Deploy {
@@ -402,6 +407,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             ssh_keys,
             site,
             start: !no_start,
+            json,
             server,
         })?,
         VmCommand::Migrate { name, dest, target } => {
@@ -532,6 +538,7 @@ struct Deploy {
     ssh_keys: Vec<std::path::PathBuf>,
     site: Option<String>,
     start: bool,
+    json: bool,
     server: super::ServerTarget,
 }
 
@@ -659,6 +666,10 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
             vm::deploy::DeployStep::Disk(e) => disk_progress(e),
         },
     )?;
+    if d.json {
+        println!("{}", serde_json::to_string_pretty(&deployed)?);
+        return Ok(());
+    }
     println!(
         "{}: deployed on {} ({}), instance {}, seed {}",
         deployed.vm.name,

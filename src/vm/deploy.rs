@@ -41,11 +41,13 @@ pub enum DeployStep<'a> {
     Disk(CloneEvent<'a>),
 }
 
-/// The result: where the VM is, its seed, and whether it was started.
-#[derive(Debug)]
+/// The result: where the VM is, its NICs' MACs, its seed, and whether it was started.
+#[derive(Debug, serde::Serialize)]
 pub struct Deployed {
     pub vm: DomainSummary,
     pub uri: String,
+    /// The clone's own MACs (new ones: a clone never shares its template's).
+    pub macs: Vec<crate::mac::MacAddr>,
     pub seed: Seed,
     pub started: bool,
 }
@@ -112,7 +114,7 @@ pub fn deploy(
     // The identity first: a VM must never boot pointing at a seed that does not exist.
     let seed = issue_seed().map_err(DeployError::Seed)?;
     let serial = format!("ds=nocloud-net;s={}", seed.url);
-    let vm = h.clone_domain(
+    let cloned = h.clone_domain(
         &CloneRequest {
             template: req.template,
             name: req.name,
@@ -126,12 +128,18 @@ pub fn deploy(
         },
         &mut |e| report(DeployStep::Disk(e)),
     )?;
-    if req.start {
+    let vm = if req.start {
         h.start(req.name)?;
-    }
+        // As libvirt sees it now (running), not as the clone was made (shut off).
+        h.info(req.name)?
+    } else {
+        cloned
+    };
+    let macs = super::xml::nic_macs(&h.xml(req.name)?);
     Ok(Deployed {
         vm,
         uri: h.uri().to_string(),
+        macs,
         seed,
         started: req.start,
     })

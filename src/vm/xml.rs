@@ -107,6 +107,25 @@ pub fn owned_disk_files(xml: &str) -> Vec<PathBuf> {
     out
 }
 
+/// The MAC of each `<interface>`, in XML order (what the guest's DHCP requests will carry:
+/// `provd vm deploy` reports them so a lease or reservation can be matched to the VM).
+/// An interface without a readable MAC is skipped.
+pub fn nic_macs(xml: &str) -> Vec<MacAddr> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find("<interface ") {
+        let Some(len) = rest[start..].find("</interface>") else {
+            break;
+        };
+        let nic = &rest[start..start + len];
+        rest = &rest[start + len..];
+        if let Some(mac) = attr(nic, "<mac address=").and_then(|m| m.parse().ok()) {
+            out.push(mac);
+        }
+    }
+    out
+}
+
 /// The UEFI NVRAM file (`<os><nvram>PATH</nvram>`), if the domain has one.
 pub fn nvram_file(xml: &str) -> Option<PathBuf> {
     let start = xml.find("<nvram")?;
@@ -147,6 +166,19 @@ fn attr(text: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nic_macs_in_order_and_only_of_interfaces() {
+        let xml = "<domain><devices>\
+            <interface type='bridge'><mac address='52:54:00:aa:bb:01'/><source bridge='br0'/></interface>\
+            <hostdev><mac address='52:54:00:ff:ff:ff'/></hostdev>\
+            <interface type=\"network\"><source network='default'/><mac address=\"52:54:00:AA:BB:02\"/></interface>\
+            <interface type='user'><model type='virtio'/></interface>\
+            </devices></domain>";
+        let macs: Vec<String> = nic_macs(xml).iter().map(|m| m.to_string()).collect();
+        assert_eq!(macs, ["52:54:00:aa:bb:01", "52:54:00:aa:bb:02"]);
+        assert!(nic_macs("<domain/>").is_empty());
+    }
 
     #[test]
     fn owned_disks_skip_shared_readonly_and_cdroms() {

@@ -2,13 +2,18 @@
 # A guest on the image lab's real hypervisor: with `provd lab up --image debian12-kvm` up and
 # its hosts `ready`, `provd vm deploy --site lab` places a small VM on the pool's hypervisor
 # (over libvirt TLS, with an operator certificate from the lab's CA), clones it from a
-# template there and starts it (nested TCG). The run succeeds only when the guest is seen
-# running by libvirt AND its own DHCP request has reached provd through the hypervisor's
-# bridge (a lease for the guest's MAC): the guest executes, and the hypervisor's bridge
-# carries its traffic onto the site network.
+# template there and starts it (nested TCG). The run succeeds only when
+#   1. libvirt (through `provd vm list --site lab`) shows the guest running;
+#   2. the guest's own DHCP request has reached provd through the hypervisor's bridge (a
+#      lease for the MAC deploy gave it);
+#   3. the guest's Linux has reported its hardware to provd: the site answers an unknown
+#      machine with its discovery image, so the guest netboots provd's installer
+#      environment, which reads the machine and posts what it found. The report must carry
+#      the SMBIOS serial `provd vm deploy` gave this guest (its NoCloud seed URL), its MAC,
+#      1 CPU and 512 MiB: the machine provd discovered is the VM provd deployed.
 #
-# The guest is iPXE (Debian's ipxe.iso, an isohybrid disk image) on a raw disk; its NIC has
-# no option ROM (the image carries no ipxe-qemu), so iPXE's own virtio driver does the DHCP.
+# The guest's disk is iPXE (Debian's ipxe.iso, an isohybrid disk image); its NIC has no
+# option ROM (the image carries no ipxe-qemu), so iPXE's own virtio driver does the DHCP.
 # The template is put on the hypervisor with virsh (vol-upload, define): the fixture, not the
 # thing under test. Everything this script made on the hypervisor is removed at the end.
 #   sudo lab/guest-on-hypervisor.sh        (after lab/real-hypervisor.sh --keep, or by it)
@@ -53,7 +58,8 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 
-# The template: ipxe.iso as a raw volume, a TCG domain (the lab VM has no SVM), 64 MiB.
+# The template: ipxe.iso as a raw volume, a TCG domain (the lab VM has no SVM), 512 MiB (the
+# discovery kernel and initramfs do not fit in less).
 virsh_hv pool-create-as provd-lab-guest dir --target "$IMAGES_DIR" >/dev/null
 virsh_hv vol-create-as provd-lab-guest "$TEMPLATE.img" "$(stat -c %s "$ISO")" --format raw >/dev/null
 virsh_hv vol-upload --pool provd-lab-guest "$TEMPLATE.img" "$ISO"
@@ -62,7 +68,7 @@ xml=$(mktemp)
 cat > "$xml" <<XML
 <domain type='qemu'>
   <name>$TEMPLATE</name>
-  <memory unit='MiB'>64</memory>
+  <memory unit='MiB'>512</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
   <devices>
@@ -83,7 +89,7 @@ cat > "$xml" <<XML
 XML
 virsh_hv define "$xml" >/dev/null
 rm -f "$xml"
-stamp "template $TEMPLATE defined on $uri (iPXE, 64 MiB, TCG)"
+stamp "template $TEMPLATE defined on $uri (iPXE, 512 MiB, TCG)"
 
 # The thing under test: provd places, seeds, clones and starts the guest.
 deploy_start=$(date +%s)
@@ -111,5 +117,41 @@ while :; do
   sleep 2
 done
 lease=$(provd leases list "${cfg[@]}" 2>/dev/null | grep -i "$mac" || true)
+leased=$(date +%s)
 stamp "provd leased to the guest: $lease"
-echo "guest-on-hypervisor: ok; deploy (place, seed, clone, start) $(( deployed - deploy_start ))s, guest DHCP at $(( $(date +%s) - deploy_start ))s"
+
+# 3. The guest's own report (provd's discovery image running inside it).
+seed_url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["seed"]["url"])' "$deployed_json")
+check_report='
+import json, sys
+mac, seed = sys.argv[1], sys.argv[2]
+host = next((h for h in json.load(sys.stdin) if h["mac"] == mac), None)
+facts = (host or {}).get("facts")
+if not facts:
+    sys.exit(1)
+problems = []
+if seed not in (facts.get("system_serial") or ""):
+    problems.append("SMBIOS serial %r is not the deployed seed %r" % (facts.get("system_serial"), seed))
+if facts.get("cpus") != 1 or facts.get("memory_mib") != 512:
+    problems.append("reported %s CPU(s), %s MiB; deployed 1 and 512" % (facts.get("cpus"), facts.get("memory_mib")))
+if mac not in [n.get("mac") for n in facts.get("nics", [])]:
+    problems.append("no NIC %s in %s" % (mac, facts.get("nics")))
+if problems:
+    print("FAILED: the report of " + mac + ": " + "; ".join(problems))
+    sys.exit(2)
+print("%s reported: %s, %d CPU(s), %d MiB, serial %s" % (mac, facts.get("system_product"), facts["cpus"], facts["memory_mib"], facts["system_serial"]))
+'
+stamp "waiting for the guest's hardware report (provd's discovery image inside it)"
+while :; do
+  rc=0
+  report=$(provd hosts list --discovered --json "${cfg[@]}" 2>/dev/null | python3 -c "$check_report" "$mac" "$seed_url") || rc=$?
+  [ $rc = 0 ] && break
+  [ $rc = 2 ] && { echo "$report"; exit 1; }
+  if [ $(( $(date +%s) - deploy_start )) -gt "$GUEST_TIMEOUT" ]; then
+    echo "FAILED: no hardware report from $mac after ${GUEST_TIMEOUT}s"
+    exit 1
+  fi
+  sleep 2
+done
+stamp "$report"
+echo "guest-on-hypervisor: ok; deploy (place, seed, clone, start) $(( deployed - deploy_start ))s, guest DHCP at $(( leased - deploy_start ))s, guest Linux reported at $(( $(date +%s) - deploy_start ))s"

@@ -3,9 +3,11 @@
 //! assets directory is empty). Nothing binary lives in the repository.
 //!
 //! Library code: it reports per file and never prints; the CLI and the lab decide how to show it.
-//! OS images that profiles deploy are `images`.
+//! OS images that profiles deploy are `images` (the catalog) and `import` (making one from
+//! any disk image).
 
 pub mod images;
+pub mod import;
 
 use std::path::{Path, PathBuf};
 

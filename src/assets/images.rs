@@ -10,7 +10,7 @@
 //!
 //! Formats: what a busybox installer can stream straight to a disk, raw and gzip'd raw.
 //! qcow2 cannot be streamed (its clusters come in any order); it is refused with the command
-//! that converts it.
+//! that converts it (`provd assets import-image`, module `import`).
 //!
 //! Must never: read anything outside `<assets_dir>/images/` (names are checked to be one
 //! plain file name), or depend on the config model (config checks names with `check_name`).
@@ -140,7 +140,8 @@ fn find(assets_dir: &Path, name: &str) -> Result<Image, String> {
     }
     if dir.join(format!("{name}.qcow2")).is_file() {
         return Err(format!(
-            "image {name}: only {name}.qcow2 exists, and qcow2 cannot be streamed to a disk; convert it: qemu-img convert -O raw {name}.qcow2 {name}.raw && gzip {name}.raw && sha256sum {name}.raw.gz > {name}.raw.gz.sha256"
+            "image {name}: only {name}.qcow2 exists, and qcow2 cannot be streamed to a disk; convert it once: provd assets import-image {name} {}",
+            dir.join(format!("{name}.qcow2")).display()
         ));
     }
     Err(format!(
@@ -226,7 +227,7 @@ mod tests {
 
         let e = Catalog::load(dir.path(), ["a", "b", "c", "missing"]).unwrap_err();
         assert!(e.contains("b.raw.sha256"), "{e}");
-        assert!(e.contains("qemu-img convert"), "{e}");
+        assert!(e.contains("provd assets import-image c "), "{e}");
         assert!(e.contains("neither missing.raw.gz nor missing.raw"), "{e}");
     }
 }

@@ -219,6 +219,26 @@ enum AssetsCommand {
         #[arg(long, default_value = "boot-assets")]
         dir: PathBuf,
     },
+    /// Make a disk image that profiles can deploy (`image = "NAME"`) from any image qemu-img
+    /// reads (qcow2, raw, vmdk, vdi, ...): converted to raw, gzip'd to
+    /// <dir>/images/NAME.raw.gz, with its SHA-256 in NAME.raw.gz.sha256. qcow2 cannot be
+    /// streamed to a disk, so provd converts once here. The running daemon serves it after
+    /// `provd reload`.
+    ImportImage {
+        /// The image's name, as profiles name it (letters, digits, '.', '_', '-').
+        name: String,
+        /// The source disk image.
+        source: PathBuf,
+        /// The assets directory ([daemon] assets_dir).
+        #[arg(long, default_value = "boot-assets")]
+        dir: PathBuf,
+        /// Replace an existing image of that name.
+        #[arg(long)]
+        force: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How a client command finds the daemon (or, when it is down, its state directory).
@@ -338,6 +358,16 @@ pub fn main() -> ExitCode {
         Command::Assets {
             command: AssetsCommand::Init { from, dir },
         } => assets_init(&from, &dir),
+        Command::Assets {
+            command:
+                AssetsCommand::ImportImage {
+                    name,
+                    source,
+                    dir,
+                    force,
+                    json,
+                },
+        } => import_image(&name, &source, &dir, force, json),
         Command::Lab { command } => lab(command),
         Command::Pki { command } => pki::run(command),
         Command::Vm { command } => vm::run(command),
@@ -477,6 +507,56 @@ fn assets_init(from: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<
         }
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// `provd assets import-image`: a progress bar on stderr (hidden when it is not a terminal).
+fn import_image(
+    name: &str,
+    source: &std::path::Path,
+    dir: &std::path::Path,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::assets::import::{self, Phase};
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(format!("{name}: qemu-img convert {}", source.display()));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let mut compressing = false;
+    let imported = import::import(dir, name, source, force, &mut |phase| {
+        if let Phase::Compressing { done, total } = phase {
+            if !compressing {
+                compressing = true;
+                bar.set_length(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_message(format!("{name}: gzip"));
+            }
+            bar.set_position(done);
+        }
+    });
+    bar.finish_and_clear();
+    let imported = imported?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&imported)?);
+    } else {
+        println!(
+            "{}: {} from {} ({}, {} MiB disk), {} MiB gzip'd, sha256 {}",
+            imported.name,
+            imported.path.display(),
+            source.display(),
+            imported.source_format,
+            imported.virtual_size >> 20,
+            imported.bytes >> 20,
+            imported.sha256
+        );
+        println!(
+            "profiles deploy it with image = \"{}\"; a running provd serves it after `provd reload`",
+            imported.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn render(kind: &str, host: &str, action: &str, config: &[PathBuf]) -> anyhow::Result<ExitCode> {

@@ -15,9 +15,12 @@ pub struct VmSummary {
     pub mac: MacAddr,
     pub powered_on: u64,
     pub progress: Progress,
-    /// Seconds from power-on to `installed`, and to the local boot.
+    /// Seconds from power-on to `installed`, to the local boot, and (a VM that deploys an
+    /// image) to provd's pool verifying it.
     pub to_installed: Option<u64>,
     pub to_local_boot: Option<u64>,
+    #[serde(default)]
+    pub to_ready: Option<u64>,
     /// Reached the local boot without a failure.
     pub ok: bool,
 }
@@ -31,15 +34,24 @@ pub fn summary(vm: &VmSpec, powered_on: u64, p: Progress) -> VmSummary {
         powered_on,
         to_installed: since(Stage::Installed),
         to_local_boot: since(Stage::LocalBoot),
+        to_ready: since(Stage::Ready),
         ok: p.succeeded(),
         progress: p,
     }
 }
 
-/// The end-of-run table, one line per VM and a note when the run timed out.
+/// The end-of-run table, one line per VM and a note when the run timed out. A READY column
+/// (provd's pool verified the installed hypervisor) only when some VM deploys an image: the
+/// mini-install's hosts never become ready, and a column of dashes would say they failed to.
 pub fn table(summaries: &[VmSummary], timed_out: bool) -> String {
+    let with_ready = summaries.iter().any(|s| s.progress.wants_ready);
+    let ready_head = if with_ready {
+        format!(" {:>6}", "READY")
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "{:<8} {:<5} {:<22} {:>6} {:>10} {:>11} {:<9} RESULT\n",
+        "{:<8} {:<5} {:<22} {:>6} {:>10} {:>11}{ready_head} {:<9} RESULT\n",
         "VM", "FW", "FIRST STAGE FILE", "DHCP", "INSTALLED", "LOCAL BOOT", "DISK"
     );
     for s in summaries {
@@ -59,8 +71,13 @@ pub fn table(summaries: &[VmSummary], timed_out: bool) -> String {
         } else {
             format!("stopped after {}", p.last().map(Stage::name).unwrap_or("power-on"))
         };
+        let ready = if with_ready {
+            format!(" {:>6}", t(s.to_ready))
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "{:<8} {:<5} {:<22} {:>6} {:>10} {:>11} {:<9} {}\n",
+            "{:<8} {:<5} {:<22} {:>6} {:>10} {:>11}{ready} {:<9} {}\n",
             s.name,
             s.firmware.name(),
             file,
@@ -163,6 +180,43 @@ mod tests {
         );
         assert!(lines[3].ends_with("FAILED: %post: exit 1"), "{}", lines[3]);
         assert_eq!(lines[4], "(timed out waiting for every VM)");
+        assert!(!lines[0].contains("READY"), "no image VM, no READY column");
+    }
+
+    #[test]
+    fn an_image_lab_shows_when_each_hypervisor_became_ready() {
+        let image = |stages: &[(Stage, u64)]| Progress {
+            wants_ready: true,
+            disk_booted: true,
+            ..reached(stages)
+        };
+        let ready = summary(
+            &spec(Firmware::Bios),
+            100,
+            image(&[
+                (Stage::Dhcp, 106),
+                (Stage::Installed, 244),
+                (Stage::LocalBoot, 263),
+                (Stage::Ready, 393),
+            ]),
+        );
+        let not_yet = summary(
+            &spec(Firmware::Uefi),
+            100,
+            image(&[(Stage::Dhcp, 107), (Stage::Installed, 260), (Stage::LocalBoot, 285)]),
+        );
+        assert_eq!((ready.to_ready, ready.ok), (Some(293), true));
+        assert_eq!(
+            (not_yet.to_ready, not_yet.ok),
+            (None, false),
+            "an image VM is ok only when ready"
+        );
+        let text = table(&[ready, not_yet], false);
+        let lines: Vec<&str> = text.lines().collect();
+        let col = lines[0].find("READY").expect("a READY column");
+        assert_eq!(&lines[1][col - 1..col + 5], "  293s", "{text}");
+        assert_eq!(lines[2][col..col + 5].trim(), "-", "{text}");
+        assert!(lines[2].ends_with("stopped after local boot"), "{text}");
     }
 
     #[test]

@@ -85,45 +85,42 @@ pub fn domain_xml(d: &DomainSpec) -> String {
     x
 }
 
+/// The text of each `<NAME ...>...</NAME>` element in XML order (from the open tag to just
+/// before the close tag); an element left unclosed ends the scan.
+fn elements<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{name} "), format!("</{name}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let Some(len) = rest[start..].find(&close) else {
+            break;
+        };
+        out.push(&rest[start..start + len]);
+        rest = &rest[start + len..];
+    }
+    out
+}
+
 /// Files of the domain's own writable disks, in XML order: `<disk type='file' device='disk'>`
 /// without `<readonly/>` or `<shareable/>` (those, and CD-ROMs, belong to others too).
 pub fn owned_disk_files(xml: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find("<disk ") {
-        let Some(len) = rest[start..].find("</disk>") else {
-            break;
-        };
-        let disk = &rest[start..start + len];
-        rest = &rest[start + len..];
-        let is_file_disk = disk.contains("device='disk'") || disk.contains("device=\"disk\"");
-        if !is_file_disk || disk.contains("<readonly/>") || disk.contains("<shareable/>") {
-            continue;
-        }
-        if let Some(file) = attr(disk, "<source file=") {
-            out.push(PathBuf::from(file));
-        }
-    }
-    out
+    elements(xml, "disk")
+        .into_iter()
+        .filter(|disk| disk.contains("device='disk'") || disk.contains("device=\"disk\""))
+        .filter(|disk| !disk.contains("<readonly/>") && !disk.contains("<shareable/>"))
+        .filter_map(|disk| attr(disk, "<source file="))
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// The MAC of each `<interface>`, in XML order (what the guest's DHCP requests will carry:
 /// `provd vm deploy` reports them so a lease or reservation can be matched to the VM).
 /// An interface without a readable MAC is skipped.
 pub fn nic_macs(xml: &str) -> Vec<MacAddr> {
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find("<interface ") {
-        let Some(len) = rest[start..].find("</interface>") else {
-            break;
-        };
-        let nic = &rest[start..start + len];
-        rest = &rest[start + len..];
-        if let Some(mac) = attr(nic, "<mac address=").and_then(|m| m.parse().ok()) {
-            out.push(mac);
-        }
-    }
-    out
+    elements(xml, "interface")
+        .into_iter()
+        .filter_map(|nic| attr(nic, "<mac address=")?.parse().ok())
+        .collect()
 }
 
 /// The UEFI NVRAM file (`<os><nvram>PATH</nvram>`), if the domain has one.

@@ -15,7 +15,8 @@
 # The guest's disk is iPXE (Debian's ipxe.iso, an isohybrid disk image); its NIC has no
 # option ROM (the image carries no ipxe-qemu), so iPXE's own virtio driver does the DHCP.
 # The template is put on the hypervisor with virsh (vol-upload, define): the fixture, not the
-# thing under test. Everything this script made on the hypervisor is removed at the end.
+# thing under test (`provd vm init --connect` could make it, but its NIC profiles cannot
+# switch the option ROM off). Everything this script made on the hypervisor is removed at the end.
 #   sudo lab/guest-on-hypervisor.sh        (after lab/real-hypervisor.sh --keep, or by it)
 # Environment: PROVD (default target/debug/provd), GUEST_TIMEOUT (seconds, default 900).
 set -euo pipefail

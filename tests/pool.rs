@@ -459,6 +459,62 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
         &operator.display().to_string(),
     ]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("every ready hypervisor of site pl has tdisk"));
+
+    // `vm init --image` on a remote hypervisor: the disk is made by A's libvirt (its
+    // /var/lib/libvirt is private to it, so only libvirt can put it there) and the image
+    // streamed to it. Read back with virsh, the disk holds the image's bytes, grown to the
+    // default profile's 8 GiB.
+    let uri_a = format!("qemu+tls://hva.pl.test/system?pkipath={}", operator.display());
+    let vm_init = |name: &str| {
+        p.cmd(common::provd_bin())
+            .args(["vm", "init", name, "1", "64", "--domain-type", "qemu", "--image"])
+            .arg(&data_file)
+            .args(["--connect", &uri_a])
+            .output()
+            .unwrap()
+    };
+    let out = vm_init("rinit");
+    assert!(
+        out.status.success(),
+        "vm init over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rinit_xml = lva.virsh(&["dumpxml", "rinit"]);
+    assert!(
+        rinit_xml.contains("/var/lib/libvirt/images/rinit_system.qcow2"),
+        "{rinit_xml}"
+    );
+    let rinit_copy = w.path("rinit.qcow2");
+    lva.virsh(&[
+        "vol-download",
+        "--pool",
+        "tpool",
+        "rinit_system.qcow2",
+        &rinit_copy.display().to_string(),
+    ]);
+    let info = run(Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&rinit_copy));
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(
+        (info["format"].as_str(), info["virtual-size"].as_u64()),
+        (Some("qcow2"), Some(8 << 30))
+    );
+    // compare: the image's 4 MiB equal, the rest of the grown disk zeros.
+    run(Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "qcow2"])
+        .arg(&data_file)
+        .arg(&rinit_copy));
+    // A volume already in the way: refused, nothing defined, the volume untouched.
+    lva.virsh(&["vol-create-as", "tpool", "clash_system.qcow2", "1M", "--format", "raw"]);
+    let out = vm_init("clash");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("already exists"), "{said}");
+    assert!(!lva.virsh(&["list", "--all", "--name"]).contains("clash"));
+    assert!(
+        lva.virsh(&["vol-info", "--pool", "tpool", "clash_system.qcow2"])
+            .contains("1.00 MiB")
+    );
     drop(lva);
     drop(lvb);
 }

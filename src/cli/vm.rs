@@ -55,7 +55,9 @@ pub enum VmCommand {
     },
     /// Create a VM: disks from a disk profile (the first from --image if given), NICs from a
     /// NIC profile ([vm] in the site config; "default" is Salt Virt's: one 8 GiB qcow2 virtio
-    /// disk, eth0 bridged to br0), then define it (and start it with --start).
+    /// disk, eth0 bridged to br0), then define it (and start it with --start). On a remote
+    /// hypervisor (qemu+tls://HOST/...) the disks are made by its libvirt and the image,
+    /// converted here, is streamed to it: a template's first copy needs no ssh.
     Init {
         name: String,
         /// Virtual CPUs.

@@ -102,6 +102,45 @@ fn qemu_img(args: &[&str], path: &Path) -> Result<(), VmError> {
     Ok(())
 }
 
+/// Whether `uri` names a hypervisor on another machine (a host after the scheme):
+/// `qemu+tls://hv01/system` does; `qemu:///system` and `test:///default` do not.
+pub(crate) fn is_remote_uri(uri: &str) -> bool {
+    uri.split_once("://")
+        .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'))
+}
+
+/// Where `init` puts a disk of a disk profile: `<dir>/<vm>_<disk>.<img|qcow2>`.
+fn disk_path(vm: &str, spec: &DiskSpec) -> PathBuf {
+    spec.dir.join(format!(
+        "{vm}_{}.{}",
+        spec.name,
+        if spec.format == "raw" { "img" } else { "qcow2" }
+    ))
+}
+
+fn file_name_of(p: &Path) -> String {
+    p.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A local image's virtual size in bytes (qemu-img info).
+fn virtual_size(path: &Path) -> Result<u64, VmError> {
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(path)
+        .output()
+        .map_err(|e| VmError::Disk {
+            path: path.into(),
+            message: format!("qemu-img: {e}"),
+        })?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    info["virtual-size"].as_u64().ok_or_else(|| VmError::Disk {
+        path: path.into(),
+        message: format!("qemu-img info: {}", String::from_utf8_lossy(&out.stderr).trim()),
+    })
+}
+
 /// A locally administered MAC in QEMU's 52:54:00 range, random in its last three bytes.
 pub(crate) fn random_mac() -> MacAddr {
     let mut b = [0u8; 3];
@@ -290,7 +329,8 @@ impl Hypervisor {
 
     /// Create the disks of a disk profile, define the domain, optionally start it. All or
     /// nothing up to the definition: a failure removes the disks this call created, and an
-    /// existing file is never overwritten.
+    /// existing file is never overwritten. On a remote hypervisor the disks are made through
+    /// its libvirt (`init_remote`).
     pub fn init(&self, r: &InitRequest) -> Result<DomainSummary, VmError> {
         if self.conn.lookup_domain_by_name(r.name).is_ok() {
             return Err(VmError::Exists {
@@ -310,15 +350,13 @@ impl Hypervisor {
             }
             None => "kvm".into(),
         };
+        if is_remote_uri(&self.uri) {
+            return self.init_remote(r, domain_type);
+        }
         let mut created = CreatedDisks(Vec::new());
         let mut disks = Vec::new();
         for (i, spec) in r.disks.iter().enumerate() {
-            let path = spec.dir.join(format!(
-                "{}_{}.{}",
-                r.name,
-                spec.name,
-                if spec.format == "raw" { "img" } else { "qcow2" }
-            ));
+            let path = disk_path(r.name, spec);
             if path.exists() {
                 return Err(VmError::Disk {
                     path,
@@ -347,6 +385,79 @@ impl Hypervisor {
                 path,
             });
         }
+        let d = self.define_new(r, domain_type, disks)?;
+        created.0.clear(); // defined: the disks now belong to the domain
+        self.start_new(r, d)
+    }
+
+    /// `init` on a hypervisor on another machine: the disks are made by that hypervisor's
+    /// libvirt (storage API), the image converted here and streamed to it. Never overwrites
+    /// a volume; a failure deletes the volumes this call made.
+    fn init_remote(&self, r: &InitRequest, domain_type: String) -> Result<DomainSummary, VmError> {
+        let disk_err = |path: &Path, message: String| VmError::Disk {
+            path: path.into(),
+            message,
+        };
+        let mut vols = storage::Volumes::new(&self.conn);
+        let mut made: Vec<PathBuf> = Vec::new();
+        let mut local_tmp = CreatedDisks(Vec::new());
+        let result = (|| -> Result<Vec<AttachedDisk>, VmError> {
+            let mut disks = Vec::new();
+            for (i, spec) in r.disks.iter().enumerate() {
+                let path = disk_path(r.name, spec);
+                if vols.exists(&path) {
+                    return Err(disk_err(
+                        &path,
+                        format!("already exists on {}; refusing to overwrite it", self.uri),
+                    ));
+                }
+                let size = u64::from(spec.size_gib) << 30;
+                match (i, r.image) {
+                    (0, Some(image)) => {
+                        // Converted and grown here, in the profile's format, then streamed.
+                        let tmp = std::env::temp_dir().join(format!(
+                            ".provd-init-{}-{}",
+                            std::process::id(),
+                            file_name_of(&path)
+                        ));
+                        local_tmp.0.push(tmp.clone());
+                        let t = tmp.display().to_string();
+                        qemu_img(&["convert", "-O", &spec.format, &image.display().to_string(), &t], &tmp)?;
+                        let _ = qemu_img(
+                            &["resize", "-f", &spec.format, &t, &format!("{}G", spec.size_gib)],
+                            &tmp,
+                        );
+                        let capacity = virtual_size(&tmp)?.max(size);
+                        vols.upload_file(&path, &spec.format, capacity, &tmp)
+                            .map_err(|m| disk_err(&path, m))?;
+                    }
+                    _ => {
+                        vols.create_empty(&path, &spec.format, size)
+                            .map_err(|m| disk_err(&path, m))?;
+                    }
+                }
+                made.push(path.clone());
+                disks.push(AttachedDisk {
+                    spec: spec.clone(),
+                    path,
+                });
+            }
+            Ok(disks)
+        })();
+        let defined = result.and_then(|disks| self.define_new(r, domain_type, disks));
+        match defined {
+            Ok(d) => self.start_new(r, d),
+            Err(e) => {
+                for p in &made {
+                    let _ = vols.delete(p);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Define a new domain from `init`'s request and its attached disks.
+    fn define_new(&self, r: &InitRequest, domain_type: String, disks: Vec<AttachedDisk>) -> Result<Domain, VmError> {
         let nics = r
             .nics
             .iter()
@@ -361,11 +472,12 @@ impl Hypervisor {
             nics,
             vnc: r.vnc,
         };
-        let d = self
-            .conn
+        self.conn
             .define_domain_xml(&xml::domain_xml(&spec))
-            .map_err(self.err("defining", r.name))?;
-        created.0.clear(); // defined: the disks now belong to the domain
+            .map_err(self.err("defining", r.name))
+    }
+
+    fn start_new(&self, r: &InitRequest, d: Domain) -> Result<DomainSummary, VmError> {
         if r.start {
             d.create().map_err(self.err("starting (it is defined)", r.name))?;
         }
@@ -561,6 +673,16 @@ mod tests {
             "not web's disk"
         );
         assert!(matches!(h.info("web"), Err(VmError::NoDomain { .. })));
+    }
+
+    #[test]
+    fn remote_uris_name_a_host() {
+        assert!(is_remote_uri("qemu+tls://hv01.example/system?pkipath=/x"));
+        assert!(is_remote_uri("qemu+ssh://root@hv01/system"));
+        assert!(!is_remote_uri("qemu:///system"));
+        assert!(!is_remote_uri("test:///default"));
+        assert!(!is_remote_uri("test:///tmp/node.xml"));
+        assert!(!is_remote_uri("nonsense"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Disk files through libvirt's storage API, so that clones work the same on a local
-//! `qemu:///system` and on a remote `qemu+tls://` hypervisor (provd never touches the remote
-//! file system itself).
+//! Disk files through libvirt's storage API, so that clones (and `vm init` on a remote
+//! hypervisor) work the same on a local `qemu:///system` and on a remote `qemu+tls://`
+//! hypervisor (provd never touches the remote file system itself).
 //!
 //! libvirt only manages files inside a storage pool. A template's disk often lives in a
 //! directory no pool covers (virt-clone meets the same problem); then a *transient* `dir`
@@ -152,6 +152,44 @@ impl<'a> Volumes<'a> {
         let pool = self.pool_for_dir(dest.parent().ok_or("no directory")?)?;
         let xml = volume_xml(dest, format, capacity);
         StorageVol::create_xml(&pool, &xml, 0).map_err(|e| format!("{}: {e}", dest.display()))
+    }
+
+    /// A new volume at `dest` holding exactly the bytes of the local file `file` (a disk image
+    /// in `format`, whose virtual size is `capacity`), streamed through libvirt
+    /// (virStorageVolUpload): how a disk reaches a remote hypervisor without ssh. On any
+    /// failure the volume is deleted again.
+    pub fn upload_file(&mut self, dest: &Path, format: &str, capacity: u64, file: &Path) -> Result<StorageVol, String> {
+        use std::io::Read;
+        let vol = self.create_empty(dest, format, capacity)?;
+        let result = (|| -> Result<(), String> {
+            let mut input = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let stream = virt::stream::Stream::new(self.conn, 0).map_err(|e| format!("opening a stream: {e}"))?;
+            vol.upload(&stream, 0, 0, 0)
+                .map_err(|e| format!("starting the upload to {}: {e}", dest.display()))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = input.read(&mut buf).map_err(|e| format!("{}: {e}", file.display()))?;
+                if n == 0 {
+                    break;
+                }
+                let mut off = 0;
+                while off < n {
+                    let sent = stream.send(&buf[off..n]).map_err(|e| format!("uploading: {e}"))?;
+                    if sent <= 0 {
+                        return Err("the hypervisor closed the upload".into());
+                    }
+                    off += sent as usize;
+                }
+            }
+            stream.finish().map_err(|e| format!("finishing the upload: {e}"))
+        })();
+        match result {
+            Ok(()) => Ok(vol),
+            Err(e) => {
+                let _ = vol.delete(0);
+                Err(e)
+            }
+        }
     }
 
     /// Grow a volume to `capacity` bytes if it is smaller (never shrinks).

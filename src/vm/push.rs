@@ -106,14 +106,7 @@ pub fn push(
             let up = Stream::new(&dest.conn, 0).map_err(libvirt("opening a stream"))?;
             vol.upload(&up, 0, 0, 0).map_err(libvirt("starting the upload"))?;
             let (sum, bytes) = read_volume(source, &disk.source, &mut |chunk| {
-                let mut off = 0;
-                while off < chunk.len() {
-                    let n = up.send(&chunk[off..]).map_err(libvirt("uploading"))?;
-                    if n <= 0 {
-                        return Err("the destination closed the upload".into());
-                    }
-                    off += n as usize;
-                }
+                super::storage::send_all(&up, chunk)?;
                 done += chunk.len() as u64;
                 progress(done);
                 Ok(())

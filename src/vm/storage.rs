@@ -172,14 +172,7 @@ impl<'a> Volumes<'a> {
                 if n == 0 {
                     break;
                 }
-                let mut off = 0;
-                while off < n {
-                    let sent = stream.send(&buf[off..n]).map_err(|e| format!("uploading: {e}"))?;
-                    if sent <= 0 {
-                        return Err("the hypervisor closed the upload".into());
-                    }
-                    off += sent as usize;
-                }
+                send_all(&stream, &buf[..n])?;
             }
             stream.finish().map_err(|e| format!("finishing the upload: {e}"))
         })();
@@ -219,6 +212,19 @@ impl<'a> Volumes<'a> {
             .and_then(|p| p.get_text())
             .map(|t| PathBuf::from(t.into_owned())))
     }
+}
+
+/// Send all of `chunk` on an upload stream (libvirt may take less than it is given).
+pub fn send_all(stream: &virt::stream::Stream, chunk: &[u8]) -> Result<(), String> {
+    let mut off = 0;
+    while off < chunk.len() {
+        let sent = stream.send(&chunk[off..]).map_err(|e| format!("uploading: {e}"))?;
+        if sent <= 0 {
+            return Err("the hypervisor closed the upload".into());
+        }
+        off += sent as usize;
+    }
+    Ok(())
 }
 
 impl Drop for Volumes<'_> {

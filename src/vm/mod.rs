@@ -85,7 +85,8 @@ pub struct InitRequest<'a> {
     pub domain_type: Option<&'a str>,
 }
 
-fn qemu_img(args: &[&str], path: &Path) -> Result<(), VmError> {
+/// Run qemu-img about `path`; its standard output, or its complaint as the error.
+fn qemu_img(args: &[&str], path: &Path) -> Result<Vec<u8>, VmError> {
     let out = Command::new("qemu-img")
         .args(args)
         .output()
@@ -99,7 +100,7 @@ fn qemu_img(args: &[&str], path: &Path) -> Result<(), VmError> {
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok(())
+    Ok(out.stdout)
 }
 
 /// Whether `uri` names a hypervisor on another machine (a host after the scheme):
@@ -118,26 +119,13 @@ fn disk_path(vm: &str, spec: &DiskSpec) -> PathBuf {
     ))
 }
 
-fn file_name_of(p: &Path) -> String {
-    p.file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 /// A local image's virtual size in bytes (qemu-img info).
 fn virtual_size(path: &Path) -> Result<u64, VmError> {
-    let out = Command::new("qemu-img")
-        .args(["info", "--output=json"])
-        .arg(path)
-        .output()
-        .map_err(|e| VmError::Disk {
-            path: path.into(),
-            message: format!("qemu-img: {e}"),
-        })?;
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let json = qemu_img(&["info", "--output=json", &path.display().to_string()], path)?;
+    let info: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
     info["virtual-size"].as_u64().ok_or_else(|| VmError::Disk {
         path: path.into(),
-        message: format!("qemu-img info: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        message: "qemu-img info reported no virtual size".into(),
     })
 }
 
@@ -418,7 +406,7 @@ impl Hypervisor {
                         let tmp = std::env::temp_dir().join(format!(
                             ".provd-init-{}-{}",
                             std::process::id(),
-                            file_name_of(&path)
+                            storage::file_name(&path)
                         ));
                         local_tmp.0.push(tmp.clone());
                         let t = tmp.display().to_string();

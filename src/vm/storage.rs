@@ -36,7 +36,8 @@ fn volume_xml(dest: &Path, format: &str, capacity: u64) -> String {
     )
 }
 
-fn file_name(p: &Path) -> String {
+/// The last component of `p` (a volume's name in its pool).
+pub(crate) fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default()

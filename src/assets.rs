@@ -8,6 +8,7 @@
 
 pub mod images;
 pub mod import;
+pub mod inspect;
 
 use std::path::{Path, PathBuf};
 

@@ -16,6 +16,7 @@
 //! config generation).
 
 use super::images::{self, IMAGES_DIR};
+use super::inspect::{self, DiskFormat};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,8 +26,8 @@ use std::process::{Command, Stdio};
 pub struct Imported {
     pub name: String,
     pub path: PathBuf,
-    /// The source's format as qemu-img detected it.
-    pub source_format: String,
+    /// The source's format, as named or read from its header (and given to qemu-img).
+    pub source_format: DiskFormat,
     /// The disk's size (what the installer needs at least).
     pub virtual_size: u64,
     /// The size of the .raw.gz written.
@@ -54,6 +55,8 @@ pub enum ImportError {
         existing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
     Exists { name: String, existing: Vec<PathBuf> },
+    #[error("{}: refused: {refusal}", path.display())]
+    Refused { path: PathBuf, refusal: inspect::Refusal },
     #[error("{what}: {message}")]
     Io { what: String, message: String },
 }
@@ -76,8 +79,11 @@ impl Drop for Scratch {
     }
 }
 
-/// qemu-img's view of the source: (format, virtual size).
-fn inspect(source: &Path) -> Result<(String, u64), ImportError> {
+/// The source's format and virtual size, after two independent checks that it reads no other
+/// file: provd's own header inspection (`inspect`, which also decides the format: qemu-img
+/// never probes), then `qemu-img info -f FORMAT` asked the same question about what it would
+/// open (backing file, data file, extents).
+fn examine(source: &Path, named: Option<DiskFormat>) -> Result<(DiskFormat, u64), ImportError> {
     let fail = |message: String| ImportError::Source {
         path: source.to_path_buf(),
         message,
@@ -86,8 +92,16 @@ fn inspect(source: &Path) -> Result<(String, u64), ImportError> {
     if !meta.is_file() {
         return Err(fail("not a plain file".into()));
     }
+    let mut header = Vec::with_capacity(inspect::HEADER_BYTES);
+    std::fs::File::open(source)
+        .and_then(|f| f.take(inspect::HEADER_BYTES as u64).read_to_end(&mut header))
+        .map_err(|e| fail(e.to_string()))?;
+    let format = inspect::inspect(&header, named).map_err(|refusal| ImportError::Refused {
+        path: source.to_path_buf(),
+        refusal,
+    })?;
     let out = Command::new("qemu-img")
-        .args(["info", "--output=json"])
+        .args(["info", "--output=json", "-f", format.qemu_name()])
         .arg(source)
         .output()
         .map_err(|e| fail(format!("qemu-img: {e} (install qemu-utils)")))?;
@@ -96,21 +110,45 @@ fn inspect(source: &Path) -> Result<(String, u64), ImportError> {
     }
     let info: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("qemu-img info: {e}")))?;
-    let format = info["format"].as_str().unwrap_or_default().to_string();
+    if let Some(other) = files_beyond(&info, source) {
+        return Err(fail(format!("qemu-img would also read {other}; refusing to import it")));
+    }
     // For a raw file qemu-img rounds the size up to whole sectors; the file's own length is
     // what tells a disk from something else.
-    let size = match format.as_str() {
-        "raw" => meta.len(),
+    let size = match format {
+        DiskFormat::Raw => meta.len(),
         _ => info["virtual-size"].as_u64().unwrap_or(0),
     };
     // Every file is "raw" to qemu-img; a disk is whole sectors. This refuses a text file or
     // an archive given by mistake instead of deploying it as a disk.
     if size == 0 || size % 512 != 0 {
         return Err(fail(format!(
-            "not a disk image (qemu-img sees {format}, {size} bytes: not whole 512-byte sectors)"
+            "not a disk image ({format}, {size} bytes: not whole 512-byte sectors)"
         )));
     }
     Ok((format, size))
+}
+
+/// A file other than `source` that qemu-img's `info` says the image refers to: a backing
+/// file, an external data file, or a VMDK extent elsewhere.
+fn files_beyond(info: &serde_json::Value, source: &Path) -> Option<String> {
+    for key in ["backing-filename", "full-backing-filename"] {
+        if let Some(b) = info[key].as_str() {
+            return Some(format!("backing file {b}"));
+        }
+    }
+    let specific = &info["format-specific"]["data"];
+    if let Some(d) = specific["data-file"].as_str() {
+        return Some(format!("data file {d}"));
+    }
+    let own = source.to_string_lossy();
+    specific["extents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["filename"].as_str())
+        .find(|f| *f != own)
+        .map(|f| format!("extent {f}"))
 }
 
 /// Files that would make NAME ambiguous or stale next to the new NAME.raw.gz: never the
@@ -130,11 +168,18 @@ pub fn import(
     assets_dir: &Path,
     name: &str,
     source: &Path,
+    format: Option<DiskFormat>,
     force: bool,
     progress: &mut dyn FnMut(Phase),
 ) -> Result<Imported, ImportError> {
     images::check_name(name).map_err(ImportError::Name)?;
-    let (source_format, virtual_size) = inspect(source)?;
+    // Absolute, so that qemu-img never reads a name like "json:{...}" or "nbd:..." as a
+    // protocol instead of a file.
+    let source = &std::fs::canonicalize(source).map_err(|e| ImportError::Source {
+        path: source.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let (source_format, virtual_size) = examine(source, format)?;
     let dir = assets_dir.join(IMAGES_DIR);
     std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     let existing = existing_files(&dir, name, source);
@@ -152,9 +197,10 @@ pub fn import(
     let mut scratch = Scratch(vec![raw.clone(), gz.clone(), sidecar_tmp.clone()]);
 
     progress(Phase::Converting);
-    // Flattens a backing chain too; the output is sparse where the source has holes.
+    // The format is given, never probed; `examine` has refused any chain to other files. The
+    // output is sparse where the source has holes.
     let out = Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
+        .args(["convert", "-f", source_format.qemu_name(), "-O", "raw"])
         .arg(source)
         .arg(&raw)
         .output()
@@ -319,8 +365,8 @@ mod tests {
         assert!(out.status.success());
 
         let mut phases = Vec::new();
-        let got = import(&assets, "web", &qcow2, false, &mut |p| phases.push(p)).unwrap();
-        assert_eq!((got.source_format.as_str(), got.virtual_size), ("qcow2", 8 << 20));
+        let got = import(&assets, "web", &qcow2, None, false, &mut |p| phases.push(p)).unwrap();
+        assert_eq!((got.source_format, got.virtual_size), (DiskFormat::Qcow2, 8 << 20));
         assert!(matches!(phases[0], Phase::Converting));
         assert!(
             matches!(phases.last(), Some(Phase::Compressing { done, total }) if done == total),
@@ -350,15 +396,15 @@ mod tests {
 
         // The same name again: refused, and nothing changed; --force replaces it (and a stale
         // .qcow2 of that name goes with it).
-        let e = import(&assets, "web", &raw, false, &mut |_| {}).unwrap_err();
+        let e = import(&assets, "web", &raw, None, false, &mut |_| {}).unwrap_err();
         assert!(
             matches!(e, ImportError::Exists { .. }) && e.to_string().contains("--force"),
             "{e}"
         );
         assert_eq!(std::fs::read(images.join("web.raw.gz")).unwrap(), gz_bytes);
         std::fs::write(images.join("web.qcow2"), b"stale").unwrap();
-        let again = import(&assets, "web", &raw, true, &mut |_| {}).unwrap();
-        assert_eq!(again.source_format, "raw");
+        let again = import(&assets, "web", &raw, None, true, &mut |_| {}).unwrap();
+        assert_eq!(again.source_format, DiskFormat::Raw);
         assert_eq!(listing(&images), ["web.raw.gz", "web.raw.gz.sha256"]);
 
         // A qcow2 in the images directory, converted where it lies (what the catalog's refusal
@@ -366,7 +412,7 @@ mod tests {
         std::fs::copy(&qcow2, images.join("db.qcow2")).unwrap();
         let e = images::Catalog::load(&assets, ["db"]).unwrap_err();
         assert!(e.contains("provd assets import-image db "), "{e}");
-        import(&assets, "db", &images.join("db.qcow2"), false, &mut |_| {}).unwrap();
+        import(&assets, "db", &images.join("db.qcow2"), None, false, &mut |_| {}).unwrap();
         assert!(images.join("db.qcow2").exists());
         assert_eq!(
             images::Catalog::load(&assets, ["db"])
@@ -388,16 +434,16 @@ mod tests {
         let assets = work.path().join("assets");
         let text = work.path().join("notes.txt");
         std::fs::write(&text, "not a disk\n").unwrap();
-        let e = import(&assets, "notes", &text, false, &mut |_| {}).unwrap_err();
+        let e = import(&assets, "notes", &text, None, false, &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("not a disk image"), "{e}");
-        let e = import(&assets, "x", &work.path().join("missing.qcow2"), false, &mut |_| {}).unwrap_err();
+        let e = import(&assets, "x", &work.path().join("missing.qcow2"), None, false, &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("missing.qcow2"), "{e}");
         let raw = work.path().join("d.raw");
         raw_disk(&raw);
         for bad in ["../escape", ".hidden", "a/b", ""] {
             assert!(
                 matches!(
-                    import(&assets, bad, &raw, false, &mut |_| {}),
+                    import(&assets, bad, &raw, None, false, &mut |_| {}),
                     Err(ImportError::Name(_))
                 ),
                 "{bad:?}"
@@ -408,5 +454,118 @@ mod tests {
             !images.exists() || listing(&images).is_empty(),
             "a refusal writes nothing"
         );
+    }
+
+    /// Every file under `dir`, with its bytes.
+    fn everything_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    out.extend(everything_under(&p));
+                } else {
+                    out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+                }
+            }
+        }
+        out
+    }
+
+    fn qemu_img(args: &[&str]) {
+        let out = Command::new("qemu-img").args(args).output().unwrap();
+        assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The attacks of issue 34: images that would make qemu-img read another host file. Each
+    /// is refused with its reason, nothing is written, and the secret's bytes are nowhere
+    /// under the assets directory.
+    #[test]
+    fn images_that_point_at_other_files_are_refused_and_leak_nothing() {
+        assert!(
+            tools_present(),
+            "qemu-img and gzip are needed (lab/deps.sh installs them)"
+        );
+        let work = tempfile::tempdir().unwrap();
+        let assets = work.path().join("assets");
+        // A "CA key": one 4 KiB block of a recognisable pattern (a whole number of sectors, so
+        // qemu-img would happily take it as a raw backing file).
+        let secret = work.path().join("ca.key");
+        let marker = b"-----BEGIN PRIVATE KEY----- provd secret ";
+        let secret_bytes: Vec<u8> = marker.iter().copied().cycle().take(4096).collect();
+        let secret_s = secret.to_str().unwrap();
+
+        // 1. qcow2 with an external data file that is the secret. (qemu-img create zeroes
+        //    the data file it names, so this comes before the secret is written.)
+        let data_file = work.path().join("datafile.qcow2");
+        qemu_img(&[
+            "create", "-q", "-f", "qcow2", "-o", &format!("data_file={secret_s},data_file_raw=on"),
+            data_file.to_str().unwrap(), "4096",
+        ]);
+        std::fs::write(&secret, &secret_bytes).unwrap();
+        // 2. qcow2 whose backing file is the secret (what issue 34 demonstrated).
+        let backed = work.path().join("backed.qcow2");
+        qemu_img(&["create", "-q", "-f", "qcow2", "-b", secret_s, "-F", "raw", backed.to_str().unwrap()]);
+        // 3. A VMDK descriptor whose flat extent is the secret.
+        let vmdk = work.path().join("flat.vmdk");
+        std::fs::write(
+            &vmdk,
+            format!(
+                "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\nRW 8 FLAT \"{secret_s}\" 0\n\nddb.virtualHWVersion = \"4\"\n"
+            ),
+        )
+        .unwrap();
+        // Proof that each really is a trap: qemu-img itself reads the secret through it.
+        for (trap, format) in [(&backed, "qcow2"), (&data_file, "qcow2"), (&vmdk, "vmdk")] {
+            let out = work.path().join("probe.raw");
+            qemu_img(&["convert", "-f", format, "-O", "raw", trap.to_str().unwrap(), out.to_str().unwrap()]);
+            let bytes = std::fs::read(&out).unwrap();
+            assert!(
+                bytes.windows(marker.len()).any(|w| w == marker),
+                "{}: qemu-img did not follow it, so this case proves nothing",
+                trap.display()
+            );
+            std::fs::remove_file(&out).unwrap();
+        }
+        // 4. A file named raw whose header is a qcow2 (with the secret as its backing file):
+        //    written to a disk, whatever probes that disk next would follow it.
+        let disguised = work.path().join("disguised.raw");
+        let mut bytes = std::fs::read(&backed).unwrap();
+        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+        std::fs::write(&disguised, &bytes).unwrap();
+
+        let cases: [(&Path, Option<DiskFormat>, &str); 6] = [
+            (&backed, None, "backing file"),
+            (&backed, Some(DiskFormat::Qcow2), "backing file"),
+            (&data_file, None, "external data file"),
+            (&vmdk, None, "VMDK descriptor"),
+            (&vmdk, Some(DiskFormat::Vmdk), "VMDK descriptor"),
+            (&disguised, Some(DiskFormat::Raw), "not the raw that was named"),
+        ];
+        for (source, format, reason) in cases {
+            let e = import(&assets, "evil", source, format, true, &mut |_| {}).unwrap_err();
+            assert!(
+                matches!(e, ImportError::Refused { .. }) && e.to_string().contains(reason),
+                "{} ({format:?}): {e}",
+                source.display()
+            );
+        }
+        let written = everything_under(&assets);
+        assert!(
+            written.iter().all(|(_, b)| !b.windows(marker.len()).any(|w| w == marker)),
+            "the secret leaked into {:?}",
+            written.iter().map(|(p, _)| p).collect::<Vec<_>>()
+        );
+        assert!(
+            written.is_empty(),
+            "a refusal writes nothing: {:?}",
+            written.iter().map(|(p, _)| p).collect::<Vec<_>>()
+        );
+
+        // The same bytes as a plain qcow2 still import, and a named format that matches works.
+        let plain = work.path().join("plain.qcow2");
+        qemu_img(&["convert", "-q", "-f", "raw", "-O", "qcow2", secret_s, plain.to_str().unwrap()]);
+        let ok = import(&assets, "fine", &plain, Some(DiskFormat::Qcow2), false, &mut |_| {}).unwrap();
+        assert_eq!(ok.source_format, DiskFormat::Qcow2);
     }
 }

@@ -232,6 +232,11 @@ enum AssetsCommand {
         /// The assets directory ([daemon] assets_dir).
         #[arg(long, default_value = "boot-assets")]
         dir: PathBuf,
+        /// The source's format (raw, qcow2, vmdk, vdi, vhdx, vpc). Default: read from the
+        /// file's own header. Either way provd checks the header matches and refuses any image
+        /// that would read another file (a backing file, data file or VMDK extent).
+        #[arg(long)]
+        format: Option<crate::assets::inspect::DiskFormat>,
         /// Replace an existing image of that name.
         #[arg(long)]
         force: bool,
@@ -364,10 +369,11 @@ pub fn main() -> ExitCode {
                     name,
                     source,
                     dir,
+                    format,
                     force,
                     json,
                 },
-        } => import_image(&name, &source, &dir, force, json),
+        } => import_image(&name, &source, &dir, format, force, json),
         Command::Lab { command } => lab(command),
         Command::Pki { command } => pki::run(command),
         Command::Vm { command } => vm::run(command),
@@ -514,6 +520,7 @@ fn import_image(
     name: &str,
     source: &std::path::Path,
     dir: &std::path::Path,
+    format: Option<crate::assets::inspect::DiskFormat>,
     force: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -522,7 +529,7 @@ fn import_image(
     bar.set_message(format!("{name}: qemu-img convert {}", source.display()));
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let mut compressing = false;
-    let imported = import::import(dir, name, source, force, &mut |phase| {
+    let imported = import::import(dir, name, source, format, force, &mut |phase| {
         if let Phase::Compressing { done, total } = phase {
             if !compressing {
                 compressing = true;

@@ -415,3 +415,61 @@ fn servers_with_different_cas_do_not_pair() {
             .unwrap();
     assert!(token_in(&String::from_utf8_lossy(&script.stdout)).is_none());
 }
+
+/// Issue 34: connections from the partner's address that never speak TLS hold nothing (the
+/// real partner still synchronises while they stay open), and revoking the certificate the
+/// partner connected with ends the running link, which stays down.
+#[test]
+fn silent_connections_from_the_partners_address_hold_nothing_and_revocation_ends_the_link() {
+    require_root_and_tools(&["ip", "curl"]);
+    let p = lan_named("rs", 96);
+    let w = Workdir::new();
+    std::fs::create_dir_all(w.path("assets")).unwrap();
+    let (cfg_a, cfg_b) = (config_on(&w, 1, 96), config_on(&w, 2, 96));
+    let (state_a, state_b) = (w.path("state-a"), w.path("state-b"));
+    let out = Command::new(provd_bin())
+        .args(["pki", "init", "--pki-dir"])
+        .arg(state_a.join("pki"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    copy_ca(&state_a.join("pki"), &state_b.join("pki"));
+
+    let b = Daemon::start(&p.b, &cfg_b, &state_b, &w.path("b.log"));
+    // Three silent TCP connections from A's address (in A's namespace), open before the
+    // real A starts and for the rest of the test.
+    let silent: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            wait_until(
+                "a silent connection to B's replication port",
+                Duration::from_secs(20),
+                || p.a.enter(|| std::net::TcpStream::connect("10.96.0.2:6769").ok()),
+            )
+        })
+        .collect();
+    let a = Daemon::start(&p.a, &cfg_a, &state_a, &w.path("a.log"));
+    wait_synced(&a, "A synchronised despite the silent connections");
+    wait_synced(&b, "B synchronised despite the silent connections");
+
+    // B revokes the certificate A connected with (A's own, learnt in A's dump).
+    let name = "replication rp 10.96.0.1";
+    wait_until("B knows A's certificate", Duration::from_secs(20), || {
+        let list: Value = serde_json::from_slice(&b.cli(&["pki", "list", "--json"]).stdout).ok()?;
+        list["certificates"]
+            .as_array()?
+            .iter()
+            .any(|c| c["host"] == name)
+            .then_some(())
+    });
+    b.cli(&["pki", "revoke", name]);
+    let err = wait_until("B ends the link", Duration::from_secs(20), || {
+        let r = replication(&b);
+        (r["connected"] == false).then(|| r["last_error"].as_str().unwrap_or_default().to_string())
+    });
+    assert!(err.contains("revoked"), "{err}");
+    // A keeps dialling with the same certificate: refused every time.
+    std::thread::sleep(Duration::from_secs(4));
+    let r = replication(&b);
+    assert_eq!(r["connected"], false, "{r}");
+    drop(silent);
+}

@@ -436,7 +436,15 @@ mod tests {
         std::fs::write(&text, "not a disk\n").unwrap();
         let e = import(&assets, "notes", &text, None, false, &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("not a disk image"), "{e}");
-        let e = import(&assets, "x", &work.path().join("missing.qcow2"), None, false, &mut |_| {}).unwrap_err();
+        let e = import(
+            &assets,
+            "x",
+            &work.path().join("missing.qcow2"),
+            None,
+            false,
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("missing.qcow2"), "{e}");
         let raw = work.path().join("d.raw");
         raw_disk(&raw);
@@ -474,7 +482,11 @@ mod tests {
 
     fn qemu_img(args: &[&str]) {
         let out = Command::new("qemu-img").args(args).output().unwrap();
-        assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "qemu-img {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The attacks of issue 34: images that would make qemu-img read another host file. Each
@@ -499,13 +511,29 @@ mod tests {
         //    the data file it names, so this comes before the secret is written.)
         let data_file = work.path().join("datafile.qcow2");
         qemu_img(&[
-            "create", "-q", "-f", "qcow2", "-o", &format!("data_file={secret_s},data_file_raw=on"),
-            data_file.to_str().unwrap(), "4096",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("data_file={secret_s},data_file_raw=on"),
+            data_file.to_str().unwrap(),
+            "4096",
         ]);
         std::fs::write(&secret, &secret_bytes).unwrap();
         // 2. qcow2 whose backing file is the secret (what issue 34 demonstrated).
         let backed = work.path().join("backed.qcow2");
-        qemu_img(&["create", "-q", "-f", "qcow2", "-b", secret_s, "-F", "raw", backed.to_str().unwrap()]);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            secret_s,
+            "-F",
+            "raw",
+            backed.to_str().unwrap(),
+        ]);
         // 3. A VMDK descriptor whose flat extent is the secret.
         let vmdk = work.path().join("flat.vmdk");
         std::fs::write(
@@ -518,7 +546,15 @@ mod tests {
         // Proof that each really is a trap: qemu-img itself reads the secret through it.
         for (trap, format) in [(&backed, "qcow2"), (&data_file, "qcow2"), (&vmdk, "vmdk")] {
             let out = work.path().join("probe.raw");
-            qemu_img(&["convert", "-f", format, "-O", "raw", trap.to_str().unwrap(), out.to_str().unwrap()]);
+            qemu_img(&[
+                "convert",
+                "-f",
+                format,
+                "-O",
+                "raw",
+                trap.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ]);
             let bytes = std::fs::read(&out).unwrap();
             assert!(
                 bytes.windows(marker.len()).any(|w| w == marker),
@@ -552,7 +588,9 @@ mod tests {
         }
         let written = everything_under(&assets);
         assert!(
-            written.iter().all(|(_, b)| !b.windows(marker.len()).any(|w| w == marker)),
+            written
+                .iter()
+                .all(|(_, b)| !b.windows(marker.len()).any(|w| w == marker)),
             "the secret leaked into {:?}",
             written.iter().map(|(p, _)| p).collect::<Vec<_>>()
         );
@@ -564,7 +602,16 @@ mod tests {
 
         // The same bytes as a plain qcow2 still import, and a named format that matches works.
         let plain = work.path().join("plain.qcow2");
-        qemu_img(&["convert", "-q", "-f", "raw", "-O", "qcow2", secret_s, plain.to_str().unwrap()]);
+        qemu_img(&[
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            secret_s,
+            plain.to_str().unwrap(),
+        ]);
         let ok = import(&assets, "fine", &plain, Some(DiskFormat::Qcow2), false, &mut |_| {}).unwrap();
         assert_eq!(ok.source_format, DiskFormat::Qcow2);
     }

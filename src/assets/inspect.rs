@@ -73,15 +73,23 @@ impl std::fmt::Display for DiskFormat {
 /// Why an image is refused before anything reads it as a disk.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("its header is {found}, not the {named} that was named; refusing to read it as {named} (name --format {found} if that is what it is)")]
+    #[error(
+        "its header is {found}, not the {named} that was named; refusing to read it as {named} (name --format {found} if that is what it is)"
+    )]
     FormatMismatch { named: DiskFormat, found: String },
     #[error("its format is {0}, which provd does not import (only raw, qcow2, vmdk, vdi, vhdx, vpc)")]
     Unsupported(&'static str),
-    #[error("it is a qcow2 with a backing file (offset {offset}, {size} bytes): importing it would copy whatever file that names into a served image; flatten it yourself where you trust the backing file (qemu-img convert -O qcow2)")]
+    #[error(
+        "it is a qcow2 with a backing file (offset {offset}, {size} bytes): importing it would copy whatever file that names into a served image; flatten it yourself where you trust the backing file (qemu-img convert -O qcow2)"
+    )]
     Qcow2Backing { offset: u64, size: u32 },
-    #[error("it is a qcow2 with an external data file: its bytes live in another file; make a self-contained copy first")]
+    #[error(
+        "it is a qcow2 with an external data file: its bytes live in another file; make a self-contained copy first"
+    )]
     Qcow2DataFile,
-    #[error("it is a VMDK descriptor: its data lives in extent files it names; import a monolithic VMDK (monolithicSparse or streamOptimized)")]
+    #[error(
+        "it is a VMDK descriptor: its data lives in extent files it names; import a monolithic VMDK (monolithicSparse or streamOptimized)"
+    )]
     VmdkDescriptor,
     #[error("it is a VMDK whose embedded descriptor names {0}: {1}")]
     VmdkReference(&'static str, String),
@@ -184,7 +192,10 @@ fn check_vmdk(header: &[u8]) -> Result<(), Refusal> {
     let text = String::from_utf8_lossy(text.split(|b| *b == 0).next().unwrap_or_default());
     for line in text.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("parentFileNameHint") {
-            return Err(Refusal::VmdkReference("a parent", rest.trim_start_matches([' ', '=']).to_string()));
+            return Err(Refusal::VmdkReference(
+                "a parent",
+                rest.trim_start_matches([' ', '=']).to_string(),
+            ));
         }
         let is_extent = ["RW ", "RDONLY ", "NOACCESS "].iter().any(|p| line.starts_with(p));
         if is_extent && !line.contains(" SPARSE") {
@@ -249,15 +260,24 @@ mod tests {
     #[test]
     fn a_plain_qcow2_passes_and_backing_or_data_files_are_refused() {
         assert_eq!(inspect(&qcow2(3, (0, 0), 0), None), Ok(DiskFormat::Qcow2));
-        assert_eq!(inspect(&qcow2(2, (0, 0), 0), Some(DiskFormat::Qcow2)), Ok(DiskFormat::Qcow2));
+        assert_eq!(
+            inspect(&qcow2(2, (0, 0), 0), Some(DiskFormat::Qcow2)),
+            Ok(DiskFormat::Qcow2)
+        );
         assert_eq!(
             inspect(&qcow2(3, (0x200, 24), 0), None),
-            Err(Refusal::Qcow2Backing { offset: 0x200, size: 24 })
+            Err(Refusal::Qcow2Backing {
+                offset: 0x200,
+                size: 24
+            })
         );
         assert_eq!(inspect(&qcow2(3, (0, 0), 1 << 2), None), Err(Refusal::Qcow2DataFile));
         // Version 2 has no feature bits: the bytes at 72 are something else.
         assert_eq!(inspect(&qcow2(2, (0, 0), 1 << 2), None), Ok(DiskFormat::Qcow2));
-        assert_eq!(inspect(b"QFI\xfb\0\0\0\x03", None), Err(Refusal::Truncated(DiskFormat::Qcow2)));
+        assert_eq!(
+            inspect(b"QFI\xfb\0\0\0\x03", None),
+            Err(Refusal::Truncated(DiskFormat::Qcow2))
+        );
     }
 
     #[test]
@@ -268,7 +288,10 @@ mod tests {
         assert_eq!(inspect(&[0u8; 4096], Some(DiskFormat::Raw)), Ok(DiskFormat::Raw));
         assert!(matches!(
             inspect(&[0u8; 4096], Some(DiskFormat::Qcow2)),
-            Err(Refusal::FormatMismatch { named: DiskFormat::Qcow2, .. })
+            Err(Refusal::FormatMismatch {
+                named: DiskFormat::Qcow2,
+                ..
+            })
         ));
         assert!(matches!(
             inspect(b"LUKS\xba\xbe\0\x01", Some(DiskFormat::Raw)),

@@ -211,9 +211,10 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
                 r.parse::<crate::pki::Role>().map_err(anyhow::Error::msg)?;
             }
             let api = target.api()?;
+            let name = super::client::segment(&host);
             let path = match &role {
-                Some(r) => format!("/api/pki/{host}/revoke?role={r}"),
-                None => format!("/api/pki/{host}/revoke"),
+                Some(r) => format!("/api/pki/{name}/revoke?role={r}"),
+                None => format!("/api/pki/{name}/revoke"),
             };
             let answer: Revoked = api.require(api.post(&path)?)?;
             if answer.revoked.is_empty() {

@@ -144,6 +144,7 @@ impl Peers {
                 },
                 listeners.replication.remove(&site.name),
                 status,
+                link::Timing::default(),
                 stop.clone(),
             ));
         }

@@ -80,20 +80,24 @@ impl PairTls {
 /// Is the verified peer chain a replication certificate of `site` that provd has not
 /// revoked (`provd pki revoke`: the registry is what the CRL is made of)?
 pub fn is_partner(chain: Option<&[CertificateDer<'_>]>, site: &str, registry: &Registry) -> bool {
-    let Some(leaf) = chain.and_then(|c| c.first()) else {
-        return false;
-    };
-    if super::serial_of_der(leaf.as_ref()).is_none_or(|serial| registry.is_revoked(&serial)) {
+    partner_serial(chain, site, registry).is_some()
+}
+
+/// The serial of the partner's certificate when `is_partner` holds (a long-lived link keeps
+/// it, to end itself when that certificate is revoked later).
+pub fn partner_serial(chain: Option<&[CertificateDer<'_>]>, site: &str, registry: &Registry) -> Option<String> {
+    let leaf = chain.and_then(|c| c.first())?;
+    let serial = super::serial_of_der(leaf.as_ref())?;
+    if registry.is_revoked(&serial) {
         tracing::warn!("site {site}: the partner's certificate is revoked");
-        return false;
+        return None;
     }
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
-        return false;
-    };
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let want = super::replication_unit(site);
     cert.subject()
         .iter_organizational_unit()
         .any(|ou| ou.as_str().ok() == Some(want.as_str()))
+        .then_some(serial)
 }
 
 #[cfg(test)]

@@ -2,14 +2,20 @@
 //! CA, then `wire` messages both ways.
 //!
 //! Who connects: the failover primary dials the secondary's `replication_port`; the
-//! secondary accepts only from the configured peer address, one connection at a time (a
-//! newcomer waits; it never replaces the link in use). Both present a certificate with
+//! secondary accepts only from the configured peer address. A connection from that address
+//! proves nothing (any machine on the LAN can claim it), so the secondary keeps accepting
+//! while a link runs: each newcomer gets `Timing::handshake` to complete TLS as the partner
+//! (at most `MAX_PENDING_HANDSHAKES` at once), and one that does replaces the link in use
+//! (the partner reconnecting after a restart or a half-open connection). A silent
+//! connection therefore holds nothing. Both present a certificate with
 //! OU "provd replication site NAME" issued by their CA at start; each checks that the
 //! other's chains to its own CA (so both hold the same CA) and carries that OU (so a
 //! hypervisor's or an operator's certificate from the same CA is refused).
 //!
-//! Per connection: Hello, the full dump, Synced, then live changes; the receiver merges
-//! everything (the rules beside each record). The first complete dump received marks the site synchronised
+//! Per connection: Hello, the full dump, Synced, then live changes and a keepalive whenever
+//! the link is quiet; the receiver merges everything (the rules beside each record). A
+//! session ends when the partner says nothing for `Timing::idle`, does not take a message
+//! within `Timing::write`, or when the certificate it connected with is revoked. The first complete dump received marks the site synchronised
 //! (durably), which releases the install hold of a new or rebuilt server.
 
 use super::wire::{self, Message};
@@ -70,8 +76,16 @@ pub enum LinkError {
     WrongSite { ours: String, theirs: String },
     #[error("the partner sent {0} before Hello")]
     NoHello(&'static str),
-    #[error("no Hello from the partner within 10 s")]
+    #[error("no Hello from the partner in time")]
     Silent,
+    #[error("the connection did not complete TLS within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("nothing from the partner for {0:?}")]
+    Idle(Duration),
+    #[error("the partner took no data for {0:?}")]
+    WriteTimeout(Duration),
+    #[error("the partner's certificate {0} was revoked")]
+    Revoked(String),
     #[error("{0}")]
     Local(String),
 }
@@ -83,10 +97,40 @@ fn tls_failed(e: impl std::fmt::Display) -> LinkError {
 /// The TLS side of one site's link (shared with the failover conversation between two
 /// provds): `pki::pair`.
 pub use crate::pki::pair::PairTls as Credentials;
-use crate::pki::pair::is_partner;
+use crate::pki::pair::partner_serial;
+
+/// The link's clocks.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// TCP connect, TLS and the Hello exchange, each bounded by this.
+    pub handshake: Duration,
+    /// A keepalive is sent after this long without sending anything.
+    pub keepalive: Duration,
+    /// Nothing from the partner for this long (several keepalives) ends the session.
+    pub idle: Duration,
+    /// A message the partner does not take within this ends the session.
+    pub write: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            handshake: Duration::from_secs(10),
+            keepalive: Duration::from_secs(5),
+            idle: Duration::from_secs(20),
+            write: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Connections from the partner's address completing their TLS handshake at once; more are
+/// closed at accept. Each is bounded by `Timing::handshake`, so a flood of silent
+/// connections delays the real partner by at most that long per retry, never forever.
+pub const MAX_PENDING_HANDSHAKES: usize = 8;
 
 /// Run the link of `cfg`'s site until `stop`: connect (a primary) or accept on `listener`
 /// (a secondary's, bound by the daemon at `cfg.address:cfg.replication_port`), sync, repeat.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     site: String,
     cfg: Failover,
@@ -94,72 +138,170 @@ pub async fn run(
     shared: Shared,
     listener: Option<TcpListener>,
     status: watch::Sender<Status>,
-    mut stop: watch::Receiver<bool>,
+    timing: Timing,
+    stop: watch::Receiver<bool>,
 ) {
-    let local = SocketAddr::from((cfg.address, cfg.replication_port));
-    let remote = SocketAddr::from((cfg.peer_address, cfg.replication_port));
-    if cfg.role == FailoverRole::Secondary && listener.is_none() {
-        let why = format!("not listening on {local}");
-        tracing::error!("replication (site {site}): {why}");
-        status.send_modify(|st| st.last_error = Some(why));
-        return;
+    let link = Link {
+        site,
+        cfg,
+        creds,
+        shared,
+        status,
+        timing,
+    };
+    match (link.cfg.role, listener) {
+        (FailoverRole::Secondary, Some(l)) => link.accept(l, stop).await,
+        (FailoverRole::Secondary, None) => {
+            let why = format!(
+                "not listening on {}",
+                SocketAddr::from((link.cfg.address, link.cfg.replication_port))
+            );
+            tracing::error!("replication (site {}): {why}", link.site);
+            link.status.send_modify(|st| st.last_error = Some(why));
+        }
+        (FailoverRole::Primary, _) => link.dial(stop).await,
     }
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let attempt = async {
-            match &listener {
-                None => {
-                    let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(remote))
-                        .await
-                        .map_err(|_| LinkError::Io(std::io::ErrorKind::TimedOut.into()))??;
-                    let name = ServerName::IpAddress(cfg.peer_address.into());
-                    let tls = tokio_rustls::TlsConnector::from(creds.client())
-                        .connect(name, tcp)
-                        .await
-                        .map_err(tls_failed)?;
-                    if !is_partner(tls.get_ref().1.peer_certificates(), &site, &shared.certificates) {
-                        return Err(LinkError::NotPartner(site.clone()));
-                    }
-                    session(&site, tls, &shared, &status).await
-                }
-                Some(l) => {
-                    let (tcp, peer) = l.accept().await?;
-                    if peer.ip() != IpAddr::V4(cfg.peer_address) {
-                        tracing::warn!("replication (site {site}): refused a connection from {peer}: not the partner");
-                        return Ok(());
-                    }
-                    let tls = tokio_rustls::TlsAcceptor::from(creds.server())
-                        .accept(tcp)
-                        .await
-                        .map_err(tls_failed)?;
-                    if !is_partner(tls.get_ref().1.peer_certificates(), &site, &shared.certificates) {
-                        return Err(LinkError::NotPartner(site.clone()));
-                    }
-                    session(&site, tls, &shared, &status).await
-                }
-            }
-        };
-        let result = tokio::select! {
-            r = attempt => r,
-            _ = stop.changed() => return,
-        };
-        if result.is_ok() {
-            backoff = Duration::from_millis(500);
+}
+
+/// One site's link and what it needs; `run` owns it.
+struct Link {
+    site: String,
+    cfg: Failover,
+    creds: Arc<Credentials>,
+    shared: Shared,
+    status: watch::Sender<Status>,
+    timing: Timing,
+}
+
+impl Link {
+    fn remote(&self) -> SocketAddr {
+        SocketAddr::from((self.cfg.peer_address, self.cfg.replication_port))
+    }
+
+    /// A session (or an attempt) ended: show it.
+    fn ended(&self, result: &Result<(), LinkError>) {
+        if let Err(e) = result {
+            tracing::warn!("replication (site {}) with {}: {e}", self.site, self.remote());
         }
-        if let Err(e) = &result {
-            tracing::warn!("replication (site {site}) with {remote}: {e}");
-        }
-        status.send_modify(|st| {
+        self.status.send_modify(|st| {
             st.connected = false;
-            if let Err(e) = &result {
+            if let Err(e) = result {
                 st.last_error = Some(e.to_string());
             }
         });
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return,
+    }
+
+    /// The primary: dial the secondary, run a session, wait (backing off after failures),
+    /// repeat.
+    async fn dial(&self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let attempt = async {
+                let handshake = async {
+                    let tcp = TcpStream::connect(self.remote()).await?;
+                    let name = ServerName::IpAddress(self.cfg.peer_address.into());
+                    tokio_rustls::TlsConnector::from(self.creds.client())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(tls_failed)
+                };
+                let tls = tokio::time::timeout(self.timing.handshake, handshake)
+                    .await
+                    .map_err(|_| LinkError::HandshakeTimeout(self.timing.handshake))??;
+                let serial = partner_serial(
+                    tls.get_ref().1.peer_certificates(),
+                    &self.site,
+                    &self.shared.certificates,
+                )
+                .ok_or_else(|| LinkError::NotPartner(self.site.clone()))?;
+                session(self, tls, &serial).await
+            };
+            let result = tokio::select! {
+                r = attempt => r,
+                _ = stop.changed() => return,
+            };
+            if result.is_ok() {
+                backoff = Duration::from_millis(500);
+            }
+            self.ended(&result);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+
+    /// The secondary: accept from the partner's address for as long as provd runs; each
+    /// connection that proves itself the partner becomes the session, replacing the one
+    /// before it.
+    async fn accept(&self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        type Authenticated = Result<(tokio_rustls::server::TlsStream<TcpStream>, String), LinkError>;
+        let mut handshakes: tokio::task::JoinSet<Authenticated> = tokio::task::JoinSet::new();
+        let mut current: Option<
+            std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LinkError>> + Send + '_>>,
+        > = None;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of descriptors or similar: wait rather than spin.
+                            tracing::warn!("replication (site {}): accept: {e}", self.site);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
+                    if peer.ip() != IpAddr::V4(self.cfg.peer_address) {
+                        tracing::warn!("replication (site {}): refused a connection from {peer}: not the partner", self.site);
+                        continue;
+                    }
+                    if handshakes.len() >= MAX_PENDING_HANDSHAKES {
+                        tracing::warn!(
+                            "replication (site {}): refused a connection from {peer}: {MAX_PENDING_HANDSHAKES} handshakes already pending",
+                            self.site
+                        );
+                        continue;
+                    }
+                    let (acceptor, limit) = (tokio_rustls::TlsAcceptor::from(self.creds.server()), self.timing.handshake);
+                    let (site, registry) = (self.site.clone(), self.shared.certificates.clone());
+                    handshakes.spawn(async move {
+                        let tls = tokio::time::timeout(limit, acceptor.accept(tcp))
+                            .await
+                            .map_err(|_| LinkError::HandshakeTimeout(limit))?
+                            .map_err(tls_failed)?;
+                        let serial = partner_serial(tls.get_ref().1.peer_certificates(), &site, &registry)
+                            .ok_or(LinkError::NotPartner(site))?;
+                        Ok((tls, serial))
+                    });
+                }
+                Some(done) = handshakes.join_next() => match done {
+                    Ok(Ok((tls, serial))) => {
+                        if current.is_some() {
+                            tracing::info!(
+                                "replication (site {}): the partner connected again; its new connection replaces the old one",
+                                self.site
+                            );
+                        }
+                        self.status.send_modify(|st| st.connected = false);
+                        current = Some(Box::pin(async move { session(self, tls, &serial).await }));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!("replication (site {}): a connection from {}: {e}", self.site, self.cfg.peer_address);
+                        if current.is_none() {
+                            self.status.send_modify(|st| st.last_error = Some(e.to_string()));
+                        }
+                    }
+                    Err(e) => tracing::error!("replication (site {}): a handshake task failed: {e}", self.site),
+                },
+                result = async { current.as_mut().expect("guarded").await }, if current.is_some() => {
+                    current = None;
+                    self.ended(&result);
+                }
+                _ = stop.changed() => return,
+            }
+        }
     }
 }
 
@@ -191,11 +333,12 @@ async fn dump(site: &str, shared: &Shared) -> Vec<Message> {
 }
 
 /// One connected session: Hello both ways, dumps, then live changes, until either side
-/// goes.
-async fn session<S>(site: &str, stream: S, shared: &Shared, status: &watch::Sender<Status>) -> Result<(), LinkError>
+/// goes, the partner falls silent, or `peer_serial` (its certificate) is revoked.
+async fn session<S>(link: &Link, stream: S, peer_serial: &str) -> Result<(), LinkError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let (site, shared, status, timing) = (link.site.as_str(), &link.shared, &link.status, link.timing);
     // Subscribe before dumping: a change made during the dump is sent (again) after it.
     let mut hosts = shared.inventory.subscribe();
     let mut certs = shared.certificates.subscribe();
@@ -208,13 +351,12 @@ where
         .ok()
         .flatten()
         .unwrap_or_default();
-    writer
-        .write_all(&wire::encode(&Message::Hello {
-            site: site.to_string(),
-            server: server_id,
-        }))
-        .await?;
-    match tokio::time::timeout(Duration::from_secs(10), read_message(&mut lines)).await {
+    let hello = Message::Hello {
+        site: site.to_string(),
+        server: server_id,
+    };
+    send_all(&mut writer, std::slice::from_ref(&hello), timing.write).await?;
+    match tokio::time::timeout(timing.handshake, read_message(&mut lines)).await {
         Err(_) => return Err(LinkError::Silent),
         Ok(Err(e)) => return Err(e),
         Ok(Ok(None)) => return Ok(()),
@@ -234,13 +376,12 @@ where
     tracing::info!("replication (site {site}): connected; sending the full dump");
 
     let send = async {
-        let mut sent = 0u64;
-        for m in dump(site, shared).await {
-            writer.write_all(&wire::encode(&m)).await?;
-            sent += 1;
-        }
-        writer.flush().await?;
-        status.send_modify(|st| st.records_sent += sent);
+        let everything = dump(site, shared).await;
+        send_all(&mut writer, &everything, timing.write).await?;
+        status.send_modify(|st| st.records_sent += everything.len() as u64);
+        let mut quiet = tokio::time::interval(timing.keepalive);
+        quiet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        quiet.reset();
         loop {
             let m = tokio::select! {
                 r = hosts.recv() => match r {
@@ -261,24 +402,53 @@ where
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => dump(site, shared).await,
                     Err(_) => return Ok(()),
                 },
+                _ = quiet.tick() => vec![Message::Keepalive],
             };
-            for msg in &m {
-                writer.write_all(&wire::encode(msg)).await?;
+            send_all(&mut writer, &m, timing.write).await?;
+            quiet.reset();
+            let records = m.iter().filter(|m| !matches!(m, Message::Keepalive)).count();
+            status.send_modify(|st| st.records_sent += records as u64);
+            // Revoked here (`provd pki revoke`) or learnt from the partner's own records:
+            // the link it opened with that certificate ends now, after telling it.
+            if shared.certificates.is_revoked(peer_serial) {
+                return Err(LinkError::Revoked(peer_serial.to_string()));
             }
-            writer.flush().await?;
-            status.send_modify(|st| st.records_sent += m.len() as u64);
         }
     };
     let receive = async {
-        while let Some(m) = read_message(&mut lines).await? {
-            apply(site, m, shared, status).await?;
+        loop {
+            let next = tokio::time::timeout(timing.idle, read_message(&mut lines))
+                .await
+                .map_err(|_| LinkError::Idle(timing.idle))?;
+            match next? {
+                Some(m) => apply(site, m, shared, status).await?,
+                None => return Ok::<(), LinkError>(()),
+            }
         }
-        Ok::<(), LinkError>(())
     };
     tokio::select! {
         r = send => r,
         r = receive => r,
     }
+}
+
+/// Write `messages` and flush, all within `limit` (a partner that stops reading cannot hold
+/// the session forever on a full TCP window).
+async fn send_all<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    messages: &[Message],
+    limit: Duration,
+) -> Result<(), LinkError> {
+    let write = async {
+        for m in messages {
+            writer.write_all(&wire::encode(m)).await?;
+        }
+        writer.flush().await
+    };
+    tokio::time::timeout(limit, write)
+        .await
+        .map_err(|_| LinkError::WriteTimeout(limit))?
+        .map_err(LinkError::Io)
 }
 
 /// Read one message; None at a clean end of the stream.
@@ -301,6 +471,7 @@ async fn apply(site: &str, m: Message, shared: &Shared, status: &watch::Sender<S
     let now = crate::clock::unix_now();
     let changed = match m {
         Message::Hello { .. } => return Err(LinkError::NoHello("a second Hello")),
+        Message::Keepalive => return Ok(()),
         Message::Host(r) => shared
             .inventory
             .apply_remote(*r)

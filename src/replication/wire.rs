@@ -30,6 +30,9 @@ pub enum Message {
     },
     /// The sender's full dump is complete.
     Synced,
+    /// Nothing to say, and still here: sent when the link has been quiet for a while, so
+    /// that the receiver can tell a quiet partner from a dead or silent connection.
+    Keepalive,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,7 @@ mod tests {
             },
             Message::Host(Box::new(r)),
             Message::Synced,
+            Message::Keepalive,
         ] {
             let bytes = encode(&m);
             assert_eq!(bytes.last(), Some(&b'\n'));

@@ -223,6 +223,27 @@ fn https_admin_api_accepts_admin_certificates_and_the_token_only() {
         "{list:#}"
     );
 
+    // alice's console stream, open over her certificate while she is revoked (issue 34:
+    // the stream asks again before every snapshot).
+    let stream_log = w.join("stream.txt");
+    let mut stream = common::ChildGuard::spawn(
+        op.cmd("curl")
+            .args(["-sSN", "--max-time", "60", "--cacert"])
+            .arg(w.join("admin/cacert.pem"))
+            .arg("--cert")
+            .arg(w.join("admin/clientcert.pem"))
+            .arg("--key")
+            .arg(w.join("admin/clientkey.pem"))
+            .arg(format!("{api}/api/console/stream"))
+            .stdout(std::fs::File::create(&stream_log).unwrap()),
+    );
+    wait_until("alice's stream sends a snapshot", Duration::from_secs(20), || {
+        std::fs::read_to_string(&stream_log)
+            .ok()?
+            .contains("event: snapshot")
+            .then_some(())
+    });
+
     // Revoked: alice's certificate opens nothing any more, at once; the token still does.
     let out = as_alice(&["pki", "revoke", "alice"]);
     assert!(
@@ -233,6 +254,11 @@ fn https_admin_api_accepts_admin_certificates_and_the_token_only() {
     );
     assert_eq!(curl(Some(&w.join("admin")), &[], &format!("{api}/api/hosts")), "401");
     assert_eq!(curl(None, &["-H", &bearer], &format!("{api}/api/hosts")), "200");
+    // ... and the stream she had open ends, saying why, within one interval.
+    let ended = wait_until("alice's open stream ends", Duration::from_secs(15), || {
+        stream.exited().then(|| std::fs::read_to_string(&stream_log).unwrap())
+    });
+    assert!(ended.contains("event: ended") && ended.contains("revoked"), "{ended}");
     let stats = curl(None, &["-H", &bearer], &format!("{api}/api/stats"));
     assert_eq!(stats, "200");
 }

@@ -1144,6 +1144,92 @@ async fn the_console_needs_the_token_and_its_cookie_changes_nothing_without_its_
     );
 }
 
+/// Open `/api/console/stream` with `headers`; returns a reader of its events as
+/// (event name, data), or None once the stream has ended.
+async fn open_console_stream(
+    f: &Fixture,
+    headers: &[(&str, &str)],
+) -> impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<(String, String)>>>> + use<> {
+    use futures_util::StreamExt;
+    let mut req = Request::builder().uri("/api/console/stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut req = req.body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo("127.0.0.1:50000".parse::<SocketAddr>().unwrap()));
+    let resp = f.api_router().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{headers:?}");
+    let body = Arc::new(tokio::sync::Mutex::new((
+        resp.into_body().into_data_stream(),
+        String::new(),
+    )));
+    move || {
+        let body = body.clone();
+        Box::pin(async move {
+            let mut guard = body.lock().await;
+            let (stream, text) = &mut *guard;
+            loop {
+                if let Some(end) = text.find("\n\n") {
+                    let event = text[..end].to_string();
+                    *text = text[end + 2..].to_string();
+                    let name = event.lines().find_map(|l| l.strip_prefix("event: "));
+                    let data: String = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                    match name {
+                        Some(n) => return Some((n.to_string(), data)),
+                        None => continue, // a keep-alive comment
+                    }
+                }
+                let next = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                    .await
+                    .expect("an event or the end within 10 s")?;
+                text.push_str(&String::from_utf8_lossy(&next.unwrap()));
+            }
+        })
+    }
+}
+
+/// Issue 34: the stream asks for its credential again before every snapshot. A signed-out
+/// session's stream ends with the reason; an expiring session's stream ends at its expiry;
+/// the token's stream goes on.
+#[tokio::test]
+async fn the_console_stream_ends_when_its_session_is_signed_out_or_expires() {
+    let f = fixture();
+    let now = provd::clock::unix_now();
+    let signed_out = f.services.console.open(now);
+    let cookie = format!("provd_console={signed_out}");
+    let mut events = open_console_stream(&f, &[("cookie", &cookie)]).await;
+    assert_eq!(events().await.unwrap().0, "snapshot");
+    f.services.console.close(&signed_out);
+    let (name, why) = events().await.expect("an ended event");
+    assert_eq!(name, "ended");
+    assert!(why.contains("session ended"), "{why}");
+    assert!(events().await.is_none(), "nothing after it: the stream is over");
+
+    // A session with 2 s left: snapshots, then the end, without anyone signing out.
+    let now = provd::clock::unix_now();
+    let expiring = f.services.console.open(now + 2 - provd::http::session::SESSION_TTL);
+    let cookie = format!("provd_console={expiring}");
+    let mut events = open_console_stream(&f, &[("cookie", &cookie)]).await;
+    let mut seen = Vec::new();
+    while let Some((name, _)) = events().await {
+        seen.push(name);
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("snapshot"), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("ended"), "{seen:?}");
+    assert!(
+        provd::clock::unix_now() >= now + 2,
+        "it ended at the expiry, not before"
+    );
+
+    // The bearer token does not lapse: two snapshots in a row.
+    let bearer = f.services.api_token.bearer();
+    let mut events = open_console_stream(&f, &[("authorization", &bearer)]).await;
+    for _ in 0..2 {
+        assert_eq!(events().await.unwrap().0, "snapshot");
+    }
+}
+
 /// The console's live stream: a snapshot at once (hosts without their install tokens, the
 /// journal), then another when the journal records something, not a poll per second.
 #[tokio::test]

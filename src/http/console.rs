@@ -13,6 +13,10 @@
 //! Live: `GET /api/console/stream` is one server-sent-events stream per open tab. It sends a
 //! snapshot of everything the page shows when the journal records something, and at least
 //! every 5 s, never more than one a second: one request per tab, however busy the fleet.
+//! The credential the stream was opened with is asked again before every snapshot: a
+//! session signed out or expired, or a client certificate revoked, ends the stream with an
+//! `ended` event (the page then shows the sign-in), so an open tab never outlives its
+//! credential by more than one interval.
 
 use super::AppState;
 use super::session::{COOKIE, SESSION_TTL, session_of};
@@ -157,22 +161,76 @@ pub async fn snapshot(s: &AppState) -> Snapshot {
     }
 }
 
-async fn stream(State(s): State<AppState>) -> impl IntoResponse {
-    let journal = s.journal.watch();
-    let first = true;
-    let events = futures_util::stream::unfold((s, journal, first), |(s, mut journal, first)| async move {
-        if !first {
-            // At most one a second; sooner than 5 s only when the journal moved.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = tokio::time::timeout(Duration::from_secs(4), journal.changed()).await;
+/// Who opened a console stream, asked again before every snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holder {
+    /// A console session (its id).
+    Session(String),
+    /// An admin client certificate (its serial).
+    Certificate(String),
+    /// The bearer token (fixed for the daemon's life).
+    Token,
+}
+
+impl Holder {
+    /// The credential a request carries, as the API's middleware already accepted it.
+    fn of(s: &AppState, headers: &HeaderMap, extensions: &axum::http::Extensions) -> Option<Holder> {
+        use super::auth::Credential;
+        match super::auth::credential(s, headers, extensions) {
+            Credential::Certificate(op) => Some(Holder::Certificate(op.1.clone())),
+            Credential::Token => Some(Holder::Token),
+            Credential::Session => session_of(headers).map(|id| Holder::Session(id.to_string())),
+            Credential::Revoked | Credential::WrongToken | Credential::None => None,
         }
-        journal.borrow_and_update();
-        let snap = snapshot(&s).await;
-        let event = Event::default()
-            .event("snapshot")
-            .json_data(&snap)
-            .unwrap_or_else(|_| Event::default().event("error").data("snapshot"));
-        Some((Ok::<_, std::convert::Infallible>(event), (s, journal, false)))
-    });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    }
+
+    /// Why the credential no longer holds at `now`, if it does not.
+    fn lapsed(&self, s: &AppState, now: u64) -> Option<&'static str> {
+        match self {
+            Holder::Session(id) if !s.console.valid(id, now) => {
+                Some("the console session ended (signed out or expired)")
+            }
+            Holder::Certificate(serial) if s.certificates.is_revoked(serial) => {
+                Some("the client certificate was revoked")
+            }
+            _ => None,
+        }
+    }
+}
+
+async fn stream(State(s): State<AppState>, req: axum::extract::Request) -> Response {
+    let Some(holder) = Holder::of(&s, req.headers(), req.extensions()) else {
+        // The middleware lets nothing else through; this is the belt to its braces.
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let journal = s.journal.watch();
+    // (state, whether a snapshot went already, whether the stream is over)
+    let events = futures_util::stream::unfold(
+        (s, journal, holder, false, false),
+        |(s, mut journal, holder, sent, over)| async move {
+            if over {
+                return None;
+            }
+            if sent {
+                // At most one a second; sooner than 5 s only when the journal moved.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(4), journal.changed()).await;
+            }
+            if let Some(why) = holder.lapsed(&s, crate::clock::unix_now()) {
+                let ended = Event::default().event("ended").data(why);
+                return Some((
+                    Ok::<_, std::convert::Infallible>(ended),
+                    (s, journal, holder, true, true),
+                ));
+            }
+            journal.borrow_and_update();
+            let snap = snapshot(&s).await;
+            let event = Event::default()
+                .event("snapshot")
+                .json_data(&snap)
+                .unwrap_or_else(|_| Event::default().event("error").data("snapshot"));
+            Some((Ok(event), (s, journal, holder, true, false)))
+        },
+    );
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }

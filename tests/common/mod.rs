@@ -449,3 +449,36 @@ pub fn perfdhcp_field(text: &str, section: &str, name: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{line:?} holds no number"))
 }
+
+/// A process a test started, in its own process group: on drop (success, failure or panic)
+/// the whole group is killed and reaped, so nothing the test started outlives it.
+pub struct ChildGuard {
+    child: Child,
+}
+
+impl ChildGuard {
+    /// Spawn `cmd` as the leader of a new process group.
+    pub fn spawn(cmd: &mut Command) -> ChildGuard {
+        use std::os::unix::process::CommandExt;
+        let child = cmd.process_group(0).spawn().unwrap();
+        ChildGuard { child }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has ended (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        // The group's id is the leader's pid (process_group(0)).
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

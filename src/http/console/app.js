@@ -218,6 +218,14 @@ function connect() {
     live.className = "badge on";
     render(JSON.parse(m.data));
   });
+  // The server ends the stream when the credential it was opened with lapses (sign-out,
+  // expiry, revocation): stop, and reload to the sign-in page.
+  source.addEventListener("ended", (m) => {
+    source.close();
+    live.textContent = "signed out: " + m.data;
+    live.className = "badge off";
+    setTimeout(() => location.reload(), 1500);
+  });
   source.onerror = () => {
     live.textContent = "reconnecting";
     live.className = "badge off";

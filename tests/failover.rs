@@ -734,6 +734,60 @@ fn an_impostor_at_the_partners_address_binds_nothing_and_locks_nobody_out() {
     stream.write_all(&claim.encode().unwrap()).unwrap();
     let bndack = read_until(&mut stream, MessageType::BndAck);
     assert_eq!((bndack.xid, bndack.u8(code::REJECT_REASON)), (8, None));
+
+    // Issue 34: a lease granted here (to dhclient, by B alone while A is away) is not the
+    // impostor's to free, expire, hand to another client or give back to the pool, however
+    // new its updates claim to be; each is answered with reject reason 15 (outdated binding
+    // information) and the lease stays where it was.
+    let granted = dhclient_once(&l, &wb);
+    let before = records(&b)[&granted].clone();
+    assert_eq!(before.0, "bound", "{before:?}");
+    let dhclient_mac: provd::mac::MacAddr = {
+        let out = l.d.cmd("cat").arg("/sys/class/net/fd/address").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let t = now();
+    let undo = |state, mac: provd::mac::MacAddr, xid| {
+        provd::failover::binding::bndupd(
+            &provd::store::LeaseRecord {
+                ip: granted.parse().unwrap(),
+                client_id: format!("01{}", mac.to_string().replace(':', "")),
+                mac: Some(mac),
+                hostname: None,
+                state,
+                starts: t,
+                ends: t + 86_400,
+                site: "fo".into(),
+                tstp: 0,
+                tsfp: 0,
+                cltt: t + 1000,
+                from_partner: false,
+            },
+            t,
+            xid,
+        )
+    };
+    use provd::store::LeaseState as S;
+    for (xid, update) in [
+        (20, undo(S::Released, dhclient_mac, 20)),
+        (21, undo(S::Expired, dhclient_mac, 21)),
+        (22, undo(S::Bound, forged_mac, 22)),
+        (23, undo(S::Free, dhclient_mac, 23)),
+    ] {
+        stream.write_all(&update.encode().unwrap()).unwrap();
+        let ack = read_until(&mut stream, MessageType::BndAck);
+        assert_eq!(
+            (ack.xid, ack.u8(code::REJECT_REASON)),
+            (xid, Some(provd::failover::codec::reject::OUTDATED_BIND_INFO)),
+            "{:?}",
+            ack.text(code::MESSAGE)
+        );
+    }
+    assert_eq!(
+        records(&b)[&granted],
+        before,
+        "the impostor changed a lease granted here"
+    );
     let held = b
         .leases()
         .into_iter()

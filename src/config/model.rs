@@ -223,6 +223,9 @@ pub struct Failover {
     /// The failover conversation runs inside mutual TLS with the pair's certificates (two
     /// provds): the partner is authenticated, and bindings it sends count as leases.
     pub tls: bool,
+    /// The longest lease (seconds, `max_lease_time`) of the subnets this relationship's
+    /// pools lie in: no partner update may promise an expiry beyond now + MCLT + this.
+    pub longest_lease: u32,
 }
 
 /// The hash bucket assignment of ISC's `split N` (RFC 3074 load balancing, 256 buckets as

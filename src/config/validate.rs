@@ -887,6 +887,12 @@ fn convert_failover(
             "the relationship covers no pool (the site has none)",
         ));
     }
+    let longest_lease = subnets
+        .iter()
+        .filter(|s| s.pools.iter().any(|p| pools.contains(p)))
+        .map(|s| s.max_lease_time.max(s.lease_time))
+        .max()
+        .unwrap_or(0);
     (errors.len() == before).then(|| Failover {
         name: name.clone(),
         role,
@@ -902,6 +908,7 @@ fn convert_failover(
         pools,
         replication_port: w.replication_port.unwrap_or(DEFAULT_REPLICATION_PORT),
         tls: w.tls.unwrap_or(false),
+        longest_lease,
     })
 }
 

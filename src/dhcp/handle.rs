@@ -112,9 +112,15 @@ impl Leases {
         }
     }
 
-    /// Failover: the partner's view of one address, applied. Returns the record to persist.
-    pub fn apply_partner(&self, update: PartnerBinding, site: &str) -> LeaseRecord {
-        self.engine().table_mut().apply_partner(update, site)
+    /// Failover: the partner's view of one address, applied unless it conflicts with a
+    /// binding granted here (`leases::partner_conflict`). Returns the record to persist.
+    pub fn apply_partner(
+        &self,
+        update: PartnerBinding,
+        site: &str,
+        now: u64,
+    ) -> Result<LeaseRecord, super::leases::PartnerConflict> {
+        self.engine().table_mut().apply_partner(update, site, now)
     }
 
     /// Failover: the partner acknowledged `ip` up to `tsfp`. Returns the record to persist.

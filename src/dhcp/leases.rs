@@ -107,6 +107,52 @@ pub struct PartnerBinding {
     pub authenticated: bool,
 }
 
+/// Why a partner's update of an address is refused (answered with a BNDACK carrying reject
+/// reason 15, outdated binding information, as ISC answers stale updates).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartnerConflict {
+    #[error("{ip} is bound here to another client until {ends}")]
+    OtherClient { ip: Ipv4Addr, ends: u64 },
+    #[error("the update of {ip} (client last transaction {theirs}) is older than the binding here ({ours})")]
+    Older { ip: Ipv4Addr, ours: u64, theirs: u64 },
+    #[error(
+        "{ip} is bound here until {ends}: an unauthenticated partner cannot end a binding granted here (the client must be seen active with the partner first)"
+    )]
+    EndsOurs { ip: Ipv4Addr, ends: u64 },
+}
+
+/// The conflict rule for partner updates (draft-ietf-dhc-failover-12 section 7.1.3 orders
+/// conflicting information by the client's last transaction time; ISC dhcpd does the same).
+/// Only a binding that is in force here (Bound, unexpired) and was not learnt from an
+/// unauthenticated partner is defended:
+/// - an update binding the address to a different client is refused;
+/// - an update whose CLTT is older than ours is refused (outdated information);
+/// - an update ending it (released, expired, free, backup, abandoned) is refused from an
+///   unauthenticated partner: a real client that moved to the partner shows up first as an
+///   active binding of the same client there (accepted, and then no longer defended), so
+///   only an impostor or a confused partner ever sends this; a TLS-authenticated provd
+///   partner with newer information is believed.
+///
+/// Everything else (a renewal of the same client seen by the partner, an address we hold
+/// nothing for, a binding that expired or that the partner told us) is the partner's to
+/// change.
+pub fn partner_conflict(ours: Option<&Binding>, update: &PartnerBinding, now: u64) -> Option<PartnerConflict> {
+    let ours = ours.filter(|b| !b.from_partner && b.state == BindState::Bound && b.ends > now)?;
+    let ip = update.ip;
+    let same_client = update.client.as_ref() == Some(&ours.client);
+    match update.state {
+        LeaseState::Bound if !same_client => Some(PartnerConflict::OtherClient { ip, ends: ours.ends }),
+        _ if update.cltt < ours.cltt => Some(PartnerConflict::Older {
+            ip,
+            ours: ours.cltt,
+            theirs: update.cltt,
+        }),
+        LeaseState::Bound => None,
+        _ if !update.authenticated => Some(PartnerConflict::EndsOurs { ip, ends: ours.ends }),
+        _ => None,
+    }
+}
+
 /// The record of a free address and whose it is (FREE: primary's, BACKUP: secondary's).
 fn ownership_record(ip: Ipv4Addr, state: LeaseState, now: u64, site: &str) -> LeaseRecord {
     LeaseRecord {
@@ -255,9 +301,18 @@ impl LeaseTable {
         moved
     }
 
-    /// The partner's view of one address (a BNDUPD), applied here. `client` is None for
-    /// FREE and BACKUP. Returns the record to persist.
-    pub fn apply_partner(&mut self, update: PartnerBinding, site: &str) -> LeaseRecord {
+    /// The partner's view of one address (a BNDUPD), applied here unless it conflicts with
+    /// a binding this server granted (`partner_conflict`). `client` is None for FREE and
+    /// BACKUP. Returns the record to persist.
+    pub fn apply_partner(
+        &mut self,
+        update: PartnerBinding,
+        site: &str,
+        now: u64,
+    ) -> Result<LeaseRecord, PartnerConflict> {
+        if let Some(conflict) = partner_conflict(self.by_ip.get(&update.ip), &update, now) {
+            return Err(conflict);
+        }
         let PartnerBinding {
             ip,
             state,
@@ -288,7 +343,7 @@ impl LeaseTable {
                     site,
                 );
                 r.tsfp = tsfp;
-                r
+                Ok(r)
             }
             (state, Some(client)) => {
                 self.backup.remove(&ip);
@@ -314,7 +369,7 @@ impl LeaseTable {
                         from_partner: !authenticated,
                     },
                 );
-                self.record(ip, site).expect("just set")
+                Ok(self.record(ip, site).expect("just set"))
             }
         }
     }
@@ -781,20 +836,23 @@ mod tests {
         chaddr_key.extend_from_slice(&mac.0);
         let client = ClientKey(chaddr_key);
         let mut t = LeaseTable::new();
-        let r = t.apply_partner(
-            PartnerBinding {
-                ip: ip("10.0.0.40"),
-                state: LeaseState::Bound,
-                client: Some(client.clone()),
-                mac: Some(mac),
-                starts: 100,
-                ends: 10_000,
-                tsfp: 0,
-                cltt: 100,
-                authenticated: false,
-            },
-            "a",
-        );
+        let r = t
+            .apply_partner(
+                PartnerBinding {
+                    ip: ip("10.0.0.40"),
+                    state: LeaseState::Bound,
+                    client: Some(client.clone()),
+                    mac: Some(mac),
+                    starts: 100,
+                    ends: 10_000,
+                    tsfp: 0,
+                    cltt: 100,
+                    authenticated: false,
+                },
+                "a",
+                100,
+            )
+            .unwrap();
         assert!(r.from_partner);
         assert!(t.holds(ip("10.0.0.40"), mac, 200), "it keeps the address from others");
         assert!(!t.holds_granted_here(ip("10.0.0.40"), mac, 200));
@@ -814,40 +872,46 @@ mod tests {
     #[test]
     fn partner_updates_are_applied_and_survive_a_restore() {
         let mut t = LeaseTable::new();
-        let r = t.apply_partner(
-            PartnerBinding {
-                ip: ip("10.0.0.10"),
-                state: LeaseState::Bound,
-                client: Some(key(1)),
-                mac: None,
-                starts: 100,
-                ends: 700,
-                tsfp: 900,
-                cltt: 100,
-                authenticated: false,
-            },
-            "a",
-        );
+        let r = t
+            .apply_partner(
+                PartnerBinding {
+                    ip: ip("10.0.0.10"),
+                    state: LeaseState::Bound,
+                    client: Some(key(1)),
+                    mac: None,
+                    starts: 100,
+                    ends: 700,
+                    tsfp: 900,
+                    cltt: 100,
+                    authenticated: false,
+                },
+                "a",
+                100,
+            )
+            .unwrap();
         assert_eq!((r.state, r.tsfp, r.cltt), (LeaseState::Bound, 900, 100));
         assert_eq!(t.address_of(&key(1)), Some(ip("10.0.0.10")));
         assert!(
             !t.available_for(ip("10.0.0.10"), &key(2), 200),
             "the partner's client holds it"
         );
-        let b = t.apply_partner(
-            PartnerBinding {
-                ip: ip("10.0.0.11"),
-                state: LeaseState::Backup,
-                client: None,
-                mac: None,
-                starts: 100,
-                ends: 100,
-                tsfp: 0,
-                cltt: 0,
-                authenticated: false,
-            },
-            "a",
-        );
+        let b = t
+            .apply_partner(
+                PartnerBinding {
+                    ip: ip("10.0.0.11"),
+                    state: LeaseState::Backup,
+                    client: None,
+                    mac: None,
+                    starts: 100,
+                    ends: 100,
+                    tsfp: 0,
+                    cltt: 0,
+                    authenticated: false,
+                },
+                "a",
+                100,
+            )
+            .unwrap();
         let back = LeaseTable::restore(&[r.clone(), b]);
         assert!(back.is_backup(ip("10.0.0.11")));
         assert_eq!(back.get(ip("10.0.0.10")).map(|b| b.tsfp), Some(900));
@@ -1006,6 +1070,90 @@ mod tests {
             t.allocate(&s, &key(2), None, &none, 0),
             Some(ip("10.0.0.10")),
             "the stale offer was freed"
+        );
+    }
+
+    /// Issue 34: what a partner (or an impostor that CONNECTs from its address) may change.
+    #[test]
+    fn partner_updates_never_undo_a_binding_granted_here_the_conflict_rule() {
+        let mut t = LeaseTable::new();
+        let facts = ClientFacts::default();
+        let addr = ip("10.0.0.50");
+        // Granted here at 1000 (CLTT 1000), until 4600.
+        t.bind(addr, &key(1), facts.clone(), 3600, 1000, "a");
+        let update = |state, client: Option<ClientKey>, cltt, authenticated| PartnerBinding {
+            ip: addr,
+            state,
+            client,
+            mac: None,
+            starts: cltt,
+            ends: cltt + 600,
+            tsfp: cltt + 600,
+            cltt,
+            authenticated,
+        };
+        let now = 2000;
+        let refused = |t: &mut LeaseTable, u: PartnerBinding| t.apply_partner(u, "a", now).unwrap_err();
+        // An impostor's (or a confused partner's) release, expiry, free or backup: refused,
+        // however new it claims to be, and the binding is untouched.
+        for state in [
+            LeaseState::Released,
+            LeaseState::Expired,
+            LeaseState::Free,
+            LeaseState::Backup,
+            LeaseState::Declined,
+        ] {
+            let client =
+                matches!(state, LeaseState::Released | LeaseState::Expired | LeaseState::Declined).then(|| key(1));
+            let e = refused(&mut t, update(state, client, now, false));
+            assert!(matches!(e, PartnerConflict::EndsOurs { .. }), "{state:?}: {e}");
+        }
+        // Another client: refused.
+        let e = refused(&mut t, update(LeaseState::Bound, Some(key(2)), now, false));
+        assert!(matches!(e, PartnerConflict::OtherClient { .. }), "{e}");
+        // Older information than ours: refused, even from an authenticated partner.
+        let e = refused(&mut t, update(LeaseState::Bound, Some(key(1)), 900, true));
+        assert!(
+            matches!(
+                e,
+                PartnerConflict::Older {
+                    ours: 1000,
+                    theirs: 900,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = refused(&mut t, update(LeaseState::Released, Some(key(1)), 900, true));
+        assert!(matches!(e, PartnerConflict::Older { .. }), "{e}");
+        let b = t.get(addr).unwrap();
+        assert_eq!((b.client.clone(), b.state, b.ends), (key(1), BindState::Bound, 4600));
+
+        // An authenticated partner with newer information is believed.
+        let mut t2 = LeaseTable::new();
+        t2.bind(addr, &key(1), facts.clone(), 3600, 1000, "a");
+        let r = t2
+            .apply_partner(update(LeaseState::Released, Some(key(1)), 1500, true), "a", now)
+            .unwrap();
+        assert_eq!(r.state, LeaseState::Released);
+
+        // The real flow with an ISC partner: the client renews there (same client, newer
+        // CLTT: accepted, and from then on the partner's to change), then releases there.
+        let r = t
+            .apply_partner(update(LeaseState::Bound, Some(key(1)), 1800, false), "a", now)
+            .unwrap();
+        assert!(r.from_partner && r.state == LeaseState::Bound);
+        let r = t
+            .apply_partner(update(LeaseState::Released, Some(key(1)), 1900, false), "a", now)
+            .unwrap();
+        assert_eq!(r.state, LeaseState::Released);
+
+        // An address whose binding here has expired is the partner's to change.
+        let mut t3 = LeaseTable::new();
+        t3.bind(addr, &key(1), facts, 60, 1000, "a");
+        assert!(
+            t3.apply_partner(update(LeaseState::Bound, Some(key(2)), 1500, false), "a", now)
+                .is_ok()
         );
     }
 }

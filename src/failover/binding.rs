@@ -64,8 +64,12 @@ pub fn bndupd(r: &LeaseRecord, now: u64, xid: u32) -> Message {
     m.with(code::STOS, Value::U32(r.starts as u32))
 }
 
-/// A BNDUPD from the partner as a change to our lease table.
-pub fn partner_binding(m: &Message, now: u64) -> Result<PartnerBinding, String> {
+/// A BNDUPD from the partner as a change to our lease table. Its times are clamped: no
+/// expiry (lease or potential) beyond `now + horizon` (the session passes MCLT + the
+/// longest lease: more than any server of the pair may promise), and no start or last
+/// transaction in the future. A partner's clock or an impostor cannot make an address
+/// unusable for years, or win a conflict by claiming a transaction that has not happened.
+pub fn partner_binding(m: &Message, now: u64, horizon: u64) -> Result<PartnerBinding, String> {
     let ip = m.ip(code::ASSIGNED_IP_ADDRESS).ok_or("no assigned-IP-address")?;
     let status = m
         .u8(code::BINDING_STATUS)
@@ -84,16 +88,17 @@ pub fn partner_binding(m: &Message, now: u64) -> Result<PartnerBinding, String> 
     if matches!(state, LeaseState::Bound) && client.is_none() {
         return Err("an active binding without a client".into());
     }
-    let starts = m.u32(code::STOS).map_or(now, u64::from);
+    let latest = now.saturating_add(horizon);
+    let starts = m.u32(code::STOS).map_or(now, u64::from).min(now);
     Ok(PartnerBinding {
         ip,
         state,
         client,
         mac,
         starts,
-        ends: m.u32(code::LEASE_EXPIRY).map_or(starts, u64::from),
-        tsfp: m.u32(code::POTENTIAL_EXPIRY).map_or(0, u64::from),
-        cltt: m.u32(code::CLTT).map_or(0, u64::from),
+        ends: m.u32(code::LEASE_EXPIRY).map_or(starts, u64::from).min(latest),
+        tsfp: m.u32(code::POTENTIAL_EXPIRY).map_or(0, u64::from).min(latest),
+        cltt: m.u32(code::CLTT).map_or(0, u64::from).min(now),
         // The session says (it knows how the connection was made).
         authenticated: false,
     })
@@ -127,7 +132,7 @@ mod tests {
         assert_eq!(m.bytes(code::CHADDR), Some(htype_chaddr.as_slice()));
         assert!(m.get(code::CLIENT_IDENTIFIER).is_none(), "the client sent no option 61");
         assert_eq!(m.u32(code::POTENTIAL_EXPIRY), Some(4600));
-        let back = partner_binding(&Message::decode(&m.encode().unwrap()).unwrap(), 1000).unwrap();
+        let back = partner_binding(&Message::decode(&m.encode().unwrap()).unwrap(), 1000, 7200).unwrap();
         assert_eq!(
             (back.ip, back.state, back.mac, back.ends, back.tsfp),
             (r.ip, LeaseState::Bound, Some(mac), 4600, 4600)
@@ -139,7 +144,7 @@ mod tests {
         let m = bndupd(&with_id, 1000, 10);
         assert_eq!(m.bytes(code::CLIENT_IDENTIFIER), Some(&[0xff, 0, 0x11, 0x22, 0x33][..]));
         assert_eq!(
-            partner_binding(&m, 1000).unwrap().client,
+            partner_binding(&m, 1000, 7200).unwrap().client,
             Some(ClientKey(vec![0xff, 0, 0x11, 0x22, 0x33]))
         );
         // BACKUP: no client, no times.
@@ -149,11 +154,11 @@ mod tests {
         backup.client_id.clear();
         let m = bndupd(&backup, 1000, 11);
         assert!(m.get(code::LEASE_EXPIRY).is_none() && m.get(code::CHADDR).is_none());
-        assert_eq!(partner_binding(&m, 1000).unwrap().state, LeaseState::Backup);
+        assert_eq!(partner_binding(&m, 1000, 7200).unwrap().state, LeaseState::Backup);
         // An active binding without a client is refused.
         let bad = Message::new(MessageType::BndUpd, 0, 1)
             .with(code::ASSIGNED_IP_ADDRESS, Value::Ip("10.0.0.9".parse().unwrap()))
             .with(code::BINDING_STATUS, Value::U8(2));
-        assert!(partner_binding(&bad, 0).is_err());
+        assert!(partner_binding(&bad, 0, 7200).is_err());
     }
 }

@@ -310,6 +310,14 @@ impl Message {
         }
     }
 
+    /// A text option (MESSAGE, VENDOR_CLASS...) as the partner wrote it, made safe to show
+    /// on a terminal (`printable`: control and bidi characters replaced) and cut at 256
+    /// characters. The partner, or an impostor at its address, chooses these bytes.
+    pub fn text(&self, code: u16) -> Option<String> {
+        let raw = String::from_utf8_lossy(self.bytes(code)?).into_owned();
+        Some(crate::printable::printable(&raw).chars().take(256).collect())
+    }
+
     /// The wire bytes. Fails only if the message would exceed 2048 bytes.
     pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
         let mut out = Vec::with_capacity(64);
@@ -586,5 +594,17 @@ mod tests {
     fn oversized_messages_are_refused_on_encode() {
         let m = Message::new(MessageType::BndUpd, 0, 0).with(code::MESSAGE, Value::Bytes(vec![b'x'; 3000]));
         assert!(m.encode().is_err());
+    }
+
+    #[test]
+    fn partner_text_is_cleaned_and_bounded_where_it_enters() {
+        let evil = b"refused\x1b]0;owned\x07\x1b[2J\xe2\x80\xaecba".to_vec();
+        let m = Message::new(MessageType::ConnectAck, 0, 1).with(code::MESSAGE, Value::Bytes(evil));
+        let text = m.text(code::MESSAGE).unwrap();
+        assert!(!crate::printable::has_unsafe(&text), "{text:?}");
+        assert!(text.starts_with("refused\u{FFFD}]0;owned"), "{text:?}");
+        let long = Message::new(MessageType::ConnectAck, 0, 1).with(code::MESSAGE, Value::Bytes(vec![b'a'; 1000]));
+        assert_eq!(long.text(code::MESSAGE).unwrap().len(), 256);
+        assert_eq!(m.text(code::VENDOR_CLASS), None);
     }
 }

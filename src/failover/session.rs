@@ -721,10 +721,7 @@ impl Session {
             }
             MessageType::ConnectAck => {
                 if let Some(reason) = m.u8(code::REJECT_REASON) {
-                    let text = m
-                        .bytes(code::MESSAGE)
-                        .map(|b| String::from_utf8_lossy(b).into_owned())
-                        .unwrap_or_default();
+                    let text = m.text(code::MESSAGE).unwrap_or_default();
                     return Err(FailoverError::PartnerRefused { reason, text });
                 }
                 if m.u32(code::MAX_UNACKED).is_some_and(|n| n > MAX_UNACKED_LIMIT) {
@@ -761,7 +758,7 @@ impl Session {
                 let mut ack = m.clone();
                 ack.kind = MessageType::BndAck;
                 ack.time = now as u32;
-                match partner_binding(&m, now) {
+                match partner_binding(&m, now, u64::from(self.mclt) + u64::from(self.cfg.longest_lease)) {
                     // Only addresses the two servers share: anything else is not the
                     // partner's to change here (configuration, not the packet, decides).
                     Ok(b) if !self.cfg.pools.iter().any(|p| p.contains(b.ip)) => {
@@ -785,7 +782,7 @@ impl Session {
                         b.authenticated = self.cfg.tls;
                         // Durable before the BNDACK: an acknowledged update is never lost.
                         self.inbound_unacked += 1;
-                        fx.push(Effect::Lease(LeaseChange::ApplyPartner { binding: b, ack }));
+                        fx.push(Effect::Lease(LeaseChange::ApplyPartner { binding: b, ack, now }));
                     }
                     Err(e) => {
                         tracing::warn!("failover {}: rejecting a BNDUPD: {e}", self.cfg.name);
@@ -918,6 +915,7 @@ mod tests {
             }],
             replication_port: 6769,
             tls: false,
+            longest_lease: 3600,
         }
     }
 
@@ -1304,7 +1302,7 @@ mod tests {
         let before = l.records_in(&s.config().pools, "s");
         let upd = bndupd(&record(101, LeaseState::Bound), T0, 300);
         let fx = s.handle(Input::Message(upd), T0, &l);
-        let [Effect::Lease(LeaseChange::ApplyPartner { binding, ack })] = &fx[..] else {
+        let [Effect::Lease(LeaseChange::ApplyPartner { binding, ack, .. })] = &fx[..] else {
             panic!("{fx:?}")
         };
         assert_eq!((binding.ip, ack.kind), (ip(101), MessageType::BndAck));

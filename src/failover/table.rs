@@ -34,7 +34,11 @@ impl LeaseView for Leases {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LeaseChange {
     /// The partner's binding; stored, then `ack` (the BNDACK) goes.
-    ApplyPartner { binding: PartnerBinding, ack: Message },
+    ApplyPartner {
+        binding: PartnerBinding,
+        ack: Message,
+        now: u64,
+    },
     /// The partner acknowledged `ip` up to `tsfp`.
     Acknowledged { ip: Ipv4Addr, tsfp: u64 },
     /// `tstp` (the potential expiry) goes to the partner for `ip`.
@@ -71,9 +75,22 @@ pub enum ToStore {
 pub fn apply(change: LeaseChange, leases: &Leases, pools: &[Pool], site: &str) -> ToStore {
     match change {
         // Durable before the BNDACK: an acknowledged update is never lost.
-        LeaseChange::ApplyPartner { binding, ack } => ToStore::ThenSend {
-            records: vec![leases.apply_partner(binding, site)],
-            then: ack,
+        // A conflict with a binding granted here changes nothing and is answered at once
+        // with the reason (nothing to store first).
+        LeaseChange::ApplyPartner { binding, ack, now } => match leases.apply_partner(binding, site, now) {
+            Ok(record) => ToStore::ThenSend {
+                records: vec![record],
+                then: ack,
+            },
+            Err(conflict) => {
+                tracing::warn!("failover (site {site}): refused a partner update: {conflict}");
+                ToStore::ThenSend {
+                    records: Vec::new(),
+                    then: ack
+                        .with(code::REJECT_REASON, Value::U8(super::codec::reject::OUTDATED_BIND_INFO))
+                        .with(code::MESSAGE, Value::Bytes(conflict.to_string().into_bytes())),
+                }
+            }
         },
         LeaseChange::Acknowledged { ip, tsfp } => match leases.acknowledged(ip, tsfp, site) {
             Some(r) => ToStore::Quietly(vec![r]),

@@ -64,7 +64,11 @@ fn a_kickstarted_hypervisor_gets_certificates_that_libvirt_accepts_over_tls() {
         .subnet("10.90.0.0/24", ("10.90.0.100", "10.90.0.200"), &["domain = \"h.test\""])
         .host(MAC, "hv01", &["ip = \"10.90.0.11\"", "profile = \"el9-kvm\""])
         .host(MAC2, "hv02", &["ip = \"10.90.0.12\"", "profile = \"el9-kvm\""]);
-    let cfg = work.write("site.toml", &builder::config(&w.join("assets"), &[site.toml()]));
+    // Renewal is accepted only in a certificate's last days (`renew_within_days`, default
+    // the last third of its life); this test renews its fresh ones, so its window is longer
+    // than their life. (The refusal before the window is the signer's unit test.)
+    let text = builder::config(&w.join("assets"), &[site.toml()]) + "\n[pki]\nrenew_within_days = 1000\n";
+    let cfg = work.write("site.toml", &text);
     let state = w.join("state");
     provd(&["pki", "init", "--pki-dir", &state.join("pki").display().to_string()]);
     // provd (and virsh later) find the hypervisor by name, as a site's DNS would answer.

@@ -747,15 +747,63 @@ async fn listener(f: &Fixture, fast: bool) -> (SocketAddr, tokio::sync::watch::S
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stats = f.services.http_stats.clone();
     tokio::spawn(listen::serve(
         socket,
         provd::http::boot_router(state),
         listen::BOOT_LIMITS,
         stopped,
-        || {},
+        move |why| match why {
+            listen::Refused::OverAddressCap => stats.inc("refused_connections"),
+            listen::Refused::NotAdmitted => stats.inc("refused_no_lease"),
+        },
         Transport::Plain { assets },
+        // The daemon's admission: leased, reserved, or in `tftp_open`.
+        Some(Arc::new(f.services.boot.clone())),
     ));
     (addr, stop)
+}
+
+/// A TCP connection to `addr` from the local address `from` (any 127/8 address works on
+/// loopback).
+async fn connect_from(from: &str, addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Issue 34: the boot listener admits the addresses TFTP does. An address with no lease,
+/// no reservation and outside `tftp_open` is closed at accept without a byte of answer
+/// (counted `refused_no_lease`); the reserved host and an open-prefix address are served.
+#[tokio::test]
+async fn the_boot_listener_closes_addresses_without_a_lease_at_accept() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture();
+    for fast in [true, false] {
+        let (addr, _stop) = listener(&f, fast).await;
+        let before = f.services.http_stats.snapshot()["refused_no_lease"];
+        let ask = |from: &'static str| async move {
+            let mut s = connect_from(from, addr).await;
+            let _ = s
+                .write_all(b"GET /assets/hello.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await;
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+                .await
+                .expect("the server closes");
+            String::from_utf8_lossy(&got).into_owned()
+        };
+        let stranger = ask("127.0.0.77").await;
+        assert_eq!(stranger, "", "an unleased address got an answer");
+        assert_eq!(f.services.http_stats.snapshot()["refused_no_lease"], before + 1);
+        for admitted in ["127.0.0.11", "127.0.0.33"] {
+            let got = ask(admitted).await;
+            assert!(
+                got.starts_with("HTTP/1.1 200") && got.ends_with("hello from provd\n"),
+                "{admitted}: {got}"
+            );
+        }
+    }
 }
 
 /// One response parsed from raw bytes: status line, headers (lowercase names, `date`
@@ -770,7 +818,8 @@ struct RawResponse {
 /// Everything the server answered to `requests` sent in one write, until it closed.
 async fn raw_exchange(addr: SocketAddr, requests: &str, head_only: bool) -> Vec<RawResponse> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // From an address the boot listener admits (the fixture's `tftp_open`).
+    let mut s = connect_from("127.0.0.33", addr).await;
     s.write_all(requests.as_bytes()).await.unwrap();
     let mut all = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
@@ -1142,6 +1191,20 @@ async fn the_console_needs_the_token_and_its_cookie_changes_nothing_without_its_
         call_with(&api, "GET", "/console", &with, "").await.0,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// Issue 34: renewal asks the host's profile again. hv1's profile (el9) declares no
+/// certificates, so a renewal from hv1's own address is refused for that reason, before any
+/// key or CSR is looked at.
+#[tokio::test]
+async fn renewal_is_refused_when_the_profile_declares_no_such_certificate() {
+    let f = fixture();
+    let boot = f.boot_router();
+    for role in ["server", "client"] {
+        let (status, body) = call(&boot, "POST", &format!("/pki/renew/hv1?role={role}"), "not looked at").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains(&format!("declares no {role} certificate")), "{body}");
+    }
 }
 
 /// Open `/api/console/stream` with `headers`; returns a reader of its events as

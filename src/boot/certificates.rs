@@ -55,6 +55,7 @@ impl From<SignError> for BootError {
             SignError::TooSoon { role, ago, wait } => BootError::TooSoon { role, ago, wait },
             SignError::Rejected => BootError::Rejected,
             SignError::NotRenewable { role } => BootError::NotRenewable { role },
+            SignError::NotDue { role, opens_in, window } => BootError::NotDue { role, opens_in, window },
             SignError::Registry(e) => BootError::Registry(e),
         }
     }
@@ -85,17 +86,7 @@ impl Boot {
     ) -> Result<SignOutcome, BootError> {
         let (mac, site, host) = self.host_asked_from(name, from).await?;
         self.signer().ca()?;
-        let profile = host
-            .profile
-            .as_deref()
-            .and_then(|p| self.generation.config.profiles.get(p));
-        if !profile.is_some_and(|p| p.signs(role.name())) {
-            return Err(BootError::NoCertificateRole {
-                host: host.hostname.clone(),
-                profile: host.profile.clone().unwrap_or_else(|| "(none)".into()),
-                role: role.name(),
-            });
-        }
+        self.profile_signs(host, role)?;
         let who = self.applicant(mac, site, host);
         match role {
             Role::Server => self.sign_install(mac, &who, token, body, from).await,
@@ -111,6 +102,24 @@ impl Boot {
                 Ok(SignOutcome::Issued(self.signer().migration(&who, body, from).await?))
             }
         }
+    }
+
+    /// Whether the host's profile (in this generation) declares certificates of `role`:
+    /// asked for every signature and every renewal, so a profile that drops a role stops
+    /// its renewals too.
+    fn profile_signs(&self, host: &Host, role: Role) -> Result<(), BootError> {
+        let profile = host
+            .profile
+            .as_deref()
+            .and_then(|p| self.generation.config.profiles.get(p));
+        if profile.is_some_and(|p| p.signs(role.name())) {
+            return Ok(());
+        }
+        Err(BootError::NoCertificateRole {
+            host: host.hostname.clone(),
+            profile: host.profile.clone().unwrap_or_else(|| "(none)".into()),
+            role: role.name(),
+        })
     }
 
     /// The server certificate with the install token, under `[pki] sign`: the token is
@@ -184,11 +193,14 @@ impl Boot {
     }
 
     /// `POST /pki/renew`: a new certificate for the key the host already holds a valid
-    /// `role` certificate for, from the host's own address (`Signer::renew`).
+    /// `role` certificate for, from the host's own address, if its profile still declares
+    /// the role and the certificate is in its renewal window (`Signer::renew`).
     pub async fn renew(&self, name: &str, role: Role, csr_pem: &str, from: Ipv4Addr) -> Result<String, BootError> {
         let (mac, site, host) = self.host_asked_from(name, from).await?;
+        self.profile_signs(host, role)?;
         let who = self.applicant(mac, site, host);
-        Ok(self.signer().renew(&who, role, csr_pem, from).await?)
+        let within = self.generation.config.pki_renew_within;
+        Ok(self.signer().renew(&who, role, csr_pem, from, within).await?)
     }
 
     /// Every certificate and request, for `provd pki list` and the metrics.

@@ -17,6 +17,7 @@
 //! (even when it asks through another site's listener); an unknown machine gets the site
 //! of the listener it asked, or of the subnet its address is in.
 
+pub mod admission;
 pub mod certificates;
 pub mod firmware;
 pub mod policy;
@@ -120,6 +121,13 @@ pub enum BootError {
     /// A renewal for a key provd holds no valid certificate of this host and role for.
     #[error("no valid {role} certificate of this host for that key: renewal needs the current key")]
     NotRenewable { role: &'static str },
+    /// A renewal before the certificate's renewal window opens.
+    #[error("the {role} certificate is not due for renewal: ask again in {opens_in} s (in its last {window} s)")]
+    NotDue {
+        role: &'static str,
+        opens_in: i64,
+        window: i64,
+    },
     #[error("{0}")]
     Registry(#[from] crate::pki::registry::RegistryError),
 }
@@ -617,26 +625,6 @@ pub fn generated_name(path: &str) -> Option<Generated> {
             .map(|n| Generated::ByIp(format, Ipv4Addr::from(n)));
     }
     None
-}
-
-impl Boot {
-    /// May `client` read over TFTP? An address with a lease (ours or the partner's: the
-    /// firmware reads before anything secret), a configured host's reservation, or one in
-    /// a served site's `tftp_open` prefixes.
-    pub fn tftp_admits(&self, client: Ipv4Addr) -> bool {
-        self.state.leases.is_bound(client, crate::clock::unix_now())
-            || self.generation.config.hosts.by_ip(client).is_some()
-            || self
-                .generation
-                .served_sites()
-                .any(|s| s.pxe.tftp_open.iter().any(|p| p.contains(&client)))
-    }
-}
-
-impl crate::tftp::Admission for BootSource {
-    fn admits(&self, client: Ipv4Addr) -> bool {
-        self.now().tftp_admits(client)
-    }
 }
 
 /// TFTP asks whichever generation is current when a request arrives (a reload swaps it).

@@ -28,6 +28,9 @@ pub struct Config {
     pub vm: VmProfiles,
     /// `[pki]`: the signing policy for hosts' certificate requests.
     pub pki_sign: SignPolicy,
+    /// `[pki] renew_within_days` in seconds: renewal is accepted when a certificate has at
+    /// most this long left. None: the last third of its life.
+    pub pki_renew_within: Option<i64>,
     /// Every configured host by MAC, name and reserved IP (built once from `sites`).
     pub hosts: super::HostIndex,
 }

@@ -58,7 +58,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
     let mut uniq = Uniqueness::default();
     let mut vm = VmProfiles::default();
     let mut vm_seen: Option<String> = None;
-    let mut pki: Option<(SignPolicy, String)> = None;
+    let mut pki: Option<(SignPolicy, Option<u32>, String)> = None;
 
     for (src, wire) in &parsed {
         if let Some(d) = &wire.daemon {
@@ -108,10 +108,10 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
             }
         }
         if let Some(p) = &wire.pki {
-            if let Some((_, first)) = &pki {
+            if let Some((_, _, first)) = &pki {
                 errors.push(src.error(Some(p.span()), "pki", format!("[pki] given twice (first at {first})")));
             } else {
-                pki = Some((p.get_ref().sign, src.place(&p.span())));
+                pki = Some((p.get_ref().sign, p.get_ref().renew_within_days, src.place(&p.span())));
             }
         }
         for (name, p) in &wire.profiles {
@@ -247,7 +247,8 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
         sites,
         vm,
-        pki_sign: pki.map(|p| p.0).unwrap_or_default(),
+        pki_sign: pki.as_ref().map(|p| p.0).unwrap_or_default(),
+        pki_renew_within: pki.and_then(|p| p.1).map(|d| i64::from(d) * 86_400),
     })
 }
 

@@ -32,6 +32,9 @@ pub struct FileWire {
 pub struct PkiWire {
     #[serde(default)]
     pub sign: super::model::SignPolicy,
+    /// Renewal is accepted when a certificate has at most this many days left (default: the
+    /// last third of its life).
+    pub renew_within_days: Option<u32>,
 }
 
 /// `[vm]`: disk and NIC profiles for `provd vm`, shared by every site (Salt Virt's

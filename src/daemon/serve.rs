@@ -99,6 +99,8 @@ async fn start(
             services.http_stats.clone(),
             stop.clone(),
             http::listen::Transport::Plain { assets: Some(assets) },
+            // The same addresses TFTP answers: leased, reserved, or in `tftp_open`.
+            Some(Arc::new(services.boot.clone())),
         ));
     }
     let ApiListener { socket, tls } = listeners.api;
@@ -112,6 +114,7 @@ async fn start(
             Some(tls) => http::listen::Transport::Tls(tls),
             None => http::listen::Transport::Plain { assets: None },
         },
+        None,
     ));
 
     // DHCP tells the inventory about machines that network-boot (discovery).
@@ -169,14 +172,19 @@ async fn serve_http(
     stats: Arc<HttpStats>,
     stop: watch::Receiver<bool>,
     transport: http::listen::Transport,
+    admission: Option<Arc<dyn crate::boot::admission::Admission>>,
 ) {
     http::listen::serve(
         listener,
         app,
         limits,
         stop,
-        move || stats.inc("refused_connections"),
+        move |why| match why {
+            http::listen::Refused::OverAddressCap => stats.inc("refused_connections"),
+            http::listen::Refused::NotAdmitted => stats.inc("refused_no_lease"),
+        },
         transport,
+        admission,
     )
     .await;
 }

@@ -193,7 +193,7 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
             );
             (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
         }
-        BootError::TooSoon { .. } => {
+        BootError::TooSoon { .. } | BootError::NotDue { .. } => {
             s.http_stats.inc("refused_certificate");
             tracing::warn!("{what}: {e}");
             (StatusCode::TOO_MANY_REQUESTS, format!("{e}\n")).into_response()

@@ -12,6 +12,12 @@
 //! handshake first (bounded by the header deadline too); a verified admin client
 //! certificate reaches handlers as the request extension `tls::Operator`.
 //!
+//! A boot listener also has an admission (`Admission`, the same rule as TFTP's): a
+//! connection from an address with no lease or reservation here and outside `tftp_open` is
+//! closed at accept, before a byte is read. So the machines that may use the connection
+//! slots are the ones provd itself put on the network (or the operator opened it to), and
+//! 64 spoofed-source machines cannot take the global slots from the booting rack.
+//!
 //! HTTP/1.1 only, like `axum::serve` with axum's default features: iPXE, curl, Anaconda and
 //! UEFI HTTP boot all speak it.
 
@@ -66,6 +72,15 @@ pub const API_LIMITS: Limits = Limits {
     request_timeout: Duration::from_secs(3600),
 };
 
+/// Why a connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its address already holds `max_per_address` connections.
+    OverAddressCap,
+    /// The listener's admission does not admit its address.
+    NotAdmitted,
+}
+
 /// What a listener speaks: HTTPS, or plain HTTP with (boot listeners) or without
 /// zero-copy asset serving in front of the router.
 #[derive(Clone)]
@@ -82,8 +97,9 @@ pub async fn serve(
     app: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
-    refused: impl Fn() + Send + 'static,
+    refused: impl Fn(Refused) + Send + 'static,
     transport: Transport,
+    admission: Option<Arc<dyn crate::boot::admission::Admission>>,
 ) {
     let (acceptor, assets) = match transport {
         Transport::Plain { assets } => (None, assets),
@@ -122,8 +138,20 @@ pub async fn serve(
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
+        if let Some(admission) = &admission {
+            let v4 = match peer.ip() {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+            };
+            if !v4.is_some_and(|ip| admission.admits(ip)) {
+                tracing::debug!("HTTP connection from {peer}: no lease or reservation here, not in tftp_open: closed");
+                refused(Refused::NotAdmitted);
+                drop(stream);
+                continue;
+            }
+        }
         let Some(address_slot) = per_address.admit(peer.ip(), limits.max_per_address) else {
-            refused();
+            refused(Refused::OverAddressCap);
             drop(stream);
             continue;
         };
@@ -360,10 +388,11 @@ mod tests {
             app,
             limits,
             rx,
-            move || {
+            move |_| {
                 r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             },
             Transport::Plain { assets: None },
+            None,
         ));
         (addr, tx, refused)
     }
@@ -455,8 +484,9 @@ mod tests {
             app,
             limits,
             rx,
-            || {},
+            |_| {},
             Transport::Plain { assets: None },
+            None,
         ));
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();

@@ -58,6 +58,7 @@ pub const COUNTERS: &[&str] = &[
     "refused_revoked",
     "refused_address",
     "refused_connections",
+    "refused_no_lease",
     "certificates_waiting",
     "refused_certificate",
     "crl",

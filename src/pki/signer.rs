@@ -37,6 +37,13 @@ pub enum SignError {
     /// A renewal for a key provd holds no valid certificate of this host and role for.
     #[error("no valid {role} certificate of this host for that key: renewal needs the current key")]
     NotRenewable { role: &'static str },
+    /// A renewal before the certificate's renewal window opens (`renew`).
+    #[error("the {role} certificate is not due for renewal: ask again in {opens_in} s (in its last {window} s)")]
+    NotDue {
+        role: &'static str,
+        opens_in: i64,
+        window: i64,
+    },
     #[error("{0}")]
     Registry(#[from] RegistryError),
 }
@@ -166,11 +173,30 @@ pub struct Signer {
     ca: Option<Arc<Ca>>,
     /// What the CA issued and which requests wait for an operator.
     certificates: Arc<Registry>,
+    /// The last CRL signed, with what it names: `/pki/crl.pem` is unauthenticated, and
+    /// signing afresh for every GET would let anyone on the boot network spend the CA's
+    /// CPU.
+    crl: std::sync::Mutex<Option<SignedCrl>>,
 }
+
+/// A CRL as signed: what it names (sorted) and when it was made.
+struct SignedCrl {
+    names: Vec<(String, i64)>,
+    made: i64,
+    pem: String,
+}
+
+/// A cached CRL is signed again after this long, well before its nextUpdate
+/// (`pki::CRL_DAYS`), even when nothing was revoked.
+const CRL_RESIGN_SECONDS: i64 = super::CRL_DAYS * 86_400 / 3;
 
 impl Signer {
     pub fn new(ca: Option<Arc<Ca>>, certificates: Arc<Registry>) -> Signer {
-        Signer { ca, certificates }
+        Signer {
+            ca,
+            certificates,
+            crl: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn certificates(&self) -> &Arc<Registry> {
@@ -403,19 +429,53 @@ impl Signer {
     /// The CA's CRL, signed now.
     pub fn crl_pem(&self) -> Result<String, SignError> {
         let now = time::OffsetDateTime::now_utc();
-        Ok(self.ca()?.crl(&self.certificates.revoked(now.unix_timestamp()), now)?)
+        let ca = self.ca()?;
+        let mut names = self.certificates.revoked(now.unix_timestamp());
+        names.sort();
+        let mut cache = self.crl.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.as_ref() {
+            if c.names == names && now.unix_timestamp() - c.made < CRL_RESIGN_SECONDS {
+                return Ok(c.pem.clone());
+            }
+        }
+        let pem = ca.crl(&names, now)?;
+        *cache = Some(SignedCrl {
+            names,
+            made: now.unix_timestamp(),
+            pem: pem.clone(),
+        });
+        Ok(pem)
     }
 
     /// A new certificate for the key the host already holds a valid `role` certificate for
     /// (new serial, new validity). The certificate it replaces is revoked; one renewal per
-    /// role per `REISSUE_SECONDS`.
-    pub async fn renew(&self, who: &Applicant, role: Role, csr_pem: &str, from: Ipv4Addr) -> Result<String, SignError> {
+    /// role per `REISSUE_SECONDS`, and only once the current certificate is in its renewal
+    /// window: its last `within` seconds (None: the last third of its life). Without the
+    /// window a machine holding a host's key could renew once a minute forever, each
+    /// renewal a new CRL entry.
+    pub async fn renew(
+        &self,
+        who: &Applicant,
+        role: Role,
+        csr_pem: &str,
+        from: Ipv4Addr,
+        within: Option<i64>,
+    ) -> Result<String, SignError> {
         self.ca()?;
         let facts = csr::inspect(csr_pem)?;
         let now = now();
         let Some(current) = self.certificates.current(&who.hostname, role, &facts.key_id, now) else {
             return Err(SignError::NotRenewable { role: role.name() });
         };
+        let window = within.unwrap_or((current.not_after - current.issued_at) / 3);
+        let opens = current.not_after - window;
+        if now < opens {
+            return Err(SignError::NotDue {
+                role: role.name(),
+                opens_in: opens - now,
+                window,
+            });
+        }
         self.not_too_soon(&who.hostname, role, "renewal", now)?;
         let issued = self.issue(who, from, csr_pem, role, "renewal").await?;
         self.certificates.revoke_serial(&current.serial, now).await?;
@@ -581,20 +641,36 @@ mod tests {
         assert!(matches!(ask("t2").await, Err(SignError::Rejected)));
     }
 
-    /// Renewal needs the key of a valid certificate, at most once a minute, and revokes
+    /// Renewal needs the key of a valid certificate, only in its renewal window (the last
+    /// third of its life, or `[pki] renew_within_days`), at most once a minute, and revokes
     /// the certificate it replaces.
     #[tokio::test]
-    async fn renewal_needs_the_current_key_and_is_rate_limited() {
+    async fn renewal_needs_the_current_key_its_window_and_is_rate_limited() {
         let d = tempfile::tempdir().unwrap();
         let s = signer(d.path());
         let csr = openssl_csr(d.path(), "a", "hv1");
         s.install(&hv1(), "t", &csr, FROM, SignPolicy::Auto).await.unwrap();
         let other = openssl_csr(d.path(), "b", "hv1");
         assert!(matches!(
-            s.renew(&hv1(), Role::Server, &other, FROM).await,
+            s.renew(&hv1(), Role::Server, &other, FROM, None).await,
             Err(SignError::NotRenewable { .. })
         ));
-        s.renew(&hv1(), Role::Server, &csr, FROM).await.unwrap();
+        // Fresh (825 days left): not due, whether the window is the default third or 30 days.
+        for within in [None, Some(30 * 86_400)] {
+            let e = s.renew(&hv1(), Role::Server, &csr, FROM, within).await.unwrap_err();
+            assert!(
+                matches!(e, SignError::NotDue { opens_in, .. } if opens_in > 500 * 86_400),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            s.list(SignPolicy::Auto).certificates.len(),
+            1,
+            "nothing issued or revoked"
+        );
+        // A window longer than the life: due now.
+        let longer = Some(1000 * 86_400);
+        s.renew(&hv1(), Role::Server, &csr, FROM, longer).await.unwrap();
         let states: Vec<CertState> = s.list(SignPolicy::Auto).certificates.iter().map(|c| c.state).collect();
         assert_eq!(
             states.iter().filter(|st| **st == CertState::Revoked).count(),
@@ -602,14 +678,19 @@ mod tests {
             "the replaced one is revoked: {states:?}"
         );
         assert!(matches!(
-            s.renew(&hv1(), Role::Server, &csr, FROM).await,
+            s.renew(&hv1(), Role::Server, &csr, FROM, longer).await,
             Err(SignError::TooSoon { .. })
         ));
-        // The CRL names the replaced certificate.
+        // The CRL names the replaced certificate; it is signed once and served from then on
+        // until what it names changes.
         let crl = s.crl_pem().unwrap();
         assert!(crl.starts_with("-----BEGIN X509 CRL-----"), "{crl}");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(s.crl_pem().unwrap(), crl, "the same CRL, not signed again");
         assert!(s.revoke_identity("nobody").await.unwrap().is_none());
+        assert_eq!(s.crl_pem().unwrap(), crl, "nothing revoked, nothing new");
         assert_eq!(s.revoke_host("hv1", None).await.unwrap().len(), 1);
+        assert_ne!(s.crl_pem().unwrap(), crl, "a revocation makes a new CRL");
     }
 
     #[tokio::test]

@@ -55,19 +55,9 @@ impl GeneratedFiles for NoGenerated {
     }
 }
 
-/// Which client addresses may read at all (the daemon: a lease or reservation of this
-/// provd, or a configured open prefix). Asked once per request, before anything is read.
-pub trait Admission: Send + Sync {
-    fn admits(&self, client: Ipv4Addr) -> bool;
-}
-
-/// Every address (tools and tests that serve a plain directory).
-pub struct AdmitAll;
-impl Admission for AdmitAll {
-    fn admits(&self, _: Ipv4Addr) -> bool {
-        true
-    }
-}
+/// Which client addresses may read at all (the daemon: `boot::admission`). Asked once per
+/// request, before anything is read.
+pub use crate::boot::admission::{Admission, AdmitAll};
 
 pub use crate::counters::Counters as TftpStats;
 

@@ -1,0 +1,42 @@
+//! Who may read boot files at all: the one rule TFTP and the boot HTTP listeners share. An
+//! address with a lease (ours or the failover partner's: firmware reads before anything
+//! secret), a configured host's reservation, or one inside a served site's `tftp_open`
+//! prefixes. Everyone else on the boot network is closed out before a byte is read, so the
+//! transfer and connection slots belong to machines provd put on the network.
+//!
+//! Asked once per TFTP request and once per HTTP connection, each time of the generation
+//! current then (a reload that adds a reservation admits it at once).
+
+use super::{Boot, BootSource};
+use std::net::Ipv4Addr;
+
+/// Which client addresses may read at all.
+pub trait Admission: Send + Sync {
+    fn admits(&self, client: Ipv4Addr) -> bool;
+}
+
+/// Every address (tools and tests that serve a plain directory).
+pub struct AdmitAll;
+impl Admission for AdmitAll {
+    fn admits(&self, _: Ipv4Addr) -> bool {
+        true
+    }
+}
+
+impl Boot {
+    /// May `client` read boot files (TFTP, boot HTTP)? See the module header.
+    pub fn admits(&self, client: Ipv4Addr) -> bool {
+        self.state.leases.is_bound(client, crate::clock::unix_now())
+            || self.generation.config.hosts.by_ip(client).is_some()
+            || self
+                .generation
+                .served_sites()
+                .any(|s| s.pxe.tftp_open.iter().any(|p| p.contains(&client)))
+    }
+}
+
+impl Admission for BootSource {
+    fn admits(&self, client: Ipv4Addr) -> bool {
+        self.now().admits(client)
+    }
+}

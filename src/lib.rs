@@ -4,6 +4,7 @@
 //!
 //! The library holds every module; `main.rs` is the thin command-line edge.
 
+pub mod admission;
 pub mod assets;
 pub mod bmc;
 pub mod boot;

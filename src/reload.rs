@@ -212,8 +212,8 @@ pub struct NewHost {
 #[derive(Debug, thiserror::Error)]
 pub enum AdoptError {
     #[error(
-        "provd serve was given config files, not a directory: adopt writes hosts-<site>.toml into a config \
-         directory (start provd with --config DIR)"
+        "provd serve was given config files, not a directory, and no [daemon] hosts_dir: adopt writes \
+         hosts-<site>.toml into one of them (set hosts_dir, or start provd with --config DIR)"
     )]
     NoConfigDirectory,
     #[error("{0}: {1}")]
@@ -229,11 +229,20 @@ impl Reloader {
     /// file is put back as it was and nothing changed. The files stay the source of truth.
     pub async fn adopt(&self, host: &NewHost) -> Result<(ReloadReport, PathBuf), AdoptError> {
         let _one = self.adopting.lock().await;
-        let dir = self
-            .paths
-            .iter()
-            .find(|p| p.is_dir())
-            .ok_or(AdoptError::NoConfigDirectory)?;
+        // `[daemon] hosts_dir` when the config names one (the package: /etc/provd is not
+        // the daemon's to write), else the config directory.
+        let hosts_dir = self.generations.current().config.daemon.hosts_dir.clone();
+        let dir = match &hosts_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|e| AdoptError::Write(d.clone(), e.to_string()))?;
+                d
+            }
+            None => self
+                .paths
+                .iter()
+                .find(|p| p.is_dir())
+                .ok_or(AdoptError::NoConfigDirectory)?,
+        };
         // The site name becomes part of a file name: only a plain name may.
         if host.site.is_empty() || host.site.starts_with('.') || host.site.contains(['/', '\\', '\0']) {
             return Err(AdoptError::Write(

@@ -126,9 +126,20 @@ fn the_systemd_unit_verifies_and_its_capabilities_are_enough_to_serve() {
             &format!("[daemon]\nbmc_secrets = \"{}\"\n", secrets.display()),
             1,
         );
-    let cfg = work.write("site.toml", &text);
-    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // As packaged: the config directory is root's (the service may not write it), adopted
+    // hosts go to `hosts_dir` under the state directory.
     let state = w.join("state");
+    let text = text.replacen(
+        "[daemon]\n",
+        &format!("[daemon]\nhosts_dir = \"{}\"\n", state.join("hosts").display()),
+        1,
+    );
+    let etc = w.join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = etc.join("site.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::create_dir(&state).unwrap();
     Command::new("chown")
         .arg(format!("{UID}:{UID}"))
@@ -149,7 +160,7 @@ fn the_systemd_unit_verifies_and_its_capabilities_are_enough_to_serve() {
             .arg("--no-new-privs")
             .arg(&bin)
             .args(["serve", "--config"])
-            .arg(&cfg)
+            .arg(&etc)
             .arg("--state-dir")
             .arg(&state)
             .env("PROVD_LOG", "info")
@@ -204,6 +215,9 @@ fn the_systemd_unit_verifies_and_its_capabilities_are_enough_to_serve() {
             "2",
             "-s",
             "/bin/true",
+            // A network-booting machine (option 60): provd records it as discovered.
+            "-V",
+            "PXEClient:Arch:00000:UNDI:002001",
         ])
         .output()
         .unwrap();
@@ -257,7 +271,7 @@ fn the_systemd_unit_verifies_and_its_capabilities_are_enough_to_serve() {
     let power = srv
         .cmd(provd_bin())
         .args(["power", "status", "u1", "--config"])
-        .arg(&cfg)
+        .arg(&etc)
         .arg("--state-dir")
         .arg(&state)
         .output()
@@ -275,9 +289,83 @@ fn the_systemd_unit_verifies_and_its_capabilities_are_enough_to_serve() {
         "ipmitool inherited capabilities: {caps}"
     );
 
+    // Adoption under the unit's rules: the udhcpc client (discovered) becomes host u2. The
+    // daemon cannot write its config directory; the entry lands in hosts_dir, and what
+    // `provd check` reads of the config directory includes it.
+    let adopt = srv
+        .cmd(provd_bin())
+        .args(["hosts", "adopt", &mac, "--hostname", "u2", "--config"])
+        .arg(&etc)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        adopt.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&adopt.stdout),
+        String::from_utf8_lossy(&adopt.stderr),
+        log_text()
+    );
+    let adopted = state.join("hosts/hosts-u.toml");
+    let entry = std::fs::read_to_string(&adopted).expect("the entry in hosts_dir");
+    assert!(entry.contains("hostname = \"u2\""), "{entry}");
+    assert!(!etc.join("hosts-u.toml").exists());
+    let check = Command::new(provd_bin()).arg("check").arg(&etc).output().unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).to_string() + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        check.status.success() && said.contains("2 file(s)") && said.contains("2 host(s)"),
+        "{said}"
+    );
+
     // Its state: owned by the service user, private.
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join("provd.redb")), 0o600);
     assert_eq!(mode(&state.join("api-token")), 0o600);
+}
+
+/// Every path the packaged daemon writes (the packaged config's state directory, PKI
+/// directory and hosts_dir) lies where the packaged unit lets it write under
+/// ProtectSystem=strict: its StateDirectory (or a ReadWritePaths entry). This machine has
+/// no systemd to run the unit itself, so the unit and the config are read and compared.
+#[test]
+fn the_packaged_unit_lets_provd_write_every_path_it_writes() {
+    let unit = std::fs::read_to_string(repo("contrib/systemd/provd.service")).unwrap();
+    assert!(
+        unit.contains("\nProtectSystem=strict\n"),
+        "the test assumes a strict unit"
+    );
+    let mut writable: Vec<std::path::PathBuf> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("StateDirectory="))
+        .flat_map(|v| {
+            v.split_whitespace()
+                .map(|d| std::path::Path::new("/var/lib").join(d))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    writable.extend(
+        unit.lines()
+            .filter_map(|l| l.strip_prefix("ReadWritePaths="))
+            .flat_map(|v| v.split_whitespace().map(std::path::PathBuf::from).collect::<Vec<_>>()),
+    );
+    assert!(!writable.is_empty(), "{unit}");
+    let cfg = provd::config::load(&[repo("contrib/deb/provd.toml")]).expect("the packaged config is valid");
+    let d = &cfg.daemon;
+    let hosts_dir = d
+        .hosts_dir
+        .clone()
+        .expect("the packaged config sets hosts_dir: /etc/provd is not the service's to write");
+    for (what, path) in [
+        ("state_dir", d.state_dir.clone()),
+        ("pki_dir", d.pki_dir(&d.state_dir)),
+        ("hosts_dir", hosts_dir),
+    ] {
+        assert!(
+            writable.iter().any(|w| path.starts_with(w)),
+            "{what} {} is not writable under the unit ({writable:?})",
+            path.display()
+        );
+    }
 }

@@ -8,20 +8,8 @@
 //! current then (a reload that adds a reservation admits it at once).
 
 use super::{Boot, BootSource};
+use crate::admission::Admission;
 use std::net::Ipv4Addr;
-
-/// Which client addresses may read at all.
-pub trait Admission: Send + Sync {
-    fn admits(&self, client: Ipv4Addr) -> bool;
-}
-
-/// Every address (tools and tests that serve a plain directory).
-pub struct AdmitAll;
-impl Admission for AdmitAll {
-    fn admits(&self, _: Ipv4Addr) -> bool {
-        true
-    }
-}
 
 impl Boot {
     /// May `client` read boot files (TFTP, boot HTTP)? See the module header.

@@ -91,15 +91,47 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
     Ok(out)
 }
 
-/// Read, parse and validate a set of config files (or directories of them).
+/// Read, parse and validate a set of config files (or directories of them), and the
+/// `*.toml` files of `[daemon] hosts_dir` when the config names one (adopted hosts).
 pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
-    let files = expand_paths(paths)?;
+    let mut files = expand_paths(paths)?;
     let mut sources = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).map_err(|e| io_error(f, &e))?;
         sources.push((f.clone(), text));
     }
+    if let Some(dir) = hosts_dir_of(&sources) {
+        // A directory that does not exist yet holds nothing (the first adoption makes it).
+        if dir.is_dir() {
+            for f in expand_paths(std::slice::from_ref(&dir)).unwrap_or_default() {
+                if files.contains(&f) {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&f).map_err(|e| io_error(&f, &e))?;
+                files.push(f.clone());
+                sources.push((f, text));
+            }
+        }
+    }
     load_from_strs(&sources)
+}
+
+/// `[daemon] hosts_dir` as the sources say (a light read of that one key: the full
+/// validation, which reports any error in it, comes after).
+fn hosts_dir_of(sources: &[(PathBuf, String)]) -> Option<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        daemon: Option<OnlyDaemon>,
+    }
+    #[derive(serde::Deserialize)]
+    struct OnlyDaemon {
+        hosts_dir: Option<String>,
+    }
+    sources
+        .iter()
+        .filter_map(|(_, text)| toml::from_str::<Only>(text).ok()?.daemon?.hosts_dir)
+        .next()
+        .map(PathBuf::from)
 }
 
 /// Parse and validate already-read sources; used by `load` and by tests.

@@ -127,6 +127,11 @@ pub struct Daemon {
     pub api_names: Vec<String>,
     /// The BMC credentials file (`bmc::secrets`), if any host has a BMC.
     pub bmc_secrets: Option<PathBuf>,
+    /// Where `provd hosts adopt` writes `hosts-<site>.toml` (None: the config directory).
+    /// Its `*.toml` files are read with the config given (`config::load`), so a packaged
+    /// daemon whose /etc/provd is read-only to it keeps adopted hosts under its state
+    /// directory.
+    pub hosts_dir: Option<PathBuf>,
 }
 
 impl Daemon {

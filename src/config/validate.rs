@@ -242,6 +242,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 api_tls: false,
                 api_names: Vec::new(),
                 bmc_secrets: None,
+                hosts_dir: None,
             })
         }),
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
@@ -285,6 +286,7 @@ fn convert_daemon(d: &DaemonWire) -> Daemon {
         api_tls: d.api_tls,
         api_names: d.api_names.clone(),
         bmc_secrets: d.bmc_secrets.as_ref().map(PathBuf::from),
+        hosts_dir: d.hosts_dir.as_ref().map(PathBuf::from),
     }
 }
 

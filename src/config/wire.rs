@@ -93,6 +93,8 @@ pub struct DaemonWire {
     pub api_names: Vec<String>,
     /// The BMC credentials file (0600; never part of the site configs).
     pub bmc_secrets: Option<String>,
+    /// Where `provd hosts adopt` writes `hosts-<site>.toml`, read as part of the config.
+    pub hosts_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

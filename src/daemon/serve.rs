@@ -172,7 +172,7 @@ async fn serve_http(
     stats: Arc<HttpStats>,
     stop: watch::Receiver<bool>,
     transport: http::listen::Transport,
-    admission: Option<Arc<dyn crate::boot::admission::Admission>>,
+    admission: Option<Arc<dyn crate::admission::Admission>>,
 ) {
     http::listen::serve(
         listener,

@@ -99,7 +99,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
     refused: impl Fn(Refused) + Send + 'static,
     transport: Transport,
-    admission: Option<Arc<dyn crate::boot::admission::Admission>>,
+    admission: Option<Arc<dyn crate::admission::Admission>>,
 ) {
     let (acceptor, assets) = match transport {
         Transport::Plain { assets } => (None, assets),

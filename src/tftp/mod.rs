@@ -57,7 +57,7 @@ impl GeneratedFiles for NoGenerated {
 
 /// Which client addresses may read at all (the daemon: `boot::admission`). Asked once per
 /// request, before anything is read.
-pub use crate::boot::admission::{Admission, AdmitAll};
+pub use crate::admission::{Admission, AdmitAll};
 
 pub use crate::counters::Counters as TftpStats;
 

@@ -15,17 +15,7 @@ use common::served::{Served, Sockets};
 use common::{Workdir, require_tools};
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
-
-/// The driver process, killed on drop.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::{Command, Stdio};
 
 #[test]
 fn the_console_shows_a_host_turn_installed_live_in_chromium_and_refuses_without_credentials() {
@@ -61,7 +51,9 @@ fn the_console_shows_a_host_turn_installed_live_in_chromium_and_refuses_without_
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     let _ = std::fs::remove_file(&shot);
 
-    let mut driver = Driver(
+    // The driver and the Chromium it starts, one process group killed on drop (pass or
+    // panic): no browser outlives the test.
+    let mut driver = common::ChildGuard::spawn(
         Command::new("/usr/bin/python3")
             .arg(common::repo("tests/browser/console.py"))
             .arg(format!("http://{}/console", served.api()))
@@ -69,11 +61,9 @@ fn the_console_shows_a_host_turn_installed_live_in_chromium_and_refuses_without_
             .arg("hv1")
             .arg(&shot)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .stdout(Stdio::piped()),
     );
-    let mut lines = BufReader::new(driver.0.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(driver.child().stdout.take().unwrap()).lines();
     let mut expect = |want: &str| -> String {
         let line = lines.next().expect("the driver ended early").unwrap();
         assert!(line.starts_with(want), "wanted {want}, the driver said: {line}");
@@ -105,7 +95,7 @@ fn the_console_shows_a_host_turn_installed_live_in_chromium_and_refuses_without_
             &format!("{base}/callback/hv1/{event}?token={install_token}"),
         ]);
     }
-    driver.0.stdin.as_mut().unwrap().write_all(b"GO\n").unwrap();
+    driver.child().stdin.as_mut().unwrap().write_all(b"GO\n").unwrap();
     expect("INSTALLED");
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot in {}", shot.display());

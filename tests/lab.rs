@@ -15,8 +15,9 @@ const WATCHDOG: Duration = Duration::from_secs(900);
 /// The lab is one namespace and one work directory: its tests take turns.
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The console driver (tests/browser/console.py) inside the lab's namespace.
-struct ConsoleWatch(std::process::Child);
+/// The console driver (tests/browser/console.py) inside the lab's namespace, with its
+/// Chromium: one process group, killed on drop (pass or panic).
+struct ConsoleWatch(common::ChildGuard);
 
 impl ConsoleWatch {
     /// Start it once the lab's provd answers on its API; None until then.
@@ -36,34 +37,27 @@ impl ConsoleWatch {
         if !up.status.success() {
             return None;
         }
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", "provd-lab", "/usr/bin/python3"])
-            .arg(common::repo("tests/browser/console.py"))
-            .args(["http://127.0.0.1:6767/console", token.trim(), host])
-            .arg(shot)
-            .env("CONSOLE_WAIT", "900")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = common::ChildGuard::spawn(
+            Command::new("ip")
+                .args(["netns", "exec", "provd-lab", "/usr/bin/python3"])
+                .arg(common::repo("tests/browser/console.py"))
+                .args(["http://127.0.0.1:6767/console", token.trim(), host])
+                .arg(shot)
+                .env("CONSOLE_WAIT", "900")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped()),
+        );
         // Nothing to do between READY and the watch: the lab installs by itself.
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"GO\n").unwrap();
+        std::io::Write::write_all(child.child().stdin.as_mut().unwrap(), b"GO\n").unwrap();
         Some(ConsoleWatch(child))
     }
 
     /// Every line it said, once it ended (it ends at INSTALLED or FAIL).
     fn finish(mut self) -> Vec<String> {
         let mut out = String::new();
-        std::io::Read::read_to_string(self.0.stdout.as_mut().unwrap(), &mut out).unwrap();
-        let _ = self.0.wait();
+        std::io::Read::read_to_string(self.0.child().stdout.as_mut().unwrap(), &mut out).unwrap();
+        let _ = self.0.child().wait();
         out.lines().map(String::from).collect()
-    }
-}
-
-impl Drop for ConsoleWatch {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -12,16 +12,25 @@ before it watches for the change the test makes.
    the same page (the mark is still there: no reload), saves SCREENSHOT, prints "INSTALLED".
 Any failure: "FAIL <why>" and exit status 1.
 """
-import base64, json, os, shutil, subprocess, sys, tempfile, time, urllib.request
+import base64, ctypes, json, os, shutil, signal, subprocess, sys, tempfile, time, urllib.request
 import websocket
 
 url, token, host, shot = sys.argv[1:5]
 profile = tempfile.mkdtemp(prefix="provd-chromium-")
+# A TERM (or the test ending) runs the `finally` below, which stops Chromium.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+
+
+def die_with_parent():
+    # PR_SET_PDEATHSIG: Chromium is killed when this driver dies, even by SIGKILL.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
 chrome = subprocess.Popen(
     ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
      "--disable-background-networking", "--disable-component-update", "--disable-sync",
      "--user-data-dir=" + profile, "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
-    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
 
 
 def fail(why):

@@ -468,6 +468,10 @@ impl ChildGuard {
         self.child.id()
     }
 
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
     /// Whether the process has ended (reaping it if so).
     pub fn exited(&mut self) -> bool {
         self.child.try_wait().ok().flatten().is_some()

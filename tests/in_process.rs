@@ -387,6 +387,49 @@ async fn tftp_serves_assets_and_generated_files_on_loopback() {
     task.await.unwrap();
 }
 
+/// Issue 34: one generation per TFTP request. The server asks for its scope (admission and
+/// generated files of one generation) exactly once per request: three reads, one refusal,
+/// four scopes, and the rendered file came from that scope (the server has no other).
+#[tokio::test]
+async fn tftp_asks_one_generation_per_request() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Counting {
+        inner: provd::boot::BootSource,
+        asked: AtomicUsize,
+    }
+    impl provd::tftp::Scopes for Counting {
+        fn scope(&self) -> Arc<dyn provd::tftp::Scope> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            self.inner.scope()
+        }
+    }
+    let f = fixture();
+    let counting = Arc::new(Counting {
+        inner: f.services.boot.clone(),
+        asked: AtomicUsize::new(0),
+    });
+    let server = provd::tftp::TftpServer::new(
+        f.services.assets_root.clone(),
+        Arc::new(provd::tftp::NoGenerated),
+        f.services.tftp_stats.clone(),
+    )
+    .unwrap()
+    .with_scopes(counting.clone());
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Arc::new(server).serve(sock, stop_rx));
+    let read = |from: &'static str, name: &'static str| tftp_read(addr, from, name);
+    assert_eq!(read("127.0.0.11", "hello.txt").await.unwrap(), b"hello from provd\n");
+    let cfg = String::from_utf8(read("127.0.0.11", "pxelinux.cfg/01-52-54-00-7f-00-01").await.unwrap()).unwrap();
+    assert!(cfg.contains("el9/vmlinuz"), "{cfg}");
+    assert!(read("127.0.0.11", "grub.cfg-01-52-54-00-7f-00-01").await.is_ok());
+    assert!(read("127.0.0.77", "hello.txt").await.is_err(), "no lease: refused");
+    assert_eq!(counting.asked.load(Ordering::SeqCst), 4);
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+}
+
 /// A whole TFTP read of `name` from `server`, as the machine at `from` (lockstep, 512-byte
 /// blocks); the server's ERROR when it refuses.
 async fn tftp_read(server: SocketAddr, from: &str, name: &str) -> Result<Vec<u8>, (u16, String)> {

@@ -28,3 +28,20 @@ impl Admission for BootSource {
         self.now().admits(client)
     }
 }
+
+/// TFTP's per-request scope: the generation current when the request arrived answers both
+/// whether the client may read and what its generated files say.
+impl crate::tftp::Scope for Boot {
+    fn admits(&self, client: Ipv4Addr) -> bool {
+        Boot::admits(self, client)
+    }
+    fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> crate::tftp::GeneratedFuture<'a> {
+        crate::tftp::GeneratedFiles::generate(self, client, path)
+    }
+}
+
+impl crate::tftp::Scopes for BootSource {
+    fn scope(&self) -> std::sync::Arc<dyn crate::tftp::Scope> {
+        std::sync::Arc::new(self.now())
+    }
+}

@@ -627,16 +627,6 @@ pub fn generated_name(path: &str) -> Option<Generated> {
     None
 }
 
-/// TFTP asks whichever generation is current when a request arrives (a reload swaps it).
-impl GeneratedFiles for BootSource {
-    fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a> {
-        Box::pin(async move {
-            let boot = self.now();
-            boot.generate(client, path).await
-        })
-    }
-}
-
 impl GeneratedFiles for Boot {
     fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a> {
         Box::pin(async move {

@@ -220,12 +220,13 @@ impl Services {
 
     /// The TFTP server (read-only assets plus per-host generated files).
     pub fn tftp(&self) -> anyhow::Result<TftpServer> {
+        // One generation per request: admission and generated files from one scope.
         Ok(TftpServer::new(
             self.assets_root.clone(),
-            Arc::new(self.boot.clone()),
+            Arc::new(crate::tftp::NoGenerated),
             self.tftp_stats.clone(),
         )?
-        .with_admission(Arc::new(self.boot.clone()))
+        .with_scopes(Arc::new(self.boot.clone()))
         .with_journal(self.journal.clone()))
     }
 }

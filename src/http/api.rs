@@ -173,7 +173,6 @@ async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::noclou
             ));
         }
     };
-    let boot = s.boot();
     let Some(cfg) = boot.config().sites.get(&site) else {
         return bad(format!("no site {site:?}"));
     };
@@ -325,12 +324,13 @@ async fn reinstall(
     axum::extract::Query(q): axum::extract::Query<ForceQuery>,
 ) -> Response {
     let inv = &s.inventory;
-    let Some(mac) = s.boot().find(&name).await else {
+    let boot = s.boot();
+    let Some(mac) = boot.find(&name).await else {
         return not_found();
     };
     // --power without a BMC: say so before changing anything.
     if q.power
-        && let Err(refusal) = super::power_api::host_bmc(&s, &name)
+        && let Err(refusal) = super::power_api::host_bmc(&boot, &name)
     {
         return refusal;
     }
@@ -349,7 +349,7 @@ async fn reinstall(
             )
                 .into_response()
         }
-        Ok(record) if q.power => match super::power_api::reinstall_power(&s, &name).await {
+        Ok(record) if q.power => match super::power_api::reinstall_power(&s, &boot, &name).await {
             Ok(power) => {
                 let code = if power.ok {
                     StatusCode::OK

@@ -77,10 +77,9 @@ async fn list(State(s): State<AppState>) -> Response {
     Json(out).into_response()
 }
 
-/// The configured host `name` of a served site and its BMC.
+/// The configured host `name` of a served site and its BMC, in the request's generation.
 #[allow(clippy::result_large_err)] // the error is the HTTP answer itself, built once per refused request
-pub(super) fn host_bmc(s: &AppState, name: &str) -> Result<(MacAddr, String, Bmc), Response> {
-    let boot = s.boot();
+pub(super) fn host_bmc(boot: &crate::boot::Boot, name: &str) -> Result<(MacAddr, String, Bmc), Response> {
     let refuse = |code: StatusCode, e: String| (code, Json(serde_json::json!({ "error": e }))).into_response();
     let Some(entry) = boot
         .config()
@@ -108,11 +107,13 @@ async fn power(State(s): State<AppState>, Path((name, action)): Path<(String, St
         Ok(a) => a,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))).into_response(),
     };
-    let (mac, host, bmc) = match host_bmc(&s, &name) {
+    // One generation for the request: the host's BMC and the secrets file it is read with.
+    let boot = s.boot();
+    let (mac, host, bmc) = match host_bmc(&boot, &name) {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let result = act(&s, mac, &host, bmc, action).await;
+    let result = act(&s, &boot, mac, &host, bmc, action).await;
     let code = if result.ok {
         StatusCode::OK
     } else {
@@ -121,10 +122,17 @@ async fn power(State(s): State<AppState>, Path((name, action)): Path<(String, St
     (code, Json(result)).into_response()
 }
 
-/// Run one action and record it (history, journal).
-pub async fn act(s: &AppState, mac: MacAddr, host: &str, bmc: Bmc, action: Action) -> PowerResult {
+/// Run one action and record it (history, journal); `boot` is the request's generation.
+pub async fn act(
+    s: &AppState,
+    boot: &crate::boot::Boot,
+    mac: MacAddr,
+    host: &str,
+    bmc: Bmc,
+    action: Action,
+) -> PowerResult {
     let started = std::time::Instant::now();
-    let secrets = s.boot().config().daemon.bmc_secrets.clone();
+    let secrets = boot.config().daemon.bmc_secrets.clone();
     let driver = bmc.driver.as_str();
     let r = s.power.act(bmc, secrets, action).await;
     let seconds = started.elapsed().as_secs_f64();
@@ -182,10 +190,10 @@ pub async fn act(s: &AppState, mac: MacAddr, host: &str, bmc: Bmc, action: Actio
 /// power cycle (on, if it was off). A BMC that refuses the boot override is a warning, not
 /// a failure: provd decides what a network-booting machine gets, and machines that try
 /// the network first (most provisioning setups) install anyway.
-pub async fn reinstall_power(s: &AppState, name: &str) -> Result<PowerResult, Response> {
-    let (mac, host, bmc) = host_bmc(s, name)?;
-    let pxe = act(s, mac, &host, bmc.clone(), Action::PxeOnce).await;
-    let mut cycle = act(s, mac, &host, bmc, Action::Cycle).await;
+pub async fn reinstall_power(s: &AppState, boot: &crate::boot::Boot, name: &str) -> Result<PowerResult, Response> {
+    let (mac, host, bmc) = host_bmc(boot, name)?;
+    let pxe = act(s, boot, mac, &host, bmc.clone(), Action::PxeOnce).await;
+    let mut cycle = act(s, boot, mac, &host, bmc, Action::Cycle).await;
     cycle.outcome.warnings.extend(pxe.outcome.warnings);
     if !pxe.ok {
         cycle.outcome.warnings.push(format!(

@@ -47,6 +47,14 @@ pub trait GeneratedFiles: Send + Sync {
     fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a>;
 }
 
+/// A scope's generated files, as `GeneratedFiles` (`with_admission` keeps them).
+struct ScopeFiles(Arc<dyn Scope>);
+impl GeneratedFiles for ScopeFiles {
+    fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a> {
+        self.0.generate(client, path)
+    }
+}
+
 /// No generated files (tests and tools that serve a plain directory).
 pub struct NoGenerated;
 impl GeneratedFiles for NoGenerated {
@@ -58,6 +66,41 @@ impl GeneratedFiles for NoGenerated {
 /// Which client addresses may read at all (the daemon: `boot::admission`). Asked once per
 /// request, before anything is read.
 pub use crate::admission::{Admission, AdmitAll};
+
+/// One request's view of the boot policy: whether the client may read, and the files
+/// generated for it, both answered by the same config generation (a reload between the
+/// two must not admit by one config and render by another).
+pub trait Scope: Send + Sync {
+    fn admits(&self, client: Ipv4Addr) -> bool;
+    fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a>;
+}
+
+/// Hands each request its scope, once, when the request arrives (the daemon: the
+/// generation current then, `boot::BootSource`).
+pub trait Scopes: Send + Sync {
+    fn scope(&self) -> Arc<dyn Scope>;
+}
+
+/// A scope that never changes: fixed generated files and admission (tools and tests).
+struct Fixed {
+    generated: Arc<dyn GeneratedFiles>,
+    admission: Arc<dyn Admission>,
+}
+
+impl Scope for Fixed {
+    fn admits(&self, client: Ipv4Addr) -> bool {
+        self.admission.admits(client)
+    }
+    fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a> {
+        self.generated.generate(client, path)
+    }
+}
+
+impl Scopes for Arc<Fixed> {
+    fn scope(&self) -> Arc<dyn Scope> {
+        self.clone()
+    }
+}
 
 pub use crate::counters::Counters as TftpStats;
 
@@ -133,8 +176,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 
 pub struct TftpServer {
     files: Arc<FileCache>,
-    generated: Arc<dyn GeneratedFiles>,
-    admission: Arc<dyn Admission>,
+    /// Generated files and admission, per request (`Scopes`).
+    scopes: Arc<dyn Scopes>,
     pub stats: Arc<TftpStats>,
     journal: Option<Arc<Journal>>,
 }
@@ -144,16 +187,29 @@ impl TftpServer {
         let root = served_root::canonical_root(&root)?;
         Ok(TftpServer {
             files: Arc::new(FileCache::new(root)),
-            generated,
-            admission: Arc::new(AdmitAll),
+            scopes: Arc::new(Arc::new(Fixed {
+                generated,
+                admission: Arc::new(AdmitAll),
+            })),
             stats,
             journal: None,
         })
     }
 
-    /// Answer only the addresses `admission` admits.
+    /// Answer only the addresses `admission` admits (with the generated files given to
+    /// `new`).
     pub fn with_admission(mut self, admission: Arc<dyn Admission>) -> Self {
-        self.admission = admission;
+        let generated = self.scopes.scope();
+        self.scopes = Arc::new(Arc::new(Fixed {
+            generated: Arc::new(ScopeFiles(generated)),
+            admission,
+        }));
+        self
+    }
+
+    /// Admission and generated files from `scopes`, asked once per request.
+    pub fn with_scopes(mut self, scopes: Arc<dyn Scopes>) -> Self {
+        self.scopes = scopes;
         self
     }
 
@@ -204,7 +260,10 @@ impl TftpServer {
                 std::net::IpAddr::V4(a) => a,
                 std::net::IpAddr::V6(_) => continue,
             };
-            if !self.admission.admits(client) {
+            // One scope per request: admission here and the file it gets come from the
+            // same generation.
+            let scope = self.scopes.scope();
+            if !scope.admits(client) {
                 // One short error, never a transfer: a forged source gets no stream aimed at
                 // it, and a real machine without a lease is told why.
                 self.stats.inc("refused_no_lease");
@@ -243,7 +302,7 @@ impl TftpServer {
             };
             let (me, active) = (self.clone(), active.clone());
             tokio::spawn(async move {
-                me.run_transfer(local_ip, peer, filename, options).await;
+                me.run_transfer(&*scope, local_ip, peer, filename, options).await;
                 active.lock().expect("active set").remove(&peer);
                 drop(permit);
             });
@@ -252,6 +311,7 @@ impl TftpServer {
 
     async fn run_transfer(
         &self,
+        scope: &dyn Scope,
         local_ip: std::net::IpAddr,
         peer: SocketAddr,
         filename: String,
@@ -268,7 +328,7 @@ impl TftpServer {
             std::net::IpAddr::V4(ip) => ip,
             std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
         };
-        let (source, size) = match self.open(client_ip, &filename).await {
+        let (source, size) = match self.open(scope, client_ip, &filename).await {
             Ok(s) => s,
             Err((code, msg)) => {
                 let _ = sock.send(&codec::error(code, &msg)).await;
@@ -306,8 +366,13 @@ impl TftpServer {
         }
     }
 
-    async fn open(&self, client: Ipv4Addr, filename: &str) -> Result<(Source, u64), (ErrorCode, String)> {
-        if let Some(generated) = self.generated.generate(client, filename).await {
+    async fn open(
+        &self,
+        scope: &dyn Scope,
+        client: Ipv4Addr,
+        filename: &str,
+    ) -> Result<(Source, u64), (ErrorCode, String)> {
+        if let Some(generated) = scope.generate(client, filename).await {
             return match generated {
                 Ok(bytes) => {
                     let len = bytes.len() as u64;

@@ -747,6 +747,11 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
     task.await.unwrap();
 }
 
+/// Any directory: a drain only needs the pool to have one before it marks the host.
+fn work_pki() -> std::path::PathBuf {
+    std::env::temp_dir()
+}
+
 /// A full disk under the state directory is a 507 with its kind, on the admin API and on
 /// the boot listener alike (it was the same 500 as a template bug), and nothing changes.
 #[tokio::test]
@@ -770,6 +775,15 @@ async fn a_full_disk_answers_507_with_its_kind() {
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&host).unwrap()["netboot"],
         true
+    );
+    // A drain marks the host first: that write failing is the disk's 507 too (issue 34: it
+    // was text, answered 409 like a host that is not ready).
+    f.services.pool.set_pki_dir(work_pki());
+    let (status, body) = call_as(&api, "POST", "/api/hypervisors/hv1/drain", "", Some(&bearer)).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["kind"],
+        "disk-full"
     );
 
     // The install script needs a token, which must be durable before it is handed out.

@@ -228,7 +228,12 @@ async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response 
             }
             Json(crate::pool::DrainReport { host: name, moved }).into_response()
         }
-        Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({ "error": e }))).into_response(),
+        Err(crate::pool::DrainError::Inventory(e)) => host_result(Err(e)),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
     }
 }
 

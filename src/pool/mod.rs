@@ -22,6 +22,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// Why a drain did not run. The inventory's own failure is kept whole: a store failure (a
+/// full disk) is answered as such (`http::failure`), not as a conflict.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error("the pool is not running (provd has no CA)")]
+    NoPool,
+    #[error("{0}")]
+    Inventory(crate::inventory::InventoryError),
+    #[error("provd has not checked this host yet")]
+    NotChecked,
+    #[error("{host} is not ready ({state}): provd cannot reach its libvirt to move its domains")]
+    NotReady { host: String, state: &'static str },
+    #[error("{0}")]
+    Migration(String),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolState {
@@ -194,22 +210,16 @@ impl Pool {
 
     /// Drain `host` (MAC `mac`) of `site`: mark it drained, then move its running domains
     /// to the site's other ready, undrained hypervisors. The results, per domain.
-    pub async fn drain(&self, inventory: &Inventory, mac: MacAddr) -> Result<Vec<drain::Moved>, String> {
-        let pki = self
-            .pki_dir
-            .read()
-            .unwrap()
-            .clone()
-            .ok_or("the pool is not running (provd has no CA)")?;
-        let record = inventory.set_drained(mac, true).await.map_err(|e| e.to_string())?;
+    pub async fn drain(&self, inventory: &Inventory, mac: MacAddr) -> Result<Vec<drain::Moved>, DrainError> {
+        let pki = self.pki_dir.read().unwrap().clone().ok_or(DrainError::NoPool)?;
+        let record = inventory.set_drained(mac, true).await.map_err(DrainError::Inventory)?;
         let checks = self.checks.read().unwrap().clone();
-        let source = checks.get(&mac).ok_or("provd has not checked this host yet")?;
+        let source = checks.get(&mac).ok_or(DrainError::NotChecked)?;
         if source.state != PoolState::Ready {
-            return Err(format!(
-                "{} is not ready ({}): provd cannot reach its libvirt to move its domains",
-                source.host,
-                state_name(source.state)
-            ));
+            return Err(DrainError::NotReady {
+                host: source.host.clone(),
+                state: state_name(source.state),
+            });
         }
         let mut candidates = Vec::new();
         for (m, c) in &checks {
@@ -232,7 +242,8 @@ impl Pool {
         let query = format!("?pkipath={}", pki.display());
         let moved = tokio::task::spawn_blocking(move || drain::migrate_all(&source_uri, &mut candidates, &query))
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(|e| DrainError::Migration(e.to_string()))?
+            .map_err(DrainError::Migration)?;
         tracing::info!(
             "drained {}: {} domain(s) moved, {} not",
             record.hostname.as_deref().unwrap_or("?"),

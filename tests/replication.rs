@@ -208,6 +208,17 @@ fn sign(p: &Pair, server: u8, token: &str, role: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// One CA for the site: made in A's state directory, copied to B's.
+fn one_ca(state_a: &Path, state_b: &Path) {
+    let out = Command::new(provd_bin())
+        .args(["pki", "init", "--pki-dir"])
+        .arg(state_a.join("pki"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    copy_ca(&state_a.join("pki"), &state_b.join("pki"));
+}
+
 fn copy_ca(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for f in ["ca-cert.pem", "ca-key.pem"] {
@@ -224,13 +235,7 @@ fn the_pair_shares_one_inventory_and_never_offers_an_install_it_cannot_know_is_s
     let (cfg_a, cfg_b) = (config(&w, 1), config(&w, 2));
     let (state_a, state_b) = (w.path("state-a"), w.path("state-b"));
     // One CA for the site, on both servers.
-    let out = Command::new(provd_bin())
-        .args(["pki", "init", "--pki-dir"])
-        .arg(state_a.join("pki"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    copy_ca(&state_a.join("pki"), &state_b.join("pki"));
+    one_ca(&state_a, &state_b);
 
     let mut a = Daemon::start(&p.a, &cfg_a, &state_a, &w.path("a.log"));
     let mut b = Daemon::start(&p.b, &cfg_b, &state_b, &w.path("b.log"));
@@ -427,13 +432,7 @@ fn silent_connections_from_the_partners_address_hold_nothing_and_revocation_ends
     std::fs::create_dir_all(w.path("assets")).unwrap();
     let (cfg_a, cfg_b) = (config_on(&w, 1, 96), config_on(&w, 2, 96));
     let (state_a, state_b) = (w.path("state-a"), w.path("state-b"));
-    let out = Command::new(provd_bin())
-        .args(["pki", "init", "--pki-dir"])
-        .arg(state_a.join("pki"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    copy_ca(&state_a.join("pki"), &state_b.join("pki"));
+    one_ca(&state_a, &state_b);
 
     let b = Daemon::start(&p.b, &cfg_b, &state_b, &w.path("b.log"));
     // Three silent TCP connections from A's address (in A's namespace), open before the

@@ -747,11 +747,6 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
     task.await.unwrap();
 }
 
-/// Any directory: a drain only needs the pool to have one before it marks the host.
-fn work_pki() -> std::path::PathBuf {
-    std::env::temp_dir()
-}
-
 /// A full disk under the state directory is a 507 with its kind, on the admin API and on
 /// the boot listener alike (it was the same 500 as a template bug), and nothing changes.
 #[tokio::test]
@@ -778,7 +773,8 @@ async fn a_full_disk_answers_507_with_its_kind() {
     );
     // A drain marks the host first: that write failing is the disk's 507 too (issue 34: it
     // was text, answered 409 like a host that is not ready).
-    f.services.pool.set_pki_dir(work_pki());
+    // (Any directory: a drain only needs the pool to have one before it marks the host.)
+    f.services.pool.set_pki_dir(std::env::temp_dir());
     let (status, body) = call_as(&api, "POST", "/api/hypervisors/hv1/drain", "", Some(&bearer)).await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
     assert_eq!(
@@ -810,10 +806,7 @@ async fn listener(f: &Fixture, fast: bool) -> (SocketAddr, tokio::sync::watch::S
         provd::http::boot_router(state),
         listen::BOOT_LIMITS,
         stopped,
-        move |why| match why {
-            listen::Refused::OverAddressCap => stats.inc("refused_connections"),
-            listen::Refused::NotAdmitted => stats.inc("refused_no_lease"),
-        },
+        move |why: listen::Refused| stats.inc(why.counter()),
         Transport::Plain { assets },
         // The daemon's admission: leased, reserved, or in `tftp_open`.
         Some(Arc::new(f.services.boot.clone())),

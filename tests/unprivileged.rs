@@ -267,22 +267,27 @@ fn the_systemd_unit_verifies_and_its_capabilities_are_enough_to_serve() {
     assert!(http.status.success(), "{}", String::from_utf8_lossy(&http.stderr));
     assert_eq!(std::fs::read(w.join("http.bin")).unwrap().len(), 70_000);
 
+    // The CLI against this daemon (as root, in its namespace); it must succeed.
+    let cli_ok = |args: &[&str]| {
+        let out = srv
+            .cmd(provd_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&etc)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "provd {args:?}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            log_text()
+        );
+    };
     // A BMC action: provd runs ipmitool, which gets none of provd's ambient capabilities.
-    let power = srv
-        .cmd(provd_bin())
-        .args(["power", "status", "u1", "--config"])
-        .arg(&etc)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(
-        power.status.success(),
-        "{}{}\n{}",
-        String::from_utf8_lossy(&power.stdout),
-        String::from_utf8_lossy(&power.stderr),
-        log_text()
-    );
+    cli_ok(&["power", "status", "u1"]);
     let caps = std::fs::read_to_string(out.join("ipmitool-caps")).expect("provd ran ipmitool");
     assert!(
         caps.contains("CapEff:\t0000000000000000") && caps.contains("CapAmb:\t0000000000000000"),
@@ -292,21 +297,7 @@ fn the_systemd_unit_verifies_and_its_capabilities_are_enough_to_serve() {
     // Adoption under the unit's rules: the udhcpc client (discovered) becomes host u2. The
     // daemon cannot write its config directory; the entry lands in hosts_dir, and what
     // `provd check` reads of the config directory includes it.
-    let adopt = srv
-        .cmd(provd_bin())
-        .args(["hosts", "adopt", &mac, "--hostname", "u2", "--config"])
-        .arg(&etc)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(
-        adopt.status.success(),
-        "{}{}\n{}",
-        String::from_utf8_lossy(&adopt.stdout),
-        String::from_utf8_lossy(&adopt.stderr),
-        log_text()
-    );
+    cli_ok(&["hosts", "adopt", &mac, "--hostname", "u2"]);
     let adopted = state.join("hosts/hosts-u.toml");
     let entry = std::fs::read_to_string(&adopted).expect("the entry in hosts_dir");
     assert!(entry.contains("hostname = \"u2\""), "{entry}");

@@ -179,10 +179,7 @@ async fn serve_http(
         app,
         limits,
         stop,
-        move |why| match why {
-            http::listen::Refused::OverAddressCap => stats.inc("refused_connections"),
-            http::listen::Refused::NotAdmitted => stats.inc("refused_no_lease"),
-        },
+        move |why: http::listen::Refused| stats.inc(why.counter()),
         transport,
         admission,
     )

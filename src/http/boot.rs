@@ -229,7 +229,7 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
 }
 
 /// The IPv4 address a request came from (boot listeners are IPv4 site addresses).
-fn source(peer: SocketAddr) -> Option<std::net::Ipv4Addr> {
+pub(super) fn source(peer: SocketAddr) -> Option<std::net::Ipv4Addr> {
     match peer.ip() {
         IpAddr::V4(ip) => Some(ip),
         IpAddr::V6(ip) => ip.to_ipv4_mapped(),

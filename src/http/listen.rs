@@ -81,6 +81,16 @@ pub enum Refused {
     NotAdmitted,
 }
 
+impl Refused {
+    /// The HTTP counter (`http::COUNTERS`) that counts it.
+    pub fn counter(self) -> &'static str {
+        match self {
+            Refused::OverAddressCap => "refused_connections",
+            Refused::NotAdmitted => "refused_no_lease",
+        }
+    }
+}
+
 /// What a listener speaks: HTTPS, or plain HTTP with (boot listeners) or without
 /// zero-copy asset serving in front of the router.
 #[derive(Clone)]
@@ -139,11 +149,7 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         if let Some(admission) = &admission {
-            let v4 = match peer.ip() {
-                IpAddr::V4(ip) => Some(ip),
-                IpAddr::V6(ip) => ip.to_ipv4_mapped(),
-            };
-            if !v4.is_some_and(|ip| admission.admits(ip)) {
+            if !super::boot::source(peer).is_some_and(|ip| admission.admits(ip)) {
                 tracing::debug!("HTTP connection from {peer}: no lease or reservation here, not in tftp_open: closed");
                 refused(Refused::NotAdmitted);
                 drop(stream);

@@ -47,14 +47,6 @@ pub trait GeneratedFiles: Send + Sync {
     fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a>;
 }
 
-/// A scope's generated files, as `GeneratedFiles` (`with_admission` keeps them).
-struct ScopeFiles(Arc<dyn Scope>);
-impl GeneratedFiles for ScopeFiles {
-    fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a> {
-        self.0.generate(client, path)
-    }
-}
-
 /// No generated files (tests and tools that serve a plain directory).
 pub struct NoGenerated;
 impl GeneratedFiles for NoGenerated {
@@ -62,10 +54,6 @@ impl GeneratedFiles for NoGenerated {
         Box::pin(async { None })
     }
 }
-
-/// Which client addresses may read at all (the daemon: `boot::admission`). Asked once per
-/// request, before anything is read.
-pub use crate::admission::{Admission, AdmitAll};
 
 /// One request's view of the boot policy: whether the client may read, and the files
 /// generated for it, both answered by the same config generation (a reload between the
@@ -81,18 +69,16 @@ pub trait Scopes: Send + Sync {
     fn scope(&self) -> Arc<dyn Scope>;
 }
 
-/// A scope that never changes: fixed generated files and admission (tools and tests).
-struct Fixed {
-    generated: Arc<dyn GeneratedFiles>,
-    admission: Arc<dyn Admission>,
-}
+/// A scope that never changes: `new`'s generated files, every address admitted (tools and
+/// tests that serve a plain directory; the daemon gives `with_scopes`).
+struct Fixed(Arc<dyn GeneratedFiles>);
 
 impl Scope for Fixed {
-    fn admits(&self, client: Ipv4Addr) -> bool {
-        self.admission.admits(client)
+    fn admits(&self, _: Ipv4Addr) -> bool {
+        true
     }
     fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a> {
-        self.generated.generate(client, path)
+        self.0.generate(client, path)
     }
 }
 
@@ -187,24 +173,10 @@ impl TftpServer {
         let root = served_root::canonical_root(&root)?;
         Ok(TftpServer {
             files: Arc::new(FileCache::new(root)),
-            scopes: Arc::new(Arc::new(Fixed {
-                generated,
-                admission: Arc::new(AdmitAll),
-            })),
+            scopes: Arc::new(Arc::new(Fixed(generated))),
             stats,
             journal: None,
         })
-    }
-
-    /// Answer only the addresses `admission` admits (with the generated files given to
-    /// `new`).
-    pub fn with_admission(mut self, admission: Arc<dyn Admission>) -> Self {
-        let generated = self.scopes.scope();
-        self.scopes = Arc::new(Arc::new(Fixed {
-            generated: Arc::new(ScopeFiles(generated)),
-            admission,
-        }));
-        self
     }
 
     /// Admission and generated files from `scopes`, asked once per request.

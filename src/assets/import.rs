@@ -356,13 +356,15 @@ mod tests {
         let raw = work.path().join("disk.raw");
         let disk = raw_disk(&raw);
         let qcow2 = work.path().join("disk.qcow2");
-        let out = Command::new("qemu-img")
-            .args(["convert", "-f", "raw", "-O", "qcow2"])
-            .arg(&raw)
-            .arg(&qcow2)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        qemu_img(&[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            raw.to_str().unwrap(),
+            qcow2.to_str().unwrap(),
+        ]);
 
         let mut phases = Vec::new();
         let got = import(&assets, "web", &qcow2, None, false, &mut |p| phases.push(p)).unwrap();

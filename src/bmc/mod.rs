@@ -48,16 +48,21 @@ impl Action {
     }
 }
 
+/// A power action provd does not know.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown power action {0:?} (status, on, off, cycle, pxe-once)")]
+pub struct UnknownAction(pub String);
+
 impl std::str::FromStr for Action {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownAction;
+    fn from_str(s: &str) -> Result<Self, UnknownAction> {
         match s {
             "status" => Ok(Action::Status),
             "on" => Ok(Action::On),
             "off" => Ok(Action::Off),
             "cycle" => Ok(Action::Cycle),
             "pxe-once" => Ok(Action::PxeOnce),
-            _ => Err(format!("unknown power action {s:?} (status, on, off, cycle, pxe-once)")),
+            _ => Err(UnknownAction(s.to_string())),
         }
     }
 }

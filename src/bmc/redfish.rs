@@ -3,7 +3,7 @@
 //! offers no sessions, as Ironic's sushy does), the ComputerSystem, `ComputerSystem.Reset`
 //! and a one-time `BootSourceOverride` to PXE. The session is deleted when the action ends.
 
-use super::https::{Https, Response};
+use super::https::{Https, HttpsError, Response};
 use super::secrets::Credential;
 use super::{Action, BmcError, Outcome, PowerState};
 use crate::config::{Bmc, BmcTls};
@@ -49,7 +49,7 @@ impl Client {
     fn get(&self, path: &str) -> Result<serde_json::Value, BmcError> {
         self.call("GET", path, None)?
             .json()
-            .map_err(|e| BmcError::Failed(format!("GET {path}: {e}")))
+            .map_err(|e| BmcError::Failed(format!("GET {path}: not JSON ({e})")))
     }
 }
 
@@ -64,11 +64,11 @@ fn message(r: &Response) -> String {
 }
 
 /// A failed connection: the certificate refused, or no answer.
-fn transport(e: String) -> BmcError {
-    if e.contains("certificate") {
-        BmcError::Certificate(e)
+fn transport(e: HttpsError) -> BmcError {
+    if e.is_certificate() {
+        BmcError::Certificate(e.to_string())
     } else {
-        BmcError::Unreachable(e)
+        BmcError::Unreachable(e.to_string())
     }
 }
 
@@ -146,7 +146,7 @@ fn reset(c: &Client, system: &str, kind: &str) -> Result<(), BmcError> {
 }
 
 pub fn act(bmc: &Bmc, cred: &Credential, action: Action, timeout: Duration) -> Result<Outcome, BmcError> {
-    let http = Https::new(&bmc.address, &bmc.tls, timeout).map_err(BmcError::Config)?;
+    let http = Https::new(&bmc.address, &bmc.tls, timeout).map_err(|e| BmcError::Config(e.to_string()))?;
     let client = login(http, cred)?;
     let result = act_in_session(&client, bmc, action);
     if let Auth::Session {

@@ -44,16 +44,24 @@ pub enum SecretsError {
     #[error("no BMC credentials file: set [daemon] bmc_secrets (a 0600 TOML file with [credentials.NAME] tables)")]
     NotConfigured,
     #[error("{path}: {1}", path = .0.display())]
-    Unreadable(PathBuf, String),
+    Unreadable(PathBuf, std::io::Error),
     #[error(
         "{path}: readable by group or others (mode {1:o}): BMC passwords must be 0600 (chmod 600 {path})",
         path = .0.display()
     )]
     TooOpen(PathBuf, u32),
     #[error("{path}: {1}", path = .0.display())]
-    Invalid(PathBuf, String),
+    Invalid(PathBuf, SyntaxError),
     #[error("no credentials named {0:?} in the BMC credentials file")]
     Unknown(String),
+}
+
+/// Where the credentials file does not parse; never quotes the text (it holds passwords).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct SyntaxError {
+    pub line: Option<usize>,
+    pub message: String,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -67,28 +75,26 @@ impl Secrets {
     pub fn load(path: Option<&Path>) -> Result<Secrets, SecretsError> {
         use std::os::unix::fs::PermissionsExt;
         let path = path.ok_or(SecretsError::NotConfigured)?;
-        let meta = std::fs::metadata(path).map_err(|e| SecretsError::Unreadable(path.into(), e.to_string()))?;
+        let meta = std::fs::metadata(path).map_err(|e| SecretsError::Unreadable(path.into(), e))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(SecretsError::TooOpen(path.into(), mode));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| SecretsError::Unreadable(path.into(), e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| SecretsError::Unreadable(path.into(), e))?;
         Secrets::parse(&text).map_err(|e| SecretsError::Invalid(path.into(), e))
     }
 
     /// Parse the file's text; the error never quotes the text (it holds passwords).
-    pub fn parse(text: &str) -> Result<Secrets, String> {
+    pub fn parse(text: &str) -> Result<Secrets, SyntaxError> {
         match toml::from_str::<FileWire>(text) {
             Ok(w) => Ok(Secrets {
                 credentials: w.credentials,
             }),
-            Err(e) => Err(match e.span() {
-                Some(span) => format!(
-                    "line {}: {}",
-                    text[..span.start.min(text.len())].matches('\n').count() + 1,
-                    e.message()
-                ),
-                None => e.message().to_string(),
+            Err(e) => Err(SyntaxError {
+                line: e
+                    .span()
+                    .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1),
+                message: e.message().to_string(),
             }),
         }
     }
@@ -124,7 +130,8 @@ mod tests {
     #[test]
     fn a_parse_error_does_not_quote_the_password() {
         let e = Secrets::parse("[credentials.lab]\nusername = \"a\"\npassword = \"hunter2\"\nextra = 1\n").unwrap_err();
-        assert!(e.contains("line 4"), "{e}");
-        assert!(!e.contains("hunter2"), "{e}");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.to_string().starts_with("line 4: "), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 }

@@ -639,7 +639,7 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
         };
         api.post_body("/api/nocloud", &request)
             .and_then(|r| api.require::<crate::nocloud::Seed>(r))
-            .map_err(|e| e.to_string())
+            .map_err(vm::deploy::SeedIssueError::from)
     };
     let mut disk_progress = DiskProgress::default().callback();
     let deployed = vm::deploy::deploy(

@@ -42,7 +42,7 @@ use crate::reload::{AdoptAnswer, AdoptRequest};
 /// in `<config dir>/hosts-<site>.toml`, then a reload (which validates it like any config).
 async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): Json<AdoptRequest>) -> Response {
     use crate::reload::AdoptError;
-    let refuse = |code: StatusCode, e: String| (code, Json(serde_json::json!({ "error": e }))).into_response();
+    use super::failure::refuse;
     let boot = s.boot();
     let Some(mac) = boot.find(&name).await else {
         return not_found();
@@ -63,7 +63,7 @@ async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): J
     let site = match req.site.or(record.site.clone()) {
         Some(site) => site,
         None if served.len() == 1 => served[0].clone(),
-        None => return refuse(StatusCode::BAD_REQUEST, "which site? pass --site".into()),
+        None => return refuse(StatusCode::BAD_REQUEST, "which site? pass --site"),
     };
     if !served.contains(&site) {
         return refuse(
@@ -97,9 +97,9 @@ async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): J
             })
             .into_response()
         }
-        Err(e @ AdoptError::NoConfigDirectory) => refuse(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ AdoptError::NoConfigDirectory) => refuse(StatusCode::CONFLICT, e),
         Err(AdoptError::Refused(_, crate::reload::ReloadError::Store(f))) => super::failure::json("adopt", &f),
-        Err(e @ AdoptError::Refused(..)) => refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e @ AdoptError::Refused(..)) => refuse(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(e) => internal(e),
     }
 }
@@ -111,11 +111,7 @@ async fn reload(State(s): State<AppState>) -> Response {
     match s.reloader.reload().await {
         Ok(report) => Json(report).into_response(),
         Err(ReloadError::Store(f)) => super::failure::json("reload", &f),
-        Err(e) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(serde_json::json!({ "error": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => super::failure::refuse(StatusCode::UNPROCESSABLE_ENTITY, e),
     }
 }
 
@@ -131,30 +127,20 @@ pub fn open_routes() -> Router<AppState> {
 async fn healthz(State(s): State<AppState>) -> Response {
     match s.store.failure() {
         None => (StatusCode::OK, "ok\n").into_response(),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("store failed: {why}\n")).into_response(),
+        Some(why) => super::failure::line(StatusCode::SERVICE_UNAVAILABLE, format_args!("store failed: {why}")),
     }
 }
 
 fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({ "error": "no such host" })),
-    )
-        .into_response()
+    super::failure::refuse(StatusCode::NOT_FOUND, "no such host")
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(serde_json::json!({ "error": e.to_string() })),
-    )
-        .into_response()
-}
+use super::failure::internal;
 
 /// `POST /api/nocloud` {hostname, ssh_keys, site?}: store a first-boot seed for a VM about
 /// to be deployed; answers the seed with its URL on the site's boot listener.
 async fn nocloud_create(State(s): State<AppState>, Json(req): Json<crate::nocloud::SeedRequest>) -> Response {
-    let bad = |e: String| (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))).into_response();
+    let bad = |e: String| super::failure::refuse(StatusCode::BAD_REQUEST, e);
     let boot = s.boot();
     let served = boot.served_sites();
     let site = match (&req.site, served) {
@@ -229,11 +215,7 @@ async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response 
             Json(crate::pool::DrainReport { host: name, moved }).into_response()
         }
         Err(crate::pool::DrainError::Inventory(e)) => host_result(Err(e)),
-        Err(e) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => super::failure::refuse(StatusCode::CONFLICT, e),
     }
 }
 
@@ -258,11 +240,10 @@ async fn failover_status(State(s): State<AppState>) -> Json<Vec<crate::failover:
 /// ISC. Refused (409) where it would be unsafe.
 async fn failover_partner_down(State(s): State<AppState>, Path(name): Path<String>) -> Response {
     let Some(h) = s.failover.iter().find(|h| h.status.borrow().name == name) else {
-        return (
+        return super::failure::refuse(
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": format!("no failover relationship named {name:?}") })),
-        )
-            .into_response();
+            format!("no failover relationship named {name:?}"),
+        );
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     if h.commands
@@ -274,11 +255,7 @@ async fn failover_partner_down(State(s): State<AppState>, Path(name): Path<Strin
     }
     match rx.await {
         Ok(Ok(status)) => Json(status).into_response(),
-        Ok(Err(why)) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": why.to_string() })),
-        )
-            .into_response(),
+        Ok(Err(why)) => super::failure::refuse(StatusCode::CONFLICT, why),
         Err(_) => internal("the failover task did not answer"),
     }
 }
@@ -303,11 +280,7 @@ fn host_result(r: Result<HostRecord, InventoryError>) -> Response {
     match r {
         Ok(h) => Json(h).into_response(),
         Err(InventoryError::UnknownHost) => not_found(),
-        Err(e @ InventoryError::Installed { .. }) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": e.to_string() })),
-        )
-            .into_response(),
+        Err(e @ InventoryError::Installed { .. }) => super::failure::refuse(StatusCode::CONFLICT, e),
         Err(InventoryError::Store(f)) => super::failure::json("host record", &f),
         Err(e) => internal(e),
     }
@@ -348,11 +321,9 @@ async fn reinstall(
             } else {
                 format!(" It runs {} domain(s): {}.", running.len(), running.join(", "))
             };
-            (
-                StatusCode::CONFLICT,
-                Json(serde_json::json!({ "error": format!("{e}.{also}"), "running_domains": running })),
-            )
-                .into_response()
+            let mut extra = serde_json::Map::new();
+            extra.insert("running_domains".into(), running.into());
+            super::failure::refuse_with(StatusCode::CONFLICT, format!("{e}.{also}"), extra)
         }
         Ok(record) if q.power => match super::power_api::reinstall_power(&s, &boot, &name).await {
             Ok(power) => {
@@ -392,11 +363,7 @@ async fn netboot(State(s): State<AppState>, Path((name, onoff)): Path<(String, S
         "on" => true,
         "off" => false,
         _ => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({ "error": "use on or off" })),
-            )
-                .into_response();
+            return super::failure::refuse(StatusCode::BAD_REQUEST, "use on or off");
         }
     };
     let inv = &s.inventory;
@@ -417,11 +384,7 @@ async fn events(State(s): State<AppState>, axum::extract::Query(q): axum::extrac
         None => None,
         Some(Ok(m)) => Some(m),
         Some(Err(e)) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({ "error": e.to_string() })),
-            )
-                .into_response();
+            return super::failure::refuse(StatusCode::BAD_REQUEST, e);
         }
     };
     Json(s.journal.events(mac)).into_response()

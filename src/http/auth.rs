@@ -151,32 +151,25 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
             let read_only = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
             if !read_only && req.headers().get(super::session::CSRF_HEADER).is_none_or(|v| v != "1") {
                 s.http_stats.inc("refused_unauthenticated");
-                return (
+                return super::failure::refuse(
                     StatusCode::FORBIDDEN,
-                    axum::Json(serde_json::json!({
-                        "error": "a console session changes things only from the console (X-Provd-Console: 1)"
-                    })),
-                )
-                    .into_response();
+                    "a console session changes things only from the console (X-Provd-Console: 1)",
+                );
             }
             next.run(req).await
         }
         Credential::Revoked => {
             s.http_stats.inc("refused_revoked");
-            (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(serde_json::json!({ "error": "this client certificate is revoked" })),
-            )
-                .into_response()
+            super::failure::refuse(StatusCode::UNAUTHORIZED, "this client certificate is revoked")
         }
         Credential::WrongToken | Credential::None => {
             s.http_stats.inc("refused_unauthenticated");
             (
-                StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer realm=\"provd\"")],
-                axum::Json(serde_json::json!({
-                    "error": "the admin API needs `Authorization: Bearer <token>` (the token is in <state_dir>/api-token) or, over HTTPS, an admin client certificate from provd's CA"
-                })),
+                super::failure::refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "the admin API needs `Authorization: Bearer <token>` (the token is in <state_dir>/api-token) or, over HTTPS, an admin client certificate from provd's CA",
+                ),
             )
                 .into_response()
         }

@@ -46,10 +46,10 @@ async fn discover(
     use crate::inventory::facts::{HardwareFacts, MAX_BODY};
     let Ok(mac) = mac.parse::<MacAddr>() else {
         s.http_stats.inc("not_found");
-        return plain(StatusCode::NOT_FOUND, "not found\n");
+        return line(StatusCode::NOT_FOUND, "not found");
     };
     let Some(from) = source(peer) else {
-        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+        return line(StatusCode::FORBIDDEN, "forbidden");
     };
     if !s.leases.holds(from, mac, crate::clock::unix_now()) {
         s.http_stats.inc("refused_address");
@@ -60,17 +60,17 @@ async fn discover(
                 reason: format!("discovery facts for {mac} from {from}, which does not hold its lease"),
             },
         );
-        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+        return line(StatusCode::FORBIDDEN, "forbidden");
     }
     if body.len() > MAX_BODY {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "too large\n");
+        return line(StatusCode::PAYLOAD_TOO_LARGE, "too large");
     }
     let facts: HardwareFacts = match serde_json::from_slice(&body) {
         Ok(f) => f,
-        Err(_) => return plain(StatusCode::BAD_REQUEST, "facts are JSON\n"),
+        Err(_) => return line(StatusCode::BAD_REQUEST, "facts are JSON"),
     };
     if let Err(e) = facts.check() {
-        return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        return line(StatusCode::BAD_REQUEST, e);
     }
     let boot = s.boot();
     match s
@@ -95,7 +95,7 @@ async fn discover(
             (StatusCode::OK, format!("{then}\n")).into_response()
         }
         // A configured host, or a MAC provd never saw boot: nothing to record.
-        Err(crate::inventory::InventoryError::UnknownHost) => plain(StatusCode::NOT_FOUND, "not found\n"),
+        Err(crate::inventory::InventoryError::UnknownHost) => line(StatusCode::NOT_FOUND, "not found"),
         Err(e) => refuse(&s, BootError::Inventory(e), "discovery"),
     }
 }
@@ -109,11 +109,11 @@ async fn nocloud(
 ) -> Response {
     let Some(seed) = s.nocloud.get(&token) else {
         s.http_stats.inc("not_found");
-        return plain(StatusCode::NOT_FOUND, "not found\n");
+        return line(StatusCode::NOT_FOUND, "not found");
     };
     let Some(body) = seed.file(&file) else {
         s.http_stats.inc("not_found");
-        return plain(StatusCode::NOT_FOUND, "not found\n");
+        return line(StatusCode::NOT_FOUND, "not found");
     };
     s.http_stats.inc("nocloud");
     if let IpAddr::V4(ip) = peer.ip() {
@@ -133,9 +133,7 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response {
-    (status, text).into_response()
-}
+use super::failure::line;
 
 /// Map boot errors to responses that say nothing about why beyond the status.
 fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
@@ -159,11 +157,11 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
                     ),
                 },
             );
-            plain(StatusCode::FORBIDDEN, "forbidden\n")
+            line(StatusCode::FORBIDDEN, "forbidden")
         }
         BootError::UnknownHost => {
             s.http_stats.inc("not_found");
-            plain(StatusCode::NOT_FOUND, "not found\n")
+            line(StatusCode::NOT_FOUND, "not found")
         }
         BootError::BoundElsewhere { bound } => {
             // The host's own other address (its lease beside its reservation): a second
@@ -178,7 +176,7 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
                     reason: format!("{what}: the install token is bound to {bound}, the address of its first use"),
                 },
             );
-            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+            line(StatusCode::FORBIDDEN, e)
         }
         BootError::StepTaken(_) => {
             // The asker holds the token: saying which step was taken tells it nothing new.
@@ -191,12 +189,12 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
                     reason: format!("{what}: {e}"),
                 },
             );
-            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+            line(StatusCode::FORBIDDEN, e)
         }
         BootError::TooSoon { .. } | BootError::NotDue { .. } => {
             s.http_stats.inc("refused_certificate");
             tracing::warn!("{what}: {e}");
-            (StatusCode::TOO_MANY_REQUESTS, format!("{e}\n")).into_response()
+            line(StatusCode::TOO_MANY_REQUESTS, e)
         }
         BootError::Rejected
         | BootError::NotRenewable { .. }
@@ -205,24 +203,24 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
         | BootError::BadProof(_) => {
             s.http_stats.inc("refused_certificate");
             tracing::warn!("{what}: {e}");
-            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+            line(StatusCode::FORBIDDEN, e)
         }
         BootError::TokenRefused => {
             s.http_stats.inc("refused_token");
             tracing::warn!("{what}: token refused");
-            plain(StatusCode::FORBIDDEN, "forbidden\n")
+            line(StatusCode::FORBIDDEN, "forbidden")
         }
         BootError::Certificate(e) => {
             tracing::warn!("{what}: {e}");
-            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+            line(StatusCode::BAD_REQUEST, e)
         }
-        BootError::NoCa => (StatusCode::SERVICE_UNAVAILABLE, "this provd has no CA yet\n").into_response(),
+        BootError::NoCa => line(StatusCode::SERVICE_UNAVAILABLE, "this provd has no CA yet"),
         other => {
             s.http_stats.inc("render_errors");
             tracing::error!("{what}: {other}");
-            plain(
+            line(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "provd could not produce this file; see its log\n",
+                "provd could not produce this file; see its log",
             )
         }
     }
@@ -245,10 +243,10 @@ async fn boot_script(
 ) -> Response {
     let Some(mac) = file.strip_suffix(".ipxe").and_then(|m| m.parse::<MacAddr>().ok()) else {
         s.http_stats.inc("not_found");
-        return plain(StatusCode::NOT_FOUND, "not found\n");
+        return line(StatusCode::NOT_FOUND, "not found");
     };
     let Some(from) = source(peer) else {
-        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+        return line(StatusCode::FORBIDDEN, "forbidden");
     };
     // One config generation for the whole request: the plan, its script and its journal
     // line all come from the same config even when a reload lands in between.
@@ -293,7 +291,7 @@ async fn kickstart(
 ) -> Response {
     let token = q.token.unwrap_or_default();
     let Some(from) = source(peer) else {
-        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+        return line(StatusCode::FORBIDDEN, "forbidden");
     };
     let boot = s.boot();
     match boot.kickstart(&host, &token, from).await {
@@ -318,13 +316,13 @@ async fn callback(
     body: String,
 ) -> Response {
     let Ok(event) = event.parse::<InstallEvent>() else {
-        return plain(
+        return line(
             StatusCode::BAD_REQUEST,
-            "event must be installing, post-started, installed or failed\n",
+            "event must be installing, post-started, installed or failed",
         );
     };
     let Some(from) = source(peer) else {
-        return plain(StatusCode::FORBIDDEN, "forbidden\n");
+        return line(StatusCode::FORBIDDEN, "forbidden");
     };
     match s
         .boot()
@@ -356,8 +354,8 @@ fn role_and_source(q: &SignQuery, peer: SocketAddr) -> Result<(Role, std::net::I
         .as_deref()
         .unwrap_or("server")
         .parse::<Role>()
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())?;
-    let from = source(peer).ok_or_else(|| plain(StatusCode::FORBIDDEN, "forbidden\n"))?;
+        .map_err(|e| line(StatusCode::BAD_REQUEST, e))?;
+    let from = source(peer).ok_or_else(|| line(StatusCode::FORBIDDEN, "forbidden"))?;
     Ok((role, from))
 }
 
@@ -460,11 +458,11 @@ async fn asset(
         Err(Refusal::OutsideRoot) => {
             s.http_stats.inc("refused_outside_root");
             tracing::warn!("assets: refused {path:?}: outside the served directory");
-            plain(StatusCode::FORBIDDEN, "forbidden\n")
+            line(StatusCode::FORBIDDEN, "forbidden")
         }
         Err(Refusal::NotFound) => {
             s.http_stats.inc("not_found");
-            plain(StatusCode::NOT_FOUND, "not found\n")
+            line(StatusCode::NOT_FOUND, "not found")
         }
     }
 }

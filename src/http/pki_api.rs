@@ -32,7 +32,7 @@ fn error(e: BootError) -> Response {
         BootError::Certificate(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+    super::failure::refuse(status, e)
 }
 
 async fn decided(
@@ -92,7 +92,7 @@ struct RoleQuery {
 async fn revoke(State(s): State<AppState>, Path(host): Path<String>, Query(q): Query<RoleQuery>) -> Response {
     let role = match q.role.as_deref().map(str::parse::<Role>).transpose() {
         Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))).into_response(),
+        Err(e) => return super::failure::refuse(StatusCode::BAD_REQUEST, e),
     };
     let boot = s.boot();
     match boot.revoke(&host, role).await {

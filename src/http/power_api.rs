@@ -80,7 +80,7 @@ async fn list(State(s): State<AppState>) -> Response {
 /// The configured host `name` of a served site and its BMC, in the request's generation.
 #[allow(clippy::result_large_err)] // the error is the HTTP answer itself, built once per refused request
 pub(super) fn host_bmc(boot: &crate::boot::Boot, name: &str) -> Result<(MacAddr, String, Bmc), Response> {
-    let refuse = |code: StatusCode, e: String| (code, Json(serde_json::json!({ "error": e }))).into_response();
+    use super::failure::refuse;
     let Some(entry) = boot
         .config()
         .hosts
@@ -105,7 +105,7 @@ pub(super) fn host_bmc(boot: &crate::boot::Boot, name: &str) -> Result<(MacAddr,
 async fn power(State(s): State<AppState>, Path((name, action)): Path<(String, String)>) -> Response {
     let action: Action = match action.parse() {
         Ok(a) => a,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))).into_response(),
+        Err(e) => return super::failure::refuse(StatusCode::BAD_REQUEST, e),
     };
     // One generation for the request: the host's BMC and the secrets file it is read with.
     let boot = s.boot();

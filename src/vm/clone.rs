@@ -153,11 +153,9 @@ impl Hypervisor {
                 return m;
             }
         };
-        let plan_err = |e: clone_xml::CloneXmlError| VmError::Libvirt {
-            what: "cloning",
+        let plan_err = |source| VmError::Definition {
             name: r.template.into(),
-            uri: self.uri.clone(),
-            message: e.to_string(),
+            source,
         };
         let ClonePlan {
             mut xml, disks, nvram, ..
@@ -207,15 +205,11 @@ impl Hypervisor {
         // From here on, undo what was made if anything fails.
         let mut made: Vec<std::path::PathBuf> = Vec::new();
         let result = (|| -> Result<Domain, VmError> {
-            let disk_err = |d: &DiskCopy| {
-                let path = d.dest.clone();
-                move |message: String| VmError::Disk { path, message }
-            };
             for d in &disks {
                 let bytes = if r.linked {
                     0
                 } else {
-                    vols.size(&d.source).map_err(disk_err(d))?.allocation
+                    vols.size(&d.source).map_err(VmError::on_disk(&d.dest))?.allocation
                 };
                 progress(CloneEvent::DiskStart {
                     disk: d,
@@ -224,10 +218,10 @@ impl Hypervisor {
                 });
                 if r.linked {
                     vols.create_overlay(&d.source, &d.source_format, &d.dest)
-                        .map_err(disk_err(d))?;
+                        .map_err(VmError::on_disk(&d.dest))?;
                 } else {
                     vols.copy_full(&d.source, &d.source_format, &d.dest)
-                        .map_err(disk_err(d))?;
+                        .map_err(VmError::on_disk(&d.dest))?;
                 }
                 made.push(d.dest.clone());
                 progress(CloneEvent::DiskDone { disk: d });
@@ -236,25 +230,21 @@ impl Hypervisor {
                 && let Some(system) = profile.first()
             {
                 vols.grow(&first.dest, u64::from(system.size_gib) << 30)
-                    .map_err(disk_err(first))?;
+                    .map_err(VmError::on_disk(&first.dest))?;
             }
             for d in &data_disks {
                 vols.create_empty(&d.path, &d.spec.format, u64::from(d.spec.size_gib) << 30)
-                    .map_err(|message| VmError::Disk {
-                        path: d.path.clone(),
-                        message,
-                    })?;
+                    .map_err(VmError::on_disk(&d.path))?;
                 made.push(d.path.clone());
             }
             if let Some((from, to)) = &nvram {
-                let e = |message: String| VmError::Disk {
-                    path: to.clone(),
-                    message,
-                };
                 if vols.exists(to) {
-                    return Err(e("already exists; refusing to overwrite it".into()));
+                    return Err(VmError::Disk {
+                        path: to.clone(),
+                        message: "already exists; refusing to overwrite it".into(),
+                    });
                 }
-                vols.copy_full(from, "raw", to).map_err(e)?;
+                vols.copy_full(from, "raw", to).map_err(VmError::on_disk(to))?;
                 made.push(to.clone());
             }
             let dom = self
@@ -472,7 +462,7 @@ mod tests {
         // first copy again and defines nothing.
         let err = h.clone_domain(&req("broken", "web3", false), &mut |_| {});
         assert!(
-            matches!(err, Err(VmError::Disk { ref path, .. }) if path.ends_with("web3-gone.qcow2")),
+            matches!(err, Err(VmError::Storage { ref disk, .. }) if disk.ends_with("web3-gone.qcow2")),
             "{err:?}"
         );
         let mut vols = super::super::storage::Volumes::new(&h.conn);

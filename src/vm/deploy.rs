@@ -59,15 +59,18 @@ pub enum DeployError {
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error("the NoCloud seed could not be issued: {0}")]
-    Seed(String),
+    Seed(#[source] SeedIssueError),
 }
+
+/// Why the seed could not be stored: whatever the caller's way of reaching provd says.
+pub type SeedIssueError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Place, seed, clone and (optionally) start a VM. `issue_seed` stores the VM's NoCloud
 /// seed where the guest will fetch it (the running provd) and is called once, after
 /// placement succeeded and before anything is created.
 pub fn deploy(
     req: &DeployRequest,
-    issue_seed: impl FnOnce() -> Result<Seed, String>,
+    issue_seed: impl FnOnce() -> Result<Seed, SeedIssueError>,
     report: &mut dyn FnMut(DeployStep),
 ) -> Result<Deployed, DeployError> {
     // Look at every candidate; one that cannot be reached is reported and passed over.

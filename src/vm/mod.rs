@@ -68,6 +68,43 @@ pub enum VmError {
     },
     #[error("disk {path}: {message}")]
     Disk { path: PathBuf, message: String },
+    #[error("disk {disk}: {source}")]
+    Storage {
+        disk: PathBuf,
+        source: storage::StorageError,
+    },
+    #[error("{name:?}'s definition: {source}")]
+    Definition {
+        name: String,
+        source: clone_xml::CloneXmlError,
+    },
+    #[error("{path}: the copy's SHA-256 {copy} ({copy_bytes} bytes) is not the source's {sum} ({bytes} bytes)")]
+    CopyMismatch {
+        path: PathBuf,
+        copy: String,
+        copy_bytes: u64,
+        sum: String,
+        bytes: u64,
+    },
+    #[error("pushing {template:?} to {uri}: {source}")]
+    Push {
+        template: String,
+        uri: String,
+        source: Box<VmError>,
+    },
+    #[error("{name:?} is undefined, but its disk could not be removed: {source}")]
+    DiskLeftBehind { name: String, source: storage::StorageError },
+}
+
+impl VmError {
+    /// A storage failure while making or reading the disk `disk` (which the error names,
+    /// whichever volume libvirt complained about).
+    pub(crate) fn on_disk(disk: &Path) -> impl Fn(storage::StorageError) -> VmError + '_ {
+        move |source| VmError::Storage {
+            disk: disk.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// What `provd vm init` asks for.
@@ -417,11 +454,11 @@ impl Hypervisor {
                         );
                         let capacity = virtual_size(&tmp)?.max(size);
                         vols.upload_file(&path, &spec.format, capacity, &tmp)
-                            .map_err(|m| disk_err(&path, m))?;
+                            .map_err(VmError::on_disk(&path))?;
                     }
                     _ => {
                         vols.create_empty(&path, &spec.format, size)
-                            .map_err(|m| disk_err(&path, m))?;
+                            .map_err(VmError::on_disk(&path))?;
                     }
                 }
                 made.push(path.clone());
@@ -500,9 +537,9 @@ impl Hypervisor {
         let mut removed = Vec::new();
         for f in files {
             if vols.exists(&f) {
-                vols.delete(&f).map_err(|message| VmError::Disk {
-                    path: f.clone(),
-                    message: format!("undefined, but the disk could not be removed: {message}"),
+                vols.delete(&f).map_err(|source| VmError::DiskLeftBehind {
+                    name: name.to_string(),
+                    source,
                 })?;
                 removed.push(f);
                 continue;

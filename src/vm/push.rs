@@ -9,7 +9,7 @@
 //! no UUID, new NIC MACs), keeping its name, disk paths and provd's template mark.
 
 use super::clone_xml;
-use super::storage::Volumes;
+use super::storage::{StorageError, Volumes};
 use super::{Hypervisor, VmError};
 use serde::Serialize;
 use virt::stream::Stream;
@@ -26,26 +26,22 @@ fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn libvirt(what: &str) -> impl FnOnce(virt::error::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
 /// Stream `path`'s volume on `h` through `sink` (a chunk at a time); the SHA-256 and size.
 fn read_volume(
     h: &Hypervisor,
     path: &std::path::Path,
-    sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
-) -> Result<(String, u64), String> {
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), StorageError>,
+) -> Result<(String, u64), StorageError> {
     let mut vols = Volumes::new(&h.conn);
     let vol = vols.volume(path)?;
-    let stream = Stream::new(&h.conn, 0).map_err(libvirt("opening a stream"))?;
+    let stream = Stream::new(&h.conn, 0).map_err(StorageError::stream("opening a stream"))?;
     vol.download(&stream, 0, 0, 0)
-        .map_err(libvirt("starting the download"))?;
+        .map_err(StorageError::stream("starting the download"))?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = stream.recv(&mut buf).map_err(libvirt("downloading"))?;
+        let n = stream.recv(&mut buf).map_err(StorageError::stream("downloading"))?;
         if n <= 0 {
             break;
         }
@@ -54,7 +50,7 @@ fn read_volume(
         sink(chunk)?;
         total += chunk.len() as u64;
     }
-    stream.finish().map_err(libvirt("finishing the download"))?;
+    stream.finish().map_err(StorageError::stream("finishing the download"))?;
     Ok((hex(ctx.finish().as_ref()), total))
 }
 
@@ -64,12 +60,7 @@ impl Hypervisor {
         Volumes::new(&self.conn)
             .size(path)
             .map(|s| s.allocation)
-            .map_err(|message| VmError::Libvirt {
-                what: "reading",
-                name: path.display().to_string(),
-                uri: self.uri.clone(),
-                message,
-            })
+            .map_err(VmError::on_disk(path))
     }
 }
 
@@ -80,45 +71,65 @@ pub fn push(
     dest: &Hypervisor,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Vec<PushedDisk>, VmError> {
-    let fail = |message: String| VmError::Libvirt {
-        what: "pushing",
-        name: template.to_string(),
+    let fail = |source: VmError| VmError::Push {
+        template: template.to_string(),
         uri: dest.uri.clone(),
-        message,
+        source: Box::new(source),
     };
     if dest.info(template).is_ok() {
-        return Err(fail(format!("{} already has a domain named {template:?}", dest.uri)));
+        return Err(fail(VmError::Exists {
+            name: template.to_string(),
+            uri: dest.uri.clone(),
+        }));
     }
     let src_domain = source.domain(template)?;
     let meta = source.meta(&src_domain);
     let xml = source.xml(template)?;
-    let plan = clone_xml::plan_clone(&xml, template, false, &mut super::random_mac).map_err(|e| fail(e.to_string()))?;
+    let plan = clone_xml::plan_clone(&xml, template, false, &mut super::random_mac).map_err(|source| {
+        fail(VmError::Definition {
+            name: template.to_string(),
+            source,
+        })
+    })?;
 
     let mut made: Vec<std::path::PathBuf> = Vec::new();
-    let result = (|| -> Result<Vec<PushedDisk>, String> {
+    let result = (|| -> Result<Vec<PushedDisk>, VmError> {
         let mut pushed = Vec::new();
         let mut done = 0u64;
         for disk in &plan.disks {
-            let size = Volumes::new(&source.conn).size(&disk.source)?;
+            let on_disk = VmError::on_disk(&disk.dest);
+            let size = Volumes::new(&source.conn).size(&disk.source).map_err(&on_disk)?;
             let mut dest_vols = Volumes::new(&dest.conn);
-            let vol = dest_vols.create_empty(&disk.dest, &disk.source_format, size.capacity)?;
+            let vol = dest_vols
+                .create_empty(&disk.dest, &disk.source_format, size.capacity)
+                .map_err(&on_disk)?;
             made.push(disk.dest.clone());
-            let up = Stream::new(&dest.conn, 0).map_err(libvirt("opening a stream"))?;
-            vol.upload(&up, 0, 0, 0).map_err(libvirt("starting the upload"))?;
+            let up = Stream::new(&dest.conn, 0)
+                .map_err(StorageError::stream("opening a stream"))
+                .map_err(&on_disk)?;
+            vol.upload(&up, 0, 0, 0)
+                .map_err(StorageError::stream("starting the upload"))
+                .map_err(&on_disk)?;
             let (sum, bytes) = read_volume(source, &disk.source, &mut |chunk| {
                 super::storage::send_all(&up, chunk)?;
                 done += chunk.len() as u64;
                 progress(done);
                 Ok(())
-            })?;
-            up.finish().map_err(libvirt("finishing the upload"))?;
+            })
+            .map_err(&on_disk)?;
+            up.finish()
+                .map_err(StorageError::stream("finishing the upload"))
+                .map_err(&on_disk)?;
             // Read the copy back: what the destination stored is what was sent.
-            let (copy, copy_bytes) = read_volume(dest, &disk.dest, &mut |_| Ok(()))?;
+            let (copy, copy_bytes) = read_volume(dest, &disk.dest, &mut |_| Ok(())).map_err(&on_disk)?;
             if copy != sum || copy_bytes != bytes {
-                return Err(format!(
-                    "{}: the copy's SHA-256 {copy} ({copy_bytes} bytes) is not the source's {sum} ({bytes} bytes)",
-                    disk.dest.display()
-                ));
+                return Err(VmError::CopyMismatch {
+                    path: disk.dest.clone(),
+                    copy,
+                    copy_bytes,
+                    sum,
+                    bytes,
+                });
             }
             pushed.push(PushedDisk {
                 path: disk.dest.display().to_string(),
@@ -126,21 +137,24 @@ pub fn push(
                 sha256: sum,
             });
         }
-        let dom = dest.conn.define_domain_xml(&plan.xml).map_err(libvirt("defining"))?;
+        let dom = dest
+            .conn
+            .define_domain_xml(&plan.xml)
+            .map_err(dest.err("defining", template))?;
         if let Err(e) = dest.set_meta(&dom, template, &meta) {
             let _ = dom.undefine();
-            return Err(e.to_string());
+            return Err(e);
         }
         Ok(pushed)
     })();
     match result {
         Ok(p) => Ok(p),
-        Err(message) => {
+        Err(e) => {
             let mut vols = Volumes::new(&dest.conn);
             for path in &made {
                 let _ = vols.delete(path);
             }
-            Err(fail(message))
+            Err(fail(e))
         }
     }
 }

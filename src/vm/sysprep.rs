@@ -51,14 +51,15 @@ fn tool_error(name: &str, message: String) -> VmError {
     }
 }
 
-/// The operations this machine's virt-sysprep knows.
-pub fn known_operations() -> Result<Vec<String>, String> {
+/// The operations this machine's virt-sysprep knows (`name`: the domain it is for, which
+/// an error names).
+fn known_operations(name: &str) -> Result<Vec<String>, VmError> {
     let out = Command::new("virt-sysprep")
         .arg("--list-operations")
         .output()
-        .map_err(|e| format!("cannot run virt-sysprep ({e}); install libguestfs-tools"))?;
+        .map_err(|e| tool_error(name, format!("cannot run virt-sysprep ({e}); install libguestfs-tools")))?;
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        return Err(tool_error(name, String::from_utf8_lossy(&out.stderr).trim().to_string()));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -88,7 +89,7 @@ impl Hypervisor {
             });
         }
         self.refuse_if_backing(name, "sysprep")?;
-        let known = known_operations().map_err(|m| tool_error(name, m))?;
+        let known = known_operations(name)?;
         let (ran, skipped) = choose_operations(&known);
         let mut cmd = Command::new("virt-sysprep");
         cmd.args(["--connect", &self.uri, "--domain", name, "--operations", &ran.join(",")])

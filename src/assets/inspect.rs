@@ -216,15 +216,15 @@ pub fn inspect(header: &[u8], named: Option<DiskFormat>) -> Result<DiskFormat, R
         },
         (_, e) => e,
     })?;
-    if let Some(named) = named {
-        if named != found {
-            // A "raw" file that carries a qcow2 header is the classic trap: written to a disk it
-            // is later probed as qcow2 by whatever reads it next, backing file and all.
-            return Err(Refusal::FormatMismatch {
-                named,
-                found: found.to_string(),
-            });
-        }
+    // A "raw" file that carries a qcow2 header is the classic trap: written to a disk it is
+    // later probed as qcow2 by whatever reads it next, backing file and all.
+    if let Some(named) = named
+        && named != found
+    {
+        return Err(Refusal::FormatMismatch {
+            named,
+            found: found.to_string(),
+        });
     }
     match found {
         DiskFormat::Qcow2 => check_qcow2(header)?,

@@ -148,13 +148,13 @@ pub async fn serve(
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        if let Some(admission) = &admission {
-            if !super::boot::source(peer).is_some_and(|ip| admission.admits(ip)) {
-                tracing::debug!("HTTP connection from {peer}: no lease or reservation here, not in tftp_open: closed");
-                refused(Refused::NotAdmitted);
-                drop(stream);
-                continue;
-            }
+        if let Some(admission) = &admission
+            && !super::boot::source(peer).is_some_and(|ip| admission.admits(ip))
+        {
+            tracing::debug!("HTTP connection from {peer}: no lease or reservation here, not in tftp_open: closed");
+            refused(Refused::NotAdmitted);
+            drop(stream);
+            continue;
         }
         let Some(address_slot) = per_address.admit(peer.ip(), limits.max_per_address) else {
             refused(Refused::OverAddressCap);

@@ -433,10 +433,11 @@ impl Signer {
         let mut names = self.certificates.revoked(now.unix_timestamp());
         names.sort();
         let mut cache = self.crl.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = cache.as_ref() {
-            if c.names == names && now.unix_timestamp() - c.made < CRL_RESIGN_SECONDS {
-                return Ok(c.pem.clone());
-            }
+        if let Some(c) = cache.as_ref()
+            && c.names == names
+            && now.unix_timestamp() - c.made < CRL_RESIGN_SECONDS
+        {
+            return Ok(c.pem.clone());
         }
         let pem = ca.crl(&names, now)?;
         *cache = Some(SignedCrl {

@@ -237,10 +237,9 @@ impl Link {
     /// before it.
     async fn accept(&self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
         type Authenticated = Result<(tokio_rustls::server::TlsStream<TcpStream>, String), LinkError>;
+        type Session<'s> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LinkError>> + Send + 's>>;
         let mut handshakes: tokio::task::JoinSet<Authenticated> = tokio::task::JoinSet::new();
-        let mut current: Option<
-            std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LinkError>> + Send + '_>>,
-        > = None;
+        let mut current: Option<Session<'_>> = None;
         loop {
             tokio::select! {
                 accepted = listener.accept() => {

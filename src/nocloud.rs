@@ -96,9 +96,9 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn load(store: Store) -> Result<Registry, String> {
+    pub fn load(store: Store) -> Result<Registry, crate::store::StoreError> {
         let mut seeds = HashMap::new();
-        for (token, json) in store.load_nocloud().map_err(|e| e.to_string())? {
+        for (token, json) in store.load_nocloud()? {
             match serde_json::from_slice::<Seed>(&json) {
                 Ok(seed) => {
                     seeds.insert(token, seed);
@@ -156,14 +156,12 @@ impl Registry {
     }
 
     /// A seed the partner made: kept if we lack it (seeds never change). Blocking.
-    pub fn apply_remote_blocking(&self, token: &str, seed: Seed) -> Result<bool, String> {
+    pub fn apply_remote_blocking(&self, token: &str, seed: Seed) -> Result<bool, crate::store::StoreError> {
         if self.get(token).is_some() {
             return Ok(false);
         }
         let json = serde_json::to_vec(&seed).expect("a seed serialises");
-        self.store
-            .put_nocloud_blocking(token, &json)
-            .map_err(|e| e.to_string())?;
+        self.store.put_nocloud_blocking(token, &json)?;
         self.seeds.write().expect("seed lock").insert(token.to_string(), seed);
         Ok(true)
     }

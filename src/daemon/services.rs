@@ -151,7 +151,7 @@ impl Services {
             Err(e) => return Err(e.into()),
         };
         let nocloud =
-            Arc::new(crate::nocloud::Registry::load(store.clone()).map_err(|e| anyhow::anyhow!("nocloud seeds: {e}"))?);
+            Arc::new(crate::nocloud::Registry::load(store.clone()).context("nocloud seeds")?);
         let generations = Arc::new(Generations::new(generation));
         let boot = BootSource::new(
             generations.clone(),

@@ -64,17 +64,29 @@ pub fn bndupd(r: &LeaseRecord, now: u64, xid: u32) -> Message {
     m.with(code::STOS, Value::U32(r.starts as u32))
 }
 
+/// Why a BNDUPD carries no usable binding (answered with reject reason "missing binding
+/// information", these words as its message).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BindingError {
+    #[error("no assigned-IP-address")]
+    NoAddress,
+    #[error("no or unknown binding-status")]
+    NoStatus,
+    #[error("an active binding without a client")]
+    NoClient,
+}
+
 /// A BNDUPD from the partner as a change to our lease table. Its times are clamped: no
 /// expiry (lease or potential) beyond `now + horizon` (the session passes MCLT + the
 /// longest lease: more than any server of the pair may promise), and no start or last
 /// transaction in the future. A partner's clock or an impostor cannot make an address
 /// unusable for years, or win a conflict by claiming a transaction that has not happened.
-pub fn partner_binding(m: &Message, now: u64, horizon: u64) -> Result<PartnerBinding, String> {
-    let ip = m.ip(code::ASSIGNED_IP_ADDRESS).ok_or("no assigned-IP-address")?;
+pub fn partner_binding(m: &Message, now: u64, horizon: u64) -> Result<PartnerBinding, BindingError> {
+    let ip = m.ip(code::ASSIGNED_IP_ADDRESS).ok_or(BindingError::NoAddress)?;
     let status = m
         .u8(code::BINDING_STATUS)
         .and_then(BindingStatus::from_u8)
-        .ok_or("no or unknown binding-status")?;
+        .ok_or(BindingError::NoStatus)?;
     let chaddr = m.bytes(code::CHADDR);
     let mac = chaddr
         .filter(|c| c.len() == 7 && c[0] == 1)
@@ -86,7 +98,7 @@ pub fn partner_binding(m: &Message, now: u64, horizon: u64) -> Result<PartnerBin
         .map(|c| ClientKey(c.to_vec()));
     let state = lease_state(status);
     if matches!(state, LeaseState::Bound) && client.is_none() {
-        return Err("an active binding without a client".into());
+        return Err(BindingError::NoClient);
     }
     let latest = now.saturating_add(horizon);
     let starts = m.u32(code::STOS).map_or(now, u64::from).min(now);
@@ -159,6 +171,6 @@ mod tests {
         let bad = Message::new(MessageType::BndUpd, 0, 1)
             .with(code::ASSIGNED_IP_ADDRESS, Value::Ip("10.0.0.9".parse().unwrap()))
             .with(code::BINDING_STATUS, Value::U8(2));
-        assert!(partner_binding(&bad, 0, 7200).is_err());
+        assert_eq!(partner_binding(&bad, 0, 7200).unwrap_err(), BindingError::NoClient);
     }
 }

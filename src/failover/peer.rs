@@ -191,18 +191,42 @@ async fn accept(listener: &Option<TcpListener>) -> std::io::Result<(TcpStream, S
     }
 }
 
+/// Why the relationship's state was not stored.
+#[derive(Debug, thiserror::Error)]
+enum PersistError {
+    #[error("could not store failover state: {0}")]
+    Store(crate::store::StoreError),
+    #[error("the writer panicked: {0}")]
+    Writer(tokio::task::JoinError),
+}
+
+/// Why a connection to or from the partner did not become the session's.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("connect {addr}: timed out")]
+    DialTimedOut { addr: SocketAddr },
+    #[error("connect {addr}: {source}")]
+    Dial { addr: SocketAddr, source: std::io::Error },
+    #[error("no TLS handshake within {} s", HANDSHAKE_TIMEOUT.as_secs())]
+    HandshakeTimedOut,
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("not the replication certificate of site {site}")]
+    NotPartner { site: String },
+}
+
 /// The secondary's side of a TLS connection: the handshake, then the partner's certificate.
-async fn handshake_accepted(stream: TcpStream, auth: &PairAuth, site: &str) -> Result<Connection, String> {
+async fn handshake_accepted(stream: TcpStream, auth: &PairAuth, site: &str) -> Result<Connection, ConnectError> {
     let _ = stream.set_nodelay(true);
     let tls = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         tokio_rustls::TlsAcceptor::from(auth.tls.server()).accept(stream),
     )
     .await
-    .map_err(|_| "no TLS handshake within 10 s".to_string())?
-    .map_err(|e| format!("TLS: {e}"))?;
+    .map_err(|_| ConnectError::HandshakeTimedOut)?
+    .map_err(ConnectError::Tls)?;
     if !crate::pki::pair::is_partner(tls.get_ref().1.peer_certificates(), site, &auth.registry) {
-        return Err(format!("not the replication certificate of site {site}"));
+        return Err(ConnectError::NotPartner { site: site.to_string() });
     }
     Ok(Connection::over(Box::new(tls)))
 }
@@ -214,11 +238,11 @@ async fn dial(
     peer: std::net::Ipv4Addr,
     auth: Option<&PairAuth>,
     site: &str,
-) -> Result<Connection, String> {
+) -> Result<Connection, ConnectError> {
     let stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| format!("connect {addr}: timed out"))?
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+        .map_err(|_| ConnectError::DialTimedOut { addr })?
+        .map_err(|source| ConnectError::Dial { addr, source })?;
     let Some(auth) = auth else {
         return Ok(Connection::new(stream));
     };
@@ -228,15 +252,15 @@ async fn dial(
         let tls = tokio_rustls::TlsConnector::from(auth.tls.client())
             .connect(name, stream)
             .await
-            .map_err(|e| format!("TLS with {addr}: {e}"))?;
+            .map_err(ConnectError::Tls)?;
         if !crate::pki::pair::is_partner(tls.get_ref().1.peer_certificates(), site, &auth.registry) {
-            return Err(format!("{addr} is not the replication certificate of site {site}"));
+            return Err(ConnectError::NotPartner { site: site.to_string() });
         }
         Ok(Connection::over(Box::new(tls)))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
-        .map_err(|_| format!("TLS with {addr}: no handshake within 10 s"))?
+        .map_err(|_| ConnectError::HandshakeTimedOut)?
 }
 
 impl Driver {
@@ -523,7 +547,8 @@ impl Driver {
                             self.generation += 1;
                             Input::Connected
                         }
-                        Err(why) => Input::DialFailed(why),
+                        // The session keeps the reason as its last error, in words.
+                        Err(why) => Input::DialFailed(format!("{addr}: {why}")),
                     };
                     pending.extend(self.session.handle(input, unix_now(), &self.rel.leases));
                 }
@@ -538,18 +563,18 @@ impl Driver {
 
     /// The state is durable before any effect after it is performed.
     /// Write the relationship's state durably (the error is also the session's last error).
-    async fn persist_state(&mut self, p: Persisted) -> Result<(), String> {
+    async fn persist_state(&mut self, p: Persisted) -> Result<(), PersistError> {
         let (store, name) = (self.rel.store.clone(), self.name().to_string());
         let json = serde_json::to_vec(&p).expect("serialisable");
         let r = tokio::task::spawn_blocking(move || store.put_failover_blocking(&name, &json)).await;
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
-                let why = e.to_string();
-                self.session.note_error(FailoverError::Store(e));
+                let why = PersistError::Store(e);
+                self.session.note_error(&why);
                 Err(why)
             }
-            Err(e) => Err(format!("the writer panicked: {e}")),
+            Err(e) => Err(PersistError::Writer(e)),
         }
     }
 }

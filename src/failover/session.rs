@@ -788,7 +788,7 @@ impl Session {
                         tracing::warn!("failover {}: rejecting a BNDUPD: {e}", self.cfg.name);
                         let ack = ack
                             .with(code::REJECT_REASON, Value::U8(codec::reject::MISSING_BINDINFO))
-                            .with(code::MESSAGE, Value::Bytes(e.into_bytes()));
+                            .with(code::MESSAGE, Value::Bytes(e.to_string().into_bytes()));
                         fx.push(Effect::Send(ack));
                     }
                 }

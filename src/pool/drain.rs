@@ -44,11 +44,14 @@ pub struct Moved {
 
 /// Move every running domain of `source` (blocking: libvirt calls and migrations).
 /// `pki` is the query the pool connects with (`?pkipath=...`).
-pub fn migrate_all(source_uri: &str, candidates: &mut [Candidate], pki: &str) -> Result<Vec<Moved>, String> {
-    let source = crate::vm::Hypervisor::connect(&format!("{source_uri}{pki}")).map_err(|e| e.to_string())?;
+pub fn migrate_all(
+    source_uri: &str,
+    candidates: &mut [Candidate],
+    pki: &str,
+) -> Result<Vec<Moved>, crate::vm::VmError> {
+    let source = crate::vm::Hypervisor::connect(&format!("{source_uri}{pki}"))?;
     let running: Vec<_> = source
-        .list()
-        .map_err(|e| e.to_string())?
+        .list()?
         .into_iter()
         .filter(|d| d.state == "running")
         .collect();

@@ -34,8 +34,11 @@ pub enum DrainError {
     NotChecked,
     #[error("{host} is not ready ({state}): provd cannot reach its libvirt to move its domains")]
     NotReady { host: String, state: &'static str },
+    /// The draining host's own libvirt could not be asked what runs there.
     #[error("{0}")]
-    Migration(String),
+    Source(crate::vm::VmError),
+    #[error("the drain task ended: {0}")]
+    Task(tokio::task::JoinError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,9 +154,9 @@ pub fn next_check_after(state: PoolState, failures: u32) -> Duration {
 }
 
 /// Connect and read capacity (blocking).
-fn probe(uri: &str) -> Result<Capacity, String> {
-    let hv = crate::vm::Hypervisor::connect(uri).map_err(|e| e.to_string())?;
-    let info = hv.host_info().map_err(|e| e.to_string())?;
+fn probe(uri: &str) -> Result<Capacity, crate::vm::VmError> {
+    let hv = crate::vm::Hypervisor::connect(uri)?;
+    let info = hv.host_info()?;
     let running: Vec<String> = hv
         .list()
         .map(|l| l.into_iter().filter(|d| d.state == "running").map(|d| d.name).collect())
@@ -242,8 +245,8 @@ impl Pool {
         let query = format!("?pkipath={}", pki.display());
         let moved = tokio::task::spawn_blocking(move || drain::migrate_all(&source_uri, &mut candidates, &query))
             .await
-            .map_err(|e| DrainError::Migration(e.to_string()))?
-            .map_err(DrainError::Migration)?;
+            .map_err(DrainError::Task)?
+            .map_err(DrainError::Source)?;
         tracing::info!(
             "drained {}: {} domain(s) moved, {} not",
             record.hostname.as_deref().unwrap_or("?"),
@@ -286,7 +289,7 @@ async fn presented_is_its_own(
 ) -> Result<(), (PoolState, String)> {
     let serial = presented::server_serial(&due.fqdn, pki_dir, CHECK_TIMEOUT)
         .await
-        .map_err(|e| (classify(&e), e))?;
+        .map_err(|e| (e.state(), e.to_string()))?;
     judge_presented(&serial, &due.host, registry, now)
 }
 
@@ -325,7 +328,8 @@ async fn check(due: Due, pki_dir: PathBuf, registry: Arc<Registry>, now: u64) ->
         Some(CertState::Valid) => {
             let uri = format!("qemu+tls://{}/system?pkipath={}", due.fqdn, pki_dir.display());
             match tokio::time::timeout(CHECK_TIMEOUT, tokio::task::spawn_blocking(move || probe(&uri))).await {
-                Ok(Ok(r)) => r.map_err(|e| (classify(&e), e)),
+                // libvirt's remote driver reports connection and TLS failures in words only.
+                Ok(Ok(r)) => r.map_err(|e| (classify(&e.to_string()), e.to_string())),
                 Ok(Err(e)) => Err((PoolState::NoLibvirt, e.to_string())),
                 Err(_) => Err((
                     PoolState::Unreachable,
@@ -551,7 +555,8 @@ mod tests {
         let e = presented::server_serial_at("localhost", port, &pool_dir, t)
             .await
             .unwrap_err();
-        assert_eq!(classify(&e), PoolState::Tls, "{e}");
+        assert!(matches!(e, presented::PresentedError::Handshake { .. }), "{e}");
+        assert_eq!(e.state(), PoolState::Tls, "{e}");
     }
 
     #[test]

@@ -86,8 +86,14 @@ pub enum LinkError {
     WriteTimeout(Duration),
     #[error("the partner's certificate {0} was revoked")]
     Revoked(String),
-    #[error("{0}")]
-    Local(String),
+    #[error("applying the partner's host record: {0}")]
+    Inventory(#[from] crate::inventory::InventoryError),
+    #[error("applying the partner's certificate record: {0}")]
+    Registry(#[from] crate::pki::registry::RegistryError),
+    #[error("storing what the partner sent: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("a local task ended: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 fn tls_failed(e: impl std::fmt::Display) -> LinkError {
@@ -474,35 +480,26 @@ async fn apply(site: &str, m: Message, shared: &Shared, status: &watch::Sender<S
         Message::Host(r) => shared
             .inventory
             .apply_remote(*r)
-            .await
-            .map_err(|e| LinkError::Local(e.to_string()))?,
+            .await?,
         Message::Certificate(c) => shared
             .certificates
             .apply_remote(c)
-            .await
-            .map_err(|e| LinkError::Local(e.to_string()))?,
+            .await?,
         Message::Seed { token, seed } => {
             let reg = shared.nocloud.clone();
-            tokio::task::spawn_blocking(move || reg.apply_remote_blocking(&token, seed))
-                .await
-                .map_err(|e| LinkError::Local(e.to_string()))?
-                .map_err(LinkError::Local)?
+            tokio::task::spawn_blocking(move || reg.apply_remote_blocking(&token, seed)).await??
         }
         Message::Synced => {
             let store = shared.store.clone();
             let key = synced_key(site);
-            let first = tokio::task::spawn_blocking(move || -> Result<bool, String> {
-                let first = store.meta_blocking(&key).map_err(|e| e.to_string())?.is_none();
+            let first = tokio::task::spawn_blocking(move || -> Result<bool, crate::store::StoreError> {
+                let first = store.meta_blocking(&key)?.is_none();
                 if first {
-                    store
-                        .set_meta_blocking(&key, &crate::clock::unix_now().to_string())
-                        .map_err(|e| e.to_string())?;
+                    store.set_meta_blocking(&key, &crate::clock::unix_now().to_string())?;
                 }
                 Ok(first)
             })
-            .await
-            .map_err(|e| LinkError::Local(e.to_string()))?
-            .map_err(LinkError::Local)?;
+            .await??;
             shared.inventory.hold_installs(site, false);
             status.send_modify(|st| {
                 st.last_sync = now;

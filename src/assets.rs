@@ -31,20 +31,44 @@ enum Kind {
     Efi,
 }
 
-fn check(bytes: &[u8], kind: Kind) -> Result<(), String> {
+/// Why one iPXE file was not installed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FileRefusal {
+    #[error("only {0} bytes: not an iPXE build")]
+    TooSmall(usize),
+    #[error("no MZ header: not an EFI executable")]
+    NoMz,
+    #[error("no PE header: not an EFI executable")]
+    NoPe,
+}
+
+fn check(bytes: &[u8], kind: Kind) -> Result<(), FileRefusal> {
     if bytes.len() < 16 * 1024 {
-        return Err(format!("only {} bytes: not an iPXE build", bytes.len()));
+        return Err(FileRefusal::TooSmall(bytes.len()));
     }
     if let Kind::Efi = kind {
         if &bytes[..2] != b"MZ" {
-            return Err("no MZ header: not an EFI executable".into());
+            return Err(FileRefusal::NoMz);
         }
         let pe = u32::from_le_bytes(bytes[0x3c..0x40].try_into().expect("4 bytes")) as usize;
         if bytes.get(pe..pe + 4) != Some(b"PE\0\0") {
-            return Err("no PE header: not an EFI executable".into());
+            return Err(FileRefusal::NoPe);
         }
     }
     Ok(())
+}
+
+/// Why one iPXE file was not installed (the others still are).
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Refused(#[from] FileRefusal),
+    #[error("{} differs from {} after copying", copy.display(), source_file.display())]
+    Differs { copy: PathBuf, source_file: PathBuf },
 }
 
 /// Where the iPXE binaries come from by default (Debian's `ipxe` package).
@@ -65,7 +89,7 @@ pub struct FileReport {
     /// What the file is for.
     pub purpose: &'static str,
     /// Bytes copied, or why the file was not installed.
-    pub result: Result<usize, String>,
+    pub result: Result<usize, FileError>,
 }
 
 /// Copy and check every iPXE binary from `from` into `dir`. A file that fails is reported,
@@ -82,19 +106,25 @@ pub fn install_ipxe(from: &Path, dir: &Path) -> Result<Vec<FileReport>, AssetsEr
     for (name, what, kind) in IPXE_FILES {
         let src: PathBuf = from.join(name);
         let dst = dir.join(name);
+        let written_to = |source| FileError::Write {
+            path: dst.clone(),
+            source,
+        };
         let result = std::fs::read(&src)
-            .map_err(|e| format!("cannot read {}: {e}", src.display()))
+            .map_err(|source| FileError::Read {
+                path: src.clone(),
+                source,
+            })
             .and_then(|bytes| {
                 check(&bytes, *kind)?;
-                std::fs::write(&dst, &bytes).map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
+                std::fs::write(&dst, &bytes).map_err(written_to)?;
                 // Read back: a short write or a full disk must not leave a broken boot file.
-                let written = std::fs::read(&dst).map_err(|e| e.to_string())?;
+                let written = std::fs::read(&dst).map_err(written_to)?;
                 if written != bytes {
-                    return Err(format!(
-                        "{} differs from {} after copying",
-                        dst.display(),
-                        src.display()
-                    ));
+                    return Err(FileError::Differs {
+                        copy: dst.clone(),
+                        source_file: src.clone(),
+                    });
                 }
                 Ok(bytes.len())
             });
@@ -119,8 +149,10 @@ mod tests {
         efi[0x80..0x84].copy_from_slice(b"PE\0\0");
         assert!(check(&efi, Kind::Efi).is_ok());
         efi[0x80] = b'X';
-        assert!(check(&efi, Kind::Efi).is_err());
-        assert!(check(&[0u8; 100], Kind::Pxe).is_err());
+        assert_eq!(check(&efi, Kind::Efi), Err(FileRefusal::NoPe));
+        efi[0] = b'X';
+        assert_eq!(check(&efi, Kind::Efi), Err(FileRefusal::NoMz));
+        assert_eq!(check(&[0u8; 100], Kind::Pxe), Err(FileRefusal::TooSmall(100)));
         assert!(check(&vec![1u8; 64 * 1024], Kind::Pxe).is_ok());
     }
 }

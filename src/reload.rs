@@ -29,11 +29,17 @@ use std::sync::Arc;
 pub enum ReloadError {
     #[error("the config has {count} error(s); nothing changed:\n{0}", count = .0.0.len())]
     Invalid(ConfigErrors),
+    #[error("loading templates from {}: {source}; nothing changed", dir.display())]
+    Templates {
+        dir: PathBuf,
+        source: crate::render::RenderError,
+    },
+    /// A template is missing, or a profile's OS image (or its checksum) under the assets
+    /// directory.
     #[error("{0}; nothing changed")]
-    Templates(String),
-    /// A profile's OS image (or its checksum) is missing under the assets directory.
-    #[error("{0}; nothing changed")]
-    Images(String),
+    Startup(#[from] crate::boot::StartupError),
+    #[error("reading the config set: {0}; nothing changed")]
+    Task(#[from] tokio::task::JoinError),
     #[error("this change needs a restart of provd; nothing changed: {}", .0.join("; "))]
     RestartNeeded(Vec<String>),
     /// The new config is valid but the store refused a host record: the hosts written so
@@ -127,11 +133,10 @@ impl Reloader {
         let current = self.generations.current();
         let paths = self.paths.clone();
         let (new, renderer, images) = tokio::task::spawn_blocking(move || read(&paths))
-            .await
-            .map_err(|e| ReloadError::Templates(e.to_string()))??;
+            .await??;
         let served_new: Vec<String> = match new.select_sites(&self.sites) {
             Ok(s) => s.iter().map(|s| s.name.clone()).collect(),
-            Err(e) => return Err(ReloadError::RestartNeeded(vec![e])),
+            Err(e) => return Err(ReloadError::RestartNeeded(vec![e.to_string()])),
         };
         let restart = crate::config::reload::restart_needed(&current.config, &new, &current.served, &served_new);
         if !restart.is_empty() {
@@ -174,14 +179,12 @@ impl Reloader {
 /// (blocking file reads).
 fn read(paths: &[PathBuf]) -> Result<(Config, Renderer, Catalog), ReloadError> {
     let new = crate::config::load(paths).map_err(ReloadError::Invalid)?;
-    let renderer = Renderer::load(&new.daemon.templates_dir).map_err(|e| {
-        ReloadError::Templates(format!(
-            "loading templates from {}: {e}",
-            new.daemon.templates_dir.display()
-        ))
+    let renderer = Renderer::load(&new.daemon.templates_dir).map_err(|source| ReloadError::Templates {
+        dir: new.daemon.templates_dir.clone(),
+        source,
     })?;
-    Boot::check_templates(&new, &renderer).map_err(ReloadError::Templates)?;
-    let images = Boot::load_images(&new).map_err(ReloadError::Images)?;
+    Boot::check_templates(&new, &renderer)?;
+    let images = Boot::load_images(&new)?;
     Ok((new, renderer, images))
 }
 

@@ -151,11 +151,21 @@ fn serving_two_sites_on_one_interface_is_refused_with_advice() {
     let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("site-configs/example.toml");
     let cfg = provd::config::load(&[f]).unwrap();
     let err = cfg.select_sites(&[]).unwrap_err();
+    assert_eq!(
+        err,
+        provd::config::SiteSelectionError::SharedInterface {
+            first: "dc1".into(),
+            second: "dc2".into(),
+            interface: "eth1".into()
+        }
+    );
+    let err = err.to_string();
     assert!(err.contains("both listen on eth1") && err.contains("--site"), "{err}");
     assert_eq!(cfg.select_sites(&["dc2".into()]).unwrap().len(), 1);
     assert!(
         cfg.select_sites(&["nope".into()])
             .unwrap_err()
+            .to_string()
             .contains("known: dc1, dc2")
     );
 }

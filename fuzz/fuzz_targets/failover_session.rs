@@ -34,6 +34,7 @@ fn cfg(role: FailoverRole) -> Failover {
         }],
         replication_port: 6769,
         tls: false,
+        longest_lease: 3600,
     }
 }
 

@@ -16,7 +16,7 @@
 //! plain file name), or depend on the config model (config checks names with `check_name`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The directory under the assets directory that holds images.
 pub const IMAGES_DIR: &str = "images";
@@ -55,6 +55,60 @@ pub struct Image {
     pub size: u64,
 }
 
+/// Why an image named by a profile cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(
+        "image name {0:?}: use letters, digits, '.', '_' and '-' (at most 64, not starting with '.'); the file is {IMAGES_DIR}/NAME.raw.gz or {IMAGES_DIR}/NAME.raw under the assets directory"
+    )]
+    BadName(String),
+    #[error("image {name}: {} is not a plain file", path.display())]
+    NotAFile { name: String, path: PathBuf },
+    #[error(
+        "image {name}: cannot read its checksum {} ({source}); make it with: cd {} && sha256sum {file_name} > {file_name}.sha256",
+        sidecar.display(),
+        sidecar.parent().unwrap_or(Path::new(".")).display()
+    )]
+    NoChecksum {
+        name: String,
+        sidecar: PathBuf,
+        file_name: String,
+        source: std::io::Error,
+    },
+    #[error("image {name}: {}: {source}", sidecar.display())]
+    BadChecksum {
+        name: String,
+        sidecar: PathBuf,
+        source: SidecarError,
+    },
+    #[error(
+        "image {name}: only {name}.qcow2 exists, and qcow2 cannot be streamed to a disk; convert it once: provd assets import-image {name} {}",
+        qcow2.display()
+    )]
+    OnlyQcow2 { name: String, qcow2: PathBuf },
+    #[error(
+        "image {name}: neither {name}.raw.gz nor {name}.raw in {} (lab/images/debian12-kvm.sh builds one)",
+        dir.display()
+    )]
+    Missing { name: String, dir: PathBuf },
+}
+
+/// What is wrong with a `.sha256` file.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SidecarError {
+    #[error("empty checksum file")]
+    Empty,
+    #[error("{0:?} is not a SHA-256 (64 hex digits)")]
+    NotSha256(String),
+    #[error("the checksum is for {named:?}, not {file_name:?}")]
+    OtherFile { named: String, file_name: String },
+}
+
+/// Every image a set of profiles names that cannot be served, all at once.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct CatalogError(pub Vec<ImageError>);
+
 /// The images a generation's profiles name, by name.
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -64,7 +118,7 @@ pub struct Catalog {
 impl Catalog {
     /// Find each of `names` under `<assets_dir>/images/`. Every missing file, missing or
     /// malformed checksum is reported, all at once.
-    pub fn load<'a>(assets_dir: &Path, names: impl IntoIterator<Item = &'a str>) -> Result<Catalog, String> {
+    pub fn load<'a>(assets_dir: &Path, names: impl IntoIterator<Item = &'a str>) -> Result<Catalog, CatalogError> {
         let mut images = BTreeMap::new();
         let mut errors = Vec::new();
         for name in names {
@@ -81,7 +135,7 @@ impl Catalog {
         if errors.is_empty() {
             Ok(Catalog { images })
         } else {
-            Err(errors.join("; "))
+            Err(CatalogError(errors))
         }
     }
 
@@ -100,17 +154,15 @@ impl Catalog {
 
 /// An image name is one plain file name stem: letters, digits, '.', '_', '-', not starting
 /// with '.', at most 64 characters (it becomes a path under the assets directory).
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), ImageError> {
     let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with('.') {
-        return Err(format!(
-            "image name {name:?}: use letters, digits, '.', '_' and '-' (at most 64, not starting with '.'); the file is {IMAGES_DIR}/NAME.raw.gz or {IMAGES_DIR}/NAME.raw under the assets directory"
-        ));
+        return Err(ImageError::BadName(name.to_string()));
     }
     Ok(())
 }
 
-fn find(assets_dir: &Path, name: &str) -> Result<Image, String> {
+fn find(assets_dir: &Path, name: &str) -> Result<Image, ImageError> {
     check_name(name)?;
     let dir = assets_dir.join(IMAGES_DIR);
     for format in Format::ALL {
@@ -118,18 +170,33 @@ fn find(assets_dir: &Path, name: &str) -> Result<Image, String> {
         let path = dir.join(&file_name);
         let Ok(meta) = std::fs::metadata(&path) else { continue };
         if !meta.is_file() {
-            return Err(format!("image {name}: {} is not a plain file", path.display()));
+            return Err(ImageError::NotAFile {
+                name: name.to_string(),
+                path,
+            });
         }
         let sidecar = dir.join(format!("{file_name}.sha256"));
-        let text = std::fs::read_to_string(&sidecar).map_err(|e| {
-            format!(
-                "image {name}: cannot read its checksum {} ({e}); make it with: cd {} && sha256sum {file_name} > {file_name}.sha256",
-                sidecar.display(),
-                dir.display()
-            )
-        })?;
-        let sha256 =
-            parse_sidecar(&text, &file_name).map_err(|e| format!("image {name}: {}: {e}", sidecar.display()))?;
+        let text = match std::fs::read_to_string(&sidecar) {
+            Ok(text) => text,
+            Err(source) => {
+                return Err(ImageError::NoChecksum {
+                    name: name.to_string(),
+                    sidecar,
+                    file_name,
+                    source,
+                });
+            }
+        };
+        let sha256 = match parse_sidecar(&text, &file_name) {
+            Ok(sha256) => sha256,
+            Err(source) => {
+                return Err(ImageError::BadChecksum {
+                    name: name.to_string(),
+                    sidecar,
+                    source,
+                });
+            }
+        };
         return Ok(Image {
             name: name.to_string(),
             asset_path: format!("{IMAGES_DIR}/{file_name}"),
@@ -138,35 +205,39 @@ fn find(assets_dir: &Path, name: &str) -> Result<Image, String> {
             size: meta.len(),
         });
     }
-    if dir.join(format!("{name}.qcow2")).is_file() {
-        return Err(format!(
-            "image {name}: only {name}.qcow2 exists, and qcow2 cannot be streamed to a disk; convert it once: provd assets import-image {name} {}",
-            dir.join(format!("{name}.qcow2")).display()
-        ));
+    let qcow2 = dir.join(format!("{name}.qcow2"));
+    if qcow2.is_file() {
+        return Err(ImageError::OnlyQcow2 {
+            name: name.to_string(),
+            qcow2,
+        });
     }
-    Err(format!(
-        "image {name}: neither {name}.raw.gz nor {name}.raw in {} (lab/images/debian12-kvm.sh builds one)",
-        dir.display()
-    ))
+    Err(ImageError::Missing {
+        name: name.to_string(),
+        dir,
+    })
 }
 
 /// The checksum in a sha256sum line (`HEX  NAME` or `HEX *NAME`, or the bare hex). A name,
 /// when present, must be the image's own: a sidecar copied from another image is an error.
-pub fn parse_sidecar(text: &str, file_name: &str) -> Result<String, String> {
+pub fn parse_sidecar(text: &str, file_name: &str) -> Result<String, SidecarError> {
     let line = text
         .lines()
         .find(|l| !l.trim().is_empty())
-        .ok_or("empty checksum file")?;
+        .ok_or(SidecarError::Empty)?;
     let mut parts = line.split_whitespace();
     let hex = parts.next().unwrap_or_default();
     if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("{hex:?} is not a SHA-256 (64 hex digits)"));
+        return Err(SidecarError::NotSha256(hex.to_string()));
     }
     if let Some(named) = parts.next() {
         let named = named.trim_start_matches('*');
         let base = named.rsplit('/').next().unwrap_or(named);
         if base != file_name {
-            return Err(format!("the checksum is for {named:?}, not {file_name:?}"));
+            return Err(SidecarError::OtherFile {
+                named: named.to_string(),
+                file_name: file_name.to_string(),
+            });
         }
     }
     Ok(hex.to_ascii_lowercase())
@@ -196,13 +267,18 @@ mod tests {
             HEX
         );
         assert_eq!(parse_sidecar(&HEX.to_uppercase(), "d.raw.gz").unwrap(), HEX);
-        assert!(
-            parse_sidecar(&format!("{HEX}  other.raw.gz"), "d.raw.gz")
-                .unwrap_err()
-                .contains("other.raw.gz")
+        assert_eq!(
+            parse_sidecar(&format!("{HEX}  other.raw.gz"), "d.raw.gz").unwrap_err(),
+            SidecarError::OtherFile {
+                named: "other.raw.gz".into(),
+                file_name: "d.raw.gz".into()
+            }
         );
-        assert!(parse_sidecar("abc  d.raw.gz", "d.raw.gz").is_err());
-        assert!(parse_sidecar("\n\n", "d.raw.gz").is_err());
+        assert_eq!(
+            parse_sidecar("abc  d.raw.gz", "d.raw.gz").unwrap_err(),
+            SidecarError::NotSha256("abc".into())
+        );
+        assert_eq!(parse_sidecar("\n\n", "d.raw.gz").unwrap_err(), SidecarError::Empty);
     }
 
     #[test]
@@ -226,6 +302,18 @@ mod tests {
         assert_eq!(catalog.len(), 1);
 
         let e = Catalog::load(dir.path(), ["a", "b", "c", "missing"]).unwrap_err();
+        assert!(
+            matches!(
+                &e.0[..],
+                [
+                    ImageError::NoChecksum { .. },
+                    ImageError::OnlyQcow2 { .. },
+                    ImageError::Missing { .. }
+                ]
+            ),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains("b.raw.sha256"), "{e}");
         assert!(e.contains("provd assets import-image c "), "{e}");
         assert!(e.contains("neither missing.raw.gz nor missing.raw"), "{e}");

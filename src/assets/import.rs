@@ -46,8 +46,8 @@ pub enum Phase {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("image name {0}")]
-    Name(String),
+    #[error(transparent)]
+    Name(#[from] images::ImageError),
     #[error("{path}: {message}")]
     Source { path: PathBuf, message: String },
     #[error(
@@ -172,7 +172,7 @@ pub fn import(
     force: bool,
     progress: &mut dyn FnMut(Phase),
 ) -> Result<Imported, ImportError> {
-    images::check_name(name).map_err(ImportError::Name)?;
+    images::check_name(name)?;
     // Absolute, so that qemu-img never reads a name like "json:{...}" or "nbd:..." as a
     // protocol instead of a file.
     let source = &std::fs::canonicalize(source).map_err(|e| ImportError::Source {
@@ -412,7 +412,7 @@ mod tests {
         // A qcow2 in the images directory, converted where it lies (what the catalog's refusal
         // of it suggests): no --force needed, and the source stays.
         std::fs::copy(&qcow2, images.join("db.qcow2")).unwrap();
-        let e = images::Catalog::load(&assets, ["db"]).unwrap_err();
+        let e = images::Catalog::load(&assets, ["db"]).unwrap_err().to_string();
         assert!(e.contains("provd assets import-image db "), "{e}");
         import(&assets, "db", &images.join("db.qcow2"), None, false, &mut |_| {}).unwrap();
         assert!(images.join("db.qcow2").exists());

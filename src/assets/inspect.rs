@@ -49,18 +49,18 @@ impl DiskFormat {
     }
 }
 
+/// A format name provd does not convert.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown image format {0:?} (provd converts {known})", known = DiskFormat::ALL.map(|f| f.qemu_name()).join(", "))]
+pub struct UnknownFormat(pub String);
+
 impl std::str::FromStr for DiskFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Self, UnknownFormat> {
         DiskFormat::ALL
             .into_iter()
             .find(|f| f.qemu_name() == s || (s == "vhd" && *f == DiskFormat::Vpc))
-            .ok_or_else(|| {
-                format!(
-                    "unknown image format {s:?} (provd converts {})",
-                    DiskFormat::ALL.map(|f| f.qemu_name()).join(", ")
-                )
-            })
+            .ok_or_else(|| UnknownFormat(s.to_string()))
     }
 }
 
@@ -323,6 +323,8 @@ mod tests {
         assert_eq!(inspect(b"conectix........", None), Ok(DiskFormat::Vpc));
         assert_eq!("vhd".parse::<DiskFormat>(), Ok(DiskFormat::Vpc));
         assert_eq!("qcow2".parse::<DiskFormat>(), Ok(DiskFormat::Qcow2));
-        assert!("qed".parse::<DiskFormat>().unwrap_err().contains("raw, qcow2"));
+        let e = "qed".parse::<DiskFormat>().unwrap_err();
+        assert_eq!(e, UnknownFormat("qed".into()));
+        assert!(e.to_string().contains("raw, qcow2"), "{e}");
     }
 }

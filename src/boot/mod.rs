@@ -20,11 +20,19 @@
 pub mod admission;
 pub mod certificates;
 pub mod firmware;
+mod lookup;
 pub mod policy;
+mod preview;
+pub mod startup;
+mod tftp_names;
 
 pub use certificates::SignOutcome;
+pub use lookup::LeaseLookup;
+pub use preview::PreviewError;
+pub use startup::StartupError;
+pub use tftp_names::{Generated, generated_name};
 
-use crate::assets::images::{Catalog, Image};
+use crate::assets::images::Image;
 use crate::config::{Config, Host, Site};
 use crate::generation::{Generation, Generations};
 use crate::inventory::{BootDecision, Inventory, InventoryError};
@@ -32,25 +40,9 @@ use crate::mac::MacAddr;
 use crate::pki::PkiError;
 use crate::pki::signer::Signer;
 use crate::render::cache::RenderKey;
-use crate::render::{Action, HostContext, InstallFacts, RenderError, Renderer};
-use crate::tftp::{GeneratedFiles, GeneratedFuture};
+use crate::render::{Action, HostContext, InstallFacts, RenderError};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-
-/// What the boot policy needs from the lease table: lookups cheap enough for every
-/// request (no scan of the table while a boot storm holds the DHCP engine's lock).
-pub trait LeaseLookup: Send + Sync {
-    /// The MAC that holds (or last held) a lease on `ip`.
-    fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr>;
-    /// Whether `ip` is bound to `mac` and unexpired at `now` by this server's own grant: a
-    /// binding learnt only from the failover partner does not count (the ISC protocol does
-    /// not authenticate the partner, so a forged BNDUPD must not open a host's secrets).
-    fn holds(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool;
-    /// The address bound to `mac` as a plain Ethernet client, if any.
-    fn address_of_mac(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr>;
-    /// Whether `ip` is bound to some client and unexpired at `now` (ours or the partner's).
-    fn is_bound(&self, ip: Ipv4Addr, now: u64) -> bool;
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -382,45 +374,6 @@ impl Boot {
         self.state.signer.ca_pem()
     }
 
-    /// Every profile's kickstart must exist as a template: checked at start, not at the
-    /// first install.
-    pub fn check_templates(config: &Config, renderer: &Renderer) -> Result<(), String> {
-        let mut missing = Vec::new();
-        for f in [Format::Ipxe, Format::Pxelinux, Format::Grub] {
-            if !renderer.has(f.template()) {
-                missing.push(format!("{} (boot scripts)", f.template()));
-            }
-        }
-        for p in config.profiles.values() {
-            if let Some(ks) = &p.kickstart
-                && !renderer.has(ks)
-            {
-                missing.push(format!("{ks} (profile {})", p.name));
-            }
-        }
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "missing templates in {}: {}",
-                renderer.dir().display(),
-                missing.join(", ")
-            ))
-        }
-    }
-
-    /// The OS images that configured hosts' profiles deploy, found under the assets
-    /// directory with their checksums: at start and at every reload (so a host moved to an
-    /// image profile whose image is missing is a refused reload, not a failed install). A
-    /// profile no host uses needs no image yet.
-    pub fn load_images(config: &Config) -> Result<Catalog, String> {
-        let used = config
-            .hosts
-            .iter()
-            .filter_map(|e| config.profiles.get(e.host.profile.as_deref()?)?.image.as_deref());
-        Catalog::load(&config.daemon.assets_dir, used).map_err(|e| format!("profile images: {e}"))
-    }
-
     /// The image `host`'s profile deploys, if it names one.
     fn image_of(&self, host: Option<&Host>) -> Option<&Image> {
         let profile = self.generation.config.profiles.get(host?.profile.as_deref()?)?;
@@ -551,135 +504,4 @@ impl Boot {
         Ok(text)
     }
 
-    /// What `provd render` prints: offline, with a placeholder token, touching no state.
-    pub fn preview(
-        config: &Config,
-        renderer: &Renderer,
-        what: &str,
-        name: &str,
-        action: Action,
-    ) -> Result<String, String> {
-        let (site, host) = config
-            .find_host(name)
-            .ok_or_else(|| format!("no host named {name:?} in the config"))?;
-        let template = match what {
-            "ipxe" => Format::Ipxe.template().to_string(),
-            "pxelinux" => Format::Pxelinux.template().to_string(),
-            "grub" => Format::Grub.template().to_string(),
-            "ks" | "kickstart" => config
-                .profiles
-                .get(host.profile.as_deref().unwrap_or(""))
-                .and_then(|p| p.kickstart.clone())
-                .ok_or_else(|| format!("host {} has no profile with a kickstart", host.hostname))?,
-            other => return Err(format!("unknown kind {other:?}: use ipxe, pxelinux, grub or ks")),
-        };
-        // Only this host's image: a preview needs no other profile's files.
-        let image_name = config
-            .profiles
-            .get(host.profile.as_deref().unwrap_or(""))
-            .and_then(|p| p.image.as_deref());
-        let images = Catalog::load(&config.daemon.assets_dir, image_name)?;
-        let ctx = HostContext {
-            config,
-            site,
-            host: Some(host),
-            mac: host.mac,
-            ip: host.ip,
-            action,
-            token: Some(PREVIEW_TOKEN),
-            install: Some(InstallFacts {
-                id: "PREVIEW".into(),
-                wipe_allowed: false,
-            }),
-            image: image_name.and_then(|n| images.get(n)),
-        };
-        renderer.render(&template, &ctx.to_value()).map_err(|e| e.to_string())
-    }
-}
-
-/// TFTP names that are rendered per client instead of read from disk (public for the
-/// fuzz target `tftp_names`).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Generated {
-    ByMac(Format, MacAddr),
-    ByIp(Format, Ipv4Addr),
-}
-
-/// `pxelinux.cfg/01-<mac>`, `pxelinux.cfg/<8 hex digits>`, `...grub.cfg-01-<mac>`,
-/// `...grub.cfg-<8 hex digits>` (the names PXELINUX and GRUB ask for, in that order).
-pub fn generated_name(path: &str) -> Option<Generated> {
-    let path = path.trim_start_matches('/');
-    let (format, tail) = if let Some(t) = path.strip_prefix("pxelinux.cfg/") {
-        (Format::Pxelinux, t)
-    } else if let Some(i) = path.rfind("grub.cfg-") {
-        (Format::Grub, &path[i + "grub.cfg-".len()..])
-    } else {
-        return None;
-    };
-    if let Some(mac) = tail.strip_prefix("01-") {
-        return mac.parse().ok().map(|m| Generated::ByMac(format, m));
-    }
-    if tail.len() == 8 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return u32::from_str_radix(tail, 16)
-            .ok()
-            .map(|n| Generated::ByIp(format, Ipv4Addr::from(n)));
-    }
-    None
-}
-
-impl GeneratedFiles for Boot {
-    fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a> {
-        Box::pin(async move {
-            let (format, mac) = match generated_name(path)? {
-                Generated::ByMac(f, m) => (f, m),
-                Generated::ByIp(f, ip) => match self.state.leases.mac_of(ip) {
-                    Some(m) => (f, m),
-                    None => return Some(Err(format!("no lease for {ip}"))),
-                },
-            };
-            Some(
-                self.script(format, mac, None, client)
-                    .await
-                    .map(|(_, text)| text.into_bytes())
-                    .map_err(|e| e.to_string()),
-            )
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_names() {
-        let mac: MacAddr = "52:54:00:aa:bb:cc".parse().unwrap();
-        assert_eq!(
-            generated_name("pxelinux.cfg/01-52-54-00-aa-bb-cc"),
-            Some(Generated::ByMac(Format::Pxelinux, mac))
-        );
-        assert_eq!(
-            generated_name("/pxelinux.cfg/C0A8000B"),
-            Some(Generated::ByIp(Format::Pxelinux, Ipv4Addr::new(192, 168, 0, 11)))
-        );
-        assert_eq!(
-            generated_name("grub/grub.cfg-01-52-54-00-aa-bb-cc"),
-            Some(Generated::ByMac(Format::Grub, mac))
-        );
-        assert_eq!(
-            generated_name("grub.cfg-0A000001"),
-            Some(Generated::ByIp(Format::Grub, Ipv4Addr::new(10, 0, 0, 1)))
-        );
-        assert_eq!(
-            generated_name("pxelinux.cfg/default"),
-            None,
-            "served from disk if present"
-        );
-        assert_eq!(
-            generated_name("pxelinux.cfg/C0A8"),
-            None,
-            "partial hex prefixes fall through to disk"
-        );
-        assert_eq!(generated_name("undionly.kpxe"), None);
-    }
 }

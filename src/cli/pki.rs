@@ -208,7 +208,7 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
         PkiCommand::Reject { host, target } => decide(&target, &host, "reject", "rejected")?,
         PkiCommand::Revoke { host, role, target } => {
             if let Some(r) = &role {
-                r.parse::<crate::pki::Role>().map_err(anyhow::Error::msg)?;
+                r.parse::<crate::pki::Role>()?;
             }
             let api = target.api()?;
             let name = super::client::segment(&host);

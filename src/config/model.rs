@@ -439,6 +439,21 @@ impl Site {
     }
 }
 
+/// Why a process cannot serve the sites it was asked to.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SiteSelectionError {
+    #[error("no site named {name:?} (known: {})", known.join(", "))]
+    Unknown { name: String, known: Vec<String> },
+    #[error("sites {first} and {second} both listen on {interface}; serve one of them with --site NAME")]
+    SharedInterface {
+        first: String,
+        second: String,
+        interface: String,
+    },
+    #[error("none of the selected sites has a listen interface: nothing to serve")]
+    NothingToServe,
+}
+
 impl Config {
     /// What `provd check` and `provd serve` should point out about a valid config: choices
     /// whose consequences a reader might not expect.
@@ -474,16 +489,16 @@ impl Config {
 
     /// The sites this process serves: the named ones, or every site when none is named.
     /// One process cannot serve two sites on the same interface: say which to pick.
-    pub fn select_sites(&self, names: &[String]) -> Result<Vec<&Site>, String> {
+    pub fn select_sites(&self, names: &[String]) -> Result<Vec<&Site>, SiteSelectionError> {
         let sites: Vec<&Site> = if names.is_empty() {
             self.sites.values().collect()
         } else {
             names
                 .iter()
                 .map(|n| {
-                    self.sites.get(n).ok_or_else(|| {
-                        let known: Vec<&str> = self.sites.keys().map(String::as_str).collect();
-                        format!("no site named {n:?} (known: {})", known.join(", "))
+                    self.sites.get(n).ok_or_else(|| SiteSelectionError::Unknown {
+                        name: n.clone(),
+                        known: self.sites.keys().cloned().collect(),
                     })
                 })
                 .collect::<Result<_, _>>()?
@@ -492,15 +507,16 @@ impl Config {
         for s in &sites {
             for l in &s.listen {
                 if let Some(other) = owner.insert(&l.interface, &s.name) {
-                    return Err(format!(
-                        "sites {other} and {} both listen on {}; serve one of them with --site NAME",
-                        s.name, l.interface
-                    ));
+                    return Err(SiteSelectionError::SharedInterface {
+                        first: other.to_string(),
+                        second: s.name.clone(),
+                        interface: l.interface.clone(),
+                    });
                 }
             }
         }
         if sites.iter().all(|s| s.listen.is_empty()) {
-            return Err("none of the selected sites has a listen interface: nothing to serve".into());
+            return Err(SiteSelectionError::NothingToServe);
         }
         Ok(sites)
     }

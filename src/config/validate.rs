@@ -139,7 +139,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
             if let Some(image) = &p.get_ref().image {
                 let key = format!("profiles.{name}.image");
                 if let Err(e) = crate::assets::images::check_name(image.get_ref()) {
-                    errors.push(src.error(Some(image.span()), key, e));
+                    errors.push(src.error(Some(image.span()), key, e.to_string()));
                 } else if p.get_ref().kickstart.is_none()
                     || p.get_ref().kernel.is_none()
                     || p.get_ref().initrd.is_none()

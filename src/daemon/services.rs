@@ -90,13 +90,13 @@ impl Services {
         } else {
             config_paths
         };
-        let served = config.select_sites(sites).map_err(anyhow::Error::msg)?;
+        let served = config.select_sites(sites)?;
         let served_names: Vec<String> = served.iter().map(|s| s.name.clone()).collect();
 
         let renderer = Renderer::load(&config.daemon.templates_dir)
             .with_context(|| format!("loading templates from {}", config.daemon.templates_dir.display()))?;
-        Boot::check_templates(&config, &renderer).map_err(anyhow::Error::msg)?;
-        let images = Boot::load_images(&config).map_err(anyhow::Error::msg)?;
+        Boot::check_templates(&config, &renderer)?;
+        let images = Boot::load_images(&config)?;
         let assets_root = crate::served_root::canonical_root(&config.daemon.assets_dir).with_context(|| {
             format!(
                 "assets directory {} (create it, or run `provd assets init`)",

@@ -49,6 +49,17 @@ pub struct Nic {
     pub speed_mbps: Option<u32>,
 }
 
+/// Why a discovery report is refused (whole: nothing of it is stored).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FactsRefusal {
+    #[error("more than {MAX_ITEMS} disks or NICs")]
+    TooMany,
+    #[error("a value longer than {MAX_TEXT} characters")]
+    TooLong,
+    #[error("a value with control characters (terminal escapes are refused)")]
+    ControlCharacters,
+}
+
 impl HardwareFacts {
     /// Every text value of the report (what reaches an operator's terminal): the one list
     /// `check` and the discovery fuzz target both read.
@@ -77,17 +88,17 @@ impl HardwareFacts {
     }
 
     /// Refuse what is oversized rather than store part of it.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), FactsRefusal> {
         if self.disks.len() > MAX_ITEMS || self.nics.len() > MAX_ITEMS {
-            return Err(format!("more than {MAX_ITEMS} disks or NICs"));
+            return Err(FactsRefusal::TooMany);
         }
         let texts = self.texts();
         if texts.iter().any(|t| t.len() > MAX_TEXT) {
-            return Err(format!("a value longer than {MAX_TEXT} characters"));
+            return Err(FactsRefusal::TooLong);
         }
         // They are shown on operators' terminals: an escape sequence is refused, not stored.
         if texts.iter().any(|t| crate::printable::has_unsafe(t)) {
-            return Err("a value with control characters (terminal escapes are refused)".into());
+            return Err(FactsRefusal::ControlCharacters);
         }
         Ok(())
     }
@@ -102,16 +113,16 @@ mod tests {
         let mut f = HardwareFacts::default();
         assert!(f.check().is_ok());
         f.disks = vec![Disk::default(); MAX_ITEMS + 1];
-        assert!(f.check().is_err());
+        assert_eq!(f.check(), Err(FactsRefusal::TooMany));
         f.disks.clear();
         f.cpu_model = Some("x".repeat(MAX_TEXT + 1));
-        assert!(f.check().is_err());
+        assert_eq!(f.check(), Err(FactsRefusal::TooLong));
         f.cpu_model = Some("Xeon".into());
         assert!(f.check().is_ok());
         f.nics = vec![Nic {
             name: "eth0\u{1b}]0;pwned\u{7}".into(),
             ..Nic::default()
         }];
-        assert!(f.check().unwrap_err().contains("control characters"));
+        assert_eq!(f.check(), Err(FactsRefusal::ControlCharacters));
     }
 }

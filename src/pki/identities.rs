@@ -3,7 +3,7 @@
 //! made once and renewed before it expires (not per start), and the records of what
 //! `provd pki issue-client` made from the command line (`registry::INBOX`), imported.
 
-use super::Ca;
+use super::{Ca, PkiError};
 use super::registry::{CertRecord, POOL_ROLE, Registry, RegistryError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,31 +47,43 @@ fn replace_reason(dir: &Path, ca: &Ca, registry: &Registry, now: i64) -> Option<
     (left < RENEW_BEFORE_SECONDS).then(|| format!("it expires in {} days", left / 86400))
 }
 
+/// Why the pool's identity could not be kept or made.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error("the new certificate does not parse")]
+    Unparsable,
+    #[error("recording it: {0}")]
+    Registry(#[from] RegistryError),
+}
+
 /// provd's libvirt client credentials for the pool (`cacert.pem`, `clientcert.pem`,
 /// `clientkey.pem` 0600) in `<state_dir>/pool-pki`: kept across starts while valid, made
 /// (and the previous one revoked) when missing, expiring, revoked or from another CA. The
 /// certificate is `O=<CA>,CN=<cn>`, which hypervisors allow as provd's pool.
-pub async fn pool_identity(ca: &Ca, registry: &Registry, state_dir: &Path, cn: &str) -> Result<PathBuf, String> {
+pub async fn pool_identity(ca: &Ca, registry: &Registry, state_dir: &Path, cn: &str) -> Result<PathBuf, IdentityError> {
     let dir = state_dir.join("pool-pki");
     let now = crate::clock::unix_now() as i64;
     let Some(why) = replace_reason(&dir, ca, registry, now) else {
         // The CA file may have been replaced by an identical copy: keep it current.
-        std::fs::write(dir.join("cacert.pem"), ca.cert_pem()).map_err(|e| e.to_string())?;
+        let ca_file = dir.join("cacert.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).map_err(|source| {
+            IdentityError::Pki(PkiError::Io {
+                path: ca_file.clone(),
+                source,
+            })
+        })?;
         return Ok(dir);
     };
-    let (cert, key) = ca
-        .issue_pool_client(cn, super::DEFAULT_LEAF_DAYS)
-        .map_err(|e| e.to_string())?;
-    let record = CertRecord::of_pem(&cert, cn, POOL_ROLE, "pool", now).ok_or("the new certificate does not parse")?;
-    registry.issued(record.clone()).await.map_err(|e| e.to_string())?;
-    super::write_client(&dir, ca, &cert, &key).map_err(|e| e.to_string())?;
+    let (cert, key) = ca.issue_pool_client(cn, super::DEFAULT_LEAF_DAYS)?;
+    let record = CertRecord::of_pem(&cert, cn, POOL_ROLE, "pool", now).ok_or(IdentityError::Unparsable)?;
+    registry.issued(record.clone()).await?;
+    super::write_client(&dir, ca, &cert, &key)?;
     // The one it replaces (any other valid pool identity of this name) is revoked.
     for old in registry.certificates() {
         if old.role == POOL_ROLE && old.host == cn && old.serial != record.serial && old.revoked_at.is_none() {
-            registry
-                .revoke_serial(&old.serial, now)
-                .await
-                .map_err(|e| e.to_string())?;
+            registry.revoke_serial(&old.serial, now).await?;
         }
     }
     tracing::info!("pool identity {cn:?} made (serial {}): {why}", record.serial);

@@ -123,13 +123,18 @@ impl Role {
     }
 }
 
+/// A certificate role provd does not issue.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("role must be server or client, not {0:?}")]
+pub struct UnknownRole(pub String);
+
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
         match s {
             "server" => Ok(Role::Server),
             "client" => Ok(Role::Client),
-            other => Err(format!("role must be server or client, not {other:?}")),
+            other => Err(UnknownRole(other.to_string())),
         }
     }
 }

@@ -40,7 +40,11 @@ const DEFAULT_TIMEOUT_SECS: u8 = 2;
 /// What `GeneratedFiles::generate` returns: `None`, not a generated name (look on disk);
 /// `Some(Err)`, a generated name that cannot be produced for this client (unknown host,
 /// render error), answered "file not found".
-pub type GeneratedFuture<'a> = Pin<Box<dyn Future<Output = Option<Result<Vec<u8>, String>>> + Send + 'a>>;
+pub type GeneratedFuture<'a> = Pin<Box<dyn Future<Output = Option<Result<Vec<u8>, GenerateError>>> + Send + 'a>>;
+
+/// Why a generated file cannot be produced for this client (logged; the client is told
+/// only "file not found").
+pub type GenerateError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Files that do not exist on disk but are rendered for the asking client.
 pub trait GeneratedFiles: Send + Sync {

@@ -1,0 +1,99 @@
+//! The TFTP names that are rendered per client rather than read from disk (the names
+//! PXELINUX and GRUB ask for), and the boot policy as TFTP's source of generated files.
+
+use super::{Boot, Format};
+use crate::mac::MacAddr;
+use crate::tftp::{GenerateError, GeneratedFiles, GeneratedFuture};
+use std::net::Ipv4Addr;
+
+/// A name by IP address whose address holds no lease here.
+#[derive(Debug, thiserror::Error)]
+#[error("no lease for {0}")]
+struct NoLease(Ipv4Addr);
+
+/// TFTP names that are rendered per client instead of read from disk (public for the
+/// fuzz target `tftp_names`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Generated {
+    ByMac(Format, MacAddr),
+    ByIp(Format, Ipv4Addr),
+}
+
+/// `pxelinux.cfg/01-<mac>`, `pxelinux.cfg/<8 hex digits>`, `...grub.cfg-01-<mac>`,
+/// `...grub.cfg-<8 hex digits>` (the names PXELINUX and GRUB ask for, in that order).
+pub fn generated_name(path: &str) -> Option<Generated> {
+    let path = path.trim_start_matches('/');
+    let (format, tail) = if let Some(t) = path.strip_prefix("pxelinux.cfg/") {
+        (Format::Pxelinux, t)
+    } else if let Some(i) = path.rfind("grub.cfg-") {
+        (Format::Grub, &path[i + "grub.cfg-".len()..])
+    } else {
+        return None;
+    };
+    if let Some(mac) = tail.strip_prefix("01-") {
+        return mac.parse().ok().map(|m| Generated::ByMac(format, m));
+    }
+    if tail.len() == 8 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return u32::from_str_radix(tail, 16)
+            .ok()
+            .map(|n| Generated::ByIp(format, Ipv4Addr::from(n)));
+    }
+    None
+}
+
+impl GeneratedFiles for Boot {
+    fn generate<'a>(&'a self, client: Ipv4Addr, path: &'a str) -> GeneratedFuture<'a> {
+        Box::pin(async move {
+            let (format, mac) = match generated_name(path)? {
+                Generated::ByMac(f, m) => (f, m),
+                Generated::ByIp(f, ip) => match self.state.leases.mac_of(ip) {
+                    Some(m) => (f, m),
+                    None => return Some(Err(Box::new(NoLease(ip)) as GenerateError)),
+                },
+            };
+            Some(
+                self.script(format, mac, None, client)
+                    .await
+                    .map(|(_, text)| text.into_bytes())
+                    .map_err(|e| Box::new(e) as GenerateError),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names() {
+        let mac: MacAddr = "52:54:00:aa:bb:cc".parse().unwrap();
+        assert_eq!(
+            generated_name("pxelinux.cfg/01-52-54-00-aa-bb-cc"),
+            Some(Generated::ByMac(Format::Pxelinux, mac))
+        );
+        assert_eq!(
+            generated_name("/pxelinux.cfg/C0A8000B"),
+            Some(Generated::ByIp(Format::Pxelinux, Ipv4Addr::new(192, 168, 0, 11)))
+        );
+        assert_eq!(
+            generated_name("grub/grub.cfg-01-52-54-00-aa-bb-cc"),
+            Some(Generated::ByMac(Format::Grub, mac))
+        );
+        assert_eq!(
+            generated_name("grub.cfg-0A000001"),
+            Some(Generated::ByIp(Format::Grub, Ipv4Addr::new(10, 0, 0, 1)))
+        );
+        assert_eq!(
+            generated_name("pxelinux.cfg/default"),
+            None,
+            "served from disk if present"
+        );
+        assert_eq!(
+            generated_name("pxelinux.cfg/C0A8"),
+            None,
+            "partial hex prefixes fall through to disk"
+        );
+        assert_eq!(generated_name("undionly.kpxe"), None);
+    }
+}

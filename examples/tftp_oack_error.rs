@@ -116,7 +116,7 @@ fn main() {
         provd::tftp::TftpServer::new(
             dir.path().to_path_buf(),
             Arc::new(provd::tftp::NoGenerated),
-            Arc::new(provd::tftp::TftpStats::new(provd::tftp::COUNTERS)),
+            Arc::new(provd::tftp::TftpStats::default()),
         )
         .unwrap(),
     );

@@ -132,8 +132,7 @@ impl Reloader {
         let _one = self.running.lock().await;
         let current = self.generations.current();
         let paths = self.paths.clone();
-        let (new, renderer, images) = tokio::task::spawn_blocking(move || read(&paths))
-            .await??;
+        let (new, renderer, images) = tokio::task::spawn_blocking(move || read(&paths)).await??;
         let served_new: Vec<String> = match new.select_sites(&self.sites) {
             Ok(s) => s.iter().map(|s| s.name.clone()).collect(),
             Err(e) => return Err(ReloadError::RestartNeeded(vec![e.to_string()])),

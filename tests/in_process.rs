@@ -806,7 +806,7 @@ async fn listener(f: &Fixture, fast: bool) -> (SocketAddr, tokio::sync::watch::S
         provd::http::boot_router(state),
         listen::BOOT_LIMITS,
         stopped,
-        move |why: listen::Refused| stats.inc(why.counter()),
+        move |why: listen::Refused| why.counter(&stats).inc(),
         Transport::Plain { assets },
         // The daemon's admission: leased, reserved, or in `tftp_open`.
         Some(Arc::new(f.services.boot.clone())),

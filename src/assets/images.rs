@@ -221,10 +221,7 @@ fn find(assets_dir: &Path, name: &str) -> Result<Image, ImageError> {
 /// The checksum in a sha256sum line (`HEX  NAME` or `HEX *NAME`, or the bare hex). A name,
 /// when present, must be the image's own: a sidecar copied from another image is an error.
 pub fn parse_sidecar(text: &str, file_name: &str) -> Result<String, SidecarError> {
-    let line = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .ok_or(SidecarError::Empty)?;
+    let line = text.lines().find(|l| !l.trim().is_empty()).ok_or(SidecarError::Empty)?;
     let mut parts = line.split_whitespace();
     let hex = parts.next().unwrap_or_default();
     if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {

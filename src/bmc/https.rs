@@ -172,12 +172,15 @@ impl Https {
                 source,
             })?
             .next()
-            .ok_or_else(|| HttpsError::NoAddress { host: self.host.clone() })?;
-        let tcp = TcpStream::connect_timeout(&addr, self.timeout).map_err(|source| HttpsError::Connect { addr, source })?;
+            .ok_or_else(|| HttpsError::NoAddress {
+                host: self.host.clone(),
+            })?;
+        let tcp =
+            TcpStream::connect_timeout(&addr, self.timeout).map_err(|source| HttpsError::Connect { addr, source })?;
         tcp.set_read_timeout(Some(self.timeout)).ok();
         tcp.set_write_timeout(Some(self.timeout)).ok();
-        let conn = rustls::ClientConnection::new(self.tls.clone(), self.server_name.clone())
-            .map_err(HttpsError::Setup)?;
+        let conn =
+            rustls::ClientConnection::new(self.tls.clone(), self.server_name.clone()).map_err(HttpsError::Setup)?;
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\nAccept: application/json\r\nUser-Agent: provd\r\n",

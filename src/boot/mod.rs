@@ -503,5 +503,4 @@ impl Boot {
         self.state.inventory.kickstart_fetched(mac, token, from).await?;
         Ok(text)
     }
-
 }

@@ -179,7 +179,7 @@ async fn serve_http(
         app,
         limits,
         stop,
-        move |why: http::listen::Refused| stats.inc(why.counter()),
+        move |why: http::listen::Refused| why.counter(&stats).inc(),
         transport,
         admission,
     )

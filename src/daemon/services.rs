@@ -150,8 +150,7 @@ impl Services {
             }
             Err(e) => return Err(e.into()),
         };
-        let nocloud =
-            Arc::new(crate::nocloud::Registry::load(store.clone()).context("nocloud seeds")?);
+        let nocloud = Arc::new(crate::nocloud::Registry::load(store.clone()).context("nocloud seeds")?);
         let generations = Arc::new(Generations::new(generation));
         let boot = BootSource::new(
             generations.clone(),
@@ -178,9 +177,9 @@ impl Services {
             reloader,
             journal,
             nocloud,
-            dhcp_stats: Arc::new(crate::dhcp::stats::counters()),
-            tftp_stats: Arc::new(TftpStats::new(crate::tftp::COUNTERS)),
-            http_stats: Arc::new(HttpStats::new(crate::http::COUNTERS)),
+            dhcp_stats: Arc::new(DhcpStats::default()),
+            tftp_stats: Arc::new(TftpStats::default()),
+            http_stats: Arc::new(HttpStats::default()),
             assets_root,
             api_token,
             generations,

@@ -42,25 +42,6 @@ pub enum DropReason {
     FailoverPartnersClient,
 }
 
-impl DropReason {
-    /// The `DhcpStats` counter this reason is counted in (static: no allocation per packet).
-    pub fn counter(self) -> &'static str {
-        match self {
-            DropReason::NoSubnet => "dropped_no_subnet",
-            DropReason::UntrustedRelay => "dropped_untrusted_relay",
-            DropReason::UnknownClient => "dropped_unknown_client",
-            DropReason::PoolExhausted => "dropped_pool_exhausted",
-            DropReason::OtherServer => "dropped_other_server",
-            DropReason::NoRecord => "dropped_no_record",
-            DropReason::NotClientsLease => "dropped_not_clients_lease",
-            DropReason::Malformed => "dropped_malformed_request",
-            DropReason::Unsupported => "dropped_unsupported_type",
-            DropReason::FailoverNoService => "dropped_failover_no_service",
-            DropReason::FailoverPartnersClient => "dropped_failover_partners_client",
-        }
-    }
-}
-
 #[derive(Debug)]
 pub enum Outcome {
     Reply {

@@ -27,15 +27,6 @@ pub enum Busy {
     Full,
 }
 
-impl Busy {
-    pub fn counter(self) -> &'static str {
-        match self {
-            Busy::AddressInFlight => "dropped_persist_in_flight",
-            Busy::Full => "dropped_persist_backlog",
-        }
-    }
-}
-
 pub struct PersistGate {
     slots: Arc<Semaphore>,
     addresses: Arc<Mutex<HashSet<Ipv4Addr>>>,

@@ -11,7 +11,7 @@ use crate::clock::unix_now;
 use crate::config::topology::Ingress;
 use crate::dhcp::Leases;
 use crate::dhcp::engine::Outcome;
-use crate::dhcp::packet::{self, ParseError};
+use crate::dhcp::packet;
 use crate::dhcp::reply::Destination;
 use crate::dhcp::socket::{self, CLIENT_PORT, SERVER_PORT};
 use crate::dhcp::stats::DhcpStats;
@@ -206,7 +206,7 @@ async fn answer_when_durable(
                 shared.tell_partner(w.for_partner);
             }
             Err(e) => {
-                shared.stats.inc("persist_failures");
+                shared.stats.persist_failures.inc();
                 match w.reply {
                     Some(_) => tracing::error!("lease not persisted, ACK withheld: {e}"),
                     None => tracing::error!("could not persist release/decline: {e}"),
@@ -227,13 +227,13 @@ fn handle_datagram(
     let mut req = match packet::parse(bytes) {
         Ok(r) => r,
         Err(e) => {
-            shared.stats.inc(malformed_counter(e));
+            shared.stats.malformed(e).inc();
             tracing::debug!("dropped malformed packet on {}: {e}", ingress.listen.interface);
             return;
         }
     };
     req.source = source;
-    shared.stats.inc(received_counter(req.msg_type));
+    shared.stats.received(req.msg_type).inc();
     let generation = shared.generations.current();
     let outcome = shared.leases.decide(&generation.topology, &req, ingress, unix_now());
     // Discovery hears of a booting machine once it holds a lease (this ACK): a DISCOVER with
@@ -261,7 +261,7 @@ fn handle_datagram(
     }
     let (record, reply) = match outcome {
         Outcome::Drop(reason) => {
-            shared.stats.inc(reason.counter());
+            shared.stats.dropped(reason).inc();
             return;
         }
         Outcome::Reply {
@@ -296,7 +296,7 @@ fn handle_datagram(
         }
         // The committer is behind (or gone): no answer, the client retransmits.
         Err(e) => {
-            shared.stats.inc("dropped_persist_backlog");
+            shared.stats.dropped_persist_backlog.inc();
             tracing::debug!("lease write not queued: {e}");
         }
     }
@@ -308,14 +308,14 @@ fn admit_write(shared: &Shared, record: &LeaseRecord) -> Option<crate::dhcp::per
     shared
         .persists
         .admit(record.ip)
-        .map_err(|busy| shared.stats.inc(busy.counter()))
+        .map_err(|busy| shared.stats.not_persisted(busy).inc())
         .ok()
 }
 
 fn send(shared: &Shared, sock: &UdpSocket, ingress: &Ingress, msg: &Message, kind: MessageType, dest: Destination) {
     let mut bytes = Vec::with_capacity(MIN_REPLY_LEN);
     if let Err(e) = msg.encode(&mut Encoder::new(&mut bytes)) {
-        shared.stats.inc("send_errors");
+        shared.stats.send_errors.inc();
         tracing::error!("could not encode reply: {e}");
         return;
     }
@@ -338,7 +338,7 @@ fn send(shared: &Shared, sock: &UdpSocket, ingress: &Ingress, msg: &Message, kin
     // is full the client retransmits, which is better than stalling every other client.
     match sock.try_send_to(&bytes, to.into()) {
         Ok(_) => {
-            shared.stats.inc(sent_counter(kind));
+            shared.stats.sent(kind).inc();
             if let (Some(j), MessageType::Ack) = (&shared.journal, kind)
                 && !msg.yiaddr().is_unspecified()
             {
@@ -355,39 +355,9 @@ fn send(shared: &Shared, sock: &UdpSocket, ingress: &Ingress, msg: &Message, kin
             }
         }
         Err(e) => {
-            shared.stats.inc("send_errors");
+            shared.stats.send_errors.inc();
             tracing::debug!("send to {to} failed: {e}");
         }
-    }
-}
-
-fn malformed_counter(e: ParseError) -> &'static str {
-    match e {
-        ParseError::Truncated => "malformed_truncated",
-        ParseError::BadCookie => "malformed_bad_cookie",
-        ParseError::BadHlen => "malformed_bad_hlen",
-        ParseError::NotRequest => "malformed_not_request",
-        ParseError::BadOptions => "malformed_bad_options",
-        ParseError::NoMessageType => "malformed_no_message_type",
-    }
-}
-
-fn received_counter(t: MessageType) -> &'static str {
-    match t {
-        MessageType::Discover => "received_discover",
-        MessageType::Request => "received_request",
-        MessageType::Decline => "received_decline",
-        MessageType::Release => "received_release",
-        MessageType::Inform => "received_inform",
-        _ => "received_other",
-    }
-}
-
-fn sent_counter(t: MessageType) -> &'static str {
-    match t {
-        MessageType::Offer => "sent_offer",
-        MessageType::Nak => "sent_nak",
-        _ => "sent_ack",
     }
 }
 

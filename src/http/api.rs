@@ -41,8 +41,8 @@ use crate::reload::{AdoptAnswer, AdoptRequest};
 /// `POST /api/hosts/<mac>/adopt`: a discovered machine becomes a configured host: an entry
 /// in `<config dir>/hosts-<site>.toml`, then a reload (which validates it like any config).
 async fn adopt(State(s): State<AppState>, Path(name): Path<String>, Json(req): Json<AdoptRequest>) -> Response {
-    use crate::reload::AdoptError;
     use super::failure::refuse;
+    use crate::reload::AdoptError;
     let boot = s.boot();
     let Some(mac) = boot.find(&name).await else {
         return not_found();

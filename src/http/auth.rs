@@ -150,7 +150,7 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
             // cross-site form or link cannot add (the cookie is SameSite=Strict as well).
             let read_only = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
             if !read_only && req.headers().get(super::session::CSRF_HEADER).is_none_or(|v| v != "1") {
-                s.http_stats.inc("refused_unauthenticated");
+                s.http_stats.refused_unauthenticated.inc();
                 return super::failure::refuse(
                     StatusCode::FORBIDDEN,
                     "a console session changes things only from the console (X-Provd-Console: 1)",
@@ -159,11 +159,11 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
             next.run(req).await
         }
         Credential::Revoked => {
-            s.http_stats.inc("refused_revoked");
+            s.http_stats.refused_revoked.inc();
             super::failure::refuse(StatusCode::UNAUTHORIZED, "this client certificate is revoked")
         }
         Credential::WrongToken | Credential::None => {
-            s.http_stats.inc("refused_unauthenticated");
+            s.http_stats.refused_unauthenticated.inc();
             (
                 [(header::WWW_AUTHENTICATE, "Bearer realm=\"provd\"")],
                 super::failure::refuse(

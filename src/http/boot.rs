@@ -45,14 +45,14 @@ async fn discover(
 ) -> Response {
     use crate::inventory::facts::{HardwareFacts, MAX_BODY};
     let Ok(mac) = mac.parse::<MacAddr>() else {
-        s.http_stats.inc("not_found");
+        s.http_stats.not_found.inc();
         return line(StatusCode::NOT_FOUND, "not found");
     };
     let Some(from) = source(peer) else {
         return line(StatusCode::FORBIDDEN, "forbidden");
     };
     if !s.leases.holds(from, mac, crate::clock::unix_now()) {
-        s.http_stats.inc("refused_address");
+        s.http_stats.refused_address.inc();
         s.journal.record(
             Some(mac),
             Some(from),
@@ -108,14 +108,14 @@ async fn nocloud(
     Path((token, file)): Path<(String, String)>,
 ) -> Response {
     let Some(seed) = s.nocloud.get(&token) else {
-        s.http_stats.inc("not_found");
+        s.http_stats.not_found.inc();
         return line(StatusCode::NOT_FOUND, "not found");
     };
     let Some(body) = seed.file(&file) else {
-        s.http_stats.inc("not_found");
+        s.http_stats.not_found.inc();
         return line(StatusCode::NOT_FOUND, "not found");
     };
-    s.http_stats.inc("nocloud");
+    s.http_stats.nocloud.inc();
     if let IpAddr::V4(ip) = peer.ip() {
         s.journal.record_ip(
             ip,
@@ -138,14 +138,14 @@ use super::failure::line;
 /// Map boot errors to responses that say nothing about why beyond the status.
 fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
     if let Some(f) = e.store_failure() {
-        s.http_stats.inc("store_errors");
+        s.http_stats.store_errors.inc();
         return super::failure::plain(what, &f);
     }
     match e {
         BootError::WrongAddress { mac, from, ref holds } => {
             // A machine that is not where provd put this MAC: counted, and both addresses
             // go to the journal for the operator.
-            s.http_stats.inc("refused_address");
+            s.http_stats.refused_address.inc();
             tracing::warn!("{what}: refused: {e}");
             s.journal.record(
                 Some(mac),
@@ -160,14 +160,14 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
             line(StatusCode::FORBIDDEN, "forbidden")
         }
         BootError::UnknownHost => {
-            s.http_stats.inc("not_found");
+            s.http_stats.not_found.inc();
             line(StatusCode::NOT_FOUND, "not found")
         }
         BootError::BoundElsewhere { bound } => {
             // The host's own other address (its lease beside its reservation): a second
             // machine there, or a host that changed address mid-install. Either way the
             // operator hears of it.
-            s.http_stats.inc("refused_address");
+            s.http_stats.refused_address.inc();
             tracing::warn!("{what}: refused: {e}");
             s.journal.record(
                 None,
@@ -180,7 +180,7 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
         }
         BootError::StepTaken(_) => {
             // The asker holds the token: saying which step was taken tells it nothing new.
-            s.http_stats.inc("refused_token");
+            s.http_stats.refused_token.inc();
             tracing::warn!("{what}: {e}");
             s.journal.record(
                 None,
@@ -192,7 +192,7 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
             line(StatusCode::FORBIDDEN, e)
         }
         BootError::TooSoon { .. } | BootError::NotDue { .. } => {
-            s.http_stats.inc("refused_certificate");
+            s.http_stats.refused_certificate.inc();
             tracing::warn!("{what}: {e}");
             line(StatusCode::TOO_MANY_REQUESTS, e)
         }
@@ -201,12 +201,12 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
         | BootError::NoCertificateRole { .. }
         | BootError::NotVerified { .. }
         | BootError::BadProof(_) => {
-            s.http_stats.inc("refused_certificate");
+            s.http_stats.refused_certificate.inc();
             tracing::warn!("{what}: {e}");
             line(StatusCode::FORBIDDEN, e)
         }
         BootError::TokenRefused => {
-            s.http_stats.inc("refused_token");
+            s.http_stats.refused_token.inc();
             tracing::warn!("{what}: token refused");
             line(StatusCode::FORBIDDEN, "forbidden")
         }
@@ -216,7 +216,7 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
         }
         BootError::NoCa => line(StatusCode::SERVICE_UNAVAILABLE, "this provd has no CA yet"),
         other => {
-            s.http_stats.inc("render_errors");
+            s.http_stats.render_errors.inc();
             tracing::error!("{what}: {other}");
             line(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -242,7 +242,7 @@ async fn boot_script(
     Path(file): Path<String>,
 ) -> Response {
     let Some(mac) = file.strip_suffix(".ipxe").and_then(|m| m.parse::<MacAddr>().ok()) else {
-        s.http_stats.inc("not_found");
+        s.http_stats.not_found.inc();
         return line(StatusCode::NOT_FOUND, "not found");
     };
     let Some(from) = source(peer) else {
@@ -276,7 +276,7 @@ fn boot_script_response(s: &AppState, mac: MacAddr, result: Result<String, BootE
     let s = s.clone();
     match result {
         Ok(text) => {
-            s.http_stats.inc("boot_scripts");
+            s.http_stats.boot_scripts.inc();
             ([("content-type", "text/plain; charset=utf-8")], text).into_response()
         }
         Err(e) => refuse(&s, e, &format!("boot script for {mac}")),
@@ -296,7 +296,7 @@ async fn kickstart(
     let boot = s.boot();
     match boot.kickstart(&host, &token, from).await {
         Ok(text) => {
-            s.http_stats.inc("kickstarts");
+            s.http_stats.kickstarts.inc();
             tracing::info!("kickstart served to {host}");
             let mac = boot.find(&host).await;
             s.journal.record(mac, None, Step::Kickstart { bytes: text.len() });
@@ -330,7 +330,7 @@ async fn callback(
         .await
     {
         Ok((mac, status)) => {
-            s.http_stats.inc("callbacks");
+            s.http_stats.callbacks.inc();
             tracing::info!("install event from {host}: {event:?} -> {status:?}");
             s.journal.record(Some(mac), None, Step::Callback { event });
             axum::Json(serde_json::json!({ "status": status })).into_response()
@@ -381,7 +381,7 @@ async fn sign(
     {
         Ok(SignOutcome::Issued(cert)) => certificate_response(&s, &boot, &host, role, cert, "issued").await,
         Ok(SignOutcome::Waiting) => {
-            s.http_stats.inc("certificates_waiting");
+            s.http_stats.certificates_waiting.inc();
             (
                 StatusCode::ACCEPTED,
                 "waiting for an operator: provd pki approve (ask again later)\n",
@@ -394,7 +394,7 @@ async fn sign(
 
 /// The CA, then the host's certificate, each after a `# provd: <what>` line.
 async fn certificate_response(s: &AppState, boot: &Boot, host: &str, role: Role, cert: String, what: &str) -> Response {
-    s.http_stats.inc("certificates");
+    s.http_stats.certificates.inc();
     let mac = boot.find(host).await;
     s.journal.record(
         mac,
@@ -432,7 +432,7 @@ async fn renew(
 async fn crl(State(s): State<AppState>) -> Response {
     match s.boot().crl_pem() {
         Ok(pem) => {
-            s.http_stats.inc("crl");
+            s.http_stats.crl.inc();
             ([("content-type", "application/pkix-crl")], pem).into_response()
         }
         Err(e) => refuse(&s, e, "CRL"),
@@ -456,12 +456,12 @@ async fn asset(
             }
         }
         Err(Refusal::OutsideRoot) => {
-            s.http_stats.inc("refused_outside_root");
+            s.http_stats.refused_outside_root.inc();
             tracing::warn!("assets: refused {path:?}: outside the served directory");
             line(StatusCode::FORBIDDEN, "forbidden")
         }
         Err(Refusal::NotFound) => {
-            s.http_stats.inc("not_found");
+            s.http_stats.not_found.inc();
             line(StatusCode::NOT_FOUND, "not found")
         }
     }
@@ -470,7 +470,7 @@ async fn asset(
 /// What serving a file under `/assets` counts and journals, whoever serves it (this
 /// handler, or the zero-copy path in front of the router).
 fn note_asset(s: &AppState, peer: SocketAddr, method: &str, path: &str, range: Option<&str>) {
-    s.http_stats.inc("assets");
+    s.http_stats.assets.inc();
     if let IpAddr::V4(ip) = peer.ip() {
         s.journal.record_ip(
             ip,
@@ -491,7 +491,7 @@ impl super::zero_copy::AssetFiles for AppState {
     }
 
     fn served(&self, peer: SocketAddr, head_only: bool, path: &str, range: Option<&str>) {
-        self.http_stats.inc("assets_sendfile");
+        self.http_stats.assets_sendfile.inc();
         note_asset(self, peer, if head_only { "HEAD" } else { "GET" }, path, range);
     }
 }

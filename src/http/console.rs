@@ -69,7 +69,7 @@ fn login_page(status: StatusCode, message: &str) -> Response {
 
 async fn page(State(s): State<AppState>, req: axum::extract::Request) -> Response {
     if !authenticated(&s, req.headers(), req.extensions()) {
-        s.http_stats.inc("refused_unauthenticated");
+        s.http_stats.refused_unauthenticated.inc();
         return login_page(StatusCode::UNAUTHORIZED, "");
     }
     ([(header::CACHE_CONTROL, "no-store")], Html(INDEX)).into_response()
@@ -100,7 +100,7 @@ async fn login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     if !s.api_token.accepts(f.token.trim()) {
-        s.http_stats.inc("refused_unauthenticated");
+        s.http_stats.refused_unauthenticated.inc();
         return login_page(
             StatusCode::UNAUTHORIZED,
             "That is not this server's token (it is in &lt;state_dir&gt;/api-token).",

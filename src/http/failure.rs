@@ -90,9 +90,7 @@ mod tests {
 
     fn futures_body(r: Response) -> serde_json::Value {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let bytes = rt
-            .block_on(axum::body::to_bytes(r.into_body(), 1 << 20))
-            .unwrap();
+        let bytes = rt.block_on(axum::body::to_bytes(r.into_body(), 1 << 20)).unwrap();
         serde_json::from_slice(&bytes).unwrap()
     }
 

@@ -82,11 +82,11 @@ pub enum Refused {
 }
 
 impl Refused {
-    /// The HTTP counter (`http::COUNTERS`) that counts it.
-    pub fn counter(self) -> &'static str {
+    /// The HTTP counter that counts it.
+    pub fn counter(self, stats: &super::HttpStats) -> &crate::counters::Counter {
         match self {
-            Refused::OverAddressCap => "refused_connections",
-            Refused::NotAdmitted => "refused_no_lease",
+            Refused::OverAddressCap => &stats.refused_connections,
+            Refused::NotAdmitted => &stats.refused_no_lease,
         }
     }
 }

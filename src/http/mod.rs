@@ -40,31 +40,31 @@ use std::sync::Arc;
 
 pub use api::StatsView;
 
-pub use crate::counters::Counters as HttpStats;
-
-/// Every HTTP counter name.
-pub const COUNTERS: &[&str] = &[
-    "boot_scripts",
-    "kickstarts",
-    "callbacks",
-    "assets",
-    "certificates",
-    "refused_token",
-    "not_found",
-    "refused_outside_root",
-    "nocloud",
-    "render_errors",
-    "refused_unauthenticated",
-    "refused_revoked",
-    "refused_address",
-    "refused_connections",
-    "refused_no_lease",
-    "certificates_waiting",
-    "refused_certificate",
-    "crl",
-    "store_errors",
-    "assets_sendfile",
-];
+crate::counter_set! {
+    /// Every HTTP counter; the field names are the exported names.
+    pub struct HttpStats {
+        boot_scripts,
+        kickstarts,
+        callbacks,
+        assets,
+        certificates,
+        refused_token,
+        not_found,
+        refused_outside_root,
+        nocloud,
+        render_errors,
+        refused_unauthenticated,
+        refused_revoked,
+        refused_address,
+        refused_connections,
+        refused_no_lease,
+        certificates_waiting,
+        refused_certificate,
+        crl,
+        store_errors,
+        assets_sendfile,
+    }
+}
 
 /// Everything handlers share, behind one `Arc`: axum clones the state for every request,
 /// and a clone of the parts themselves (twenty `Arc`s, a path and a site name) was a tenth
@@ -144,4 +144,90 @@ pub fn api_router(state: AppState) -> Router {
         .merge(api::open_routes())
         .merge(console::routes())
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The exported names (`/metrics`, the stats view) are what dashboards and alerts select on: the typed sets must
+    /// export exactly the names the string-keyed counters did.
+    #[test]
+    fn exported_counter_names_are_unchanged() {
+        assert_eq!(
+            crate::dhcp::stats::DhcpStats::NAMES,
+            [
+                "received_discover",
+                "received_request",
+                "received_decline",
+                "received_release",
+                "received_inform",
+                "received_other",
+                "sent_offer",
+                "sent_ack",
+                "sent_nak",
+                "send_errors",
+                "persist_failures",
+                "malformed_truncated",
+                "malformed_bad_cookie",
+                "malformed_bad_hlen",
+                "malformed_not_request",
+                "malformed_bad_options",
+                "malformed_no_message_type",
+                "dropped_no_subnet",
+                "dropped_untrusted_relay",
+                "dropped_unknown_client",
+                "dropped_pool_exhausted",
+                "dropped_other_server",
+                "dropped_no_record",
+                "dropped_not_clients_lease",
+                "dropped_malformed_request",
+                "dropped_unsupported_type",
+                "dropped_failover_no_service",
+                "dropped_failover_partners_client",
+                "dropped_persist_in_flight",
+                "dropped_persist_backlog",
+            ]
+        );
+        assert_eq!(
+            crate::tftp::TftpStats::NAMES,
+            [
+                "requests",
+                "completed",
+                "aborted_by_client",
+                "timed_out",
+                "failed",
+                "refused_outside_root",
+                "not_found",
+                "malformed",
+                "bytes_sent",
+                "refused_per_client",
+                "refused_no_lease",
+                "deferred_busy",
+            ]
+        );
+        assert_eq!(
+            crate::http::HttpStats::NAMES,
+            [
+                "boot_scripts",
+                "kickstarts",
+                "callbacks",
+                "assets",
+                "certificates",
+                "refused_token",
+                "not_found",
+                "refused_outside_root",
+                "nocloud",
+                "render_errors",
+                "refused_unauthenticated",
+                "refused_revoked",
+                "refused_address",
+                "refused_connections",
+                "refused_no_lease",
+                "certificates_waiting",
+                "refused_certificate",
+                "crl",
+                "store_errors",
+                "assets_sendfile",
+            ]
+        );
+    }
 }

@@ -3,8 +3,8 @@
 //! made once and renewed before it expires (not per start), and the records of what
 //! `provd pki issue-client` made from the command line (`registry::INBOX`), imported.
 
-use super::{Ca, PkiError};
 use super::registry::{CertRecord, POOL_ROLE, Registry, RegistryError};
+use super::{Ca, PkiError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -50,11 +50,7 @@ pub fn migrate_all(
     pki: &str,
 ) -> Result<Vec<Moved>, crate::vm::VmError> {
     let source = crate::vm::Hypervisor::connect(&format!("{source_uri}{pki}"))?;
-    let running: Vec<_> = source
-        .list()?
-        .into_iter()
-        .filter(|d| d.state == "running")
-        .collect();
+    let running: Vec<_> = source.list()?.into_iter().filter(|d| d.state == "running").collect();
     let mut out = Vec::new();
     for d in running {
         let Some(i) = choose(candidates, d.memory_mib) else {

@@ -73,9 +73,11 @@ fn client_config(pki_dir: &Path) -> Result<rustls::ClientConfig, PresentedError>
             .map_err(|e| credentials("cacert.pem")(e.into()))?;
     }
     let chain = vec![
-        CertificateDer::from_pem_slice(&read("clientcert.pem")?).map_err(|e| credentials("clientcert.pem")(e.into()))?,
+        CertificateDer::from_pem_slice(&read("clientcert.pem")?)
+            .map_err(|e| credentials("clientcert.pem")(e.into()))?,
     ];
-    let key = PrivateKeyDer::from_pem_slice(&read("clientkey.pem")?).map_err(|e| credentials("clientkey.pem")(e.into()))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&read("clientkey.pem")?).map_err(|e| credentials("clientkey.pem")(e.into()))?;
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(PresentedError::Setup)?

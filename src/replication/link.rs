@@ -477,14 +477,8 @@ async fn apply(site: &str, m: Message, shared: &Shared, status: &watch::Sender<S
     let changed = match m {
         Message::Hello { .. } => return Err(LinkError::NoHello("a second Hello")),
         Message::Keepalive => return Ok(()),
-        Message::Host(r) => shared
-            .inventory
-            .apply_remote(*r)
-            .await?,
-        Message::Certificate(c) => shared
-            .certificates
-            .apply_remote(c)
-            .await?,
+        Message::Host(r) => shared.inventory.apply_remote(*r).await?,
+        Message::Certificate(c) => shared.certificates.apply_remote(c).await?,
         Message::Seed { token, seed } => {
             let reg = shared.nocloud.clone();
             tokio::task::spawn_blocking(move || reg.apply_remote_blocking(&token, seed)).await??

@@ -92,23 +92,23 @@ impl Scopes for Arc<Fixed> {
     }
 }
 
-pub use crate::counters::Counters as TftpStats;
-
-/// Every TFTP counter name.
-pub const COUNTERS: &[&str] = &[
-    "requests",
-    "completed",
-    "aborted_by_client",
-    "timed_out",
-    "failed",
-    "refused_outside_root",
-    "not_found",
-    "malformed",
-    "bytes_sent",
-    "refused_per_client",
-    "refused_no_lease",
-    "deferred_busy",
-];
+crate::counter_set! {
+    /// Every TFTP counter; the field names are the exported names.
+    pub struct TftpStats {
+        requests,
+        completed,
+        aborted_by_client,
+        timed_out,
+        failed,
+        refused_outside_root,
+        not_found,
+        malformed,
+        bytes_sent,
+        refused_per_client,
+        refused_no_lease,
+        deferred_busy,
+    }
+}
 
 /// The transfers in progress, by peer and by client address.
 #[derive(Default)]
@@ -228,7 +228,7 @@ impl TftpServer {
                 // Stray ACK/ERROR/DATA on port 69 belong to no transfer; garbage is counted.
                 Ok(_) => continue,
                 Err(_) => {
-                    self.stats.inc("malformed");
+                    self.stats.malformed.inc();
                     continue;
                 }
             };
@@ -242,7 +242,7 @@ impl TftpServer {
             if !scope.admits(client) {
                 // One short error, never a transfer: a forged source gets no stream aimed at
                 // it, and a real machine without a lease is told why.
-                self.stats.inc("refused_no_lease");
+                self.stats.refused_no_lease.inc();
                 let _ = sock
                     .send_to(
                         &codec::error(ErrorCode::AccessViolation, "no lease or reservation for this address"),
@@ -255,7 +255,7 @@ impl TftpServer {
             match slot {
                 Slot::Duplicate => continue,
                 Slot::TooMany => {
-                    self.stats.inc("refused_per_client");
+                    self.stats.refused_per_client.inc();
                     let _ = sock
                         .send_to(
                             &codec::error(ErrorCode::NotDefined, "too many transfers from this address"),
@@ -266,14 +266,14 @@ impl TftpServer {
                 }
                 Slot::Admitted => {}
             }
-            self.stats.inc("requests");
+            self.stats.requests.inc();
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 // Full: no answer, so the client asks again after its timeout. A PXE ROM
                 // treats an ERROR as the end of its boot (it moves to the next boot
                 // device); it retransmits an unanswered RRQ. The storm benchmark lost a
                 // third of 5,000 machines to "server busy" before this.
                 active.lock().expect("active set").remove(&peer);
-                self.stats.inc("deferred_busy");
+                self.stats.deferred_busy.inc();
                 continue;
             };
             let (me, active) = (self.clone(), active.clone());
@@ -316,8 +316,8 @@ impl TftpServer {
         let s = &self.stats;
         match outcome {
             Outcome::Completed { bytes } => {
-                s.inc("completed");
-                s.add("bytes_sent", bytes);
+                s.completed.inc();
+                s.bytes_sent.add(bytes);
                 tracing::debug!("tftp {peer} {filename}: {bytes} bytes");
                 if let Some(j) = &self.journal {
                     j.record_ip(
@@ -330,14 +330,14 @@ impl TftpServer {
                 }
             }
             Outcome::AbortedByClient => {
-                s.inc("aborted_by_client");
+                s.aborted_by_client.inc();
             }
             Outcome::TimedOut => {
-                s.inc("timed_out");
+                s.timed_out.inc();
                 tracing::info!("tftp {peer} {filename}: client stopped acknowledging");
             }
             Outcome::Failed => {
-                s.inc("failed");
+                s.failed.inc();
             }
         }
     }
@@ -362,7 +362,7 @@ impl TftpServer {
                 }
                 Err(why) => {
                     tracing::info!("tftp {client} {filename}: {why}");
-                    self.stats.inc("not_found");
+                    self.stats.not_found.inc();
                     Err((ErrorCode::FileNotFound, "file not found".into()))
                 }
             };
@@ -375,11 +375,11 @@ impl TftpServer {
             Ok(Opened::File(file, len)) => Ok((Source::file(tokio::fs::File::from_std(file)), len)),
             Err(Refusal::OutsideRoot) => {
                 tracing::warn!("tftp {client}: refused {filename:?}: outside the served directory");
-                self.stats.inc("refused_outside_root");
+                self.stats.refused_outside_root.inc();
                 Err((ErrorCode::AccessViolation, "access violation".into()))
             }
             Err(Refusal::NotFound) => {
-                self.stats.inc("not_found");
+                self.stats.not_found.inc();
                 Err((ErrorCode::FileNotFound, "file not found".into()))
             }
         }

@@ -93,7 +93,10 @@ pub enum VmError {
         source: Box<VmError>,
     },
     #[error("{name:?} is undefined, but its disk could not be removed: {source}")]
-    DiskLeftBehind { name: String, source: storage::StorageError },
+    DiskLeftBehind {
+        name: String,
+        source: storage::StorageError,
+    },
 }
 
 impl VmError {

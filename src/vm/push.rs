@@ -50,7 +50,9 @@ fn read_volume(
         sink(chunk)?;
         total += chunk.len() as u64;
     }
-    stream.finish().map_err(StorageError::stream("finishing the download"))?;
+    stream
+        .finish()
+        .map_err(StorageError::stream("finishing the download"))?;
     Ok((hex(ctx.finish().as_ref()), total))
 }
 

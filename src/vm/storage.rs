@@ -57,7 +57,9 @@ impl StorageError {
 
 /// The directory `path` lives in (its pool's target).
 fn parent_of(path: &Path) -> Result<&Path, StorageError> {
-    path.parent().ok_or_else(|| StorageError::NoDirectory { path: path.to_path_buf() })
+    path.parent().ok_or_else(|| StorageError::NoDirectory {
+        path: path.to_path_buf(),
+    })
 }
 
 pub struct Volumes<'a> {

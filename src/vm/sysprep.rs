@@ -59,7 +59,10 @@ fn known_operations(name: &str) -> Result<Vec<String>, VmError> {
         .output()
         .map_err(|e| tool_error(name, format!("cannot run virt-sysprep ({e}); install libguestfs-tools")))?;
     if !out.status.success() {
-        return Err(tool_error(name, String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        return Err(tool_error(
+            name,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -54,20 +54,110 @@ pub enum Step {
     Kickstart { bytes: usize },
     /// An installer's progress callback.
     Callback { event: InstallEvent },
-    /// Certificates: signed for a host, or an operator's decision.
-    Pki { what: String },
+    /// A certificate: issued or renewed for a host, or an operator's decision on it.
+    Pki {
+        action: CertificateAction,
+        role: String,
+        /// The SHA-256 of the key an operator approved or rejected.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// The serial of a revoked certificate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        serial: Option<String>,
+    },
     /// A cloud-init seed file served to a VM.
     Nocloud { hostname: String, file: String },
-    /// A discovery report stored.
-    Discovery { what: String },
+    /// A discovery report stored: what the machine said it has.
+    Discovery {
+        cpus: u32,
+        memory_mib: u64,
+        disks: usize,
+        nics: usize,
+    },
     /// An operator adopted a discovered machine into the config.
     Adopted { hostname: String, file: String },
-    /// A BMC action.
-    Power { host: String, outcome: String },
-    /// The hypervisor pool moved something (drain).
-    Pool { what: String },
-    /// A request refused, and why.
-    Refused { reason: String },
+    /// A BMC action and its result.
+    Power {
+        host: String,
+        action: String,
+        ok: bool,
+        /// The power state after it, when the BMC said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The hypervisor pool moved a domain off a draining host (or could not).
+    Drained {
+        domain: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A request refused: which request, and why.
+    Refused { request: String, why: RefusalReason },
+}
+
+/// What happened to a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificateAction {
+    Issued,
+    Renewed,
+    Approved,
+    Rejected,
+    Revoked,
+}
+
+impl CertificateAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificateAction::Issued => "issued",
+            CertificateAction::Renewed => "renewed",
+            CertificateAction::Approved => "approved",
+            CertificateAction::Rejected => "rejected",
+            CertificateAction::Revoked => "revoked",
+        }
+    }
+}
+
+/// A host's addresses in words ("no lease and no reservation" when it has none).
+pub fn fmt_addresses(a: &[Ipv4Addr]) -> String {
+    if a.is_empty() {
+        "no lease and no reservation".into()
+    } else {
+        a.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Why the boot listener refused a request (the journal's record; the asker learns less).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum RefusalReason {
+    /// Asked from an address that is neither the host's reservation nor one of its leases.
+    WrongAddress { from: Ipv4Addr, holds: Vec<Ipv4Addr> },
+    /// The install token was first used from another of the host's addresses.
+    TokenBoundElsewhere { bound: Ipv4Addr },
+    /// A step of the install asked for a second time with the same token.
+    StepTaken { step: String },
+    /// Discovery facts from an address that does not hold the MAC's lease.
+    NotLeaseHolder { from: Ipv4Addr },
+}
+
+impl fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefusalReason::WrongAddress { from, holds } => {
+                write!(f, "asked from {from}; the host holds {}", fmt_addresses(holds))
+            }
+            RefusalReason::TokenBoundElsewhere { bound } => {
+                write!(f, "the install token is bound to {bound}, the address of its first use")
+            }
+            RefusalReason::StepTaken { step } => write!(f, "{step} was already taken with this install's token"),
+            RefusalReason::NotLeaseHolder { from } => write!(f, "sent from {from}, which does not hold its lease"),
+        }
+    }
 }
 
 impl fmt::Display for Step {
@@ -97,9 +187,59 @@ impl fmt::Display for Step {
             Step::Callback { event } => f.write_str(event.as_str()),
             Step::Nocloud { hostname, file } => write!(f, "{hostname} {file}"),
             Step::Adopted { hostname, file } => write!(f, "adopted as {hostname} ({file})"),
-            Step::Power { host, outcome } => write!(f, "{host}: {outcome}"),
-            Step::Pki { what } | Step::Discovery { what } | Step::Pool { what } => f.write_str(what),
-            Step::Refused { reason } => f.write_str(reason),
+            Step::Power {
+                host,
+                action,
+                ok: true,
+                state,
+                ..
+            } => write!(
+                f,
+                "{host}: power {action}: ok{}",
+                state.as_deref().map(|s| format!(", power {s}")).unwrap_or_default()
+            ),
+            Step::Power {
+                host, action, error, ..
+            } => {
+                write!(f, "{host}: power {action}: failed: {}", error.as_deref().unwrap_or("?"))
+            }
+            Step::Pki {
+                action: action @ (CertificateAction::Issued | CertificateAction::Renewed),
+                role,
+                ..
+            } => write!(f, "{role} certificate {}", action.as_str()),
+            Step::Pki {
+                action: CertificateAction::Revoked,
+                role,
+                serial,
+                ..
+            } => write!(
+                f,
+                "operator: revoked {role} certificate {}",
+                serial.as_deref().unwrap_or("?")
+            ),
+            Step::Pki { action, role, key, .. } => write!(
+                f,
+                "operator: {} {role}{}",
+                action.as_str(),
+                key.as_deref().map(|k| format!(" (key sha256 {k})")).unwrap_or_default()
+            ),
+            Step::Discovery {
+                cpus,
+                memory_mib,
+                disks,
+                nics,
+            } => write!(
+                f,
+                "discovery: {cpus} CPU(s), {memory_mib} MiB, {disks} disk(s), {nics} NIC(s) reported"
+            ),
+            Step::Drained {
+                domain, to: Some(to), ..
+            } => write!(f, "drain: {domain} moved to {to}"),
+            Step::Drained { domain, error, .. } => {
+                write!(f, "drain: {domain} not moved: {}", error.as_deref().unwrap_or("?"))
+            }
+            Step::Refused { request, why } => write!(f, "{request}: {why}"),
         }
     }
 }
@@ -165,6 +305,57 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_carry_fields_for_programs_and_a_sentence_for_people() {
+        let refused = Step::Refused {
+            request: "kickstart".into(),
+            why: RefusalReason::WrongAddress {
+                from: Ipv4Addr::new(10, 0, 0, 77),
+                holds: vec![Ipv4Addr::new(10, 0, 0, 11)],
+            },
+        };
+        let v = serde_json::to_value(&refused).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "kind": "refused",
+                "request": "kickstart",
+                "why": {"reason": "wrong-address", "from": "10.0.0.77", "holds": ["10.0.0.11"]}
+            })
+        );
+        assert_eq!(serde_json::from_value::<Step>(v).unwrap(), refused);
+        assert_eq!(
+            refused.to_string(),
+            "kickstart: asked from 10.0.0.77; the host holds 10.0.0.11"
+        );
+
+        let revoked = Step::Pki {
+            action: CertificateAction::Revoked,
+            role: "server".into(),
+            key: None,
+            serial: Some("0a".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&revoked).unwrap(),
+            serde_json::json!({"kind": "pki", "action": "revoked", "role": "server", "serial": "0a"})
+        );
+        assert_eq!(revoked.to_string(), "operator: revoked server certificate 0a");
+        let power = Step::Power {
+            host: "lab-1".into(),
+            action: "off".into(),
+            ok: true,
+            state: Some("off".into()),
+            error: None,
+        };
+        assert_eq!(power.to_string(), "lab-1: power off: ok, power off");
+        let drained = Step::Drained {
+            domain: "web".into(),
+            to: None,
+            error: Some("no room".into()),
+        };
+        assert_eq!(drained.to_string(), "drain: web not moved: no room");
+    }
 
     #[test]
     fn records_by_mac_resolving_addresses_through_the_holders() {

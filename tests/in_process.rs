@@ -216,10 +216,24 @@ async fn install_secrets_go_only_to_the_address_of_the_lease() {
         );
     }
     assert_eq!(f.services.http_stats.snapshot()["refused_address"], 5);
-    let refused: Vec<_> = journal_details(&f, "refused");
+    // The journal says which request and why, in fields.
+    let refused: Vec<_> = f
+        .services
+        .journal
+        .events(Some(HV1.parse().unwrap()))
+        .into_iter()
+        .filter_map(|e| match e.step {
+            provd::journal::Step::Refused { request, why } => Some((request, why)),
+            _ => None,
+        })
+        .collect();
     assert_eq!(refused.len(), 5);
-    assert!(
-        refused[1].contains("asked from 127.0.0.77; the host holds 127.0.0.11"),
+    assert_eq!(
+        refused[1].1,
+        provd::journal::RefusalReason::WrongAddress {
+            from: "127.0.0.77".parse().unwrap(),
+            holds: vec!["127.0.0.11".parse().unwrap()],
+        },
         "{refused:?}"
     );
     // The token is still good for the host itself: nothing was spent by the refusals.

@@ -140,13 +140,7 @@ impl BootError {
 }
 
 /// `a, b` or, for none, "no lease and no reservation" (errors and the journal).
-pub fn fmt_addresses(a: &[Ipv4Addr]) -> String {
-    if a.is_empty() {
-        "no lease and no reservation".into()
-    } else {
-        a.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(", ")
-    }
-}
+pub use crate::journal::fmt_addresses;
 
 impl From<InventoryError> for BootError {
     fn from(e: InventoryError) -> Self {

@@ -206,11 +206,12 @@ async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response 
     match s.pool.drain(inv, mac).await {
         Ok(moved) => {
             for m in &moved {
-                let what = match (&m.to, &m.error) {
-                    (Some(to), _) => format!("drain: {} moved to {to}", m.domain),
-                    (None, e) => format!("drain: {} not moved: {}", m.domain, e.as_deref().unwrap_or("?")),
+                let step = crate::journal::Step::Drained {
+                    domain: m.domain.clone(),
+                    to: m.to.clone(),
+                    error: m.error.clone(),
                 };
-                s.journal.record(Some(mac), None, crate::journal::Step::Pool { what });
+                s.journal.record(Some(mac), None, step);
             }
             Json(crate::pool::DrainReport { host: name, moved }).into_response()
         }

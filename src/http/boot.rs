@@ -3,7 +3,7 @@
 use super::AppState;
 use crate::boot::{Boot, BootError, Format, SignOutcome};
 use crate::inventory::InstallEvent;
-use crate::journal::Step;
+use crate::journal::{CertificateAction, RefusalReason, Step};
 use crate::mac::MacAddr;
 use crate::pki::Role;
 use crate::served_root::{self, Refusal};
@@ -57,7 +57,8 @@ async fn discover(
             Some(mac),
             Some(from),
             Step::Refused {
-                reason: format!("discovery facts for {mac} from {from}, which does not hold its lease"),
+                request: format!("discovery facts for {mac}"),
+                why: RefusalReason::NotLeaseHolder { from },
             },
         );
         return line(StatusCode::FORBIDDEN, "forbidden");
@@ -73,17 +74,26 @@ async fn discover(
         return line(StatusCode::BAD_REQUEST, e);
     }
     let boot = s.boot();
+    let facts_summary = (
+        facts.cpus.unwrap_or(0),
+        facts.memory_mib.unwrap_or(0),
+        facts.disks.len(),
+        facts.nics.len(),
+    );
     match s
         .inventory
         .set_facts(&boot.config().hosts, mac, s.listener_site.clone(), facts)
         .await
     {
-        Ok(r) => {
+        Ok(_) => {
             s.journal.record(
                 Some(mac),
                 Some(from),
                 Step::Discovery {
-                    what: r.history.last().map(|h| h.what.clone()).unwrap_or_default(),
+                    cpus: facts_summary.0,
+                    memory_mib: facts_summary.1,
+                    disks: facts_summary.2,
+                    nics: facts_summary.3,
                 },
             );
             let then = s
@@ -151,10 +161,11 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
                 Some(mac),
                 Some(from),
                 Step::Refused {
-                    reason: format!(
-                        "{what}: asked from {from}; the host holds {}",
-                        crate::boot::fmt_addresses(holds)
-                    ),
+                    request: what.to_string(),
+                    why: RefusalReason::WrongAddress {
+                        from,
+                        holds: holds.clone(),
+                    },
                 },
             );
             line(StatusCode::FORBIDDEN, "forbidden")
@@ -173,12 +184,13 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
                 None,
                 None,
                 Step::Refused {
-                    reason: format!("{what}: the install token is bound to {bound}, the address of its first use"),
+                    request: what.to_string(),
+                    why: RefusalReason::TokenBoundElsewhere { bound },
                 },
             );
             line(StatusCode::FORBIDDEN, e)
         }
-        BootError::StepTaken(_) => {
+        BootError::StepTaken(ref step) => {
             // The asker holds the token: saying which step was taken tells it nothing new.
             s.http_stats.refused_token.inc();
             tracing::warn!("{what}: {e}");
@@ -186,7 +198,8 @@ fn refuse(s: &AppState, e: BootError, what: &str) -> Response {
                 None,
                 None,
                 Step::Refused {
-                    reason: format!("{what}: {e}"),
+                    request: what.to_string(),
+                    why: RefusalReason::StepTaken { step: step.clone() },
                 },
             );
             line(StatusCode::FORBIDDEN, e)
@@ -379,7 +392,9 @@ async fn sign(
         .sign_csr(&host, q.token.as_deref().unwrap_or_default(), role, &csr, from)
         .await
     {
-        Ok(SignOutcome::Issued(cert)) => certificate_response(&s, &boot, &host, role, cert, "issued").await,
+        Ok(SignOutcome::Issued(cert)) => {
+            certificate_response(&s, &boot, &host, role, cert, CertificateAction::Issued).await
+        }
         Ok(SignOutcome::Waiting) => {
             s.http_stats.certificates_waiting.inc();
             (
@@ -393,14 +408,24 @@ async fn sign(
 }
 
 /// The CA, then the host's certificate, each after a `# provd: <what>` line.
-async fn certificate_response(s: &AppState, boot: &Boot, host: &str, role: Role, cert: String, what: &str) -> Response {
+async fn certificate_response(
+    s: &AppState,
+    boot: &Boot,
+    host: &str,
+    role: Role,
+    cert: String,
+    action: CertificateAction,
+) -> Response {
     s.http_stats.certificates.inc();
     let mac = boot.find(host).await;
     s.journal.record(
         mac,
         None,
         Step::Pki {
-            what: format!("{} certificate {what}", role.name()),
+            action,
+            role: role.name().to_string(),
+            key: None,
+            serial: None,
         },
     );
     let ca = boot.ca_pem().unwrap_or_default();
@@ -423,7 +448,7 @@ async fn renew(
     };
     let boot = s.boot();
     match boot.renew(&host, role, &csr, from).await {
-        Ok(cert) => certificate_response(&s, &boot, &host, role, cert, "renewed").await,
+        Ok(cert) => certificate_response(&s, &boot, &host, role, cert, CertificateAction::Renewed).await,
         Err(e) => refuse(&s, e, &format!("{} certificate renewal for {host:?}", role.name())),
     }
 }

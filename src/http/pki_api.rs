@@ -4,7 +4,7 @@
 
 use super::AppState;
 use crate::boot::BootError;
-use crate::journal::Step;
+use crate::journal::{CertificateAction, Step};
 use crate::pki::Role;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -39,20 +39,19 @@ async fn decided(
     s: &AppState,
     boot: &crate::boot::Boot,
     host: &str,
-    what: &str,
+    action: CertificateAction,
     decided: Vec<crate::pki::signer::Decided>,
 ) -> Response {
-    if !decided.is_empty() {
-        let mac = boot.find(host).await;
-        let detail: Vec<String> = decided
-            .iter()
-            .map(|d| format!("{} (key sha256 {})", d.role, d.fingerprint))
-            .collect();
+    let mac = boot.find(host).await;
+    for d in &decided {
         s.journal.record(
             mac,
             None,
             Step::Pki {
-                what: format!("operator: {what} {}", detail.join(", ")),
+                action,
+                role: d.role.to_string(),
+                key: Some(d.fingerprint.clone()),
+                serial: None,
             },
         );
     }
@@ -71,7 +70,7 @@ struct ApproveQuery {
 async fn approve(State(s): State<AppState>, Path(host): Path<String>, Query(q): Query<ApproveQuery>) -> Response {
     let boot = s.boot();
     match boot.approve(&host, q.fingerprint.as_deref()).await {
-        Ok(roles) => decided(&s, &boot, &host, "approved", roles).await,
+        Ok(roles) => decided(&s, &boot, &host, CertificateAction::Approved, roles).await,
         Err(e) => error(e),
     }
 }
@@ -79,7 +78,7 @@ async fn approve(State(s): State<AppState>, Path(host): Path<String>, Query(q): 
 async fn reject(State(s): State<AppState>, Path(host): Path<String>) -> Response {
     let boot = s.boot();
     match boot.reject(&host).await {
-        Ok(roles) => decided(&s, &boot, &host, "rejected", roles).await,
+        Ok(roles) => decided(&s, &boot, &host, CertificateAction::Rejected, roles).await,
         Err(e) => error(e),
     }
 }
@@ -103,7 +102,10 @@ async fn revoke(State(s): State<AppState>, Path(host): Path<String>, Query(q): Q
                     mac,
                     None,
                     Step::Pki {
-                        what: format!("operator: revoked {} certificate {}", c.role, c.serial),
+                        action: CertificateAction::Revoked,
+                        role: c.role.to_string(),
+                        key: None,
+                        serial: Some(c.serial.clone()),
                     },
                 );
             }

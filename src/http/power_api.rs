@@ -180,7 +180,10 @@ pub async fn act(
         None,
         crate::journal::Step::Power {
             host: host.to_string(),
-            outcome: line.to_string(),
+            action: result.action.clone(),
+            ok: result.ok,
+            state: result.ok.then(|| result.outcome.state.as_str().to_string()),
+            error: result.error.clone(),
         },
     );
     result

@@ -147,7 +147,7 @@ pub fn derive(events: &[BootEvent], console: &str, firmware: Firmware) -> Progre
                     reach(&mut p, Stage::Kernel, e.at, "kernel and initrd over HTTP");
                 }
             }
-            Step::Pki { what } => p.certificates.push(what.clone()),
+            Step::Pki { .. } => p.certificates.push(e.detail.clone()),
             Step::Kickstart { .. } => {
                 p.kickstart_fetches += 1;
                 reach(&mut p, Stage::Kickstart, e.at, &e.detail);

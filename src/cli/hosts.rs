@@ -94,122 +94,8 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             discovered,
             target,
             json,
-        } => {
-            let api = target.api()?;
-            let mut hosts: Vec<HostRecord> = api.require(api.get("/api/hosts")?)?;
-            if discovered {
-                hosts.retain(|h| h.status == crate::inventory::Status::Discovered);
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&hosts)?);
-            } else if discovered {
-                println!(
-                    "{:<18} {:<8} {:>5} {:>8} {:<28} {:<22} SEEN",
-                    "MAC", "SITE", "CPUS", "MEM MiB", "DISKS", "SERIAL"
-                );
-                for h in &hosts {
-                    let f = h.facts.clone().unwrap_or_default();
-                    let disks: Vec<String> = f
-                        .disks
-                        .iter()
-                        .map(|d| format!("{} {}G", d.name, d.size_bytes >> 30))
-                        .collect();
-                    println!(
-                        "{:<18} {:<8} {:>5} {:>8} {:<28} {:<22} {}",
-                        h.mac,
-                        h.site.as_deref().unwrap_or("-"),
-                        f.cpus.map_or("-".into(), |c| c.to_string()),
-                        f.memory_mib.map_or("-".into(), |m| m.to_string()),
-                        if disks.is_empty() {
-                            "(no report yet)".into()
-                        } else {
-                            disks.join(", ")
-                        },
-                        f.system_serial.as_deref().unwrap_or("-"),
-                        ago(h.updated)
-                    );
-                }
-            } else {
-                println!(
-                    "{:<20} {:<18} {:<11} {:<8} {:<10} {:<12} UPDATED",
-                    "HOST", "MAC", "STATUS", "NETBOOT", "SITE", "PROFILE"
-                );
-                for h in &hosts {
-                    println!(
-                        "{:<20} {:<18} {:<11} {:<8} {:<10} {:<12} {}",
-                        h.hostname.as_deref().unwrap_or("-"),
-                        h.mac,
-                        status(h),
-                        if h.netboot { "on" } else { "off" },
-                        h.site.as_deref().unwrap_or("-"),
-                        h.profile.as_deref().unwrap_or("-"),
-                        ago(h.updated)
-                    );
-                }
-            }
-        }
-        HostsCommand::Show { host, target, json } => {
-            let api = target.api()?;
-            let h: HostRecord = api.require(api.get(&format!("/api/hosts/{host}"))?)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&h)?);
-            } else {
-                println!("host      {}", h.hostname.as_deref().unwrap_or("-"));
-                println!("mac       {}", h.mac);
-                println!("status    {}", status(&h));
-                println!("netboot   {}", if h.netboot { "on" } else { "off" });
-                println!("site      {}", h.site.as_deref().unwrap_or("-"));
-                println!("profile   {}", h.profile.as_deref().unwrap_or("-"));
-                println!(
-                    "arch      {}",
-                    h.arch.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
-                );
-                println!("uuid      {}", h.uuid.as_deref().unwrap_or("-"));
-                if let Some(f) = &h.facts {
-                    println!(
-                        "hardware  {} x {}, {} MiB, serial {}, reported {}",
-                        f.cpus.unwrap_or(0),
-                        f.cpu_model.as_deref().unwrap_or("?"),
-                        f.memory_mib.unwrap_or(0),
-                        f.system_serial.as_deref().unwrap_or("-"),
-                        ago(f.reported_at)
-                    );
-                    for d in &f.disks {
-                        println!(
-                            "  disk    {} {} bytes serial {}",
-                            d.name,
-                            d.size_bytes,
-                            d.serial.as_deref().unwrap_or("-")
-                        );
-                    }
-                    for n in &f.nics {
-                        println!(
-                            "  nic     {} {} link {}",
-                            n.name,
-                            n.mac,
-                            n.link.as_deref().unwrap_or("?")
-                        );
-                    }
-                }
-                if let Some(s) = &h.install {
-                    println!(
-                        "install   token issued {}, kickstart fetched {} time(s){}",
-                        ago(s.issued),
-                        s.kickstart_fetches,
-                        if s.closed { ", closed" } else { "" }
-                    );
-                }
-                println!("history");
-                for e in &h.history {
-                    println!(
-                        "  {:<12} {:<11} {}",
-                        ago(e.at),
-                        format!("{:?}", e.status).to_lowercase(),
-                        e.what
-                    );
-                }
-            }
-        }
+        } => list(&target, discovered, json)?,
+        HostsCommand::Show { host, target, json } => show(&target, &host, json)?,
         HostsCommand::Reinstall {
             select,
             force,
@@ -296,6 +182,128 @@ pub fn run(cmd: HostsCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `provd hosts list [--discovered]`.
+fn list(target: &ServerTarget, discovered: bool, json: bool) -> anyhow::Result<()> {
+    let api = target.api()?;
+    let mut hosts: Vec<HostRecord> = api.require(api.get("/api/hosts")?)?;
+    if discovered {
+        hosts.retain(|h| h.status == crate::inventory::Status::Discovered);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&hosts)?);
+    } else if discovered {
+        println!(
+            "{:<18} {:<8} {:>5} {:>8} {:<28} {:<22} SEEN",
+            "MAC", "SITE", "CPUS", "MEM MiB", "DISKS", "SERIAL"
+        );
+        for h in &hosts {
+            let f = h.facts.clone().unwrap_or_default();
+            let disks: Vec<String> = f
+                .disks
+                .iter()
+                .map(|d| format!("{} {}G", d.name, d.size_bytes >> 30))
+                .collect();
+            println!(
+                "{:<18} {:<8} {:>5} {:>8} {:<28} {:<22} {}",
+                h.mac,
+                h.site.as_deref().unwrap_or("-"),
+                f.cpus.map_or("-".into(), |c| c.to_string()),
+                f.memory_mib.map_or("-".into(), |m| m.to_string()),
+                if disks.is_empty() {
+                    "(no report yet)".into()
+                } else {
+                    disks.join(", ")
+                },
+                f.system_serial.as_deref().unwrap_or("-"),
+                ago(h.updated)
+            );
+        }
+    } else {
+        println!(
+            "{:<20} {:<18} {:<11} {:<8} {:<10} {:<12} UPDATED",
+            "HOST", "MAC", "STATUS", "NETBOOT", "SITE", "PROFILE"
+        );
+        for h in &hosts {
+            println!(
+                "{:<20} {:<18} {:<11} {:<8} {:<10} {:<12} {}",
+                h.hostname.as_deref().unwrap_or("-"),
+                h.mac,
+                status(h),
+                if h.netboot { "on" } else { "off" },
+                h.site.as_deref().unwrap_or("-"),
+                h.profile.as_deref().unwrap_or("-"),
+                ago(h.updated)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `provd hosts show`: the record, its hardware facts, install and history.
+fn show(target: &ServerTarget, host: &str, json: bool) -> anyhow::Result<()> {
+    let api = target.api()?;
+    let h: HostRecord = api.require(api.get(&format!("/api/hosts/{host}"))?)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&h)?);
+    } else {
+        println!("host      {}", h.hostname.as_deref().unwrap_or("-"));
+        println!("mac       {}", h.mac);
+        println!("status    {}", status(&h));
+        println!("netboot   {}", if h.netboot { "on" } else { "off" });
+        println!("site      {}", h.site.as_deref().unwrap_or("-"));
+        println!("profile   {}", h.profile.as_deref().unwrap_or("-"));
+        println!(
+            "arch      {}",
+            h.arch.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+        );
+        println!("uuid      {}", h.uuid.as_deref().unwrap_or("-"));
+        if let Some(f) = &h.facts {
+            println!(
+                "hardware  {} x {}, {} MiB, serial {}, reported {}",
+                f.cpus.unwrap_or(0),
+                f.cpu_model.as_deref().unwrap_or("?"),
+                f.memory_mib.unwrap_or(0),
+                f.system_serial.as_deref().unwrap_or("-"),
+                ago(f.reported_at)
+            );
+            for d in &f.disks {
+                println!(
+                    "  disk    {} {} bytes serial {}",
+                    d.name,
+                    d.size_bytes,
+                    d.serial.as_deref().unwrap_or("-")
+                );
+            }
+            for n in &f.nics {
+                println!(
+                    "  nic     {} {} link {}",
+                    n.name,
+                    n.mac,
+                    n.link.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        if let Some(s) = &h.install {
+            println!(
+                "install   token issued {}, kickstart fetched {} time(s){}",
+                ago(s.issued),
+                s.kickstart_fetches,
+                if s.closed { ", closed" } else { "" }
+            );
+        }
+        println!("history");
+        for e in &h.history {
+            println!(
+                "  {:<12} {:<11} {}",
+                ago(e.at),
+                format!("{:?}", e.status).to_lowercase(),
+                e.what
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `DRIVER,ADDRESS,CREDENTIALS[,KEY=VALUE...]` -> the host entry's `bmc` table (extra keys

@@ -115,53 +115,7 @@ pub enum VmCommand {
     /// Clone a template onto the hypervisor with the most free memory that fits, give the VM
     /// its first-boot identity (cloud-init NoCloud data served by the running provd, found
     /// through the SMBIOS serial), and start it.
-    Deploy {
-        name: String,
-        #[arg(long)]
-        from: String,
-        #[arg(long)]
-        cpus: Option<u32>,
-        /// Memory in MiB (default: the template's).
-        #[arg(long)]
-        memory: Option<u64>,
-        /// Replace the template's NICs with this NIC profile's.
-        #[arg(long)]
-        nic_profile: Option<String>,
-        /// A disk profile: its first disk is the template's (grown to the profile's size if
-        /// smaller), the others are added as new empty disks.
-        #[arg(long)]
-        disk_profile: Option<String>,
-        /// Candidate hypervisors (libvirt URIs, repeatable). Default: with --site, the site's
-        /// ready, undrained hypervisors from the running provd (its pool); else --connect.
-        #[arg(long = "hypervisor")]
-        hypervisors: Vec<String>,
-        /// With --site: the libvirt client credentials to reach the pool's hypervisors with
-        /// (cacert.pem, clientcert.pem, clientkey.pem, as `provd pki issue-client` writes
-        /// them). Default: libvirt's own (/etc/pki for root).
-        #[arg(long)]
-        pkipath: Option<std::path::PathBuf>,
-        /// Overlay on the template's disk instead of a full copy.
-        #[arg(long)]
-        linked: bool,
-        /// A public key file to authorise for SSH (repeatable).
-        #[arg(long = "ssh-key")]
-        ssh_keys: Vec<std::path::PathBuf>,
-        /// The site to deploy to: its ready, undrained hypervisors are the candidates (unless
-        /// --hypervisor names them), and its provd serves the NoCloud data.
-        #[arg(long)]
-        site: Option<String>,
-        /// Define it but do not start it.
-        #[arg(long)]
-        no_start: bool,
-        /// Print the result as JSON (the VM, its hypervisor, its NICs' MACs, its seed);
-        /// progress still goes to stderr.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        server: super::ServerTarget,
-    },
+    Deploy(DeployArgs),
     /// Live-migrate a running domain to DEST (a libvirt URI, e.g.
     /// qemu+tls://hv02.example/system?pkipath=DIR): peer-to-peer and tunnelled through
     /// libvirt's own connection, so over TLS when DEST is qemu+tls. The source hypervisor
@@ -214,6 +168,56 @@ pub enum VmCommand {
     },
 }
 
+/// `provd vm deploy`'s arguments.
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    pub name: String,
+    #[arg(long)]
+    pub from: String,
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory in MiB (default: the template's).
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// Replace the template's NICs with this NIC profile's.
+    #[arg(long)]
+    pub nic_profile: Option<String>,
+    /// A disk profile: its first disk is the template's (grown to the profile's size if
+    /// smaller), the others are added as new empty disks.
+    #[arg(long)]
+    pub disk_profile: Option<String>,
+    /// Candidate hypervisors (libvirt URIs, repeatable). Default: with --site, the site's
+    /// ready, undrained hypervisors from the running provd (its pool); else --connect.
+    #[arg(long = "hypervisor")]
+    pub hypervisors: Vec<String>,
+    /// With --site: the libvirt client credentials to reach the pool's hypervisors with
+    /// (cacert.pem, clientcert.pem, clientkey.pem, as `provd pki issue-client` writes
+    /// them). Default: libvirt's own (/etc/pki for root).
+    #[arg(long)]
+    pub pkipath: Option<std::path::PathBuf>,
+    /// Overlay on the template's disk instead of a full copy.
+    #[arg(long)]
+    pub linked: bool,
+    /// A public key file to authorise for SSH (repeatable).
+    #[arg(long = "ssh-key")]
+    pub ssh_keys: Vec<std::path::PathBuf>,
+    /// The site to deploy to: its ready, undrained hypervisors are the candidates (unless
+    /// --hypervisor names them), and its provd serves the NoCloud data.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Define it but do not start it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Print the result as JSON (the VM, its hypervisor, its NICs' MACs, its seed);
+    /// progress still goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub server: super::ServerTarget,
+}
+
 pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         VmCommand::Template { command } => {
@@ -228,71 +232,14 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             server,
             ..
         } => list_site(&server, &site, pkipath.as_deref(), json)?,
-        VmCommand::List { target, json, .. } => {
-            let list = Hypervisor::connect(&target.connect)?.list()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                println!("{:<24} {:<10} {:>5} {:>10}  UUID", "NAME", "STATE", "VCPUS", "MEMORY");
-                for d in &list {
-                    println!(
-                        "{:<24} {:<10} {:>5} {:>7} MiB  {}",
-                        d.name, d.state, d.vcpus, d.memory_mib, d.uuid
-                    );
-                }
-            }
-        }
+        VmCommand::List { target, json, .. } => list(&target.connect, json)?,
         VmCommand::Info {
             name,
             target,
             json,
             xml,
-        } => {
-            let h = Hypervisor::connect(&target.connect)?;
-            if xml {
-                print!("{}", h.xml(&name)?);
-            } else {
-                let d = h.info(&name)?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&d)?);
-                } else {
-                    println!(
-                        "name    {}\nuuid    {}\nstate   {}\nvcpus   {}\nmemory  {} MiB",
-                        d.name, d.uuid, d.state, d.vcpus, d.memory_mib
-                    );
-                    let meta = h.metadata(&name)?;
-                    if let Some(t) = meta.template {
-                        println!("template sysprepped {} ({})", t.sysprepped, t.operations);
-                        let clones = h.linked_clones_of(&name)?;
-                        if !clones.is_empty() {
-                            println!("linked clones {} (protected while they exist)", clones.join(", "));
-                        }
-                    }
-                    if let Some(c) = meta.clone_of {
-                        println!(
-                            "clone of {} ({}, template uuid {})",
-                            c.template_name,
-                            if c.linked { "linked" } else { "full" },
-                            c.template_uuid
-                        );
-                    }
-                    if let Some(url) = meta.nocloud {
-                        println!("nocloud {url}");
-                    }
-                }
-            }
-        }
-        VmCommand::HostInfo { target, json } => {
-            let i = Hypervisor::connect(&target.connect)?.host_info()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&i)?);
-            } else {
-                println!(
-                    "uri        {}\nhostname   {}\ncpu        {} x {}\nmemory     {} MiB ({} MiB free)\ndomains    {}",
-                    i.uri, i.hostname, i.cpus, i.cpu_model, i.memory_mib, i.free_memory_mib, i.domains
-                );
-            }
-        }
+        } => info(&target.connect, &name, json, xml)?,
+        VmCommand::HostInfo { target, json } => host_info(&target.connect, json)?,
         VmCommand::Init {
             name,
             cpus,
@@ -305,47 +252,24 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             domain_type,
             target,
             config,
-        } => {
-            let profiles = if config.is_empty() {
-                crate::config::VmProfiles::default()
-            } else {
-                crate::config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?.vm
-            };
-            let disks = &profile(&profiles.disks, &disk_profile, "disk")?;
-            let nics = &profile(&profiles.nics, &nic_profile, "NIC")?;
-            let d = Hypervisor::connect(&target.connect)?.init(&vm::InitRequest {
+        } => init(
+            &vm::InitRequest {
                 name: &name,
                 vcpus: cpus,
                 memory_mib: memory,
                 image: image.as_deref(),
-                disks,
-                nics,
+                disks: &[],
+                nics: &[],
                 vnc,
                 start,
                 domain_type: domain_type.as_deref(),
-            })?;
-            println!(
-                "{}: {} ({} vCPU, {} MiB, uuid {})",
-                d.name, d.state, d.vcpus, d.memory_mib, d.uuid
-            );
-            if vnc {
-                println!("warning: VNC has no authentication; it listens on 127.0.0.1 only");
-            }
-        }
-        VmCommand::Sysprep { template, target } => {
-            let h = Hypervisor::connect(&target.connect)?;
-            eprintln!(
-                "{template}: running virt-sysprep (one libguestfs appliance boot; under TCG this takes a minute)"
-            );
-            let report = h.sysprep(&template, &mut |line| eprintln!("  {line}"))?;
-            if !report.skipped.is_empty() {
-                eprintln!("note: this virt-sysprep lacks {}; skipped", report.skipped.join(", "));
-            }
-            println!(
-                "{template}: sysprepped ({} operations) and marked as a template",
-                report.ran.len()
-            );
-        }
+            },
+            &config,
+            &disk_profile,
+            &nic_profile,
+            &target.connect,
+        )?,
+        VmCommand::Sysprep { template, target } => sysprep(&target.connect, &template)?,
         VmCommand::Clone {
             template,
             name,
@@ -353,65 +277,13 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             full: _,
             hypervisor,
             target,
-        } => {
-            let h = Hypervisor::connect(hypervisor.as_deref().unwrap_or(&target.connect))?;
-            let d = h.clone_domain(
-                &CloneRequest {
-                    template: &template,
-                    name: &name,
-                    linked,
-                    smbios_serial: None,
-                    nocloud_url: None,
-                    vcpus: None,
-                    memory_mib: None,
-                    nics: None,
-                    disk_profile: None,
-                },
-                &mut DiskProgress::default().callback(),
-            )?;
-            println!(
-                "{}: {} clone of {template} ({}, uuid {})",
-                d.name,
-                if linked { "linked" } else { "full" },
-                d.state,
-                d.uuid
-            );
-        }
-        VmCommand::Deploy {
-            name,
-            from,
-            cpus,
-            memory,
-            nic_profile,
-            disk_profile,
-            hypervisors,
-            pkipath,
+        } => clone(
+            hypervisor.as_deref().unwrap_or(&target.connect),
+            &template,
+            &name,
             linked,
-            ssh_keys,
-            site,
-            no_start,
-            json,
-            target,
-            server,
-        } => deploy(Deploy {
-            name,
-            from,
-            cpus,
-            memory,
-            nic_profile,
-            disk_profile,
-            hypervisors: match (hypervisors.is_empty(), &site) {
-                (false, _) => hypervisors,
-                (true, Some(s)) => site_hypervisors(&server, s, pkipath.as_deref())?,
-                (true, None) => vec![target.connect],
-            },
-            linked,
-            ssh_keys,
-            site,
-            start: !no_start,
-            json,
-            server,
-        })?,
+        )?,
+        VmCommand::Deploy(args) => deploy(Deploy::from_args(args)?)?,
         VmCommand::Migrate { name, dest, target } => {
             let src = Hypervisor::connect(&target.connect)?;
             eprintln!(
@@ -453,6 +325,148 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `provd vm list` on one hypervisor.
+fn list(uri: &str, json: bool) -> anyhow::Result<()> {
+    let list = Hypervisor::connect(uri)?.list()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        println!("{:<24} {:<10} {:>5} {:>10}  UUID", "NAME", "STATE", "VCPUS", "MEMORY");
+        for d in &list {
+            println!(
+                "{:<24} {:<10} {:>5} {:>7} MiB  {}",
+                d.name, d.state, d.vcpus, d.memory_mib, d.uuid
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `provd vm info`: the domain, its provd metadata (template, clone of, seed), or its XML.
+fn info(uri: &str, name: &str, json: bool, xml: bool) -> anyhow::Result<()> {
+    let h = Hypervisor::connect(uri)?;
+    if xml {
+        print!("{}", h.xml(name)?);
+    } else {
+        let d = h.info(name)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        } else {
+            println!(
+                "name    {}\nuuid    {}\nstate   {}\nvcpus   {}\nmemory  {} MiB",
+                d.name, d.uuid, d.state, d.vcpus, d.memory_mib
+            );
+            let meta = h.metadata(name)?;
+            if let Some(t) = meta.template {
+                println!("template sysprepped {} ({})", t.sysprepped, t.operations);
+                let clones = h.linked_clones_of(name)?;
+                if !clones.is_empty() {
+                    println!("linked clones {} (protected while they exist)", clones.join(", "));
+                }
+            }
+            if let Some(c) = meta.clone_of {
+                println!(
+                    "clone of {} ({}, template uuid {})",
+                    c.template_name,
+                    if c.linked { "linked" } else { "full" },
+                    c.template_uuid
+                );
+            }
+            if let Some(url) = meta.nocloud {
+                println!("nocloud {url}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `provd vm host-info`.
+fn host_info(uri: &str, json: bool) -> anyhow::Result<()> {
+    let i = Hypervisor::connect(uri)?.host_info()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+    } else {
+        println!(
+            "uri        {}\nhostname   {}\ncpu        {} x {}\nmemory     {} MiB ({} MiB free)\ndomains    {}",
+            i.uri, i.hostname, i.cpus, i.cpu_model, i.memory_mib, i.free_memory_mib, i.domains
+        );
+    }
+    Ok(())
+}
+
+/// `provd vm init`: `request` with the disks and NICs of the named profiles (from the
+/// config set `config`, or the built-in defaults without one).
+fn init(
+    request: &vm::InitRequest,
+    config: &[std::path::PathBuf],
+    disk_profile: &str,
+    nic_profile: &str,
+    uri: &str,
+) -> anyhow::Result<()> {
+    let profiles = if config.is_empty() {
+        crate::config::VmProfiles::default()
+    } else {
+        crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?.vm
+    };
+    let disks = &profile(&profiles.disks, disk_profile, "disk")?;
+    let nics = &profile(&profiles.nics, nic_profile, "NIC")?;
+    let d = Hypervisor::connect(uri)?.init(&vm::InitRequest {
+        disks,
+        nics,
+        ..*request
+    })?;
+    println!(
+        "{}: {} ({} vCPU, {} MiB, uuid {})",
+        d.name, d.state, d.vcpus, d.memory_mib, d.uuid
+    );
+    if request.vnc {
+        println!("warning: VNC has no authentication; it listens on 127.0.0.1 only");
+    }
+    Ok(())
+}
+
+/// `provd vm sysprep`.
+fn sysprep(uri: &str, template: &str) -> anyhow::Result<()> {
+    let h = Hypervisor::connect(uri)?;
+    eprintln!("{template}: running virt-sysprep (one libguestfs appliance boot; under TCG this takes a minute)");
+    let report = h.sysprep(template, &mut |line| eprintln!("  {line}"))?;
+    if !report.skipped.is_empty() {
+        eprintln!("note: this virt-sysprep lacks {}; skipped", report.skipped.join(", "));
+    }
+    println!(
+        "{template}: sysprepped ({} operations) and marked as a template",
+        report.ran.len()
+    );
+    Ok(())
+}
+
+/// `provd vm clone`.
+fn clone(uri: &str, template: &str, name: &str, linked: bool) -> anyhow::Result<()> {
+    let h = Hypervisor::connect(uri)?;
+    let d = h.clone_domain(
+        &CloneRequest {
+            template,
+            name,
+            linked,
+            smbios_serial: None,
+            nocloud_url: None,
+            vcpus: None,
+            memory_mib: None,
+            nics: None,
+            disk_profile: None,
+        },
+        &mut DiskProgress::default().callback(),
+    )?;
+    println!(
+        "{}: {} clone of {template} ({}, uuid {})",
+        d.name,
+        if linked { "linked" } else { "full" },
+        d.state,
+        d.uuid
+    );
+    Ok(())
 }
 
 /// Progress of a clone's disks: a bar per full copy on a terminal (the bytes written so far
@@ -542,6 +556,33 @@ struct Deploy {
     start: bool,
     json: bool,
     server: super::ServerTarget,
+}
+
+impl Deploy {
+    /// The command line's arguments, with the candidate hypervisors resolved: those named,
+    /// else the site's ready ones from the running provd, else --connect.
+    fn from_args(a: DeployArgs) -> anyhow::Result<Deploy> {
+        let hypervisors = match (a.hypervisors.is_empty(), &a.site) {
+            (false, _) => a.hypervisors,
+            (true, Some(s)) => site_hypervisors(&a.server, s, a.pkipath.as_deref())?,
+            (true, None) => vec![a.target.connect],
+        };
+        Ok(Deploy {
+            name: a.name,
+            from: a.from,
+            cpus: a.cpus,
+            memory: a.memory,
+            nic_profile: a.nic_profile,
+            disk_profile: a.disk_profile,
+            hypervisors,
+            linked: a.linked,
+            ssh_keys: a.ssh_keys,
+            site: a.site,
+            start: !a.no_start,
+            json: a.json,
+            server: a.server,
+        })
+    }
 }
 
 /// `vm list --site`: the domains of every ready hypervisor of `site`, with where they run.

@@ -70,32 +70,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 ));
             } else {
                 let converted = convert_daemon(d.get_ref());
-                if let Some(what) = super::secrets_under_assets(&converted.assets_dir, &converted, &converted.state_dir)
-                {
-                    errors.push(src.error(
-                        Some(d.span()),
-                        "daemon.assets_dir",
-                        format!(
-                            "{} holds {what}: TFTP and HTTP serve the assets directory to every machine on \
-                             the boot network; put state_dir, pki_dir and bmc_secrets outside it",
-                            converted.assets_dir.display()
-                        ),
-                    ));
-                }
-                for (file, _) in sources {
-                    if super::is_under_assets(&converted.assets_dir, file) {
-                        errors.push(src.error(
-                            Some(d.span()),
-                            "daemon.assets_dir",
-                            format!(
-                                "{} holds the config file {}: TFTP and HTTP serve the assets directory to every \
-                                 machine on the boot network; keep the configuration outside it",
-                                converted.assets_dir.display(),
-                                file.display()
-                            ),
-                        ));
-                    }
-                }
+                check_assets_dir(src, &d.span(), &converted, sources, &mut errors);
                 daemon = Some((converted, src.place(&d.span())));
             }
         }
@@ -123,34 +98,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 ));
                 continue;
             }
-            for role in &p.get_ref().certificates {
-                if !super::model::CERTIFICATE_ROLES.contains(&role.get_ref().as_str()) {
-                    errors.push(src.error(
-                        Some(role.span()),
-                        format!("profiles.{name}.certificates"),
-                        format!(
-                            "unknown certificate role {:?}: use {}",
-                            role.get_ref(),
-                            super::model::CERTIFICATE_ROLES.join(" or ")
-                        ),
-                    ));
-                }
-            }
-            if let Some(image) = &p.get_ref().image {
-                let key = format!("profiles.{name}.image");
-                if let Err(e) = crate::assets::images::check_name(image.get_ref()) {
-                    errors.push(src.error(Some(image.span()), key, e.to_string()));
-                } else if p.get_ref().kickstart.is_none()
-                    || p.get_ref().kernel.is_none()
-                    || p.get_ref().initrd.is_none()
-                {
-                    errors.push(src.error(
-                        Some(image.span()),
-                        key,
-                        "an image profile needs kernel and initrd (the installer environment that writes the image) and kickstart (its deploy document)",
-                    ));
-                }
-            }
+            check_profile(src, name, p.get_ref(), &mut errors);
             profiles.insert(name.clone(), (convert_profile(name, p.get_ref()), src.place(&p.span())));
         }
     }
@@ -172,59 +120,9 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
     }
 
     // Top-level [[hosts]] (per-site host files) join their site once every site is known.
-    for (src, wire) in &parsed {
-        for (i, h) in wire.hosts.iter().enumerate() {
-            let hw = h.get_ref();
-            let Some(site_name) = &hw.site else {
-                errors.push(src.error(
-                    Some(h.span()),
-                    format!("hosts[{i}].site"),
-                    "a top-level [[hosts]] entry names its site: site = \"NAME\"",
-                ));
-                continue;
-            };
-            let Some((site, _)) = sites.get_mut(site_name.get_ref()) else {
-                let known: Vec<&str> = sites.keys().map(String::as_str).collect();
-                errors.push(src.error(
-                    Some(site_name.span()),
-                    format!("hosts[{i}].site"),
-                    format!("no site named {:?} (known: {})", site_name.get_ref(), known.join(", ")),
-                ));
-                continue;
-            };
-            let subnets = site.subnets.clone();
-            let ctx = HostContext {
-                site: site_name.get_ref(),
-                key: format!("hosts[{i}]"),
-                subnets: &subnets,
-                profiles: &profiles,
-            };
-            if let Some(host) = convert_host(src, &ctx, hw, &mut uniq, &mut errors) {
-                site.hosts.push(host);
-            }
-        }
-    }
+    join_top_level_hosts(&parsed, &mut sites, &profiles, &mut uniq, &mut errors);
 
-    if errors.is_empty() && !sites.is_empty() && sites.values().all(|(s, _)| s.listen.is_empty()) {
-        let (_, (_, first)) = sites.iter().next().expect("not empty");
-        errors.push(ConfigError {
-            file: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
-            line: None,
-            key: "listen".into(),
-            message: format!(
-                "no site has a listen interface (first site at {first}): provd only serves interfaces named in `listen`"
-            ),
-        });
-    }
-    if sites.is_empty() && errors.is_empty() {
-        let file = sources.first().map(|s| s.0.clone()).unwrap_or_default();
-        errors.push(ConfigError {
-            file,
-            line: None,
-            key: "sites".into(),
-            message: "no [sites.NAME] table in any file".into(),
-        });
-    }
+    check_something_served(sources, &sites, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -251,6 +149,141 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
         pki_sign: pki.as_ref().map(|p| p.0).unwrap_or_default(),
         pki_renew_within: pki.and_then(|p| p.1).map(|d| i64::from(d) * 86_400),
     })
+}
+
+/// The assets directory is served to every machine on the boot network: no secret and no
+/// config file may live under it.
+fn check_assets_dir(
+    src: &Source,
+    span: &std::ops::Range<usize>,
+    converted: &Daemon,
+    sources: &[(PathBuf, String)],
+    errors: &mut Vec<ConfigError>,
+) {
+    if let Some(what) = super::secrets_under_assets(&converted.assets_dir, converted, &converted.state_dir) {
+        errors.push(src.error(
+            Some(span.clone()),
+            "daemon.assets_dir",
+            format!(
+                "{} holds {what}: TFTP and HTTP serve the assets directory to every machine on \
+                 the boot network; put state_dir, pki_dir and bmc_secrets outside it",
+                converted.assets_dir.display()
+            ),
+        ));
+    }
+    for (file, _) in sources {
+        if super::is_under_assets(&converted.assets_dir, file) {
+            errors.push(src.error(
+                Some(span.clone()),
+                "daemon.assets_dir",
+                format!(
+                    "{} holds the config file {}: TFTP and HTTP serve the assets directory to every \
+                     machine on the boot network; keep the configuration outside it",
+                    converted.assets_dir.display(),
+                    file.display()
+                ),
+            ));
+        }
+    }
+}
+
+/// A profile's certificate roles and image.
+fn check_profile(src: &Source, name: &str, p: &ProfileWire, errors: &mut Vec<ConfigError>) {
+    for role in &p.certificates {
+        if !super::model::CERTIFICATE_ROLES.contains(&role.get_ref().as_str()) {
+            errors.push(src.error(
+                Some(role.span()),
+                format!("profiles.{name}.certificates"),
+                format!(
+                    "unknown certificate role {:?}: use {}",
+                    role.get_ref(),
+                    super::model::CERTIFICATE_ROLES.join(" or ")
+                ),
+            ));
+        }
+    }
+    if let Some(image) = &p.image {
+        let key = format!("profiles.{name}.image");
+        if let Err(e) = crate::assets::images::check_name(image.get_ref()) {
+            errors.push(src.error(Some(image.span()), key, e.to_string()));
+        } else if p.kickstart.is_none() || p.kernel.is_none() || p.initrd.is_none() {
+            errors.push(src.error(
+                Some(image.span()),
+                key,
+                "an image profile needs kernel and initrd (the installer environment that writes the image) and kickstart (its deploy document)",
+            ));
+        }
+    }
+}
+
+/// Top-level `[[hosts]]` entries (per-site host files) join the site they name.
+fn join_top_level_hosts(
+    parsed: &[(Source, FileWire)],
+    sites: &mut BTreeMap<String, (Site, String)>,
+    profiles: &BTreeMap<String, (Profile, String)>,
+    uniq: &mut Uniqueness,
+    errors: &mut Vec<ConfigError>,
+) {
+    for (src, wire) in parsed {
+        for (i, h) in wire.hosts.iter().enumerate() {
+            let hw = h.get_ref();
+            let Some(site_name) = &hw.site else {
+                errors.push(src.error(
+                    Some(h.span()),
+                    format!("hosts[{i}].site"),
+                    "a top-level [[hosts]] entry names its site: site = \"NAME\"",
+                ));
+                continue;
+            };
+            let Some((site, _)) = sites.get_mut(site_name.get_ref()) else {
+                let known: Vec<&str> = sites.keys().map(String::as_str).collect();
+                errors.push(src.error(
+                    Some(site_name.span()),
+                    format!("hosts[{i}].site"),
+                    format!("no site named {:?} (known: {})", site_name.get_ref(), known.join(", ")),
+                ));
+                continue;
+            };
+            let subnets = site.subnets.clone();
+            let ctx = HostContext {
+                site: site_name.get_ref(),
+                key: format!("hosts[{i}]"),
+                subnets: &subnets,
+                profiles,
+            };
+            if let Some(host) = convert_host(src, &ctx, hw, uniq, errors) {
+                site.hosts.push(host);
+            }
+        }
+    }
+}
+
+/// A config set that is otherwise valid must serve something: a site, with a listener.
+fn check_something_served(
+    sources: &[(PathBuf, String)],
+    sites: &BTreeMap<String, (Site, String)>,
+    errors: &mut Vec<ConfigError>,
+) {
+    if errors.is_empty() && !sites.is_empty() && sites.values().all(|(s, _)| s.listen.is_empty()) {
+        let (_, (_, first)) = sites.iter().next().expect("not empty");
+        errors.push(ConfigError {
+            file: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
+            line: None,
+            key: "listen".into(),
+            message: format!(
+                "no site has a listen interface (first site at {first}): provd only serves interfaces named in `listen`"
+            ),
+        });
+    }
+    if sites.is_empty() && errors.is_empty() {
+        let file = sources.first().map(|s| s.0.clone()).unwrap_or_default();
+        errors.push(ConfigError {
+            file,
+            line: None,
+            key: "sites".into(),
+            message: "no [sites.NAME] table in any file".into(),
+        });
+    }
 }
 
 fn parse_file(src: &Source) -> Result<FileWire, ConfigError> {

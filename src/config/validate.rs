@@ -435,32 +435,7 @@ fn convert_site(
     let before = errors.len();
     let key = |rest: &str| format!("sites.{name}.{rest}");
 
-    let mut listen = Vec::new();
-    // Interfaces are unique per site only: sites usually run on different machines, each
-    // with its own eth1. Sites served by one process are checked in `Config::select_sites`.
-    let mut site_ifaces: HashMap<String, String> = HashMap::new();
-    for (i, l) in w.listen.iter().enumerate() {
-        let l = l.get_ref();
-        let iface = l.interface.get_ref();
-        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
-            errors.push(src.error(
-                Some(l.interface.span()),
-                key(&format!("listen[{i}].interface")),
-                format!("{iface:?} is not a valid Linux interface name"),
-            ));
-        }
-        if let Some(first) = site_ifaces.insert(iface.clone(), src.place(&l.interface.span())) {
-            errors.push(src.error(
-                Some(l.interface.span()),
-                key(&format!("listen[{i}].interface")),
-                format!("interface {iface} is listed twice (first at {first})"),
-            ));
-        }
-        listen.push(Listen {
-            interface: iface.clone(),
-            address: *l.address.get_ref(),
-        });
-    }
+    let listen = convert_listen(src, name, w, errors);
 
     let mut subnets = Vec::new();
     for (i, s) in w.subnets.iter().enumerate() {
@@ -524,28 +499,10 @@ fn convert_site(
         .as_ref()
         .and_then(|f| convert_failover(src, &key("failover"), f, &subnets, errors));
 
-    let discovery = w.discovery.as_ref().and_then(|d| {
-        let dw = d.get_ref();
-        let poweroff = match dw.then.as_ref().map(|t| t.get_ref().as_str()) {
-            None | Some("poweroff") => true,
-            Some("wait") => false,
-            Some(other) => {
-                let t = dw.then.as_ref().expect("matched");
-                errors.push(src.error(
-                    Some(t.span()),
-                    key("discovery.then"),
-                    format!("{other:?}: poweroff or wait"),
-                ));
-                return None;
-            }
-        };
-        Some(Discovery {
-            kernel: dw.kernel.clone(),
-            initrd: dw.initrd.clone(),
-            kernel_args: dw.kernel_args.clone(),
-            poweroff,
-        })
-    });
+    let discovery = w
+        .discovery
+        .as_ref()
+        .and_then(|d| convert_discovery(src, name, d.get_ref(), errors));
     if dhcp.unknown_clients == UnknownClients::Discover && w.discovery.is_none() {
         errors.push(src.error(
             None,
@@ -570,6 +527,62 @@ fn convert_site(
         vars: w.vars.clone(),
         failover,
         discovery,
+    })
+}
+
+/// A site's listen interfaces (valid Linux names, each once).
+fn convert_listen(src: &Source, name: &str, w: &SiteWire, errors: &mut Vec<ConfigError>) -> Vec<Listen> {
+    let key = |rest: &str| format!("sites.{name}.{rest}");
+    let mut listen = Vec::new();
+    // Interfaces are unique per site only: sites usually run on different machines, each
+    // with its own eth1. Sites served by one process are checked in `Config::select_sites`.
+    let mut site_ifaces: HashMap<String, String> = HashMap::new();
+    for (i, l) in w.listen.iter().enumerate() {
+        let l = l.get_ref();
+        let iface = l.interface.get_ref();
+        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+            errors.push(src.error(
+                Some(l.interface.span()),
+                key(&format!("listen[{i}].interface")),
+                format!("{iface:?} is not a valid Linux interface name"),
+            ));
+        }
+        if let Some(first) = site_ifaces.insert(iface.clone(), src.place(&l.interface.span())) {
+            errors.push(src.error(
+                Some(l.interface.span()),
+                key(&format!("listen[{i}].interface")),
+                format!("interface {iface} is listed twice (first at {first})"),
+            ));
+        }
+        listen.push(Listen {
+            interface: iface.clone(),
+            address: *l.address.get_ref(),
+        });
+    }
+    listen
+}
+
+/// A site's discovery image and what it does after reporting.
+fn convert_discovery(src: &Source, name: &str, dw: &DiscoveryWire, errors: &mut Vec<ConfigError>) -> Option<Discovery> {
+    let key = |rest: &str| format!("sites.{name}.{rest}");
+    let poweroff = match dw.then.as_ref().map(|t| t.get_ref().as_str()) {
+        None | Some("poweroff") => true,
+        Some("wait") => false,
+        Some(other) => {
+            let t = dw.then.as_ref().expect("matched");
+            errors.push(src.error(
+                Some(t.span()),
+                key("discovery.then"),
+                format!("{other:?}: poweroff or wait"),
+            ));
+            return None;
+        }
+    };
+    Some(Discovery {
+        kernel: dw.kernel.clone(),
+        initrd: dw.initrd.clone(),
+        kernel_args: dw.kernel_args.clone(),
+        poweroff,
     })
 }
 
@@ -827,41 +840,7 @@ fn convert_failover(
     secondary_may_not(w.hba.as_ref().map(|m| m.span()), "hba", errors);
     let mut hba = None;
     if role == FailoverRole::Primary {
-        hba = Some(match (&w.split, &w.hba) {
-            (Some(_), Some(h)) => {
-                errors.push(src.error(Some(h.span()), k("hba"), "give split or hba, not both"));
-                [0; 32]
-            }
-            (Some(split), None) => {
-                let n = *split.get_ref();
-                if n > 255 {
-                    errors.push(src.error(
-                        Some(split.span()),
-                        k("split"),
-                        format!("split {n} is above 255 (ISC's limit; use hba for every bucket)"),
-                    ));
-                }
-                super::model::hba_from_split(n.min(255) as u8)
-            }
-            (None, Some(h)) => {
-                let text = h.get_ref();
-                let bytes: Option<Vec<u8>> = (text.len() == 64)
-                    .then(|| {
-                        (0..32)
-                            .map(|i| u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok())
-                            .collect()
-                    })
-                    .flatten();
-                match bytes {
-                    Some(b) => b.try_into().expect("32 bytes"),
-                    None => {
-                        errors.push(src.error(Some(h.span()), k("hba"), "hba must be 64 hex digits (256 bits)"));
-                        [0; 32]
-                    }
-                }
-            }
-            (None, None) => super::model::hba_from_split(128),
-        });
+        hba = Some(failover_hba(src, key, w, errors));
     }
     let mclt = match (&w.mclt, role) {
         (Some(m), FailoverRole::Primary) => {
@@ -894,28 +873,7 @@ fn convert_failover(
         errors,
     );
     let all_pools: Vec<Pool> = subnets.iter().flat_map(|s| s.pools.iter().copied()).collect();
-    let pools = match &w.pools {
-        None => all_pools.clone(),
-        Some(list) => {
-            let mut out = Vec::new();
-            for (i, p) in list.iter().enumerate() {
-                let text = p.get_ref();
-                let found = text.split_once('-').and_then(|(a, b)| {
-                    let (a, b) = (a.trim().parse::<Ipv4Addr>().ok()?, b.trim().parse::<Ipv4Addr>().ok()?);
-                    all_pools.iter().find(|p| p.start == a && p.end == b).copied()
-                });
-                match found {
-                    Some(pool) => out.push(pool),
-                    None => errors.push(src.error(
-                        Some(p.span()),
-                        k(&format!("pools[{i}]")),
-                        format!("{text:?} is not one of this site's pools (write START-END as in the pool)"),
-                    )),
-                }
-            }
-            out
-        }
-    };
+    let pools = failover_pools(src, key, w, &all_pools, errors);
     if pools.is_empty() && errors.len() == before {
         errors.push(src.error(
             Some(f.span()),
@@ -946,6 +904,81 @@ fn convert_failover(
         tls: w.tls.unwrap_or(false),
         longest_lease,
     })
+}
+
+/// The primary's hash bucket assignment: `split` or `hba` (64 hex digits), ISC's 128 by
+/// default.
+fn failover_hba(src: &Source, key: &str, w: &FailoverWire, errors: &mut Vec<ConfigError>) -> [u8; 32] {
+    let k = |rest: &str| format!("{key}.{rest}");
+    match (&w.split, &w.hba) {
+        (Some(_), Some(h)) => {
+            errors.push(src.error(Some(h.span()), k("hba"), "give split or hba, not both"));
+            [0; 32]
+        }
+        (Some(split), None) => {
+            let n = *split.get_ref();
+            if n > 255 {
+                errors.push(src.error(
+                    Some(split.span()),
+                    k("split"),
+                    format!("split {n} is above 255 (ISC's limit; use hba for every bucket)"),
+                ));
+            }
+            super::model::hba_from_split(n.min(255) as u8)
+        }
+        (None, Some(h)) => {
+            let text = h.get_ref();
+            let bytes: Option<Vec<u8>> = (text.len() == 64)
+                .then(|| {
+                    (0..32)
+                        .map(|i| u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok())
+                        .collect()
+                })
+                .flatten();
+            match bytes {
+                Some(b) => b.try_into().expect("32 bytes"),
+                None => {
+                    errors.push(src.error(Some(h.span()), k("hba"), "hba must be 64 hex digits (256 bits)"));
+                    [0; 32]
+                }
+            }
+        }
+        (None, None) => super::model::hba_from_split(128),
+    }
+}
+
+/// The pools a relationship covers: those it names (each must be one of the site's, as
+/// START-END), or all of the site's.
+fn failover_pools(
+    src: &Source,
+    key: &str,
+    w: &FailoverWire,
+    all_pools: &[Pool],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Pool> {
+    let k = |rest: &str| format!("{key}.{rest}");
+    match &w.pools {
+        None => all_pools.to_vec(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                let text = p.get_ref();
+                let found = text.split_once('-').and_then(|(a, b)| {
+                    let (a, b) = (a.trim().parse::<Ipv4Addr>().ok()?, b.trim().parse::<Ipv4Addr>().ok()?);
+                    all_pools.iter().find(|p| p.start == a && p.end == b).copied()
+                });
+                match found {
+                    Some(pool) => out.push(pool),
+                    None => errors.push(src.error(
+                        Some(p.span()),
+                        k(&format!("pools[{i}]")),
+                        format!("{text:?} is not one of this site's pools (write START-END as in the pool)"),
+                    )),
+                }
+            }
+            out
+        }
+    }
 }
 
 fn convert_subnet(
@@ -1121,3 +1154,6 @@ pub fn valid_hostname(name: &str) -> bool {
                 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
+
+#[cfg(test)]
+mod tests;

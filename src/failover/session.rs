@@ -689,36 +689,7 @@ impl Session {
         }
         self.check_order(m.kind)?;
         match m.kind {
-            MessageType::Connect => {
-                let reject = self.connect_refusal(&m, now);
-                let mut ack = Message::new(MessageType::ConnectAck, now as u32, m.xid)
-                    .with(code::RELATIONSHIP_NAME, Value::Bytes(self.cfg.name.as_bytes().to_vec()))
-                    .with(code::MAX_UNACKED, Value::U32(self.cfg.max_unacked_updates))
-                    .with(code::RECEIVE_TIMER, Value::U32(self.cfg.max_response_delay))
-                    .with(code::VENDOR_CLASS, Value::Bytes(b"provd".to_vec()))
-                    .with(code::PROTOCOL_VERSION, Value::U8(codec::PROTOCOL_VERSION))
-                    .with(code::TLS_REPLY, Value::U8(0));
-                if let Some((reason, text)) = reject {
-                    ack = ack
-                        .with(code::REJECT_REASON, Value::U8(reason))
-                        .with(code::MESSAGE, Value::Bytes(text.as_bytes().to_vec()));
-                    fx.push(Effect::Send(ack));
-                    return Err(FailoverError::RefusedConnect(text));
-                }
-                self.partner_max_unacked = m.u32(code::MAX_UNACKED).unwrap_or(1).max(1);
-                if let Some(mclt) = m.u32(code::MCLT) {
-                    self.mclt = mclt;
-                }
-                if let Some(h) = m.bytes(code::HBA).and_then(|h| <[u8; 32]>::try_from(h).ok()) {
-                    self.hba = Some(h);
-                }
-                self.handshake = Handshake::Done;
-                fx.push(self.persist_state());
-                fx.push(Effect::PublishRules(self.rules()));
-                fx.push(Effect::Send(ack));
-                let state = self.state_message(now);
-                fx.push(Effect::Send(state));
-            }
+            MessageType::Connect => self.on_connect(&m, now, fx)?,
             MessageType::ConnectAck => {
                 if let Some(reason) = m.u8(code::REJECT_REASON) {
                     let text = m.text(code::MESSAGE).unwrap_or_default();
@@ -732,67 +703,10 @@ impl Session {
                 let state = self.state_message(now);
                 fx.push(Effect::Send(state));
             }
-            MessageType::State => {
-                let s = m
-                    .u8(code::SERVER_STATE)
-                    .and_then(State::from_u8)
-                    .ok_or(FailoverError::BadState)?;
-                // A partner still starting up reports the state it will resume, flagged
-                // STARTUP (ISC does): until the flag clears it is in STARTUP for us.
-                let starting = m.u8(code::SERVER_FLAGS).unwrap_or(0) & 1 != 0;
-                let s = if starting { State::Startup } else { s };
-                self.partner_state = Some(s);
-                self.partner_stos = m.u32(code::STOS).map_or(now, u64::from);
-                fx.push(self.persist_state());
-                tracing::info!("failover {}: partner is {}", self.cfg.name, s.name());
-                let _ = self.event(Event::PeerState(s), now, fx);
-                self.pump(now, fx);
-            }
+            MessageType::State => self.on_state(&m, now, fx)?,
             MessageType::Contact => {}
             MessageType::Disconnect => return Err(FailoverError::PartnerDisconnected),
-            MessageType::BndUpd => {
-                if self.inbound_unacked >= self.cfg.max_unacked_updates {
-                    return Err(FailoverError::Closed("the partner exceeded our max-unacked-updates"));
-                }
-                self.updates_received += 1;
-                let mut ack = m.clone();
-                ack.kind = MessageType::BndAck;
-                ack.time = now as u32;
-                match partner_binding(&m, now, u64::from(self.mclt) + u64::from(self.cfg.longest_lease)) {
-                    // Only addresses the two servers share: anything else is not the
-                    // partner's to change here (configuration, not the packet, decides).
-                    Ok(b) if !self.cfg.pools.iter().any(|p| p.contains(b.ip)) => {
-                        self.updates_refused += 1;
-                        tracing::warn!(
-                            "failover {}: refused a BNDUPD for {}, outside the relationship's pools",
-                            self.cfg.name,
-                            b.ip
-                        );
-                        let ack = ack
-                            .with(code::REJECT_REASON, Value::U8(codec::reject::ILLEGAL_IP_ADDR))
-                            .with(
-                                code::MESSAGE,
-                                Value::Bytes(b"address outside the failover pools".to_vec()),
-                            );
-                        fx.push(Effect::Send(ack));
-                    }
-                    Ok(mut b) => {
-                        // With `tls`, the driver accepts no connection that did not prove
-                        // it is the partner: its word on a binding counts.
-                        b.authenticated = self.cfg.tls;
-                        // Durable before the BNDACK: an acknowledged update is never lost.
-                        self.inbound_unacked += 1;
-                        fx.push(Effect::Lease(LeaseChange::ApplyPartner { binding: b, ack, now }));
-                    }
-                    Err(e) => {
-                        tracing::warn!("failover {}: rejecting a BNDUPD: {e}", self.cfg.name);
-                        let ack = ack
-                            .with(code::REJECT_REASON, Value::U8(codec::reject::MISSING_BINDINFO))
-                            .with(code::MESSAGE, Value::Bytes(e.to_string().into_bytes()));
-                        fx.push(Effect::Send(ack));
-                    }
-                }
-            }
+            MessageType::BndUpd => self.on_bndupd(m, now, fx)?,
             MessageType::BndAck => {
                 let Some((ip, potential)) = self.in_flight.remove(&m.xid) else {
                     return Ok(()); // a late ack for an update re-sent since
@@ -839,6 +753,106 @@ impl Session {
                     self.cfg.name,
                     m.u32(code::ADDRESSES_TRANSFERRED).unwrap_or(0)
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// The partner's CONNECT (we are the secondary): refuse it with a reason, or take its
+    /// parameters, answer CONNECTACK and our STATE.
+    fn on_connect(&mut self, m: &Message, now: u64, fx: &mut Vec<Effect>) -> Result<(), FailoverError> {
+        let reject = self.connect_refusal(m, now);
+        let mut ack = Message::new(MessageType::ConnectAck, now as u32, m.xid)
+            .with(code::RELATIONSHIP_NAME, Value::Bytes(self.cfg.name.as_bytes().to_vec()))
+            .with(code::MAX_UNACKED, Value::U32(self.cfg.max_unacked_updates))
+            .with(code::RECEIVE_TIMER, Value::U32(self.cfg.max_response_delay))
+            .with(code::VENDOR_CLASS, Value::Bytes(b"provd".to_vec()))
+            .with(code::PROTOCOL_VERSION, Value::U8(codec::PROTOCOL_VERSION))
+            .with(code::TLS_REPLY, Value::U8(0));
+        if let Some((reason, text)) = reject {
+            ack = ack
+                .with(code::REJECT_REASON, Value::U8(reason))
+                .with(code::MESSAGE, Value::Bytes(text.as_bytes().to_vec()));
+            fx.push(Effect::Send(ack));
+            return Err(FailoverError::RefusedConnect(text));
+        }
+        self.partner_max_unacked = m.u32(code::MAX_UNACKED).unwrap_or(1).max(1);
+        if let Some(mclt) = m.u32(code::MCLT) {
+            self.mclt = mclt;
+        }
+        if let Some(h) = m.bytes(code::HBA).and_then(|h| <[u8; 32]>::try_from(h).ok()) {
+            self.hba = Some(h);
+        }
+        self.handshake = Handshake::Done;
+        fx.push(self.persist_state());
+        fx.push(Effect::PublishRules(self.rules()));
+        fx.push(Effect::Send(ack));
+        let state = self.state_message(now);
+        fx.push(Effect::Send(state));
+        Ok(())
+    }
+
+    /// The partner's STATE: its server state (STARTUP while it says it is starting).
+    fn on_state(&mut self, m: &Message, now: u64, fx: &mut Vec<Effect>) -> Result<(), FailoverError> {
+        let s = m
+            .u8(code::SERVER_STATE)
+            .and_then(State::from_u8)
+            .ok_or(FailoverError::BadState)?;
+        // A partner still starting up reports the state it will resume, flagged
+        // STARTUP (ISC does): until the flag clears it is in STARTUP for us.
+        let starting = m.u8(code::SERVER_FLAGS).unwrap_or(0) & 1 != 0;
+        let s = if starting { State::Startup } else { s };
+        self.partner_state = Some(s);
+        self.partner_stos = m.u32(code::STOS).map_or(now, u64::from);
+        fx.push(self.persist_state());
+        tracing::info!("failover {}: partner is {}", self.cfg.name, s.name());
+        let _ = self.event(Event::PeerState(s), now, fx);
+        self.pump(now, fx);
+        Ok(())
+    }
+
+    /// A BNDUPD: a binding of the relationship's pools is applied (durably, then acked);
+    /// anything else is rejected with its reason.
+    fn on_bndupd(&mut self, m: Message, now: u64, fx: &mut Vec<Effect>) -> Result<(), FailoverError> {
+        if self.inbound_unacked >= self.cfg.max_unacked_updates {
+            return Err(FailoverError::Closed("the partner exceeded our max-unacked-updates"));
+        }
+        self.updates_received += 1;
+        let mut ack = m.clone();
+        ack.kind = MessageType::BndAck;
+        ack.time = now as u32;
+        match partner_binding(&m, now, u64::from(self.mclt) + u64::from(self.cfg.longest_lease)) {
+            // Only addresses the two servers share: anything else is not the
+            // partner's to change here (configuration, not the packet, decides).
+            Ok(b) if !self.cfg.pools.iter().any(|p| p.contains(b.ip)) => {
+                self.updates_refused += 1;
+                tracing::warn!(
+                    "failover {}: refused a BNDUPD for {}, outside the relationship's pools",
+                    self.cfg.name,
+                    b.ip
+                );
+                let ack = ack
+                    .with(code::REJECT_REASON, Value::U8(codec::reject::ILLEGAL_IP_ADDR))
+                    .with(
+                        code::MESSAGE,
+                        Value::Bytes(b"address outside the failover pools".to_vec()),
+                    );
+                fx.push(Effect::Send(ack));
+            }
+            Ok(mut b) => {
+                // With `tls`, the driver accepts no connection that did not prove
+                // it is the partner: its word on a binding counts.
+                b.authenticated = self.cfg.tls;
+                // Durable before the BNDACK: an acknowledged update is never lost.
+                self.inbound_unacked += 1;
+                fx.push(Effect::Lease(LeaseChange::ApplyPartner { binding: b, ack, now }));
+            }
+            Err(e) => {
+                tracing::warn!("failover {}: rejecting a BNDUPD: {e}", self.cfg.name);
+                let ack = ack
+                    .with(code::REJECT_REASON, Value::U8(codec::reject::MISSING_BINDINFO))
+                    .with(code::MESSAGE, Value::Bytes(e.to_string().into_bytes()));
+                fx.push(Effect::Send(ack));
             }
         }
         Ok(())

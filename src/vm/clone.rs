@@ -49,6 +49,62 @@ pub enum CloneEvent<'a> {
     },
 }
 
+/// A disk profile's disks after the first (the template's): new empty disks, named after
+/// the clone.
+fn data_disks_of(r: &CloneRequest) -> Vec<super::xml::AttachedDisk> {
+    let Some(profile) = r.disk_profile else {
+        return Vec::new();
+    };
+    profile
+        .iter()
+        .skip(1)
+        .map(|spec| {
+            let ext = if spec.format == "raw" { "img" } else { "qcow2" };
+            super::xml::AttachedDisk {
+                spec: spec.clone(),
+                path: spec.dir.join(format!("{}_{}.{ext}", r.name, spec.name)),
+            }
+        })
+        .collect()
+}
+
+/// A clone never writes over a file that exists.
+fn refuse_overwrite<'p>(
+    vols: &mut Volumes,
+    mut paths: impl Iterator<Item = &'p std::path::Path>,
+) -> Result<(), VmError> {
+    match paths.find(|p| vols.exists(p)) {
+        Some(p) => Err(VmError::Disk {
+            path: p.to_path_buf(),
+            message: "already exists; refusing to overwrite it".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// One of the template's disks: an overlay on it (linked) or a full copy, with progress.
+fn copy_disk(
+    vols: &mut Volumes,
+    d: &DiskCopy,
+    linked: bool,
+    progress: &mut dyn FnMut(CloneEvent),
+) -> Result<(), VmError> {
+    let bytes = if linked {
+        0
+    } else {
+        vols.size(&d.source).map_err(VmError::on_disk(&d.dest))?.allocation
+    };
+    progress(CloneEvent::DiskStart { disk: d, linked, bytes });
+    if linked {
+        vols.create_overlay(&d.source, &d.source_format, &d.dest)
+    } else {
+        vols.copy_full(&d.source, &d.source_format, &d.dest)
+    }
+    .map_err(VmError::on_disk(&d.dest))?;
+    progress(CloneEvent::DiskDone { disk: d });
+    Ok(())
+}
+
 impl Hypervisor {
     pub(super) fn meta(&self, d: &Domain) -> VmMeta {
         d.metadata(
@@ -174,57 +230,24 @@ impl Hypervisor {
             xml = clone_xml::set_size(&xml, r.vcpus, r.memory_mib).map_err(plan_err)?;
         }
 
-        let mut data_disks = Vec::new();
-        if let Some(profile) = r.disk_profile {
-            for spec in profile.iter().skip(1) {
-                let ext = if spec.format == "raw" { "img" } else { "qcow2" };
-                data_disks.push(super::xml::AttachedDisk {
-                    spec: spec.clone(),
-                    path: spec.dir.join(format!("{}_{}.{ext}", r.name, spec.name)),
-                });
-            }
+        let data_disks = data_disks_of(r);
+        if !data_disks.is_empty() {
             xml = clone_xml::add_disks(&xml, &data_disks).map_err(plan_err)?;
         }
         let mut vols = Volumes::new(&self.conn);
-        for d in &data_disks {
-            if vols.exists(&d.path) {
-                return Err(VmError::Disk {
-                    path: d.path.clone(),
-                    message: "already exists; refusing to overwrite it".into(),
-                });
-            }
-        }
-        for d in &disks {
-            if vols.exists(&d.dest) {
-                return Err(VmError::Disk {
-                    path: d.dest.clone(),
-                    message: "already exists; refusing to overwrite it".into(),
-                });
-            }
-        }
+        refuse_overwrite(
+            &mut vols,
+            data_disks
+                .iter()
+                .map(|d| d.path.as_path())
+                .chain(disks.iter().map(|d| d.dest.as_path())),
+        )?;
         // From here on, undo what was made if anything fails.
         let mut made: Vec<std::path::PathBuf> = Vec::new();
         let result = (|| -> Result<Domain, VmError> {
             for d in &disks {
-                let bytes = if r.linked {
-                    0
-                } else {
-                    vols.size(&d.source).map_err(VmError::on_disk(&d.dest))?.allocation
-                };
-                progress(CloneEvent::DiskStart {
-                    disk: d,
-                    linked: r.linked,
-                    bytes,
-                });
-                if r.linked {
-                    vols.create_overlay(&d.source, &d.source_format, &d.dest)
-                        .map_err(VmError::on_disk(&d.dest))?;
-                } else {
-                    vols.copy_full(&d.source, &d.source_format, &d.dest)
-                        .map_err(VmError::on_disk(&d.dest))?;
-                }
+                copy_disk(&mut vols, d, r.linked, progress)?;
                 made.push(d.dest.clone());
-                progress(CloneEvent::DiskDone { disk: d });
             }
             if let (Some(profile), Some(first)) = (r.disk_profile, disks.first())
                 && let Some(system) = profile.first()
@@ -238,12 +261,7 @@ impl Hypervisor {
                 made.push(d.path.clone());
             }
             if let Some((from, to)) = &nvram {
-                if vols.exists(to) {
-                    return Err(VmError::Disk {
-                        path: to.clone(),
-                        message: "already exists; refusing to overwrite it".into(),
-                    });
-                }
+                refuse_overwrite(&mut vols, [to.as_path()].into_iter())?;
                 vols.copy_full(from, "raw", to).map_err(VmError::on_disk(to))?;
                 made.push(to.clone());
             }

@@ -43,37 +43,7 @@ impl Peers {
 
         // The pair's mutual TLS, per site with a partner (needs the CA): the replication
         // link, and the failover conversation when `tls = true`.
-        let mut pair_tls = HashMap::new();
-        for site in &served {
-            let (Some(f), Some(ca)) = (&site.failover, &services.ca) else {
-                continue;
-            };
-            let tls = PairTls::new(ca, &site.name, f.address.into())
-                .map_err(|e| anyhow::anyhow!("site {}: {e}", site.name))?;
-            if let Some(r) = CertRecord::of_pem(
-                &tls.cert_pem,
-                &format!("replication {} {}", site.name, f.address),
-                REPLICATION_ROLE,
-                "start",
-                crate::clock::unix_now() as i64,
-            ) {
-                registry.issued(r).await?;
-            }
-            pair_tls.insert(site.name.clone(), Arc::new(tls));
-        }
-        for site in &served {
-            if let Some(f) = &site.failover
-                && f.tls
-                && !pair_tls.contains_key(&site.name)
-            {
-                bail!(
-                    "site {}: [sites.{}.failover] tls = true needs provd's CA (the pair's certificates): run \
-                     `provd pki init` and copy the CA to both servers",
-                    site.name,
-                    site.name
-                );
-            }
-        }
+        let pair_tls = pair_credentials(services, &served, &registry).await?;
 
         let mut failover = Vec::new();
         let mut failover_updates = HashMap::new();
@@ -154,4 +124,45 @@ impl Peers {
             replication: Arc::new(replication),
         })
     }
+}
+
+/// The pair's TLS credentials per served site with a failover partner, each recorded in
+/// the registry; a site that asks for `tls` without a CA is refused.
+async fn pair_credentials(
+    services: &Services,
+    served: &[&crate::config::Site],
+    registry: &Arc<crate::pki::registry::Registry>,
+) -> anyhow::Result<HashMap<String, Arc<PairTls>>> {
+    let mut pair_tls = HashMap::new();
+    for site in served {
+        let (Some(f), Some(ca)) = (&site.failover, &services.ca) else {
+            continue;
+        };
+        let tls =
+            PairTls::new(ca, &site.name, f.address.into()).map_err(|e| anyhow::anyhow!("site {}: {e}", site.name))?;
+        if let Some(r) = CertRecord::of_pem(
+            &tls.cert_pem,
+            &format!("replication {} {}", site.name, f.address),
+            REPLICATION_ROLE,
+            "start",
+            crate::clock::unix_now() as i64,
+        ) {
+            registry.issued(r).await?;
+        }
+        pair_tls.insert(site.name.clone(), Arc::new(tls));
+    }
+    for site in served {
+        if let Some(f) = &site.failover
+            && f.tls
+            && !pair_tls.contains_key(&site.name)
+        {
+            bail!(
+                "site {}: [sites.{}.failover] tls = true needs provd's CA (the pair's certificates): run \
+                 `provd pki init` and copy the CA to both servers",
+                site.name,
+                site.name
+            );
+        }
+    }
+    Ok(pair_tls)
 }

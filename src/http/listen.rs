@@ -167,54 +167,7 @@ pub async fn serve(
         connections.spawn(async move {
             let _permit = permit;
             let _address_slot = address_slot;
-            let progress = Arc::new(AtomicU64::new(0));
-            let watched = Watched {
-                inner: stream,
-                progress: progress.clone(),
-            };
-            let served = async {
-                match (acceptor, assets) {
-                    (None, None) => serve_connection(watched, app, peer, None, false, limits).await,
-                    (None, Some(assets)) => {
-                        use super::zero_copy::{self, Outcome, Prefixed};
-                        let header_timeout = limits.header_read_timeout;
-                        let stream = watched.inner;
-                        match zero_copy::serve(stream, peer, &*assets, &progress, header_timeout).await {
-                            Outcome::Closed => {}
-                            Outcome::Router(read, stream) => {
-                                let watched = Watched {
-                                    inner: stream,
-                                    progress: progress.clone(),
-                                };
-                                serve_connection(Prefixed::new(read, watched), app, peer, None, false, limits).await
-                            }
-                        }
-                    }
-                    (Some(acceptor), _) => {
-                        let stream = watched;
-                        let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
-                        {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::info!("TLS handshake from {peer} failed: {e}");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!("TLS handshake from {peer} timed out");
-                                return;
-                            }
-                        };
-                        let operator = super::tls::operator(tls.get_ref().1.peer_certificates());
-                        serve_connection(tls, app, peer, operator, true, limits).await
-                    }
-                }
-            };
-            tokio::select! {
-                () = served => {}
-                () = idle_watchdog(&progress, limits.idle_timeout) => {
-                    tracing::debug!("HTTP connection from {peer}: idle for {:?}, closed", limits.idle_timeout);
-                }
-            }
+            one_connection(stream, peer, app, acceptor, assets, limits).await;
         });
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -222,6 +175,65 @@ pub async fn serve(
     })
     .await;
     connections.abort_all();
+}
+
+/// One accepted connection: TLS, the zero-copy asset path or the router, until it ends
+/// or stays idle past the limit.
+async fn one_connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    app: Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    assets: Option<super::zero_copy::Files>,
+    limits: Limits,
+) {
+    let progress = Arc::new(AtomicU64::new(0));
+    let watched = Watched {
+        inner: stream,
+        progress: progress.clone(),
+    };
+    let served = async {
+        match (acceptor, assets) {
+            (None, None) => serve_connection(watched, app, peer, None, false, limits).await,
+            (None, Some(assets)) => {
+                use super::zero_copy::{self, Outcome, Prefixed};
+                let header_timeout = limits.header_read_timeout;
+                let stream = watched.inner;
+                match zero_copy::serve(stream, peer, &*assets, &progress, header_timeout).await {
+                    Outcome::Closed => {}
+                    Outcome::Router(read, stream) => {
+                        let watched = Watched {
+                            inner: stream,
+                            progress: progress.clone(),
+                        };
+                        serve_connection(Prefixed::new(read, watched), app, peer, None, false, limits).await
+                    }
+                }
+            }
+            (Some(acceptor), _) => {
+                let stream = watched;
+                let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::info!("TLS handshake from {peer} failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake from {peer} timed out");
+                        return;
+                    }
+                };
+                let operator = super::tls::operator(tls.get_ref().1.peer_certificates());
+                serve_connection(tls, app, peer, operator, true, limits).await
+            }
+        }
+    };
+    tokio::select! {
+        () = served => {}
+        () = idle_watchdog(&progress, limits.idle_timeout) => {
+            tracing::debug!("HTTP connection from {peer}: idle for {:?}, closed", limits.idle_timeout);
+        }
+    }
 }
 
 /// Open connections per client address; a slot gives its place back when dropped.

@@ -264,6 +264,42 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
     result
 }
 
+/// provd in the lab's namespace, once its log says DHCP listens (20 s at most).
+fn start_provd(provd: &Path, args: &[String], provd_log: &Path) -> anyhow::Result<u32> {
+    let provd_pid = spawn_in_namespace(provd, args, provd_log)?;
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(provd_log).unwrap_or_default();
+        if log.contains("DHCP listening") {
+            return Ok(provd_pid);
+        }
+        if start.elapsed() > Duration::from_secs(20) || !Path::new(&format!("/proc/{provd_pid}")).exists() {
+            bail!("provd did not start; its log ({}):\n{log}", provd_log.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Each VM's disk (and UEFI variable store), then power on (through its BMC with --bmc);
+/// the VMs and when each was powered on.
+fn create_and_power_on(specs: Vec<VmSpec>, bmc: Option<&str>, w: &Path) -> anyhow::Result<(Vec<VmSpec>, Vec<u64>)> {
+    let mut vms = Vec::new();
+    let mut powered_on = Vec::new();
+    for spec in specs {
+        run(Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&spec.disk)
+            .arg(spec.size.disk()))?;
+        if let Some(vars) = &spec.vars {
+            std::fs::copy(vm::OVMF_VARS, vars).context("copying the OVMF variable store")?;
+        }
+        power_on(bmc, &spec, w)?;
+        powered_on.push(crate::clock::unix_now());
+        vms.push(spec);
+    }
+    Ok((vms, powered_on))
+}
+
 fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -> anyhow::Result<bool> {
     let firmwares = &plan.firmwares[..];
     let api = config.daemon.api_listen.to_string();
@@ -341,33 +377,8 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
     let pki_dir = config.daemon.pki_dir(&w.join("state"));
     crate::pki::init(&pki_dir, crate::pki::DEFAULT_CA_NAME, 30, false)?;
     let provd_log = w.join("provd.log");
-    let provd_pid = spawn_in_namespace(&provd, &args, &provd_log)?;
-    let start = Instant::now();
-    loop {
-        let log = std::fs::read_to_string(&provd_log).unwrap_or_default();
-        if log.contains("DHCP listening") {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(20) || !Path::new(&format!("/proc/{provd_pid}")).exists() {
-            bail!("provd did not start; its log ({}):\n{log}", provd_log.display());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
-    let mut vms = Vec::new();
-    let mut powered_on = Vec::new();
-    for spec in specs {
-        run(Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&spec.disk)
-            .arg(spec.size.disk()))?;
-        if let Some(vars) = &spec.vars {
-            std::fs::copy(vm::OVMF_VARS, vars).context("copying the OVMF variable store")?;
-        }
-        power_on(opts.bmc.as_deref(), &spec, w)?;
-        powered_on.push(crate::clock::unix_now());
-        vms.push(spec);
-    }
+    let provd_pid = start_provd(&provd, &args, &provd_log)?;
+    let (vms, powered_on) = create_and_power_on(specs, opts.bmc.as_deref(), w)?;
     let state = LabState {
         started: crate::clock::unix_now(),
         config: opts.config.clone(),

@@ -196,12 +196,18 @@ pub struct Boot {
 #[derive(Clone)]
 pub struct BootSource {
     pub generations: Arc<Generations>,
-    pub state: Arc<BootState>,
+    state: Arc<BootState>,
 }
 
 impl BootSource {
     pub fn new(generations: Arc<Generations>, state: Arc<BootState>) -> BootSource {
         BootSource { generations, state }
+    }
+
+    /// The registry of every certificate provd's CA made (the signer owns it; this is the
+    /// one way to it from outside the boot policy).
+    pub fn certificates(&self) -> &Arc<crate::pki::registry::Registry> {
+        self.state.signer.certificates()
     }
 
     /// The boot policy as of now: one generation, to be used for the whole request.

@@ -71,7 +71,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
                 crate::clock::unix_now() as i64,
             );
             if let Some(r) = record {
-                services.boot.state.signer.certificates().issued(r).await?;
+                services.boot.certificates().issued(r).await?;
             }
             Some(tls)
         }

@@ -39,7 +39,7 @@ impl Peers {
     ) -> anyhow::Result<Peers> {
         let generation = services.generations.current();
         let served: Vec<_> = generation.served_sites().collect();
-        let registry = services.boot.state.signer.certificates().clone();
+        let registry = services.boot.certificates().clone();
 
         // The pair's mutual TLS, per site with a partner (needs the CA): the replication
         // link, and the failover conversation when `tls = true`.

@@ -79,7 +79,7 @@ async fn start(
             .daemon
             .pki_dir(&services.state_dir);
         tasks.spawn(crate::pki::identities::import_inbox_periodically(
-            services.boot.state.signer.certificates().clone(),
+            services.boot.certificates().clone(),
             pki_dir,
             stop.clone(),
         ));
@@ -148,7 +148,7 @@ async fn start_pool(
         tracing::info!("no CA: installed hosts are not verified as hypervisors (no `ready`)");
         return Ok(());
     };
-    let registry = services.boot.state.signer.certificates();
+    let registry = services.boot.certificates();
     let dir = crate::pki::identities::pool_identity(ca, registry, &services.state_dir, "provd")
         .await
         .map_err(|e| anyhow::anyhow!("the pool's libvirt client certificate: {e}"))?;

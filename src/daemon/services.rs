@@ -197,7 +197,7 @@ impl Services {
         AppState::new(AppParts {
             boot: self.boot.clone(),
             inventory: self.inventory.clone(),
-            certificates: self.boot.state.signer.certificates().clone(),
+            certificates: self.boot.certificates().clone(),
             store: self.store.clone(),
             leases: self.leases.clone(),
             dhcp_stats: self.dhcp_stats.clone(),

@@ -127,7 +127,7 @@ fn token_in(script: &str) -> String {
 
 fn journal_details(f: &Fixture, kind: &str) -> Vec<String> {
     f.services
-        .journal
+        .journal()
         .events(Some(HV1.parse().unwrap()))
         .into_iter()
         .filter(|e| serde_json::to_value(&e.step).unwrap()["kind"] == kind)
@@ -196,7 +196,7 @@ async fn install_secrets_go_only_to_the_address_of_the_lease() {
     let stranger = "127.0.0.77:5000";
     let (status, _) = call_from(&boot, stranger, "GET", &format!("/boot/{HV1_PATH}.ipxe")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let record = f.services.inventory.get(HV1.parse().unwrap()).await.unwrap();
+    let record = f.services.inventory().get(HV1.parse().unwrap()).await.unwrap();
     assert!(record.install.is_none(), "no token was minted for the stranger");
 
     // The real host (its reservation) gets the script and its token ...
@@ -215,11 +215,11 @@ async fn install_secrets_go_only_to_the_address_of_the_lease() {
             "{uri}"
         );
     }
-    assert_eq!(f.services.http_stats.snapshot()["refused_address"], 5);
+    assert_eq!(f.services.http_stats().snapshot()["refused_address"], 5);
     // The journal says which request and why, in fields.
     let refused: Vec<_> = f
         .services
-        .journal
+        .journal()
         .events(Some(HV1.parse().unwrap()))
         .into_iter()
         .filter_map(|e| match e.step {
@@ -258,7 +258,7 @@ async fn an_unknown_machine_gets_the_menu() {
     let (status, script) = call(&f.boot_router(), "GET", "/boot/52-54-00-7f-00-99.ipxe", "").await;
     assert_eq!(status, StatusCode::OK);
     assert!(!script.contains("token="));
-    let events = f.services.journal.events(Some("52:54:00:7f:00:99".parse().unwrap()));
+    let events = f.services.journal().events(Some("52:54:00:7f:00:99".parse().unwrap()));
     assert_eq!(
         events[0].detail,
         "machine 52:54:00:7f:00:99 is not in the inventory of site loop."
@@ -267,7 +267,7 @@ async fn an_unknown_machine_gets_the_menu() {
     // (a made-up MAC costs nothing; only leased machines fill the discovery table).
     assert!(
         f.services
-            .inventory
+            .inventory()
             .get("52:54:00:7f:00:99".parse().unwrap())
             .await
             .is_none(),
@@ -314,7 +314,7 @@ async fn assets_are_served_with_ranges_and_never_outside_the_root() {
 #[tokio::test]
 async fn admin_routes_exist_only_on_the_api_listener_and_need_the_token() {
     let f = fixture();
-    let bearer = f.services.api_token.bearer();
+    let bearer = f.services.api_token().bearer();
     let api = f.api_router();
     for path in [
         "/api/hosts",
@@ -354,7 +354,7 @@ async fn admin_routes_exist_only_on_the_api_listener_and_need_the_token() {
         call(&api, "POST", "/api/hosts/hv1/netboot/off", "").await.0,
         StatusCode::UNAUTHORIZED
     );
-    assert!(f.services.inventory.get(HV1.parse().unwrap()).await.unwrap().netboot);
+    assert!(f.services.inventory().get(HV1.parse().unwrap()).await.unwrap().netboot);
     assert_eq!(
         call(&f.boot_router(), "POST", "/api/hosts/hv1/reinstall", "").await.0,
         StatusCode::NOT_FOUND
@@ -375,7 +375,7 @@ async fn admin_routes_exist_only_on_the_api_listener_and_need_the_token() {
             "{path}"
         );
     }
-    assert!(f.services.http_stats.snapshot()["refused_unauthenticated"] >= 18);
+    assert!(f.services.http_stats().snapshot()["refused_unauthenticated"] >= 18);
     let (_, hosts) = call_as(&api, "GET", "/api/hosts", "", Some(&bearer)).await;
     let hosts: serde_json::Value = serde_json::from_str(&hosts).unwrap();
     assert_eq!(hosts.as_array().unwrap().len(), 2, "{hosts:#}");
@@ -396,7 +396,7 @@ async fn tftp_serves_assets_and_generated_files_on_loopback() {
     let cfg = String::from_utf8(read("pxelinux.cfg/01-52-54-00-7f-00-01").await.unwrap()).unwrap();
     assert!(cfg.contains("el9/vmlinuz") && cfg.contains("token="), "{cfg}");
     assert!(read("../provd.toml").await.is_err());
-    assert!(f.services.tftp_stats.snapshot()["requests"] >= 3);
+    assert!(f.services.tftp_stats().snapshot()["requests"] >= 3);
     stop_tx.send(true).unwrap();
     task.await.unwrap();
 }
@@ -419,13 +419,13 @@ async fn tftp_asks_one_generation_per_request() {
     }
     let f = fixture();
     let counting = Arc::new(Counting {
-        inner: f.services.boot.clone(),
+        inner: f.services.boot().clone(),
         asked: AtomicUsize::new(0),
     });
     let server = provd::tftp::TftpServer::new(
-        f.services.assets_root.clone(),
+        f.services.assets_root().to_path_buf(),
         Arc::new(provd::tftp::NoGenerated),
-        f.services.tftp_stats.clone(),
+        f.services.tftp_stats().clone(),
     )
     .unwrap()
     .with_scopes(counting.clone());
@@ -514,7 +514,7 @@ async fn every_protocol_asks_the_one_boot_policy() {
     let server_addr = server.local_addr().unwrap();
     let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let shared = relayed_shared(&f, relay.local_addr().unwrap().port(), false);
-    let ingress = f.services.leases.ingresses()[0].clone();
+    let ingress = f.services.leases().ingresses()[0].clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let dhcp = tokio::spawn(provd::dhcp::server::serve_socket(
         shared,
@@ -608,7 +608,7 @@ async fn tftp_caps_transfers_per_client_address() {
         }
     }
     assert_eq!((data, refused), (cap, 6));
-    assert_eq!(f.services.tftp_stats.snapshot()["refused_per_client"], 6);
+    assert_eq!(f.services.tftp_stats().snapshot()["refused_per_client"], 6);
     // Another machine is not affected.
     let other = UdpSocket::bind("127.0.0.45:0").await.unwrap();
     other.send_to(&rrq, addr).await.unwrap();
@@ -632,12 +632,12 @@ fn relayed_shared(f: &Fixture, relay_port: u16, journal: bool) -> provd::dhcp::s
             client: 1, // never used: every answer goes to the relay
             server: relay_port,
         },
-        leases: f.services.leases.clone(),
-        generations: f.services.generations.clone(),
-        store: f.services.store.clone(),
-        stats: f.services.dhcp_stats.clone(),
+        leases: f.services.leases().clone(),
+        generations: f.services.generations().clone(),
+        store: f.services.store().clone(),
+        stats: f.services.dhcp_stats().clone(),
         observer: None,
-        journal: journal.then(|| f.services.journal.clone()),
+        journal: journal.then(|| f.services.journal().clone()),
         failover_updates: Arc::new(Default::default()),
         persists: Default::default(),
     }
@@ -666,7 +666,7 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
     let server_addr = server.local_addr().unwrap();
     let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let shared = relayed_shared(&f, relay.local_addr().unwrap().port(), true);
-    let ingress = f.services.leases.ingresses()[0].clone();
+    let ingress = f.services.leases().ingresses()[0].clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(provd::dhcp::server::serve_socket(shared, server, ingress, stop_rx));
 
@@ -709,13 +709,13 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
         Some(DhcpOption::MessageType(MessageType::Ack))
     ));
     // Durable before the ACK left: the store has it now.
-    let stored = f.services.store.load_leases().unwrap();
+    let stored = f.services.store().load_leases().unwrap();
     assert!(
         stored
             .iter()
             .any(|r| r.ip == offer.yiaddr() && r.mac == Some(HV1.parse().unwrap()))
     );
-    assert_eq!(f.services.leases.mac_of(offer.yiaddr()), Some(HV1.parse().unwrap()));
+    assert_eq!(f.services.leases().mac_of(offer.yiaddr()), Some(HV1.parse().unwrap()));
 
     // A forged giaddr from a source the site does not list as a relay: no answer, counted.
     let impostor = UdpSocket::bind("127.0.0.2:0").await.unwrap();
@@ -729,7 +729,7 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
     let mut buf = [0u8; 1500];
     let answered = tokio::time::timeout(Duration::from_millis(500), relay.recv_from(&mut buf)).await;
     assert!(answered.is_err(), "an untrusted relay's request was answered");
-    assert_eq!(f.services.dhcp_stats.snapshot()["dropped_untrusted_relay"], 1);
+    assert_eq!(f.services.dhcp_stats().snapshot()["dropped_untrusted_relay"], 1);
 
     // Garbage is counted and dropped; the loop keeps serving.
     relay.send_to(b"not dhcp", server_addr).await.unwrap();
@@ -748,10 +748,10 @@ async fn dhcp_dora_through_a_relay_on_loopback_persists_before_the_ack() {
     ))
     .await;
     assert_eq!(ack2.yiaddr(), offer2.yiaddr());
-    let stored = f.services.store.load_leases().unwrap();
+    let stored = f.services.store().load_leases().unwrap();
     let named = stored.iter().find(|r| r.ip == offer2.yiaddr()).expect("stored");
     assert_eq!(named.hostname.as_deref(), Some("pc\u{FFFD}]0;owned\u{FFFD}\u{FFFD}[2J"));
-    let stats = f.services.dhcp_stats.snapshot();
+    let stats = f.services.dhcp_stats().snapshot();
     assert_eq!(
         stats["malformed_truncated"] + stats["malformed_bad_cookie"],
         1,
@@ -773,7 +773,7 @@ async fn a_full_disk_answers_507_with_its_kind() {
     let disk = common::Tmpfs::mount(&work.path("state"), "4m");
     let f = fixture_in(work, Some(disk.dir.clone()));
     let (api, boot) = (f.api_router(), f.boot_router());
-    let bearer = f.services.api_token.bearer();
+    let bearer = f.services.api_token().bearer();
     disk.fill();
 
     let (status, body) = call_as(&api, "POST", "/api/hosts/hv1/netboot/off", "", Some(&bearer)).await;
@@ -788,7 +788,7 @@ async fn a_full_disk_answers_507_with_its_kind() {
     // A drain marks the host first: that write failing is the disk's 507 too (issue 34: it
     // was text, answered 409 like a host that is not ready).
     // (Any directory: a drain only needs the pool to have one before it marks the host.)
-    f.services.pool.set_pki_dir(std::env::temp_dir());
+    f.services.pool().set_pki_dir(std::env::temp_dir());
     let (status, body) = call_as(&api, "POST", "/api/hypervisors/hv1/drain", "", Some(&bearer)).await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
     assert_eq!(
@@ -814,7 +814,7 @@ async fn listener(f: &Fixture, fast: bool) -> (SocketAddr, tokio::sync::watch::S
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let stats = f.services.http_stats.clone();
+    let stats = f.services.http_stats().clone();
     tokio::spawn(listen::serve(
         socket,
         provd::http::boot_router(state),
@@ -823,7 +823,7 @@ async fn listener(f: &Fixture, fast: bool) -> (SocketAddr, tokio::sync::watch::S
         move |why: listen::Refused| why.counter(&stats).inc(),
         Transport::Plain { assets },
         // The daemon's admission: leased, reserved, or in `tftp_open`.
-        Some(Arc::new(f.services.boot.clone())),
+        Some(Arc::new(f.services.boot().clone())),
     ));
     (addr, stop)
 }
@@ -845,7 +845,7 @@ async fn the_boot_listener_closes_addresses_without_a_lease_at_accept() {
     let f = fixture();
     for fast in [true, false] {
         let (addr, _stop) = listener(&f, fast).await;
-        let before = f.services.http_stats.snapshot()["refused_no_lease"];
+        let before = f.services.http_stats().snapshot()["refused_no_lease"];
         let ask = |from: &'static str| async move {
             let mut s = connect_from(from, addr).await;
             let _ = s
@@ -859,7 +859,7 @@ async fn the_boot_listener_closes_addresses_without_a_lease_at_accept() {
         };
         let stranger = ask("127.0.0.77").await;
         assert_eq!(stranger, "", "an unleased address got an answer");
-        assert_eq!(f.services.http_stats.snapshot()["refused_no_lease"], before + 1);
+        assert_eq!(f.services.http_stats().snapshot()["refused_no_lease"], before + 1);
         for admitted in ["127.0.0.11", "127.0.0.33"] {
             let got = ask(admitted).await;
             assert!(
@@ -924,7 +924,7 @@ async fn raw_exchange(addr: SocketAddr, requests: &str, head_only: bool) -> Vec<
 async fn zero_copy_assets_answer_as_the_router_does() {
     let f = fixture();
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(f.services.assets_root.join("el9/initrd.img"), &big).unwrap();
+    std::fs::write(f.services.assets_root().join("el9/initrd.img"), &big).unwrap();
     let (fast, _stop_fast) = listener(&f, true).await;
     let (router, _stop_router) = listener(&f, false).await;
     let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
@@ -983,17 +983,17 @@ async fn zero_copy_assets_answer_as_the_router_does() {
         ("GET /assets/hello.txt HTTP/1.0\r\n\r\n".to_string(), false, 0),
     ];
     for (requests, head_only, served_fast) in cases {
-        let before = f.services.http_stats.get("assets_sendfile");
+        let before = f.services.http_stats().get("assets_sendfile");
         let expected = raw_exchange(router, &requests, head_only).await;
         assert_eq!(
-            f.services.http_stats.get("assets_sendfile"),
+            f.services.http_stats().get("assets_sendfile"),
             before,
             "the router alone: {requests:?}"
         );
         let got = raw_exchange(fast, &requests, head_only).await;
         assert_eq!(got, expected, "{requests:?}");
         assert_eq!(
-            f.services.http_stats.get("assets_sendfile") - before,
+            f.services.http_stats().get("assets_sendfile") - before,
             served_fast,
             "{requests:?}"
         );
@@ -1003,7 +1003,7 @@ async fn zero_copy_assets_answer_as_the_router_does() {
     // The journal records fast answers as it does the router's.
     let ranges = f
         .services
-        .journal
+        .journal()
         .events(None)
         .into_iter()
         .filter(|e| matches!(&e.step, provd::journal::Step::HttpAsset { range: Some(r), .. } if r == "bytes=-5000"))
@@ -1105,7 +1105,7 @@ async fn a_reload_during_boot_requests_never_mixes_two_generations() {
     const RELOADS: u64 = 24;
     for n in 1..=RELOADS {
         write_generation((n % 2) as usize);
-        let report = services.reloader.reload().await.expect("reload");
+        let report = services.reloader().reload().await.expect("reload");
         assert_eq!(report.generation, n);
         // Let requests run under this generation before the next reload.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1120,7 +1120,7 @@ async fn a_reload_during_boot_requests_never_mixes_two_generations() {
     // The last reload (24, even) published A again.
     let (_, last) = call(&boot, "GET", &format!("/boot/{HV1_PATH}.ipxe"), "").await;
     assert_eq!(generation_of(&last), Ok(0), "{last}");
-    assert_eq!(services.generations.current().number, RELOADS);
+    assert_eq!(services.generations().current().number, RELOADS);
 }
 
 /// One request to `router` with extra headers; status, headers and body.
@@ -1185,7 +1185,7 @@ async fn the_console_needs_the_token_and_its_cookie_changes_nothing_without_its_
         StatusCode::UNAUTHORIZED
     );
 
-    let token = f.services.api_token.bearer();
+    let token = f.services.api_token().bearer();
     let token = token.strip_prefix("Bearer ").unwrap();
     let (status, headers, _) = call_with(&api, "POST", "/console/login", &form, &format!("token={token}")).await;
     assert_eq!(
@@ -1230,7 +1230,14 @@ async fn the_console_needs_the_token_and_its_cookie_changes_nothing_without_its_
     // changes nothing; with the console's header it goes through.
     let (status, _, body) = call_with(&api, "POST", "/api/hosts/hv1/netboot/off", &with, "").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (_, host) = call_as(&api, "GET", "/api/hosts/hv1", "", Some(&f.services.api_token.bearer())).await;
+    let (_, host) = call_as(
+        &api,
+        "GET",
+        "/api/hosts/hv1",
+        "",
+        Some(&f.services.api_token().bearer()),
+    )
+    .await;
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&host).unwrap()["netboot"],
         true
@@ -1323,11 +1330,11 @@ async fn open_console_stream(
 async fn the_console_stream_ends_when_its_session_is_signed_out_or_expires() {
     let f = fixture();
     let now = provd::clock::unix_now();
-    let signed_out = f.services.console.open(now);
+    let signed_out = f.services.console().open(now);
     let cookie = format!("provd_console={signed_out}");
     let mut events = open_console_stream(&f, &[("cookie", &cookie)]).await;
     assert_eq!(events().await.unwrap().0, "snapshot");
-    f.services.console.close(&signed_out);
+    f.services.console().close(&signed_out);
     let (name, why) = events().await.expect("an ended event");
     assert_eq!(name, "ended");
     assert!(why.contains("session ended"), "{why}");
@@ -1335,7 +1342,7 @@ async fn the_console_stream_ends_when_its_session_is_signed_out_or_expires() {
 
     // A session with 2 s left: snapshots, then the end, without anyone signing out.
     let now = provd::clock::unix_now();
-    let expiring = f.services.console.open(now + 2 - provd::http::session::SESSION_TTL);
+    let expiring = f.services.console().open(now + 2 - provd::http::session::SESSION_TTL);
     let cookie = format!("provd_console={expiring}");
     let mut events = open_console_stream(&f, &[("cookie", &cookie)]).await;
     let mut seen = Vec::new();
@@ -1350,7 +1357,7 @@ async fn the_console_stream_ends_when_its_session_is_signed_out_or_expires() {
     );
 
     // The bearer token does not lapse: two snapshots in a row.
-    let bearer = f.services.api_token.bearer();
+    let bearer = f.services.api_token().bearer();
     let mut events = open_console_stream(&f, &[("authorization", &bearer)]).await;
     for _ in 0..2 {
         assert_eq!(events().await.unwrap().0, "snapshot");
@@ -1369,7 +1376,7 @@ async fn the_console_stream_sends_a_snapshot_and_another_when_the_journal_moves(
     let token = token_in(&script);
     let mut req = Request::builder()
         .uri("/api/console/stream")
-        .header("authorization", f.services.api_token.bearer())
+        .header("authorization", f.services.api_token().bearer())
         .body(Body::empty())
         .unwrap();
     req.extensions_mut()

@@ -94,7 +94,7 @@ async fn start(work: &common::Workdir, name: &str, me: Ipv4Addr, text: String, p
     let dhcp_sock = UdpSocket::bind((me, 0)).await.unwrap();
     let dhcp = dhcp_sock.local_addr().unwrap();
     let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let ingress = services.leases.ingresses()[0].clone();
+    let ingress = services.leases().ingresses()[0].clone();
     let api_sock = TcpListener::bind((me, 0)).await.unwrap();
     let api = Api::with_tls(
         format!("http://{}", api_sock.local_addr().unwrap()),

@@ -140,14 +140,13 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             } else {
                 crate::pki::registry::OPERATOR_ROLE
             };
-            let record = crate::pki::registry::CertRecord::of_pem(
+            let record = crate::pki::registry::CertRecord::minted(
                 &cert,
                 &name,
                 role,
                 "issue-client",
                 crate::clock::unix_now() as i64,
-            )
-            .ok_or_else(|| anyhow::anyhow!("the certificate just made does not parse"))?;
+            )?;
             crate::pki::registry::append_inbox(&pki_dir, &record)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", pki_dir.join(crate::pki::registry::INBOX).display()))?;
             crate::pki::write_client(&out, &ca, &cert, &key)?;

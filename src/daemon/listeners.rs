@@ -55,10 +55,10 @@ impl Listeners {
         api_addr: SocketAddr,
         api_tls: Option<Arc<rustls::ServerConfig>>,
     ) -> anyhow::Result<Listeners> {
-        let generation = services.generations.current();
+        let generation = services.generations().current();
 
         let mut dhcp = Vec::new();
-        for (sock, ingress) in server::bind(services.leases.ingresses())? {
+        for (sock, ingress) in server::bind(services.leases().ingresses())? {
             tracing::info!(
                 "DHCP listening on {} ({}) for site {}",
                 ingress.listen.interface,
@@ -82,7 +82,10 @@ impl Listeners {
             if tftp_bound.insert(*addr) {
                 let sock = crate::tftp::bind(SocketAddr::from((*addr, TFTP_PORT)))
                     .with_context(|| format!("cannot listen for TFTP on {addr}:{TFTP_PORT} (site {site})"))?;
-                tracing::info!("TFTP on {addr}:{TFTP_PORT} serving {}", services.assets_root.display());
+                tracing::info!(
+                    "TFTP on {addr}:{TFTP_PORT} serving {}",
+                    services.assets_root().display()
+                );
                 tftp.push(sock);
             }
             let http_addr = SocketAddr::from((*addr, *port));
@@ -110,7 +113,7 @@ impl Listeners {
                 .with_context(|| format!("cannot listen for failover on {at} (site {})", site.name))?;
             pair.failover.insert(site.name.clone(), l);
             // Replication needs the pair's certificates, so the CA.
-            if services.ca.is_some() {
+            if services.ca().is_some() {
                 let at = SocketAddr::from((f.address, f.replication_port));
                 let l = TcpListener::bind(at)
                     .await

@@ -63,16 +63,16 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     // the admin listener's too.
     let api_tls = match api_tls {
         Some((tls, cert)) => {
-            let record = crate::pki::registry::CertRecord::of_pem(
-                &cert,
-                &format!("admin API {api_addr}"),
-                crate::pki::registry::API_SERVER_ROLE,
-                "start",
-                crate::clock::unix_now() as i64,
-            );
-            if let Some(r) = record {
-                services.boot.certificates().issued(r).await?;
-            }
+            services
+                .boot()
+                .certificates()
+                .record_minted(
+                    &cert,
+                    &format!("admin API {api_addr}"),
+                    crate::pki::registry::API_SERVER_ROLE,
+                    "start",
+                )
+                .await?;
             Some(tls)
         }
         None => None,

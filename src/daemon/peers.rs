@@ -9,7 +9,7 @@ use super::listeners::PairListeners;
 use crate::dhcp::partner_updates::PartnerUpdates;
 use crate::failover::peer::{self, Handle, PairAuth, Relationship};
 use crate::pki::pair::PairTls;
-use crate::pki::registry::{CertRecord, REPLICATION_ROLE};
+use crate::pki::registry::REPLICATION_ROLE;
 use crate::replication::link;
 use anyhow::bail;
 use std::collections::HashMap;
@@ -37,9 +37,9 @@ impl Peers {
         stop: &watch::Receiver<bool>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> anyhow::Result<Peers> {
-        let generation = services.generations.current();
+        let generation = services.generations().current();
         let served: Vec<_> = generation.served_sites().collect();
-        let registry = services.boot.certificates().clone();
+        let registry = services.boot().certificates().clone();
 
         // The pair's mutual TLS, per site with a partner (needs the CA): the replication
         // link, and the failover conversation when `tls = true`.
@@ -57,8 +57,8 @@ impl Peers {
                 Relationship {
                     cfg: f.clone(),
                     site: site.name.clone(),
-                    leases: services.leases.clone(),
-                    store: services.store.clone(),
+                    leases: services.leases().clone(),
+                    store: services.store().clone(),
                     auth,
                     listener: listeners.failover.remove(&site.name),
                 },
@@ -83,7 +83,7 @@ impl Peers {
             };
             let key = link::synced_key(&site.name);
             let synced_at: u64 = services
-                .store
+                .store()
                 .meta_blocking(&key)?
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
@@ -93,7 +93,7 @@ impl Peers {
                      install until the first synchronisation",
                     site.name
                 );
-                services.inventory.hold_installs(&site.name, true);
+                services.inventory().hold_installs(&site.name, true);
             }
             let (status, status_rx) = watch::channel(link::Status {
                 site: site.name.clone(),
@@ -107,10 +107,10 @@ impl Peers {
                 f.clone(),
                 creds,
                 link::Shared {
-                    inventory: services.inventory.clone(),
+                    inventory: services.inventory().clone(),
                     certificates: registry.clone(),
-                    nocloud: services.nocloud.clone(),
-                    store: services.store.clone(),
+                    nocloud: services.nocloud().clone(),
+                    store: services.store().clone(),
                 },
                 listeners.replication.remove(&site.name),
                 status,
@@ -135,20 +135,19 @@ async fn pair_credentials(
 ) -> anyhow::Result<HashMap<String, Arc<PairTls>>> {
     let mut pair_tls = HashMap::new();
     for site in served {
-        let (Some(f), Some(ca)) = (&site.failover, &services.ca) else {
+        let (Some(f), Some(ca)) = (&site.failover, &services.ca()) else {
             continue;
         };
         let tls =
             PairTls::new(ca, &site.name, f.address.into()).map_err(|e| anyhow::anyhow!("site {}: {e}", site.name))?;
-        if let Some(r) = CertRecord::of_pem(
-            &tls.cert_pem,
-            &format!("replication {} {}", site.name, f.address),
-            REPLICATION_ROLE,
-            "start",
-            crate::clock::unix_now() as i64,
-        ) {
-            registry.issued(r).await?;
-        }
+        registry
+            .record_minted(
+                &tls.cert_pem,
+                &format!("replication {} {}", site.name, f.address),
+                REPLICATION_ROLE,
+                "start",
+            )
+            .await?;
         pair_tls.insert(site.name.clone(), Arc::new(tls));
     }
     for site in served {

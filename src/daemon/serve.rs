@@ -28,7 +28,7 @@ pub async fn serve(services: Services, listeners: Listeners, shutdown: impl Futu
     let outcome = match started {
         Err(e) => Err(e),
         Ok(mut dhcp) => {
-            let store = services.store.clone();
+            let store = services.store().clone();
             tokio::select! {
                 r = &mut dhcp => {
                     // The DHCP side returns early only when a receive loop panicked: the
@@ -71,15 +71,15 @@ async fn start(
 ) -> anyhow::Result<tokio::task::JoinHandle<Result<(), server::ServeError>>> {
     let peers = Peers::start(services, listeners.pair, stop, tasks).await?;
     start_pool(services, stop, tasks).await?;
-    if services.ca.is_some() {
+    if services.ca().is_some() {
         let pki_dir = services
-            .generations
+            .generations()
             .current()
             .config
             .daemon
-            .pki_dir(&services.state_dir);
+            .pki_dir(services.state_dir());
         tasks.spawn(crate::pki::identities::import_inbox_periodically(
-            services.boot.certificates().clone(),
+            services.boot().certificates().clone(),
             pki_dir,
             stop.clone(),
         ));
@@ -96,11 +96,11 @@ async fn start(
             listener,
             http::boot_router(state),
             http::listen::BOOT_LIMITS,
-            services.http_stats.clone(),
+            services.http_stats().clone(),
             stop.clone(),
             http::listen::Transport::Plain { assets: Some(assets) },
             // The same addresses TFTP answers: leased, reserved, or in `tftp_open`.
-            Some(Arc::new(services.boot.clone())),
+            Some(Arc::new(services.boot().clone())),
         ));
     }
     let ApiListener { socket, tls } = listeners.api;
@@ -108,7 +108,7 @@ async fn start(
         socket,
         http::api_router(services.app_state(&peers, None)),
         http::listen::API_LIMITS,
-        services.http_stats.clone(),
+        services.http_stats().clone(),
         stop.clone(),
         match tls {
             Some(tls) => http::listen::Transport::Tls(tls),
@@ -119,21 +119,21 @@ async fn start(
 
     // DHCP tells the inventory about machines that network-boot (discovery).
     let (observe_tx, observe_rx) = mpsc::channel(1024);
-    tasks.spawn(record_observations(services.inventory.clone(), observe_rx));
+    tasks.spawn(record_observations(services.inventory().clone(), observe_rx));
     let shared = Shared {
         ports: listeners.dhcp.reply_ports,
-        leases: services.leases.clone(),
-        generations: services.generations.clone(),
-        store: services.store.clone(),
-        stats: services.dhcp_stats.clone(),
+        leases: services.leases().clone(),
+        generations: services.generations().clone(),
+        store: services.store().clone(),
+        stats: services.dhcp_stats().clone(),
         observer: Some(observe_tx),
-        journal: Some(services.journal.clone()),
+        journal: Some(services.journal().clone()),
         failover_updates: peers.failover_updates.clone(),
         persists: Default::default(),
     };
     let dhcp = tokio::spawn(server::serve(shared, listeners.dhcp.sockets, stop.clone()));
-    tasks.spawn(reload_on_sighup(services.reloader.clone(), stop.clone()));
-    tasks.spawn(log_stats_periodically(services.dhcp_stats.clone(), stop.clone()));
+    tasks.spawn(reload_on_sighup(services.reloader().clone(), stop.clone()));
+    tasks.spawn(log_stats_periodically(services.dhcp_stats().clone(), stop.clone()));
     Ok(dhcp)
 }
 
@@ -144,18 +144,18 @@ async fn start_pool(
     stop: &watch::Receiver<bool>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<()> {
-    let Some(ca) = &services.ca else {
+    let Some(ca) = &services.ca() else {
         tracing::info!("no CA: installed hosts are not verified as hypervisors (no `ready`)");
         return Ok(());
     };
-    let registry = services.boot.certificates();
-    let dir = crate::pki::identities::pool_identity(ca, registry, &services.state_dir, "provd")
+    let registry = services.boot().certificates();
+    let dir = crate::pki::identities::pool_identity(ca, registry, services.state_dir(), "provd")
         .await
         .map_err(|e| anyhow::anyhow!("the pool's libvirt client certificate: {e}"))?;
     tasks.spawn(crate::pool::run(
-        services.pool.clone(),
-        services.inventory.clone(),
-        services.generations.clone(),
+        services.pool().clone(),
+        services.inventory().clone(),
+        services.generations().clone(),
         registry.clone(),
         dir,
         stop.clone(),

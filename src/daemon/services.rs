@@ -26,32 +26,32 @@ use std::sync::Arc;
 pub struct Services {
     /// The config generation as of the last start or reload (config, templates, DHCP
     /// topology: swapped as one).
-    pub generations: Arc<Generations>,
-    pub served: Vec<String>,
-    pub store: Store,
-    pub leases: Leases,
-    pub inventory: Arc<Inventory>,
+    generations: Arc<Generations>,
+    served: Vec<String>,
+    store: Store,
+    leases: Leases,
+    inventory: Arc<Inventory>,
     /// The boot policy over the current generation.
-    pub boot: BootSource,
+    boot: BootSource,
     /// The cap on BMC calls in flight.
-    pub power: Arc<crate::bmc::Power>,
+    power: Arc<crate::bmc::Power>,
     /// `provd reload` and SIGHUP.
-    pub reloader: Arc<crate::reload::Reloader>,
-    pub journal: Arc<crate::journal::Journal>,
-    pub nocloud: Arc<crate::nocloud::Registry>,
-    pub dhcp_stats: Arc<DhcpStats>,
-    pub tftp_stats: Arc<TftpStats>,
-    pub http_stats: Arc<HttpStats>,
-    pub assets_root: PathBuf,
-    pub api_token: Arc<crate::http::auth::ApiToken>,
+    reloader: Arc<crate::reload::Reloader>,
+    journal: Arc<crate::journal::Journal>,
+    nocloud: Arc<crate::nocloud::Registry>,
+    dhcp_stats: Arc<DhcpStats>,
+    tftp_stats: Arc<TftpStats>,
+    http_stats: Arc<HttpStats>,
+    assets_root: PathBuf,
+    api_token: Arc<crate::http::auth::ApiToken>,
     /// Where the store, the API token and (by default) the CA live.
-    pub state_dir: PathBuf,
+    state_dir: PathBuf,
     /// The CA, when there is one (the pair's replication certificates come from it).
-    pub ca: Option<Arc<crate::pki::Ca>>,
+    ca: Option<Arc<crate::pki::Ca>>,
     /// Installed hypervisors as provd verified them.
-    pub pool: Arc<crate::pool::Pool>,
+    pool: Arc<crate::pool::Pool>,
     /// The web console's sessions.
-    pub console: Arc<crate::http::session::Sessions>,
+    console: Arc<crate::http::session::Sessions>,
 }
 
 impl Services {
@@ -197,7 +197,6 @@ impl Services {
         AppState::new(AppParts {
             boot: self.boot.clone(),
             inventory: self.inventory.clone(),
-            certificates: self.boot.certificates().clone(),
             store: self.store.clone(),
             leases: self.leases.clone(),
             dhcp_stats: self.dhcp_stats.clone(),
@@ -227,5 +226,94 @@ impl Services {
         )?
         .with_scopes(Arc::new(self.boot.clone()))
         .with_journal(self.journal.clone()))
+    }
+}
+
+/// Read-only views: `Services` is the one owner of these parts; listeners and tests get
+/// references or clones, never a way to swap one out from under the others.
+impl Services {
+    /// The config generation as of the last start or reload.
+    pub fn generations(&self) -> &Arc<Generations> {
+        &self.generations
+    }
+
+    /// The names of the sites this server serves.
+    pub fn served(&self) -> &[String] {
+        &self.served
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
+    }
+
+    /// The boot policy over the current generation.
+    pub fn boot(&self) -> &BootSource {
+        &self.boot
+    }
+
+    /// The cap on BMC calls in flight.
+    pub fn power(&self) -> &Arc<crate::bmc::Power> {
+        &self.power
+    }
+
+    /// `provd reload` and SIGHUP.
+    pub fn reloader(&self) -> &Arc<crate::reload::Reloader> {
+        &self.reloader
+    }
+
+    pub fn journal(&self) -> &Arc<crate::journal::Journal> {
+        &self.journal
+    }
+
+    pub fn nocloud(&self) -> &Arc<crate::nocloud::Registry> {
+        &self.nocloud
+    }
+
+    pub fn dhcp_stats(&self) -> &Arc<DhcpStats> {
+        &self.dhcp_stats
+    }
+
+    pub fn tftp_stats(&self) -> &Arc<TftpStats> {
+        &self.tftp_stats
+    }
+
+    pub fn http_stats(&self) -> &Arc<HttpStats> {
+        &self.http_stats
+    }
+
+    pub fn assets_root(&self) -> &std::path::Path {
+        &self.assets_root
+    }
+
+    pub fn api_token(&self) -> &Arc<crate::http::auth::ApiToken> {
+        &self.api_token
+    }
+
+    /// Where the store, the API token and (by default) the CA live.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
+    }
+
+    /// The CA, when there is one.
+    pub fn ca(&self) -> Option<&Arc<crate::pki::Ca>> {
+        self.ca.as_ref()
+    }
+
+    /// Installed hypervisors as provd verified them.
+    pub fn pool(&self) -> &Arc<crate::pool::Pool> {
+        &self.pool
+    }
+
+    /// The web console's sessions.
+    pub fn console(&self) -> &Arc<crate::http::session::Sessions> {
+        &self.console
     }
 }

@@ -111,7 +111,7 @@ pub enum Credential<'a> {
 
 pub fn credential<'a>(s: &AppState, headers: &HeaderMap, extensions: &'a axum::http::Extensions) -> Credential<'a> {
     if let Some(op) = extensions.get::<super::tls::Operator>() {
-        return if s.certificates.is_revoked(&op.1) {
+        return if s.boot.certificates().is_revoked(&op.1) {
             Credential::Revoked
         } else {
             Credential::Certificate(op)

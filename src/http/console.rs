@@ -190,7 +190,7 @@ impl Holder {
             Holder::Session(id) if !s.console.valid(id, now) => {
                 Some("the console session ended (signed out or expired)")
             }
-            Holder::Certificate(serial) if s.certificates.is_revoked(serial) => {
+            Holder::Certificate(serial) if s.boot.certificates().is_revoked(serial) => {
                 Some("the client certificate was revoked")
             }
             _ => None,

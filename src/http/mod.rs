@@ -86,36 +86,36 @@ impl std::ops::Deref for AppState {
 }
 
 /// What `AppState` holds. `listener_site` is the site whose address this listener is bound
-/// to (None for the API listener).
+/// to (None for the API listener). The fields are the crate's, not the library's: the daemon
+/// (`daemon::Services::app_state`, which owns every part) fills them, handlers read them, and
+/// nothing outside the crate sees or swaps one.
 pub struct AppParts {
     /// The boot policy over the current config generation (`provd reload` publishes the next).
-    pub boot: crate::boot::BootSource,
+    pub(crate) boot: crate::boot::BootSource,
     /// Hosts and their state: shared by every config generation (state, not config).
-    pub inventory: Arc<crate::inventory::Inventory>,
-    /// Every certificate the CA issued (the admin listener checks client certificates here).
-    pub certificates: Arc<crate::pki::registry::Registry>,
-    pub store: Store,
-    pub leases: Leases,
-    pub dhcp_stats: Arc<DhcpStats>,
-    pub tftp_stats: Arc<TftpStats>,
-    pub http_stats: Arc<HttpStats>,
-    pub assets_root: PathBuf,
-    pub journal: Arc<Journal>,
-    pub nocloud: Arc<crate::nocloud::Registry>,
-    pub failover: Arc<Vec<crate::failover::peer::Handle>>,
-    pub listener_site: Option<String>,
+    pub(crate) inventory: Arc<crate::inventory::Inventory>,
+    pub(crate) store: Store,
+    pub(crate) leases: Leases,
+    pub(crate) dhcp_stats: Arc<DhcpStats>,
+    pub(crate) tftp_stats: Arc<TftpStats>,
+    pub(crate) http_stats: Arc<HttpStats>,
+    pub(crate) assets_root: PathBuf,
+    pub(crate) journal: Arc<Journal>,
+    pub(crate) nocloud: Arc<crate::nocloud::Registry>,
+    pub(crate) failover: Arc<Vec<crate::failover::peer::Handle>>,
+    pub(crate) listener_site: Option<String>,
     /// The admin API's bearer token (checked on every `/api/...` route).
-    pub api_token: Arc<auth::ApiToken>,
+    pub(crate) api_token: Arc<auth::ApiToken>,
     /// Installed hypervisors as provd verified them.
-    pub pool: Arc<crate::pool::Pool>,
+    pub(crate) pool: Arc<crate::pool::Pool>,
     /// The cap on BMC calls in flight.
-    pub power: Arc<crate::bmc::Power>,
+    pub(crate) power: Arc<crate::bmc::Power>,
     /// `provd reload` (admin API only).
-    pub reloader: Arc<crate::reload::Reloader>,
+    pub(crate) reloader: Arc<crate::reload::Reloader>,
     /// The pair's inventory replication, per site with a partner.
-    pub replication: Arc<Vec<tokio::sync::watch::Receiver<crate::replication::link::Status>>>,
+    pub(crate) replication: Arc<Vec<tokio::sync::watch::Receiver<crate::replication::link::Status>>>,
     /// The web console's sessions (admin listener).
-    pub console: Arc<session::Sessions>,
+    pub(crate) console: Arc<session::Sessions>,
 }
 
 impl AppState {

@@ -3,7 +3,7 @@
 //! made once and renewed before it expires (not per start), and the records of what
 //! `provd pki issue-client` made from the command line (`registry::INBOX`), imported.
 
-use super::registry::{CertRecord, POOL_ROLE, Registry, RegistryError};
+use super::registry::{POOL_ROLE, Registry, RegistryError};
 use super::{Ca, PkiError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,8 +52,6 @@ fn replace_reason(dir: &Path, ca: &Ca, registry: &Registry, now: i64) -> Option<
 pub enum IdentityError {
     #[error(transparent)]
     Pki(#[from] PkiError),
-    #[error("the new certificate does not parse")]
-    Unparsable,
     #[error("recording it: {0}")]
     Registry(#[from] RegistryError),
 }
@@ -77,8 +75,7 @@ pub async fn pool_identity(ca: &Ca, registry: &Registry, state_dir: &Path, cn: &
         return Ok(dir);
     };
     let (cert, key) = ca.issue_pool_client(cn, super::DEFAULT_LEAF_DAYS)?;
-    let record = CertRecord::of_pem(&cert, cn, POOL_ROLE, "pool", now).ok_or(IdentityError::Unparsable)?;
-    registry.issued(record.clone()).await?;
+    let record = registry.record_minted(&cert, cn, POOL_ROLE, "pool").await?;
     super::write_client(&dir, ca, &cert, &key)?;
     // The one it replaces (any other valid pool identity of this name) is revoked.
     for old in registry.certificates() {
@@ -120,6 +117,7 @@ pub async fn import_inbox_periodically(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::registry::CertRecord;
 
     #[tokio::test]
     async fn the_pool_identity_is_kept_across_starts_and_replaced_when_revoked_or_from_another_ca() {
@@ -131,7 +129,7 @@ mod tests {
         let state = d.path().join("state");
         let serial = |dir: &Path| {
             let pem = std::fs::read_to_string(dir.join("clientcert.pem")).unwrap();
-            CertRecord::of_pem(&pem, "x", "x", "x", 0).unwrap().serial
+            CertRecord::minted(&pem, "x", "x", "x", 0).unwrap().serial
         };
         let dir = pool_identity(&ca, &registry, &state, "provd").await.unwrap();
         let first = serial(&dir);
@@ -160,7 +158,7 @@ mod tests {
         let ca = Ca::load(d.path()).unwrap();
         let registry = Registry::load(crate::store::Store::open(&d.path().join("state")).unwrap()).unwrap();
         let (cert, _) = ca.issue_client("alice", 30, true).unwrap();
-        let record = CertRecord::of_pem(&cert, "alice", super::super::registry::ADMIN_ROLE, "issue-client", 5).unwrap();
+        let record = CertRecord::minted(&cert, "alice", super::super::registry::ADMIN_ROLE, "issue-client", 5).unwrap();
         super::super::registry::append_inbox(d.path(), &record).unwrap();
         std::fs::OpenOptions::new()
             .append(true)

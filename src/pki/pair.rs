@@ -130,7 +130,7 @@ mod tests {
         assert!(!is_partner(None, "dc1", &registry));
         // Revoked (`provd pki revoke`): no longer the partner.
         let name = "replication dc1 10.0.0.1";
-        let record = crate::pki::registry::CertRecord::of_pem(
+        let record = crate::pki::registry::CertRecord::minted(
             &partner,
             name,
             crate::pki::registry::REPLICATION_ROLE,

@@ -71,19 +71,34 @@ pub const POOL_ROLE: &str = "pool";
 pub const API_SERVER_ROLE: &str = "api-server";
 pub const REPLICATION_ROLE: &str = "replication";
 
+/// A certificate provd just made that does not parse back: never expected, but such a
+/// certificate is refused rather than handed out unrecorded (and so unrevocable).
+#[derive(Debug, thiserror::Error)]
+#[error("the certificate just made for {name:?} does not parse")]
+pub struct UnparsableCertificate {
+    pub name: String,
+}
+
 impl CertRecord {
     /// The record of a certificate provd minted without a CSR (operators, its own
     /// identities), read from the certificate itself.
-    pub fn of_pem(pem: &str, name: &str, role: &str, how: &str, issued_at: i64) -> Option<CertRecord> {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
-        let cert = pem.parse_x509().ok()?;
-        Some(CertRecord {
+    pub fn minted(
+        pem: &str,
+        name: &str,
+        role: &str,
+        how: &str,
+        issued_at: i64,
+    ) -> Result<CertRecord, UnparsableCertificate> {
+        let unparsable = || UnparsableCertificate { name: name.to_string() };
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| unparsable())?;
+        let cert = pem.parse_x509().map_err(|_| unparsable())?;
+        Ok(CertRecord {
             serial: cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect(),
             host: name.to_string(),
             role: role.to_string(),
             issued_at,
             not_after: cert.validity().not_after.timestamp(),
-            key_id: super::csr::certificate_der_key_id(&pem.contents)?,
+            key_id: super::csr::certificate_der_key_id(&pem.contents).ok_or_else(unparsable)?,
             how: how.to_string(),
             revoked_at: None,
         })
@@ -171,6 +186,8 @@ pub enum RegistryError {
     Corrupt { key: String, error: String },
     #[error("certificate registry: the store's writer is gone")]
     Gone,
+    #[error("certificate registry: {0}")]
+    Unparsable(#[from] UnparsableCertificate),
 }
 
 /// Every issued certificate and waiting request, backed by the store.
@@ -297,6 +314,24 @@ impl Registry {
         Ok(())
     }
 
+    /// Record a certificate provd minted itself, without a CSR (its admin listener's, the
+    /// pair's replication, the pool's libvirt client): the one way such a certificate enters
+    /// the registry, durable before the certificate is used, so every certificate provd
+    /// makes is listed and revocable. (Certificates signed from a CSR are recorded by the
+    /// signer with what it signed; `provd pki issue-client` runs offline and leaves its
+    /// `CertRecord::minted` in the inbox, which `import_inbox` brings here.)
+    pub async fn record_minted(
+        &self,
+        pem: &str,
+        name: &str,
+        role: &str,
+        how: &str,
+    ) -> Result<CertRecord, RegistryError> {
+        let record = CertRecord::minted(pem, name, role, how, crate::clock::unix_now() as i64)?;
+        self.issued(record.clone()).await?;
+        Ok(record)
+    }
+
     /// Certificate records written here, once durable.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<CertRecord> {
         self.changes.subscribe()
@@ -413,6 +448,40 @@ mod tests {
             how: "install".into(),
             revoked_at: None,
         }
+    }
+
+    /// Every certificate provd mints itself enters through `record_minted`: it is listed,
+    /// durable and revocable; one that does not parse is refused, never handed out unrecorded.
+    #[tokio::test]
+    async fn a_minted_certificate_is_recorded_durably_and_an_unparsable_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        crate::pki::init(&pki, "test CA", 30, false).unwrap();
+        let ca = crate::pki::Ca::load(&pki).unwrap();
+        let (cert, _key) = ca.issue_client("alice", 30, true).unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let reg = Registry::load(store.clone()).unwrap();
+
+        let record = reg.record_minted(&cert, "alice", ADMIN_ROLE, "start").await.unwrap();
+        assert_eq!((record.host.as_str(), record.role.as_str()), ("alice", ADMIN_ROLE));
+        assert!(record.not_after > record.issued_at);
+        drop(reg);
+        let reloaded = Registry::load(store.clone()).unwrap();
+        assert_eq!(reloaded.by_serial(&record.serial), Some(record.clone()));
+        assert_eq!(reloaded.revoke_identity("alice", 1).await.unwrap().len(), 1);
+
+        let garbage = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+        for pem in [garbage, "", "not pem at all"] {
+            match reloaded.record_minted(pem, "mallory", ADMIN_ROLE, "start").await {
+                Err(RegistryError::Unparsable(e)) => assert_eq!(e.name, "mallory"),
+                other => panic!("{pem:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            reloaded.certificates().len(),
+            1,
+            "nothing recorded for a refused certificate"
+        );
     }
 
     #[tokio::test]

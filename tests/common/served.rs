@@ -145,7 +145,7 @@ impl Served {
             .unwrap();
         let cfg = provd::config::load(&[config.to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
         let services = build_when_free(Arc::new(cfg), config, state_dir);
-        let first = services.leases.ingresses()[0].listen.address;
+        let first = services.leases().ingresses()[0].listen.address;
         let relay = std::net::UdpSocket::bind((first, 0)).unwrap();
         relay.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
         let reply_ports = provd::dhcp::server::ReplyPorts {
@@ -156,7 +156,7 @@ impl Served {
         let (task, dhcp) = runtime.block_on(async {
             let mut dhcp = Vec::new();
             let mut dhcp_sockets = Vec::new();
-            for ingress in services.leases.ingresses() {
+            for ingress in services.leases().ingresses() {
                 // The receive buffer `dhcp::socket::bind_interface` asks for.
                 let s = std::net::UdpSocket::bind((ingress.listen.address, 0)).unwrap();
                 let _ = socket2::SockRef::from(&s).set_recv_buffer_size(8 << 20);

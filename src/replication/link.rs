@@ -523,3 +523,6 @@ async fn apply(site: &str, m: Message, shared: &Shared, status: &watch::Sender<S
 pub fn synced_key(site: &str) -> String {
     format!("replication-synced:{site}")
 }
+
+#[cfg(test)]
+mod tests;

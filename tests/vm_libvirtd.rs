@@ -251,6 +251,7 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
     let out = ok_vm(&uri, &["console", "full1"]);
     assert!(out.contains("vnc://127.0.0.1:59"), "{out}");
     assert_eq!(sha256(&tpl_disk), template_sum, "the template's disk is unchanged");
+    day_two_power_verbs(&w, &lv, &uri);
 
     // deploy: placed (one hypervisor here), cloned with a NoCloud serial, started; the guest
     // fetches its identity from provd.
@@ -334,4 +335,47 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
     ok_vm(&uri, &["start", TEMPLATE]);
     drop(daemon);
     drop(lv);
+}
+
+/// Day-2 verbs on the running clones (issue 38): pause/resume, reset (the guest boots
+/// again: its console says so twice), autostart on and off, and a shutdown whose guest
+/// ignores ACPI (the plain guest runs no acpid): refused after the wait without --force,
+/// powered off with it. Each checked by virsh, not by provd's own word.
+fn day_two_power_verbs(w: &Workdir, lv: &Libvirtd, uri: &str) {
+    let domstate = |d: &str| lv.virsh(&["domstate", d]).trim().to_string();
+    ok_vm(uri, &["pause", "full1"]);
+    assert_eq!(domstate("full1"), "paused");
+    let (ok, _, err) = provd_vm(uri, &["pause", "full1"]);
+    assert!(!ok && err.contains("is paused; pause needs it running"), "{err}");
+    ok_vm(uri, &["resume", "full1"]);
+    assert_eq!(domstate("full1"), "running");
+
+    let boots = || console(w, "full1").matches("running as a plain guest").count();
+    assert_eq!(boots(), 1);
+    ok_vm(uri, &["reset", "full1"]);
+    wait_until("full1 booted again after reset", Duration::from_secs(120), || {
+        (boots() == 2).then_some(())
+    });
+
+    let autostart = |d: &str| {
+        lv.virsh(&["dominfo", d])
+            .lines()
+            .find(|l| l.starts_with("Autostart:"))
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
+    };
+    assert_eq!(autostart("full1").as_deref(), Some("disable"));
+    assert!(ok_vm(uri, &["autostart", "full1"]).contains("autostart on"));
+    assert_eq!(autostart("full1").as_deref(), Some("enable"));
+    ok_vm(uri, &["autostart", "full1", "--off"]);
+    assert_eq!(autostart("full1").as_deref(), Some("disable"));
+
+    let (ok, _, err) = provd_vm(uri, &["shutdown", "linked1", "--timeout", "3"]);
+    assert!(!ok && err.contains("did not shut down within 3 s"), "{err}");
+    assert_eq!(domstate("linked1"), "running", "left running without --force");
+    let out = ok_vm(uri, &["shutdown", "linked1", "--timeout", "2", "--force", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).expect(&out);
+    assert_eq!(v["outcome"], "forced", "{out}");
+    assert_eq!(domstate("linked1"), "shut off");
+    let (ok, _, err) = provd_vm(uri, &["reboot", "linked1"]);
+    assert!(!ok && err.contains("is shutoff; reboot needs it running"), "{err}");
 }

@@ -145,6 +145,54 @@ pub enum VmCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Ask a running domain to shut down (ACPI) and wait for it; after the wait, power it
+    /// off with --force, or fail (exit 1) leaving it running.
+    Shutdown {
+        name: String,
+        /// Seconds to wait for the guest.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Power it off when the wait is over.
+        #[arg(long)]
+        force: bool,
+        /// One JSON object: the domain and how it stopped ("graceful" or "forced").
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Ask a running domain's guest to reboot (ACPI; the guest decides, `vm reset` forces it).
+    Reboot {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Reset a running or paused domain at once, like its reset button.
+    Reset {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Freeze a running domain's vCPUs (memory stays allocated).
+    Pause {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Let a paused domain run again.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Start the domain whenever its hypervisor's libvirtd starts (--off: no longer).
+    Autostart {
+        name: String,
+        #[arg(long)]
+        off: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Undefine a domain and delete its own disks (not shared, read-only or CD-ROM ones).
     Purge {
         name: String,
@@ -300,6 +348,38 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Stop { name, target } => {
             Hypervisor::connect(&target.connect)?.stop(&name)?;
             println!("{name}: shutdown requested (the guest decides when; `provd vm destroy` forces it)");
+        }
+        VmCommand::Shutdown {
+            name,
+            timeout,
+            force,
+            json,
+            target,
+        } => shutdown(&name, timeout, force, json, &target)?,
+        VmCommand::Reboot { name, target } => {
+            Hypervisor::connect(&target.connect)?.reboot(&name)?;
+            println!("{name}: reboot requested (the guest decides; `provd vm reset` forces it)");
+        }
+        VmCommand::Reset { name, target } => {
+            Hypervisor::connect(&target.connect)?.reset(&name)?;
+            println!("{name}: reset");
+        }
+        VmCommand::Pause { name, target } => {
+            Hypervisor::connect(&target.connect)?.pause(&name)?;
+            println!("{name}: paused");
+        }
+        VmCommand::Resume { name, target } => {
+            Hypervisor::connect(&target.connect)?.resume(&name)?;
+            println!("{name}: running");
+        }
+        VmCommand::Autostart { name, off, target } => {
+            let h = Hypervisor::connect(&target.connect)?;
+            h.set_autostart(&name, !off)?;
+            let on = h.autostart(&name)?;
+            println!(
+                "{name}: autostart {}",
+                if on { "on (started with its libvirtd)" } else { "off" }
+            );
         }
         VmCommand::Destroy { name, target } => {
             Hypervisor::connect(&target.connect)?.destroy(&name)?;
@@ -721,5 +801,40 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
         deployed.seed.instance_id,
         deployed.seed.url
     );
+    Ok(())
+}
+
+/// `provd vm shutdown`: ask, wait with a line of progress on a terminal, report how it ended.
+fn shutdown(name: &str, timeout: u64, force: bool, json: bool, target: &Target) -> anyhow::Result<()> {
+    use crate::vm::lifecycle::{ShutdownOutcome, ShutdownPlan};
+    use std::io::IsTerminal;
+    let h = Hypervisor::connect(&target.connect)?;
+    let plan = ShutdownPlan {
+        timeout: std::time::Duration::from_secs(timeout),
+        force,
+    };
+    let progress = std::io::stderr().is_terminal() && !json;
+    let outcome = h.shutdown(name, plan, |waited| {
+        if progress {
+            eprint!(
+                "\r{name}: waiting for the guest to shut down: {} s of {timeout} s",
+                waited.as_secs()
+            );
+        }
+    });
+    if progress {
+        eprintln!();
+    }
+    let outcome = outcome?;
+    if json {
+        println!("{}", serde_json::json!({ "name": name, "outcome": outcome }));
+    } else {
+        match outcome {
+            ShutdownOutcome::Graceful => println!("{name}: shut down by its guest"),
+            ShutdownOutcome::Forced => {
+                println!("{name}: powered off (the guest did not shut down within {timeout} s)")
+            }
+        }
+    }
     Ok(())
 }

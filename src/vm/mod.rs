@@ -3,7 +3,8 @@
 //! This is the foundation of `provd vm`: a connection to any libvirt URI (`qemu:///system`,
 //! `qemu+tls://host/system` with `?pkipath=` from `provd pki issue-client`, or the in-memory
 //! `test:///default`), and the read and power operations: list, info, host-info, start,
-//! stop (ACPI shutdown), destroy (power off), undefine. Profiles, sysprep, clones,
+//! stop (ACPI shutdown), destroy (power off), undefine; `lifecycle` adds autostart,
+//! pause/resume, reboot/reset and a shutdown that waits. Profiles, sysprep, clones,
 //! deployment with placement, migration and consoles build on it (issue 6).
 //!
 //! Every call blocks on libvirt: the CLI calls it directly (it has no runtime); async code
@@ -13,6 +14,7 @@
 pub mod clone;
 pub mod clone_xml;
 pub mod deploy;
+pub mod lifecycle;
 pub mod metadata;
 pub mod migrate;
 pub mod placement;
@@ -45,6 +47,11 @@ pub enum VmError {
         uri: String,
         message: String,
     },
+    #[error(
+        "{name:?} did not shut down within {waited} s (it is still running, still asked to); \
+         `--force` powers it off after the wait, `provd vm destroy` at once"
+    )]
+    ShutdownTimedOut { name: String, waited: u64 },
     #[error("{name:?} is {state}; {what} needs it {needs}")]
     WrongState {
         name: String,

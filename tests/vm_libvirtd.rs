@@ -300,6 +300,14 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
         line.contains("hostname=web7") && line.contains("ssh-keys=1") && line.contains("instance-id=i-"),
         "{line}"
     );
+    // Deployed VMs come back after their hypervisor reboots (no --no-autostart given).
+    assert!(text.contains("(started, autostart)"), "{text}");
+    assert!(
+        lv.virsh(&["dominfo", "web7"])
+            .lines()
+            .any(|l| l.starts_with("Autostart:") && l.ends_with("enable")),
+        "web7 is set to autostart"
+    );
     let dom = lv.virsh(&["dumpxml", "web7"]);
     assert!(
         dom.contains("ds=nocloud-net;s=http://10.231.0.1:8080/nocloud/"),

@@ -256,6 +256,10 @@ pub struct DeployArgs {
     /// Define it but do not start it.
     #[arg(long)]
     pub no_start: bool,
+    /// Do not start it with its hypervisor's libvirtd (by default a deployed VM is set to
+    /// autostart, so it comes back after the hypervisor reboots).
+    #[arg(long)]
+    pub no_autostart: bool,
     /// Print the result as JSON (the VM, its hypervisor, its NICs' MACs, its seed);
     /// progress still goes to stderr.
     #[arg(long)]
@@ -634,6 +638,7 @@ struct Deploy {
     ssh_keys: Vec<std::path::PathBuf>,
     site: Option<String>,
     start: bool,
+    autostart: bool,
     json: bool,
     server: super::ServerTarget,
 }
@@ -659,6 +664,7 @@ impl Deploy {
             ssh_keys: a.ssh_keys,
             site: a.site,
             start: !a.no_start,
+            autostart: !a.no_autostart,
             json: a.json,
             server: a.server,
         })
@@ -773,6 +779,7 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
             disks: disks.as_deref(),
             linked: d.linked,
             start: d.start,
+            autostart: d.autostart,
             hypervisors: &d.hypervisors,
         },
         issue_seed,
@@ -794,10 +801,11 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{}: deployed on {} ({}), instance {}, seed {}",
+        "{}: deployed on {} ({}{}), instance {}, seed {}",
         deployed.vm.name,
         deployed.uri,
         if deployed.started { "started" } else { "defined" },
+        if deployed.autostart { ", autostart" } else { "" },
         deployed.seed.instance_id,
         deployed.seed.url
     );

@@ -22,6 +22,9 @@ pub struct DeployRequest<'a> {
     pub disks: Option<&'a [DiskSpec]>,
     pub linked: bool,
     pub start: bool,
+    /// Start it whenever its hypervisor's libvirtd starts (a deployed VM comes back after
+    /// the hypervisor reboots).
+    pub autostart: bool,
     /// Candidate hypervisor URIs; the one with the most free memory that fits wins.
     pub hypervisors: &'a [String],
 }
@@ -50,6 +53,7 @@ pub struct Deployed {
     pub macs: Vec<crate::mac::MacAddr>,
     pub seed: Seed,
     pub started: bool,
+    pub autostart: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +135,8 @@ pub fn deploy(
         },
         &mut |e| report(DeployStep::Disk(e)),
     )?;
+    // Before starting: a VM that runs is one that comes back after a hypervisor reboot.
+    h.set_autostart(req.name, req.autostart)?;
     let vm = if req.start {
         h.start(req.name)?;
         // As libvirt sees it now (running), not as the clone was made (shut off).
@@ -145,6 +151,7 @@ pub fn deploy(
         macs,
         seed,
         started: req.start,
+        autostart: req.autostart,
     })
 }
 
@@ -190,6 +197,7 @@ mod tests {
             disks: None,
             linked: false,
             start: false,
+            autostart: true,
             hypervisors: &uris,
         };
         let mut passed = 0;

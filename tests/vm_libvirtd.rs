@@ -110,6 +110,23 @@ fn guest_file(img: &Path, path: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Write `text` to `path` inside the image's OS (the guest's own view of its disk).
+fn write_guest_file(img: &Path, path: &str, text: &str) {
+    let out = Command::new("guestfish")
+        .args(["--rw", "--format=qcow2", "-a"])
+        .arg(img)
+        .args(["-i", "write", path, text])
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "guestfish write: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn qemu_img_info(p: &Path) -> serde_json::Value {
     let out = run(Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(p));
     serde_json::from_slice(&out.stdout).unwrap()
@@ -252,6 +269,7 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
     assert!(out.contains("vnc://127.0.0.1:59"), "{out}");
     assert_eq!(sha256(&tpl_disk), template_sum, "the template's disk is unchanged");
     day_two_power_verbs(&w, &lv, &uri);
+    snapshots_of_a_stopped_clone(&lv, &uri, &linked_disk, TEMPLATE);
 
     // deploy: placed (one hypervisor here), cloned with a NoCloud serial, started; the guest
     // fetches its identity from provd.
@@ -386,4 +404,61 @@ fn day_two_power_verbs(w: &Workdir, lv: &Libvirtd, uri: &str) {
     assert_eq!(domstate("linked1"), "shut off");
     let (ok, _, err) = provd_vm(uri, &["reboot", "linked1"]);
     assert!(!ok && err.contains("is shutoff; reboot needs it running"), "{err}");
+}
+
+/// Snapshots (issue 38) of linked1, shut off by the verbs before: a file written inside
+/// its disk after a snapshot is gone after the revert (read back with guestfish); a revert
+/// past a newer snapshot needs --force; a running VM and the template its clones stand on
+/// are refused; `qemu-img snapshot -l` shows the snapshot inside the qcow2 (internal).
+fn snapshots_of_a_stopped_clone(lv: &Libvirtd, uri: &str, disk: &Path, template: &str) {
+    assert_eq!(lv.virsh(&["domstate", "linked1"]).trim(), "shut off");
+    assert!(guest_file(disk, "/etc/provd-marker").is_none());
+    ok_vm(uri, &["snapshot", "create", "linked1", "before"]);
+    let (ok, _, err) = provd_vm(uri, &["snapshot", "create", "linked1", "before"]);
+    assert!(!ok && err.contains("already has a snapshot named \"before\""), "{err}");
+    let internal = run(Command::new("qemu-img").args(["snapshot", "-U", "-l"]).arg(disk));
+    assert!(
+        String::from_utf8_lossy(&internal.stdout).contains("before"),
+        "inside the qcow2"
+    );
+
+    write_guest_file(disk, "/etc/provd-marker", "written after the snapshot");
+    assert_eq!(
+        guest_file(disk, "/etc/provd-marker").as_deref().map(str::trim),
+        Some("written after the snapshot")
+    );
+    ok_vm(uri, &["snapshot", "create", "linked1", "after"]);
+    let list: serde_json::Value =
+        serde_json::from_str(&ok_vm(uri, &["snapshot", "list", "linked1", "--json"])).expect("snapshot list --json");
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["before", "after"]);
+    assert_eq!(list[0]["newer"], serde_json::json!(["after"]));
+    assert_eq!(list[1]["parent"], "before");
+    assert_eq!(list[1]["current"], true);
+
+    let (ok, _, err) = provd_vm(uri, &["snapshot", "revert", "linked1", "before"]);
+    assert!(!ok && err.contains("1 newer snapshot(s) (after)"), "{err}");
+    assert!(
+        guest_file(disk, "/etc/provd-marker").is_some(),
+        "a refused revert changes nothing"
+    );
+    ok_vm(uri, &["snapshot", "revert", "linked1", "before", "--force"]);
+    assert!(
+        guest_file(disk, "/etc/provd-marker").is_none(),
+        "the revert restored the disk"
+    );
+    ok_vm(uri, &["snapshot", "delete", "linked1", "after"]);
+    let list: serde_json::Value =
+        serde_json::from_str(&ok_vm(uri, &["snapshot", "list", "linked1", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let (ok, _, err) = provd_vm(uri, &["snapshot", "create", "full1", "live"]);
+    assert!(!ok && err.contains("is running"), "{err}");
+    let (ok, _, err) = provd_vm(uri, &["snapshot", "create", template, "t1"]);
+    assert!(!ok && err.contains("linked1"), "the template is protected: {err}");
 }

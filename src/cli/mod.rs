@@ -10,6 +10,7 @@ mod hypervisors;
 mod leases;
 mod pki;
 mod power;
+mod snapshot;
 mod template;
 mod vm;
 

@@ -13,8 +13,19 @@ pub struct Target {
     connect: String,
 }
 
+impl Target {
+    pub fn uri(&self) -> &str {
+        &self.connect
+    }
+}
+
 #[derive(Subcommand)]
 pub enum VmCommand {
+    /// Snapshots of a shut-off VM: create, list, revert, delete.
+    Snapshot {
+        #[command(subcommand)]
+        command: super::snapshot::SnapshotCommand,
+    },
     /// Templates across a site's hypervisors (`push`).
     Template {
         #[command(subcommand)]
@@ -272,6 +283,7 @@ pub struct DeployArgs {
 
 pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        VmCommand::Snapshot { command } => super::snapshot::run(command)?,
         VmCommand::Template { command } => {
             if !super::template::run(command)? {
                 return Ok(ExitCode::FAILURE);

@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod migrate;
 pub mod placement;
 pub mod push;
+pub mod snapshot;
 pub mod storage;
 pub mod sysprep;
 pub mod xml;
@@ -52,6 +53,18 @@ pub enum VmError {
          `--force` powers it off after the wait, `provd vm destroy` at once"
     )]
     ShutdownTimedOut { name: String, waited: u64 },
+    #[error("{name:?} has no snapshot named {snapshot:?}")]
+    NoSnapshot { name: String, snapshot: String },
+    #[error("{name:?} already has a snapshot named {snapshot:?}")]
+    SnapshotExists { name: String, snapshot: String },
+    #[error("snapshot name {name:?}: use letters, digits, '-', '_' and '.' (at most 64, not starting with '-')")]
+    BadSnapshotName { name: String },
+    #[error("reverting {name:?} to {snapshot:?} refused: {why}")]
+    RevertRefused {
+        name: String,
+        snapshot: String,
+        why: String,
+    },
     #[error("{name:?} is {state}; {what} needs it {needs}")]
     WrongState {
         name: String,
@@ -538,9 +551,14 @@ impl Hypervisor {
         let mut files = xml::owned_disk_files(&d.xml_desc(0).map_err(self.err("reading", name))?);
         files.extend(xml::nvram_file(&d.xml_desc(0).map_err(self.err("reading", name))?));
         // The NVRAM file is the domain's own too: libvirt removes it with this flag.
-        d.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM | virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-            .or_else(|_| d.undefine())
-            .map_err(self.err("undefining", name))?;
+        // Internal snapshots live inside the qcow2 files removed below: their metadata goes too.
+        d.undefine_flags(
+            virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM
+                | virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
+        )
+        .or_else(|_| d.undefine())
+        .map_err(self.err("undefining", name))?;
         // Through libvirt's storage API where it knows the file (works on remote hosts);
         // a file no pool can see (the test driver's view of local files) is removed here.
         let mut vols = storage::Volumes::new(&self.conn);

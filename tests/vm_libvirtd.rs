@@ -174,6 +174,7 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
   <os><type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{boot}/vmlinuz</kernel><initrd>{boot}/installer.cpio.gz</initrd>
     <cmdline>console=ttyS0 panic=-1</cmdline></os>
+  <features><acpi/></features>
   <devices>
     <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>
     <interface type='bridge'><mac address='52:54:00:77:00:01'/><source bridge='br0'/><model type='virtio'/></interface>
@@ -270,6 +271,7 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
     assert_eq!(sha256(&tpl_disk), template_sum, "the template's disk is unchanged");
     day_two_power_verbs(&w, &lv, &uri);
     snapshots_of_a_stopped_clone(&lv, &uri, &linked_disk, TEMPLATE);
+    hotplug_on_a_running_clone(&lv, &uri, &images);
 
     // deploy: placed (one hypervisor here), cloned with a NoCloud serial, started; the guest
     // fetches its identity from provd.
@@ -461,4 +463,49 @@ fn snapshots_of_a_stopped_clone(lv: &Libvirtd, uri: &str, disk: &Path, template:
     assert!(!ok && err.contains("is running"), "{err}");
     let (ok, _, err) = provd_vm(uri, &["snapshot", "create", template, "t1"]);
     assert!(!ok && err.contains("linked1"), "the template is protected: {err}");
+}
+
+/// Hot-plug (issue 38) on full1, running: a new disk and a NIC show in the running domain's
+/// XML and its definition, and go again on detach (the guest releases them); more vCPUs
+/// than the definition's maximum are refused with the reason; memory is set in both.
+fn hotplug_on_a_running_clone(lv: &Libvirtd, uri: &str, images: &Path) {
+    let live = || lv.virsh(&["dumpxml", "full1"]);
+    let config = || lv.virsh(&["dumpxml", "--inactive", "full1"]);
+    let images_arg = images.display().to_string();
+    let out = ok_vm(uri, &["attach-disk", "full1", "--size-gib", "1", "--dir", &images_arg]);
+    assert!(out.contains("vdb attached"), "{out}");
+    let new_disk = images.join("full1_vdb.qcow2");
+    assert_eq!(qemu_img_info(&new_disk)["virtual-size"], 1u64 << 30);
+    for (what, xml) in [("live", live()), ("definition", config())] {
+        assert!(
+            xml.contains(new_disk.to_str().unwrap()) && xml.contains("<target dev='vdb'"),
+            "{what}: {xml}"
+        );
+    }
+    ok_vm(uri, &["detach-disk", "full1", "vdb"]);
+    assert!(!live().contains("<target dev='vdb'") && !config().contains("<target dev='vdb'"));
+    assert!(new_disk.exists(), "a detached disk's file stays");
+
+    let out = ok_vm(uri, &["attach-nic", "full1", "--bridge", "br0"]);
+    let mac = out
+        .split("NIC ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .expect(&out)
+        .to_string();
+    assert!(live().contains(&format!("<mac address='{mac}'/>")), "{mac} live");
+    assert_eq!(live().matches("<interface ").count(), 2);
+    ok_vm(uri, &["detach-nic", "full1", &mac]);
+    assert!(!live().contains(&mac) && !config().contains(&mac));
+
+    let (ok, _, err) = provd_vm(uri, &["set-vcpus", "full1", "2"]);
+    assert!(!ok && err.contains("2 vCPUs is out of range (1 to 1)"), "{err}");
+    ok_vm(uri, &["set-memory", "full1", "128"]);
+    assert!(
+        config().contains("<currentMemory unit='KiB'>131072</currentMemory>"),
+        "{}",
+        config()
+    );
+    let (ok, _, err) = provd_vm(uri, &["set-memory", "full1", "100000"]);
+    assert!(!ok && err.contains("out of range"), "{err}");
 }

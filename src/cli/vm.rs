@@ -196,6 +196,59 @@ pub enum VmCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Add a new empty disk (live when the VM runs, and in its definition).
+    AttachDisk {
+        name: String,
+        #[arg(long)]
+        size_gib: u32,
+        /// Where the new disk file goes (a directory a libvirt storage pool covers).
+        #[arg(long, default_value = crate::config::DEFAULT_IMAGE_DIR)]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value = "qcow2")]
+        format: String,
+        #[arg(long, default_value = "virtio")]
+        bus: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Detach the disk named DEV (vdb, ...); its file stays. Live, the guest must release it.
+    DetachDisk {
+        name: String,
+        dev: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add a NIC on a bridge of the hypervisor, with a fresh MAC.
+    AttachNic {
+        name: String,
+        #[arg(long)]
+        bridge: String,
+        #[arg(long, default_value = "virtio")]
+        model: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Detach the NIC with this MAC.
+    DetachNic {
+        name: String,
+        mac: crate::mac::MacAddr,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set the vCPUs (live when running), up to the definition's maximum.
+    SetVcpus {
+        name: String,
+        vcpus: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set the memory in MiB (the balloon, live when running), up to the definition's maximum.
+    SetMemory {
+        name: String,
+        mib: u64,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Start the domain whenever its hypervisor's libvirtd starts (--off: no longer).
     Autostart {
         name: String,
@@ -387,6 +440,43 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Resume { name, target } => {
             Hypervisor::connect(&target.connect)?.resume(&name)?;
             println!("{name}: running");
+        }
+        VmCommand::AttachDisk {
+            name,
+            size_gib,
+            dir,
+            format,
+            bus,
+            target,
+        } => {
+            let (dev, file) =
+                Hypervisor::connect(&target.connect)?.attach_new_disk(&name, size_gib, &dir, &format, &bus)?;
+            println!("{name}: {dev} attached ({size_gib} GiB, {})", file.display());
+        }
+        VmCommand::DetachDisk { name, dev, target } => {
+            let file = Hypervisor::connect(&target.connect)?.detach_disk(&name, &dev)?;
+            println!("{name}: {dev} detached (its file {} stays)", file.display());
+        }
+        VmCommand::AttachNic {
+            name,
+            bridge,
+            model,
+            target,
+        } => {
+            let mac = Hypervisor::connect(&target.connect)?.attach_nic(&name, &bridge, &model)?;
+            println!("{name}: NIC {mac} attached on {bridge}");
+        }
+        VmCommand::DetachNic { name, mac, target } => {
+            Hypervisor::connect(&target.connect)?.detach_nic(&name, mac)?;
+            println!("{name}: NIC {mac} detached");
+        }
+        VmCommand::SetVcpus { name, vcpus, target } => {
+            Hypervisor::connect(&target.connect)?.set_vcpus(&name, vcpus)?;
+            println!("{name}: {vcpus} vCPU(s)");
+        }
+        VmCommand::SetMemory { name, mib, target } => {
+            Hypervisor::connect(&target.connect)?.set_memory(&name, mib)?;
+            println!("{name}: memory {mib} MiB");
         }
         VmCommand::Autostart { name, off, target } => {
             let h = Hypervisor::connect(&target.connect)?;

@@ -163,7 +163,7 @@ impl Hypervisor {
     }
 
     /// Every MAC address any domain on this hypervisor uses (clones must not reuse one).
-    fn macs_in_use(&self) -> HashSet<MacAddr> {
+    pub(super) fn macs_in_use(&self) -> HashSet<MacAddr> {
         let mut used = HashSet::new();
         for d in self.conn.list_all_domains(0).unwrap_or_default() {
             let Ok(x) = d.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE) else {

@@ -14,6 +14,7 @@
 pub mod clone;
 pub mod clone_xml;
 pub mod deploy;
+pub mod hotplug;
 pub mod lifecycle;
 pub mod metadata;
 pub mod migrate;
@@ -53,6 +54,23 @@ pub enum VmError {
          `--force` powers it off after the wait, `provd vm destroy` at once"
     )]
     ShutdownTimedOut { name: String, waited: u64 },
+    #[error("{name:?} has no free disk name left on bus {bus}")]
+    NoFreeDiskName { name: String, bus: String },
+    #[error("{name:?} has no device {device}")]
+    NoDevice { name: String, device: String },
+    #[error(
+        "{name:?}: the guest did not release {device} within {waited} s (it is detached from the \
+         definition; the guest may still release it, or the next restart removes it)"
+    )]
+    NotReleased { name: String, device: String, waited: u64 },
+    #[error("{name:?}: {asked} {what} is out of range (1 to {max}): {how}")]
+    OutOfRange {
+        name: String,
+        what: &'static str,
+        asked: u64,
+        max: u64,
+        how: &'static str,
+    },
     #[error("{name:?} has no snapshot named {snapshot:?}")]
     NoSnapshot { name: String, snapshot: String },
     #[error("{name:?} already has a snapshot named {snapshot:?}")]

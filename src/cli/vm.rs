@@ -19,6 +19,112 @@ impl Target {
     }
 }
 
+/// What an operator does to a VM after its first day: power, autostart, devices and size.
+#[derive(Subcommand)]
+pub enum DayTwoCommand {
+    /// Ask a running domain to shut down (ACPI) and wait for it; after the wait, power it
+    /// off with --force, or fail (exit 1) leaving it running.
+    Shutdown {
+        name: String,
+        /// Seconds to wait for the guest.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Power it off when the wait is over.
+        #[arg(long)]
+        force: bool,
+        /// One JSON object: the domain and how it stopped ("graceful" or "forced").
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Ask a running domain's guest to reboot (ACPI; the guest decides, `vm reset` forces it).
+    Reboot {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Reset a running or paused domain at once, like its reset button.
+    Reset {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Freeze a running domain's vCPUs (memory stays allocated).
+    Pause {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Let a paused domain run again.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add a new empty disk (live when the VM runs, and in its definition).
+    AttachDisk {
+        name: String,
+        #[arg(long)]
+        size_gib: u32,
+        /// Where the new disk file goes (a directory a libvirt storage pool covers).
+        #[arg(long, default_value = crate::config::DEFAULT_IMAGE_DIR)]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value = "qcow2")]
+        format: String,
+        #[arg(long, default_value = "virtio")]
+        bus: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Detach the disk named DEV (vdb, ...); its file stays. Live, the guest must release it.
+    DetachDisk {
+        name: String,
+        dev: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add a NIC on a bridge of the hypervisor, with a fresh MAC.
+    AttachNic {
+        name: String,
+        #[arg(long)]
+        bridge: String,
+        #[arg(long, default_value = "virtio")]
+        model: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Detach the NIC with this MAC.
+    DetachNic {
+        name: String,
+        mac: crate::mac::MacAddr,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set the vCPUs (live when running), up to the definition's maximum.
+    SetVcpus {
+        name: String,
+        vcpus: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set the memory in MiB (the balloon, live when running), up to the definition's maximum.
+    SetMemory {
+        name: String,
+        mib: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Start the domain whenever its hypervisor's libvirtd starts (--off: no longer).
+    Autostart {
+        name: String,
+        #[arg(long)]
+        off: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
 #[derive(Subcommand)]
 pub enum VmCommand {
     /// Snapshots of a shut-off VM: create, list, revert, delete.
@@ -156,107 +262,9 @@ pub enum VmCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// Ask a running domain to shut down (ACPI) and wait for it; after the wait, power it
-    /// off with --force, or fail (exit 1) leaving it running.
-    Shutdown {
-        name: String,
-        /// Seconds to wait for the guest.
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
-        /// Power it off when the wait is over.
-        #[arg(long)]
-        force: bool,
-        /// One JSON object: the domain and how it stopped ("graceful" or "forced").
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Ask a running domain's guest to reboot (ACPI; the guest decides, `vm reset` forces it).
-    Reboot {
-        name: String,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Reset a running or paused domain at once, like its reset button.
-    Reset {
-        name: String,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Freeze a running domain's vCPUs (memory stays allocated).
-    Pause {
-        name: String,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Let a paused domain run again.
-    Resume {
-        name: String,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Add a new empty disk (live when the VM runs, and in its definition).
-    AttachDisk {
-        name: String,
-        #[arg(long)]
-        size_gib: u32,
-        /// Where the new disk file goes (a directory a libvirt storage pool covers).
-        #[arg(long, default_value = crate::config::DEFAULT_IMAGE_DIR)]
-        dir: std::path::PathBuf,
-        #[arg(long, default_value = "qcow2")]
-        format: String,
-        #[arg(long, default_value = "virtio")]
-        bus: String,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Detach the disk named DEV (vdb, ...); its file stays. Live, the guest must release it.
-    DetachDisk {
-        name: String,
-        dev: String,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Add a NIC on a bridge of the hypervisor, with a fresh MAC.
-    AttachNic {
-        name: String,
-        #[arg(long)]
-        bridge: String,
-        #[arg(long, default_value = "virtio")]
-        model: String,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Detach the NIC with this MAC.
-    DetachNic {
-        name: String,
-        mac: crate::mac::MacAddr,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Set the vCPUs (live when running), up to the definition's maximum.
-    SetVcpus {
-        name: String,
-        vcpus: u32,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Set the memory in MiB (the balloon, live when running), up to the definition's maximum.
-    SetMemory {
-        name: String,
-        mib: u64,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Start the domain whenever its hypervisor's libvirtd starts (--off: no longer).
-    Autostart {
-        name: String,
-        #[arg(long)]
-        off: bool,
-        #[command(flatten)]
-        target: Target,
-    },
+    /// The day-2 verbs of a VM that exists (power, autostart, devices, size).
+    #[command(flatten)]
+    DayTwo(DayTwoCommand),
     /// Undefine a domain and delete its own disks (not shared, read-only or CD-ROM ones).
     Purge {
         name: String,
@@ -418,75 +426,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             Hypervisor::connect(&target.connect)?.stop(&name)?;
             println!("{name}: shutdown requested (the guest decides when; `provd vm destroy` forces it)");
         }
-        VmCommand::Shutdown {
-            name,
-            timeout,
-            force,
-            json,
-            target,
-        } => shutdown(&name, timeout, force, json, &target)?,
-        VmCommand::Reboot { name, target } => {
-            Hypervisor::connect(&target.connect)?.reboot(&name)?;
-            println!("{name}: reboot requested (the guest decides; `provd vm reset` forces it)");
-        }
-        VmCommand::Reset { name, target } => {
-            Hypervisor::connect(&target.connect)?.reset(&name)?;
-            println!("{name}: reset");
-        }
-        VmCommand::Pause { name, target } => {
-            Hypervisor::connect(&target.connect)?.pause(&name)?;
-            println!("{name}: paused");
-        }
-        VmCommand::Resume { name, target } => {
-            Hypervisor::connect(&target.connect)?.resume(&name)?;
-            println!("{name}: running");
-        }
-        VmCommand::AttachDisk {
-            name,
-            size_gib,
-            dir,
-            format,
-            bus,
-            target,
-        } => {
-            let (dev, file) =
-                Hypervisor::connect(&target.connect)?.attach_new_disk(&name, size_gib, &dir, &format, &bus)?;
-            println!("{name}: {dev} attached ({size_gib} GiB, {})", file.display());
-        }
-        VmCommand::DetachDisk { name, dev, target } => {
-            let file = Hypervisor::connect(&target.connect)?.detach_disk(&name, &dev)?;
-            println!("{name}: {dev} detached (its file {} stays)", file.display());
-        }
-        VmCommand::AttachNic {
-            name,
-            bridge,
-            model,
-            target,
-        } => {
-            let mac = Hypervisor::connect(&target.connect)?.attach_nic(&name, &bridge, &model)?;
-            println!("{name}: NIC {mac} attached on {bridge}");
-        }
-        VmCommand::DetachNic { name, mac, target } => {
-            Hypervisor::connect(&target.connect)?.detach_nic(&name, mac)?;
-            println!("{name}: NIC {mac} detached");
-        }
-        VmCommand::SetVcpus { name, vcpus, target } => {
-            Hypervisor::connect(&target.connect)?.set_vcpus(&name, vcpus)?;
-            println!("{name}: {vcpus} vCPU(s)");
-        }
-        VmCommand::SetMemory { name, mib, target } => {
-            Hypervisor::connect(&target.connect)?.set_memory(&name, mib)?;
-            println!("{name}: memory {mib} MiB");
-        }
-        VmCommand::Autostart { name, off, target } => {
-            let h = Hypervisor::connect(&target.connect)?;
-            h.set_autostart(&name, !off)?;
-            let on = h.autostart(&name)?;
-            println!(
-                "{name}: autostart {}",
-                if on { "on (started with its libvirtd)" } else { "off" }
-            );
-        }
+        VmCommand::DayTwo(cmd) => day_two(cmd)?,
         VmCommand::Destroy { name, target } => {
             Hypervisor::connect(&target.connect)?.destroy(&name)?;
             println!("{name}: powered off");
@@ -911,6 +851,82 @@ fn deploy(d: Deploy) -> anyhow::Result<()> {
         deployed.seed.instance_id,
         deployed.seed.url
     );
+    Ok(())
+}
+
+/// The day-2 verbs of a VM that exists: power, autostart, devices and size.
+fn day_two(cmd: DayTwoCommand) -> anyhow::Result<()> {
+    match cmd {
+        DayTwoCommand::Shutdown {
+            name,
+            timeout,
+            force,
+            json,
+            target,
+        } => shutdown(&name, timeout, force, json, &target)?,
+        DayTwoCommand::Reboot { name, target } => {
+            Hypervisor::connect(&target.connect)?.reboot(&name)?;
+            println!("{name}: reboot requested (the guest decides; `provd vm reset` forces it)");
+        }
+        DayTwoCommand::Reset { name, target } => {
+            Hypervisor::connect(&target.connect)?.reset(&name)?;
+            println!("{name}: reset");
+        }
+        DayTwoCommand::Pause { name, target } => {
+            Hypervisor::connect(&target.connect)?.pause(&name)?;
+            println!("{name}: paused");
+        }
+        DayTwoCommand::Resume { name, target } => {
+            Hypervisor::connect(&target.connect)?.resume(&name)?;
+            println!("{name}: running");
+        }
+        DayTwoCommand::AttachDisk {
+            name,
+            size_gib,
+            dir,
+            format,
+            bus,
+            target,
+        } => {
+            let (dev, file) =
+                Hypervisor::connect(&target.connect)?.attach_new_disk(&name, size_gib, &dir, &format, &bus)?;
+            println!("{name}: {dev} attached ({size_gib} GiB, {})", file.display());
+        }
+        DayTwoCommand::DetachDisk { name, dev, target } => {
+            let file = Hypervisor::connect(&target.connect)?.detach_disk(&name, &dev)?;
+            println!("{name}: {dev} detached (its file {} stays)", file.display());
+        }
+        DayTwoCommand::AttachNic {
+            name,
+            bridge,
+            model,
+            target,
+        } => {
+            let mac = Hypervisor::connect(&target.connect)?.attach_nic(&name, &bridge, &model)?;
+            println!("{name}: NIC {mac} attached on {bridge}");
+        }
+        DayTwoCommand::DetachNic { name, mac, target } => {
+            Hypervisor::connect(&target.connect)?.detach_nic(&name, mac)?;
+            println!("{name}: NIC {mac} detached");
+        }
+        DayTwoCommand::SetVcpus { name, vcpus, target } => {
+            Hypervisor::connect(&target.connect)?.set_vcpus(&name, vcpus)?;
+            println!("{name}: {vcpus} vCPU(s)");
+        }
+        DayTwoCommand::SetMemory { name, mib, target } => {
+            Hypervisor::connect(&target.connect)?.set_memory(&name, mib)?;
+            println!("{name}: memory {mib} MiB");
+        }
+        DayTwoCommand::Autostart { name, off, target } => {
+            let h = Hypervisor::connect(&target.connect)?;
+            h.set_autostart(&name, !off)?;
+            let on = h.autostart(&name)?;
+            println!(
+                "{name}: autostart {}",
+                if on { "on (started with its libvirtd)" } else { "off" }
+            );
+        }
+    }
     Ok(())
 }
 

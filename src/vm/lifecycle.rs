@@ -161,6 +161,41 @@ impl Hypervisor {
 mod tests {
     use super::*;
 
+    /// The verbs against libvirt's test driver (a private instance with one running domain):
+    /// each moves the state it should, and refuses the states it should not.
+    #[test]
+    fn each_verb_needs_its_state_and_moves_it() {
+        let (_dir, h) = crate::vm::tests::private_driver();
+        let state = |h: &Hypervisor| state_name(&h.domain("test").unwrap());
+        assert_eq!(state(&h), "running");
+        assert!(matches!(h.resume("test"), Err(VmError::WrongState { .. })));
+        h.pause("test").unwrap();
+        assert_eq!(state(&h), "paused");
+        assert!(matches!(h.pause("test"), Err(VmError::WrongState { .. })));
+        assert!(matches!(h.reboot("test"), Err(VmError::WrongState { .. })));
+        h.resume("test").unwrap();
+        assert_eq!(state(&h), "running");
+        h.set_autostart("test", true).unwrap();
+        assert!(h.autostart("test").unwrap());
+        h.set_autostart("test", false).unwrap();
+        assert!(!h.autostart("test").unwrap());
+        // The test driver's guest shuts down at once when asked.
+        let plan = ShutdownPlan {
+            timeout: Duration::from_secs(5),
+            force: false,
+        };
+        assert_eq!(h.shutdown("test", plan, |_| {}).unwrap(), ShutdownOutcome::Graceful);
+        assert_eq!(state(&h), "shutoff");
+        match h.shutdown("test", plan, |_| {}) {
+            Err(VmError::WrongState { state, needs, .. }) => {
+                assert_eq!((state.as_str(), needs), ("shutoff", "running"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(h.reset("test"), Err(VmError::WrongState { .. })));
+        assert!(matches!(h.pause("nope"), Err(VmError::NoDomain { .. })));
+    }
+
     #[test]
     fn shutdown_waits_then_powers_off_only_when_forced() {
         let s = Duration::from_secs;

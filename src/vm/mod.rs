@@ -647,13 +647,13 @@ impl Hypervisor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A private in-memory hypervisor (libvirt's test driver) with one running domain, "test".
     /// Not `test:///default`: within one process every connection to it shares one state, so
     /// parallel tests would see each other's domains. A node file opens its own instance.
-    fn private_driver() -> (tempfile::TempDir, Hypervisor) {
+    pub(crate) fn private_driver() -> (tempfile::TempDir, Hypervisor) {
         let dir = tempfile::tempdir().unwrap();
         let node = dir.path().join("node.xml");
         std::fs::write(

@@ -247,6 +247,21 @@ enum AssetsCommand {
     },
 }
 
+/// Which hypervisor a `provd vm` command talks to (its libvirt URI).
+#[derive(clap::Args)]
+pub struct Target {
+    /// libvirt URI: qemu:///system, qemu+tls://HOST/system?pkipath=DIR (see `provd pki
+    /// issue-client`), test:///default, ...
+    #[arg(long, short = 'C', default_value = crate::vm::DEFAULT_URI)]
+    connect: String,
+}
+
+impl Target {
+    pub fn uri(&self) -> &str {
+        &self.connect
+    }
+}
+
 /// How a client command finds the daemon (or, when it is down, its state directory).
 #[derive(clap::Args, Clone)]
 pub struct ServerTarget {

@@ -1,7 +1,7 @@
 //! `provd vm snapshot create|list|revert|delete`: internal snapshots of a shut-off domain
 //! (`vm::snapshot` says why only those), with `--json` for scripts.
 
-use super::vm::Target;
+use super::Target;
 use crate::vm::Hypervisor;
 use crate::vm::snapshot::SnapshotInfo;
 use clap::Subcommand;

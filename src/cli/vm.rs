@@ -5,19 +5,7 @@ use crate::vm::{self, Hypervisor};
 use clap::Subcommand;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Target {
-    /// libvirt URI: qemu:///system, qemu+tls://HOST/system?pkipath=DIR (see `provd pki
-    /// issue-client`), test:///default, ...
-    #[arg(long, short = 'C', default_value = vm::DEFAULT_URI)]
-    connect: String,
-}
-
-impl Target {
-    pub fn uri(&self) -> &str {
-        &self.connect
-    }
-}
+pub use super::Target;
 
 /// What an operator does to a VM after its first day: power, autostart, devices and size.
 #[derive(Subcommand)]
@@ -357,14 +345,14 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             server,
             ..
         } => list_site(&server, &site, pkipath.as_deref(), json)?,
-        VmCommand::List { target, json, .. } => list(&target.connect, json)?,
+        VmCommand::List { target, json, .. } => list(target.uri(), json)?,
         VmCommand::Info {
             name,
             target,
             json,
             xml,
-        } => info(&target.connect, &name, json, xml)?,
-        VmCommand::HostInfo { target, json } => host_info(&target.connect, json)?,
+        } => info(target.uri(), &name, json, xml)?,
+        VmCommand::HostInfo { target, json } => host_info(target.uri(), json)?,
         VmCommand::Init {
             name,
             cpus,
@@ -392,9 +380,9 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             &config,
             &disk_profile,
             &nic_profile,
-            &target.connect,
+            target.uri(),
         )?,
-        VmCommand::Sysprep { template, target } => sysprep(&target.connect, &template)?,
+        VmCommand::Sysprep { template, target } => sysprep(target.uri(), &template)?,
         VmCommand::Clone {
             template,
             name,
@@ -402,15 +390,10 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             full: _,
             hypervisor,
             target,
-        } => clone(
-            hypervisor.as_deref().unwrap_or(&target.connect),
-            &template,
-            &name,
-            linked,
-        )?,
+        } => clone(hypervisor.as_deref().unwrap_or(target.uri()), &template, &name, linked)?,
         VmCommand::Deploy(args) => deploy(Deploy::from_args(args)?)?,
         VmCommand::Migrate { name, dest, target } => {
-            let src = Hypervisor::connect(&target.connect)?;
+            let src = Hypervisor::connect(target.uri())?;
             eprintln!(
                 "{name}: migrating live to {} (peer-to-peer, tunnelled)",
                 vm::deploy::uri_for_source(&dest)
@@ -419,34 +402,34 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             println!("{name}: now {} on {}", d.state, vm::deploy::uri_for_source(&dest));
         }
         VmCommand::Start { name, target } => {
-            Hypervisor::connect(&target.connect)?.start(&name)?;
+            Hypervisor::connect(target.uri())?.start(&name)?;
             println!("{name}: started");
         }
         VmCommand::Stop { name, target } => {
-            Hypervisor::connect(&target.connect)?.stop(&name)?;
+            Hypervisor::connect(target.uri())?.stop(&name)?;
             println!("{name}: shutdown requested (the guest decides when; `provd vm destroy` forces it)");
         }
         VmCommand::DayTwo(cmd) => day_two(cmd)?,
         VmCommand::Destroy { name, target } => {
-            Hypervisor::connect(&target.connect)?.destroy(&name)?;
+            Hypervisor::connect(target.uri())?.destroy(&name)?;
             println!("{name}: powered off");
         }
         VmCommand::Purge { name, force, target } => {
-            let removed = Hypervisor::connect(&target.connect)?.purge(&name, force)?;
+            let removed = Hypervisor::connect(target.uri())?.purge(&name, force)?;
             println!("{name}: undefined; removed {} disk(s)", removed.len());
             for f in removed {
                 println!("  {}", f.display());
             }
         }
         VmCommand::Console { name, target } => {
-            let (kind, addr) = Hypervisor::connect(&target.connect)?.console(&name)?;
+            let (kind, addr) = Hypervisor::connect(target.uri())?.console(&name)?;
             println!("{kind}://{addr}");
             if kind == "vnc" {
                 eprintln!("warning: VNC has no authentication; reach it through an SSH tunnel, never expose it");
             }
         }
         VmCommand::Undefine { name, target } => {
-            Hypervisor::connect(&target.connect)?.undefine(&name)?;
+            Hypervisor::connect(target.uri())?.undefine(&name)?;
             println!("{name}: undefined (its disks were left in place)");
         }
     }
@@ -692,7 +675,7 @@ impl Deploy {
         let hypervisors = match (a.hypervisors.is_empty(), &a.site) {
             (false, _) => a.hypervisors,
             (true, Some(s)) => site_hypervisors(&a.server, s, a.pkipath.as_deref())?,
-            (true, None) => vec![a.target.connect],
+            (true, None) => vec![a.target.uri().to_string()],
         };
         Ok(Deploy {
             name: a.name,
@@ -865,19 +848,19 @@ fn day_two(cmd: DayTwoCommand) -> anyhow::Result<()> {
             target,
         } => shutdown(&name, timeout, force, json, &target)?,
         DayTwoCommand::Reboot { name, target } => {
-            Hypervisor::connect(&target.connect)?.reboot(&name)?;
+            Hypervisor::connect(target.uri())?.reboot(&name)?;
             println!("{name}: reboot requested (the guest decides; `provd vm reset` forces it)");
         }
         DayTwoCommand::Reset { name, target } => {
-            Hypervisor::connect(&target.connect)?.reset(&name)?;
+            Hypervisor::connect(target.uri())?.reset(&name)?;
             println!("{name}: reset");
         }
         DayTwoCommand::Pause { name, target } => {
-            Hypervisor::connect(&target.connect)?.pause(&name)?;
+            Hypervisor::connect(target.uri())?.pause(&name)?;
             println!("{name}: paused");
         }
         DayTwoCommand::Resume { name, target } => {
-            Hypervisor::connect(&target.connect)?.resume(&name)?;
+            Hypervisor::connect(target.uri())?.resume(&name)?;
             println!("{name}: running");
         }
         DayTwoCommand::AttachDisk {
@@ -889,11 +872,11 @@ fn day_two(cmd: DayTwoCommand) -> anyhow::Result<()> {
             target,
         } => {
             let (dev, file) =
-                Hypervisor::connect(&target.connect)?.attach_new_disk(&name, size_gib, &dir, &format, &bus)?;
+                Hypervisor::connect(target.uri())?.attach_new_disk(&name, size_gib, &dir, &format, &bus)?;
             println!("{name}: {dev} attached ({size_gib} GiB, {})", file.display());
         }
         DayTwoCommand::DetachDisk { name, dev, target } => {
-            let file = Hypervisor::connect(&target.connect)?.detach_disk(&name, &dev)?;
+            let file = Hypervisor::connect(target.uri())?.detach_disk(&name, &dev)?;
             println!("{name}: {dev} detached (its file {} stays)", file.display());
         }
         DayTwoCommand::AttachNic {
@@ -902,23 +885,23 @@ fn day_two(cmd: DayTwoCommand) -> anyhow::Result<()> {
             model,
             target,
         } => {
-            let mac = Hypervisor::connect(&target.connect)?.attach_nic(&name, &bridge, &model)?;
+            let mac = Hypervisor::connect(target.uri())?.attach_nic(&name, &bridge, &model)?;
             println!("{name}: NIC {mac} attached on {bridge}");
         }
         DayTwoCommand::DetachNic { name, mac, target } => {
-            Hypervisor::connect(&target.connect)?.detach_nic(&name, mac)?;
+            Hypervisor::connect(target.uri())?.detach_nic(&name, mac)?;
             println!("{name}: NIC {mac} detached");
         }
         DayTwoCommand::SetVcpus { name, vcpus, target } => {
-            Hypervisor::connect(&target.connect)?.set_vcpus(&name, vcpus)?;
+            Hypervisor::connect(target.uri())?.set_vcpus(&name, vcpus)?;
             println!("{name}: {vcpus} vCPU(s)");
         }
         DayTwoCommand::SetMemory { name, mib, target } => {
-            Hypervisor::connect(&target.connect)?.set_memory(&name, mib)?;
+            Hypervisor::connect(target.uri())?.set_memory(&name, mib)?;
             println!("{name}: memory {mib} MiB");
         }
         DayTwoCommand::Autostart { name, off, target } => {
-            let h = Hypervisor::connect(&target.connect)?;
+            let h = Hypervisor::connect(target.uri())?;
             h.set_autostart(&name, !off)?;
             let on = h.autostart(&name)?;
             println!(
@@ -934,7 +917,7 @@ fn day_two(cmd: DayTwoCommand) -> anyhow::Result<()> {
 fn shutdown(name: &str, timeout: u64, force: bool, json: bool, target: &Target) -> anyhow::Result<()> {
     use crate::vm::lifecycle::{ShutdownOutcome, ShutdownPlan};
     use std::io::IsTerminal;
-    let h = Hypervisor::connect(&target.connect)?;
+    let h = Hypervisor::connect(target.uri())?;
     let plan = ShutdownPlan {
         timeout: std::time::Duration::from_secs(timeout),
         force,

@@ -20,6 +20,8 @@ pub struct Libvirtd {
     pub run_dir: PathBuf,
     pub log: PathBuf,
     ns: String,
+    /// How libvirtd itself was started (`restart` runs it again).
+    exec: String,
 }
 
 impl Libvirtd {
@@ -47,6 +49,11 @@ impl Libvirtd {
         };
         std::fs::write(&conf, conf_text).unwrap();
         let log = dir.join("libvirtd.log");
+        let exec = format!(
+            "exec libvirtd {listen} -p /run/libvirt/libvirtd.pid -f {conf} >> {log} 2>&1",
+            conf = conf.display(),
+            log = log.display()
+        );
         let script = format!(
             "set -e
 mkdir -p /run/libvirt /etc/pki
@@ -55,10 +62,8 @@ mount --bind {run} /run/libvirt
 for d in /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt/qemu; do mkdir -p $d; mount -t tmpfs tmpfs $d; done
 mkdir -p /var/lib/libvirt/qemu/nvram /var/log/libvirt/qemu /var/lib/libvirt/images
 virtlogd -d -p /run/libvirt/virtlogd.pid
-exec libvirtd {listen} -p /run/libvirt/libvirtd.pid -f {conf} > {log} 2>&1",
+{exec}",
             run = run_dir.display(),
-            conf = conf.display(),
-            log = log.display()
         );
         let child = ns
             .cmd("unshare")
@@ -74,7 +79,54 @@ exec libvirtd {listen} -p /run/libvirt/libvirtd.pid -f {conf} > {log} 2>&1",
             run_dir,
             log,
             ns: ns.name.clone(),
+            exec,
         };
+        d.wait_answering();
+        d
+    }
+
+    /// Stop libvirtd (SIGTERM, as a service stop does) and start it again in the same
+    /// namespaces: its guests keep running, and what it keeps on the namespace's tmpfs
+    /// (definitions, autostart links) stays, because virtlogd holds the mount namespace.
+    /// `as_after_boot`: also clear what a host reboot clears from /run, the driver's
+    /// `autostarted` mark (libvirt autostarts domains once per boot, not per restart).
+    pub fn restart(&mut self, as_after_boot: bool) {
+        let virtlogd = std::fs::read_to_string(self.run_dir.join("virtlogd.pid")).expect("virtlogd's pid file");
+        let mut old = self.child.take().expect("libvirtd running");
+        unsafe { libc::kill(old.id() as i32, libc::SIGTERM) };
+        old.wait().unwrap();
+        if as_after_boot {
+            let mark = self.run_dir.join("qemu/autostarted");
+            assert!(
+                mark.exists(),
+                "libvirtd's once-per-boot autostart mark at {}",
+                mark.display()
+            );
+            std::fs::remove_file(mark).unwrap();
+        }
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "nsenter",
+                "--target",
+                virtlogd.trim(),
+                "--mount",
+                "--",
+            ])
+            .args(["sh", "-c", &self.exec])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        // The old socket answers no more; wait for the new libvirtd.
+        self.wait_answering();
+    }
+
+    fn wait_answering(&mut self) {
+        let d = self;
         let start = Instant::now();
         loop {
             let ok = Command::new("virsh")
@@ -95,7 +147,6 @@ exec libvirtd {listen} -p /run/libvirt/libvirtd.pid -f {conf} > {log} 2>&1",
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        d
     }
 
     pub fn log_text(&self) -> String {

@@ -555,17 +555,7 @@ fn sysprep(uri: &str, template: &str) -> anyhow::Result<()> {
 fn clone(uri: &str, template: &str, name: &str, linked: bool) -> anyhow::Result<()> {
     let h = Hypervisor::connect(uri)?;
     let d = h.clone_domain(
-        &CloneRequest {
-            template,
-            name,
-            linked,
-            smbios_serial: None,
-            nocloud_url: None,
-            vcpus: None,
-            memory_mib: None,
-            nics: None,
-            disk_profile: None,
-        },
+        &CloneRequest::plain(template, name, linked),
         &mut DiskProgress::default().callback(),
     )?;
     println!(

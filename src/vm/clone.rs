@@ -35,6 +35,24 @@ pub struct CloneRequest<'a> {
     pub disk_profile: Option<&'a [crate::config::DiskSpec]>,
 }
 
+impl<'a> CloneRequest<'a> {
+    /// `provd vm clone`'s request: the template as it is, under a new name (no identity,
+    /// size or device changes; `deploy` sets those).
+    pub fn plain(template: &'a str, name: &'a str, linked: bool) -> CloneRequest<'a> {
+        CloneRequest {
+            template,
+            name,
+            linked,
+            smbios_serial: None,
+            nocloud_url: None,
+            vcpus: None,
+            memory_mib: None,
+            nics: None,
+            disk_profile: None,
+        }
+    }
+}
+
 /// What a clone reports while it works (a CLI draws progress bars from these).
 #[derive(Debug)]
 pub enum CloneEvent<'a> {
@@ -336,17 +354,7 @@ mod tests {
     }
 
     fn req<'a>(template: &'a str, name: &'a str, linked: bool) -> CloneRequest<'a> {
-        CloneRequest {
-            template,
-            name,
-            linked,
-            smbios_serial: None,
-            nocloud_url: None,
-            vcpus: None,
-            memory_mib: None,
-            nics: None,
-            disk_profile: None,
-        }
+        CloneRequest::plain(template, name, linked)
     }
 
     #[test]

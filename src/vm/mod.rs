@@ -351,16 +351,30 @@ impl Hypervisor {
         d.is_active().map_err(self.err("reading", name))
     }
 
+    /// Refuse `what` unless the domain is running (`running`) or not (`!running`), naming
+    /// the state it is in and the one `what` needs.
+    pub(crate) fn require_running(
+        &self,
+        d: &Domain,
+        name: &str,
+        running: bool,
+        what: &'static str,
+        needs: &'static str,
+    ) -> Result<(), VmError> {
+        if self.is_active(d, name)? == running {
+            return Ok(());
+        }
+        Err(VmError::WrongState {
+            name: name.into(),
+            state: state_name(d),
+            what,
+            needs,
+        })
+    }
+
     pub fn start(&self, name: &str) -> Result<(), VmError> {
         let d = self.domain(name)?;
-        if self.is_active(&d, name)? {
-            return Err(VmError::WrongState {
-                name: name.into(),
-                state: state_name(&d),
-                what: "start",
-                needs: "shut off",
-            });
-        }
+        self.require_running(&d, name, false, "start", "shut off")?;
         self.refuse_if_backing(name, "starting it")?;
         d.create().map_err(self.err("starting", name))
     }
@@ -368,28 +382,14 @@ impl Hypervisor {
     /// ACPI shutdown: asks the guest; it may take its time (or ignore it: then `destroy`).
     pub fn stop(&self, name: &str) -> Result<(), VmError> {
         let d = self.domain(name)?;
-        if !self.is_active(&d, name)? {
-            return Err(VmError::WrongState {
-                name: name.into(),
-                state: state_name(&d),
-                what: "stop",
-                needs: "running",
-            });
-        }
+        self.require_running(&d, name, true, "stop", "running")?;
         d.shutdown().map_err(self.err("stopping", name))
     }
 
     /// Power off at once, like pulling the plug.
     pub fn destroy(&self, name: &str) -> Result<(), VmError> {
         let d = self.domain(name)?;
-        if !self.is_active(&d, name)? {
-            return Err(VmError::WrongState {
-                name: name.into(),
-                state: state_name(&d),
-                what: "destroy",
-                needs: "running",
-            });
-        }
+        self.require_running(&d, name, true, "destroy", "running")?;
         d.destroy().map_err(self.err("destroying", name))
     }
 
@@ -630,14 +630,7 @@ impl Hypervisor {
     /// Remove the definition (disks stay). Refuses a running domain: stop or destroy it first.
     pub fn undefine(&self, name: &str) -> Result<(), VmError> {
         let d = self.domain(name)?;
-        if self.is_active(&d, name)? {
-            return Err(VmError::WrongState {
-                name: name.into(),
-                state: state_name(&d),
-                what: "undefine",
-                needs: "shut off",
-            });
-        }
+        self.require_running(&d, name, false, "undefine", "shut off")?;
         self.refuse_if_backing(name, "undefining it")?;
         // Keep a UEFI domain's NVRAM (its disks stay too); plain undefine refuses one.
         d.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)

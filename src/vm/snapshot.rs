@@ -11,7 +11,7 @@
 //! newer snapshots on an abandoned branch needs `--force`. The revert rule is pure
 //! (`revert_refusal`) and unit-tested; the libvirt calls are the thin part around it.
 
-use super::{Hypervisor, VmError, state_name};
+use super::{Hypervisor, VmError};
 use serde::Serialize;
 use virt::domain::Domain;
 use virt::domain_snapshot::DomainSnapshot;
@@ -98,14 +98,13 @@ impl Hypervisor {
     pub fn snapshot_create(&self, vm: &str, snap: &str) -> Result<SnapshotInfo, VmError> {
         check_name(snap)?;
         let d = self.domain(vm)?;
-        if self.is_active(&d, vm)? {
-            return Err(VmError::WrongState {
-                name: vm.into(),
-                state: state_name(&d),
-                what: "a snapshot (internal, the kind these hosts' libvirt can revert)",
-                needs: "shut off (`provd vm shutdown` first)",
-            });
-        }
+        self.require_running(
+            &d,
+            vm,
+            false,
+            "a snapshot (internal, the kind these hosts' libvirt can revert)",
+            "shut off (`provd vm shutdown` first)",
+        )?;
         self.refuse_if_backing(vm, "a snapshot of it")?;
         if Domain::lookup_snapshot_by_name(&d, snap, 0).is_ok() {
             return Err(VmError::SnapshotExists {
@@ -134,14 +133,7 @@ impl Hypervisor {
     /// Put the (shut-off) domain's disks back to `snap`; it stays shut off.
     pub fn snapshot_revert(&self, vm: &str, snap: &str, force: bool) -> Result<SnapshotInfo, VmError> {
         let d = self.domain(vm)?;
-        if self.is_active(&d, vm)? {
-            return Err(VmError::WrongState {
-                name: vm.into(),
-                state: state_name(&d),
-                what: "revert",
-                needs: "shut off (`provd vm shutdown` first)",
-            });
-        }
+        self.require_running(&d, vm, false, "revert", "shut off (`provd vm shutdown` first)")?;
         self.refuse_if_backing(vm, "reverting it")?;
         let s = self.snapshot_of(&d, vm, snap)?;
         let info = self.snapshot_info(vm, &s)?;

@@ -515,8 +515,121 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
         lva.virsh(&["vol-info", "--pool", "tpool", "clash_system.qcow2"])
             .contains("1.00 MiB")
     );
+    batch_deploy_across_both_hypervisors(&daemon, &lva, &lvb, &operator);
     drop(lva);
     drop(lvb);
+}
+
+/// `vm deploy --count` (issue 38): a batch of 8 linked clones of tdisk (on both A and B
+/// since the push) lands on both hypervisors (spread), as virsh on each sees it; a rerun
+/// makes nothing new; a packed batch goes to one host, and one VM whose disk is in the way
+/// fails without stopping the others.
+fn batch_deploy_across_both_hypervisors(daemon: &Daemon, lva: &Libvirtd, lvb: &Libvirtd, operator: &Path) {
+    daemon.cli(&["hypervisors", "undrain", "hvb"]);
+    let batch = |extra: &[&str]| {
+        let mut args = vec![
+            "vm",
+            "deploy",
+            "--from",
+            "tdisk",
+            "--linked",
+            "--site",
+            "pl",
+            "--pkipath",
+            operator.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = daemon.cli_output(&args);
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (
+            out.status.success(),
+            report,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let names_on = |lv: &Libvirtd, prefix: &str| -> Vec<String> {
+        lv.virsh(&["list", "--all", "--name"])
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    let (ok, report, said) = batch(&["--count", "8", "--name-pattern", "web-{n}", "--parallel", "4"]);
+    assert!(ok, "{report}\n{said}");
+    let vms = report["vms"].as_array().unwrap();
+    assert_eq!(vms.len(), 8, "{report}");
+    assert!(vms.iter().all(|v| v["result"] == "deployed"), "{report}");
+    let (on_a, on_b) = (names_on(lva, "web-"), names_on(lvb, "web-"));
+    eprintln!("batch: A has {on_a:?}, B has {on_b:?}");
+    assert_eq!(on_a.len() + on_b.len(), 8, "A {on_a:?} B {on_b:?}");
+    assert!(
+        !on_a.is_empty() && !on_b.is_empty(),
+        "spread over both: A {on_a:?} B {on_b:?}"
+    );
+    for v in vms {
+        let name = v["name"].as_str().unwrap();
+        let lv = if on_a.iter().any(|n| n == name) { lva } else { lvb };
+        assert_eq!(lv.virsh(&["domstate", name]).trim(), "running", "{name}");
+        assert!(
+            v["hypervisor"]
+                .as_str()
+                .unwrap()
+                .contains(if std::ptr::eq(lv, lva) { "hva" } else { "hvb" })
+        );
+    }
+    // A rerun finds all eight and makes nothing.
+    let (ok, report, _) = batch(&["--count", "8", "--name-pattern", "web-{n}"]);
+    assert!(ok, "{report}");
+    assert!(
+        report["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["result"] == "exists"),
+        "{report}"
+    );
+    assert_eq!(names_on(lva, "web-").len() + names_on(lvb, "web-").len(), 8);
+
+    // Pack: all on one host. pk-2's disk is already there on both, so pk-2 fails; pk-1 and
+    // pk-3 are deployed anyway, and the exit status says not all landed.
+    for lv in [lva, lvb] {
+        lv.virsh(&["vol-create-as", "tpool", "pk-2.qcow2", "1M", "--format", "raw"]);
+    }
+    let (ok, report, said) = batch(&[
+        "--count",
+        "3",
+        "--name-pattern",
+        "pk-{n}",
+        "--placement",
+        "pack",
+        "--no-start",
+    ]);
+    assert!(!ok, "one failed: {report}\n{said}");
+    let result = |i: usize| report["vms"][i]["result"].as_str().unwrap().to_string();
+    assert_eq!(
+        (result(0), result(1), result(2)),
+        ("deployed".into(), "failed".into(), "deployed".into()),
+        "{report}"
+    );
+    assert!(
+        report["vms"][1]["error"].as_str().unwrap().contains("exists"),
+        "{report}"
+    );
+    let (pa, pb) = (names_on(lva, "pk-"), names_on(lvb, "pk-"));
+    assert!(
+        (pa.len(), pb.len()) == (2, 0) || (pa.len(), pb.len()) == (0, 2),
+        "packed on one host: A {pa:?} B {pb:?}"
+    );
+    let packed_on = if pa.is_empty() { lvb } else { lva };
+    for name in ["pk-1", "pk-3"] {
+        assert_eq!(
+            packed_on.virsh(&["domstate", name]).trim(),
+            "shut off",
+            "--no-start: {name}"
+        );
+    }
 }
 
 /// sha256sum (coreutils) of `data`: a checksum provd did not compute.

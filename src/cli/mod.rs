@@ -2,7 +2,9 @@
 //! that does the work, or the running daemon's API. Exit codes: 0 success, 1 failure,
 //! 2 usage error (clap's own).
 
+mod batch;
 pub mod client;
+mod deploy;
 mod docs;
 mod failover;
 mod hosts;

@@ -1,6 +1,6 @@
 //! `provd vm`: VM lifecycle on any libvirt URI (default qemu:///system).
 
-use crate::vm::clone::{CloneEvent, CloneRequest};
+use crate::vm::clone::CloneRequest;
 use crate::vm::{self, Hypervisor};
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -220,7 +220,7 @@ pub enum VmCommand {
     /// Clone a template onto the hypervisor with the most free memory that fits, give the VM
     /// its first-boot identity (cloud-init NoCloud data served by the running provd, found
     /// through the SMBIOS serial), and start it.
-    Deploy(DeployArgs),
+    Deploy(super::deploy::DeployArgs),
     /// Live-migrate a running domain to DEST (a libvirt URI, e.g.
     /// qemu+tls://hv02.example/system?pkipath=DIR): peer-to-peer and tunnelled through
     /// libvirt's own connection, so over TLS when DEST is qemu+tls. The source hypervisor
@@ -274,60 +274,6 @@ pub enum VmCommand {
         #[command(flatten)]
         target: Target,
     },
-}
-
-/// `provd vm deploy`'s arguments.
-#[derive(clap::Args)]
-pub struct DeployArgs {
-    pub name: String,
-    #[arg(long)]
-    pub from: String,
-    #[arg(long)]
-    pub cpus: Option<u32>,
-    /// Memory in MiB (default: the template's).
-    #[arg(long)]
-    pub memory: Option<u64>,
-    /// Replace the template's NICs with this NIC profile's.
-    #[arg(long)]
-    pub nic_profile: Option<String>,
-    /// A disk profile: its first disk is the template's (grown to the profile's size if
-    /// smaller), the others are added as new empty disks.
-    #[arg(long)]
-    pub disk_profile: Option<String>,
-    /// Candidate hypervisors (libvirt URIs, repeatable). Default: with --site, the site's
-    /// ready, undrained hypervisors from the running provd (its pool); else --connect.
-    #[arg(long = "hypervisor")]
-    pub hypervisors: Vec<String>,
-    /// With --site: the libvirt client credentials to reach the pool's hypervisors with
-    /// (cacert.pem, clientcert.pem, clientkey.pem, as `provd pki issue-client` writes
-    /// them). Default: libvirt's own (/etc/pki for root).
-    #[arg(long)]
-    pub pkipath: Option<std::path::PathBuf>,
-    /// Overlay on the template's disk instead of a full copy.
-    #[arg(long)]
-    pub linked: bool,
-    /// A public key file to authorise for SSH (repeatable).
-    #[arg(long = "ssh-key")]
-    pub ssh_keys: Vec<std::path::PathBuf>,
-    /// The site to deploy to: its ready, undrained hypervisors are the candidates (unless
-    /// --hypervisor names them), and its provd serves the NoCloud data.
-    #[arg(long)]
-    pub site: Option<String>,
-    /// Define it but do not start it.
-    #[arg(long)]
-    pub no_start: bool,
-    /// Do not start it with its hypervisor's libvirtd (by default a deployed VM is set to
-    /// autostart, so it comes back after the hypervisor reboots).
-    #[arg(long)]
-    pub no_autostart: bool,
-    /// Print the result as JSON (the VM, its hypervisor, its NICs' MACs, its seed);
-    /// progress still goes to stderr.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub target: Target,
-    #[command(flatten)]
-    pub server: super::ServerTarget,
 }
 
 pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
@@ -391,7 +337,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             hypervisor,
             target,
         } => clone(hypervisor.as_deref().unwrap_or(target.uri()), &template, &name, linked)?,
-        VmCommand::Deploy(args) => deploy(Deploy::from_args(args)?)?,
+        VmCommand::Deploy(args) => return super::deploy::run(args),
         VmCommand::Migrate { name, dest, target } => {
             let src = Hypervisor::connect(target.uri())?;
             eprintln!(
@@ -519,8 +465,8 @@ fn init(
     } else {
         crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?.vm
     };
-    let disks = &profile(&profiles.disks, disk_profile, "disk")?;
-    let nics = &profile(&profiles.nics, nic_profile, "NIC")?;
+    let disks = &super::deploy::profile(&profiles.disks, disk_profile, "disk")?;
+    let nics = &super::deploy::profile(&profiles.nics, nic_profile, "NIC")?;
     let d = Hypervisor::connect(uri)?.init(&vm::InitRequest {
         disks,
         nics,
@@ -556,7 +502,7 @@ fn clone(uri: &str, template: &str, name: &str, linked: bool) -> anyhow::Result<
     let h = Hypervisor::connect(uri)?;
     let d = h.clone_domain(
         &CloneRequest::plain(template, name, linked),
-        &mut DiskProgress::default().callback(),
+        &mut super::deploy::DiskProgress::default().callback(),
     )?;
     println!(
         "{}: {} clone of {template} ({}, uuid {})",
@@ -566,124 +512,6 @@ fn clone(uri: &str, template: &str, name: &str, linked: bool) -> anyhow::Result<
         d.uuid
     );
     Ok(())
-}
-
-/// Progress of a clone's disks: a bar per full copy on a terminal (the bytes written so far
-/// are read from the new file when it is local), one line per disk otherwise.
-#[derive(Default)]
-struct DiskProgress {
-    poller: Option<(
-        std::sync::Arc<std::sync::atomic::AtomicBool>,
-        std::thread::JoinHandle<()>,
-    )>,
-    started: Option<std::time::Instant>,
-}
-
-impl DiskProgress {
-    fn callback(mut self) -> impl FnMut(CloneEvent) {
-        move |event| match event {
-            CloneEvent::DiskStart { disk, linked, bytes } => {
-                self.started = Some(std::time::Instant::now());
-                if linked {
-                    eprintln!(
-                        "  {}: overlay {} on {}",
-                        disk.target,
-                        disk.dest.display(),
-                        disk.source.display()
-                    );
-                    return;
-                }
-                eprintln!(
-                    "  {}: copying {} ({} MiB used) to {}",
-                    disk.target,
-                    disk.source.display(),
-                    bytes >> 20,
-                    disk.dest.display()
-                );
-                let bar = indicatif::ProgressBar::new(bytes.max(1));
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "  {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .expect("a valid template"),
-                );
-                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let (stop2, dest) = (stop.clone(), disk.dest.clone());
-                let poll = std::thread::spawn(move || {
-                    use std::os::unix::fs::MetadataExt;
-                    while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                        if let Ok(m) = std::fs::metadata(&dest) {
-                            bar.set_position(m.blocks() * 512);
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(200));
-                    }
-                    bar.finish_and_clear();
-                });
-                self.poller = Some((stop, poll));
-            }
-            CloneEvent::DiskDone { disk } => {
-                if let Some((stop, poll)) = self.poller.take() {
-                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                    let _ = poll.join();
-                }
-                let secs = self.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-                eprintln!("  {}: done in {secs:.1} s", disk.target);
-            }
-        }
-    }
-}
-
-/// A named profile, or an error that lists the known ones.
-fn profile<T: Clone>(m: &std::collections::BTreeMap<String, T>, name: &str, kind: &str) -> anyhow::Result<T> {
-    m.get(name).cloned().ok_or_else(|| {
-        let known: Vec<&str> = m.keys().map(String::as_str).collect();
-        anyhow::anyhow!("no {kind} profile {name:?} (known: {})", known.join(", "))
-    })
-}
-
-struct Deploy {
-    name: String,
-    from: String,
-    cpus: Option<u32>,
-    memory: Option<u64>,
-    nic_profile: Option<String>,
-    disk_profile: Option<String>,
-    hypervisors: Vec<String>,
-    linked: bool,
-    ssh_keys: Vec<std::path::PathBuf>,
-    site: Option<String>,
-    start: bool,
-    autostart: bool,
-    json: bool,
-    server: super::ServerTarget,
-}
-
-impl Deploy {
-    /// The command line's arguments, with the candidate hypervisors resolved: those named,
-    /// else the site's ready ones from the running provd, else --connect.
-    fn from_args(a: DeployArgs) -> anyhow::Result<Deploy> {
-        let hypervisors = match (a.hypervisors.is_empty(), &a.site) {
-            (false, _) => a.hypervisors,
-            (true, Some(s)) => site_hypervisors(&a.server, s, a.pkipath.as_deref())?,
-            (true, None) => vec![a.target.uri().to_string()],
-        };
-        Ok(Deploy {
-            name: a.name,
-            from: a.from,
-            cpus: a.cpus,
-            memory: a.memory,
-            nic_profile: a.nic_profile,
-            disk_profile: a.disk_profile,
-            hypervisors,
-            linked: a.linked,
-            ssh_keys: a.ssh_keys,
-            site: a.site,
-            start: !a.no_start,
-            autostart: !a.no_autostart,
-            json: a.json,
-            server: a.server,
-        })
-    }
 }
 
 /// `vm list --site`: the domains of every ready hypervisor of `site`, with where they run.
@@ -729,101 +557,6 @@ fn list_site(
             );
         }
     }
-    Ok(())
-}
-
-/// The ready, undrained hypervisors of `site` in the running provd's pool, as URIs.
-fn site_hypervisors(
-    server: &super::ServerTarget,
-    site: &str,
-    pkipath: Option<&std::path::Path>,
-) -> anyhow::Result<Vec<String>> {
-    let uris = super::hypervisors::pool_uris(server, site, pkipath, false)?;
-    if uris.is_empty() {
-        anyhow::bail!("site {site:?} has no ready, undrained hypervisor (see `provd hypervisors list --site {site}`)");
-    }
-    Ok(uris)
-}
-
-fn deploy(d: Deploy) -> anyhow::Result<()> {
-    // Profiles come from the site config; the built-in defaults when there is none.
-    let profiles = if d.nic_profile.is_some() || d.disk_profile.is_some() {
-        crate::config::load(&d.server.config).map(|c| c.vm).unwrap_or_default()
-    } else {
-        crate::config::VmProfiles::default()
-    };
-    let nics = d
-        .nic_profile
-        .as_deref()
-        .map(|p| profile(&profiles.nics, p, "NIC"))
-        .transpose()?;
-    let disks = d
-        .disk_profile
-        .as_deref()
-        .map(|p| profile(&profiles.disks, p, "disk"))
-        .transpose()?;
-    let mut keys = Vec::new();
-    for f in &d.ssh_keys {
-        let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-        keys.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-        );
-    }
-    let api = d.server.api()?;
-    let issue_seed = || {
-        let request = crate::nocloud::SeedRequest {
-            hostname: d.name.clone(),
-            ssh_keys: keys,
-            site: d.site.clone(),
-        };
-        api.post_body("/api/nocloud", &request)
-            .and_then(|r| api.require::<crate::nocloud::Seed>(r))
-            .map_err(vm::deploy::SeedIssueError::from)
-    };
-    let mut disk_progress = DiskProgress::default().callback();
-    let deployed = vm::deploy::deploy(
-        &vm::deploy::DeployRequest {
-            name: &d.name,
-            template: &d.from,
-            vcpus: d.cpus,
-            memory_mib: d.memory,
-            nics: nics.as_deref(),
-            disks: disks.as_deref(),
-            linked: d.linked,
-            start: d.start,
-            autostart: d.autostart,
-            hypervisors: &d.hypervisors,
-        },
-        issue_seed,
-        &mut |step| match step {
-            vm::deploy::DeployStep::PassedOver { uri, reason } => eprintln!("warning: passing over {uri}: {reason}"),
-            vm::deploy::DeployStep::Placed {
-                uri,
-                free_memory_mib,
-                need_mib,
-            } => eprintln!(
-                "{}: placed on {uri} ({free_memory_mib} MiB free, needs {need_mib} MiB)",
-                d.name
-            ),
-            vm::deploy::DeployStep::Disk(e) => disk_progress(e),
-        },
-    )?;
-    if d.json {
-        println!("{}", serde_json::to_string_pretty(&deployed)?);
-        return Ok(());
-    }
-    println!(
-        "{}: deployed on {} ({}{}), instance {}, seed {}",
-        deployed.vm.name,
-        deployed.uri,
-        if deployed.started { "started" } else { "defined" },
-        if deployed.autostart { ", autostart" } else { "" },
-        deployed.seed.instance_id,
-        deployed.seed.url
-    );
     Ok(())
 }
 

@@ -64,6 +64,8 @@ impl SignPolicy {
 pub struct VmProfiles {
     pub disks: BTreeMap<String, Vec<DiskSpec>>,
     pub nics: BTreeMap<String, Vec<NicSpec>>,
+    /// How `provd vm deploy --count` spreads a batch (`[vm] placement`, default spread).
+    pub placement: Placement,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +85,15 @@ pub struct NicSpec {
     pub bridge: String,
     pub model: String,
     pub mac: Option<MacAddr>,
+}
+
+/// How `provd vm deploy --count` spreads a batch over the hypervisors (`vm::batch`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    #[default]
+    Spread,
+    Pack,
 }
 
 pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/libvirt/images";
@@ -105,6 +116,7 @@ impl Default for VmProfiles {
         VmProfiles {
             disks: [("default".to_string(), vec![disk])].into(),
             nics: [("default".to_string(), vec![nic])].into(),
+            placement: Default::default(),
         }
     }
 }

@@ -344,6 +344,7 @@ fn convert_relays(src: &Source, key: &str, w: &[Spanned<String>], errors: &mut V
 }
 
 fn convert_vm(src: &Source, w: &VmWire, out: &mut VmProfiles, errors: &mut Vec<ConfigError>) {
+    out.placement = w.placement.unwrap_or_default();
     for (name, p) in &w.disk_profiles {
         let key = format!("vm.disk_profiles.{name}");
         let mut disks = Vec::new();

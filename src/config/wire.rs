@@ -46,6 +46,8 @@ pub struct VmWire {
     pub disk_profiles: BTreeMap<String, Spanned<DiskProfileWire>>,
     #[serde(default)]
     pub nic_profiles: BTreeMap<String, Spanned<NicProfileWire>>,
+    /// "spread" or "pack": how a batch deploy places its VMs.
+    pub placement: Option<super::model::Placement>,
 }
 
 #[derive(Debug, Deserialize)]

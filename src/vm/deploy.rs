@@ -117,7 +117,17 @@ pub fn deploy(
         free_memory_mib: cands[i].free_memory_mib,
         need_mib: need,
     });
+    deploy_on(h, req, issue_seed, report)
+}
 
+/// Seed, clone and (optionally) start `req.name` on `h`, already chosen (by `deploy`'s
+/// placement, or a batch's plan).
+pub fn deploy_on(
+    h: &Hypervisor,
+    req: &DeployRequest,
+    issue_seed: impl FnOnce() -> Result<Seed, SeedIssueError>,
+    report: &mut dyn FnMut(DeployStep),
+) -> Result<Deployed, DeployError> {
     // The identity first: a VM must never boot pointing at a seed that does not exist.
     let seed = issue_seed().map_err(DeployError::Seed)?;
     let serial = format!("ds=nocloud-net;s={}", seed.url);

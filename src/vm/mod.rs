@@ -11,6 +11,7 @@
 //! must call it from `spawn_blocking`. Errors name the URI and the domain and carry
 //! libvirt's own message.
 
+pub mod batch;
 pub mod clone;
 pub mod clone_xml;
 pub mod deploy;

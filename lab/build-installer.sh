@@ -23,7 +23,8 @@ add_module() {
   cp "$(modinfo -k "$KVER" -F filename "$m")" "$W/lib/modules/$m.ko"
   echo "$m.ko" >> "$W/modules.order"
 }
-for m in virtio_pci virtio_net virtio_blk; do add_module "$m"; done
+# button and evdev: the ACPI power button as an input device the init can wait on.
+for m in virtio_pci virtio_net virtio_blk button evdev; do add_module "$m"; done
 # Real bash, openssl and curl, which a hypervisor kickstart's %post needs (its interpreter,
 # its key and CSR, its requests to provd): each binary with the shared libraries ldd names,
 # at their own paths, as dracut does.

@@ -136,6 +136,38 @@ fn console(w: &Workdir, name: &str) -> String {
     std::fs::read_to_string(w.path(&format!("console/{name}.log"))).unwrap_or_default()
 }
 
+/// A lab guest's domain: the lab kernel and initramfs by direct kernel boot, on br0, its
+/// console in a file; `disk` for the template, `extra` appended to its kernel command line.
+fn guest_xml(w: &Workdir, name: &str, disk: Option<&Path>, mac: &str, extra: &str) -> String {
+    let disk = disk
+        .map(|d| {
+            format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+                d.display()
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{boot}/vmlinuz</kernel><initrd>{boot}/installer.cpio.gz</initrd>
+    <cmdline>console=ttyS0 panic=-1{extra}</cmdline></os>
+  <features><acpi/></features>
+  <devices>
+    {disk}
+    <interface type='bridge'><mac address='{mac}'/><source bridge='br0'/><model type='virtio'/></interface>
+    <serial type='file'><source path='{console}/{name}.log'/><target port='0'/></serial>
+    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
+  </devices>
+</domain>"#,
+        boot = w.path("boot").display(),
+        console = w.path("console").display(),
+    )
+}
+
 #[test]
 fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_libvirtd() {
     require_root_and_tools(&[
@@ -166,26 +198,7 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
 
     let tpl_disk = images.join(format!("{TEMPLATE}_system.qcow2"));
     build_template_image(&w, &tpl_disk);
-    let xml = format!(
-        r#"<domain type='qemu'>
-  <name>{TEMPLATE}</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{boot}/vmlinuz</kernel><initrd>{boot}/installer.cpio.gz</initrd>
-    <cmdline>console=ttyS0 panic=-1</cmdline></os>
-  <features><acpi/></features>
-  <devices>
-    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>
-    <interface type='bridge'><mac address='52:54:00:77:00:01'/><source bridge='br0'/><model type='virtio'/></interface>
-    <serial type='file'><source path='{console}/{TEMPLATE}.log'/><target port='0'/></serial>
-    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
-  </devices>
-</domain>"#,
-        boot = w.path("boot").display(),
-        disk = tpl_disk.display(),
-        console = w.path("console").display(),
-    );
+    let xml = guest_xml(&w, TEMPLATE, Some(&tpl_disk), "52:54:00:77:00:01", "");
     let xml_file = w.write("template.xml", &xml);
     lv.virsh(&["define", &xml_file.display().to_string()]);
 
@@ -258,10 +271,16 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
         ));
     let cfg = w.write("site.toml", &builder::config(&w.path("boot"), &[site.toml()]));
     let daemon = Daemon::start(&ns, &cfg, &w.path("state"), &w.path("provd.log"));
-    for clone in ["linked1", "full1"] {
+    // "deaf" ignores the ACPI power button (provd.no-acpi): the forced shutdown's guest.
+    let deaf = w.write(
+        "deaf.xml",
+        &guest_xml(&w, "deaf", None, "52:54:00:77:00:0d", " provd.no-acpi"),
+    );
+    lv.virsh(&["define", &deaf.display().to_string()]);
+    for clone in ["linked1", "full1", "deaf"] {
         ok_vm(&uri, &["start", clone]);
     }
-    for clone in ["linked1", "full1"] {
+    for clone in ["linked1", "full1", "deaf"] {
         wait_until(&format!("{clone} running as a guest"), Duration::from_secs(120), || {
             console(&w, clone).contains("running as a plain guest").then_some(())
         });
@@ -366,10 +385,12 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
     drop(lv);
 }
 
-/// Day-2 verbs on the running clones (issue 38): pause/resume, reset (the guest boots
-/// again: its console says so twice), autostart on and off, and a shutdown whose guest
-/// ignores ACPI (the plain guest runs no acpid): refused after the wait without --force,
-/// powered off with it. Each checked by virsh, not by provd's own word.
+/// Day-2 verbs on the running clones (issue 38): pause/resume, reset and reboot (the guest
+/// boots again: its console shows a new kernel boot id each time), autostart on and off, a
+/// graceful shutdown (the lab guest powers off on the ACPI button, as acpid would), and a
+/// shutdown of "deaf", whose guest ignores the button: refused after the wait without
+/// --force, powered off with it. Each checked by virsh or the guest's console, not by
+/// provd's own word.
 fn day_two_power_verbs(w: &Workdir, lv: &Libvirtd, uri: &str) {
     let domstate = |d: &str| lv.virsh(&["domstate", d]).trim().to_string();
     ok_vm(uri, &["pause", "full1"]);
@@ -385,6 +406,25 @@ fn day_two_power_verbs(w: &Workdir, lv: &Libvirtd, uri: &str) {
     wait_until("full1 booted again after reset", Duration::from_secs(120), || {
         (boots() == 2).then_some(())
     });
+    // A reboot through the guest (ACPI): libvirt powers it on again, with a new boot id.
+    ok_vm(uri, &["reboot", "full1"]);
+    wait_until("full1 booted again after reboot", Duration::from_secs(120), || {
+        (boots() == 3).then_some(())
+    });
+    let text = console(w, "full1");
+    assert!(
+        text.contains("power button: powering off"),
+        "the guest acted on ACPI:\n{text}"
+    );
+    let mut ids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split("provd-installer: boot id ").nth(1))
+        .map(str::trim)
+        .collect();
+    assert_eq!(ids.len(), 3, "{text}");
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "each boot has its own id: {ids:?}");
+    assert_eq!(domstate("full1"), "running");
 
     let autostart = |d: &str| {
         lv.virsh(&["dominfo", d])
@@ -398,12 +438,18 @@ fn day_two_power_verbs(w: &Workdir, lv: &Libvirtd, uri: &str) {
     ok_vm(uri, &["autostart", "full1", "--off"]);
     assert_eq!(autostart("full1").as_deref(), Some("disable"));
 
-    let (ok, _, err) = provd_vm(uri, &["shutdown", "linked1", "--timeout", "3"]);
+    let (ok, _, err) = provd_vm(uri, &["shutdown", "deaf", "--timeout", "3"]);
     assert!(!ok && err.contains("did not shut down within 3 s"), "{err}");
-    assert_eq!(domstate("linked1"), "running", "left running without --force");
-    let out = ok_vm(uri, &["shutdown", "linked1", "--timeout", "2", "--force", "--json"]);
+    assert_eq!(domstate("deaf"), "running", "left running without --force");
+    let out = ok_vm(uri, &["shutdown", "deaf", "--timeout", "2", "--force", "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).expect(&out);
     assert_eq!(v["outcome"], "forced", "{out}");
+    assert_eq!(domstate("deaf"), "shut off");
+    ok_vm(uri, &["undefine", "deaf"]);
+    // A guest that acts on the button shuts down by itself, well within the wait.
+    let out = ok_vm(uri, &["shutdown", "linked1", "--timeout", "60", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).expect(&out);
+    assert_eq!(v["outcome"], "graceful", "{out}");
     assert_eq!(domstate("linked1"), "shut off");
     let (ok, _, err) = provd_vm(uri, &["reboot", "linked1"]);
     assert!(!ok && err.contains("is shutoff; reboot needs it running"), "{err}");

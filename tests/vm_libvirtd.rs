@@ -39,6 +39,13 @@ fn ok_vm(uri: &str, args: &[&str]) -> String {
     out + &err
 }
 
+/// A command's --json answer (stdout alone; progress goes to stderr).
+fn json_vm(uri: &str, args: &[&str]) -> serde_json::Value {
+    let (ok, out, err) = provd_vm(uri, args);
+    assert!(ok, "provd vm {args:?} failed:\n{out}\n{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
 fn sha256(p: &Path) -> String {
     let out = run(Command::new("sha256sum").arg(p));
     String::from_utf8_lossy(&out.stdout)
@@ -380,6 +387,7 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
     );
     assert!(tpl_disk.exists());
     assert_eq!(sha256(&tpl_disk), template_sum, "the template's disk is unchanged");
+    template_versions(&lv, &uri, &images, &tpl_disk);
     ok_vm(&uri, &["start", TEMPLATE]);
     drop(daemon);
     drop(lv);
@@ -453,6 +461,89 @@ fn day_two_power_verbs(w: &Workdir, lv: &Libvirtd, uri: &str) {
     assert_eq!(domstate("linked1"), "shut off");
     let (ok, _, err) = provd_vm(uri, &["reboot", "linked1"]);
     assert!(!ok && err.contains("is shutoff; reboot needs it running"), "{err}");
+}
+
+/// Template versions (issue 38): v1 frozen, the template changed (a file written into its
+/// disk), v2 frozen; a clone --from the template is of v2 (it has the file, read back with
+/// guestfish, and its disk stands on v2's by qemu-img), one --from the v1 name is of v1;
+/// `vm list` shows each one's version; a version is frozen (no start) and is not purged
+/// while a clone of it runs or stands on it.
+fn template_versions(lv: &Libvirtd, uri: &str, images: &Path, tpl_disk: &Path) {
+    let v: serde_json::Value = json_vm(uri, &["template", "version", TEMPLATE, "--json"]);
+    assert_eq!(
+        (v["version"].as_u64(), v["domain"]["name"].as_str()),
+        (Some(1), Some("centos.template-v1")),
+        "{v}"
+    );
+    write_guest_file(tpl_disk, "/etc/provd-release", "2");
+    let out = ok_vm(uri, &["template", "version", TEMPLATE]);
+    assert!(
+        out.contains("centos.template-v2: version 2 of centos.template"),
+        "{out}"
+    );
+    assert!(
+        lv.virsh(&["metadata", "centos.template-v2", "https://provd.dev/xmlns/vm/1"])
+            .contains("version=\"2\"")
+    );
+
+    let out = ok_vm(uri, &["clone", TEMPLATE, "newer", "--full"]);
+    assert!(
+        out.contains("full clone of centos.template v2 (centos.template-v2)"),
+        "{out}"
+    );
+    ok_vm(uri, &["clone", "centos.template-v1", "older", "--linked"]);
+    let older_disk = images.join("older_system.qcow2");
+    assert_eq!(
+        qemu_img_info(&older_disk)["backing-filename"].as_str(),
+        Some(images.join("centos.template-v1_system.qcow2").to_str().unwrap()),
+        "older stands on v1's disk"
+    );
+    assert_eq!(
+        guest_file(&images.join("newer_system.qcow2"), "/etc/provd-release")
+            .as_deref()
+            .map(str::trim),
+        Some("2"),
+        "newer is of the changed template"
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_value(json_vm(uri, &["list", "--json"])).unwrap();
+    let version_of = |name: &str| {
+        listed.iter().find(|d| d["name"] == name).map(|d| {
+            (
+                d["template"].as_str().map(str::to_string),
+                d["template_version"].as_u64(),
+            )
+        })
+    };
+    let of_template = |n| Some((Some(TEMPLATE.to_string()), Some(n)));
+    assert_eq!(version_of("newer"), of_template(2));
+    assert_eq!(version_of("older"), of_template(1));
+    assert_eq!(version_of("centos.template-v1"), of_template(1));
+    assert!(
+        ok_vm(uri, &["list"])
+            .lines()
+            .any(|l| l.starts_with("newer ") && l.contains("centos.template v2"))
+    );
+
+    ok_vm(uri, &["start", "newer"]);
+    let (ok, _, err) = provd_vm(uri, &["purge", "centos.template-v2"]);
+    assert!(!ok && err.contains("clones of it run (newer)"), "{err}");
+    let (ok, _, err) = provd_vm(uri, &["purge", "centos.template-v1"]);
+    assert!(!ok && err.contains("template of linked clones (older)"), "{err}");
+    let (ok, _, err) = provd_vm(uri, &["start", "centos.template-v1"]);
+    assert!(!ok && err.contains("is frozen"), "{err}");
+    let versions: Vec<serde_json::Value> =
+        serde_json::from_value(json_vm(uri, &["template", "versions", TEMPLATE, "--json"])).unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(
+        versions[1]["running_clones"],
+        serde_json::json!(["newer"]),
+        "{versions:?}"
+    );
+
+    for d in ["newer", "older", "centos.template-v2", "centos.template-v1"] {
+        ok_vm(uri, &["purge", d, "--force"]);
+    }
+    assert!(!images.join("centos.template-v1_system.qcow2").exists());
 }
 
 /// Snapshots (issue 38) of linked1, shut off by the verbs before: a file written inside

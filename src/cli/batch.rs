@@ -69,9 +69,11 @@ fn survey(b: &Batch) -> anyhow::Result<(Vec<batch::Host>, Vec<PassedOver>, u64)>
         let read = Hypervisor::connect(uri).and_then(|h| {
             let info = h.host_info()?;
             let names: Vec<String> = h.list()?.into_iter().map(|d| d.name).collect();
-            let has_template = names.iter().any(|n| n == b.template);
+            // Its newest version when it has versions (what the clones will be of).
+            let template = h.resolve_template(b.template)?;
+            let has_template = names.contains(&template);
             if has_template && template_memory.is_none() {
-                template_memory = Some(h.info(b.template)?.memory_mib);
+                template_memory = Some(h.info(&template)?.memory_mib);
             }
             Ok(batch::Host {
                 uri: uri.clone(),

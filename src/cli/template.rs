@@ -1,6 +1,8 @@
 //! `provd vm template push`: a template onto every ready hypervisor of a site that lacks
 //! it, in parallel, through libvirt's storage streams (`vm::push`), with a progress bar per
-//! host and a result table (or `--json`).
+//! host and a result table (or `--json`). `version` and `versions`: freeze a template's
+//! current state as its next version, and list its versions with their clones
+//! (`vm::version`).
 
 use crate::vm::{self, Hypervisor};
 use clap::Subcommand;
@@ -26,6 +28,24 @@ pub enum TemplateCommand {
         #[command(flatten)]
         server: super::ServerTarget,
     },
+    /// Freeze TEMPLATE as it is now into its next version, TEMPLATE-vN (a full copy of its
+    /// disks). Clones and deploys --from TEMPLATE then use the newest version, and TEMPLATE
+    /// itself may be started, changed and sysprepped again without touching them.
+    Version {
+        template: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: super::Target,
+    },
+    /// TEMPLATE's versions on one hypervisor, with their clones (running and all).
+    Versions {
+        template: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: super::Target,
+    },
 }
 
 #[derive(serde::Serialize)]
@@ -37,22 +57,85 @@ struct Outcome {
 }
 
 pub fn run(cmd: TemplateCommand) -> anyhow::Result<bool> {
-    let TemplateCommand::Push {
-        template,
-        site,
-        from,
-        pkipath,
-        json,
-        server,
-    } = cmd;
-    let uris = super::hypervisors::pool_uris(&server, &site, pkipath.as_deref(), true)?;
+    match cmd {
+        TemplateCommand::Push {
+            template,
+            site,
+            from,
+            pkipath,
+            json,
+            server,
+        } => push(&template, &site, from, pkipath, json, &server),
+        TemplateCommand::Version { template, json, target } => {
+            freeze(&template, json, &target)?;
+            Ok(true)
+        }
+        TemplateCommand::Versions { template, json, target } => {
+            versions(&template, json, &target)?;
+            Ok(true)
+        }
+    }
+}
+
+/// `vm template version`: the copy's progress per disk, then the version made.
+fn freeze(template: &str, json: bool, target: &super::Target) -> anyhow::Result<()> {
+    let h = Hypervisor::connect(target.uri())?;
+    let mut progress = super::deploy::DiskProgress::default().callback();
+    let (d, number) = h.freeze_version(template, &mut progress)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "template": template, "version": number, "domain": d })
+        );
+    } else {
+        println!(
+            "{}: version {number} of {template} (clones and deploys --from {template} now use it)",
+            d.name
+        );
+    }
+    Ok(())
+}
+
+/// `vm template versions`: one line per version, oldest first.
+fn versions(template: &str, json: bool, target: &super::Target) -> anyhow::Result<()> {
+    let list = Hypervisor::connect(target.uri())?.template_versions(template)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("{template} has no versions here (`provd vm template version {template}` makes one)");
+        return Ok(());
+    }
+    println!("{:<32} {:>7} {:>7} {:>7}", "VERSION", "NUMBER", "CLONES", "RUNNING");
+    for v in &list {
+        println!(
+            "{:<32} {:>7} {:>7} {:>7}",
+            v.name,
+            v.number,
+            v.clones.len(),
+            v.running_clones.len()
+        );
+    }
+    Ok(())
+}
+
+fn push(
+    template: &str,
+    site: &str,
+    from: Option<String>,
+    pkipath: Option<PathBuf>,
+    json: bool,
+    server: &super::ServerTarget,
+) -> anyhow::Result<bool> {
+    let uris = super::hypervisors::pool_uris(server, site, pkipath.as_deref(), true)?;
     if uris.is_empty() {
         anyhow::bail!("site {site:?} has no ready hypervisor (see `provd hypervisors list --site {site}`)");
     }
     let mut lacking = Vec::new();
     let mut source = from;
     for uri in &uris {
-        let has = Hypervisor::connect(uri)?.info(&template).is_ok();
+        let has = Hypervisor::connect(uri)?.info(template).is_ok();
         if has && source.is_none() {
             source = Some(uri.clone());
         } else if !has {
@@ -69,8 +152,8 @@ pub fn run(cmd: TemplateCommand) -> anyhow::Result<bool> {
     // The size to show progress against: the template's disks as the source reports them.
     let total: u64 = {
         let h = Hypervisor::connect(&source)?;
-        let xml = h.xml(&template)?;
-        let plan = vm::clone_xml::plan_clone(&xml, &template, false, &mut || crate::mac::MacAddr([0; 6]))?;
+        let xml = h.xml(template)?;
+        let plan = vm::clone_xml::plan_clone(&xml, template, false, &mut || crate::mac::MacAddr([0; 6]))?;
         plan.disks.iter().filter_map(|d| h.volume_size(&d.source).ok()).sum()
     };
     let bars = indicatif::MultiProgress::new();
@@ -89,7 +172,7 @@ pub fn run(cmd: TemplateCommand) -> anyhow::Result<bool> {
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 bar.set_prefix(vm::deploy::uri_for_source(dest).to_string());
-                let (source, template) = (&source, &template);
+                let source = &source;
                 s.spawn(move || {
                     let result = Hypervisor::connect(source).and_then(|src| {
                         let dst = Hypervisor::connect(dest)?;

@@ -388,15 +388,33 @@ fn list(uri: &str, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        println!("{:<24} {:<10} {:>5} {:>10}  UUID", "NAME", "STATE", "VCPUS", "MEMORY");
+        println!(
+            "{:<24} {:<10} {:>5} {:>10}  {:<28} UUID",
+            "NAME", "STATE", "VCPUS", "MEMORY", "TEMPLATE"
+        );
         for d in &list {
             println!(
-                "{:<24} {:<10} {:>5} {:>7} MiB  {}",
-                d.name, d.state, d.vcpus, d.memory_mib, d.uuid
+                "{:<24} {:<10} {:>5} {:>7} MiB  {:<28} {}",
+                d.name,
+                d.state,
+                d.vcpus,
+                d.memory_mib,
+                template_column(d),
+                d.uuid
             );
         }
     }
     Ok(())
+}
+
+/// "centos.template v3" for a clone of version 3 or for version 3 itself, the template's
+/// name for a clone of an unversioned template, "-" otherwise.
+fn template_column(d: &vm::DomainSummary) -> String {
+    match (&d.template, d.template_version) {
+        (Some(t), Some(v)) => format!("{t} v{v}"),
+        (Some(t), None) => t.clone(),
+        (None, _) => "-".into(),
+    }
 }
 
 /// `provd vm info`: the domain, its provd metadata (template, clone of, seed), or its XML.
@@ -504,8 +522,13 @@ fn clone(uri: &str, template: &str, name: &str, linked: bool) -> anyhow::Result<
         &CloneRequest::plain(template, name, linked),
         &mut super::deploy::DiskProgress::default().callback(),
     )?;
+    // Of the template's newest version when it has versions: say which.
+    let of = match (&d.template, d.template_version) {
+        (Some(family), Some(v)) => format!("{family} v{v} ({})", vm::version::version_name(family, v)),
+        _ => template.to_string(),
+    };
     println!(
-        "{}: {} clone of {template} ({}, uuid {})",
+        "{}: {} clone of {of} ({}, uuid {})",
         d.name,
         if linked { "linked" } else { "full" },
         d.state,
@@ -547,13 +570,17 @@ fn list_site(
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{:<24} {:<10} {:>5} {:>10}  HYPERVISOR",
-            "NAME", "STATE", "VCPUS", "MEMORY"
+            "{:<24} {:<10} {:>5} {:>10}  {:<28} HYPERVISOR",
+            "NAME", "STATE", "VCPUS", "MEMORY", "TEMPLATE"
         );
         for (h, d) in &rows {
             println!(
-                "{:<24} {:<10} {:>5} {:>7} MiB  {h}",
-                d.name, d.state, d.vcpus, d.memory_mib
+                "{:<24} {:<10} {:>5} {:>7} MiB  {:<28} {h}",
+                d.name,
+                d.state,
+                d.vcpus,
+                d.memory_mib,
+                template_column(d)
             );
         }
     }

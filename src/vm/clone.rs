@@ -17,6 +17,7 @@ use virt::domain::Domain;
 /// libvirt's "inactive" (persistent definition) and "secure" (keep VNC passwords) XML flags.
 const XML_INACTIVE_SECURE: u32 = virt::sys::VIR_DOMAIN_XML_INACTIVE | virt::sys::VIR_DOMAIN_XML_SECURE;
 
+#[derive(Clone, Copy)]
 pub struct CloneRequest<'a> {
     pub template: &'a str,
     pub name: &'a str,
@@ -196,7 +197,25 @@ impl Hypervisor {
         used
     }
 
+    /// Clone `r.template`, or its newest version when it has versions here
+    /// (`version::resolve_template`); the clone records which.
     pub fn clone_domain(
+        &self,
+        r: &CloneRequest,
+        progress: &mut dyn FnMut(CloneEvent),
+    ) -> Result<DomainSummary, VmError> {
+        let resolved = self.resolve_template(r.template)?;
+        self.clone_exact(
+            &CloneRequest {
+                template: &resolved,
+                ..*r
+            },
+            progress,
+        )
+    }
+
+    /// Clone exactly the domain `r.template` names.
+    pub(super) fn clone_exact(
         &self,
         r: &CloneRequest,
         progress: &mut dyn FnMut(CloneEvent),
@@ -217,6 +236,7 @@ impl Hypervisor {
             });
         }
         let template_uuid = template.uuid_string().map_err(self.err("reading", r.template))?;
+        let template_version = self.meta(&template).template.and_then(|t| t.version);
         let xml = template
             .xml_desc(XML_INACTIVE_SECURE)
             .map_err(self.err("reading", r.template))?;
@@ -293,6 +313,7 @@ impl Hypervisor {
                     template_name: r.template.into(),
                     template_uuid,
                     linked: r.linked,
+                    version: template_version,
                 }),
                 nocloud: r.nocloud_url.map(str::to_string),
             };
@@ -315,13 +336,13 @@ impl Hypervisor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A private test driver holding a shut-off template whose disk is a volume of a dir pool,
     /// and a running domain. Clones go through the same libvirt storage calls as on a real
     /// hypervisor (the test driver keeps volumes in memory).
-    fn driver() -> (tempfile::TempDir, Hypervisor) {
+    pub(in crate::vm) fn driver() -> (tempfile::TempDir, Hypervisor) {
         let dir = tempfile::tempdir().unwrap();
         let node = dir.path().join("node.xml");
         std::fs::write(

@@ -92,7 +92,8 @@ pub fn deploy(
             }
         };
         let info = h.host_info()?;
-        let template = h.info(req.template).ok();
+        // The template's newest version when it has versions (what the clone will be of).
+        let template = h.resolve_template(req.template).ok().and_then(|t| h.info(&t).ok());
         cands.push(Candidate {
             uri: uri.clone(),
             free_memory_mib: info.free_memory_mib,

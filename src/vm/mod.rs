@@ -24,6 +24,7 @@ pub mod push;
 pub mod snapshot;
 pub mod storage;
 pub mod sysprep;
+pub mod version;
 pub mod xml;
 
 use crate::config::{DiskSpec, NicSpec};
@@ -93,6 +94,27 @@ pub enum VmError {
     },
     #[error("a domain named {name:?} already exists on {uri}")]
     Exists { name: String, uri: String },
+    #[error("{name:?} is not a template (run `provd vm sysprep {name}` first)")]
+    NotATemplate { name: String },
+    #[error(
+        "{name:?} is version {number} of template {family:?} and is frozen: {what} would change what its clones were made from (clone it, or change {family:?} and version it again)"
+    )]
+    Frozen {
+        name: String,
+        family: String,
+        number: u32,
+        what: &'static str,
+    },
+    #[error(
+        "{name:?} is version {number} of template {family:?} and clones of it run ({}): stop or purge them first",
+        running.join(", ")
+    )]
+    VersionInUse {
+        name: String,
+        family: String,
+        number: u32,
+        running: Vec<String>,
+    },
     #[error("{name:?} is the template of linked clones ({}); {what} would corrupt them: purge or full-clone them first", clones.join(", "))]
     Protected {
         name: String,
@@ -233,6 +255,13 @@ pub struct DomainSummary {
     pub state: String,
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// For a clone, the template it came from; for a template version, the template it is
+    /// a version of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// That template's version (a clone of an unversioned template has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_version: Option<u32>,
 }
 
 /// What `provd vm host-info` shows, and what placement will compare.
@@ -298,12 +327,24 @@ impl Hypervisor {
     pub(crate) fn summary(&self, d: &Domain) -> Result<DomainSummary, VmError> {
         let name = d.name().map_err(self.err("reading", "?"))?;
         let info = d.info().map_err(self.err("reading", &name))?;
+        // Where it came from: a clone's template, or the template a version belongs to.
+        let meta = self.meta(d);
+        let (template, version) = match (meta.clone_of, meta.template) {
+            (Some(c), _) => (
+                Some(c.version.as_ref().map_or(c.template_name, |v| v.family.clone())),
+                c.version,
+            ),
+            (None, Some(t)) => (t.version.as_ref().map(|v| v.family.clone()), t.version),
+            (None, None) => (None, None),
+        };
         Ok(DomainSummary {
             uuid: d.uuid_string().map_err(self.err("reading", &name))?,
             state: state_name(d),
             vcpus: info.nr_virt_cpu,
             memory_mib: info.max_mem / 1024,
             name,
+            template,
+            template_version: version.map(|v| v.number),
         })
     }
 
@@ -376,6 +417,8 @@ impl Hypervisor {
     pub fn start(&self, name: &str) -> Result<(), VmError> {
         let d = self.domain(name)?;
         self.require_running(&d, name, false, "start", "shut off")?;
+        // Frozen first: it is the reason that stays when the clones are gone.
+        self.refuse_if_frozen(name, "starting it")?;
         self.refuse_if_backing(name, "starting it")?;
         d.create().map_err(self.err("starting", name))
     }
@@ -567,6 +610,7 @@ impl Hypervisor {
             d.destroy().map_err(self.err("destroying", name))?;
         }
         self.refuse_if_backing(name, "purging it")?;
+        self.refuse_if_version_in_use(name)?;
         let mut files = xml::owned_disk_files(&d.xml_desc(0).map_err(self.err("reading", name))?);
         files.extend(xml::nvram_file(&d.xml_desc(0).map_err(self.err("reading", name))?));
         // The NVRAM file is the domain's own too: libvirt removes it with this flag.
@@ -633,6 +677,7 @@ impl Hypervisor {
         let d = self.domain(name)?;
         self.require_running(&d, name, false, "undefine", "shut off")?;
         self.refuse_if_backing(name, "undefining it")?;
+        self.refuse_if_version_in_use(name)?;
         // Keep a UEFI domain's NVRAM (its disks stay too); plain undefine refuses one.
         d.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
             .or_else(|_| d.undefine())

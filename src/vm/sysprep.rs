@@ -91,6 +91,7 @@ impl Hypervisor {
                 needs: "shut off (libguestfs must not write a disk a running guest uses)",
             });
         }
+        self.refuse_if_frozen(name, "sysprep")?;
         self.refuse_if_backing(name, "sysprep")?;
         let known = known_operations(name)?;
         let (ran, skipped) = choose_operations(&known);
@@ -125,6 +126,7 @@ impl Hypervisor {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             operations: ran.join(","),
+            version: None,
         });
         self.set_meta(&d, name, &meta)?;
         Ok(SysprepReport { ran, skipped })

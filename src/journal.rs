@@ -95,6 +95,13 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// An operator's action on a VM through the admin API (the console's buttons).
+    VmAction {
+        domain: String,
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A request refused: which request, and why.
     Refused { request: String, why: RefusalReason },
 }
@@ -239,6 +246,16 @@ impl fmt::Display for Step {
             Step::Drained { domain, error, .. } => {
                 write!(f, "drain: {domain} not moved: {}", error.as_deref().unwrap_or("?"))
             }
+            Step::VmAction {
+                domain,
+                action,
+                error: None,
+            } => write!(f, "vm {domain}: {action}"),
+            Step::VmAction {
+                domain,
+                action,
+                error: Some(e),
+            } => write!(f, "vm {domain}: {action} refused: {e}"),
             Step::Refused { request, why } => write!(f, "{request}: {why}"),
         }
     }

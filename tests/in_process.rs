@@ -323,6 +323,7 @@ async fn admin_routes_exist_only_on_the_api_listener_and_need_the_token() {
         "/api/events",
         "/api/sites",
         "/api/failover",
+        "/api/vms",
     ] {
         assert_eq!(
             call(&f.boot_router(), "GET", path, "").await.0,
@@ -339,6 +340,10 @@ async fn admin_routes_exist_only_on_the_api_listener_and_need_the_token() {
             "{path} returned the token"
         );
     }
+    // A VM action needs the pool (provd's CA): without it, refused with the reason.
+    let (status, body) = call_as(&api, "POST", "/api/vms/hv1/web1/start", "", Some(&bearer)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("the pool is not running"), "{body}");
     // Metrics and health: open on the admin listener, absent from boot listeners.
     assert_eq!(call(&api, "GET", "/metrics", "").await.0, StatusCode::OK);
     assert_eq!(

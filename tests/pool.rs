@@ -515,7 +515,8 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
         lva.virsh(&["vol-info", "--pool", "tpool", "clash_system.qcow2"])
             .contains("1.00 MiB")
     );
-    batch_deploy_across_both_hypervisors(&daemon, &lva, &lvb, &operator);
+    let packed = batch_deploy_across_both_hypervisors(&daemon, &lva, &lvb, &operator);
+    console_acts_on_vms(&p, &lva, &lvb, &state, &w, packed);
     drop(lva);
     drop(lvb);
 }
@@ -524,7 +525,12 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
 /// since the push) lands on both hypervisors (spread), as virsh on each sees it; a rerun
 /// makes nothing new; a packed batch goes to one host, and one VM whose disk is in the way
 /// fails without stopping the others.
-fn batch_deploy_across_both_hypervisors(daemon: &Daemon, lva: &Libvirtd, lvb: &Libvirtd, operator: &Path) {
+fn batch_deploy_across_both_hypervisors(
+    daemon: &Daemon,
+    lva: &Libvirtd,
+    lvb: &Libvirtd,
+    operator: &Path,
+) -> &'static str {
     daemon.cli(&["hypervisors", "undrain", "hvb"]);
     let batch = |extra: &[&str]| {
         let mut args = vec![
@@ -628,6 +634,140 @@ fn batch_deploy_across_both_hypervisors(daemon: &Daemon, lva: &Libvirtd, lvb: &L
             packed_on.virsh(&["domstate", name]).trim(),
             "shut off",
             "--no-start: {name}"
+        );
+    }
+    if pa.is_empty() { "hvb" } else { "hva" }
+}
+
+/// The admin API's VM routes and the console's VM buttons (issue 38), in headless Chromium
+/// inside provd's namespace: a snapshot of the shut-off pk-1 (on `packed`), then web1
+/// (diskless, on A) powered off, started, refused a migration to hvc (not ready),
+/// migrated to B, rebooted; each result checked with virsh on the hypervisors.
+fn console_acts_on_vms(p: &Netns, lva: &Libvirtd, lvb: &Libvirtd, state: &Path, w: &Workdir, packed: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    let token = std::fs::read_to_string(state.join("api-token")).unwrap();
+    let token = token.trim();
+    let curl = |args: &[&str]| -> (String, String) {
+        let out = p
+            .cmd("curl")
+            .args(["-s", "-o", "/dev/stdout", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (body.to_string(), code.to_string())
+    };
+    let bearer = format!("Authorization: Bearer {token}");
+    let api = "http://127.0.0.1:6767/api/vms";
+    // The API first: every VM of both hosts; refusals say why.
+    let (body, code) = curl(&["-H", &bearer, api]);
+    assert_eq!(code, "200", "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let on = |host: &str| -> Vec<String> {
+        list["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["host"] == host)
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        on("hva").contains(&"web1".to_string()) && on("hvb").iter().any(|n| n.starts_with("web-")),
+        "{list}"
+    );
+    assert_eq!(list["unanswered"], serde_json::json!([]), "{list}");
+    let post = |path: &str, auth: bool| {
+        let url = format!("{api}/{path}");
+        let mut args = vec!["-X", "POST"];
+        if auth {
+            args.extend(["-H", bearer.as_str()]);
+        }
+        args.push(&url);
+        curl(&args)
+    };
+    assert_eq!(post("hva/web1/reboot", false).1, "401", "no credential, no action");
+    let (body, code) = post("hva/web1/format-disk", true);
+    assert!(code == "400" && body.contains("unknown action"), "{code} {body}");
+    // A host is named as the pool knows it: an address the caller picks is never dialled.
+    let (body, code) = post("10.96.0.99/web1/start", true);
+    assert!(code == "404" && body.contains("no hypervisor named"), "{code} {body}");
+    let (body, code) = post("hva/web1/start", true);
+    assert!(
+        code == "409" && body.contains("running"),
+        "already running: {code} {body}"
+    );
+
+    let shot = w.path("vm-console.png");
+    let mut driver = common::ChildGuard::spawn(
+        p.cmd("/usr/bin/python3")
+            .arg(common::repo("tests/browser/vm_console.py"))
+            .arg("http://127.0.0.1:6767/console")
+            .arg(token)
+            .arg(&shot)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped()),
+    );
+    let mut lines = BufReader::new(driver.child().stdout.take().unwrap()).lines();
+    let mut stdin = driver.child().stdin.take().unwrap();
+    let mut next = || lines.next().expect("the console driver ended early").unwrap();
+    assert_eq!(next(), "REFUSED");
+    assert_eq!(next(), "LIVE");
+    let mut say = |command: &str| -> String {
+        stdin.write_all(format!("{command}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        let line = next();
+        eprintln!("console: {command} -> {line}");
+        line
+    };
+    let lv_packed = if packed == "hva" { lva } else { lvb };
+    let ok = |said: String| assert!(said.starts_with("OK "), "{said}");
+    ok(say(&format!("snapshot {packed} pk-1 before")));
+    assert!(lv_packed.virsh(&["snapshot-list", "pk-1", "--name"]).contains("before"));
+    ok(say("power-off hva web1"));
+    assert_eq!(lva.virsh(&["domstate", "web1"]).trim(), "shut off");
+    ok(say("start hva web1"));
+    assert_eq!(lva.virsh(&["domstate", "web1"]).trim(), "running");
+    let refused = say("migrate hva web1 hvc");
+    assert!(
+        refused.starts_with("REFUSED ") && refused.contains("hvc is not ready"),
+        "{refused}"
+    );
+    ok(say("migrate hva web1 hvb"));
+    assert_eq!(lvb.virsh(&["domstate", "web1"]).trim(), "running");
+    assert!(!lva.virsh(&["list", "--all", "--name"]).contains("web1"));
+    ok(say("reboot hvb web1"));
+    assert_eq!(say("END"), "DONE");
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
+    // Each action is in the boot journal (typed), under the hypervisor it was asked of.
+    let (body, _) = curl(&["-H", &bearer, "http://127.0.0.1:6767/api/events"]);
+    let events: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let actions: Vec<(String, String, String)> = events
+        .iter()
+        .filter(|e| e["kind"] == "vm-action" && e["error"].is_null())
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+            (s("mac"), s("domain"), s("action"))
+        })
+        .collect();
+    let (mac_a, mac_p) = (
+        "52:54:00:00:96:0a",
+        if packed == "hva" {
+            "52:54:00:00:96:0a"
+        } else {
+            "52:54:00:00:96:0b"
+        },
+    );
+    for (mac, domain, action) in [
+        (mac_p, "pk-1", "snapshot"),
+        (mac_a, "web1", "power-off"),
+        (mac_a, "web1", "start"),
+        (mac_a, "web1", "migrate to hvb"),
+    ] {
+        assert!(
+            actions.contains(&(mac.into(), domain.into(), action.into())),
+            "{domain} {action} not journaled under {mac}: {actions:?}"
         );
     }
 }

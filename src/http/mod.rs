@@ -26,6 +26,7 @@ mod pki_api;
 pub mod power_api;
 pub mod session;
 pub mod tls;
+pub mod vm_api;
 pub mod zero_copy;
 
 use crate::boot::Boot;
@@ -137,6 +138,7 @@ pub fn api_router(state: AppState) -> Router {
     let admin = api::routes()
         .merge(pki_api::routes())
         .merge(power_api::routes())
+        .merge(vm_api::routes())
         .merge(console::api_routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     boot::routes()

@@ -41,6 +41,25 @@ pub enum DrainError {
     Task(tokio::task::JoinError),
 }
 
+/// How provd reaches one ready hypervisor (`Pool::reach`).
+#[derive(Debug, Clone)]
+pub struct Reach {
+    pub mac: MacAddr,
+    pub site: String,
+    /// `qemu+tls://<fqdn>/system?pkipath=<provd's client credentials>`.
+    pub uri: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReachError {
+    #[error("the pool is not running (provd has no CA)")]
+    NoPool,
+    #[error("no hypervisor named {0:?} in the pool")]
+    Unknown(String),
+    #[error("{host} is not ready ({state}): provd cannot reach its libvirt")]
+    NotReady { host: String, state: &'static str },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolState {
@@ -254,6 +273,28 @@ impl Pool {
             moved.iter().filter(|m| m.to.is_none()).count()
         );
         Ok(moved)
+    }
+
+    /// Where provd reaches `host`'s libvirt with its own client certificate (the URI with
+    /// `?pkipath=`), its MAC, and its site: only for a host the pool has found ready.
+    pub fn reach(&self, host: &str) -> Result<Reach, ReachError> {
+        let pki = self.pki_dir.read().unwrap().clone().ok_or(ReachError::NoPool)?;
+        let checks = self.checks.read().unwrap();
+        let (mac, c) = checks
+            .iter()
+            .find(|(_, c)| c.host == host)
+            .ok_or_else(|| ReachError::Unknown(host.to_string()))?;
+        if c.state != PoolState::Ready {
+            return Err(ReachError::NotReady {
+                host: host.to_string(),
+                state: state_name(c.state),
+            });
+        }
+        Ok(Reach {
+            mac: *mac,
+            site: c.site.clone(),
+            uri: format!("{}?pkipath={}", c.uri, pki.display()),
+        })
     }
 
     pub fn checks(&self) -> Vec<Check> {

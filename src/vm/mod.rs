@@ -11,6 +11,7 @@
 //! must call it from `spawn_blocking`. Errors name the URI and the domain and carry
 //! libvirt's own message.
 
+pub mod action;
 pub mod batch;
 pub mod clone;
 pub mod clone_xml;
@@ -94,6 +95,8 @@ pub enum VmError {
     },
     #[error("a domain named {name:?} already exists on {uri}")]
     Exists { name: String, uri: String },
+    #[error("migrating {name:?}: no destination was given")]
+    NoDestination { name: String },
     #[error("{name:?} is not a template (run `provd vm sysprep {name}` first)")]
     NotATemplate { name: String },
     #[error(
@@ -247,8 +250,8 @@ impl Drop for CreatedDisks {
     }
 }
 
-/// One domain as `provd vm list` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// One domain as `provd vm list` shows it (and the admin API answers it).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct DomainSummary {
     pub name: String,
     pub uuid: String,
@@ -257,10 +260,10 @@ pub struct DomainSummary {
     pub memory_mib: u64,
     /// For a clone, the template it came from; for a template version, the template it is
     /// a version of.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
     /// That template's version (a clone of an unversioned template has none).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_version: Option<u32>,
 }
 

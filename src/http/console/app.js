@@ -89,13 +89,72 @@ function toast(text) {
 
 async function act(question, method, path) {
   if (!window.confirm(question)) return;
+  await send(method, path);
+}
+
+// One change through the admin API; the answer (or the refusal's reason) as a toast.
+async function send(method, path) {
   try {
     const r = await fetch(path, { method, headers: { "X-Provd-Console": "1" }, credentials: "same-origin" });
     const body = await r.json().catch(() => ({}));
     toast(r.ok ? "done: " + path : "refused: " + (body.error || r.status));
+    return r.ok;
   } catch (e) {
     toast("failed: " + e);
+    return false;
   }
+}
+
+// VMs are asked of the hypervisors' libvirt (not in the journal's snapshot): on load, every
+// 10 s, and after each action.
+async function refreshVms() {
+  try {
+    const r = await fetch("/api/vms", { credentials: "same-origin" });
+    if (r.ok) renderVms(await r.json());
+  } catch (e) {
+    /* the stream's badge already says when the server is gone */
+  }
+}
+
+async function vmAct(v, action) {
+  const base = "/api/vms/" + encodeURIComponent(v.host) + "/" + encodeURIComponent(v.name) + "/" + action;
+  let path = base;
+  if (action === "migrate") {
+    const others = (latest ? latest.hypervisors : [])
+      .filter((h) => h.site === v.site && h.host !== v.host && h.state === "ready" && !h.drained)
+      .map((h) => h.host);
+    const to = window.prompt("Migrate " + v.name + " (running on " + v.host + ") live to which hypervisor?", others[0] || "");
+    if (!to) return;
+    path = base + "?to=" + encodeURIComponent(to);
+  } else if (action === "snapshot") {
+    const snap = window.prompt("Snapshot " + v.name + " (shut off) as:", "console-" + Math.floor(Date.now() / 1000));
+    if (!snap) return;
+    path = base + "?snapshot=" + encodeURIComponent(snap);
+  } else {
+    const what = { start: "Start", shutdown: "Ask the guest to shut down:", "power-off": "Power off at once (no guest shutdown):", reboot: "Ask the guest to reboot:" }[action];
+    if (!window.confirm(what + " " + v.name + " on " + v.host + "?")) return;
+  }
+  await send("POST", path);
+  await refreshVms();
+}
+
+function renderVms(list) {
+  const rows = list.vms
+    .sort((a, b) => (a.host + "/" + a.name).localeCompare(b.host + "/" + b.name))
+    .map((v) => {
+      const running = v.state === "running";
+      const buttons = (running ? ["shutdown", "power-off", "reboot", "migrate"] : ["start", "snapshot"])
+        .map((a) => el("button", { "data-action": a, onclick: () => vmAct(v, a) }, a));
+      const from = v.template ? v.template + (v.template_version ? " v" + v.template_version : "") : "-";
+      return el("tr", { "data-vm": v.host + "/" + v.name },
+        el("td", {}, v.name), el("td", {}, v.host), el("td", { class: "vm-state" }, v.state),
+        el("td", {}, v.vcpus), el("td", {}, v.memory_mib), el("td", { class: "narrow-hide" }, from), el("td", {}, buttons));
+    });
+  const missing = list.unanswered.map((u) => el("p", { class: "why" }, u.host + " did not answer: " + u.error));
+  document.getElementById("vms").replaceChildren(...missing, rows.length ? el("div", { class: "scroll" }, el("table", {},
+    el("thead", {}, el("tr", {}, ["VM", "hypervisor", "state", "vcpus", "MiB", "template", "actions"].map((t) =>
+      el("th", t === "template" ? { class: "narrow-hide" } : {}, t)))),
+    el("tbody", {}, rows))) : el("p", {}, "No VM on a ready hypervisor."));
 }
 
 function actions(h) {
@@ -234,3 +293,5 @@ function connect() {
 
 document.getElementById("lease-search").addEventListener("input", renderLeases);
 connect();
+refreshVms();
+setInterval(refreshVms, 10000);

@@ -1,0 +1,223 @@
+//! Admin API for VMs (behind the admin credential, like every `/api/...` route):
+//! - `GET /api/vms`: every domain of every hypervisor the pool has found ready, asked of
+//!   its libvirt now (with provd's own client certificate), and the hosts that did not
+//!   answer;
+//! - `POST /api/vms/<host>/<name>/<action>`: start, shutdown, power-off, reboot, snapshot
+//!   (`?snapshot=NAME`, default `console-<time>`) or migrate (`?to=HOST`, a ready
+//!   hypervisor of the same site). The answer is the VM as libvirt shows it afterwards; a
+//!   refusal says why (409 for a VM in the wrong state or a protected template, 404 for
+//!   a name that is not there, 502 when libvirt itself failed). Each action is journaled
+//!   under the hypervisor.
+//!
+//! A VM is addressed by its hypervisor's host name as the pool knows it, never by a URI
+//! from the request: a caller cannot make provd dial an address of its choosing.
+
+use super::AppState;
+use super::failure::refuse;
+use crate::clock::unix_now;
+use crate::pool::{Reach, ReachError};
+use crate::vm::action::{self, ActionDone, VmAction};
+use crate::vm::{DomainSummary, Hypervisor, VmError};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long one hypervisor may take to list its domains, or to answer an action other than
+/// a migration (a migration takes as long as the memory takes to move).
+const LIBVIRT_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/vms", get(list))
+        .route("/api/vms/{host}/{name}/{action}", post(act))
+}
+
+/// One domain and the hypervisor it is on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmRow {
+    pub host: String,
+    pub site: String,
+    #[serde(flatten)]
+    pub vm: DomainSummary,
+}
+
+/// A ready hypervisor that did not answer, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unanswered {
+    pub host: String,
+    pub error: String,
+}
+
+/// `GET /api/vms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmList {
+    pub vms: Vec<VmRow>,
+    pub unanswered: Vec<Unanswered>,
+}
+
+/// Why a libvirt job gave no result.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("libvirt did not answer within {} s", .0.as_secs())]
+    TimedOut(Duration),
+    #[error("the libvirt task ended: {0}")]
+    Task(tokio::task::JoinError),
+}
+
+impl JobError {
+    /// The answer's status: the VM's own refusal as `status_of` says, a timeout as 504.
+    fn status(&self) -> StatusCode {
+        match self {
+            JobError::Vm(e) => status_of(e),
+            JobError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+            JobError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Run a blocking libvirt job, bounded by `limit` when there is one.
+async fn blocking<T: Send + 'static>(
+    limit: Option<Duration>,
+    job: impl FnOnce() -> Result<T, VmError> + Send + 'static,
+) -> Result<T, JobError> {
+    let task = tokio::task::spawn_blocking(job);
+    let joined = match limit {
+        Some(d) => tokio::time::timeout(d, task).await.map_err(|_| JobError::TimedOut(d))?,
+        None => task.await,
+    };
+    Ok(joined.map_err(JobError::Task)??)
+}
+
+async fn list(State(s): State<AppState>) -> Json<VmList> {
+    let ready: Vec<(String, Reach)> = s
+        .pool
+        .checks()
+        .into_iter()
+        .filter_map(|c| s.pool.reach(&c.host).ok().map(|r| (c.host, r)))
+        .collect();
+    // Every host at once: one slow hypervisor does not hold up the others' answers.
+    let answers = futures_util::future::join_all(ready.into_iter().map(|(host, reach)| async move {
+        let uri = reach.uri.clone();
+        let listed = blocking(Some(LIBVIRT_TIMEOUT), move || Hypervisor::connect(&uri)?.list()).await;
+        (host, reach.site, listed)
+    }))
+    .await;
+    let mut out = VmList {
+        vms: Vec::new(),
+        unanswered: Vec::new(),
+    };
+    for (host, site, listed) in answers {
+        match listed {
+            Ok(vms) => out.vms.extend(vms.into_iter().map(|vm| VmRow {
+                host: host.clone(),
+                site: site.clone(),
+                vm,
+            })),
+            Err(e) => out.unanswered.push(Unanswered {
+                host,
+                error: e.to_string(),
+            }),
+        }
+    }
+    Json(out)
+}
+
+#[derive(Debug, Deserialize)]
+struct ActQuery {
+    snapshot: Option<String>,
+    to: Option<String>,
+}
+
+/// The answer status for a VM operation that failed.
+fn status_of(e: &VmError) -> StatusCode {
+    match e {
+        VmError::NoDomain { .. } => StatusCode::NOT_FOUND,
+        VmError::Connect { .. } | VmError::Libvirt { .. } => StatusCode::BAD_GATEWAY,
+        VmError::BadSnapshotName { .. } | VmError::NoDestination { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::CONFLICT,
+    }
+}
+
+fn reach_refusal(e: ReachError) -> Response {
+    let status = match e {
+        ReachError::NoPool => StatusCode::SERVICE_UNAVAILABLE,
+        ReachError::Unknown(_) => StatusCode::NOT_FOUND,
+        ReachError::NotReady { .. } => StatusCode::CONFLICT,
+    };
+    refuse(status, e)
+}
+
+async fn act(
+    State(s): State<AppState>,
+    Path((host, name, action)): Path<(String, String, String)>,
+    Query(q): Query<ActQuery>,
+) -> Response {
+    let Some(action) = VmAction::parse(&action) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("unknown action {action:?}: start, shutdown, power-off, reboot, snapshot or migrate"),
+        );
+    };
+    let source = match s.pool.reach(&host) {
+        Ok(r) => r,
+        Err(e) => return reach_refusal(e),
+    };
+    // A migration goes to a ready hypervisor of the same site, named as the pool names it.
+    let dest = match (action, q.to.as_deref()) {
+        (VmAction::Migrate, None) => return refuse(StatusCode::BAD_REQUEST, "migrate needs ?to=HOST"),
+        (VmAction::Migrate, Some(to)) if to == host => {
+            return refuse(StatusCode::BAD_REQUEST, format!("{name} is already on {host}"));
+        }
+        (VmAction::Migrate, Some(to)) => match s.pool.reach(to) {
+            Ok(d) if d.site != source.site => {
+                return refuse(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "{to} is in site {}, {host} in site {}: a migration stays in its site",
+                        d.site, source.site
+                    ),
+                );
+            }
+            Ok(d) => Some((to.to_string(), d.uri)),
+            Err(e) => return reach_refusal(e),
+        },
+        _ => None,
+    };
+    let snapshot = q.snapshot.unwrap_or_else(|| format!("console-{}", unix_now()));
+    let limit = (action != VmAction::Migrate).then_some(LIBVIRT_TIMEOUT);
+    let (uri, vm, dest_uri) = (source.uri.clone(), name.clone(), dest.as_ref().map(|d| d.1.clone()));
+    let done = blocking(limit, move || {
+        let h = Hypervisor::connect(&uri)?;
+        action::apply(&h, &vm, action, &snapshot, dest_uri.as_deref())
+    })
+    .await;
+    let step = |error: Option<String>| crate::journal::Step::VmAction {
+        domain: name.clone(),
+        action: match &dest {
+            Some((to, _)) => format!("migrate to {to}"),
+            None => action.as_str().to_string(),
+        },
+        error,
+    };
+    match done {
+        Ok(vm) => {
+            s.journal.record(Some(source.mac), None, step(None));
+            Json(ActionDone {
+                action,
+                host: dest.map(|d| d.0).unwrap_or(host),
+                vm,
+            })
+            .into_response()
+        }
+        Err(e) => {
+            s.journal.record(Some(source.mac), None, step(Some(e.to_string())));
+            refuse(e.status(), e)
+        }
+    }
+}

@@ -16,28 +16,16 @@ PROVD=${PROVD:-target/release/provd}
 [ -x "$PROVD" ] || { echo "build first: cargo build --release"; exit 1; }
 command -v virt-clone >/dev/null || { echo "virt-clone missing: lab/deps.sh"; exit 1; }
 
+. lab/bench/private-libvirtd.sh
 W=$(mktemp -d /var/tmp/provd-bench-clone.XXXXXX)
 chmod 755 "$W"
 NS=pvb-clone-$$
 cleanup() {
-  ip netns pids "$NS" 2>/dev/null | xargs -r kill -9 || true
-  sleep 0.5
-  ip netns del "$NS" 2>/dev/null || true
+  stop_private_libvirtd "$NS"
   rm -rf "$W"
 }
 trap cleanup EXIT
-ip netns add "$NS"
-mkdir -p "$W/run" "$W/images"
-echo 'listen_tcp = 0' > "$W/libvirtd.conf"
-ip netns exec "$NS" unshare --mount --propagation private sh -c "
-mkdir -p /run/libvirt && mount --bind $W/run /run/libvirt
-for d in /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt/qemu; do mkdir -p \$d; mount -t tmpfs tmpfs \$d; done
-mkdir -p /var/log/libvirt/qemu /var/lib/libvirt/qemu/nvram
-virtlogd -d -p /run/libvirt/virtlogd.pid
-exec libvirtd -p /run/libvirt/libvirtd.pid -f $W/libvirtd.conf" >"$W/libvirtd.log" 2>&1 &
-disown
-URI="qemu:///system?socket=$W/run/libvirt-sock"
-for _ in $(seq 50); do virsh -q -c "$URI" list >/dev/null 2>&1 && break; sleep 0.2; done
+start_private_libvirtd "$NS" "$W"
 
 define() { # name disk
   cat > "$W/$1.xml" <<XML

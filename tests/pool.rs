@@ -197,7 +197,7 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
             .unwrap();
         std::fs::write(dc.join(format!("pki/libvirt/{name}cert.pem")), cert.pem).unwrap();
     }
-    let lva = Libvirtd::start_with(&a, &da, Some((&da.join("pki"), "10.96.0.11")));
+    let mut lva = Libvirtd::start_with(&a, &da, Some((&da.join("pki"), "10.96.0.11")));
     let lvb = Libvirtd::start_with(&b, &db, Some((&db.join("pki"), "10.96.0.12")));
     let lvc = Libvirtd::start_with(&c, &dc, Some((&dc.join("pki"), "10.96.0.13")));
     for (ns, name, ip, token) in [
@@ -517,6 +517,7 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     );
     let packed = batch_deploy_across_both_hypervisors(&daemon, &lva, &lvb, &operator);
     console_acts_on_vms(&p, &lva, &lvb, &state, &w, packed);
+    deployed_vms_come_back_when_their_hypervisor_boots(&mut lva);
     drop(lva);
     drop(lvb);
 }
@@ -637,6 +638,30 @@ fn batch_deploy_across_both_hypervisors(
         );
     }
     if pa.is_empty() { "hvb" } else { "hva" }
+}
+
+/// A batch's VMs are set to autostart (issue 38): one powered off on A comes back running
+/// when A's TLS libvirtd starts as after a host reboot (its once-per-boot mark cleared).
+fn deployed_vms_come_back_when_their_hypervisor_boots(lva: &mut Libvirtd) {
+    let list = lva.virsh(&["list", "--all", "--name"]);
+    let vm = list
+        .lines()
+        .find(|l| l.starts_with("web-"))
+        .expect("a web-N on A")
+        .to_string();
+    assert!(
+        lva.virsh(&["dominfo", &vm])
+            .lines()
+            .any(|l| l.starts_with("Autostart:") && l.ends_with("enable"))
+    );
+    lva.virsh(&["destroy", &vm]);
+    assert_eq!(lva.virsh(&["domstate", &vm]).trim(), "shut off");
+    lva.restart(true);
+    wait_until(
+        &format!("{vm} started by A's libvirtd"),
+        Duration::from_secs(60),
+        || (lva.virsh(&["domstate", &vm]).trim() == "running").then_some(()),
+    );
 }
 
 /// The admin API's VM routes and the console's VM buttons (issue 38), in headless Chromium

@@ -517,6 +517,7 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     );
     let packed = batch_deploy_across_both_hypervisors(&daemon, &lva, &lvb, &operator);
     console_acts_on_vms(&p, &lva, &lvb, &state, &w, packed);
+    no_vm_moves_to_a_drained_host(&p, &daemon, &state);
     deployed_vms_come_back_when_their_hypervisor_boots(&mut lva);
     drop(lva);
     drop(lvb);
@@ -638,6 +639,22 @@ fn batch_deploy_across_both_hypervisors(
         );
     }
     if pa.is_empty() { "hvb" } else { "hva" }
+}
+
+/// Drained means no new VMs, whoever asks: the API refuses a migration to a drained host.
+fn no_vm_moves_to_a_drained_host(p: &Netns, daemon: &Daemon, state: &Path) {
+    // Drain B (what it cannot move, disks on B's own storage, stays there).
+    daemon.cli_output(&["hypervisors", "drain", "hvb"]);
+    let token = std::fs::read_to_string(state.join("api-token")).unwrap();
+    let out = p
+        .cmd("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "-H"])
+        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .arg("http://127.0.0.1:6767/api/vms/hva/mover/migrate?to=hvb")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.ends_with("\n409") && said.contains("hvb is drained"), "{said}");
 }
 
 /// A batch's VMs are set to autostart (issue 38): one powered off on A comes back running

@@ -3,8 +3,8 @@
 //!   its libvirt now (with provd's own client certificate), and the hosts that did not
 //!   answer;
 //! - `POST /api/vms/<host>/<name>/<action>`: start, shutdown, power-off, reboot, snapshot
-//!   (`?snapshot=NAME`, default `console-<time>`) or migrate (`?to=HOST`, a ready
-//!   hypervisor of the same site). The answer is the VM as libvirt shows it afterwards; a
+//!   (`?snapshot=NAME`, default `console-<time>`) or migrate (`?to=HOST`, a ready,
+//!   undrained hypervisor of the same site). The answer is the VM as libvirt shows it afterwards; a
 //!   refusal says why (409 for a VM in the wrong state or a protected template, 404 for
 //!   a name that is not there, 502 when libvirt itself failed). Each action is journaled
 //!   under the hypervisor.
@@ -184,7 +184,13 @@ async fn act(
                     ),
                 );
             }
-            Ok(d) => Some((to.to_string(), d.uri)),
+            Ok(d) => {
+                // Drained means no new VMs there, whoever asks.
+                if s.inventory.get(d.mac).await.is_some_and(|r| r.drained) {
+                    return refuse(StatusCode::CONFLICT, format!("{to} is drained: no VM is moved there"));
+                }
+                Some((to.to_string(), d.uri))
+            }
             Err(e) => return reach_refusal(e),
         },
         _ => None,

@@ -88,6 +88,11 @@ impl Hypervisor {
             }
             v.clones.push(name);
         }
+        // libvirt lists domains in no set order: by name, so the answer is the same each time.
+        for v in &mut out {
+            v.clones.sort();
+            v.running_clones.sort();
+        }
         out.sort_by_key(|v| v.number);
         Ok(out)
     }

@@ -65,28 +65,31 @@ impl Hypervisor {
 
     /// The versions of `family` here, oldest first, with who was cloned from each.
     pub fn template_versions(&self, family: &str) -> Result<Vec<Version>, VmError> {
-        let marks = self.version_marks()?;
+        // One pass over the domains: each is a version of `family`, a clone, or neither.
         let all = self.conn.list_all_domains(0).map_err(self.err("listing", "domains"))?;
-        let mut out: Vec<Version> = marks
-            .into_iter()
-            .filter(|(_, v)| v.family == family)
-            .map(|(name, v)| Version {
-                name,
-                number: v.number,
-                running_clones: Vec::new(),
-                clones: Vec::new(),
-            })
-            .collect();
+        let mut out: Vec<Version> = Vec::new();
+        let mut clones: Vec<(String, String, bool)> = Vec::new();
         for d in &all {
-            let Some(c) = self.meta(d).clone_of else { continue };
-            let Some(v) = out.iter_mut().find(|v| v.name == c.template_name) else {
-                continue;
-            };
+            let meta = self.meta(d);
             let name = d.name().map_err(self.err("reading", "a domain"))?;
-            if d.is_active().unwrap_or(false) {
-                v.running_clones.push(name.clone());
+            if let Some(v) = meta.template.and_then(|t| t.version).filter(|v| v.family == family) {
+                out.push(Version {
+                    name,
+                    number: v.number,
+                    running_clones: Vec::new(),
+                    clones: Vec::new(),
+                });
+            } else if let Some(c) = meta.clone_of {
+                clones.push((name, c.template_name, d.is_active().unwrap_or(false)));
             }
-            v.clones.push(name);
+        }
+        for (name, template, running) in clones {
+            if let Some(v) = out.iter_mut().find(|v| v.name == template) {
+                if running {
+                    v.running_clones.push(name.clone());
+                }
+                v.clones.push(name);
+            }
         }
         // libvirt lists domains in no set order: by name, so the answer is the same each time.
         for v in &mut out {

@@ -29,6 +29,8 @@ use std::time::Duration;
 /// How long one hypervisor may take to list its domains, or to answer an action other than
 /// a migration (a migration takes as long as the memory takes to move).
 const LIBVIRT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many hypervisors one `GET /api/vms` asks at once (the pool's own checks use 16 too).
+const LIST_PARALLEL: usize = 16;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -101,12 +103,17 @@ async fn list(State(s): State<AppState>) -> Json<VmList> {
         .into_iter()
         .filter_map(|c| s.pool.reach(&c.host).ok().map(|r| (c.host, r)))
         .collect();
-    // Every host at once: one slow hypervisor does not hold up the others' answers.
-    let answers = futures_util::future::join_all(ready.into_iter().map(|(host, reach)| async move {
+    // Several hosts at once, so one slow hypervisor does not hold up the others' answers,
+    // but never more than LIST_PARALLEL: every console tab asks this every 10 s, and the
+    // blocking pool is shared with the store's writes.
+    use futures_util::StreamExt;
+    let answers: Vec<_> = futures_util::stream::iter(ready.into_iter().map(|(host, reach)| async move {
         let uri = reach.uri.clone();
         let listed = blocking(Some(LIBVIRT_TIMEOUT), move || Hypervisor::connect(&uri)?.list()).await;
         (host, reach.site, listed)
     }))
+    .buffer_unordered(LIST_PARALLEL)
+    .collect()
     .await;
     let mut out = VmList {
         vms: Vec::new(),
@@ -125,6 +132,10 @@ async fn list(State(s): State<AppState>) -> Json<VmList> {
             }),
         }
     }
+    // Answers come in as hosts finish: by host and name, so the list reads the same each time.
+    out.vms
+        .sort_by(|a, b| (&a.host, &a.vm.name).cmp(&(&b.host, &b.vm.name)));
+    out.unanswered.sort_by(|a, b| a.host.cmp(&b.host));
     Json(out)
 }
 

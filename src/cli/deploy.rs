@@ -198,9 +198,9 @@ pub fn run(a: DeployArgs) -> anyhow::Result<std::process::ExitCode> {
         (None, Some(pattern)) => {
             let names = vm::batch::names(pattern, a.count.unwrap_or(1), a.first)?;
             let deploy = |name: &str, uri: &str, report: &mut dyn FnMut(vm::deploy::DeployStep)| {
-                let one = [uri.to_string()];
+                // Placed already: deploy_on uses `h`, not the request's candidates.
                 let h = Hypervisor::connect(uri)?;
-                let d = vm::deploy::deploy_on(&h, &common.request(name, &one), || common.issue_seed(name), report)?;
+                let d = vm::deploy::deploy_on(&h, &common.request(name, &[]), || common.issue_seed(name), report)?;
                 Ok(d)
             };
             let batch = super::batch::Batch {

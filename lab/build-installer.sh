@@ -2,7 +2,7 @@
 # Build the lab's mini-installer: boot-assets/lab/vmlinuz (Debian's cloud kernel) and
 # boot-assets/lab/installer.cpio.gz (busybox-static, the virtio modules that kernel needs,
 # lab/installer/init, its udhcpc script and shims, and a boot sector to "install").
-# Needs: busybox-static, linux-image-cloud-amd64 (lab/deps.sh installs them).
+# Needs: busybox-static, linux-image-cloud-amd64, qemu-guest-agent (lab/deps.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-boot-assets/lab}
@@ -24,7 +24,7 @@ add_module() {
   echo "$m.ko" >> "$W/modules.order"
 }
 # button and evdev: the ACPI power button as an input device the init can wait on.
-for m in virtio_pci virtio_net virtio_blk button evdev; do add_module "$m"; done
+for m in virtio_pci virtio_net virtio_blk virtio_console button evdev; do add_module "$m"; done
 # Real bash, openssl and curl, which a hypervisor kickstart's %post needs (its interpreter,
 # its key and CSR, its requests to provd): each binary with the shared libraries ldd names,
 # at their own paths, as dracut does.
@@ -40,6 +40,9 @@ add_binary() {
 # header and grows the last partition), e2fsck and resize2fs (grow the root file system).
 for b in /bin/bash /usr/bin/openssl /usr/bin/curl /usr/bin/install /usr/bin/dd \
   /usr/sbin/sfdisk /usr/sbin/e2fsck /usr/sbin/resize2fs; do add_binary "$b"; done
+# The QEMU guest agent, as a guest OS runs it: it answers libvirt's quiesce (fsfreeze) for
+# live snapshots, and runs a command when a test asks it to (guest-exec).
+add_binary /usr/sbin/qemu-ga
 # e2fsck asks whether the file system is mounted.
 ln -s /proc/mounts "$W/etc/mtab"
 # openssl reads its configuration at start; curl needs nothing else for plain HTTP.

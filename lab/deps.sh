@@ -40,6 +40,7 @@ PKGS=(
   e2fsprogs           # mkfs.ext4, e2fsck, resize2fs (image build, installer environment)
   dosfstools          # mkfs.vfat: the Debian image's EFI system partition
   mtools              # mmd/mcopy: its boot loader written into the ESP without mounting it
+  qemu-guest-agent    # qemu-ga in the lab initramfs: quiesced live snapshots, guest-exec
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -167,6 +167,7 @@ fn guest_xml(w: &Workdir, name: &str, disk: Option<&Path>, mac: &str, extra: &st
     {disk}
     <interface type='bridge'><mac address='{mac}'/><source bridge='br0'/><model type='virtio'/></interface>
     <serial type='file'><source path='{console}/{name}.log'/><target port='0'/></serial>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
     <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
   </devices>
 </domain>"#,
@@ -297,6 +298,7 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
     assert_eq!(sha256(&tpl_disk), template_sum, "the template's disk is unchanged");
     day_two_power_verbs(&w, &lv, &uri);
     snapshots_of_a_stopped_clone(&lv, &uri, &linked_disk, TEMPLATE);
+    live_snapshots_of_a_running_clone(&lv, &uri, &images, &linked_disk);
     hotplug_on_a_running_clone(&lv, &uri, &images);
     autostart_brings_a_vm_back_when_libvirtd_starts(&mut lv, &uri);
 
@@ -375,11 +377,15 @@ fn sysprep_linked_and_full_clones_and_a_deploy_with_nocloud_identity_on_real_lib
     let events = daemon.cli(&["stats", "--json"]);
     assert!(String::from_utf8_lossy(&events.stdout).contains("\"nocloud\""));
 
-    // Purge: the clones' own disks go; the template's stays and is unprotected again.
+    // Purge: the clones' own disks go (linked1's with the overlay of the external snapshot
+    // it still has, down to its own disk); the template's stays and is unprotected again.
+    let live_overlay = images.join("linked1_vda.kept.qcow2");
+    assert!(live_overlay.exists());
     for (clone, disk) in [("linked1", &linked_disk), ("full1", &full_disk)] {
         ok_vm(&uri, &["purge", clone, "--force"]);
         assert!(!disk.exists(), "{clone}'s disk removed");
     }
+    assert!(!live_overlay.exists(), "the snapshot's overlay went with linked1");
     ok_vm(&uri, &["purge", "web7", "--force"]);
     assert!(
         !web7_disk.exists() && !web7_data.exists(),
@@ -601,6 +607,130 @@ fn snapshots_of_a_stopped_clone(lv: &Libvirtd, uri: &str, disk: &Path, template:
     assert!(!ok && err.contains("is running"), "{err}");
     let (ok, _, err) = provd_vm(uri, &["snapshot", "create", template, "t1"]);
     assert!(!ok && err.contains("linked1"), "the template is protected: {err}");
+}
+
+/// Run `script` inside the running guest through its QEMU guest agent (guest-exec), and
+/// wait for it to end successfully.
+fn guest_exec(lv: &Libvirtd, vm: &str, script: &str) {
+    let request = serde_json::json!({
+        "execute": "guest-exec",
+        "arguments": {"path": "/bin/sh", "arg": ["-c", script], "capture-output": true}
+    });
+    let answer: serde_json::Value =
+        serde_json::from_str(&lv.virsh(&["qemu-agent-command", vm, &request.to_string()])).unwrap();
+    let pid = answer["return"]["pid"].as_i64().expect("guest-exec pid");
+    let status = serde_json::json!({"execute": "guest-exec-status", "arguments": {"pid": pid}});
+    let done = wait_until(&format!("{script:?} in {vm}"), Duration::from_secs(60), || {
+        let v: serde_json::Value =
+            serde_json::from_str(&lv.virsh(&["qemu-agent-command", vm, &status.to_string()])).ok()?;
+        (v["return"]["exited"] == true).then_some(v)
+    });
+    assert_eq!(done["return"]["exitcode"], 0, "{script:?} in {vm}: {done}");
+}
+
+/// The guest agent of `vm` answers (it starts with the guest's init).
+fn wait_for_agent(lv: &Libvirtd, vm: &str) {
+    wait_until(&format!("{vm}'s guest agent"), Duration::from_secs(120), || {
+        Command::new("virsh")
+            .args(["-q", "-c", &lv.uri, "qemu-agent-command", vm, r#"{"execute":"guest-ping"}"#])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|_| ())
+    });
+}
+
+/// The disk file each of `vm`'s disks uses now (`virsh domblklist`), live or as defined.
+fn disk_sources(lv: &Libvirtd, vm: &str, inactive: bool) -> Vec<String> {
+    let mut args = vec!["domblklist", vm];
+    if inactive {
+        args.push("--inactive");
+    }
+    lv.virsh(&args)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+}
+
+/// External snapshots (issue 38) of linked1 while it runs, with the guest agent of the lab
+/// guest (qemu-ga) answering:
+/// - refused while it still has an internal snapshot (two kinds on one chain);
+/// - `live1` is quiesced: a file the guest wrote without sync is in the frozen disk below
+///   the new overlay (read with guestfish): the freeze flushed it;
+/// - `--no-quiesce` says so; a revert needs it shut off and --force past a newer one,
+///   and brings back the disk of `live1` (the file written after it is gone), with the
+///   newer snapshot's overlay removed;
+/// - deleting a middle snapshot merges it (block commit) and the top one pivots the running
+///   guest back onto its own disk, the definition too; deleting one of a shut-off VM starts
+///   it paused for the merge and leaves it shut off.
+///
+/// It ends shut off with one external snapshot, `kept`, whose overlay purge must remove.
+fn live_snapshots_of_a_running_clone(lv: &Libvirtd, uri: &str, images: &Path, own_disk: &Path) {
+    let own = own_disk.display().to_string();
+    let overlay = |s: &str| images.join(format!("linked1_vda.{s}.qcow2"));
+    ok_vm(uri, &["start", "linked1"]);
+    wait_for_agent(lv, "linked1");
+    let (ok, _, err) = provd_vm(uri, &["snapshot", "create", "linked1", "live1"]);
+    assert!(!ok && err.contains("it has internal snapshots"), "{err}");
+    ok_vm(uri, &["snapshot", "delete", "linked1", "before"]);
+
+    // Written by the guest into its page cache only: the quiesce must flush it.
+    guest_exec(lv, "linked1", "mkdir -p /mnt && mount /dev/vda1 /mnt && echo cached > /mnt/etc/provd-live1");
+    let v = json_vm(uri, &["snapshot", "create", "linked1", "live1", "--json"]);
+    assert_eq!((v["kind"].as_str(), v["quiesced"].as_bool()), (Some("external"), Some(true)), "{v}");
+    assert_eq!(disk_sources(lv, "linked1", false), [overlay("live1").display().to_string()]);
+    assert_eq!(disk_sources(lv, "linked1", true), [overlay("live1").display().to_string()]);
+    assert_eq!(qemu_img_info(&overlay("live1"))["backing-filename"], own.as_str());
+    assert_eq!(
+        guest_file(own_disk, "/etc/provd-live1").as_deref().map(str::trim),
+        Some("cached"),
+        "the frozen disk holds what the guest had not synced"
+    );
+    guest_exec(lv, "linked1", "echo later > /mnt/etc/provd-live2 && sync");
+    let out = ok_vm(uri, &["snapshot", "create", "linked1", "live2", "--no-quiesce"]);
+    assert!(out.contains("external, not quiesced"), "{out}");
+    assert_eq!(qemu_img_info(&overlay("live2"))["backing-filename"], overlay("live1").to_str().unwrap());
+    let list = json_vm(uri, &["snapshot", "list", "linked1", "--json"]);
+    assert_eq!(list[0]["newer"], serde_json::json!(["live2"]), "{list}");
+    assert_eq!((list[1]["current"].as_bool(), list[1]["quiesced"].as_bool()), (Some(true), Some(false)));
+
+    let (ok, _, err) = provd_vm(uri, &["snapshot", "revert", "linked1", "live1"]);
+    assert!(!ok && err.contains("is running; revert needs it shut off"), "{err}");
+    guest_exec(lv, "linked1", "umount /mnt");
+    ok_vm(uri, &["destroy", "linked1"]);
+    let (ok, _, err) = provd_vm(uri, &["snapshot", "revert", "linked1", "live1"]);
+    assert!(!ok && err.contains("1 newer snapshot(s) (live2)"), "{err}");
+    ok_vm(uri, &["snapshot", "revert", "linked1", "live1", "--force"]);
+    assert!(!overlay("live2").exists(), "the abandoned overlay is removed");
+    assert_eq!(disk_sources(lv, "linked1", true), [overlay("live1").display().to_string()]);
+    assert_eq!(guest_file(&overlay("live1"), "/etc/provd-live2"), None, "reverted");
+    assert!(guest_file(&overlay("live1"), "/etc/provd-live1").is_some());
+    let list = json_vm(uri, &["snapshot", "list", "linked1", "--json"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["current"], true);
+
+    // Merges: a middle snapshot (passive commit), then the top one (active commit + pivot).
+    ok_vm(uri, &["start", "linked1"]);
+    wait_for_agent(lv, "linked1");
+    ok_vm(uri, &["snapshot", "create", "linked1", "live3"]);
+    ok_vm(uri, &["snapshot", "delete", "linked1", "live1"]);
+    assert!(!overlay("live1").exists());
+    assert_eq!(qemu_img_info(&overlay("live3"))["backing-filename"], own.as_str());
+    ok_vm(uri, &["snapshot", "delete", "linked1", "live3"]);
+    assert!(!overlay("live3").exists());
+    assert_eq!(disk_sources(lv, "linked1", false), [own.clone()], "pivoted back");
+    assert_eq!(disk_sources(lv, "linked1", true), [own.clone()]);
+    assert_eq!(lv.virsh(&["domstate", "linked1"]).trim(), "running");
+
+    // A shut-off VM's external snapshot: merged with the VM started paused, left shut off.
+    ok_vm(uri, &["snapshot", "create", "linked1", "live4"]);
+    ok_vm(uri, &["snapshot", "create", "linked1", "kept"]);
+    ok_vm(uri, &["destroy", "linked1"]);
+    ok_vm(uri, &["snapshot", "delete", "linked1", "live4"]);
+    assert!(!overlay("live4").exists());
+    assert_eq!(lv.virsh(&["domstate", "linked1"]).trim(), "shut off");
+    assert_eq!(qemu_img_info(&overlay("kept"))["backing-filename"], own.as_str());
+    assert!(guest_file(&overlay("kept"), "/etc/provd-live1").is_some(), "merged, not lost");
 }
 
 /// Hot-plug (issue 38) on full1, running: a new disk and a NIC show in the running domain's

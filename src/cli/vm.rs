@@ -115,7 +115,7 @@ pub enum DayTwoCommand {
 
 #[derive(Subcommand)]
 pub enum VmCommand {
-    /// Snapshots of a shut-off VM: create, list, revert, delete.
+    /// Snapshots of a VM, running or not: create, list, revert, delete.
     Snapshot {
         #[command(subcommand)]
         command: super::snapshot::SnapshotCommand,

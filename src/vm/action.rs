@@ -15,7 +15,7 @@ pub enum VmAction {
     PowerOff,
     /// Ask the guest to reboot.
     Reboot,
-    /// An internal snapshot of a shut-off VM (`snapshot` names it).
+    /// A snapshot (`snapshot` names it): internal when shut off, external when running.
     Snapshot,
     /// Live migration to another ready hypervisor of the site (`to` names it).
     Migrate,
@@ -70,7 +70,7 @@ pub fn apply(
         VmAction::PowerOff => h.destroy(name)?,
         VmAction::Reboot => h.reboot(name)?,
         VmAction::Snapshot => {
-            h.snapshot_create(name, snapshot)?;
+            h.snapshot_create(name, snapshot, false)?;
         }
         VmAction::Migrate => {
             let dest = dest.ok_or_else(|| VmError::NoDestination { name: name.into() })?;

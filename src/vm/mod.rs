@@ -22,7 +22,9 @@ pub mod metadata;
 pub mod migrate;
 pub mod placement;
 pub mod push;
+mod blockjob;
 pub mod snapshot;
+mod snapshot_external;
 pub mod storage;
 pub mod sysprep;
 pub mod version;
@@ -80,6 +82,8 @@ pub enum VmError {
     SnapshotExists { name: String, snapshot: String },
     #[error("snapshot name {name:?}: use letters, digits, '-', '_' and '.' (at most 64, not starting with '-')")]
     BadSnapshotName { name: String },
+    #[error("snapshotting {name:?} refused: {why}")]
+    SnapshotRefused { name: String, why: &'static str },
     #[error("reverting {name:?} to {snapshot:?} refused: {why}")]
     RevertRefused {
         name: String,
@@ -614,10 +618,12 @@ impl Hypervisor {
         }
         self.refuse_if_backing(name, "purging it")?;
         self.refuse_if_version_in_use(name)?;
-        let mut files = xml::owned_disk_files(&d.xml_desc(0).map_err(self.err("reading", name))?);
+        // The overlays of its external snapshots too, down to its own disk.
+        let mut files = self.own_files(&d, name)?;
         files.extend(xml::nvram_file(&d.xml_desc(0).map_err(self.err("reading", name))?));
         // The NVRAM file is the domain's own too: libvirt removes it with this flag.
-        // Internal snapshots live inside the qcow2 files removed below: their metadata goes too.
+        // Internal snapshots live inside the qcow2 files removed below, external ones in
+        // the overlays among them: their metadata goes too.
         d.undefine_flags(
             virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM
                 | virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE

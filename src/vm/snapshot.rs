@@ -1,14 +1,19 @@
-//! Snapshots of a stopped domain: `provd vm snapshot create|list|revert|delete`.
+//! Snapshots: `provd vm snapshot create|list|revert|delete`.
 //!
-//! A shut-off domain whose writable disks are all qcow2 gets an *internal* snapshot (inside
-//! each qcow2, so the domain's disk files stay what they were and purge removes them with
-//! it). A running domain is refused with a clear reason: an external disk-only snapshot
-//! would change its disk chain, and the libvirt of these hosts (9.0) cannot revert one
-//! (that arrived in 9.9); see the issue-38 note.
+//! Two kinds, one per domain:
+//! - a shut-off domain whose writable disks are all qcow2 gets an *internal* snapshot
+//!   (inside each qcow2, so the domain's disk files stay what they were and purge removes
+//!   them with it);
+//! - a running domain gets an *external* disk-only one (`snapshot_external`: an overlay per
+//!   disk, quiesced through the guest agent when one is connected). Once a domain has
+//!   external snapshots its later ones are external too, even shut off; a running domain
+//!   with internal snapshots is refused (the two kinds on one disk chain cannot be
+//!   reverted safely). `kind_for` is that rule, pure and unit-tested.
 //!
 //! Two refusals protect what cannot be undone: a template that linked clones back is
 //! never snapshotted or reverted (its disk is their base), and a revert that would leave
-//! newer snapshots on an abandoned branch needs `--force`. The revert rule is pure
+//! newer snapshots on an abandoned branch needs `--force`. A revert needs the domain shut
+//! off (a disk-only snapshot holds no memory to resume). The revert rule is pure
 //! (`revert_refusal`) and unit-tested; the libvirt calls are the thin part around it.
 
 use super::{Hypervisor, VmError};
@@ -16,13 +21,44 @@ use serde::Serialize;
 use virt::domain::Domain;
 use virt::domain_snapshot::DomainSnapshot;
 
+/// The snapshot's description when provd made it: plain, or quiesced by the guest agent.
+pub(super) const PLAIN: &str = "provd";
+pub(super) const QUIESCED: &str = "provd, quiesced by the guest agent";
+
+/// Where a snapshot's state lives.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    /// Inside the domain's qcow2 files (taken shut off).
+    Internal,
+    /// The files below per-disk overlays (taken running, or after other external ones).
+    External,
+}
+
+/// Which kind a new snapshot of a domain is, given whether it runs and the kinds of its
+/// snapshots so far; Err says why none can be taken.
+pub fn kind_for(running: bool, existing: &[SnapshotKind]) -> Result<SnapshotKind, &'static str> {
+    let has = |k| existing.contains(&k);
+    match (running, has(SnapshotKind::Internal), has(SnapshotKind::External)) {
+        (true, true, _) => Err(
+            "it has internal snapshots (taken shut off), and a running VM's snapshot is external: the two \
+             kinds on one disk chain cannot be reverted safely; shut it off to snapshot it, or delete them",
+        ),
+        (_, _, true) | (true, false, false) => Ok(SnapshotKind::External),
+        (false, _, false) => Ok(SnapshotKind::Internal),
+    }
+}
+
 /// One snapshot as `vm snapshot list` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SnapshotInfo {
     pub name: String,
+    pub kind: SnapshotKind,
+    /// The guest agent froze the file systems while it was taken.
+    pub quiesced: bool,
     /// Unix time libvirt recorded at creation.
     pub created: i64,
-    /// The domain's state when it was taken ("shutoff", "running").
+    /// The domain's state when it was taken ("shutoff", "running", "disk-snapshot").
     pub state: String,
     pub parent: Option<String>,
     /// The one the domain's disks now descend from.
@@ -67,7 +103,7 @@ fn check_name(name: &str) -> Result<(), VmError> {
 }
 
 impl Hypervisor {
-    fn snapshot_of(&self, d: &Domain, vm: &str, snap: &str) -> Result<DomainSnapshot, VmError> {
+    pub(super) fn snapshot_of(&self, d: &Domain, vm: &str, snap: &str) -> Result<DomainSnapshot, VmError> {
         Domain::lookup_snapshot_by_name(d, snap, 0).map_err(|_| VmError::NoSnapshot {
             name: vm.into(),
             snapshot: snap.into(),
@@ -84,7 +120,10 @@ impl Hypervisor {
             .filter_map(|c| c.name().ok())
             .collect();
         newer.sort();
+        let external = !super::snapshot_external::external_disks(&xml).is_empty();
         Ok(SnapshotInfo {
+            kind: if external { SnapshotKind::External } else { SnapshotKind::Internal },
+            quiesced: tag(&xml, "description") == Some(QUIESCED),
             created: tag(&xml, "creationTime").and_then(|t| t.parse().ok()).unwrap_or(0),
             state: tag(&xml, "state").unwrap_or("unknown").to_string(),
             parent: s.parent(0).ok().and_then(|p| p.name().ok()),
@@ -94,17 +133,11 @@ impl Hypervisor {
         })
     }
 
-    /// An internal snapshot of a shut-off domain (every writable disk qcow2).
-    pub fn snapshot_create(&self, vm: &str, snap: &str) -> Result<SnapshotInfo, VmError> {
+    /// A snapshot of the domain: internal when it is shut off, external (quiesced when its
+    /// guest agent is connected, unless `no_quiesce`) when it runs; see `kind_for`.
+    pub fn snapshot_create(&self, vm: &str, snap: &str, no_quiesce: bool) -> Result<SnapshotInfo, VmError> {
         check_name(snap)?;
         let d = self.domain(vm)?;
-        self.require_running(
-            &d,
-            vm,
-            false,
-            "a snapshot (internal, the kind these hosts' libvirt can revert)",
-            "shut off (`provd vm shutdown` first)",
-        )?;
         self.refuse_if_backing(vm, "a snapshot of it")?;
         if Domain::lookup_snapshot_by_name(&d, snap, 0).is_ok() {
             return Err(VmError::SnapshotExists {
@@ -112,8 +145,18 @@ impl Hypervisor {
                 snapshot: snap.into(),
             });
         }
-        let xml = format!("<domainsnapshot><name>{snap}</name><description>provd</description></domainsnapshot>");
-        let s = d.create_snapshot_xml(&xml, 0).map_err(self.err("snapshotting", vm))?;
+        let kinds: Vec<SnapshotKind> = self.snapshot_list(vm)?.iter().map(|s| s.kind).collect();
+        let kind = kind_for(self.is_active(&d, vm)?, &kinds).map_err(|why| VmError::SnapshotRefused {
+            name: vm.into(),
+            why,
+        })?;
+        let s = match kind {
+            SnapshotKind::External => self.create_external(&d, vm, snap, no_quiesce)?,
+            SnapshotKind::Internal => {
+                let xml = format!("<domainsnapshot><name>{snap}</name><description>{PLAIN}</description></domainsnapshot>");
+                d.create_snapshot_xml(&xml, 0).map_err(self.err("snapshotting", vm))?
+            }
+        };
         self.snapshot_info(vm, &s)
     }
 
@@ -144,15 +187,22 @@ impl Hypervisor {
                 why,
             });
         }
-        s.revert(0).map_err(self.err("reverting", vm))?;
-        self.snapshot_info(vm, &s)
+        match info.kind {
+            SnapshotKind::Internal => s.revert(0).map_err(self.err("reverting", vm))?,
+            SnapshotKind::External => self.revert_external(&d, vm, &s, &info.newer)?,
+        }
+        self.snapshot_info(vm, &self.snapshot_of(&d, vm, snap)?)
     }
 
-    /// Delete one snapshot (its children are kept, re-parented by libvirt).
+    /// Delete one snapshot (its children are kept, re-parented by libvirt). An external
+    /// one is merged into the file below its overlays first, the VM running or not.
     pub fn snapshot_delete(&self, vm: &str, snap: &str) -> Result<(), VmError> {
         let d = self.domain(vm)?;
         let s = self.snapshot_of(&d, vm, snap)?;
-        s.delete(0).map_err(self.err("deleting a snapshot of", vm))
+        match self.snapshot_info(vm, &s)?.kind {
+            SnapshotKind::Internal => s.delete(0).map_err(self.err("deleting a snapshot of", vm)),
+            SnapshotKind::External => self.delete_external(&d, vm, &s),
+        }
     }
 }
 
@@ -170,6 +220,17 @@ mod tests {
             "{why}"
         );
         assert_eq!(revert_refusal("a", &newer, true), None);
+    }
+
+    #[test]
+    fn one_kind_per_domain() {
+        use SnapshotKind::*;
+        assert_eq!(kind_for(false, &[]), Ok(Internal));
+        assert_eq!(kind_for(true, &[]), Ok(External));
+        assert_eq!(kind_for(false, &[Internal]), Ok(Internal));
+        assert_eq!(kind_for(false, &[External]), Ok(External), "shut off, after external ones");
+        assert_eq!(kind_for(true, &[External]), Ok(External));
+        assert!(kind_for(true, &[Internal]).unwrap_err().contains("internal snapshots"));
     }
 
     #[test]

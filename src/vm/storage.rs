@@ -272,8 +272,14 @@ impl<'a> Volumes<'a> {
             .map_err(StorageError::libvirt(path, "deleting"))
     }
 
-    /// The paths of a volume's backing chain, as libvirt reports it (first = direct backing).
+    /// The direct backing file of a volume, as libvirt reports it.
     pub fn backing_path(&mut self, path: &Path) -> Result<Option<PathBuf>, StorageError> {
+        Ok(self.backing(path)?.map(|(p, _)| p))
+    }
+
+    /// The direct backing file of a volume and its format (`qcow2` unless libvirt says
+    /// otherwise: an overlay on it must name the format, qemu refuses to guess).
+    pub fn backing(&mut self, path: &Path) -> Result<Option<(PathBuf, String)>, StorageError> {
         let xml = self
             .volume(path)?
             .xml_desc(0)
@@ -282,11 +288,17 @@ impl<'a> Volumes<'a> {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(dom
-            .get_child("backingStore")
-            .and_then(|b| b.get_child("path"))
+        let Some(store) = dom.get_child("backingStore") else {
+            return Ok(None);
+        };
+        let format = store
+            .get_child("format")
+            .and_then(|f| f.attributes.get("type").cloned())
+            .unwrap_or_else(|| "qcow2".into());
+        Ok(store
+            .get_child("path")
             .and_then(|p| p.get_text())
-            .map(|t| PathBuf::from(t.into_owned())))
+            .map(|t| (PathBuf::from(t.into_owned()), format)))
     }
 }
 

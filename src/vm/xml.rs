@@ -104,12 +104,31 @@ fn elements<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
 /// Files of the domain's own writable disks, in XML order: `<disk type='file' device='disk'>`
 /// without `<readonly/>` or `<shareable/>` (those, and CD-ROMs, belong to others too).
 pub fn owned_disk_files(xml: &str) -> Vec<PathBuf> {
+    own_disk_elements(xml)
+        .filter_map(|disk| attr(disk, "<source file="))
+        .map(PathBuf::from)
+        .collect()
+}
+
+fn own_disk_elements(xml: &str) -> impl Iterator<Item = &str> {
     elements(xml, "disk")
         .into_iter()
         .filter(|disk| disk.contains("device='disk'") || disk.contains("device=\"disk\""))
         .filter(|disk| !disk.contains("<readonly/>") && !disk.contains("<shareable/>"))
-        .filter_map(|disk| attr(disk, "<source file="))
-        .map(PathBuf::from)
+}
+
+/// The domain's own writable disks (as `owned_disk_files`) with their targets (`vda`).
+pub fn owned_disks(xml: &str) -> Vec<(String, PathBuf)> {
+    own_disk_elements(xml)
+        .filter_map(|disk| Some((attr(disk, "<target dev=")?, PathBuf::from(attr(disk, "<source file=")?))))
+        .collect()
+}
+
+/// The target of every disk of the domain (CD-ROMs and shared disks too), in XML order.
+pub fn disk_targets(xml: &str) -> Vec<String> {
+    elements(xml, "disk")
+        .into_iter()
+        .filter_map(|disk| attr(disk, "<target dev="))
         .collect()
 }
 

@@ -313,6 +313,30 @@ pub fn add_disks(domain_xml: &str, disks: &[super::xml::AttachedDisk]) -> Result
     Ok(write(&dom))
 }
 
+/// Point disk `target` at `file` in `format`, forgetting the backing chain libvirt may have
+/// recorded for the old file (it probes the new one's at the next start; a stale chain
+/// would name the new file as its own backing). None when the domain has no such disk.
+pub fn set_disk_source(domain_xml: &str, target: &str, file: &Path, format: &str) -> Result<Option<String>, CloneXmlError> {
+    let mut dom = Element::parse(domain_xml.as_bytes()).map_err(|e| CloneXmlError::Parse(e.to_string()))?;
+    let Some(devices) = dom.get_mut_child("devices") else {
+        return Ok(None);
+    };
+    let Some(disk) = children_named(devices, "disk").find(|d| {
+        d.get_child("target").and_then(|t| t.attributes.get("dev")).map(String::as_str) == Some(target)
+    }) else {
+        return Ok(None);
+    };
+    let Some(source) = disk.get_mut_child("source") else {
+        return Ok(None);
+    };
+    source.attributes.insert("file".into(), file.display().to_string());
+    remove_children(disk, "backingStore");
+    if let Some(driver) = disk.get_mut_child("driver") {
+        driver.attributes.insert("type".into(), format.into());
+    }
+    Ok(Some(write(&dom)))
+}
+
 fn write(dom: &Element) -> String {
     let mut out = Vec::new();
     let config = xmltree::EmitterConfig::new()

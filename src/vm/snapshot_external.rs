@@ -18,7 +18,7 @@
 //! abandoned branch, every disk's chain stays a line: own disk <- overlay 1 <- ... <- top.
 //! `purge` follows that line (`chain_files`) so no overlay is left behind. What to do is
 //! decided by pure functions here (`external_disks`, `overlay_path`, `chain_files`,
-//! `retarget_disk`, `agent_connected`), unit-tested; the libvirt calls are the thin part.
+//! `clone_xml::set_disk_source`, `agent_connected`), unit-tested; the libvirt calls are the thin part.
 
 use super::storage::Volumes;
 use super::{Hypervisor, VmError, blockjob, xml};
@@ -91,20 +91,16 @@ pub fn chain_files(top: &Path, overlays: &HashSet<PathBuf>, mut backing: impl Fn
     files
 }
 
-/// The definition `xml` with disk `target`'s source file changed to `file` (None when the
-/// domain has no such file disk).
-pub fn retarget_disk(xml: &str, target: &str, file: &Path) -> Option<String> {
-    let needle = format!("<target dev='{target}'");
-    let element = super::hotplug::device_element(xml, "disk", &needle)?;
-    let start = element.find("<source file='")? + "<source file='".len();
-    let end = start + element[start..].find('\'')?;
-    let changed = format!(
-        "{}{}{}",
-        &element[..start],
-        xml::esc(&file.display().to_string()),
-        &element[end..]
-    );
-    Some(xml.replacen(&element, &changed, 1))
+/// The definition `xml` with disk `target` on `file` (its backing chain forgotten), or None
+/// when it already is there or has no such disk.
+fn retarget_disk(xml: &str, vm: &str, target: &str, file: &Path, format: &str) -> Result<Option<String>, VmError> {
+    if xml::owned_disks(xml).iter().any(|(t, f)| t == target && f == file) {
+        return Ok(None);
+    }
+    super::clone_xml::set_disk_source(xml, target, file, format).map_err(|source| VmError::Definition {
+        name: vm.into(),
+        source,
+    })
 }
 
 /// The `<domainsnapshot>` asking for an external overlay on each of the domain's own disks
@@ -181,7 +177,7 @@ impl Hypervisor {
             vols.delete(&disk.overlay).map_err(VmError::on_disk(&disk.overlay))?;
             vols.create_overlay(&base, &format, &disk.overlay)
                 .map_err(VmError::on_disk(&disk.overlay))?;
-            if let Some(changed) = retarget_disk(&def, &disk.target, &disk.overlay) {
+            if let Some(changed) = retarget_disk(&def, vm, &disk.target, &disk.overlay, "qcow2")? {
                 def = changed;
             }
         }
@@ -218,7 +214,7 @@ impl Hypervisor {
     fn merge_overlays(&self, d: &Domain, vm: &str, snap_xml: &str) -> Result<(), VmError> {
         let mut vols = Volumes::new(&self.conn);
         for disk in external_disks(snap_xml) {
-            let (base, _) = vols
+            let (base, base_format) = vols
                 .backing(&disk.overlay)
                 .map_err(VmError::on_disk(&disk.overlay))?
                 .ok_or_else(|| VmError::Disk {
@@ -240,7 +236,7 @@ impl Hypervisor {
                 let def = d
                     .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
                     .map_err(self.err("reading", vm))?;
-                if let Some(changed) = retarget_disk(&def, &disk.target, &base).filter(|c| *c != def) {
+                if let Some(changed) = retarget_disk(&def, vm, &disk.target, &base, &base_format)? {
                     self.conn.define_domain_xml(&changed).map_err(self.err("redefining", vm))?;
                 }
             }
@@ -352,15 +348,25 @@ mod tests {
     }
 
     #[test]
-    fn retarget_changes_only_that_disks_source() {
+    fn retarget_changes_only_that_disk_and_drops_its_old_chain() {
         let def = "<domain><devices>\
-            <disk type='file' device='disk'><source file='/i/a.s1.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+            <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/i/a.s2.qcow2'/>\
+            <backingStore type='file'><format type='qcow2'/><source file='/i/a.s1.qcow2'/><backingStore/></backingStore>\
+            <target dev='vda' bus='virtio'/></disk>\
             <disk type='file' device='disk'><source file='/i/b.qcow2'/><target dev='vdb' bus='virtio'/></disk>\
             </devices></domain>";
-        let changed = retarget_disk(def, "vda", Path::new("/i/a.qcow2")).unwrap();
-        assert!(changed.contains("<source file='/i/a.qcow2'/><target dev='vda'"), "{changed}");
-        assert!(changed.contains("<source file='/i/b.qcow2'/><target dev='vdb'"), "{changed}");
-        assert_eq!(retarget_disk(def, "vdc", Path::new("/x")), None);
+        let changed = retarget_disk(def, "web", "vda", Path::new("/i/a.s1.qcow2"), "qcow2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            xml::owned_disks(&changed),
+            [("vda".to_string(), PathBuf::from("/i/a.s1.qcow2")), ("vdb".to_string(), PathBuf::from("/i/b.qcow2"))]
+        );
+        assert!(!changed.contains("backingStore"), "{changed}");
+        assert_eq!(retarget_disk(def, "web", "vdc", Path::new("/x"), "qcow2").unwrap(), None);
+        assert_eq!(retarget_disk(def, "web", "vdb", Path::new("/i/b.qcow2"), "qcow2").unwrap(), None, "already there");
+        let raw = retarget_disk(def, "web", "vda", Path::new("/i/a.raw"), "raw").unwrap().unwrap();
+        assert!(raw.contains("type=\"raw\""), "{raw}");
     }
 
     #[test]

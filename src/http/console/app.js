@@ -127,7 +127,8 @@ async function vmAct(v, action) {
     if (!to) return;
     path = base + "?to=" + encodeURIComponent(to);
   } else if (action === "snapshot") {
-    const snap = window.prompt("Snapshot " + v.name + " (shut off) as:", "console-" + Math.floor(Date.now() / 1000));
+    const kind = v.state === "running" ? "external, disk only" : "internal";
+    const snap = window.prompt("Snapshot " + v.name + " (" + kind + ") as:", "console-" + Math.floor(Date.now() / 1000));
     if (!snap) return;
     path = base + "?snapshot=" + encodeURIComponent(snap);
   } else {

@@ -517,6 +517,7 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     );
     let packed = batch_deploy_across_both_hypervisors(&daemon, &lva, &lvb, &operator);
     console_acts_on_vms(&p, &lva, &lvb, &state, &w, packed);
+    api_day_two_verbs(&p, &state, &lvb, if packed == "hva" { &lva } else { &lvb }, packed);
     no_vm_moves_to_a_drained_host(&p, &daemon, &state);
     deployed_vms_come_back_when_their_hypervisor_boots(&mut lva);
     drop(lva);
@@ -689,17 +690,7 @@ fn console_acts_on_vms(p: &Netns, lva: &Libvirtd, lvb: &Libvirtd, state: &Path, 
     use std::io::{BufRead, BufReader, Write};
     let token = std::fs::read_to_string(state.join("api-token")).unwrap();
     let token = token.trim();
-    let curl = |args: &[&str]| -> (String, String) {
-        let out = p
-            .cmd("curl")
-            .args(["-s", "-o", "/dev/stdout", "-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (body.to_string(), code.to_string())
-    };
+    let curl = |args: &[&str]| curl_in(p, args);
     let bearer = format!("Authorization: Bearer {token}");
     let api = "http://127.0.0.1:6767/api/vms";
     // The API first: every VM of both hosts; refusals say why.
@@ -812,6 +803,75 @@ fn console_acts_on_vms(p: &Netns, lva: &Libvirtd, lvb: &Libvirtd, state: &Path, 
             "{domain} {action} not journaled under {mac}: {actions:?}"
         );
     }
+}
+
+/// curl inside the namespace `p`: the body and the HTTP status.
+fn curl_in(p: &Netns, args: &[&str]) -> (String, String) {
+    let out = p
+        .cmd("curl")
+        .args(["-s", "-o", "/dev/stdout", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (body.to_string(), code.to_string())
+}
+
+/// The admin API's other VM verbs (issue 38), with curl as a script would use them, each
+/// result checked with virsh: pause and resume and autostart of web1 (running on B); pk-1's
+/// snapshots listed, a revert without a name or to a missing one refused (400, 404), the
+/// revert and delete of "before" done; memory set on the shut-off pk-1 and vCPUs beyond its
+/// maximum refused.
+fn api_day_two_verbs(p: &Netns, state: &Path, lvb: &Libvirtd, lv_packed: &Libvirtd, packed: &str) {
+    let token = std::fs::read_to_string(state.join("api-token")).unwrap();
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    let api = "http://127.0.0.1:6767/api/vms";
+    let post = |path: &str| curl_in(p, &["-X", "POST", "-H", &bearer, &format!("{api}/{path}")]);
+    let ok = |path: &str| {
+        let (body, code) = post(path);
+        assert_eq!(code, "200", "{path}: {body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let state_of = |lv: &Libvirtd, d: &str| lv.virsh(&["domstate", d]).trim().to_string();
+    let autostart = |lv: &Libvirtd, d: &str| {
+        lv.virsh(&["dominfo", d])
+            .lines()
+            .any(|l| l.starts_with("Autostart:") && l.ends_with("enable"))
+    };
+    assert_eq!(ok("hvb/web1/pause")["vm"]["state"], "paused");
+    assert_eq!(state_of(lvb, "web1"), "paused");
+    ok("hvb/web1/resume");
+    assert_eq!(state_of(lvb, "web1"), "running");
+    ok("hvb/web1/autostart");
+    assert!(autostart(lvb, "web1"));
+    ok("hvb/web1/autostart-off");
+    assert!(!autostart(lvb, "web1"));
+
+    let (body, code) = curl_in(p, &["-H", &bearer, &format!("{api}/{packed}/pk-1/snapshots")]);
+    assert_eq!(code, "200", "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (list[0]["name"].as_str(), list[0]["kind"].as_str()),
+        (Some("before"), Some("internal")),
+        "{list}"
+    );
+    let (body, code) = post(&format!("{packed}/pk-1/revert"));
+    assert!(code == "400" && body.contains("needs snapshot"), "{code} {body}");
+    let (body, code) = post(&format!("{packed}/pk-1/revert?snapshot=nosuch"));
+    assert!(code == "404" && body.contains("no snapshot named"), "{code} {body}");
+    ok(&format!("{packed}/pk-1/revert?snapshot=before"));
+    ok(&format!("{packed}/pk-1/delete-snapshot?snapshot=before"));
+    assert_eq!(lv_packed.virsh(&["snapshot-list", "pk-1", "--name"]).trim(), "");
+
+    ok(&format!("{packed}/pk-1/set-memory?memory_mib=32"));
+    assert!(
+        lv_packed
+            .virsh(&["dumpxml", "--inactive", "pk-1"])
+            .contains("<currentMemory unit='KiB'>32768</currentMemory>")
+    );
+    let (body, code) = post(&format!("{packed}/pk-1/set-vcpus?vcpus=64"));
+    assert!(code == "409" && body.contains("out of range"), "{code} {body}");
 }
 
 /// sha256sum (coreutils) of `data`: a checksum provd did not compute.

@@ -2,9 +2,13 @@
 //! - `GET /api/vms`: every domain of every hypervisor the pool has found ready, asked of
 //!   its libvirt now (with provd's own client certificate), and the hosts that did not
 //!   answer;
-//! - `POST /api/vms/<host>/<name>/<action>`: start, shutdown, power-off, reboot, snapshot
-//!   (`?snapshot=NAME`, default `console-<time>`) or migrate (`?to=HOST`, a ready,
-//!   undrained hypervisor of the same site). The answer is the VM as libvirt shows it afterwards; a
+//! - `GET /api/vms/<host>/<name>/snapshots`: its snapshots (`vm snapshot list --json`);
+//! - `POST /api/vms/<host>/<name>/<action>`: start, shutdown, power-off, reboot, reset,
+//!   pause, resume, autostart, autostart-off, snapshot (`?snapshot=NAME`, default
+//!   `console-<time>`), revert (`?snapshot=NAME[&force=true]`), delete-snapshot
+//!   (`?snapshot=NAME`), set-vcpus (`?vcpus=N`), set-memory (`?memory_mib=N`) or migrate
+//!   (`?to=HOST`, a ready, undrained hypervisor of the same site): `vm::action::VmAction`,
+//!   the same calls `provd vm` makes. The answer is the VM as libvirt shows it afterwards; a
 //!   refusal says why (409 for a VM in the wrong state or a protected template, 404 for
 //!   a name that is not there, 502 when libvirt itself failed). Each action is journaled
 //!   under the hypervisor.
@@ -16,7 +20,7 @@ use super::AppState;
 use super::failure::refuse;
 use crate::clock::unix_now;
 use crate::pool::{Reach, ReachError};
-use crate::vm::action::{self, ActionDone, VmAction};
+use crate::vm::action::{self, ActionArgs, ActionDone, VmAction};
 use crate::vm::{DomainSummary, Hypervisor, VmError};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -35,7 +39,25 @@ const LIST_PARALLEL: usize = 16;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/vms", get(list))
+        .route("/api/vms/{host}/{name}/snapshots", get(snapshots))
         .route("/api/vms/{host}/{name}/{action}", post(act))
+}
+
+/// `GET /api/vms/<host>/<name>/snapshots`: the VM's snapshots as `provd vm snapshot list
+/// --json` shows them.
+async fn snapshots(State(s): State<AppState>, Path((host, name)): Path<(String, String)>) -> Response {
+    let uri = match s.pool.reach(&host) {
+        Ok(r) => r.uri,
+        Err(e) => return reach_refusal(e),
+    };
+    match blocking(Some(LIBVIRT_TIMEOUT), move || {
+        Hypervisor::connect(&uri)?.snapshot_list(&name)
+    })
+    .await
+    {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => refuse(e.status(), e),
+    }
 }
 
 /// One domain and the hypervisor it is on.
@@ -143,6 +165,10 @@ async fn list(State(s): State<AppState>) -> Json<VmList> {
 struct ActQuery {
     snapshot: Option<String>,
     to: Option<String>,
+    #[serde(default)]
+    force: bool,
+    vcpus: Option<u32>,
+    memory_mib: Option<u64>,
 }
 
 /// The answer status for a VM operation that failed.
@@ -150,7 +176,10 @@ fn status_of(e: &VmError) -> StatusCode {
     match e {
         VmError::NoDomain { .. } => StatusCode::NOT_FOUND,
         VmError::Connect { .. } | VmError::Libvirt { .. } => StatusCode::BAD_GATEWAY,
-        VmError::BadSnapshotName { .. } | VmError::NoDestination { .. } => StatusCode::BAD_REQUEST,
+        VmError::BadSnapshotName { .. } | VmError::NoDestination { .. } | VmError::MissingArgument { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        VmError::NoSnapshot { .. } => StatusCode::NOT_FOUND,
         _ => StatusCode::CONFLICT,
     }
 }
@@ -172,7 +201,7 @@ async fn act(
     let Some(action) = VmAction::parse(&action) else {
         return refuse(
             StatusCode::BAD_REQUEST,
-            format!("unknown action {action:?}: start, shutdown, power-off, reboot, snapshot or migrate"),
+            format!("unknown action {action:?}: one of {}", VmAction::names()),
         );
     };
     let source = match s.pool.reach(&host) {
@@ -206,12 +235,25 @@ async fn act(
         },
         _ => None,
     };
-    let snapshot = q.snapshot.unwrap_or_else(|| format!("console-{}", unix_now()));
-    let limit = (action != VmAction::Migrate).then_some(LIBVIRT_TIMEOUT);
-    let (uri, vm, dest_uri) = (source.uri.clone(), name.clone(), dest.as_ref().map(|d| d.1.clone()));
+    // A new snapshot gets a name when the caller gives none; a revert or delete must name one.
+    let snapshot = match (action, q.snapshot) {
+        (VmAction::Snapshot, None) => Some(format!("console-{}", unix_now())),
+        (_, given) => given,
+    };
+    let args = ActionArgs {
+        snapshot,
+        force: q.force,
+        dest: dest.as_ref().map(|d| d.1.clone()),
+        vcpus: q.vcpus,
+        memory_mib: q.memory_mib,
+    };
+    // A migration or a snapshot's merge runs as long as the disk takes.
+    let unbounded = matches!(action, VmAction::Migrate | VmAction::DeleteSnapshot);
+    let limit = (!unbounded).then_some(LIBVIRT_TIMEOUT);
+    let (uri, vm) = (source.uri.clone(), name.clone());
     let done = blocking(limit, move || {
         let h = Hypervisor::connect(&uri)?;
-        action::apply(&h, &vm, action, &snapshot, dest_uri.as_deref())
+        action::apply(&h, &vm, action, &args)
     })
     .await;
     let step = |error: Option<String>| crate::journal::Step::VmAction {

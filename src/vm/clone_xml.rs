@@ -316,13 +316,21 @@ pub fn add_disks(domain_xml: &str, disks: &[super::xml::AttachedDisk]) -> Result
 /// Point disk `target` at `file` in `format`, forgetting the backing chain libvirt may have
 /// recorded for the old file (it probes the new one's at the next start; a stale chain
 /// would name the new file as its own backing). None when the domain has no such disk.
-pub fn set_disk_source(domain_xml: &str, target: &str, file: &Path, format: &str) -> Result<Option<String>, CloneXmlError> {
+pub fn set_disk_source(
+    domain_xml: &str,
+    target: &str,
+    file: &Path,
+    format: &str,
+) -> Result<Option<String>, CloneXmlError> {
     let mut dom = Element::parse(domain_xml.as_bytes()).map_err(|e| CloneXmlError::Parse(e.to_string()))?;
     let Some(devices) = dom.get_mut_child("devices") else {
         return Ok(None);
     };
     let Some(disk) = children_named(devices, "disk").find(|d| {
-        d.get_child("target").and_then(|t| t.attributes.get("dev")).map(String::as_str) == Some(target)
+        d.get_child("target")
+            .and_then(|t| t.attributes.get("dev"))
+            .map(String::as_str)
+            == Some(target)
     }) else {
         return Ok(None);
     };

@@ -13,6 +13,7 @@
 
 pub mod action;
 pub mod batch;
+mod blockjob;
 pub mod clone;
 pub mod clone_xml;
 pub mod deploy;
@@ -22,7 +23,6 @@ pub mod metadata;
 pub mod migrate;
 pub mod placement;
 pub mod push;
-mod blockjob;
 pub mod snapshot;
 mod snapshot_external;
 pub mod storage;
@@ -99,6 +99,12 @@ pub enum VmError {
     },
     #[error("a domain named {name:?} already exists on {uri}")]
     Exists { name: String, uri: String },
+    #[error("{action} of {name:?} needs {what}")]
+    MissingArgument {
+        name: String,
+        action: &'static str,
+        what: &'static str,
+    },
     #[error("migrating {name:?}: no destination was given")]
     NoDestination { name: String },
     #[error("{name:?} is not a template (run `provd vm sysprep {name}` first)")]

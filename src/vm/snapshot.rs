@@ -122,7 +122,11 @@ impl Hypervisor {
         newer.sort();
         let external = !super::snapshot_external::external_disks(&xml).is_empty();
         Ok(SnapshotInfo {
-            kind: if external { SnapshotKind::External } else { SnapshotKind::Internal },
+            kind: if external {
+                SnapshotKind::External
+            } else {
+                SnapshotKind::Internal
+            },
             quiesced: tag(&xml, "description") == Some(QUIESCED),
             created: tag(&xml, "creationTime").and_then(|t| t.parse().ok()).unwrap_or(0),
             state: tag(&xml, "state").unwrap_or("unknown").to_string(),
@@ -146,14 +150,13 @@ impl Hypervisor {
             });
         }
         let kinds: Vec<SnapshotKind> = self.snapshot_list(vm)?.iter().map(|s| s.kind).collect();
-        let kind = kind_for(self.is_active(&d, vm)?, &kinds).map_err(|why| VmError::SnapshotRefused {
-            name: vm.into(),
-            why,
-        })?;
+        let kind = kind_for(self.is_active(&d, vm)?, &kinds)
+            .map_err(|why| VmError::SnapshotRefused { name: vm.into(), why })?;
         let s = match kind {
             SnapshotKind::External => self.create_external(&d, vm, snap, no_quiesce)?,
             SnapshotKind::Internal => {
-                let xml = format!("<domainsnapshot><name>{snap}</name><description>{PLAIN}</description></domainsnapshot>");
+                let xml =
+                    format!("<domainsnapshot><name>{snap}</name><description>{PLAIN}</description></domainsnapshot>");
                 d.create_snapshot_xml(&xml, 0).map_err(self.err("snapshotting", vm))?
             }
         };
@@ -228,7 +231,11 @@ mod tests {
         assert_eq!(kind_for(false, &[]), Ok(Internal));
         assert_eq!(kind_for(true, &[]), Ok(External));
         assert_eq!(kind_for(false, &[Internal]), Ok(Internal));
-        assert_eq!(kind_for(false, &[External]), Ok(External), "shut off, after external ones");
+        assert_eq!(
+            kind_for(false, &[External]),
+            Ok(External),
+            "shut off, after external ones"
+        );
         assert_eq!(kind_for(true, &[External]), Ok(External));
         assert!(kind_for(true, &[Internal]).unwrap_err().contains("internal snapshots"));
     }

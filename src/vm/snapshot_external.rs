@@ -76,7 +76,11 @@ pub fn agent_connected(live_xml: &str) -> bool {
 /// Every file of one disk's chain that is the domain's own: from `top` down through each
 /// snapshot overlay, and the file below the last overlay (the disk as it was before the
 /// first snapshot). A template below that (a linked clone's base) is never reached.
-pub fn chain_files(top: &Path, overlays: &HashSet<PathBuf>, mut backing: impl FnMut(&Path) -> Option<PathBuf>) -> Vec<PathBuf> {
+pub fn chain_files(
+    top: &Path,
+    overlays: &HashSet<PathBuf>,
+    mut backing: impl FnMut(&Path) -> Option<PathBuf>,
+) -> Vec<PathBuf> {
     let mut files = vec![top.to_path_buf()];
     let mut at = top.to_path_buf();
     while overlays.contains(&at) {
@@ -120,14 +124,24 @@ fn snapshot_request(vm: &str, snap: &str, domain_xml: &str, quiesced: bool) -> S
     }
     format!(
         "<domainsnapshot><name>{snap}</name><description>{}</description><disks>{disks}</disks></domainsnapshot>",
-        if quiesced { super::snapshot::QUIESCED } else { super::snapshot::PLAIN }
+        if quiesced {
+            super::snapshot::QUIESCED
+        } else {
+            super::snapshot::PLAIN
+        }
     )
 }
 
 impl Hypervisor {
     /// An external disk-only snapshot (the domain may run); quiesced when its agent is
     /// connected, unless `no_quiesce`.
-    pub(super) fn create_external(&self, d: &Domain, vm: &str, snap: &str, no_quiesce: bool) -> Result<DomainSnapshot, VmError> {
+    pub(super) fn create_external(
+        &self,
+        d: &Domain,
+        vm: &str,
+        snap: &str,
+        no_quiesce: bool,
+    ) -> Result<DomainSnapshot, VmError> {
         let live = d.xml_desc(0).map_err(self.err("reading", vm))?;
         let quiesce = !no_quiesce && self.is_active(d, vm)? && agent_connected(&live);
         let request = snapshot_request(vm, snap, &live, quiesce);
@@ -149,7 +163,13 @@ impl Hypervisor {
 
     /// Revert the shut-off domain to the external snapshot `s`; `newer` are the snapshots
     /// taken after it (already allowed to go by the caller).
-    pub(super) fn revert_external(&self, d: &Domain, vm: &str, s: &DomainSnapshot, newer: &[String]) -> Result<(), VmError> {
+    pub(super) fn revert_external(
+        &self,
+        d: &Domain,
+        vm: &str,
+        s: &DomainSnapshot,
+        newer: &[String],
+    ) -> Result<(), VmError> {
         let mut vols = Volumes::new(&self.conn);
         for name in newer {
             let n = self.snapshot_of(d, vm, name)?;
@@ -237,7 +257,9 @@ impl Hypervisor {
                     .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
                     .map_err(self.err("reading", vm))?;
                 if let Some(changed) = retarget_disk(&def, vm, &disk.target, &base, &base_format)? {
-                    self.conn.define_domain_xml(&changed).map_err(self.err("redefining", vm))?;
+                    self.conn
+                        .define_domain_xml(&changed)
+                        .map_err(self.err("redefining", vm))?;
                 }
             }
             vols.delete(&disk.overlay).map_err(VmError::on_disk(&disk.overlay))?;
@@ -315,8 +337,10 @@ mod tests {
 
     #[test]
     fn the_agent_counts_only_when_connected() {
-        let on = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='connected'/></channel>";
-        let off = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='disconnected'/></channel>";
+        let on =
+            "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='connected'/></channel>";
+        let off =
+            "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='disconnected'/></channel>";
         assert!(agent_connected(on));
         assert!(!agent_connected(off));
         assert!(!agent_connected("<target dev='vda' bus='virtio'/>"));
@@ -360,12 +384,24 @@ mod tests {
             .unwrap();
         assert_eq!(
             xml::owned_disks(&changed),
-            [("vda".to_string(), PathBuf::from("/i/a.s1.qcow2")), ("vdb".to_string(), PathBuf::from("/i/b.qcow2"))]
+            [
+                ("vda".to_string(), PathBuf::from("/i/a.s1.qcow2")),
+                ("vdb".to_string(), PathBuf::from("/i/b.qcow2"))
+            ]
         );
         assert!(!changed.contains("backingStore"), "{changed}");
-        assert_eq!(retarget_disk(def, "web", "vdc", Path::new("/x"), "qcow2").unwrap(), None);
-        assert_eq!(retarget_disk(def, "web", "vdb", Path::new("/i/b.qcow2"), "qcow2").unwrap(), None, "already there");
-        let raw = retarget_disk(def, "web", "vda", Path::new("/i/a.raw"), "raw").unwrap().unwrap();
+        assert_eq!(
+            retarget_disk(def, "web", "vdc", Path::new("/x"), "qcow2").unwrap(),
+            None
+        );
+        assert_eq!(
+            retarget_disk(def, "web", "vdb", Path::new("/i/b.qcow2"), "qcow2").unwrap(),
+            None,
+            "already there"
+        );
+        let raw = retarget_disk(def, "web", "vda", Path::new("/i/a.raw"), "raw")
+            .unwrap()
+            .unwrap();
         assert!(raw.contains("type=\"raw\""), "{raw}");
     }
 
@@ -378,10 +414,15 @@ mod tests {
             </devices></domain>";
         let r = snapshot_request("web", "s1", def, true);
         assert!(
-            r.contains("<disk name='vda' snapshot='external'><driver type='qcow2'/><source file='/i/web_vda.s1.qcow2'/></disk>"),
+            r.contains(
+                "<disk name='vda' snapshot='external'><driver type='qcow2'/><source file='/i/web_vda.s1.qcow2'/></disk>"
+            ),
             "{r}"
         );
-        assert!(r.contains("<disk name='vdb' snapshot='no'/>") && r.contains("<disk name='hdc' snapshot='no'/>"), "{r}");
+        assert!(
+            r.contains("<disk name='vdb' snapshot='no'/>") && r.contains("<disk name='hdc' snapshot='no'/>"),
+            "{r}"
+        );
         assert!(r.contains(crate::vm::snapshot::QUIESCED), "{r}");
     }
 }

@@ -822,7 +822,8 @@ fn curl_in(p: &Netns, args: &[&str]) -> (String, String) {
 /// result checked with virsh: pause and resume and autostart of web1 (running on B); pk-1's
 /// snapshots listed, a revert without a name or to a missing one refused (400, 404), the
 /// revert and delete of "before" done; memory set on the shut-off pk-1 and vCPUs beyond its
-/// maximum refused.
+/// maximum refused; a disk and a NIC attached to pk-1 and detached again (a bridge name that
+/// would inject XML refused); a version of a template that is not sysprepped refused.
 fn api_day_two_verbs(p: &Netns, state: &Path, lvb: &Libvirtd, lv_packed: &Libvirtd, packed: &str) {
     let token = std::fs::read_to_string(state.join("api-token")).unwrap();
     let bearer = format!("Authorization: Bearer {}", token.trim());
@@ -872,6 +873,34 @@ fn api_day_two_verbs(p: &Netns, state: &Path, lvb: &Libvirtd, lv_packed: &Libvir
     );
     let (body, code) = post(&format!("{packed}/pk-1/set-vcpus?vcpus=64"));
     assert!(code == "409" && body.contains("out of range"), "{code} {body}");
+
+    // Hot-plug, on the shut-off pk-1 (its definition): a disk beside its own, a NIC.
+    let config = || lv_packed.virsh(&["dumpxml", "--inactive", "pk-1"]);
+    let (body, code) = post(&format!("{packed}/pk-1/attach-disk"));
+    assert!(code == "400" && body.contains("needs size_gib"), "{code} {body}");
+    let made = ok(&format!("{packed}/pk-1/attach-disk?size_gib=1"))["made"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (dev, file) = made.split_once(' ').unwrap();
+    assert!(dev == "vdb" && file.ends_with("/pk-1_vdb.qcow2"), "{made}");
+    assert!(config().contains(file), "attached in the definition");
+    ok(&format!("{packed}/pk-1/detach-disk?dev=vdb"));
+    assert!(!config().contains(file), "detached");
+    // Shut off, only its definition changes: the bridge is checked when it starts.
+    let bridge = "tenant0";
+    let (body, code) = post(&format!("{packed}/pk-1/attach-nic?bridge=br0%27%2F%3E%3Cx"));
+    assert!(code == "400" && body.contains("bridge name"), "{code} {body}");
+    let mac = ok(&format!("{packed}/pk-1/attach-nic?bridge={bridge}"))["made"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(config().contains(&mac), "{mac}");
+    ok(&format!("{packed}/pk-1/detach-nic?mac={mac}"));
+    assert!(!config().contains(&mac));
+    // Versions are of sysprepped templates only: tmpl (defined by hand) is refused.
+    let (body, code) = post("hva/tmpl/version");
+    assert!(code == "409" && body.contains("is not a template"), "{code} {body}");
 }
 
 /// sha256sum (coreutils) of `data`: a checksum provd did not compute.

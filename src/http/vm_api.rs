@@ -6,9 +6,12 @@
 //! - `POST /api/vms/<host>/<name>/<action>`: start, shutdown, power-off, reboot, reset,
 //!   pause, resume, autostart, autostart-off, snapshot (`?snapshot=NAME`, default
 //!   `console-<time>`), revert (`?snapshot=NAME[&force=true]`), delete-snapshot
-//!   (`?snapshot=NAME`), set-vcpus (`?vcpus=N`), set-memory (`?memory_mib=N`) or migrate
+//!   (`?snapshot=NAME`), set-vcpus (`?vcpus=N`), set-memory (`?memory_mib=N`), attach-disk
+//!   (`?size_gib=N[&bus=virtio|scsi|sata]`, beside the VM's first disk: the caller never
+//!   names a path), detach-disk (`?dev=vdb`), attach-nic (`?bridge=BR[&model=virtio]`),
+//!   detach-nic (`?mac=MAC`), version (a template's next frozen version) or migrate
 //!   (`?to=HOST`, a ready, undrained hypervisor of the same site): `vm::action::VmAction`,
-//!   the same calls `provd vm` makes. The answer is the VM as libvirt shows it afterwards; a
+//!   the same calls `provd vm` makes; `made` in the answer names a new disk, MAC or version. The answer is the VM as libvirt shows it afterwards; a
 //!   refusal says why (409 for a VM in the wrong state or a protected template, 404 for
 //!   a name that is not there, 502 when libvirt itself failed). Each action is journaled
 //!   under the hypervisor.
@@ -169,6 +172,12 @@ struct ActQuery {
     force: bool,
     vcpus: Option<u32>,
     memory_mib: Option<u64>,
+    size_gib: Option<u32>,
+    bus: Option<String>,
+    dev: Option<String>,
+    bridge: Option<String>,
+    model: Option<String>,
+    mac: Option<crate::mac::MacAddr>,
 }
 
 /// The answer status for a VM operation that failed.
@@ -246,9 +255,15 @@ async fn act(
         dest: dest.as_ref().map(|d| d.1.clone()),
         vcpus: q.vcpus,
         memory_mib: q.memory_mib,
+        size_gib: q.size_gib,
+        bus: q.bus,
+        dev: q.dev,
+        bridge: q.bridge,
+        model: q.model,
+        mac: q.mac,
     };
     // A migration or a snapshot's merge runs as long as the disk takes.
-    let unbounded = matches!(action, VmAction::Migrate | VmAction::DeleteSnapshot);
+    let unbounded = matches!(action, VmAction::Migrate | VmAction::DeleteSnapshot | VmAction::Version);
     let limit = (!unbounded).then_some(LIBVIRT_TIMEOUT);
     let (uri, vm) = (source.uri.clone(), name.clone());
     let done = blocking(limit, move || {
@@ -265,12 +280,13 @@ async fn act(
         error,
     };
     match done {
-        Ok(vm) => {
+        Ok((vm, made)) => {
             s.journal.record(Some(source.mac), None, step(None));
             Json(ActionDone {
                 action,
                 host: dest.map(|d| d.0).unwrap_or(host),
                 vm,
+                made,
             })
             .into_response()
         }

@@ -113,6 +113,20 @@ impl Hypervisor {
         Ok((dev, file))
     }
 
+    /// The directory of the VM's first own disk: where the API puts a new one (a caller
+    /// never chooses a path on the hypervisor).
+    pub fn first_disk_dir(&self, name: &str) -> Result<PathBuf, VmError> {
+        let xml = self.domain(name)?.xml_desc(0).map_err(self.err("reading", name))?;
+        super::xml::owned_disk_files(&xml)
+            .first()
+            .and_then(|f| f.parent())
+            .map(Path::to_path_buf)
+            .ok_or_else(|| VmError::Disk {
+                path: PathBuf::new(),
+                message: format!("{name:?} has no disk of its own to put a new one beside"),
+            })
+    }
+
     /// Detach the disk named `dev` (its file stays); live, the guest must release it.
     pub fn detach_disk(&self, name: &str, dev: &str) -> Result<PathBuf, VmError> {
         let needle = format!("<target dev='{dev}'");

@@ -517,6 +517,7 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     );
     let packed = batch_deploy_across_both_hypervisors(&daemon, &lva, &lvb, &operator);
     console_acts_on_vms(&p, &lva, &lvb, &state, &w, packed);
+    api_batch_deploy(&p, &state, &lva, &lvb);
     api_day_two_verbs(&p, &state, &lvb, if packed == "hva" { &lva } else { &lvb }, packed);
     no_vm_moves_to_a_drained_host(&p, &daemon, &state);
     deployed_vms_come_back_when_their_hypervisor_boots(&mut lva);
@@ -901,6 +902,111 @@ fn api_day_two_verbs(p: &Netns, state: &Path, lvb: &Libvirtd, lv_packed: &Libvir
     // Versions are of sysprepped templates only: tmpl (defined by hand) is refused.
     let (body, code) = post("hva/tmpl/version");
     assert!(code == "409" && body.contains("is not a template"), "{code} {body}");
+}
+
+/// A batch deploy asked of the API (issue 38): two linked clones of tdisk on site pl's ready
+/// hypervisors, defined (not started) with their seeds stored, checked with virsh and
+/// `/api/nocloud`; a rerun makes nothing; a bad pattern, an unknown site or profile, and an
+/// unknown field are refused with the reason; each VM is journaled as a "deploy".
+fn api_batch_deploy(p: &Netns, state: &Path, lva: &Libvirtd, lvb: &Libvirtd) {
+    let token = std::fs::read_to_string(state.join("api-token")).unwrap();
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    let deploy = |body: Value| {
+        let body = body.to_string();
+        let url = "http://127.0.0.1:6767/api/vms/deploy";
+        let args = [
+            "-X",
+            "POST",
+            "-H",
+            &bearer,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            url,
+        ];
+        let (text, code) = curl_in(p, &args);
+        (
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+            code,
+        )
+    };
+    let request = serde_json::json!({
+        "from": "tdisk", "site": "pl", "count": 2, "name_pattern": "api-{n}",
+        "linked": true, "no_start": true, "no_autostart": true,
+        "ssh_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtest api@provd"],
+    });
+    let (report, code) = deploy(request.clone());
+    assert_eq!(code, "200", "{report}");
+    assert_eq!(report["complete"], true, "{report}");
+    let results: Vec<&str> = report["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["deployed", "deployed"], "{report}");
+    let defined = |name: &str| {
+        [lva, lvb]
+            .iter()
+            .filter(|lv| lv.virsh(&["list", "--all", "--name"]).lines().any(|l| l.trim() == name))
+            .count()
+    };
+    assert_eq!((defined("api-1"), defined("api-2")), (1, 1), "each defined once");
+    let (seeds, _) = curl_in(p, &["-H", &bearer, "http://127.0.0.1:6767/api/nocloud"]);
+    let seeds: Value = serde_json::from_str(&seeds).unwrap();
+    let api1 = seeds
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["hostname"] == "api-1")
+        .expect("api-1's seed");
+    assert_eq!(api1["ssh_keys"][0], request["ssh_keys"][0]);
+    assert_eq!(report["vms"][0]["deployed"]["seed"]["instance_id"], api1["instance_id"]);
+
+    let (again, code) = deploy(request.clone());
+    assert_eq!(code, "200", "{again}");
+    let results: Vec<&str> = again["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["exists", "exists"], "a rerun makes nothing: {again}");
+    for (change, status, says) in [
+        (serde_json::json!({"name_pattern": "api"}), "400", "{n}"),
+        (serde_json::json!({"site": "elsewhere"}), "404", "does not serve a site"),
+        (serde_json::json!({"nic_profile": "nosuch"}), "400", "no NIC profile"),
+        (
+            serde_json::json!({"hypervisor": "qemu+tcp://10.0.0.1/system"}),
+            "422",
+            "unknown field",
+        ),
+    ] {
+        let mut body = request.clone();
+        body.as_object_mut()
+            .unwrap()
+            .extend(change.as_object().unwrap().clone());
+        let (answer, code) = deploy(body);
+        assert!(
+            code == status && answer.to_string().contains(says),
+            "{change}: {code} {answer}"
+        );
+    }
+    let (events, _) = curl_in(p, &["-H", &bearer, "http://127.0.0.1:6767/api/events"]);
+    let events: Vec<Value> = serde_json::from_str(&events).unwrap();
+    let deploys = events
+        .iter()
+        .filter(|e| e["kind"] == "vm-action" && e["action"] == "deploy" && e["error"].is_null())
+        .count();
+    assert_eq!(deploys, 2, "journaled once each");
+    for name in ["api-1", "api-2"] {
+        for lv in [lva, lvb] {
+            if lv.virsh(&["list", "--all", "--name"]).lines().any(|l| l.trim() == name) {
+                lv.virsh(&["undefine", name]);
+            }
+        }
+    }
 }
 
 /// sha256sum (coreutils) of `data`: a checksum provd did not compute.

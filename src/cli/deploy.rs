@@ -200,10 +200,9 @@ pub fn run(a: DeployArgs) -> anyhow::Result<std::process::ExitCode> {
             let deploy = |name: &str, uri: &str, report: &mut dyn FnMut(vm::deploy::DeployStep)| {
                 // Placed already: deploy_on uses `h`, not the request's candidates.
                 let h = Hypervisor::connect(uri)?;
-                let d = vm::deploy::deploy_on(&h, &common.request(name, &[]), || common.issue_seed(name), report)?;
-                Ok(d)
+                vm::deploy::deploy_on(&h, &common.request(name, &[]), || common.issue_seed(name), report)
             };
-            let batch = super::batch::Batch {
+            let batch = vm::batch_deploy::Batch {
                 hypervisors: &common.hypervisors,
                 template: &common.from,
                 memory_mib: common.memory,

@@ -27,6 +27,7 @@ pub mod power_api;
 pub mod session;
 pub mod tls;
 pub mod vm_api;
+pub mod vm_deploy_api;
 pub mod zero_copy;
 
 use crate::boot::Boot;

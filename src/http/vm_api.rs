@@ -42,6 +42,7 @@ const LIST_PARALLEL: usize = 16;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/vms", get(list))
+        .route("/api/vms/deploy", post(super::vm_deploy_api::deploy))
         .route("/api/vms/{host}/{name}/snapshots", get(snapshots))
         .route("/api/vms/{host}/{name}/{action}", post(act))
 }

@@ -13,6 +13,7 @@
 
 pub mod action;
 pub mod batch;
+pub mod batch_deploy;
 mod blockjob;
 pub mod clone;
 pub mod clone_xml;

@@ -16,14 +16,11 @@
 //! off (a disk-only snapshot holds no memory to resume). The revert rule is pure
 //! (`revert_refusal`) and unit-tested; the libvirt calls are the thin part around it.
 
+use super::snapshot_external::{PLAIN, QUIESCED};
 use super::{Hypervisor, VmError};
 use serde::Serialize;
 use virt::domain::Domain;
 use virt::domain_snapshot::DomainSnapshot;
-
-/// The snapshot's description when provd made it: plain, or quiesced by the guest agent.
-pub(super) const PLAIN: &str = "provd";
-pub(super) const QUIESCED: &str = "provd, quiesced by the guest agent";
 
 /// Where a snapshot's state lives.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]

@@ -28,6 +28,11 @@ use virt::domain::Domain;
 use virt::domain_snapshot::DomainSnapshot;
 use virt::sys;
 
+/// A snapshot's description when provd made it: plain, or quiesced by the guest agent
+/// (`vm snapshot list` tells them apart by it).
+pub(super) const PLAIN: &str = "provd";
+pub(super) const QUIESCED: &str = "provd, quiesced by the guest agent";
+
 /// One disk of an external snapshot: its target (`vda`) and the overlay the snapshot began.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalDisk {
@@ -125,9 +130,9 @@ fn snapshot_request(vm: &str, snap: &str, domain_xml: &str, quiesced: bool) -> S
     format!(
         "<domainsnapshot><name>{snap}</name><description>{}</description><disks>{disks}</disks></domainsnapshot>",
         if quiesced {
-            super::snapshot::QUIESCED
+            QUIESCED
         } else {
-            super::snapshot::PLAIN
+            PLAIN
         }
     )
 }
@@ -423,6 +428,6 @@ mod tests {
             r.contains("<disk name='vdb' snapshot='no'/>") && r.contains("<disk name='hdc' snapshot='no'/>"),
             "{r}"
         );
-        assert!(r.contains(crate::vm::snapshot::QUIESCED), "{r}");
+        assert!(r.contains(QUIESCED), "{r}");
     }
 }

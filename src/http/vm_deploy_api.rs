@@ -1,0 +1,196 @@
+//! `POST /api/vms/deploy`: a batch deploy (`provd vm deploy --count N --name-pattern P`)
+//! asked of the running provd, on a site it serves: the candidates are that site's ready,
+//! undrained hypervisors in the pool (reached with provd's own client certificate), the
+//! profiles and placement come from the loaded config, and each VM's NoCloud seed is stored
+//! here directly. The plan and the parallel deploy are `vm::batch_deploy`'s, the same the
+//! CLI runs; the answer is its report (every name's outcome) with `complete`. Each VM
+//! deployed or failed is journaled under its hypervisor.
+//!
+//! The request names a template, profiles and SSH keys, never a hypervisor address or a
+//! path: a caller cannot make provd dial or write where it chooses.
+
+use super::AppState;
+use super::failure::refuse;
+use crate::mac::MacAddr;
+use crate::vm::batch::Placement;
+use crate::vm::batch_deploy::{self, Batch, Ended, Report};
+use crate::vm::deploy::{DeployRequest, SeedIssueError};
+use crate::vm::{self, Hypervisor};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// The request: `vm deploy`'s options, by name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployBody {
+    pub from: String,
+    pub site: String,
+    pub count: u32,
+    pub name_pattern: String,
+    #[serde(default = "one")]
+    pub first: u32,
+    pub placement: Option<Placement>,
+    #[serde(default = "four")]
+    pub parallel: u32,
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub nic_profile: Option<String>,
+    pub disk_profile: Option<String>,
+    #[serde(default)]
+    pub linked: bool,
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    #[serde(default)]
+    pub no_start: bool,
+    #[serde(default)]
+    pub no_autostart: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+fn four() -> u32 {
+    4
+}
+
+#[derive(Debug, Serialize)]
+struct Answer {
+    /// Every name is there (deployed now or before).
+    complete: bool,
+    #[serde(flatten)]
+    report: Report,
+}
+
+/// A named profile, or a refusal that lists the known ones.
+fn profile<T: Clone>(m: &std::collections::BTreeMap<String, T>, name: &str, kind: &str) -> Result<T, String> {
+    m.get(name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = m.keys().map(String::as_str).collect();
+        format!("no {kind} profile {name:?} (known: {})", known.join(", "))
+    })
+}
+
+pub async fn deploy(State(s): State<AppState>, Json(b): Json<DeployBody>) -> Response {
+    let bad = |e: String| refuse(StatusCode::BAD_REQUEST, e);
+    if !(1..=64).contains(&b.parallel) {
+        return bad(format!("parallel {} is out of range (1 to 64)", b.parallel));
+    }
+    let names = match vm::batch::names(&b.name_pattern, b.count, b.first) {
+        Ok(n) => n,
+        Err(e) => return bad(e.to_string()),
+    };
+    let boot = s.boot();
+    if !boot.served_sites().contains(&b.site) {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!("this provd does not serve a site named {:?}", b.site),
+        );
+    }
+    let Some(site_cfg) = boot.config().sites.get(&b.site) else {
+        return refuse(StatusCode::NOT_FOUND, format!("no site {:?}", b.site));
+    };
+    let base_url = site_cfg.boot_base_url();
+    let profiles = &boot.config().vm;
+    let nics = match b
+        .nic_profile
+        .as_deref()
+        .map(|p| profile(&profiles.nics, p, "NIC"))
+        .transpose()
+    {
+        Ok(n) => n,
+        Err(e) => return bad(e),
+    };
+    let disks = match b
+        .disk_profile
+        .as_deref()
+        .map(|p| profile(&profiles.disks, p, "disk"))
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => return bad(e),
+    };
+    let placement = b.placement.unwrap_or(profiles.placement);
+    // The site's ready hypervisors, less the drained ones, with the MAC each is journaled by.
+    let mut hosts: HashMap<String, MacAddr> = HashMap::new();
+    for c in s.pool.checks().into_iter().filter(|c| c.site == b.site) {
+        let Ok(reach) = s.pool.reach(&c.host) else { continue };
+        if !s.inventory.get(reach.mac).await.is_some_and(|r| r.drained) {
+            hosts.insert(reach.uri, reach.mac);
+        }
+    }
+    if hosts.is_empty() {
+        return refuse(
+            StatusCode::CONFLICT,
+            format!("site {:?} has no ready, undrained hypervisor", b.site),
+        );
+    }
+    let mut uris: Vec<String> = hosts.keys().cloned().collect();
+    uris.sort();
+    let (registry, site) = (s.nocloud.clone(), b.site.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let deploy_one = |name: &str, uri: &str, report: &mut dyn FnMut(vm::deploy::DeployStep)| {
+            let h = Hypervisor::connect(uri)?;
+            let req = DeployRequest {
+                name,
+                template: &b.from,
+                vcpus: b.cpus,
+                memory_mib: b.memory_mib,
+                nics: nics.as_deref(),
+                disks: disks.as_deref(),
+                linked: b.linked,
+                start: !b.no_start,
+                autostart: !b.no_autostart,
+                // Placed already: deploy_on uses `h`, not a candidate list.
+                hypervisors: &[],
+            };
+            let seed = || {
+                let request = crate::nocloud::SeedRequest {
+                    hostname: name.to_string(),
+                    ssh_keys: b.ssh_keys.clone(),
+                    site: Some(site.clone()),
+                };
+                registry
+                    .create_blocking(&request, &site, &base_url)
+                    .map_err(|e| Box::new(e) as SeedIssueError)
+            };
+            vm::deploy::deploy_on(&h, &req, seed, report)
+        };
+        let batch = Batch {
+            hypervisors: &uris,
+            template: &b.from,
+            memory_mib: b.memory_mib,
+            placement,
+            deploy: &deploy_one,
+        };
+        batch_deploy::run(&batch, &names, b.parallel as usize, &mut |_| {}, &|_| {})
+    })
+    .await;
+    let report = match done {
+        Ok(r) => r,
+        Err(e) => return super::failure::internal(e),
+    };
+    for o in report
+        .vms
+        .iter()
+        .filter(|o| matches!(o.result, Ended::Deployed | Ended::Failed))
+    {
+        let mac = o.hypervisor.as_ref().and_then(|u| hosts.get(u)).copied();
+        s.journal.record(
+            mac,
+            None,
+            crate::journal::Step::VmAction {
+                domain: o.name.clone(),
+                action: "deploy".into(),
+                error: o.error.clone(),
+            },
+        );
+    }
+    Json(Answer {
+        complete: report.all_there(),
+        report,
+    })
+    .into_response()
+}

@@ -518,6 +518,7 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     let packed = batch_deploy_across_both_hypervisors(&daemon, &lva, &lvb, &operator);
     console_acts_on_vms(&p, &lva, &lvb, &state, &w, packed);
     api_batch_deploy(&p, &state, &lva, &lvb);
+    live_snapshot_over_tls(&p, &state, &lva);
     api_day_two_verbs(&p, &state, &lvb, if packed == "hva" { &lva } else { &lvb }, packed);
     no_vm_moves_to_a_drained_host(&p, &daemon, &state);
     deployed_vms_come_back_when_their_hypervisor_boots(&mut lva);
@@ -1007,6 +1008,71 @@ fn api_batch_deploy(p: &Netns, state: &Path, lva: &Libvirtd, lvb: &Libvirtd) {
             }
         }
     }
+}
+
+/// An external snapshot of a running VM on A's TLS libvirtd (issue 38), through the API:
+/// a running web-N gets an overlay; a pattern written into that overlay with qemu-io (its
+/// disk has no file system: the bytes are the data) while the VM is off is gone after the
+/// revert; started again, the snapshot's delete merges the overlay back (an active commit
+/// and a pivot over the remote connection) and the VM runs on its own disk.
+fn live_snapshot_over_tls(p: &Netns, state: &Path, lva: &Libvirtd) {
+    let token = std::fs::read_to_string(state.join("api-token")).unwrap();
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    let api = "http://127.0.0.1:6767/api/vms";
+    let ok = |path: &str| {
+        let (body, code) = curl_in(p, &["-X", "POST", "-H", &bearer, &format!("{api}/{path}")]);
+        assert_eq!(code, "200", "{path}: {body}");
+    };
+    let running = lva.virsh(&["list", "--name"]);
+    let vm = running
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("web-"))
+        .expect("a running web-N on A");
+    let disk = || {
+        lva.virsh(&["domblklist", vm])
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let own = disk();
+    ok(&format!("hva/{vm}/snapshot?snapshot=live"));
+    let overlay = disk();
+    assert!(overlay.ends_with(&format!("/{vm}_vda.live.qcow2")), "{overlay}");
+    let (body, _) = curl_in(p, &["-H", &bearer, &format!("{api}/hva/{vm}/snapshots")]);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (list[0]["kind"].as_str(), list[0]["quiesced"].as_bool()),
+        (Some("external"), Some(false)),
+        "no agent: {list}"
+    );
+    ok(&format!("hva/{vm}/power-off"));
+    let qemu_io = |cmd: &str| {
+        lva.in_its_mounts("qemu-io")
+            .args(["-f", "qcow2", "-c", cmd, &overlay])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap()
+    };
+    assert!(qemu_io("write -P 0x5a 0 64k").contains("wrote 65536/65536 bytes"));
+    assert!(!qemu_io("read -P 0x5a 0 64k").contains("Pattern verification failed"));
+    ok(&format!("hva/{vm}/revert?snapshot=live"));
+    assert!(
+        qemu_io("read -P 0x5a 0 64k").contains("Pattern verification failed"),
+        "reverted"
+    );
+    ok(&format!("hva/{vm}/start"));
+    ok(&format!("hva/{vm}/delete-snapshot?snapshot=live"));
+    assert_eq!(disk(), own, "pivoted back onto its own disk");
+    assert_eq!(lva.virsh(&["domstate", vm]).trim(), "running");
+    let gone = !lva
+        .in_its_mounts("test")
+        .args(["-e", &overlay])
+        .status()
+        .unwrap()
+        .success();
+    assert!(gone, "{overlay} removed");
 }
 
 /// sha256sum (coreutils) of `data`: a checksum provd did not compute.

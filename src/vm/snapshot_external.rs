@@ -129,11 +129,7 @@ fn snapshot_request(vm: &str, snap: &str, domain_xml: &str, quiesced: bool) -> S
     }
     format!(
         "<domainsnapshot><name>{snap}</name><description>{}</description><disks>{disks}</disks></domainsnapshot>",
-        if quiesced {
-            QUIESCED
-        } else {
-            PLAIN
-        }
+        if quiesced { QUIESCED } else { PLAIN }
     )
 }
 

@@ -149,6 +149,15 @@ virtlogd -d -p /run/libvirt/virtlogd.pid
         }
     }
 
+    /// A command run where this libvirtd sees its files (its mount namespace, which
+    /// virtlogd holds): its /var/lib/libvirt is not the machine's.
+    pub fn in_its_mounts(&self, program: &str) -> Command {
+        let virtlogd = std::fs::read_to_string(self.run_dir.join("virtlogd.pid")).expect("virtlogd's pid file");
+        let mut c = Command::new("nsenter");
+        c.args(["--target", virtlogd.trim(), "--mount", "--", program]);
+        c
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

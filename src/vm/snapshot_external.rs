@@ -133,6 +133,16 @@ fn snapshot_request(vm: &str, snap: &str, domain_xml: &str, quiesced: bool) -> S
     )
 }
 
+/// The file an external snapshot's overlay stands on (the snapshot's state), and its format.
+fn frozen_below(vols: &mut Volumes, overlay: &Path) -> Result<(PathBuf, String), VmError> {
+    vols.backing(overlay)
+        .map_err(VmError::on_disk(overlay))?
+        .ok_or_else(|| VmError::Disk {
+            path: overlay.to_path_buf(),
+            message: "the snapshot's overlay has no backing file (changed outside provd?)".into(),
+        })
+}
+
 impl Hypervisor {
     /// An external disk-only snapshot (the domain may run); quiesced when its agent is
     /// connected, unless `no_quiesce`.
@@ -188,13 +198,7 @@ impl Hypervisor {
             .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
             .map_err(self.err("reading", vm))?;
         for disk in external_disks(&snap_xml) {
-            let (base, format) = vols
-                .backing(&disk.overlay)
-                .map_err(VmError::on_disk(&disk.overlay))?
-                .ok_or_else(|| VmError::Disk {
-                    path: disk.overlay.clone(),
-                    message: "the snapshot's overlay has no backing file (changed outside provd?)".into(),
-                })?;
+            let (base, format) = frozen_below(&mut vols, &disk.overlay)?;
             vols.delete(&disk.overlay).map_err(VmError::on_disk(&disk.overlay))?;
             vols.create_overlay(&base, &format, &disk.overlay)
                 .map_err(VmError::on_disk(&disk.overlay))?;
@@ -235,13 +239,7 @@ impl Hypervisor {
     fn merge_overlays(&self, d: &Domain, vm: &str, snap_xml: &str) -> Result<(), VmError> {
         let mut vols = Volumes::new(&self.conn);
         for disk in external_disks(snap_xml) {
-            let (base, base_format) = vols
-                .backing(&disk.overlay)
-                .map_err(VmError::on_disk(&disk.overlay))?
-                .ok_or_else(|| VmError::Disk {
-                    path: disk.overlay.clone(),
-                    message: "the snapshot's overlay has no backing file (changed outside provd?)".into(),
-                })?;
+            let (base, base_format) = frozen_below(&mut vols, &disk.overlay)?;
             let live = d.xml_desc(0).map_err(self.err("reading", vm))?;
             let active = xml::owned_disks(&live)
                 .iter()

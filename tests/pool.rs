@@ -976,6 +976,16 @@ fn api_batch_deploy(p: &Netns, state: &Path, lva: &Libvirtd, lvb: &Libvirtd) {
     assert_eq!(results, ["exists", "exists"], "a rerun makes nothing: {again}");
     for (change, status, says) in [
         (serde_json::json!({"name_pattern": "api"}), "400", "{n}"),
+        (
+            serde_json::json!({"name_pattern": "web-{n}'/><x"}),
+            "400",
+            "not a DNS name",
+        ),
+        (
+            serde_json::json!({"ssh_keys": ["ssh-ed25519 AAAA a\nssh-rsa BBBB evil"]}),
+            "400",
+            "not one line",
+        ),
         (serde_json::json!({"site": "elsewhere"}), "404", "does not serve a site"),
         (serde_json::json!({"nic_profile": "nosuch"}), "400", "no NIC profile"),
         (

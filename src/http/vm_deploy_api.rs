@@ -82,6 +82,14 @@ pub async fn deploy(State(s): State<AppState>, Json(b): Json<DeployBody>) -> Res
         Ok(n) => n,
         Err(e) => return bad(e.to_string()),
     };
+    // What a seed would refuse, refused before anything is placed: a name that is not a
+    // host name (it becomes the guest's), a key that is not one line.
+    if let Some(n) = names.iter().find(|n| !crate::config::valid_hostname(n)) {
+        return bad(crate::nocloud::SeedError::BadHostname(n.clone()).to_string());
+    }
+    if let Some(i) = b.ssh_keys.iter().position(|k| k.contains('\n') || k.contains('\r')) {
+        return bad(crate::nocloud::SeedError::BadKey(i).to_string());
+    }
     let boot = s.boot();
     if !boot.served_sites().contains(&b.site) {
         return refuse(

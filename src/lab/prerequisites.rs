@@ -15,6 +15,8 @@ pub fn prerequisites(firmwares: &[Firmware], bmc: Option<&str>) -> Vec<(&'static
         ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
         ("/usr/bin/qemu-img", "qemu-utils"),
         ("/bin/busybox", "busybox-static"),
+        // The mini-installer carries the guest agent (lab/build-installer.sh).
+        ("/usr/sbin/qemu-ga", "qemu-guest-agent"),
         ("/usr/lib/ipxe/ipxe.efi", "ipxe"),
     ];
     if firmwares.contains(&Firmware::Bios) {
@@ -159,6 +161,7 @@ mod tests {
         let none = |_: &Path| false;
         let bios = missing_packages(&[Firmware::Bios], None, none, true);
         assert!(bios.contains(&"ipxe-qemu") && !bios.contains(&"ovmf"), "{bios:?}");
+        assert!(bios.contains(&"qemu-guest-agent"), "the mini-installer's agent: {bios:?}");
         let uefi = missing_packages(&[Firmware::Uefi], None, none, true);
         assert!(uefi.contains(&"ovmf") && !uefi.contains(&"ipxe-qemu"), "{uefi:?}");
         let ipmi = missing_packages(&[Firmware::Bios], Some("ipmi"), none, true);

@@ -161,7 +161,10 @@ mod tests {
         let none = |_: &Path| false;
         let bios = missing_packages(&[Firmware::Bios], None, none, true);
         assert!(bios.contains(&"ipxe-qemu") && !bios.contains(&"ovmf"), "{bios:?}");
-        assert!(bios.contains(&"qemu-guest-agent"), "the mini-installer's agent: {bios:?}");
+        assert!(
+            bios.contains(&"qemu-guest-agent"),
+            "the mini-installer's agent: {bios:?}"
+        );
         let uefi = missing_packages(&[Firmware::Uefi], None, none, true);
         assert!(uefi.contains(&"ovmf") && !uefi.contains(&"ipxe-qemu"), "{uefi:?}");
         let ipmi = missing_packages(&[Firmware::Bios], Some("ipmi"), none, true);

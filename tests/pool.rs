@@ -937,16 +937,27 @@ fn api_batch_deploy(p: &Netns, state: &Path, lva: &Libvirtd, lvb: &Libvirtd) {
         "linked": true, "no_start": true, "no_autostart": true,
         "ssh_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtest api@provd"],
     });
+    // No credential, no deploy (and nothing placed: the names are made below).
+    let body = request.to_string();
+    let unauthenticated = ["-X", "POST", "-H", "Content-Type: application/json", "-d", &body];
+    let (_, code) = curl_in(
+        p,
+        &[&unauthenticated[..], &["http://127.0.0.1:6767/api/vms/deploy"]].concat(),
+    );
+    assert_eq!(code, "401");
     let (report, code) = deploy(request.clone());
     assert_eq!(code, "200", "{report}");
     assert_eq!(report["complete"], true, "{report}");
-    let results: Vec<&str> = report["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["result"].as_str().unwrap())
-        .collect();
-    assert_eq!(results, ["deployed", "deployed"], "{report}");
+    // Each name's outcome, in order.
+    let results = |r: &Value| -> Vec<String> {
+        r["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["result"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(results(&report), ["deployed", "deployed"], "{report}");
     let defined = |name: &str| {
         [lva, lvb]
             .iter()
@@ -967,13 +978,7 @@ fn api_batch_deploy(p: &Netns, state: &Path, lva: &Libvirtd, lvb: &Libvirtd) {
 
     let (again, code) = deploy(request.clone());
     assert_eq!(code, "200", "{again}");
-    let results: Vec<&str> = again["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["result"].as_str().unwrap())
-        .collect();
-    assert_eq!(results, ["exists", "exists"], "a rerun makes nothing: {again}");
+    assert_eq!(results(&again), ["exists", "exists"], "a rerun makes nothing: {again}");
     for (change, status, says) in [
         (serde_json::json!({"name_pattern": "api"}), "400", "{n}"),
         (

@@ -22,6 +22,7 @@ pub mod journal;
 pub mod lab;
 pub mod live;
 pub mod mac;
+pub mod netmodel;
 pub mod nocloud;
 pub mod pki;
 pub mod pool;

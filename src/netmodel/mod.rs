@@ -1,0 +1,221 @@
+//! A hypervisor's data-center network (issue 35): physical ports, bonds over them, VLANs on
+//! a port or bond, and bridges on any of those, each bridge with a role (boot, tenant,
+//! migration, storage, management). This is the model an operator writes once per profile
+//! (or host); `check` says what cannot work, `kickstart` and `networkd` render it for the
+//! two installers. Everything here is pure: no I/O, no config file (the site config
+//! carries it in a later step, see the issue-35 note).
+//!
+//! Devices are named as the installed system names them (`eno1`, `bond0`, `bond0.20`,
+//! `br-mgmt`): a VLAN's device is `<parent>.<id>`, as both Anaconda and systemd-networkd
+//! name it here.
+
+pub mod check;
+pub mod kickstart;
+pub mod networkd;
+
+use serde::Deserialize;
+
+/// What a bridge carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The provisioning network: DHCP from provd, PXE.
+    Boot,
+    Management,
+    /// VMs' networks.
+    Tenant,
+    Migration,
+    Storage,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Boot => "boot",
+            Role::Management => "management",
+            Role::Tenant => "tenant",
+            Role::Migration => "migration",
+            Role::Storage => "storage",
+        }
+    }
+}
+
+/// A physical port, by its name on the installed system (and its MAC, when the name is not
+/// predictable).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    pub name: String,
+    #[serde(default)]
+    pub mac: Option<crate::mac::MacAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum BondMode {
+    /// IEEE 802.3ad dynamic link aggregation (the switch must speak LACP).
+    #[serde(rename = "802.3ad")]
+    Lacp,
+    /// One member carries the traffic, another takes over (any switch).
+    #[serde(rename = "active-backup")]
+    ActiveBackup,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LacpRate {
+    #[default]
+    Slow,
+    Fast,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum XmitHash {
+    #[default]
+    #[serde(rename = "layer2")]
+    Layer2,
+    #[serde(rename = "layer2+3")]
+    Layer23,
+    #[serde(rename = "layer3+4")]
+    Layer34,
+}
+
+impl XmitHash {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XmitHash::Layer2 => "layer2",
+            XmitHash::Layer23 => "layer2+3",
+            XmitHash::Layer34 => "layer3+4",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bond {
+    pub name: String,
+    /// Port names.
+    pub members: Vec<String>,
+    pub mode: BondMode,
+    /// Link monitoring interval, milliseconds.
+    #[serde(default = "default_miimon")]
+    pub miimon: u32,
+    /// 802.3ad only.
+    #[serde(default)]
+    pub lacp_rate: LacpRate,
+    /// 802.3ad only.
+    #[serde(default)]
+    pub xmit_hash: XmitHash,
+}
+
+fn default_miimon() -> u32 {
+    100
+}
+
+/// A tagged VLAN on a port or bond (`on`); its device is `<on>.<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vlan {
+    pub id: u16,
+    pub on: String,
+}
+
+impl Vlan {
+    pub fn device(&self) -> String {
+        format!("{}.{}", self.on, self.id)
+    }
+}
+
+/// How a bridge gets its address: DHCP (the boot network), a static address (from the
+/// network's pool, once IPAM assigns it), or none (tenant bridges carry VMs only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addressing {
+    Dhcp,
+    Static {
+        address: ipnet::Ipv4Net,
+        gateway: Option<std::net::Ipv4Addr>,
+    },
+    None,
+}
+
+/// A bridge on a port, bond or VLAN device (`on`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bridge {
+    pub name: String,
+    pub on: String,
+    pub role: Role,
+}
+
+/// One host's network, as written per profile.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetModel {
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    #[serde(default)]
+    pub bonds: Vec<Bond>,
+    #[serde(default)]
+    pub vlans: Vec<Vlan>,
+    #[serde(default)]
+    pub bridges: Vec<Bridge>,
+}
+
+impl NetModel {
+    /// The bridge that carries `role`, if any (the first, when several do).
+    pub fn bridge_for(&self, role: Role) -> Option<&Bridge> {
+        self.bridges.iter().find(|b| b.role == role)
+    }
+
+    /// How each bridge is addressed: the boot bridge by DHCP, the others as `addresses`
+    /// gives them (by bridge name), else none.
+    pub fn addressing(
+        &self,
+        bridge: &Bridge,
+        addresses: &std::collections::BTreeMap<String, Addressing>,
+    ) -> Addressing {
+        match addresses.get(&bridge.name) {
+            Some(a) => a.clone(),
+            None if bridge.role == Role::Boot => Addressing::Dhcp,
+            None => Addressing::None,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The README's worked example: two 25G ports in LACP, management on VLAN 10 (the
+    /// boot network untagged on the bond), migration on VLAN 20, tenants on 100 and 101.
+    pub(crate) const EXAMPLE: &str = r#"
+ports = [{ name = "ens1f0" }, { name = "ens1f1", mac = "52:54:00:aa:00:02" }]
+bonds = [{ name = "bond0", members = ["ens1f0", "ens1f1"], mode = "802.3ad", lacp_rate = "fast", xmit_hash = "layer3+4" }]
+vlans = [{ id = 10, on = "bond0" }, { id = 20, on = "bond0" }, { id = 100, on = "bond0" }, { id = 101, on = "bond0" }]
+bridges = [
+  { name = "br-boot", on = "bond0", role = "boot" },
+  { name = "br-mgmt", on = "bond0.10", role = "management" },
+  { name = "br-mig", on = "bond0.20", role = "migration" },
+  { name = "br-t100", on = "bond0.100", role = "tenant" },
+  { name = "br-t101", on = "bond0.101", role = "tenant" },
+]
+"#;
+
+    pub(crate) fn example() -> NetModel {
+        toml::from_str(EXAMPLE).expect("the example parses")
+    }
+
+    #[test]
+    fn the_example_reads_as_written() {
+        let m = example();
+        assert_eq!(m.bonds[0].mode, BondMode::Lacp);
+        assert_eq!(m.bonds[0].miimon, 100, "the default");
+        assert_eq!(m.bonds[0].xmit_hash, XmitHash::Layer34);
+        assert_eq!(m.vlans[1].device(), "bond0.20");
+        assert_eq!(m.bridge_for(Role::Migration).map(|b| b.name.as_str()), Some("br-mig"));
+        let unknown =
+            toml::from_str::<NetModel>("bonds = [{ name = \"b\", members = [], mode = \"802.3ad\", speed = 1 }]");
+        assert!(unknown.unwrap_err().to_string().contains("unknown field `speed`"));
+        let mode = toml::from_str::<NetModel>("bonds = [{ name = \"b\", members = [], mode = \"balance-rr\" }]");
+        assert!(mode.is_err(), "only the modes provd renders");
+    }
+}

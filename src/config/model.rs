@@ -166,6 +166,9 @@ pub struct Profile {
     /// The certificate roles (`CERTIFICATE_ROLES`) provd signs for this profile's hosts.
     pub certificates: Vec<String>,
     pub vars: toml::Table,
+    /// The hosts' network (`[profiles.X.network]`), checked by `netmodel::check`; None: one
+    /// bridge on the boot NIC, as before.
+    pub network: Option<crate::netmodel::NetModel>,
 }
 
 /// The roles a profile may declare in `certificates`: a libvirt TLS server certificate

@@ -202,6 +202,17 @@ fn check_profile(src: &Source, name: &str, p: &ProfileWire, errors: &mut Vec<Con
             ));
         }
     }
+    if let Some(network) = &p.network {
+        // Each problem at the network table (a model's parts refer to each other by name:
+        // the table, not one entry, is where the operator looks).
+        for problem in crate::netmodel::check::check(network.get_ref()) {
+            errors.push(src.error(
+                Some(network.span()),
+                format!("profiles.{name}.network"),
+                problem.to_string(),
+            ));
+        }
+    }
     if let Some(image) = &p.image {
         let key = format!("profiles.{name}.image");
         if let Err(e) = crate::assets::images::check_name(image.get_ref()) {
@@ -413,6 +424,7 @@ fn convert_profile(name: &str, p: &ProfileWire) -> Profile {
         image: p.image.as_ref().map(|i| i.get_ref().clone()),
         certificates: p.certificates.iter().map(|r| r.get_ref().clone()).collect(),
         vars: p.vars.clone(),
+        network: p.network.as_ref().map(|n| n.get_ref().clone()),
     }
 }
 

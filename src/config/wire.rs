@@ -117,6 +117,8 @@ pub struct ProfileWire {
     pub certificates: Vec<toml::Spanned<String>>,
     #[serde(default)]
     pub vars: toml::Table,
+    /// The hosts' data-center network: ports, bonds, VLANs, role bridges (`netmodel`).
+    pub network: Option<toml::Spanned<crate::netmodel::NetModel>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,8 +2,9 @@
 //! a port or bond, and bridges on any of those, each bridge with a role (boot, tenant,
 //! migration, storage, management). This is the model an operator writes once per profile
 //! (or host); `check` says what cannot work, `kickstart` and `networkd` render it for the
-//! two installers. Everything here is pure: no I/O, no config file (the site config
-//! carries it in a later step, see the issue-35 note).
+//! two installers. Everything here is pure: the site config carries a model per profile
+//! (`[profiles.X.network]`, checked when the config loads); rendering it into the
+//! installs is the next step (see the issue-35 note).
 //!
 //! Devices are named as the installed system names them (`eno1`, `bond0`, `bond0.20`,
 //! `br-mgmt`): a VLAN's device is `<parent>.<id>`, as both Anaconda and systemd-networkd

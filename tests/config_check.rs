@@ -293,3 +293,57 @@ fn check_refuses_a_config_file_inside_the_assets_directory() {
     let out = Command::new(bin).arg("check").arg(&outside).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `provd network PROFILE` (issue 35) renders a profile's network offline: the kickstart
+/// lines and the %post with the VLANs' keyfiles, the networkd units, both as JSON; a profile
+/// without a network, or an unknown one, is a clear error.
+#[test]
+fn network_renders_a_profiles_model_for_both_installers() {
+    let bin = env!("CARGO_BIN_EXE_provd");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/good");
+    let net = dir.join("network.toml");
+    let provd = |args: &[&str], cfg: &std::path::Path| {
+        Command::new(bin)
+            .arg("network")
+            .args(args)
+            .arg("-c")
+            .arg(cfg)
+            .output()
+            .unwrap()
+    };
+    let out = provd(&["kvm"], &net);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("network --device=bond0 --bondslaves=ens1f0,ens1f1 --bondopts=mode=802.3ad,"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/etc/NetworkManager/system-connections/bond0.20.nmconnection")
+            && text.trim_end().ends_with("%end"),
+        "{text}"
+    );
+    let out = provd(&["kvm", "--format", "networkd"], &net);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# /etc/systemd/network/10-bond0.netdev\n[NetDev]\nName=bond0\nKind=bond"),
+        "{text}"
+    );
+    let out = provd(&["kvm", "--json"], &net);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kickstart"]["lines"].as_array().map(Vec::len), Some(2), "{v}");
+    assert!(
+        v["networkd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["file"] == "40-br-mig.network"),
+        "{v}"
+    );
+    let out = provd(&["el9-kvm"], &dir.join("example.toml"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no [profiles.el9-kvm.network]"));
+    let out = provd(&["nosuch"], &net);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no profile \"nosuch\" (known: kvm)"));
+}

@@ -10,6 +10,7 @@ mod failover;
 mod hosts;
 mod hypervisors;
 mod leases;
+mod network;
 mod pki;
 mod power;
 mod snapshot;
@@ -81,6 +82,9 @@ enum Command {
         #[arg(long = "config", short = 'c', env = "PROVD_CONFIG", default_value = DEFAULT_CONFIG)]
         config: Vec<PathBuf>,
     },
+    /// A profile's data-center network (bonds, VLANs, role bridges) as each installer gets
+    /// it: kickstart lines and keyfiles, or systemd-networkd units.
+    Network(network::NetworkArgs),
     /// Virtual machines on libvirt (any --connect URI).
     Vm {
         #[command(subcommand)]
@@ -372,6 +376,7 @@ pub fn main() -> ExitCode {
         Command::Power { command } => power::run(command),
         Command::Hypervisors { command } => hypervisors::run(command),
         Command::Hosts { command } => hosts::run(command),
+        Command::Network(a) => network::run(a),
         Command::Render {
             kind,
             host,

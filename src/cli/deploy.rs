@@ -331,8 +331,5 @@ pub(super) fn profile<T: Clone>(
     name: &str,
     kind: &str,
 ) -> anyhow::Result<T> {
-    m.get(name).cloned().ok_or_else(|| {
-        let known: Vec<&str> = m.keys().map(String::as_str).collect();
-        anyhow::anyhow!("no {kind} profile {name:?} (known: {})", known.join(", "))
-    })
+    crate::config::VmProfiles::named(m, name, kind).map_err(anyhow::Error::msg)
 }

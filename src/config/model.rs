@@ -68,6 +68,17 @@ pub struct VmProfiles {
     pub placement: Placement,
 }
 
+impl VmProfiles {
+    /// A named profile of `m` (`kind` says which, for the message), or why not: the
+    /// message lists the known ones. The CLI and the admin API both ask through this.
+    pub fn named<T: Clone>(m: &BTreeMap<String, T>, name: &str, kind: &str) -> Result<T, String> {
+        m.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = m.keys().map(String::as_str).collect();
+            format!("no {kind} profile {name:?} (known: {})", known.join(", "))
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSpec {
     pub name: String,

@@ -65,14 +65,6 @@ struct Answer {
     report: Report,
 }
 
-/// A named profile, or a refusal that lists the known ones.
-fn profile<T: Clone>(m: &std::collections::BTreeMap<String, T>, name: &str, kind: &str) -> Result<T, String> {
-    m.get(name).cloned().ok_or_else(|| {
-        let known: Vec<&str> = m.keys().map(String::as_str).collect();
-        format!("no {kind} profile {name:?} (known: {})", known.join(", "))
-    })
-}
-
 pub async fn deploy(State(s): State<AppState>, Json(b): Json<DeployBody>) -> Response {
     let bad = |e: String| refuse(StatusCode::BAD_REQUEST, e);
     if !(1..=64).contains(&b.parallel) {
@@ -105,7 +97,7 @@ pub async fn deploy(State(s): State<AppState>, Json(b): Json<DeployBody>) -> Res
     let nics = match b
         .nic_profile
         .as_deref()
-        .map(|p| profile(&profiles.nics, p, "NIC"))
+        .map(|p| crate::config::VmProfiles::named(&profiles.nics, p, "NIC"))
         .transpose()
     {
         Ok(n) => n,
@@ -114,7 +106,7 @@ pub async fn deploy(State(s): State<AppState>, Json(b): Json<DeployBody>) -> Res
     let disks = match b
         .disk_profile
         .as_deref()
-        .map(|p| profile(&profiles.disks, p, "disk"))
+        .map(|p| crate::config::VmProfiles::named(&profiles.disks, p, "disk"))
         .transpose()
     {
         Ok(d) => d,

@@ -13,24 +13,9 @@ use super::{Addressing, Bond, BondMode, NetModel};
 use std::collections::BTreeMap;
 
 fn bond_opts(b: &Bond) -> String {
-    let mut opts = vec![
-        format!(
-            "mode={}",
-            match b.mode {
-                BondMode::Lacp => "802.3ad",
-                BondMode::ActiveBackup => "active-backup",
-            }
-        ),
-        format!("miimon={}", b.miimon),
-    ];
+    let mut opts = vec![format!("mode={}", b.mode.as_str()), format!("miimon={}", b.miimon)];
     if b.mode == BondMode::Lacp {
-        opts.push(format!(
-            "lacp_rate={}",
-            match b.lacp_rate {
-                super::LacpRate::Slow => "slow",
-                super::LacpRate::Fast => "fast",
-            }
-        ));
+        opts.push(format!("lacp_rate={}", b.lacp_rate.as_str()));
         opts.push(format!("xmit_hash_policy={}", b.xmit_hash.as_str()));
     }
     opts.join(",")

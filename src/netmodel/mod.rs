@@ -61,6 +61,16 @@ pub enum BondMode {
     ActiveBackup,
 }
 
+impl BondMode {
+    /// As the kernel's bonding driver (and Anaconda, and networkd) spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BondMode::Lacp => "802.3ad",
+            BondMode::ActiveBackup => "active-backup",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LacpRate {
@@ -78,6 +88,15 @@ pub enum XmitHash {
     Layer23,
     #[serde(rename = "layer3+4")]
     Layer34,
+}
+
+impl LacpRate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LacpRate::Slow => "slow",
+            LacpRate::Fast => "fast",
+        }
+    }
 }
 
 impl XmitHash {

@@ -10,19 +10,9 @@ use std::collections::BTreeMap;
 pub fn units(m: &NetModel, addresses: &BTreeMap<String, Addressing>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for b in &m.bonds {
-        let mut bond = format!(
-            "[Bond]\nMode={}\nMIIMonitorSec={}ms\n",
-            match b.mode {
-                BondMode::Lacp => "802.3ad",
-                BondMode::ActiveBackup => "active-backup",
-            },
-            b.miimon
-        );
+        let mut bond = format!("[Bond]\nMode={}\nMIIMonitorSec={}ms\n", b.mode.as_str(), b.miimon);
         if b.mode == BondMode::Lacp {
-            let rate = match b.lacp_rate {
-                super::LacpRate::Slow => "slow",
-                super::LacpRate::Fast => "fast",
-            };
+            let rate = b.lacp_rate.as_str();
             bond.push_str(&format!(
                 "LACPTransmitRate={rate}\nTransmitHashPolicy={}\n",
                 b.xmit_hash.as_str()

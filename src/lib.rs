@@ -14,6 +14,7 @@ pub mod config;
 pub mod counters;
 pub mod daemon;
 pub mod dhcp;
+pub mod dns;
 pub mod failover;
 pub mod generation;
 pub mod http;

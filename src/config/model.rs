@@ -210,7 +210,25 @@ pub struct Site {
     pub failover: Option<Failover>,
     /// The discovery image (`unknown_clients = "discover"`).
     pub discovery: Option<Discovery>,
+    /// Where the site's host names are kept current (`[sites.X.dns]`).
+    pub dns: Option<SiteDns>,
 }
+
+/// The DNS server that takes the site's RFC 2136 updates, signed with a TSIG key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteDns {
+    pub server: SocketAddr,
+    /// The forward zone, absolute without the final dot (`a.example.net`).
+    pub zone: String,
+    /// Reverse zones (`0.10.in-addr.arpa`); an address in none of them gets no PTR.
+    pub reverse_zones: Vec<String>,
+    /// A `tsig-keygen` key file; read when the daemon starts.
+    pub key_file: PathBuf,
+    pub ttl: u32,
+}
+
+/// TTL of the records provd writes unless `[sites.X.dns] ttl` says otherwise.
+pub const DEFAULT_DNS_TTL: u32 = 300;
 
 /// What an unknown machine boots to report its hardware (`[sites.X.discovery]`).
 #[derive(Debug, Clone, PartialEq, Eq)]

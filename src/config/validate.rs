@@ -113,7 +113,11 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
                 ));
                 continue;
             }
-            if let Some(site) = convert_site(src, name, s.get_ref(), &profiles, &mut uniq, &mut errors) {
+            let assets_dir = daemon
+                .as_ref()
+                .map(|d| d.0.assets_dir.clone())
+                .unwrap_or_else(|| default_daemon().assets_dir);
+            if let Some(site) = convert_site(src, name, s.get_ref(), &assets_dir, &profiles, &mut uniq, &mut errors) {
                 sites.insert(name.clone(), (site, src.place(&s.span())));
             }
         }
@@ -130,24 +134,27 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
     Ok(Config {
         hosts: super::HostIndex::build(&sites),
         files: sources.iter().map(|s| s.0.clone()).collect(),
-        daemon: daemon.map(|d| d.0).unwrap_or_else(|| {
-            convert_daemon(&DaemonWire {
-                state_dir: None,
-                api_listen: None,
-                templates_dir: None,
-                assets_dir: None,
-                pki_dir: None,
-                api_tls: false,
-                api_names: Vec::new(),
-                bmc_secrets: None,
-                hosts_dir: None,
-            })
-        }),
+        daemon: daemon.map(|d| d.0).unwrap_or_else(default_daemon),
         profiles: profiles.into_iter().map(|(k, v)| (k, v.0)).collect(),
         sites,
         vm,
         pki_sign: pki.as_ref().map(|p| p.0).unwrap_or_default(),
         pki_renew_within: pki.and_then(|p| p.1).map(|d| i64::from(d) * 86_400),
+    })
+}
+
+/// What a config without a `[daemon]` table runs with.
+fn default_daemon() -> Daemon {
+    convert_daemon(&DaemonWire {
+        state_dir: None,
+        api_listen: None,
+        templates_dir: None,
+        assets_dir: None,
+        pki_dir: None,
+        api_tls: false,
+        api_names: Vec::new(),
+        bmc_secrets: None,
+        hosts_dir: None,
     })
 }
 
@@ -441,6 +448,7 @@ fn convert_site(
     src: &Source,
     name: &str,
     w: &SiteWire,
+    assets_dir: &Path,
     profiles: &BTreeMap<String, (Profile, String)>,
     uniq: &mut Uniqueness,
     errors: &mut Vec<ConfigError>,
@@ -524,6 +532,12 @@ fn convert_site(
         ));
     }
 
+    let domain = subnets.iter().find_map(|s| s.domain.as_deref());
+    let dns = w
+        .dns
+        .as_ref()
+        .and_then(|d| dns::convert_dns(src, name, domain, assets_dir, d, errors));
+
     if errors.len() > before {
         return None;
     }
@@ -540,6 +554,7 @@ fn convert_site(
         vars: w.vars.clone(),
         failover,
         discovery,
+        dns,
     })
 }
 
@@ -1168,5 +1183,6 @@ pub fn valid_hostname(name: &str) -> bool {
         })
 }
 
+mod dns;
 #[cfg(test)]
 mod tests;

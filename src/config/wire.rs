@@ -144,6 +144,24 @@ pub struct SiteWire {
     /// DHCP failover with a partner (ISC's `failover peer` block).
     pub failover: Option<Spanned<FailoverWire>>,
     pub discovery: Option<Spanned<DiscoveryWire>>,
+    /// The site's DNS server that takes provd's RFC 2136 updates (`dns`).
+    pub dns: Option<Spanned<DnsWire>>,
+}
+
+/// `[sites.X.dns]`: where provd keeps the site's host names current (RFC 2136, TSIG).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsWire {
+    /// The primary server for the zones, `address` or `address:port` (53).
+    pub server: Spanned<String>,
+    /// The forward zone (default: the site's domain).
+    pub zone: Option<Spanned<String>>,
+    /// Reverse zones provd keeps PTR records in (`10.in-addr.arpa`, ...).
+    #[serde(default)]
+    pub reverse_zones: Vec<Spanned<String>>,
+    /// The TSIG key, as `tsig-keygen` writes it (a secret: never under the assets).
+    pub key_file: Spanned<String>,
+    pub ttl: Option<u32>,
 }
 
 /// Mirrors ISC dhcpd's `failover peer "NAME" { ... }`.

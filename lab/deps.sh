@@ -41,6 +41,8 @@ PKGS=(
   dosfstools          # mkfs.vfat: the Debian image's EFI system partition
   mtools              # mmd/mcopy: its boot loader written into the ESP without mounting it
   qemu-guest-agent    # qemu-ga in the lab initramfs: quiesced live snapshots, guest-exec
+  bind9               # named: the real DNS server provd updates (RFC 2136 + TSIG)
+  bind9-dnsutils      # dig: the tests' independent check of what named holds
 )
 missing=()
 for p in "${PKGS[@]}"; do

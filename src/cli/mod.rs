@@ -5,6 +5,7 @@
 mod batch;
 pub mod client;
 mod deploy;
+mod dns;
 mod docs;
 mod failover;
 mod hosts;
@@ -123,6 +124,15 @@ enum Command {
         #[command(flatten)]
         target: ServerTarget,
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The sites' DNS updates: names held, the queue still to send, the last error (exit
+    /// status 1 while a site's server is failing).
+    Dns {
+        #[command(flatten)]
+        target: ServerTarget,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -371,6 +381,7 @@ pub fn main() -> ExitCode {
         Command::Check { files } => check(&files),
         Command::Leases { command } => leases::run(command),
         Command::Stats { target, json } => leases::stats(&target, json),
+        Command::Dns { target, json } => dns::status(&target, json),
         Command::Failover { command } => failover::run(command),
         Command::Reload { target, json } => reload(&target, json),
         Command::Power { command } => power::run(command),

@@ -132,6 +132,14 @@ async fn start(
         persists: Default::default(),
     };
     let dhcp = tokio::spawn(server::serve(shared, listeners.dhcp.sockets, stop.clone()));
+    tasks.spawn(crate::dns::updater::run(
+        services.dns().clone(),
+        services.generations().clone(),
+        services.inventory().clone(),
+        services.leases().clone(),
+        services.store().clone(),
+        stop.clone(),
+    ));
     tasks.spawn(reload_on_sighup(services.reloader().clone(), stop.clone()));
     tasks.spawn(log_stats_periodically(services.dhcp_stats().clone(), stop.clone()));
     Ok(dhcp)

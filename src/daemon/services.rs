@@ -52,6 +52,8 @@ pub struct Services {
     pool: Arc<crate::pool::Pool>,
     /// The web console's sessions.
     console: Arc<crate::http::session::Sessions>,
+    /// The sites' DNS updates (status; the task runs in `serve`).
+    dns: Arc<crate::dns::updater::DnsUpdater>,
 }
 
 impl Services {
@@ -187,6 +189,7 @@ impl Services {
             ca,
             pool: Default::default(),
             console: Default::default(),
+            dns: Default::default(),
         })
     }
 
@@ -213,6 +216,7 @@ impl Services {
             reloader: self.reloader.clone(),
             power: self.power.clone(),
             console: self.console.clone(),
+            dns: self.dns.clone(),
         })
     }
 
@@ -232,6 +236,11 @@ impl Services {
 /// Read-only views: `Services` is the one owner of these parts; listeners and tests get
 /// references or clones, never a way to swap one out from under the others.
 impl Services {
+    /// The sites' DNS updates.
+    pub fn dns(&self) -> &Arc<crate::dns::updater::DnsUpdater> {
+        &self.dns
+    }
+
     /// The config generation as of the last start or reload.
     pub fn generations(&self) -> &Arc<Generations> {
         &self.generations

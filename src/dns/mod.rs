@@ -14,3 +14,4 @@
 pub mod key;
 pub mod records;
 pub mod update;
+pub mod updater;

@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/leases", get(leases))
         .route("/api/sites", get(sites))
         .route("/api/stats", get(stats))
+        .route("/api/dns", get(dns_status))
         .route("/api/events", get(events))
         .route("/api/reload", post(reload))
         .route("/api/hosts/{host}/adopt", post(adopt))
@@ -439,6 +440,22 @@ pub(super) fn site_views(s: &AppState) -> Vec<SiteView> {
         .collect()
 }
 
+/// The DNS updaters' counters and, per site, its queue and names.
+fn dns_metrics(v: &crate::dns::updater::DnsView, out: &mut String) {
+    out.push_str(&format!(
+        "# TYPE provd_dns_updates_total counter\nprovd_dns_updates_total{{result=\"accepted\"}} {}\nprovd_dns_updates_total{{result=\"failed\"}} {}\n",
+        v.accepted, v.failed
+    ));
+    out.push_str("# TYPE provd_dns_pending gauge\n");
+    for (site, st) in &v.sites {
+        out.push_str(&format!("provd_dns_pending{{site=\"{site}\"}} {}\n", st.pending.len()));
+    }
+    out.push_str("# TYPE provd_dns_names gauge\n");
+    for (site, st) in &v.sites {
+        out.push_str(&format!("provd_dns_names{{site=\"{site}\"}} {}\n", st.names));
+    }
+}
+
 /// What `/api/stats` returns (and `provd stats` prints).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StatsView {
@@ -491,6 +508,11 @@ async fn stats_view(s: &AppState) -> StatsView {
     }
 }
 
+/// Each site's DNS updates: server, names held, the queue, the last error.
+async fn dns_status(State(s): State<AppState>) -> Json<crate::dns::updater::DnsView> {
+    Json(s.dns.view())
+}
+
 async fn stats(State(s): State<AppState>) -> Json<StatsView> {
     Json(stats_view(&s).await)
 }
@@ -538,5 +560,6 @@ async fn metrics(State(s): State<AppState>) -> Response {
             .filter(|r| r.state == crate::pki::signer::RequestState::Waiting)
             .count()
     ));
+    dns_metrics(&s.dns.view(), &mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -112,6 +112,8 @@ pub struct AppParts {
     pub(crate) pool: Arc<crate::pool::Pool>,
     /// The cap on BMC calls in flight.
     pub(crate) power: Arc<crate::bmc::Power>,
+    /// The sites' DNS updates: their queues and errors (`/api/dns`, `/metrics`).
+    pub(crate) dns: Arc<crate::dns::updater::DnsUpdater>,
     /// `provd reload` (admin API only).
     pub(crate) reloader: Arc<crate::reload::Reloader>,
     /// The pair's inventory replication, per site with a partner.

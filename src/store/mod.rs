@@ -42,6 +42,10 @@ const CERTIFICATES: TableDefinition<&str, &[u8]> = TableDefinition::new("certifi
 /// Certificate requests waiting for an operator (`[pki] sign = "approve"`), by host/role.
 const CSR_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("csr_requests");
 
+/// Names provd published in a site's DNS and the server accepted, by fully qualified
+/// name (JSON, see `crate::dns::updater`): what the next update diffs against.
+const DNS_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("dns_names");
+
 /// Small facts about this server (its replication id; whether each site's pair has
 /// synchronised once), by name.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -310,6 +314,7 @@ impl Store {
         txn.open_table(CERTIFICATES)?;
         txn.open_table(CSR_REQUESTS)?;
         txn.open_table(META)?;
+        txn.open_table(DNS_NAMES)?;
         txn.commit()?;
         let db = Arc::new(db);
         let stats = Arc::new(StoreStats::default());
@@ -386,21 +391,22 @@ impl Store {
 
     /// Forget hosts' state in one transaction (discovered machines that expired).
     pub fn delete_hosts_blocking(&self, keys: &[String]) -> Result<(), StoreError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        self.write(|db| {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            {
-                let mut table = txn.open_table(HOSTS)?;
-                for k in keys {
-                    table.remove(k.as_str())?;
-                }
-            }
-            txn.commit()?;
-            Ok(())
-        })
+        self.delete_blocking(HOSTS, keys)
+    }
+
+    /// Durably record a name the DNS server accepted (blocking, like `put_host_blocking`).
+    pub fn put_dns_name_blocking(&self, fqdn: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.put_blocking(DNS_NAMES, fqdn, value)
+    }
+
+    /// Durably forget a name the DNS server removed.
+    pub fn delete_dns_name_blocking(&self, fqdn: &str) -> Result<(), StoreError> {
+        self.delete_blocking(DNS_NAMES, &[fqdn.to_string()])
+    }
+
+    /// Every published DNS name as (fqdn, JSON).
+    pub fn load_dns_names(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.load_all(DNS_NAMES)
     }
 
     /// Every stored host state as (key, JSON).
@@ -483,6 +489,25 @@ impl Store {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             txn.open_table(table)?.insert(key, value)?;
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Remove `keys` from `table` in one transaction, fsynced before returning.
+    fn delete_blocking(&self, table: TableDefinition<&str, &[u8]>, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.write(|db| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut table = txn.open_table(table)?;
+                for k in keys {
+                    table.remove(k.as_str())?;
+                }
+            }
             txn.commit()?;
             Ok(())
         })

@@ -212,6 +212,18 @@ pub struct Site {
     pub discovery: Option<Discovery>,
     /// Where the site's host names are kept current (`[sites.X.dns]`).
     pub dns: Option<SiteDns>,
+    /// The statically addressed networks, by role: IPAM gives each host whose profile has
+    /// a bridge of that role one address from the pool (`[sites.X.networks.ROLE]`).
+    pub networks: BTreeMap<crate::netmodel::Role, StaticNetwork>,
+}
+
+/// A statically addressed network of a site (management, migration, storage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticNetwork {
+    pub prefix: Ipv4Net,
+    /// What IPAM assigns from (inside `prefix`, outside every DHCP range and reservation).
+    pub pool: Pool,
+    pub gateway: Option<Ipv4Addr>,
 }
 
 /// The DNS server that takes the site's RFC 2136 updates, signed with a TSIG key.

@@ -126,6 +126,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError
     // Top-level [[hosts]] (per-site host files) join their site once every site is known.
     join_top_level_hosts(&parsed, &mut sites, &profiles, &mut uniq, &mut errors);
 
+    networks::check_against_dhcp(&uniq.ipam_pools, sites.values().map(|(s, _)| s), &mut errors);
     check_something_served(sources, &sites, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -442,6 +443,8 @@ struct Uniqueness {
     hostnames: HashMap<String, String>,
     reserved: HashMap<Ipv4Addr, String>,
     subnets: Vec<(Ipv4Net, String)>,
+    /// IPAM pools, checked against every site's DHCP once all are known.
+    ipam_pools: Vec<networks::PoolAt>,
 }
 
 fn convert_site(
@@ -537,6 +540,7 @@ fn convert_site(
         .dns
         .as_ref()
         .and_then(|d| dns::convert_dns(src, name, domain, assets_dir, d, errors));
+    let networks = networks::convert_networks(src, name, &w.networks, errors, &mut uniq.ipam_pools);
 
     if errors.len() > before {
         return None;
@@ -555,6 +559,7 @@ fn convert_site(
         failover,
         discovery,
         dns,
+        networks,
     })
 }
 
@@ -1184,5 +1189,6 @@ pub fn valid_hostname(name: &str) -> bool {
 }
 
 mod dns;
+mod networks;
 #[cfg(test)]
 mod tests;

@@ -146,6 +146,19 @@ pub struct SiteWire {
     pub discovery: Option<Spanned<DiscoveryWire>>,
     /// The site's DNS server that takes provd's RFC 2136 updates (`dns`).
     pub dns: Option<Spanned<DnsWire>>,
+    /// Statically addressed networks by role (`management`, `migration`, `storage`): the
+    /// pools provd's IPAM gives hosts their addresses on those bridges from.
+    #[serde(default)]
+    pub networks: BTreeMap<String, Spanned<NetworkWire>>,
+}
+
+/// `[sites.X.networks.ROLE]`: a role's network at this site and the pool provd assigns from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkWire {
+    pub prefix: Spanned<String>,
+    pub pool: Spanned<PoolWire>,
+    pub gateway: Option<Spanned<Ipv4Addr>>,
 }
 
 /// `[sites.X.dns]`: where provd keeps the site's host names current (RFC 2136, TSIG).

@@ -17,7 +17,7 @@ pub mod networkd;
 use serde::Deserialize;
 
 /// What a bridge carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The provisioning network: DHCP from provd, PXE.

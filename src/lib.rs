@@ -19,6 +19,7 @@ pub mod failover;
 pub mod generation;
 pub mod http;
 pub mod inventory;
+pub mod ipam;
 pub mod journal;
 pub mod lab;
 pub mod live;

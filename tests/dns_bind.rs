@@ -1,7 +1,8 @@
 //! Issue 35's DNS against a real BIND 9 (Debian's `named`), checked with `dig`: provd keeps
 //! each named host's A and PTR records in the site's zones with RFC 2136 updates signed
 //! with a `tsig-keygen` key. A reserved host's records appear, move when its reservation
-//! does (the old PTR goes) and go when it leaves the config; a host without a reservation
+//! does (the old PTR goes) and go when it leaves the config, its IPAM migration address
+//! with it (`hv1-migration`); a host without a reservation
 //! is named at its lease; a stranger that asks for a host's name in DHCP option 12 gets no
 //! record. With BIND stopped, DHCP still answers, the change waits in the queue (`provd dns`
 //! exits 1 and names it, `/metrics` counts it), and it lands when BIND is back. A restart of
@@ -130,10 +131,11 @@ fn site_toml(sockets: &Sockets, bind: &Bind, key: &Path, hv1_ip: Option<&str>) -
         // No reservation: named at its lease.
         .host("52:54:00:00:95:02", "hv2", &[]);
     if let Some(ip) = hv1_ip {
-        s = s.host(HV1, "hv1", &[&format!("ip = \"{ip}\"")]);
+        s = s.host(HV1, "hv1", &[&format!("ip = \"{ip}\""), "profile = \"el9-bonded\""]);
     }
     format!(
-        "{}\n[sites.a.dns]\nserver = \"{}:{}\"\nreverse_zones = [\"0.{NET}.10.in-addr.arpa\", \"0.{NET}.127.in-addr.arpa.\"]\nkey_file = \"{}\"\nttl = 60\n",
+        "{}\n[sites.a.networks.migration]\nprefix = \"10.{NET}.20.0/24\"\npool = {{ start = \"10.{NET}.20.10\", end = \"10.{NET}.20.99\" }}\n\
+         [sites.a.dns]\nserver = \"{}:{}\"\nreverse_zones = [\"0.{NET}.10.in-addr.arpa\", \"0.{NET}.127.in-addr.arpa.\"]\nkey_file = \"{}\"\nttl = 60\n",
         s.toml(),
         bind.addr,
         bind.port,
@@ -195,9 +197,10 @@ fn hosts_are_named_in_bind_and_a_dead_server_only_queues() {
     let retired = config_for(None);
     let d = Served::start(sockets, &cfg, &state);
 
-    // A reserved host: A and PTR.
+    // A reserved host: A and PTR; its IPAM migration address as hv1-migration.
     bind.expect("hv1.a.test", "A", &hv1_at);
     bind.expect(&format!("21.0.{NET}.10.in-addr.arpa"), "PTR", "hv1.a.test.");
+    bind.expect("hv1-migration.a.test", "A", &format!("10.{NET}.20.10"));
     // hv2 has no reservation and no lease yet: no name. Once leased, named at its lease.
     assert_eq!(bind.dig("hv2.a.test", "A"), "");
     let hv2_at = dora(&d, HV2, 0x9502, None);
@@ -229,17 +232,18 @@ fn hosts_are_named_in_bind_and_a_dead_server_only_queues() {
     });
     assert!(failing, "provd dns exits 1 while the server fails");
     let pending = view["sites"]["a"]["pending"].as_array().unwrap();
-    assert_eq!(pending.len(), 1, "{view}");
-    assert_eq!(pending[0]["fqdn"], "hv1.a.test");
-    assert!(pending[0]["to"].is_null(), "a removal: {view}");
+    let names: Vec<&str> = pending.iter().map(|c| c["fqdn"].as_str().unwrap()).collect();
+    assert_eq!(names, ["hv1-migration.a.test", "hv1.a.test"], "{view}");
+    assert!(pending.iter().all(|c| c["to"].is_null()), "removals: {view}");
     let m = metrics(&d);
-    assert!(m.contains("provd_dns_pending{site=\"a\"} 1"), "{m}");
+    assert!(m.contains("provd_dns_pending{site=\"a\"} 2"), "{m}");
     assert!(!m.contains("provd_dns_updates_total{result=\"failed\"} 0"), "{m}");
 
     // BIND is back (its journal kept the dynamic records): the queue drains.
     bind.start();
     assert_eq!(bind.dig("hv1.a.test", "A"), format!("10.{NET}.0.31"), "still there until provd catches up");
     bind.expect("hv1.a.test", "A", "");
+    bind.expect("hv1-migration.a.test", "A", "");
     bind.expect(&format!("31.0.{NET}.10.in-addr.arpa"), "PTR", "");
     bind.expect("hv2.a.test", "A", &hv2_at.to_string());
     wait_until("the queue to drain", Duration::from_secs(30), || {

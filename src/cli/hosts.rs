@@ -245,8 +245,13 @@ fn list(target: &ServerTarget, discovered: bool, json: bool) -> anyhow::Result<(
 fn show(target: &ServerTarget, host: &str, json: bool) -> anyhow::Result<()> {
     let api = target.api()?;
     let h: HostRecord = api.require(api.get(&format!("/api/hosts/{host}"))?)?;
+    let all: Vec<crate::ipam::Assignment> = api.require(api.get("/api/ipam")?)?;
+    let addresses: Vec<&crate::ipam::Assignment> = all.iter().filter(|a| a.mac == h.mac).collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&h)?);
+        // The record, plus its static addresses (IPAM) under "addresses".
+        let mut v = serde_json::to_value(&h)?;
+        v["addresses"] = serde_json::to_value(&addresses)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("host      {}", h.hostname.as_deref().unwrap_or("-"));
         println!("mac       {}", h.mac);
@@ -259,6 +264,10 @@ fn show(target: &ServerTarget, host: &str, json: bool) -> anyhow::Result<()> {
             h.arch.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
         );
         println!("uuid      {}", h.uuid.as_deref().unwrap_or("-"));
+        for a in &addresses {
+            let gateway = a.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            println!("address   {}/{} on {}{gateway}", a.address, a.prefix_len, a.role.as_str());
+        }
         if let Some(f) = &h.facts {
             println!(
                 "hardware  {} x {}, {} MiB, serial {}, reported {}",

@@ -132,10 +132,11 @@ async fn start(
         persists: Default::default(),
     };
     let dhcp = tokio::spawn(server::serve(shared, listeners.dhcp.sockets, stop.clone()));
+    tasks.spawn(crate::ipam::run(services.ipam().clone(), services.generations().clone(), stop.clone()));
     tasks.spawn(crate::dns::updater::run(
         services.dns().clone(),
+        services.ipam().clone(),
         services.generations().clone(),
-        services.inventory().clone(),
         services.leases().clone(),
         services.store().clone(),
         stop.clone(),

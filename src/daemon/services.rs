@@ -54,6 +54,8 @@ pub struct Services {
     console: Arc<crate::http::session::Sessions>,
     /// The sites' DNS updates (status; the task runs in `serve`).
     dns: Arc<crate::dns::updater::DnsUpdater>,
+    /// Hosts' static addresses (the reconcile task runs in `serve`).
+    ipam: Arc<crate::ipam::Ipam>,
 }
 
 impl Services {
@@ -129,6 +131,7 @@ impl Services {
             &served,
             inventory::DEFAULT_TOKEN_TTL,
         )?);
+        let ipam = Arc::new(crate::ipam::Ipam::load(store.clone())?);
         let generation = Generation::new(0, config.clone(), served_names.clone(), renderer, images);
         let policy = policy.unwrap_or_else(|| Arc::new(StandardPolicy::new(inventory.clone())));
         let leases = Leases::with_policy(&generation.topology, LeaseTable::restore(&records), policy.clone());
@@ -190,6 +193,7 @@ impl Services {
             pool: Default::default(),
             console: Default::default(),
             dns: Default::default(),
+            ipam,
         })
     }
 
@@ -217,6 +221,7 @@ impl Services {
             power: self.power.clone(),
             console: self.console.clone(),
             dns: self.dns.clone(),
+            ipam: self.ipam.clone(),
         })
     }
 
@@ -236,6 +241,11 @@ impl Services {
 /// Read-only views: `Services` is the one owner of these parts; listeners and tests get
 /// references or clones, never a way to swap one out from under the others.
 impl Services {
+    /// Hosts' static addresses.
+    pub fn ipam(&self) -> &Arc<crate::ipam::Ipam> {
+        &self.ipam
+    }
+
     /// The sites' DNS updates.
     pub fn dns(&self) -> &Arc<crate::dns::updater::DnsUpdater> {
         &self.dns

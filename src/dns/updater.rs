@@ -1,8 +1,8 @@
 //! The one task that keeps each served site's names in its DNS server (RFC 2136 + TSIG).
 //!
 //! It owns the published state (what the server last accepted, durable in the store) and
-//! the queue (the diff to what the site should have now). It wakes when the inventory
-//! changes, when asked (`DnsUpdater::wake`), and every few seconds (a reload or a new lease
+//! the queue (the diff to what the site should have now). It wakes when asked
+//! (`DnsUpdater::wake`) and every few seconds (a reload, a new lease or an IPAM assignment
 //! shows up there); then, per site, it sends each change as its signed update messages and
 //! records each one the server accepted before the next. A failure (no answer, a refusal,
 //! a bad key) stops that site's round, is shown in the status and counted, and the site is
@@ -10,7 +10,8 @@
 //! installs go on with the DNS server down, and the queue catches up when it is back.
 //!
 //! Addresses come from the site config (reservations) or, for a host without one, from its
-//! current lease. Names come from the config or `hosts adopt`, never from a packet (a
+//! current lease, and from IPAM. Names come from the config (`hosts adopt` writes there),
+//! never from a packet (a
 //! client's option 12 is not trusted), so a machine on the boot network cannot name itself.
 
 use super::key;
@@ -20,7 +21,6 @@ use crate::clock::unix_now;
 use crate::config::{Site, SiteDns};
 use crate::dhcp::Leases;
 use crate::generation::Generations;
-use crate::inventory::{HostRecord, Inventory};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -97,26 +97,34 @@ struct Published {
     address: Ipv4Addr,
 }
 
-/// What each site should have: its configured hosts (reservation, else lease), then the
-/// adopted ones (lease), first name and first address winning (`records::desired`).
-pub fn wanted(site: &Site, dns: &SiteDns, hosts: &[HostRecord], lease_of: impl Fn(crate::mac::MacAddr) -> Option<Ipv4Addr>) -> Names {
+/// What each site should have: its hosts at their reservation, else their lease, then each
+/// IPAM address as `<hostname>-<role>` (`hv1-migration`), first name and first address
+/// winning (`records::desired`). Only configured hosts have names (`hosts adopt` writes
+/// adopted ones to the config): a host removed from the config is retired.
+pub fn wanted(
+    site: &Site,
+    dns: &SiteDns,
+    static_addresses: &[crate::ipam::Assignment],
+    lease_of: impl Fn(crate::mac::MacAddr) -> Option<Ipv4Addr>,
+) -> Names {
     let configured = site
         .hosts
         .iter()
         .filter_map(|h| Some((h.hostname.as_str(), h.ip.or_else(|| lease_of(h.mac))?)));
-    let adopted = hosts
+    let role_names: Vec<(String, Ipv4Addr)> = static_addresses
         .iter()
-        .filter(|r| r.site.as_deref() == Some(site.name.as_str()))
-        .filter(|r| !site.hosts.iter().any(|h| h.mac == r.mac))
-        .filter_map(|r| Some((r.hostname.as_deref()?, lease_of(r.mac)?)));
-    records::desired(&dns.zone, configured.chain(adopted))
+        .filter(|a| a.site == site.name)
+        .map(|a| (format!("{}-{}", a.hostname.split('.').next().unwrap_or_default(), a.role.as_str()), a.address))
+        .collect();
+    let roles = role_names.iter().map(|(n, a)| (n.as_str(), *a));
+    records::desired(&dns.zone, configured.chain(roles))
 }
 
 /// Run until `stop`.
 pub async fn run(
     updater: Arc<DnsUpdater>,
+    ipam: Arc<crate::ipam::Ipam>,
     generations: Arc<Generations>,
-    inventory: Arc<Inventory>,
     leases: Leases,
     store: Store,
     mut stop: watch::Receiver<bool>,
@@ -128,21 +136,15 @@ pub async fn run(
             return;
         }
     };
-    let mut changes = inventory.subscribe();
     let mut backoff: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     loop {
         let generation = generations.current();
-        // The inventory is copied only when some site has a DNS server to keep.
-        let hosts = if generation.served_sites().any(|s| s.dns.is_some()) {
-            inventory.list().await
-        } else {
-            Vec::new()
-        };
+        let static_addresses = ipam.all();
         for site in generation.served_sites() {
             let Some(dns) = &site.dns else { continue };
             let now = unix_now();
             let names = published.entry(site.name.clone()).or_default();
-            let want = wanted(site, dns, &hosts, |mac| leases.address_of_mac(mac, now));
+            let want = wanted(site, dns, &static_addresses, |mac| leases.address_of_mac(mac, now));
             let queue = records::diff(names, &want);
             updater.set_status(&site.name, |s| {
                 s.server = dns.server.to_string();
@@ -173,7 +175,6 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.changed() => return,
-            _ = changes.recv() => {}
             _ = updater.wake.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
         }

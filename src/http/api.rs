@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/sites", get(sites))
         .route("/api/stats", get(stats))
         .route("/api/dns", get(dns_status))
+        .route("/api/ipam", get(ipam_list))
         .route("/api/events", get(events))
         .route("/api/reload", post(reload))
         .route("/api/hosts/{host}/adopt", post(adopt))
@@ -506,6 +507,13 @@ async fn stats_view(s: &AppState) -> StatsView {
         leases_bound: bound,
         leases_known: known,
     }
+}
+
+/// Every static address IPAM assigned (site, role, host, address).
+async fn ipam_list(State(s): State<AppState>) -> Json<Vec<crate::ipam::Assignment>> {
+    let mut all = s.ipam.all();
+    all.sort_by(|a, b| (&a.site, a.role, a.address).cmp(&(&b.site, b.role, b.address)));
+    Json(all)
 }
 
 /// Each site's DNS updates: server, names held, the queue, the last error.

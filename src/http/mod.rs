@@ -114,6 +114,8 @@ pub struct AppParts {
     pub(crate) power: Arc<crate::bmc::Power>,
     /// The sites' DNS updates: their queues and errors (`/api/dns`, `/metrics`).
     pub(crate) dns: Arc<crate::dns::updater::DnsUpdater>,
+    /// Hosts' static addresses (`/api/ipam`).
+    pub(crate) ipam: Arc<crate::ipam::Ipam>,
     /// `provd reload` (admin API only).
     pub(crate) reloader: Arc<crate::reload::Reloader>,
     /// The pair's inventory replication, per site with a partner.

@@ -46,6 +46,10 @@ const CSR_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("csr_req
 /// name (JSON, see `crate::dns::updater`): what the next update diffs against.
 const DNS_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("dns_names");
 
+/// IPAM assignments, keyed `site/role/address` (JSON, see `crate::ipam`): one key per
+/// address, so an address is held by one host at most.
+const IPAM: TableDefinition<&str, &[u8]> = TableDefinition::new("ipam");
+
 /// Small facts about this server (its replication id; whether each site's pair has
 /// synchronised once), by name.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -90,6 +94,9 @@ pub enum StoreError {
     /// that first failure, so a full disk is still reported as one.
     #[error("an earlier write failed ({kind}); the database takes no more writes until provd restarts")]
     Previous { kind: ErrorKind },
+    /// A write that would break a uniqueness the store guards (nothing was written).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// What kind of failure a store error is, kept from the OS error up to callers and logs: a
@@ -164,7 +171,7 @@ impl StoreError {
             },
             StoreError::Db(e) => redb_kind(e),
             StoreError::Record { .. } => ErrorKind::Corruption,
-            StoreError::CommitterGone | StoreError::QueueFull => ErrorKind::Other,
+            StoreError::CommitterGone | StoreError::QueueFull | StoreError::Conflict(_) => ErrorKind::Other,
             StoreError::Commit { kind, .. } | StoreError::Previous { kind } => *kind,
         }
     }
@@ -315,6 +322,7 @@ impl Store {
         txn.open_table(CSR_REQUESTS)?;
         txn.open_table(META)?;
         txn.open_table(DNS_NAMES)?;
+        txn.open_table(IPAM)?;
         txn.commit()?;
         let db = Arc::new(db);
         let stats = Arc::new(StoreStats::default());
@@ -402,6 +410,35 @@ impl Store {
     /// Durably forget a name the DNS server removed.
     pub fn delete_dns_name_blocking(&self, fqdn: &str) -> Result<(), StoreError> {
         self.delete_blocking(DNS_NAMES, &[fqdn.to_string()])
+    }
+
+    /// Release and assign IPAM addresses in one transaction, fsynced before returning. An
+    /// assignment whose key is already held is refused (the table is the guard against an
+    /// address given twice, whatever the caller computed).
+    pub fn write_ipam_blocking(&self, release: &[String], assign: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.write(|db| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut table = txn.open_table(IPAM)?;
+                for k in release {
+                    table.remove(k.as_str())?;
+                }
+                for (k, v) in assign {
+                    if table.get(k.as_str())?.is_some() {
+                        return Err(StoreError::Conflict(format!("the address {k} is already assigned")));
+                    }
+                    table.insert(k.as_str(), v.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Every IPAM assignment as (key, JSON).
+    pub fn load_ipam(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.load_all(IPAM)
     }
 
     /// Every published DNS name as (fqdn, JSON).

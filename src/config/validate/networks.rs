@@ -103,15 +103,15 @@ fn convert_one(src: &Source, key: &str, w: &NetworkWire, errors: &mut Vec<Config
         return None;
     }
     let gateway = w.gateway.as_ref().map(|g| (*g.get_ref(), g.span()));
-    if let Some((g, span)) = &gateway {
-        if !prefix.contains(g) || pool.contains(*g) {
-            errors.push(src.error(
-                Some(span.clone()),
-                format!("{key}.gateway"),
-                format!("{g} must be inside {prefix} and outside the pool"),
-            ));
-            return None;
-        }
+    if let Some((g, span)) = &gateway
+        && (!prefix.contains(g) || pool.contains(*g))
+    {
+        errors.push(src.error(
+            Some(span.clone()),
+            format!("{key}.gateway"),
+            format!("{g} must be inside {prefix} and outside the pool"),
+        ));
+        return None;
     }
     Some(StaticNetwork {
         prefix,

@@ -165,6 +165,8 @@ pub struct BootState {
     pub signer: Arc<Signer>,
     /// What a machine's script says (the same policy DHCP asks for its first stage).
     policy: Arc<dyn policy::BootPolicy>,
+    /// Hosts' static addresses, for their kickstarts' networks (none: unaddressed bridges).
+    ipam: Option<Arc<crate::ipam::Ipam>>,
 }
 
 impl BootState {
@@ -179,7 +181,14 @@ impl BootState {
             leases,
             signer,
             policy,
+            ipam: None,
         }
+    }
+
+    /// Kickstarts carry the hosts' IPAM addresses.
+    pub fn with_ipam(mut self, ipam: Arc<crate::ipam::Ipam>) -> BootState {
+        self.ipam = Some(ipam);
+        self
     }
 }
 
@@ -449,6 +458,7 @@ impl Boot {
                 token: plan.token(),
                 install: None,
                 image: self.image_of(plan.host),
+                static_addresses: Vec::new(),
             },
         )?)
     }
@@ -498,6 +508,7 @@ impl Boot {
             token: Some(token),
             install,
             image: self.image_of(Some(host)),
+            static_addresses: self.state.ipam.as_ref().map(|i| i.of_host(mac)).unwrap_or_default(),
         };
         let text = self.render(&ks, ctx)?;
         self.state.inventory.kickstart_fetched(mac, token, from).await?;

@@ -63,6 +63,8 @@ impl Boot {
                 wipe_allowed: false,
             }),
             image: image_name.and_then(|n| images.get(n)),
+            // Offline: the daemon's IPAM is not consulted (the bridges render unaddressed).
+            static_addresses: Vec::new(),
         };
         Ok(renderer.render(&template, &ctx.to_value())?)
     }

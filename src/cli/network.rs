@@ -53,7 +53,7 @@ pub fn run(a: NetworkArgs) -> anyhow::Result<ExitCode> {
     let addresses = BTreeMap::new();
     let lines = kickstart::network_lines(model, &addresses);
     let post = kickstart::post_script(model, &addresses);
-    let units: Vec<Unit> = networkd::units(model, &addresses)
+    let units: Vec<Unit> = networkd::units(model, &addresses, None)
         .into_iter()
         .map(|(file, text)| Unit { file, text })
         .collect();

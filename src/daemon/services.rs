@@ -164,7 +164,8 @@ impl Services {
                 Arc::new(leases.clone()),
                 Arc::new(crate::pki::signer::Signer::new(ca.clone(), certificates)),
                 policy,
-            )),
+            )
+            .with_ipam(ipam.clone())),
         );
         let reloader = Arc::new(crate::reload::Reloader::new(
             config_paths.to_vec(),

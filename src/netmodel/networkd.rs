@@ -3,11 +3,15 @@
 //! parent, a bridge's port) and per bridge saying how it is addressed. File names carry a
 //! number so that networkd reads them in a stable order.
 
-use super::{Addressing, BondMode, NetModel};
+use super::{Addressing, BondMode, NetModel, Role};
+use crate::mac::MacAddr;
 use std::collections::BTreeMap;
 
 /// (file name, contents) of every unit for `m`, bridges addressed as `addresses` says.
-pub fn units(m: &NetModel, addresses: &BTreeMap<String, Addressing>) -> Vec<(String, String)> {
+/// `boot_mac`: the host's MAC, which the boot bridge takes and asks DHCP with (a MAC client
+/// identifier), so provd answers it as this host, at its reservation, whatever MAC the
+/// bridge or bond would have made up.
+pub fn units(m: &NetModel, addresses: &BTreeMap<String, Addressing>, boot_mac: Option<MacAddr>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for b in &m.bonds {
         let mut bond = format!("[Bond]\nMode={}\nMIIMonitorSec={}ms\n", b.mode.as_str(), b.miimon);
@@ -40,9 +44,13 @@ pub fn units(m: &NetModel, addresses: &BTreeMap<String, Addressing>) -> Vec<(Str
         ));
     }
     for br in &m.bridges {
+        let mac = match boot_mac {
+            Some(mac) if br.role == Role::Boot => format!("MACAddress={mac}\n"),
+            _ => String::new(),
+        };
         out.push((
             format!("10-{}.netdev", br.name),
-            format!("[NetDev]\nName={}\nKind=bridge\n", br.name),
+            format!("[NetDev]\nName={}\nKind=bridge\n{mac}", br.name),
         ));
     }
     // Each device that carries VLANs or a bridge says so.
@@ -64,6 +72,7 @@ pub fn units(m: &NetModel, addresses: &BTreeMap<String, Addressing>) -> Vec<(Str
     }
     for br in &m.bridges {
         let network = match m.addressing(br, addresses) {
+            Addressing::Dhcp if boot_mac.is_some() => "DHCP=ipv4\n\n[DHCPv4]\nClientIdentifier=mac\n".to_string(),
             Addressing::Dhcp => "DHCP=ipv4\n".to_string(),
             Addressing::Static { address, gateway } => {
                 let gw = gateway.map(|g| format!("Gateway={g}\n")).unwrap_or_default();
@@ -95,7 +104,7 @@ mod tests {
 
     #[test]
     fn the_example_becomes_bond_vlan_and_bridge_units() {
-        let units = units(&example(), &BTreeMap::new());
+        let units = units(&example(), &BTreeMap::new(), None);
         assert_eq!(
             unit(&units, "10-bond0.netdev"),
             "[NetDev]\nName=bond0\nKind=bond\n\n[Bond]\nMode=802.3ad\nMIIMonitorSec=100ms\nLACPTransmitRate=fast\nTransmitHashPolicy=layer3+4\n"
@@ -119,6 +128,22 @@ mod tests {
         assert!(unit(&units, "30-bond0.20.network").contains("Bridge=br-mig"));
         assert!(unit(&units, "40-br-boot.network").contains("DHCP=ipv4"));
         assert!(unit(&units, "40-br-t100.network").contains("ConfigureWithoutCarrier=yes"));
+        assert!(!unit(&units, "10-br-boot.netdev").contains("MACAddress"), "no host, no MAC");
+    }
+
+    #[test]
+    fn the_boot_bridge_takes_the_hosts_mac_and_asks_dhcp_with_it() {
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        let units = units(&example(), &BTreeMap::new(), Some(mac));
+        assert_eq!(
+            unit(&units, "10-br-boot.netdev"),
+            "[NetDev]\nName=br-boot\nKind=bridge\nMACAddress=52:54:00:12:34:56\n"
+        );
+        assert_eq!(
+            unit(&units, "40-br-boot.network"),
+            "[Match]\nName=br-boot\n\n[Network]\nDHCP=ipv4\n\n[DHCPv4]\nClientIdentifier=mac\n"
+        );
+        assert!(!unit(&units, "10-br-mgmt.netdev").contains("MACAddress"), "only the boot bridge");
     }
 
     #[test]
@@ -131,7 +156,7 @@ mod tests {
                 gateway: Some("10.10.0.1".parse().unwrap()),
             },
         );
-        let units = units(&example(), &addresses);
+        let units = units(&example(), &addresses, None);
         assert_eq!(
             unit(&units, "40-br-mgmt.network"),
             "[Match]\nName=br-mgmt\n\n[Network]\nAddress=10.10.0.11/24\nGateway=10.10.0.1\n"

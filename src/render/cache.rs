@@ -36,6 +36,8 @@ pub struct RenderKey {
     action: Action,
     token: Option<String>,
     install: Option<(String, bool)>,
+    /// IPAM addresses change the kickstart's network.
+    static_addresses: Vec<(crate::netmodel::Role, Ipv4Addr)>,
 }
 
 impl RenderKey {
@@ -49,6 +51,7 @@ impl RenderKey {
             action: ctx.action,
             token: ctx.token.map(str::to_string),
             install: ctx.install.as_ref().map(|i| (i.id.clone(), i.wipe_allowed)),
+            static_addresses: ctx.static_addresses.iter().map(|a| (a.role, a.address)).collect(),
         }
     }
 }

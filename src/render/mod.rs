@@ -165,6 +165,8 @@ pub struct HostContext<'a> {
     pub install: Option<InstallFacts>,
     /// The OS image the host's profile deploys (`image = ...`), as this generation found it.
     pub image: Option<&'a Image>,
+    /// The host's static addresses (IPAM), for its profile's network (kickstarts only).
+    pub static_addresses: Vec<crate::ipam::Assignment>,
 }
 
 /// What a kickstart knows about its own install: the id its marker carries, and whether an
@@ -246,8 +248,46 @@ impl HostContext<'_> {
                 "id": self.install.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
                 "wipe_allowed": self.install.as_ref().is_some_and(|i| i.wipe_allowed),
             },
+            "network": profile.and_then(|p| p.network.as_ref()).map(|m| self.network_value(m)),
         });
         Value::from(minijinja::value::Serde(ctx))
+    }
+}
+
+impl HostContext<'_> {
+    /// The profile's network as the templates use it: each installer's rendering (EL
+    /// kickstart `network` lines and the `%post` keyfiles; the Debian image's networkd
+    /// units), with the host's IPAM addresses on the bridges of their roles.
+    fn network_value(&self, m: &crate::netmodel::NetModel) -> serde_json::Value {
+        use crate::netmodel::{Addressing, kickstart, networkd};
+        let addresses: std::collections::BTreeMap<String, Addressing> = m
+            .bridges
+            .iter()
+            .filter_map(|b| {
+                let a = self.static_addresses.iter().find(|a| a.role == b.role)?;
+                let address = ipnet::Ipv4Net::new(a.address, a.prefix_len).ok()?;
+                Some((b.name.clone(), Addressing::Static { address, gateway: a.gateway }))
+            })
+            .collect();
+        let units: Vec<serde_json::Value> = networkd::units(m, &addresses, Some(self.mac))
+            .into_iter()
+            .map(|(file, text)| serde_json::json!({ "file": file, "text": text }))
+            .collect();
+        serde_json::json!({
+            "boot_bridge": m.bridge_for(crate::netmodel::Role::Boot).map(|b| b.name.clone()),
+            "bridges": m.bridges.iter().map(|b| serde_json::json!({
+                "name": b.name, "role": b.role.as_str(),
+                "address": match addresses.get(&b.name) {
+                    Some(Addressing::Static { address, .. }) => Some(address.to_string()),
+                    _ => None,
+                },
+            })).collect::<Vec<_>>(),
+            "kickstart": {
+                "lines": kickstart::network_lines(m, &addresses),
+                "post": kickstart::post_script(m, &addresses),
+            },
+            "networkd": units,
+        })
     }
 }
 

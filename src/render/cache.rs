@@ -126,6 +126,7 @@ mod tests {
             action: Action::Install,
             token: token.map(str::to_string),
             install: None,
+            static_addresses: Vec::new(),
         }
     }
 
@@ -151,8 +152,12 @@ mod tests {
         let mut other_template = key(1, Some("t1"));
         other_template.template = "grub/grub.cfg.j2".into();
         assert_eq!(cache.get_or_render(other_template, render("f")).unwrap(), "f");
-        assert_eq!(renders.get(), 5);
-        assert_eq!(cache.counts(), (1, 5));
+        // A new IPAM address is a new network in the kickstart.
+        let mut addressed = key(1, Some("t1"));
+        addressed.static_addresses = vec![(crate::netmodel::Role::Migration, Ipv4Addr::new(10, 20, 0, 10))];
+        assert_eq!(cache.get_or_render(addressed, render("g")).unwrap(), "g");
+        assert_eq!(renders.get(), 6);
+        assert_eq!(cache.counts(), (1, 6));
     }
 
     #[test]

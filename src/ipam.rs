@@ -8,7 +8,8 @@
 //!
 //! `plan` is the pure core: from the current assignments and what the hosts need, what to
 //! release and what to assign (the lowest free address of the pool). `Ipam` owns the
-//! assignments and their store writes; `run` reconciles at start and after each reload.
+//! assignments and their store writes; the daemon reconciles at start and after each
+//! reload (`daemon::serve`).
 
 use crate::config::{Config, Site, StaticNetwork};
 use crate::mac::MacAddr;
@@ -17,8 +18,7 @@ use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::RwLock;
 
 /// One host's address on one of its site's networks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +168,16 @@ impl Ipam {
         self.assignments.read().expect("ipam").clone()
     }
 
+    /// `mac`'s address on `role`, if it has one.
+    pub fn address(&self, mac: MacAddr, role: Role) -> Option<Ipv4Addr> {
+        self.assignments
+            .read()
+            .expect("ipam")
+            .iter()
+            .find(|a| a.mac == mac && a.role == role)
+            .map(|a| a.address)
+    }
+
     pub fn of_host(&self, mac: MacAddr) -> Vec<Assignment> {
         self.assignments.read().expect("ipam").iter().filter(|a| a.mac == mac).cloned().collect()
     }
@@ -204,27 +214,6 @@ impl Ipam {
             tracing::warn!("ipam: the {} pool of site {} is full: {} gets no address", n.role.as_str(), n.site, n.hostname);
         }
         Ok(plan)
-    }
-}
-
-/// Reconcile at start and after each reload (the config is the only input), until `stop`.
-/// A failed store write is tried again at the next look.
-pub async fn run(ipam: Arc<Ipam>, generations: Arc<crate::generation::Generations>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut done: Option<u64> = None;
-    loop {
-        let generation = generations.current();
-        if done != Some(generation.number) {
-            let (ipam, config, served) = (ipam.clone(), generation.config.clone(), generation.served.clone());
-            match tokio::task::spawn_blocking(move || ipam.reconcile_blocking(&config, &served)).await {
-                Ok(Ok(_)) => done = Some(generation.number),
-                Ok(Err(e)) => tracing::error!("ipam: the store refused: {e}"),
-                Err(e) => tracing::error!("ipam: {e}"),
-            }
-        }
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
     }
 }
 

@@ -2,8 +2,10 @@
 //! real libvirtd on TLS) get their certificates through provd's CSR flow (boot script ->
 //! install token -> `POST /pki/sign` from their own address), report `installed`, and
 //! provd marks both ready by itself over qemu+tls. A TCG guest runs on the first; `provd
-//! hypervisors drain` live-migrates it to the second (same UUID, still running); with every
-//! other hypervisor drained, a drain says what it could not move. Needs root, libvirtd,
+//! hypervisors drain` live-migrates it to the second (same UUID, still running) over the
+//! site's migration network (IPAM addresses, named in the certificates; the boot network
+//! between the two is cut while it moves); with every other hypervisor drained, a drain
+//! says what it could not move. Needs root, libvirtd,
 //! virtlogd, virsh, openssl, curl, qemu-system-x86_64, unshare.
 
 mod common;
@@ -154,9 +156,15 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
             ("10.96.0.100", "10.96.0.200"),
             &["domain = \"pl.test\""],
         )
-        .host(mac_a, "hva", &["ip = \"10.96.0.11\"", "profile = \"el9-kvm\""])
-        .host(mac_b, "hvb", &["ip = \"10.96.0.12\"", "profile = \"el9-kvm\""])
-        .host(mac_c, "hvc", &["ip = \"10.96.0.13\"", "profile = \"el9-kvm\""]);
+        // A and B have the bonded profile's migration bridge: IPAM gives them addresses on
+        // the site's migration network, which drains use.
+        .host(mac_a, "hva", &["ip = \"10.96.0.11\"", "profile = \"el9-bonded\""])
+        .host(mac_b, "hvb", &["ip = \"10.96.0.12\"", "profile = \"el9-bonded\""])
+        .host(mac_c, "hvc", &["ip = \"10.96.0.13\"", "profile = \"el9-kvm\""])
+        .raw(
+            "[sites.pl.networks.migration]\nprefix = \"10.196.20.0/24\"\n\
+             pool = { start = \"10.196.20.11\", end = \"10.196.20.30\" }\n",
+        );
     let cfg = w.write("site.toml", &builder::config(&w.path("assets"), &[site.toml()]));
     let state = w.path("state");
     provd_ok(&["pki", "init", "--pki-dir", &state.join("pki").display().to_string()]);
@@ -197,8 +205,10 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
             .unwrap();
         std::fs::write(dc.join(format!("pki/libvirt/{name}cert.pem")), cert.pem).unwrap();
     }
-    let mut lva = Libvirtd::start_with(&a, &da, Some((&da.join("pki"), "10.96.0.11")));
-    let lvb = Libvirtd::start_with(&b, &db, Some((&db.join("pki"), "10.96.0.12")));
+    // A and B listen on every address (as virtproxyd-tls.socket does): the boot network
+    // for provd, the migration network for each other.
+    let mut lva = Libvirtd::start_with(&a, &da, Some((&da.join("pki"), "0.0.0.0")));
+    let lvb = Libvirtd::start_with(&b, &db, Some((&db.join("pki"), "0.0.0.0")));
     let lvc = Libvirtd::start_with(&c, &dc, Some((&dc.join("pki"), "10.96.0.13")));
     for (ns, name, ip, token) in [
         (&a, "hva", "11", &token_a),
@@ -256,6 +266,26 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     lva.virsh(&["start", "mover"]);
     let uuid = lva.virsh(&["domuuid", "mover"]).trim().to_string();
 
+    // The migration network: IPAM gave A and B their addresses (config order), which the
+    // installer would put on br-mig; here a second bridge joins them. A and B then lose
+    // each other's boot address (a blackhole route): a migration that works now crossed
+    // the migration network.
+    let out = daemon.cli(&["hosts", "show", "hva", "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["addresses"][0]["address"], "10.196.20.11", "{shown}");
+    br.sh("ip link add mbr0 type bridge && ip link set mbr0 up");
+    for (ns, ifname, port, addr) in [(&a, "miga", "mpa", "10.196.20.11/24"), (&b, "migb", "mpb", "10.196.20.12/24")] {
+        veth(ns, ifname, addr, &br, port, "");
+        br.sh(&format!("ip link set {port} master mbr0"));
+    }
+    a.sh("ip route add blackhole 10.96.0.12/32");
+    b.sh("ip route add blackhole 10.96.0.11/32");
+    let migration_bytes = |ns: &Netns, ifname: &str| -> u64 {
+        let out = ns.sh(&format!("cat /sys/class/net/{ifname}/statistics/tx_bytes"));
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let before = migration_bytes(&a, "miga");
+
     // Drain A: mover lives on B now, same UUID, still running; A is drained.
     let out = daemon.cli(&["hypervisors", "drain", "hva", "--json"]);
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -270,6 +300,8 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     assert_eq!(lvb.virsh(&["domuuid", "mover"]).trim(), uuid);
     assert!(!lva.virsh(&["list", "--name"]).contains("mover"));
     assert_eq!(hv(&daemon, "hva").unwrap()["drained"], true);
+    let carried = migration_bytes(&a, "miga") - before;
+    assert!(carried > 64 << 10, "the migration network carried only {carried} bytes");
 
     // B cannot be drained while A is: the drain says what it could not move, and why.
     let out = daemon.cli_output(&["hypervisors", "drain", "hvb"]);
@@ -287,6 +319,8 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["moved"][0]["to"], "hva", "{answer}");
     assert_eq!(lva.virsh(&["domstate", "mover"]).trim(), "running");
+    a.sh("ip route del blackhole 10.96.0.12/32");
+    b.sh("ip route del blackhole 10.96.0.11/32");
 
     // Placement by site: a new VM from a template goes to a ready, undrained hypervisor of
     // the site (A; B is drained), reached with the operator's client certificate.

@@ -63,13 +63,20 @@ impl From<SignError> for BootError {
 
 impl Boot {
     /// The host as the signer sees it: names from this generation's config, the addresses
-    /// provd knows for it.
+    /// provd knows for it, and its static (IPAM) ones: a peer-to-peer migration dials the
+    /// destination at its migration address, whose certificate must name it.
     fn applicant(&self, mac: MacAddr, site: &Site, host: &Host) -> Applicant {
+        let mut known = self.known_addresses(mac, host);
+        for a in self.static_addresses(mac) {
+            if !known.contains(&a.address) {
+                known.push(a.address);
+            }
+        }
         Applicant {
             hostname: host.hostname.clone(),
             fqdn: site.fqdn(&host.hostname),
             site: site.name.clone(),
-            known: self.known_addresses(mac, host),
+            known,
         }
     }
 

@@ -330,6 +330,11 @@ impl Boot {
         a
     }
 
+    /// `mac`'s IPAM addresses (none without an IPAM).
+    pub fn static_addresses(&self, mac: MacAddr) -> Vec<crate::ipam::Assignment> {
+        self.state.ipam.as_ref().map(|i| i.of_host(mac)).unwrap_or_default()
+    }
+
     /// A secret of `host` goes only to the address provd leased or reserved for it: any
     /// machine can claim any MAC, not the address provd gave that MAC. One lookup per
     /// request (this runs for every boot script, kickstart and callback).
@@ -508,7 +513,7 @@ impl Boot {
             token: Some(token),
             install,
             image: self.image_of(Some(host)),
-            static_addresses: self.state.ipam.as_ref().map(|i| i.of_host(mac)).unwrap_or_default(),
+            static_addresses: self.static_addresses(mac),
         };
         let text = self.render(&ks, ctx)?;
         self.state.inventory.kickstart_fetched(mac, token, from).await?;

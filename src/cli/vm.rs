@@ -344,7 +344,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
                 "{name}: migrating live to {} (peer-to-peer, tunnelled)",
                 vm::deploy::uri_for_source(&dest)
             );
-            let d = vm::deploy::migrate_live(&src, &name, &dest)?;
+            let d = vm::deploy::migrate_live(&src, &name, &dest, None)?;
             println!("{name}: now {} on {}", d.state, vm::deploy::uri_for_source(&dest));
         }
         VmCommand::Start { name, target } => {

@@ -132,7 +132,11 @@ async fn start(
         persists: Default::default(),
     };
     let dhcp = tokio::spawn(server::serve(shared, listeners.dhcp.sockets, stop.clone()));
-    tasks.spawn(crate::ipam::run(services.ipam().clone(), services.generations().clone(), stop.clone()));
+    tasks.spawn(reconcile_ipam_after_reloads(
+        services.ipam().clone(),
+        services.generations().clone(),
+        stop.clone(),
+    ));
     tasks.spawn(crate::dns::updater::run(
         services.dns().clone(),
         services.ipam().clone(),
@@ -204,6 +208,31 @@ async fn record_observations(inventory: Arc<Inventory>, mut rx: mpsc::Receiver<(
 }
 
 /// SIGHUP = `provd reload`: the outcome goes to the log (the CLI shows it to the operator).
+/// IPAM follows the config: after each reload (the start's is done in `Services::build`);
+/// a failed store write is tried again a second later.
+async fn reconcile_ipam_after_reloads(
+    ipam: Arc<crate::ipam::Ipam>,
+    generations: Arc<crate::generation::Generations>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut done = generations.current().number;
+    loop {
+        let generation = generations.current();
+        if generation.number != done {
+            let (ipam, config, served) = (ipam.clone(), generation.config.clone(), generation.served.clone());
+            match tokio::task::spawn_blocking(move || ipam.reconcile_blocking(&config, &served)).await {
+                Ok(Ok(_)) => done = generation.number,
+                Ok(Err(e)) => tracing::error!("ipam: the store refused: {e}"),
+                Err(e) => tracing::error!("ipam: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 async fn reload_on_sighup(reloader: Arc<crate::reload::Reloader>, mut stop: watch::Receiver<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {

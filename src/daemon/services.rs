@@ -132,6 +132,9 @@ impl Services {
             inventory::DEFAULT_TOKEN_TTL,
         )?);
         let ipam = Arc::new(crate::ipam::Ipam::load(store.clone())?);
+        // Before anything is served: a host's first certificate request already names its
+        // static addresses (reloads are followed by `ipam::run`).
+        ipam.reconcile_blocking(&config, &served_names)?;
         let generation = Generation::new(0, config.clone(), served_names.clone(), renderer, images);
         let policy = policy.unwrap_or_else(|| Arc::new(StandardPolicy::new(inventory.clone())));
         let leases = Leases::with_policy(&generation.topology, LeaseTable::restore(&records), policy.clone());

@@ -205,7 +205,7 @@ async fn drain(State(s): State<AppState>, Path(name): Path<String>) -> Response 
     let Some(mac) = s.boot().find(&name).await else {
         return not_found();
     };
-    match s.pool.drain(inv, mac).await {
+    match s.pool.drain(inv, &s.ipam, mac).await {
         Ok(moved) => {
             for m in &moved {
                 let step = crate::journal::Step::Drained {

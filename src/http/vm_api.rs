@@ -239,7 +239,12 @@ async fn act(
                 if s.inventory.get(d.mac).await.is_some_and(|r| r.drained) {
                     return refuse(StatusCode::CONFLICT, format!("{to} is drained: no VM is moved there"));
                 }
-                Some((to.to_string(), d.uri))
+                // The source dials the destination's migration address when IPAM gave it one.
+                let via = s
+                    .ipam
+                    .address(d.mac, crate::netmodel::Role::Migration)
+                    .map(crate::vm::deploy::migration_uri);
+                Some((to.to_string(), d.uri, via))
             }
             Err(e) => return reach_refusal(e),
         },
@@ -254,6 +259,7 @@ async fn act(
         snapshot,
         force: q.force,
         dest: dest.as_ref().map(|d| d.1.clone()),
+        dest_via: dest.as_ref().and_then(|d| d.2.clone()),
         vcpus: q.vcpus,
         memory_mib: q.memory_mib,
         size_gib: q.size_gib,
@@ -275,7 +281,7 @@ async fn act(
     let step = |error: Option<String>| crate::journal::Step::VmAction {
         domain: name.clone(),
         action: match &dest {
-            Some((to, _)) => format!("migrate to {to}"),
+            Some((to, _, _)) => format!("migrate to {to}"),
             None => action.as_str().to_string(),
         },
         error,

@@ -16,6 +16,8 @@ pub struct Candidate {
     pub host: String,
     /// `qemu+tls://<fqdn>/system` (the pool's own pkipath is added when connecting).
     pub uri: String,
+    /// What the source's libvirtd dials instead: the candidate's migration address.
+    pub via: Option<String>,
     pub capacity: Capacity,
 }
 
@@ -65,7 +67,7 @@ pub fn migrate_all(
             continue;
         };
         let dest = format!("{}{pki}", candidates[i].uri);
-        match crate::vm::deploy::migrate_live(&source, &d.name, &dest) {
+        match crate::vm::deploy::migrate_live(&source, &d.name, &dest, candidates[i].via.as_deref()) {
             Ok(_) => {
                 let c = &mut candidates[i].capacity;
                 c.free_memory_mib = c.free_memory_mib.saturating_sub(d.memory_mib);
@@ -94,6 +96,7 @@ mod tests {
         Candidate {
             host: host.into(),
             uri: format!("qemu+tls://{host}/system"),
+            via: None,
             capacity: Capacity {
                 free_memory_mib: free,
                 running_domains: running,

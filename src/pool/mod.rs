@@ -232,7 +232,13 @@ impl Pool {
 
     /// Drain `host` (MAC `mac`) of `site`: mark it drained, then move its running domains
     /// to the site's other ready, undrained hypervisors. The results, per domain.
-    pub async fn drain(&self, inventory: &Inventory, mac: MacAddr) -> Result<Vec<drain::Moved>, DrainError> {
+    /// `ipam` gives each destination's migration address, which the source dials.
+    pub async fn drain(
+        &self,
+        inventory: &Inventory,
+        ipam: &crate::ipam::Ipam,
+        mac: MacAddr,
+    ) -> Result<Vec<drain::Moved>, DrainError> {
         let pki = self.pki_dir.read().unwrap().clone().ok_or(DrainError::NoPool)?;
         let record = inventory.set_drained(mac, true).await.map_err(DrainError::Inventory)?;
         let checks = self.checks.read().unwrap().clone();
@@ -256,6 +262,9 @@ impl Pool {
                 candidates.push(drain::Candidate {
                     host: c.host.clone(),
                     uri: c.uri.clone(),
+                    via: ipam
+                        .address(*m, crate::netmodel::Role::Migration)
+                        .map(crate::vm::deploy::migration_uri),
                     capacity: cap.clone(),
                 });
             }

@@ -117,6 +117,8 @@ pub struct ActionArgs {
     pub force: bool,
     /// migrate: the destination's libvirt URI.
     pub dest: Option<String>,
+    /// migrate: the URI the source dials instead (the destination's migration address).
+    pub dest_via: Option<String>,
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u64>,
     /// attach-disk.
@@ -228,7 +230,7 @@ pub fn apply(
                 .dest
                 .as_deref()
                 .ok_or_else(|| VmError::NoDestination { name: name.into() })?;
-            return Ok((super::deploy::migrate_live(h, name, dest)?, None));
+            return Ok((super::deploy::migrate_live(h, name, dest, args.dest_via.as_deref())?, None));
         }
     }
     Ok((h.info(name)?, made))

@@ -175,10 +175,19 @@ pub fn uri_for_source(dest: &str) -> &str {
 
 /// Migrate `name` live from `source` to `dest` (peer-to-peer, tunnelled); returns the
 /// domain as DEST now sees it.
-pub fn migrate_live(source: &Hypervisor, name: &str, dest: &str) -> Result<DomainSummary, VmError> {
+/// `via`: the URI the source's libvirtd dials when it is not `dest` itself: the
+/// destination's migration-network address, so the memory crosses the migration VLAN while
+/// provd reads the destination where it always does.
+pub fn migrate_live(source: &Hypervisor, name: &str, dest: &str, via: Option<&str>) -> Result<DomainSummary, VmError> {
     let dest_view = Hypervisor::connect(dest)?;
-    source.migrate(name, uri_for_source(dest), &dest_view)?;
+    source.migrate(name, via.unwrap_or(uri_for_source(dest)), &dest_view)?;
     dest_view.info(name)
+}
+
+/// The URI a source libvirtd dials to migrate to a hypervisor at `address` on the migration
+/// network (its certificate names that address: `boot::certificates`).
+pub fn migration_uri(address: std::net::Ipv4Addr) -> String {
+    format!("qemu+tls://{address}/system")
 }
 
 #[cfg(test)]

@@ -837,3 +837,35 @@ fn autostart_brings_a_vm_back_when_libvirtd_starts(lv: &mut Libvirtd, uri: &str)
     );
     ok_vm(uri, &["autostart", "full1", "--off"]);
 }
+
+/// A NIC profile with `rom = false` reaches a real libvirtd as `<rom enabled='no'/>`, and
+/// QEMU starts the VM that way (its virtio NIC then needs no ipxe-qemu ROM file).
+#[test]
+fn a_nic_profile_without_rom_is_what_libvirt_defines_and_qemu_runs() {
+    require_root_and_tools(&["libvirtd", "virtlogd", "virsh", "qemu-img", "qemu-system-x86_64", "unshare"]);
+    let w = Workdir::new();
+    std::fs::set_permissions(w.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let images = w.path("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let cfg = w.write(
+        "vm.toml",
+        &format!(
+            "[sites.a]\nserver_address = \"10.0.0.1\"\nlisten = [{{ interface = \"eth0\", address = \"10.0.0.1\" }}]\n\
+             [vm.disk_profiles.tiny]\ndisks = [{{ name = \"system\", size_gib = 1, dir = \"{}\" }}]\n\
+             [vm.nic_profiles.norom]\nnics = [{{ name = \"eth0\", bridge = \"br7\", rom = false }}]\n",
+            images.display()
+        ),
+    );
+    let ns = Netns::new("vmrom");
+    ns.sh("ip link add br7 type bridge && ip link set br7 up");
+    let lv = Libvirtd::start(&ns, w.dir.path());
+    let cfg = cfg.display().to_string();
+    ok_vm(
+        &lv.uri,
+        &["init", "norom", "1", "128", "--disk-profile", "tiny", "--nic-profile", "norom", "--start", "--config", &cfg],
+    );
+    let xml = lv.virsh(&["dumpxml", "norom"]);
+    assert!(xml.contains("<rom enabled='no'/>") && xml.contains("<source bridge='br7'/>"), "{xml}");
+    assert_eq!(lv.virsh(&["domstate", "norom"]).trim(), "running");
+    ok_vm(&lv.uri, &["purge", "norom", "--force"]);
+}

@@ -96,6 +96,8 @@ pub struct NicSpec {
     pub bridge: String,
     pub model: String,
     pub mac: Option<MacAddr>,
+    /// Whether the NIC loads its option ROM (libvirt's default); `rom = false` turns it off.
+    pub rom: bool,
 }
 
 /// How `provd vm deploy --count` spreads a batch over the hypervisors (`vm::batch`).
@@ -123,6 +125,7 @@ impl Default for VmProfiles {
             bridge: "br0".into(),
             model: "virtio".into(),
             mac: None,
+            rom: true,
         };
         VmProfiles {
             disks: [("default".to_string(), vec![disk])].into(),

@@ -415,6 +415,7 @@ fn convert_vm(src: &Source, w: &VmWire, out: &mut VmProfiles, errors: &mut Vec<C
                 bridge: n.bridge.clone(),
                 model: n.model.clone().unwrap_or_else(|| "virtio".into()),
                 mac,
+                rom: n.rom.unwrap_or(true),
             });
         }
         out.nics.insert(name.clone(), nics);

@@ -79,6 +79,9 @@ pub struct NicWire {
     pub bridge: String,
     pub model: Option<String>,
     pub mac: Option<String>,
+    /// false: `<rom enabled='no'/>`, the NIC boots no option ROM (a hypervisor without
+    /// ipxe-qemu cannot load one, and a VM that boots from its disk needs none).
+    pub rom: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -269,6 +269,11 @@ pub fn set_nics(domain_xml: &str, nics: &[(crate::config::NicSpec, MacAddr)]) ->
                 e.attributes.insert(attr.into(), value);
                 iface.children.push(XMLNode::Element(e));
             }
+            if !nic.rom {
+                let mut rom = Element::new("rom");
+                rom.attributes.insert("enabled".into(), "no".into());
+                iface.children.push(XMLNode::Element(rom));
+            }
             devices.children.push(XMLNode::Element(iface));
         }
     }

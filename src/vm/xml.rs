@@ -70,6 +70,9 @@ pub fn domain_xml(d: &DomainSpec) -> String {
         let _ = writeln!(x, "      <source bridge='{}'/>", esc(&nic.bridge));
         let _ = writeln!(x, "      <mac address='{mac}'/>");
         let _ = writeln!(x, "      <model type='{}'/>", esc(&nic.model));
+        if !nic.rom {
+            let _ = writeln!(x, "      <rom enabled='no'/>");
+        }
         let _ = writeln!(x, "    </interface>");
     }
     if d.vnc {
@@ -250,6 +253,7 @@ mod tests {
             bridge: "br0".into(),
             model: "virtio".into(),
             mac: None,
+            rom: false,
         };
         let x = domain_xml(&DomainSpec {
             name: "web<1>".into(),
@@ -264,6 +268,7 @@ mod tests {
         assert!(x.contains("<target dev='vda' bus='virtio'/>") && x.contains("<target dev='vdb' bus='virtio'/>"));
         assert!(x.contains("<target dev='hda' bus='ide'/>"));
         assert!(x.contains("<source bridge='br0'/>") && x.contains("<mac address='52:54:00:01:02:03'/>"));
+        assert!(x.contains("<rom enabled='no'/>"), "rom = false: {x}");
         assert!(x.contains("autoport='yes' listen='127.0.0.1'"));
     }
 }

@@ -169,11 +169,16 @@ fn a_nic_profile_replaces_the_templates_nics() {
         bridge: "br9".into(),
         model: "e1000".into(),
         mac: None,
+        rom: true,
     };
-    let x = set_nics(TEMPLATE, &[(nic, MacAddr([0x52, 0x54, 0, 9, 9, 9]))]).unwrap();
+    let x = set_nics(TEMPLATE, &[(nic.clone(), MacAddr([0x52, 0x54, 0, 9, 9, 9]))]).unwrap();
     assert_eq!(x.matches("<interface").count(), 1, "{x}");
     assert!(x.contains("bridge=\"br9\"") && x.contains("52:54:00:09:09:09") && x.contains("type=\"e1000\""));
     assert!(!x.contains("br1"));
+    assert!(!x.contains("<rom"), "libvirt's default unless the profile says rom = false");
+    let no_rom = crate::config::NicSpec { rom: false, ..nic };
+    let x = set_nics(TEMPLATE, &[(no_rom, MacAddr([0x52, 0x54, 0, 9, 9, 9]))]).unwrap();
+    assert!(x.contains("<rom enabled=\"no\""), "{x}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! each installer will get it, rendered offline from the config: the EL kickstart's
 //! `network` lines and the `%post` that writes the VLANs' NetworkManager keyfiles, or the
 //! Debian image's systemd-networkd units. The boot bridge is addressed by DHCP; the
-//! others have no address until IPAM assigns them (issue 35's next step).
+//! others are shown without the addresses IPAM gives each host (a host's kickstart, served
+//! by the daemon, carries them; `provd hosts show HOST` lists them).
 
 use crate::config;
 use crate::netmodel::{kickstart, networkd};

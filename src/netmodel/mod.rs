@@ -3,8 +3,8 @@
 //! migration, storage, management). This is the model an operator writes once per profile
 //! (or host); `check` says what cannot work, `kickstart` and `networkd` render it for the
 //! two installers. Everything here is pure: the site config carries a model per profile
-//! (`[profiles.X.network]`, checked when the config loads); rendering it into the
-//! installs is the next step (see the issue-35 note).
+//! (`[profiles.X.network]`, checked when the config loads); `render` puts the renderings
+//! into the kickstarts with the host's IPAM addresses (`crate::ipam`).
 //!
 //! Devices are named as the installed system names them (`eno1`, `bond0`, `bond0.20`,
 //! `br-mgmt`): a VLAN's device is `<parent>.<id>`, as both Anaconda and systemd-networkd

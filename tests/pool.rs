@@ -163,7 +163,10 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
         .host(mac_c, "hvc", &["ip = \"10.96.0.13\"", "profile = \"el9-kvm\""])
         .raw(
             "[sites.pl.networks.migration]\nprefix = \"10.196.20.0/24\"\n\
-             pool = { start = \"10.196.20.11\", end = \"10.196.20.30\" }\n",
+             pool = { start = \"10.196.20.11\", end = \"10.196.20.30\" }\n\
+             [vm.nic_profiles.tenant]\nnics = [{ name = \"eth0\", role = \"tenant\", rom = false }]\n\
+             [vm.nic_profiles.store]\nnics = [{ name = \"eth0\", role = \"storage\" }]\n\
+             [vm.nic_profiles.onbr0]\nnics = [{ name = \"eth0\", bridge = \"br0\" }]\n",
         );
     let cfg = w.write("site.toml", &builder::config(&w.path("assets"), &[site.toml()]));
     let state = w.path("state");
@@ -499,9 +502,21 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     // streamed to it. Read back with virsh, the disk holds the image's bytes, grown to the
     // default profile's 8 GiB.
     let uri_a = format!("qemu+tls://hva.pl.test/system?pkipath={}", operator.display());
+    // The built-in NIC profile asks for the tenant network, which provd cannot know on a
+    // `--connect` URI: refused, saying so; a profile naming a bridge is used instead.
+    let refused = p
+        .cmd(common::provd_bin())
+        .args(["vm", "init", "nonic", "1", "64", "--domain-type", "qemu", "--connect", &uri_a])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("asks for the tenant network"), "{said}");
+    assert!(!said.contains("pkipath"), "the host, not provd's query: {said}");
     let vm_init = |name: &str| {
         p.cmd(common::provd_bin())
-            .args(["vm", "init", name, "1", "64", "--domain-type", "qemu", "--image"])
+            .args(["vm", "init", name, "1", "64", "--domain-type", "qemu", "--nic-profile", "onbr0", "--config"])
+            .arg(&cfg)
+            .arg("--image")
             .arg(&data_file)
             .args(["--connect", &uri_a])
             .output()
@@ -1050,7 +1065,32 @@ fn api_batch_deploy(p: &Netns, state: &Path, lva: &Libvirtd, lvb: &Libvirtd) {
         .filter(|e| e["kind"] == "vm-action" && e["action"] == "deploy" && e["error"].is_null())
         .count();
     assert_eq!(deploys, 2, "journaled once each");
-    for name in ["api-1", "api-2"] {
+
+    // NIC profiles by role: each VM lands on its hypervisor's tenant bridge (the bonded
+    // profile's br-t100), without an option ROM; a role no hypervisor has is refused, and
+    // says which lacks what.
+    let mut tenant = request.clone();
+    tenant["name_pattern"] = "nic-{n}".into();
+    tenant["nic_profile"] = "tenant".into();
+    let (report, code) = deploy(tenant.clone());
+    assert_eq!((code.as_str(), &report["complete"]), ("200", &Value::Bool(true)), "{report}");
+    for name in ["nic-1", "nic-2"] {
+        let lv = [lva, lvb]
+            .into_iter()
+            .find(|lv| lv.virsh(&["list", "--all", "--name"]).lines().any(|l| l.trim() == name))
+            .expect(name);
+        let xml = lv.virsh(&["dumpxml", name]);
+        assert!(xml.contains("<source bridge='br-t100'/>") && xml.contains("<rom enabled='no'/>"), "{name}: {xml}");
+        assert!(!xml.contains("bridge='br-boot'"), "never the boot bridge: {xml}");
+    }
+    tenant["name_pattern"] = "nas-{n}".into();
+    tenant["nic_profile"] = "store".into();
+    let (answer, code) = deploy(tenant);
+    assert!(
+        code == "409" && answer.to_string().contains("has no storage bridge"),
+        "{code} {answer}"
+    );
+    for name in ["api-1", "api-2", "nic-1", "nic-2"] {
         for lv in [lva, lvb] {
             if lv.virsh(&["list", "--all", "--name"]).lines().any(|l| l.trim() == name) {
                 lv.virsh(&["undefine", name]);

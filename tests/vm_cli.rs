@@ -68,12 +68,21 @@ fn vm_init_uses_the_configs_profiles_and_names_unknown_ones() {
         &cfg,
         format!(
             "[sites.a]\nserver_address = \"10.0.0.1\"\nlisten = [{{ interface = \"eth0\", address = \"10.0.0.1\" }}]\n\
-             [vm.disk_profiles.small]\ndisks = [{{ name = \"system\", size_gib = 1, dir = \"{d}\" }}, {{ name = \"swap\", size_gib = 1, format = \"raw\", dir = \"{d}\" }}]\n",
+             [vm.disk_profiles.small]\ndisks = [{{ name = \"system\", size_gib = 1, dir = \"{d}\" }}, {{ name = \"swap\", size_gib = 1, format = \"raw\", dir = \"{d}\" }}]\n\
+             [vm.nic_profiles.lan]\nnics = [{{ name = \"eth0\", bridge = \"br0\" }}]\n",
             d = dir.path().display()
         ),
     )
     .unwrap();
     let cfg = cfg.display().to_string();
+    // The built-in NIC profile asks for the tenant network; a --connect URI's network is not
+    // provd's to know, so it refuses rather than guess a bridge (the boot bridge, say).
+    let (ok, _, err) = vm(&["init", "web", "1", "256", "--disk-profile", "small", "--config", &cfg]);
+    assert!(
+        !ok && err.contains("NIC profile \"default\": NIC eth0 asks for the tenant network")
+            && err.contains("name a bridge in the NIC profile"),
+        "{err}"
+    );
     let (ok, out, err) = vm(&[
         "init",
         "web",
@@ -81,6 +90,8 @@ fn vm_init_uses_the_configs_profiles_and_names_unknown_ones() {
         "256",
         "--disk-profile",
         "small",
+        "--nic-profile",
+        "lan",
         "--start",
         "--vnc",
         "--config",

@@ -91,7 +91,7 @@ struct Common {
     from: String,
     cpus: Option<u32>,
     memory: Option<u64>,
-    nics: Option<Vec<crate::config::NicSpec>>,
+    nics: Option<vm::deploy::NicsByUri>,
     disks: Option<Vec<crate::config::DiskSpec>>,
     hypervisors: Vec<String>,
     linked: bool,
@@ -108,24 +108,48 @@ impl Common {
     /// else the site's ready ones from the running provd, else --connect), the profiles
     /// and the placement read from the site config, and the SSH keys read.
     fn resolve(a: &DeployArgs) -> anyhow::Result<Common> {
-        let hypervisors = match (a.hypervisors.is_empty(), &a.site) {
-            (false, _) => a.hypervisors.clone(),
+        // (host name, URI): the site's pool hosts by name; a named URI is its own name.
+        let mut hypervisors: Vec<(String, String)> = match (a.hypervisors.is_empty(), &a.site) {
+            (false, _) => a.hypervisors.iter().map(|u| (u.clone(), u.clone())).collect(),
             (true, Some(s)) => site_hypervisors(&a.server, s, a.pkipath.as_deref())?,
-            (true, None) => vec![a.target.uri().to_string()],
+            (true, None) => vec![(a.target.uri().to_string(), a.target.uri().to_string())],
         };
         // Profiles come from the site config; the built-in defaults when there is none.
-        let profiles = crate::config::load(&a.server.config).map(|c| c.vm);
-        let profiles = match (profiles, a.nic_profile.is_some() || a.disk_profile.is_some()) {
-            (Ok(p), _) => p,
+        let config = crate::config::load(&a.server.config);
+        let profiles = match (&config, a.nic_profile.is_some() || a.disk_profile.is_some()) {
+            (Ok(c), _) => c.vm.clone(),
             // A named profile must come from a config that loads: say why it does not.
             (Err(e), true) => anyhow::bail!("the site config (for the profile): {e}"),
             (Err(_), false) => crate::config::VmProfiles::default(),
         };
-        let nics = a
-            .nic_profile
-            .as_deref()
-            .map(|p| profile(&profiles.nics, p, "NIC"))
-            .transpose()?;
+        let nics = match a.nic_profile.as_deref() {
+            None => None,
+            Some(p) => {
+                let wants = profile(&profiles.nics, p, "NIC")?;
+                let hosts: Vec<vm::deploy::NicHost> = hypervisors
+                    .iter()
+                    .map(|(name, uri)| vm::deploy::NicHost {
+                        uri,
+                        name,
+                        network: match (&config, &a.site) {
+                            (Ok(c), Some(site)) => c.host_network(site, name),
+                            _ => None,
+                        },
+                    })
+                    .collect();
+                let (fit, lacking) = vm::deploy::nics_per_hypervisor(&wants, &hosts);
+                for (uri, why) in &lacking {
+                    eprintln!("warning: passing over {uri}: {why}");
+                }
+                if fit.is_empty() {
+                    let why: Vec<String> = lacking.iter().map(|(_, w)| w.clone()).collect();
+                    anyhow::bail!("no candidate hypervisor can take NIC profile {p:?}: {}", why.join("; "));
+                }
+                hypervisors.retain(|(_, uri)| fit.contains_key(uri));
+                Some(fit)
+            }
+        };
+        let hypervisors: Vec<String> = hypervisors.into_iter().map(|(_, uri)| uri).collect();
         let disks = a
             .disk_profile
             .as_deref()
@@ -164,7 +188,7 @@ impl Common {
             template: &self.from,
             vcpus: self.cpus,
             memory_mib: self.memory,
-            nics: self.nics.as_deref(),
+            nics: self.nics.as_ref(),
             disks: self.disks.as_deref(),
             linked: self.linked,
             start: self.start,
@@ -221,8 +245,8 @@ fn site_hypervisors(
     server: &super::ServerTarget,
     site: &str,
     pkipath: Option<&std::path::Path>,
-) -> anyhow::Result<Vec<String>> {
-    let uris = super::hypervisors::pool_uris(server, site, pkipath, false)?;
+) -> anyhow::Result<Vec<(String, String)>> {
+    let uris = super::hypervisors::pool_hosts(server, site, pkipath, false)?;
     if uris.is_empty() {
         anyhow::bail!("site {site:?} has no ready, undrained hypervisor (see `provd hypervisors list --site {site}`)");
     }

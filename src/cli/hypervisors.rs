@@ -122,16 +122,32 @@ pub(super) fn pool_uris(
     pkipath: Option<&std::path::Path>,
     include_drained: bool,
 ) -> anyhow::Result<Vec<String>> {
+    Ok(pool_hosts(server, site, pkipath, include_drained)?
+        .into_iter()
+        .map(|(_, uri)| uri)
+        .collect())
+}
+
+/// The same, each with its host name (host, URI).
+pub(super) fn pool_hosts(
+    server: &ServerTarget,
+    site: &str,
+    pkipath: Option<&std::path::Path>,
+    include_drained: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
     let api = server.api()?;
     let pool: Vec<HypervisorView> = api.require(api.get("/api/hypervisors")?)?;
     Ok(pool
         .iter()
         .filter(|h| h.check.site == site && h.status == Some(crate::inventory::Status::Ready))
         .filter(|h| include_drained || !h.drained)
-        .map(|h| h.check.uri.as_str())
-        .map(|u| match pkipath {
-            Some(p) => format!("{u}?pkipath={}", p.display()),
-            None => u.to_string(),
+        .map(|h| {
+            let u = h.check.uri.as_str();
+            let uri = match pkipath {
+                Some(p) => format!("{u}?pkipath={}", p.display()),
+                None => u.to_string(),
+            };
+            (h.check.host.clone(), uri)
         })
         .collect())
 }

@@ -484,7 +484,10 @@ fn init(
         crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?.vm
     };
     let disks = &super::deploy::profile(&profiles.disks, disk_profile, "disk")?;
-    let nics = &super::deploy::profile(&profiles.nics, nic_profile, "NIC")?;
+    let wants = super::deploy::profile(&profiles.nics, nic_profile, "NIC")?;
+    // A `--connect` URI's network is not provd's to know: a NIC by role or VLAN is refused.
+    let nics = &crate::config::nics_on(&wants, None, vm::deploy::uri_for_source(uri))
+        .map_err(|why| anyhow::anyhow!("NIC profile {nic_profile:?}: {why}"))?;
     let d = Hypervisor::connect(uri)?.init(&vm::InitRequest {
         disks,
         nics,

@@ -63,7 +63,7 @@ impl SignPolicy {
 #[derive(Debug, Clone)]
 pub struct VmProfiles {
     pub disks: BTreeMap<String, Vec<DiskSpec>>,
-    pub nics: BTreeMap<String, Vec<NicSpec>>,
+    pub nics: BTreeMap<String, Vec<NicWant>>,
     /// How `provd vm deploy --count` spreads a batch (`[vm] placement`, default spread).
     pub placement: Placement,
 }
@@ -90,6 +90,69 @@ pub struct DiskSpec {
     pub dir: PathBuf,
 }
 
+/// Which network a NIC profile's NIC joins: a bridge by name, or the hypervisor's bridge of
+/// a role or on a VLAN, as its profile's network model says (`NicWant::on`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicNetwork {
+    Bridge(String),
+    Role(crate::netmodel::Role),
+    Vlan(u16),
+}
+
+/// A NIC as a NIC profile asks for it; `on` makes it a `NicSpec` for one hypervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicWant {
+    pub name: String,
+    pub network: NicNetwork,
+    pub model: String,
+    pub mac: Option<MacAddr>,
+    pub rom: bool,
+}
+
+impl NicWant {
+    /// This NIC on the hypervisor `host`, whose network is `net` (None: provd does not know
+    /// it: a `--connect` URI, or a host whose profile has no `[profiles.X.network]`).
+    pub fn on(&self, net: Option<&crate::netmodel::NetModel>, host: &str) -> Result<NicSpec, String> {
+        let bridge = match &self.network {
+            NicNetwork::Bridge(b) => b.clone(),
+            NicNetwork::Role(role) => net
+                .ok_or_else(|| unknown_network(host, &self.name, &format!("the {} network", role.as_str())))?
+                .bridge_for(*role)
+                .map(|b| b.name.clone())
+                .ok_or_else(|| format!("{host} has no {} bridge (NIC {})", role.as_str(), self.name))?,
+            NicNetwork::Vlan(id) => {
+                let net = net.ok_or_else(|| unknown_network(host, &self.name, &format!("VLAN {id}")))?;
+                let devices: Vec<String> = net.vlans.iter().filter(|v| v.id == *id).map(|v| v.device()).collect();
+                net.bridges
+                    .iter()
+                    .find(|b| devices.contains(&b.on))
+                    .map(|b| b.name.clone())
+                    .ok_or_else(|| format!("{host} has no bridge on VLAN {id} (NIC {})", self.name))?
+            }
+        };
+        Ok(NicSpec {
+            name: self.name.clone(),
+            bridge,
+            model: self.model.clone(),
+            mac: self.mac,
+            rom: self.rom,
+        })
+    }
+}
+
+fn unknown_network(host: &str, nic: &str, what: &str) -> String {
+    format!(
+        "NIC {nic} asks for {what}, and provd does not know {host}'s network (only a pool \
+         hypervisor whose profile has [profiles.X.network] says it): name a bridge in the NIC profile"
+    )
+}
+
+/// Every NIC of a profile on one hypervisor, or the first reason it cannot be.
+pub fn nics_on(wants: &[NicWant], net: Option<&crate::netmodel::NetModel>, host: &str) -> Result<Vec<NicSpec>, String> {
+    wants.iter().map(|w| w.on(net, host)).collect()
+}
+
+/// A NIC as libvirt gets it: on a named bridge of the hypervisor it is defined on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicSpec {
     pub name: String,
@@ -120,9 +183,10 @@ impl Default for VmProfiles {
             bus: "virtio".into(),
             dir: DEFAULT_IMAGE_DIR.into(),
         };
-        let nic = NicSpec {
+        // The tenant network: never the boot bridge a hypervisor installs over.
+        let nic = NicWant {
             name: "eth0".into(),
-            bridge: "br0".into(),
+            network: NicNetwork::Role(crate::netmodel::Role::Tenant),
             model: "virtio".into(),
             mac: None,
             rom: true,
@@ -514,6 +578,12 @@ pub enum SiteSelectionError {
 }
 
 impl Config {
+    /// The network model of host `hostname` at `site`, as its profile gives it.
+    pub fn host_network(&self, site: &str, hostname: &str) -> Option<&crate::netmodel::NetModel> {
+        let host = self.sites.get(site)?.hosts.iter().find(|h| h.hostname == hostname)?;
+        self.profiles.get(host.profile.as_deref()?)?.network.as_ref()
+    }
+
     /// What `provd check` and `provd serve` should point out about a valid config: choices
     /// whose consequences a reader might not expect.
     pub fn notes(&self) -> Vec<String> {
@@ -578,5 +648,56 @@ impl Config {
             return Err(SiteSelectionError::NothingToServe);
         }
         Ok(sites)
+    }
+}
+
+#[cfg(test)]
+mod nic_tests {
+    use super::*;
+    use crate::netmodel::{NetModel, Role};
+
+    fn want(network: NicNetwork) -> NicWant {
+        NicWant {
+            name: "eth0".into(),
+            network,
+            model: "virtio".into(),
+            mac: None,
+            rom: false,
+        }
+    }
+
+    fn bonded() -> NetModel {
+        toml::from_str(
+            r#"
+ports = [{ name = "p0" }, { name = "p1" }]
+bonds = [{ name = "bond0", members = ["p0", "p1"], mode = "active-backup" }]
+vlans = [{ id = 100, on = "bond0" }, { id = 30, on = "bond0" }]
+bridges = [
+  { name = "br-boot", on = "bond0", role = "boot" },
+  { name = "br-t100", on = "bond0.100", role = "tenant" },
+]
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_nic_by_role_or_vlan_lands_on_that_hypervisors_bridge_or_says_why_not() {
+        let net = bonded();
+        let on = |w: NicNetwork, net: Option<&NetModel>| want(w).on(net, "hv1");
+        assert_eq!(on(NicNetwork::Role(Role::Tenant), Some(&net)).unwrap().bridge, "br-t100");
+        assert_eq!(on(NicNetwork::Vlan(100), Some(&net)).unwrap().bridge, "br-t100");
+        assert!(!on(NicNetwork::Role(Role::Tenant), Some(&net)).unwrap().rom, "rom carried over");
+        assert_eq!(on(NicNetwork::Bridge("br9".into()), None).unwrap().bridge, "br9");
+        let e = on(NicNetwork::Role(Role::Storage), Some(&net)).unwrap_err();
+        assert!(e.contains("hv1 has no storage bridge"), "{e}");
+        let e = on(NicNetwork::Vlan(30), Some(&net)).unwrap_err();
+        assert!(e.contains("hv1 has no bridge on VLAN 30"), "a VLAN without a bridge: {e}");
+        let e = on(NicNetwork::Role(Role::Tenant), None).unwrap_err();
+        assert!(e.contains("does not know hv1's network"), "{e}");
+        // The built-in default never picks the boot bridge.
+        let default = &VmProfiles::default().nics["default"];
+        assert_eq!(nics_on(default, Some(&net), "hv1").unwrap()[0].bridge, "br-t100");
+        assert!(nics_on(default, None, "hv1").is_err());
     }
 }

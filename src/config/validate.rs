@@ -410,9 +410,13 @@ fn convert_vm(src: &Source, w: &VmWire, out: &mut VmProfiles, errors: &mut Vec<C
                     None
                 }
             };
-            nics.push(NicSpec {
+            let nic_key = format!("{key}.nics[{i}]");
+            let Some(network) = nic_network(src, &nic_key, p.span(), n, errors) else {
+                continue;
+            };
+            nics.push(NicWant {
                 name: n.name.clone(),
-                bridge: n.bridge.clone(),
+                network,
                 model: n.model.clone().unwrap_or_else(|| "virtio".into()),
                 mac,
                 rom: n.rom.unwrap_or(true),
@@ -420,6 +424,56 @@ fn convert_vm(src: &Source, w: &VmWire, out: &mut VmProfiles, errors: &mut Vec<C
         }
         out.nics.insert(name.clone(), nics);
     }
+}
+
+/// Exactly one of `bridge`, `role` (not boot: a VM on the boot network names its bridge)
+/// and `vlan`.
+fn nic_network(
+    src: &Source,
+    key: &str,
+    span: Range<usize>,
+    n: &NicWire,
+    errors: &mut Vec<ConfigError>,
+) -> Option<NicNetwork> {
+    let given = usize::from(n.bridge.is_some()) + usize::from(n.role.is_some()) + usize::from(n.vlan.is_some());
+    if given != 1 {
+        errors.push(src.error(Some(span), key, "give exactly one of bridge, role or vlan"));
+        return None;
+    }
+    if let Some(b) = &n.bridge {
+        return Some(NicNetwork::Bridge(b.clone()));
+    }
+    if let Some(id) = n.vlan {
+        if !(1..=4094).contains(&id) {
+            errors.push(src.error(Some(span), format!("{key}.vlan"), format!("VLAN {id} is outside 1-4094")));
+            return None;
+        }
+        return Some(NicNetwork::Vlan(id));
+    }
+    let role = n.role.as_ref().expect("counted");
+    let parsed = match role.get_ref().as_str() {
+        "tenant" => crate::netmodel::Role::Tenant,
+        "migration" => crate::netmodel::Role::Migration,
+        "storage" => crate::netmodel::Role::Storage,
+        "management" => crate::netmodel::Role::Management,
+        "boot" => {
+            errors.push(src.error(
+                Some(role.span()),
+                format!("{key}.role"),
+                "a VM on the boot network sees provd's DHCP and PXE: name that bridge with bridge = \"...\" if it must",
+            ));
+            return None;
+        }
+        other => {
+            errors.push(src.error(
+                Some(role.span()),
+                format!("{key}.role"),
+                format!("unknown role {other:?}: tenant, storage, migration or management"),
+            ));
+            return None;
+        }
+    };
+    Some(NicNetwork::Role(parsed))
 }
 
 fn convert_profile(name: &str, p: &ProfileWire) -> Profile {

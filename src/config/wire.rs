@@ -76,7 +76,10 @@ pub struct NicProfileWire {
 #[serde(deny_unknown_fields)]
 pub struct NicWire {
     pub name: String,
-    pub bridge: String,
+    /// One of: a bridge by name, the hypervisor's bridge of a role, or its bridge on a VLAN.
+    pub bridge: Option<String>,
+    pub role: Option<toml::Spanned<String>>,
+    pub vlan: Option<u16>,
     pub model: Option<String>,
     pub mac: Option<String>,
     /// false: `<rom enabled='no'/>`, the NIC boots no option ROM (a hypervisor without

@@ -65,6 +65,77 @@ struct Answer {
     report: Report,
 }
 
+/// The site's ready hypervisors, less the drained ones: the MAC each is journaled by, and
+/// its host name, by URI.
+struct SiteCandidates {
+    macs: HashMap<String, MacAddr>,
+    names: HashMap<String, String>,
+}
+
+async fn site_candidates(s: &AppState, site: &str) -> Result<SiteCandidates, String> {
+    let mut c = SiteCandidates {
+        macs: HashMap::new(),
+        names: HashMap::new(),
+    };
+    for check in s.pool.checks().into_iter().filter(|c| c.site == site) {
+        let Ok(reach) = s.pool.reach(&check.host) else { continue };
+        if !s.inventory.get(reach.mac).await.is_some_and(|r| r.drained) {
+            c.names.insert(reach.uri.clone(), check.host.clone());
+            c.macs.insert(reach.uri, reach.mac);
+        }
+    }
+    if c.macs.is_empty() {
+        return Err(format!("site {site:?} has no ready, undrained hypervisor"));
+    }
+    Ok(c)
+}
+
+/// The NIC profile `wants` on each of `uris` by its host's network; those that lack a
+/// network it needs leave `uris` and are returned with why. None fits: why (a 409).
+fn nics_for(
+    wants: &[crate::config::NicWant],
+    site: &str,
+    config: &crate::config::Config,
+    names: &HashMap<String, String>,
+    uris: &mut Vec<String>,
+) -> Result<(vm::deploy::NicsByUri, Vec<(String, String)>), String> {
+    let candidates: Vec<vm::deploy::NicHost> = uris
+        .iter()
+        .map(|u| vm::deploy::NicHost {
+            uri: u,
+            name: &names[u],
+            network: config.host_network(site, &names[u]),
+        })
+        .collect();
+    let (fit, lacking) = vm::deploy::nics_per_hypervisor(wants, &candidates);
+    if fit.is_empty() {
+        let why: Vec<String> = lacking.into_iter().map(|(_, w)| w).collect();
+        return Err(format!("no hypervisor of site {site:?} can take this NIC profile: {}", why.join("; ")));
+    }
+    uris.retain(|u| fit.contains_key(u));
+    Ok((fit, lacking))
+}
+
+/// Each VM deployed or failed, as a `deploy` under its hypervisor's MAC.
+fn journal_outcomes(s: &AppState, report: &Report, macs: &HashMap<String, MacAddr>) {
+    for o in report
+        .vms
+        .iter()
+        .filter(|o| matches!(o.result, Ended::Deployed | Ended::Failed))
+    {
+        let mac = o.hypervisor.as_ref().and_then(|u| macs.get(u)).copied();
+        s.journal.record(
+            mac,
+            None,
+            crate::journal::Step::VmAction {
+                domain: o.name.clone(),
+                action: "deploy".into(),
+                error: o.error.clone(),
+            },
+        );
+    }
+}
+
 pub async fn deploy(State(s): State<AppState>, Json(b): Json<DeployBody>) -> Response {
     let bad = |e: String| refuse(StatusCode::BAD_REQUEST, e);
     if !(1..=64).contains(&b.parallel) {
@@ -94,7 +165,7 @@ pub async fn deploy(State(s): State<AppState>, Json(b): Json<DeployBody>) -> Res
     };
     let base_url = site_cfg.boot_base_url();
     let profiles = &boot.config().vm;
-    let nics = match b
+    let wants = match b
         .nic_profile
         .as_deref()
         .map(|p| crate::config::VmProfiles::named(&profiles.nics, p, "NIC"))
@@ -113,22 +184,22 @@ pub async fn deploy(State(s): State<AppState>, Json(b): Json<DeployBody>) -> Res
         Err(e) => return bad(e),
     };
     let placement = b.placement.unwrap_or(profiles.placement);
-    // The site's ready hypervisors, less the drained ones, with the MAC each is journaled by.
-    let mut hosts: HashMap<String, MacAddr> = HashMap::new();
-    for c in s.pool.checks().into_iter().filter(|c| c.site == b.site) {
-        let Ok(reach) = s.pool.reach(&c.host) else { continue };
-        if !s.inventory.get(reach.mac).await.is_some_and(|r| r.drained) {
-            hosts.insert(reach.uri, reach.mac);
-        }
-    }
-    if hosts.is_empty() {
-        return refuse(
-            StatusCode::CONFLICT,
-            format!("site {:?} has no ready, undrained hypervisor", b.site),
-        );
-    }
+    let candidates = match site_candidates(&s, &b.site).await {
+        Ok(c) => c,
+        Err(why) => return refuse(StatusCode::CONFLICT, why),
+    };
+    let hosts = candidates.macs;
     let mut uris: Vec<String> = hosts.keys().cloned().collect();
     uris.sort();
+    let (nics, lacking) = match wants
+        .as_deref()
+        .map(|w| nics_for(w, &b.site, boot.config(), &candidates.names, &mut uris))
+        .transpose()
+    {
+        Ok(Some((fit, lacking))) => (Some(fit), lacking),
+        Ok(None) => (None, Vec::new()),
+        Err(why) => return refuse(StatusCode::CONFLICT, why),
+    };
     let (registry, site) = (s.nocloud.clone(), b.site.clone());
     let done = tokio::task::spawn_blocking(move || {
         let deploy_one = |name: &str, uri: &str, report: &mut dyn FnMut(vm::deploy::DeployStep)| {
@@ -138,7 +209,7 @@ pub async fn deploy(State(s): State<AppState>, Json(b): Json<DeployBody>) -> Res
                 template: &b.from,
                 vcpus: b.cpus,
                 memory_mib: b.memory_mib,
-                nics: nics.as_deref(),
+                nics: nics.as_ref(),
                 disks: disks.as_deref(),
                 linked: b.linked,
                 start: !b.no_start,
@@ -168,26 +239,14 @@ pub async fn deploy(State(s): State<AppState>, Json(b): Json<DeployBody>) -> Res
         batch_deploy::run(&batch, &names, b.parallel as usize, &mut |_| {}, &|_| {})
     })
     .await;
-    let report = match done {
+    let mut report = match done {
         Ok(r) => r,
         Err(e) => return super::failure::internal(e),
     };
-    for o in report
-        .vms
-        .iter()
-        .filter(|o| matches!(o.result, Ended::Deployed | Ended::Failed))
-    {
-        let mac = o.hypervisor.as_ref().and_then(|u| hosts.get(u)).copied();
-        s.journal.record(
-            mac,
-            None,
-            crate::journal::Step::VmAction {
-                domain: o.name.clone(),
-                action: "deploy".into(),
-                error: o.error.clone(),
-            },
-        );
-    }
+    report
+        .passed_over
+        .extend(lacking.into_iter().map(|(uri, reason)| batch_deploy::PassedOver { uri, reason }));
+    journal_outcomes(&s, &report, &hosts);
     Json(Answer {
         complete: report.all_there(),
         report,

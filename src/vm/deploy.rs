@@ -9,7 +9,36 @@
 use super::clone::{CloneEvent, CloneRequest};
 use super::placement::{self, Candidate, PlacementError};
 use super::{DomainSummary, Hypervisor, VmError};
-use crate::config::{DiskSpec, NicSpec};
+use crate::config::{DiskSpec, NicSpec, NicWant};
+use std::collections::BTreeMap;
+
+/// A NIC profile made concrete per candidate hypervisor (by the URI deploy is given).
+pub type NicsByUri = BTreeMap<String, Vec<NicSpec>>;
+
+/// A candidate hypervisor as NIC resolution sees it: its URI, its name (for messages) and
+/// its network model when provd knows it.
+pub struct NicHost<'a> {
+    pub uri: &'a str,
+    pub name: &'a str,
+    pub network: Option<&'a crate::netmodel::NetModel>,
+}
+
+/// The NIC profile `wants` on each candidate, and the candidates that lack a network it
+/// needs, with why (pure). Those are never placed on: a VM whose NIC names the tenant
+/// network must not land on a host without one.
+pub fn nics_per_hypervisor(wants: &[NicWant], hosts: &[NicHost]) -> (NicsByUri, Vec<(String, String)>) {
+    let mut fit = NicsByUri::new();
+    let mut lacking = Vec::new();
+    for h in hosts {
+        match crate::config::nics_on(wants, h.network, h.name) {
+            Ok(nics) => {
+                fit.insert(h.uri.to_string(), nics);
+            }
+            Err(why) => lacking.push((h.uri.to_string(), why)),
+        }
+    }
+    (fit, lacking)
+}
 use crate::nocloud::Seed;
 
 /// What `provd vm deploy` asks for.
@@ -18,7 +47,9 @@ pub struct DeployRequest<'a> {
     pub template: &'a str,
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u64>,
-    pub nics: Option<&'a [NicSpec]>,
+    /// The NIC profile on each candidate (None: keep the template's NICs). A candidate
+    /// without an entry lacks a network the profile needs (`nics_per_hypervisor`).
+    pub nics: Option<&'a NicsByUri>,
     pub disks: Option<&'a [DiskSpec]>,
     pub linked: bool,
     pub start: bool,
@@ -129,6 +160,15 @@ pub fn deploy_on(
     issue_seed: impl FnOnce() -> Result<Seed, SeedIssueError>,
     report: &mut dyn FnMut(DeployStep),
 ) -> Result<Deployed, DeployError> {
+    let nics = match req.nics {
+        None => None,
+        Some(by_uri) => Some(by_uri.get(h.uri()).ok_or_else(|| VmError::Libvirt {
+            what: "deploying",
+            name: req.name.into(),
+            uri: h.uri().to_string(),
+            message: "this hypervisor lacks a network the NIC profile needs".into(),
+        })?),
+    };
     // The identity first: a VM must never boot pointing at a seed that does not exist.
     let seed = issue_seed().map_err(DeployError::Seed)?;
     let serial = format!("ds=nocloud-net;s={}", seed.url);
@@ -141,7 +181,7 @@ pub fn deploy_on(
             nocloud_url: Some(&seed.url),
             vcpus: req.vcpus,
             memory_mib: req.memory_mib,
-            nics: req.nics,
+            nics: nics.map(Vec::as_slice),
             disk_profile: req.disks,
         },
         &mut |e| report(DeployStep::Disk(e)),

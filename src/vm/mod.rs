@@ -753,7 +753,13 @@ pub(crate) mod tests {
             dir: dir.path().into(),
         };
         let disks = [disk("system", 2), disk("data", 1)];
-        let nics = crate::config::VmProfiles::default().nics["default"].clone();
+        let nics = vec![crate::config::NicSpec {
+            name: "eth0".into(),
+            bridge: "br0".into(),
+            model: "virtio".into(),
+            mac: None,
+            rom: true,
+        }];
         let (_node, h) = private_driver();
         let req = |name| InitRequest {
             name,

@@ -155,8 +155,15 @@ pub async fn run(
             if queue.is_empty() || backoff.get(&site.name).is_some_and(|(until, _)| *until > now) {
                 continue;
             }
+            let (started, count) = (std::time::Instant::now(), queue.len());
             match send_queue(&updater, &store, &site.name, dns, names, queue).await {
                 Ok(()) => {
+                    tracing::info!(
+                        "DNS for site {}: {count} change(s) accepted by {} in {:.3} s",
+                        site.name,
+                        dns.server,
+                        started.elapsed().as_secs_f64()
+                    );
                     backoff.remove(&site.name);
                     updater.set_status(&site.name, |s| s.retry_at = None);
                 }
@@ -181,8 +188,13 @@ pub async fn run(
     }
 }
 
-/// Send `queue` in order, recording each accepted change before the next; the first
-/// failure ends the round.
+/// How many accepted changes are recorded in one store transaction. Losing the record of
+/// an accepted change (a crash before the write) only makes provd send it again: every
+/// update is a delete-then-add of the whole RRset, so a resend changes nothing.
+const REMEMBER_BATCH: usize = 64;
+
+/// Send `queue` in order, recording what the server accepted (in batches, and always
+/// before returning); the first failure ends the round.
 async fn send_queue(
     updater: &DnsUpdater,
     store: &Store,
@@ -192,28 +204,44 @@ async fn send_queue(
     queue: Vec<Change>,
 ) -> Result<(), String> {
     let key = key::load(&dns.key_file).map_err(|e| e.to_string())?;
+    let mut accepted: Vec<Change> = Vec::new();
+    let mut outcome = Ok(());
     for change in queue {
         if records::zone_of(&change.fqdn, std::slice::from_ref(&dns.zone)).is_none() {
             // Published under a zone the site no longer uses: not this server's to change.
             tracing::warn!("forgetting {} (not in zone {} any more)", change.fqdn, dns.zone);
-        } else {
-            send_change(dns, &key, &change)
-                .await
-                .map_err(|e| format!("{}: {e}", change.fqdn))?;
+        } else if let Err(e) = send_change(dns, &key, &change).await {
+            outcome = Err(format!("{}: {e}", change.fqdn));
+            break;
         }
-        remember(store, site, &change).await.map_err(|e| format!("the store: {e}"))?;
+        accepted.push(change);
+        if accepted.len() == REMEMBER_BATCH {
+            record(updater, store, site, names, std::mem::take(&mut accepted)).await?;
+        }
+    }
+    record(updater, store, site, names, accepted).await?;
+    outcome
+}
+
+/// Make `accepted` durable, then the published names and the status say so.
+async fn record(updater: &DnsUpdater, store: &Store, site: &str, names: &mut Names, accepted: Vec<Change>) -> Result<(), String> {
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    remember(store, site, &accepted).await.map_err(|e| format!("the store: {e}"))?;
+    for change in &accepted {
         match change.to {
             Some(to) => names.insert(change.fqdn.clone(), to),
             None => names.remove(&change.fqdn),
         };
-        updater.accepted.fetch_add(1, Ordering::Relaxed);
-        let now = unix_now();
-        updater.set_status(site, |s| {
-            s.names = names.len();
-            s.pending.retain(|c| c.fqdn != change.fqdn);
-            s.last_success_at = Some(now);
-        });
     }
+    updater.accepted.fetch_add(accepted.len() as u64, Ordering::Relaxed);
+    let now = unix_now();
+    updater.set_status(site, |s| {
+        s.names = names.len();
+        s.pending.retain(|c| !accepted.iter().any(|a| a.fqdn == c.fqdn));
+        s.last_success_at = Some(now);
+    });
     Ok(())
 }
 
@@ -257,17 +285,25 @@ async fn exchange(server: std::net::SocketAddr, request: &[u8]) -> std::io::Resu
     Err(last)
 }
 
-async fn remember(store: &Store, site: &str, change: &Change) -> Result<(), crate::store::StoreError> {
-    let (store, site, change) = (store.clone(), site.to_string(), change.clone());
-    tokio::task::spawn_blocking(move || match change.to {
-        Some(address) => {
-            let json = serde_json::to_vec(&Published { site, address }).expect("plain data");
-            store.put_dns_name_blocking(&change.fqdn, &json)
+async fn remember(store: &Store, site: &str, changes: &[Change]) -> Result<(), crate::store::StoreError> {
+    let mut delete = Vec::new();
+    let mut put = Vec::new();
+    for c in changes {
+        match c.to {
+            Some(address) => {
+                let published = Published {
+                    site: site.to_string(),
+                    address,
+                };
+                put.push((c.fqdn.clone(), serde_json::to_vec(&published).expect("plain data")));
+            }
+            None => delete.push(c.fqdn.clone()),
         }
-        None => store.delete_dns_name_blocking(&change.fqdn),
-    })
-    .await
-    .expect("the store task")
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.write_dns_names_blocking(&delete, &put))
+        .await
+        .expect("the store task")
 }
 
 async fn load_published(store: &Store) -> Result<BTreeMap<String, Names>, crate::store::StoreError> {

@@ -402,14 +402,24 @@ impl Store {
         self.delete_blocking(HOSTS, keys)
     }
 
-    /// Durably record a name the DNS server accepted (blocking, like `put_host_blocking`).
-    pub fn put_dns_name_blocking(&self, fqdn: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.put_blocking(DNS_NAMES, fqdn, value)
-    }
-
-    /// Durably forget a name the DNS server removed.
-    pub fn delete_dns_name_blocking(&self, fqdn: &str) -> Result<(), StoreError> {
-        self.delete_blocking(DNS_NAMES, &[fqdn.to_string()])
+    /// Durably record names the DNS server accepted (`put`) and removed (`delete`), in one
+    /// transaction (blocking, like `put_host_blocking`).
+    pub fn write_dns_names_blocking(&self, delete: &[String], put: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.write(|db| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut table = txn.open_table(DNS_NAMES)?;
+                for k in delete {
+                    table.remove(k.as_str())?;
+                }
+                for (k, v) in put {
+                    table.insert(k.as_str(), v.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Release and assign IPAM addresses in one transaction, fsynced before returning. An

@@ -50,6 +50,13 @@ const DNS_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("dns_names"
 /// address, so an address is held by one host at most.
 const IPAM: TableDefinition<&str, &[u8]> = TableDefinition::new("ipam");
 
+/// Whether `apply_blocking` may replace a key that is still there.
+#[derive(Clone, Copy)]
+enum Overwrite {
+    Yes,
+    Refuse(&'static str),
+}
+
 /// Small facts about this server (its replication id; whether each site's pair has
 /// synchronised once), by name.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -405,45 +412,14 @@ impl Store {
     /// Durably record names the DNS server accepted (`put`) and removed (`delete`), in one
     /// transaction (blocking, like `put_host_blocking`).
     pub fn write_dns_names_blocking(&self, delete: &[String], put: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        self.write(|db| {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            {
-                let mut table = txn.open_table(DNS_NAMES)?;
-                for k in delete {
-                    table.remove(k.as_str())?;
-                }
-                for (k, v) in put {
-                    table.insert(k.as_str(), v.as_slice())?;
-                }
-            }
-            txn.commit()?;
-            Ok(())
-        })
+        self.apply_blocking(DNS_NAMES, delete, put, Overwrite::Yes)
     }
 
     /// Release and assign IPAM addresses in one transaction, fsynced before returning. An
     /// assignment whose key is already held is refused (the table is the guard against an
     /// address given twice, whatever the caller computed).
     pub fn write_ipam_blocking(&self, release: &[String], assign: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        self.write(|db| {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            {
-                let mut table = txn.open_table(IPAM)?;
-                for k in release {
-                    table.remove(k.as_str())?;
-                }
-                for (k, v) in assign {
-                    if table.get(k.as_str())?.is_some() {
-                        return Err(StoreError::Conflict(format!("the address {k} is already assigned")));
-                    }
-                    table.insert(k.as_str(), v.as_slice())?;
-                }
-            }
-            txn.commit()?;
-            Ok(())
-        })
+        self.apply_blocking(IPAM, release, assign, Overwrite::Refuse("the address {key} is already assigned"))
     }
 
     /// Every IPAM assignment as (key, JSON).
@@ -546,13 +522,34 @@ impl Store {
         if keys.is_empty() {
             return Ok(());
         }
+        self.apply_blocking(table, keys, &[], Overwrite::Yes)
+    }
+
+    /// Remove `delete`, then write `put`, in one transaction fsynced before returning. With
+    /// `Overwrite::Refuse`, a key `put` finds still present fails the whole transaction
+    /// (nothing is written) with that message, `{key}` replaced by the key.
+    fn apply_blocking(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        delete: &[String],
+        put: &[(String, Vec<u8>)],
+        overwrite: Overwrite,
+    ) -> Result<(), StoreError> {
         self.write(|db| {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             {
                 let mut table = txn.open_table(table)?;
-                for k in keys {
+                for k in delete {
                     table.remove(k.as_str())?;
+                }
+                for (k, v) in put {
+                    if let Overwrite::Refuse(why) = overwrite
+                        && table.get(k.as_str())?.is_some()
+                    {
+                        return Err(StoreError::Conflict(why.replace("{key}", k)));
+                    }
+                    table.insert(k.as_str(), v.as_slice())?;
                 }
             }
             txn.commit()?;

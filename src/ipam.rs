@@ -57,7 +57,10 @@ pub struct Need {
 /// whatever record of it the inventory keeps.
 pub fn needs(site: &Site, config: &Config) -> Vec<Need> {
     let roles_of = |profile: Option<&str>| -> Vec<Role> {
-        let Some(net) = profile.and_then(|p| config.profiles.get(p)).and_then(|p| p.network.as_ref()) else {
+        let Some(net) = profile
+            .and_then(|p| config.profiles.get(p))
+            .and_then(|p| p.network.as_ref())
+        else {
             return Vec::new();
         };
         let roles: BTreeSet<Role> = net
@@ -93,12 +96,18 @@ pub struct Plan {
 /// From `current` to what `needs` asks, over the served sites' `networks` (by site). A host
 /// keeps its address while its need stands (a renamed host keeps it too: the MAC is the
 /// host); an assignment whose site is not in `networks` is left alone (another server's).
-pub fn plan(current: &[Assignment], needs: &[Need], networks: &BTreeMap<String, BTreeMap<Role, StaticNetwork>>) -> Plan {
+pub fn plan(
+    current: &[Assignment],
+    needs: &[Need],
+    networks: &BTreeMap<String, BTreeMap<Role, StaticNetwork>>,
+) -> Plan {
     let mut plan = Plan::default();
     let wanted: BTreeSet<(&str, Role, MacAddr)> = needs.iter().map(|n| (n.site.as_str(), n.role, n.mac)).collect();
     let mut kept: BTreeMap<(String, Role, MacAddr), &Assignment> = BTreeMap::new();
     for a in current {
-        let Some(site_nets) = networks.get(&a.site) else { continue };
+        let Some(site_nets) = networks.get(&a.site) else {
+            continue;
+        };
         let still = wanted.contains(&(a.site.as_str(), a.role, a.mac))
             && site_nets.get(&a.role).is_some_and(|n| n.pool.contains(a.address))
             && !kept.contains_key(&(a.site.clone(), a.role, a.mac));
@@ -112,11 +121,16 @@ pub fn plan(current: &[Assignment], needs: &[Need], networks: &BTreeMap<String, 
         kept.values().map(|a| (a.site.clone(), a.role, a.address)).collect();
     for need in needs {
         if kept.contains_key(&(need.site.clone(), need.role, need.mac))
-            || plan.assign.iter().any(|a| a.site == need.site && a.role == need.role && a.mac == need.mac)
+            || plan
+                .assign
+                .iter()
+                .any(|a| a.site == need.site && a.role == need.role && a.mac == need.mac)
         {
             continue;
         }
-        let Some(net) = networks.get(&need.site).and_then(|n| n.get(&need.role)) else { continue };
+        let Some(net) = networks.get(&need.site).and_then(|n| n.get(&need.role)) else {
+            continue;
+        };
         let free = (u32::from(net.pool.start)..=u32::from(net.pool.end))
             .map(Ipv4Addr::from)
             .find(|ip| !taken.contains(&(need.site.clone(), need.role, *ip)));
@@ -179,7 +193,13 @@ impl Ipam {
     }
 
     pub fn of_host(&self, mac: MacAddr) -> Vec<Assignment> {
-        self.assignments.read().expect("ipam").iter().filter(|a| a.mac == mac).cloned().collect()
+        self.assignments
+            .read()
+            .expect("ipam")
+            .iter()
+            .filter(|a| a.mac == mac)
+            .cloned()
+            .collect()
     }
 
     /// Bring the assignments in line with the served sites of `config` (blocking: store
@@ -205,13 +225,30 @@ impl Ipam {
         all.retain(|a| !plan.release.contains(a));
         all.extend(plan.assign.iter().cloned());
         for a in &plan.release {
-            tracing::info!("ipam: {} gives back {} on {} at {}", a.hostname, a.address, a.role.as_str(), a.site);
+            tracing::info!(
+                "ipam: {} gives back {} on {} at {}",
+                a.hostname,
+                a.address,
+                a.role.as_str(),
+                a.site
+            );
         }
         for a in &plan.assign {
-            tracing::info!("ipam: {} gets {} on {} at {}", a.hostname, a.address, a.role.as_str(), a.site);
+            tracing::info!(
+                "ipam: {} gets {} on {} at {}",
+                a.hostname,
+                a.address,
+                a.role.as_str(),
+                a.site
+            );
         }
         for n in &plan.exhausted {
-            tracing::warn!("ipam: the {} pool of site {} is full: {} gets no address", n.role.as_str(), n.site, n.hostname);
+            tracing::warn!(
+                "ipam: the {} pool of site {} is full: {} gets no address",
+                n.role.as_str(),
+                n.site,
+                n.hostname
+            );
         }
         Ok(plan)
     }
@@ -225,7 +262,10 @@ mod tests {
     fn net(start: &str, end: &str) -> StaticNetwork {
         StaticNetwork {
             prefix: "10.20.0.0/24".parse().unwrap(),
-            pool: Pool { start: start.parse().unwrap(), end: end.parse().unwrap() },
+            pool: Pool {
+                start: start.parse().unwrap(),
+                end: end.parse().unwrap(),
+            },
             gateway: None,
         }
     }
@@ -250,27 +290,48 @@ mod tests {
         let addrs: Vec<String> = first.assign.iter().map(|a| a.address.to_string()).collect();
         assert_eq!(addrs, ["10.20.0.10", "10.20.0.11"]);
         // hv1 leaves, hv3 and hv4 come: hv2 keeps .11, hv3 takes the freed .10, hv4 .12.
-        let second = plan(&first.assign, &[need(2, "hv2"), need(3, "hv3"), need(4, "hv4")], &networks);
+        let second = plan(
+            &first.assign,
+            &[need(2, "hv2"), need(3, "hv3"), need(4, "hv4")],
+            &networks,
+        );
         assert_eq!(second.release.len(), 1);
         assert_eq!(second.release[0].hostname, "hv1");
-        let got: Vec<(String, String)> =
-            second.assign.iter().map(|a| (a.hostname.clone(), a.address.to_string())).collect();
-        assert_eq!(got, [("hv3".into(), "10.20.0.10".into()), ("hv4".into(), "10.20.0.12".into())]);
+        let got: Vec<(String, String)> = second
+            .assign
+            .iter()
+            .map(|a| (a.hostname.clone(), a.address.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [("hv3".into(), "10.20.0.10".into()), ("hv4".into(), "10.20.0.12".into())]
+        );
         // The pool is full: hv5 is told so, nobody loses an address.
         let mut now = first.assign.clone();
         now.retain(|a| a.hostname != "hv1");
         now.extend(second.assign);
-        let third = plan(&now, &[need(2, "hv2"), need(3, "hv3"), need(4, "hv4"), need(5, "hv5")], &networks);
+        let third = plan(
+            &now,
+            &[need(2, "hv2"), need(3, "hv3"), need(4, "hv4"), need(5, "hv5")],
+            &networks,
+        );
         assert!(third.release.is_empty() && third.assign.is_empty());
         assert_eq!(third.exhausted, vec![need(5, "hv5")]);
         // Nothing changes when nothing changed.
-        assert_eq!(plan(&now, &[need(2, "hv2"), need(3, "hv3"), need(4, "hv4")], &networks), Plan::default());
+        assert_eq!(
+            plan(&now, &[need(2, "hv2"), need(3, "hv3"), need(4, "hv4")], &networks),
+            Plan::default()
+        );
     }
 
     #[test]
     fn a_pool_moved_away_from_an_address_reassigns_it() {
         let before = plan(&[], &[need(1, "hv1")], &nets(net("10.20.0.10", "10.20.0.12")));
-        let after = plan(&before.assign, &[need(1, "hv1")], &nets(net("10.20.0.100", "10.20.0.120")));
+        let after = plan(
+            &before.assign,
+            &[need(1, "hv1")],
+            &nets(net("10.20.0.100", "10.20.0.120")),
+        );
         assert_eq!(after.release, before.assign);
         assert_eq!(after.assign[0].address.to_string(), "10.20.0.100");
         // Another server's site is not touched.

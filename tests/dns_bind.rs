@@ -41,11 +41,19 @@ impl Bind {
     fn write(dir: &Path, key_file: &Path) -> Bind {
         // named serves only addresses an interface has: loopback's own, on a free port.
         let addr = Ipv4Addr::LOCALHOST;
-        let port = std::net::UdpSocket::bind((addr, 0)).unwrap().local_addr().unwrap().port();
+        let port = std::net::UdpSocket::bind((addr, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let zone = |name: &str| {
             format!(
                 "$TTL 60\n@ IN SOA ns.a.test. admin.a.test. 1 60 60 600 60\n@ IN NS ns.a.test.\n{}",
-                if name == "a.test" { format!("ns IN A {addr}\n") } else { String::new() }
+                if name == "a.test" {
+                    format!("ns IN A {addr}\n")
+                } else {
+                    String::new()
+                }
             )
         };
         let mut conf = format!(
@@ -54,7 +62,11 @@ impl Bind {
             key_file.display(),
             dir.display()
         );
-        for name in ["a.test", &format!("0.{NET}.10.in-addr.arpa"), &format!("0.{NET}.127.in-addr.arpa")] {
+        for name in [
+            "a.test",
+            &format!("0.{NET}.10.in-addr.arpa"),
+            &format!("0.{NET}.127.in-addr.arpa"),
+        ] {
             std::fs::write(dir.join(format!("{name}.db")), zone(name)).unwrap();
             conf.push_str(&format!(
                 "zone \"{name}\" {{ type primary; file \"{name}.db\"; allow-update {{ key \"provd-a\"; }}; }};\n"
@@ -73,13 +85,21 @@ impl Bind {
     fn start(&mut self) {
         let mut cmd = Command::new("named");
         let log = std::fs::File::create(self.conf.with_file_name("named.log")).unwrap();
-        cmd.args(["-g", "-4", "-c"]).arg(&self.conf).stdout(Stdio::null()).stderr(log);
+        cmd.args(["-g", "-4", "-c"])
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(log);
         self._proc = Some(ChildGuard::spawn(&mut cmd));
         wait_until("named to answer", Duration::from_secs(20), || {
             if self._proc.as_mut().is_some_and(|p| p.exited()) {
-                panic!("named exited: {}", std::fs::read_to_string(self.conf.with_file_name("named.log")).unwrap());
+                panic!(
+                    "named exited: {}",
+                    std::fs::read_to_string(self.conf.with_file_name("named.log")).unwrap()
+                );
             }
-            self.try_dig("a.test", "SOA").is_some_and(|soa| !soa.is_empty()).then_some(())
+            self.try_dig("a.test", "SOA")
+                .is_some_and(|soa| !soa.is_empty())
+                .then_some(())
         });
     }
 
@@ -90,7 +110,16 @@ impl Bind {
     /// `dig +short` at this server; None when it did not answer.
     fn try_dig(&self, name: &str, rtype: &str) -> Option<String> {
         let out = Command::new("dig")
-            .args([&format!("@{}", self.addr), "-p", &self.port.to_string(), "+short", "+time=1", "+tries=1", name, rtype])
+            .args([
+                &format!("@{}", self.addr),
+                "-p",
+                &self.port.to_string(),
+                "+short",
+                "+time=1",
+                "+tries=1",
+                name,
+                rtype,
+            ])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -99,7 +128,8 @@ impl Bind {
 
     /// The answer, which must come.
     fn dig(&self, name: &str, rtype: &str) -> String {
-        self.try_dig(name, rtype).unwrap_or_else(|| panic!("named does not answer {name} {rtype}"))
+        self.try_dig(name, rtype)
+            .unwrap_or_else(|| panic!("named does not answer {name} {rtype}"))
     }
 
     /// Wait until `name` `rtype` answers exactly `want` ("" for no record).
@@ -110,7 +140,10 @@ impl Bind {
             if now.as_deref() == Some(want) {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "{name} {rtype}: want {want:?}, named says {now:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{name} {rtype}: want {want:?}, named says {now:?}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -127,7 +160,11 @@ fn site_toml(sockets: &Sockets, bind: &Bind, key: &Path, hv1_ip: Option<&str>) -
             (&format!("127.{NET}.0.100"), &format!("127.{NET}.0.200")),
             &["domain = \"a.test\""],
         )
-        .subnet(&format!("10.{NET}.0.0/24"), (&format!("10.{NET}.0.100"), &format!("10.{NET}.0.200")), &[])
+        .subnet(
+            &format!("10.{NET}.0.0/24"),
+            (&format!("10.{NET}.0.100"), &format!("10.{NET}.0.200")),
+            &[],
+        )
         // No reservation: named at its lease.
         .host("52:54:00:00:95:02", "hv2", &[]);
     if let Some(ip) = hv1_ip {
@@ -150,7 +187,10 @@ fn dns_view(d: &Served) -> (serde_json::Value, bool) {
 }
 
 fn metrics(d: &Served) -> String {
-    let out = Command::new("curl").args(["-s", &format!("http://{}/metrics", d.api())]).output().unwrap();
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://{}/metrics", d.api())])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -165,7 +205,8 @@ fn dora(d: &Served, mac: [u8; 6], xid: u32, hostname: Option<&str>) -> Ipv4Addr 
     }
     let offer = d.dhcp_exchange(&discover).expect("OFFER");
     req.opts_mut().insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
-    req.opts_mut().insert(DhcpOption::ServerIdentifier(client::server_id(&offer)));
+    req.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(client::server_id(&offer)));
     let ack = d.dhcp_exchange(&req).expect("ACK");
     assert_eq!(client::msg_type(&ack), Some(MessageType::Ack));
     ack.yiaddr()
@@ -176,7 +217,10 @@ fn hosts_are_named_in_bind_and_a_dead_server_only_queues() {
     require_tools(&["named", "dig", "tsig-keygen", "curl"]);
     let work = Workdir::new();
     let key = work.path("provd-a.key");
-    let keygen = Command::new("tsig-keygen").args(["-a", "hmac-sha256", "provd-a"]).output().unwrap();
+    let keygen = Command::new("tsig-keygen")
+        .args(["-a", "hmac-sha256", "provd-a"])
+        .output()
+        .unwrap();
     assert!(keygen.status.success());
     std::fs::write(&key, &keygen.stdout).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -190,7 +234,10 @@ fn hosts_are_named_in_bind_and_a_dead_server_only_queues() {
     let assets = work.path("assets");
     std::fs::create_dir_all(&assets).unwrap();
     let hv1_at = format!("10.{NET}.0.21");
-    let cfg = work.write("sites.toml", &sockets.config(&assets, &state, &[site_toml(&sockets, &bind, &key, Some(&hv1_at))]));
+    let cfg = work.write(
+        "sites.toml",
+        &sockets.config(&assets, &state, &[site_toml(&sockets, &bind, &key, Some(&hv1_at))]),
+    );
     // The config names the sockets' ports: the later versions are written now.
     let config_for = |hv1: Option<&str>| sockets.config(&assets, &state, &[site_toml(&sockets, &bind, &key, hv1)]);
     let moved = config_for(Some(&format!("10.{NET}.0.31")));
@@ -241,7 +288,11 @@ fn hosts_are_named_in_bind_and_a_dead_server_only_queues() {
 
     // BIND is back (its journal kept the dynamic records): the queue drains.
     bind.start();
-    assert_eq!(bind.dig("hv1.a.test", "A"), format!("10.{NET}.0.31"), "still there until provd catches up");
+    assert_eq!(
+        bind.dig("hv1.a.test", "A"),
+        format!("10.{NET}.0.31"),
+        "still there until provd catches up"
+    );
     bind.expect("hv1.a.test", "A", "");
     bind.expect("hv1-migration.a.test", "A", "");
     bind.expect(&format!("31.0.{NET}.10.in-addr.arpa"), "PTR", "");

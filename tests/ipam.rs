@@ -58,12 +58,19 @@ fn site_toml(sockets: &Sockets, hosts: &[(&str, u8, &str)]) -> String {
         .field(&format!("http_port = {}", sockets.http(0).port()))
         .listen("lo")
         .dhcp(&format!("relays = [\"{server}\"]"))
-        .subnet(&format!("127.{NET}.0.0/24"), (&format!("127.{NET}.0.100"), &format!("127.{NET}.0.200")), &[]);
+        .subnet(
+            &format!("127.{NET}.0.0/24"),
+            (&format!("127.{NET}.0.100"), &format!("127.{NET}.0.200")),
+            &[],
+        );
     for (name, n, profile) in hosts {
         s = s.host(
             &format!("52:54:00:00:{NET}:{n:02x}"),
             name,
-            &[&format!("profile = \"{profile}\""), &format!("ip = \"127.{NET}.0.{}\"", 10 + n)],
+            &[
+                &format!("profile = \"{profile}\""),
+                &format!("ip = \"127.{NET}.0.{}\"", 10 + n),
+            ],
         );
     }
     format!(
@@ -77,10 +84,19 @@ fn site_toml(sockets: &Sockets, hosts: &[(&str, u8, &str)]) -> String {
 fn assignments(d: &Served) -> BTreeMap<String, BTreeMap<String, String>> {
     let token = std::fs::read_to_string(d.state_dir.join("api-token")).unwrap_or_default();
     let out = std::process::Command::new("curl")
-        .args(["-sf", "-H", &format!("Authorization: Bearer {}", token.trim()), &format!("http://{}/api/ipam", d.api())])
+        .args([
+            "-sf",
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+            &format!("http://{}/api/ipam", d.api()),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "GET /api/ipam: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "GET /api/ipam: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let mut by_host: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for a in list {
@@ -111,12 +127,18 @@ fn kickstart(d: &Served, n: u8, name: &str) -> String {
     let from = format!("127.{NET}.0.{}", 10 + n);
     let base = format!("http://{}", d.http(0));
     let get = |url: &str| {
-        let out = std::process::Command::new("curl").args(["-sf", "--interface", &from, url]).output().unwrap();
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--interface", &from, url])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "GET {url} from {from}");
         String::from_utf8(out.stdout).unwrap()
     };
     let script = get(&format!("{base}/boot/52-54-00-00-{NET}-{n:02x}.ipxe"));
-    let i = script.find("?token=").unwrap_or_else(|| panic!("an install script: {script}")) + 7;
+    let i = script
+        .find("?token=")
+        .unwrap_or_else(|| panic!("an install script: {script}"))
+        + 7;
     let token = script[i..].split_whitespace().next().unwrap();
     get(&format!("{base}/ks/{name}?token={token}"))
 }
@@ -130,8 +152,18 @@ fn hosts_get_static_addresses_that_stay_theirs() {
     std::fs::create_dir_all(&assets).unwrap();
     write_image(&assets);
     let config = |hosts: &[(&str, u8, &str)]| sockets.config(&assets, &state, &[site_toml(&sockets, hosts)]);
-    let first = config(&[("hv1", 1, "el9-bonded"), ("hv2", 2, "el9-bonded"), ("deb6", 6, "deb-bonded"), ("plain", 9, "el9")]);
-    let second = config(&[("hv2", 2, "el9-bonded"), ("hv3", 3, "el9-bonded"), ("hv4", 4, "el9-bonded"), ("plain", 9, "el9")]);
+    let first = config(&[
+        ("hv1", 1, "el9-bonded"),
+        ("hv2", 2, "el9-bonded"),
+        ("deb6", 6, "deb-bonded"),
+        ("plain", 9, "el9"),
+    ]);
+    let second = config(&[
+        ("hv2", 2, "el9-bonded"),
+        ("hv3", 3, "el9-bonded"),
+        ("hv4", 4, "el9-bonded"),
+        ("plain", 9, "el9"),
+    ]);
     let third = config(&[
         ("hv2", 2, "el9-bonded"),
         ("hv3", 3, "el9-bonded"),
@@ -156,23 +188,50 @@ fn hosts_get_static_addresses_that_stay_theirs() {
         ],
     );
     assert_eq!(got["deb6"].len(), 1, "its profile has no management bridge: {got:?}");
-    assert!(!got.contains_key("plain"), "a profile without those bridges gets nothing: {got:?}");
+    assert!(
+        !got.contains_key("plain"),
+        "a profile without those bridges gets nothing: {got:?}"
+    );
     let show = String::from_utf8(d.cli(&["hosts", "show", "hv1"]).stdout).unwrap();
     assert!(show.contains(&format!("address   {}/24 on migration", m(10))), "{show}");
-    assert!(show.contains(&format!("address   {}/24 on management via 10.{NET}.10.1", g(10))), "{show}");
+    assert!(
+        show.contains(&format!("address   {}/24 on management via 10.{NET}.10.1", g(10))),
+        "{show}"
+    );
     let json: serde_json::Value = serde_json::from_slice(&d.cli(&["hosts", "show", "hv2", "--json"]).stdout).unwrap();
     assert_eq!(json["addresses"].as_array().map(Vec::len), Some(2), "{json}");
 
     // hv2's kickstart, fetched as hv2 (from its address, with its install token), carries
     // the bond and its IPAM addresses, and ksvalidator takes it.
     let ks = kickstart(&d, 2, "hv2");
-    assert!(ks.contains("network --device=bond0 --bondslaves=ens1f0,ens1f1 --bondopts="), "{ks}");
-    assert!(ks.contains("network --device=br-boot --bridgeslaves=bond0 --bootproto=dhcp"), "{ks}");
-    assert!(ks.contains(&format!("address1={}/24\n", m(11))), "br-mig's keyfile: {ks}");
-    assert!(ks.contains(&format!("address1={}/24,10.{NET}.10.1\n", g(11))), "br-mgmt's keyfile: {ks}");
+    assert!(
+        ks.contains("network --device=bond0 --bondslaves=ens1f0,ens1f1 --bondopts="),
+        "{ks}"
+    );
+    assert!(
+        ks.contains("network --device=br-boot --bridgeslaves=bond0 --bootproto=dhcp"),
+        "{ks}"
+    );
+    assert!(
+        ks.contains(&format!("address1={}/24\n", m(11))),
+        "br-mig's keyfile: {ks}"
+    );
+    assert!(
+        ks.contains(&format!("address1={}/24,10.{NET}.10.1\n", g(11))),
+        "br-mgmt's keyfile: {ks}"
+    );
     let file = work.write("hv2.ks", &ks);
-    let v = std::process::Command::new("ksvalidator").args(["-v", "RHEL9"]).arg(&file).output().unwrap();
-    assert!(v.status.success(), "ksvalidator: {}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    let v = std::process::Command::new("ksvalidator")
+        .args(["-v", "RHEL9"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "ksvalidator: {}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
 
     // deb6's deploy document writes its networkd units: run just those heredocs with sh into
     // a scratch directory and read what landed.
@@ -195,11 +254,20 @@ fn hosts_get_static_addresses_that_stay_theirs() {
     }
     common::run(std::process::Command::new("sh").arg("-ec").arg(&script));
     let unit = |f: &str| std::fs::read_to_string(units.join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{doc}"));
-    assert_eq!(unit("10-br-boot.netdev"), format!("[NetDev]\nName=br-boot\nKind=bridge\nMACAddress=52:54:00:00:{NET}:06\n"));
+    assert_eq!(
+        unit("10-br-boot.netdev"),
+        format!("[NetDev]\nName=br-boot\nKind=bridge\nMACAddress=52:54:00:00:{NET}:06\n")
+    );
     assert!(unit("40-br-boot.network").contains("DHCP=ipv4\n\n[DHCPv4]\nClientIdentifier=mac\n"));
-    assert_eq!(unit("40-br-mig.network"), format!("[Match]\nName=br-mig\n\n[Network]\nAddress={}/24\n", m(12)));
+    assert_eq!(
+        unit("40-br-mig.network"),
+        format!("[Match]\nName=br-mig\n\n[Network]\nAddress={}/24\n", m(12))
+    );
     assert!(unit("20-ens1f1.network").contains("MACAddress=52:54:00:aa:97:02\n\n[Network]\nBond=bond0"));
-    assert!(!doc.contains("10-provd-boot-nic.network"), "the single-bridge layout is gone");
+    assert!(
+        !doc.contains("10-provd-boot-nic.network"),
+        "the single-bridge layout is gone"
+    );
 
     // hv1 leaves, hv3 and hv4 come: hv2 keeps .11, hv3 takes the freed .10, hv4 .12.
     std::fs::write(&cfg, &second).unwrap();
@@ -207,7 +275,11 @@ fn hosts_get_static_addresses_that_stay_theirs() {
     let got = wait_for(
         &d,
         "the second config's addresses",
-        &[("hv2", "migration", &m(11)), ("hv3", "migration", &m(10)), ("hv4", "migration", &m(12))],
+        &[
+            ("hv2", "migration", &m(11)),
+            ("hv3", "migration", &m(10)),
+            ("hv4", "migration", &m(12)),
+        ],
     );
     assert!(!got.contains_key("hv1"), "hv1 gave its addresses back: {got:?}");
     assert_eq!(got["hv2"]["management"], g(11), "hv2 keeps its management address too");

@@ -277,7 +277,10 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["addresses"][0]["address"], "10.196.20.11", "{shown}");
     br.sh("ip link add mbr0 type bridge && ip link set mbr0 up");
-    for (ns, ifname, port, addr) in [(&a, "miga", "mpa", "10.196.20.11/24"), (&b, "migb", "mpb", "10.196.20.12/24")] {
+    for (ns, ifname, port, addr) in [
+        (&a, "miga", "mpa", "10.196.20.11/24"),
+        (&b, "migb", "mpb", "10.196.20.12/24"),
+    ] {
         veth(ns, ifname, addr, &br, port, "");
         br.sh(&format!("ip link set {port} master mbr0"));
     }
@@ -506,15 +509,39 @@ fn installed_hypervisors_become_ready_and_a_drain_moves_their_vms() {
     // `--connect` URI: refused, saying so; a profile naming a bridge is used instead.
     let refused = p
         .cmd(common::provd_bin())
-        .args(["vm", "init", "nonic", "1", "64", "--domain-type", "qemu", "--connect", &uri_a])
+        .args([
+            "vm",
+            "init",
+            "nonic",
+            "1",
+            "64",
+            "--domain-type",
+            "qemu",
+            "--connect",
+            &uri_a,
+        ])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && said.contains("asks for the tenant network"), "{said}");
+    assert!(
+        !refused.status.success() && said.contains("asks for the tenant network"),
+        "{said}"
+    );
     assert!(!said.contains("pkipath"), "the host, not provd's query: {said}");
     let vm_init = |name: &str| {
         p.cmd(common::provd_bin())
-            .args(["vm", "init", name, "1", "64", "--domain-type", "qemu", "--nic-profile", "onbr0", "--config"])
+            .args([
+                "vm",
+                "init",
+                name,
+                "1",
+                "64",
+                "--domain-type",
+                "qemu",
+                "--nic-profile",
+                "onbr0",
+                "--config",
+            ])
             .arg(&cfg)
             .arg("--image")
             .arg(&data_file)
@@ -1073,14 +1100,21 @@ fn api_batch_deploy(p: &Netns, state: &Path, lva: &Libvirtd, lvb: &Libvirtd) {
     tenant["name_pattern"] = "nic-{n}".into();
     tenant["nic_profile"] = "tenant".into();
     let (report, code) = deploy(tenant.clone());
-    assert_eq!((code.as_str(), &report["complete"]), ("200", &Value::Bool(true)), "{report}");
+    assert_eq!(
+        (code.as_str(), &report["complete"]),
+        ("200", &Value::Bool(true)),
+        "{report}"
+    );
     for name in ["nic-1", "nic-2"] {
         let lv = [lva, lvb]
             .into_iter()
             .find(|lv| lv.virsh(&["list", "--all", "--name"]).lines().any(|l| l.trim() == name))
             .expect(name);
         let xml = lv.virsh(&["dumpxml", name]);
-        assert!(xml.contains("<source bridge='br-t100'/>") && xml.contains("<rom enabled='no'/>"), "{name}: {xml}");
+        assert!(
+            xml.contains("<source bridge='br-t100'/>") && xml.contains("<rom enabled='no'/>"),
+            "{name}: {xml}"
+        );
         assert!(!xml.contains("bridge='br-boot'"), "never the boot bridge: {xml}");
     }
     tenant["name_pattern"] = "nas-{n}".into();

@@ -842,7 +842,14 @@ fn autostart_brings_a_vm_back_when_libvirtd_starts(lv: &mut Libvirtd, uri: &str)
 /// QEMU starts the VM that way (its virtio NIC then needs no ipxe-qemu ROM file).
 #[test]
 fn a_nic_profile_without_rom_is_what_libvirt_defines_and_qemu_runs() {
-    require_root_and_tools(&["libvirtd", "virtlogd", "virsh", "qemu-img", "qemu-system-x86_64", "unshare"]);
+    require_root_and_tools(&[
+        "libvirtd",
+        "virtlogd",
+        "virsh",
+        "qemu-img",
+        "qemu-system-x86_64",
+        "unshare",
+    ]);
     let w = Workdir::new();
     std::fs::set_permissions(w.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let images = w.path("images");
@@ -862,10 +869,25 @@ fn a_nic_profile_without_rom_is_what_libvirt_defines_and_qemu_runs() {
     let cfg = cfg.display().to_string();
     ok_vm(
         &lv.uri,
-        &["init", "norom", "1", "128", "--disk-profile", "tiny", "--nic-profile", "norom", "--start", "--config", &cfg],
+        &[
+            "init",
+            "norom",
+            "1",
+            "128",
+            "--disk-profile",
+            "tiny",
+            "--nic-profile",
+            "norom",
+            "--start",
+            "--config",
+            &cfg,
+        ],
     );
     let xml = lv.virsh(&["dumpxml", "norom"]);
-    assert!(xml.contains("<rom enabled='no'/>") && xml.contains("<source bridge='br7'/>"), "{xml}");
+    assert!(
+        xml.contains("<rom enabled='no'/>") && xml.contains("<source bridge='br7'/>"),
+        "{xml}"
+    );
     assert_eq!(lv.virsh(&["domstate", "norom"]).trim(), "running");
     ok_vm(&lv.uri, &["purge", "norom", "--force"]);
 }

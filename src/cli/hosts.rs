@@ -266,7 +266,12 @@ fn show(target: &ServerTarget, host: &str, json: bool) -> anyhow::Result<()> {
         println!("uuid      {}", h.uuid.as_deref().unwrap_or("-"));
         for a in &addresses {
             let gateway = a.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
-            println!("address   {}/{} on {}{gateway}", a.address, a.prefix_len, a.role.as_str());
+            println!(
+                "address   {}/{} on {}{gateway}",
+                a.address,
+                a.prefix_len,
+                a.role.as_str()
+            );
         }
         if let Some(f) = &h.facts {
             println!(

@@ -685,14 +685,23 @@ bridges = [
     fn a_nic_by_role_or_vlan_lands_on_that_hypervisors_bridge_or_says_why_not() {
         let net = bonded();
         let on = |w: NicNetwork, net: Option<&NetModel>| want(w).on(net, "hv1");
-        assert_eq!(on(NicNetwork::Role(Role::Tenant), Some(&net)).unwrap().bridge, "br-t100");
+        assert_eq!(
+            on(NicNetwork::Role(Role::Tenant), Some(&net)).unwrap().bridge,
+            "br-t100"
+        );
         assert_eq!(on(NicNetwork::Vlan(100), Some(&net)).unwrap().bridge, "br-t100");
-        assert!(!on(NicNetwork::Role(Role::Tenant), Some(&net)).unwrap().rom, "rom carried over");
+        assert!(
+            !on(NicNetwork::Role(Role::Tenant), Some(&net)).unwrap().rom,
+            "rom carried over"
+        );
         assert_eq!(on(NicNetwork::Bridge("br9".into()), None).unwrap().bridge, "br9");
         let e = on(NicNetwork::Role(Role::Storage), Some(&net)).unwrap_err();
         assert!(e.contains("hv1 has no storage bridge"), "{e}");
         let e = on(NicNetwork::Vlan(30), Some(&net)).unwrap_err();
-        assert!(e.contains("hv1 has no bridge on VLAN 30"), "a VLAN without a bridge: {e}");
+        assert!(
+            e.contains("hv1 has no bridge on VLAN 30"),
+            "a VLAN without a bridge: {e}"
+        );
         let e = on(NicNetwork::Role(Role::Tenant), None).unwrap_err();
         assert!(e.contains("does not know hv1's network"), "{e}");
         // The built-in default never picks the boot bridge.

@@ -445,7 +445,11 @@ fn nic_network(
     }
     if let Some(id) = n.vlan {
         if !(1..=4094).contains(&id) {
-            errors.push(src.error(Some(span), format!("{key}.vlan"), format!("VLAN {id} is outside 1-4094")));
+            errors.push(src.error(
+                Some(span),
+                format!("{key}.vlan"),
+                format!("VLAN {id} is outside 1-4094"),
+            ));
             return None;
         }
         return Some(NicNetwork::Vlan(id));

@@ -162,13 +162,15 @@ impl Services {
         let generations = Arc::new(Generations::new(generation));
         let boot = BootSource::new(
             generations.clone(),
-            Arc::new(BootState::new(
-                inventory.clone(),
-                Arc::new(leases.clone()),
-                Arc::new(crate::pki::signer::Signer::new(ca.clone(), certificates)),
-                policy,
-            )
-            .with_ipam(ipam.clone())),
+            Arc::new(
+                BootState::new(
+                    inventory.clone(),
+                    Arc::new(leases.clone()),
+                    Arc::new(crate::pki::signer::Signer::new(ca.clone(), certificates)),
+                    policy,
+                )
+                .with_ipam(ipam.clone()),
+            ),
         );
         let reloader = Arc::new(crate::reload::Reloader::new(
             config_paths.to_vec(),

@@ -84,11 +84,19 @@ pub fn parse(text: &str) -> Result<TsigKey, String> {
             None => return Err("the key statement is not closed with `};`".into()),
         }
     }
-    let algorithm = match algorithm.ok_or("the key has no algorithm")?.to_ascii_lowercase().as_str() {
+    let algorithm = match algorithm
+        .ok_or("the key has no algorithm")?
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "hmac-sha256" => TsigAlgorithm::HmacSha256,
         "hmac-sha384" => TsigAlgorithm::HmacSha384,
         "hmac-sha512" => TsigAlgorithm::HmacSha512,
-        other => return Err(format!("algorithm {other}: use hmac-sha256, hmac-sha384 or hmac-sha512")),
+        other => {
+            return Err(format!(
+                "algorithm {other}: use hmac-sha256, hmac-sha384 or hmac-sha512"
+            ));
+        }
     };
     let secret = base64::engine::general_purpose::STANDARD
         .decode(secret.ok_or("the key has no secret")?)
@@ -173,7 +181,8 @@ mod tests {
     use super::*;
 
     /// What `tsig-keygen -a hmac-sha256 provd-a` prints (this secret is made up).
-    const KEYGEN: &str = "key \"provd-a\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0LWJ5dGVzLWZvci10ZXN0aW5nLW9ubHk=\";\n};\n";
+    const KEYGEN: &str =
+        "key \"provd-a\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0LWJ5dGVzLWZvci10ZXN0aW5nLW9ubHk=\";\n};\n";
 
     #[test]
     fn reads_what_tsig_keygen_writes() {
@@ -190,10 +199,18 @@ mod tests {
     fn refuses_what_it_cannot_use() {
         let md5 = KEYGEN.replace("hmac-sha256", "hmac-md5");
         assert!(parse(&md5).unwrap_err().contains("use hmac-sha256"));
-        assert!(parse(&KEYGEN.replace("secret \"c2Vj", "secret \"!!!")).unwrap_err().contains("base64"));
+        assert!(
+            parse(&KEYGEN.replace("secret \"c2Vj", "secret \"!!!"))
+                .unwrap_err()
+                .contains("base64")
+        );
         assert!(parse(&KEYGEN.replace("};", "")).unwrap_err().contains("not closed"));
         assert!(parse("zone \"x\" {};").is_err());
-        assert!(parse(&KEYGEN.replace("algorithm", "algo")).unwrap_err().contains("unknown key clause"));
+        assert!(
+            parse(&KEYGEN.replace("algorithm", "algo"))
+                .unwrap_err()
+                .contains("unknown key clause")
+        );
     }
 
     #[test]
@@ -205,6 +222,9 @@ mod tests {
         assert!(matches!(load(&file), Err(KeyError::Exposed { mode: 0o644, .. })));
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(load(&file).unwrap().name, "provd-a");
-        assert!(matches!(load(&dir.path().join("none")), Err(KeyError::Unreadable { .. })));
+        assert!(matches!(
+            load(&dir.path().join("none")),
+            Err(KeyError::Unreadable { .. })
+        ));
     }
 }

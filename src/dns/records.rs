@@ -98,7 +98,12 @@ mod tests {
         assert_eq!(qualify("bad_name", "a.test"), None);
         let names = desired(
             "a.test",
-            [("hv1", ip("10.0.0.21")), ("hv2", ip("10.0.0.21")), ("hv1", ip("10.0.0.22")), ("hv3", ip("10.0.0.23"))],
+            [
+                ("hv1", ip("10.0.0.21")),
+                ("hv2", ip("10.0.0.21")),
+                ("hv1", ip("10.0.0.22")),
+                ("hv3", ip("10.0.0.23")),
+            ],
         );
         assert_eq!(names.len(), 2, "an address has one name, a name one address: {names:?}");
         assert_eq!(names["hv1.a.test"], ip("10.0.0.21"));
@@ -107,15 +112,41 @@ mod tests {
 
     #[test]
     fn the_diff_adds_moves_and_removes() {
-        let published = desired("a.test", [("hv1", ip("10.0.0.21")), ("hv2", ip("10.0.0.22")), ("hv3", ip("10.0.0.23"))]);
-        let wanted = desired("a.test", [("hv1", ip("10.0.0.21")), ("hv2", ip("10.0.0.32")), ("hv4", ip("10.0.0.24"))]);
+        let published = desired(
+            "a.test",
+            [
+                ("hv1", ip("10.0.0.21")),
+                ("hv2", ip("10.0.0.22")),
+                ("hv3", ip("10.0.0.23")),
+            ],
+        );
+        let wanted = desired(
+            "a.test",
+            [
+                ("hv1", ip("10.0.0.21")),
+                ("hv2", ip("10.0.0.32")),
+                ("hv4", ip("10.0.0.24")),
+            ],
+        );
         let changes = diff(&published, &wanted);
         assert_eq!(
             changes,
             vec![
-                Change { fqdn: "hv2.a.test".into(), from: Some(ip("10.0.0.22")), to: Some(ip("10.0.0.32")) },
-                Change { fqdn: "hv3.a.test".into(), from: Some(ip("10.0.0.23")), to: None },
-                Change { fqdn: "hv4.a.test".into(), from: None, to: Some(ip("10.0.0.24")) },
+                Change {
+                    fqdn: "hv2.a.test".into(),
+                    from: Some(ip("10.0.0.22")),
+                    to: Some(ip("10.0.0.32"))
+                },
+                Change {
+                    fqdn: "hv3.a.test".into(),
+                    from: Some(ip("10.0.0.23")),
+                    to: None
+                },
+                Change {
+                    fqdn: "hv4.a.test".into(),
+                    from: None,
+                    to: Some(ip("10.0.0.24"))
+                },
             ]
         );
         assert!(diff(&wanted, &wanted).is_empty());

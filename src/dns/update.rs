@@ -47,7 +47,12 @@ pub struct Signed {
 }
 
 /// What `change` needs, one unsigned message per zone touched: the forward zone's first.
-pub fn messages(change: &Change, zone: &str, reverse_zones: &[String], ttl: u32) -> Result<Vec<(String, Message)>, UpdateError> {
+pub fn messages(
+    change: &Change,
+    zone: &str,
+    reverse_zones: &[String],
+    ttl: u32,
+) -> Result<Vec<(String, Message)>, UpdateError> {
     let fqdn = name(&change.fqdn)?;
     let mut forward = update_for(zone)?;
     forward.add_update(delete_rrset(fqdn.clone(), RecordType::A));
@@ -124,9 +129,17 @@ pub fn check_answer(sent: &mut Signed, answer: &[u8]) -> Result<(), UpdateError>
         // all there is to say; it is still a failure either way.
         let tsig_error = message
             .signature()
-            .map(|s| format!(" (TSIG error {})", s.data.error.map(|e| format!("{e:?}")).unwrap_or_default()))
+            .map(|s| {
+                format!(
+                    " (TSIG error {})",
+                    s.data.error.map(|e| format!("{e:?}")).unwrap_or_default()
+                )
+            })
             .unwrap_or_default();
-        return Err(UpdateError::Refused(format!("{}{tsig_error}", message.metadata.response_code)));
+        return Err(UpdateError::Refused(format!(
+            "{}{tsig_error}",
+            message.metadata.response_code
+        )));
     }
     sent.verifier
         .verify(answer)
@@ -135,8 +148,13 @@ pub fn check_answer(sent: &mut Signed, answer: &[u8]) -> Result<(), UpdateError>
 }
 
 fn signer(key: &TsigKey) -> Result<TSigner, UpdateError> {
-    TSigner::new(key.secret.clone(), key.algorithm.clone(), name(&key.name)?, FUDGE_SECONDS)
-        .map_err(|e| UpdateError::Encode(e.to_string()))
+    TSigner::new(
+        key.secret.clone(),
+        key.algorithm.clone(),
+        name(&key.name)?,
+        FUDGE_SECONDS,
+    )
+    .map_err(|e| UpdateError::Encode(e.to_string()))
 }
 
 /// An update for `zone`: its zone section names the zone's SOA (RFC 2136 section 2.3).
@@ -188,18 +206,30 @@ mod tests {
             to: Some("10.0.0.31".parse().unwrap()),
         };
         let msgs = messages(&change, "a.test", &zones(), 300).unwrap();
-        assert_eq!(msgs.len(), 2, "forward, then the one reverse zone both addresses are in");
+        assert_eq!(
+            msgs.len(),
+            2,
+            "forward, then the one reverse zone both addresses are in"
+        );
         let (zone, fwd) = &msgs[0];
         assert_eq!(zone, "a.test");
         assert_eq!(fwd.metadata.op_code, OpCode::Update);
         assert_eq!(fwd.queries[0].query_type(), RecordType::SOA, "the zone section");
         let updates = &fwd.authorities;
         assert_eq!(updates.len(), 2);
-        assert_eq!((updates[0].dns_class, updates[0].ttl), (DNSClass::ANY, 0), "delete the A RRset");
+        assert_eq!(
+            (updates[0].dns_class, updates[0].ttl),
+            (DNSClass::ANY, 0),
+            "delete the A RRset"
+        );
         assert_eq!(updates[1].data, RData::A(A("10.0.0.31".parse().unwrap())));
         let (rzone, rev) = &msgs[1];
         assert_eq!(rzone, "0.10.in-addr.arpa");
-        let kinds: Vec<(String, DNSClass)> = rev.authorities.iter().map(|r| (r.name.to_string(), r.dns_class)).collect();
+        let kinds: Vec<(String, DNSClass)> = rev
+            .authorities
+            .iter()
+            .map(|r| (r.name.to_string(), r.dns_class))
+            .collect();
         assert_eq!(
             kinds,
             vec![
@@ -224,7 +254,11 @@ mod tests {
 
     #[test]
     fn answers_count_only_when_signed_and_matching() {
-        let change = Change { fqdn: "hv1.a.test".into(), from: None, to: Some("10.0.0.21".parse().unwrap()) };
+        let change = Change {
+            fqdn: "hv1.a.test".into(),
+            from: None,
+            to: Some("10.0.0.21".parse().unwrap()),
+        };
         let (zone, m) = messages(&change, "a.test", &zones(), 300).unwrap().remove(0);
         let now = 1_800_000_000;
         let mut sent = sign(zone, m, 4242, &key(), now).unwrap();
@@ -235,16 +269,25 @@ mod tests {
         let mut answer = Message::new(4242, MessageType::Response, OpCode::Update);
         answer.add_zone(request.queries[0].clone());
         let unsigned = answer.to_vec().unwrap();
-        assert!(matches!(check_answer(&mut sent, &unsigned), Err(UpdateError::BadSignature(_))), "unsigned");
+        assert!(
+            matches!(check_answer(&mut sent, &unsigned), Err(UpdateError::BadSignature(_))),
+            "unsigned"
+        );
 
         let mut other = answer.clone();
         other.metadata.id = 1;
-        assert!(matches!(check_answer(&mut sent, &other.to_vec().unwrap()), Err(UpdateError::WrongId { .. })));
+        assert!(matches!(
+            check_answer(&mut sent, &other.to_vec().unwrap()),
+            Err(UpdateError::WrongId { .. })
+        ));
 
         let mut refused = answer.clone();
         refused.metadata.response_code = ResponseCode::NotAuth;
         let err = check_answer(&mut sent, &refused.to_vec().unwrap()).unwrap_err();
-        assert!(matches!(err, UpdateError::Refused(ref why) if why.contains("Not authorized")), "{err}");
+        assert!(
+            matches!(err, UpdateError::Refused(ref why) if why.contains("Not authorized")),
+            "{err}"
+        );
         assert!(check_answer(&mut sent, b"\x00\x01").is_err());
     }
 }

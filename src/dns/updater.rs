@@ -86,7 +86,12 @@ impl DnsUpdater {
     }
 
     fn set_status(&self, site: &str, f: impl FnOnce(&mut SiteStatus)) {
-        f(self.status.lock().expect("dns status").entry(site.to_string()).or_default());
+        f(self
+            .status
+            .lock()
+            .expect("dns status")
+            .entry(site.to_string())
+            .or_default());
     }
 }
 
@@ -114,7 +119,16 @@ pub fn wanted(
     let role_names: Vec<(String, Ipv4Addr)> = static_addresses
         .iter()
         .filter(|a| a.site == site.name)
-        .map(|a| (format!("{}-{}", a.hostname.split('.').next().unwrap_or_default(), a.role.as_str()), a.address))
+        .map(|a| {
+            (
+                format!(
+                    "{}-{}",
+                    a.hostname.split('.').next().unwrap_or_default(),
+                    a.role.as_str()
+                ),
+                a.address,
+            )
+        })
         .collect();
     let roles = role_names.iter().map(|(n, a)| (n.as_str(), *a));
     records::desired(&dns.zone, configured.chain(roles))
@@ -168,9 +182,15 @@ pub async fn run(
                     updater.set_status(&site.name, |s| s.retry_at = None);
                 }
                 Err(why) => {
-                    let pause = backoff.get(&site.name).map_or(2, |(_, p)| (p * 2).min(MAX_BACKOFF_SECS));
+                    let pause = backoff
+                        .get(&site.name)
+                        .map_or(2, |(_, p)| (p * 2).min(MAX_BACKOFF_SECS));
                     backoff.insert(site.name.clone(), (now + pause, pause));
-                    tracing::warn!("DNS updates for site {} to {}: {why}; retrying in {pause} s", site.name, dns.server);
+                    tracing::warn!(
+                        "DNS updates for site {} to {}: {why}; retrying in {pause} s",
+                        site.name,
+                        dns.server
+                    );
                     updater.failed.fetch_add(1, Ordering::Relaxed);
                     updater.set_status(&site.name, |s| {
                         s.last_error = Some(why);
@@ -224,11 +244,19 @@ async fn send_queue(
 }
 
 /// Make `accepted` durable, then the published names and the status say so.
-async fn record(updater: &DnsUpdater, store: &Store, site: &str, names: &mut Names, accepted: Vec<Change>) -> Result<(), String> {
+async fn record(
+    updater: &DnsUpdater,
+    store: &Store,
+    site: &str,
+    names: &mut Names,
+    accepted: Vec<Change>,
+) -> Result<(), String> {
     if accepted.is_empty() {
         return Ok(());
     }
-    remember(store, site, &accepted).await.map_err(|e| format!("the store: {e}"))?;
+    remember(store, site, &accepted)
+        .await
+        .map_err(|e| format!("the store: {e}"))?;
     for change in &accepted {
         match change.to {
             Some(to) => names.insert(change.fqdn.clone(), to),

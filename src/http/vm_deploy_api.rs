@@ -110,7 +110,10 @@ fn nics_for(
     let (fit, lacking) = vm::deploy::nics_per_hypervisor(wants, &candidates);
     if fit.is_empty() {
         let why: Vec<String> = lacking.into_iter().map(|(_, w)| w).collect();
-        return Err(format!("no hypervisor of site {site:?} can take this NIC profile: {}", why.join("; ")));
+        return Err(format!(
+            "no hypervisor of site {site:?} can take this NIC profile: {}",
+            why.join("; ")
+        ));
     }
     uris.retain(|u| fit.contains_key(u));
     Ok((fit, lacking))
@@ -243,9 +246,11 @@ pub async fn deploy(State(s): State<AppState>, Json(b): Json<DeployBody>) -> Res
         Ok(r) => r,
         Err(e) => return super::failure::internal(e),
     };
-    report
-        .passed_over
-        .extend(lacking.into_iter().map(|(uri, reason)| batch_deploy::PassedOver { uri, reason }));
+    report.passed_over.extend(
+        lacking
+            .into_iter()
+            .map(|(uri, reason)| batch_deploy::PassedOver { uri, reason }),
+    );
     journal_outcomes(&s, &report, &hosts);
     Json(Answer {
         complete: report.all_there(),

@@ -11,7 +11,11 @@ use std::collections::BTreeMap;
 /// `boot_mac`: the host's MAC, which the boot bridge takes and asks DHCP with (a MAC client
 /// identifier), so provd answers it as this host, at its reservation, whatever MAC the
 /// bridge or bond would have made up.
-pub fn units(m: &NetModel, addresses: &BTreeMap<String, Addressing>, boot_mac: Option<MacAddr>) -> Vec<(String, String)> {
+pub fn units(
+    m: &NetModel,
+    addresses: &BTreeMap<String, Addressing>,
+    boot_mac: Option<MacAddr>,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for b in &m.bonds {
         let mut bond = format!("[Bond]\nMode={}\nMIIMonitorSec={}ms\n", b.mode.as_str(), b.miimon);
@@ -128,7 +132,10 @@ mod tests {
         assert!(unit(&units, "30-bond0.20.network").contains("Bridge=br-mig"));
         assert!(unit(&units, "40-br-boot.network").contains("DHCP=ipv4"));
         assert!(unit(&units, "40-br-t100.network").contains("ConfigureWithoutCarrier=yes"));
-        assert!(!unit(&units, "10-br-boot.netdev").contains("MACAddress"), "no host, no MAC");
+        assert!(
+            !unit(&units, "10-br-boot.netdev").contains("MACAddress"),
+            "no host, no MAC"
+        );
     }
 
     #[test]
@@ -143,7 +150,10 @@ mod tests {
             unit(&units, "40-br-boot.network"),
             "[Match]\nName=br-boot\n\n[Network]\nDHCP=ipv4\n\n[DHCPv4]\nClientIdentifier=mac\n"
         );
-        assert!(!unit(&units, "10-br-mgmt.netdev").contains("MACAddress"), "only the boot bridge");
+        assert!(
+            !unit(&units, "10-br-mgmt.netdev").contains("MACAddress"),
+            "only the boot bridge"
+        );
     }
 
     #[test]

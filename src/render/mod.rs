@@ -266,7 +266,13 @@ impl HostContext<'_> {
             .filter_map(|b| {
                 let a = self.static_addresses.iter().find(|a| a.role == b.role)?;
                 let address = ipnet::Ipv4Net::new(a.address, a.prefix_len).ok()?;
-                Some((b.name.clone(), Addressing::Static { address, gateway: a.gateway }))
+                Some((
+                    b.name.clone(),
+                    Addressing::Static {
+                        address,
+                        gateway: a.gateway,
+                    },
+                ))
             })
             .collect();
         let units: Vec<serde_json::Value> = networkd::units(m, &addresses, Some(self.mac))

@@ -419,7 +419,12 @@ impl Store {
     /// assignment whose key is already held is refused (the table is the guard against an
     /// address given twice, whatever the caller computed).
     pub fn write_ipam_blocking(&self, release: &[String], assign: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        self.apply_blocking(IPAM, release, assign, Overwrite::Refuse("the address {key} is already assigned"))
+        self.apply_blocking(
+            IPAM,
+            release,
+            assign,
+            Overwrite::Refuse("the address {key} is already assigned"),
+        )
     }
 
     /// Every IPAM assignment as (key, JSON).

@@ -159,9 +159,15 @@ fn an_ipam_address_is_held_once_and_a_refused_write_changes_nothing() {
     let again = ("a/migration/10.20.0.10".to_string(), b"hv3".to_vec());
     let err = store.write_ipam_blocking(&[], &[two.clone(), again]).unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-    assert_eq!(store.load_ipam().unwrap(), vec![one.clone()], "nothing of the refused write landed");
+    assert_eq!(
+        store.load_ipam().unwrap(),
+        vec![one.clone()],
+        "nothing of the refused write landed"
+    );
     // Released and taken in one transaction: fine. And the store still takes writes.
     let moved = ("a/migration/10.20.0.10".to_string(), b"hv3".to_vec());
-    store.write_ipam_blocking(std::slice::from_ref(&one.0), &[moved.clone(), two.clone()]).unwrap();
+    store
+        .write_ipam_blocking(std::slice::from_ref(&one.0), &[moved.clone(), two.clone()])
+        .unwrap();
     assert_eq!(store.load_ipam().unwrap(), vec![moved, two]);
 }

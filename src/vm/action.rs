@@ -230,7 +230,10 @@ pub fn apply(
                 .dest
                 .as_deref()
                 .ok_or_else(|| VmError::NoDestination { name: name.into() })?;
-            return Ok((super::deploy::migrate_live(h, name, dest, args.dest_via.as_deref())?, None));
+            return Ok((
+                super::deploy::migrate_live(h, name, dest, args.dest_via.as_deref())?,
+                None,
+            ));
         }
     }
     Ok((h.info(name)?, made))

@@ -3,9 +3,9 @@
 //! the key itself is read when the daemon starts (`dns::key`), so `provd check` can run on
 //! a machine that does not hold the secret.
 
+use super::super::ConfigError;
 use super::super::model::{DEFAULT_DNS_TTL, SiteDns};
 use super::super::wire::DnsWire;
-use super::super::ConfigError;
 use super::Source;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -39,7 +39,11 @@ pub(super) fn convert_dns(
         (Some(z), _) => {
             let name = absolute(z.get_ref());
             if !super::valid_hostname(&name) {
-                errors.push(src.error(Some(z.span()), key("zone"), format!("{:?} is not a DNS name", z.get_ref())));
+                errors.push(src.error(
+                    Some(z.span()),
+                    key("zone"),
+                    format!("{:?} is not a DNS name", z.get_ref()),
+                ));
             }
             name
         }
@@ -60,7 +64,10 @@ pub(super) fn convert_dns(
             errors.push(src.error(
                 Some(z.span()),
                 key(&format!("reverse_zones[{i}]")),
-                format!("{:?} is not an IPv4 reverse zone (like \"0.10.in-addr.arpa\")", z.get_ref()),
+                format!(
+                    "{:?} is not an IPv4 reverse zone (like \"0.10.in-addr.arpa\")",
+                    z.get_ref()
+                ),
             ));
         }
         reverse_zones.push(name);

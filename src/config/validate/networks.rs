@@ -35,11 +35,19 @@ pub(super) fn convert_networks(
             "migration" => Role::Migration,
             "storage" => Role::Storage,
             "boot" => {
-                errors.push(src.error(Some(w.span()), &key, "the boot network is addressed by DHCP: give it as a subnet"));
+                errors.push(src.error(
+                    Some(w.span()),
+                    &key,
+                    "the boot network is addressed by DHCP: give it as a subnet",
+                ));
                 continue;
             }
             "tenant" => {
-                errors.push(src.error(Some(w.span()), &key, "tenant networks carry VMs, not host addresses: nothing to assign"));
+                errors.push(src.error(
+                    Some(w.span()),
+                    &key,
+                    "tenant networks carry VMs, not host addresses: nothing to assign",
+                ));
                 continue;
             }
             other => {
@@ -52,11 +60,19 @@ pub(super) fn convert_networks(
             }
         };
         if let Some(net) = convert_one(src, &key, w.get_ref(), errors) {
-            if let Some((other, _)) = out.iter().find(|(_, o)| o.prefix.contains(&net.prefix) || net.prefix.contains(&o.prefix)) {
+            if let Some((other, _)) = out
+                .iter()
+                .find(|(_, o)| o.prefix.contains(&net.prefix) || net.prefix.contains(&o.prefix))
+            {
                 errors.push(src.error(
                     Some(w.get_ref().prefix.span()),
                     format!("{key}.prefix"),
-                    format!("{} overlaps the {} network {}", net.prefix, other.as_str(), out[other].prefix),
+                    format!(
+                        "{} overlaps the {} network {}",
+                        net.prefix,
+                        other.as_str(),
+                        out[other].prefix
+                    ),
                 ));
                 continue;
             }
@@ -88,11 +104,17 @@ fn convert_one(src: &Source, key: &str, w: &NetworkWire, errors: &mut Vec<Config
     };
     let pool_error = |why: String| src.error(Some(w.pool.span()), format!("{key}.pool"), why);
     if pool.start > pool.end {
-        errors.push(pool_error(format!("pool start {} is after its end {}", pool.start, pool.end)));
+        errors.push(pool_error(format!(
+            "pool start {} is after its end {}",
+            pool.start, pool.end
+        )));
         return None;
     }
     if !prefix.contains(&pool.start) || !prefix.contains(&pool.end) {
-        errors.push(pool_error(format!("pool {}-{} is not inside {prefix}", pool.start, pool.end)));
+        errors.push(pool_error(format!(
+            "pool {}-{} is not inside {prefix}",
+            pool.start, pool.end
+        )));
         return None;
     }
     if pool.contains(prefix.network()) || pool.contains(prefix.broadcast()) {
@@ -122,7 +144,11 @@ fn convert_one(src: &Source, key: &str, w: &NetworkWire, errors: &mut Vec<Config
 
 /// No IPAM pool may overlap a DHCP range or hold a reserved address, at any site: the same
 /// address would be handed out twice.
-pub(super) fn check_against_dhcp<'a>(pending: &[PoolAt], sites: impl Iterator<Item = &'a Site> + Clone, errors: &mut Vec<ConfigError>) {
+pub(super) fn check_against_dhcp<'a>(
+    pending: &[PoolAt],
+    sites: impl Iterator<Item = &'a Site> + Clone,
+    errors: &mut Vec<ConfigError>,
+) {
     for p in pending {
         let say = |why: String| {
             let mut e = p.at.clone();

@@ -175,7 +175,10 @@ fn a_nic_profile_replaces_the_templates_nics() {
     assert_eq!(x.matches("<interface").count(), 1, "{x}");
     assert!(x.contains("bridge=\"br9\"") && x.contains("52:54:00:09:09:09") && x.contains("type=\"e1000\""));
     assert!(!x.contains("br1"));
-    assert!(!x.contains("<rom"), "libvirt's default unless the profile says rom = false");
+    assert!(
+        !x.contains("<rom"),
+        "libvirt's default unless the profile says rom = false"
+    );
     let no_rom = crate::config::NicSpec { rom: false, ..nic };
     let x = set_nics(TEMPLATE, &[(no_rom, MacAddr([0x52, 0x54, 0, 9, 9, 9]))]).unwrap();
     assert!(x.contains("<rom enabled=\"no\""), "{x}");

@@ -55,12 +55,9 @@ pub struct Need {
 /// What each host of `site` needs, by its profile. Only configured hosts (adopted ones are
 /// written to the config by `hosts adopt`): a host removed from the config is retired,
 /// whatever record of it the inventory keeps.
-pub fn needs(site: &Site, config: &Config) -> Vec<Need> {
-    let roles_of = |profile: Option<&str>| -> Vec<Role> {
-        let Some(net) = profile
-            .and_then(|p| config.profiles.get(p))
-            .and_then(|p| p.network.as_ref())
-        else {
+pub fn needs(site: &Site) -> Vec<Need> {
+    let roles_of = |net: Option<&crate::netmodel::NetModel>| -> Vec<Role> {
+        let Some(net) = net else {
             return Vec::new();
         };
         let roles: BTreeSet<Role> = net
@@ -74,7 +71,7 @@ pub fn needs(site: &Site, config: &Config) -> Vec<Need> {
     site.hosts
         .iter()
         .flat_map(|h| {
-            roles_of(h.profile.as_deref()).into_iter().map(|role| Need {
+            roles_of(h.network.as_ref()).into_iter().map(|role| Need {
                 site: site.name.clone(),
                 role,
                 mac: h.mac,
@@ -208,7 +205,7 @@ impl Ipam {
         let _one = self.writer.lock().expect("ipam writer");
         let sites: Vec<&Site> = served.iter().filter_map(|s| config.sites.get(s)).collect();
         let networks = sites.iter().map(|s| (s.name.clone(), s.networks.clone())).collect();
-        let needs: Vec<Need> = sites.iter().flat_map(|s| needs(s, config)).collect();
+        let needs: Vec<Need> = sites.iter().flat_map(|s| needs(s)).collect();
         let current = self.all();
         let plan = plan(&current, &needs, &networks);
         if plan.release.is_empty() && plan.assign.is_empty() {

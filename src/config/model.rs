@@ -469,6 +469,9 @@ pub struct Host {
     pub installed: bool,
     pub tags: Vec<String>,
     pub bmc: Option<Bmc>,
+    /// This host's network: its profile's model with the host's own `ports` (their MACs)
+    /// put in; None when its profile has none.
+    pub network: Option<crate::netmodel::NetModel>,
 }
 
 /// How provd reaches a host's BMC. The credentials are a name: the secret itself lives in
@@ -581,7 +584,7 @@ impl Config {
     /// The network model of host `hostname` at `site`, as its profile gives it.
     pub fn host_network(&self, site: &str, hostname: &str) -> Option<&crate::netmodel::NetModel> {
         let host = self.sites.get(site)?.hosts.iter().find(|h| h.hostname == hostname)?;
-        self.profiles.get(host.profile.as_deref()?)?.network.as_ref()
+        host.network.as_ref()
     }
 
     /// What `provd check` and `provd serve` should point out about a valid config: choices

@@ -764,6 +764,21 @@ fn convert_host(
             format!("no profile named {:?} (known: {})", p.get_ref(), known.join(", ")),
         ));
     }
+    let profile_network = h
+        .profile
+        .as_ref()
+        .and_then(|p| ctx.profiles.get(p.get_ref()))
+        .and_then(|(p, _)| p.network.as_ref());
+    let network = match (&h.ports, profile_network) {
+        (None, net) => net.cloned(),
+        (Some(ports), net) => match crate::netmodel::with_ports(net, ports.get_ref()) {
+            Ok(net) => Some(net),
+            Err(why) => {
+                errors.push(src.error(Some(ports.span()), hkey("ports"), why));
+                None
+            }
+        },
+    };
     Some(Host {
         mac,
         hostname,
@@ -773,6 +788,7 @@ fn convert_host(
         installed: h.state == Some(HostStateWire::Installed),
         tags: h.tags.clone(),
         bmc,
+        network,
     })
 }
 

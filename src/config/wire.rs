@@ -309,6 +309,10 @@ pub struct HostWire {
     pub tags: Vec<String>,
     /// The host's BMC: `{ driver = "redfish" | "ipmi", address = "...", credentials = "NAME" }`.
     pub bmc: Option<Spanned<BmcWire>>,
+    /// This host's own ports of its profile's network (`[profiles.X.network]`), by name:
+    /// `ports = [{ name = "uplink0", mac = "..." }]`. The profile says the topology once;
+    /// each host says which of its NICs are which (MACs differ per machine).
+    pub ports: Option<Spanned<Vec<crate::netmodel::Port>>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -201,6 +201,36 @@ impl NetModel {
     }
 }
 
+/// A host's own ports put into its profile's model (`net`): each names a port of the
+/// model and gives its MAC (the topology is the profile's; which NIC is which differs per
+/// machine). Refused, with why: ports on a host whose profile has no network, a name the
+/// model does not have, a port named twice, a port without a MAC (it would say nothing).
+pub fn with_ports(net: Option<&NetModel>, ports: &[Port]) -> Result<NetModel, String> {
+    let Some(net) = net else {
+        return Err("the host's profile has no [profiles.X.network] whose ports these could be".into());
+    };
+    let mut out = net.clone();
+    let mut seen = std::collections::BTreeSet::new();
+    for p in ports {
+        if !seen.insert(p.name.as_str()) {
+            return Err(format!("port {:?} is named twice", p.name));
+        }
+        let Some(mac) = p.mac else {
+            return Err(format!("port {:?} has no mac: a host's port says which NIC it is", p.name));
+        };
+        let Some(port) = out.ports.iter_mut().find(|q| q.name == p.name) else {
+            let known: Vec<&str> = net.ports.iter().map(|q| q.name.as_str()).collect();
+            return Err(format!(
+                "the profile's network has no port {:?} (its ports: {})",
+                p.name,
+                known.join(", ")
+            ));
+        };
+        port.mac = Some(mac);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -237,5 +267,22 @@ bridges = [
         assert!(unknown.unwrap_err().to_string().contains("unknown field `speed`"));
         let mode = toml::from_str::<NetModel>("bonds = [{ name = \"b\", members = [], mode = \"balance-rr\" }]");
         assert!(mode.is_err(), "only the modes provd renders");
+    }
+
+    #[test]
+    fn a_host_says_which_of_its_nics_are_the_profiles_ports() {
+        let mac: crate::mac::MacAddr = "52:54:00:00:c0:01".parse().unwrap();
+        let port = |name: &str, mac: Option<crate::mac::MacAddr>| Port { name: name.into(), mac };
+        let net = with_ports(Some(&example()), &[port("ens1f0", Some(mac))]).unwrap();
+        assert_eq!(net.ports[0].mac, Some(mac));
+        assert_eq!(net.ports[1], example().ports[1], "the other port is the profile's");
+        assert_eq!(net.bonds, example().bonds, "the topology is the profile's");
+        let e = with_ports(Some(&example()), &[port("eno9", Some(mac))]).unwrap_err();
+        assert!(e.contains("no port \"eno9\"") && e.contains("ens1f0, ens1f1"), "{e}");
+        let e = with_ports(Some(&example()), &[port("ens1f0", None)]).unwrap_err();
+        assert!(e.contains("has no mac"), "{e}");
+        let twice = [port("ens1f0", Some(mac)), port("ens1f0", Some(mac))];
+        assert!(with_ports(Some(&example()), &twice).unwrap_err().contains("twice"));
+        assert!(with_ports(None, &[]).unwrap_err().contains("no [profiles.X.network]"));
     }
 }

@@ -32,7 +32,9 @@ pub fn units(
         ));
         for member in &b.members {
             let matching = match m.ports.iter().find(|p| &p.name == member).and_then(|p| p.mac) {
-                Some(mac) => format!("MACAddress={mac}"),
+                // The permanent address: once enslaved, a member takes the bond's MAC, and a
+                // match on the current one would no longer hold.
+                Some(mac) => format!("PermanentMACAddress={mac}"),
                 None => format!("Name={member}"),
             };
             out.push((
@@ -118,7 +120,7 @@ mod tests {
             "[Match]\nName=ens1f0\n\n[Network]\nBond=bond0\n"
         );
         assert!(
-            unit(&units, "20-ens1f1.network").contains("MACAddress=52:54:00:aa:00:02"),
+            unit(&units, "20-ens1f1.network").contains("[Match]\nPermanentMACAddress=52:54:00:aa:00:02"),
             "matched by MAC when given"
         );
         assert_eq!(

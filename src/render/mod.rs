@@ -248,7 +248,7 @@ impl HostContext<'_> {
                 "id": self.install.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
                 "wipe_allowed": self.install.as_ref().is_some_and(|i| i.wipe_allowed),
             },
-            "network": profile.and_then(|p| p.network.as_ref()).map(|m| self.network_value(m)),
+            "network": self.host.and_then(|h| h.network.as_ref()).map(|m| self.network_value(m)),
         });
         Value::from(minijinja::value::Serde(ctx))
     }

@@ -14,6 +14,7 @@ fn host(profile: Option<&str>) -> Host {
         installed: false,
         tags: Vec::new(),
         bmc: None,
+        network: None,
     }
 }
 

@@ -1,7 +1,9 @@
 #!/bin/bash
 # Build the lab's mini-installer: boot-assets/lab/vmlinuz (Debian's cloud kernel) and
 # boot-assets/lab/installer.cpio.gz (busybox-static, the virtio modules that kernel needs,
-# lab/installer/init, its udhcpc script and shims, and a boot sector to "install").
+# lab/installer/init, its udhcpc script and shims, and a boot sector to "install"); and the
+# lab's switch, boot-assets/lab/switch.cpio.gz for the same kernel (busybox, the bonding,
+# 802.1Q and bridge modules, iproute2's ip and bridge, lab/switch/init).
 # Needs: busybox-static, linux-image-cloud-amd64, qemu-guest-agent (lab/deps.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,3 +90,15 @@ mkdir -p "$OUT"
 (cd "$W" && find . | sort | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -9) > "$OUT/installer.cpio.gz"
 cp "/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 echo "built $OUT/installer.cpio.gz ($(stat -c %s "$OUT/installer.cpio.gz") bytes) and $OUT/vmlinuz ($KVER)"
+
+# The switch (lab/switch/init says what it is): the same helpers, a fresh tree.
+rm -rf "$W"/*
+mkdir -p "$W"/{bin,dev,proc,sys,tmp,run,etc,var,lib/modules}
+cp /bin/busybox "$W/bin/busybox"
+for m in virtio_pci virtio_net bonding 8021q bridge; do add_module "$m"; done
+add_binary /usr/sbin/ip
+add_binary /usr/sbin/bridge
+cp lab/switch/init "$W/init"
+chmod +x "$W/init"
+(cd "$W" && find . | sort | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -9) > "$OUT/switch.cpio.gz"
+echo "built $OUT/switch.cpio.gz ($(stat -c %s "$OUT/switch.cpio.gz") bytes)"

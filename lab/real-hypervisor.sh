@@ -7,8 +7,11 @@
 # VMs reboot into Debian, and the run succeeds only when provd's pool has reached each one's
 # libvirt over TLS (host status `ready`). Then lab/guest-on-hypervisor.sh: `provd vm deploy
 # --site lab` starts a small guest on a hypervisor (nested TCG) and the guest's own DHCP
-# reaches provd through the hypervisor's bridge. Everything the lab made is removed
-# afterwards, unless --keep (then `provd lab down` removes it).
+# reaches provd through the hypervisor's bridge. Then lab/datacenter-network.sh: the
+# hypervisors' bonded uplinks (LACP against the lab's switch), their names in the lab's
+# BIND, a tenant guest on VLAN 100 that provd never sees, a migration over VLAN 20, a pulled
+# bond member. Everything the lab made is removed afterwards, unless --keep (then `provd lab
+# down` removes it).
 #   sudo lab/real-hypervisor.sh [--rebuild] [--keep] [provd lab up options, e.g. --vms 1 --firmware bios]
 # Times of each step are printed; BENCHMARKS.md ("Image deploy") has measured ones.
 set -euo pipefail
@@ -41,9 +44,14 @@ status=0
 $PROVD lab up --no-install --image debian12-kvm "$@" || status=$?
 ready=$(date +%s)
 guest=skipped
+network=skipped
 if [ $status = 0 ]; then
   if PROVD=$PROVD lab/guest-on-hypervisor.sh; then guest=ok; else status=$?; guest=FAILED; fi
 fi
+guested=$(date +%s)
+if [ $status = 0 ]; then
+  if PROVD=$PROVD lab/datacenter-network.sh; then network=ok; else status=$?; network=FAILED; fi
+fi
 [ -n "$keep" ] || $PROVD lab down >/dev/null 2>&1 || true
-echo "real-hypervisor: image $(( built - start ))s, lab $(( ready - built ))s, guest $guest $(( $(date +%s) - ready ))s, exit $status"
+echo "real-hypervisor: image $(( built - start ))s, lab $(( ready - built ))s, guest $guest $(( guested - ready ))s, network $network $(( $(date +%s) - guested ))s, exit $status"
 exit $status

@@ -226,11 +226,29 @@ pub enum VmCommand {
     /// libvirt's own connection, so over TLS when DEST is qemu+tls. The source hypervisor
     /// connects to DEST itself with its own client certificate (the query part of DEST, e.g.
     /// pkipath, is provd's and is not passed on). Refused when DEST lacks the memory.
+    /// Move a running domain live from the source (-C) to DEST, peer-to-peer and tunnelled
+    /// through libvirt's TLS. With --site, DEST may be a pool hypervisor's name, and the
+    /// memory crosses DEST's migration network (its IPAM address on the migration bridge)
+    /// when it has one, while provd reads DEST where the pool reaches it.
     Migrate {
         name: String,
+        /// A libvirt URI, or with --site the name of one of the site's ready hypervisors.
         dest: String,
+        /// The site whose pool knows DEST (its URI, and its migration-network address from
+        /// the running provd's IPAM).
+        #[arg(long)]
+        site: Option<String>,
+        /// The URI the source libvirtd dials instead (default with --site: DEST's
+        /// migration-network address, qemu+tls://ADDRESS/system, when it has one).
+        #[arg(long)]
+        via: Option<String>,
+        /// With --site: the libvirt client credentials to reach DEST with (as for deploy).
+        #[arg(long)]
+        pkipath: Option<std::path::PathBuf>,
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        server: super::ServerTarget,
     },
     /// Start a shut-off domain.
     Start {
@@ -338,13 +356,32 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
             target,
         } => clone(hypervisor.as_deref().unwrap_or(target.uri()), &template, &name, linked)?,
         VmCommand::Deploy(args) => return super::deploy::run(args),
-        VmCommand::Migrate { name, dest, target } => {
+        VmCommand::Migrate {
+            name,
+            dest,
+            site,
+            via,
+            pkipath,
+            target,
+            server,
+        } => {
+            let (dest, found_via) = match &site {
+                None => (dest, None),
+                Some(site) => {
+                    let pool = super::hypervisors::pool_hosts(&server, site, pkipath.as_deref(), true)?;
+                    let api = server.api()?;
+                    let ipam: Vec<crate::ipam::Assignment> = api.require(api.get("/api/ipam")?)?;
+                    migration_target(&dest, site, &pool, &ipam)?
+                }
+            };
+            let via = via.or(found_via);
             let src = Hypervisor::connect(target.uri())?;
             eprintln!(
-                "{name}: migrating live to {} (peer-to-peer, tunnelled)",
-                vm::deploy::uri_for_source(&dest)
+                "{name}: migrating live to {} (peer-to-peer, tunnelled){}",
+                vm::deploy::uri_for_source(&dest),
+                via.as_deref().map(|v| format!(", memory over {v}")).unwrap_or_default()
             );
-            let d = vm::deploy::migrate_live(&src, &name, &dest, None)?;
+            let d = vm::deploy::migrate_live(&src, &name, &dest, via.as_deref())?;
             println!("{name}: now {} on {}", d.state, vm::deploy::uri_for_source(&dest));
         }
         VmCommand::Start { name, target } => {
@@ -383,6 +420,37 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// `provd vm list` on one hypervisor.
+/// DEST of a migration at `site`, as the pool (`pool`: host names and URIs) and IPAM know it:
+/// its URI (DEST itself when it is one), and the source's URI for its migration-network
+/// address when it has one. A name the pool does not know is refused.
+fn migration_target(
+    dest: &str,
+    site: &str,
+    pool: &[(String, String)],
+    ipam: &[crate::ipam::Assignment],
+) -> anyhow::Result<(String, Option<String>)> {
+    let bare = |u: &str| vm::deploy::uri_for_source(u).to_string();
+    let found = pool
+        .iter()
+        .find(|(host, uri)| host == dest || bare(uri) == bare(dest));
+    let Some((host, uri)) = found else {
+        if dest.contains("://") {
+            return Ok((dest.to_string(), None));
+        }
+        let known: Vec<&str> = pool.iter().map(|(h, _)| h.as_str()).collect();
+        anyhow::bail!(
+            "site {site:?} has no ready hypervisor {dest:?} (its pool: {})",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        );
+    };
+    let uri = if dest.contains("://") { dest.to_string() } else { uri.clone() };
+    let via = ipam
+        .iter()
+        .find(|a| a.site == site && &a.hostname == host && a.role == crate::netmodel::Role::Migration)
+        .map(|a| vm::deploy::migration_uri(a.address));
+    Ok((uri, via))
+}
+
 fn list(uri: &str, json: bool) -> anyhow::Result<()> {
     let list = Hypervisor::connect(uri)?.list()?;
     if json {
@@ -699,4 +767,40 @@ fn shutdown(name: &str, timeout: u64, force: bool, json: bool, target: &Target) 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_migration_to_a_pool_host_goes_over_its_migration_address() {
+        let pool = vec![
+            ("hv1".to_string(), "qemu+tls://hv1.a.test/system?pkipath=/p".to_string()),
+            ("hv2".to_string(), "qemu+tls://hv2.a.test/system?pkipath=/p".to_string()),
+        ];
+        let ipam = vec![crate::ipam::Assignment {
+            site: "a".into(),
+            role: crate::netmodel::Role::Migration,
+            mac: "52:54:00:00:00:02".parse().unwrap(),
+            hostname: "hv2".into(),
+            address: "10.0.20.12".parse().unwrap(),
+            prefix_len: 24,
+            gateway: None,
+        }];
+        // By name: the pool's URI (with the credentials), the memory over VLAN 20.
+        let (uri, via) = migration_target("hv2", "a", &pool, &ipam).unwrap();
+        assert_eq!(uri, "qemu+tls://hv2.a.test/system?pkipath=/p");
+        assert_eq!(via.as_deref(), Some("qemu+tls://10.0.20.12/system"));
+        // By URI, the same host.
+        let (uri, via) = migration_target("qemu+tls://hv2.a.test/system", "a", &pool, &ipam).unwrap();
+        assert_eq!(uri, "qemu+tls://hv2.a.test/system");
+        assert!(via.is_some());
+        // A host without a migration address: its own address; another site's address is
+        // not this one's.
+        assert_eq!(migration_target("hv1", "a", &pool, &ipam).unwrap().1, None);
+        assert_eq!(migration_target("hv2", "b", &pool, &ipam).unwrap().1, None);
+        let e = migration_target("hv9", "a", &pool, &ipam).unwrap_err().to_string();
+        assert!(e.contains("no ready hypervisor \"hv9\" (its pool: hv1, hv2)"), "{e}");
+    }
 }

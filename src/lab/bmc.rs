@@ -123,7 +123,8 @@ pub fn write_credentials(path: &Path, name: &str, user: &str, password: &str) ->
 /// Copies of the config files in `out`, the directory the lab's provd is given (so `provd
 /// hosts adopt` writes its `hosts-lab.toml` there, not into the source tree). With
 /// `secrets`, the credentials file is named in `[daemon]`; every host entry gets the keys
-/// `host_keys(hostname)` gives (its BMC, the profile of `--image`). A file nothing changes
+/// `host_keys(hostname)` gives (its BMC, the profile of `--image`, its ports), and every
+/// site the keys of `site_keys` (an image lab's `dns`). A file nothing changes
 /// is copied as it is; others are re-written as TOML and lose their comments. The originals
 /// are untouched.
 pub fn effective_config(
@@ -131,6 +132,7 @@ pub fn effective_config(
     out: &Path,
     secrets: Option<&Path>,
     host_keys: impl Fn(&str) -> toml::Table,
+    site_keys: &toml::Table,
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out)?;
     for (n, f) in files.iter().enumerate() {
@@ -145,6 +147,12 @@ pub fn effective_config(
         }
         if let Some(sites) = doc.get_mut("sites").and_then(|s| s.as_table_mut()) {
             for (_, site) in sites.iter_mut() {
+                if let Some(t) = site.as_table_mut() {
+                    for (k, v) in site_keys {
+                        t.insert(k.clone(), v.clone());
+                        changed = true;
+                    }
+                }
                 let hosts = site
                     .as_table_mut()
                     .and_then(|s| s.get_mut("hosts"))

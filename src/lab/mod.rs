@@ -9,11 +9,13 @@
 //! removes every namespace, process and file `up` made. Nothing touches a real network.
 
 pub mod bmc;
+pub mod dns;
 pub mod netns;
 pub mod prerequisites;
 pub mod progress;
 pub mod redfish;
 pub mod report;
+pub mod switch;
 pub mod vm;
 
 use crate::config::Config;
@@ -153,6 +155,41 @@ pub struct UpPlan {
     pub firmwares: Vec<Firmware>,
     /// With `--image`: the lab config's profile that deploys it.
     pub image_profile: Option<String>,
+    /// How the VMs meet the lab's switch: bonded when the image profile's network bonds two
+    /// ports in 802.3ad (the VMs get two NICs, the switch an LACP bond per VM).
+    pub uplinks: netns::Uplinks,
+    /// Bonded: the profile's two member ports, which each lab host's two NICs are.
+    pub bond_members: Option<[String; 2]>,
+}
+
+/// Bonded uplinks when `profile`'s network has an 802.3ad bond of two ports (which the lab's
+/// switch trunks the model's VLANs to), unless the VMs run under libvirt (the Redfish mode
+/// defines one NIC per VM).
+fn uplinks_for(config: &Config, profile: Option<&str>, bmc: Option<&str>) -> (netns::Uplinks, Option<[String; 2]>) {
+    let net = profile
+        .and_then(|p| config.profiles.get(p))
+        .and_then(|p| p.network.as_ref());
+    let bond = net.and_then(|n| {
+        n.bonds
+            .iter()
+            .find(|b| b.mode == crate::netmodel::BondMode::Lacp && b.members.len() == 2)
+    });
+    match (net, bond, bmc) {
+        (Some(net), Some(bond), None | Some("ipmi")) => {
+            let mut trunk: Vec<u16> = net.vlans.iter().filter(|v| v.on == bond.name).map(|v| v.id).collect();
+            trunk.sort_unstable();
+            trunk.dedup();
+            let tenant_vlan = net
+                .bridge_for(crate::netmodel::Role::Tenant)
+                .and_then(|b| net.vlans.iter().find(|v| v.device() == b.on))
+                .map(|v| v.id);
+            (
+                netns::Uplinks::Bonded { trunk, tenant_vlan },
+                Some([bond.members[0].clone(), bond.members[1].clone()]),
+            )
+        }
+        _ => (netns::Uplinks::One, None),
+    }
 }
 
 /// Check the options against the config: a clear refusal for each thing that cannot work.
@@ -199,11 +236,17 @@ pub fn plan(opts: &UpOptions, config: &Config) -> anyhow::Result<UpPlan> {
             Some(profile.name.clone())
         }
     };
+    if image_profile.is_some() && site.domain().is_none() {
+        bail!("an image lab names its hypervisors in DNS: the lab site's subnet needs a domain");
+    }
+    let (uplinks, bond_members) = uplinks_for(config, image_profile.as_deref(), opts.bmc.as_deref());
     Ok(UpPlan {
         address: listen.address,
         prefix_len: subnet.prefix.prefix_len(),
         firmwares: (1..=opts.vms).map(|i| vm::firmware_for(&opts.firmware, i)).collect(),
         image_profile,
+        uplinks,
+        bond_members,
     })
 }
 
@@ -246,7 +289,12 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
 
     // Network: namespace, bridge with provd's address, one tap per VM.
     ip(&["netns", "add", NAMESPACE])?;
-    if let Err(e) = netns::ip_all(&netns::network_commands(plan.address, plan.prefix_len, opts.vms)) {
+    if let Err(e) = netns::ip_all(&netns::network_commands(
+        plan.address,
+        plan.prefix_len,
+        opts.vms,
+        &plan.uplinks,
+    )) {
         let _ = down();
         return Err(e);
     }
@@ -315,7 +363,11 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
                 Some(_) => vm::Size::Hypervisor,
                 None => vm::Size::MiniInstaller,
             };
-            VmSpec::new(i + 1, *fw, site.hosts[i].mac, &site.hosts[i].hostname, w).sized(size)
+            let spec = VmSpec::new(i + 1, *fw, site.hosts[i].mac, &site.hosts[i].hostname, w).sized(size);
+            match plan.uplinks {
+                netns::Uplinks::Bonded { .. } => spec.bonded(),
+                netns::Uplinks::One => spec,
+            }
         })
         .collect();
     // provd serves a copy of the config (a directory `provd hosts adopt` may write to);
@@ -349,25 +401,45 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
         if let Some(profile) = &plan.image_profile {
             keys.insert("profile".into(), profile.clone().into());
         }
+        // Which of the host's NICs are its profile's bonded ports.
+        if let (Some([first, second]), Some(vm)) = (&plan.bond_members, specs.iter().find(|v| v.name == hostname))
+            && let Some(nic2) = &vm.second_nic
+        {
+            let port = |name: &str, mac: MacAddr| -> toml::Value {
+                let mut t = toml::Table::new();
+                t.insert("name".into(), name.into());
+                t.insert("mac".into(), mac.to_string().into());
+                t.into()
+            };
+            keys.insert(
+                "ports".into(),
+                toml::Value::Array(vec![port(first, vm.mac), port(second, nic2.mac)]),
+            );
+        }
         keys
     };
+    // An image lab's hypervisors are named in the lab's BIND, which provd keeps current and
+    // the namespace resolves through: the pool reaches each at qemu+tls://<fqdn>/system by
+    // the name provd published (the namespace's /etc/hosts names only localhost).
+    let mut site_keys = toml::Table::new();
+    if plan.image_profile.is_some() {
+        let domain = site.domain().expect("checked by plan");
+        let mut networks: Vec<ipnet::Ipv4Net> = site.subnets.iter().map(|s| s.prefix).collect();
+        networks.extend(site.networks.values().map(|n| n.prefix));
+        let lab_dns = dns::start(&w.join("dns"), domain, site.server_address, &networks, |p, a, l| {
+            spawn_in_namespace(p, a, l)
+        })?;
+        site_keys.insert("dns".into(), lab_dns.site_table(site.server_address).into());
+        netns::write_hosts(&[])?;
+        netns::write_resolv(site.server_address, domain)?;
+    }
     let configs = vec![bmc::effective_config(
         &config.files,
         &w.join("config"),
         opts.bmc.is_some().then_some(secrets.as_path()),
         host_keys,
+        &site_keys,
     )?];
-    if plan.image_profile.is_some() {
-        // The pool reaches an installed hypervisor at qemu+tls://<fqdn>/system: names for
-        // the lab's hosts inside the namespace (`ip netns exec` mounts this over /etc/hosts).
-        netns::write_hosts(
-            &site
-                .hosts
-                .iter()
-                .filter_map(|h| Some((h.ip?, site.fqdn(&h.hostname))))
-                .collect::<Vec<_>>(),
-        )?;
-    }
     for c in &configs {
         args.push("--config".into());
         args.push(c.display().to_string());
@@ -378,6 +450,16 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
     crate::pki::init(&pki_dir, crate::pki::DEFAULT_CA_NAME, 30, false)?;
     let provd_log = w.join("provd.log");
     let provd_pid = start_provd(&provd, &args, &provd_log)?;
+    // Bonded uplinks: the switch comes up before any VM boots from the network through it.
+    if let netns::Uplinks::Bonded { trunk, tenant_vlan } = &plan.uplinks {
+        let spec = switch::SwitchSpec {
+            vms: specs.len(),
+            trunk: trunk.clone(),
+            tenant_vlan: *tenant_vlan,
+            dir: w.join("switch"),
+        };
+        switch::start(&spec, &config.daemon.assets_dir, |p, a, l| spawn_in_namespace(p, a, l))?;
+    }
     let (vms, powered_on) = create_and_power_on(specs, opts.bmc.as_deref(), w)?;
     let state = LabState {
         started: crate::clock::unix_now(),
@@ -688,6 +770,8 @@ mod tests {
                 prefix_len: 24,
                 firmwares: vec![Firmware::Bios, Firmware::Uefi, Firmware::Bios],
                 image_profile: None,
+                uplinks: netns::Uplinks::One,
+                bond_members: None,
             }
         );
         let uefi = plan(&options(2, "uefi", Some("redfish")), &lab_config()).unwrap();
@@ -700,6 +784,20 @@ mod tests {
         o.image = Some("debian12-kvm".into());
         let p = plan(&o, &lab_config()).unwrap();
         assert_eq!(p.image_profile.as_deref(), Some("lab-debian12-kvm"));
+        // Its network bonds two ports with LACP: two NICs per VM, the switch trunks the
+        // profile's VLANs.
+        assert_eq!(
+            p.uplinks,
+            netns::Uplinks::Bonded {
+                trunk: vec![20, 100],
+                tenant_vlan: Some(100)
+            }
+        );
+        assert_eq!(p.bond_members, Some(["uplink0".to_string(), "uplink1".to_string()]));
+        // Under libvirt (Redfish) a VM has one NIC: not bonded.
+        o.bmc = Some("redfish".into());
+        assert_eq!(plan(&o, &lab_config()).unwrap().uplinks, netns::Uplinks::One);
+        o.bmc = None;
         o.image = Some("el7-vintage".into());
         let e = plan(&o, &lab_config()).unwrap_err().to_string();
         assert!(e.contains("no profile in the lab config deploys it"), "{e}");

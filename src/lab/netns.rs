@@ -31,18 +31,41 @@ pub fn tap(index: usize) -> String {
     format!("ltap{index}")
 }
 
-/// The `ip` commands (arguments) that build the lab's network inside the namespace, after
-/// `ip netns add`: loopback up, the bridge with provd's `address/prefix_len`, a tap per VM.
-pub fn network_commands(address: std::net::Ipv4Addr, prefix_len: u8, vms: usize) -> Vec<Vec<String>> {
-    let ns = |rest: &[&str]| -> Vec<String> { ["-n", NAMESPACE].iter().chain(rest).map(|s| s.to_string()).collect() };
+/// How the VMs meet provd's bridge: each VM's one NIC on a bridge port (the mini-installer
+/// lab), or through the lab's switch (`lab::switch`), whose port channels take each VM's
+/// two bonded uplinks and trunk these VLANs, and whose uplink alone is on provd's bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uplinks {
+    One,
+    /// `tenant_vlan`: the VLAN the switch serves tenant addresses on (the profile's tenant
+    /// bridge's).
+    Bonded { trunk: Vec<u16>, tenant_vlan: Option<u16> },
+}
+
+/// The commands (program, then arguments) that build the lab's network inside the
+/// namespace, after `ip netns add`: loopback up (the switch's links run over it), the
+/// bridge with provd's `address/prefix_len`, and a tap per VM or the switch's uplink tap.
+pub fn network_commands(address: std::net::Ipv4Addr, prefix_len: u8, vms: usize, uplinks: &Uplinks) -> Vec<Vec<String>> {
+    let ns = |rest: &[&str]| -> Vec<String> {
+        ["ip", "-n", NAMESPACE]
+            .iter()
+            .chain(rest)
+            .map(|s| s.to_string())
+            .collect()
+    };
     let mut cmds = vec![
         ns(&["link", "set", "lo", "up"]),
         ns(&["link", "add", BRIDGE, "type", "bridge"]),
         ns(&["addr", "add", &format!("{address}/{prefix_len}"), "dev", BRIDGE]),
         ns(&["link", "set", BRIDGE, "up"]),
     ];
-    for i in 1..=vms {
-        cmds.extend(tap_commands(&tap(i)));
+    match uplinks {
+        Uplinks::One => {
+            for i in 1..=vms {
+                cmds.extend(tap_commands(&tap(i)));
+            }
+        }
+        Uplinks::Bonded { .. } => cmds.extend(tap_commands(crate::lab::switch::UPLINK_TAP)),
     }
     cmds
 }
@@ -54,14 +77,14 @@ pub fn tap_commands(tap: &str) -> Vec<Vec<String>> {
         vec!["link", "set", tap, "master", BRIDGE, "up"],
     ]
     .into_iter()
-    .map(|rest| ["-n", NAMESPACE].into_iter().chain(rest).map(String::from).collect())
+    .map(|rest| ["ip", "-n", NAMESPACE].into_iter().chain(rest).map(String::from).collect())
     .collect()
 }
 
-/// Run `ip` with each of `commands` in order; the first failure stops.
+/// Run each of `commands` (program, then arguments) in order; the first failure stops.
 pub fn ip_all(commands: &[Vec<String>]) -> anyhow::Result<()> {
     for c in commands {
-        run(Command::new("ip").args(c))?;
+        run(Command::new(&c[0]).args(&c[1..]))?;
     }
     Ok(())
 }
@@ -119,6 +142,17 @@ pub fn write_hosts(names: &[(std::net::Ipv4Addr, String)]) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The namespace's resolver (`ip netns exec` bind-mounts this over /etc/resolv.conf): the
+/// lab's DNS server at `server`, searching `domain`.
+pub fn write_resolv(server: std::net::Ipv4Addr, domain: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(hosts_dir())?;
+    std::fs::write(
+        hosts_dir().join("resolv.conf"),
+        format!("nameserver {server}\nsearch {domain}\n"),
+    )?;
+    Ok(())
+}
+
 /// SIGKILL every process in the namespace, then remove it (with its bridge and taps).
 pub fn remove() -> anyhow::Result<()> {
     if let Ok(out) = Command::new("ip").args(["netns", "pids", NAMESPACE]).output() {
@@ -145,22 +179,37 @@ mod tests {
 
     #[test]
     fn the_network_is_a_bridge_with_provds_address_and_a_tap_per_vm() {
-        let cmds = network_commands(std::net::Ipv4Addr::new(10, 66, 0, 1), 24, 2);
+        let cmds = network_commands(std::net::Ipv4Addr::new(10, 66, 0, 1), 24, 2, &Uplinks::One);
         let text: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
         assert_eq!(
             text,
             [
-                "-n provd-lab link set lo up",
-                "-n provd-lab link add labbr0 type bridge",
-                "-n provd-lab addr add 10.66.0.1/24 dev labbr0",
-                "-n provd-lab link set labbr0 up",
-                "-n provd-lab tuntap add ltap1 mode tap",
-                "-n provd-lab link set ltap1 master labbr0 up",
-                "-n provd-lab tuntap add ltap2 mode tap",
-                "-n provd-lab link set ltap2 master labbr0 up",
+                "ip -n provd-lab link set lo up",
+                "ip -n provd-lab link add labbr0 type bridge",
+                "ip -n provd-lab addr add 10.66.0.1/24 dev labbr0",
+                "ip -n provd-lab link set labbr0 up",
+                "ip -n provd-lab tuntap add ltap1 mode tap",
+                "ip -n provd-lab link set ltap1 master labbr0 up",
+                "ip -n provd-lab tuntap add ltap2 mode tap",
+                "ip -n provd-lab link set ltap2 master labbr0 up",
             ]
         );
         // Every command stays inside the lab's namespace.
-        assert!(cmds.iter().all(|c| c[..2] == ["-n", NAMESPACE]));
+        assert!(cmds.iter().all(|c| c[1..3] == ["-n", NAMESPACE]));
+    }
+
+    #[test]
+    fn bonded_vms_meet_provd_only_through_the_switch_uplink() {
+        let uplinks = Uplinks::Bonded {
+            trunk: vec![20, 100],
+            tenant_vlan: Some(100),
+        };
+        let cmds = network_commands(std::net::Ipv4Addr::new(10, 66, 0, 1), 24, 2, &uplinks);
+        let text: Vec<String> = cmds.iter().map(|c| c[3..].join(" ")).collect();
+        assert_eq!(
+            &text[4..],
+            ["tuntap add lswup mode tap", "link set lswup master labbr0 up"]
+        );
+        assert!(!text.iter().any(|t| t.contains("ltap")), "no VM is on provd's bridge itself");
     }
 }

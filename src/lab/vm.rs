@@ -41,6 +41,26 @@ pub struct VmSpec {
     /// What the VM is sized for (older lab.json files: the mini-installer's size).
     #[serde(default)]
     pub size: Size,
+    /// A bonded hypervisor VM's second uplink (the first is `mac` on `tap`).
+    #[serde(default)]
+    pub second_nic: Option<SecondNic>,
+}
+
+/// The second NIC of a VM whose two uplinks its OS bonds (802.3ad against the lab's switch,
+/// `lab::switch`: both NICs are then point-to-point links to its ports, not taps). No
+/// option ROM and no boot index: the VM boots from its first NIC only, as a server
+/// PXE-boots from one port of a port channel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SecondNic {
+    pub mac: MacAddr,
+}
+
+/// The MAC of the second uplink of the VM whose first NIC has `mac`: the fifth octet's second
+/// bit flipped (lab-1's 52:54:00:00:c0:01 has 52:54:00:00:c2:01), unique across the lab.
+pub fn second_mac(mac: MacAddr) -> MacAddr {
+    let mut b = mac.0;
+    b[4] ^= 0x02;
+    MacAddr(b)
 }
 
 /// How big a lab VM is: the mini-installer needs little; a real OS written from an image
@@ -92,7 +112,16 @@ impl VmSpec {
             vars: (firmware == Firmware::Uefi).then(|| dir.join(format!("{hostname}.OVMF_VARS.fd"))),
             pidfile: dir.join(format!("{hostname}.pid")),
             size: Size::MiniInstaller,
+            second_nic: None,
         }
+    }
+
+    /// With a second uplink, for a VM that bonds its two NICs against the lab's switch.
+    pub fn bonded(mut self) -> VmSpec {
+        self.second_nic = Some(SecondNic {
+            mac: second_mac(self.mac),
+        });
+        self
     }
 
     pub fn sized(mut self, size: Size) -> VmSpec {
@@ -120,9 +149,23 @@ impl VmSpec {
             format!("file:{}", self.serial_log.display()),
             "-pidfile".into(),
             self.pidfile.display().to_string(),
-            "-netdev".into(),
-            format!("tap,id=n0,ifname={},script=no,downscript=no", self.tap),
         ];
+        // Bonded: both NICs are links to the lab switch's port channel (25G, full duplex,
+        // as 802.3ad wants); else the NIC's tap on provd's bridge.
+        let port = if self.second_nic.is_some() {
+            use crate::lab::switch::{link_netdev, link_ports};
+            let (ours, theirs) = link_ports(self.index, 0);
+            a.extend(["-netdev".into(), link_netdev("n0", ours, theirs)]);
+            let (ours, theirs) = link_ports(self.index, 1);
+            a.extend(["-netdev".into(), link_netdev("n1", ours, theirs)]);
+            format!(",{}", crate::lab::switch::PORT_SPEED)
+        } else {
+            a.extend([
+                "-netdev".into(),
+                format!("tap,id=n0,ifname={},script=no,downscript=no", self.tap),
+            ]);
+            String::new()
+        };
         if self.size == Size::Hypervisor {
             a.extend(["-cpu".into(), "qemu64,svm=off".into()]);
         }
@@ -131,7 +174,7 @@ impl VmSpec {
                 a.extend(["-machine".into(), "pc".into()]);
                 a.extend([
                     "-device".into(),
-                    format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", self.mac),
+                    format!("virtio-net-pci,netdev=n0,mac={},bootindex=1{port}", self.mac),
                 ]);
             }
             Firmware::Uefi => {
@@ -148,9 +191,15 @@ impl VmSpec {
                 // romfile= (empty): no iPXE ROM, so OVMF's own PXE does DHCP and TFTP.
                 a.extend([
                     "-device".into(),
-                    format!("virtio-net-pci,netdev=n0,mac={},romfile=,bootindex=1", self.mac),
+                    format!("virtio-net-pci,netdev=n0,mac={},romfile=,bootindex=1{port}", self.mac),
                 ]);
             }
+        }
+        if let Some(second) = &self.second_nic {
+            a.extend([
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n1,mac={},romfile={port}", second.mac),
+            ]);
         }
         a.extend([
             "-drive".into(),
@@ -215,6 +264,25 @@ mod tests {
             serde_json::from_value::<VmSpec>(json).unwrap().size,
             Size::MiniInstaller
         );
+    }
+
+    #[test]
+    fn a_bonded_vm_has_a_second_uplink_without_rom_after_the_boot_nic() {
+        let mac = "52:54:00:00:c0:02".parse().unwrap();
+        let vm = VmSpec::new(2, Firmware::Uefi, mac, "lab-2", Path::new("/w")).bonded();
+        let args = vm.qemu_args().join(" ");
+        assert!(!args.contains("ltap"), "links to the switch, not taps: {args}");
+        let (ours, theirs) = crate::lab::switch::link_ports(2, 0);
+        assert!(args.contains(&format!("socket,id=n0,udp=127.0.0.1:{theirs},localaddr=127.0.0.1:{ours}")));
+        assert!(
+            args.contains("virtio-net-pci,netdev=n1,mac=52:54:00:00:c2:02,romfile=,speed=25000,duplex=full "),
+            "{args}"
+        );
+        assert!(args.contains("netdev=n0,mac=52:54:00:00:c0:02,romfile=,bootindex=1,speed=25000,duplex=full"));
+        // An older lab.json (no second NIC) still reads.
+        let mut json = serde_json::to_value(VmSpec::new(1, Firmware::Bios, mac, "l", Path::new("/w"))).unwrap();
+        json.as_object_mut().unwrap().remove("second_nic");
+        assert_eq!(serde_json::from_value::<VmSpec>(json).unwrap().second_nic, None);
     }
 
     #[test]

@@ -426,9 +426,7 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
         let domain = site.domain().expect("checked by plan");
         let mut networks: Vec<ipnet::Ipv4Net> = site.subnets.iter().map(|s| s.prefix).collect();
         networks.extend(site.networks.values().map(|n| n.prefix));
-        let lab_dns = dns::start(&w.join("dns"), domain, site.server_address, &networks, |p, a, l| {
-            spawn_in_namespace(p, a, l)
-        })?;
+        let lab_dns = dns::start(&w.join("dns"), domain, site.server_address, &networks, spawn_in_namespace)?;
         site_keys.insert("dns".into(), lab_dns.site_table(site.server_address).into());
         netns::write_hosts(&[])?;
         netns::write_resolv(site.server_address, domain)?;
@@ -458,7 +456,7 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
             tenant_vlan: *tenant_vlan,
             dir: w.join("switch"),
         };
-        switch::start(&spec, &config.daemon.assets_dir, |p, a, l| spawn_in_namespace(p, a, l))?;
+        switch::start(&spec, &config.daemon.assets_dir, spawn_in_namespace)?;
     }
     let (vms, powered_on) = create_and_power_on(specs, opts.bmc.as_deref(), w)?;
     let state = LabState {

@@ -166,9 +166,9 @@ pub struct Bridge {
     pub role: Role,
 }
 
-/// One host's network, as written per profile.
+/// One host's network, as written per profile (VLAN ranges expanded: `NetModelWire`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "NetModelWire")]
 pub struct NetModel {
     #[serde(default)]
     pub ports: Vec<Port>,
@@ -178,6 +178,88 @@ pub struct NetModel {
     pub vlans: Vec<Vlan>,
     #[serde(default)]
     pub bridges: Vec<Bridge>,
+}
+
+/// The model as written: a VLAN entry is one VLAN (`id`) or a range (`ids = "100-199"`),
+/// and may bring its bridge along (`bridge = "br-t"`, `role = "tenant"`: each VLAN N gets
+/// bridge `br-tN` on `<on>.N` with that role), so a hundred tenant VLANs are one line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetModelWire {
+    #[serde(default)]
+    ports: Vec<Port>,
+    #[serde(default)]
+    bonds: Vec<Bond>,
+    #[serde(default)]
+    vlans: Vec<VlanWire>,
+    #[serde(default)]
+    bridges: Vec<Bridge>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VlanWire {
+    id: Option<u16>,
+    ids: Option<String>,
+    on: String,
+    /// With `role`: each VLAN's bridge is this prefix and the VLAN id.
+    bridge: Option<String>,
+    role: Option<Role>,
+}
+
+/// `"100-199"` (or one id) as the ids it names, each 1-4094, first <= last.
+fn vlan_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("ids {text:?}: a VLAN range is FIRST-LAST, each 1-4094, FIRST <= LAST");
+    let (a, b) = text.split_once('-').unwrap_or((text, text));
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || b > 4094 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+impl TryFrom<NetModelWire> for NetModel {
+    type Error = String;
+
+    fn try_from(w: NetModelWire) -> Result<NetModel, String> {
+        let mut vlans = Vec::new();
+        let mut bridges = w.bridges;
+        for v in w.vlans {
+            let ids = match (v.id, &v.ids) {
+                (Some(id), None) => id..=id,
+                (None, Some(text)) => vlan_range(text)?,
+                _ => return Err(format!("a VLAN on {:?} has either id or ids (a range)", v.on)),
+            };
+            match (&v.bridge, v.role) {
+                (None, None) | (Some(_), Some(_)) => {}
+                _ => {
+                    return Err(format!(
+                        "VLANs {:?} on {:?}: bridge and role come together (each VLAN's bridge and what it carries)",
+                        v.ids.clone().unwrap_or_default(),
+                        v.on
+                    ));
+                }
+            }
+            for id in ids {
+                let vlan = Vlan { id, on: v.on.clone() };
+                if let (Some(prefix), Some(role)) = (&v.bridge, v.role) {
+                    bridges.push(Bridge {
+                        name: format!("{prefix}{id}"),
+                        on: vlan.device(),
+                        role,
+                    });
+                }
+                vlans.push(vlan);
+            }
+        }
+        Ok(NetModel {
+            ports: w.ports,
+            bonds: w.bonds,
+            vlans,
+            bridges,
+        })
+    }
 }
 
 impl NetModel {
@@ -267,6 +349,36 @@ bridges = [
         assert!(unknown.unwrap_err().to_string().contains("unknown field `speed`"));
         let mode = toml::from_str::<NetModel>("bonds = [{ name = \"b\", members = [], mode = \"balance-rr\" }]");
         assert!(mode.is_err(), "only the modes provd renders");
+    }
+
+    #[test]
+    fn a_vlan_range_is_one_entry_and_brings_its_bridges() {
+        let m: NetModel = toml::from_str(
+            r#"
+ports = [{ name = "eno1" }]
+vlans = [{ id = 20, on = "eno1" }, { ids = "100-199", on = "eno1", bridge = "br-t", role = "tenant" }]
+bridges = [{ name = "br-boot", on = "eno1", role = "boot" }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.vlans.len(), 101);
+        assert_eq!(m.vlans[1].device(), "eno1.100");
+        assert_eq!(m.vlans[100].device(), "eno1.199");
+        assert_eq!(m.bridges.len(), 101, "the written bridge and one per VLAN of the range");
+        assert_eq!(
+            m.bridges[100],
+            Bridge {
+                name: "br-t199".into(),
+                on: "eno1.199".into(),
+                role: Role::Tenant
+            }
+        );
+        assert!(check::check(&m).is_empty(), "{:?}", check::check(&m));
+        let err = |text: &str| toml::from_str::<NetModel>(text).unwrap_err().to_string();
+        assert!(err(r#"vlans = [{ ids = "200-100", on = "eno1" }]"#).contains("FIRST <= LAST"));
+        assert!(err(r#"vlans = [{ ids = "4000-4095", on = "eno1" }]"#).contains("each 1-4094"));
+        assert!(err(r#"vlans = [{ id = 5, ids = "1-2", on = "eno1" }]"#).contains("either id or ids"));
+        assert!(err(r#"vlans = [{ ids = "1-2", on = "eno1", bridge = "br-" }]"#).contains("come together"));
     }
 
     #[test]

@@ -218,7 +218,7 @@ done
 stamp "one member down: a new TLS connection to $dst.$DOMAIN works, $GUEST runs, the pool keeps $dst ready"
 switch "/usr/sbin/ip link set $port up"
 for _ in $(seq 1 20); do
-  r=$(switch "cat /proc/net/bonding/bond$dn" | python3 -c "$lacp_check" 2) && break
+  r=$(switch "cat /proc/net/bonding/bond$dn" | python3 -c "$lacp_check" 2 2>/dev/null) && break
   sleep 1
 done
 [ -n "${r:-}" ] && switch "cat /proc/net/bonding/bond$dn" | python3 -c "$lacp_check" 2 >/dev/null || fail "$port did not rejoin bond$dn: $r"

@@ -263,7 +263,9 @@ fn hosts_get_static_addresses_that_stay_theirs() {
         unit("40-br-mig.network"),
         format!("[Match]\nName=br-mig\n\n[Network]\nAddress={}/24\n", m(12))
     );
-    assert!(unit("20-ens1f1.network").contains("[Match]\nPermanentMACAddress=52:54:00:aa:97:02\n\n[Network]\nBond=bond0"));
+    assert!(
+        unit("20-ens1f1.network").contains("[Match]\nPermanentMACAddress=52:54:00:aa:97:02\n\n[Network]\nBond=bond0")
+    );
     assert!(
         !doc.contains("10-provd-boot-nic.network"),
         "the single-bridge layout is gone"

@@ -430,9 +430,7 @@ fn migration_target(
     ipam: &[crate::ipam::Assignment],
 ) -> anyhow::Result<(String, Option<String>)> {
     let bare = |u: &str| vm::deploy::uri_for_source(u).to_string();
-    let found = pool
-        .iter()
-        .find(|(host, uri)| host == dest || bare(uri) == bare(dest));
+    let found = pool.iter().find(|(host, uri)| host == dest || bare(uri) == bare(dest));
     let Some((host, uri)) = found else {
         if dest.contains("://") {
             return Ok((dest.to_string(), None));
@@ -440,10 +438,18 @@ fn migration_target(
         let known: Vec<&str> = pool.iter().map(|(h, _)| h.as_str()).collect();
         anyhow::bail!(
             "site {site:?} has no ready hypervisor {dest:?} (its pool: {})",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
         );
     };
-    let uri = if dest.contains("://") { dest.to_string() } else { uri.clone() };
+    let uri = if dest.contains("://") {
+        dest.to_string()
+    } else {
+        uri.clone()
+    };
     let via = ipam
         .iter()
         .find(|a| a.site == site && &a.hostname == host && a.role == crate::netmodel::Role::Migration)

@@ -33,7 +33,8 @@ pub fn reverse_zone(net: Ipv4Net) -> Option<String> {
 /// A zone as named first loads it: its SOA and NS (the server itself, `ns.<domain>`, whose
 /// address the forward zone holds); provd's updates add everything else.
 pub fn zone_file(zone: &str, domain: &str, server: Ipv4Addr) -> String {
-    let mut text = format!("$TTL 60\n@ IN SOA ns.{domain}. hostmaster.{domain}. 1 60 60 600 60\n@ IN NS ns.{domain}.\n");
+    let mut text =
+        format!("$TTL 60\n@ IN SOA ns.{domain}. hostmaster.{domain}. 1 60 60 600 60\n@ IN NS ns.{domain}.\n");
     if zone == domain {
         text.push_str(&format!("ns IN A {server}\n"));
     }
@@ -175,7 +176,10 @@ mod tests {
         ));
         assert_eq!(conf.matches("allow-update").count(), 2);
         let forward = zone_file("lab.provd", "lab.provd", "10.200.0.1".parse().unwrap());
-        assert!(forward.contains("@ IN NS ns.lab.provd.\nns IN A 10.200.0.1\n"), "{forward}");
+        assert!(
+            forward.contains("@ IN NS ns.lab.provd.\nns IN A 10.200.0.1\n"),
+            "{forward}"
+        );
         assert!(!zone_file("0.200.10.in-addr.arpa", "lab.provd", "10.200.0.1".parse().unwrap()).contains(" A "));
     }
 }

@@ -426,7 +426,13 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
         let domain = site.domain().expect("checked by plan");
         let mut networks: Vec<ipnet::Ipv4Net> = site.subnets.iter().map(|s| s.prefix).collect();
         networks.extend(site.networks.values().map(|n| n.prefix));
-        let lab_dns = dns::start(&w.join("dns"), domain, site.server_address, &networks, spawn_in_namespace)?;
+        let lab_dns = dns::start(
+            &w.join("dns"),
+            domain,
+            site.server_address,
+            &networks,
+            spawn_in_namespace,
+        )?;
         site_keys.insert("dns".into(), lab_dns.site_table(site.server_address).into());
         netns::write_hosts(&[])?;
         netns::write_resolv(site.server_address, domain)?;

@@ -39,13 +39,21 @@ pub enum Uplinks {
     One,
     /// `tenant_vlan`: the VLAN the switch serves tenant addresses on (the profile's tenant
     /// bridge's).
-    Bonded { trunk: Vec<u16>, tenant_vlan: Option<u16> },
+    Bonded {
+        trunk: Vec<u16>,
+        tenant_vlan: Option<u16>,
+    },
 }
 
 /// The commands (program, then arguments) that build the lab's network inside the
 /// namespace, after `ip netns add`: loopback up (the switch's links run over it), the
 /// bridge with provd's `address/prefix_len`, and a tap per VM or the switch's uplink tap.
-pub fn network_commands(address: std::net::Ipv4Addr, prefix_len: u8, vms: usize, uplinks: &Uplinks) -> Vec<Vec<String>> {
+pub fn network_commands(
+    address: std::net::Ipv4Addr,
+    prefix_len: u8,
+    vms: usize,
+    uplinks: &Uplinks,
+) -> Vec<Vec<String>> {
     let ns = |rest: &[&str]| -> Vec<String> {
         ["ip", "-n", NAMESPACE]
             .iter()
@@ -77,7 +85,13 @@ pub fn tap_commands(tap: &str) -> Vec<Vec<String>> {
         vec!["link", "set", tap, "master", BRIDGE, "up"],
     ]
     .into_iter()
-    .map(|rest| ["ip", "-n", NAMESPACE].into_iter().chain(rest).map(String::from).collect())
+    .map(|rest| {
+        ["ip", "-n", NAMESPACE]
+            .into_iter()
+            .chain(rest)
+            .map(String::from)
+            .collect()
+    })
     .collect()
 }
 
@@ -210,6 +224,9 @@ mod tests {
             &text[4..],
             ["tuntap add lswup mode tap", "link set lswup master labbr0 up"]
         );
-        assert!(!text.iter().any(|t| t.contains("ltap")), "no VM is on provd's bridge itself");
+        assert!(
+            !text.iter().any(|t| t.contains("ltap")),
+            "no VM is on provd's bridge itself"
+        );
     }
 }

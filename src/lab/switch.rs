@@ -57,11 +57,7 @@ impl SwitchSpec {
     /// The switch VM's command line, with `kernel` and `initrd` (boot-assets/lab's).
     pub fn qemu_args(&self, kernel: &Path, initrd: &Path) -> Vec<String> {
         let trunk: Vec<String> = self.trunk.iter().map(u16::to_string).collect();
-        let mut append = format!(
-            "console=ttyS0 provd.pairs={} provd.trunk={}",
-            self.vms,
-            trunk.join(",")
-        );
+        let mut append = format!("console=ttyS0 provd.pairs={} provd.trunk={}", self.vms, trunk.join(","));
         if let Some(vid) = self.tenant_vlan {
             append.push_str(&format!(
                 " provd.tenant={vid}:{TENANT_GATEWAY}:{}-{}",
@@ -178,7 +174,9 @@ mod tests {
             tenant_vlan: Some(100),
             dir: PathBuf::from("/w/switch"),
         };
-        let args = spec.qemu_args(Path::new("/a/vmlinuz"), Path::new("/a/switch.cpio.gz")).join(" ");
+        let args = spec
+            .qemu_args(Path::new("/a/vmlinuz"), Path::new("/a/switch.cpio.gz"))
+            .join(" ");
         assert!(args.contains(
             "console=ttyS0 provd.pairs=2 provd.trunk=20,100 provd.tenant=100:10.200.100.1/24:10.200.100.50-10.200.100.99"
         ));
@@ -191,7 +189,11 @@ mod tests {
         assert!(args.contains(&format!(
             "socket,id=p2m1,udp=127.0.0.1:{vm_end},localaddr=127.0.0.1:{switch_end}"
         )));
-        assert_eq!(args.matches(PORT_SPEED).count(), 4, "every port-channel port is 25G full duplex");
+        assert_eq!(
+            args.matches(PORT_SPEED).count(),
+            4,
+            "every port-channel port is 25G full duplex"
+        );
         assert!(args.contains("path=/w/switch/console.sock,server=on,wait=off"));
     }
 }

@@ -273,7 +273,9 @@ mod tests {
         let args = vm.qemu_args().join(" ");
         assert!(!args.contains("ltap"), "links to the switch, not taps: {args}");
         let (ours, theirs) = crate::lab::switch::link_ports(2, 0);
-        assert!(args.contains(&format!("socket,id=n0,udp=127.0.0.1:{theirs},localaddr=127.0.0.1:{ours}")));
+        assert!(args.contains(&format!(
+            "socket,id=n0,udp=127.0.0.1:{theirs},localaddr=127.0.0.1:{ours}"
+        )));
         assert!(
             args.contains("virtio-net-pci,netdev=n1,mac=52:54:00:00:c2:02,romfile=,speed=25000,duplex=full "),
             "{args}"

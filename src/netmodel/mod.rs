@@ -298,7 +298,10 @@ pub fn with_ports(net: Option<&NetModel>, ports: &[Port]) -> Result<NetModel, St
             return Err(format!("port {:?} is named twice", p.name));
         }
         let Some(mac) = p.mac else {
-            return Err(format!("port {:?} has no mac: a host's port says which NIC it is", p.name));
+            return Err(format!(
+                "port {:?} has no mac: a host's port says which NIC it is",
+                p.name
+            ));
         };
         let Some(port) = out.ports.iter_mut().find(|q| q.name == p.name) else {
             let known: Vec<&str> = net.ports.iter().map(|q| q.name.as_str()).collect();

@@ -808,7 +808,7 @@ fn every_shipped_template_renders_for_every_host_of_every_site_config_and_kickst
                         if action == provd::render::Action::Install && host.profile.is_none() {
                             continue;
                         }
-                        let text = provd::boot::Boot::preview(&cfg, &renderer, kind, &host.hostname, action)
+                        let text = provd::boot::Boot::preview(&cfg, &renderer, kind, &host.hostname, action, &[])
                             .unwrap_or_else(|e| panic!("{} {} {kind}: {e}", file.display(), host.hostname));
                         assert!(!text.trim().is_empty());
                         rendered += 1;
@@ -817,9 +817,15 @@ fn every_shipped_template_renders_for_every_host_of_every_site_config_and_kickst
                 let Some(profile) = host.profile.as_ref().and_then(|p| cfg.profiles.get(p)) else {
                     continue;
                 };
-                let ks =
-                    provd::boot::Boot::preview(&cfg, &renderer, "ks", &host.hostname, provd::render::Action::Install)
-                        .unwrap();
+                let ks = provd::boot::Boot::preview(
+                    &cfg,
+                    &renderer,
+                    "ks",
+                    &host.hostname,
+                    provd::render::Action::Install,
+                    &[],
+                )
+                .unwrap();
                 assert!(ks.contains(&format!(
                     "http://{}:{}/callback/{}",
                     site.server_address, site.http_port, host.hostname

@@ -296,7 +296,30 @@ fn hosts_get_static_addresses_that_stay_theirs() {
     assert_eq!(got["hv4"]["migration"], m(12));
 
     // A restart keeps every address.
-    let d = d.restart();
+    let mut d = d.restart();
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(assignments(&d), got);
+
+    // `provd render` shows hv3's kickstart with its addresses: the daemon's while it runs,
+    // its store's once it is stopped (no daemon holds the store then).
+    let live = d.cli(&["render", "ks", "hv3"]);
+    let text = String::from_utf8_lossy(&live.stdout).to_string();
+    assert!(text.contains(&format!("{}/", m(10))), "{text}");
+    assert!(String::from_utf8_lossy(&live.stderr).contains("from the daemon"));
+    d.stop();
+    let mut offline = None;
+    for _ in 0..50 {
+        let out = d.cli(&["render", "ks", "hv3"]);
+        if String::from_utf8_lossy(&out.stderr).contains("from the store") {
+            offline = Some(out);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let offline = offline.expect("render read the stopped daemon's store");
+    let text = String::from_utf8_lossy(&offline.stdout);
+    assert!(
+        text.contains(&format!("{}/", m(10))) && text.contains(&format!("{}/", got["hv3"]["management"])),
+        "{text}"
+    );
 }

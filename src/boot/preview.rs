@@ -1,5 +1,6 @@
 //! What `provd render` prints: a host's boot script or kickstart rendered offline from the
-//! config alone, with a placeholder token, touching no state.
+//! config (and the static addresses IPAM gave, when the caller knows them), with a
+//! placeholder token, touching no state.
 
 use super::{Boot, Format, PREVIEW_TOKEN};
 use crate::assets::images::{Catalog, CatalogError};
@@ -23,12 +24,15 @@ pub enum PreviewError {
 
 impl Boot {
     /// What `provd render` prints: offline, with a placeholder token, touching no state.
+    /// `ipam`: the assignments known (the daemon's, or its store's); the host's own are
+    /// rendered on its bridges.
     pub fn preview(
         config: &Config,
         renderer: &Renderer,
         what: &str,
         name: &str,
         action: Action,
+        ipam: &[crate::ipam::Assignment],
     ) -> Result<String, PreviewError> {
         let (site, host) = config
             .find_host(name)
@@ -63,8 +67,11 @@ impl Boot {
                 wipe_allowed: false,
             }),
             image: image_name.and_then(|n| images.get(n)),
-            // Offline: the daemon's IPAM is not consulted (the bridges render unaddressed).
-            static_addresses: Vec::new(),
+            static_addresses: ipam
+                .iter()
+                .filter(|a| a.mac == host.mac && a.site == site.name)
+                .cloned()
+                .collect(),
         };
         Ok(renderer.render(&template, &ctx.to_value())?)
     }

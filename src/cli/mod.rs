@@ -70,7 +70,9 @@ enum Command {
         command: hosts::HostsCommand,
     },
     /// Print what a host would get, rendered offline from the config and templates (the
-    /// token is a visible placeholder; no state changes).
+    /// token is a visible placeholder; no state changes). The host's static addresses
+    /// (IPAM) come from the running daemon, else from its store in the state directory;
+    /// without either its bridges render unaddressed (said on stderr).
     Render {
         /// ks (kickstart), ipxe, pxelinux or grub.
         #[arg(value_parser = ["ks", "kickstart", "ipxe", "pxelinux", "grub"])]
@@ -80,8 +82,8 @@ enum Command {
         /// Which boot script to show.
         #[arg(long, default_value = "install", value_parser = ["install", "local", "menu"])]
         action: String,
-        #[arg(long = "config", short = 'c', env = "PROVD_CONFIG", default_value = DEFAULT_CONFIG)]
-        config: Vec<PathBuf>,
+        #[command(flatten)]
+        server: ServerTarget,
     },
     /// A profile's data-center network (bonds, VLANs, role bridges) as each installer gets
     /// it: kickstart lines and keyfiles, or systemd-networkd units.
@@ -392,8 +394,8 @@ pub fn main() -> ExitCode {
             kind,
             host,
             action,
-            config,
-        } => render(&kind, &host, &action, &config),
+            server,
+        } => render(&kind, &host, &action, &server),
         Command::Assets {
             command: AssetsCommand::Init { from, dir },
         } => assets_init(&from, &dir),
@@ -600,8 +602,37 @@ fn import_image(
     Ok(ExitCode::SUCCESS)
 }
 
-fn render(kind: &str, host: &str, action: &str, config: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let cfg = match config::load(config) {
+/// The static addresses IPAM gave: the running daemon's, else its store's (no daemon holds
+/// it then), else none; stderr says which.
+fn known_ipam(server: &ServerTarget) -> Vec<crate::ipam::Assignment> {
+    let (base, state_dir, _) = server.resolve();
+    let from_daemon = server
+        .api()
+        .and_then(|api| api.get::<Vec<crate::ipam::Assignment>>("/api/ipam"));
+    match from_daemon {
+        Ok(client::Fetch::Ok(all)) => {
+            eprintln!("provd: static addresses from the daemon at {base}");
+            return all;
+        }
+        Ok(client::Fetch::NoDaemon) => {}
+        Err(e) => eprintln!("provd: the daemon at {base} did not give its IPAM ({e})"),
+    }
+    match crate::store::read_ipam_offline(&state_dir) {
+        Ok(rows) => {
+            eprintln!("provd: static addresses from the store in {}", state_dir.display());
+            rows.into_iter()
+                .filter_map(|(_, json)| serde_json::from_slice(&json).ok())
+                .collect()
+        }
+        Err(e) => {
+            eprintln!("provd: no static addresses known ({e}): bridges that IPAM addresses render without them");
+            Vec::new()
+        }
+    }
+}
+
+fn render(kind: &str, host: &str, action: &str, server: &ServerTarget) -> anyhow::Result<ExitCode> {
+    let cfg = match config::load(&server.config) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
@@ -614,7 +645,8 @@ fn render(kind: &str, host: &str, action: &str, config: &[PathBuf]) -> anyhow::R
         "menu" => crate::render::Action::Menu,
         _ => crate::render::Action::Install,
     };
-    match crate::boot::Boot::preview(&cfg, &renderer, kind, host, action) {
+    let ipam = known_ipam(server);
+    match crate::boot::Boot::preview(&cfg, &renderer, kind, host, action, &ipam) {
         Ok(text) => {
             print!("{text}");
             Ok(ExitCode::SUCCESS)

@@ -605,6 +605,28 @@ pub fn read_leases_offline(state_dir: &Path) -> Result<Vec<LeaseRecord>, StoreEr
     read_all(&db)
 }
 
+/// The IPAM table as (key, JSON) of a store no daemon holds open (`provd render`); empty
+/// when there is no store yet.
+pub fn read_ipam_offline(state_dir: &Path) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let path = db_path(state_dir);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let db = Database::open(&path).map_err(|source| StoreError::Open { path, source })?;
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(IPAM) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        out.push((k.value().to_string(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
 fn read_all(db: &impl ReadableDatabase) -> Result<Vec<LeaseRecord>, StoreError> {
     let txn = db.begin_read()?;
     let table = match txn.open_table(LEASES) {

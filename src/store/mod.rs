@@ -568,14 +568,7 @@ impl Store {
     }
 
     fn load_all(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(table)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
+        string_rows(self.db.as_ref(), table)
     }
 
     /// Blocking variant for code that is not async (tests, tools).
@@ -597,24 +590,39 @@ impl Store {
 /// file before anything can be read, and a read-only open refuses to. redb's exclusive lock
 /// makes this fail (rather than race) while a daemon holds the database.
 pub fn read_leases_offline(state_dir: &Path) -> Result<Vec<LeaseRecord>, StoreError> {
-    let path = db_path(state_dir);
-    if !path.exists() {
-        return Ok(Vec::new());
+    match open_offline(state_dir)? {
+        Some(db) => read_all(&db),
+        None => Ok(Vec::new()),
     }
-    let db = Database::open(&path).map_err(|source| StoreError::Open { path, source })?;
-    read_all(&db)
 }
 
 /// The IPAM table as (key, JSON) of a store no daemon holds open (`provd render`); empty
-/// when there is no store yet.
+/// when there is no store yet. Opened as `read_leases_offline` says.
 pub fn read_ipam_offline(state_dir: &Path) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    match open_offline(state_dir)? {
+        Some(db) => string_rows(&db, IPAM),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The database in `state_dir` for a reader while no daemon runs; None when there is none.
+fn open_offline(state_dir: &Path) -> Result<Option<Database>, StoreError> {
     let path = db_path(state_dir);
     if !path.exists() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    let db = Database::open(&path).map_err(|source| StoreError::Open { path, source })?;
+    Database::open(&path)
+        .map(Some)
+        .map_err(|source| StoreError::Open { path, source })
+}
+
+/// Every row of a string-keyed table as (key, bytes); a table never written is empty.
+fn string_rows(
+    db: &impl ReadableDatabase,
+    table: TableDefinition<&str, &[u8]>,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
     let txn = db.begin_read()?;
-    let table = match txn.open_table(IPAM) {
+    let table = match txn.open_table(table) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),

@@ -164,11 +164,16 @@ pub fn classify(message: &str) -> PoolState {
     }
 }
 
-/// How long to wait before checking a host again.
-pub fn next_check_after(state: PoolState, failures: u32) -> Duration {
+/// How long to wait before checking a host again. `coming_up`: its install has just
+/// reported `installed` and it is booting its new system, so its libvirt should answer
+/// within minutes: the backoff stops at 20 s, or a freshly installed hypervisor whose first
+/// checks failed while it rebooted would wait minutes more to be found ready. A host that
+/// was ready and is gone backs off up to ten minutes.
+pub fn next_check_after(state: PoolState, failures: u32, coming_up: bool) -> Duration {
+    let cap = if coming_up { 20 } else { 600 };
     match state {
         PoolState::Ready => Duration::from_secs(60),
-        _ => Duration::from_secs((5u64 << failures.min(7)).min(600)),
+        _ => Duration::from_secs((5u64 << failures.min(7)).min(cap)),
     }
 }
 
@@ -433,6 +438,8 @@ pub async fn run(
     let mut next_at: HashMap<MacAddr, u64> = HashMap::new();
     loop {
         let now = crate::clock::unix_now();
+        // Installed, not yet ready: booting their new system (`next_check_after`).
+        let mut coming_up = std::collections::HashSet::new();
         let issued = certificates.certificates();
         let generation = generations.current();
         let config_now = &generation.config;
@@ -445,6 +452,9 @@ pub async fn run(
             let Some((site, host)) = config_now.host(r.mac) else {
                 continue;
             };
+            if r.status == Status::Installed {
+                coming_up.insert(r.mac);
+            }
             let cert = issued
                 .iter()
                 .filter(|c| c.host == host.hostname && c.role == "server")
@@ -477,7 +487,10 @@ pub async fn run(
                 };
                 let Some(joined) = joined else { break };
                 let Ok((mac, c)) = joined else { continue };
-                next_at.insert(mac, now + next_check_after(c.state, c.failures).as_secs());
+                next_at.insert(
+                    mac,
+                    now + next_check_after(c.state, c.failures, coming_up.contains(&mac)).as_secs(),
+                );
                 if let Err(e) = inventory
                     .set_ready(mac, c.state == PoolState::Ready, &verdict(&c))
                     .await
@@ -629,8 +642,22 @@ mod tests {
 
     #[test]
     fn failures_back_off_up_to_ten_minutes() {
-        assert_eq!(next_check_after(PoolState::Ready, 0), Duration::from_secs(60));
-        assert_eq!(next_check_after(PoolState::Tls, 1), Duration::from_secs(10));
-        assert_eq!(next_check_after(PoolState::Unreachable, 30), Duration::from_secs(600));
+        assert_eq!(next_check_after(PoolState::Ready, 0, false), Duration::from_secs(60));
+        assert_eq!(next_check_after(PoolState::Tls, 1, false), Duration::from_secs(10));
+        assert_eq!(
+            next_check_after(PoolState::Unreachable, 30, false),
+            Duration::from_secs(600)
+        );
+        // A host booting its fresh install is looked at again within 20 s however often
+        // it failed while it rebooted.
+        assert_eq!(
+            next_check_after(PoolState::Unreachable, 6, true),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            next_check_after(PoolState::Unreachable, 1, true),
+            Duration::from_secs(10)
+        );
+        assert_eq!(next_check_after(PoolState::Ready, 0, true), Duration::from_secs(60));
     }
 }

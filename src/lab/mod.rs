@@ -7,6 +7,11 @@
 //! progress as provd's journal and the VM's console report it, and prints a summary (also
 //! written to `/var/lib/provd-lab/summary.json`). The lab keeps running until `down`, which
 //! removes every namespace, process and file `up` made. Nothing touches a real network.
+//!
+//! With `--image`, the VMs become hypervisors on the image profile's data-center network:
+//! when it bonds two ports, each VM gets two NICs on a port channel of the lab's switch
+//! (`switch`) instead of a tap on provd's bridge, and the lab's BIND (`dns`) holds the names
+//! provd publishes, which the namespace resolves through.
 
 pub mod bmc;
 pub mod dns;
@@ -287,7 +292,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
     let _ = std::fs::remove_dir_all(&w);
     std::fs::create_dir_all(&w)?;
 
-    // Network: namespace, bridge with provd's address, one tap per VM.
+    // Network: namespace, bridge with provd's address, one tap per VM (or the switch's).
     ip(&["netns", "add", NAMESPACE])?;
     if let Err(e) = netns::ip_all(&netns::network_commands(
         plan.address,

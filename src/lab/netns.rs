@@ -1,5 +1,6 @@
 //! The lab's private network and the processes in it: namespace `provd-lab` with bridge
-//! `labbr0` (provd's address) and one tap per VM, commands run there, processes started
+//! `labbr0` (provd's address) and one tap per VM (or the lab switch's uplink), its
+//! resolver and hosts files, commands run there, processes started
 //! there in their own process group, and threads that enter it to talk to provd's API.
 //! Which `ip` commands build the network is pure (`network_commands`); running them is not.
 

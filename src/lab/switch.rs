@@ -10,6 +10,7 @@
 //! path to provd. The switch's second serial port is a root shell for the lab's checks
 //! (`lab/switch.py`). Its command line is pure (`qemu_args`); starting it is not.
 
+use super::vm::{PORT_SPEED, link_netdev, link_ports};
 use crate::mac::MacAddr;
 use anyhow::bail;
 use std::path::{Path, PathBuf};
@@ -20,22 +21,6 @@ pub const UPLINK_TAP: &str = "lswup";
 /// The tenant network the switch serves on the tenant VLAN: its gateway and DHCP range.
 pub const TENANT_GATEWAY: &str = "10.200.100.1/24";
 pub const TENANT_RANGE: (&str, &str) = ("10.200.100.50", "10.200.100.99");
-/// What the ports report: a 25G port channel, full duplex (802.3ad aggregates only
-/// full-duplex ports of one speed; a virtio NIC says nothing unless told).
-pub const PORT_SPEED: &str = "speed=25000,duplex=full";
-
-/// The UDP ports of the point-to-point link between VM `index`'s uplink `member` (0 or 1)
-/// and its switch port, on the namespace's loopback: (the VM's end, the switch's end).
-pub fn link_ports(index: usize, member: usize) -> (u16, u16) {
-    let n = (10 * index + member) as u16;
-    (21000 + n, 22000 + n)
-}
-
-/// A QEMU netdev for one end of a point-to-point link.
-pub fn link_netdev(id: &str, local: u16, remote: u16) -> String {
-    format!("socket,id={id},udp=127.0.0.1:{remote},localaddr=127.0.0.1:{local}")
-}
-
 pub struct SwitchSpec {
     /// How many hypervisor VMs (each a port channel of two ports).
     pub vms: usize,

@@ -55,6 +55,22 @@ pub struct SecondNic {
     pub mac: MacAddr,
 }
 
+/// What the ports report: a 25G port channel, full duplex (802.3ad aggregates only
+/// full-duplex ports of one speed; a virtio NIC says nothing unless told).
+pub const PORT_SPEED: &str = "speed=25000,duplex=full";
+
+/// The UDP ports of the point-to-point link between VM `index`'s uplink `member` (0 or 1)
+/// and its port on the lab's switch (`lab::switch`), on the namespace's loopback: (the VM's end, the switch's end).
+pub fn link_ports(index: usize, member: usize) -> (u16, u16) {
+    let n = (10 * index + member) as u16;
+    (21000 + n, 22000 + n)
+}
+
+/// A QEMU netdev for one end of a point-to-point link.
+pub fn link_netdev(id: &str, local: u16, remote: u16) -> String {
+    format!("socket,id={id},udp=127.0.0.1:{remote},localaddr=127.0.0.1:{local}")
+}
+
 /// The MAC of the second uplink of the VM whose first NIC has `mac`: the fifth octet's second
 /// bit flipped (lab-1's 52:54:00:00:c0:01 has 52:54:00:00:c2:01), unique across the lab.
 pub fn second_mac(mac: MacAddr) -> MacAddr {
@@ -153,12 +169,11 @@ impl VmSpec {
         // Bonded: both NICs are links to the lab switch's port channel (25G, full duplex,
         // as 802.3ad wants); else the NIC's tap on provd's bridge.
         let port = if self.second_nic.is_some() {
-            use crate::lab::switch::{link_netdev, link_ports};
             let (ours, theirs) = link_ports(self.index, 0);
             a.extend(["-netdev".into(), link_netdev("n0", ours, theirs)]);
             let (ours, theirs) = link_ports(self.index, 1);
             a.extend(["-netdev".into(), link_netdev("n1", ours, theirs)]);
-            format!(",{}", crate::lab::switch::PORT_SPEED)
+            format!(",{PORT_SPEED}")
         } else {
             a.extend([
                 "-netdev".into(),
@@ -272,7 +287,7 @@ mod tests {
         let vm = VmSpec::new(2, Firmware::Uefi, mac, "lab-2", Path::new("/w")).bonded();
         let args = vm.qemu_args().join(" ");
         assert!(!args.contains("ltap"), "links to the switch, not taps: {args}");
-        let (ours, theirs) = crate::lab::switch::link_ports(2, 0);
+        let (ours, theirs) = link_ports(2, 0);
         assert!(args.contains(&format!(
             "socket,id=n0,udp=127.0.0.1:{theirs},localaddr=127.0.0.1:{ours}"
         )));

@@ -99,8 +99,8 @@ pub fn ensure(firmwares: &[Firmware], bmc: Option<&str>, install: bool) -> anyho
     Ok(())
 }
 
-/// iPXE binaries and the mini-installer in the assets directory, built if missing or
-/// older than its sources.
+/// iPXE binaries, the mini-installer and the lab switch's initramfs in the assets
+/// directory, built if missing or older than their sources.
 pub fn ensure_assets(config: &Config) -> anyhow::Result<()> {
     let assets = &config.daemon.assets_dir;
     if !assets.join("ipxe.efi").exists() {
@@ -114,7 +114,8 @@ pub fn ensure_assets(config: &Config) -> anyhow::Result<()> {
         }
     }
     let built = assets.join("lab/installer.cpio.gz");
-    if !assets.join("lab/vmlinuz").exists() || installer_outdated(&built, Path::new(".")) {
+    let switch_missing = !assets.join("lab/switch.cpio.gz").exists();
+    if !assets.join("lab/vmlinuz").exists() || switch_missing || installer_outdated(&built, Path::new(".")) {
         let script = Path::new("lab/build-installer.sh");
         if !script.exists() {
             bail!(
@@ -129,15 +130,15 @@ pub fn ensure_assets(config: &Config) -> anyhow::Result<()> {
 }
 
 /// The built installer is missing or older than one of its sources under `tree`
-/// (`lab/installer/**`, `lab/build-installer.sh`): a source tree that changed the installer
-/// rebuilds it.
+/// (`lab/installer/**`, `lab/switch/**`, `lab/build-installer.sh`, which builds both): a
+/// source tree that changed either rebuilds them.
 pub fn installer_outdated(built: &Path, tree: &Path) -> bool {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let Some(built_at) = modified(built) else {
         return true;
     };
     let mut sources = vec![tree.join("lab/build-installer.sh")];
-    let mut dirs: Vec<PathBuf> = vec![tree.join("lab/installer")];
+    let mut dirs: Vec<PathBuf> = vec![tree.join("lab/installer"), tree.join("lab/switch")];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
@@ -215,6 +216,12 @@ mod tests {
         assert!(!installer_outdated(&built, t), "every source older than the build");
         // A source in a subdirectory changed after the build.
         set(&t.join("lab/installer/sub/init"), now + Duration::from_secs(5));
+        assert!(installer_outdated(&built, t));
+        // The switch's init is a source too (the same script builds its initramfs).
+        set(&t.join("lab/installer/sub/init"), now - Duration::from_secs(60));
+        std::fs::create_dir_all(t.join("lab/switch")).unwrap();
+        std::fs::write(t.join("lab/switch/init"), "x").unwrap();
+        set(&t.join("lab/switch/init"), now + Duration::from_secs(5));
         assert!(installer_outdated(&built, t));
     }
 }

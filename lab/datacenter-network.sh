@@ -37,6 +37,8 @@ ISO=/usr/lib/ipxe/ipxe.iso
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-600}
 
 in_lab() { ip netns exec provd-lab "$@"; }
+# shellcheck source=lab/hypervisor-volume.sh
+. lab/hypervisor-volume.sh
 cfg=()
 for f in "$W"/config/*.toml; do cfg+=(--config "$f"); done
 [ -e "${cfg[1]:-}" ] || { echo "no lab is up ($W/config has no config): run lab/real-hypervisor.sh --keep first"; exit 1; }
@@ -110,9 +112,7 @@ cleanup() {
     u="$(uri_of "$h")?pkipath=$OP"
     provd vm purge "$GUEST" --force -C "$u" >/dev/null 2>&1 || true
     provd vm purge "$TEMPLATE" -C "$u" >/dev/null 2>&1 || true
-    in_lab virsh -q -c "$u" pool-create-as provd-lab-dc dir --target /var/lib/libvirt/images >/dev/null 2>&1 || true
-    in_lab virsh -q -c "$u" vol-delete --pool provd-lab-dc lab-tenant.iso >/dev/null 2>&1 || true
-    in_lab virsh -q -c "$u" pool-destroy provd-lab-dc >/dev/null 2>&1 || true
+    hv_delete_volume "$u" lab-tenant.iso
   done
   switch "/usr/sbin/ip link set eth1 up; /usr/sbin/ip link set eth3 up" >/dev/null 2>&1 || true
 }
@@ -131,7 +131,7 @@ cat > "$xml" <<XML
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='raw'/>
-      <source file='/var/lib/libvirt/images/lab-tenant.iso'/>
+      <source file='$HV_IMAGES_DIR/lab-tenant.iso'/>
       <target dev='vda' bus='virtio'/>
       <readonly/>
     </disk>
@@ -142,10 +142,7 @@ cat > "$xml" <<XML
 XML
 for h in "${names[@]}"; do
   u="$(uri_of "$h")?pkipath=$OP"
-  in_lab virsh -q -c "$u" pool-create-as provd-lab-dc dir --target /var/lib/libvirt/images >/dev/null
-  in_lab virsh -q -c "$u" vol-create-as provd-lab-dc lab-tenant.iso "$(stat -c %s "$ISO")" --format raw >/dev/null
-  in_lab virsh -q -c "$u" vol-upload --pool provd-lab-dc lab-tenant.iso "$ISO"
-  in_lab virsh -q -c "$u" pool-destroy provd-lab-dc >/dev/null
+  hv_put_volume "$u" lab-tenant.iso "$ISO"
   in_lab virsh -q -c "$u" define "$xml" >/dev/null
 done
 rm -f "$xml"

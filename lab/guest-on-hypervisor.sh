@@ -27,10 +27,11 @@ W=/var/lib/provd-lab
 TEMPLATE=lab-guest.template
 GUEST=lab-guest-1
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-900}
-IMAGES_DIR=/var/lib/libvirt/images
 ISO=/usr/lib/ipxe/ipxe.iso
 
 in_lab() { ip netns exec provd-lab "$@"; }
+# shellcheck source=lab/hypervisor-volume.sh
+. lab/hypervisor-volume.sh
 cfg=()
 for f in "$W"/config/*.toml; do cfg+=(--config "$f"); done
 [ ${#cfg[@]} -gt 0 ] || { echo "no lab is up ($W/config has no config): run lab/real-hypervisor.sh --keep first"; exit 1; }
@@ -54,17 +55,14 @@ virsh_hv() { in_lab virsh -q -c "$URI" "$@"; }
 cleanup() {
   provd vm purge "$GUEST" --force -C "$URI" >/dev/null 2>&1 || true
   provd vm purge "$TEMPLATE" -C "$URI" >/dev/null 2>&1 || true
-  virsh_hv pool-destroy provd-lab-guest >/dev/null 2>&1 || true
+  virsh_hv pool-destroy provd-lab-fixture >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 cleanup
 
 # The template: ipxe.iso as a raw volume, a TCG domain (the lab VM has no SVM), 512 MiB (the
 # discovery kernel and initramfs do not fit in less).
-virsh_hv pool-create-as provd-lab-guest dir --target "$IMAGES_DIR" >/dev/null
-virsh_hv vol-create-as provd-lab-guest "$TEMPLATE.img" "$(stat -c %s "$ISO")" --format raw >/dev/null
-virsh_hv vol-upload --pool provd-lab-guest "$TEMPLATE.img" "$ISO"
-virsh_hv pool-destroy provd-lab-guest >/dev/null
+hv_put_volume "$URI" "$TEMPLATE.img" "$ISO"
 xml=$(mktemp)
 cat > "$xml" <<XML
 <domain type='qemu'>
@@ -75,7 +73,7 @@ cat > "$xml" <<XML
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='raw'/>
-      <source file='$IMAGES_DIR/$TEMPLATE.img'/>
+      <source file='$HV_IMAGES_DIR/$TEMPLATE.img'/>
       <target dev='vda' bus='virtio'/>
     </disk>
     <interface type='bridge'>

@@ -71,7 +71,7 @@ pub fn needs(site: &Site) -> Vec<Need> {
     site.hosts
         .iter()
         .flat_map(|h| {
-            roles_of(h.network.as_ref()).into_iter().map(|role| Need {
+            roles_of(h.network.as_deref()).into_iter().map(|role| Need {
                 site: site.name.clone(),
                 role,
                 mac: h.mac,

@@ -246,7 +246,7 @@ pub struct Profile {
     pub vars: toml::Table,
     /// The hosts' network (`[profiles.X.network]`), checked by `netmodel::check`; None: one
     /// bridge on the boot NIC, as before.
-    pub network: Option<crate::netmodel::NetModel>,
+    pub network: Option<std::sync::Arc<crate::netmodel::NetModel>>,
 }
 
 /// The roles a profile may declare in `certificates`: a libvirt TLS server certificate
@@ -469,9 +469,9 @@ pub struct Host {
     pub installed: bool,
     pub tags: Vec<String>,
     pub bmc: Option<Bmc>,
-    /// This host's network: its profile's model with the host's own `ports` (their MACs)
-    /// put in; None when its profile has none.
-    pub network: Option<crate::netmodel::NetModel>,
+    /// This host's network: its profile's model (shared, not copied), or a model of its own
+    /// when it names its `ports` (their MACs); None when its profile has none.
+    pub network: Option<std::sync::Arc<crate::netmodel::NetModel>>,
 }
 
 /// How provd reaches a host's BMC. The credentials are a name: the secret itself lives in
@@ -584,7 +584,7 @@ impl Config {
     /// The network model of host `hostname` at `site`, as its profile gives it.
     pub fn host_network(&self, site: &str, hostname: &str) -> Option<&crate::netmodel::NetModel> {
         let host = self.sites.get(site)?.hosts.iter().find(|h| h.hostname == hostname)?;
-        host.network.as_ref()
+        host.network.as_deref()
     }
 
     /// What `provd check` and `provd serve` should point out about a valid config: choices

@@ -491,7 +491,7 @@ fn convert_profile(name: &str, p: &ProfileWire) -> Profile {
         image: p.image.as_ref().map(|i| i.get_ref().clone()),
         certificates: p.certificates.iter().map(|r| r.get_ref().clone()).collect(),
         vars: p.vars.clone(),
-        network: p.network.as_ref().map(|n| n.get_ref().clone()),
+        network: p.network.as_ref().map(|n| std::sync::Arc::new(n.get_ref().clone())),
     }
 }
 
@@ -771,8 +771,8 @@ fn convert_host(
         .and_then(|(p, _)| p.network.as_ref());
     let network = match (&h.ports, profile_network) {
         (None, net) => net.cloned(),
-        (Some(ports), net) => match crate::netmodel::with_ports(net, ports.get_ref()) {
-            Ok(net) => Some(net),
+        (Some(ports), net) => match crate::netmodel::with_ports(net.map(|n| &**n), ports.get_ref()) {
+            Ok(net) => Some(std::sync::Arc::new(net)),
             Err(why) => {
                 errors.push(src.error(Some(ports.span()), hkey("ports"), why));
                 None

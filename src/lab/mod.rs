@@ -439,8 +439,7 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
             spawn_in_namespace,
         )?;
         site_keys.insert("dns".into(), lab_dns.site_table(site.server_address).into());
-        netns::write_hosts(&[])?;
-        netns::write_resolv(site.server_address, domain)?;
+        netns::write_resolver(site.server_address, domain)?;
     }
     let configs = vec![bmc::effective_config(
         &config.files,

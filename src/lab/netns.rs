@@ -144,23 +144,13 @@ fn hosts_dir() -> std::path::PathBuf {
     std::path::PathBuf::from("/etc/netns").join(NAMESPACE)
 }
 
-/// Names for processes in the namespace (`ip netns exec` bind-mounts this file over
-/// /etc/hosts): localhost and each (address, FQDN) given.
-pub fn write_hosts(names: &[(std::net::Ipv4Addr, String)]) -> anyhow::Result<()> {
-    let mut text = String::from("127.0.0.1 localhost\n");
-    for (ip, fqdn) in names {
-        let short = fqdn.split('.').next().unwrap_or(fqdn);
-        text.push_str(&format!("{ip} {fqdn} {short}\n"));
-    }
+/// Names for processes in the namespace come from the lab's DNS server at `server` alone
+/// (`ip netns exec` bind-mounts these files over /etc): its resolv.conf names that server
+/// and searches `domain`, its hosts file names only localhost, so a host's name resolves
+/// only as provd published it.
+pub fn write_resolver(server: std::net::Ipv4Addr, domain: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(hosts_dir())?;
-    std::fs::write(hosts_dir().join("hosts"), text)?;
-    Ok(())
-}
-
-/// The namespace's resolver (`ip netns exec` bind-mounts this over /etc/resolv.conf): the
-/// lab's DNS server at `server`, searching `domain`.
-pub fn write_resolv(server: std::net::Ipv4Addr, domain: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(hosts_dir())?;
+    std::fs::write(hosts_dir().join("hosts"), "127.0.0.1 localhost\n")?;
     std::fs::write(
         hosts_dir().join("resolv.conf"),
         format!("nameserver {server}\nsearch {domain}\n"),

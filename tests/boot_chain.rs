@@ -718,7 +718,7 @@ fn pxelinux_configs_are_generated_per_client_over_tftp() {
     );
     let grub = String::from_utf8(b.curl(&[&format!("tftp://{tftp}/grub/grub.cfg-01-{mac_h}")]).1).unwrap();
     assert!(
-        grub.contains(&format!("linux (http,{srv}:{})/assets/el9/vmlinuz", http.port())),
+        grub.contains(&format!("linux (tftp,{srv})/el9/vmlinuz")),
         "{grub}"
     );
     // By hex IP: the address must be leased to the MAC first; unleased -> file not found.

@@ -401,6 +401,15 @@ async fn tftp_serves_assets_and_generated_files_on_loopback() {
     let cfg = String::from_utf8(read("pxelinux.cfg/01-52-54-00-7f-00-01").await.unwrap()).unwrap();
     assert!(cfg.contains("el9/vmlinuz") && cfg.contains("token="), "{cfg}");
     assert!(read("../provd.toml").await.is_err());
+    // Debian's signed GRUB (the Secure Boot chain) reads one name for every machine: it is
+    // rendered for the asker (hv1, by its reservation), and refused to an address that
+    // holds nothing here.
+    let grub = String::from_utf8(read("grub/grub.cfg").await.unwrap()).unwrap();
+    assert!(
+        grub.contains("# provd: hv1 (install)") && grub.contains("(tftp,") && grub.contains("el9/vmlinuz"),
+        "{grub}"
+    );
+    assert!(tftp_read(addr, "127.0.0.77", "grub/grub.cfg").await.is_err());
     assert!(f.services.tftp_stats().snapshot()["requests"] >= 3);
     stop_tx.send(true).unwrap();
     task.await.unwrap();

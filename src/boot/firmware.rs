@@ -9,6 +9,12 @@
 //!   boot, which must be answered with vendor class "HTTPClient" (UEFI spec 2.x §24.7).
 //! - iPXE itself (user class "iPXE" or option 175) gets the URL of its per-host script, so
 //!   the chain does not loop back into loading iPXE again.
+//! - A machine configured for Secure Boot (`secure_boot` on its host or profile) gets the
+//!   site's signed first stage (shim) for x64 UEFI PXE instead: firmware that enforces
+//!   Secure Boot refuses iPXE, which no key it trusts has signed. Shim loads the signed GRUB
+//!   beside it, whose per-host config (`grub/grub.cfg`) the boot policy renders as it renders
+//!   iPXE scripts. Over UEFI HTTP boot such a machine gets no file: Debian's signed GRUB
+//!   reads nothing over HTTP, so the chain would stop there; its firmware goes on to PXE.
 //! - Anything else (an OS's dhclient) gets no boot file.
 //!
 //! DHCP asks this stage through `DhcpPolicy` (ignore the client, lease only, or lease with
@@ -46,17 +52,30 @@ impl BootAnswer {
 }
 
 /// Decide the boot answer for a client, or `None` when it is not booting or its
-/// architecture is not mapped.
-pub fn answer(req: &FirmwareFacts, site: &Site, mac: Option<MacAddr>) -> Option<BootAnswer> {
+/// architecture is not mapped. `secure_boot`: the machine enforces Secure Boot (its host's
+/// or profile's `secure_boot`).
+pub fn answer(req: &FirmwareFacts, site: &Site, mac: Option<MacAddr>, secure_boot: bool) -> Option<BootAnswer> {
     if req.is_ipxe {
         return Some(BootAnswer::Http(script_url(&site.pxe, site, mac)));
     }
     let arch = req.arch.or_else(|| is_pxe_client(req).then_some(arch::BIOS_X86))?;
-    let file = site.pxe.arch_files.get(&arch)?;
+    if secure_boot {
+        return match arch {
+            arch::EFI_BC | arch::EFI_X64 => Some(BootAnswer::Tftp(site.pxe.secure_boot_x64.clone())),
+            arch::EFI_X64_HTTP => None,
+            // BIOS and other architectures have no Secure Boot: their usual file.
+            _ => site.pxe.arch_files.get(&arch).map(|f| plain_answer(f, site, mac)),
+        };
+    }
+    site.pxe.arch_files.get(&arch).map(|f| plain_answer(f, site, mac))
+}
+
+/// A mapped first stage: a URL (UEFI HTTP boot) or a TFTP name.
+fn plain_answer(file: &str, site: &Site, mac: Option<MacAddr>) -> BootAnswer {
     if file.starts_with("http://") || file.starts_with("https://") {
-        Some(BootAnswer::Http(fill(file, site, mac)))
+        BootAnswer::Http(fill(file, site, mac))
     } else {
-        Some(BootAnswer::Tftp(file.clone()))
+        BootAnswer::Tftp(file.to_string())
     }
 }
 
@@ -135,6 +154,127 @@ impl DhcpPolicy for SitePolicy {
         if ask.host.is_none() && !unknown.boots() {
             return DhcpBoot::LeaseOnly;
         }
-        answer(&ask.firmware, ask.site, ask.mac).map_or(DhcpBoot::LeaseOnly, DhcpBoot::Boot)
+        let secure_boot = ask.host.is_some_and(|h| h.secure_boot);
+        answer(&ask.firmware, ask.site, ask.mac, secure_boot).map_or(DhcpBoot::LeaseOnly, DhcpBoot::Boot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, load_from_strs};
+
+    const SITE: &str = r#"
+[profiles.sb]
+os = "debian12"
+secure_boot = true
+
+[profiles.plain]
+os = "debian12"
+
+[sites.a]
+server_address = "10.0.0.1"
+listen = [{ interface = "eth0", address = "10.0.0.1" }]
+[[sites.a.subnets]]
+prefix = "10.0.0.0/24"
+pools = [{ start = "10.0.0.100", end = "10.0.0.200" }]
+[[sites.a.hosts]]
+mac = "52:54:00:00:00:01"
+hostname = "by-profile"
+profile = "sb"
+[[sites.a.hosts]]
+mac = "52:54:00:00:00:02"
+hostname = "host-says-no"
+profile = "sb"
+secure_boot = false
+[[sites.a.hosts]]
+mac = "52:54:00:00:00:03"
+hostname = "host-says-yes"
+profile = "plain"
+secure_boot = true
+[[sites.a.hosts]]
+mac = "52:54:00:00:00:04"
+hostname = "plain"
+profile = "plain"
+"#;
+
+    fn config() -> Config {
+        load_from_strs(&[("site.toml".into(), SITE.into())]).unwrap()
+    }
+
+    fn ask(config: &Config, hostname: &str, arch: u16, vendor_class: &'static [u8]) -> DhcpBoot {
+        let site = &config.sites["a"];
+        let host = site.hosts.iter().find(|h| h.hostname == hostname).unwrap();
+        SitePolicy.dhcp(&DhcpAsk {
+            site,
+            host: Some(host),
+            mac: Some(host.mac),
+            firmware: FirmwareFacts {
+                arch: Some(arch),
+                is_ipxe: false,
+                vendor_class: Some(vendor_class),
+            },
+        })
+    }
+
+    fn tftp(f: &str) -> DhcpBoot {
+        DhcpBoot::Boot(BootAnswer::Tftp(f.into()))
+    }
+
+    #[test]
+    fn secure_boot_machines_get_shim_by_profile_or_per_host() {
+        let c = config();
+        let pxe = b"PXEClient:Arch:00007:UNDI:003016";
+        assert_eq!(ask(&c, "by-profile", arch::EFI_X64, pxe), tftp("shimx64.efi"));
+        assert_eq!(ask(&c, "by-profile", arch::EFI_BC, pxe), tftp("shimx64.efi"));
+        assert_eq!(ask(&c, "host-says-yes", arch::EFI_X64, pxe), tftp("shimx64.efi"));
+        assert_eq!(
+            ask(&c, "host-says-no", arch::EFI_X64, pxe),
+            tftp("ipxe.efi"),
+            "the host's secure_boot = false wins over its profile's"
+        );
+        assert_eq!(ask(&c, "plain", arch::EFI_X64, pxe), tftp("ipxe.efi"));
+        // BIOS has no Secure Boot: a Secure Boot host's BIOS boot gets the usual file.
+        assert_eq!(
+            ask(&c, "by-profile", arch::BIOS_X86, b"PXEClient:Arch:00000"),
+            tftp("undionly.kpxe")
+        );
+    }
+
+    #[test]
+    fn uefi_http_boot_gets_the_first_stage_as_a_url_and_secure_boot_hosts_get_none() {
+        let c = config();
+        let http = b"HTTPClient:Arch:00016:UNDI:003001";
+        assert_eq!(
+            ask(&c, "plain", arch::EFI_X64_HTTP, http),
+            DhcpBoot::Boot(BootAnswer::Http("http://10.0.0.1:8080/assets/ipxe.efi".into()))
+        );
+        assert_eq!(
+            vendor_class_reply(
+                &FirmwareFacts {
+                    vendor_class: Some(http),
+                    ..Default::default()
+                },
+                &c.sites["a"].pxe
+            ),
+            Some("HTTPClient")
+        );
+        // Debian's signed GRUB reads nothing over HTTP: no file, so the firmware goes on to PXE.
+        assert_eq!(ask(&c, "by-profile", arch::EFI_X64_HTTP, http), DhcpBoot::LeaseOnly);
+    }
+
+    #[test]
+    fn the_signed_first_stage_and_the_http_boot_url_follow_the_site() {
+        let text = SITE.replace(
+            "[[sites.a.subnets]]",
+            "[sites.a.pxe]\nsecure_boot_x64 = \"signed/shimx64.efi\"\nuefi_x64 = \"snponly.efi\"\n[[sites.a.subnets]]",
+        );
+        let c = load_from_strs(&[("site.toml".into(), text)]).unwrap();
+        let pxe = b"PXEClient:Arch:00007";
+        assert_eq!(ask(&c, "by-profile", arch::EFI_X64, pxe), tftp("signed/shimx64.efi"));
+        assert_eq!(
+            ask(&c, "plain", arch::EFI_X64_HTTP, b"HTTPClient:Arch:00016"),
+            DhcpBoot::Boot(BootAnswer::Http("http://10.0.0.1:8080/assets/snponly.efi".into()))
+        );
     }
 }

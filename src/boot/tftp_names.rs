@@ -1,5 +1,10 @@
 //! The TFTP names that are rendered per client rather than read from disk (the names
 //! PXELINUX and GRUB ask for), and the boot policy as TFTP's source of generated files.
+//!
+//! Debian's signed network GRUB (the Secure Boot chain: shim, then `grubx64.efi`) reads one
+//! fixed name, `grub/grub.cfg` under the TFTP root (its built-in prefix is `/grub`), and
+//! never the per-MAC names: that name is rendered for whoever asks, by the lease its
+//! source address holds.
 
 use super::{Boot, Format};
 use crate::mac::MacAddr;
@@ -17,12 +22,20 @@ struct NoLease(Ipv4Addr);
 pub enum Generated {
     ByMac(Format, MacAddr),
     ByIp(Format, Ipv4Addr),
+    /// The same name for every machine: rendered for the lease of the asking address.
+    ByClient(Format),
 }
+
+/// What Debian's signed network GRUB reads (its prefix `/grub`, then `grub.cfg`).
+const SIGNED_GRUB_CONFIG: &str = "grub/grub.cfg";
 
 /// `pxelinux.cfg/01-<mac>`, `pxelinux.cfg/<8 hex digits>`, `...grub.cfg-01-<mac>`,
 /// `...grub.cfg-<8 hex digits>` (the names PXELINUX and GRUB ask for, in that order).
 pub fn generated_name(path: &str) -> Option<Generated> {
     let path = path.trim_start_matches('/');
+    if path == SIGNED_GRUB_CONFIG {
+        return Some(Generated::ByClient(Format::Grub));
+    }
     let (format, tail) = if let Some(t) = path.strip_prefix("pxelinux.cfg/") {
         (Format::Pxelinux, t)
     } else if let Some(i) = path.rfind("grub.cfg-") {
@@ -50,6 +63,15 @@ impl GeneratedFiles for Boot {
                     Some(m) => (f, m),
                     None => return Some(Err(Box::new(NoLease(ip)) as GenerateError)),
                 },
+                // The asker's lease, else the host whose reservation it is (a reserved host
+                // may ask before its first lease here, e.g. after a server change).
+                Generated::ByClient(f) => {
+                    let reserved = || self.generation.config.hosts.by_ip(client).map(|e| e.host.mac);
+                    match self.state.leases.mac_of(client).or_else(reserved) {
+                        Some(m) => (f, m),
+                        None => return Some(Err(Box::new(NoLease(client)) as GenerateError)),
+                    }
+                }
             };
             Some(
                 self.script(format, mac, None, client)
@@ -95,5 +117,15 @@ mod tests {
             "partial hex prefixes fall through to disk"
         );
         assert_eq!(generated_name("undionly.kpxe"), None);
+        assert_eq!(
+            generated_name("/grub/grub.cfg"),
+            Some(Generated::ByClient(Format::Grub)),
+            "signed GRUB's one name"
+        );
+        assert_eq!(
+            generated_name("grub/x86_64-efi/grub.cfg"),
+            None,
+            "GRUB asks this first; from disk if present, so not found and GRUB reads grub/grub.cfg"
+        );
     }
 }

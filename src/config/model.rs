@@ -247,6 +247,8 @@ pub struct Profile {
     /// The hosts' network (`[profiles.X.network]`), checked by `netmodel::check`; None: one
     /// bridge on the boot NIC, as before.
     pub network: Option<std::sync::Arc<crate::netmodel::NetModel>>,
+    /// The hosts boot with UEFI Secure Boot enforced (`secure_boot = true`).
+    pub secure_boot: bool,
 }
 
 /// The roles a profile may declare in `certificates`: a libvirt TLS server certificate
@@ -418,6 +420,10 @@ pub struct PxePolicy {
     pub arch_files: BTreeMap<u16, String>,
     /// URL template handed to iPXE: `{server}`, `{port}`, `{mac}` (hyphenated), `{site}`.
     pub ipxe_script_url: String,
+    /// The first stage for x64 UEFI machines that enforce Secure Boot: a signed shim (TFTP
+    /// name), which loads the signed GRUB beside it (`grubx64.efi`), which reads its
+    /// per-host config (`grub/grub.cfg`, rendered by the boot policy).
+    pub secure_boot_x64: String,
     /// Put vendor class "PXEClient" (option 60) in answers to PXE firmware. Off by default:
     /// EDK2/OVMF treat a PXEClient offer without PXE boot-item options as a BINL offer and
     /// ask port 4011 for the boot file (PXE-E16 when nothing answers there); a plain offer
@@ -472,6 +478,10 @@ pub struct Host {
     /// This host's network: its profile's model (shared, not copied), or a model of its own
     /// when it names its `ports` (their MACs); None when its profile has none.
     pub network: Option<std::sync::Arc<crate::netmodel::NetModel>>,
+    /// The machine boots with UEFI Secure Boot enforced: the host's own `secure_boot`, else
+    /// its profile's. Its DHCP answer names the signed chain (shim, GRUB), which firmware
+    /// that enforces Secure Boot accepts, never iPXE, which it refuses.
+    pub secure_boot: bool,
 }
 
 /// How provd reaches a host's BMC. The credentials are a name: the secret itself lives in

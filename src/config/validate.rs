@@ -492,6 +492,7 @@ fn convert_profile(name: &str, p: &ProfileWire) -> Profile {
         certificates: p.certificates.iter().map(|r| r.get_ref().clone()).collect(),
         vars: p.vars.clone(),
         network: p.network.as_ref().map(|n| std::sync::Arc::new(n.get_ref().clone())),
+        secure_boot: p.secure_boot.unwrap_or(false),
     }
 }
 
@@ -769,6 +770,12 @@ fn convert_host(
         .as_ref()
         .and_then(|p| ctx.profiles.get(p.get_ref()))
         .and_then(|(p, _)| p.network.as_ref());
+    let secure_boot = h.secure_boot.unwrap_or_else(|| {
+        h.profile
+            .as_ref()
+            .and_then(|p| ctx.profiles.get(p.get_ref()))
+            .is_some_and(|(p, _)| p.secure_boot)
+    });
     let network = match (&h.ports, profile_network) {
         (None, net) => net.cloned(),
         (Some(ports), net) => match crate::netmodel::with_ports(net.map(|n| &**n), ports.get_ref()) {
@@ -789,6 +796,7 @@ fn convert_host(
         tags: h.tags.clone(),
         bmc,
         network,
+        secure_boot,
     })
 }
 
@@ -1214,7 +1222,15 @@ fn convert_pxe(src: &Source, key: &str, w: &PxeWire, errors: &mut Vec<ConfigErro
     arch_files.insert(arch::BIOS_X86, w.bios.clone().unwrap_or_else(|| "undionly.kpxe".into()));
     let uefi = w.uefi_x64.clone().unwrap_or_else(|| "ipxe.efi".into());
     arch_files.insert(arch::EFI_BC, uefi.clone());
+    // UEFI HTTP boot (no TFTP at all): the same first stage, as a URL on provd's HTTP
+    // listener; a `uefi_x64` that is already a URL is used as it is.
+    let http_boot = if uefi.contains("://") {
+        uefi.clone()
+    } else {
+        format!("http://{{server}}:{{port}}/assets/{uefi}")
+    };
     arch_files.insert(arch::EFI_X64, uefi);
+    arch_files.insert(arch::EFI_X64_HTTP, http_boot);
     for (code, file) in &w.arch {
         match code.parse::<u16>() {
             Ok(n) => {
@@ -1244,6 +1260,7 @@ fn convert_pxe(src: &Source, key: &str, w: &PxeWire, errors: &mut Vec<ConfigErro
             .ipxe_script_url
             .clone()
             .unwrap_or_else(|| DEFAULT_IPXE_SCRIPT_URL.into()),
+        secure_boot_x64: w.secure_boot_x64.clone().unwrap_or_else(|| "shimx64.efi".into()),
         answer_pxeclient: w.answer_pxeclient.unwrap_or(false),
         tftp_open,
     }

@@ -125,6 +125,9 @@ pub struct ProfileWire {
     pub vars: toml::Table,
     /// The hosts' data-center network: ports, bonds, VLANs, role bridges (`netmodel`).
     pub network: Option<toml::Spanned<crate::netmodel::NetModel>>,
+    /// The hosts boot with UEFI Secure Boot enforced: their DHCP answer names the signed
+    /// first stage (`[sites.X.pxe] secure_boot_x64`, shim) instead of iPXE.
+    pub secure_boot: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +266,9 @@ pub struct PxeWire {
     #[serde(default)]
     pub arch: BTreeMap<String, Spanned<String>>,
     pub ipxe_script_url: Option<String>,
+    /// The first stage for x64 UEFI machines that boot with Secure Boot (default
+    /// "shimx64.efi", Debian's shim signed by Microsoft's UEFI CA).
+    pub secure_boot_x64: Option<String>,
     pub answer_pxeclient: Option<bool>,
     /// Prefixes whose machines may read over TFTP without a lease or reservation here
     /// (machines another DHCP server gives addresses to).
@@ -313,6 +319,8 @@ pub struct HostWire {
     /// `ports = [{ name = "uplink0", mac = "..." }]`. The profile says the topology once;
     /// each host says which of its NICs are which (MACs differ per machine).
     pub ports: Option<Spanned<Vec<crate::netmodel::Port>>>,
+    /// Overrides the profile's `secure_boot` for this machine.
+    pub secure_boot: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -234,6 +234,9 @@ impl HostContext<'_> {
             "discovery": site.discovery.as_ref().map(|d| serde_json::json!({
                 "kernel": format!("{base}/assets/{}", d.kernel),
                 "initrd": format!("{base}/assets/{}", d.initrd),
+                // Under the assets directory, as TFTP serves them (GRUB's and PXELINUX's paths).
+                "kernel_file": d.kernel,
+                "initrd_file": d.initrd,
                 "kernel_args": d.kernel_args,
                 "then": if d.poweroff { "poweroff" } else { "wait" },
             })),

@@ -15,6 +15,7 @@ fn host(profile: Option<&str>) -> Host {
         tags: Vec::new(),
         bmc: None,
         network: None,
+        secure_boot: false,
     }
 }
 

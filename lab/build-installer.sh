@@ -26,7 +26,9 @@ add_module() {
   echo "$m.ko" >> "$W/modules.order"
 }
 # button and evdev: the ACPI power button as an input device the init can wait on.
-for m in virtio_pci virtio_net virtio_blk virtio_console button evdev; do add_module "$m"; done
+# efivarfs: the init reads the firmware's SecureBoot variable. Under Secure Boot the kernel
+# is locked down and loads only signed modules: these are Debian's, signed, copied as is.
+for m in virtio_pci virtio_net virtio_blk virtio_console button evdev efivarfs; do add_module "$m"; done
 # Real bash, openssl and curl, which a hypervisor kickstart's %post needs (its interpreter,
 # its key and CSR, its requests to provd): each binary with the shared libraries ldd names,
 # at their own paths, as dracut does.

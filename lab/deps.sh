@@ -85,6 +85,9 @@ if [ ! -x "$SUSHY/bin/sushy-emulator" ]; then
   python3 -m venv "$SUSHY"
   "$SUSHY/bin/pip" install -q sushy-tools==2.2.0 libvirt-python
 fi
+# The Secure Boot chain (shim-signed, grub-efi-amd64-signed), downloaded and unpacked, never
+# installed: the lab's Secure Boot VMs and the assets tests use it.
+"$(dirname "$0")/signed-chain.sh" >/dev/null
 # The Debian packages enable services we do not want running outside the tests.
 for svc in isc-dhcp-server kea-dhcp4-server; do
   command -v service >/dev/null && service "$svc" stop >/dev/null 2>&1 || true

@@ -176,8 +176,12 @@ enum LabCommand {
         /// How many VMs (1-8).
         #[arg(long, default_value_t = 2)]
         vms: usize,
-        /// bios (SeaBIOS + iPXE ROM), uefi (OVMF's own PXE), or mixed (alternating).
-        #[arg(long, default_value = "mixed", value_parser = ["bios", "uefi", "mixed"])]
+        /// bios (SeaBIOS + iPXE ROM), uefi (OVMF's own PXE), secureboot (OVMF with Secure
+        /// Boot enforced and Microsoft's keys: the host boots shim and signed GRUB, and
+        /// only signed kernels), uefi-http (OVMF with PXE off: UEFI HTTP boot, no TFTP),
+        /// mixed (bios and uefi alternating), or a comma-separated list, VM N taking the
+        /// Nth (the last repeats), e.g. bios,secureboot.
+        #[arg(long, default_value = "mixed")]
         firmware: String,
         #[arg(long = "config", short = 'c', default_value = "lab/lab.toml")]
         config: Vec<PathBuf>,
@@ -219,7 +223,8 @@ enum LabCommand {
     /// (its hardware then shows in `provd hosts list --discovered`). Behind a simulated BMC
     /// when the lab runs with --bmc.
     AddVm {
-        #[arg(long, default_value = "bios", value_parser = ["bios", "uefi"])]
+        /// bios, uefi, secureboot or uefi-http (see `lab up --firmware`).
+        #[arg(long, default_value = "bios", value_parser = ["bios", "uefi", "secureboot", "uefi-http"])]
         firmware: String,
     },
     /// Remove every namespace, process and file the lab made.
@@ -237,6 +242,12 @@ enum AssetsCommand {
         /// The assets directory ([daemon] assets_dir).
         #[arg(long, default_value = "boot-assets")]
         dir: PathBuf,
+        /// Also install the Secure Boot chain (shimx64.efi, grubx64.efi) from Debian's
+        /// shim-signed and grub-efi-amd64-signed, installed (`/`, the default) or unpacked
+        /// under this root (lab/signed-chain.sh unpacks them without installing). A file
+        /// without an Authenticode signature is refused.
+        #[arg(long, value_name = "ROOT", num_args = 0..=1, default_missing_value = "/")]
+        signed_chain: Option<PathBuf>,
     },
     /// Make a disk image that profiles can deploy (`image = "NAME"`) from any image qemu-img
     /// reads (qcow2, raw, vmdk, vdi, ...): converted to raw, gzip'd to
@@ -397,8 +408,8 @@ pub fn main() -> ExitCode {
             server,
         } => render(&kind, &host, &action, &server),
         Command::Assets {
-            command: AssetsCommand::Init { from, dir },
-        } => assets_init(&from, &dir),
+            command: AssetsCommand::Init { from, dir, signed_chain },
+        } => assets_init(&from, &dir, signed_chain.as_deref()),
         Command::Assets {
             command:
                 AssetsCommand::ImportImage {
@@ -514,7 +525,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             true
         }
         LabCommand::AddVm { firmware } => {
-            let fw = crate::lab::vm::firmware_for(&firmware, 1);
+            let fw = crate::lab::vm::firmware_for(&firmware, 1).map_err(anyhow::Error::msg)?;
             let (spec, bmc) = crate::lab::add_vm(fw)?;
             println!(
                 "provd lab: {} ({}, {}) powered on; no config names it, so it boots the discovery image",
@@ -537,9 +548,17 @@ fn lab(cmd: LabCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// `provd assets init`: one line per file, failure if any file failed.
-fn assets_init(from: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn assets_init(
+    from: &std::path::Path,
+    dir: &std::path::Path,
+    signed_chain: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let mut failed = false;
-    for f in crate::assets::install_ipxe(from, dir)? {
+    let mut reports = crate::assets::install_ipxe(from, dir)?;
+    if let Some(root) = signed_chain {
+        reports.extend(crate::assets::install_signed_chain(root, dir)?);
+    }
+    for f in reports {
         match f.result {
             Ok(len) => println!("ok   {:<14} {:>8} bytes  {}", f.name, len, f.purpose),
             Err(e) => {

@@ -245,10 +245,22 @@ pub fn plan(opts: &UpOptions, config: &Config) -> anyhow::Result<UpPlan> {
         bail!("an image lab names its hypervisors in DNS: the lab site's subnet needs a domain");
     }
     let (uplinks, bond_members) = uplinks_for(config, image_profile.as_deref(), opts.bmc.as_deref());
+    let firmwares = (1..=opts.vms)
+        .map(|i| vm::firmware_for(&opts.firmware, i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    if opts.bmc.as_deref() == Some("redfish")
+        && let Some(f) = firmwares.iter().find(|f| !matches!(f, Firmware::Bios | Firmware::Uefi))
+    {
+        bail!(
+            "--bmc redfish: the emulated BMC's VMs are libvirt domains, which the lab defines as bios or uefi only (not {})",
+            f.name()
+        );
+    }
     Ok(UpPlan {
         address: listen.address,
         prefix_len: subnet.prefix.prefix_len(),
-        firmwares: (1..=opts.vms).map(|i| vm::firmware_for(&opts.firmware, i)).collect(),
+        firmwares,
         image_profile,
         uplinks,
         bond_members,
@@ -266,7 +278,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
     let plan = plan(&opts, &config)?;
     let firmwares = plan.firmwares.clone();
     prerequisites::ensure(&firmwares, opts.bmc.as_deref(), opts.install_packages)?;
-    prerequisites::ensure_assets(&config)?;
+    prerequisites::ensure_assets(&config, &firmwares)?;
     if let Some(image) = &opts.image {
         crate::assets::images::Catalog::load(&config.daemon.assets_dir, [image.as_str()]).map_err(|e| {
             anyhow::anyhow!(
@@ -333,6 +345,15 @@ fn start_provd(provd: &Path, args: &[String], provd_log: &Path) -> anyhow::Resul
     }
 }
 
+/// A UEFI VM's own copy of its firmware's variable store (Secure Boot VMs: the one with
+/// Microsoft's keys enrolled).
+fn copy_vars(spec: &VmSpec) -> anyhow::Result<()> {
+    if let (Some(vars), Some((_, template))) = (&spec.vars, spec.firmware.ovmf()) {
+        std::fs::copy(template, vars).with_context(|| format!("copying the OVMF variable store {template}"))?;
+    }
+    Ok(())
+}
+
 /// Each VM's disk (and UEFI variable store), then power on (through its BMC with --bmc);
 /// the VMs and when each was powered on.
 fn create_and_power_on(specs: Vec<VmSpec>, bmc: Option<&str>, w: &Path) -> anyhow::Result<(Vec<VmSpec>, Vec<u64>)> {
@@ -343,9 +364,7 @@ fn create_and_power_on(specs: Vec<VmSpec>, bmc: Option<&str>, w: &Path) -> anyho
             .args(["create", "-q", "-f", "qcow2"])
             .arg(&spec.disk)
             .arg(spec.size.disk()))?;
-        if let Some(vars) = &spec.vars {
-            std::fs::copy(vm::OVMF_VARS, vars).context("copying the OVMF variable store")?;
-        }
+        copy_vars(&spec)?;
         power_on(bmc, &spec, w)?;
         powered_on.push(crate::clock::unix_now());
         vms.push(spec);
@@ -405,6 +424,10 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
         }
         if let Some(profile) = &plan.image_profile {
             keys.insert("profile".into(), profile.clone().into());
+        }
+        // A Secure Boot VM is a Secure Boot host: provd answers it with the signed chain.
+        if specs.iter().any(|v| v.name == hostname && v.firmware == Firmware::SecureBoot) {
+            keys.insert("secure_boot".into(), true.into());
         }
         // Which of the host's NICs are its profile's bonded ports.
         if let (Some([first, second]), Some(vm)) = (&plan.bond_members, specs.iter().find(|v| v.name == hostname))
@@ -481,12 +504,16 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
     };
     std::fs::write(w.join("lab.json"), serde_json::to_vec_pretty(&state)?)?;
 
-    let counts = |f: Firmware| firmwares.iter().filter(|x| **x == f).count();
+    let kinds: Vec<String> = Firmware::ALL
+        .iter()
+        .map(|f| (f, firmwares.iter().filter(|x| *x == f).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(f, n)| format!("{n} {}", f.name()))
+        .collect();
     println!(
-        "provd lab: {} VM(s) ({} bios, {} uefi) on {BRIDGE} in namespace {NAMESPACE}; provd at {} (log {})",
+        "provd lab: {} VM(s) ({}) on {BRIDGE} in namespace {NAMESPACE}; provd at {} (log {})",
         state.vms.len(),
-        counts(Firmware::Bios),
-        counts(Firmware::Uefi),
+        kinds.join(", "),
         site.server_address,
         provd_log.display()
     );
@@ -705,9 +732,7 @@ pub fn add_vm(firmware: Firmware) -> anyhow::Result<(VmSpec, Option<String>)> {
         .args(["create", "-q", "-f", "qcow2"])
         .arg(&spec.disk)
         .arg(format!("{ADDED_DISK_GIB}G")))?;
-    if let Some(vars) = &spec.vars {
-        std::fs::copy(vm::OVMF_VARS, vars).context("copying the OVMF variable store")?;
-    }
+    copy_vars(&spec)?;
     power_on(state.bmc.as_deref(), &spec, &work())?;
     let adopt_bmc = match (state.bmc.as_deref(), &state.bmc_fingerprint) {
         (Some("ipmi"), _) => Some(format!("ipmi,127.0.0.1:{},{}", bmc::lan_port(index), bmc::CREDENTIALS)),
@@ -770,7 +795,7 @@ mod tests {
 
     #[test]
     fn the_plan_puts_provd_on_the_bridge_and_alternates_firmwares() {
-        let p = plan(&options(3, "both", None), &lab_config()).unwrap();
+        let p = plan(&options(3, "mixed", None), &lab_config()).unwrap();
         assert_eq!(
             p,
             UpPlan {
@@ -784,6 +809,14 @@ mod tests {
         );
         let uefi = plan(&options(2, "uefi", Some("redfish")), &lab_config()).unwrap();
         assert_eq!(uefi.firmwares, [Firmware::Uefi, Firmware::Uefi]);
+        let listed = plan(&options(2, "bios,secureboot", None), &lab_config()).unwrap();
+        assert_eq!(listed.firmwares, [Firmware::Bios, Firmware::SecureBoot]);
+        let e = plan(&options(2, "bios,both", None), &lab_config()).unwrap_err().to_string();
+        assert!(e.contains("\"both\" is not a firmware"), "{e}");
+        let e = plan(&options(1, "secureboot", Some("redfish")), &lab_config())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bios or uefi only (not secureboot)"), "{e}");
     }
 
     #[test]

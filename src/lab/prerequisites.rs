@@ -22,9 +22,13 @@ pub fn prerequisites(firmwares: &[Firmware], bmc: Option<&str>) -> Vec<(&'static
     if firmwares.contains(&Firmware::Bios) {
         v.push((vm::IPXE_ROM, "ipxe-qemu"));
     }
-    if firmwares.contains(&Firmware::Uefi) {
-        v.push((vm::OVMF_CODE, "ovmf"));
+    for fw in firmwares {
+        if let Some((code, vars)) = fw.ovmf() {
+            v.push((code, "ovmf"));
+            v.push((vars, "ovmf"));
+        }
     }
+    v.dedup();
     match bmc {
         Some("ipmi") => {
             v.push(("/usr/bin/ipmi_sim", "openipmi"));
@@ -100,9 +104,26 @@ pub fn ensure(firmwares: &[Firmware], bmc: Option<&str>, install: bool) -> anyho
 }
 
 /// iPXE binaries, the mini-installer and the lab switch's initramfs in the assets
-/// directory, built if missing or older than their sources.
-pub fn ensure_assets(config: &Config) -> anyhow::Result<()> {
+/// directory, built if missing or older than their sources; with Secure Boot VMs, the
+/// signed chain (shim and GRUB from Debian's archive, lab/signed-chain.sh).
+pub fn ensure_assets(config: &Config, firmwares: &[Firmware]) -> anyhow::Result<()> {
     let assets = &config.daemon.assets_dir;
+    if firmwares.contains(&Firmware::SecureBoot) && crate::assets::signed_chain_names().any(|n| !assets.join(n).exists()) {
+        let cache = Path::new(crate::assets::SIGNED_CHAIN_CACHE);
+        let script = Path::new("lab/signed-chain.sh");
+        if !cache.join("usr/lib/shim").exists() && script.exists() {
+            println!("provd lab: fetching the Secure Boot chain (lab/signed-chain.sh)");
+            super::netns::run(Command::new("bash").arg(script))?;
+        }
+        println!("provd lab: copying the Secure Boot chain into {}", assets.display());
+        let failed: Vec<String> = crate::assets::install_signed_chain(cache, assets)?
+            .into_iter()
+            .filter_map(|f| f.result.err().map(|e| format!("{}: {e}", f.name)))
+            .collect();
+        if !failed.is_empty() {
+            bail!("the Secure Boot chain was not installed: {}", failed.join("; "));
+        }
+    }
     if !assets.join("ipxe.efi").exists() {
         println!("provd lab: copying iPXE binaries into {}", assets.display());
         let failed: Vec<String> = crate::assets::install_ipxe(Path::new(crate::assets::DEBIAN_IPXE_DIR), assets)?

@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 pub enum Stage {
     /// First DHCP ACK from provd.
     Dhcp,
-    /// iPXE is running: UEFI fetched ipxe.efi/snponly.efi over TFTP; a BIOS VM's NIC ROM is
+    /// The first stage is running: UEFI fetched ipxe.efi/snponly.efi (or, with Secure
+    /// Boot, shim) over TFTP, or over HTTP with UEFI HTTP boot; a BIOS VM's NIC ROM is
     /// iPXE already and got its script URL straight from DHCP.
     Ipxe,
     /// provd served the install script.
     Script,
-    /// Kernel and initrd fetched over HTTP.
+    /// Kernel and initrd fetched (over HTTP by iPXE, over TFTP by GRUB).
     Kernel,
     Kickstart,
     /// The kickstart's %post reported in.
@@ -77,6 +78,22 @@ pub struct Progress {
     /// not at the local boot.
     #[serde(default)]
     pub wants_ready: bool,
+    /// UEFI HTTP boot: the first stage the firmware fetched over HTTP.
+    #[serde(default)]
+    pub http_first_stage: Option<String>,
+    /// A Secure Boot VM succeeds only when what ran inside it said Secure Boot was enforced.
+    #[serde(default)]
+    pub needs_secure_boot: bool,
+    #[serde(default)]
+    pub secure_boot: SecureBootSeen,
+}
+
+/// What ran inside the VM said about Secure Boot, on its console: the installer environment
+/// (from the firmware's SecureBoot variable) and the installed system (`mokutil --sb-state`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecureBootSeen {
+    pub installer: bool,
+    pub system: bool,
 }
 
 impl Progress {
@@ -98,7 +115,12 @@ impl Progress {
         self.at(self.goal()).is_some() || self.failed.is_some()
     }
     pub fn succeeded(&self) -> bool {
-        self.failed.is_none() && self.at(self.goal()).is_some()
+        self.failed.is_none() && self.at(self.goal()).is_some() && self.secure_boot_proven()
+    }
+    /// A Secure Boot VM: the installer said it was enforced, and so did the installed
+    /// system when the VM boots a real OS. Other VMs: nothing to prove.
+    pub fn secure_boot_proven(&self) -> bool {
+        !self.needs_secure_boot || (self.secure_boot.installer && (!self.wants_ready || self.secure_boot.system))
     }
 }
 
@@ -107,6 +129,12 @@ pub const DISK_BOOT_MARK: &str = "provd-lab: booted from local disk";
 /// What a deployed Debian image's first-boot unit prints (lab/images/debian12-kvm.sh).
 pub const IMAGE_BOOT_MARK: &str = "provd-image: libvirtd active";
 const INSTALLER_FAILED: &str = "provd-installer: FAILED";
+/// What the installer environment prints when the firmware enforces Secure Boot
+/// (lab/installer/init).
+pub const INSTALLER_SECURE_BOOT_MARK: &str = "provd-installer: Secure Boot enforced";
+/// What a deployed Debian image prints at first boot when `mokutil --sb-state` says so
+/// (lab/images/debian12-kvm.sh).
+pub const IMAGE_SECURE_BOOT_MARK: &str = "provd-image: SecureBoot enabled";
 
 pub fn derive(events: &[BootEvent], console: &str, firmware: Firmware) -> Progress {
     let mut p = Progress::default();
@@ -131,6 +159,11 @@ pub fn derive(events: &[BootEvent], console: &str, firmware: Firmware) -> Progre
                 if file.ends_with(".efi") || file.ends_with(".kpxe") {
                     reach(&mut p, Stage::Ipxe, e.at, &format!("TFTP {file}"));
                 }
+                kernel |= file.contains("vmlinuz");
+                initrd |= file.contains("initrd") || file.contains("installer.cpio");
+                if kernel && initrd {
+                    reach(&mut p, Stage::Kernel, e.at, "kernel and initrd over TFTP");
+                }
                 p.tftp_files.push(file.clone());
             }
             Step::BootScript {
@@ -141,6 +174,11 @@ pub fn derive(events: &[BootEvent], console: &str, firmware: Firmware) -> Progre
                 action: Action::Local, ..
             } if p.at(Stage::Installed).is_some() => reach(&mut p, Stage::LocalBoot, e.at, &e.detail),
             Step::HttpAsset { path, .. } => {
+                // UEFI HTTP boot: the firmware fetched the first stage itself.
+                if path.ends_with(".efi") {
+                    reach(&mut p, Stage::Ipxe, e.at, &format!("HTTP {path}"));
+                    p.http_first_stage.get_or_insert_with(|| path.clone());
+                }
                 kernel |= path.contains("vmlinuz");
                 initrd |= path.contains("initrd") || path.contains("installer.cpio");
                 if kernel && initrd {
@@ -166,6 +204,11 @@ pub fn derive(events: &[BootEvent], console: &str, firmware: Firmware) -> Progre
     }
     p.reached.sort_by_key(|(s, _, _)| *s);
     p.disk_booted = console.contains(DISK_BOOT_MARK) || console.contains(IMAGE_BOOT_MARK);
+    p.needs_secure_boot = firmware == Firmware::SecureBoot;
+    p.secure_boot = SecureBootSeen {
+        installer: console.contains(INSTALLER_SECURE_BOOT_MARK),
+        system: console.contains(IMAGE_SECURE_BOOT_MARK),
+    };
     if p.failed.is_none()
         && let Some(line) = console.lines().find(|l| l.contains(INSTALLER_FAILED))
     {

@@ -34,7 +34,8 @@ pub fn system_id(vm: &VmSpec) -> String {
 pub fn domain_xml(vm: &VmSpec) -> String {
     let (machine, loader, rom) = match vm.firmware {
         Firmware::Bios => ("pc", String::new(), ""),
-        Firmware::Uefi => (
+        // `lab::plan` refuses the other firmwares with a Redfish BMC.
+        _ => (
             "q35",
             format!(
                 "<loader readonly='yes' type='pflash'>{}</loader><nvram>{}</nvram>",

@@ -51,23 +51,28 @@ pub fn table(summaries: &[VmSummary], timed_out: bool) -> String {
         String::new()
     };
     let mut out = format!(
-        "{:<8} {:<5} {:<22} {:>6} {:>10} {:>11}{ready_head} {:<9} RESULT\n",
+        "{:<8} {:<10} {:<22} {:>6} {:>10} {:>11}{ready_head} {:<9} RESULT\n",
         "VM", "FW", "FIRST STAGE FILE", "DHCP", "INSTALLED", "LOCAL BOOT", "DISK"
     );
     for s in summaries {
         let p = &s.progress;
-        let file = p.tftp_files.first().cloned().unwrap_or_else(|| {
-            if s.firmware == Firmware::Bios {
-                "(iPXE option ROM)".into()
-            } else {
-                "-".into()
-            }
-        });
+        let file = match (p.tftp_files.first(), &p.http_first_stage) {
+            (Some(f), _) => f.clone(),
+            (None, Some(url)) => format!("HTTP {}", url.rsplit('/').next().unwrap_or(url)),
+            (None, None) if s.firmware == Firmware::Bios => "(iPXE option ROM)".into(),
+            (None, None) => "-".into(),
+        };
         let t = |v: Option<u64>| v.map(|x| format!("{x}s")).unwrap_or_else(|| "-".into());
         let result = if s.ok {
             "ok".to_string()
         } else if let Some(f) = &p.failed {
             format!("FAILED: {f}")
+        } else if p.at(p.goal()).is_some() && !p.secure_boot_proven() {
+            format!(
+                "FAILED: Secure Boot not shown enforced (installer: {}, installed system: {})",
+                yes_no(p.secure_boot.installer),
+                yes_no(p.secure_boot.system)
+            )
         } else {
             format!("stopped after {}", p.last().map(Stage::name).unwrap_or("power-on"))
         };
@@ -77,7 +82,7 @@ pub fn table(summaries: &[VmSummary], timed_out: bool) -> String {
             String::new()
         };
         out.push_str(&format!(
-            "{:<8} {:<5} {:<22} {:>6} {:>10} {:>11}{ready} {:<9} {}\n",
+            "{:<8} {:<10} {:<22} {:>6} {:>10} {:>11}{ready} {:<9} {}\n",
             s.name,
             s.firmware.name(),
             file,
@@ -92,6 +97,10 @@ pub fn table(summaries: &[VmSummary], timed_out: bool) -> String {
         out.push_str("(timed out waiting for every VM)\n");
     }
     out
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
 }
 
 /// The last `n` lines of a console, in order.

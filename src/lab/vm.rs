@@ -1,27 +1,57 @@
 //! QEMU command lines for lab VMs (pure): BIOS VMs boot SeaBIOS with the NIC's iPXE option
 //! ROM; UEFI VMs boot OVMF with the firmware's own PXE stack (`romfile=` empty), as a real
-//! server's UEFI NIC would. Always TCG: KVM is not usable on the machines this runs on.
+//! server's UEFI NIC would; Secure Boot VMs boot OVMF's Secure Boot build with Microsoft's
+//! keys enrolled (what a data-center server ships with), which refuses any first stage no
+//! trusted key signed; UEFI HTTP VMs have PXE switched off, so the firmware boots over HTTP
+//! alone. Always TCG: KVM is not usable on the machines this runs on.
 
 use crate::mac::MacAddr;
 use std::path::{Path, PathBuf};
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built with Secure Boot and SMM (the variable store is writable only from SMM, so a
+/// guest OS cannot enrol its own keys), and a variable store with Microsoft's KEK and db
+/// (the Windows and third-party UEFI CAs; shim is signed by the latter) and Secure Boot on.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 /// QEMU's default ROM for virtio-net-pci (from Debian's ipxe-qemu): iPXE for BIOS and UEFI.
 pub const IPXE_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Firmware {
     Bios,
     Uefi,
+    /// OVMF with Secure Boot enforced and Microsoft's keys enrolled.
+    #[serde(rename = "secureboot")]
+    SecureBoot,
+    /// OVMF with PXE off: the NIC boots over UEFI HTTP boot only (no TFTP at all).
+    UefiHttp,
 }
 
 impl Firmware {
+    pub const ALL: [Firmware; 4] = [Firmware::Bios, Firmware::Uefi, Firmware::SecureBoot, Firmware::UefiHttp];
+
     pub fn name(self) -> &'static str {
         match self {
             Firmware::Bios => "bios",
             Firmware::Uefi => "uefi",
+            Firmware::SecureBoot => "secureboot",
+            Firmware::UefiHttp => "uefi-http",
+        }
+    }
+
+    pub fn is_uefi(self) -> bool {
+        self != Firmware::Bios
+    }
+
+    /// The OVMF build and the variable store each VM starts from a copy of (UEFI only).
+    pub fn ovmf(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Firmware::Bios => None,
+            Firmware::Uefi | Firmware::UefiHttp => Some((OVMF_CODE, OVMF_VARS)),
+            Firmware::SecureBoot => Some((OVMF_CODE_SECBOOT, OVMF_VARS_MS)),
         }
     }
 }
@@ -125,7 +155,7 @@ impl VmSpec {
             tap: format!("ltap{index}"),
             disk: dir.join(format!("{hostname}.qcow2")),
             serial_log: dir.join(format!("{hostname}.serial.log")),
-            vars: (firmware == Firmware::Uefi).then(|| dir.join(format!("{hostname}.OVMF_VARS.fd"))),
+            vars: firmware.is_uefi().then(|| dir.join(format!("{hostname}.OVMF_VARS.fd"))),
             pidfile: dir.join(format!("{hostname}.pid")),
             size: Size::MiniInstaller,
             second_nic: None,
@@ -192,12 +222,26 @@ impl VmSpec {
                     format!("virtio-net-pci,netdev=n0,mac={},bootindex=1{port}", self.mac),
                 ]);
             }
-            Firmware::Uefi => {
+            uefi => {
                 let vars = self.vars.as_ref().expect("UEFI VMs have a vars file");
-                a.extend(["-machine".into(), "q35".into()]);
+                let (code, _) = uefi.ovmf().expect("a UEFI firmware");
+                if uefi == Firmware::SecureBoot {
+                    // The Secure Boot build needs SMM, and its variable flash writable only
+                    // from SMM (what makes the enrolled keys trustworthy).
+                    a.extend(["-machine".into(), "q35,smm=on".into()]);
+                    a.extend(["-global".into(), "driver=cfi.pflash01,property=secure,value=on".into()]);
+                } else {
+                    a.extend(["-machine".into(), "q35".into()]);
+                }
+                if uefi == Firmware::UefiHttp {
+                    // OVMF's own switches: no PXE boot options, so HTTP boot is the first.
+                    for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
+                        a.extend(["-fw_cfg".into(), format!("name=opt/org.tianocore/{knob},string=n")]);
+                    }
+                }
                 a.extend([
                     "-drive".into(),
-                    format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+                    format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
                 ]);
                 a.extend([
                     "-drive".into(),
@@ -229,14 +273,22 @@ impl VmSpec {
     }
 }
 
-/// Firmware of VM `index` (1-based) for a `--firmware` choice: mixed alternates, BIOS first.
-pub fn firmware_for(choice: &str, index: usize) -> Firmware {
-    match choice {
-        "uefi" => Firmware::Uefi,
-        "bios" => Firmware::Bios,
-        _ if index % 2 == 1 => Firmware::Bios,
-        _ => Firmware::Uefi,
+/// Firmware of VM `index` (1-based) for a `--firmware` choice: one firmware for every VM;
+/// mixed alternates BIOS and UEFI, BIOS first; a comma-separated list gives VM N the Nth
+/// (the last one repeats), e.g. `bios,secureboot`.
+pub fn firmware_for(choice: &str, index: usize) -> Result<Firmware, String> {
+    if choice == "mixed" {
+        return Ok(if index % 2 == 1 { Firmware::Bios } else { Firmware::Uefi });
     }
+    let list: Vec<&str> = choice.split(',').map(str::trim).collect();
+    let pick = list[(index.max(1) - 1).min(list.len() - 1)];
+    Firmware::ALL.into_iter().find(|f| f.name() == pick).ok_or_else(|| {
+        let names: Vec<&str> = Firmware::ALL.iter().map(|f| f.name()).collect();
+        format!(
+            "--firmware {choice:?}: {pick:?} is not a firmware ({}, mixed, or a comma-separated list)",
+            names.join(", ")
+        )
+    })
 }
 
 #[cfg(test)]
@@ -304,8 +356,34 @@ mod tests {
 
     #[test]
     fn mixed_alternates_starting_with_bios() {
-        let f: Vec<Firmware> = (1..=4).map(|i| firmware_for("mixed", i)).collect();
+        let f: Vec<Firmware> = (1..=4).map(|i| firmware_for("mixed", i).unwrap()).collect();
         assert_eq!(f, [Firmware::Bios, Firmware::Uefi, Firmware::Bios, Firmware::Uefi]);
-        assert_eq!(firmware_for("uefi", 1), Firmware::Uefi);
+        assert_eq!(firmware_for("uefi", 3), Ok(Firmware::Uefi));
+        let listed: Vec<Firmware> = (1..=3).map(|i| firmware_for("bios,secureboot", i).unwrap()).collect();
+        assert_eq!(listed, [Firmware::Bios, Firmware::SecureBoot, Firmware::SecureBoot]);
+        assert_eq!(firmware_for("uefi-http", 1), Ok(Firmware::UefiHttp));
+        let e = firmware_for("bios,sb", 2).unwrap_err();
+        assert!(e.contains("\"sb\" is not a firmware") && e.contains("secureboot"), "{e}");
+    }
+
+    #[test]
+    fn secure_boot_vms_enforce_it_with_microsofts_keys_and_http_vms_have_no_pxe() {
+        let mac: MacAddr = "52:54:00:00:c0:02".parse().unwrap();
+        let sb = VmSpec::new(2, Firmware::SecureBoot, mac, "lab-2", Path::new("/w"));
+        let args = sb.qemu_args().join(" ");
+        assert!(args.contains("-machine q35,smm=on"), "{args}");
+        assert!(args.contains("driver=cfi.pflash01,property=secure,value=on"), "{args}");
+        assert!(args.contains(OVMF_CODE_SECBOOT) && args.contains("/w/lab-2.OVMF_VARS.fd"));
+        assert_eq!(Firmware::SecureBoot.ovmf(), Some((OVMF_CODE_SECBOOT, OVMF_VARS_MS)));
+        assert!(!args.contains("fw_cfg"));
+        let http = VmSpec::new(2, Firmware::UefiHttp, mac, "lab-2", Path::new("/w"))
+            .qemu_args()
+            .join(" ");
+        assert!(http.contains("name=opt/org.tianocore/IPv4PXESupport,string=n"), "{http}");
+        assert!(http.contains("name=opt/org.tianocore/IPv6PXESupport,string=n"), "{http}");
+        assert!(http.contains(&format!("readonly=on,file={OVMF_CODE} ")) && !http.contains("smm"));
+        // lab.json names firmwares as the command line does.
+        assert_eq!(serde_json::to_value(Firmware::SecureBoot).unwrap(), "secureboot");
+        assert_eq!(serde_json::to_value(Firmware::UefiHttp).unwrap(), "uefi-http");
     }
 }

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Build a Debian 12 KVM hypervisor disk image natively (no VM, no TCG): debootstrap from
 # the Debian mirror this machine's apt uses, into a GPT raw disk through loop devices, with
-# the kernel, EXTLINUX (BIOS) and a standalone GRUB (UEFI), QEMU, libvirt, OpenSSH and
-# bridge support. (Issue 23's first piece: the image an installer environment will stream
+# the kernel, EXTLINUX (BIOS) and, for UEFI, Debian's signed shim and GRUB (so the image
+# boots with Secure Boot enforced, as with it off), QEMU, libvirt, OpenSSH and bridge support. (Issue 23's first piece: the image an installer environment will stream
 # to a disk.)
 #
 #   sudo lab/images/debian12-kvm.sh [OUT_DIR] [SIZE]
@@ -100,7 +100,7 @@ debootstrap --exclude=ifupdown bookworm "$ROOT" "$MIRROR" >"$WORK/debootstrap.lo
   cp "$ROOT/debootstrap/debootstrap.log" /tmp/provd-image-debootstrap.log 2>/dev/null
   tail -30 "$WORK/debootstrap.log"; echo "dpkg's log: /tmp/provd-image-debootstrap.log"; exit 1
 }
-PACKAGES="linux-image-amd64 extlinux syslinux-common grub-efi-amd64-bin qemu-system-x86 qemu-utils
+PACKAGES="linux-image-amd64 extlinux syslinux-common mokutil qemu-system-x86 qemu-utils
   libvirt-daemon-system libvirt-clients openssh-server bridge-utils iproute2 curl ca-certificates
   systemd-resolved openssl nftables"
 step "apt-get install: $(echo $PACKAGES)"
@@ -118,11 +118,16 @@ printf '%s\n' "UUID=$ROOT_UUID / ext4 errors=remount-ro 0 1" \
 echo debian >"$ROOT/etc/hostname"
 printf '%s\n' '[Match]' 'Type=ether' 'Name=en* eth*' '' '[Network]' 'DHCP=ipv4' \
   >"$ROOT/etc/systemd/network/50-dhcp.network"
+# The console report: Secure Boot's state as mokutil reads it (UEFI only), then libvirtd.
+printf '%s\n' '#!/bin/sh' \
+  '[ -d /sys/firmware/efi ] && echo "provd-image: $(mokutil --sb-state 2>&1 | head -n 1)" > /dev/ttyS0' \
+  'echo "provd-image: libvirtd $(systemctl is-active libvirtd)" > /dev/ttyS0' \
+  >"$ROOT/usr/local/sbin/provd-firstboot"
+chmod 0755 "$ROOT/usr/local/sbin/provd-firstboot"
 printf '%s\n' '[Unit]' \
   'Description=provd: report on the console that the hypervisor is up' \
   'After=libvirtd.service network-online.target' 'Wants=network-online.target' '' \
-  '[Service]' 'Type=oneshot' \
-  "ExecStart=/bin/sh -c 'echo \"provd-image: libvirtd \$(systemctl is-active libvirtd)\" > /dev/ttyS0'" '' \
+  '[Service]' 'Type=oneshot' 'ExecStart=/usr/local/sbin/provd-firstboot' '' \
   '[Install]' 'WantedBy=multi-user.target' >"$ROOT/etc/systemd/system/provd-firstboot.service"
 # SSH host keys are made at first boot, per machine, not baked into every copy.
 printf '%s\n' '[Unit]' "Description=provd: make this machine's SSH host keys" 'Before=ssh.service' \
@@ -132,8 +137,13 @@ printf '%s\n' '[Unit]' "Description=provd: make this machine's SSH host keys" 'B
 
 # Boot loaders written without probing devices (grub-install cannot map an offset loop
 # device to a disk): EXTLINUX for BIOS (GPT MBR code, the root partition marked legacy
-# bootable), a standalone GRUB for UEFI at the removable-media path. Both boot the
-# /vmlinuz and /initrd.img links Debian keeps pointing at the newest kernel.
+# bootable); for UEFI, at the removable-media path, Debian's shim (signed by Microsoft's UEFI
+# CA) and Debian's signed GRUB beside it (lab/signed-chain.sh fetches both from the archive),
+# so the image boots whether the firmware enforces Secure Boot or not: shim checks GRUB,
+# GRUB has shim check the kernel (Debian's, signed), and the kernel loads only signed
+# modules. That GRUB's built-in prefix is /EFI/debian: its grub.cfg there finds the root
+# file system. Both loaders boot the /vmlinuz and /initrd.img links Debian keeps pointing at
+# the newest kernel. No fbx64.efi: shim would then rewrite the boot entries first.
 [ -e "$ROOT/vmlinuz" ] && [ -e "$ROOT/initrd.img" ] || { echo "no /vmlinuz and /initrd.img links in the image"; exit 1; }
 CMDLINE="root=UUID=$ROOT_UUID ro console=tty0 console=ttyS0,115200"
 mkdir -p "$ROOT/boot/extlinux" "$ROOT/boot/grub"
@@ -143,7 +153,9 @@ printf '%s\n' 'serial --unit=0 --speed=115200' 'terminal_input serial console' \
   'terminal_output serial console' 'set timeout=1' 'menuentry "Debian 12 KVM hypervisor" {' \
   "  linux /vmlinuz $CMDLINE" '  initrd /initrd.img' '}' >"$ROOT/boot/grub/grub.cfg"
 printf '%s\n' "search --no-floppy --fs-uuid --set=root $ROOT_UUID" \
-  'configfile ($root)/boot/grub/grub.cfg' >"$ROOT/tmp/embedded.cfg"
+  'set prefix=($root)/boot/grub' 'configfile ($root)/boot/grub/grub.cfg' >"$WORK/esp-grub.cfg"
+SIGNED=$("$(dirname "$0")/../signed-chain.sh" | sed -n 's/.*unpacked under //p')/usr/lib
+[ -s "$SIGNED/shim/shimx64.efi.signed" ] || { echo "no signed shim (lab/signed-chain.sh)"; exit 1; }
 
 for m in dev dev/pts proc sys; do mount --bind "/$m" "$ROOT/$m"; done
 chroot "$ROOT" /bin/sh -es >"$WORK/chroot.log" 2>&1 <<'CHROOT' || { tail -30 "$WORK/chroot.log"; exit 1; }
@@ -152,15 +164,12 @@ systemctl enable systemd-networkd systemd-resolved provd-firstboot provd-ssh-key
 passwd -l root
 rm -f /etc/ssh/ssh_host_*
 extlinux --install /boot/extlinux
-grub-mkstandalone -O x86_64-efi -o /tmp/BOOTX64.EFI \
-  --modules="part_gpt ext2 fat search search_fs_uuid serial linux normal configfile" \
-  "boot/grub/grub.cfg=/tmp/embedded.cfg"
-rm /tmp/embedded.cfg
 CHROOT
 for m in dev/pts dev proc sys; do umount "$ROOT/$m"; done
-mmd -i "$ESP_LOOP" ::/EFI ::/EFI/BOOT
-mcopy -i "$ESP_LOOP" "$ROOT/tmp/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
-rm "$ROOT/tmp/BOOTX64.EFI"
+mmd -i "$ESP_LOOP" ::/EFI ::/EFI/BOOT ::/EFI/debian
+mcopy -i "$ESP_LOOP" "$SIGNED/shim/shimx64.efi.signed" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$ESP_LOOP" "$SIGNED/grub/x86_64-efi-signed/grubx64.efi.signed" ::/EFI/BOOT/grubx64.efi
+mcopy -i "$ESP_LOOP" "$WORK/esp-grub.cfg" ::/EFI/debian/grub.cfg
 dd if="$ROOT/usr/lib/syslinux/mbr/gptmbr.bin" of="$RAW" bs=440 count=1 conv=notrunc status=none
 sfdisk -q --part-attrs "$RAW" 3 LegacyBIOSBootable
 : >"$ROOT/etc/machine-id"

@@ -367,7 +367,10 @@ impl TftpServer {
                 }
             };
         }
-        match self.files.open(filename).await {
+        // TFTP has no current directory: a leading '/' names the served root, as GRUB
+        // (every path it asks is absolute) and many PXE ROMs send it. What remains is
+        // checked as any other name (`served_root::resolve`).
+        match self.files.open(filename.trim_start_matches(['/', '\\'])).await {
             Ok(Opened::Whole(bytes)) => {
                 let len = bytes.len() as u64;
                 Ok((Source::Memory { bytes, pos: 0 }, len))

@@ -713,7 +713,7 @@ fn install_tokens_boot_once_and_unknown_hosts_end_to_end() {
 #[test]
 fn pxelinux_configs_are_generated_per_client_over_tftp() {
     let b = Boot::start(86);
-    let (srv, tftp, http) = (b.server(), b.tftp, b.http);
+    let (srv, tftp) = (b.server(), b.tftp);
     let mac_h = HV_MAC.replace(':', "-");
     // curl's TFTP client, as hv81 (from its reserved address).
     let cfg = String::from_utf8(b.curl(&[&format!("tftp://{tftp}/pxelinux.cfg/01-{mac_h}")]).1).unwrap();

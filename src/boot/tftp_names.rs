@@ -8,7 +8,8 @@
 
 use super::{Boot, Format};
 use crate::mac::MacAddr;
-use crate::tftp::{GenerateError, GeneratedFiles, GeneratedFuture};
+use crate::journal::Step;
+use crate::tftp::{GenerateError, GeneratedFile, GeneratedFiles, GeneratedFuture};
 use std::net::Ipv4Addr;
 
 /// A name by IP address whose address holds no lease here.
@@ -73,10 +74,20 @@ impl GeneratedFiles for Boot {
                     }
                 }
             };
+            // The script's decision goes to the journal as the HTTP route records iPXE's.
             Some(
                 self.script(format, mac, None, client)
                     .await
-                    .map(|(_, text)| text.into_bytes())
+                    .map(|(plan, text)| GeneratedFile {
+                        journal: Some((
+                            Some(mac),
+                            Step::BootScript {
+                                action: plan.action(),
+                                description: plan.describe(self.config()),
+                            },
+                        )),
+                        bytes: text.into_bytes(),
+                    })
                     .map_err(|e| Box::new(e) as GenerateError),
             )
         })

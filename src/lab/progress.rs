@@ -324,4 +324,59 @@ mod tests {
             .disk_booted
         );
     }
+
+    /// The Secure Boot chain: shim and GRUB over TFTP, then kernel and initrd over TFTP too;
+    /// the VM succeeds only when the installer (and, for an image, the installed system)
+    /// said Secure Boot was enforced.
+    #[test]
+    fn a_secure_boot_install_succeeds_only_when_the_vm_says_it_was_enforced() {
+        let events = [
+            ack(10, "shimx64.efi"),
+            tftp(11, "shimx64.efi"),
+            tftp(12, "grubx64.efi"),
+            tftp(13, "/grub/grub.cfg"),
+            script(13, Action::Install),
+            tftp(14, "/lab/vmlinuz"),
+            tftp(16, "/lab/installer.cpio.gz"),
+            ev(20, Step::Kickstart { bytes: 793 }),
+            callback(21, InstallEvent::PostStarted),
+            callback(22, InstallEvent::Installed),
+            script(40, Action::Local),
+        ];
+        let installer = "provd-installer: Secure Boot enforced (kernel lockdown: none [integrity] confidentiality)\n";
+        let p = derive(&events, installer, Firmware::SecureBoot);
+        assert_eq!(p.at(Stage::Ipxe), Some(11));
+        assert_eq!(p.at(Stage::Kernel), Some(16));
+        assert!(p.succeeded(), "{p:?}");
+        let off = derive(&events, "provd-installer: UEFI, Secure Boot off\n", Firmware::SecureBoot);
+        assert!(off.done() && !off.succeeded(), "the chain ran but nothing showed Secure Boot on");
+        assert!(
+            derive(&events, "", Firmware::Uefi).succeeded(),
+            "a plain UEFI VM has nothing to prove"
+        );
+        // An image: the installed system must say so too (mokutil --sb-state).
+        let mut image = derive(&events, installer, Firmware::SecureBoot);
+        image.wants_ready = true;
+        image.reached.push((Stage::Ready, 90, "verified".into()));
+        assert!(!image.succeeded());
+        let both = format!("{installer}provd-image: SecureBoot enabled\nprovd-image: libvirtd active\n");
+        let mut image = derive(&events, &both, Firmware::SecureBoot);
+        image.wants_ready = true;
+        image.reached.push((Stage::Ready, 90, "verified".into()));
+        assert!(image.succeeded() && image.disk_booted);
+    }
+
+    #[test]
+    fn uefi_http_boot_reaches_the_first_stage_over_http() {
+        let events = [
+            ack(10, "http://10.200.0.1:8080/assets/snponly.efi"),
+            asset(11, "snponly.efi"),
+            ack(20, "http://x/boot/m.ipxe"),
+            script(21, Action::Install),
+        ];
+        let p = derive(&events, "", Firmware::UefiHttp);
+        assert_eq!(p.at(Stage::Ipxe), Some(11));
+        assert_eq!(p.http_first_stage.as_deref(), Some("snponly.efi"));
+        assert!(p.tftp_files.is_empty());
+    }
 }

@@ -14,6 +14,7 @@ pub mod files;
 pub mod transfer;
 
 use crate::journal::{Journal, Step};
+use crate::mac::MacAddr;
 use crate::served_root::{self, Refusal};
 use codec::{ErrorCode, Packet};
 use files::{FileCache, Opened};
@@ -40,7 +41,14 @@ const DEFAULT_TIMEOUT_SECS: u8 = 2;
 /// What `GeneratedFiles::generate` returns: `None`, not a generated name (look on disk);
 /// `Some(Err)`, a generated name that cannot be produced for this client (unknown host,
 /// render error), answered "file not found".
-pub type GeneratedFuture<'a> = Pin<Box<dyn Future<Output = Option<Result<Vec<u8>, GenerateError>>> + Send + 'a>>;
+pub type GeneratedFuture<'a> = Pin<Box<dyn Future<Output = Option<Result<GeneratedFile, GenerateError>>> + Send + 'a>>;
+
+/// A file rendered for the asking client, and what the boot journal should say about it
+/// (a boot script's decision, as the HTTP route records it), recorded when it is rendered.
+pub struct GeneratedFile {
+    pub bytes: Vec<u8>,
+    pub journal: Option<(Option<MacAddr>, Step)>,
+}
 
 /// Why a generated file cannot be produced for this client (logged; the client is told
 /// only "file not found").
@@ -350,7 +358,10 @@ impl TftpServer {
     ) -> Result<(Source, u64), (ErrorCode, String)> {
         if let Some(generated) = scope.generate(client, filename).await {
             return match generated {
-                Ok(bytes) => {
+                Ok(GeneratedFile { bytes, journal }) => {
+                    if let (Some(j), Some((mac, step))) = (&self.journal, journal) {
+                        j.record(mac, Some(client), step);
+                    }
                     let len = bytes.len() as u64;
                     Ok((
                         Source::Memory {

@@ -1,7 +1,8 @@
 #!/bin/bash
 # The image deploy end to end, on real parts: build the Debian 12 KVM image natively (unless
 # boot-assets/images already holds one), then `provd lab up --image debian12-kvm`: a BIOS and
-# a UEFI VM network-boot against provd, the installer environment streams the image to their
+# a UEFI VM with Secure Boot enforced network-boot against provd (the UEFI one through
+# Debian's signed shim and GRUB), the installer environment streams the image to their
 # disks, checks its SHA-256 and grows it, the deploy document's %post runs inside the new
 # system (bridge, libvirt TLS with certificates from the lab's CA, firewall, callbacks), the
 # VMs reboot into Debian, and the run succeeds only when provd's pool has reached each one's
@@ -41,7 +42,11 @@ PROVD=$PWD/target/debug/provd
 lab/build-installer.sh >/dev/null
 $PROVD lab down >/dev/null 2>&1 || true
 status=0
-$PROVD lab up --no-install --image debian12-kvm "$@" || status=$?
+# The UEFI hypervisor enforces Secure Boot (OVMF's Secure Boot build with Microsoft's keys):
+# shim, signed GRUB, signed kernel, from the network and then from its disk.
+firmware=(--firmware bios,secureboot)
+case " $* " in *" --firmware "*) firmware=() ;; esac
+$PROVD lab up --no-install --image debian12-kvm "${firmware[@]}" "$@" || status=$?
 ready=$(date +%s)
 guest=skipped
 network=skipped

@@ -122,7 +122,9 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
     // lab-1 install (tests/browser/console.py): it must turn installed without a reload.
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-console.png");
     let mut browser: Option<ConsoleWatch> = None;
-    let output = lab_up_with(&["--vms", "2", "--firmware", "mixed"], || {
+    // BIOS (the NIC's iPXE ROM), UEFI PXE (OVMF fetches snponly.efi over TFTP) and UEFI
+    // HTTP boot (OVMF with PXE off fetches it over HTTP: no TFTP at all).
+    let output = lab_up_with(&["--vms", "3", "--firmware", "bios,uefi,uefi-http"], || {
         if browser.is_none() {
             browser = ConsoleWatch::start_when_ready("lab-1", &shot);
         }
@@ -141,11 +143,12 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
 
     let summary: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read("/var/lib/provd-lab/summary.json").unwrap()).unwrap();
-    assert_eq!(summary.len(), 2);
+    assert_eq!(summary.len(), 3);
     let leases = in_lab(&["leases", "list"]);
     for (vm, firmware, ip) in [
         (&summary[0], "bios", "10.200.0.11"),
         (&summary[1], "uefi", "10.200.0.12"),
+        (&summary[2], "uefi-http", "10.200.0.13"),
     ] {
         let name = vm["name"].as_str().unwrap();
         let mac = vm["mac"].as_str().unwrap();
@@ -174,10 +177,19 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
         // The right first-stage file per firmware: OVMF's PXE fetched snponly.efi over TFTP
         // (the lab site's uefi_x64); the BIOS VM's NIC ROM is iPXE already, so DHCP gave it
         // the script URL and no TFTP file.
+        // UEFI HTTP boot: DHCP named the same file as a URL (vendor class HTTPClient), the
+        // firmware fetched it over HTTP, and the machine never asked TFTP for anything.
         let acks = kinds("dhcp-ack");
         if firmware == "uefi" {
             assert!(acks[0].ends_with("boot file snponly.efi"), "{acks:?}");
             assert!(kinds("tftp").iter().any(|t| t.starts_with("snponly.efi (")), "{ev:#?}");
+        } else if firmware == "uefi-http" {
+            assert!(
+                acks[0].ends_with("boot file http://10.200.0.1:8080/assets/snponly.efi"),
+                "{acks:?}"
+            );
+            assert!(kinds("http-asset").iter().any(|a| a == "GET snponly.efi"), "{ev:#?}");
+            assert!(kinds("tftp").is_empty(), "{ev:#?}");
         } else {
             assert!(
                 acks[0].contains(&format!(
@@ -259,6 +271,37 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
             );
         }
     }
+
+    // Secure Boot's check is real: a machine whose firmware enforces it (OVMF's Secure Boot
+    // build, Microsoft's keys) but that provd does not know as a Secure Boot host is
+    // answered with iPXE, which no trusted key signed, and the firmware refuses to run it.
+    let added = Command::new(provd_bin())
+        .args(["lab", "add-vm", "--firmware", "secureboot"])
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let name = String::from_utf8_lossy(&added.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    wait_console(&name, "\": Access Denied");
+    let refused = console(&name);
+    assert!(
+        refused.contains("failed to load Boot") && refused.contains("UEFI PXEv4"),
+        "{refused}"
+    );
+    assert!(!refused.contains("iPXE initialising"), "iPXE ran under Secure Boot: {refused}");
+    let mac = format!("52:54:00:00:c1:{:02x}", name.trim_start_matches("new-").parse::<u8>().unwrap());
+    let served: Vec<String> = events(&mac)
+        .iter()
+        .filter(|e| e["kind"] == "tftp")
+        .map(|e| e["detail"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        served.iter().any(|t| t.starts_with("snponly.efi (")),
+        "provd served the unsigned first stage whole, and the firmware refused it: {served:?}"
+    );
 
     // The interlock, on the BIOS VM. An operator turns netboot on for an installed host
     // without `reinstall`: its next boot reaches the installer, whose %pre finds the marker

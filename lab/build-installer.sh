@@ -4,13 +4,53 @@
 # lab/installer/init, its udhcpc script and shims, and a boot sector to "install"); and the
 # lab's switch, boot-assets/lab/switch.cpio.gz for the same kernel (busybox, the bonding,
 # 802.1Q and bridge modules, iproute2's ip and bridge, lab/switch/init).
-# Needs: busybox-static, linux-image-cloud-amd64, qemu-guest-agent (lab/deps.sh installs them).
+#
+# --hardware: the installer environment for real servers instead, in OUT/hardware (default
+# boot-assets/lab/hardware): Debian's generic kernel (linux-image-amd64's, fetched with
+# apt-get download and unpacked with dpkg-deb -x: nothing is installed on this machine),
+# with the NIC drivers (e1000e igb ixgbe i40e ice bnxt_en tg3 mlx5_core, and virtio) and
+# the storage and RAID-controller drivers (ahci megaraid_sas mpt3sas nvme, and virtio) real
+# servers need, each with what it depends on, in a standard module tree with its
+# modules.alias; the init loads what the machine's devices ask for (their modalias), as
+# udev would. Their firmware: none of these needs a file to come up except some bnxt and
+# ice features, whose firmware Debian ships only in non-free packages; none is included.
+# No switch is built with --hardware.
+#
+# Needs: busybox-static, linux-image-cloud-amd64, qemu-guest-agent (lab/deps.sh installs them);
+# with --hardware also kmod (modprobe, depmod) and apt's access to the Debian archive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+HARDWARE=""
+if [ "${1:-}" = --hardware ]; then HARDWARE=1; shift; fi
 OUT=${1:-boot-assets/lab}
-KVER=$(ls /lib/modules | grep -- '-cloud-amd64$' | sort -V | tail -n 1 || true)
-[ -n "$KVER" ] && [ -f "/boot/vmlinuz-$KVER" ] || { echo "no cloud kernel: apt-get install linux-image-cloud-amd64"; exit 1; }
 [ -x /bin/busybox ] || { echo "no /bin/busybox: apt-get install busybox-static"; exit 1; }
+# Where the kernel's modules are: the host's own tree (the cloud kernel is installed), or the
+# unpacked generic kernel's (modinfo and depmod take it as their base directory).
+KROOT=/
+if [ -n "$HARDWARE" ]; then
+  OUT=$OUT/hardware
+  CACHE=/var/cache/provd-lab/kernel
+  PKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  [ -n "$PKG" ] || { echo "apt knows no linux-image-amd64 (is the Debian archive in apt's sources?)"; exit 1; }
+  KVER=${PKG#linux-image-}
+  mkdir -p "$CACHE"
+  chmod 0755 "$CACHE"
+  if [ ! -f "$CACHE/$KVER/boot/vmlinuz-$KVER" ]; then
+    echo "fetching $PKG (Debian's generic kernel, signed) into $CACHE"
+    rm -rf "$CACHE"/*
+    (cd "$CACHE" && apt-get download -q "$PKG" 2>&1 | grep -v "^W: Download is performed unsandboxed" || true)
+    dpkg-deb -x "$CACHE/${PKG}_"*.deb "$CACHE/$KVER"
+    rm -f "$CACHE/${PKG}_"*.deb
+    # The package's postinst would run depmod; nothing was installed, so run it here.
+    depmod -b "$CACHE/$KVER" "$KVER"
+  fi
+  KROOT=$CACHE/$KVER
+  KERNEL=$KROOT/boot/vmlinuz-$KVER
+else
+  KVER=$(ls /lib/modules | grep -- '-cloud-amd64$' | sort -V | tail -n 1 || true)
+  KERNEL=/boot/vmlinuz-$KVER
+  [ -n "$KVER" ] && [ -f "$KERNEL" ] || { echo "no cloud kernel: apt-get install linux-image-cloud-amd64"; exit 1; }
+fi
 
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
@@ -21,14 +61,37 @@ cp /bin/busybox "$W/bin/busybox"
 add_module() {
   local m=$1 dep
   grep -qx "$m.ko" "$W/modules.order" 2>/dev/null && return
-  for dep in $(modinfo -k "$KVER" -F depends "$m" | tr ',' ' '); do add_module "$dep"; done
-  cp "$(modinfo -k "$KVER" -F filename "$m")" "$W/lib/modules/$m.ko"
+  for dep in $(modinfo -b "$KROOT" -k "$KVER" -F depends "$m" | tr ',' ' '); do add_module "$dep"; done
+  cp "$(modinfo -b "$KROOT" -k "$KVER" -F filename "$m")" "$W/lib/modules/$m.ko"
   echo "$m.ko" >> "$W/modules.order"
+}
+# The hardware installer's modules: at their paths in a standard tree (kernel/...), which
+# depmod indexes in the initramfs, so modprobe resolves a device's modalias to its driver.
+add_tree_module() {
+  local m=$1 dep file dest
+  file=$(modinfo -b "$KROOT" -k "$KVER" -F filename "$m" 2>/dev/null) || { echo "no module $m in $KVER"; exit 1; }
+  [ "$file" = "(builtin)" ] && return
+  # modinfo names the file under the base directory; the initramfs has it at /lib/modules.
+  dest=$W/lib/modules/$KVER/${file#*/lib/modules/$KVER/}
+  [ -e "$dest" ] && return
+  for dep in $(modinfo -b "$KROOT" -k "$KVER" -F depends "$m" | tr ',' ' '); do add_tree_module "$dep"; done
+  install -D -m 0644 "$file" "$dest"
 }
 # button and evdev: the ACPI power button as an input device the init can wait on.
 # efivarfs: the init reads the firmware's SecureBoot variable. Under Secure Boot the kernel
 # is locked down and loads only signed modules: these are Debian's, signed, copied as is.
-for m in virtio_pci virtio_net virtio_blk virtio_console button evdev efivarfs; do add_module "$m"; done
+if [ -z "$HARDWARE" ]; then
+  for m in virtio_pci virtio_net virtio_blk virtio_console button evdev efivarfs; do add_module "$m"; done
+else
+  # What a server's NICs, disks and RAID controllers need, plus what the init itself uses
+  # (SCSI disks behind AHCI and the RAID HBAs, ext4 for the written image's %post).
+  for m in e1000e igb ixgbe i40e ice bnxt_en tg3 mlx5_core virtio_net virtio_pci \
+    ahci megaraid_sas mpt3sas nvme virtio_blk virtio_scsi sd_mod \
+    virtio_console button evdev efivarfs ext4 vfat nls_ascii nls_cp437; do add_tree_module "$m"; done
+  cp "$KROOT/lib/modules/$KVER/modules.builtin" "$KROOT/lib/modules/$KVER/modules.builtin.modinfo" \
+    "$KROOT/lib/modules/$KVER/modules.order" "$W/lib/modules/$KVER/"
+  depmod -b "$W" "$KVER"
+fi
 # Real bash, openssl and curl, which a hypervisor kickstart's %post needs (its interpreter,
 # its key and CSR, its requests to provd): each binary with the shared libraries ldd names,
 # at their own paths, as dracut does.
@@ -47,6 +110,11 @@ for b in /bin/bash /usr/bin/openssl /usr/bin/curl /usr/bin/install /usr/bin/dd \
 # The QEMU guest agent, as a guest OS runs it: it answers libvirt's quiesce (fsfreeze) for
 # live snapshots, and runs a command when a test asks it to (guest-exec).
 add_binary /usr/sbin/qemu-ga
+# The hardware installer's modprobe: kmod's, which resolves modaliases through modules.alias.
+if [ -n "$HARDWARE" ]; then
+  add_binary /usr/bin/kmod
+  ln -s /usr/bin/kmod "$W/usr/bin/modprobe"
+fi
 # e2fsck asks whether the file system is mounted.
 ln -s /proc/mounts "$W/etc/mtab"
 # openssl reads its configuration at start; curl needs nothing else for plain HTTP.
@@ -54,7 +122,7 @@ install -D /usr/lib/ssl/openssl.cnf "$W/usr/lib/ssl/openssl.cnf"
 # %post sets owners by name (chown root:root).
 echo 'root:x:0:0:root:/:/bin/sh' > "$W/etc/passwd"
 echo 'root:x:0:' > "$W/etc/group"
-cp lab/installer/init lab/installer/udhcpc.script lab/installer/nocloud-guest lab/installer/discover "$W/"
+cp lab/installer/init lab/installer/disks.sh lab/installer/udhcpc.script lab/installer/nocloud-guest lab/installer/discover "$W/"
 cp lab/installer/shims/* "$W/shims/"
 chmod +x "$W/init" "$W/udhcpc.script" "$W/nocloud-guest" "$W"/shims/*
 
@@ -90,8 +158,9 @@ printf '\x55\xaa' >> "$W/bootsector.bin"
 
 mkdir -p "$OUT"
 (cd "$W" && find . | sort | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -9) > "$OUT/installer.cpio.gz"
-cp "/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
+cp "$KERNEL" "$OUT/vmlinuz"
 echo "built $OUT/installer.cpio.gz ($(stat -c %s "$OUT/installer.cpio.gz") bytes) and $OUT/vmlinuz ($KVER)"
+[ -z "$HARDWARE" ] || exit 0
 
 # The switch (lab/switch/init says what it is): the same helpers, a fresh tree.
 rm -rf "$W"/*

@@ -285,7 +285,7 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
         .nth(2)
         .unwrap()
         .to_string();
-    wait_console(&name, "\": Access Denied");
+    wait_console(&name, "): Access Denied");
     let refused = console(&name);
     assert!(
         refused.contains("failed to load Boot") && refused.contains("UEFI PXEv4"),

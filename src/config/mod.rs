@@ -8,6 +8,7 @@
 //!
 //! This module never touches the network or the store.
 
+pub mod disk_rule;
 mod index;
 mod model;
 pub mod reload;

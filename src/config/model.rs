@@ -249,6 +249,11 @@ pub struct Profile {
     pub network: Option<std::sync::Arc<crate::netmodel::NetModel>>,
     /// The hosts boot with UEFI Secure Boot enforced (`secure_boot = true`).
     pub secure_boot: bool,
+    /// Which disk an image profile's installer writes (default: the smallest).
+    pub disk: super::disk_rule::DiskRule,
+    /// The installer may overwrite a disk that already holds a file system (`wipe = true`);
+    /// otherwise it refuses, unless an operator forced the reinstall.
+    pub wipe: bool,
 }
 
 /// The roles a profile may declare in `certificates`: a libvirt TLS server certificate

@@ -221,6 +221,18 @@ fn check_profile(src: &Source, name: &str, p: &ProfileWire, errors: &mut Vec<Con
             ));
         }
     }
+    if let Some(disk) = &p.disk {
+        let key = format!("profiles.{name}.disk");
+        if let Err(why) = super::disk_rule::DiskRule::parse(disk.get_ref()) {
+            errors.push(src.error(Some(disk.span()), key, why));
+        } else if p.image.is_none() {
+            errors.push(src.error(
+                Some(disk.span()),
+                key,
+                "only an image profile's installer chooses a disk (a kickstart's own disk commands choose for Anaconda)",
+            ));
+        }
+    }
     if let Some(image) = &p.image {
         let key = format!("profiles.{name}.image");
         if let Err(e) = crate::assets::images::check_name(image.get_ref()) {
@@ -493,6 +505,13 @@ fn convert_profile(name: &str, p: &ProfileWire) -> Profile {
         vars: p.vars.clone(),
         network: p.network.as_ref().map(|n| std::sync::Arc::new(n.get_ref().clone())),
         secure_boot: p.secure_boot.unwrap_or(false),
+        // Checked by `check_profile`.
+        disk: p
+            .disk
+            .as_ref()
+            .and_then(|d| super::disk_rule::DiskRule::parse(d.get_ref()).ok())
+            .unwrap_or_default(),
+        wipe: p.wipe.unwrap_or(false),
     }
 }
 

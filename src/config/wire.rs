@@ -128,6 +128,10 @@ pub struct ProfileWire {
     /// The hosts boot with UEFI Secure Boot enforced: their DHCP answer names the signed
     /// first stage (`[sites.X.pxe] secure_boot_x64`, shim) instead of iPXE.
     pub secure_boot: Option<bool>,
+    /// Image profiles: which disk the installer writes (`config::disk_rule`).
+    pub disk: Option<toml::Spanned<String>>,
+    /// Image profiles: the installer may overwrite a disk that holds a file system.
+    pub wipe: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -221,6 +221,7 @@ impl HostContext<'_> {
             "profile": profile.map(|p| serde_json::json!({
                 "name": p.name, "os": p.os, "kernel": p.kernel, "initrd": p.initrd,
                 "kernel_args": p.kernel_args, "kickstart": p.kickstart, "image": p.image,
+                "disk": p.disk.installer_form(), "wipe": p.wipe, "secure_boot": p.secure_boot,
             })),
             "urls": {
                 "script": format!("{base}/boot/{}.ipxe", self.mac.hyphenated()),

@@ -40,13 +40,17 @@ cargo build -q
 PROVD=$PWD/target/debug/provd
 # The installer environment (kernel + busybox initramfs with dd, sfdisk, resize2fs).
 lab/build-installer.sh >/dev/null
+# The image profile's installer: Debian's generic kernel with server drivers.
+lab/build-installer.sh --hardware >/dev/null
 $PROVD lab down >/dev/null 2>&1 || true
 status=0
 # The UEFI hypervisor enforces Secure Boot (OVMF's Secure Boot build with Microsoft's keys):
 # shim, signed GRUB, signed kernel, from the network and then from its disk.
+# With --hardware, lab-1 has e1000e NICs and a SATA disk on AHCI, lab-2 an NVMe disk: the
+# hardware installer finds their drivers itself.
 firmware=(--firmware bios,secureboot)
 case " $* " in *" --firmware "*) firmware=() ;; esac
-$PROVD lab up --no-install --image debian12-kvm "${firmware[@]}" "$@" || status=$?
+$PROVD lab up --no-install --image debian12-kvm --hardware "${firmware[@]}" "$@" || status=$?
 ready=$(date +%s)
 guest=skipped
 network=skipped

@@ -209,6 +209,12 @@ enum LabCommand {
         /// `lab/images/debian12-kvm.sh boot-assets/images`.
         #[arg(long, value_name = "NAME")]
         image: Option<String>,
+        /// With --image: give the VMs a server's devices instead of virtio, in turn: Intel
+        /// e1000e NICs and a SATA disk on AHCI, then virtio NICs and an NVMe disk. The
+        /// image profile's installer (Debian's generic kernel) must find and load their
+        /// drivers itself.
+        #[arg(long)]
+        hardware: bool,
     },
     /// What the running lab's VMs are doing.
     Status,
@@ -508,9 +514,11 @@ fn lab(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             down,
             bmc,
             image,
+            hardware,
         } => crate::lab::up(crate::lab::UpOptions {
             bmc,
             image,
+            hardware,
             vms,
             firmware,
             config,

@@ -76,6 +76,8 @@ pub struct UpOptions {
     /// Deploy this OS image (a name under `<assets>/images/`) instead of the mini-install:
     /// the lab hosts take the lab config's profile with `image = NAME`.
     pub image: Option<String>,
+    /// Give the VMs a server's NICs and disks instead of virtio (`vm::Hardware::for_vm`).
+    pub hardware: bool,
 }
 
 fn work() -> PathBuf {
@@ -241,6 +243,14 @@ pub fn plan(opts: &UpOptions, config: &Config) -> anyhow::Result<UpPlan> {
             Some(profile.name.clone())
         }
     };
+    if opts.hardware && image_profile.is_none() {
+        bail!(
+            "--hardware needs --image: the mini-install's installer (the cloud kernel) has virtio drivers only; an image profile's installer is the hardware one"
+        );
+    }
+    if opts.hardware && opts.bmc.as_deref() == Some("redfish") {
+        bail!("--hardware with --bmc redfish: the Redfish lab's libvirt domains have virtio devices only");
+    }
     if image_profile.is_some() && site.domain().is_none() {
         bail!("an image lab names its hypervisors in DNS: the lab site's subnet needs a domain");
     }
@@ -278,7 +288,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<bool> {
     let plan = plan(&opts, &config)?;
     let firmwares = plan.firmwares.clone();
     prerequisites::ensure(&firmwares, opts.bmc.as_deref(), opts.install_packages)?;
-    prerequisites::ensure_assets(&config, &firmwares)?;
+    prerequisites::ensure_assets(&config, &firmwares, plan.image_profile.is_some())?;
     if let Some(image) = &opts.image {
         crate::assets::images::Catalog::load(&config.daemon.assets_dir, [image.as_str()]).map_err(|e| {
             anyhow::anyhow!(
@@ -387,7 +397,14 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
                 Some(_) => vm::Size::Hypervisor,
                 None => vm::Size::MiniInstaller,
             };
-            let spec = VmSpec::new(i + 1, *fw, site.hosts[i].mac, &site.hosts[i].hostname, w).sized(size);
+            let hardware = if opts.hardware {
+                vm::Hardware::for_vm(i + 1)
+            } else {
+                vm::Hardware::Virtio
+            };
+            let spec = VmSpec::new(i + 1, *fw, site.hosts[i].mac, &site.hosts[i].hostname, w)
+                .sized(size)
+                .with_hardware(hardware);
             match plan.uplinks {
                 netns::Uplinks::Bonded { .. } => spec.bonded(),
                 netns::Uplinks::One => spec,
@@ -790,6 +807,7 @@ mod tests {
             remove_after: true,
             bmc: bmc.map(String::from),
             image: None,
+            hardware: false,
         }
     }
 

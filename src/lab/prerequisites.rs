@@ -106,7 +106,7 @@ pub fn ensure(firmwares: &[Firmware], bmc: Option<&str>, install: bool) -> anyho
 /// iPXE binaries, the mini-installer and the lab switch's initramfs in the assets
 /// directory, built if missing or older than their sources; with Secure Boot VMs, the
 /// signed chain (shim and GRUB from Debian's archive, lab/signed-chain.sh).
-pub fn ensure_assets(config: &Config, firmwares: &[Firmware]) -> anyhow::Result<()> {
+pub fn ensure_assets(config: &Config, firmwares: &[Firmware], image_lab: bool) -> anyhow::Result<()> {
     let assets = &config.daemon.assets_dir;
     if firmwares.contains(&Firmware::SecureBoot) && crate::assets::signed_chain_names().any(|n| !assets.join(n).exists()) {
         let cache = Path::new(crate::assets::SIGNED_CHAIN_CACHE);
@@ -146,6 +146,17 @@ pub fn ensure_assets(config: &Config, firmwares: &[Firmware]) -> anyhow::Result<
         }
         println!("provd lab: building the mini-installer (lab/build-installer.sh)");
         super::netns::run(Command::new("bash").arg(script).arg(assets.join("lab")))?;
+    }
+    // An image lab's profile boots the hardware installer (Debian's generic kernel).
+    let hardware = assets.join("lab/hardware/installer.cpio.gz");
+    if image_lab && installer_outdated(&hardware, Path::new(".")) && Path::new("lab/build-installer.sh").exists() {
+        println!("provd lab: building the hardware installer (lab/build-installer.sh --hardware)");
+        super::netns::run(
+            Command::new("bash")
+                .arg("lab/build-installer.sh")
+                .arg("--hardware")
+                .arg(assets.join("lab")),
+        )?;
     }
     Ok(())
 }

@@ -74,6 +74,42 @@ pub struct VmSpec {
     /// A bonded hypervisor VM's second uplink (the first is `mac` on `tap`).
     #[serde(default)]
     pub second_nic: Option<SecondNic>,
+    /// The NIC and disk models (`provd lab up --hardware`: a server's, not virtio).
+    #[serde(default)]
+    pub hardware: Hardware,
+}
+
+/// What a lab VM's devices look like to its installer: virtio (a cloud VM's), or what real
+/// servers carry, so the hardware installer environment must find the drivers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hardware {
+    #[default]
+    Virtio,
+    /// Intel 82574 NICs (e1000e) and a SATA disk on an AHCI controller.
+    E1000eAhci,
+    /// virtio NICs and an NVMe disk.
+    Nvme,
+}
+
+impl Hardware {
+    /// `--hardware`: VM N of the lab takes these in turn (e1000e and AHCI first).
+    pub fn for_vm(index: usize) -> Hardware {
+        if index % 2 == 1 { Hardware::E1000eAhci } else { Hardware::Nvme }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Hardware::Virtio => "virtio",
+            Hardware::E1000eAhci => "e1000e+ahci",
+            Hardware::Nvme => "nvme",
+        }
+    }
+    fn nic(self) -> &'static str {
+        match self {
+            Hardware::E1000eAhci => "e1000e",
+            Hardware::Virtio | Hardware::Nvme => "virtio-net-pci",
+        }
+    }
 }
 
 /// The second NIC of a VM whose two uplinks its OS bonds (802.3ad against the lab's switch,
@@ -159,7 +195,13 @@ impl VmSpec {
             pidfile: dir.join(format!("{hostname}.pid")),
             size: Size::MiniInstaller,
             second_nic: None,
+            hardware: Hardware::Virtio,
         }
+    }
+
+    pub fn with_hardware(mut self, hardware: Hardware) -> VmSpec {
+        self.hardware = hardware;
+        self
     }
 
     /// With a second uplink, for a VM that bonds its two NICs against the lab's switch.
@@ -198,12 +240,18 @@ impl VmSpec {
         ];
         // Bonded: both NICs are links to the lab switch's port channel (25G, full duplex,
         // as 802.3ad wants); else the NIC's tap on provd's bridge.
+        let nic = self.hardware.nic();
         let port = if self.second_nic.is_some() {
             let (ours, theirs) = link_ports(self.index, 0);
             a.extend(["-netdev".into(), link_netdev("n0", ours, theirs)]);
             let (ours, theirs) = link_ports(self.index, 1);
             a.extend(["-netdev".into(), link_netdev("n1", ours, theirs)]);
-            format!(",{PORT_SPEED}")
+            // e1000e reports its own 1G full duplex; virtio says nothing unless told.
+            if nic == "virtio-net-pci" {
+                format!(",{PORT_SPEED}")
+            } else {
+                String::new()
+            }
         } else {
             a.extend([
                 "-netdev".into(),
@@ -219,7 +267,7 @@ impl VmSpec {
                 a.extend(["-machine".into(), "pc".into()]);
                 a.extend([
                     "-device".into(),
-                    format!("virtio-net-pci,netdev=n0,mac={},bootindex=1{port}", self.mac),
+                    format!("{nic},netdev=n0,mac={},bootindex=1{port}", self.mac),
                 ]);
             }
             uefi => {
@@ -250,14 +298,14 @@ impl VmSpec {
                 // romfile= (empty): no iPXE ROM, so OVMF's own PXE does DHCP and TFTP.
                 a.extend([
                     "-device".into(),
-                    format!("virtio-net-pci,netdev=n0,mac={},romfile=,bootindex=1{port}", self.mac),
+                    format!("{nic},netdev=n0,mac={},romfile=,bootindex=1{port}", self.mac),
                 ]);
             }
         }
         if let Some(second) = &self.second_nic {
             a.extend([
                 "-device".into(),
-                format!("virtio-net-pci,netdev=n1,mac={},romfile={port}", second.mac),
+                format!("{nic},netdev=n1,mac={},romfile={port}", second.mac),
             ]);
         }
         a.extend([
@@ -265,10 +313,23 @@ impl VmSpec {
             format!("file={},if=none,id=d0,format=qcow2", self.disk.display()),
         ]);
         // A disk serial, as real disks have (discovery reports it).
-        a.extend([
-            "-device".into(),
-            format!("virtio-blk-pci,drive=d0,bootindex=2,serial=provd-{}", self.name),
-        ]);
+        let serial = format!("provd-{}", self.name);
+        match self.hardware {
+            Hardware::Virtio => a.extend([
+                "-device".into(),
+                format!("virtio-blk-pci,drive=d0,bootindex=2,serial={serial}"),
+            ]),
+            Hardware::E1000eAhci => a.extend([
+                "-device".into(),
+                "ahci,id=sata0".into(),
+                "-device".into(),
+                format!("ide-hd,drive=d0,bus=sata0.0,bootindex=2,serial={serial}"),
+            ]),
+            Hardware::Nvme => a.extend([
+                "-device".into(),
+                format!("nvme,drive=d0,bootindex=2,serial={serial}"),
+            ]),
+        }
         a
     }
 }
@@ -364,6 +425,27 @@ mod tests {
         assert_eq!(firmware_for("uefi-http", 1), Ok(Firmware::UefiHttp));
         let e = firmware_for("bios,sb", 2).unwrap_err();
         assert!(e.contains("\"sb\" is not a firmware") && e.contains("secureboot"), "{e}");
+    }
+
+    #[test]
+    fn hardware_vms_carry_a_servers_nics_and_disks() {
+        let mac = "52:54:00:00:c0:01".parse().unwrap();
+        let sata = VmSpec::new(1, Firmware::Bios, mac, "lab-1", Path::new("/w"))
+            .bonded()
+            .with_hardware(Hardware::for_vm(1));
+        let args = sata.qemu_args().join(" ");
+        assert!(args.contains("e1000e,netdev=n0,mac=52:54:00:00:c0:01,bootindex=1 "), "{args}");
+        assert!(args.contains("e1000e,netdev=n1,mac=52:54:00:00:c2:01,romfile= "), "{args}");
+        assert!(!args.contains("virtio-net") && !args.contains("speed="), "{args}");
+        assert!(args.contains("-device ahci,id=sata0 -device ide-hd,drive=d0,bus=sata0.0,bootindex=2,serial=provd-lab-1"));
+        let nvme = VmSpec::new(2, Firmware::SecureBoot, mac, "lab-2", Path::new("/w")).with_hardware(Hardware::for_vm(2));
+        let args = nvme.qemu_args().join(" ");
+        assert!(args.contains("-device nvme,drive=d0,bootindex=2,serial=provd-lab-2"), "{args}");
+        assert!(args.contains("virtio-net-pci,netdev=n0") && !args.contains("virtio-blk"), "{args}");
+        // lab.json from before hardware models reads as virtio.
+        let mut json = serde_json::to_value(&nvme).unwrap();
+        json.as_object_mut().unwrap().remove("hardware");
+        assert_eq!(serde_json::from_value::<VmSpec>(json).unwrap().hardware, Hardware::Virtio);
     }
 
     #[test]

@@ -84,10 +84,13 @@ if [ -z "$HARDWARE" ]; then
   for m in virtio_pci virtio_net virtio_blk virtio_console button evdev efivarfs; do add_module "$m"; done
 else
   # What a server's NICs, disks and RAID controllers need, plus what the init itself uses
-  # (SCSI disks behind AHCI and the RAID HBAs, ext4 for the written image's %post).
+  # (SCSI disks behind AHCI and the RAID HBAs, ext4 for the written image's %post, and the
+  # crc32c that ext4 asks for as a soft dependency, which modinfo's "depends" does not name).
   for m in e1000e igb ixgbe i40e ice bnxt_en tg3 mlx5_core virtio_net virtio_pci \
     ahci megaraid_sas mpt3sas nvme virtio_blk virtio_scsi sd_mod \
-    virtio_console button evdev efivarfs ext4 vfat nls_ascii nls_cp437; do add_tree_module "$m"; done
+    virtio_console button evdev efivarfs ext4 crc32c_generic crc32c_intel vfat nls_ascii nls_cp437; do
+    add_tree_module "$m"
+  done
   cp "$KROOT/lib/modules/$KVER/modules.builtin" "$KROOT/lib/modules/$KVER/modules.builtin.modinfo" \
     "$KROOT/lib/modules/$KVER/modules.order" "$W/lib/modules/$KVER/"
   depmod -b "$W" "$KVER"

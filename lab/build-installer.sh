@@ -117,6 +117,9 @@ add_binary /usr/sbin/qemu-ga
 if [ -n "$HARDWARE" ]; then
   add_binary /usr/bin/kmod
   ln -s /usr/bin/kmod "$W/usr/bin/modprobe"
+  # Where the kernel itself asks for a module (request_module: crypto, file systems).
+  mkdir -p "$W/sbin"
+  ln -s /usr/bin/kmod "$W/sbin/modprobe"
 fi
 # e2fsck asks whether the file system is mounted.
 ln -s /proc/mounts "$W/etc/mtab"

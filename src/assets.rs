@@ -122,7 +122,11 @@ fn check(bytes: &[u8], kind: Kind) -> Result<(), FileRefusal> {
 /// signature verifies is the firmware's and shim's business; an image without one is
 /// certain to be refused.
 fn has_certificate_table(bytes: &[u8], pe: usize) -> bool {
-    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
     let optional = pe + 24;
     let directories = match bytes.get(optional..optional + 2) {
         Some([0x0b, 0x01]) => optional + 96,  // PE32

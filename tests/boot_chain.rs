@@ -722,10 +722,7 @@ fn pxelinux_configs_are_generated_per_client_over_tftp() {
         "{cfg}"
     );
     let grub = String::from_utf8(b.curl(&[&format!("tftp://{tftp}/grub/grub.cfg-01-{mac_h}")]).1).unwrap();
-    assert!(
-        grub.contains(&format!("linux (tftp,{srv})/el9/vmlinuz")),
-        "{grub}"
-    );
+    assert!(grub.contains(&format!("linux (tftp,{srv})/el9/vmlinuz")), "{grub}");
     // By hex IP: the address must be leased to the MAC first; unleased -> file not found.
     let unleased = format!("pxelinux.cfg/{:08X}", u32::from(Ipv4Addr::new(127, 86, 0, 11)));
     assert_eq!(tftp_error_code(tftp, &unleased), Some(1));

@@ -49,8 +49,20 @@ fn fake_sysfs(sys: &Path) {
     std::fs::write(vda.join("serial"), "provd-lab-1").unwrap();
     // Never candidates: smaller than every disk, so "smallest" would take them.
     block(sys, "virtual", "loop0", 1 << 20, false);
-    block(sys, "pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0", "sr0", 1 << 20, true);
-    block(sys, "pci0000:00/0000:00:14.0/usb1/1-1/host6/target6:0:0/6:0:0:0", "sdb", 8 << 30, true);
+    block(
+        sys,
+        "pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0",
+        "sr0",
+        1 << 20,
+        true,
+    );
+    block(
+        sys,
+        "pci0000:00/0000:00:14.0/usb1/1-1/host6/target6:0:0/6:0:0:0",
+        "sdb",
+        8 << 30,
+        true,
+    );
 }
 
 fn run(sys: &Path, script: &str) -> String {
@@ -59,7 +71,11 @@ fn run(sys: &Path, script: &str) -> String {
         .env("SYS", sys)
         .output()
         .expect("busybox (busybox-static) runs the installer's shell");
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -92,7 +108,11 @@ fn each_rule_picks_its_disk_and_never_removable_loop_or_optical_devices() {
     }
     // NVMe and MMC partitions take a "p"; others do not.
     assert_eq!(
-        run(sys, "part_dev /dev/nvme0n1 3; part_dev /dev/vda 3; part_dev /dev/mmcblk0 1").replace('\n', " "),
+        run(
+            sys,
+            "part_dev /dev/nvme0n1 3; part_dev /dev/vda 3; part_dev /dev/mmcblk0 1"
+        )
+        .replace('\n', " "),
         "/dev/nvme0n1p3 /dev/vda3 /dev/mmcblk0p1"
     );
 }
@@ -117,7 +137,11 @@ fn a_disk_holding_a_file_system_is_told_apart_from_a_blank_one() {
     }
     let holds = |disk: &str| {
         Command::new("/bin/busybox")
-            .args(["sh", "-c", &format!(". lab/installer/disks.sh; holds_filesystem {disk}")])
+            .args([
+                "sh",
+                "-c",
+                &format!(". lab/installer/disks.sh; holds_filesystem {disk}"),
+            ])
             .env("DEV", dev)
             .status()
             .unwrap()

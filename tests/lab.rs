@@ -291,8 +291,14 @@ fn a_bios_and_a_uefi_vm_install_through_provd_and_then_boot_locally() {
         refused.contains("failed to load Boot") && refused.contains("UEFI PXEv4"),
         "{refused}"
     );
-    assert!(!refused.contains("iPXE initialising"), "iPXE ran under Secure Boot: {refused}");
-    let mac = format!("52:54:00:00:c1:{:02x}", name.trim_start_matches("new-").parse::<u8>().unwrap());
+    assert!(
+        !refused.contains("iPXE initialising"),
+        "iPXE ran under Secure Boot: {refused}"
+    );
+    let mac = format!(
+        "52:54:00:00:c1:{:02x}",
+        name.trim_start_matches("new-").parse::<u8>().unwrap()
+    );
     let served: Vec<String> = events(&mac)
         .iter()
         .filter(|e| e["kind"] == "tftp")

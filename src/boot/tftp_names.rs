@@ -7,8 +7,8 @@
 //! source address holds.
 
 use super::{Boot, Format};
-use crate::mac::MacAddr;
 use crate::journal::Step;
+use crate::mac::MacAddr;
 use crate::tftp::{GenerateError, GeneratedFile, GeneratedFiles, GeneratedFuture};
 use std::net::Ipv4Addr;
 

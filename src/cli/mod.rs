@@ -414,7 +414,12 @@ pub fn main() -> ExitCode {
             server,
         } => render(&kind, &host, &action, &server),
         Command::Assets {
-            command: AssetsCommand::Init { from, dir, signed_chain },
+            command:
+                AssetsCommand::Init {
+                    from,
+                    dir,
+                    signed_chain,
+                },
         } => assets_init(&from, &dir, signed_chain.as_deref()),
         Command::Assets {
             command:

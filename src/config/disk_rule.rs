@@ -10,9 +10,10 @@
 use std::fmt;
 
 /// The rule a profile states.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum DiskRule {
     /// The smallest disk (the default: the OS disk of a server is its smallest).
+    #[default]
     Smallest,
     Largest,
     /// `/dev/disk/by-path/...` (the slot, as udev names it) or a kernel name `/dev/nvme0n1`.
@@ -20,13 +21,10 @@ pub enum DiskRule {
     /// The disk's serial number (NVMe, SATA, SAS, virtio).
     Serial(String),
     /// A disk whose size in bytes is within the range (either end may be open).
-    Size { min: u64, max: Option<u64> },
-}
-
-impl Default for DiskRule {
-    fn default() -> Self {
-        DiskRule::Smallest
-    }
+    Size {
+        min: u64,
+        max: Option<u64>,
+    },
 }
 
 impl DiskRule {
@@ -41,13 +39,17 @@ impl DiskRule {
         }
         if let Some(path) = text.strip_prefix("/dev/") {
             if !plain(path) || path.split('/').any(|c| c == ".." || c.is_empty()) {
-                return Err(format!("{text:?} is not a device path (e.g. \"/dev/disk/by-path/pci-0000:3b:00.0-nvme-1\")"));
+                return Err(format!(
+                    "{text:?} is not a device path (e.g. \"/dev/disk/by-path/pci-0000:3b:00.0-nvme-1\")"
+                ));
             }
             return Ok(DiskRule::Path(text.to_string()));
         }
         if let Some(serial) = text.strip_prefix("serial:") {
             if !plain(serial) {
-                return Err(format!("serial {serial:?}: one word of printable characters, no spaces"));
+                return Err(format!(
+                    "serial {serial:?}: one word of printable characters, no spaces"
+                ));
             }
             return Ok(DiskRule::Serial(serial.to_string()));
         }
@@ -91,7 +93,9 @@ impl fmt::Display for DiskRule {
 
 /// "400G", "1.5T", "512Gi", "1000000" (bytes).
 fn bytes(text: &str) -> Result<u64, String> {
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let scale: u64 = match unit {
         "" => 1,

@@ -443,7 +443,10 @@ fn start_and_watch(opts: &UpOptions, config: &Config, plan: &UpPlan, w: &Path) -
             keys.insert("profile".into(), profile.clone().into());
         }
         // A Secure Boot VM is a Secure Boot host: provd answers it with the signed chain.
-        if specs.iter().any(|v| v.name == hostname && v.firmware == Firmware::SecureBoot) {
+        if specs
+            .iter()
+            .any(|v| v.name == hostname && v.firmware == Firmware::SecureBoot)
+        {
             keys.insert("secure_boot".into(), true.into());
         }
         // Which of the host's NICs are its profile's bonded ports.
@@ -829,7 +832,9 @@ mod tests {
         assert_eq!(uefi.firmwares, [Firmware::Uefi, Firmware::Uefi]);
         let listed = plan(&options(2, "bios,secureboot", None), &lab_config()).unwrap();
         assert_eq!(listed.firmwares, [Firmware::Bios, Firmware::SecureBoot]);
-        let e = plan(&options(2, "bios,both", None), &lab_config()).unwrap_err().to_string();
+        let e = plan(&options(2, "bios,both", None), &lab_config())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"both\" is not a firmware"), "{e}");
         let e = plan(&options(1, "secureboot", Some("redfish")), &lab_config())
             .unwrap_err()

@@ -108,7 +108,9 @@ pub fn ensure(firmwares: &[Firmware], bmc: Option<&str>, install: bool) -> anyho
 /// signed chain (shim and GRUB from Debian's archive, lab/signed-chain.sh).
 pub fn ensure_assets(config: &Config, firmwares: &[Firmware], image_lab: bool) -> anyhow::Result<()> {
     let assets = &config.daemon.assets_dir;
-    if firmwares.contains(&Firmware::SecureBoot) && crate::assets::signed_chain_names().any(|n| !assets.join(n).exists()) {
+    if firmwares.contains(&Firmware::SecureBoot)
+        && crate::assets::signed_chain_names().any(|n| !assets.join(n).exists())
+    {
         let cache = Path::new(crate::assets::SIGNED_CHAIN_CACHE);
         let script = Path::new("lab/signed-chain.sh");
         if !cache.join("usr/lib/shim").exists() && script.exists() {

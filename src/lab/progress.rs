@@ -348,8 +348,15 @@ mod tests {
         assert_eq!(p.at(Stage::Ipxe), Some(11));
         assert_eq!(p.at(Stage::Kernel), Some(16));
         assert!(p.succeeded(), "{p:?}");
-        let off = derive(&events, "provd-installer: UEFI, Secure Boot off\n", Firmware::SecureBoot);
-        assert!(off.done() && !off.succeeded(), "the chain ran but nothing showed Secure Boot on");
+        let off = derive(
+            &events,
+            "provd-installer: UEFI, Secure Boot off\n",
+            Firmware::SecureBoot,
+        );
+        assert!(
+            off.done() && !off.succeeded(),
+            "the chain ran but nothing showed Secure Boot on"
+        );
         assert!(
             derive(&events, "", Firmware::Uefi).succeeded(),
             "a plain UEFI VM has nothing to prove"

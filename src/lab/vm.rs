@@ -95,7 +95,11 @@ pub enum Hardware {
 impl Hardware {
     /// `--hardware`: VM N of the lab takes these in turn (e1000e and AHCI first).
     pub fn for_vm(index: usize) -> Hardware {
-        if index % 2 == 1 { Hardware::E1000eAhci } else { Hardware::Nvme }
+        if index % 2 == 1 {
+            Hardware::E1000eAhci
+        } else {
+            Hardware::Nvme
+        }
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -325,10 +329,7 @@ impl VmSpec {
                 "-device".into(),
                 format!("ide-hd,drive=d0,bus=sata0.0,bootindex=2,serial={serial}"),
             ]),
-            Hardware::Nvme => a.extend([
-                "-device".into(),
-                format!("nvme,drive=d0,bootindex=2,serial={serial}"),
-            ]),
+            Hardware::Nvme => a.extend(["-device".into(), format!("nvme,drive=d0,bootindex=2,serial={serial}")]),
         }
         a
     }
@@ -424,7 +425,10 @@ mod tests {
         assert_eq!(listed, [Firmware::Bios, Firmware::SecureBoot, Firmware::SecureBoot]);
         assert_eq!(firmware_for("uefi-http", 1), Ok(Firmware::UefiHttp));
         let e = firmware_for("bios,sb", 2).unwrap_err();
-        assert!(e.contains("\"sb\" is not a firmware") && e.contains("secureboot"), "{e}");
+        assert!(
+            e.contains("\"sb\" is not a firmware") && e.contains("secureboot"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -434,18 +438,36 @@ mod tests {
             .bonded()
             .with_hardware(Hardware::for_vm(1));
         let args = sata.qemu_args().join(" ");
-        assert!(args.contains("e1000e,netdev=n0,mac=52:54:00:00:c0:01,bootindex=1 "), "{args}");
-        assert!(args.contains("e1000e,netdev=n1,mac=52:54:00:00:c2:01,romfile= "), "{args}");
+        assert!(
+            args.contains("e1000e,netdev=n0,mac=52:54:00:00:c0:01,bootindex=1 "),
+            "{args}"
+        );
+        assert!(
+            args.contains("e1000e,netdev=n1,mac=52:54:00:00:c2:01,romfile= "),
+            "{args}"
+        );
         assert!(!args.contains("virtio-net") && !args.contains("speed="), "{args}");
-        assert!(args.contains("-device ahci,id=sata0 -device ide-hd,drive=d0,bus=sata0.0,bootindex=2,serial=provd-lab-1"));
-        let nvme = VmSpec::new(2, Firmware::SecureBoot, mac, "lab-2", Path::new("/w")).with_hardware(Hardware::for_vm(2));
+        assert!(
+            args.contains("-device ahci,id=sata0 -device ide-hd,drive=d0,bus=sata0.0,bootindex=2,serial=provd-lab-1")
+        );
+        let nvme =
+            VmSpec::new(2, Firmware::SecureBoot, mac, "lab-2", Path::new("/w")).with_hardware(Hardware::for_vm(2));
         let args = nvme.qemu_args().join(" ");
-        assert!(args.contains("-device nvme,drive=d0,bootindex=2,serial=provd-lab-2"), "{args}");
-        assert!(args.contains("virtio-net-pci,netdev=n0") && !args.contains("virtio-blk"), "{args}");
+        assert!(
+            args.contains("-device nvme,drive=d0,bootindex=2,serial=provd-lab-2"),
+            "{args}"
+        );
+        assert!(
+            args.contains("virtio-net-pci,netdev=n0") && !args.contains("virtio-blk"),
+            "{args}"
+        );
         // lab.json from before hardware models reads as virtio.
         let mut json = serde_json::to_value(&nvme).unwrap();
         json.as_object_mut().unwrap().remove("hardware");
-        assert_eq!(serde_json::from_value::<VmSpec>(json).unwrap().hardware, Hardware::Virtio);
+        assert_eq!(
+            serde_json::from_value::<VmSpec>(json).unwrap().hardware,
+            Hardware::Virtio
+        );
     }
 
     #[test]
@@ -461,8 +483,14 @@ mod tests {
         let http = VmSpec::new(2, Firmware::UefiHttp, mac, "lab-2", Path::new("/w"))
             .qemu_args()
             .join(" ");
-        assert!(http.contains("name=opt/org.tianocore/IPv4PXESupport,string=n"), "{http}");
-        assert!(http.contains("name=opt/org.tianocore/IPv6PXESupport,string=n"), "{http}");
+        assert!(
+            http.contains("name=opt/org.tianocore/IPv4PXESupport,string=n"),
+            "{http}"
+        );
+        assert!(
+            http.contains("name=opt/org.tianocore/IPv6PXESupport,string=n"),
+            "{http}"
+        );
         assert!(http.contains(&format!("readonly=on,file={OVMF_CODE} ")) && !http.contains("smm"));
         // lab.json names firmwares as the command line does.
         assert_eq!(serde_json::to_value(Firmware::SecureBoot).unwrap(), "secureboot");

@@ -9,7 +9,8 @@
 //!   boot, which must be answered with vendor class "HTTPClient" (UEFI spec 2.x §24.7).
 //! - iPXE itself (user class "iPXE" or option 175) gets the URL of its per-host script, so
 //!   the chain does not loop back into loading iPXE again.
-//! - A machine configured for Secure Boot (`secure_boot` on its host or profile) gets the
+//! - A machine configured for Secure Boot (`secure_boot` on its host, its profile, or its
+//!   site's `[sites.X.pxe]`, which also covers unknown machines being discovered) gets the
 //!   site's signed first stage (shim) for x64 UEFI PXE instead: firmware that enforces
 //!   Secure Boot refuses iPXE, which no key it trusts has signed. Shim loads the signed GRUB
 //!   beside it, whose per-host config (`grub/grub.cfg`) the boot policy renders as it renders
@@ -154,7 +155,8 @@ impl DhcpPolicy for SitePolicy {
         if ask.host.is_none() && !unknown.boots() {
             return DhcpBoot::LeaseOnly;
         }
-        let secure_boot = ask.host.is_some_and(|h| h.secure_boot);
+        // An unknown machine has no host or profile to say: the site does.
+        let secure_boot = ask.host.map_or(ask.site.pxe.secure_boot, |h| h.secure_boot);
         answer(&ask.firmware, ask.site, ask.mac, secure_boot).map_or(DhcpBoot::LeaseOnly, DhcpBoot::Boot)
     }
 }
@@ -261,6 +263,63 @@ profile = "plain"
         );
         // Debian's signed GRUB reads nothing over HTTP: no file, so the firmware goes on to PXE.
         assert_eq!(ask(&c, "by-profile", arch::EFI_X64_HTTP, http), DhcpBoot::LeaseOnly);
+    }
+
+    /// `[sites.X.pxe] secure_boot = true`: what hosts and profiles leave unsaid, and every
+    /// unknown machine (discovery has no host or profile to ask).
+    #[test]
+    fn a_site_wide_default_covers_unknown_machines_and_yields_to_hosts_and_profiles() {
+        let text =
+            SITE.replace(
+                "[profiles.plain]\nos = \"debian12\"",
+                "[profiles.plain]\nos = \"debian12\"\nsecure_boot = false\n[profiles.unsaid]\nos = \"debian12\"",
+            )
+            .replace(
+                "[[sites.a.subnets]]",
+                "[sites.a.pxe]\nsecure_boot = true\n[[sites.a.subnets]]",
+            ) + "[[sites.a.hosts]]\nmac = \"52:54:00:00:00:05\"\nhostname = \"unsaid\"\nprofile = \"unsaid\"\n";
+        let c = load_from_strs(&[("site.toml".into(), text)]).unwrap();
+        let pxe = b"PXEClient:Arch:00007";
+        assert_eq!(
+            ask(&c, "unsaid", arch::EFI_X64, pxe),
+            tftp("shimx64.efi"),
+            "the site's default"
+        );
+        assert_eq!(
+            ask(&c, "plain", arch::EFI_X64, pxe),
+            tftp("ipxe.efi"),
+            "the profile says no"
+        );
+        assert_eq!(
+            ask(&c, "host-says-no", arch::EFI_X64, pxe),
+            tftp("ipxe.efi"),
+            "the host says no"
+        );
+        let site = &c.sites["a"];
+        let unknown = SitePolicy.dhcp(&DhcpAsk {
+            site,
+            host: None,
+            mac: Some("52:54:00:00:00:99".parse().unwrap()),
+            firmware: FirmwareFacts {
+                arch: Some(arch::EFI_X64),
+                is_ipxe: false,
+                vendor_class: Some(pxe),
+            },
+        });
+        assert_eq!(unknown, tftp("shimx64.efi"), "an unknown machine at a Secure Boot site");
+        // Without the site's word, an unknown machine gets iPXE.
+        let plain_site = config();
+        let unknown = SitePolicy.dhcp(&DhcpAsk {
+            site: &plain_site.sites["a"],
+            host: None,
+            mac: None,
+            firmware: FirmwareFacts {
+                arch: Some(arch::EFI_X64),
+                is_ipxe: false,
+                vendor_class: Some(pxe),
+            },
+        });
+        assert_eq!(unknown, tftp("ipxe.efi"));
     }
 
     #[test]

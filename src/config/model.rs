@@ -247,8 +247,9 @@ pub struct Profile {
     /// The hosts' network (`[profiles.X.network]`), checked by `netmodel::check`; None: one
     /// bridge on the boot NIC, as before.
     pub network: Option<std::sync::Arc<crate::netmodel::NetModel>>,
-    /// The hosts boot with UEFI Secure Boot enforced (`secure_boot = true`).
-    pub secure_boot: bool,
+    /// The hosts boot with UEFI Secure Boot enforced (`secure_boot = true`); None: as
+    /// their site says.
+    pub secure_boot: Option<bool>,
     /// Which disk an image profile's installer writes (default: the smallest).
     pub disk: super::disk_rule::DiskRule,
     /// The installer may overwrite a disk that already holds a file system (`wipe = true`);
@@ -429,6 +430,9 @@ pub struct PxePolicy {
     /// name), which loads the signed GRUB beside it (`grubx64.efi`), which reads its
     /// per-host config (`grub/grub.cfg`, rendered by the boot policy).
     pub secure_boot_x64: String,
+    /// Machines enforce Secure Boot unless their host or profile says otherwise, and
+    /// unknown machines do (`[sites.X.pxe] secure_boot = true`).
+    pub secure_boot: bool,
     /// Put vendor class "PXEClient" (option 60) in answers to PXE firmware. Off by default:
     /// EDK2/OVMF treat a PXEClient offer without PXE boot-item options as a BINL offer and
     /// ask port 4011 for the boot file (PXE-E16 when nothing answers there); a plain offer
@@ -484,7 +488,7 @@ pub struct Host {
     /// when it names its `ports` (their MACs); None when its profile has none.
     pub network: Option<std::sync::Arc<crate::netmodel::NetModel>>,
     /// The machine boots with UEFI Secure Boot enforced: the host's own `secure_boot`, else
-    /// its profile's. Its DHCP answer names the signed chain (shim, GRUB), which firmware
+    /// its profile's, else its site's (`[sites.X.pxe] secure_boot`). Its DHCP answer names the signed chain (shim, GRUB), which firmware
     /// that enforces Secure Boot accepts, never iPXE, which it refuses.
     pub secure_boot: bool,
 }

@@ -281,6 +281,7 @@ fn join_top_level_hosts(
                 key: format!("hosts[{i}]"),
                 subnets: &subnets,
                 profiles,
+                secure_boot: site.pxe.secure_boot,
             };
             if let Some(host) = convert_host(src, &ctx, hw, uniq, errors) {
                 site.hosts.push(host);
@@ -504,7 +505,7 @@ fn convert_profile(name: &str, p: &ProfileWire) -> Profile {
         certificates: p.certificates.iter().map(|r| r.get_ref().clone()).collect(),
         vars: p.vars.clone(),
         network: p.network.as_ref().map(|n| std::sync::Arc::new(n.get_ref().clone())),
-        secure_boot: p.secure_boot.unwrap_or(false),
+        secure_boot: p.secure_boot,
         // Checked by `check_profile`.
         disk: p
             .disk
@@ -573,6 +574,7 @@ fn convert_site(
             key: key(&format!("hosts[{i}]")),
             subnets: &subnets,
             profiles,
+            secure_boot: w.pxe.secure_boot.unwrap_or(false),
         };
         if let Some(host) = convert_host(src, &ctx, h.get_ref(), uniq, errors) {
             hosts.push(host);
@@ -704,6 +706,8 @@ struct HostContext<'a> {
     key: String,
     subnets: &'a [Subnet],
     profiles: &'a BTreeMap<String, (Profile, String)>,
+    /// The site's `[sites.X.pxe] secure_boot`: what a host and its profile leave unsaid.
+    secure_boot: bool,
 }
 
 /// One host entry (inside its site's table or a top-level `[[hosts]]`), with every
@@ -789,12 +793,15 @@ fn convert_host(
         .as_ref()
         .and_then(|p| ctx.profiles.get(p.get_ref()))
         .and_then(|(p, _)| p.network.as_ref());
-    let secure_boot = h.secure_boot.unwrap_or_else(|| {
-        h.profile
-            .as_ref()
-            .and_then(|p| ctx.profiles.get(p.get_ref()))
-            .is_some_and(|(p, _)| p.secure_boot)
-    });
+    let secure_boot = h
+        .secure_boot
+        .or_else(|| {
+            h.profile
+                .as_ref()
+                .and_then(|p| ctx.profiles.get(p.get_ref()))
+                .and_then(|(p, _)| p.secure_boot)
+        })
+        .unwrap_or(ctx.secure_boot);
     let network = match (&h.ports, profile_network) {
         (None, net) => net.cloned(),
         (Some(ports), net) => match crate::netmodel::with_ports(net.map(|n| &**n), ports.get_ref()) {
@@ -1280,6 +1287,7 @@ fn convert_pxe(src: &Source, key: &str, w: &PxeWire, errors: &mut Vec<ConfigErro
             .clone()
             .unwrap_or_else(|| DEFAULT_IPXE_SCRIPT_URL.into()),
         secure_boot_x64: w.secure_boot_x64.clone().unwrap_or_else(|| "shimx64.efi".into()),
+        secure_boot: w.secure_boot.unwrap_or(false),
         answer_pxeclient: w.answer_pxeclient.unwrap_or(false),
         tftp_open,
     }

@@ -273,6 +273,9 @@ pub struct PxeWire {
     /// The first stage for x64 UEFI machines that boot with Secure Boot (default
     /// "shimx64.efi", Debian's shim signed by Microsoft's UEFI CA).
     pub secure_boot_x64: Option<String>,
+    /// The site's machines enforce Secure Boot unless their host or profile says otherwise;
+    /// also unknown machines (discovery), which have neither.
+    pub secure_boot: Option<bool>,
     pub answer_pxeclient: Option<bool>,
     /// Prefixes whose machines may read over TFTP without a lease or reservation here
     /// (machines another DHCP server gives addresses to).

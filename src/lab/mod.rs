@@ -584,14 +584,15 @@ fn watch(state: &LabState, timeout: Duration) -> anyhow::Result<bool> {
         std::thread::sleep(Duration::from_secs(1));
     }
     // A BIOS VM prints the installed boot sector's message a moment after provd says "local
-    // disk"; give the consoles a few seconds to show it.
+    // disk", and an image hypervisor its first-boot lines a moment after the pool verified
+    // it: give the consoles time to show them (`Progress::settling`).
     let grace = Instant::now();
-    while grace.elapsed() < Duration::from_secs(20)
+    while grace.elapsed() < Duration::from_secs(120)
         && state
             .vms
             .iter()
             .zip(&summaries)
-            .any(|(vm, s)| vm.firmware == Firmware::Bios && s.ok && !s.progress.disk_booted)
+            .any(|(vm, s)| s.progress.settling(vm.firmware))
     {
         std::thread::sleep(Duration::from_secs(1));
         let events = fetch_events(&state.api).unwrap_or_default();

@@ -204,19 +204,28 @@ profile = "plain"
         load_from_strs(&[("site.toml".into(), SITE.into())]).unwrap()
     }
 
-    fn ask(config: &Config, hostname: &str, arch: u16, vendor_class: &'static [u8]) -> DhcpBoot {
+    /// Site a's answer to configured host `hostname` (or, with None, to an unknown machine).
+    fn ask_as(config: &Config, hostname: Option<&str>, arch: u16, vendor_class: &'static [u8]) -> DhcpBoot {
         let site = &config.sites["a"];
-        let host = site.hosts.iter().find(|h| h.hostname == hostname).unwrap();
+        let host = hostname.map(|n| site.hosts.iter().find(|h| h.hostname == n).unwrap());
         SitePolicy.dhcp(&DhcpAsk {
             site,
-            host: Some(host),
-            mac: Some(host.mac),
+            host,
+            mac: Some(host.map_or("52:54:00:00:00:99".parse().unwrap(), |h| h.mac)),
             firmware: FirmwareFacts {
                 arch: Some(arch),
                 is_ipxe: false,
                 vendor_class: Some(vendor_class),
             },
         })
+    }
+
+    fn ask(config: &Config, hostname: &str, arch: u16, vendor_class: &'static [u8]) -> DhcpBoot {
+        ask_as(config, Some(hostname), arch, vendor_class)
+    }
+
+    fn ask_unknown(config: &Config, arch: u16, vendor_class: &'static [u8]) -> DhcpBoot {
+        ask_as(config, None, arch, vendor_class)
     }
 
     fn tftp(f: &str) -> DhcpBoot {
@@ -295,31 +304,13 @@ profile = "plain"
             tftp("ipxe.efi"),
             "the host says no"
         );
-        let site = &c.sites["a"];
-        let unknown = SitePolicy.dhcp(&DhcpAsk {
-            site,
-            host: None,
-            mac: Some("52:54:00:00:00:99".parse().unwrap()),
-            firmware: FirmwareFacts {
-                arch: Some(arch::EFI_X64),
-                is_ipxe: false,
-                vendor_class: Some(pxe),
-            },
-        });
-        assert_eq!(unknown, tftp("shimx64.efi"), "an unknown machine at a Secure Boot site");
+        assert_eq!(
+            ask_unknown(&c, arch::EFI_X64, pxe),
+            tftp("shimx64.efi"),
+            "an unknown machine at a Secure Boot site"
+        );
         // Without the site's word, an unknown machine gets iPXE.
-        let plain_site = config();
-        let unknown = SitePolicy.dhcp(&DhcpAsk {
-            site: &plain_site.sites["a"],
-            host: None,
-            mac: None,
-            firmware: FirmwareFacts {
-                arch: Some(arch::EFI_X64),
-                is_ipxe: false,
-                vendor_class: Some(pxe),
-            },
-        });
-        assert_eq!(unknown, tftp("ipxe.efi"));
+        assert_eq!(ask_unknown(&config(), arch::EFI_X64, pxe), tftp("ipxe.efi"));
     }
 
     #[test]

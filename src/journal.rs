@@ -303,13 +303,27 @@ impl Journal {
             q.pop_front();
         }
         q.push_back(e);
-        drop(q);
+        // Counted under the lock, so `since` sees the count and the queue agree.
         self.recorded.send_modify(|n| *n += 1);
+        drop(q);
     }
 
     /// Record an event seen from an address; the MAC comes from the lease table.
     pub fn record_ip(&self, ip: Ipv4Addr, step: Step) {
         self.record(self.holders.mac_of(ip), Some(ip), step);
+    }
+
+    /// The events recorded after the first `after` ever recorded (those still kept), oldest
+    /// first, at most `limit` of them, and the count the next call continues from. A
+    /// follower that fell behind the journal's capacity gets what is left.
+    pub fn since(&self, after: u64, limit: usize) -> (Vec<BootEvent>, u64) {
+        let q = self.events.lock().expect("journal lock");
+        let total = *self.recorded.borrow();
+        let first_kept = total - q.len() as u64;
+        let skip = after.saturating_sub(first_kept).min(q.len() as u64) as usize;
+        let events: Vec<BootEvent> = q.iter().skip(skip).take(limit).cloned().collect();
+        let next = first_kept.max(after.min(total)) + events.len() as u64;
+        (events, next)
     }
 
     /// Events, oldest first, optionally only one MAC's.
@@ -322,6 +336,34 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_continues_where_the_follower_stopped_and_skips_what_is_gone() {
+        struct Nobody;
+        impl AddressHolders for Nobody {
+            fn mac_of(&self, _: Ipv4Addr) -> Option<MacAddr> {
+                None
+            }
+        }
+        let j = Journal::new(Nobody);
+        let step = |n: u64| Step::Tftp { file: format!("f{n}"), bytes: n };
+        for n in 0..3 {
+            j.record(None, None, step(n));
+        }
+        let (first, next) = j.since(0, 2);
+        assert_eq!(first.iter().map(|e| e.step.clone()).collect::<Vec<_>>(), vec![step(0), step(1)]);
+        assert_eq!(next, 2);
+        let (rest, next) = j.since(next, 10);
+        assert_eq!((rest.len(), next), (1, 3));
+        assert_eq!(j.since(3, 10), (vec![], 3));
+        // Fall behind the capacity: what is kept, from the oldest kept.
+        for n in 3..(CAPACITY as u64 + 5) {
+            j.record(None, None, step(n));
+        }
+        let (kept, next) = j.since(1, 1);
+        assert_eq!(kept[0].step, step(5));
+        assert_eq!(next, 6);
+    }
 
     #[test]
     fn steps_carry_fields_for_programs_and_a_sentence_for_people() {

@@ -21,6 +21,7 @@ pub mod auth;
 mod boot;
 pub mod console;
 pub mod failure;
+pub mod feed;
 pub mod listen;
 mod pki_api;
 pub mod power_api;

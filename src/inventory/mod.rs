@@ -20,6 +20,7 @@
 //! Must never: hand a token to a host other than the one it was minted for, or decide an
 //! install for a host whose netboot is off.
 
+pub mod changelog;
 pub mod facts;
 pub mod merge;
 pub mod token;
@@ -232,6 +233,8 @@ pub struct Inventory {
     /// Every record written locally, once durable (the failover partner's replication
     /// link sends them on). Records applied from the partner are not echoed.
     changes: tokio::sync::broadcast::Sender<HostRecord>,
+    /// Every change to the published records, local or merged, in order (the region's feed).
+    changelog: changelog::ChangeLog,
     /// Sites whose configured hosts get no install for now: a server of a pair that has
     /// never synchronised with its partner does not know which hosts are installed.
     held: RwLock<std::collections::HashSet<String>>,
@@ -293,6 +296,7 @@ impl Inventory {
             discovered_evicted: std::sync::atomic::AtomicU64::new(0),
             origin: store_origin,
             changes: tokio::sync::broadcast::channel(4096).0,
+            changelog: changelog::ChangeLog::default(),
             held: RwLock::new(Default::default()),
         };
         inv.reconcile_blocking(index)?;
@@ -303,6 +307,11 @@ impl Inventory {
     /// Local changes, once durable (for the partner's replication link).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HostRecord> {
         self.changes.subscribe()
+    }
+
+    /// Every published change, in order (local and merged; `changelog`).
+    pub fn changelog(&self) -> &changelog::ChangeLog {
+        &self.changelog
     }
 
     /// Hold (or release) installs for the configured hosts of `site`.
@@ -336,10 +345,7 @@ impl Inventory {
             } else {
                 match self.persist(&merged).await {
                     Ok(()) => {
-                        self.hosts
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(mac, merged);
+                        self.publish(merged);
                         Ok(true)
                     }
                     Err(e) => Err(e),
@@ -384,6 +390,10 @@ impl Inventory {
         let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());
         for mac in macs {
             hosts.remove(mac);
+        }
+        drop(hosts);
+        for mac in macs {
+            self.changelog.note(*mac);
         }
         if !macs.is_empty() {
             tracing::info!(
@@ -484,8 +494,12 @@ impl Inventory {
         self.hosts.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Make `r` the record readers see, and note the change for followers (after it is
+    /// visible, so a follower that reads the note finds the record).
     fn publish(&self, r: HostRecord) {
-        self.hosts.write().unwrap_or_else(|p| p.into_inner()).insert(r.mac, r);
+        let mac = r.mac;
+        self.hosts.write().unwrap_or_else(|p| p.into_inner()).insert(mac, r);
+        self.changelog.note(mac);
     }
 
     /// Bring stored records in line with the config (at load, before anyone else sees it).

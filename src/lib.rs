@@ -30,6 +30,7 @@ pub mod pki;
 pub mod pool;
 pub mod printable;
 pub mod random;
+pub mod region;
 pub mod reload;
 pub mod render;
 pub mod replication;

@@ -215,6 +215,10 @@ pub struct Daemon {
     pub api_tls: bool,
     /// DNS names the admin listener's certificate carries (its address always is one).
     pub api_names: Vec<String>,
+    /// The region's root CA certificate (`provd region init`): admin client certificates
+    /// it issued directly are credentials on this admin API (`api_tls` only), so the region
+    /// can follow this site and forward operators' writes to it.
+    pub region_ca: Option<PathBuf>,
     /// The BMC credentials file (`bmc::secrets`), if any host has a BMC.
     pub bmc_secrets: Option<PathBuf>,
     /// Where `provd hosts adopt` writes `hosts-<site>.toml` (None: the config directory).

@@ -154,6 +154,7 @@ fn default_daemon() -> Daemon {
         pki_dir: None,
         api_tls: false,
         api_names: Vec::new(),
+        region_ca: None,
         bmc_secrets: None,
         hosts_dir: None,
     })
@@ -350,6 +351,7 @@ fn convert_daemon(d: &DaemonWire) -> Daemon {
         pki_dir: d.pki_dir.as_ref().map(PathBuf::from),
         api_tls: d.api_tls,
         api_names: d.api_names.clone(),
+        region_ca: d.region_ca.as_ref().map(PathBuf::from),
         bmc_secrets: d.bmc_secrets.as_ref().map(PathBuf::from),
         hosts_dir: d.hosts_dir.as_ref().map(PathBuf::from),
     }

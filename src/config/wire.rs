@@ -99,6 +99,8 @@ pub struct DaemonWire {
     pub api_tls: bool,
     #[serde(default)]
     pub api_names: Vec<String>,
+    /// The region's root certificate: its admin certificates open this admin API too.
+    pub region_ca: Option<String>,
     /// The BMC credentials file (0600; never part of the site configs).
     pub bmc_secrets: Option<String>,
     /// Where `provd hosts adopt` writes `hosts-<site>.toml`, read as part of the config.

@@ -83,7 +83,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
 
 /// `[daemon] api_tls`: a server certificate from provd's CA for the API address (and
 /// loopback, and `api_names`), made now; the key never touches the disk.
-fn api_tls_config(
+pub fn api_tls_config(
     config: &Config,
     state_dir: &std::path::Path,
     api_addr: SocketAddr,
@@ -95,7 +95,18 @@ fn api_tls_config(
     if !api_addr.ip().is_unspecified() && !addresses.contains(&api_addr.ip()) {
         addresses.push(api_addr.ip());
     }
-    Ok(http::tls::server_config(&ca, &config.daemon.api_names, &addresses)?)
+    let region_root = match &config.daemon.region_ca {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+            format!("[daemon] region_ca: reading {} (the region's root certificate)", path.display())
+        })?),
+        None => None,
+    };
+    Ok(http::tls::server_config(
+        &ca,
+        &config.daemon.api_names,
+        &addresses,
+        region_root.as_deref(),
+    )?)
 }
 
 async fn shutdown_signal() {

@@ -69,7 +69,7 @@ impl ApiToken {
         }
     }
 
-    pub(super) fn accepts(&self, presented: &str) -> bool {
+    pub fn accepts(&self, presented: &str) -> bool {
         crate::inventory::token::equal(&self.0, presented)
     }
 

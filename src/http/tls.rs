@@ -34,18 +34,22 @@ fn rustls_failed(e: impl std::fmt::Display) -> TlsError {
 }
 
 /// The admin listener's TLS configuration: a server certificate for `names` and
-/// `addresses`, and client certificates from the CA verified but optional.
+/// `addresses`, and client certificates from the CA (or from `region_root`, the region's
+/// root certificate PEM, `[daemon] region_ca`) verified but optional.
 /// Also returns the listener's certificate (PEM), for the registry.
 pub fn server_config(
     ca: &Ca,
     names: &[String],
     addresses: &[IpAddr],
+    region_root: Option<&str>,
 ) -> Result<(Arc<rustls::ServerConfig>, String), TlsError> {
     let (cert_pem, key_pem) = ca.issue_server(names, addresses, 30)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
-        roots.add(c.map_err(rustls_failed)?).map_err(rustls_failed)?;
+    for pem in std::iter::once(ca.cert_pem()).chain(region_root) {
+        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(c.map_err(rustls_failed)?).map_err(rustls_failed)?;
+        }
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
@@ -63,9 +67,17 @@ pub fn server_config(
     Ok((Arc::new(config), cert_pem))
 }
 
-/// The operator named by a verified peer chain, if its leaf is an admin certificate.
+/// The operator named by a verified peer chain, if its leaf is an admin certificate
+/// issued directly by a root this listener trusts (provd's CA or the region's root). A
+/// chain with intermediates names nobody: another site's CA, cross-signed by the region
+/// so that hypervisors trust its migrations, must not make that site's operators
+/// administrators here.
 pub fn operator(chain: Option<&[CertificateDer<'_>]>) -> Option<Operator> {
-    let leaf = chain?.first()?;
+    let chain = chain?;
+    if chain.len() != 1 {
+        return None;
+    }
+    let leaf = chain.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let subject = cert.subject();
     let admin = subject
@@ -91,6 +103,10 @@ mod tests {
         assert_eq!(operator(Some(&[der(&admin)])).map(|o| o.0).as_deref(), Some("alice"));
         assert!(operator(Some(&[der(&plain)])).is_none());
         assert!(operator(None).is_none());
-        server_config(&ca, &["provd.example".into()], &["10.0.0.1".parse().unwrap()]).unwrap();
+        assert!(
+            operator(Some(&[der(&admin), der(ca.cert_pem())])).is_none(),
+            "a chain with an intermediate names no operator"
+        );
+        server_config(&ca, &["provd.example".into()], &["10.0.0.1".parse().unwrap()], None).unwrap();
     }
 }

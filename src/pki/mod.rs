@@ -82,6 +82,8 @@ pub enum PkiError {
     WeakKey(String),
     #[error("certificate generation failed: {0}")]
     Generate(String),
+    #[error("the CA certificate to certify: {0}")]
+    BadCa(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -170,6 +172,16 @@ fn validity(params: &mut CertificateParams, days: i64) {
 
 /// Create a CA in `dir`: `ca-key.pem` (0600) and `ca-cert.pem`.
 pub fn init(dir: &Path, name: &str, days: i64, force: bool) -> Result<(), PkiError> {
+    make_ca(dir, name, days, force, 0)
+}
+
+/// Create a region's root CA in `dir` (as `init`), which may certify sites' CAs below it
+/// (`Ca::cross_sign`): its path length allows one CA between it and a leaf.
+pub fn init_root(dir: &Path, name: &str, days: i64, force: bool) -> Result<(), PkiError> {
+    make_ca(dir, name, days, force, 1)
+}
+
+fn make_ca(dir: &Path, name: &str, days: i64, force: bool, path_len: u8) -> Result<(), PkiError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
     if !force {
@@ -185,7 +197,7 @@ pub fn init(dir: &Path, name: &str, days: i64, force: bool) -> Result<(), PkiErr
     dn.push(DnType::OrganizationName, name);
     dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -218,6 +230,58 @@ impl Ca {
 
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// Certify another CA (a site's, `site_ca_pem`) under this one: a certificate with
+    /// that CA's own subject and public key, signed here, so that a chain from one of its
+    /// leaves ends at this root (the site keeps its key; its existing certificates stay
+    /// valid, for its own hypervisors and for anyone who trusts this root). Path length 0:
+    /// the site's CA signs leaves only. Returns (certificate PEM, serial).
+    pub fn cross_sign(&self, site_ca_pem: &str, days: i64) -> Result<(String, String), PkiError> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(site_ca_pem.as_bytes())
+            .map_err(|e| PkiError::BadCa(format!("not a PEM certificate: {e}")))?;
+        let site = pem.parse_x509().map_err(|e| PkiError::BadCa(e.to_string()))?;
+        if !site.is_ca() {
+            return Err(PkiError::BadCa("it is not a CA certificate".into()));
+        }
+        let mut dn = DistinguishedName::new();
+        for rdn in site.subject().iter() {
+            for attr in rdn.iter() {
+                let value = attr
+                    .as_str()
+                    .map_err(|_| PkiError::BadCa("its subject has a value that is not text".into()))?;
+                let kind = match attr.attr_type().to_id_string().as_str() {
+                    "2.5.4.3" => DnType::CommonName,
+                    "2.5.4.10" => DnType::OrganizationName,
+                    "2.5.4.11" => DnType::OrganizationalUnitName,
+                    "2.5.4.6" => DnType::CountryName,
+                    "2.5.4.7" => DnType::LocalityName,
+                    "2.5.4.8" => DnType::StateOrProvinceName,
+                    other => {
+                        return Err(PkiError::BadCa(format!(
+                            "its subject has attribute {other}, which provd cannot copy"
+                        )));
+                    }
+                };
+                dn.push(kind, value);
+            }
+        }
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(site.public_key().raw).map_err(rcgen_failed)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let serial = new_serial();
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        validity(&mut params, days);
+        let cert = params.signed_by(&spki, &self.issuer).map_err(rcgen_failed)?;
+        let serial = serial_of_der(cert.der()).unwrap_or_default();
+        Ok((cert.pem(), serial))
     }
 
     fn leaf(

@@ -346,12 +346,18 @@ mod tests {
             }
         }
         let j = Journal::new(Nobody);
-        let step = |n: u64| Step::Tftp { file: format!("f{n}"), bytes: n };
+        let step = |n: u64| Step::Tftp {
+            file: format!("f{n}"),
+            bytes: n,
+        };
         for n in 0..3 {
             j.record(None, None, step(n));
         }
         let (first, next) = j.since(0, 2);
-        assert_eq!(first.iter().map(|e| e.step.clone()).collect::<Vec<_>>(), vec![step(0), step(1)]);
+        assert_eq!(
+            first.iter().map(|e| e.step.clone()).collect::<Vec<_>>(),
+            vec![step(0), step(1)]
+        );
         assert_eq!(next, 2);
         let (rest, next) = j.since(next, 10);
         assert_eq!((rest.len(), next), (1, 3));

@@ -14,6 +14,7 @@ mod leases;
 mod network;
 mod pki;
 mod power;
+mod region;
 mod snapshot;
 mod template;
 mod vm;
@@ -34,6 +35,9 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("PROVD_G
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Send the command to the region (`provd region serve`) instead of one site's daemon.
+    #[command(flatten)]
+    region: region::RegionTarget,
 }
 
 #[derive(Subcommand)]
@@ -164,6 +168,12 @@ enum Command {
     Failover {
         #[command(subcommand)]
         command: failover::FailoverCommand,
+    },
+    /// The region: one view over many sites, with writes forwarded to the owning site
+    /// (`provd region serve`); `provd --region URL hosts ...` sends everyday commands there.
+    Region {
+        #[command(subcommand)]
+        command: region::RegionCommand,
     },
 }
 
@@ -390,6 +400,12 @@ impl ServerTarget {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if cli.region.region.is_some()
+        || cli.region.region_config.is_some()
+        || matches!(cli.command, Command::Region { .. })
+    {
+        return finish(region::via_region(cli.command, &cli.region));
+    }
     let result = match cli.command {
         Command::Serve {
             config,
@@ -402,6 +418,7 @@ pub fn main() -> ExitCode {
         Command::Stats { target, json } => leases::stats(&target, json),
         Command::Dns { target, json } => dns::status(&target, json),
         Command::Failover { command } => failover::run(command),
+        Command::Region { .. } => unreachable!("handled above"),
         Command::Reload { target, json } => reload(&target, json),
         Command::Power { command } => power::run(command),
         Command::Hypervisors { command } => hypervisors::run(command),
@@ -441,6 +458,10 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
     };
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

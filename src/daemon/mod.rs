@@ -97,7 +97,10 @@ pub fn api_tls_config(
     }
     let region_root = match &config.daemon.region_ca {
         Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
-            format!("[daemon] region_ca: reading {} (the region's root certificate)", path.display())
+            format!(
+                "[daemon] region_ca: reading {} (the region's root certificate)",
+                path.display()
+            )
         })?),
         None => None,
     };

@@ -34,7 +34,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/dns", get(dns_status))
         .route("/api/ipam", get(ipam_list))
         .route("/api/events", get(events))
-        .route("/api/feed", get(super::feed::feed))
         .route("/api/reload", post(reload))
         .route("/api/hosts/{host}/adopt", post(adopt))
 }

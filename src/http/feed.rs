@@ -84,7 +84,11 @@ pub struct Page {
     pub at: u64,
 }
 
-pub(super) async fn feed(State(s): State<AppState>, Query(q): Query<FeedQuery>) -> Response {
+pub(super) fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route("/api/feed", axum::routing::get(feed))
+}
+
+async fn feed(State(s): State<AppState>, Query(q): Query<FeedQuery>) -> Response {
     let from = q.cursor();
     let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(MAX_WAIT);
     let log = s.inventory.changelog();

@@ -146,6 +146,7 @@ pub fn api_router(state: AppState) -> Router {
         .merge(power_api::routes())
         .merge(vm_api::routes())
         .merge(console::api_routes())
+        .merge(feed::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     boot::routes()
         .merge(admin)

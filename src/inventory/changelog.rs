@@ -179,9 +179,15 @@ mod tests {
         log.note(mac(3));
         // The change right after `start` fell out of the ring.
         assert!(matches!(log.since(Some(start)), Since::Relist { upto } if upto.seq == 3));
-        let other_run = Cursor { epoch: start.epoch ^ 1, seq: 3 };
+        let other_run = Cursor {
+            epoch: start.epoch ^ 1,
+            seq: 3,
+        };
         assert!(matches!(log.since(Some(other_run)), Since::Relist { .. }));
-        let future = Cursor { epoch: start.epoch, seq: 99 };
+        let future = Cursor {
+            epoch: start.epoch,
+            seq: 99,
+        };
         assert!(matches!(log.since(Some(future)), Since::Relist { .. }));
     }
 }

@@ -102,11 +102,18 @@ pub struct RegionHost {
     pub health: Health,
     /// When the region last heard from the site (the record is at least this fresh).
     pub as_of: Option<u64>,
-    #[serde(flatten)]
+    /// The site's own record, as it sent it.
+    #[serde(rename = "host")]
     pub record: HostRecord,
 }
 
-fn view(site: &SiteConfig, record: Option<SiteRecord>, hosts: &[(String, HostRecord)], now: u64, stale_after: u64) -> SiteView {
+fn view(
+    site: &SiteConfig,
+    record: Option<SiteRecord>,
+    hosts: &[(String, HostRecord)],
+    now: u64,
+    stale_after: u64,
+) -> SiteView {
     let r = record.unwrap_or_default();
     let mut by_status = BTreeMap::new();
     let mut count = 0;
@@ -233,7 +240,10 @@ struct EventsQuery {
 
 async fn events(State(r): State<Arc<Region>>, Query(q): Query<EventsQuery>) -> Response {
     if r.site(&q.site).is_none() {
-        return refuse(StatusCode::NOT_FOUND, format!("the region follows no site {:?}", q.site));
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!("the region follows no site {:?}", q.site),
+        );
     }
     let limit = q.limit.unwrap_or(200).min(super::store::EVENTS_KEPT as usize);
     match read(&r.model, move |m| m.events(&q.site, limit)).await {
@@ -291,17 +301,21 @@ async fn forward(
         .map(str::to_string);
     let region = r.clone();
     let sent = tokio::task::spawn_blocking(move || {
-        send(&region, &config, &rest, query.as_deref(), content_type.as_deref(), &body, patience)
+        send(
+            &region,
+            &config,
+            &rest,
+            query.as_deref(),
+            content_type.as_deref(),
+            &body,
+            patience,
+        )
     })
     .await;
     match sent {
         Ok(Ok((url, status, content_type, body))) => {
             tracing::info!("region: forwarded to {site} ({url}): HTTP {status}");
-            let mut resp = (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                body,
-            )
-                .into_response();
+            let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), body).into_response();
             let h = resp.headers_mut();
             if let Some(ct) = content_type.and_then(|c| c.parse().ok()) {
                 h.insert(header::CONTENT_TYPE, ct);
@@ -319,7 +333,9 @@ async fn forward(
             };
             refuse(
                 status,
-                format!("site {site} was not reached ({e}; last contact: {last}): the request was not sent and nothing was queued"),
+                format!(
+                    "site {site} was not reached ({e}; last contact: {last}): the request was not sent and nothing was queued"
+                ),
             )
         }
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e),

@@ -88,10 +88,7 @@ impl RegionConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum RegionConfigError {
     #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
     Parse { path: PathBuf, source: toml::de::Error },
     #[error("{path}, line {line}, key {key}: {why}")]
@@ -201,30 +198,41 @@ fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// A region or site name: it goes into URLs, keys and certificate names.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_region_config_reads_and_its_errors_name_line_and_key() {
-        let ok = "[region]\nname = \"eu\"\n\n[sites.dc1]\nurls = [\"https://10.1.0.1:6767/\", \"https://10.1.0.2:6767\"]\n";
+        let ok =
+            "[region]\nname = \"eu\"\n\n[sites.dc1]\nurls = [\"https://10.1.0.1:6767/\", \"https://10.1.0.2:6767\"]\n";
         let c = parse(Path::new("r.toml"), ok).unwrap();
         assert_eq!(c.sites[0].urls, ["https://10.1.0.1:6767", "https://10.1.0.2:6767"]);
         assert_eq!(c.listen, default_listen());
         let bad = ok.replace("https://10.1.0.2", "http://10.1.0.2");
         let e = parse(Path::new("r.toml"), &bad).unwrap_err().to_string();
-        assert!(e.contains("r.toml, line 5, key sites.dc1.urls") && e.contains("loopback"), "{e}");
+        assert!(
+            e.contains("r.toml, line 5, key sites.dc1.urls") && e.contains("loopback"),
+            "{e}"
+        );
         let open = ok.replace("name = \"eu\"", "name = \"eu\"\nlisten = \"0.0.0.0:7070\"");
         let e = parse(Path::new("r.toml"), &open).unwrap_err().to_string();
         assert!(e.contains("key region.listen"), "{e}");
         let unknown = ok.replace("[sites.dc1]", "[sites.dc1]\nurl = \"x\"");
-        assert!(parse(Path::new("r.toml"), &unknown).unwrap_err().to_string().contains("unknown field"));
+        assert!(
+            parse(Path::new("r.toml"), &unknown)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
     }
-}
-
-/// A region or site name: it goes into URLs, keys and certificate names.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

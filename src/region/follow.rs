@@ -83,7 +83,10 @@ pub fn classify(url: &str, e: ureq::Error) -> FollowError {
             url: url.to_string(),
             why,
         },
-        ureq::Error::Io(ref io) if io.to_string().contains("invalid peer certificate") || io.to_string().contains("CertificateRequired") => {
+        ureq::Error::Io(ref io)
+            if io.to_string().contains("invalid peer certificate")
+                || io.to_string().contains("CertificateRequired") =>
+        {
             FollowError::Tls {
                 url: url.to_string(),
                 why,
@@ -191,8 +194,15 @@ mod tests {
         assert_eq!(order(&urls, Some("https://b")), ["https://b", "https://a"]);
         assert_eq!(order(&urls, Some("https://gone")), ["https://a", "https://b"]);
         assert_eq!(order(&urls, None), ["https://a", "https://b"]);
-        let c = FeedCursor { epoch: 1, seq: 2, events: 3 };
-        assert_eq!(feed_url("https://a", Some(c), 10), "https://a/api/feed?epoch=1&seq=2&events=3&wait=10");
+        let c = FeedCursor {
+            epoch: 1,
+            seq: 2,
+            events: 3,
+        };
+        assert_eq!(
+            feed_url("https://a", Some(c), 10),
+            "https://a/api/feed?epoch=1&seq=2&events=3&wait=10"
+        );
         assert_eq!(feed_url("https://a", None, 10), "https://a/api/feed?wait=0");
     }
 }

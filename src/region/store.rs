@@ -124,7 +124,11 @@ impl ReadModel {
                 applied.removed += stale.len();
             }
             for mac in &page.gone {
-                if hosts.remove(host_key(site, &mac.to_string()).as_str()).map_err(db)?.is_some() {
+                if hosts
+                    .remove(host_key(site, &mac.to_string()).as_str())
+                    .map_err(db)?
+                    .is_some()
+                {
                     applied.removed += 1;
                 }
             }
@@ -148,7 +152,9 @@ impl ReadModel {
             if record.events_next > EVENTS_KEPT && applied.events > 0 {
                 let (from, _) = site_range(site);
                 let below = format!("{site}\0{:020}", record.events_next - EVENTS_KEPT);
-                events.retain_in(from.as_str()..below.as_str(), |_, _| false).map_err(db)?;
+                events
+                    .retain_in(from.as_str()..below.as_str(), |_, _| false)
+                    .map_err(db)?;
             }
             record.cursor = Some(page.cursor);
             record.last_contact = Some(now);
@@ -256,7 +262,11 @@ mod tests {
         let mac = |n: &u8| format!("52:54:00:00:00:{n:02x}").parse().unwrap();
         Page {
             sites: vec!["dc1".into()],
-            cursor: FeedCursor { epoch: 7, seq, events: 0 },
+            cursor: FeedCursor {
+                epoch: 7,
+                seq,
+                events: 0,
+            },
             relist,
             hosts: macs
                 .iter()
@@ -275,7 +285,8 @@ mod tests {
     fn pages_apply_whole_repeats_change_nothing_and_a_relist_drops_what_it_does_not_name() {
         let d = tempfile::tempdir().unwrap();
         let m = ReadModel::open(d.path()).unwrap();
-        m.apply("dc1", "https://a", &page(true, &[1, 2, 3], &[], 5), 100).unwrap();
+        m.apply("dc1", "https://a", &page(true, &[1, 2, 3], &[], 5), 100)
+            .unwrap();
         m.apply("dc2", "https://b", &page(true, &[1], &[], 1), 100).unwrap();
         // The same page again (a retry after a lost answer): the same copy.
         m.apply("dc1", "https://a", &page(false, &[2], &[], 6), 101).unwrap();
@@ -286,7 +297,12 @@ mod tests {
         assert_eq!(gone.removed, 1);
         let relisted = m.apply("dc1", "https://a", &page(true, &[2, 9], &[], 1), 103).unwrap();
         assert_eq!((relisted.written, relisted.removed), (2, 1));
-        let macs: Vec<String> = m.hosts(Some("dc1")).unwrap().iter().map(|(_, h)| h.mac.to_string()).collect();
+        let macs: Vec<String> = m
+            .hosts(Some("dc1"))
+            .unwrap()
+            .iter()
+            .map(|(_, h)| h.mac.to_string())
+            .collect();
         assert_eq!(macs, ["52:54:00:00:00:02", "52:54:00:00:00:09"]);
         assert_eq!(m.hosts(Some("dc2")).unwrap().len(), 1, "another site untouched");
         let s = m.site("dc1").unwrap().unwrap();
@@ -307,7 +323,10 @@ mod tests {
             at: n,
             mac: None,
             ip: None,
-            step: crate::journal::Step::Tftp { file: "f".into(), bytes: n },
+            step: crate::journal::Step::Tftp {
+                file: "f".into(),
+                bytes: n,
+            },
             detail: String::new(),
         };
         p.events = (0..EVENTS_KEPT + 10).map(event).collect();
@@ -315,6 +334,9 @@ mod tests {
         let kept = m.events("dc1", usize::MAX).unwrap();
         assert_eq!(kept.len() as u64, EVENTS_KEPT);
         assert_eq!(kept[0].at, 10);
-        assert_eq!(m.events("dc1", 2).unwrap().iter().map(|e| e.at).collect::<Vec<_>>(), [EVENTS_KEPT + 8, EVENTS_KEPT + 9]);
+        assert_eq!(
+            m.events("dc1", 2).unwrap().iter().map(|e| e.at).collect::<Vec<_>>(),
+            [EVENTS_KEPT + 8, EVENTS_KEPT + 9]
+        );
     }
 }

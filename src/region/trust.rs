@@ -199,7 +199,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let trust = Trust::new(d.path().join("region"));
         trust.init("eu", false).unwrap();
-        assert!(matches!(trust.init("eu", false), Err(TrustError::Pki(PkiError::Exists(_)))));
+        assert!(matches!(
+            trust.init("eu", false),
+            Err(TrustError::Pki(PkiError::Exists(_)))
+        ));
         let site_dir = d.path().join("site");
         pki::init(&site_dir, "provd dc1", 30, false).unwrap();
         let site = Ca::load(&site_dir).unwrap();
@@ -224,7 +227,11 @@ mod tests {
                 .unwrap()
         };
         let ok = verify(&[]);
-        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout) + String::from_utf8_lossy(&ok.stderr));
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stdout) + String::from_utf8_lossy(&ok.stderr)
+        );
         // Without the cross-certificate the root knows nothing of the site.
         let alone = std::process::Command::new("openssl")
             .args(["verify", "-CAfile"])

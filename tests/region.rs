@@ -1,0 +1,514 @@
+//! The region over two sites, black-box in network namespaces: site dca (one server) and
+//! site dcb (a failover pair sharing one inventory), each with a booting host on its LAN,
+//! and `provd region serve` in a third namespace reaching the sites' admin APIs over WAN
+//! links with mutual TLS (the region's root cross-signs each site's CA; the sites accept
+//! the region's admin certificate through `[daemon] region_ca`).
+//!
+//! - An install at dca (DHCP, boot script, callback) appears at the region within seconds.
+//! - A reinstall issued at the region (`provd --region-config ... hosts reinstall`) runs at
+//!   dcb: both servers of the pair show it.
+//! - The WAN cut (the region's links down): both sites keep serving DHCP and installing;
+//!   the region marks them stale and refuses to forward, queueing nothing; after the
+//!   links come back it catches up, and its copy equals each site's own (every record,
+//!   and dca's journal event for event: nothing lost, nothing twice).
+//! - One server of the pair dies: the region follows the other.
+//! - A site revoked at the region is no longer followed or forwarded to.
+//!
+//! Needs root, ip, curl, busybox.
+
+mod common;
+
+use common::builder::{self, SiteBuilder};
+use common::{ChildGuard, Daemon, Netns, Workdir, provd_bin, require_root_and_tools, run, veth, wait_until};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const MAC_A: &str = "52:54:00:00:a1:0b";
+const MAC_B: &str = "52:54:00:00:b1:0b";
+
+/// A booting host on a site's LAN: its namespace, interface, MAC and reserved address.
+struct Host<'a> {
+    ns: &'a Netns,
+    iface: &'static str,
+    mac: &'static str,
+    ip: &'static str,
+    name: &'static str,
+}
+
+impl Host<'_> {
+    /// A lease from the site (busybox udhcpc, one shot): it must be the reservation.
+    fn lease(&self) {
+        let out = self
+            .ns
+            .cmd("busybox")
+            .args([
+                "udhcpc",
+                "-i",
+                self.iface,
+                "-n",
+                "-q",
+                "-f",
+                "-t",
+                "10",
+                "-T",
+                "1",
+                "-s",
+                "/bin/true",
+            ])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains(&format!("lease of {} obtained", self.ip)),
+            "udhcpc: {said}"
+        );
+        let _ = self
+            .ns
+            .cmd("ip")
+            .args(["addr", "add", &format!("{}/24", self.ip), "dev", self.iface])
+            .output();
+    }
+
+    fn boot_script(&self, server: &str) -> String {
+        let out = self
+            .ns
+            .cmd("curl")
+            .args([
+                "-fsS",
+                &format!("http://{server}:8080/boot/{}.ipxe", self.mac.replace(':', "-")),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The install: the boot script's token, then the installer's callbacks.
+    fn install(&self, server: &str) {
+        let script = self.boot_script(server);
+        let token = token_in(&script).unwrap_or_else(|| panic!("{} is offered no install: {script}", self.name));
+        for event in ["installing", "installed"] {
+            let out = self
+                .ns
+                .cmd("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-X",
+                    "POST",
+                    "--data",
+                    "test",
+                ])
+                .arg(format!(
+                    "http://{server}:8080/callback/{}/{event}?token={token}",
+                    self.name
+                ))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{event} callback");
+        }
+    }
+}
+
+fn token_in(script: &str) -> Option<String> {
+    let i = script.find("?token=")?;
+    Some(script[i + 7..].split_whitespace().next()?.to_string())
+}
+
+/// A site server's config: its LAN site, the admin API on its WAN address over TLS, and
+/// the region's root as `region_ca`.
+fn site_config(w: &Workdir, file: &str, site: SiteBuilder, wan: &str, region_root: &Path) -> PathBuf {
+    let plain = builder::config(&w.path("assets"), &[site.toml()]);
+    let text = plain.replace(
+        "api_listen = \"127.0.0.1:6767\"",
+        &format!(
+            "api_listen = \"{wan}:6767\"\napi_tls = true\nregion_ca = \"{}\"",
+            region_root.display()
+        ),
+    );
+    assert_ne!(text, plain);
+    w.write(file, &text)
+}
+
+fn provd(args: &[&str]) -> Output {
+    run(Command::new(provd_bin()).args(args))
+}
+
+struct RegionCli<'a> {
+    ns: &'a Netns,
+    config: PathBuf,
+}
+
+impl RegionCli<'_> {
+    fn output(&self, args: &[&str]) -> Output {
+        self.ns
+            .cmd(provd_bin())
+            .arg("--region-config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.output(args);
+        // `region sites` exits 1 while a site is not fresh; its JSON is still the answer.
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    fn site(&self, name: &str) -> Value {
+        self.json(&["region", "sites", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap()
+    }
+
+    fn host(&self, site: &str, name: &str) -> Option<Value> {
+        self.json(&["region", "hosts", "--site", site, "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"]["hostname"] == name)
+            .map(|h| {
+                // The site's record, with the region's freshness beside it.
+                let mut record = h["host"].clone();
+                record["health"] = h["health"].clone();
+                record
+            })
+    }
+}
+
+/// What a copy must equal: each record's MAC, status, netboot and version.
+fn records(hosts: &Value) -> BTreeSet<String> {
+    hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("{} {} {} {}", h["mac"], h["status"], h["netboot"], h["version"]))
+        .collect()
+}
+
+fn site_hosts(d: &Daemon) -> Value {
+    serde_json::from_slice(&d.cli(&["hosts", "list", "--json"]).stdout).unwrap()
+}
+
+fn host_of(d: &Daemon, name: &str) -> Value {
+    serde_json::from_slice(&d.cli(&["hosts", "show", name, "--json"]).stdout).unwrap()
+}
+
+#[test]
+fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut() {
+    require_root_and_tools(&["ip", "curl", "busybox"]);
+    let w = Workdir::new();
+    std::fs::create_dir_all(w.path("assets")).unwrap();
+
+    // Namespaces: dca's server and host; dcb's two servers and host on a bridge; the region.
+    let (a, ha) = (Netns::new("rga"), Netns::new("rgah"));
+    veth(&a, "la", "10.161.0.1/24", &ha, "ha", "");
+    ha.sh(&format!("ip link set ha address {MAC_A}"));
+    let (br, b1, b2, hb) = (
+        Netns::new("rgbr"),
+        Netns::new("rgb1"),
+        Netns::new("rgb2"),
+        Netns::new("rgbh"),
+    );
+    br.sh("ip link add rbr0 type bridge && ip link set rbr0 up");
+    for (ns, ifname, port, addr) in [
+        (&b1, "lb", "q1", "10.162.0.1/24"),
+        (&b2, "lb", "q2", "10.162.0.2/24"),
+        (&hb, "hb", "qh", ""),
+    ] {
+        veth(ns, ifname, addr, &br, port, "");
+        br.sh(&format!("ip link set {port} master rbr0"));
+    }
+    hb.sh(&format!("ip link set hb address {MAC_B}"));
+    let r = Netns::new("rgr");
+    veth(&a, "wan", "10.163.1.1/30", &r, "wa", "10.163.1.2/30");
+    veth(&b1, "wan", "10.163.2.1/30", &r, "wb1", "10.163.2.2/30");
+    veth(&b2, "wan", "10.163.3.1/30", &r, "wb2", "10.163.3.2/30");
+    let wan_links = |state: &str| {
+        for l in ["wa", "wb1", "wb2"] {
+            r.sh(&format!("ip link set {l} {state}"));
+        }
+    };
+
+    // The region's root, the sites' CAs (one for the pair), cross-signed.
+    let region_toml = w.write(
+        "region.toml",
+        &format!(
+            "[region]\nname = \"eu\"\nlisten = \"127.0.0.1:7070\"\nstate_dir = \"{}\"\nstale_after_secs = 15\n\n\
+             [sites.dca]\nurls = [\"https://10.163.1.1:6767\"]\n\n\
+             [sites.dcb]\nurls = [\"https://10.163.2.1:6767\", \"https://10.163.3.1:6767\"]\n",
+            w.path("region").display()
+        ),
+    );
+    let region_cfg = region_toml.display().to_string();
+    provd(&["region", "init", "--config", &region_cfg]);
+    let root = w.path("region/pki/ca-cert.pem");
+    let (state_a, state_b1, state_b2) = (w.path("state-a"), w.path("state-b1"), w.path("state-b2"));
+    for s in [&state_a, &state_b1] {
+        provd(&["pki", "init", "--pki-dir", &s.join("pki").display().to_string()]);
+    }
+    std::fs::create_dir_all(state_b2.join("pki")).unwrap();
+    for f in ["ca-cert.pem", "ca-key.pem"] {
+        std::fs::copy(state_b1.join("pki").join(f), state_b2.join("pki").join(f)).unwrap();
+    }
+    for (site, state) in [("dca", &state_a), ("dcb", &state_b1)] {
+        let ca = state.join("pki/ca-cert.pem").display().to_string();
+        provd(&["region", "add-site", site, "--ca", &ca, "--config", &region_cfg]);
+    }
+
+    // The sites.
+    let site_a = SiteBuilder::new("dca", "10.161.0.1")
+        .listen("la")
+        .subnet(
+            "10.161.0.0/24",
+            ("10.161.0.100", "10.161.0.199"),
+            &["domain = \"dca.test\""],
+        )
+        .host(MAC_A, "hva1", &["ip = \"10.161.0.11\"", "profile = \"el9-kvm\""]);
+    let cfg_a = site_config(&w, "a.toml", site_a, "10.163.1.1", &root);
+    let pair = |me: u8| {
+        let (role, peer) = if me == 1 { ("primary", 2) } else { ("secondary", 1) };
+        let primary_only = if me == 1 { "mclt = 30\nsplit = 128\n" } else { "" };
+        SiteBuilder::new("dcb", &format!("10.162.0.{me}"))
+            .listen("lb")
+            .subnet(
+                "10.162.0.0/24",
+                ("10.162.0.100", "10.162.0.199"),
+                &["domain = \"dcb.test\""],
+            )
+            .host(MAC_B, "hvb1", &["ip = \"10.162.0.11\"", "profile = \"el9-kvm\""])
+            .raw(&format!(
+                "[sites.dcb.failover]\nname = \"dcb\"\nrole = \"{role}\"\naddress = \"10.162.0.{me}\"\n\
+                 peer_address = \"10.162.0.{peer}\"\nmax_response_delay = 6\n{primary_only}"
+            ))
+    };
+    let cfg_b1 = site_config(&w, "b1.toml", pair(1), "10.163.2.1", &root);
+    let cfg_b2 = site_config(&w, "b2.toml", pair(2), "10.163.3.1", &root);
+    let da = Daemon::start(&a, &cfg_a, &state_a, &w.path("a.log"));
+    let mut db1 = Daemon::start(&b1, &cfg_b1, &state_b1, &w.path("b1.log"));
+    let db2 = Daemon::start(&b2, &cfg_b2, &state_b2, &w.path("b2.log"));
+    for d in [&db1, &db2] {
+        wait_until("the pair synchronised", Duration::from_secs(40), || {
+            let v: Value = serde_json::from_slice(&d.cli(&["failover", "replication", "--json"]).stdout).unwrap();
+            (v[0]["connected"] == true && v[0]["last_sync"].as_u64().unwrap_or(0) > 0).then_some(())
+        });
+    }
+
+    // The region, in its own namespace.
+    let log = std::fs::File::create(w.path("region.log")).unwrap();
+    let _region = ChildGuard::spawn(
+        r.cmd(provd_bin())
+            .args(["region", "serve", "--config", &region_cfg])
+            .env("PROVD_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log),
+    );
+    let cli = RegionCli {
+        ns: &r,
+        config: region_toml.clone(),
+    };
+    let _log = PrintOnFailure(w.path("region.log"));
+    wait_until("the region hears from both sites", Duration::from_secs(30), || {
+        let out = cli.output(&["region", "sites"]);
+        out.status.success().then_some(())
+    });
+    let before = cli.site("dcb");
+    assert_eq!(before["health"], "fresh", "{before}");
+    assert_eq!(before["hosts"], 1);
+
+    // An install at dca appears at the region within seconds.
+    let host_a = Host {
+        ns: &ha,
+        iface: "ha",
+        mac: MAC_A,
+        ip: "10.161.0.11",
+        name: "hva1",
+    };
+    host_a.lease();
+    host_a.install("10.161.0.1");
+    assert_eq!(host_of(&da, "hva1")["status"], "installed");
+    wait_until(
+        "the install at dca shows at the region",
+        Duration::from_secs(10),
+        || {
+            cli.host("dca", "hva1")
+                .filter(|h| h["status"] == "installed")
+                .map(|_| ())
+        },
+    );
+
+    // A reinstall issued at the region runs at dcb (the pair's inventory is one).
+    assert_eq!(host_of(&db1, "hvb1")["status"], "assigned");
+    let host_b = Host {
+        ns: &hb,
+        iface: "hb",
+        mac: MAC_B,
+        ip: "10.162.0.11",
+        name: "hvb1",
+    };
+    host_b.lease();
+    host_b.install("10.162.0.1");
+    wait_until("hvb1 installed at the region", Duration::from_secs(10), || {
+        cli.host("dcb", "hvb1")
+            .filter(|h| h["status"] == "installed")
+            .map(|_| ())
+    });
+    let refused = cli.output(&["hosts", "reinstall", "hvb1"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("installed"),
+        "without --force, dcb refuses: {said}"
+    );
+    let out = cli.output(&["hosts", "reinstall", "hvb1", "--force"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hvb1 at site dcb: assigned"));
+    for d in [&db1, &db2] {
+        wait_until(
+            "the reinstall reached both servers of dcb",
+            Duration::from_secs(20),
+            || {
+                let h = host_of(d, "hvb1");
+                (h["status"] == "assigned" && h["netboot"] == true).then_some(())
+            },
+        );
+    }
+    wait_until("and shows at the region", Duration::from_secs(15), || {
+        cli.host("dcb", "hvb1")
+            .filter(|h| h["status"] == "assigned")
+            .map(|_| ())
+    });
+    let unknown = cli.output(&["hosts", "reinstall", "nosuch"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no site the region follows has a host"));
+
+    // The WAN is cut: the sites go on alone.
+    wan_links("down");
+    // dca: a reinstall by its own operator, a lease and the install.
+    da.cli(&["hosts", "reinstall", "hva1", "--force"]);
+    host_a.lease();
+    host_a.install("10.161.0.1");
+    // dcb: hvb1 (reinstall asked by the region) installs through the secondary.
+    host_b.lease();
+    host_b.install("10.162.0.2");
+    assert_eq!(host_of(&da, "hva1")["status"], "installed");
+    wait_until("dcb's primary learns the install", Duration::from_secs(20), || {
+        (host_of(&db1, "hvb1")["status"] == "installed").then_some(())
+    });
+    wait_until("the region marks both sites stale", Duration::from_secs(60), || {
+        let sites = cli.json(&["region", "sites", "--json"]);
+        sites
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["health"] == "stale" && s["error"].is_string())
+            .then_some(())
+    });
+    // The region still shows what it last knew, marked stale.
+    let copy = cli.host("dcb", "hvb1").unwrap();
+    assert_eq!(
+        (copy["status"].as_str(), copy["health"].as_str()),
+        (Some("assigned"), Some("stale"))
+    );
+    // A write for a site it cannot reach is refused, not queued.
+    let out = cli.output(&["hosts", "netboot", "hva1", "off"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("was not reached") && said.contains("nothing was queued"),
+        "{said}"
+    );
+
+    // The WAN is back: the region catches up, and its copy is each site's own.
+    wan_links("up");
+    wait_until("the region catches up with both sites", Duration::from_secs(60), || {
+        let fresh = cli.output(&["region", "sites"]).status.success();
+        let a_ok = cli.host("dca", "hva1").is_some_and(|h| h["status"] == "installed");
+        let b_ok = cli.host("dcb", "hvb1").is_some_and(|h| h["status"] == "installed");
+        (fresh && a_ok && b_ok).then_some(())
+    });
+    // Nothing was queued: hva1's netboot is what dca itself last set (off after its install).
+    assert_eq!(host_of(&da, "hva1")["netboot"], false);
+    let copy_of = |site: &str| -> Value {
+        let all = cli.json(&["region", "hosts", "--site", site, "--json"]);
+        Value::Array(all.as_array().unwrap().iter().map(|h| h["host"].clone()).collect())
+    };
+    let (region_a, region_b) = (copy_of("dca"), copy_of("dcb"));
+    assert_eq!(records(&region_a), records(&site_hosts(&da)), "dca's copy");
+    assert_eq!(records(&region_b), records(&site_hosts(&db1)), "dcb's copy");
+    assert_eq!(
+        region_a.as_array().unwrap().len(),
+        site_hosts(&da).as_array().unwrap().len()
+    );
+    // dca's journal, event for event (the region follows one server there).
+    let events_at_a = journal(&a, &state_a);
+    let events_at_region = cli.json(&["region", "events", "--site", "dca", "--limit", "5000", "--json"]);
+    let key = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {} {}", e["at"], e["kind"], e["detail"]))
+            .collect()
+    };
+    let (at_site, at_region) = (key(&events_at_a), key(&events_at_region));
+    assert!(at_site.len() >= 8, "dca recorded both boots: {at_site:?}");
+    // The region may have read a few more since the site's list was taken: compare the prefix.
+    assert_eq!(at_region[..at_site.len()], at_site[..], "every event once, in order");
+    let stats = cli.site("dca");
+    assert!(stats["pages"].as_u64().unwrap() > 1, "{stats}");
+
+    // dcb's primary dies: the region follows the secondary.
+    db1.kill9();
+    wait_until("the region follows dcb's secondary", Duration::from_secs(60), || {
+        let s = cli.site("dcb");
+        (s["reached"] == "https://10.163.3.1:6767" && s["health"] == "fresh").then_some(())
+    });
+
+    // dca is revoked at the region: no longer followed, nothing forwarded.
+    provd(&["region", "revoke-site", "dca", "--config", &region_cfg]);
+    wait_until("the region stops following dca", Duration::from_secs(40), || {
+        (cli.site("dca")["error_kind"] == "revoked").then_some(())
+    });
+    let out = cli.output(&["hosts", "reinstall", "hva1", "--force"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("revoked"), "{said}");
+    assert_eq!(host_of(&da, "hva1")["status"], "installed", "dca never got it");
+}
+
+/// The region's log, shown when the test fails.
+struct PrintOnFailure(PathBuf);
+
+impl Drop for PrintOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- region log ---\n{}",
+                std::fs::read_to_string(&self.0).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// dca's journal through its admin API (curl with its token and CA).
+fn journal(a: &Netns, state: &Path) -> Value {
+    let token = std::fs::read_to_string(state.join("api-token")).unwrap();
+    let out = a
+        .cmd("curl")
+        .args(["-fsS", "--cacert"])
+        .arg(state.join("pki/ca-cert.pem"))
+        .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+        .arg("https://10.163.1.1:6767/api/events")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}

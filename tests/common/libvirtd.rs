@@ -36,6 +36,11 @@ impl Libvirtd {
     /// bind-mounted there; the client certificate is what this libvirtd presents when it
     /// dials a peer itself (peer-to-peer migration).
     pub fn start_with(ns: &Netns, dir: &Path, tls: Option<(&Path, &str)>) -> Libvirtd {
+        Self::start_with_conf(ns, dir, tls, "")
+    }
+
+    /// The same, with more lines for libvirtd.conf (e.g. `tls_allowed_dn_list`).
+    pub fn start_with_conf(ns: &Netns, dir: &Path, tls: Option<(&Path, &str)>, extra: &str) -> Libvirtd {
         let run_dir = dir.join("libvirt-run");
         std::fs::create_dir_all(&run_dir).unwrap();
         let conf = dir.join("libvirtd.conf");
@@ -47,7 +52,7 @@ impl Libvirtd {
                 "--listen",
             ),
         };
-        std::fs::write(&conf, conf_text).unwrap();
+        std::fs::write(&conf, format!("{conf_text}{extra}")).unwrap();
         let log = dir.join("libvirtd.log");
         let exec = format!(
             "exec libvirtd {listen} -p /run/libvirt/libvirtd.pid -f {conf} >> {log} 2>&1",
@@ -191,17 +196,43 @@ impl Drop for Libvirtd {
 
 /// /etc/pki for one host: provd's CA, a server and a client certificate for `fqdn`.
 pub fn host_pki(ca: &Ca, dir: &Path, fqdn: &str, ip: &str) {
+    host_pki_trusting(ca, dir, fqdn, ip, ca.cert_pem(), "", "site test", "site test");
+}
+
+/// /etc/pki for a hypervisor of a site in a region: its site's CA signs its certificates,
+/// each file carrying `chain` (the site CA's cross-certificate) after the leaf so a peer
+/// that trusts only the region's root can verify it; `trusted` is its CA file (the
+/// region's root and its own CA). The client certificate has the site's migration OU.
+pub fn host_pki_in_region(ca: &Ca, dir: &Path, fqdn: &str, ip: &str, trusted: &str, chain: &str, site: &str) {
+    let (server, client) = (provd::pki::host_unit(site), provd::pki::migration_unit(site));
+    host_pki_trusting(ca, dir, fqdn, ip, trusted, chain, &server, &client);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn host_pki_trusting(
+    ca: &Ca,
+    dir: &Path,
+    fqdn: &str,
+    ip: &str,
+    trusted: &str,
+    chain: &str,
+    server_unit: &str,
+    client_unit: &str,
+) {
     let private = dir.join("libvirt/private");
     std::fs::create_dir_all(&private).unwrap();
     std::fs::create_dir_all(dir.join("CA")).unwrap();
-    std::fs::write(dir.join("CA/cacert.pem"), ca.cert_pem()).unwrap();
-    let host = HostIdentity {
-        fqdn: fqdn.into(),
-        short: fqdn.split('.').next().unwrap().into(),
-        addresses: vec![ip.parse().unwrap()],
-        unit: "site test".into(),
-    };
-    for (role, name) in [(Role::Server, "server"), (Role::Client, "client")] {
+    std::fs::write(dir.join("CA/cacert.pem"), trusted).unwrap();
+    for (role, name, unit) in [
+        (Role::Server, "server", server_unit),
+        (Role::Client, "client", client_unit),
+    ] {
+        let host = HostIdentity {
+            fqdn: fqdn.into(),
+            short: fqdn.split('.').next().unwrap().into(),
+            addresses: vec![ip.parse().unwrap()],
+            unit: unit.into(),
+        };
         let key = private.join(format!("{name}key.pem"));
         run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"));
         let csr = run(Command::new("openssl")
@@ -210,7 +241,11 @@ pub fn host_pki(ca: &Ca, dir: &Path, fqdn: &str, ip: &str) {
         let cert = ca
             .sign_host(&String::from_utf8_lossy(&csr.stdout), &host, role, 30)
             .unwrap();
-        std::fs::write(dir.join(format!("libvirt/{name}cert.pem")), cert.pem).unwrap();
+        std::fs::write(
+            dir.join(format!("libvirt/{name}cert.pem")),
+            format!("{}{chain}", cert.pem),
+        )
+        .unwrap();
     }
 }
 

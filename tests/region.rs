@@ -324,6 +324,7 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
         let out = cli.output(&["region", "sites"]);
         out.status.success().then_some(())
     });
+    console_checks(&r, &w);
     let before = cli.site("dcb");
     assert_eq!(before["health"], "fresh", "{before}");
     assert_eq!(before["hosts"], 1);
@@ -482,6 +483,52 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && said.contains("revoked"), "{said}");
     assert_eq!(host_of(&da, "hva1")["status"], "installed", "dca never got it");
+}
+
+/// The region's console: the token signs in once, the cookie then reads the page and the
+/// API; a change through the cookie needs the console's header.
+fn console_checks(r: &Netns, w: &Workdir) {
+    let curl = |args: &[&str]| -> (String, String) {
+        let out = r
+            .cmd("curl")
+            .args(["-s", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (body.to_string(), code.to_string())
+    };
+    let base = "http://127.0.0.1:7070";
+    let (page, code) = curl(&[&format!("{base}/console")]);
+    assert!(code == "401" && page.contains("Sign in"), "{code} {page}");
+    let (_, code) = curl(&["--data", "token=wrong", &format!("{base}/console/login")]);
+    assert_eq!(code, "401");
+    let jar = w.path("cookies");
+    let jar = jar.to_str().unwrap();
+    let token = std::fs::read_to_string(w.path("region/api-token")).unwrap();
+    let (_, code) = curl(&[
+        "-c",
+        jar,
+        "--data",
+        &format!("token={}", token.trim()),
+        &format!("{base}/console/login"),
+    ]);
+    assert_eq!(code, "303");
+    let (page, code) = curl(&["-b", jar, &format!("{base}/console")]);
+    assert!(
+        code == "200" && page.contains("provd region <span id=\"region\">eu</span>"),
+        "{code} {page}"
+    );
+    let (script, code) = curl(&["-b", jar, &format!("{base}/console/app.js")]);
+    assert!(code == "200" && script.contains("site-filter"));
+    let (sites, code) = curl(&["-b", jar, &format!("{base}/api/region/sites")]);
+    assert!(code == "200" && sites.contains("\"dca\""), "{code} {sites}");
+    let forward = format!("{base}/api/region/sites/dcb/hosts/hvb1/netboot/off");
+    let (said, code) = curl(&["-b", jar, "-X", "POST", &forward]);
+    assert!(code == "403" && said.contains("X-Provd-Console"), "{code} {said}");
+    let (_, code) = curl(&["-X", "POST", &forward]);
+    assert_eq!(code, "401", "no credential, no forward");
 }
 
 /// The region's log, shown when the test fails.

@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 const INDEX: &str = include_str!("console/index.html");
-const LOGIN: &str = include_str!("console/login.html");
+pub const LOGIN: &str = include_str!("console/login.html");
 const SCRIPT: &str = include_str!("console/app.js");
-const STYLE: &str = include_str!("console/app.css");
+pub const STYLE: &str = include_str!("console/app.css");
 
 /// Journal entries a snapshot carries (newest).
 const EVENTS: usize = 300;

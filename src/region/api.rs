@@ -34,6 +34,7 @@ pub fn router(region: Arc<Region>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(region.clone(), require_token));
     Router::new()
         .merge(api)
+        .merge(super::console::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(region)
 }
@@ -45,8 +46,20 @@ async fn require_token(State(r): State<Arc<Region>>, req: Request, next: Next) -
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
+    let read_only = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
     match presented {
         Some(t) if r.token.accepts(t) => next.run(req).await,
+        // A console session: reads, and changes only with the console's own header.
+        None if super::console::has_session(&r, req.headers()) => {
+            if read_only || super::console::console_write(req.headers()) {
+                next.run(req).await
+            } else {
+                refuse(
+                    StatusCode::FORBIDDEN,
+                    "a console session changes things only from the console (X-Provd-Console: 1)",
+                )
+            }
+        }
         _ => refuse(
             StatusCode::UNAUTHORIZED,
             "the region's API needs `Authorization: Bearer <token>` (the token is in the region's <state_dir>/api-token)",

@@ -12,9 +12,11 @@
 //! - `follow`: a thread per site long-polling its feed.
 //! - `store`: the read model (redb).
 //! - `api`: reads and forwarded writes.
+//! - `console`: the web page over all sites.
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod follow;
 pub mod store;
 pub mod trust;
@@ -28,6 +30,8 @@ pub struct Region {
     pub model: Arc<store::ReadModel>,
     pub trust: Arc<trust::Trust>,
     pub token: crate::http::auth::ApiToken,
+    /// The web console's sessions.
+    pub console: crate::http::session::Sessions,
 }
 
 impl Region {
@@ -51,6 +55,7 @@ pub fn open(config: config::RegionConfig) -> anyhow::Result<Region> {
         model: Arc::new(model),
         trust: Arc::new(trust),
         token,
+        console: Default::default(),
     })
 }
 

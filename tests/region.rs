@@ -325,6 +325,12 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
         out.status.success().then_some(())
     });
     console_checks(&r, &w);
+    let vms = |site: &str| region_get(&r, &w, &format!("/api/region/sites/{site}/vms"));
+    let (code, body) = vms("dcb");
+    assert!(
+        code == "200" && body.contains("\"vms\":[]"),
+        "the site's VMs, asked live: {code} {body}"
+    );
     let before = cli.site("dcb");
     assert_eq!(before["health"], "fresh", "{before}");
     assert_eq!(before["hosts"], 1);
@@ -415,6 +421,8 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
             .all(|s| s["health"] == "stale" && s["error"].is_string())
             .then_some(())
     });
+    let (code, body) = vms("dca");
+    assert!(code == "503" && body.contains("was not reached"), "{code} {body}");
     // The region still shows what it last knew, marked stale.
     let copy = cli.host("dcb", "hvb1").unwrap();
     assert_eq!(
@@ -483,6 +491,26 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && said.contains("revoked"), "{said}");
     assert_eq!(host_of(&da, "hva1")["status"], "installed", "dca never got it");
+}
+
+/// GET a region API path with the region's token: (status, body).
+fn region_get(r: &Netns, w: &Workdir, path: &str) -> (String, String) {
+    let token = std::fs::read_to_string(w.path("region/api-token")).unwrap();
+    let out = r
+        .cmd("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+        ])
+        .arg(format!("http://127.0.0.1:7070{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.to_string(), body.to_string())
 }
 
 /// The region's console: the token signs in once, the cookie then reads the page and the

@@ -30,6 +30,7 @@ pub fn router(region: Arc<Region>) -> Router {
         .route("/api/region/sites", get(sites))
         .route("/api/region/hosts", get(hosts))
         .route("/api/region/events", get(events))
+        .route("/api/region/sites/{site}/vms", get(vms))
         .route("/api/region/sites/{site}/{*rest}", post(forward))
         .route_layer(axum::middleware::from_fn_with_state(region.clone(), require_token));
     Router::new()
@@ -355,6 +356,36 @@ async fn forward(
     }
 }
 
+/// `GET /api/region/sites/<site>/vms`: the site's VMs, asked of the site now (libvirt on
+/// every hypervisor is too costly to follow; the answer is live, or the site is not reached).
+async fn vms(State(r): State<Arc<Region>>, Path(site): Path<String>) -> Response {
+    let Some(config) = r.site(&site).cloned() else {
+        return refuse(StatusCode::NOT_FOUND, format!("the region follows no site {site:?}"));
+    };
+    let region = r.clone();
+    let asked = tokio::task::spawn_blocking(move || {
+        ask_site(&region, &config, Duration::from_secs(120), |agent, base| {
+            let url = format!("{base}/api/vms");
+            let resp = agent.get(&url).call().map_err(|e| follow::classify(&url, e))?;
+            read_answer(&url, resp).map(|(status, _, body)| (status, body))
+        })
+    })
+    .await;
+    match asked {
+        Ok(Ok((status, body))) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Ok(Err(e)) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("site {site} was not reached: {e}"),
+        ),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 async fn region_last_contact(r: &Arc<Region>, site: &str) -> String {
     let site = site.to_string();
     match read(&r.model, move |m| m.site(&site)).await {
@@ -365,23 +396,16 @@ async fn region_last_contact(r: &Arc<Region>, site: &str) -> String {
     }
 }
 
-/// Send one forwarded write to the first of the site's addresses that answers. A
-/// connection that fails before anything was sent tries the partner; an answer, whatever
-/// it says, is the site's and is returned.
-fn send(
+/// Ask `site`'s addresses in turn, the one that answered last first, until one answers:
+/// a connection that fails before anything was sent tries the partner; an answer, whatever
+/// it says, is the site's.
+fn ask_site<T>(
     r: &Region,
     site: &SiteConfig,
-    rest: &str,
-    query: Option<&str>,
-    content_type: Option<&str>,
-    body: &[u8],
-    patience: Patience,
-) -> Result<(String, u16, Option<String>, Vec<u8>), FollowError> {
+    timeout: Duration,
+    ask: impl Fn(&ureq::Agent, &str) -> Result<T, FollowError>,
+) -> Result<T, FollowError> {
     let tls = r.trust.site_tls(&site.name)?;
-    let timeout = match patience {
-        Patience::Short => Duration::from_secs(60),
-        Patience::Long => Duration::from_secs(3600),
-    };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
@@ -391,6 +415,49 @@ fn send(
     let reached = r.model.site(&site.name).ok().flatten().and_then(|s| s.reached);
     let mut last = None;
     for base in follow::order(&site.urls, reached.as_deref()) {
+        match ask(&agent, base) {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("a site has at least one URL"))
+}
+
+/// A site's answer: status, content type, body (bounded).
+fn read_answer(
+    url: &str,
+    mut resp: ureq::http::Response<ureq::Body>,
+) -> Result<(u16, Option<String>, Vec<u8>), FollowError> {
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .map_err(|e| follow::classify(url, e))?;
+    Ok((status, content_type, body))
+}
+
+/// Send one forwarded write to the site (`ask_site`).
+fn send(
+    r: &Region,
+    site: &SiteConfig,
+    rest: &str,
+    query: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+    patience: Patience,
+) -> Result<(String, u16, Option<String>, Vec<u8>), FollowError> {
+    let timeout = match patience {
+        Patience::Short => Duration::from_secs(60),
+        Patience::Long => Duration::from_secs(3600),
+    };
+    ask_site(r, site, timeout, |agent, base| {
         let mut url = format!("{base}/api/{rest}");
         if let Some(q) = query {
             url.push('?');
@@ -400,26 +467,10 @@ fn send(
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
-        match req.send(body) {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let ct = resp
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let body = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(64 << 20)
-                    .read_to_vec()
-                    .map_err(|e| follow::classify(&url, e))?;
-                return Ok((url, status, ct, body));
-            }
-            Err(e) => last = Some(follow::classify(&url, e)),
-        }
-    }
-    Err(last.expect("a site has at least one URL"))
+        let resp = req.send(body).map_err(|e| follow::classify(&url, e))?;
+        let (status, ct, body) = read_answer(&url, resp)?;
+        Ok((url, status, ct, body))
+    })
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ pub struct SiteView {
     pub error_kind: Option<String>,
     pub served: Vec<String>,
     pub hosts: usize,
-    pub by_status: BTreeMap<String, usize>,
+    pub by_status: BTreeMap<String, u64>,
     pub hypervisors: usize,
     pub hypervisors_ready: usize,
     pub leases: crate::http::feed::LeaseSummary,
@@ -121,20 +121,8 @@ pub struct RegionHost {
     pub record: HostRecord,
 }
 
-fn view(
-    site: &SiteConfig,
-    record: Option<SiteRecord>,
-    hosts: &[(String, HostRecord)],
-    now: u64,
-    stale_after: u64,
-) -> SiteView {
+fn view(site: &SiteConfig, record: Option<SiteRecord>, now: u64, stale_after: u64) -> SiteView {
     let r = record.unwrap_or_default();
-    let mut by_status = BTreeMap::new();
-    let mut count = 0;
-    for (_, h) in hosts.iter().filter(|(s, _)| *s == site.name) {
-        count += 1;
-        *by_status.entry(h.status.as_str().to_string()).or_insert(0) += 1;
-    }
     SiteView {
         name: site.name.clone(),
         urls: site.urls.clone(),
@@ -145,8 +133,8 @@ fn view(
         error: r.error,
         error_kind: r.error_kind,
         served: r.served,
-        hosts: count,
-        by_status,
+        hosts: r.by_status.values().sum::<u64>() as usize,
+        by_status: r.by_status,
         hypervisors: r.hypervisors.len(),
         hypervisors_ready: r
             .hypervisors
@@ -176,11 +164,10 @@ async fn read<T: Send + 'static>(
 async fn sites(State(r): State<Arc<Region>>) -> Response {
     let names: Vec<String> = r.config.sites.iter().map(|s| s.name.clone()).collect();
     let got = read(&r.model, move |m| {
-        let records = names.iter().map(|n| m.site(n)).collect::<Result<Vec<_>, _>>()?;
-        Ok((records, m.hosts(None)?))
+        names.iter().map(|n| m.site(n)).collect::<Result<Vec<_>, _>>()
     })
     .await;
-    let (records, hosts) = match got {
+    let records = match got {
         Ok(v) => v,
         Err(resp) => return resp,
     };
@@ -190,7 +177,7 @@ async fn sites(State(r): State<Arc<Region>>) -> Response {
         .sites
         .iter()
         .zip(records)
-        .map(|(s, rec)| view(s, rec, &hosts, now, r.config.stale_after_secs))
+        .map(|(s, rec)| view(s, rec, now, r.config.stale_after_secs))
         .collect();
     axum::Json(views).into_response()
 }

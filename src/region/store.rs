@@ -22,6 +22,9 @@ const SITES: TableDefinition<&str, &[u8]> = TableDefinition::new("region_sites")
 /// Journal events, keyed `site \0 number` (zero-padded: ordered).
 const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("region_events");
 
+/// redb's page cache for the read model.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// Journal events kept per site (the newest).
 pub const EVENTS_KEPT: u64 = 5000;
 
@@ -42,6 +45,10 @@ pub struct SiteRecord {
     pub served: Vec<String>,
     pub hypervisors: Vec<crate::pool::HypervisorView>,
     pub leases: LeaseSummary,
+    /// How many of the site's hosts are in each status (kept with every page, so a view of
+    /// all sites reads one record per site, not every host).
+    #[serde(default)]
+    pub by_status: std::collections::BTreeMap<String, u64>,
     /// The next event number (region-local keys for the journal tail).
     pub events_next: u64,
     /// Feed pages applied, relists among them, records received (for the benchmark and
@@ -87,7 +94,12 @@ fn site_range(site: &str) -> (String, String) {
 impl ReadModel {
     pub fn open(state_dir: &Path) -> Result<ReadModel, RegionStoreError> {
         std::fs::create_dir_all(state_dir).map_err(|e| db(redb::StorageError::Io(e)))?;
-        let database = Database::create(state_dir.join("region.redb")).map_err(db)?;
+        // The read model is read by the API and written a page at a time: a small cache
+        // keeps the region's memory near what it follows (redb's default is 1 GiB).
+        let database = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(state_dir.join("region.redb"))
+            .map_err(db)?;
         let txn = database.begin_write().map_err(db)?;
         txn.open_table(HOSTS).map_err(db)?;
         txn.open_table(SITES).map_err(db)?;
@@ -108,6 +120,8 @@ impl ReadModel {
             };
             let mut hosts = txn.open_table(HOSTS).map_err(db)?;
             if page.relist {
+                // Counted again from the list itself below.
+                record.by_status.clear();
                 let named: std::collections::HashSet<String> =
                     page.hosts.iter().map(|h| host_key(site, &h.mac.to_string())).collect();
                 let (from, to) = site_range(site);
@@ -124,19 +138,22 @@ impl ReadModel {
                 applied.removed += stale.len();
             }
             for mac in &page.gone {
-                if hosts
-                    .remove(host_key(site, &mac.to_string()).as_str())
-                    .map_err(db)?
-                    .is_some()
-                {
+                if let Some(old) = hosts.remove(host_key(site, &mac.to_string()).as_str()).map_err(db)? {
+                    uncount(&mut record.by_status, old.value());
                     applied.removed += 1;
                 }
             }
             for h in &page.hosts {
                 let json = serde_json::to_vec(h).expect("host records serialize");
-                hosts
+                let old = hosts
                     .insert(host_key(site, &h.mac.to_string()).as_str(), json.as_slice())
                     .map_err(db)?;
+                if let Some(old) = old
+                    && !page.relist
+                {
+                    uncount(&mut record.by_status, old.value());
+                }
+                *record.by_status.entry(h.status.as_str().to_string()).or_insert(0) += 1;
                 applied.written += 1;
             }
             let mut events = txn.open_table(EVENTS).map_err(db)?;
@@ -247,6 +264,23 @@ impl ReadModel {
     }
 }
 
+/// Take a replaced or removed record out of the status counts.
+fn uncount(counts: &mut std::collections::BTreeMap<String, u64>, old: &[u8]) {
+    #[derive(Deserialize)]
+    struct JustStatus {
+        status: crate::inventory::Status,
+    }
+    if let Ok(r) = serde_json::from_slice::<JustStatus>(old) {
+        let key = r.status.as_str().to_string();
+        if let Some(n) = counts.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&key);
+            }
+        }
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(key: &str, v: &[u8]) -> Result<T, RegionStoreError> {
     serde_json::from_slice(v).map_err(|source| RegionStoreError::Unreadable {
         key: key.replace('\0', "/"),
@@ -307,10 +341,22 @@ mod tests {
         assert_eq!(m.hosts(Some("dc2")).unwrap().len(), 1, "another site untouched");
         let s = m.site("dc1").unwrap().unwrap();
         assert_eq!((s.pages, s.relists, s.last_contact), (5, 2, Some(103)));
+        let discovered = crate::inventory::Status::Discovered.as_str().to_string();
+        assert_eq!(
+            s.by_status,
+            [(discovered.clone(), 2)].into_iter().collect(),
+            "counted as held"
+        );
+        let mut changed = page(false, &[2], &[], 8);
+        changed.hosts[0].status = crate::inventory::Status::Installed;
+        m.apply("dc1", "https://a", &changed, 104).unwrap();
+        let s = m.site("dc1").unwrap().unwrap();
+        let installed = crate::inventory::Status::Installed.as_str().to_string();
+        assert_eq!(s.by_status, [(discovered, 1), (installed, 1)].into_iter().collect());
         m.failed("dc1", "unreachable", "connection refused").unwrap();
         let s = m.site("dc1").unwrap().unwrap();
         assert_eq!(s.error.as_deref(), Some("connection refused"));
-        assert_eq!(s.last_contact, Some(103), "a failure keeps the last contact");
+        assert_eq!(s.last_contact, Some(104), "a failure keeps the last contact");
         assert_eq!(m.hosts(Some("dc1")).unwrap().len(), 2, "and the copy");
     }
 

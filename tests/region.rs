@@ -88,8 +88,28 @@ impl Host<'_> {
 
     /// The install: the boot script's token, then the installer's callbacks.
     fn install(&self, server: &str) {
+        self.install_signing(server, None);
+    }
+
+    /// The same, asking for the libvirt server certificate (`fqdn`'s CSR) on the way, as
+    /// the kickstart's %post does; provd's answer.
+    fn install_signing(&self, server: &str, fqdn: Option<&str>) -> Option<String> {
         let script = self.boot_script(server);
         let token = token_in(&script).unwrap_or_else(|| panic!("{} is offered no install: {script}", self.name));
+        let answer = fqdn.map(|fqdn| {
+            let out = self
+                .ns
+                .cmd("curl")
+                .args(["-fsS", "--data-binary", &common::openssl_csr(fqdn, "rsa:2048")])
+                .arg(format!(
+                    "http://{server}:8080/pki/sign/{}?role=server&token={token}",
+                    self.name
+                ))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "sign: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        });
         for event in ["installing", "installed"] {
             let out = self
                 .ns
@@ -113,6 +133,7 @@ impl Host<'_> {
                 .unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{event} callback");
         }
+        answer
     }
 }
 
@@ -123,12 +144,12 @@ fn token_in(script: &str) -> Option<String> {
 
 /// A site server's config: its LAN site, the admin API on its WAN address over TLS, and
 /// the region's root as `region_ca`.
-fn site_config(w: &Workdir, file: &str, site: SiteBuilder, wan: &str, region_root: &Path) -> PathBuf {
+fn site_config(w: &Workdir, file: &str, site: SiteBuilder, wan: &str, region_root: &Path, more: &str) -> PathBuf {
     let plain = builder::config(&w.path("assets"), &[site.toml()]);
     let text = plain.replace(
         "api_listen = \"127.0.0.1:6767\"",
         &format!(
-            "api_listen = \"{wan}:6767\"\napi_tls = true\nregion_ca = \"{}\"",
+            "api_listen = \"{wan}:6767\"\napi_tls = true\nregion_ca = \"{}\"\n{more}",
             region_root.display()
         ),
     );
@@ -208,7 +229,7 @@ fn host_of(d: &Daemon, name: &str) -> Value {
 
 #[test]
 fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut() {
-    require_root_and_tools(&["ip", "curl", "busybox"]);
+    require_root_and_tools(&["ip", "curl", "busybox", "openssl"]);
     let w = Workdir::new();
     std::fs::create_dir_all(w.path("assets")).unwrap();
 
@@ -277,7 +298,16 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
             &["domain = \"dca.test\""],
         )
         .host(MAC_A, "hva1", &["ip = \"10.161.0.11\"", "profile = \"el9-kvm\""]);
-    let cfg_a = site_config(&w, "a.toml", site_a, "10.163.1.1", &root);
+    // dca hands its hypervisors the region's trust (its cross-certificate from add-site).
+    let cross_a = w.path("region/pki/sites/dca.pem");
+    let cfg_a = site_config(
+        &w,
+        "a.toml",
+        site_a,
+        "10.163.1.1",
+        &root,
+        &format!("region_cross_cert = \"{}\"", cross_a.display()),
+    );
     let pair = |me: u8| {
         let (role, peer) = if me == 1 { ("primary", 2) } else { ("secondary", 1) };
         let primary_only = if me == 1 { "mclt = 30\nsplit = 128\n" } else { "" };
@@ -294,8 +324,8 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
                  peer_address = \"10.162.0.{peer}\"\nmax_response_delay = 6\n{primary_only}"
             ))
     };
-    let cfg_b1 = site_config(&w, "b1.toml", pair(1), "10.163.2.1", &root);
-    let cfg_b2 = site_config(&w, "b2.toml", pair(2), "10.163.3.1", &root);
+    let cfg_b1 = site_config(&w, "b1.toml", pair(1), "10.163.2.1", &root, "");
+    let cfg_b2 = site_config(&w, "b2.toml", pair(2), "10.163.3.1", &root, "");
     let da = Daemon::start(&a, &cfg_a, &state_a, &w.path("a.log"));
     let mut db1 = Daemon::start(&b1, &cfg_b1, &state_b1, &w.path("b1.log"));
     let db2 = Daemon::start(&b2, &cfg_b2, &state_b2, &w.path("b2.log"));
@@ -344,8 +374,13 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
         name: "hva1",
     };
     host_a.lease();
-    host_a.install("10.161.0.1");
+    let answer = host_a.install_signing("10.161.0.1", Some("hva1.dca.test")).unwrap();
     assert_eq!(host_of(&da, "hva1")["status"], "installed");
+    region_chain_checks(&w, &answer, &root, &cross_a);
+    // dca's kickstart allows other sites' migration certificates; dcb's (no region chain) not.
+    let ks = |d: &Daemon, host: &str| String::from_utf8(d.cli(&["render", "ks", host]).stdout).unwrap();
+    assert!(ks(&da, "hva1").contains("\"O=*,OU=site * migration,CN=*\""));
+    assert!(!ks(&db1, "hvb1").contains("OU=site * migration"));
     wait_until(
         "the install at dca shows at the region",
         Duration::from_secs(10),
@@ -491,6 +526,32 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && said.contains("revoked"), "{said}");
     assert_eq!(host_of(&da, "hva1")["status"], "installed", "dca never got it");
+}
+
+/// What a hypervisor of a site in the region gets with its certificate: the site's CA and
+/// the region's root for its CA file, its certificate followed by the site's
+/// cross-certificate; openssl, trusting only the root, then verifies it.
+fn region_chain_checks(w: &Workdir, answer: &str, root: &Path, cross: &Path) {
+    let (ca_part, cert_part) = answer.split_once("# provd: server\n").expect("the answer's two parts");
+    let count = |t: &str| t.matches("BEGIN CERTIFICATE").count();
+    assert_eq!((count(ca_part), count(cert_part)), (2, 2), "{answer}");
+    let root_pem = std::fs::read_to_string(root).unwrap();
+    let cross_pem = std::fs::read_to_string(cross).unwrap();
+    assert!(ca_part.contains(root_pem.trim()) && cert_part.trim_end().ends_with(cross_pem.trim()));
+    let leaf = w.write("hva1-server.pem", cert_part);
+    let out = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(root)
+        .arg("-untrusted")
+        .arg(cross)
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// GET a region API path with the region's token: (status, body).

@@ -388,6 +388,23 @@ impl Boot {
         self.state.signer.ca_pem()
     }
 
+    /// The region's trust a hypervisor gets with its certificates, when the config names
+    /// it (`[daemon] region_ca` and `region_cross_cert`, checked at start): the region's
+    /// root (for its CA file) and this site's cross-certificate (after its own
+    /// certificate), so other sites' hypervisors verify it and it verifies them. Read
+    /// when asked: a certificate request is rare, and the files are small.
+    pub fn region_chain(&self) -> Option<(String, String)> {
+        let d = &self.generation.config.daemon;
+        let read = |p: &std::path::Path| match std::fs::read_to_string(p) {
+            Ok(t) => Some(if t.ends_with('\n') { t } else { t + "\n" }),
+            Err(e) => {
+                tracing::error!("{}: {e}; certificates go out without the region's chain", p.display());
+                None
+            }
+        };
+        Some((read(d.region_ca.as_deref()?)?, read(d.region_cross_cert.as_deref()?)?))
+    }
+
     /// The image `host`'s profile deploys, if it names one.
     fn image_of(&self, host: Option<&Host>) -> Option<&Image> {
         let profile = self.generation.config.profiles.get(host?.profile.as_deref()?)?;

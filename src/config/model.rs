@@ -219,6 +219,11 @@ pub struct Daemon {
     /// it issued directly are credentials on this admin API (`api_tls` only), so the region
     /// can follow this site and forward operators' writes to it.
     pub region_ca: Option<PathBuf>,
+    /// This site's CA cross-signed by the region's root (`provd region add-site` writes it).
+    /// With `region_ca`, hypervisors get the root beside the site's CA and this certificate
+    /// after their own, and allow other sites' migration certificates: VMs migrate between
+    /// sites over the region's trust.
+    pub region_cross_cert: Option<PathBuf>,
     /// The BMC credentials file (`bmc::secrets`), if any host has a BMC.
     pub bmc_secrets: Option<PathBuf>,
     /// Where `provd hosts adopt` writes `hosts-<site>.toml` (None: the config directory).

@@ -17,7 +17,7 @@ use super::Config;
 pub fn restart_needed(old: &Config, new: &Config, served_now: &[String], served_new: &[String]) -> Vec<String> {
     let mut why = Vec::new();
     let (a, b) = (&old.daemon, &new.daemon);
-    let daemon_keys: [(&str, bool); 8] = [
+    let daemon_keys: [(&str, bool); 9] = [
         ("state_dir", a.state_dir != b.state_dir),
         ("api_listen", a.api_listen != b.api_listen),
         ("templates_dir", a.templates_dir != b.templates_dir),
@@ -26,6 +26,7 @@ pub fn restart_needed(old: &Config, new: &Config, served_now: &[String], served_
         ("api_tls", a.api_tls != b.api_tls),
         ("api_names", a.api_names != b.api_names),
         ("region_ca", a.region_ca != b.region_ca),
+        ("region_cross_cert", a.region_cross_cert != b.region_cross_cert),
     ];
     for (key, changed) in daemon_keys {
         if changed {

@@ -155,6 +155,7 @@ fn default_daemon() -> Daemon {
         api_tls: false,
         api_names: Vec::new(),
         region_ca: None,
+        region_cross_cert: None,
         bmc_secrets: None,
         hosts_dir: None,
     })
@@ -352,6 +353,7 @@ fn convert_daemon(d: &DaemonWire) -> Daemon {
         api_tls: d.api_tls,
         api_names: d.api_names.clone(),
         region_ca: d.region_ca.as_ref().map(PathBuf::from),
+        region_cross_cert: d.region_cross_cert.as_ref().map(PathBuf::from),
         bmc_secrets: d.bmc_secrets.as_ref().map(PathBuf::from),
         hosts_dir: d.hosts_dir.as_ref().map(PathBuf::from),
     }

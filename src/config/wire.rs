@@ -101,6 +101,8 @@ pub struct DaemonWire {
     pub api_names: Vec<String>,
     /// The region's root certificate: its admin certificates open this admin API too.
     pub region_ca: Option<String>,
+    /// This site's CA as the region's root certified it (`provd region add-site`).
+    pub region_cross_cert: Option<String>,
     /// The BMC credentials file (0600; never part of the site configs).
     pub bmc_secrets: Option<String>,
     /// Where `provd hosts adopt` writes `hosts-<site>.toml`, read as part of the config.

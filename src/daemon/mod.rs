@@ -55,6 +55,7 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     } else {
         None
     };
+    check_region_trust(&config, &state_dir)?;
     for n in config.notes() {
         tracing::warn!("{n}");
     }
@@ -79,6 +80,24 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     };
     let listeners = Listeners::bind(&services, api_addr, api_tls).await?;
     serve(services, listeners, shutdown_signal()).await
+}
+
+/// `[daemon] region_cross_cert` must be this site's CA as `region_ca` certified it: a
+/// wrong file is an error now, not a migration refused later.
+fn check_region_trust(config: &Config, state_dir: &std::path::Path) -> anyhow::Result<()> {
+    let d = &config.daemon;
+    let (Some(cross), root) = (&d.region_cross_cert, &d.region_ca) else {
+        return Ok(());
+    };
+    let root = root
+        .as_ref()
+        .context("[daemon] region_cross_cert needs region_ca (the region's root certificate) beside it")?;
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let ca = crate::pki::Ca::load(&d.pki_dir(state_dir))
+        .context("[daemon] region_cross_cert certifies this site's CA, and there is none: run `provd pki init`")?;
+    crate::pki::check_cross_certificate(ca.cert_pem(), &read(cross)?, &read(root)?)
+        .with_context(|| format!("[daemon] region_cross_cert {}", cross.display()))?;
+    Ok(())
 }
 
 /// `[daemon] api_tls`: a server certificate from provd's CA for the API address (and

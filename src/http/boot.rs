@@ -429,7 +429,13 @@ async fn certificate_response(
         },
     );
     let ca = boot.ca_pem().unwrap_or_default();
-    let body = format!("# provd: ca\n{ca}# provd: {}\n{cert}", role.name());
+    // In a region: the root beside the site's CA, and the site's cross-certificate after
+    // the host's own (a peer that trusts only the root can then verify it).
+    let (trusted, chain) = match boot.region_chain() {
+        Some((root, cross)) => (format!("{ca}{root}"), cross),
+        None => (ca.to_string(), String::new()),
+    };
+    let body = format!("# provd: ca\n{trusted}# provd: {}\n{cert}{chain}", role.name());
     ([("content-type", "application/x-pem-file")], body).into_response()
 }
 

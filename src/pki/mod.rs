@@ -472,6 +472,47 @@ fn new_serial() -> Vec<u8> {
     b.to_vec()
 }
 
+/// Check that `cross_pem` is this CA (`ca_pem`) as `root_pem` certified it
+/// (`Ca::cross_sign`): the same subject and key, a CA, issued under the root's name. What a
+/// site checks before handing the chain to its hypervisors, so a wrong file is an error at
+/// start, not a migration refused months later.
+pub fn check_cross_certificate(ca_pem: &str, cross_pem: &str, root_pem: &str) -> Result<(), PkiError> {
+    let parse = |what: &str, pem: &str| -> Result<x509_parser::pem::Pem, PkiError> {
+        x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .map(|(_, p)| p)
+            .map_err(|e| PkiError::BadCa(format!("{what}: not a PEM certificate: {e}")))
+    };
+    let (ca, cross, root) = (
+        parse("the CA", ca_pem)?,
+        parse("the cross-certificate", cross_pem)?,
+        parse("the root", root_pem)?,
+    );
+    let bad = |e: x509_parser::nom::Err<x509_parser::error::X509Error>| PkiError::BadCa(e.to_string());
+    let (ca, cross, root) = (
+        ca.parse_x509().map_err(bad)?,
+        cross.parse_x509().map_err(bad)?,
+        root.parse_x509().map_err(bad)?,
+    );
+    if cross.public_key().raw != ca.public_key().raw || cross.subject().as_raw() != ca.subject().as_raw() {
+        return Err(PkiError::BadCa(format!(
+            "the cross-certificate is for {}, not for this site's CA ({})",
+            cross.subject(),
+            ca.subject()
+        )));
+    }
+    if !cross.is_ca() {
+        return Err(PkiError::BadCa("the cross-certificate is not a CA certificate".into()));
+    }
+    if cross.issuer().as_raw() != root.subject().as_raw() {
+        return Err(PkiError::BadCa(format!(
+            "the cross-certificate was issued by {}, not by the region's root ({})",
+            cross.issuer(),
+            root.subject()
+        )));
+    }
+    Ok(())
+}
+
 /// The serial of a DER certificate as the registry writes it (lowercase hex).
 pub fn serial_of_der(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

@@ -188,6 +188,27 @@ impl Trust {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_site_accepts_only_its_own_cross_certificate_from_its_region() {
+        let d = tempfile::tempdir().unwrap();
+        let (eu, us) = (Trust::new(d.path().join("eu")), Trust::new(d.path().join("us")));
+        eu.init("eu", false).unwrap();
+        us.init("us", false).unwrap();
+        let ca = |name: &str| {
+            pki::init(&d.path().join(name), &format!("provd {name}"), 30, false).unwrap();
+            Ca::load(&d.path().join(name)).unwrap()
+        };
+        let (dc1, dc2) = (ca("dc1"), ca("dc2"));
+        let (cross, _) = eu.add_site("dc1", dc1.cert_pem()).unwrap();
+        let root = |t: &Trust| std::fs::read_to_string(t.dir().join(pki::CA_CERT)).unwrap();
+        pki::check_cross_certificate(dc1.cert_pem(), &cross, &root(&eu)).unwrap();
+        let e = pki::check_cross_certificate(dc2.cert_pem(), &cross, &root(&eu)).unwrap_err();
+        assert!(e.to_string().contains("not for this site's CA"), "{e}");
+        let e = pki::check_cross_certificate(dc1.cert_pem(), &cross, &root(&us)).unwrap_err();
+        assert!(e.to_string().contains("not by the region's root"), "{e}");
+        assert!(pki::check_cross_certificate(dc1.cert_pem(), "junk", &root(&eu)).is_err());
+    }
+
     /// openssl, a peer nobody here wrote, agrees that a site's leaf chains to the region's
     /// root through the cross-certificate, and stops agreeing once the CRL names it.
     #[test]

@@ -253,6 +253,11 @@ impl HostContext<'_> {
                 "wipe_allowed": self.install.as_ref().is_some_and(|i| i.wipe_allowed),
             },
             "network": self.host.and_then(|h| h.network.as_ref()).map(|m| self.network_value(m)),
+            // In a region (`[daemon] region_ca` and `region_cross_cert`): other sites'
+            // hypervisors are trusted for migration.
+            "region": {
+                "trust": self.config.daemon.region_ca.is_some() && self.config.daemon.region_cross_cert.is_some(),
+            },
         });
         Value::from(minijinja::value::Serde(ctx))
     }

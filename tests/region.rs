@@ -431,6 +431,26 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
             .filter(|h| h["status"] == "assigned")
             .map(|_| ())
     });
+    // A batch deploy goes to the site it names, which answers for its own hypervisors.
+    let out = cli.output(&[
+        "vm",
+        "deploy",
+        "--site",
+        "dca",
+        "--from",
+        "centos.template",
+        "--count",
+        "2",
+        "--name-pattern",
+        "web-{n}",
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && said.contains("site \"dca\" has no ready, undrained hypervisor")
+            && said.contains("HTTP 409"),
+        "dca's own refusal (no ready hypervisor), through the region: {said}"
+    );
     let unknown = cli.output(&["hosts", "reinstall", "nosuch"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no site the region follows has a host"));
 

@@ -120,6 +120,22 @@ impl Api {
         )
     }
 
+    /// POST a JSON body to a route that may take long (up to an hour).
+    pub fn post_body_long<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<Fetch<T>> {
+        let url = self.url(path);
+        let body = serde_json::to_string(body)?;
+        self.classify(
+            &url,
+            self.request(self.patient.post(&url))
+                .header("content-type", "application/json")
+                .send(body.as_str()),
+        )
+    }
+
     /// A missing daemon is an error telling what to do.
     pub fn require<T>(&self, f: Fetch<T>) -> anyhow::Result<T> {
         require(&self.base, f)

@@ -415,10 +415,58 @@ pub fn via_region(command: super::Command, target: &RegionTarget) -> anyhow::Res
             |h| format!("hypervisors/{}/undrain", client::segment(h)),
             false,
         ),
+        Command::Vm {
+            command: super::vm::VmCommand::Deploy(args),
+        } => deploy(&api, &args),
         _ => anyhow::bail!(
-            "this command does not go through the region; with --region: hosts list|show|reinstall|mark-installed|netboot, power on|off|cycle, hypervisors drain|undrain, region sites|hosts|events"
+            "this command does not go through the region; with --region: hosts list|show|reinstall|mark-installed|netboot, power on|off|cycle, hypervisors drain|undrain, vm deploy --site S --count N --name-pattern P, region sites|hosts|events"
         ),
     }
+}
+
+/// `provd --region URL vm deploy --site S --count N --name-pattern P --from T ...`: the
+/// batch goes to site S's `POST /api/vms/deploy`, which places it on that site's ready
+/// hypervisors (the API's batch; one VM is `--count 1 --name-pattern NAME{n}`).
+fn deploy(api: &Api, a: &super::deploy::DeployArgs) -> anyhow::Result<ExitCode> {
+    let Some(site) = a.site.as_deref() else {
+        anyhow::bail!("through the region, say which site deploys: --site S");
+    };
+    let (Some(count), Some(pattern)) = (a.count, a.name_pattern.as_deref()) else {
+        anyhow::bail!("through the region, deploy a batch: --count N --name-pattern NAME-{{n}} (a site places it)");
+    };
+    if !a.hypervisors.is_empty() || a.pkipath.is_some() {
+        anyhow::bail!("through the region, the site places the VMs: --hypervisor and --pkipath are not used");
+    }
+    let ssh_keys = a
+        .ssh_keys
+        .iter()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let body = serde_json::json!({
+        "from": a.from, "site": site, "count": count, "name_pattern": pattern, "first": a.first,
+        "placement": a.placement, "parallel": a.parallel, "cpus": a.cpus, "memory_mib": a.memory,
+        "nic_profile": a.nic_profile, "disk_profile": a.disk_profile, "linked": a.linked,
+        "ssh_keys": ssh_keys, "no_start": a.no_start, "no_autostart": a.no_autostart,
+    });
+    let url = format!("/api/region/sites/{}/vms/deploy", client::segment(site));
+    let answer: serde_json::Value = api.require(api.post_body_long(&url, &body)?)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        for vm in answer["vms"].as_array().into_iter().flatten() {
+            println!(
+                "{:<20} {:<10} {}",
+                vm["name"].as_str().unwrap_or("?"),
+                vm["result"].as_str().unwrap_or("?"),
+                vm["hypervisor"].as_str().or(vm["error"].as_str()).unwrap_or("")
+            );
+        }
+    }
+    Ok(if answer["complete"] == true {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Forward `path(host)` for each host to its owning site; print each site's answer.

@@ -22,6 +22,7 @@ use common::builder::{self, SiteBuilder};
 use common::{ChildGuard, Daemon, Netns, Workdir, provd_bin, require_root_and_tools, run, veth, wait_until};
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -229,7 +230,7 @@ fn host_of(d: &Daemon, name: &str) -> Value {
 
 #[test]
 fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut() {
-    require_root_and_tools(&["ip", "curl", "busybox", "openssl"]);
+    require_root_and_tools(&["ip", "curl", "busybox", "openssl", "chromium", "/usr/bin/python3"]);
     let w = Workdir::new();
     std::fs::create_dir_all(w.path("assets")).unwrap();
 
@@ -355,6 +356,29 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
         out.status.success().then_some(())
     });
     console_checks(&r, &w);
+    // The console in Chromium: both sites fresh, the site filter; it is told to watch
+    // for the WAN cut below.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("region-console.png");
+    let _ = std::fs::remove_file(&shot);
+    let token = std::fs::read_to_string(w.path("region/api-token")).unwrap();
+    let mut browser = ChildGuard::spawn(
+        r.cmd("/usr/bin/python3")
+            .arg(common::repo("tests/browser/region_console.py"))
+            .arg("http://127.0.0.1:7070/console")
+            .arg(token.trim())
+            .arg(&shot)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped()),
+    );
+    let mut said = BufReader::new(browser.child().stdout.take().unwrap()).lines();
+    let mut expect = |want: &str| {
+        let line = said.next().expect("the console driver ended early").unwrap();
+        assert!(line.starts_with(want), "wanted {want}, the console driver said: {line}");
+    };
+    expect("REFUSED");
+    expect("LIVE");
+    expect("FILTERED");
+    expect("READY");
     let vms = |site: &str| region_get(&r, &w, &format!("/api/region/sites/{site}/vms"));
     let (code, body) = vms("dcb");
     assert!(
@@ -467,6 +491,7 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
     wait_until("dcb's primary learns the install", Duration::from_secs(20), || {
         (host_of(&db1, "hvb1")["status"] == "installed").then_some(())
     });
+    browser.child().stdin.as_mut().unwrap().write_all(b"GO\n").unwrap();
     wait_until("the region marks both sites stale", Duration::from_secs(60), || {
         let sites = cli.json(&["region", "sites", "--json"]);
         sites
@@ -478,6 +503,10 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
     });
     let (code, body) = vms("dca");
     assert!(code == "503" && body.contains("was not reached"), "{code} {body}");
+    expect("STALE");
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot in {}", shot.display());
+    drop(browser);
     // The region still shows what it last knew, marked stale.
     let copy = cli.host("dcb", "hvb1").unwrap();
     assert_eq!(

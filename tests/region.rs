@@ -42,35 +42,7 @@ struct Host<'a> {
 impl Host<'_> {
     /// A lease from the site (busybox udhcpc, one shot): it must be the reservation.
     fn lease(&self) {
-        let out = self
-            .ns
-            .cmd("busybox")
-            .args([
-                "udhcpc",
-                "-i",
-                self.iface,
-                "-n",
-                "-q",
-                "-f",
-                "-t",
-                "10",
-                "-T",
-                "1",
-                "-s",
-                "/bin/true",
-            ])
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            said.contains(&format!("lease of {} obtained", self.ip)),
-            "udhcpc: {said}"
-        );
-        let _ = self
-            .ns
-            .cmd("ip")
-            .args(["addr", "add", &format!("{}/24", self.ip), "dev", self.iface])
-            .output();
+        common::udhcpc_lease(self.ns, self.iface, self.ip);
     }
 
     fn boot_script(&self, server: &str) -> String {

@@ -167,30 +167,7 @@ fn cli_fails(d: &Daemon, args: &[&str]) -> String {
 
 /// The host's lease from the pair (udhcpc, one shot), then its address on the interface.
 fn lease(p: &Pair, net: u8) {
-    let out =
-        p.h.cmd("busybox")
-            .args([
-                "udhcpc",
-                "-i",
-                "rh",
-                "-n",
-                "-q",
-                "-f",
-                "-t",
-                "10",
-                "-T",
-                "1",
-                "-s",
-                "/bin/true",
-            ])
-            .output()
-            .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        said.contains(&format!("lease of 10.{net}.0.11 obtained")),
-        "udhcpc: {said}"
-    );
-    p.h.sh(&format!("ip addr add 10.{net}.0.11/24 dev rh"));
+    common::udhcpc_lease(&p.h, "rh", &format!("10.{net}.0.11"));
 }
 
 /// A CSR for lab-1's `role` certificate, signed at `server` (1 or 2) with `token`: the code.

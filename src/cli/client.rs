@@ -110,14 +110,7 @@ impl Api {
         path: &str,
         body: &impl serde::Serialize,
     ) -> anyhow::Result<Fetch<T>> {
-        let url = self.url(path);
-        let body = serde_json::to_string(body)?;
-        self.classify(
-            &url,
-            self.request(self.agent.post(&url))
-                .header("content-type", "application/json")
-                .send(body.as_str()),
-        )
+        self.post_json(&self.agent, path, body)
     }
 
     /// POST a JSON body to a route that may take long (up to an hour).
@@ -126,11 +119,20 @@ impl Api {
         path: &str,
         body: &impl serde::Serialize,
     ) -> anyhow::Result<Fetch<T>> {
+        self.post_json(&self.patient, path, body)
+    }
+
+    fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        agent: &ureq::Agent,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<Fetch<T>> {
         let url = self.url(path);
         let body = serde_json::to_string(body)?;
         self.classify(
             &url,
-            self.request(self.patient.post(&url))
+            self.request(agent.post(&url))
                 .header("content-type", "application/json")
                 .send(body.as_str()),
         )

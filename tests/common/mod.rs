@@ -425,6 +425,35 @@ pub fn openssl_csr(cn: &str, newkey: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// One DHCP lease for `iface` in `ns` (busybox udhcpc, one shot), which must be `ip`; then
+/// `ip`/24 on the interface (added once: a second lease keeps it).
+pub fn udhcpc_lease(ns: &Netns, iface: &str, ip: &str) {
+    let out = ns
+        .cmd("busybox")
+        .args([
+            "udhcpc",
+            "-i",
+            iface,
+            "-n",
+            "-q",
+            "-f",
+            "-t",
+            "10",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&format!("lease of {ip} obtained")), "udhcpc: {said}");
+    let _ = ns
+        .cmd("ip")
+        .args(["addr", "add", &format!("{ip}/24"), "dev", iface])
+        .output();
+}
+
 /// `provd ARGS` outside any namespace (pki init, issue-client): must succeed.
 pub fn provd_ok(args: &[&str]) {
     let out = Command::new(provd_bin()).args(args).output().unwrap();

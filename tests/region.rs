@@ -373,6 +373,13 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
     let answer = host_a.install_signing("10.161.0.1", Some("hva1.dca.test")).unwrap();
     assert_eq!(host_of(&da, "hva1")["status"], "installed");
     region_chain_checks(&w, &answer, &root, &cross_a);
+    // The region holds no install token: the site's record has one, its copy does not.
+    let token_at_site = host_of(&da, "hva1")["install"]["token"].as_str().unwrap().to_string();
+    assert!(!token_at_site.is_empty());
+    let copy = wait_until("hva1's copy at the region", Duration::from_secs(10), || {
+        cli.host("dca", "hva1")
+    });
+    assert_eq!(copy["install"]["token"], "", "the region's copy carries no token");
     // dca's kickstart allows other sites' migration certificates; dcb's (no region chain) not.
     let ks = |d: &Daemon, host: &str| String::from_utf8(d.cli(&["render", "ks", host]).stdout).unwrap();
     assert!(ks(&da, "hva1").contains("\"O=*,OU=site * migration,CN=*\""));
@@ -447,6 +454,15 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
             && said.contains("HTTP 409"),
         "dca's own refusal (no ready hypervisor), through the region: {said}"
     );
+    // A host name cannot smuggle a query or another path into the site's URL: the site is
+    // asked for a host named "hvb1?force=true#" (none), not for hvb1 with force.
+    let (code, body) = region_request(
+        &r,
+        &w,
+        "POST",
+        "/api/region/sites/dcb/hosts/hvb1%3Fforce=true%23/reinstall",
+    );
+    assert!(code == "404", "{code} {body}");
     let unknown = cli.output(&["hosts", "reinstall", "nosuch"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no site the region follows has a host"));
 
@@ -577,11 +593,18 @@ fn region_chain_checks(w: &Workdir, answer: &str, root: &Path, cross: &Path) {
 
 /// GET a region API path with the region's token: (status, body).
 fn region_get(r: &Netns, w: &Workdir, path: &str) -> (String, String) {
+    region_request(r, w, "GET", path)
+}
+
+/// `method` on a region API path with the region's token: (status, body).
+fn region_request(r: &Netns, w: &Workdir, method: &str, path: &str) -> (String, String) {
     let token = std::fs::read_to_string(w.path("region/api-token")).unwrap();
     let out = r
         .cmd("curl")
         .args([
             "-s",
+            "-X",
+            method,
             "-w",
             "\n%{http_code}",
             "-H",

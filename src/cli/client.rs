@@ -11,15 +11,9 @@ pub enum Fetch<T> {
     NoDaemon,
 }
 
-/// `name` as one URL path segment: every byte outside RFC 3986's unreserved set
-/// percent-escaped (identity names such as "replication dc1 10.0.0.1" carry spaces).
+/// `name` as one URL path segment (`http::url_segment`).
 pub fn segment(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    crate::http::url_segment(name)
 }
 
 fn agent(tls: Option<ureq::tls::TlsConfig>, timeout: Duration) -> ureq::Agent {

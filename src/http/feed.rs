@@ -9,7 +9,9 @@
 //! page with nothing new waits up to `wait` seconds (at most `MAX_WAIT`) for a change, so
 //! a follower hears of an install within a moment without polling hard.
 //!
-//! Read-only, behind the admin API's credential like every `/api` route.
+//! Read-only, behind the admin API's credential like every `/api` route. A follower gets
+//! no install token: a record's live token is a secret for the host's own address, and a
+//! region holding every site's would be a place to steal installs from.
 
 use super::AppState;
 use crate::inventory::HostRecord;
@@ -124,12 +126,17 @@ async fn page(s: &AppState, from: Option<FeedCursor>) -> Page {
         seq: c.seq,
     }));
     let (relist, upto, hosts, gone) = match since {
-        Since::Relist { upto } => (true, upto, s.inventory.list().await, Vec::new()),
+        Since::Relist { upto } => (
+            true,
+            upto,
+            s.inventory.list().await.into_iter().map(without_secrets).collect(),
+            Vec::new(),
+        ),
         Since::Changed { macs, upto } => {
             let (mut hosts, mut gone) = (Vec::new(), Vec::new());
             for mac in macs {
                 match s.inventory.get(mac).await {
-                    Some(r) => hosts.push(r),
+                    Some(r) => hosts.push(without_secrets(r)),
                     None => gone.push(mac),
                 }
             }
@@ -159,5 +166,38 @@ async fn page(s: &AppState, from: Option<FeedCursor>) -> Page {
             known: counts.known as u64,
         },
         at: crate::clock::unix_now(),
+    }
+}
+
+/// A host record as a follower gets it: the install token blanked (the rest of the install
+/// session, its times and state, stays).
+pub fn without_secrets(mut r: HostRecord) -> HostRecord {
+    if let Some(install) = &mut r.install {
+        install.token.clear();
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_never_gets_an_install_token() {
+        let mut r = crate::inventory::transition::new_record("52:54:00:00:00:01".parse().unwrap(), 5);
+        r.install = Some(crate::inventory::InstallSession {
+            token: "s3cret".into(),
+            issued: 1,
+            expires: 2,
+            kickstart_fetches: 0,
+            closed: false,
+            certificates_issued: vec![],
+            id: "i1".into(),
+            wipe_allowed: false,
+            bound_to: None,
+            steps: vec![],
+        });
+        let sent = serde_json::to_string(&without_secrets(r)).unwrap();
+        assert!(!sent.contains("s3cret") && sent.contains("\"id\":\"i1\""), "{sent}");
     }
 }

@@ -134,6 +134,18 @@ impl AppState {
 }
 
 /// Boot routes only (a site's boot listener).
+/// `name` as one URL path segment: every byte outside RFC 3986's unreserved set
+/// percent-escaped (identity names such as "replication dc1 10.0.0.1" carry spaces; a
+/// forwarded host name must not carry a `?` or `/` into the site's URL).
+pub fn url_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub fn boot_router(state: AppState) -> Router {
     boot::routes().with_state(state)
 }

@@ -444,6 +444,10 @@ fn send(
         Patience::Short => Duration::from_secs(60),
         Patience::Long => Duration::from_secs(3600),
     };
+    // Each segment escaped again (axum decoded them): a `?` or `#` in a host name stays in
+    // its segment.
+    let rest: Vec<String> = rest.split('/').map(crate::http::url_segment).collect();
+    let rest = rest.join("/");
     ask_site(r, site, timeout, |agent, base| {
         let mut url = format!("{base}/api/{rest}");
         if let Some(q) = query {

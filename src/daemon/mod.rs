@@ -86,6 +86,12 @@ pub async fn run(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
 /// wrong file is an error now, not a migration refused later.
 fn check_region_trust(config: &Config, state_dir: &std::path::Path) -> anyhow::Result<()> {
     let d = &config.daemon;
+    if d.region_ca.is_some() && !d.api_tls {
+        bail!(
+            "[daemon] region_ca lets the region's certificates open the admin API, which needs api_tls = true \
+             (client certificates are only asked for over HTTPS)"
+        );
+    }
     let (Some(cross), root) = (&d.region_cross_cert, &d.region_ca) else {
         return Ok(());
     };

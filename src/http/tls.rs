@@ -69,12 +69,18 @@ pub fn server_config(
 
 /// The operator named by a verified peer chain, if its leaf is an admin certificate
 /// issued directly by a root this listener trusts (provd's CA or the region's root). A
-/// chain with intermediates names nobody: another site's CA, cross-signed by the region
-/// so that hypervisors trust its migrations, must not make that site's operators
-/// administrators here.
+/// chain that needed an intermediate CA (one not self-signed) names nobody: another site's
+/// CA, cross-signed by the region so that hypervisors trust its migrations, must not make
+/// that site's operators administrators here. (A client may send its own self-signed CA
+/// after its certificate, as curl does with a bundle; that changes nothing.)
 pub fn operator(chain: Option<&[CertificateDer<'_>]>) -> Option<Operator> {
     let chain = chain?;
-    if chain.len() != 1 {
+    let through_intermediate = chain.iter().skip(1).any(|c| {
+        x509_parser::parse_x509_certificate(c.as_ref())
+            .map(|(_, c)| c.is_ca() && c.issuer().as_raw() != c.subject().as_raw())
+            .unwrap_or(true)
+    });
+    if through_intermediate {
         return None;
     }
     let leaf = chain.first()?;
@@ -104,8 +110,16 @@ mod tests {
         assert!(operator(Some(&[der(&plain)])).is_none());
         assert!(operator(None).is_none());
         assert!(
-            operator(Some(&[der(&admin), der(ca.cert_pem())])).is_none(),
-            "a chain with an intermediate names no operator"
+            operator(Some(&[der(&admin), der(ca.cert_pem())])).is_some(),
+            "its own CA sent along changes nothing"
+        );
+        // The same CA cross-signed by a region's root: an intermediate, so nobody.
+        crate::pki::init_root(&d.path().join("root"), "region", 30, false).unwrap();
+        let root = Ca::load(&d.path().join("root")).unwrap();
+        let (cross, _) = root.cross_sign(ca.cert_pem(), 30).unwrap();
+        assert!(
+            operator(Some(&[der(&admin), der(&cross)])).is_none(),
+            "a chain through a cross-signed CA names no operator"
         );
         server_config(&ca, &["provd.example".into()], &["10.0.0.1".parse().unwrap()], None).unwrap();
     }

@@ -83,15 +83,11 @@ pub fn classify(url: &str, e: ureq::Error) -> FollowError {
             url: url.to_string(),
             why,
         },
-        ureq::Error::Io(ref io)
-            if io.to_string().contains("invalid peer certificate")
-                || io.to_string().contains("CertificateRequired") =>
-        {
-            FollowError::Tls {
-                url: url.to_string(),
-                why,
-            }
-        }
+        // ureq hands a failed handshake up as I/O with rustls' error inside.
+        ureq::Error::Io(ref io) if io.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => FollowError::Tls {
+            url: url.to_string(),
+            why,
+        },
         _ => FollowError::Unreachable {
             url: url.to_string(),
             why,
@@ -204,5 +200,15 @@ mod tests {
             "https://a/api/feed?epoch=1&seq=2&events=3&wait=10"
         );
         assert_eq!(feed_url("https://a", None, 10), "https://a/api/feed?wait=0");
+    }
+
+    #[test]
+    fn a_refused_handshake_is_tls_not_unreachable() {
+        let handshake = std::io::Error::other(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(classify("u", ureq::Error::Io(handshake)).kind(), "tls");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify("u", ureq::Error::Io(refused)).kind(), "unreachable");
     }
 }

@@ -326,6 +326,11 @@ impl Journal {
         (events, next)
     }
 
+    /// How many events were ever recorded (what `since` counts in).
+    pub fn recorded(&self) -> u64 {
+        *self.recorded.borrow()
+    }
+
     /// Events, oldest first, optionally only one MAC's.
     pub fn events(&self, mac: Option<MacAddr>) -> Vec<BootEvent> {
         let q = self.events.lock().expect("journal lock");

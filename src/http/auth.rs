@@ -92,6 +92,15 @@ pub fn read_token(path: &Path) -> std::io::Result<String> {
     Ok(t.to_string())
 }
 
+/// The token of an `Authorization: Bearer ...` header, if the request has one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// Which credential a request to the admin listener carries: the one rule the API's
 /// middleware and the console's pages both follow.
 pub enum Credential<'a> {
@@ -117,11 +126,7 @@ pub fn credential<'a>(s: &AppState, headers: &HeaderMap, extensions: &'a axum::h
             Credential::Certificate(op)
         };
     }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = bearer(headers);
     match presented {
         Some(t) if s.api_token.accepts(t) => Credential::Token,
         Some(_) => Credential::WrongToken,

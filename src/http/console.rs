@@ -19,7 +19,7 @@
 //! credential by more than one interval.
 
 use super::AppState;
-use super::session::{COOKIE, SESSION_TTL, session_of};
+use super::session::session_of;
 use axum::Router;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -108,8 +108,8 @@ async fn login(
     }
     let id = s.console.open(crate::clock::unix_now());
     // Over HTTPS (`api_tls`) the browser must never send it in the clear.
-    let secure = if tls.is_some() { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL}{secure}");
+    let secure = tls.is_some();
+    let cookie = super::session::session_cookie(&id, secure);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
 }
 
@@ -117,7 +117,7 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(id) = session_of(&headers) {
         s.console.close(id);
     }
-    let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let cookie = super::session::cleared_cookie();
     ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
 }
 

@@ -146,7 +146,7 @@ async fn page(s: &AppState, from: Option<FeedCursor>) -> Page {
     // The journal's count belongs to this run too: another epoch starts from its beginning.
     let events_after = from.filter(|c| c.epoch == upto.epoch).map_or(0, |c| c.events);
     let (events, next_events) = s.journal.since(events_after, EVENTS_PER_PAGE);
-    let more = s.journal.since(next_events, 1).0.len() == 1;
+    let more = next_events < s.journal.recorded();
     let counts = s.leases.counts(crate::clock::unix_now());
     Page {
         sites: s.boot().served_sites().to_vec(),

@@ -47,6 +47,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The `Set-Cookie` value that opens session `id` (`Secure` over HTTPS): the one place its
+/// attributes are written, for the site's console and the region's.
+pub fn session_cookie(id: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL}{secure}")
+}
+
+/// The `Set-Cookie` value that ends a session in the browser.
+pub fn cleared_cookie() -> String {
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
 /// The console session id a request carries, if any.
 pub fn session_of(headers: &HeaderMap) -> Option<&str> {
     headers

@@ -41,12 +41,7 @@ pub fn router(region: Arc<Region>) -> Router {
 }
 
 async fn require_token(State(r): State<Arc<Region>>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = crate::http::auth::bearer(req.headers());
     let read_only = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
     match presented {
         Some(t) if r.token.accepts(t) => next.run(req).await,
@@ -392,13 +387,7 @@ fn ask_site<T>(
     timeout: Duration,
     ask: impl Fn(&ureq::Agent, &str) -> Result<T, FollowError>,
 ) -> Result<T, FollowError> {
-    let tls = r.trust.site_tls(&site.name)?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .tls_config(tls)
-        .build()
-        .into();
+    let agent = follow::agent(r.trust.site_tls(&site.name)?, timeout);
     let reached = r.model.site(&site.name).ok().flatten().and_then(|s| s.reached);
     let mut last = None;
     for base in follow::order(&site.urls, reached.as_deref()) {

@@ -5,7 +5,7 @@
 //! changes also need `X-Provd-Console: 1`. The page polls the region's API every 5 s.
 
 use super::Region;
-use crate::http::session::{COOKIE, CSRF_HEADER, SESSION_TTL, session_of};
+use crate::http::session::{CSRF_HEADER, session_of};
 use axum::Router;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -85,8 +85,8 @@ async fn login(State(r): State<Arc<Region>>, Form(f): Form<LoginForm>) -> Respon
         );
     }
     let id = r.console.open(crate::clock::unix_now());
-    let secure = if r.config.tls { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL}{secure}");
+    let secure = r.config.tls;
+    let cookie = crate::http::session::session_cookie(&id, secure);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
 }
 
@@ -94,6 +94,6 @@ async fn logout(State(r): State<Arc<Region>>, headers: HeaderMap) -> Response {
     if let Some(id) = session_of(&headers) {
         r.console.close(id);
     }
-    let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let cookie = crate::http::session::cleared_cookie();
     ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
 }

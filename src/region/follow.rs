@@ -95,7 +95,9 @@ pub fn classify(url: &str, e: ureq::Error) -> FollowError {
     }
 }
 
-fn agent(tls: ureq::tls::TlsConfig, timeout: Duration) -> ureq::Agent {
+/// An agent for one site: its TLS, a deadline, and HTTP errors as answers (the site's
+/// refusal is passed on, not turned into a transport error).
+pub fn agent(tls: ureq::tls::TlsConfig, timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)

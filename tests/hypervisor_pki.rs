@@ -317,11 +317,23 @@ done
     };
     // Verified: the host's own migration-cert script (its first-boot timer) gets the client
     // certificate with a proof of its server key; then virt-pki-validate is satisfied.
+    let restarts = || {
+        std::fs::read_to_string(w.join("shims.log"))
+            .unwrap_or_default()
+            .matches("systemctl try-restart")
+            .count()
+    };
+    let restarts_before = restarts();
     let got = phase.run_on_host("migration-cert");
     assert!(
         got.contains("migration certificate installed") && !got.contains("exit "),
         "{got}"
     );
+    // Installing it restarts nothing: libvirt reads its client certificate at each dial
+    // (tests/pool.rs migrates with one written after libvirtd started), and a restart would
+    // cut the connections open to the host right when it turns ready (the image lab's guest
+    // stage lost its virsh session to one).
+    assert_eq!(restarts(), restarts_before, "migration-cert restarted libvirt: {got}");
     let validate = phase.run_on_host("validate");
     for want in [
         "Found CA certificate",

@@ -12,7 +12,11 @@
 //!   links come back it catches up, and its copy equals each site's own (every record,
 //!   and dca's journal event for event: nothing lost, nothing twice).
 //! - One server of the pair dies: the region follows the other.
-//! - A site revoked at the region is no longer followed or forwarded to.
+//! - Sites revoked at the region: every server of the followed sites is handed the
+//!   region's CRL (only the root's, only newer), and dca's hypervisor takes it with its
+//!   own `refresh-crl` beside the site's list (openssl then finds the site revoked).
+//! - A site revoked at the region is no longer followed or forwarded to, and the other
+//!   site learns it.
 //!
 //! Needs root, ip, curl, busybox.
 
@@ -394,6 +398,12 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
         },
     );
 
+    // The region's revocations reach every site and dca's hypervisor.
+    let ks_a = ks(&da, "hva1");
+    // hvb1's reserved address (boot listeners answer only machines provd knows).
+    hb.sh("ip addr add 10.162.0.11/24 dev hb");
+    region_crl_checks(&w, [&a, &ha, &hb], &state_a, &answer, &ks_a);
+
     // A reinstall issued at the region runs at dcb (the pair's inventory is one).
     assert_eq!(host_of(&db1, "hvb1")["status"], "assigned");
     let host_b = Host {
@@ -554,8 +564,22 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
         (s["reached"] == "https://10.163.3.1:6767" && s["health"] == "fresh").then_some(())
     });
 
-    // dca is revoked at the region: no longer followed, nothing forwarded.
-    provd(&["region", "revoke-site", "dca", "--config", &region_cfg]);
+    // dca is revoked at the region: no longer followed, nothing forwarded; dcb (its
+    // secondary, the server still up) is handed the list that names dca.
+    let said = provd(&["region", "revoke-site", "dca", "--config", &region_cfg]).stdout;
+    let said = String::from_utf8_lossy(&said);
+    let dca_serial = said
+        .split("cross-certificate ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    wait_until(
+        "dcb's secondary serves the list naming dca",
+        Duration::from_secs(40),
+        || region_list(&hb, "10.162.0.2", &root).filter(|f| f.revoked.iter().any(|s| s == dca_serial)),
+    );
     wait_until("the region stops following dca", Duration::from_secs(40), || {
         (cli.site("dca")["error_kind"] == "revoked").then_some(())
     });
@@ -563,6 +587,161 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && said.contains("revoked"), "{said}");
     assert_eq!(host_of(&da, "hva1")["status"], "installed", "dca never got it");
+}
+
+/// The region's list as a site serves it to its hypervisors, verified against the root.
+fn region_list(ns: &Netns, server: &str, root: &Path) -> Option<provd::pki::region_crl::CrlFacts> {
+    let out = ns
+        .cmd("curl")
+        .args(["-fsS", &format!("http://{server}:8080/pki/region-crl.pem")])
+        .output()
+        .unwrap();
+    let root = std::fs::read_to_string(root).unwrap();
+    let got = provd::pki::region_crl::check(&String::from_utf8_lossy(&out.stdout), &root);
+    if let Err(e) = &got {
+        eprintln!("{server}: {e}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    got.ok()
+}
+
+/// POST `body` to one of dca's admin API paths (its token, its CA): (status, body).
+fn site_post(ns: &Netns, state: &Path, path: &str, body: &Path) -> (String, String) {
+    let token = std::fs::read_to_string(state.join("api-token")).unwrap();
+    let out = ns
+        .cmd("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+        .arg(state.join("pki/ca-cert.pem"))
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+            "--data-binary",
+        ])
+        .arg(format!("@{}", body.display()))
+        .arg(format!("https://10.163.1.1:6767{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.to_string(), body.to_string())
+}
+
+/// Two sites leave the region (revoked there; they are not among the followed ones, as a
+/// decommissioned site would be). Every server of both followed sites is handed the
+/// region's list; dca's hypervisor takes it with its own `refresh-crl` (from its
+/// kickstart) into the one file libvirt reads, beside the site's list, and openssl finds
+/// the revoked site's certificate revoked there. Neither a list signed by the site's own
+/// CA nor the region's older list is accepted, by the site or by the hypervisor.
+/// `a`: dca's server; `ha`, `hb`: the hosts on dca's and dcb's LANs.
+fn region_crl_checks(w: &Workdir, [a, ha, hb]: [&Netns; 3], state_a: &Path, answer: &str, ks_a: &str) {
+    use provd::region::trust::Trust;
+    let trust = Trust::new(w.path("region/pki"));
+    let root = w.path("region/pki/ca-cert.pem");
+    let leaving = |name: &str| {
+        let dir = w.path(name);
+        provd(&["pki", "init", "--pki-dir", &dir.display().to_string()]);
+        let ca = std::fs::read_to_string(dir.join("ca-cert.pem")).unwrap();
+        let (cross, _) = trust.add_site(name, &ca).unwrap();
+        let serial = trust.revoke_site(name, provd::clock::unix_now()).unwrap();
+        (w.write(&format!("{name}-cross.pem"), &cross), serial)
+    };
+    let (dcz_cross, dcz) = leaving("dcz");
+    let first = std::fs::read_to_string(w.path("region/pki/crl.pem")).unwrap();
+    let first_file = w.write("region-crl-first.pem", &first);
+    // The CRL number is the signing second: the second list must be signed in a later one.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, dcy) = leaving("dcy");
+    let both = |f: &provd::pki::region_crl::CrlFacts| f.revoked.contains(&dcz) && f.revoked.contains(&dcy);
+    for (ns, server) in [(ha, "10.161.0.1"), (hb, "10.162.0.1"), (hb, "10.162.0.2")] {
+        wait_until(
+            &format!("{server} serves the region's list"),
+            Duration::from_secs(40),
+            || region_list(ns, server, &root).filter(both),
+        );
+    }
+
+    // The site keeps only the root's newer lists, whoever asks.
+    let (code, said) = site_post(a, state_a, "/api/pki/region-crl", &first_file);
+    assert!(code == "409" && said.contains("kept_number"), "{code} {said}");
+    let own_ca = provd::pki::Ca::load(&state_a.join("pki")).unwrap();
+    let forged = own_ca
+        .crl(&[], time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .unwrap();
+    let (code, said) = site_post(a, state_a, "/api/pki/region-crl", &w.write("forged.pem", &forged));
+    assert!(
+        code == "422" && said.contains("not by the region's root"),
+        "{code} {said}"
+    );
+    assert!(region_list(ha, "10.161.0.1", &root).is_some_and(|f| both(&f)));
+
+    // dca's hypervisor: its CA file as the certificate answer gave it (site CA and root),
+    // its refresh-crl as its kickstart wrote it.
+    let script = ks_a
+        .split("cat > /etc/provd/refresh-crl <<'PROVD_EOF'\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\nPROVD_EOF\n").next())
+        .expect("dca's kickstart writes refresh-crl");
+    let script = w.write("refresh-crl", script);
+    let pki = w.path("hva1-pki");
+    std::fs::create_dir_all(pki.join("CA")).unwrap();
+    let (ca_part, _) = answer.split_once("# provd: server\n").unwrap();
+    std::fs::write(pki.join("CA/cacert.pem"), ca_part.trim_start_matches("# provd: ca\n")).unwrap();
+    let shims = w.path("hva1-shims");
+    std::fs::create_dir_all(&shims).unwrap();
+    let calls = w.path("hva1-calls.log");
+    w.write(
+        "hva1-shims/systemctl",
+        &format!("#!/bin/sh\necho \"systemctl $*\" >> {}\n", calls.display()),
+    );
+    run(Command::new("chmod").arg("+x").arg(shims.join("systemctl")));
+    let refresh = |env: &[(&str, &Path)]| -> String {
+        let mut cmd = ha.cmd("sh");
+        cmd.arg(&script).env("PROVD_PKI_DIR", &pki).env(
+            "PATH",
+            format!("{}:{}", shims.display(), std::env::var("PATH").unwrap()),
+        );
+        for (k, v) in env {
+            cmd.env(k, format!("file://{}", v.display()));
+        }
+        let out = cmd.output().unwrap();
+        format!(
+            "{}{}exit {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            out.status.code().unwrap_or(-1)
+        )
+    };
+    let restarts = || std::fs::read_to_string(&calls).unwrap_or_default().lines().count();
+    let got = refresh(&[]);
+    assert!(got.contains("CRL updated") && got.ends_with("exit 0"), "{got}");
+    assert_eq!(restarts(), 1, "{got}");
+    let installed = std::fs::read_to_string(pki.join("CA/cacrl.pem")).unwrap();
+    assert_eq!(
+        installed.matches("BEGIN X509 CRL").count(),
+        2,
+        "the site's list and the region's"
+    );
+    // openssl, trusting the root, finds the leaving site's certificate revoked in that file.
+    let out = Command::new("openssl")
+        .args(["verify", "-crl_check", "-CAfile"])
+        .arg(&root)
+        .arg("-CRLfile")
+        .arg(pki.join("CA/cacrl.pem"))
+        .arg(&dcz_cross)
+        .output()
+        .unwrap();
+    let verdict = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && verdict.contains("revoked"), "{verdict}");
+    // Nothing new: nothing installed, no restart. The region's older list replayed by a
+    // machine on the boot network: refused, the newer one stays.
+    let again = refresh(&[]);
+    assert!(!again.contains("CRL updated") && again.ends_with("exit 0"), "{again}");
+    let replay = refresh(&[("PROVD_REGION_CRL_URL", &first_file)]);
+    assert!(
+        replay.contains("not higher than the installed one's") && replay.ends_with("exit 1"),
+        "{replay}"
+    );
+    assert_eq!(std::fs::read_to_string(pki.join("CA/cacrl.pem")).unwrap(), installed);
+    assert_eq!(restarts(), 1);
 }
 
 /// What a hypervisor of a site in the region gets with its certificate: the site's CA and

@@ -200,10 +200,14 @@ fn a_vm_migrates_between_two_sites_over_the_regions_trust_until_the_site_is_revo
     assert_eq!(lvb.virsh(&["domstate", "traveller"]).trim(), "running");
     assert!(!lva.virsh(&["list", "--all", "--name"]).contains("traveller"));
 
-    // The region revokes dca; dcb's hypervisor takes the region's CRL (libvirtd reads
-    // cacrl.pem when it starts).
+    // The region revokes dca; dcb's hypervisor takes the region's CRL as its refresh-crl
+    // installs it: one file, the site's own list first and the region's after it (libvirt
+    // reads cacrl.pem when it starts). The revocation is in the second list: GnuTLS must
+    // read both.
     trust.revoke_site("dca", provd::clock::unix_now()).unwrap();
-    std::fs::copy(w.path("region/crl.pem"), db.join("pki/CA/cacrl.pem")).unwrap();
+    let site_list = ca_b.crl(&[], time::OffsetDateTime::now_utc()).unwrap();
+    let region_list = std::fs::read_to_string(w.path("region/crl.pem")).unwrap();
+    std::fs::write(db.join("pki/CA/cacrl.pem"), format!("{site_list}{region_list}")).unwrap();
     lvb.restart(false);
     let second = xml.display().to_string();
     std::fs::write(

@@ -56,6 +56,8 @@ pub struct Services {
     dns: Arc<crate::dns::updater::DnsUpdater>,
     /// Hosts' static addresses (the reconcile task runs in `serve`).
     ipam: Arc<crate::ipam::Ipam>,
+    /// The region's revocation list this site keeps for its hypervisors.
+    region_crl: Arc<crate::pki::region_crl::RegionCrl>,
 }
 
 impl Services {
@@ -159,6 +161,19 @@ impl Services {
             Err(e) => return Err(e.into()),
         };
         let nocloud = Arc::new(crate::nocloud::Registry::load(store.clone()).context("nocloud seeds")?);
+        let region_root = match &config.daemon.region_ca {
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "[daemon] region_ca: reading {} (the region's root certificate)",
+                    path.display()
+                )
+            })?),
+            None => None,
+        };
+        let region_crl = Arc::new(crate::pki::region_crl::RegionCrl::load(
+            crate::pki::region_crl::path_in(state_dir),
+            region_root,
+        ));
         let generations = Arc::new(Generations::new(generation));
         let boot = BootSource::new(
             generations.clone(),
@@ -200,6 +215,7 @@ impl Services {
             console: Default::default(),
             dns: Default::default(),
             ipam,
+            region_crl,
         })
     }
 
@@ -228,6 +244,7 @@ impl Services {
             console: self.console.clone(),
             dns: self.dns.clone(),
             ipam: self.ipam.clone(),
+            region_crl: self.region_crl.clone(),
         })
     }
 

@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/pki/sign/{host}", post(sign))
         .route("/pki/renew/{host}", post(renew))
         .route("/pki/crl.pem", get(crl))
+        .route("/pki/region-crl.pem", get(region_crl))
         .route("/nocloud/{token}/{file}", get(nocloud))
         .route(
             "/discover/{mac}",
@@ -467,6 +468,19 @@ async fn crl(State(s): State<AppState>) -> Response {
             ([("content-type", "application/pkix-crl")], pem).into_response()
         }
         Err(e) => refuse(&s, e, "CRL"),
+    }
+}
+
+/// `/pki/region-crl.pem`: the region's revocation list this site keeps (public like
+/// `/pki/crl.pem`; 404 while the region has given none).
+async fn region_crl(State(s): State<AppState>) -> Response {
+    match s.region_crl.pem() {
+        Some(pem) => ([("content-type", "application/pkix-crl")], pem).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no region revocation list: this site is in no region, or its region revoked nothing\n",
+        )
+            .into_response(),
     }
 }
 

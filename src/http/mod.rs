@@ -123,6 +123,8 @@ pub struct AppParts {
     pub(crate) replication: Arc<Vec<tokio::sync::watch::Receiver<crate::replication::link::Status>>>,
     /// The web console's sessions (admin listener).
     pub(crate) console: Arc<session::Sessions>,
+    /// The region's revocation list (`/pki/region-crl.pem`; the region posts it).
+    pub(crate) region_crl: Arc<crate::pki::region_crl::RegionCrl>,
 }
 
 impl AppState {

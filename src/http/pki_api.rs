@@ -1,6 +1,8 @@
 //! Admin routes for provd's CA (behind the admin credential like every `/api/...` route):
 //! `GET /api/pki` (certificates and waiting requests), `POST /api/pki/<host>/approve`,
-//! `.../reject`, `.../revoke?role=`. Each decision goes to the boot journal.
+//! `.../reject`, `.../revoke?role=`. Each decision goes to the boot journal. And
+//! `POST /api/pki/region-crl`: the region hands over its revocation list
+//! (`pki::region_crl`, which keeps only a newer list its root signed).
 
 use super::AppState;
 use crate::boot::BootError;
@@ -19,6 +21,37 @@ pub fn routes() -> Router<AppState> {
         .route("/api/pki/{host}/approve", post(approve))
         .route("/api/pki/{host}/reject", post(reject))
         .route("/api/pki/{host}/revoke", post(revoke))
+        .route("/api/pki/region-crl", post(region_crl))
+}
+
+/// `POST /api/pki/region-crl` with the region's CRL (PEM): kept when the region's root
+/// signed it and it is newer than the kept one; served to hypervisors at
+/// `/pki/region-crl.pem`.
+async fn region_crl(State(s): State<AppState>, pem: String) -> Response {
+    use crate::pki::region_crl::{Offered, RegionCrlError};
+    let keeper = s.region_crl.clone();
+    let offered = tokio::task::spawn_blocking(move || keeper.offer(&pem)).await;
+    match offered {
+        Ok(Ok(offered)) => {
+            if let Offered::Kept(facts) = &offered {
+                tracing::info!(
+                    "the region's revocation list {} kept ({} revoked)",
+                    facts.number,
+                    facts.revoked.len()
+                );
+            }
+            Json(offered).into_response()
+        }
+        Ok(Err(e @ RegionCrlError::Older { kept, .. })) => {
+            let mut extra = serde_json::Map::new();
+            extra.insert(crate::pki::region_crl::KEPT_NUMBER.into(), kept.into());
+            super::failure::refuse_with(StatusCode::CONFLICT, e, extra)
+        }
+        Ok(Err(e @ RegionCrlError::NoRegion)) => super::failure::refuse(StatusCode::CONFLICT, e),
+        Ok(Err(e @ RegionCrlError::Invalid(_))) => super::failure::refuse(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Ok(Err(e @ RegionCrlError::Io { .. })) => super::failure::refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => super::failure::refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 async fn list(State(s): State<AppState>) -> Response {

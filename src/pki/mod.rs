@@ -23,6 +23,7 @@
 pub mod csr;
 pub mod identities;
 pub mod pair;
+pub mod region_crl;
 pub mod registry;
 pub mod signer;
 

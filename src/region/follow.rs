@@ -6,12 +6,18 @@
 //! describes, so a region restart continues where it stopped, and a page lost in flight
 //! is asked for again (applying it twice changes nothing).
 //!
-//! Must never: write anything but what a site sent, or send a site anything but reads.
+//! After each page the follower also hands the region's revocation list to every address
+//! of the site that does not have it yet (`deliver_crl`): a site passes it to its
+//! hypervisors, which trust the root and so must learn which sites it revoked.
+//!
+//! Must never: write anything into the copy but what a site sent, or send a site anything
+//! but reads and the region's own CRL.
 
 use super::config::SiteConfig;
 use super::store::ReadModel;
 use super::trust::{Trust, TrustError};
 use crate::http::feed::{FeedCursor, Page};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -132,9 +138,13 @@ fn fetch(agent: &ureq::Agent, url: &str) -> Result<Page, FollowError> {
 /// Follow `site` until `stop`. Runs on its own thread (blocking HTTP).
 pub fn follow(site: SiteConfig, model: Arc<ReadModel>, trust: Arc<Trust>, stop: Arc<AtomicBool>, wait: u64) {
     let mut failures = 0u32;
+    let mut delivered = Delivered::default();
     while !stop.load(Ordering::Relaxed) {
         match round(&site, &model, &trust, wait) {
-            Ok(()) => failures = 0,
+            Ok(()) => {
+                failures = 0;
+                deliver_crl(&site, &trust, &mut delivered);
+            }
             Err(e) => {
                 failures += 1;
                 tracing::warn!("region: site {}: {e}", site.name);
@@ -178,6 +188,83 @@ fn round(site: &SiteConfig, model: &ReadModel, trust: &Trust, wait: u64) -> Resu
         }
     }
     Err(last.expect("a site has at least one URL"))
+}
+
+/// Per address of a site: the CRL it acknowledged, and the last failure said (so an
+/// address that stays down is logged once, not every round).
+#[derive(Default)]
+struct Delivered {
+    crl: HashMap<String, String>,
+    failed: HashMap<String, String>,
+}
+
+/// Hand the region's current CRL to each of `site`'s addresses that has not acknowledged
+/// it. A site keeps it only when the root signed it and it is newer than its own copy
+/// (`pki::region_crl`); one that already holds a newer list is not asked again.
+fn deliver_crl(site: &SiteConfig, trust: &Trust, delivered: &mut Delivered) {
+    let crl = match trust.current_crl(time::OffsetDateTime::now_utc()) {
+        Ok(Some(crl)) => crl,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!("region: the CRL for site {}: {e}", site.name);
+            return;
+        }
+    };
+    let pending: Vec<&String> = site
+        .urls
+        .iter()
+        .filter(|u| delivered.crl.get(*u) != Some(&crl))
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let agent = match trust.site_tls(&site.name) {
+        Ok(tls) => agent(tls, Duration::from_secs(20)),
+        Err(_) => return, // revoked or removed: `round` reports it
+    };
+    for base in pending {
+        let url = format!("{base}/api/pki/region-crl");
+        let answer = agent
+            .post(&url)
+            .content_type("application/pkix-crl")
+            .send(crl.as_bytes())
+            .map_err(|e| classify(&url, e).to_string())
+            .and_then(|mut r| {
+                let status = r.status().as_u16();
+                let body = r.body_mut().read_to_string().unwrap_or_default();
+                let kept_newer = || {
+                    serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v.get(crate::pki::region_crl::KEPT_NUMBER)?.as_u64())
+                };
+                match status {
+                    200 => Ok(()),
+                    // The site holds a newer list than this one (a region restored from
+                    // an older backup): asking again would not change that.
+                    409 if kept_newer().is_some() => {
+                        tracing::warn!(
+                            "region: site {} at {base} keeps a newer CRL than the region's: {body}",
+                            site.name
+                        );
+                        Ok(())
+                    }
+                    _ => Err(format!("{url}: HTTP {status}: {}", body.trim())),
+                }
+            });
+        match answer {
+            Ok(()) => {
+                tracing::info!("region: site {} at {base} has the region's CRL", site.name);
+                delivered.failed.remove(base);
+                delivered.crl.insert(base.clone(), crl.clone());
+            }
+            Err(why) => {
+                if delivered.failed.get(base) != Some(&why) {
+                    tracing::warn!("region: handing the CRL to site {}: {why}", site.name);
+                    delivered.failed.insert(base.clone(), why);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //!   anyone who trusts the root can verify the site's certificates through it.
 //! - `revoked.json` and `crl.pem`: sites whose cross-certificate the region revoked
 //!   (`provd region revoke-site`); the region stops following and forwarding to them at
-//!   once, and the CRL (signed by the root) names the certificate for everyone else.
+//!   once, and the CRL (signed by the root) names the certificate for everyone else. The
+//!   followers hand it to every site they follow (`follow::deliver_crl`), whose
+//!   hypervisors take it from there; `current_crl` signs it again before it runs out.
 //!
 //! Rollover: a new root (`init --force` in a new state directory), every site added again
 //! (`add-site` cross-signs with the new root), both roots in the sites' `region_ca` file
@@ -56,15 +58,24 @@ pub struct Revocation {
     pub at: u64,
 }
 
+/// A CRL is signed again when it has less than this left (hypervisors take a new list
+/// when theirs has 7 days left; this leaves the sites time to pass it on).
+const CRL_RESIGN_SECS: i64 = 10 * 86_400;
+
 /// The region's certificates, read from its pki directory when asked (so a revocation or
 /// a newly added site counts at the next request, without a restart).
 pub struct Trust {
     dir: PathBuf,
+    /// One signer of `crl.pem` at a time within this process (the followers share it).
+    crl_signing: std::sync::Mutex<()>,
 }
 
 impl Trust {
     pub fn new(dir: PathBuf) -> Trust {
-        Trust { dir }
+        Trust {
+            dir,
+            crl_signing: Default::default(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -107,12 +118,39 @@ impl Trust {
         let path = self.dir.join(REVOKED);
         let json = serde_json::to_vec_pretty(&revoked).expect("revocations serialize");
         std::fs::write(&path, json).map_err(io(&path))?;
+        let _one = self.crl_signing.lock().unwrap();
+        self.sign_crl(&revoked, time::OffsetDateTime::now_utc())?;
+        Ok(serial)
+    }
+
+    /// Sign the CRL naming `revoked` and put it in place whole (a follower reading it
+    /// meanwhile sees the old list or the new one).
+    fn sign_crl(&self, revoked: &[Revocation], now: time::OffsetDateTime) -> Result<String, TrustError> {
         let ca = Ca::load(&self.dir)?;
         let list: Vec<(String, i64)> = revoked.iter().map(|r| (r.serial.clone(), r.at as i64)).collect();
-        let crl = ca.crl(&list, time::OffsetDateTime::now_utc())?;
-        let crl_path = self.dir.join(CRL);
-        std::fs::write(&crl_path, crl).map_err(io(&crl_path))?;
-        Ok(serial)
+        let crl = ca.crl(&list, now)?;
+        let (tmp, path) = (self.dir.join(format!("{CRL}.new")), self.dir.join(CRL));
+        std::fs::write(&tmp, &crl).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(crl)
+    }
+
+    /// The region's CRL as the sites should have it: None while nothing was revoked; the
+    /// list in `crl.pem`, signed again first when it has less than `CRL_RESIGN_SECS` left
+    /// (or is missing or unreadable).
+    pub fn current_crl(&self, now: time::OffsetDateTime) -> Result<Option<String>, TrustError> {
+        let revoked = self.revocations()?;
+        if revoked.is_empty() {
+            return Ok(None);
+        }
+        let _one = self.crl_signing.lock().unwrap();
+        let path = self.dir.join(CRL);
+        if let Ok(pem) = std::fs::read_to_string(&path)
+            && crl_next_update(&pem).is_some_and(|next| next - now.unix_timestamp() > CRL_RESIGN_SECS)
+        {
+            return Ok(Some(pem));
+        }
+        self.sign_crl(&revoked, now).map(Some)
     }
 
     pub fn revocations(&self) -> Result<Vec<Revocation>, TrustError> {
@@ -182,6 +220,14 @@ impl Trust {
             .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
             .build())
     }
+}
+
+/// A PEM CRL's next update (unix seconds), if it parses.
+fn crl_next_update(pem: &str) -> Option<i64> {
+    use x509_parser::prelude::FromDer;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&pem.contents).ok()?;
+    Some(crl.next_update()?.timestamp())
 }
 
 #[cfg(test)]
@@ -277,5 +323,34 @@ mod tests {
             .unwrap();
         let said = String::from_utf8_lossy(&refused.stdout) + String::from_utf8_lossy(&refused.stderr);
         assert!(!refused.status.success() && said.contains("revoked"), "{said}");
+    }
+
+    /// Nothing revoked, no list; a revocation's list is handed out as signed until it
+    /// nears its next update, then signed again (a higher number, the same serials).
+    #[test]
+    fn the_crl_is_signed_again_before_it_runs_out() {
+        use crate::pki::region_crl::check;
+        let d = tempfile::tempdir().unwrap();
+        let trust = Trust::new(d.path().join("region"));
+        trust.init("eu", false).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        assert_eq!(trust.current_crl(now).unwrap(), None);
+        let site = d.path().join("dc1");
+        pki::init(&site, "provd dc1", 30, false).unwrap();
+        let (_, serial) = trust.add_site("dc1", Ca::load(&site).unwrap().cert_pem()).unwrap();
+        trust.revoke_site("dc1", 1_800_000_000).unwrap();
+        let root = std::fs::read_to_string(trust.dir().join(pki::CA_CERT)).unwrap();
+        let first = trust.current_crl(now).unwrap().unwrap();
+        assert_eq!(
+            trust.current_crl(now + time::Duration::days(19)).unwrap().as_ref(),
+            Some(&first)
+        );
+        let later = now + time::Duration::days(21);
+        let second = trust.current_crl(later).unwrap().unwrap();
+        assert_ne!(second, first);
+        let (a, b) = (check(&first, &root).unwrap(), check(&second, &root).unwrap());
+        assert!(b.number > a.number, "{a:?} {b:?}");
+        assert_eq!((a.revoked, b.revoked.clone()), (vec![serial.clone()], vec![serial]));
+        assert_eq!(std::fs::read_to_string(trust.dir().join(CRL)).unwrap(), second);
     }
 }

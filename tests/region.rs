@@ -681,6 +681,17 @@ fn region_crl_checks(w: &Workdir, [a, ha, hb]: [&Netns; 3], state_a: &Path, answ
         .and_then(|rest| rest.split("\nPROVD_EOF\n").next())
         .expect("dca's kickstart writes refresh-crl");
     let script = w.write("refresh-crl", script);
+    // The region's part of the %post (the first lists) is bash that parses.
+    for (i, post) in ks_a.split("\n%post").skip(1).enumerate() {
+        let body = post.split_once('\n').unwrap().1.split("\n%end").next().unwrap();
+        let file = w.write(&format!("post-{i}.sh"), body);
+        let out = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+        assert!(out.status.success(), "%post {i}: {}", String::from_utf8_lossy(&out.stderr));
+        if body.contains("/pki/region-crl.pem") {
+            assert!(body.contains("CA/provd-crl/region.pem"), "the first region list");
+        }
+    }
+    assert!(ks_a.contains("take region "), "dca's refresh-crl takes the region's list");
     let pki = w.path("hva1-pki");
     std::fs::create_dir_all(pki.join("CA")).unwrap();
     let (ca_part, _) = answer.split_once("# provd: server\n").unwrap();

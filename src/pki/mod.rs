@@ -343,11 +343,24 @@ impl Ca {
     }
 
     /// The CA's certificate revocation list (PEM) naming `revoked` (serial in hex, revocation
-    /// time). A fresh list is signed on every call; its number is `now`, which only grows.
+    /// time). A fresh list is signed on every call; its number is `now` (see `crl_numbered`).
     /// `next_update` is 30 days ahead: libvirt reads the list only when it starts, so
     /// hypervisors restart it for a new list only when the revoked serials changed or their
     /// installed list comes within 7 days of its next update (`refresh-crl`).
     pub fn crl(&self, revoked: &[(String, i64)], now: OffsetDateTime) -> Result<String, PkiError> {
+        self.crl_numbered(revoked, now, now.unix_timestamp().max(0) as u64)
+    }
+
+    /// The same with CRL number `number`. Hypervisors install a list only when its number
+    /// is higher than theirs, so a signer that made a list before passes
+    /// `next_crl_number(previous, now)`: two lists signed in one second, or after the
+    /// clock stepped back, must still count up.
+    pub fn crl_numbered(
+        &self,
+        revoked: &[(String, i64)],
+        now: OffsetDateTime,
+        number: u64,
+    ) -> Result<String, PkiError> {
         let revoked_certs = revoked
             .iter()
             .filter_map(|(serial, at)| {
@@ -362,7 +375,7 @@ impl Ca {
         let params = CertificateRevocationListParams {
             this_update: now - Duration::minutes(5),
             next_update: now + Duration::days(CRL_DAYS),
-            crl_number: SerialNumber::from_slice(&(now.unix_timestamp() as u64).to_be_bytes()),
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
             issuing_distribution_point: None,
             revoked_certs,
             key_identifier_method: KeyIdMethod::Sha256,
@@ -512,6 +525,21 @@ pub fn check_cross_certificate(ca_pem: &str, cross_pem: &str, root_pem: &str) ->
         )));
     }
     Ok(())
+}
+
+/// The number for the next CRL: the signing time, but always above the last list's.
+pub fn next_crl_number(previous: Option<u64>, now: OffsetDateTime) -> u64 {
+    let now = now.unix_timestamp().max(0) as u64;
+    previous.map_or(now, |p| now.max(p + 1))
+}
+
+/// The CRL number of a PEM CRL, unverified (the signer's own last list).
+pub fn crl_number(pem: &str) -> Option<u64> {
+    use x509_parser::prelude::FromDer;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&pem.contents).ok()?;
+    let bytes = crl.crl_number()?.to_bytes_be();
+    (bytes.len() <= 8).then(|| bytes.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
 }
 
 /// The serial of a DER certificate as the registry writes it (lowercase hex).

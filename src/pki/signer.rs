@@ -179,10 +179,11 @@ pub struct Signer {
     crl: std::sync::Mutex<Option<SignedCrl>>,
 }
 
-/// A CRL as signed: what it names (sorted) and when it was made.
+/// A CRL as signed: what it names (sorted), when it was made and its number.
 struct SignedCrl {
     names: Vec<(String, i64)>,
     made: i64,
+    number: u64,
     pem: String,
 }
 
@@ -439,10 +440,12 @@ impl Signer {
         {
             return Ok(c.pem.clone());
         }
-        let pem = ca.crl(&names, now)?;
+        let number = crate::pki::next_crl_number(cache.as_ref().map(|c| c.number), now);
+        let pem = ca.crl_numbered(&names, now, number)?;
         *cache = Some(SignedCrl {
             names,
             made: now.unix_timestamp(),
+            number,
             pem: pem.clone(),
         });
         Ok(pem)

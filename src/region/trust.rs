@@ -128,8 +128,10 @@ impl Trust {
     fn sign_crl(&self, revoked: &[Revocation], now: time::OffsetDateTime) -> Result<String, TrustError> {
         let ca = Ca::load(&self.dir)?;
         let list: Vec<(String, i64)> = revoked.iter().map(|r| (r.serial.clone(), r.at as i64)).collect();
-        let crl = ca.crl(&list, now)?;
         let (tmp, path) = (self.dir.join(format!("{CRL}.new")), self.dir.join(CRL));
+        // Above the last list's number, or the sites would keep the last one.
+        let previous = std::fs::read_to_string(&path).ok().and_then(|p| pki::crl_number(&p));
+        let crl = ca.crl_numbered(&list, now, pki::next_crl_number(previous, now))?;
         std::fs::write(&tmp, &crl).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         Ok(crl)
@@ -352,5 +354,11 @@ mod tests {
         assert!(b.number > a.number, "{a:?} {b:?}");
         assert_eq!((a.revoked, b.revoked.clone()), (vec![serial.clone()], vec![serial]));
         assert_eq!(std::fs::read_to_string(trust.dir().join(CRL)).unwrap(), second);
+        // Two revocations in one second still count up (the sites keep only a higher one).
+        let (_, other) = trust.add_site("dc2", Ca::load(&site).unwrap().cert_pem()).unwrap();
+        trust.revoke_site("dc2", 1_800_000_001).unwrap();
+        let third = check(&std::fs::read_to_string(trust.dir().join(CRL)).unwrap(), &root).unwrap();
+        assert!(third.number > check(&second, &root).unwrap().number);
+        assert!(third.revoked.contains(&other));
     }
 }

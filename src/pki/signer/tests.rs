@@ -168,7 +168,24 @@ async fn renewal_needs_the_current_key_its_window_and_is_rate_limited() {
     assert!(s.revoke_identity("nobody").await.unwrap().is_none());
     assert_eq!(s.crl_pem().unwrap(), crl, "nothing revoked, nothing new");
     assert_eq!(s.revoke_host("hv1", None).await.unwrap().len(), 1);
-    assert_ne!(s.crl_pem().unwrap(), crl, "a revocation makes a new CRL");
+    let second = s.crl_pem().unwrap();
+    assert_ne!(second, crl, "a revocation makes a new CRL");
+    // Another revocation within the same second: its list still counts up (a hypervisor
+    // installs only a higher number).
+    let other = openssl_csr(d.path(), "c", "hv2");
+    let hv2 = Applicant {
+        hostname: "hv2".into(),
+        fqdn: "hv2.dc1.example.net".into(),
+        ..hv1()
+    };
+    s.install(&hv2, "t2", &other, FROM, SignPolicy::Auto).await.unwrap();
+    assert_eq!(s.revoke_host("hv2", None).await.unwrap().len(), 1);
+    let third = s.crl_pem().unwrap();
+    let numbers: Vec<u64> = [&crl, &second, &third]
+        .iter()
+        .map(|p| crate::pki::crl_number(p).unwrap())
+        .collect();
+    assert!(numbers[0] < numbers[1] && numbers[1] < numbers[2], "{numbers:?}");
 }
 
 #[tokio::test]

@@ -403,6 +403,13 @@ fn the_region_follows_two_sites_forwards_writes_and_catches_up_after_a_wan_cut()
     // hvb1's reserved address (boot listeners answer only machines provd knows).
     hb.sh("ip addr add 10.162.0.11/24 dev hb");
     region_crl_checks(&w, [&a, &ha, &hb], &state_a, &answer, &ks_a);
+    // The region says which list each site holds (every address of the pair).
+    let current = provd::pki::crl_number(&std::fs::read_to_string(w.path("region/pki/crl.pem")).unwrap());
+    for site in ["dca", "dcb"] {
+        wait_until(&format!("{site}'s CRL at the region"), Duration::from_secs(20), || {
+            (cli.site(site)["crl_number"].as_u64() == current).then_some(())
+        });
+    }
 
     // A reinstall issued at the region runs at dcb (the pair's inventory is one).
     assert_eq!(host_of(&db1, "hvb1")["status"], "assigned");

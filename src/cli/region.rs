@@ -106,7 +106,8 @@ pub enum RegionCommand {
         config: PathBuf,
     },
     /// Every site: health (fresh, stale, never), last contact, the address that answered,
-    /// hosts by status, hypervisors, leases, the last error. Exit status 1 when a site is
+    /// hosts by status, hypervisors, leases, the region's CRL it holds (its number, once
+    /// every address of the site has it), the last error. Exit status 1 when a site is
     /// not fresh.
     Sites {
         #[arg(long)]
@@ -212,18 +213,19 @@ fn sites(target: &RegionTarget, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&sites)?);
     } else {
         println!(
-            "{:<12} {:<7} {:>9} {:>6} {:>5} {:>6} {:<28} ERROR",
-            "SITE", "HEALTH", "CONTACT", "HOSTS", "HV", "LEASES", "REACHED"
+            "{:<12} {:<7} {:>9} {:>6} {:>5} {:>6} {:>10} {:<28} ERROR",
+            "SITE", "HEALTH", "CONTACT", "HOSTS", "HV", "LEASES", "CRL", "REACHED"
         );
         for s in &sites {
             println!(
-                "{:<12} {:<7} {:>9} {:>6} {:>5} {:>6} {:<28} {}",
+                "{:<12} {:<7} {:>9} {:>6} {:>5} {:>6} {:>10} {:<28} {}",
                 s.name,
                 health_word(s.health),
                 s.age_secs.map_or("never".into(), |a| format!("{a}s ago")),
                 s.hosts,
                 format!("{}/{}", s.hypervisors_ready, s.hypervisors),
                 s.leases.bound,
+                s.crl_number.map_or("-".into(), |n| n.to_string()),
                 s.reached.as_deref().unwrap_or("-"),
                 s.error.as_deref().unwrap_or("")
             );

@@ -106,6 +106,20 @@ fn check_region_trust(config: &Config, state_dir: &std::path::Path) -> anyhow::R
     Ok(())
 }
 
+/// The region's root certificate (PEM), when `[daemon] region_ca` names one.
+pub(crate) fn region_root(config: &Config) -> anyhow::Result<Option<String>> {
+    let Some(path) = &config.daemon.region_ca else {
+        return Ok(None);
+    };
+    let pem = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "[daemon] region_ca: reading {} (the region's root certificate)",
+            path.display()
+        )
+    })?;
+    Ok(Some(pem))
+}
+
 /// `[daemon] api_tls`: a server certificate from provd's CA for the API address (and
 /// loopback, and `api_names`), made now; the key never touches the disk.
 pub fn api_tls_config(
@@ -120,15 +134,7 @@ pub fn api_tls_config(
     if !api_addr.ip().is_unspecified() && !addresses.contains(&api_addr.ip()) {
         addresses.push(api_addr.ip());
     }
-    let region_root = match &config.daemon.region_ca {
-        Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "[daemon] region_ca: reading {} (the region's root certificate)",
-                path.display()
-            )
-        })?),
-        None => None,
-    };
+    let region_root = region_root(config)?;
     Ok(http::tls::server_config(
         &ca,
         &config.daemon.api_names,

@@ -161,15 +161,7 @@ impl Services {
             Err(e) => return Err(e.into()),
         };
         let nocloud = Arc::new(crate::nocloud::Registry::load(store.clone()).context("nocloud seeds")?);
-        let region_root = match &config.daemon.region_ca {
-            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "[daemon] region_ca: reading {} (the region's root certificate)",
-                    path.display()
-                )
-            })?),
-            None => None,
-        };
+        let region_root = super::region_root(&config)?;
         let region_crl = Arc::new(crate::pki::region_crl::RegionCrl::load(
             crate::pki::region_crl::path_in(state_dir),
             region_root,

@@ -85,6 +85,9 @@ pub struct SiteView {
     pub pages: u64,
     pub relists: u64,
     pub records_received: u64,
+    /// The region's CRL every address of the site has taken (its number).
+    #[serde(default)]
+    pub crl_number: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +143,7 @@ fn view(site: &SiteConfig, record: Option<SiteRecord>, now: u64, stale_after: u6
         pages: r.pages,
         relists: r.relists,
         records_received: r.records_received,
+        crl_number: r.crl_number,
     }
 }
 

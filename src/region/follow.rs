@@ -143,7 +143,7 @@ pub fn follow(site: SiteConfig, model: Arc<ReadModel>, trust: Arc<Trust>, stop: 
         match round(&site, &model, &trust, wait) {
             Ok(()) => {
                 failures = 0;
-                deliver_crl(&site, &trust, &mut delivered);
+                deliver_crl(&site, &trust, &model, &mut delivered);
             }
             Err(e) => {
                 failures += 1;
@@ -201,7 +201,7 @@ struct Delivered {
 /// Hand the region's current CRL to each of `site`'s addresses that has not acknowledged
 /// it. A site keeps it only when the root signed it and it is newer than its own copy
 /// (`pki::region_crl`); one that already holds a newer list is not asked again.
-fn deliver_crl(site: &SiteConfig, trust: &Trust, delivered: &mut Delivered) {
+fn deliver_crl(site: &SiteConfig, trust: &Trust, model: &ReadModel, delivered: &mut Delivered) {
     let crl = match trust.current_crl(time::OffsetDateTime::now_utc()) {
         Ok(Some(crl)) => crl,
         Ok(None) => return,
@@ -222,7 +222,7 @@ fn deliver_crl(site: &SiteConfig, trust: &Trust, delivered: &mut Delivered) {
         Ok(tls) => agent(tls, Duration::from_secs(20)),
         Err(_) => return, // revoked or removed: `round` reports it
     };
-    for base in pending {
+    for base in pending.iter().copied() {
         let url = format!("{base}/api/pki/region-crl");
         let answer = agent
             .post(&url)
@@ -264,6 +264,12 @@ fn deliver_crl(site: &SiteConfig, trust: &Trust, delivered: &mut Delivered) {
                 }
             }
         }
+    }
+    let everywhere = site.urls.iter().all(|u| delivered.crl.get(u) == Some(&crl));
+    if let (true, Some(number)) = (everywhere, crate::pki::crl_number(&crl))
+        && let Err(e) = model.crl_held(&site.name, number)
+    {
+        tracing::error!("region: {e}");
     }
 }
 

@@ -56,6 +56,10 @@ pub struct SiteRecord {
     pub pages: u64,
     pub relists: u64,
     pub records_received: u64,
+    /// The number of the region's CRL every address of the site has taken
+    /// (`follow::deliver_crl`); None until one has.
+    #[serde(default)]
+    pub crl_number: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +197,23 @@ impl ReadModel {
 
     /// A failed attempt to reach `site`: the copy stays as it was, marked with why.
     pub fn failed(&self, site: &str, kind: &str, why: &str) -> Result<(), RegionStoreError> {
+        self.update_site(site, |record| {
+            if record.error.as_deref() == Some(why) {
+                return false; // nothing new to write
+            }
+            record.error = Some(why.to_string());
+            record.error_kind = Some(kind.to_string());
+            true
+        })
+    }
+
+    /// Every address of `site` has taken the region's CRL numbered `number`.
+    pub fn crl_held(&self, site: &str, number: u64) -> Result<(), RegionStoreError> {
+        self.update_site(site, |record| record.crl_number.replace(number) != Some(number))
+    }
+
+    /// Change `site`'s record in one transaction; `change` says whether it changed it.
+    fn update_site(&self, site: &str, change: impl FnOnce(&mut SiteRecord) -> bool) -> Result<(), RegionStoreError> {
         let txn = self.db.begin_write().map_err(db)?;
         {
             let mut sites = txn.open_table(SITES).map_err(db)?;
@@ -200,11 +221,9 @@ impl ReadModel {
                 Some(v) => decode(site, v.value())?,
                 None => SiteRecord::default(),
             };
-            if record.error.as_deref() == Some(why) {
-                return Ok(()); // nothing new to write
+            if !change(&mut record) {
+                return Ok(());
             }
-            record.error = Some(why.to_string());
-            record.error_kind = Some(kind.to_string());
             let json = serde_json::to_vec(&record).expect("site records serialize");
             sites.insert(site, json.as_slice()).map_err(db)?;
         }

@@ -191,12 +191,16 @@ fn round(site: &SiteConfig, model: &ReadModel, trust: &Trust, wait: u64) -> Resu
 }
 
 /// Per address of a site: the CRL it acknowledged, and the last failure said (so an
-/// address that stays down is logged once, not every round).
+/// address that stays down is logged once, not every round) with when to try it again.
 #[derive(Default)]
 struct Delivered {
     crl: HashMap<String, String>,
-    failed: HashMap<String, String>,
+    failed: HashMap<String, (String, std::time::Instant)>,
 }
+
+/// How long an address that did not take the CRL is left alone: a pair's dead server
+/// must not hold up every feed round of its site for a connect timeout.
+const CRL_RETRY: Duration = Duration::from_secs(60);
 
 /// Hand the region's current CRL to each of `site`'s addresses that has not acknowledged
 /// it. A site keeps it only when the root signed it and it is newer than its own copy
@@ -210,16 +214,18 @@ fn deliver_crl(site: &SiteConfig, trust: &Trust, model: &ReadModel, delivered: &
             return;
         }
     };
+    let now = std::time::Instant::now();
     let pending: Vec<&String> = site
         .urls
         .iter()
         .filter(|u| delivered.crl.get(*u) != Some(&crl))
+        .filter(|u| delivered.failed.get(*u).is_none_or(|(_, retry)| now >= *retry))
         .collect();
     if pending.is_empty() {
         return;
     }
     let agent = match trust.site_tls(&site.name) {
-        Ok(tls) => agent(tls, Duration::from_secs(20)),
+        Ok(tls) => agent(tls, Duration::from_secs(10)),
         Err(_) => return, // revoked or removed: `round` reports it
     };
     for base in pending.iter().copied() {
@@ -258,10 +264,10 @@ fn deliver_crl(site: &SiteConfig, trust: &Trust, model: &ReadModel, delivered: &
                 delivered.crl.insert(base.clone(), crl.clone());
             }
             Err(why) => {
-                if delivered.failed.get(base) != Some(&why) {
+                if delivered.failed.get(base).is_none_or(|(said, _)| *said != why) {
                     tracing::warn!("region: handing the CRL to site {}: {why}", site.name);
-                    delivered.failed.insert(base.clone(), why);
                 }
+                delivered.failed.insert(base.clone(), (why, now + CRL_RETRY));
             }
         }
     }

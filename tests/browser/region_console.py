@@ -11,7 +11,7 @@ watches for the change the test makes.
    ("FILTERED").
 4. Marks the page, prints "READY", reads a line from stdin.
 5. Waits (CONSOLE_WAIT seconds, default 90) until dcb's row says "stale" on the same page
-   (no reload), saves SCREENSHOT, prints "STALE".
+   (no reload) and the region CRL dcb held is shown, saves SCREENSHOT, prints "STALE".
 Any failure: "FAIL <why>" and exit status 1.
 """
 import json, os, sys
@@ -51,6 +51,11 @@ try:
         fail("dcb did not turn stale (health %s)" % b.js(health % json.dumps("dcb")))
     if b.js("window.provdMark") != 42:
         fail("the page was reloaded")
+    # The region's revocation list dcb held before the cut (a CRL number, not "-").
+    crl = b.js("(() => { const c = document.querySelector('#sites tr[data-site=dcb] td.crl'); "
+               "return c ? c.textContent : null })()")
+    if not (crl or "").isdigit():
+        fail("dcb's region CRL is not shown: %r" % crl)
     b.screenshot(shot)
     print("STALE", flush=True)
 finally:

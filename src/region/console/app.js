@@ -52,6 +52,7 @@ function renderSites() {
     tr.append(el("td", s.hosts));
     tr.append(el("td", s.hypervisors_ready + " / " + s.hypervisors));
     tr.append(el("td", s.leases.bound));
+    tr.append(el("td", s.crl_number == null ? "-" : String(s.crl_number), "crl"));
     tr.append(el("td", s.error || "", "why"));
     body.append(tr);
   }

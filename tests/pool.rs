@@ -768,7 +768,7 @@ fn console_acts_on_vms(p: &Netns, lva: &Libvirtd, lvb: &Libvirtd, state: &Path, 
     use std::io::{BufRead, BufReader, Write};
     let token = std::fs::read_to_string(state.join("api-token")).unwrap();
     let token = token.trim();
-    let curl = |args: &[&str]| curl_in(p, args);
+    let curl = |args: &[&str]| common::curl_status(p, args);
     let bearer = format!("Authorization: Bearer {token}");
     let api = "http://127.0.0.1:6767/api/vms";
     // The API first: every VM of both hosts; refusals say why.
@@ -883,19 +883,6 @@ fn console_acts_on_vms(p: &Netns, lva: &Libvirtd, lvb: &Libvirtd, state: &Path, 
     }
 }
 
-/// curl inside the namespace `p`: the body and the HTTP status.
-fn curl_in(p: &Netns, args: &[&str]) -> (String, String) {
-    let out = p
-        .cmd("curl")
-        .args(["-s", "-o", "/dev/stdout", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (body.to_string(), code.to_string())
-}
-
 /// The admin API's other VM verbs (issue 38), with curl as a script would use them, each
 /// result checked with virsh: pause and resume and autostart of web1 (running on B); pk-1's
 /// snapshots listed, a revert without a name or to a missing one refused (400, 404), the
@@ -906,7 +893,7 @@ fn api_day_two_verbs(p: &Netns, state: &Path, lvb: &Libvirtd, lv_packed: &Libvir
     let token = std::fs::read_to_string(state.join("api-token")).unwrap();
     let bearer = format!("Authorization: Bearer {}", token.trim());
     let api = "http://127.0.0.1:6767/api/vms";
-    let post = |path: &str| curl_in(p, &["-X", "POST", "-H", &bearer, &format!("{api}/{path}")]);
+    let post = |path: &str| common::curl_status(p, &["-X", "POST", "-H", &bearer, &format!("{api}/{path}")]);
     let ok = |path: &str| {
         let (body, code) = post(path);
         assert_eq!(code, "200", "{path}: {body}");
@@ -927,7 +914,7 @@ fn api_day_two_verbs(p: &Netns, state: &Path, lvb: &Libvirtd, lv_packed: &Libvir
     ok("hvb/web1/autostart-off");
     assert!(!autostart(lvb, "web1"));
 
-    let (body, code) = curl_in(p, &["-H", &bearer, &format!("{api}/{packed}/pk-1/snapshots")]);
+    let (body, code) = common::curl_status(p, &["-H", &bearer, &format!("{api}/{packed}/pk-1/snapshots")]);
     assert_eq!(code, "200", "{body}");
     let list: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -1002,7 +989,7 @@ fn api_batch_deploy(p: &Netns, state: &Path, lva: &Libvirtd, lvb: &Libvirtd) {
             &body,
             url,
         ];
-        let (text, code) = curl_in(p, &args);
+        let (text, code) = common::curl_status(p, &args);
         (
             serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
             code,
@@ -1016,7 +1003,7 @@ fn api_batch_deploy(p: &Netns, state: &Path, lva: &Libvirtd, lvb: &Libvirtd) {
     // No credential, no deploy (and nothing placed: the names are made below).
     let body = request.to_string();
     let unauthenticated = ["-X", "POST", "-H", "Content-Type: application/json", "-d", &body];
-    let (_, code) = curl_in(
+    let (_, code) = common::curl_status(
         p,
         &[&unauthenticated[..], &["http://127.0.0.1:6767/api/vms/deploy"]].concat(),
     );
@@ -1041,7 +1028,7 @@ fn api_batch_deploy(p: &Netns, state: &Path, lva: &Libvirtd, lvb: &Libvirtd) {
             .count()
     };
     assert_eq!((defined("api-1"), defined("api-2")), (1, 1), "each defined once");
-    let (seeds, _) = curl_in(p, &["-H", &bearer, "http://127.0.0.1:6767/api/nocloud"]);
+    let (seeds, _) = common::curl_status(p, &["-H", &bearer, "http://127.0.0.1:6767/api/nocloud"]);
     let seeds: Value = serde_json::from_str(&seeds).unwrap();
     let api1 = seeds
         .as_array()
@@ -1085,7 +1072,7 @@ fn api_batch_deploy(p: &Netns, state: &Path, lva: &Libvirtd, lvb: &Libvirtd) {
             "{change}: {code} {answer}"
         );
     }
-    let (events, _) = curl_in(p, &["-H", &bearer, "http://127.0.0.1:6767/api/events"]);
+    let (events, _) = common::curl_status(p, &["-H", &bearer, "http://127.0.0.1:6767/api/events"]);
     let events: Vec<Value> = serde_json::from_str(&events).unwrap();
     let deploys = events
         .iter()
@@ -1143,7 +1130,7 @@ fn live_snapshot_over_tls(p: &Netns, state: &Path, lva: &Libvirtd) {
     let bearer = format!("Authorization: Bearer {}", token.trim());
     let api = "http://127.0.0.1:6767/api/vms";
     let ok = |path: &str| {
-        let (body, code) = curl_in(p, &["-X", "POST", "-H", &bearer, &format!("{api}/{path}")]);
+        let (body, code) = common::curl_status(p, &["-X", "POST", "-H", &bearer, &format!("{api}/{path}")]);
         assert_eq!(code, "200", "{path}: {body}");
     };
     let running = lva.virsh(&["list", "--name"]);
@@ -1163,7 +1150,7 @@ fn live_snapshot_over_tls(p: &Netns, state: &Path, lva: &Libvirtd) {
     ok(&format!("hva/{vm}/snapshot?snapshot=live"));
     let overlay = disk();
     assert!(overlay.ends_with(&format!("/{vm}_vda.live.qcow2")), "{overlay}");
-    let (body, _) = curl_in(p, &["-H", &bearer, &format!("{api}/hva/{vm}/snapshots")]);
+    let (body, _) = common::curl_status(p, &["-H", &bearer, &format!("{api}/hva/{vm}/snapshots")]);
     let list: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         (list[0]["kind"].as_str(), list[0]["quiesced"].as_bool()),

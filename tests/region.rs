@@ -614,22 +614,19 @@ fn region_list(ns: &Netns, server: &str, root: &Path) -> Option<provd::pki::regi
 /// POST `body` to one of dca's admin API paths (its token, its CA): (status, body).
 fn site_post(ns: &Netns, state: &Path, path: &str, body: &Path) -> (String, String) {
     let token = std::fs::read_to_string(state.join("api-token")).unwrap();
-    let out = ns
-        .cmd("curl")
-        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
-        .arg(state.join("pki/ca-cert.pem"))
-        .args([
+    let (said, code) = common::curl_status(
+        ns,
+        &[
+            "--cacert",
+            &state.join("pki/ca-cert.pem").display().to_string(),
             "-H",
             &format!("Authorization: Bearer {}", token.trim()),
             "--data-binary",
-        ])
-        .arg(format!("@{}", body.display()))
-        .arg(format!("https://10.163.1.1:6767{path}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.to_string(), body.to_string())
+            &format!("@{}", body.display()),
+            &format!("https://10.163.1.1:6767{path}"),
+        ],
+    );
+    (code, said)
 }
 
 /// Two sites leave the region (revoked there; they are not among the followed ones, as a
@@ -802,39 +799,23 @@ fn region_get(r: &Netns, w: &Workdir, path: &str) -> (String, String) {
 /// `method` on a region API path with the region's token: (status, body).
 fn region_request(r: &Netns, w: &Workdir, method: &str, path: &str) -> (String, String) {
     let token = std::fs::read_to_string(w.path("region/api-token")).unwrap();
-    let out = r
-        .cmd("curl")
-        .args([
-            "-s",
+    let (body, code) = common::curl_status(
+        r,
+        &[
             "-X",
             method,
-            "-w",
-            "\n%{http_code}",
             "-H",
             &format!("Authorization: Bearer {}", token.trim()),
-        ])
-        .arg(format!("http://127.0.0.1:7070{path}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.to_string(), body.to_string())
+            &format!("http://127.0.0.1:7070{path}"),
+        ],
+    );
+    (code, body)
 }
 
 /// The region's console: the token signs in once, the cookie then reads the page and the
 /// API; a change through the cookie needs the console's header.
 fn console_checks(r: &Netns, w: &Workdir) {
-    let curl = |args: &[&str]| -> (String, String) {
-        let out = r
-            .cmd("curl")
-            .args(["-s", "-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (body.to_string(), code.to_string())
-    };
+    let curl = |args: &[&str]| common::curl_status(r, args);
     let base = "http://127.0.0.1:7070";
     let (page, code) = curl(&[&format!("{base}/console")]);
     assert!(code == "401" && page.contains("Sign in"), "{code} {page}");

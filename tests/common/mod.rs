@@ -425,6 +425,20 @@ pub fn openssl_csr(cn: &str, newkey: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// curl with `args` inside `ns`: the body and the HTTP status ("000" when nothing
+/// answered).
+pub fn curl_status(ns: &Netns, args: &[&str]) -> (String, String) {
+    let out = ns
+        .cmd("curl")
+        .args(["-s", "-o", "/dev/stdout", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (body.to_string(), code.to_string())
+}
+
 /// One DHCP lease for `iface` in `ns` (busybox udhcpc, one shot), which must be `ip`; then
 /// `ip`/24 on the interface (added once: a second lease keeps it).
 pub fn udhcpc_lease(ns: &Netns, iface: &str, ip: &str) {

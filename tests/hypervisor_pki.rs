@@ -112,15 +112,9 @@ fn a_kickstarted_hypervisor_gets_certificates_that_libvirt_accepts_over_tls() {
     // Refusals, each with a clear answer and without spending the token: a wrong token, no
     // CSR, a CSR made for another host, an unknown host.
     let sign = |host: &str, tok: &str, csr: &str| {
-        let out = hv
-            .cmd("curl")
-            .args(["-s", "-w", "\n%{http_code}", "--data-binary", csr])
-            .arg(format!("{base}/pki/sign/{host}?role=server&token={tok}"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.to_string(), body.to_string())
+        let url = format!("{base}/pki/sign/{host}?role=server&token={tok}");
+        let (body, code) = common::curl_status(&hv, &["--data-binary", csr, &url]);
+        (code, body)
     };
     let foreign = common::openssl_csr("hv99.h.test", "rsa:2048");
     assert_eq!(sign("hv01", "0000", &foreign).0, "403");
@@ -412,15 +406,8 @@ fn impostor_at_an_assigned_hosts_address(p: &Phase, state: &Path) {
     let me = "10.90.0.12";
     assert!(p.hv.sh(&format!("ip addr add {me}/24 dev vh")).status.success());
     let curl = |args: &[&str]| -> (String, String) {
-        let out =
-            p.hv.cmd("curl")
-                .args(["-s", "--interface", me, "-w", "\n%{http_code}"])
-                .args(args)
-                .output()
-                .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.to_string(), body.to_string())
+        let (body, code) = common::curl_status(p.hv, &[&["--interface", me], args].concat());
+        (code, body)
     };
     let (code, script) = curl(&[&format!("{}/boot/{}.ipxe", p.base, MAC2.replace(':', "-"))]);
     assert_eq!(code, "200", "{script}");
@@ -866,15 +853,9 @@ fn approve_mode_keeps_requests_until_an_operator_decides() {
         String::from_utf8(out.stdout).unwrap()
     };
     let sign = |role: &str, csr: &str| {
-        let out = hv
-            .cmd("curl")
-            .args(["-s", "-w", "\n%{http_code}", "--data-binary", csr])
-            .arg(format!("{base}/pki/sign/hv01?role={role}&token={token}"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.to_string(), body.to_string())
+        let url = format!("{base}/pki/sign/hv01?role={role}&token={token}");
+        let (body, code) = common::curl_status(&hv, &["--data-binary", csr, &url]);
+        (code, body)
     };
     let pending = || -> Vec<serde_json::Value> {
         serde_json::from_slice(&daemon.cli(&["pki", "pending", "--json"]).stdout).unwrap()
@@ -997,15 +978,8 @@ fn approve_mode_keeps_requests_until_an_operator_decides() {
     // hv02's request is rejected: its installer is told so and nothing is signed.
     assert!(hv.sh("ip addr add 10.91.0.12/24 dev vh").status.success());
     let hv02 = |args: &[&str]| {
-        let out = hv
-            .cmd("curl")
-            .args(["-s", "--interface", "10.91.0.12", "-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.to_string(), body.to_string())
+        let (body, code) = common::curl_status(&hv, &[&["--interface", "10.91.0.12"], args].concat());
+        (code, body)
     };
     let (_, script) = hv02(&[&format!("{base}/boot/{}.ipxe", MAC2.replace(':', "-"))]);
     let token2 = script[script.find("?token=").unwrap() + 7..]

@@ -538,6 +538,11 @@ pub fn crl_number(pem: &str) -> Option<u64> {
     use x509_parser::prelude::FromDer;
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
     let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&pem.contents).ok()?;
+    number_of(&crl)
+}
+
+/// A parsed CRL's number, when it has one that fits 64 bits (provd's always do).
+pub fn number_of(crl: &x509_parser::revocation_list::CertificateRevocationList<'_>) -> Option<u64> {
     let bytes = crl.crl_number()?.to_bytes_be();
     (bytes.len() <= 8).then(|| bytes.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
 }

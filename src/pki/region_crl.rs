@@ -66,14 +66,8 @@ pub fn check(crl_pem: &str, root_pem: &str) -> Result<CrlFacts, RegionCrlError> 
     }
     crl.verify_signature(root.public_key())
         .map_err(|e| invalid(format!("its signature does not verify with the region's root: {e}")))?;
-    let number = crl
-        .crl_number()
-        .ok_or_else(|| invalid("it has no CRL number".into()))?
-        .to_bytes_be();
-    if number.len() > 8 {
-        return Err(invalid("its CRL number is too large".into()));
-    }
-    let number = number.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
+    let number =
+        super::number_of(&crl).ok_or_else(|| invalid("it has no CRL number, or one larger than 64 bits".into()))?;
     let revoked = crl
         .iter_revoked_certificates()
         .map(|r| super::hex(r.raw_serial()))
